@@ -1,0 +1,151 @@
+"""One cattrs converter for the whole wire, and the framing of requests, replies and events.
+
+The converter forbids extra keys and tags unions with ``"type"``. cattrs raises a bare
+``KeyError`` for an unknown tag, so the tag is checked here first and every failure becomes a
+``ProtocolError`` that the server can turn into an ``ErrorReply`` without guessing.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import cattrs
+from cattrs.preconf.json import make_converter
+from cattrs.v import format_exception
+from cattrs.strategies import configure_tagged_union
+
+from .messages import (
+    REPLY_TYPES,
+    REQUEST_TYPES,
+    ErrorCode,
+    ErrorReply,
+    Event,
+    InvalidField,
+    Reply,
+    Request,
+    event_topic,
+)
+
+TAG = "type"
+#: Separates the pub/sub topic from the JSON payload in an event frame.
+TOPIC_SEPARATOR = b" "
+#: The daemon refuses larger messages; nng closes the pipe that sent one.
+MAX_MESSAGE_BYTES = 1 << 20
+
+
+class ProtocolError(Exception):
+    """A message that cannot be decoded; carries what the error reply needs."""
+
+    def __init__(
+        self, code: str, message: str, details: list[str] | None = None, request_id: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details or []
+        self.request_id = request_id
+
+    def to_reply(self) -> ErrorReply:
+        return ErrorReply(self.request_id, self.code, self.message, self.details)
+
+
+def _tag_of(cls: type) -> str:
+    return cls.__name__
+
+
+def _make_wire_converter() -> cattrs.Converter:
+    conv = make_converter(forbid_extra_keys=True)
+    configure_tagged_union(Request, conv, tag_generator=_tag_of, tag_name=TAG)
+    configure_tagged_union(Reply, conv, tag_generator=_tag_of, tag_name=TAG)
+    return conv
+
+
+converter = _make_wire_converter()
+
+_REQUESTS_BY_TAG = {_tag_of(cls): cls for cls in REQUEST_TYPES}
+_REPLIES_BY_TAG = {_tag_of(cls): cls for cls in REPLY_TYPES}
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def encode_request(request: Request) -> bytes:
+    return _dumps(converter.unstructure(request, unstructure_as=Request))
+
+
+def encode_reply(reply: Reply) -> bytes:
+    return _dumps(converter.unstructure(reply, unstructure_as=Reply))
+
+
+def _load_object(data: bytes) -> dict[str, Any]:
+    try:
+        obj = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(ErrorCode.MALFORMED, f"message is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(ErrorCode.MALFORMED, f"message must be a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _describe_field_error(exc: BaseException, type_: type | None) -> str:
+    """Keep the validator's own words (``'id' must match regex ...``) instead of cattrs' bare "invalid value"."""
+    if isinstance(exc, InvalidField):
+        return str(exc)
+    return format_exception(exc, type_)
+
+
+def _structure_tagged(data: bytes, by_tag: dict[str, type], union: Any, kind: str) -> Any:
+    obj = _load_object(data)
+    request_id = obj.get("request_id")
+    if not isinstance(request_id, str):
+        request_id = None
+    tag = obj.get(TAG)
+    if tag not in by_tag:
+        known = ", ".join(sorted(by_tag))
+        what = "missing" if tag is None else f"unknown ({tag!r})"
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_TYPE, f"{kind} type is {what}; expected one of: {known}", request_id=request_id
+        )
+    try:
+        return converter.structure(obj, union)
+    except cattrs.BaseValidationError as exc:
+        details = cattrs.transform_error(exc, format_exception=_describe_field_error)
+        raise ProtocolError(
+            ErrorCode.INVALID_REQUEST,
+            f"invalid {tag}: " + "; ".join(details),
+            details=details,
+            request_id=request_id,
+        ) from None
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise ProtocolError(ErrorCode.INVALID_REQUEST, f"invalid {tag}: {exc}", request_id=request_id) from None
+
+
+def decode_request(data: bytes) -> Request:
+    """Parse one request; raises ``ProtocolError`` with a client-facing explanation."""
+    return _structure_tagged(data, _REQUESTS_BY_TAG, Request, "request")
+
+
+def decode_reply(data: bytes) -> Reply:
+    return _structure_tagged(data, _REPLIES_BY_TAG, Reply, "reply")
+
+
+def encode_event(event: Event) -> bytes:
+    """Frame an event for pub/sub: ``/containers/<type> {json}``."""
+    return event_topic(event.type).encode() + TOPIC_SEPARATOR + _dumps(converter.unstructure(event))
+
+
+def decode_event(frame: bytes) -> Event:
+    _, _, payload = frame.partition(TOPIC_SEPARATOR)
+    try:
+        return converter.structure(json.loads(payload), Event)
+    except (ValueError, cattrs.BaseValidationError) as exc:
+        raise ProtocolError(ErrorCode.MALFORMED, f"bad event frame: {exc}") from None
+
+
+def warm_up() -> None:
+    """cattrs generates a function per class on first use; pay that at start-up, not per request."""
+    for cls in (*REQUEST_TYPES, *REPLY_TYPES, Event):
+        converter.get_structure_hook(cls)
+        converter.get_unstructure_hook(cls)

@@ -1,0 +1,221 @@
+"""Wire message types: the single source of truth for the request/reply/event contract.
+
+Every class here is an attrs class that the one cattrs converter in ``codec`` turns into JSON.
+``scripts/gen_schemas.py`` derives ``proto_schemas/`` from these classes, so a field added here
+reaches clients in other languages through the generated JSON Schema.
+
+Requests and replies travel in a tagged union: the JSON object carries ``"type": "<ClassName>"``.
+Events travel on pub/sub as ``topic + b" " + json``; they carry their own ``type`` field (the event
+kind) and are not part of a union.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import re
+from typing import Any
+
+from attrs import Attribute, field, frozen
+
+#: Container ids become runc ids and directory names, so they must not carry path tricks.
+ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
+_ID_RE = re.compile(ID_PATTERN)
+
+
+class InvalidField(ValueError):
+    """Raised by the validators below; the codec puts its text verbatim into the error reply."""
+
+
+def _valid_id(instance: Any, attribute: Attribute, value: str) -> None:
+    if not _ID_RE.fullmatch(value):
+        raise InvalidField(f"{attribute.name} {value!r} must match {ID_PATTERN}")
+
+
+def _non_negative(instance: Any, attribute: Attribute, value: int) -> None:
+    if value < 0:
+        raise InvalidField(f"{attribute.name} must be >= 0, got {value}")
+
+
+def _signal_number(instance: Any, attribute: Attribute, value: int) -> None:
+    if not 1 <= value <= 64:
+        raise InvalidField(f"{attribute.name} must be between 1 and 64, got {value}")
+
+
+# --------------------------------------------------------------------------- shared records
+
+
+@frozen
+class User:
+    """The identity a process runs as inside the container."""
+
+    uid: int = 0
+    gid: int = 0
+    additional_gids: list[int] = field(factory=list)
+
+
+@frozen
+class ProcessInfo:
+    """One process the daemon tracks inside a container (the init process or an exec'd one)."""
+
+    pid: int
+    args: list[str]
+    env: list[str]
+    cwd: str
+    user: User
+    terminal: bool = False
+
+
+@frozen
+class ContainerInfo:
+    """What State reports for one container; ``pid`` is the init process (the original's PID1)."""
+
+    id: str
+    bundle: str
+    status: str
+    pid: int
+    processes: list[ProcessInfo] = field(factory=list)
+
+
+@frozen
+class MachineInfo:
+    """The host the daemon runs on, as the original's State reply described it."""
+
+    id: str
+    cpus: int
+    memory: int
+
+
+# --------------------------------------------------------------------------- requests
+
+
+@frozen
+class Ping:
+    """A no-op round trip; also tells the client where the events socket is."""
+
+    request_id: str
+
+
+@frozen
+class CreateContainer:
+    """Start a container from an OCI bundle (an absolute directory holding ``config.json``)."""
+
+    request_id: str
+    id: str = field(validator=_valid_id)
+    bundle: str
+
+
+@frozen
+class Signal:
+    """Send ``signal`` to a container's init process (``pid`` 0) or to one of its processes."""
+
+    request_id: str
+    id: str = field(validator=_valid_id)
+    pid: int = field(default=0, validator=_non_negative)
+    signal: int = field(default=15, validator=_signal_number)
+
+
+@frozen
+class State:
+    """List every container the daemon supervises, plus machine information."""
+
+    request_id: str
+
+
+Request = Union[Ping, CreateContainer, Signal, State]
+REQUEST_TYPES: tuple[type, ...] = (Ping, CreateContainer, Signal, State)
+
+# --------------------------------------------------------------------------- replies
+
+
+@frozen
+class PingReply:
+    request_id: str
+    daemon_id: str
+    version: str
+    events_address: str
+
+
+@frozen
+class CreateContainerReply:
+    request_id: str
+    pid: int
+
+
+@frozen
+class SignalReply:
+    request_id: str
+
+
+@frozen
+class StateReply:
+    request_id: str
+    containers: list[ContainerInfo]
+    machine: MachineInfo
+
+
+@frozen
+class ErrorReply:
+    """Every failed request is answered with this, never with silence.
+
+    ``request_id`` is null only when the request was too broken to carry one.
+    ``code`` is one of the ``ErrorCode`` constants; ``details`` lists machine-readable specifics
+    (for validation errors, one line per offending field).
+    """
+
+    request_id: str | None
+    code: str
+    message: str
+    details: list[str] = field(factory=list)
+
+
+Reply = Union[PingReply, CreateContainerReply, SignalReply, StateReply, ErrorReply]
+REPLY_TYPES: tuple[type, ...] = (PingReply, CreateContainerReply, SignalReply, StateReply, ErrorReply)
+
+
+class ErrorCode:
+    """The error vocabulary; clients branch on these strings."""
+
+    MALFORMED = "malformed"  # not JSON, not an object, too deep
+    UNKNOWN_TYPE = "unknown_type"  # missing or unknown "type" tag
+    INVALID_REQUEST = "invalid_request"  # fields missing, extra, or of the wrong type/value
+    INVALID_BUNDLE = "invalid_bundle"
+    NOT_FOUND = "not_found"
+    ALREADY_EXISTS = "already_exists"
+    RUNTIME_FAILED = "runtime_failed"  # runc (or the kernel) refused; message carries its stderr
+    INTERNAL = "internal"
+
+
+# --------------------------------------------------------------------------- events
+
+
+class EventType:
+    """Event kinds; each is published under the topic ``/containers/<kind>``."""
+
+    START_CONTAINER = "start-container"
+    EXIT = "exit"
+
+
+@frozen
+class Event:
+    """A state change, numbered by the events actor.
+
+    ``seq`` increases by exactly one per event, so a subscriber can detect a gap.
+    ``timestamp`` is seconds since the Unix epoch. ``status`` is the exit status for ``exit``
+    events (128+N for death by signal N) and null where it does not apply.
+    """
+
+    seq: int
+    timestamp: float
+    type: str
+    id: str
+    pid: int
+    status: int | None = None
+
+
+EVENT_TOPIC_PREFIX = "/containers/"
+
+
+def event_topic(event_type: str) -> str:
+    """The pub/sub topic for an event kind; subscribers filter on its byte prefix."""
+    return EVENT_TOPIC_PREFIX + event_type
