@@ -12,8 +12,8 @@ from typing import Any
 
 import cattrs
 from cattrs.preconf.json import make_converter
-from cattrs.v import format_exception
 from cattrs.strategies import configure_tagged_union
+from cattrs.v import format_exception
 
 from .messages import (
     REPLY_TYPES,
@@ -90,7 +90,10 @@ def _load_object(data: bytes) -> dict[str, Any]:
 
 
 def _describe_field_error(exc: BaseException, type_: type | None) -> str:
-    """Keep the validator's own words (``'id' must match regex ...``) instead of cattrs' bare "invalid value"."""
+    """Keep our validators' own words (``id '../x' must match ...``).
+
+    cattrs would otherwise say only "invalid value", which does not tell a client what to fix.
+    """
     if isinstance(exc, InvalidField):
         return str(exc)
     return format_exception(exc, type_)
@@ -119,7 +122,9 @@ def _structure_tagged(data: bytes, by_tag: dict[str, type], union: Any, kind: st
             request_id=request_id,
         ) from None
     except (ValueError, TypeError, KeyError, RecursionError) as exc:
-        raise ProtocolError(ErrorCode.INVALID_REQUEST, f"invalid {tag}: {exc}", request_id=request_id) from None
+        raise ProtocolError(
+            ErrorCode.INVALID_REQUEST, f"invalid {tag}: {exc}", request_id=request_id
+        ) from None
 
 
 def decode_request(data: bytes) -> Request:

@@ -11,8 +11,6 @@ kind) and are not part of a union.
 
 from __future__ import annotations
 
-from typing import Union
-
 import re
 from typing import Any
 
@@ -122,7 +120,7 @@ class State:
     request_id: str
 
 
-Request = Union[Ping, CreateContainer, Signal, State]
+Request = Ping | CreateContainer | Signal | State
 REQUEST_TYPES: tuple[type, ...] = (Ping, CreateContainer, Signal, State)
 
 # --------------------------------------------------------------------------- replies
@@ -130,10 +128,13 @@ REQUEST_TYPES: tuple[type, ...] = (Ping, CreateContainer, Signal, State)
 
 @frozen
 class PingReply:
+    """``events_subscribers`` counts connected event subscribers (a client can wait to be one)."""
+
     request_id: str
     daemon_id: str
     version: str
     events_address: str
+    events_subscribers: int
 
 
 @frozen
@@ -169,7 +170,7 @@ class ErrorReply:
     details: list[str] = field(factory=list)
 
 
-Reply = Union[PingReply, CreateContainerReply, SignalReply, StateReply, ErrorReply]
+Reply = PingReply | CreateContainerReply | SignalReply | StateReply | ErrorReply
 REPLY_TYPES: tuple[type, ...] = (PingReply, CreateContainerReply, SignalReply, StateReply, ErrorReply)
 
 

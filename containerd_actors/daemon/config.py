@@ -1,0 +1,30 @@
+"""The daemon's settings, parsed once from its flags and then passed down read-only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+
+
+@attrs.frozen
+class DaemonConfig:
+    id: str
+    debug: bool
+    state_dir: Path
+    concurrency: int
+    metrics_interval: float
+    listen: str
+    events_address: str
+    oom_notify: bool
+    runtime: str = "runc"
+    start_timeout: float = 15.0
+
+    @property
+    def runc_root(self) -> Path:
+        """A runc --root of our own, so the daemon never sees or touches containers it did not create."""
+        return self.state_dir / "runc"
+
+    @property
+    def containers_dir(self) -> Path:
+        return self.state_dir / "containers"

@@ -1,0 +1,238 @@
+"""The container actor: one per container, owning its runc init process and stdio.
+
+It serialises that container's commands through its mailbox, watches its init exit, and reports
+snapshots to the supervisor. Nothing else touches its pidfd, pipes or directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal as signals
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ..protocol import ContainerInfo, ErrorCode, EventType, ProcessInfo, User
+from ..reaping import ExitWatcher, open_pidfd
+from ..runc import Runc, RuncError, RuncTimeout, close_quietly, read_bundle_config, validate_bundle
+from ..stdio import ContainerPipes, drain_to_log
+from .events import EventDraft
+from .mailbox import CommandError, ReplyTo, answer, fail
+from .messages import ContainerRemoved, ContainerUpdated, InitExited, SignalProcess
+from .state_dir import ContainerPaths, write_json_atomically
+
+log = logging.getLogger(__name__)
+
+#: After the init exits, the kernel has already killed the rest of its pid namespace, so pipe
+#: EOF follows at once; this bound only guards against a writer outside the namespace.
+DRAIN_GRACE_S = 2.0
+
+
+def _init_process_info(pid: int, config: dict[str, Any]) -> ProcessInfo:
+    process = config.get("process") or {}
+    user = process.get("user") or {}
+    return ProcessInfo(
+        pid=pid,
+        args=[str(a) for a in process.get("args") or []],
+        env=[str(e) for e in process.get("env") or []],
+        cwd=str(process.get("cwd") or "/"),
+        user=User(
+            uid=int(user.get("uid", 0)),
+            gid=int(user.get("gid", 0)),
+            additional_gids=[int(g) for g in user.get("additionalGids") or []],
+        ),
+        terminal=bool(process.get("terminal", False)),
+    )
+
+
+class ContainerActor:
+    def __init__(
+        self,
+        id: str,
+        bundle: str,
+        paths: ContainerPaths,
+        runc: Runc,
+        start_limiter: trio.CapacityLimiter,
+        exit_watcher: ExitWatcher,
+        events: trio.MemorySendChannel[EventDraft],
+        supervisor: trio.MemorySendChannel[Any],
+    ) -> None:
+        self.id = id
+        self.bundle = bundle
+        self.paths = paths
+        self._runc = runc
+        self._start_limiter = start_limiter
+        self._exit_watcher = exit_watcher
+        self._events = events
+        self._supervisor = supervisor
+        self._mailbox_send, self._mailbox = trio.open_memory_channel[Any](64)
+        self._pidfd = -1
+        self._init: ProcessInfo | None = None
+        self._pipes: ContainerPipes | None = None
+        self._drained = trio.Event()
+
+    @property
+    def mailbox(self) -> trio.MemorySendChannel[Any]:
+        return self._mailbox_send
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self, start_reply: ReplyTo) -> None:
+        """Start the container, answer the creator, then serve commands until the init exits."""
+        try:
+            pid = await self._start()
+        except CommandError as error:
+            fail(start_reply, error)
+            await self._supervisor.send(ContainerRemoved(self.id))
+            return
+        except BaseException as error:
+            fail(start_reply, CommandError(ErrorCode.INTERNAL, f"start failed: {error!r}"))
+            await self._supervisor.send(ContainerRemoved(self.id))
+            raise
+        answer(start_reply, pid)
+        await self._events.send(EventDraft(EventType.START_CONTAINER, self.id, pid))
+        await self._supervisor.send(ContainerUpdated(self._snapshot("running")))
+        await self._supervise()
+
+    async def _start(self) -> int:
+        try:
+            bundle = validate_bundle(self.bundle)
+            config = read_bundle_config(bundle)
+        except ValueError as exc:
+            raise CommandError(ErrorCode.INVALID_BUNDLE, str(exc)) from None
+        try:
+            self.paths.create()
+        except FileExistsError:
+            raise CommandError(
+                ErrorCode.ALREADY_EXISTS,
+                f"container {self.id!r} already has state in {self.paths.directory}"
+                " (left by an earlier daemon?)",
+            ) from None
+        pipes = ContainerPipes.create()
+        try:
+            async with self._start_limiter:
+                pid = await self._runc.run_detached(
+                    self.id, bundle, self.paths.pid_file, self.paths.runc_log, pipes.child_stdio()
+                )
+            pipes.close_child_ends()
+            self._pidfd = open_pidfd(pid)
+        except BaseException as exc:
+            pipes.close_all()
+            with trio.CancelScope(shield=True):
+                await self._forget_failed_start()
+            if isinstance(exc, RuncTimeout):
+                raise CommandError(ErrorCode.RUNTIME_FAILED, exc.message) from None
+            if isinstance(exc, RuncError):
+                raise CommandError(ErrorCode.RUNTIME_FAILED, f"runc run failed: {exc.message}") from None
+            if isinstance(exc, OSError):
+                raise CommandError(ErrorCode.RUNTIME_FAILED, f"cannot start container: {exc}") from None
+            raise
+        self._pipes = pipes
+        self._init = _init_process_info(pid, config)
+        write_json_atomically(
+            self.paths.record,
+            {"id": self.id, "bundle": str(bundle), "pid": pid, "created": time.time()},
+        )
+        return pid
+
+    async def _forget_failed_start(self) -> None:
+        """A failed start leaves no trace: not in runc's root, not in the state directory."""
+        try:
+            await self._runc.delete(self.id, force=True)
+        except RuncError:
+            pass  # runc already cleaned up, which is the usual case
+        self.paths.remove()
+
+    async def _supervise(self) -> None:
+        assert self._pipes is not None and self._init is not None
+        async with trio.open_nursery() as nursery:
+            drains = trio.CancelScope()
+            nursery.start_soon(self._drain_outputs, drains, self._pipes.stdout_read, self._pipes.stderr_read)
+            nursery.start_soon(self._watch_init, self._init.pid)
+            async for message in self._mailbox:
+                if isinstance(message, SignalProcess):
+                    self._signal(message)
+                elif isinstance(message, InitExited):
+                    await self._finish(message.status, drains)
+                    nursery.cancel_scope.cancel()
+                    break
+        self._refuse_remaining_commands()
+
+    def _refuse_remaining_commands(self) -> None:
+        """Commands that raced with the exit get an answer instead of waiting forever."""
+        while True:
+            try:
+                message = self._mailbox.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            if hasattr(message, "reply_to"):
+                fail(message.reply_to, CommandError(ErrorCode.NOT_FOUND, f"container {self.id!r} has exited"))
+        # No await since the drain above, so nothing slipped in; later senders see BrokenResourceError.
+        self._mailbox.close()
+
+    async def _drain_outputs(self, scope: trio.CancelScope, stdout_fd: int, stderr_fd: int) -> None:
+        with scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(drain_to_log, stdout_fd, self.paths.stdout_log)
+                nursery.start_soon(drain_to_log, stderr_fd, self.paths.stderr_log)
+        self._drained.set()
+
+    async def _watch_init(self, pid: int) -> None:
+        status = await self._exit_watcher.wait_for_exit(self._pidfd, pid)
+        await self._mailbox_send.send(InitExited(status))
+
+    async def _finish(self, status: int | None, drains: trio.CancelScope) -> None:
+        """Init is gone: delete it from runc, free the id, then tell the world."""
+        assert self._init is not None and self._pipes is not None
+        pid = self._init.pid
+        close_quietly(self._pipes.stdin_write)
+        os.close(self._pidfd)
+        self._pidfd = -1
+        try:
+            await self._runc.delete(self.id)
+        except RuncError as exc:
+            log.warning("container %s: runc delete failed (%s); forcing", self.id, exc.message)
+            try:
+                await self._runc.delete(self.id, force=True)
+            except RuncError as exc2:
+                log.error("container %s: runc delete --force failed: %s", self.id, exc2.message)
+        with trio.move_on_after(DRAIN_GRACE_S):
+            await self._drained.wait()
+        drains.cancel()
+        self.paths.remove()
+        await self._supervisor.send(ContainerRemoved(self.id))
+        await self._events.send(EventDraft(EventType.EXIT, self.id, pid, status))
+        log.debug("container %s: init %d exited with %s", self.id, pid, status)
+
+    # ------------------------------------------------------------------ commands
+
+    def _signal(self, message: SignalProcess) -> None:
+        assert self._init is not None
+        if message.pid not in (0, self._init.pid):
+            fail(
+                message.reply_to,
+                CommandError(
+                    ErrorCode.NOT_FOUND, f"container {self.id!r} has no process with pid {message.pid}"
+                ),
+            )
+            return
+        try:
+            signals.pidfd_send_signal(self._pidfd, message.signal)
+        except ProcessLookupError:
+            fail(message.reply_to, CommandError(ErrorCode.NOT_FOUND, f"container {self.id!r} is not running"))
+            return
+        except OSError as exc:
+            fail(message.reply_to, CommandError(ErrorCode.RUNTIME_FAILED, f"signal failed: {exc}"))
+            return
+        answer(message.reply_to, None)
+
+    def _snapshot(self, status: str) -> ContainerInfo:
+        assert self._init is not None
+        return ContainerInfo(self.id, self.bundle, status, self._init.pid, [self._init])
+
+
+def container_paths(containers_dir: Path, id: str) -> ContainerPaths:
+    return ContainerPaths(containers_dir / id)

@@ -1,0 +1,145 @@
+"""The API server: nng Rep0 with many contexts, each a worker that decodes, asks, and replies.
+
+A Rep0 context holds one request at a time, so concurrency comes from the number of contexts.
+A start can sit on the ``--concurrency`` limiter for a while; with enough contexts a State or
+Ping request is never stuck behind queued starts. Every failure becomes an ErrorReply: a request
+can never take the daemon down.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any
+
+import pynng
+import trio
+
+from .. import __version__
+from ..protocol import (
+    MAX_MESSAGE_BYTES,
+    CreateContainer,
+    CreateContainerReply,
+    ErrorCode,
+    ErrorReply,
+    MachineInfo,
+    Ping,
+    PingReply,
+    ProtocolError,
+    Reply,
+    Request,
+    Signal,
+    SignalReply,
+    State,
+    StateReply,
+    decode_request,
+    encode_reply,
+)
+from .config import DaemonConfig
+from .events import CountSubscribers
+from .mailbox import CommandError, ask
+from .messages import ListContainers, SignalContainer, StartContainer
+
+log = logging.getLogger(__name__)
+
+#: Requests served at once. Starts beyond --concurrency wait inside the daemon, holding a context.
+WORKER_CONTEXTS = 256
+#: A reply the client no longer waits for must not hold a worker forever.
+SEND_TIMEOUT_S = 10.0
+
+
+def machine_info(daemon_id: str) -> MachineInfo:
+    memory = 0
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemTotal:"):
+                    memory = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    return MachineInfo(daemon_id, os.cpu_count() or 1, memory)
+
+
+class ApiServer:
+    def __init__(
+        self,
+        config: DaemonConfig,
+        supervisor: trio.MemorySendChannel[Any],
+        events: trio.MemorySendChannel[Any],
+    ) -> None:
+        self._config = config
+        self._supervisor = supervisor
+        self._events = events
+        self._machine = machine_info(config.id)
+        self.served = 0
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        with pynng.Rep0(recv_max_size=MAX_MESSAGE_BYTES) as sock:
+            sock.listen(self._config.listen)
+            log.info("listening on %s", self._config.listen)
+            async with trio.open_nursery() as nursery:
+                contexts = [sock.new_context() for _ in range(WORKER_CONTEXTS)]
+                try:
+                    for context in contexts:
+                        nursery.start_soon(self._worker, context)
+                    task_status.started()
+                    await trio.sleep_forever()
+                finally:
+                    nursery.cancel_scope.cancel()
+                    for context in contexts:
+                        context.close()
+
+    async def _worker(self, context: pynng.Context) -> None:
+        while True:
+            try:
+                data = await context.arecv()
+            except pynng.Closed:
+                return
+            reply = await self.handle(data)
+            with trio.move_on_after(SEND_TIMEOUT_S):
+                try:
+                    await context.asend(encode_reply(reply))
+                except pynng.NNGException as exc:
+                    log.debug("reply not delivered: %s", exc)
+            self.served += 1
+
+    async def handle(self, data: bytes) -> Reply:
+        """Decode one request and answer it; exceptions become ErrorReplies."""
+        request_id: str | None = None
+        try:
+            request = decode_request(data)
+            request_id = request.request_id
+            return await self._dispatch(request)
+        except ProtocolError as exc:
+            return exc.to_reply()
+        except CommandError as exc:
+            return ErrorReply(request_id, exc.code, exc.message, exc.details)
+        except Exception as exc:
+            log.exception("request failed unexpectedly")
+            return ErrorReply(request_id, ErrorCode.INTERNAL, f"internal error: {exc!r}")
+
+    async def _dispatch(self, request: Request) -> Reply:
+        if isinstance(request, Ping):
+            subscribers = await ask(self._events, CountSubscribers)
+            return PingReply(
+                request.request_id, self._config.id, __version__, self._config.events_address, subscribers
+            )
+        if isinstance(request, CreateContainer):
+            pid = await ask(self._supervisor, lambda reply: StartContainer(request.id, request.bundle, reply))
+            return CreateContainerReply(request.request_id, pid)
+        if isinstance(request, Signal):
+            await ask(
+                self._supervisor,
+                lambda reply: SignalContainer(request.id, request.pid, request.signal, reply),
+            )
+            return SignalReply(request.request_id)
+        if isinstance(request, State):
+            containers = await ask(self._supervisor, ListContainers)
+            return StateReply(request.request_id, containers, self._machine)
+        raise CommandError(ErrorCode.UNKNOWN_TYPE, f"request {type(request).__name__} is not served")
+
+
+def default_daemon_id() -> str:
+    return socket.gethostname()

@@ -1,0 +1,66 @@
+"""Layout of the state directory, and atomic writes into it.
+
+``<state-dir>/containers/<id>/`` holds what a restarted daemon needs to find a container again
+(``container.json``), plus its stdio logs and runc's log. Records are written to a temp file,
+fsynced and renamed, so a crash leaves either the old record or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+
+@attrs.frozen
+class ContainerPaths:
+    directory: Path
+
+    @property
+    def record(self) -> Path:
+        return self.directory / "container.json"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.directory / "init.pid"
+
+    @property
+    def runc_log(self) -> Path:
+        return self.directory / "runc.log"
+
+    @property
+    def stdout_log(self) -> Path:
+        return self.directory / "stdout.log"
+
+    @property
+    def stderr_log(self) -> Path:
+        return self.directory / "stderr.log"
+
+    def create(self) -> None:
+        """Exclusive: an existing directory means the id is taken (possibly by a previous daemon)."""
+        self.directory.mkdir(mode=0o700)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def write_json_atomically(path: Path, value: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    data = json.dumps(value, sort_keys=True).encode()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def prepare_state_dir(state_dir: Path) -> None:
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (state_dir / "containers").mkdir(mode=0o700, exist_ok=True)
+    (state_dir / "runc").mkdir(mode=0o700, exist_ok=True)

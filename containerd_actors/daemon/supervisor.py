@@ -1,0 +1,137 @@
+"""The supervisor actor: registry of container actors, router of commands, limiter of starts.
+
+Its loop never waits on runc: a start is handed to a new container actor at once, so State and
+Signal stay fast while starts queue on the ``--concurrency`` limiter. It answers State from the
+snapshots actors report, without asking 1000 actors one by one.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import attrs
+import trio
+
+from ..protocol import ContainerInfo, ErrorCode
+from ..reaping import ExitWatcher
+from ..runc import Runc
+from .config import DaemonConfig
+from .container import ContainerActor, container_paths
+from .events import EventDraft
+from .mailbox import CommandError, answer, fail
+from .messages import (
+    ContainerRemoved,
+    ContainerUpdated,
+    ListContainers,
+    SignalContainer,
+    SignalProcess,
+    StartContainer,
+)
+
+log = logging.getLogger(__name__)
+
+
+@attrs.define
+class _Entry:
+    """What the supervisor knows of one container: where to send commands, and its last snapshot."""
+
+    mailbox: trio.MemorySendChannel[Any]
+    info: ContainerInfo | None = None
+
+
+class Supervisor:
+    def __init__(
+        self,
+        config: DaemonConfig,
+        runc: Runc,
+        exit_watcher: ExitWatcher,
+        events: trio.MemorySendChannel[EventDraft],
+    ) -> None:
+        self._config = config
+        self._runc = runc
+        self._exit_watcher = exit_watcher
+        self._events = events
+        self._start_limiter = trio.CapacityLimiter(config.concurrency)
+        self._registry: dict[str, _Entry] = {}
+        self._mailbox_send, self._mailbox = trio.open_memory_channel[Any](1024)
+
+    @property
+    def mailbox(self) -> trio.MemorySendChannel[Any]:
+        return self._mailbox_send
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as actors:
+            task_status.started()
+            async for message in self._mailbox:
+                try:
+                    await self._handle(message, actors)
+                except Exception:
+                    # A bug in handling one message must not take the registry down with it.
+                    log.exception("supervisor: failed to handle %r", message)
+                    if hasattr(message, "reply_to"):
+                        fail(
+                            message.reply_to,
+                            CommandError(ErrorCode.INTERNAL, "internal error; see daemon log"),
+                        )
+
+    async def _handle(self, message: Any, actors: trio.Nursery) -> None:
+        if isinstance(message, StartContainer):
+            self._start(message, actors)
+        elif isinstance(message, SignalContainer):
+            await self._route_signal(message)
+        elif isinstance(message, ListContainers):
+            answer(message.reply_to, self._list())
+        elif isinstance(message, ContainerUpdated):
+            entry = self._registry.get(message.info.id)
+            if entry is not None:
+                entry.info = message.info
+        elif isinstance(message, ContainerRemoved):
+            self._registry.pop(message.id, None)
+        else:
+            log.error("supervisor: unexpected message %r", message)
+
+    def _start(self, message: StartContainer, actors: trio.Nursery) -> None:
+        if message.id in self._registry:
+            fail(
+                message.reply_to,
+                CommandError(ErrorCode.ALREADY_EXISTS, f"container {message.id!r} already exists"),
+            )
+            return
+        actor = ContainerActor(
+            message.id,
+            message.bundle,
+            container_paths(self._config.containers_dir, message.id),
+            self._runc,
+            self._start_limiter,
+            self._exit_watcher,
+            self._events,
+            self._mailbox_send,
+        )
+        self._registry[message.id] = _Entry(actor.mailbox)
+        actors.start_soon(self._run_actor, actor, message)
+
+    async def _run_actor(self, actor: ContainerActor, message: StartContainer) -> None:
+        """An actor that crashes is reported and removed; it never takes the daemon down."""
+        try:
+            await actor.run(message.reply_to)
+        except Exception:
+            log.exception("container actor %s crashed", actor.id)
+            await self._mailbox_send.send(ContainerRemoved(actor.id))
+
+    async def _route_signal(self, message: SignalContainer) -> None:
+        entry = self._registry.get(message.id)
+        if entry is None or entry.info is None:
+            fail(message.reply_to, CommandError(ErrorCode.NOT_FOUND, f"no such container: {message.id!r}"))
+            return
+        try:
+            entry.mailbox.send_nowait(SignalProcess(message.pid, message.signal, message.reply_to))
+        except trio.WouldBlock:
+            fail(
+                message.reply_to, CommandError(ErrorCode.INTERNAL, f"container {message.id!r} is busy; retry")
+            )
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            fail(message.reply_to, CommandError(ErrorCode.NOT_FOUND, f"container {message.id!r} has exited"))
+
+    def _list(self) -> list[ContainerInfo]:
+        return [entry.info for entry in self._registry.values() if entry.info is not None]
