@@ -54,8 +54,30 @@ def _tag_of(cls: type) -> str:
     return cls.__name__
 
 
+def _strict(expected: type | tuple[type, ...], name: str) -> Any:
+    """A structure hook that checks instead of converting.
+
+    cattrs' JSON converter would turn ``"9"`` into 9, ``true`` into 1 and ``null`` into "None";
+    a client that sends the wrong type should hear so, not get a guess.
+    """
+
+    def structure(value: Any, _type: Any) -> Any:
+        if isinstance(value, bool) and bool not in (expected if isinstance(expected, tuple) else (expected,)):
+            raise TypeError(f"expected {name}, got a boolean")
+        if not isinstance(value, expected):
+            raise TypeError(f"expected {name}, got {type(value).__name__}")
+        return value
+
+    return structure
+
+
 def _make_wire_converter() -> cattrs.Converter:
     conv = make_converter(forbid_extra_keys=True)
+    # Hooks first: configure_tagged_union captures member hooks when it is configured.
+    conv.register_structure_hook(str, _strict(str, "a string"))
+    conv.register_structure_hook(int, _strict(int, "an integer"))
+    conv.register_structure_hook(bool, _strict(bool, "a boolean"))
+    conv.register_structure_hook(float, lambda v, t: float(_strict((int, float), "a number")(v, t)))
     configure_tagged_union(Request, conv, tag_generator=_tag_of, tag_name=TAG)
     configure_tagged_union(Reply, conv, tag_generator=_tag_of, tag_name=TAG)
     return conv
@@ -105,7 +127,7 @@ def _structure_tagged(data: bytes, by_tag: dict[str, type], union: Any, kind: st
     if not isinstance(request_id, str):
         request_id = None
     tag = obj.get(TAG)
-    if tag not in by_tag:
+    if not isinstance(tag, str) or tag not in by_tag:
         known = ", ".join(sorted(by_tag))
         what = "missing" if tag is None else f"unknown ({tag!r})"
         raise ProtocolError(
@@ -144,8 +166,13 @@ def encode_event(event: Event) -> bytes:
 def decode_event(frame: bytes) -> Event:
     _, _, payload = frame.partition(TOPIC_SEPARATOR)
     try:
-        return converter.structure(json.loads(payload), Event)
-    except (ValueError, cattrs.BaseValidationError) as exc:
+        return converter.structure(_load_object(payload), Event)
+    except ProtocolError as exc:
+        raise ProtocolError(ErrorCode.MALFORMED, f"bad event frame: {exc.message}") from None
+    except cattrs.BaseValidationError as exc:
+        details = cattrs.transform_error(exc, format_exception=_describe_field_error)
+        raise ProtocolError(ErrorCode.MALFORMED, "bad event frame: " + "; ".join(details), details) from None
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
         raise ProtocolError(ErrorCode.MALFORMED, f"bad event frame: {exc}") from None
 
 

@@ -30,6 +30,15 @@ def _valid_id(instance: Any, attribute: Attribute, value: str) -> None:
         raise InvalidField(f"{attribute.name} {value!r} must match {ID_PATTERN}")
 
 
+_EVENT_TYPE_RE = re.compile(r"[a-z][a-z0-9-]{0,63}")
+
+
+def _event_type(instance: Any, attribute: Attribute, value: str) -> None:
+    """An event kind becomes a topic; a space in it would split the ``topic payload`` frame."""
+    if not _EVENT_TYPE_RE.fullmatch(value):
+        raise InvalidField(f"{attribute.name} {value!r} must match {_EVENT_TYPE_RE.pattern}")
+
+
 def _non_negative(instance: Any, attribute: Attribute, value: int) -> None:
     if value < 0:
         raise InvalidField(f"{attribute.name} must be >= 0, got {value}")
@@ -208,7 +217,7 @@ class Event:
 
     seq: int
     timestamp: float
-    type: str
+    type: str = field(validator=_event_type)
     id: str
     pid: int
     status: int | None = None
