@@ -17,6 +17,7 @@ import socket
 import sys
 from pathlib import Path
 
+import pynng
 import trio
 
 from .. import __version__
@@ -229,8 +230,9 @@ def main(argv: list[str] | None = None) -> None:
     prepare_socket_dir(config.events_address)
     try:
         trio.run(run_daemon, config)
-    except KeyboardInterrupt:
-        pass
+    except* pynng.AddressInUse:
+        log.error("another process is already listening on %s or %s", config.listen, config.events_address)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

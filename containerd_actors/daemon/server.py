@@ -79,17 +79,17 @@ class ApiServer:
         with pynng.Rep0(recv_max_size=MAX_MESSAGE_BYTES) as sock:
             sock.listen(self._config.listen)
             log.info("listening on %s", self._config.listen)
-            async with trio.open_nursery() as nursery:
-                contexts = [sock.new_context() for _ in range(WORKER_CONTEXTS)]
-                try:
+            contexts = [sock.new_context() for _ in range(WORKER_CONTEXTS)]
+            try:
+                async with trio.open_nursery() as nursery:
                     for context in contexts:
                         nursery.start_soon(self._worker, context)
                     task_status.started()
-                    await trio.sleep_forever()
-                finally:
-                    nursery.cancel_scope.cancel()
-                    for context in contexts:
-                        context.close()
+            finally:
+                # Only after every worker has stopped: pynng fails oddly when a context is
+                # closed under a worker that is about to call arecv() again.
+                for context in contexts:
+                    context.close()
 
     async def _worker(self, context: pynng.Context) -> None:
         while True:

@@ -1,8 +1,8 @@
 """Layout of the state directory, and atomic writes into it.
 
 ``<state-dir>/containers/<id>/`` holds what a restarted daemon needs to find a container again
-(``container.json``), plus its stdio logs and runc's log. Records are written to a temp file,
-fsynced and renamed, so a crash leaves either the old record or the new one, never half of one.
+(``container.json``), plus its stdio logs and runc's log. Records are written to a temp file and
+renamed, so a crash leaves either the old record or the new one, never half of one.
 """
 
 from __future__ import annotations
@@ -49,12 +49,17 @@ class ContainerPaths:
 
 
 def write_json_atomically(path: Path, value: Any) -> None:
+    """Write-then-rename: a daemon killed mid-write leaves the old record or the new one.
+
+    No fsync: it would only help across a kernel crash or power loss, after which every
+    container is gone anyway, and on a disk-backed state directory it would stall the event
+    loop for milliseconds on every container start.
+    """
     tmp = path.with_name(f".{path.name}.tmp")
     data = json.dumps(value, sort_keys=True).encode()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, data)
-        os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)

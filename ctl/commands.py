@@ -1,0 +1,90 @@
+"""What each ``actr`` command does, as async functions over one client connection.
+
+They return the process exit code and let the client library's errors (``DaemonUnreachable``,
+``RequestFailed``) propagate, so that ``ctl.main`` owns the whole error-reporting policy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import TextIO
+
+from containerd_actors.client import Client
+from containerd_actors.protocol import ProtocolError
+from ctl import render
+
+
+class NotSupported(Exception):
+    """A flag the original ctr had but the daemon cannot honour yet; reported as a usage error (exit 2)."""
+
+
+async def list_containers(address: str, *, as_json: bool, stream: TextIO | None = None) -> int:
+    """``actr containers [list]``: the ``ID PATH STATUS PID1`` table, or a JSON array."""
+    stream = stream or sys.stdout
+    async with Client.connect(address) as client:
+        containers = await client.containers()
+    if as_json:
+        stream.write(render.containers_json(containers) + "\n")
+    else:
+        render.print_containers(containers, stream)
+    return 0
+
+
+async def start_container(
+    address: str,
+    id: str,
+    bundle: str,
+    *,
+    checkpoint: str | None = None,
+    attach: bool = False,
+    as_json: bool = False,
+    stream: TextIO | None = None,
+) -> int:
+    """``actr containers start ID BUNDLE``: prints the init pid.
+
+    The bundle is made absolute here because the daemon resolves paths in its own working
+    directory, not the caller's.
+    """
+    if checkpoint is not None:
+        raise NotSupported("--checkpoint is not supported yet: the daemon cannot restore checkpoints")
+    if attach:
+        raise NotSupported("--attach is not supported yet: the daemon does not forward container stdio")
+    stream = stream or sys.stdout
+    bundle = os.path.abspath(bundle)
+    async with Client.connect(address) as client:
+        pid = await client.create_container(id, bundle)
+    if as_json:
+        stream.write(json.dumps({"id": id, "pid": pid}) + "\n")
+    else:
+        stream.write(f"{pid}\n")
+    return 0
+
+
+async def kill_container(address: str, id: str, *, signal: int = 15, pid: int = 0) -> int:
+    """``actr containers kill [-p PID] [-s SIG] ID``: pid 0 is the container's init process."""
+    async with Client.connect(address) as client:
+        await client.signal(id, signal=signal, pid=pid)
+    return 0
+
+
+async def stream_events(address: str, *, as_json: bool, stream: TextIO | None = None) -> int:
+    """``actr events``: print events as they arrive until interrupted.
+
+    The header is printed once the subscription is live, so a script that waits for it knows
+    that later events will be seen. An undecodable frame is reported and skipped rather than
+    ending the stream.
+    """
+    printer = render.EventPrinter(stream or sys.stdout, as_json=as_json)
+    async with Client.connect(address) as client, client.subscribe() as subscription:
+        printer.header()
+        while True:
+            try:
+                event = await anext(subscription)
+            except StopAsyncIteration:
+                return 0
+            except ProtocolError as exc:
+                print(f"actr: skipping event: {exc.message}", file=sys.stderr)
+                continue
+            printer.print(event)

@@ -1,0 +1,251 @@
+"""``actr`` entry point: the argparse command tree of the original ``ctr`` and the error policy.
+
+Command-line shape (global flags go before the command, as in ctr)::
+
+    actr [--address ADDR] [--debug] [--json] [-v] containers [list]
+    actr ... containers start [-c NAME] [-a] ID BUNDLE
+    actr ... containers kill [-p PID] [-s SIG] ID
+    actr ... events
+
+Exit codes: 0 success, 1 daemon unreachable or request refused, 2 bad usage (argparse's
+convention, also for flags the daemon cannot honour yet), 130 interrupted by Ctrl-C,
+141 stdout closed early (like a process killed by SIGPIPE).
+
+Module-level imports stay light: rich is imported only by ``ctl.render`` when it styles output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NoReturn
+
+import trio
+
+from containerd_actors.client import DEFAULT_ADDRESS, ClientError
+from containerd_actors.protocol import ID_PATTERN
+from ctl import commands
+from ctl.signals import UnknownSignal, parse_signal
+
+PROG = "actr"
+ADDRESS_ENV = "ACTR_ADDRESS"
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 128 + 2  # SIGINT, as shells report it
+EXIT_BROKEN_PIPE = 128 + 13  # SIGPIPE
+
+Handler = Callable[[argparse.Namespace], Awaitable[int]]
+
+
+# --------------------------------------------------------------------------- argument types
+
+
+def signal_arg(text: str) -> int:
+    """argparse type for ``--signal``: names (KILL, SIGKILL, kill) or numbers; bad ones exit 2."""
+    try:
+        return parse_signal(text)
+    except UnknownSignal as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_ID_RE = re.compile(ID_PATTERN)
+
+
+def id_arg(text: str) -> str:
+    """argparse type for container ids: the wire's pattern, checked here so a typo is a usage error."""
+    if not _ID_RE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"container id {text!r} must match {ID_PATTERN}")
+    return text
+
+
+def pid_arg(text: str) -> int:
+    """argparse type for ``--pid``: a non-negative integer (0 means the init process)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"pid must be an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"pid must be >= 0, got {value}")
+    return value
+
+
+class _VersionAction(argparse.Action):
+    """``-v/--version``; looks the version up only when asked, keeping start-up cheap."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any, **__: Any) -> NoReturn:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("containerd-actors")
+        except PackageNotFoundError:
+            number = "unknown"
+        sys.stdout.write(f"{PROG} version {number}\n")
+        parser.exit()
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+async def _containers_list(args: argparse.Namespace) -> int:
+    return await commands.list_containers(args.address, as_json=args.json)
+
+
+async def _containers_start(args: argparse.Namespace) -> int:
+    return await commands.start_container(
+        args.address, args.id, args.bundle, checkpoint=args.checkpoint, attach=args.attach, as_json=args.json
+    )
+
+
+async def _containers_kill(args: argparse.Namespace) -> int:
+    return await commands.kill_container(args.address, args.id, signal=args.signal, pid=args.pid)
+
+
+async def _events(args: argparse.Namespace) -> int:
+    return await commands.stream_events(args.address, as_json=args.json)
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def default_address() -> str:
+    """``$ACTR_ADDRESS`` if set (and non-empty), else the daemon's default socket."""
+    return os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="High performance container daemon controller (containerd-actors).",
+    )
+    parser.add_argument(
+        "--address",
+        default=default_address(),
+        help=f"daemon API address: nng URL or socket path (default: ${ADDRESS_ENV}, else {DEFAULT_ADDRESS})",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
+    parser.add_argument("-v", "--version", action=_VersionAction, help="print the version")
+    parser.set_defaults(handler=None)
+
+    # Also accept --json after the command (``actr containers --json``); SUPPRESS keeps the global value.
+    json_after = argparse.ArgumentParser(add_help=False)
+    json_after.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    containers = sub.add_parser(
+        "containers", parents=[json_after], help="interact with running containers (lists them by default)"
+    )
+    containers.set_defaults(handler=_containers_list)
+    actions = containers.add_subparsers(title="subcommands", metavar="SUBCOMMAND")
+
+    listing = actions.add_parser("list", parents=[json_after], help="list containers: ID PATH STATUS PID1")
+    listing.set_defaults(handler=_containers_list)
+
+    start = actions.add_parser("start", parents=[json_after], help="start a container; prints its pid")
+    start.add_argument("-c", "--checkpoint", metavar="NAME", help="checkpoint to start the container from")
+    start.add_argument("-a", "--attach", action="store_true", help="connect to the stdio of the container")
+    start.add_argument("id", metavar="ID", type=id_arg, help="container id")
+    start.add_argument("bundle", metavar="BUNDLE", help="OCI bundle directory (made absolute before sending)")
+    start.set_defaults(handler=_containers_start)
+
+    kill = actions.add_parser("kill", help="send a signal to a container or one of its processes")
+    kill.add_argument(
+        "-p", "--pid", type=pid_arg, default=0, help="pid of the process to signal (default: 0, the init)"
+    )
+    kill.add_argument(
+        "-s",
+        "--signal",
+        type=signal_arg,
+        default=15,
+        help="signal to send: a name (TERM, SIGKILL, kill) or a number (default: 15)",
+    )
+    kill.add_argument("id", metavar="ID", type=id_arg, help="container id")
+    kill.set_defaults(handler=_containers_kill)
+
+    events = sub.add_parser(
+        "events", parents=[json_after], help="receive events from the daemon: TYPE ID PID STATUS SEQ TIME"
+    )
+    events.set_defaults(handler=_events)
+    return parser
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr)
+
+
+def _single(exc: BaseException) -> BaseException:
+    """Unwrap exception groups that hold a single exception, so they get the plain message."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _silence_stdout() -> None:
+    """After EPIPE, point stdout at /dev/null so the interpreter's final flush cannot complain."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the chosen command under trio and turn every expected failure into one stderr line."""
+    handler: Handler = args.handler
+    try:
+        code = trio.run(handler, args)
+        sys.stdout.flush()  # inside the try: a reader that went away (`| head`) surfaces here
+        return code
+    except BaseException as raw:
+        exc = _single(raw)
+        if isinstance(exc, KeyboardInterrupt):
+            return EXIT_INTERRUPTED
+        if isinstance(exc, BrokenPipeError):
+            _silence_stdout()
+            return EXIT_BROKEN_PIPE
+        if isinstance(exc, SystemExit | GeneratorExit):
+            raise
+        if args.debug:
+            import traceback
+
+            traceback.print_exception(raw)
+        if isinstance(exc, commands.NotSupported):
+            _error(str(exc))
+            return EXIT_USAGE
+        if isinstance(exc, ClientError):
+            # DaemonUnreachable: "cannot reach containerd-actors at ADDR: REASON";
+            # RequestFailed: "CODE: MESSAGE" (the daemon's ErrorReply).
+            _error(str(exc))
+            return EXIT_FAILURE
+        if not isinstance(exc, Exception):
+            raise
+        hint = "" if args.debug else " (--debug shows the traceback)"
+        _error(f"unexpected error: {type(exc).__name__}: {exc}{hint}")
+        return EXIT_FAILURE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.handler is None:
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        return run(args)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Everything ``actr`` writes to stdout: the containers table, event lines and JSON.
+
+The layout (column widths, padding) is computed here with plain string operations; rich only
+colours cells when stdout is a terminal. The split is about start-up time: ``actr containers``
+with 1000 containers must finish in under 0.4 s including the interpreter, and the client
+library's imports (trio, pynng, cattrs) already take ~0.2 s of that. A ``rich.table.Table`` needs
+~0.3 s to lay out 1000 rows and even printing one multi-line ``rich.text.Text`` costs ~60 ms,
+whereas asking rich for the escape codes of the few distinct styled cells (the header, each status,
+each event type) costs microseconds. So rich is imported lazily, only when colour is wanted, and
+never when output goes to a pipe or a file; the characters are the same either way, so scripts
+see exactly what a person sees, minus the colour.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, TextIO
+
+from containerd_actors.protocol import ContainerInfo, Event, converter
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+CONTAINER_COLUMNS = ("ID", "PATH", "STATUS", "PID1")
+EVENT_COLUMNS = ("TYPE", "ID", "PID", "STATUS", "SEQ", "TIME")
+#: Fixed widths for a live stream, whose rows cannot be measured in advance ("start-container" is 15).
+EVENT_WIDTHS = (16, 24, 8, 7, 8, 23)
+#: Space between table columns, like the padding of the original ctr's tabwriter.
+COLUMN_GAP = "   "
+EVENT_GAP = " "
+
+HEADER_STYLE = "bold"
+STATUS_STYLES = {"running": "green", "created": "cyan", "paused": "yellow", "stopped": "red"}
+EVENT_STYLES = {"start-container": "green", "exit": "yellow"}
+
+
+# --------------------------------------------------------------------------- styling
+
+
+def wants_style(stream: TextIO) -> bool:
+    """Colour only for a person at a terminal; pipes and files get plain text without importing rich."""
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def make_console(stream: TextIO) -> Console:
+    """A rich Console on ``stream``; it decides the colour system (and honours NO_COLOR, TERM=dumb)."""
+    from rich.console import Console
+
+    return Console(file=stream, highlight=False, soft_wrap=True)
+
+
+class Styler:
+    """Writes lines to the console's file, colouring cells through rich once per distinct (text, style).
+
+    Without a console it is a plain writer: ``styler(text, style)`` returns ``text`` unchanged.
+    """
+
+    def __init__(self, stream: TextIO, console: Console | None = None) -> None:
+        self._console = console
+        self._stream: TextIO = console.file if console is not None else stream
+        self._cache: dict[tuple[str, str], str] = {}
+
+    @classmethod
+    def for_stream(cls, stream: TextIO, console: Console | None = None) -> Styler:
+        """Use ``console`` if given, else a fresh one when ``stream`` is a terminal, else plain text."""
+        if console is None and wants_style(stream):
+            console = make_console(stream)
+        return cls(stream, console)
+
+    def __call__(self, text: str, style: str) -> str:
+        if self._console is None or not style or not text:
+            return text
+        key = (text, style)
+        styled = self._cache.get(key)
+        if styled is None:
+            from rich.text import Text
+
+            with self._console.capture() as capture:
+                self._console.print(Text(text, style=style), end="", soft_wrap=True)
+            styled = self._cache[key] = capture.get()
+        return styled
+
+    def write_lines(self, lines: Iterable[str]) -> None:
+        """Write lines and flush, so a live stream reaches ``| grep`` at once."""
+        self._stream.write("".join(line + "\n" for line in lines))
+        self._stream.flush()
+
+
+def layout_row(
+    cells: Sequence[str],
+    widths: Sequence[int],
+    gap: str,
+    styles: Sequence[str] = (),
+    styler: Styler | None = None,
+) -> str:
+    """Left-align ``cells`` to ``widths``; the last cell is not padded (no trailing blanks).
+
+    Padding is computed on the plain text, so colour escape codes never disturb alignment. A cell
+    wider than its column pushes the rest of the row right instead of being cut.
+    """
+    last = len(cells) - 1
+    parts = []
+    for i, cell in enumerate(cells):
+        style = styles[i] if i < len(styles) else ""
+        text = styler(cell, style) if styler is not None and style else cell
+        if i != last and len(cell) < widths[i]:
+            text += " " * (widths[i] - len(cell))
+        parts.append(text)
+    return gap.join(parts)
+
+
+# --------------------------------------------------------------------------- containers
+
+
+def container_row(container: ContainerInfo) -> tuple[str, str, str, str]:
+    """One table row: the original's ``ID PATH STATUS PID1`` (PATH is the bundle, PID1 the init pid)."""
+    return (container.id, container.bundle, container.status, str(container.pid))
+
+
+def column_widths(rows: Sequence[Sequence[str]]) -> list[int]:
+    return [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+
+
+def containers_lines(containers: Iterable[ContainerInfo], styler: Styler | None = None) -> list[str]:
+    """The containers table as lines, header first; coloured only if ``styler`` has a console."""
+    rows = [container_row(container) for container in containers]
+    widths = column_widths([CONTAINER_COLUMNS, *rows])
+    header = layout_row(CONTAINER_COLUMNS, widths, COLUMN_GAP)
+    lines = [styler(header, HEADER_STYLE) if styler is not None else header]
+    status_at = CONTAINER_COLUMNS.index("STATUS")
+    styles = [""] * len(CONTAINER_COLUMNS)
+    for row in rows:
+        styles[status_at] = STATUS_STYLES.get(row[status_at], "")
+        lines.append(layout_row(row, widths, COLUMN_GAP, styles, styler))
+    return lines
+
+
+def print_containers(
+    containers: Sequence[ContainerInfo], stream: TextIO, console: Console | None = None
+) -> None:
+    """Write the containers table to ``console`` if given, else to ``stream`` (coloured on a terminal)."""
+    styler = Styler.for_stream(stream, console)
+    styler.write_lines(containers_lines(containers, styler))
+
+
+def containers_json(containers: Sequence[ContainerInfo]) -> str:
+    """A JSON array of objects with the wire ``ContainerInfo`` fields: id, bundle, status, pid, processes.
+
+    One object per line: readable and ``grep``-able, and unlike ``indent=`` (which makes the json
+    module fall back to its pure-Python encoder, ~50 ms for 1000 containers) it keeps the C encoder.
+    """
+    objects = converter.unstructure(list(containers), list[ContainerInfo])
+    if not objects:
+        return "[]"
+    return "[\n" + ",\n".join(json.dumps(obj) for obj in objects) + "\n]"
+
+
+# --------------------------------------------------------------------------- events
+
+
+def format_timestamp(timestamp: float) -> str:
+    """Seconds since the epoch as local ISO time with milliseconds, e.g. ``2026-01-02T15:04:05.123``."""
+    return datetime.fromtimestamp(timestamp).isoformat(timespec="milliseconds")
+
+
+def event_cells(event: Event) -> tuple[str, ...]:
+    """``TYPE ID PID STATUS SEQ TIME``; STATUS is ``-`` where it does not apply, so columns stay countable."""
+    status = "-" if event.status is None else str(event.status)
+    return (event.type, event.id, str(event.pid), status, str(event.seq), format_timestamp(event.timestamp))
+
+
+def event_header_line() -> str:
+    return layout_row(EVENT_COLUMNS, EVENT_WIDTHS, EVENT_GAP)
+
+
+def event_line(event: Event, styler: Styler | None = None) -> str:
+    """One event as a fixed-width line aligned under ``event_header_line``."""
+    return layout_row(
+        event_cells(event), EVENT_WIDTHS, EVENT_GAP, (EVENT_STYLES.get(event.type, ""),), styler
+    )
+
+
+def event_json(event: Event) -> str:
+    """One compact JSON object with the wire ``Event`` fields: seq, timestamp, type, id, pid, status."""
+    return json.dumps(converter.unstructure(event, Event), separators=(",", ":"))
+
+
+class EventPrinter:
+    """Writes a live event stream one flushed line per event, so ``| head``/``| grep`` see each at once."""
+
+    def __init__(self, stream: TextIO, *, as_json: bool, console: Console | None = None) -> None:
+        self._as_json = as_json
+        self._styler = Styler(stream) if as_json else Styler.for_stream(stream, console)
+
+    def header(self) -> None:
+        """The column header; none in JSON mode, where every line must be one JSON object."""
+        if not self._as_json:
+            self._styler.write_lines([self._styler(event_header_line(), HEADER_STYLE)])
+
+    def print(self, event: Event) -> None:
+        line = event_json(event) if self._as_json else event_line(event, self._styler)
+        self._styler.write_lines([line])

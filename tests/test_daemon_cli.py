@@ -1,0 +1,143 @@
+"""The daemon's flags (the original containerd's), its socket directory, and a clean stop."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+import trio
+from conftest import start_daemon, stop_daemon, unique_id
+
+from containerd_actors.client import Client
+from containerd_actors.daemon.main import config_from_args, default_events_address, parse_duration
+
+
+def test_defaults_match_the_original() -> None:
+    config = config_from_args([])
+    assert config.state_dir.as_posix() == "/run/containerd-actors"
+    assert config.concurrency == 10
+    assert config.metrics_interval == 60.0
+    assert config.listen == "ipc:///run/containerd-actors/containerd.sock"
+    assert config.events_address == "ipc:///run/containerd-actors/events.sock"
+    assert config.oom_notify is False
+    assert config.debug is False
+    assert config.id == os.uname().nodename
+
+
+def test_flags_are_parsed() -> None:
+    config = config_from_args(
+        [
+            *("--id", "deathstar", "--debug", "--state-dir", "/tmp/x", "-c", "3"),
+            *("--metrics-interval", "1m30s", "-l", "/tmp/x/api.sock", "--oom-notify"),
+        ]
+    )
+    assert (config.id, config.debug, config.concurrency, config.oom_notify) == ("deathstar", True, 3, True)
+    assert config.metrics_interval == 90.0
+    assert config.listen == "ipc:///tmp/x/api.sock"
+    assert config.events_address == "ipc:///tmp/x/events.sock"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("1m0s", 60.0), ("500ms", 0.5), ("2h", 7200.0), ("1.5s", 1.5), ("10", 10.0)]
+)
+def test_go_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "1x", "m", "1m fast"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_duration(text)
+
+
+def test_tcp_events_address_is_next_port() -> None:
+    assert default_events_address("tcp://127.0.0.1:7000") == "tcp://127.0.0.1:7001"
+
+
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_help_lists_every_original_flag(flag: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "containerd_actors.daemon.main", flag],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for option in [
+        "--id",
+        "--debug",
+        "--state-dir",
+        "--concurrency",
+        "--metrics-interval",
+        "--listen",
+        "--oom-notify",
+    ]:
+        assert option in out
+
+
+def test_version() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "containerd_actors.daemon.main", "-v"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.startswith("containerd-actors ")
+
+
+def test_bad_concurrency_is_refused() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "containerd_actors.daemon.main", "-c", "0"], capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert "--concurrency" in result.stderr
+
+
+async def test_socket_directory_is_private_and_sigterm_leaves_containers_running(
+    state_dir, sleep_bundle
+) -> None:
+    handle = await start_daemon(state_dir)
+    try:
+        socket_dir = state_dir / "sock"
+        mode = stat.S_IMODE(socket_dir.stat().st_mode)
+        assert mode == 0o700
+        assert socket_dir.stat().st_uid == 0
+        cid = unique_id("survivor")
+        async with Client.connect(handle.address) as client:
+            pid = await client.create_container(cid, str(sleep_bundle))
+    finally:
+        code = await stop_daemon(handle)
+    assert code == 0, handle.log_text()
+    assert "received SIGTERM" in handle.log_text()
+    os.kill(pid, 0)  # still running after the daemon stopped
+    assert handle.runc_ids() == [cid]
+    # The state fixture removes it by id; an operator would use `runc --root <state-dir>/runc delete -f`.
+
+
+async def test_a_second_daemon_on_the_same_socket_is_refused(state_dir) -> None:
+    handle = await start_daemon(state_dir)
+    try:
+        second = state_dir.parent / "second"
+        with trio.fail_after(30):
+            result = await trio.run_process(
+                [
+                    sys.executable,
+                    "-m",
+                    "containerd_actors.daemon.main",
+                    "--state-dir",
+                    str(second),
+                    "--listen",
+                    handle.address,
+                ],
+                capture_stderr=True,
+                check=False,
+            )
+        assert result.returncode == 1
+        assert b"already listening on " + handle.address.encode() in result.stderr
+        assert b"Traceback" not in result.stderr
+    finally:
+        await stop_daemon(handle)
+    assert handle.process.returncode == 0
