@@ -1,0 +1,382 @@
+"""Helpers for the start benchmark: statistics, /proc sampling, and runc/daemon process handling.
+
+They live apart from `bench_start.py` so that the benchmark script reads as the experiment (rounds and
+report) while the machinery it relies on (who reaps what, how a private runc root is emptied) stays small
+and separately reviewable. Everything here touches only processes and runc roots the benchmark itself
+created: containers are found by id under a private `--root`, processes by the pid we started.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+import trio
+
+CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 15.0
+#: Parallel `runc delete --force` calls: each sleeps >= 100 ms in runc, so a few in flight hide that.
+DELETE_CONCURRENCY = 8
+
+
+# --- statistics ---------------------------------------------------------------------------------------
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float:
+    """The percentile as go-metrics computed it for the original's Telemetry timers.
+
+    Position p*(n+1) with linear interpolation, clamped to min/max: using the same rule as the original
+    means our 99.9% of 1000 starts is comparable with the numbers in its README.
+    """
+    n = len(sorted_values)
+    if n == 0:
+        return math.nan
+    pos = p * (n + 1)
+    if pos < 1:
+        return sorted_values[0]
+    if pos >= n:
+        return sorted_values[-1]
+    lower = sorted_values[int(pos) - 1]
+    upper = sorted_values[int(pos)]
+    return lower + (pos - math.floor(pos)) * (upper - lower)
+
+
+@attrs.frozen
+class LatencySummary:
+    """The Telemetry timer's fields, in seconds."""
+
+    count: int
+    min: float
+    max: float
+    mean: float
+    stddev: float
+    median: float
+    p75: float
+    p95: float
+    p99: float
+    p999: float
+
+    @classmethod
+    def of(cls, samples: Sequence[float]) -> LatencySummary:
+        values = sorted(samples)
+        if not values:
+            nan = math.nan
+            return cls(0, nan, nan, nan, nan, nan, nan, nan, nan, nan)
+        return cls(
+            count=len(values),
+            min=values[0],
+            max=values[-1],
+            mean=statistics.fmean(values),
+            stddev=statistics.pstdev(values),  # go-metrics' StdDev is the population one
+            median=percentile(values, 0.5),
+            p75=percentile(values, 0.75),
+            p95=percentile(values, 0.95),
+            p99=percentile(values, 0.99),
+            p999=percentile(values, 0.999),
+        )
+
+
+def telemetry_lines(summary: LatencySummary, name: str = "containerd-actors") -> list[str]:
+    """Render a summary exactly like the original README's block (`[containerd] 2015/12/04 ... min: 23ms`).
+
+    Whole milliseconds and the same column widths, so the two can be laid side by side.
+    """
+    stamp = time.strftime("%Y/%m/%d %H:%M:%S")
+    rows: list[tuple[str, str]] = [("count", str(summary.count))]
+    for label, value in (
+        ("min", summary.min),
+        ("max", summary.max),
+        ("mean", summary.mean),
+        ("stddev", summary.stddev),
+        ("median", summary.median),
+        ("75%", summary.p75),
+        ("95%", summary.p95),
+        ("99%", summary.p99),
+        ("99.9%", summary.p999),
+    ):
+        rows.append((label, f"{round(value * 1000)}ms" if not math.isnan(value) else "n/a"))
+    return [f"[{name}] {stamp}   {label + ':':<8}{text:>10}" for label, text in rows]
+
+
+def median_or_nan(values: Sequence[float]) -> float:
+    present = [v for v in values if not math.isnan(v)]
+    return statistics.median(present) if present else math.nan
+
+
+# --- /proc sampling ----------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class CpuTimes:
+    """A process's own CPU and the CPU of the children it has reaped (for the daemon: its runc calls)."""
+
+    own_s: float
+    children_s: float
+
+    def __sub__(self, other: CpuTimes) -> CpuTimes:
+        return CpuTimes(self.own_s - other.own_s, self.children_s - other.children_s)
+
+
+def cpu_times(pid: int) -> CpuTimes:
+    """utime+stime and cutime+cstime from /proc/PID/stat.
+
+    The command name may contain spaces and parentheses, so fields are counted after the last ')'.
+    """
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    # fields[0] is stat field 3 (state); utime, stime, cutime, cstime are fields 14-17.
+    utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
+    return CpuTimes((utime + stime) / CLOCK_TICKS_PER_S, (cutime + cstime) / CLOCK_TICKS_PER_S)
+
+
+def own_children_cpu_s() -> float:
+    """CPU of this process's reaped children (the raw runc processes trio has waited for)."""
+    times = os.times()
+    return times.children_user + times.children_system
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def _busy_and_total_ticks() -> tuple[int, int]:
+    fields = [int(f) for f in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq = fields[:7]
+    busy = user + nice + system + irq + softirq
+    return busy, busy + idle + iowait
+
+
+async def wait_for_quiet_cpu(max_busy: float = 0.2, window_s: float = 0.5, timeout_s: float = 20.0) -> bool:
+    """Wait until the machine is mostly idle before a round.
+
+    Deleting hundreds of containers leaves the kernel tearing down their namespaces for a while after
+    `runc delete` returns; a round started during that would be charged for the previous one's cleanup.
+    Returns False if the machine never became quiet (the round then runs anyway).
+    """
+    deadline = trio.current_time() + timeout_s
+    while trio.current_time() < deadline:
+        busy0, total0 = _busy_and_total_ticks()
+        await trio.sleep(window_s)
+        busy1, total1 = _busy_and_total_ticks()
+        if total1 > total0 and (busy1 - busy0) / (total1 - total0) <= max_busy:
+            return True
+    return False
+
+
+# --- runc roots and reaping -----------------------------------------------------------------------------
+
+
+def runc_containers(runc_root: Path) -> list[tuple[str, int]]:
+    """(id, init pid) of every container under a private runc root; none if the root does not exist."""
+    if not runc_root.exists():
+        return []
+    result = subprocess.run(
+        ["runc", "--root", str(runc_root), "list", "--format", "json"], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"runc list under {runc_root} failed: {result.stderr.strip()}")
+    return [(entry["id"], int(entry.get("pid") or 0)) for entry in json.loads(result.stdout or "null") or []]
+
+
+async def reap(pid: int) -> None:
+    """Collect the exit status of a dead container init that was re-parented to us.
+
+    The benchmark is a child subreaper, so inits orphaned by `runc run -d` (or by a stopped daemon) become
+    our children; pid 1 on some machines reaps late or never, so without this every deleted container
+    would linger as a zombie. By pid, never `waitpid(-1)`, which would steal trio's own children's statuses.
+    """
+    if pid <= 0:
+        return
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        with trio.move_on_after(5):
+            await trio.lowlevel.wait_readable(pidfd)
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass  # not ours (no subreaper, or adopted elsewhere): nothing we can collect
+    finally:
+        os.close(pidfd)
+
+
+async def delete_container(runc_root: Path, id: str, pid: int, limiter: trio.CapacityLimiter) -> str | None:
+    """`runc delete --force` one container by id, then reap its init; returns an error text or None.
+
+    runc runs in a session of its own: a Ctrl-C in the terminal goes to the whole foreground process
+    group and would otherwise kill the very deletes that the interrupted benchmark is running to clean up.
+    """
+    async with limiter:
+        result = await trio.run_process(
+            ["runc", "--root", str(runc_root), "delete", "--force", id],
+            stdin=subprocess.DEVNULL,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            start_new_session=True,
+        )
+    if result.returncode != 0:
+        return f"{id}: {result.stderr.decode(errors='replace').strip()}"
+    await reap(pid)
+    return None
+
+
+async def empty_runc_root(runc_root: Path) -> list[str]:
+    """Force-delete every container under a private runc root, by id, a few at a time.
+
+    Returns the error texts of deletes that failed; an empty root afterwards is what counts, so the
+    caller checks `runc_containers` again.
+    """
+    entries = runc_containers(runc_root)
+    errors: list[str] = []
+    limiter = trio.CapacityLimiter(DELETE_CONCURRENCY)
+
+    async def one(id: str, pid: int) -> None:
+        error = await delete_container(runc_root, id, pid, limiter)
+        if error:
+            errors.append(error)
+
+    async with trio.open_nursery() as nursery:
+        for id, pid in entries:
+            nursery.start_soon(one, id, pid)
+    return errors
+
+
+def own_children() -> list[tuple[int, str, str]]:
+    """(pid, state, command) of this process's children, from /proc (they are few, /proc is not)."""
+    me = os.getpid()
+    children = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        command = text[text.index("(") + 1 : text.rindex(")")]
+        state, ppid = text[text.rindex(")") + 2 :].split()[:2]
+        if int(ppid) == me:
+            children.append((int(entry.name), state, command))
+    return children
+
+
+def reap_adopted_children() -> tuple[int, list[str]]:
+    """After trio has finished with its own subprocesses: reap every dead child we adopted.
+
+    A container init whose container is already gone from runc's root (for example one the daemon deleted
+    after a cancelled start) was never in a list we reaped from; it is still ours, by the kernel's
+    accounting, and is collected here by pid. Returns (zombies reaped, live children left, described).
+    """
+    reaped, alive = 0, []
+    for pid, state, command in own_children():
+        if state == "Z":
+            try:
+                os.waitpid(pid, 0)
+                reaped += 1
+            except ChildProcessError:
+                pass
+        else:
+            alive.append(f"pid {pid} ({command}, state {state})")
+    return reaped, alive
+
+
+# --- the daemon ----------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Daemon:
+    process: trio.Process
+    state_dir: Path
+    address: str
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def runc_root(self) -> Path:
+        return self.state_dir / "runc"
+
+
+async def start_daemon(state_dir: Path, log_path: Path, *extra_args: str) -> Daemon:
+    """Start `containerd-actors` on a private state dir; return once it has sent sd_notify READY=1.
+
+    It runs in its own session so that a Ctrl-C in the terminal reaches only the benchmark, which then
+    stops the daemon and deletes its containers in order.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    address = f"ipc://{state_dir / 'sock' / 'containerd.sock'}"
+    notify_path = state_dir.parent / f"{state_dir.name}.notify"
+    notify = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    await notify.bind(str(notify_path))
+    env = dict(os.environ, NOTIFY_SOCKET=str(notify_path))
+    argv = [
+        sys.executable,
+        "-m",
+        "containerd_actors.daemon.main",
+        "--state-dir",
+        str(state_dir),
+        "--listen",
+        address,
+        *extra_args,
+    ]
+    with open(log_path, "ab") as log_file:
+        process = await trio.lowlevel.open_process(
+            argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True,
+        )  # fmt: skip
+    daemon = Daemon(process, state_dir, address, log_path)
+    try:
+        with trio.fail_after(READY_TIMEOUT_S):
+            async with trio.open_nursery() as nursery:
+
+                async def died() -> None:
+                    await process.wait()
+                    log = log_path.read_text(errors="replace")
+                    raise RuntimeError(f"daemon exited with {process.returncode} before READY:\n{log}")
+
+                nursery.start_soon(died)
+                while b"READY=1" not in await notify.recv(4096):
+                    pass
+                nursery.cancel_scope.cancel()
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await stop_daemon(daemon)
+        raise
+    finally:
+        notify.close()
+        notify_path.unlink(missing_ok=True)
+    return daemon
+
+
+async def stop_daemon(daemon: Daemon) -> int | None:
+    """SIGTERM by pid, SIGKILL if it lingers; returns the exit code.
+
+    The daemon leaves its containers running on SIGTERM (by design); the caller deletes them afterwards.
+    """
+    process = daemon.process
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+        with trio.move_on_after(STOP_TIMEOUT_S):
+            await process.wait()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    return process.returncode
