@@ -18,11 +18,18 @@ import trio
 
 from .protocol import (
     MAX_MESSAGE_BYTES,
+    Checkpoint,
     ContainerInfo,
+    CreateCheckpoint,
+    CreateCheckpointReply,
     CreateContainer,
     CreateContainerReply,
+    DeleteCheckpoint,
+    DeleteCheckpointReply,
     ErrorReply,
     Event,
+    ListCheckpoints,
+    ListCheckpointsReply,
     Ping,
     PingReply,
     ProtocolError,
@@ -128,10 +135,40 @@ class Client:
     async def ping(self) -> PingReply:
         return await self.call(Ping, PingReply)
 
-    async def create_container(self, id: str, bundle: str) -> int:
-        """Start a container; returns its init pid."""
-        reply = await self.call(CreateContainer, CreateContainerReply, id=id, bundle=bundle)
+    async def create_container(self, id: str, bundle: str, checkpoint: str | None = None) -> int:
+        """Start a container (restored from ``checkpoint`` if given); returns its init pid."""
+        reply = await self.call(
+            CreateContainer, CreateContainerReply, id=id, bundle=bundle, checkpoint=checkpoint
+        )
         return reply.pid
+
+    async def create_checkpoint(
+        self,
+        id: str,
+        name: str,
+        *,
+        tcp: bool = False,
+        unix_sockets: bool = False,
+        shell: bool = False,
+        exit: bool = False,
+    ) -> Checkpoint:
+        reply = await self.call(
+            CreateCheckpoint,
+            CreateCheckpointReply,
+            id=id,
+            name=name,
+            tcp=tcp,
+            unix_sockets=unix_sockets,
+            shell=shell,
+            exit=exit,
+        )
+        return reply.checkpoint
+
+    async def list_checkpoints(self, id: str) -> list[Checkpoint]:
+        return (await self.call(ListCheckpoints, ListCheckpointsReply, id=id)).checkpoints
+
+    async def delete_checkpoint(self, id: str, name: str) -> None:
+        await self.call(DeleteCheckpoint, DeleteCheckpointReply, id=id, name=name)
 
     async def signal(self, id: str, signal: int = 15, pid: int = 0) -> None:
         await self.call(Signal, SignalReply, id=id, signal=signal, pid=pid)

@@ -31,6 +31,51 @@ class RuncTimeout(RuncError):
     """runc did not finish within the allowed time and was killed."""
 
 
+#: A dump writes the container's memory to disk, which can take far longer than a start.
+CHECKPOINT_TIMEOUT_S = 300.0
+#: How much of CRIU's log an error message carries: the reason is in the last lines.
+CRIU_LOG_TAIL_LINES = 8
+
+
+@attrs.frozen
+class CriuOptions:
+    """The CRIU switches a checkpoint was taken with; a restore must repeat them."""
+
+    tcp_established: bool = False
+    ext_unix_sk: bool = False
+    shell_job: bool = False
+
+    def checkpoint_flags(self) -> list[str]:
+        flags = []
+        if self.tcp_established:
+            flags.append("--tcp-established")
+        if self.ext_unix_sk:
+            flags.append("--ext-unix-sk")
+        if self.shell_job:
+            flags.append("--shell-job")
+        return flags
+
+    def restore_flags(self) -> list[str]:
+        """No --shell-job: runc containers run in their own session, and restore -d fails with it."""
+        flags = []
+        if self.tcp_established:
+            flags.append("--tcp-established")
+        if self.ext_unix_sk:
+            flags.append("--ext-unix-sk")
+        return flags
+
+
+def _with_criu_log(message: str, work_path: Path, log_name: str) -> str:
+    """runc only says "criu failed"; CRIU's own reason is at the end of its log in the work path."""
+    try:
+        lines = (work_path / log_name).read_text(errors="replace").splitlines()
+    except OSError:
+        return message
+    errors = [line for line in lines if "Error" in line or "error" in line]
+    tail = errors[-CRIU_LOG_TAIL_LINES:] or lines[-CRIU_LOG_TAIL_LINES:]
+    return message + "; criu: " + " | ".join(line.strip() for line in tail)
+
+
 @attrs.frozen
 class Stdio:
     """File descriptors runc hands to the container's init (pass-through mode, no terminal)."""
@@ -70,16 +115,17 @@ class Runc:
         argv += args
         return argv
 
-    async def _run_captured(self, command: str, args: Sequence[str]) -> bytes:
+    async def _run_captured(self, command: str, args: Sequence[str], timeout: float | None = None) -> bytes:
         """Run a runc command whose stdout/stderr are ours to read (not a container's)."""
         argv = self._argv(command, *args)
+        timeout = timeout or self.timeout
         try:
-            with trio.fail_after(self.timeout):
+            with trio.fail_after(timeout):
                 result = await trio.run_process(
                     argv, stdin=None, capture_stdout=True, capture_stderr=True, check=False
                 )
         except trio.TooSlowError:
-            raise RuncTimeout(command, -9, f"no answer within {self.timeout:g} s") from None
+            raise RuncTimeout(command, -9, f"no answer within {timeout:g} s") from None
         if result.returncode != 0:
             raise RuncError(command, result.returncode, _error_lines(result.stderr.decode(errors="replace")))
         return result.stdout
@@ -105,6 +151,62 @@ class Runc:
         if result.returncode != 0:
             raise RuncError("run", result.returncode, _read_log(log_file))
         return int(pid_file.read_text().strip())
+
+    async def restore_detached(
+        self,
+        id: str,
+        bundle: Path,
+        image_path: Path,
+        work_path: Path,
+        pid_file: Path,
+        log_file: Path,
+        stdio: Stdio,
+        options: CriuOptions,
+    ) -> int:
+        """``runc restore -d``: CRIU maps the recorded stdio pipes onto runc's own fds 0-2."""
+        argv = self._argv(
+            "restore",
+            "--detach",
+            "--image-path",
+            str(image_path),
+            "--work-path",
+            str(work_path),
+            "--pid-file",
+            str(pid_file),
+            "--bundle",
+            str(bundle),
+            *options.restore_flags(),
+            id,
+            log_file=log_file,
+        )
+        try:
+            with trio.fail_after(self.timeout):
+                result = await trio.run_process(
+                    argv, stdin=stdio.stdin, stdout=stdio.stdout, stderr=stdio.stderr, check=False
+                )
+        except trio.TooSlowError:
+            raise RuncTimeout("restore", -9, f"runc did not restore within {self.timeout:g} s") from None
+        if result.returncode != 0:
+            raise RuncError(
+                "restore", result.returncode, _with_criu_log(_read_log(log_file), work_path, "restore.log")
+            )
+        return int(pid_file.read_text().strip())
+
+    async def checkpoint(
+        self, id: str, image_path: Path, work_path: Path, options: CriuOptions, leave_running: bool
+    ) -> None:
+        """``runc checkpoint``; on failure the message ends with the tail of CRIU's dump log."""
+        args = ["--image-path", str(image_path), "--work-path", str(work_path), *options.checkpoint_flags()]
+        if leave_running:
+            args.append("--leave-running")
+        try:
+            await self._run_captured("checkpoint", [*args, id], timeout=CHECKPOINT_TIMEOUT_S)
+        except RuncTimeout:
+            raise
+        except RuncError as exc:
+            raise RuncError(
+                "checkpoint", exc.returncode, _with_criu_log(exc.message, work_path, "dump.log")
+            ) from None
 
     async def delete(self, id: str, force: bool = False) -> None:
         await self._run_captured("delete", ["--force", id] if force else [id])

@@ -8,20 +8,40 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal as signals
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from ..protocol import ContainerInfo, ErrorCode, EventType, ProcessInfo, User
+from ..protocol import Checkpoint, ContainerInfo, ErrorCode, EventType, ProcessInfo, User
 from ..reaping import ExitWatcher, open_pidfd
 from ..runc import Runc, RuncError, RuncTimeout, close_quietly, read_bundle_config, validate_bundle
 from ..stdio import ContainerPipes, drain_to_log
+from .checkpoints import (
+    checkpoints_dir,
+    criu_options,
+    delete_checkpoint,
+    list_checkpoints,
+    new_checkpoint_dir,
+    new_checkpoint_record,
+    publish_checkpoint,
+    read_checkpoint,
+)
 from .events import EventDraft
 from .mailbox import CommandError, ReplyTo, answer, fail
-from .messages import ContainerRemoved, ContainerUpdated, InitExited, SignalProcess
+from .messages import (
+    ContainerRemoved,
+    ContainerUpdated,
+    DeleteCheckpointCommand,
+    InitExited,
+    ListCheckpointsCommand,
+    SignalProcess,
+    TakeCheckpoint,
+)
 from .state_dir import ContainerPaths, write_json_atomically
 
 log = logging.getLogger(__name__)
@@ -53,6 +73,7 @@ class ContainerActor:
         self,
         id: str,
         bundle: str,
+        checkpoint: str | None,
         paths: ContainerPaths,
         runc: Runc,
         start_limiter: trio.CapacityLimiter,
@@ -62,6 +83,8 @@ class ContainerActor:
     ) -> None:
         self.id = id
         self.bundle = bundle
+        self._restore_from = checkpoint
+        self._bundle_path = Path(bundle)
         self.paths = paths
         self._runc = runc
         self._start_limiter = start_limiter
@@ -103,6 +126,8 @@ class ContainerActor:
             config = read_bundle_config(bundle)
         except ValueError as exc:
             raise CommandError(ErrorCode.INVALID_BUNDLE, str(exc)) from None
+        self._bundle_path = bundle
+        restore_from = read_checkpoint(bundle, self._restore_from) if self._restore_from else None
         try:
             self.paths.create()
         except FileExistsError:
@@ -114,9 +139,21 @@ class ContainerActor:
         pipes = ContainerPipes.create()
         try:
             async with self._start_limiter:
-                pid = await self._runc.run_detached(
-                    self.id, bundle, self.paths.pid_file, self.paths.runc_log, pipes.child_stdio()
-                )
+                if restore_from is None:
+                    pid = await self._runc.run_detached(
+                        self.id, bundle, self.paths.pid_file, self.paths.runc_log, pipes.child_stdio()
+                    )
+                else:
+                    pid = await self._runc.restore_detached(
+                        self.id,
+                        bundle,
+                        checkpoints_dir(bundle) / restore_from.name,
+                        self._fresh_criu_work_dir(),
+                        self.paths.pid_file,
+                        self.paths.runc_log,
+                        pipes.child_stdio(),
+                        criu_options(restore_from),
+                    )
             pipes.close_child_ends()
             self._pidfd = open_pidfd(pid)
         except BaseException as exc:
@@ -126,7 +163,9 @@ class ContainerActor:
             if isinstance(exc, RuncTimeout):
                 raise CommandError(ErrorCode.RUNTIME_FAILED, exc.message) from None
             if isinstance(exc, RuncError):
-                raise CommandError(ErrorCode.RUNTIME_FAILED, f"runc run failed: {exc.message}") from None
+                raise CommandError(
+                    ErrorCode.RUNTIME_FAILED, f"runc {exc.command} failed: {exc.message}"
+                ) from None
             if isinstance(exc, OSError):
                 raise CommandError(ErrorCode.RUNTIME_FAILED, f"cannot start container: {exc}") from None
             raise
@@ -137,6 +176,13 @@ class ContainerActor:
             {"id": self.id, "bundle": str(bundle), "pid": pid, "created": time.time()},
         )
         return pid
+
+    def _fresh_criu_work_dir(self) -> Path:
+        """CRIU writes its logs here; each operation starts from an empty one so a log tail is its own."""
+        work = self.paths.directory / "criu-work"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(mode=0o700)
+        return work
 
     async def _forget_failed_start(self) -> None:
         """A failed start leaves no trace: not in runc's root, not in the state directory."""
@@ -155,6 +201,12 @@ class ContainerActor:
             async for message in self._mailbox:
                 if isinstance(message, SignalProcess):
                     self._signal(message)
+                elif isinstance(message, TakeCheckpoint):
+                    await self._reply_with(message.reply_to, self._take_checkpoint(message))
+                elif isinstance(message, ListCheckpointsCommand):
+                    answer(message.reply_to, list_checkpoints(self._bundle_path))
+                elif isinstance(message, DeleteCheckpointCommand):
+                    await self._reply_with(message.reply_to, self._delete_checkpoint(message.name))
                 elif isinstance(message, InitExited):
                     await self._finish(message.status, drains)
                     nursery.cancel_scope.cancel()
@@ -184,6 +236,18 @@ class ContainerActor:
         status = await self._exit_watcher.wait_for_exit(self._pidfd, pid)
         await self._mailbox_send.send(InitExited(status))
 
+    async def _delete_from_runc(self) -> None:
+        try:
+            await self._runc.delete(self.id)
+        except RuncError as exc:
+            if "does not exist" in exc.message:
+                return  # runc removed it already, as a checkpoint with --exit does
+            log.warning("container %s: runc delete failed (%s); forcing", self.id, exc.message)
+            try:
+                await self._runc.delete(self.id, force=True)
+            except RuncError as exc2:
+                log.error("container %s: runc delete --force failed: %s", self.id, exc2.message)
+
     async def _finish(self, status: int | None, drains: trio.CancelScope) -> None:
         """Init is gone: delete it from runc, free the id, then tell the world."""
         assert self._init is not None and self._pipes is not None
@@ -191,14 +255,7 @@ class ContainerActor:
         close_quietly(self._pipes.stdin_write)
         os.close(self._pidfd)
         self._pidfd = -1
-        try:
-            await self._runc.delete(self.id)
-        except RuncError as exc:
-            log.warning("container %s: runc delete failed (%s); forcing", self.id, exc.message)
-            try:
-                await self._runc.delete(self.id, force=True)
-            except RuncError as exc2:
-                log.error("container %s: runc delete --force failed: %s", self.id, exc2.message)
+        await self._delete_from_runc()
         with trio.move_on_after(DRAIN_GRACE_S):
             await self._drained.wait()
         drains.cancel()
@@ -228,6 +285,39 @@ class ContainerActor:
             fail(message.reply_to, CommandError(ErrorCode.RUNTIME_FAILED, f"signal failed: {exc}"))
             return
         answer(message.reply_to, None)
+
+    async def _reply_with(self, reply_to: ReplyTo, work: Awaitable[Any]) -> None:
+        """Run one command to completion, answering with its result or its CommandError."""
+        try:
+            result = await work
+        except CommandError as error:
+            fail(reply_to, error)
+        else:
+            answer(reply_to, result)
+
+    async def _take_checkpoint(self, command: TakeCheckpoint) -> Checkpoint:
+        """Dump with CRIU while this actor holds the container; other containers carry on meanwhile."""
+        assert self._init is not None
+        record = new_checkpoint_record(
+            command.name, command.tcp, command.unix_sockets, command.shell, command.exit
+        )
+        with new_checkpoint_dir(self._bundle_path, command.name) as images:
+            try:
+                await self._runc.checkpoint(
+                    self.id,
+                    images,
+                    self._fresh_criu_work_dir(),
+                    criu_options(record),
+                    leave_running=not command.exit,
+                )
+            except RuncError as exc:
+                raise CommandError(ErrorCode.RUNTIME_FAILED, f"checkpoint failed: {exc.message}") from None
+            publish_checkpoint(self._bundle_path, images, record)
+        await self._events.send(EventDraft(EventType.CHECKPOINT, self.id, self._init.pid))
+        return record
+
+    async def _delete_checkpoint(self, name: str) -> None:
+        delete_checkpoint(self._bundle_path, name)
 
     def _snapshot(self, status: str) -> ContainerInfo:
         assert self._init is not None

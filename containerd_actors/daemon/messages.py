@@ -5,6 +5,8 @@ Each carries what the receiver needs and, for an ask, a one-shot ``reply_to`` ch
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 from ..protocol import ContainerInfo
@@ -17,15 +19,16 @@ from .mailbox import ReplyTo
 class StartContainer:
     id: str
     bundle: str
+    checkpoint: str | None
     reply_to: ReplyTo
 
 
 @attrs.frozen
-class SignalContainer:
+class ToContainer:
+    """Route ``command`` (a message below, carrying its own reply_to) to the actor of container ``id``."""
+
     id: str
-    pid: int
-    signal: int
-    reply_to: ReplyTo
+    command: Any
 
 
 @attrs.frozen
@@ -60,3 +63,24 @@ class SignalProcess:
 @attrs.frozen
 class InitExited:
     status: int | None
+
+
+@attrs.frozen
+class TakeCheckpoint:
+    name: str
+    tcp: bool
+    unix_sockets: bool
+    shell: bool
+    exit: bool
+    reply_to: ReplyTo
+
+
+@attrs.frozen
+class ListCheckpointsCommand:
+    reply_to: ReplyTo
+
+
+@attrs.frozen
+class DeleteCheckpointCommand:
+    name: str
+    reply_to: ReplyTo

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import pynng
@@ -19,10 +20,16 @@ import trio
 from .. import __version__
 from ..protocol import (
     MAX_MESSAGE_BYTES,
+    CreateCheckpoint,
+    CreateCheckpointReply,
     CreateContainer,
     CreateContainerReply,
+    DeleteCheckpoint,
+    DeleteCheckpointReply,
     ErrorCode,
     ErrorReply,
+    ListCheckpoints,
+    ListCheckpointsReply,
     MachineInfo,
     Ping,
     PingReply,
@@ -38,8 +45,16 @@ from ..protocol import (
 )
 from .config import DaemonConfig
 from .events import CountSubscribers
-from .mailbox import CommandError, ask
-from .messages import ListContainers, SignalContainer, StartContainer
+from .mailbox import CommandError, ReplyTo, ask
+from .messages import (
+    DeleteCheckpointCommand,
+    ListCheckpointsCommand,
+    ListContainers,
+    SignalProcess,
+    StartContainer,
+    TakeCheckpoint,
+    ToContainer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -127,18 +142,37 @@ class ApiServer:
                 request.request_id, self._config.id, __version__, self._config.events_address, subscribers
             )
         if isinstance(request, CreateContainer):
-            pid = await ask(self._supervisor, lambda reply: StartContainer(request.id, request.bundle, reply))
+            pid = await ask(
+                self._supervisor,
+                lambda reply: StartContainer(request.id, request.bundle, request.checkpoint, reply),
+            )
             return CreateContainerReply(request.request_id, pid)
         if isinstance(request, Signal):
-            await ask(
-                self._supervisor,
-                lambda reply: SignalContainer(request.id, request.pid, request.signal, reply),
+            await self._ask_container(
+                request.id, lambda reply: SignalProcess(request.pid, request.signal, reply)
             )
             return SignalReply(request.request_id)
         if isinstance(request, State):
             containers = await ask(self._supervisor, ListContainers)
             return StateReply(request.request_id, containers, self._machine)
+        if isinstance(request, CreateCheckpoint):
+            checkpoint = await self._ask_container(
+                request.id,
+                lambda reply: TakeCheckpoint(
+                    request.name, request.tcp, request.unix_sockets, request.shell, request.exit, reply
+                ),
+            )
+            return CreateCheckpointReply(request.request_id, checkpoint)
+        if isinstance(request, ListCheckpoints):
+            checkpoints = await self._ask_container(request.id, ListCheckpointsCommand)
+            return ListCheckpointsReply(request.request_id, checkpoints)
+        if isinstance(request, DeleteCheckpoint):
+            await self._ask_container(request.id, lambda reply: DeleteCheckpointCommand(request.name, reply))
+            return DeleteCheckpointReply(request.request_id)
         raise CommandError(ErrorCode.UNKNOWN_TYPE, f"request {type(request).__name__} is not served")
+
+    async def _ask_container(self, id: str, build: Callable[[ReplyTo], Any]) -> Any:
+        return await ask(self._supervisor, lambda reply: ToContainer(id, build(reply)))
 
 
 def default_daemon_id() -> str:

@@ -24,9 +24,8 @@ from .messages import (
     ContainerRemoved,
     ContainerUpdated,
     ListContainers,
-    SignalContainer,
-    SignalProcess,
     StartContainer,
+    ToContainer,
 )
 
 log = logging.getLogger(__name__)
@@ -78,8 +77,8 @@ class Supervisor:
     async def _handle(self, message: Any, actors: trio.Nursery) -> None:
         if isinstance(message, StartContainer):
             self._start(message, actors)
-        elif isinstance(message, SignalContainer):
-            await self._route_signal(message)
+        elif isinstance(message, ToContainer):
+            self._route(message)
         elif isinstance(message, ListContainers):
             answer(message.reply_to, self._list())
         elif isinstance(message, ContainerUpdated):
@@ -101,6 +100,7 @@ class Supervisor:
         actor = ContainerActor(
             message.id,
             message.bundle,
+            message.checkpoint,
             container_paths(self._config.containers_dir, message.id),
             self._runc,
             self._start_limiter,
@@ -119,19 +119,18 @@ class Supervisor:
             log.exception("container actor %s crashed", actor.id)
             await self._mailbox_send.send(ContainerRemoved(actor.id))
 
-    async def _route_signal(self, message: SignalContainer) -> None:
+    def _route(self, message: ToContainer) -> None:
+        reply_to = message.command.reply_to
         entry = self._registry.get(message.id)
         if entry is None or entry.info is None:
-            fail(message.reply_to, CommandError(ErrorCode.NOT_FOUND, f"no such container: {message.id!r}"))
+            fail(reply_to, CommandError(ErrorCode.NOT_FOUND, f"no such container: {message.id!r}"))
             return
         try:
-            entry.mailbox.send_nowait(SignalProcess(message.pid, message.signal, message.reply_to))
+            entry.mailbox.send_nowait(message.command)
         except trio.WouldBlock:
-            fail(
-                message.reply_to, CommandError(ErrorCode.INTERNAL, f"container {message.id!r} is busy; retry")
-            )
+            fail(reply_to, CommandError(ErrorCode.INTERNAL, f"container {message.id!r} is busy; retry"))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            fail(message.reply_to, CommandError(ErrorCode.NOT_FOUND, f"container {message.id!r} has exited"))
+            fail(reply_to, CommandError(ErrorCode.NOT_FOUND, f"container {message.id!r} has exited"))
 
     def _list(self) -> list[ContainerInfo]:
         return [entry.info for entry in self._registry.values() if entry.info is not None]

@@ -39,6 +39,11 @@ def _event_type(instance: Any, attribute: Attribute, value: str) -> None:
         raise InvalidField(f"{attribute.name} {value!r} must match {_EVENT_TYPE_RE.pattern}")
 
 
+def _valid_optional_name(instance: Any, attribute: Attribute, value: str | None) -> None:
+    if value is not None:
+        _valid_id(instance, attribute, value)
+
+
 def _non_negative(instance: Any, attribute: Attribute, value: int) -> None:
     if value < 0:
         raise InvalidField(f"{attribute.name} must be >= 0, got {value}")
@@ -105,11 +110,15 @@ class Ping:
 
 @frozen
 class CreateContainer:
-    """Start a container from an OCI bundle (an absolute directory holding ``config.json``)."""
+    """Start a container from an OCI bundle (an absolute directory holding ``config.json``).
+
+    With ``checkpoint``, restore it instead from ``<bundle>/checkpoints/<checkpoint>``.
+    """
 
     request_id: str
     id: str = field(validator=_valid_id)
     bundle: str
+    checkpoint: str | None = field(default=None, validator=_valid_optional_name)
 
 
 @frozen
@@ -129,8 +138,49 @@ class State:
     request_id: str
 
 
-Request = Ping | CreateContainer | Signal | State
-REQUEST_TYPES: tuple[type, ...] = (Ping, CreateContainer, Signal, State)
+@frozen
+class CreateCheckpoint:
+    """Dump a running container with CRIU into ``<bundle>/checkpoints/<name>``.
+
+    ``tcp`` keeps established TCP connections (the container must live in a network namespace
+    created beforehand), ``unix_sockets`` allows external unix sockets, ``shell`` allows shell
+    jobs, and ``exit`` stops the container once the dump has succeeded.
+    """
+
+    request_id: str
+    id: str = field(validator=_valid_id)
+    name: str = field(validator=_valid_id)
+    tcp: bool = False
+    unix_sockets: bool = False
+    shell: bool = False
+    exit: bool = False
+
+
+@frozen
+class ListCheckpoints:
+    """The checkpoints stored in a running container's bundle."""
+
+    request_id: str
+    id: str = field(validator=_valid_id)
+
+
+@frozen
+class DeleteCheckpoint:
+    request_id: str
+    id: str = field(validator=_valid_id)
+    name: str = field(validator=_valid_id)
+
+
+Request = Ping | CreateContainer | Signal | State | CreateCheckpoint | ListCheckpoints | DeleteCheckpoint
+REQUEST_TYPES: tuple[type, ...] = (
+    Ping,
+    CreateContainer,
+    Signal,
+    State,
+    CreateCheckpoint,
+    ListCheckpoints,
+    DeleteCheckpoint,
+)
 
 # --------------------------------------------------------------------------- replies
 
@@ -165,6 +215,35 @@ class StateReply:
 
 
 @frozen
+class Checkpoint:
+    """A stored checkpoint: the CRIU options it was really taken with, and when (Unix seconds)."""
+
+    name: str
+    tcp: bool
+    unix_sockets: bool
+    shell: bool
+    exit: bool
+    created: float
+
+
+@frozen
+class CreateCheckpointReply:
+    request_id: str
+    checkpoint: Checkpoint
+
+
+@frozen
+class ListCheckpointsReply:
+    request_id: str
+    checkpoints: list[Checkpoint]
+
+
+@frozen
+class DeleteCheckpointReply:
+    request_id: str
+
+
+@frozen
 class ErrorReply:
     """Every failed request is answered with this, never with silence.
 
@@ -179,8 +258,26 @@ class ErrorReply:
     details: list[str] = field(factory=list)
 
 
-Reply = PingReply | CreateContainerReply | SignalReply | StateReply | ErrorReply
-REPLY_TYPES: tuple[type, ...] = (PingReply, CreateContainerReply, SignalReply, StateReply, ErrorReply)
+Reply = (
+    PingReply
+    | CreateContainerReply
+    | SignalReply
+    | StateReply
+    | CreateCheckpointReply
+    | ListCheckpointsReply
+    | DeleteCheckpointReply
+    | ErrorReply
+)
+REPLY_TYPES: tuple[type, ...] = (
+    PingReply,
+    CreateContainerReply,
+    SignalReply,
+    StateReply,
+    CreateCheckpointReply,
+    ListCheckpointsReply,
+    DeleteCheckpointReply,
+    ErrorReply,
+)
 
 
 class ErrorCode:
@@ -204,6 +301,7 @@ class EventType:
 
     START_CONTAINER = "start-container"
     EXIT = "exit"
+    CHECKPOINT = "checkpoint"
 
 
 @frozen
