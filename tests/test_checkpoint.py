@@ -186,7 +186,8 @@ def join_netns(bundle: Path, netns: str) -> None:
 TCP_COUNTER = [
     "sh",
     "-c",
-    "sleep 1000000 | nc -l -p 7000 & sleep 0.3; i=0; while :; do echo $i; i=$((i+1)); sleep 0.05; done | nc 127.0.0.1 7000",
+    "sleep 1000000 | nc -l -p 7000 & sleep 0.3; "
+    "i=0; while :; do echo $i; i=$((i+1)); sleep 0.05; done | nc 127.0.0.1 7000",
 ]
 
 

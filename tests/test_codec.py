@@ -12,6 +12,7 @@ import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from wire_samples import wire_samples
 
 from containerd_actors.protocol import (
     EVENT_TOPIC_PREFIX,
@@ -20,20 +21,15 @@ from containerd_actors.protocol import (
     REQUEST_TYPES,
     TOPIC_SEPARATOR,
     ContainerInfo,
-    CreateContainer,
-    CreateContainerReply,
     ErrorCode,
     ErrorReply,
     Event,
     EventType,
     MachineInfo,
     Ping,
-    PingReply,
     ProcessInfo,
     ProtocolError,
     Signal,
-    SignalReply,
-    State,
     StateReply,
     User,
     decode_event,
@@ -324,26 +320,7 @@ def _state_reply() -> StateReply:
 
 
 def _examples() -> list[Any]:
-    """Hand-written messages, built lazily so a new field fails these tests, not collection."""
-    return [
-        Ping(request_id="r-1"),
-        CreateContainer(request_id="r-2", id="web", bundle="/srv/web"),
-        Signal(request_id="r-3", id="web", pid=7, signal=9),
-        State(request_id="r-4"),
-        PingReply(
-            request_id="r-1",
-            daemon_id="d",
-            version="0.1.0",
-            events_address="ipc:///run/containerd-actors/events.sock",
-            events_subscribers=0,
-        ),
-        CreateContainerReply(request_id="r-2", pid=4242),
-        SignalReply(request_id="r-3"),
-        _state_reply(),
-        ErrorReply(request_id=None, code=ErrorCode.MALFORMED, message="not JSON"),
-        ErrorReply(request_id="r-5", code=ErrorCode.INVALID_REQUEST, message="bad", details=["a", "b"]),
-        Event(seq=1, timestamp=1700000000.5, type=EventType.START_CONTAINER, id="web", pid=4242),
-    ]
+    return [message for messages in wire_samples().values() for message in messages]
 
 
 def _round_trip(message: Any) -> Any:
@@ -361,7 +338,7 @@ def _round_trip(message: Any) -> Any:
 @pytest.mark.parametrize("cls", WIRE_CLASSES, ids=lambda c: c.__name__)
 def test_examples_round_trip(cls: type) -> None:
     examples = [m for m in _examples() if type(m) is cls]
-    assert examples, f"add a {cls.__name__} to _examples() in tests/test_codec.py"
+    assert examples, f"add a {cls.__name__} to wire_samples() in tests/wire_samples.py"
     for message in examples:
         assert _round_trip(message) == message
 
@@ -372,6 +349,7 @@ _VALIDATOR_STRATEGIES: dict[Any, st.SearchStrategy[Any]] = {
     messages._valid_id: st.from_regex(ID_PATTERN, fullmatch=True),
     messages._non_negative: st.integers(min_value=0, max_value=2**63),
     messages._signal_number: st.integers(min_value=1, max_value=64),
+    messages._valid_optional_name: st.none() | st.from_regex(ID_PATTERN, fullmatch=True),
 }
 
 
@@ -427,7 +405,7 @@ def _class_strategy(cls: type) -> st.SearchStrategy[Any]:
 def test_every_wire_class_has_an_example() -> None:
     covered = {type(m) for m in _examples()}
     missing = [cls.__name__ for cls in WIRE_CLASSES if cls not in covered]
-    assert not missing, f"add {missing} to _examples() in tests/test_codec.py"
+    assert not missing, f"add {missing} to wire_samples() in tests/wire_samples.py"
 
 
 @pytest.mark.parametrize("cls", WIRE_CLASSES, ids=lambda c: c.__name__)

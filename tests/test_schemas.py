@@ -8,28 +8,19 @@ from typing import Any
 
 import attrs
 import pytest
+from wire_samples import wire_samples
 
 from containerd_actors.protocol import (
     ID_PATTERN,
     MAX_MESSAGE_BYTES,
     REPLY_TYPES,
     REQUEST_TYPES,
-    ContainerInfo,
-    CreateContainer,
-    CreateContainerReply,
     ErrorCode,
     ErrorReply,
     Event,
     EventType,
-    MachineInfo,
-    Ping,
-    PingReply,
-    ProcessInfo,
     Signal,
-    SignalReply,
-    State,
     StateReply,
-    User,
     decode_reply,
     decode_request,
     encode_event,
@@ -54,63 +45,7 @@ REGENERATE = "run `python scripts/gen_schemas.py` and commit proto_schemas/"
 
 
 def _samples() -> dict[type, list[Any]]:
-    """Hand-written instances of every wire class (built lazily: a field added to a message
-    fails the tests that use it, with a clear TypeError, instead of breaking collection).
-
-    test_every_class_has_a_sample keeps this complete."""
-    process = ProcessInfo(
-        pid=4242,
-        args=["/bin/sh", "-c", "sleep 1"],
-        env=["PATH=/usr/bin"],
-        cwd="/",
-        user=User(uid=1000, gid=1000, additional_gids=[10, 20]),
-        terminal=True,
-    )
-    return {
-        Ping: [Ping(request_id="r-1")],
-        CreateContainer: [CreateContainer(request_id="r-2", id="web.1_a-b", bundle="/srv/bundles/web")],
-        Signal: [Signal(request_id="r-3", id="web"), Signal(request_id="", id="a" * 128, pid=7, signal=64)],
-        State: [State(request_id="r-4")],
-        PingReply: [
-            PingReply(
-                request_id="r-1",
-                daemon_id="daemon-1",
-                version="0.1.0",
-                events_address="ipc:///run/containerd-actors/events.sock",
-                events_subscribers=2,
-            )
-        ],
-        CreateContainerReply: [CreateContainerReply(request_id="r-2", pid=4242)],
-        SignalReply: [SignalReply(request_id="r-3")],
-        StateReply: [
-            StateReply(
-                request_id="r-4", containers=[], machine=MachineInfo(id="host", cpus=8, memory=1 << 34)
-            ),
-            StateReply(
-                request_id="r-5",
-                containers=[
-                    ContainerInfo(
-                        id="web", bundle="/srv/bundles/web", status="running", pid=4242, processes=[process]
-                    ),
-                    ContainerInfo(id="db", bundle="/srv/bundles/db", status="stopped", pid=0),
-                ],
-                machine=MachineInfo(id="host", cpus=1, memory=0),
-            ),
-        ],
-        ErrorReply: [
-            ErrorReply(request_id=None, code=ErrorCode.MALFORMED, message="message is not valid JSON"),
-            ErrorReply(
-                request_id="r-6",
-                code=ErrorCode.INVALID_REQUEST,
-                message="invalid Signal",
-                details=["signal must be between 1 and 64"],
-            ),
-        ],
-        Event: [
-            Event(seq=1, timestamp=1700000000.25, type=EventType.START_CONTAINER, id="web", pid=4242),
-            Event(seq=2, timestamp=1700000001.0, type=EventType.EXIT, id="web", pid=4242, status=137),
-        ],
-    }
+    return wire_samples()
 
 
 WIRE_CLASSES = (*REQUEST_TYPES, *REPLY_TYPES, *EVENT_TYPES)
@@ -287,7 +222,7 @@ def test_unsupported_types_are_refused_loudly() -> None:
 
 def test_every_class_has_a_sample() -> None:
     missing = [cls.__name__ for cls in WIRE_CLASSES if not _samples().get(cls)]
-    assert not missing, f"add sample instances for {missing} to _samples() in tests/test_schemas.py"
+    assert not missing, f"add sample instances for {missing} to wire_samples() in tests/wire_samples.py"
 
 
 try:

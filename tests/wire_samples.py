@@ -1,0 +1,118 @@
+"""One hand-written instance (or more) of every wire class, shared by the codec and schema tests.
+
+Built lazily inside a function, so that a field added to a message fails the tests that use these
+samples with a clear TypeError, instead of breaking test collection.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from containerd_actors.protocol import (
+    Checkpoint,
+    ContainerInfo,
+    CreateCheckpoint,
+    CreateCheckpointReply,
+    CreateContainer,
+    CreateContainerReply,
+    DeleteCheckpoint,
+    DeleteCheckpointReply,
+    ErrorCode,
+    ErrorReply,
+    Event,
+    EventType,
+    ListCheckpoints,
+    ListCheckpointsReply,
+    MachineInfo,
+    Ping,
+    PingReply,
+    ProcessInfo,
+    Signal,
+    SignalReply,
+    State,
+    StateReply,
+    User,
+)
+
+
+def wire_samples() -> dict[type, list[Any]]:
+    """Hand-written instances of every wire class (built lazily: a field added to a message
+    fails the tests that use it, with a clear TypeError, instead of breaking collection).
+
+    tests/test_schemas.py and tests/test_codec.py both check that every wire class has one."""
+    process = ProcessInfo(
+        pid=4242,
+        args=["/bin/sh", "-c", "sleep 1"],
+        env=["PATH=/usr/bin"],
+        cwd="/",
+        user=User(uid=1000, gid=1000, additional_gids=[10, 20]),
+        terminal=True,
+    )
+    checkpoint = Checkpoint(
+        name="before-upgrade", tcp=True, unix_sockets=False, shell=False, exit=False, created=1700000000.5
+    )
+    return {
+        Ping: [Ping(request_id="r-1")],
+        CreateContainer: [
+            CreateContainer(request_id="r-2", id="web.1_a-b", bundle="/srv/bundles/web"),
+            CreateContainer(
+                request_id="r-2", id="clone", bundle="/srv/bundles/web", checkpoint="before-upgrade"
+            ),
+        ],
+        Signal: [Signal(request_id="r-3", id="web"), Signal(request_id="", id="a" * 128, pid=7, signal=64)],
+        State: [State(request_id="r-4")],
+        PingReply: [
+            PingReply(
+                request_id="r-1",
+                daemon_id="daemon-1",
+                version="0.1.0",
+                events_address="ipc:///run/containerd-actors/events.sock",
+                events_subscribers=2,
+            )
+        ],
+        CreateContainerReply: [CreateContainerReply(request_id="r-2", pid=4242)],
+        SignalReply: [SignalReply(request_id="r-3")],
+        StateReply: [
+            StateReply(
+                request_id="r-4", containers=[], machine=MachineInfo(id="host", cpus=8, memory=1 << 34)
+            ),
+            StateReply(
+                request_id="r-5",
+                containers=[
+                    ContainerInfo(
+                        id="web", bundle="/srv/bundles/web", status="running", pid=4242, processes=[process]
+                    ),
+                    ContainerInfo(id="db", bundle="/srv/bundles/db", status="stopped", pid=0),
+                ],
+                machine=MachineInfo(id="host", cpus=1, memory=0),
+            ),
+        ],
+        CreateCheckpoint: [
+            CreateCheckpoint(request_id="r-7", id="web", name="before-upgrade"),
+            CreateCheckpoint(
+                request_id="r-8", id="web", name="tcp.1", tcp=True, unix_sockets=True, shell=True, exit=True
+            ),
+        ],
+        ListCheckpoints: [ListCheckpoints(request_id="r-9", id="web")],
+        DeleteCheckpoint: [DeleteCheckpoint(request_id="r-10", id="web", name="before-upgrade")],
+        CreateCheckpointReply: [CreateCheckpointReply(request_id="r-7", checkpoint=checkpoint)],
+        ListCheckpointsReply: [
+            ListCheckpointsReply(request_id="r-9", checkpoints=[]),
+            ListCheckpointsReply(request_id="r-9", checkpoints=[checkpoint, checkpoint]),
+        ],
+        DeleteCheckpointReply: [DeleteCheckpointReply(request_id="r-10")],
+        ErrorReply: [
+            ErrorReply(request_id=None, code=ErrorCode.MALFORMED, message="message is not valid JSON"),
+            ErrorReply(
+                request_id="r-6",
+                code=ErrorCode.INVALID_REQUEST,
+                message="invalid Signal",
+                details=["signal must be between 1 and 64"],
+            ),
+        ],
+        Event: [
+            Event(seq=1, timestamp=1700000000.25, type=EventType.START_CONTAINER, id="web", pid=4242),
+            Event(seq=2, timestamp=1700000001.0, type=EventType.EXIT, id="web", pid=4242, status=137),
+            Event(seq=3, timestamp=1700000002.0, type=EventType.CHECKPOINT, id="web", pid=4242),
+        ],
+    }
