@@ -20,6 +20,7 @@ from .protocol import (
     MAX_MESSAGE_BYTES,
     Checkpoint,
     ContainerInfo,
+    ContainerStats,
     CreateCheckpoint,
     CreateCheckpointReply,
     CreateContainer,
@@ -30,6 +31,9 @@ from .protocol import (
     Event,
     ListCheckpoints,
     ListCheckpointsReply,
+    Metrics,
+    MetricsReply,
+    MetricsSnapshot,
     Ping,
     PingReply,
     ProtocolError,
@@ -37,6 +41,10 @@ from .protocol import (
     SignalReply,
     State,
     StateReply,
+    Stats,
+    StatsReply,
+    UpdateContainer,
+    UpdateContainerReply,
     decode_event,
     decode_reply,
     encode_request,
@@ -178,6 +186,19 @@ class Client:
 
     async def containers(self) -> list[ContainerInfo]:
         return (await self.state()).containers
+
+    async def pause(self, id: str) -> None:
+        await self.call(UpdateContainer, UpdateContainerReply, id=id, status="paused")
+
+    async def resume(self, id: str) -> None:
+        await self.call(UpdateContainer, UpdateContainerReply, id=id, status="running")
+
+    async def stats(self, id: str) -> ContainerStats:
+        """One cgroup sample; call it about once a second to stream."""
+        return (await self.call(Stats, StatsReply, id=id)).stats
+
+    async def metrics(self) -> MetricsSnapshot:
+        return (await self.call(Metrics, MetricsReply)).metrics
 
     async def events_address(self) -> str:
         if self._events_address is None:

@@ -208,6 +208,12 @@ class Runc:
                 "checkpoint", exc.returncode, _with_criu_log(exc.message, work_path, "dump.log")
             ) from None
 
+    async def pause(self, id: str) -> None:
+        await self._run_captured("pause", [id])
+
+    async def resume(self, id: str) -> None:
+        await self._run_captured("resume", [id])
+
     async def delete(self, id: str, force: bool = False) -> None:
         await self._run_captured("delete", ["--force", id] if force else [id])
 

@@ -85,12 +85,11 @@ class RotatingLog:
         close_quietly(self._fd)
 
 
-async def drain_to_log(read_fd: int, log_path: Path) -> None:
+async def drain_to_log(read_fd: int, log: RotatingLog) -> None:
     """Copy everything from a pipe into a log until every writer has closed it.
 
-    The fd is owned by this task from here on and closed when the pipe reaches EOF.
+    The fd and the log are owned by this task from here on and closed when the pipe reaches EOF.
     """
-    log = RotatingLog(log_path)
     os.set_blocking(read_fd, False)
     try:
         while True:

@@ -47,14 +47,12 @@ async def start_container(
     The bundle is made absolute here because the daemon resolves paths in its own working
     directory, not the caller's.
     """
-    if checkpoint is not None:
-        raise NotSupported("--checkpoint is not supported yet: the daemon cannot restore checkpoints")
     if attach:
         raise NotSupported("--attach is not supported yet: the daemon does not forward container stdio")
     stream = stream or sys.stdout
     bundle = os.path.abspath(bundle)
     async with Client.connect(address) as client:
-        pid = await client.create_container(id, bundle)
+        pid = await client.create_container(id, bundle, checkpoint=checkpoint)
     if as_json:
         stream.write(json.dumps({"id": id, "pid": pid}) + "\n")
     else:

@@ -27,7 +27,7 @@ import trio
 
 from containerd_actors.client import DEFAULT_ADDRESS, ClientError
 from containerd_actors.protocol import ID_PATTERN
-from ctl import commands
+from ctl import commands, observe
 from ctl.signals import UnknownSignal, parse_signal
 
 PROG = "actr"
@@ -107,6 +107,43 @@ async def _containers_kill(args: argparse.Namespace) -> int:
     return await commands.kill_container(args.address, args.id, signal=args.signal, pid=args.pid)
 
 
+async def _containers_pause(args: argparse.Namespace) -> int:
+    return await observe.pause(args.address, args.id)
+
+
+async def _containers_resume(args: argparse.Namespace) -> int:
+    return await observe.resume(args.address, args.id)
+
+
+async def _containers_stats(args: argparse.Namespace) -> int:
+    return await observe.stats(args.address, args.id, no_stream=args.no_stream, as_json=args.json)
+
+
+async def _metrics(args: argparse.Namespace) -> int:
+    return await observe.metrics(args.address, prometheus=args.prometheus, as_json=args.json)
+
+
+async def _checkpoints_list(args: argparse.Namespace) -> int:
+    return await observe.list_checkpoints(args.address, args.id, as_json=args.json)
+
+
+async def _checkpoints_create(args: argparse.Namespace) -> int:
+    return await observe.create_checkpoint(
+        args.address,
+        args.id,
+        args.name,
+        tcp=args.tcp,
+        unix_sockets=args.unix_sockets,
+        shell=args.shell,
+        exit=args.exit,
+        as_json=args.json,
+    )
+
+
+async def _checkpoints_delete(args: argparse.Namespace) -> int:
+    return await observe.delete_checkpoint(args.address, args.id, args.name)
+
+
 async def _events(args: argparse.Namespace) -> int:
     return await commands.stream_events(args.address, as_json=args.json)
 
@@ -169,6 +206,52 @@ def build_parser() -> argparse.ArgumentParser:
     )
     kill.add_argument("id", metavar="ID", type=id_arg, help="container id")
     kill.set_defaults(handler=_containers_kill)
+
+    for name, handler, what in (
+        ("pause", _containers_pause, "freeze every process of a container"),
+        ("resume", _containers_resume, "thaw a paused container"),
+    ):
+        action = actions.add_parser(name, help=what)
+        action.add_argument("id", metavar="ID", type=id_arg, help="container id")
+        action.set_defaults(handler=handler)
+
+    stats = actions.add_parser(
+        "stats", parents=[json_after], help="cgroup stats: one container's samples, or a live table of all"
+    )
+    stats.add_argument("id", metavar="ID", type=id_arg, nargs="?", help="container id (default: all, live)")
+    stats.add_argument("--no-stream", action="store_true", help="print one sample and exit")
+    stats.set_defaults(handler=_containers_stats)
+
+    checkpoints = sub.add_parser(
+        "checkpoints",
+        parents=[json_after],
+        help="list all checkpoints of a container (`checkpoints ID`), or create/delete one",
+    )
+    checkpoints.set_defaults(handler=_checkpoints_list)
+    checkpoint_actions = checkpoints.add_subparsers(title="subcommands", metavar="SUBCOMMAND")
+    listing = checkpoint_actions.add_parser(
+        "list", parents=[json_after], help="NAME TCP UNIX SOCKETS SHELL CREATED"
+    )
+    listing.add_argument("id", metavar="ID", type=id_arg, help="container id")
+    listing.set_defaults(handler=_checkpoints_list)
+    create = checkpoint_actions.add_parser("create", parents=[json_after], help="create a new checkpoint")
+    create.add_argument("--tcp", action="store_true", help="persist open tcp connections")
+    create.add_argument("--unix-sockets", action="store_true", help="persist unix sockets")
+    create.add_argument(
+        "--exit", action="store_true", help="exit the container after the checkpoint completes"
+    )
+    create.add_argument("--shell", action="store_true", help="checkpoint shell jobs")
+    create.add_argument("id", metavar="ID", type=id_arg, help="container id")
+    create.add_argument("name", metavar="NAME", type=id_arg, help="checkpoint name")
+    create.set_defaults(handler=_checkpoints_create)
+    delete = checkpoint_actions.add_parser("delete", help="delete a checkpoint")
+    delete.add_argument("id", metavar="ID", type=id_arg, help="container id")
+    delete.add_argument("name", metavar="NAME", type=id_arg, help="checkpoint name")
+    delete.set_defaults(handler=_checkpoints_delete)
+
+    metrics = sub.add_parser("metrics", parents=[json_after], help="the daemon's telemetry")
+    metrics.add_argument("--prometheus", action="store_true", help="Prometheus text exposition format")
+    metrics.set_defaults(handler=_metrics)
 
     events = sub.add_parser(
         "events", parents=[json_after], help="receive events from the daemon: TYPE ID PID STATUS SEQ TIME"
@@ -235,10 +318,25 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
 
 
+CHECKPOINT_SUBCOMMANDS = ("list", "create", "delete")
+
+
+def _original_checkpoints_form(argv: list[str]) -> list[str]:
+    """The original's ``ctr checkpoints ID`` lists; argparse would read ID as a subcommand, so add "list"."""
+    if "checkpoints" not in argv:
+        return argv
+    index = argv.index("checkpoints")
+    rest = argv[index + 1 :]
+    first = next((word for word in rest if not word.startswith("-")), None)
+    if first is not None and first not in CHECKPOINT_SUBCOMMANDS:
+        return [*argv[: index + 1], "list", *rest]
+    return argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_original_checkpoints_form(list(sys.argv[1:] if argv is None else argv)))
         if args.handler is None:
             parser.print_help(sys.stderr)
             return EXIT_USAGE

@@ -380,3 +380,43 @@ async def stop_daemon(daemon: Daemon) -> int | None:
             process.kill()
             await process.wait()
     return process.returncode
+
+
+# --- final sweep -----------------------------------------------------------------------------------------
+
+
+def sweep_leftovers(
+    daemons: Sequence[Daemon], runc_roots: Sequence[Path], processes: Sequence[trio.Process] = ()
+) -> list[str]:
+    """Whatever the way out, leave no daemon, helper process, container or zombie; returns what was fixed.
+
+    The benchmarks clean up after themselves (shielded); this catches an exit that skipped that, and is the
+    check that they did. Call it after `trio.run` has returned: trio has then waited for its own
+    subprocesses, so reaping our remaining dead children by pid cannot take a status trio expects.
+    Processes are killed by the pid we started them with, containers deleted by id under our own roots.
+    """
+    problems = []
+    for process in [*(daemon.process for daemon in daemons), *processes]:
+        try:
+            running = process.poll() is None
+        except RuntimeError:
+            # It exited unnoticed by trio: poll() has just reaped it, then failed to close trio's pidfd
+            # outside `trio.run`. Reaped is all this sweep needs.
+            running = False
+        if running:
+            problems.append(f"pid {process.pid} still running: killed")
+            process.kill()
+            try:
+                os.waitpid(process.pid, 0)
+            except ChildProcessError:
+                pass
+    for runc_root in runc_roots:
+        left = runc_containers(runc_root)
+        if left:
+            problems.append(f"{len(left)} containers left under {runc_root}: deleted")
+            trio.run(empty_runc_root, runc_root)
+    reaped, alive = reap_adopted_children()
+    if reaped:
+        problems.append(f"reaped {reaped} adopted container inits that no runc root listed any more")
+    problems += [f"child process still running: {child}" for child in alive]
+    return problems

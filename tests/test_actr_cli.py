@@ -180,7 +180,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.startswith("actr version ")
 
 
-@pytest.mark.parametrize(("flag", "word"), [(["-c", "cp1"], "--checkpoint"), (["--attach"], "--attach")])
+@pytest.mark.parametrize(("flag", "word"), [(["--attach"], "--attach")])
 def test_unsupported_start_flags_exit_2(
     flag: list[str], word: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -100,3 +100,61 @@ async def test_actr_events_json_stream(daemon: DaemonHandle, client: Client, bun
     assert lines[1]["status"] == 5
     assert lines[1]["seq"] == lines[0]["seq"] + 1
     assert set(lines[0]) == {"seq", "timestamp", "type", "id", "pid", "status"}
+
+
+async def test_stats_table_checkpoints_and_metrics_through_actr(
+    daemon: DaemonHandle, client: Client, sleep_bundle, bundle_factory
+) -> None:
+    busy = bundle_factory("sh", "-c", "while :; do :; done")
+    ids = [unique_id("st1"), unique_id("st2")]
+    await client.create_container(ids[0], str(sleep_bundle))
+    await client.create_container(ids[1], str(busy))
+
+    code, out, err = await actr(daemon, "containers", "stats", "--no-stream")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["CONTAINER", "CPU", "%"]
+    rows = {line.split()[0]: line for line in lines[1:] if line.strip()}
+    assert set(rows) == set(ids)
+    assert "%" in rows[ids[1]] and "/" in rows[ids[1]]
+
+    code, out, err = await actr(daemon, "--json", "containers", "stats", ids[1], "--no-stream")
+    assert code == 0, err
+    sample = json.loads(out)
+    assert sample["id"] == ids[1] and sample["cgroup"]["cpu"]["usage"]["total"] > 0
+
+    code, out, err = await actr(daemon, "containers", "pause", ids[0])
+    assert code == 0, err
+    code, out, _ = await actr(daemon, "containers")
+    assert [ids[0], str(sleep_bundle), "paused"] in [line.split()[:3] for line in out.splitlines()]
+    code, _, err = await actr(daemon, "containers", "resume", ids[0])
+    assert code == 0, err
+
+    code, out, err = await actr(daemon, "metrics")
+    assert code == 0, err
+    assert "container-start-time" in out and "events-subscribers" in out
+    await client.signal(ids[0], signal.SIGKILL)
+    await client.signal(ids[1], signal.SIGKILL)
+
+
+async def test_checkpoints_through_actr(daemon: DaemonHandle, client: Client, bundle_factory) -> None:
+    counter = bundle_factory("sh", "-c", "i=0; while :; do echo $i; i=$((i+1)); sleep 0.05; done")
+    cid = unique_id("cp")
+    await client.create_container(cid, str(counter))
+    code, _, err = await actr(daemon, "checkpoints", "create", "--unix-sockets", cid, "first")
+    assert code == 0, err
+    code, out, err = await actr(daemon, "checkpoints", cid)  # the original's form: `ctr checkpoints ID`
+    assert code == 0, err
+    header, row = out.splitlines()
+    assert header.split() == ["NAME", "TCP", "UNIX", "SOCKETS", "SHELL", "CREATED"]
+    assert row.split()[:4] == ["first", "false", "true", "false"]
+    clone = unique_id("clone")
+    code, out, err = await actr(daemon, "containers", "start", "--checkpoint", "first", clone, str(counter))
+    assert code == 0, err
+    assert int(out) > 1
+    code, _, err = await actr(daemon, "checkpoints", "delete", cid, "first")
+    assert code == 0, err
+    code, out, _ = await actr(daemon, "--json", "checkpoints", "list", cid)
+    assert json.loads(out) == []
+    for container_id in (cid, clone):
+        await client.signal(container_id, signal.SIGKILL)

@@ -350,6 +350,7 @@ _VALIDATOR_STRATEGIES: dict[Any, st.SearchStrategy[Any]] = {
     messages._non_negative: st.integers(min_value=0, max_value=2**63),
     messages._signal_number: st.integers(min_value=1, max_value=64),
     messages._valid_optional_name: st.none() | st.from_regex(ID_PATTERN, fullmatch=True),
+    messages._pause_or_run: st.sampled_from(["paused", "running"]),
 }
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from containerd_actors.protocol import (
+    CgroupStats,
     Checkpoint,
     ContainerInfo,
+    ContainerStats,
     CreateCheckpoint,
     CreateCheckpointReply,
     CreateContainer,
@@ -24,6 +26,9 @@ from containerd_actors.protocol import (
     ListCheckpoints,
     ListCheckpointsReply,
     MachineInfo,
+    Metrics,
+    MetricsReply,
+    MetricsSnapshot,
     Ping,
     PingReply,
     ProcessInfo,
@@ -31,7 +36,24 @@ from containerd_actors.protocol import (
     SignalReply,
     State,
     StateReply,
+    Stats,
+    StatsReply,
+    UpdateContainer,
+    UpdateContainerReply,
     User,
+)
+from containerd_actors.protocol.stats import (
+    BlkioEntry,
+    BlkioStats,
+    CounterSnapshot,
+    CpuStats,
+    CpuUsage,
+    GaugeSnapshot,
+    HugetlbStats,
+    MemoryData,
+    MemoryStats,
+    PidsStats,
+    TimerSnapshot,
 )
 
 
@@ -50,6 +72,19 @@ def wire_samples() -> dict[type, list[Any]]:
     )
     checkpoint = Checkpoint(
         name="before-upgrade", tcp=True, unix_sockets=False, shell=False, exit=False, created=1700000000.5
+    )
+    full_stats = ContainerStats(
+        id="web",
+        timestamp=1700000000.5,
+        cgroup=CgroupStats(
+            cpu=CpuStats(usage=CpuUsage(total=10, per_cpu=[4, 6], kernel=3, user=7)),
+            memory=MemoryStats(usage=MemoryData(usage=1 << 20, max_usage=2 << 20, failcnt=0, limit=16 << 20)),
+            blkio=BlkioStats(
+                io_service_bytes_recursive=[BlkioEntry(major=8, minor=0, op="Read", value=4096)]
+            ),
+            pids=PidsStats(current=2, limit=0),
+            hugetlb={"2MB": HugetlbStats(usage=0)},
+        ),
     )
     return {
         Ping: [Ping(request_id="r-1")],
@@ -101,6 +136,31 @@ def wire_samples() -> dict[type, list[Any]]:
             ListCheckpointsReply(request_id="r-9", checkpoints=[checkpoint, checkpoint]),
         ],
         DeleteCheckpointReply: [DeleteCheckpointReply(request_id="r-10")],
+        UpdateContainer: [
+            UpdateContainer(request_id="r-11", id="web", status="paused"),
+            UpdateContainer(request_id="r-12", id="web", status="running"),
+        ],
+        Stats: [Stats(request_id="r-13", id="web")],
+        Metrics: [Metrics(request_id="r-14")],
+        UpdateContainerReply: [UpdateContainerReply(request_id="r-11")],
+        StatsReply: [
+            StatsReply(
+                request_id="r-13", stats=ContainerStats(id="web", timestamp=1.5, cgroup=CgroupStats())
+            ),
+            StatsReply(request_id="r-13", stats=full_stats),
+        ],
+        MetricsReply: [
+            MetricsReply(request_id="r-14", metrics=MetricsSnapshot(timestamp=2.5)),
+            MetricsReply(
+                request_id="r-14",
+                metrics=MetricsSnapshot(
+                    timestamp=2.5,
+                    timers=[TimerSnapshot(name="container-start-time", count=3, min=1, max=9, mean=4.5)],
+                    counters=[CounterSnapshot(name="events", count=7)],
+                    gauges=[GaugeSnapshot(name="fds", value=42)],
+                ),
+            ),
+        ],
         ErrorReply: [
             ErrorReply(request_id=None, code=ErrorCode.MALFORMED, message="message is not valid JSON"),
             ErrorReply(
@@ -114,5 +174,6 @@ def wire_samples() -> dict[type, list[Any]]:
             Event(seq=1, timestamp=1700000000.25, type=EventType.START_CONTAINER, id="web", pid=4242),
             Event(seq=2, timestamp=1700000001.0, type=EventType.EXIT, id="web", pid=4242, status=137),
             Event(seq=3, timestamp=1700000002.0, type=EventType.CHECKPOINT, id="web", pid=4242),
+            Event(seq=4, timestamp=1700000003.0, type=EventType.OOM, id="web", pid=4242),
         ],
     }

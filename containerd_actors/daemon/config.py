@@ -17,6 +17,7 @@ class DaemonConfig:
     listen: str
     events_address: str
     oom_notify: bool
+    metrics_address: str | None = None
     runtime: str = "runc"
     start_timeout: float = 15.0
 

@@ -15,12 +15,16 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 
+from ..cgroup_stats import CgroupGone, CgroupPaths, read_cgroup_stats, resolve_cgroup_paths, sample_container
+from ..metrics import CONTAINER_DELETE_TIME, CONTAINER_START_TIME, CONTAINERS
+from ..oom import watch_oom
 from ..protocol import Checkpoint, ContainerInfo, ErrorCode, EventType, ProcessInfo, User
 from ..reaping import ExitWatcher, open_pidfd
 from ..runc import Runc, RuncError, RuncTimeout, close_quietly, read_bundle_config, validate_bundle
-from ..stdio import ContainerPipes, drain_to_log
+from ..stdio import ContainerPipes, RotatingLog, drain_to_log
 from .checkpoints import (
     checkpoints_dir,
     criu_options,
@@ -34,15 +38,19 @@ from .checkpoints import (
 from .events import EventDraft
 from .mailbox import CommandError, ReplyTo, answer, fail
 from .messages import (
+    ChangeStatus,
     ContainerRemoved,
     ContainerUpdated,
     DeleteCheckpointCommand,
     InitExited,
     ListCheckpointsCommand,
+    OomNotified,
+    SampleStats,
     SignalProcess,
     TakeCheckpoint,
 )
 from .state_dir import ContainerPaths, write_json_atomically
+from .telemetry import AddToCounter, RecordDuration, tell
 
 log = logging.getLogger(__name__)
 
@@ -68,34 +76,44 @@ def _init_process_info(pid: int, config: dict[str, Any]) -> ProcessInfo:
     )
 
 
+@attrs.frozen
+class ActorDeps:
+    """What every container actor is handed by the supervisor: shared services and the mailboxes it tells."""
+
+    runc: Runc
+    start_limiter: trio.CapacityLimiter
+    exit_watcher: ExitWatcher
+    events: trio.MemorySendChannel[Any]
+    supervisor: trio.MemorySendChannel[Any]
+    metrics: trio.MemorySendChannel[Any]
+    oom_notify: bool
+
+
 class ContainerActor:
     def __init__(
-        self,
-        id: str,
-        bundle: str,
-        checkpoint: str | None,
-        paths: ContainerPaths,
-        runc: Runc,
-        start_limiter: trio.CapacityLimiter,
-        exit_watcher: ExitWatcher,
-        events: trio.MemorySendChannel[EventDraft],
-        supervisor: trio.MemorySendChannel[Any],
+        self, id: str, bundle: str, checkpoint: str | None, paths: ContainerPaths, deps: ActorDeps
     ) -> None:
         self.id = id
         self.bundle = bundle
         self._restore_from = checkpoint
         self._bundle_path = Path(bundle)
         self.paths = paths
-        self._runc = runc
-        self._start_limiter = start_limiter
-        self._exit_watcher = exit_watcher
-        self._events = events
-        self._supervisor = supervisor
+        self._runc = deps.runc
+        self._start_limiter = deps.start_limiter
+        self._exit_watcher = deps.exit_watcher
+        self._events = deps.events
+        self._supervisor = deps.supervisor
+        self._metrics = deps.metrics
+        self._oom_notify = deps.oom_notify
         self._mailbox_send, self._mailbox = trio.open_memory_channel[Any](64)
         self._pidfd = -1
         self._init: ProcessInfo | None = None
         self._pipes: ContainerPipes | None = None
+        self._logs: tuple[RotatingLog, RotatingLog] | None = None
         self._drained = trio.Event()
+        self._status = "running"
+        self._cgroups: CgroupPaths | None = None
+        self._ooms_reported = 0
 
     @property
     def mailbox(self) -> trio.MemorySendChannel[Any]:
@@ -105,6 +123,7 @@ class ContainerActor:
 
     async def run(self, start_reply: ReplyTo) -> None:
         """Start the container, answer the creator, then serve commands until the init exits."""
+        started_at = time.monotonic_ns()
         try:
             pid = await self._start()
         except CommandError as error:
@@ -116,16 +135,21 @@ class ContainerActor:
             await self._supervisor.send(ContainerRemoved(self.id))
             raise
         answer(start_reply, pid)
+        tell(self._metrics, RecordDuration(CONTAINER_START_TIME, time.monotonic_ns() - started_at))
+        tell(self._metrics, AddToCounter(CONTAINERS, +1))
         await self._events.send(EventDraft(EventType.START_CONTAINER, self.id, pid))
-        await self._supervisor.send(ContainerUpdated(self._snapshot("running")))
-        await self._supervise()
+        await self._report_status("running")
+        try:
+            await self._supervise()
+        finally:
+            tell(self._metrics, AddToCounter(CONTAINERS, -1))
 
     async def _start(self) -> int:
         try:
             bundle = validate_bundle(self.bundle)
-            config = read_bundle_config(bundle)
-        except ValueError as exc:
-            raise CommandError(ErrorCode.INVALID_BUNDLE, str(exc)) from None
+            init_template = _init_process_info(0, read_bundle_config(bundle))
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise CommandError(ErrorCode.INVALID_BUNDLE, f"bad bundle config: {exc}") from None
         self._bundle_path = bundle
         restore_from = read_checkpoint(bundle, self._restore_from) if self._restore_from else None
         try:
@@ -137,6 +161,8 @@ class ContainerActor:
                 " (left by an earlier daemon?)",
             ) from None
         pipes = ContainerPipes.create()
+        # Opened before the reply, so a client that saw the pid finds the log files.
+        logs = (RotatingLog(self.paths.stdout_log), RotatingLog(self.paths.stderr_log))
         try:
             async with self._start_limiter:
                 if restore_from is None:
@@ -158,6 +184,8 @@ class ContainerActor:
             self._pidfd = open_pidfd(pid)
         except BaseException as exc:
             pipes.close_all()
+            for log_file in logs:
+                log_file.close()
             with trio.CancelScope(shield=True):
                 await self._forget_failed_start()
             if isinstance(exc, RuncTimeout):
@@ -170,7 +198,8 @@ class ContainerActor:
                 raise CommandError(ErrorCode.RUNTIME_FAILED, f"cannot start container: {exc}") from None
             raise
         self._pipes = pipes
-        self._init = _init_process_info(pid, config)
+        self._logs = logs
+        self._init = attrs.evolve(init_template, pid=pid)
         write_json_atomically(
             self.paths.record,
             {"id": self.id, "bundle": str(bundle), "pid": pid, "created": time.time()},
@@ -196,11 +225,19 @@ class ContainerActor:
         assert self._pipes is not None and self._init is not None
         async with trio.open_nursery() as nursery:
             drains = trio.CancelScope()
-            nursery.start_soon(self._drain_outputs, drains, self._pipes.stdout_read, self._pipes.stderr_read)
+            nursery.start_soon(self._drain_outputs, drains)
             nursery.start_soon(self._watch_init, self._init.pid)
+            if self._oom_notify:
+                await self._start_oom_watch(nursery)
             async for message in self._mailbox:
                 if isinstance(message, SignalProcess):
                     self._signal(message)
+                elif isinstance(message, SampleStats):
+                    self._sample_stats(message.reply_to)
+                elif isinstance(message, ChangeStatus):
+                    await self._reply_with(message.reply_to, self._change_status(message.status))
+                elif isinstance(message, OomNotified):
+                    await self._report_ooms()
                 elif isinstance(message, TakeCheckpoint):
                     await self._reply_with(message.reply_to, self._take_checkpoint(message))
                 elif isinstance(message, ListCheckpointsCommand):
@@ -225,11 +262,13 @@ class ContainerActor:
         # No await since the drain above, so nothing slipped in; later senders see BrokenResourceError.
         self._mailbox.close()
 
-    async def _drain_outputs(self, scope: trio.CancelScope, stdout_fd: int, stderr_fd: int) -> None:
+    async def _drain_outputs(self, scope: trio.CancelScope) -> None:
+        assert self._pipes is not None and self._logs is not None
+        stdout_log, stderr_log = self._logs
         with scope:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(drain_to_log, stdout_fd, self.paths.stdout_log)
-                nursery.start_soon(drain_to_log, stderr_fd, self.paths.stderr_log)
+                nursery.start_soon(drain_to_log, self._pipes.stdout_read, stdout_log)
+                nursery.start_soon(drain_to_log, self._pipes.stderr_read, stderr_log)
         self._drained.set()
 
     async def _watch_init(self, pid: int) -> None:
@@ -252,10 +291,14 @@ class ContainerActor:
         """Init is gone: delete it from runc, free the id, then tell the world."""
         assert self._init is not None and self._pipes is not None
         pid = self._init.pid
+        if self._oom_notify:
+            await self._report_ooms()  # an OOM kill is announced before the exit it caused
         close_quietly(self._pipes.stdin_write)
         os.close(self._pidfd)
         self._pidfd = -1
+        deleting_at = time.monotonic_ns()
         await self._delete_from_runc()
+        tell(self._metrics, RecordDuration(CONTAINER_DELETE_TIME, time.monotonic_ns() - deleting_at))
         with trio.move_on_after(DRAIN_GRACE_S):
             await self._drained.wait()
         drains.cancel()
@@ -319,9 +362,71 @@ class ContainerActor:
     async def _delete_checkpoint(self, name: str) -> None:
         delete_checkpoint(self._bundle_path, name)
 
-    def _snapshot(self, status: str) -> ContainerInfo:
+    def _cgroup_paths(self) -> CgroupPaths:
+        """Resolved once, on first use: later samples only read files."""
         assert self._init is not None
-        return ContainerInfo(self.id, self.bundle, status, self._init.pid, [self._init])
+        if self._cgroups is None:
+            try:
+                self._cgroups = resolve_cgroup_paths(self._init.pid)
+            except (OSError, ValueError) as exc:
+                raise CgroupGone(f"cannot find the cgroups of pid {self._init.pid}: {exc}") from None
+        return self._cgroups
+
+    def _sample_stats(self, reply_to: ReplyTo) -> None:
+        try:
+            answer(reply_to, sample_container(self.id, self._cgroup_paths()))
+        except CgroupGone as exc:
+            fail(reply_to, CommandError(ErrorCode.NOT_FOUND, f"container {self.id!r} has no cgroup: {exc}"))
+
+    async def _change_status(self, status: str) -> None:
+        """runc pause/resume freeze or thaw every process of the container through its freezer cgroup."""
+        assert self._init is not None
+        if status == self._status:
+            return
+        try:
+            if status == "paused":
+                await self._runc.pause(self.id)
+            else:
+                await self._runc.resume(self.id)
+        except RuncError as exc:
+            raise CommandError(ErrorCode.RUNTIME_FAILED, f"{exc.command} failed: {exc.message}") from None
+        await self._report_status(status)
+        kind = EventType.PAUSE if status == "paused" else EventType.RESUME
+        await self._events.send(EventDraft(kind, self.id, self._init.pid))
+
+    async def _start_oom_watch(self, nursery: trio.Nursery) -> None:
+        try:
+            paths = self._cgroup_paths()
+            await nursery.start(watch_oom, paths, self._mailbox_send_oom)
+        except (CgroupGone, LookupError, OSError) as exc:
+            log.warning("container %s: OOM notifications unavailable: %s", self.id, exc)
+
+    def _mailbox_send_oom(self) -> None:
+        """Called by the OOM watcher; the actor itself counts and announces, so nothing is reported twice."""
+        try:
+            self._mailbox_send.send_nowait(OomNotified())
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # _finish catches up from the cgroup's own counter
+
+    async def _report_ooms(self) -> None:
+        """Announce every OOM kill the cgroup has counted that is not yet announced."""
+        assert self._init is not None
+        try:
+            stats = read_cgroup_stats(self._cgroup_paths())
+        except CgroupGone:
+            return
+        kills = stats.memory.oom_kills if stats.memory is not None else 0
+        while self._ooms_reported < kills:
+            self._ooms_reported += 1
+            await self._events.send(EventDraft(EventType.OOM, self.id, self._init.pid))
+
+    async def _report_status(self, status: str) -> None:
+        self._status = status
+        await self._supervisor.send(ContainerUpdated(self._snapshot()))
+
+    def _snapshot(self) -> ContainerInfo:
+        assert self._init is not None
+        return ContainerInfo(self.id, self.bundle, self._status, self._init.pid, [self._init])
 
 
 def container_paths(containers_dir: Path, id: str) -> ContainerPaths:

@@ -16,8 +16,10 @@ import attrs
 import pynng
 import trio
 
+from ..metrics import EVENTS, EVENTS_SUBSCRIBERS
 from ..protocol import MAX_MESSAGE_BYTES, Event, encode_event
 from .mailbox import ReplyTo, answer
+from .telemetry import AddToCounter, tell
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +50,9 @@ class CountSubscribers:
 
 
 class EventsActor:
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, metrics: trio.MemorySendChannel[Any]) -> None:
         self.address = address
+        self._metrics = metrics
         self._mailbox_send, self._mailbox = trio.open_memory_channel[Any](100_000)
         self._seq = 0
         self._subscribers = 0
@@ -80,6 +83,7 @@ class EventsActor:
                     self._publish(socket, message)
                 elif isinstance(message, SubscribersChanged):
                     self._subscribers += message.delta
+                    tell(self._metrics, AddToCounter(EVENTS_SUBSCRIBERS, message.delta))
                 elif isinstance(message, CountSubscribers):
                     answer(message.reply_to, self._subscribers)
 
@@ -90,3 +94,4 @@ class EventsActor:
         # Pub0 never blocks: a full subscriber queue drops, which seq makes visible.
         socket.send(encode_event(event))
         self.published += 1
+        tell(self._metrics, AddToCounter(EVENTS))

@@ -26,9 +26,11 @@ from ..reaping import LocalSubreaper, become_child_subreaper
 from ..runc import Runc
 from .config import DaemonConfig
 from .events import EventsActor
+from .prometheus_http import serve_prometheus
 from .server import ApiServer, default_daemon_id
 from .state_dir import prepare_state_dir
 from .supervisor import Supervisor
+from .telemetry import MetricsActor
 
 log = logging.getLogger("containerd_actors")
 
@@ -103,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="address on which events are published (default: events.sock beside the listen socket)",
     )
     parser.add_argument("--oom-notify", action="store_true", help="enable oom notifications for containers")
+    parser.add_argument(
+        "--metrics-address",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics over HTTP at http://HOST:PORT/metrics (default: off)",
+    )
     parser.add_argument("--runtime", default="runc", help="runc binary to drive (default: runc from PATH)")
     parser.add_argument(
         "--start-timeout",
@@ -127,6 +135,7 @@ def config_from_args(argv: list[str] | None = None) -> DaemonConfig:
         listen=args.listen,
         events_address=args.events_address or default_events_address(args.listen),
         oom_notify=args.oom_notify,
+        metrics_address=args.metrics_address,
         runtime=args.runtime,
         start_timeout=args.start_timeout,
     )
@@ -196,14 +205,18 @@ def notify_ready() -> None:
 async def run_daemon(config: DaemonConfig) -> None:
     warm_up()
     runc = Runc(config.runc_root, binary=config.runtime, timeout=config.start_timeout)
-    events = EventsActor(config.events_address)
+    metrics = MetricsActor(config.metrics_interval)
+    events = EventsActor(config.events_address, metrics.mailbox)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as stop_signals:
         async with trio.open_nursery() as nursery:
+            await nursery.start(metrics.run)
             await nursery.start(events.run)
-            supervisor = Supervisor(config, runc, LocalSubreaper(), events.mailbox)
+            supervisor = Supervisor(config, runc, LocalSubreaper(), events.mailbox, metrics.mailbox)
             await nursery.start(supervisor.run)
-            server = ApiServer(config, supervisor.mailbox, events.mailbox)
+            server = ApiServer(config, supervisor.mailbox, events.mailbox, metrics.mailbox)
             await nursery.start(server.run)
+            if config.metrics_address:
+                await nursery.start(serve_prometheus, config.metrics_address, metrics.mailbox)
             log.info(
                 "containerd-actors %s ready: id=%s state-dir=%s concurrency=%d",
                 __version__,

@@ -84,3 +84,21 @@ class ListCheckpointsCommand:
 class DeleteCheckpointCommand:
     name: str
     reply_to: ReplyTo
+
+
+@attrs.frozen
+class SampleStats:
+    reply_to: ReplyTo
+
+
+@attrs.frozen
+class ChangeStatus:
+    """Pause ("paused") or resume ("running")."""
+
+    status: str
+    reply_to: ReplyTo
+
+
+@attrs.frozen
+class OomNotified:
+    """The container's memory cgroup signalled an OOM kill."""

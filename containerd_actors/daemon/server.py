@@ -31,6 +31,8 @@ from ..protocol import (
     ListCheckpoints,
     ListCheckpointsReply,
     MachineInfo,
+    Metrics,
+    MetricsReply,
     Ping,
     PingReply,
     ProtocolError,
@@ -40,6 +42,10 @@ from ..protocol import (
     SignalReply,
     State,
     StateReply,
+    Stats,
+    StatsReply,
+    UpdateContainer,
+    UpdateContainerReply,
     decode_request,
     encode_reply,
 )
@@ -47,14 +53,17 @@ from .config import DaemonConfig
 from .events import CountSubscribers
 from .mailbox import CommandError, ReplyTo, ask
 from .messages import (
+    ChangeStatus,
     DeleteCheckpointCommand,
     ListCheckpointsCommand,
     ListContainers,
+    SampleStats,
     SignalProcess,
     StartContainer,
     TakeCheckpoint,
     ToContainer,
 )
+from .telemetry import TakeSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +92,12 @@ class ApiServer:
         config: DaemonConfig,
         supervisor: trio.MemorySendChannel[Any],
         events: trio.MemorySendChannel[Any],
+        metrics: trio.MemorySendChannel[Any],
     ) -> None:
         self._config = config
         self._supervisor = supervisor
         self._events = events
+        self._metrics = metrics
         self._machine = machine_info(config.id)
         self.served = 0
 
@@ -169,6 +180,13 @@ class ApiServer:
         if isinstance(request, DeleteCheckpoint):
             await self._ask_container(request.id, lambda reply: DeleteCheckpointCommand(request.name, reply))
             return DeleteCheckpointReply(request.request_id)
+        if isinstance(request, UpdateContainer):
+            await self._ask_container(request.id, lambda reply: ChangeStatus(request.status, reply))
+            return UpdateContainerReply(request.request_id)
+        if isinstance(request, Stats):
+            return StatsReply(request.request_id, await self._ask_container(request.id, SampleStats))
+        if isinstance(request, Metrics):
+            return MetricsReply(request.request_id, await ask(self._metrics, TakeSnapshot))
         raise CommandError(ErrorCode.UNKNOWN_TYPE, f"request {type(request).__name__} is not served")
 
     async def _ask_container(self, id: str, build: Callable[[ReplyTo], Any]) -> Any:

@@ -17,8 +17,7 @@ from ..protocol import ContainerInfo, ErrorCode
 from ..reaping import ExitWatcher
 from ..runc import Runc
 from .config import DaemonConfig
-from .container import ContainerActor, container_paths
-from .events import EventDraft
+from .container import ActorDeps, ContainerActor, container_paths
 from .mailbox import CommandError, answer, fail
 from .messages import (
     ContainerRemoved,
@@ -45,15 +44,21 @@ class Supervisor:
         config: DaemonConfig,
         runc: Runc,
         exit_watcher: ExitWatcher,
-        events: trio.MemorySendChannel[EventDraft],
+        events: trio.MemorySendChannel[Any],
+        metrics: trio.MemorySendChannel[Any],
     ) -> None:
         self._config = config
-        self._runc = runc
-        self._exit_watcher = exit_watcher
-        self._events = events
-        self._start_limiter = trio.CapacityLimiter(config.concurrency)
         self._registry: dict[str, _Entry] = {}
         self._mailbox_send, self._mailbox = trio.open_memory_channel[Any](1024)
+        self._actor_deps = ActorDeps(
+            runc=runc,
+            start_limiter=trio.CapacityLimiter(config.concurrency),
+            exit_watcher=exit_watcher,
+            events=events,
+            supervisor=self._mailbox_send,
+            metrics=metrics,
+            oom_notify=config.oom_notify,
+        )
 
     @property
     def mailbox(self) -> trio.MemorySendChannel[Any]:
@@ -102,11 +107,7 @@ class Supervisor:
             message.bundle,
             message.checkpoint,
             container_paths(self._config.containers_dir, message.id),
-            self._runc,
-            self._start_limiter,
-            self._exit_watcher,
-            self._events,
-            self._mailbox_send,
+            self._actor_deps,
         )
         self._registry[message.id] = _Entry(actor.mailbox)
         actors.start_soon(self._run_actor, actor, message)

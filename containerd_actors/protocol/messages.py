@@ -16,6 +16,8 @@ from typing import Any
 
 from attrs import Attribute, field, frozen
 
+from .stats import ContainerStats, MetricsSnapshot
+
 #: Container ids become runc ids and directory names, so they must not carry path tricks.
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
 _ID_RE = re.compile(ID_PATTERN)
@@ -171,7 +173,47 @@ class DeleteCheckpoint:
     name: str = field(validator=_valid_id)
 
 
-Request = Ping | CreateContainer | Signal | State | CreateCheckpoint | ListCheckpoints | DeleteCheckpoint
+def _pause_or_run(instance: Any, attribute: Attribute, value: str) -> None:
+    if value not in ("paused", "running"):
+        raise InvalidField(f"{attribute.name} must be 'paused' or 'running', got {value!r}")
+
+
+@frozen
+class UpdateContainer:
+    """Pause (freeze every process of) or resume a container: the original's UpdateContainer status."""
+
+    request_id: str
+    id: str = field(validator=_valid_id)
+    status: str = field(validator=_pause_or_run)
+
+
+@frozen
+class Stats:
+    """One sample of a container's cgroup statistics; a client streams by asking about once a second."""
+
+    request_id: str
+    id: str = field(validator=_valid_id)
+
+
+@frozen
+class Metrics:
+    """The daemon's own telemetry: timers, counters and gauges."""
+
+    request_id: str
+
+
+Request = (
+    Ping
+    | CreateContainer
+    | Signal
+    | State
+    | CreateCheckpoint
+    | ListCheckpoints
+    | DeleteCheckpoint
+    | UpdateContainer
+    | Stats
+    | Metrics
+)
 REQUEST_TYPES: tuple[type, ...] = (
     Ping,
     CreateContainer,
@@ -180,6 +222,9 @@ REQUEST_TYPES: tuple[type, ...] = (
     CreateCheckpoint,
     ListCheckpoints,
     DeleteCheckpoint,
+    UpdateContainer,
+    Stats,
+    Metrics,
 )
 
 # --------------------------------------------------------------------------- replies
@@ -244,6 +289,23 @@ class DeleteCheckpointReply:
 
 
 @frozen
+class UpdateContainerReply:
+    request_id: str
+
+
+@frozen
+class StatsReply:
+    request_id: str
+    stats: ContainerStats
+
+
+@frozen
+class MetricsReply:
+    request_id: str
+    metrics: MetricsSnapshot
+
+
+@frozen
 class ErrorReply:
     """Every failed request is answered with this, never with silence.
 
@@ -266,6 +328,9 @@ Reply = (
     | CreateCheckpointReply
     | ListCheckpointsReply
     | DeleteCheckpointReply
+    | UpdateContainerReply
+    | StatsReply
+    | MetricsReply
     | ErrorReply
 )
 REPLY_TYPES: tuple[type, ...] = (
@@ -276,6 +341,9 @@ REPLY_TYPES: tuple[type, ...] = (
     CreateCheckpointReply,
     ListCheckpointsReply,
     DeleteCheckpointReply,
+    UpdateContainerReply,
+    StatsReply,
+    MetricsReply,
     ErrorReply,
 )
 
@@ -302,6 +370,9 @@ class EventType:
     START_CONTAINER = "start-container"
     EXIT = "exit"
     CHECKPOINT = "checkpoint"
+    OOM = "oom"
+    PAUSE = "pause"
+    RESUME = "resume"
 
 
 @frozen

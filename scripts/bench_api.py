@@ -1,0 +1,1095 @@
+#!/usr/bin/env python3
+"""API benchmark: request round trips, `actr containers` with 1000 containers, and event fan-out.
+
+Three measurements from the issue, each next to a yardstick taken in the same run, because this machine is
+noisy and only same-run comparisons survive from one run to the next:
+
+1. **Round-trip latency** of a no-op request (`Ping`, through the client library) against a bare pynng
+   Req0/Rep0 echo of the same bytes. Every server is a separate process, so every round trip crosses a
+   process boundary. There are two echoes: a plain synchronous Rep0 loop (the floor nng itself allows),
+   which is the issue's yardstick, and a trio Rep0 with the daemon's number of contexts (the daemon's API
+   server minus its own work), which splits the gap into "trio and pynng's async bridge" and "decode, ask
+   an actor, encode". Requests run one after the other and from `--clients` concurrent tasks, in blocks
+   that rotate the order of the servers, so that a burst of noise from other jobs lands on all of them.
+2. **`actr containers` with 1000 containers**: a daemon runs `--containers` busybox `sleep` containers,
+   and `actr --address ADDR containers` (and `--json`) runs as a subprocess several times; wall time and
+   time to the first byte of stdout, read from the pipe (nothing is polled). Python's own start-up,
+   `actr --version` (imports only) and the State request made in-process are measured alongside, so each
+   share of the wall time is visible.
+3. **Event fan-out** from the real `EventsActor` (and the `MetricsActor` it reports to), run in this
+   process and fed `EventDraft`s through its mailbox as fast as it takes them: the daemon emits events
+   only on container start and exit, at ~60/s, which would measure runc rather than fan-out. 1, 10 and
+   100 subscriber *processes* each count frames and check seq continuity. The loss reported is raw nng
+   pub/sub loss: gap filling by replay is being built separately and is not measured here.
+
+Run it as root (the container part drives runc), with the project's venv:
+
+    .venv/bin/python scripts/bench_api.py [--requests 2000] [--containers 1000] [--events 50000]
+
+Everything it starts is cleaned up by pid, or by container id under a private runc root, however the run
+ends (Ctrl-C included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+
+import attrs
+import pynng
+import trio
+from benchlib import (
+    Daemon,
+    empty_runc_root,
+    percentile,
+    runc_containers,
+    start_daemon,
+    stop_daemon,
+    sweep_leftovers,
+    wait_for_quiet_cpu,
+)
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from containerd_actors.client import Client
+from containerd_actors.daemon.events import CountSubscribers, EventDraft, EventsActor
+from containerd_actors.daemon.mailbox import ask
+from containerd_actors.daemon.server import WORKER_CONTEXTS
+from containerd_actors.daemon.telemetry import MetricsActor
+from containerd_actors.protocol import MAX_MESSAGE_BYTES, EventType, Ping, encode_request
+from containerd_actors.reaping import become_child_subreaper
+
+SCRIPTS_DIR = Path(__file__).resolve().parent
+DAEMON = "daemon"
+ECHO_SYNC = "echo-sync"
+ECHO_TRIO = "echo-trio"
+SEQUENTIAL = "sequential"
+CONCURRENT = "concurrent"
+#: The issue's targets.
+TARGET_PING_RATIO = 1.5
+TARGET_ACTR_WALL_S = 0.4
+TARGET_EVENTS_PER_S = 5000.0
+TARGET_EVENTS_SUBSCRIBERS = 100
+#: Unmeasured round trips per server before the first block: cattrs hooks, nng pipes, page cache.
+WARM_UP_CALLS = 200
+#: A child server that has not said "ready" by then is broken, not slow.
+CHILD_READY_TIMEOUT_S = 30.0
+#: All subscribers must be connected by then: the last of 100 may start 20 s after the first on two cores.
+SUBSCRIBERS_CONNECT_TIMEOUT_S = 180.0
+#: Subscribers stop this long after their last frame (when the tail was dropped).
+SUBSCRIBER_IDLE_TIMEOUT_MS = 2_000
+#: Containers are started as bench_start does: from 100 client tasks, queueing on the daemon's -c.
+START_CLIENTS = 100
+START_TIMEOUT_S = 600.0
+ID_PREFIX = "api"
+#: A quiet machine is waited for this long before each part; the part runs anyway afterwards.
+QUIET_TIMEOUT_S = 10.0
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Ping latency against a bare pynng echo, `actr containers` with many containers running,"
+        " and event fan-out to many subscribers.",
+        epilog="Run as root, with the project's venv: .venv/bin/python scripts/bench_api.py",
+    )
+    parser.add_argument(
+        "--requests", type=int, default=2000, help="round trips per server and mode (default 2000)"
+    )
+    parser.add_argument(
+        "--clients", type=int, default=10, help="client tasks in the concurrent mode (default 10)"
+    )
+    parser.add_argument(
+        "--blocks",
+        type=int,
+        default=4,
+        help="blocks the round trips are split into, rotating the order of the servers (default 4)",
+    )
+    parser.add_argument(
+        "--containers", type=int, default=1000, help="containers running while actr lists them (default 1000)"
+    )
+    parser.add_argument("--actr-runs", type=int, default=10, help="runs of each actr command (default 10)")
+    parser.add_argument("--events", type=int, default=50_000, help="events per fan-out run (default 50000)")
+    parser.add_argument(
+        "--subscribers",
+        type=_counts,
+        default=[1, 10, 100],
+        help="subscriber processes per fan-out run, comma-separated (default 1,10,100)",
+    )
+    parser.add_argument("--skip-latency", action="store_true", help="skip the round-trip part")
+    parser.add_argument("--skip-actr", action="store_true", help="skip the `actr containers` part")
+    parser.add_argument("--skip-events", action="store_true", help="skip the event fan-out part")
+    parser.add_argument(
+        "--keep-logs", action="store_true", help="keep the daemon's log in the work directory (path printed)"
+    )
+    args = parser.parse_args(argv)
+    for name in ("requests", "clients", "blocks", "containers", "actr_runs", "events"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected counts such as 1,10,100, got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("subscriber counts must be at least 1")
+    return counts
+
+
+def progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# --- child processes ----------------------------------------------------------------------------------
+#
+# The echo servers and the subscribers run as `python -c SOURCE-OF-ONE-FUNCTION ARGS...`. A child that
+# imported this file would pay for trio, rich, cattrs and the daemon's modules: 0.4 s of CPU each, measured,
+# against 0.1 s for pynng alone, so 100 subscribers on two cores would take 20 s just to start. Each child
+# function therefore imports what it needs itself and takes only string arguments.
+
+
+def child_argv(function: Callable[..., None], *args: str) -> list[str]:
+    """The argv that runs `function(*args)` alone in a fresh interpreter (see the comment above)."""
+    source = textwrap.dedent(inspect.getsource(function))
+    # Postponed annotations, as in this file: a child's annotations may name what it imports itself.
+    code = f"from __future__ import annotations\nimport sys\n{source}\n{function.__name__}(*sys.argv[1:])\n"
+    return [sys.executable, "-c", code, *args]
+
+
+def echo_sync_child(address: str) -> None:
+    """The bare echo: one synchronous Rep0 socket answering every request with its own bytes.
+
+    It is the floor for a Req/Rep round trip across processes with nng: no event loop, no decoding.
+    """
+    import pynng
+
+    with pynng.Rep0(recv_max_size=1 << 20) as sock:
+        sock.listen(address)
+        print("ready", flush=True)
+        while True:
+            sock.send(sock.recv())
+
+
+def echo_trio_child(address: str, contexts: str) -> None:
+    """An echo with the daemon's I/O shape: trio, one worker task per Rep0 context, arecv then asend.
+
+    The daemon's API server does exactly this plus its own work, so the daemon minus this echo is the
+    daemon's own per-request cost, and this echo minus the synchronous one is what trio and pynng's async
+    bridge cost.
+    """
+    import pynng
+    import trio
+
+    async def worker(context: pynng.Context) -> None:
+        while True:
+            await context.asend(await context.arecv())
+
+    async def serve() -> None:
+        with pynng.Rep0(recv_max_size=1 << 20) as sock:
+            sock.listen(address)
+            async with trio.open_nursery() as nursery:
+                for _ in range(int(contexts)):
+                    nursery.start_soon(worker, sock.new_context())
+                print("ready", flush=True)
+
+    trio.run(serve)
+
+
+def subscriber_child(address: str, expected: str, idle_timeout_ms: str) -> None:
+    """One event subscriber: count frames, check seq continuity, print one JSON line, exit.
+
+    A plain Sub0 with nng's default buffers, subscribed to everything, as `Client.subscribe` sets one up.
+    The seq is cut out of the frame's bytes instead of parsing the JSON (the daemon's encoder writes
+    `"seq":N,` without spaces), so that the subscriber's own per-frame cost is as small as a Python
+    subscriber's can be and what is measured is delivery. It stops after `expected` distinct seqs, or
+    `idle_timeout_ms` after its last frame when the tail was dropped. Times are CLOCK_MONOTONIC, which is
+    one clock for every process on the machine, so the parent can compare them with its own.
+    """
+    import json
+    import os
+    import time
+
+    import pynng
+
+    total = int(expected)
+    received = unique = gaps = out_of_order = 0
+    next_seq = first_seq = last_seq = 0
+    t_first = t_last = cpu_first = 0.0
+    with pynng.Sub0(recv_max_size=1 << 20) as sock:
+        sock.subscribe(b"")
+        sock.dial(address, block=True)
+        while unique < total:
+            try:
+                frame = sock.recv()
+            except pynng.Timeout:
+                break
+            now = time.monotonic()
+            start = frame.index(b'"seq":') + 6
+            seq = int(frame[start : frame.index(b",", start)])
+            if received == 0:
+                sock.recv_timeout = int(idle_timeout_ms)
+                t_first, first_seq, next_seq = now, seq, seq
+                times = os.times()
+                cpu_first = times.user + times.system
+            received += 1
+            t_last = now
+            if seq >= next_seq:
+                gaps += seq > next_seq
+                unique += 1
+                next_seq = seq + 1
+                last_seq = seq
+            else:
+                out_of_order += 1
+    times = os.times()
+    report = {
+        "received": received,
+        "unique": unique,
+        "gaps": gaps,
+        "out_of_order": out_of_order,
+        "first_seq": first_seq,
+        "last_seq": last_seq,
+        "t_first": t_first,
+        "t_last": t_last,
+        "cpu_s": times.user + times.system - cpu_first if received else 0.0,
+    }
+    print(json.dumps(report), flush=True)
+
+
+# --- shared state and helpers -------------------------------------------------------------------------
+
+
+@attrs.define
+class Context:
+    """What the parts share, and everything that must be cleaned up however the run ends."""
+
+    args: argparse.Namespace
+    workdir: Path
+    daemon: Daemon | None = None
+    daemons: list[Daemon] = attrs.Factory(list)
+    runc_roots: list[Path] = attrs.Factory(list)
+    children: list[trio.Process] = attrs.Factory(list)
+    interrupted: bool = False
+
+
+async def open_child(ctx: Context, argv: list[str]) -> trio.Process:
+    """Start a server child in its own session (a terminal's Ctrl-C reaches only us); wait for "ready"."""
+    process = await trio.lowlevel.open_process(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, start_new_session=True
+    )
+    ctx.children.append(process)
+    assert process.stdout is not None
+    seen = b""
+    with trio.fail_after(CHILD_READY_TIMEOUT_S):
+        while b"ready\n" not in seen:
+            chunk = await process.stdout.receive_some(4096)
+            if not chunk:
+                raise RuntimeError(f"child process {process.pid} exited before it was ready")
+            seen += chunk
+    return process
+
+
+async def stop_child(process: trio.Process) -> None:
+    """SIGTERM by pid (the echo loops have no other way out), SIGKILL if it lingers; close its pipe."""
+    if process.returncode is None:
+        process.terminate()
+        with trio.move_on_after(5):
+            await process.wait()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    if process.stdout is not None:
+        await process.stdout.aclose()
+
+
+async def stop_children(ctx: Context) -> None:
+    """Stop every server child started so far (stop_child is a no-op for one already stopped)."""
+    for process in ctx.children:
+        await stop_child(process)
+
+
+async def ensure_daemon(ctx: Context) -> Daemon:
+    """One daemon serves the latency and the actr parts; started on first use, on a private state dir."""
+    if ctx.daemon is None:
+        daemon = await start_daemon(ctx.workdir / "state", ctx.workdir / "daemon.log")
+        ctx.daemon = daemon
+        ctx.daemons.append(daemon)
+        ctx.runc_roots.append(daemon.runc_root)
+        progress(f"daemon pid {daemon.pid} ready on {daemon.address}")
+    return ctx.daemon
+
+
+async def retire_daemon(ctx: Context) -> None:
+    """Stop the daemon by pid (it leaves its containers running, by design), then delete them by id."""
+    daemon = ctx.daemon
+    if daemon is None:
+        return
+    ctx.daemon = None
+    code = await stop_daemon(daemon)
+    if code != 0:
+        tail = daemon.log_path.read_text(errors="replace").splitlines()[-12:]
+        progress(f"warning: daemon pid {daemon.pid} exited with {code}; its log ends:")
+        progress("\n".join(f"    {line}" for line in tail))
+    left = runc_containers(daemon.runc_root)
+    if left:
+        progress(f"deleting {len(left)} containers under {daemon.runc_root}")
+    errors = await empty_runc_root(daemon.runc_root)
+    for error in errors[:5]:
+        progress(f"warning: runc delete failed: {error}")
+
+
+def cpu_s(pid: int) -> float:
+    """utime+stime of one process, all its threads (nng's included), from /proc; 10 ms resolution."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+async def quiet(label: str) -> None:
+    if not await wait_for_quiet_cpu(timeout_s=QUIET_TIMEOUT_S):
+        progress(f"warning: the CPU is busy (other jobs?); the {label} part runs anyway")
+
+
+# --- part 1: round trips ------------------------------------------------------------------------------
+
+
+@attrs.define
+class RoundTrips:
+    """One server in one mode, pooled over all blocks."""
+
+    latencies: list[float] = attrs.Factory(list)
+    block_p50s: list[float] = attrs.Factory(list)
+    wall_s: float = 0.0
+    server_cpu_s: float = 0.0
+    client_cpu_s: float = 0.0
+
+    @property
+    def calls(self) -> int:
+        return len(self.latencies)
+
+    def p(self, q: float) -> float:
+        return percentile(sorted(self.latencies), q)
+
+    @property
+    def per_second(self) -> float:
+        return self.calls / self.wall_s if self.wall_s else math.nan
+
+
+@attrs.frozen
+class Target:
+    name: str
+    call: Callable[[], Awaitable[object]]
+    server_pid: int
+
+
+LatencyResults = dict[tuple[str, str], RoundTrips]
+
+
+async def run_calls(
+    call: Callable[[], Awaitable[object]], count: int, tasks: int
+) -> tuple[list[float], float]:
+    """`count` round trips from `tasks` tasks, each task one call after another; latencies and wall time."""
+    latencies: list[float] = []
+
+    async def task(share: int) -> None:
+        for _ in range(share):
+            began = time.perf_counter()
+            await call()
+            latencies.append(time.perf_counter() - began)
+
+    began = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for index in range(tasks):
+            nursery.start_soon(task, count // tasks + (index < count % tasks))
+    return latencies, time.perf_counter() - began
+
+
+def echo_call(sock: pynng.Req0, payload: bytes) -> Callable[[], Awaitable[None]]:
+    """A round trip the way `Client.call` makes one (a context per call, asend, arecv), minus the codec."""
+
+    async def call() -> None:
+        context = sock.new_context()
+        try:
+            await context.asend(payload)
+            await context.arecv()
+        finally:
+            context.close()
+
+    return call
+
+
+def req_socket(address: str) -> pynng.Req0:
+    """A client socket configured as the client library's (no resends), dialled at once."""
+    sock = pynng.Req0(resend_time=0, recv_max_size=MAX_MESSAGE_BYTES)
+    try:
+        sock.dial(address, block=True)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def latency_part(ctx: Context) -> LatencyResults:
+    """Ping through the daemon against both echoes, interleaved block by block, sequential then concurrent."""
+    args = ctx.args
+    daemon = await ensure_daemon(ctx)
+    sync_address = f"ipc://{ctx.workdir / 'echo-sync.sock'}"
+    trio_address = f"ipc://{ctx.workdir / 'echo-trio.sock'}"
+    # The echoes get the bytes of a real Ping request, so both sides move the same payload.
+    payload = encode_request(Ping(request_id=f"{os.getpid()}-bench-0000001"))
+    results: LatencyResults = {}
+    try:
+        echo_sync = await open_child(ctx, child_argv(echo_sync_child, sync_address))
+        echo_trio = await open_child(ctx, child_argv(echo_trio_child, trio_address, str(WORKER_CONTEXTS)))
+        with req_socket(sync_address) as sync_sock, req_socket(trio_address) as trio_sock:
+            async with Client.connect(daemon.address) as client:
+                targets = [
+                    Target(DAEMON, client.ping, daemon.pid),
+                    Target(ECHO_SYNC, echo_call(sync_sock, payload), echo_sync.pid),
+                    Target(ECHO_TRIO, echo_call(trio_sock, payload), echo_trio.pid),
+                ]
+                for target in targets:
+                    await run_calls(target.call, WARM_UP_CALLS, 1)
+                for mode, tasks in ((SEQUENTIAL, 1), (CONCURRENT, args.clients)):
+                    await quiet(f"{mode} round-trip")
+                    await run_blocks(targets, mode, tasks, args, results)
+    finally:
+        with trio.CancelScope(shield=True):
+            await stop_children(ctx)
+    return results
+
+
+async def run_blocks(
+    targets: list[Target], mode: str, tasks: int, args: argparse.Namespace, results: LatencyResults
+) -> None:
+    """`--blocks` blocks; each runs every target once, in an order rotated by one from the last block's."""
+    for block in range(args.blocks):
+        shift = block % len(targets)
+        share = args.requests // args.blocks + (block < args.requests % args.blocks)
+        for target in targets[shift:] + targets[:shift]:
+            server_before, client_before = cpu_s(target.server_pid), own_cpu_s()
+            latencies, wall = await run_calls(target.call, share, tasks)
+            result = results.setdefault((mode, target.name), RoundTrips())
+            result.latencies += latencies
+            result.block_p50s.append(statistics.median(latencies))
+            result.wall_s += wall
+            result.server_cpu_s += cpu_s(target.server_pid) - server_before
+            result.client_cpu_s += own_cpu_s() - client_before
+    progress(
+        f"round trips, {mode}: "
+        + ", ".join(f"{t.name} p50 {results[mode, t.name].p(0.5) * 1e3:.3f} ms" for t in targets)
+    )
+
+
+# --- part 2: actr containers -----------------------------------------------------------------------------
+
+
+@attrs.frozen
+class CommandRun:
+    wall_s: float
+    first_byte_s: float
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+async def time_command(argv: list[str]) -> CommandRun:
+    """Wall time from spawn to exit and EOF, and time to the first byte on stdout, read from the pipe.
+
+    trio waits for the exit on a pidfd, so nothing here is quantised by a polling interval.
+    """
+    out: list[bytes] = []
+    err: list[bytes] = []
+    first_byte = math.nan
+    began = time.perf_counter()
+    process = await trio.lowlevel.open_process(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    stdout, stderr = process.stdout, process.stderr
+    assert stdout is not None and stderr is not None
+    try:
+
+        async def drain_stderr() -> None:
+            while chunk := await stderr.receive_some(65536):
+                err.append(bytes(chunk))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drain_stderr)
+            while chunk := await stdout.receive_some(65536):
+                if not out:
+                    first_byte = time.perf_counter() - began
+                out.append(bytes(chunk))
+        await process.wait()
+        wall = time.perf_counter() - began
+    finally:
+        with trio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            await stdout.aclose()
+            await stderr.aclose()
+    assert process.returncode is not None
+    return CommandRun(wall, first_byte, process.returncode, b"".join(out), b"".join(err))
+
+
+@attrs.define
+class Timings:
+    """Repeated runs of one command; failures are kept as text, not as numbers."""
+
+    runs: list[CommandRun] = attrs.Factory(list)
+    problems: list[str] = attrs.Factory(list)
+
+    @property
+    def walls(self) -> list[float]:
+        return [run.wall_s for run in self.runs if run.returncode == 0]
+
+    @property
+    def first_bytes(self) -> list[float]:
+        return [
+            run.first_byte_s for run in self.runs if run.returncode == 0 and not math.isnan(run.first_byte_s)
+        ]
+
+
+@attrs.define
+class ActrResults:
+    started: int = 0
+    start_errors: list[str] = attrs.Factory(list)
+    start_wall_s: float = math.nan
+    python_start: Timings = attrs.Factory(Timings)
+    actr_version: Timings = attrs.Factory(Timings)
+    actr_empty: Timings = attrs.Factory(Timings)
+    actr_table: Timings = attrs.Factory(Timings)
+    actr_json: Timings = attrs.Factory(Timings)
+    state_latencies: list[float] = attrs.Factory(list)
+    daemon_cpu_per_state_s: float = math.nan
+
+
+def actr_command() -> list[str]:
+    """The installed `actr` beside this interpreter, as a user runs it; `python -m ctl` if there is none."""
+    script = Path(sys.executable).parent / "actr"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "ctl"]
+
+
+def make_bundle(workdir: Path) -> Path:
+    """One read-only busybox bundle running `sleep`, shared by every container (as bench_start makes it)."""
+    bundle = workdir / "bundle"
+    subprocess.run(
+        [sys.executable, str(SCRIPTS_DIR / "make-bundle"), str(bundle), "--", "sleep", "1000000"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return bundle
+
+
+async def start_containers(client: Client, bundle: Path, n: int) -> tuple[int, list[str], float]:
+    """Start n containers from START_CLIENTS tasks; returns (started, error texts, wall seconds)."""
+    ids = iter(range(n))
+    errors: list[str] = []
+    started = 0
+
+    async def worker() -> None:
+        nonlocal started
+        for index in ids:  # one iterator shared by all tasks: each id is taken once
+            try:
+                await client.create_container(f"{ID_PREFIX}-{index}", str(bundle))
+            except Exception as exc:  # a failed start is a result to report, not a crash
+                errors.append(f"{ID_PREFIX}-{index}: {exc}")
+            else:
+                started += 1
+                if started % 250 == 0:
+                    progress(f"  {started}/{n} containers started")
+
+    began = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(min(START_CLIENTS, n)):
+            nursery.start_soon(worker)
+    return started, errors, time.perf_counter() - began
+
+
+async def repeat(timings: Timings, argv: list[str], check: Callable[[CommandRun], str | None] | None) -> None:
+    run = await time_command(argv)
+    timings.runs.append(run)
+    if run.returncode != 0:
+        timings.problems.append(f"exit {run.returncode}: {run.stderr.decode(errors='replace').strip()[:200]}")
+    elif check is not None and (problem := check(run)):
+        timings.problems.append(problem)
+
+
+async def actr_part(ctx: Context) -> ActrResults:
+    """Baselines with no containers, then N containers, then `actr containers` and `--json` alternately."""
+    args = ctx.args
+    daemon = await ensure_daemon(ctx)
+    bundle = make_bundle(ctx.workdir)
+    actr = [*actr_command(), "--address", daemon.address]
+    result = ActrResults()
+    n = args.containers
+
+    def table_check(run: CommandRun) -> str | None:
+        rows = sum(1 for line in run.stdout.splitlines() if line.startswith(f"{ID_PREFIX}-".encode()))
+        return (
+            None if rows == result.started else f"table listed {rows} containers, expected {result.started}"
+        )
+
+    def json_check(run: CommandRun) -> str | None:
+        listed = len(json.loads(run.stdout))
+        return None if listed == result.started else f"--json listed {listed}, expected {result.started}"
+
+    await quiet("actr")
+    for _ in range(args.actr_runs):
+        await repeat(result.python_start, [sys.executable, "-c", "pass"], None)
+        await repeat(result.actr_version, [*actr_command(), "--version"], None)
+        await repeat(result.actr_empty, [*actr, "containers"], None)
+
+    progress(f"starting {n} containers through the daemon from {min(START_CLIENTS, n)} tasks")
+    async with Client.connect(daemon.address, timeout=START_TIMEOUT_S) as client:
+        result.started, result.start_errors, result.start_wall_s = await start_containers(client, bundle, n)
+        progress(
+            f"  {result.started} started in {result.start_wall_s:.1f} s, {len(result.start_errors)} failed"
+        )
+        await quiet("actr")
+        before = cpu_s(daemon.pid)
+        for _ in range(args.actr_runs):
+            began = time.perf_counter()
+            await client.state()
+            result.state_latencies.append(time.perf_counter() - began)
+        result.daemon_cpu_per_state_s = (cpu_s(daemon.pid) - before) / args.actr_runs
+
+    for _ in range(args.actr_runs):
+        await repeat(result.actr_table, [*actr, "containers"], table_check)
+        await repeat(result.actr_json, [*actr, "--json", "containers"], json_check)
+    progress(
+        f"actr containers with {result.started} running: wall p50 {ms(median(result.actr_table.walls), 0)},"
+        f" --json {ms(median(result.actr_json.walls), 0)}"
+    )
+    return result
+
+
+# --- part 3: event fan-out ---------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class SubscriberReport:
+    received: int
+    unique: int
+    gaps: int
+    out_of_order: int
+    first_seq: int
+    last_seq: int
+    t_first: float
+    t_last: float
+    cpu_s: float
+
+
+@attrs.define
+class FanoutResult:
+    subscribers: int
+    events: int
+    publish_s: float = math.nan
+    publisher_cpu_s: float = math.nan
+    t_publish: float = math.nan
+    reports: list[SubscriberReport] = attrs.Factory(list)
+    problems: list[str] = attrs.Factory(list)
+
+    @property
+    def published_per_s(self) -> float:
+        return self.events / self.publish_s
+
+    def delivered_per_s(self, report: SubscriberReport) -> float:
+        """Distinct events received over the time from the first publish to this subscriber's last frame."""
+        span = report.t_last - self.t_publish
+        return report.unique / span if report.unique and span > 0 else 0.0
+
+    def lost(self, report: SubscriberReport) -> int:
+        return self.events - report.unique
+
+
+async def wait_for_subscribers(actor: EventsActor, count: int, exited: list[str]) -> None:
+    """Until the actor counts `count` connected pipes (its own pipe callbacks), or a subscriber died."""
+    with trio.fail_after(SUBSCRIBERS_CONNECT_TIMEOUT_S):
+        while await ask(actor.mailbox, CountSubscribers) < count:
+            if exited:
+                raise RuntimeError(f"a subscriber exited before publishing began: {exited[0]}")
+            await trio.sleep(0.05)
+
+
+async def fanout_round(ctx: Context, subscribers: int) -> FanoutResult:
+    """A fresh EventsActor, `subscribers` subscriber processes, `--events` drafts fed through its mailbox."""
+    n = ctx.args.events
+    result = FanoutResult(subscribers, n)
+    address = f"ipc://{ctx.workdir / f'events-{subscribers}.sock'}"
+    # As the daemon wires it: the events actor tells a metrics actor about every event it publishes.
+    metrics = MetricsActor(flush_interval=0)
+    actor = EventsActor(address, metrics.mailbox)
+    argv = child_argv(subscriber_child, address, str(n), str(SUBSCRIBER_IDLE_TIMEOUT_MS))
+    outputs: list[subprocess.CompletedProcess[bytes]] = []
+    exited: list[str] = []
+
+    async def subscriber() -> None:
+        # run_process kills the child if this is cancelled, so an interrupted round leaves nothing behind.
+        completed = await trio.run_process(
+            argv, capture_stdout=True, capture_stderr=True, check=False, start_new_session=True
+        )
+        outputs.append(completed)
+        if completed.returncode != 0 or not completed.stdout:
+            exited.append(f"exit {completed.returncode}: {completed.stderr.decode(errors='replace')[-300:]}")
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(metrics.run)
+        await nursery.start(actor.run)
+        async with trio.open_nursery() as children:
+            for _ in range(subscribers):
+                children.start_soon(subscriber)
+            await wait_for_subscribers(actor, subscribers, exited)
+            draft = EventDraft(type=EventType.EXIT, id="bench", pid=1, status=0)
+            cpu_before = own_cpu_s()
+            result.t_publish = time.monotonic()
+            for _ in range(n):
+                await actor.mailbox.send(draft)
+            # The mailbox is first in, first out: once this is answered, every draft has been published.
+            await ask(actor.mailbox, CountSubscribers)
+            result.publish_s = time.monotonic() - result.t_publish
+            result.publisher_cpu_s = own_cpu_s() - cpu_before
+        nursery.cancel_scope.cancel()
+    for completed in outputs:
+        if completed.stdout:
+            result.reports.append(SubscriberReport(**json.loads(completed.stdout.splitlines()[-1])))
+    result.problems += exited
+    return result
+
+
+async def events_part(ctx: Context) -> list[FanoutResult]:
+    results = []
+    for count in ctx.args.subscribers:
+        await quiet(f"fan-out ({count} subscribers)")
+        result = await fanout_round(ctx, count)
+        delivered = [result.delivered_per_s(r) for r in result.reports]
+        lost = [result.lost(r) for r in result.reports]
+        progress(
+            f"fan-out to {count}: published {result.published_per_s:,.0f}/s, delivered per subscriber"
+            f" p50 {median(delivered):,.0f}/s, lost p50 {median(lost):,.0f} of {result.events}"
+        )
+        results.append(result)
+    return results
+
+
+# --- running -----------------------------------------------------------------------------------------------
+
+
+@attrs.define
+class Results:
+    latency: LatencyResults | None = None
+    actr: ActrResults | None = None
+    fanout: list[FanoutResult] = attrs.Factory(list)
+    load_before: tuple[float, float, float] = (math.nan, math.nan, math.nan)
+    load_after: tuple[float, float, float] = (math.nan, math.nan, math.nan)
+
+
+async def run_parts(ctx: Context) -> Results:
+    """Latency first (on an idle daemon), fan-out next, and last the part that leaves 1000 containers."""
+    args = ctx.args
+    # Container inits orphaned by the stopped daemon are re-parented to us, to be reaped by pid.
+    become_child_subreaper()
+    results = Results(load_before=os.getloadavg())
+    try:
+        if not args.skip_latency:
+            results.latency = await latency_part(ctx)
+        if not args.skip_events:
+            results.fanout = await events_part(ctx)
+        if not args.skip_actr:
+            results.actr = await actr_part(ctx)
+    finally:
+        with trio.CancelScope(shield=True):
+            await stop_children(ctx)
+            await retire_daemon(ctx)
+    results.load_after = os.getloadavg()
+    return results
+
+
+async def run_until_interrupted(ctx: Context) -> Results | None:
+    """Run the parts; Ctrl-C or SIGTERM cancels them (so the shielded cleanup runs) instead of raising."""
+    results: Results | None = None
+    parts = trio.CancelScope()
+
+    async def watch(signals: AsyncIterator[int]) -> None:
+        async for signum in signals:
+            if not ctx.interrupted:
+                ctx.interrupted = True
+                progress(f"{signal.Signals(signum).name}: stopping; cleaning up what was started")
+                parts.cancel()
+            else:
+                progress("still cleaning up; please wait")
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch, signals)
+            with parts:
+                results = await run_parts(ctx)
+            nursery.cancel_scope.cancel()
+    return results
+
+
+# --- report --------------------------------------------------------------------------------------------
+
+
+def ms(seconds: float, digits: int = 1) -> str:
+    return "n/a" if math.isnan(seconds) else f"{seconds * 1000:.{digits}f} ms"
+
+
+def us(seconds: float) -> str:
+    return "n/a" if math.isnan(seconds) else f"{seconds * 1e6:.0f} µs"
+
+
+def ratio(a: float, b: float) -> str:
+    return "n/a" if math.isnan(a) or math.isnan(b) or b == 0 else f"{a / b:.2f}x"
+
+
+def verdict(ok: bool, target: str) -> str:
+    return f"{target}: {'met' if ok else 'MISSED'}"
+
+
+def median_max(values: Sequence[float]) -> str:
+    return f"{ms(median(values), 0)} (max {ms(max(values), 0)})" if values else "n/a"
+
+
+def latency_rows(table: Table, latency: LatencyResults, clients: int) -> None:
+    for mode in (SEQUENTIAL, CONCURRENT):
+        daemon, sync, trio_echo = (latency[mode, name] for name in (DAEMON, ECHO_SYNC, ECHO_TRIO))
+        label = "sequential" if mode == SEQUENTIAL else f"{clients} tasks"
+        for name, q in (("p50", 0.5), ("p99", 0.99)):
+            d, s, t = daemon.p(q), sync.p(q), trio_echo.p(q)
+            target = verdict(d <= TARGET_PING_RATIO * s, f"<= {TARGET_PING_RATIO}x") if q == 0.5 else ""
+            table.add_row(f"Ping {name}, {label}", ms(d, 3), f"{ms(s, 3)} bare echo", ratio(d, s), target)
+            table.add_row("  against the trio echo", "", f"{ms(t, 3)} trio echo", ratio(d, t), "")
+        table.add_row(
+            f"  requests/s, {label}",
+            f"{daemon.per_second:,.0f}",
+            f"{sync.per_second:,.0f} / {trio_echo.per_second:,.0f}",
+            ratio(sync.per_second, daemon.per_second) + " slower",
+            "",
+        )
+        table.add_row(
+            f"  server CPU per request, {label}",
+            us(daemon.server_cpu_s / daemon.calls),
+            f"{us(sync.server_cpu_s / sync.calls)} / {us(trio_echo.server_cpu_s / trio_echo.calls)}",
+            ratio(daemon.server_cpu_s / daemon.calls, sync.server_cpu_s / sync.calls),
+            "",
+        )
+        table.add_row(
+            f"  client CPU per request, {label}",
+            us(daemon.client_cpu_s / daemon.calls),
+            f"{us(sync.client_cpu_s / sync.calls)} / {us(trio_echo.client_cpu_s / trio_echo.calls)}",
+            ratio(daemon.client_cpu_s / daemon.calls, sync.client_cpu_s / sync.calls),
+            "",
+        )
+
+
+def actr_rows(table: Table, actr: ActrResults) -> None:
+    n = actr.started
+    rate = n / actr.start_wall_s if actr.start_wall_s else math.nan
+    table.add_row(
+        "containers started (100 tasks)",
+        f"{n} in {actr.start_wall_s:.1f} s",
+        f"{rate:.0f}/s",
+        "",
+        f"{len(actr.start_errors)} failed",
+    )
+    table.add_row("python -c pass, wall", median_max(actr.python_start.walls), "interpreter floor", "", "")
+    table.add_row("actr --version, wall", median_max(actr.actr_version.walls), "imports, no request", "", "")
+    table.add_row("actr containers, 0 running, wall", median_max(actr.actr_empty.walls), "", "", "")
+    table.add_row(
+        f"State request in-process, {n} running",
+        median_max(actr.state_latencies),
+        f"daemon CPU {ms(actr.daemon_cpu_per_state_s)}",
+        "",
+        "",
+    )
+    empty = median(actr.actr_empty.walls)
+    for label, timings in (
+        (f"actr containers, {n} running", actr.actr_table),
+        ("actr --json containers", actr.actr_json),
+    ):
+        walls = timings.walls
+        ok = bool(walls) and median(walls) <= TARGET_ACTR_WALL_S and not timings.problems
+        table.add_row(
+            f"{label}, wall",
+            median_max(walls),
+            f"{ms(empty, 0)} with 0 running",
+            ratio(median(walls), empty),
+            verdict(ok, f"<= {TARGET_ACTR_WALL_S * 1000:.0f} ms (median)"),
+        )
+        table.add_row("  time to first byte", median_max(timings.first_bytes), "", "", "")
+
+
+def fanout_rows(table: Table, fanout: Sequence[FanoutResult]) -> None:
+    for result in fanout:
+        k = result.subscribers
+        delivered = [result.delivered_per_s(r) for r in result.reports]
+        lost = [result.lost(r) for r in result.reports]
+        lossless = sum(1 for x in lost if x == 0)
+        target = ""
+        if k == TARGET_EVENTS_SUBSCRIBERS:
+            ok = len(delivered) == k and min(delivered) >= TARGET_EVENTS_PER_S and lossless == k
+            target = verdict(ok, f">= {TARGET_EVENTS_PER_S:,.0f}/s each, 0 loss (raw)")
+        table.add_row(
+            f"{k} subscriber{'s' if k > 1 else ''}: published",
+            f"{result.published_per_s:,.0f}/s",
+            f"publisher CPU {us(result.publisher_cpu_s / result.events)}/event",
+            "",
+            "",
+        )
+        table.add_row(
+            "  delivered per subscriber, p50 (min)",
+            f"{median(delivered):,.0f}/s ({min(delivered, default=0):,.0f})" if delivered else "n/a",
+            f"{sum(delivered):,.0f}/s in total",
+            ratio(median(delivered), result.published_per_s) + " of published",
+            target,
+        )
+        loss_pct = [100 * x / result.events for x in lost]
+        table.add_row(
+            "  raw loss per subscriber, p50 (max)",
+            f"{median(loss_pct):.1f}% ({max(loss_pct, default=math.nan):.1f}%)" if lost else "n/a",
+            f"{lossless}/{k} lossless, {median([r.gaps for r in result.reports]):,.0f} gaps p50",
+            "",
+            "no gap filling yet",
+        )
+        frames = sum(r.received for r in result.reports)
+        table.add_row(
+            "  subscriber CPU per frame",
+            us(sum(r.cpu_s for r in result.reports) / frames) if frames else "n/a",
+            f"{len(result.reports)}/{k} reported",
+            "",
+            "",
+        )
+
+
+def machine_line(results: Results) -> str:
+    runc = subprocess.run(["runc", "--version"], capture_output=True, text=True).stdout.splitlines()
+    load = " -> ".join(f"{r[0]:.2f}" for r in (results.load_before, results.load_after))
+    return (
+        f"{os.cpu_count()} CPUs, Linux {platform.release()}, {runc[0] if runc else 'runc ?'},"
+        f" pynng {pynng.__version__}, trio {trio.__version__}; load average (1 min) {load}"
+    )
+
+
+def report(args: argparse.Namespace, results: Results) -> None:
+    console = Console(width=None if sys.stdout.isatty() else 150, highlight=False)
+    console.print(machine_line(results))
+    if results.latency is not None:
+        console.print(
+            f"Round trips: {args.requests} per server and mode after {WARM_UP_CALLS} unmeasured,"
+            f" in {args.blocks} blocks rotating daemon / bare echo (sync Rep0) / trio echo"
+            f" (Rep0, one task per context, {WORKER_CONTEXTS} contexts). Daemon = `await client.ping()`;"
+            " echoes = a context per call, the Ping's bytes back. Block p50s, ms:"
+        )
+        for mode in (SEQUENTIAL, CONCURRENT):
+            line = "; ".join(
+                f"{name} " + " ".join(f"{x * 1e3:.3f}" for x in results.latency[mode, name].block_p50s)
+                for name in (DAEMON, ECHO_SYNC, ECHO_TRIO)
+            )
+            console.print(f"  {mode}: {line}")
+    if results.fanout:
+        console.print(
+            f"Fan-out: {args.events} EventDrafts fed to an in-process EventsActor; subscribers are separate"
+            " processes with a plain Sub0 (default buffers). Delivered/s = distinct events / (last frame -"
+            " first publish). Loss is raw pub/sub loss: replay (gap filling) is not built yet."
+        )
+    table = Table(title="bench_api (medians unless stated)", box=box.SIMPLE_HEAD)
+    for header, justify in (
+        ("", "left"),
+        ("containerd-actors", "right"),
+        ("reference", "right"),
+        ("ratio", "right"),
+        ("target", "left"),
+    ):
+        table.add_column(header, justify=justify)  # type: ignore[arg-type]
+    if results.latency is not None:
+        latency_rows(table, results.latency, args.clients)
+        table.add_section()
+    if results.actr is not None:
+        actr_rows(table, results.actr)
+        table.add_section()
+    if results.fanout:
+        fanout_rows(table, results.fanout)
+    console.print(table)
+    problems: list[str] = []
+    if results.actr is not None:
+        for name, timings in (
+            ("python -c pass", results.actr.python_start),
+            ("actr --version", results.actr.actr_version),
+            ("actr containers (0)", results.actr.actr_empty),
+            ("actr containers", results.actr.actr_table),
+            ("actr --json containers", results.actr.actr_json),
+        ):
+            problems += [f"{name}: {problem}" for problem in timings.problems[:3]]
+        problems += [f"start: {error}" for error in results.actr.start_errors[:3]]
+    for result in results.fanout:
+        problems += [f"fan-out {result.subscribers}: {problem}" for problem in result.problems[:3]]
+    for problem in problems:
+        print(f"problem: {problem}")
+
+
+# --- main ------------------------------------------------------------------------------------------------
+
+
+def remove_workdir(workdir: Path, keep_logs: bool) -> None:
+    if not keep_logs:
+        shutil.rmtree(workdir, ignore_errors=True)
+        return
+    for entry in workdir.iterdir():
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.suffix != ".log":
+            entry.unlink(missing_ok=True)
+    progress(f"logs kept in {workdir}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0 and not args.skip_actr:
+        print("bench_api: the actr part starts containers with runc, which needs root", file=sys.stderr)
+        print("           (run as root, or pass --skip-actr)", file=sys.stderr)
+        return 1
+    # IPC socket paths must stay under ~107 bytes, so a short directory directly in /tmp.
+    ctx = Context(args, Path(tempfile.mkdtemp(prefix="cba-", dir="/tmp")))
+    results: Results | None = None
+    try:
+        results = trio.run(run_until_interrupted, ctx)
+    finally:
+        for problem in sweep_leftovers(ctx.daemons, ctx.runc_roots, ctx.children):
+            progress(f"cleanup: {problem}")
+        pids = ", ".join(str(p.pid) for p in [*(d.process for d in ctx.daemons), *ctx.children]) or "none"
+        progress(f"cleanup: {len(ctx.runc_roots)} runc roots emptied; processes stopped (pids {pids})")
+        remove_workdir(ctx.workdir, args.keep_logs)
+    if ctx.interrupted or results is None:
+        return 130
+    report(args, results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
