@@ -3,6 +3,7 @@ and every wire class survives an encode/decode round trip."""
 
 from __future__ import annotations
 
+import base64
 import json
 import types
 import typing
@@ -351,6 +352,14 @@ _VALIDATOR_STRATEGIES: dict[Any, st.SearchStrategy[Any]] = {
     messages._signal_number: st.integers(min_value=1, max_value=64),
     messages._valid_optional_name: st.none() | st.from_regex(ID_PATTERN, fullmatch=True),
     messages._pause_or_run: st.sampled_from(["paused", "running"]),
+    messages._non_empty_args: st.lists(st.text(min_size=1, max_size=10), min_size=1, max_size=3),
+    messages._absolute_or_empty: st.just("") | st.from_regex(r"/[a-z/]{0,10}", fullmatch=True),
+    messages._env_entries: st.lists(st.from_regex(r"[A-Z_]{1,5}=[a-z]{0,5}", fullmatch=True), max_size=3),
+    messages._uint16: st.integers(min_value=0, max_value=0xFFFF),
+    messages._tail_lines: st.integers(min_value=-1, max_value=10**6),
+    messages._wait_seconds: st.floats(min_value=0, max_value=messages.MAX_WAIT_S),
+    messages._read_size: st.integers(min_value=1, max_value=messages.MAX_READ_BYTES),
+    messages._base64: st.binary(max_size=20).map(lambda b: base64.b64encode(b).decode()),
 }
 
 

@@ -9,6 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from containerd_actors.protocol import (
+    AddProcess,
+    AddProcessReply,
+    ReadOutput,
+    ReadOutputReply,
+    WriteInput,
+    WriteInputReply,
+    ResizeTerminal,
+    ResizeTerminalReply,
     CgroupStats,
     Checkpoint,
     ContainerInfo,
@@ -161,6 +169,65 @@ def wire_samples() -> dict[type, list[Any]]:
                 ),
             ),
         ],
+        AddProcess: [
+            AddProcess(request_id="r-15", id="web", args=["echo", "hi"]),
+            AddProcess(
+                request_id="r-16",
+                id="web",
+                args=["sh"],
+                env=["TERM=xterm", "A="],
+                cwd="/tmp",
+                user=User(uid=1000, gid=1000, additional_gids=[10]),
+                terminal=True,
+                rows=40,
+                cols=120,
+            ),
+        ],
+        AddProcessReply: [AddProcessReply(request_id="r-15", pid=4343)],
+        ReadOutput: [
+            ReadOutput(request_id="r-17", id="web"),
+            ReadOutput(
+                request_id="r-18",
+                id="web",
+                pid=4343,
+                stdout_offset=1 << 20,
+                stderr_offset=7,
+                wait=5.0,
+                max_bytes=65536,
+            ),
+            ReadOutput(request_id="r-19", id="web", tail=10),
+        ],
+        ReadOutputReply: [
+            ReadOutputReply(
+                request_id="r-17",
+                stdout="aGkK",
+                stderr="",
+                stdout_offset=0,
+                stderr_offset=0,
+                next_stdout_offset=3,
+                next_stderr_offset=0,
+            ),
+            ReadOutputReply(
+                request_id="r-18",
+                stdout="",
+                stderr="",
+                stdout_offset=100,
+                stderr_offset=7,
+                next_stdout_offset=100,
+                next_stderr_offset=7,
+                skipped=93,
+                exited=True,
+                status=0,
+                terminal=True,
+            ),
+        ],
+        WriteInput: [
+            WriteInput(request_id="r-20", id="web", data="aGkK"),
+            WriteInput(request_id="r-21", id="web", pid=4343, close=True),
+        ],
+        WriteInputReply: [WriteInputReply(request_id="r-20", written=3)],
+        ResizeTerminal: [ResizeTerminal(request_id="r-22", id="web", pid=4343, rows=50, cols=200)],
+        ResizeTerminalReply: [ResizeTerminalReply(request_id="r-22")],
         ErrorReply: [
             ErrorReply(request_id=None, code=ErrorCode.MALFORMED, message="message is not valid JSON"),
             ErrorReply(
@@ -175,5 +242,6 @@ def wire_samples() -> dict[type, list[Any]]:
             Event(seq=2, timestamp=1700000001.0, type=EventType.EXIT, id="web", pid=4242, status=137),
             Event(seq=3, timestamp=1700000002.0, type=EventType.CHECKPOINT, id="web", pid=4242),
             Event(seq=4, timestamp=1700000003.0, type=EventType.OOM, id="web", pid=4242),
+            Event(seq=5, timestamp=1700000004.0, type=EventType.START_PROCESS, id="web", pid=4343),
         ],
     }

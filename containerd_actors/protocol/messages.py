@@ -11,6 +11,8 @@ kind) and are not part of a union.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from typing import Any
 
@@ -54,6 +56,58 @@ def _non_negative(instance: Any, attribute: Attribute, value: int) -> None:
 def _signal_number(instance: Any, attribute: Attribute, value: int) -> None:
     if not 1 <= value <= 64:
         raise InvalidField(f"{attribute.name} must be between 1 and 64, got {value}")
+
+
+def _non_empty_args(instance: Any, attribute: Attribute, value: list[str]) -> None:
+    if not value:
+        raise InvalidField(f"{attribute.name} must name a program to run, got an empty list")
+    if not value[0]:
+        raise InvalidField(f"{attribute.name}[0] must not be empty")
+
+
+def _absolute_or_empty(instance: Any, attribute: Attribute, value: str) -> None:
+    """Empty means "the container's own cwd"; anything else is resolved inside the container."""
+    if value and not value.startswith("/"):
+        raise InvalidField(f"{attribute.name} must be an absolute path, got {value!r}")
+
+
+def _env_entries(instance: Any, attribute: Attribute, value: list[str]) -> None:
+    for entry in value:
+        if "=" not in entry or entry.startswith("="):
+            raise InvalidField(f"{attribute.name} entries must look like KEY=VALUE, got {entry!r}")
+
+
+def _uint16(instance: Any, attribute: Attribute, value: int) -> None:
+    if not 0 <= value <= 0xFFFF:
+        raise InvalidField(f"{attribute.name} must be between 0 and 65535, got {value}")
+
+
+def _tail_lines(instance: Any, attribute: Attribute, value: int) -> None:
+    if value < -1:
+        raise InvalidField(f"{attribute.name} must be -1 (everything) or a number of lines, got {value}")
+
+
+#: The longest a ReadOutput may wait for output; the server's workers are a shared resource.
+MAX_WAIT_S = 30.0
+#: The most output bytes (per stream) a ReadOutput may ask for; the reply carries them base64-encoded.
+MAX_READ_BYTES = 4 << 20
+
+
+def _wait_seconds(instance: Any, attribute: Attribute, value: float) -> None:
+    if not 0 <= value <= MAX_WAIT_S:
+        raise InvalidField(f"{attribute.name} must be between 0 and {MAX_WAIT_S:g} seconds, got {value}")
+
+
+def _read_size(instance: Any, attribute: Attribute, value: int) -> None:
+    if not 1 <= value <= MAX_READ_BYTES:
+        raise InvalidField(f"{attribute.name} must be between 1 and {MAX_READ_BYTES}, got {value}")
+
+
+def _base64(instance: Any, attribute: Attribute, value: str) -> None:
+    try:
+        base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidField(f"{attribute.name} must be base64 (RFC 4648, with padding)") from None
 
 
 # --------------------------------------------------------------------------- shared records
@@ -202,6 +256,76 @@ class Metrics:
     request_id: str
 
 
+@frozen
+class AddProcess:
+    """Run another process in a running container (``runc exec``); the reply carries its pid.
+
+    The process starts from the container's own process spec (capabilities, rlimits, ...), with
+    ``args``, ``cwd`` (empty: the container's), ``user`` and ``terminal`` replaced and ``env``
+    added on top of the container's environment (a key given here wins). With ``terminal`` it
+    gets a pty of ``rows`` x ``cols`` (0: runc's default); otherwise stdin/stdout/stderr are pipes.
+    Its output is kept in the daemon's logs (ReadOutput) whether or not anyone attaches.
+    """
+
+    request_id: str
+    id: str = field(validator=_valid_id)
+    args: list[str] = field(validator=_non_empty_args)
+    env: list[str] = field(factory=list, validator=_env_entries)
+    cwd: str = field(default="", validator=_absolute_or_empty)
+    user: User | None = None
+    terminal: bool = False
+    rows: int = field(default=0, validator=_uint16)
+    cols: int = field(default=0, validator=_uint16)
+
+
+@frozen
+class ReadOutput:
+    """Read a process's output from the daemon's logs, starting at byte offsets; the attach stream.
+
+    ``pid`` 0 means the container's init. Offsets count bytes since the process started, across log
+    rotation. With ``tail`` >= 0 the offsets are ignored and reading starts at the last ``tail``
+    lines of each stream. If nothing is available yet and the process may still write, the daemon
+    waits up to ``wait`` seconds before answering (long poll). Works after the process, and its
+    container, have exited, until the container id is reused.
+    """
+
+    request_id: str
+    id: str = field(validator=_valid_id)
+    pid: int = field(default=0, validator=_non_negative)
+    stdout_offset: int = field(default=0, validator=_non_negative)
+    stderr_offset: int = field(default=0, validator=_non_negative)
+    wait: float = field(default=0.0, validator=_wait_seconds)
+    max_bytes: int = field(default=1 << 20, validator=_read_size)
+    tail: int = field(default=-1, validator=_tail_lines)
+
+
+@frozen
+class WriteInput:
+    """Write base64 ``data`` to a process's stdin (a pty's input for a terminal); ``close`` then closes it.
+
+    Closing a pipe gives the process EOF; on a terminal it sends the EOF character (Ctrl-D) instead.
+    The reply says how many bytes were written: fewer than sent if the process stopped reading
+    for a while, so send the rest again.
+    """
+
+    request_id: str
+    id: str = field(validator=_valid_id)
+    pid: int = field(default=0, validator=_non_negative)
+    data: str = field(default="", validator=_base64)
+    close: bool = False
+
+
+@frozen
+class ResizeTerminal:
+    """Set the window size of a process's terminal (the client got SIGWINCH)."""
+
+    request_id: str
+    id: str = field(validator=_valid_id)
+    pid: int = field(default=0, validator=_non_negative)
+    rows: int = field(default=24, validator=_uint16)
+    cols: int = field(default=80, validator=_uint16)
+
+
 Request = (
     Ping
     | CreateContainer
@@ -213,6 +337,10 @@ Request = (
     | UpdateContainer
     | Stats
     | Metrics
+    | AddProcess
+    | ReadOutput
+    | WriteInput
+    | ResizeTerminal
 )
 REQUEST_TYPES: tuple[type, ...] = (
     Ping,
@@ -225,6 +353,10 @@ REQUEST_TYPES: tuple[type, ...] = (
     UpdateContainer,
     Stats,
     Metrics,
+    AddProcess,
+    ReadOutput,
+    WriteInput,
+    ResizeTerminal,
 )
 
 # --------------------------------------------------------------------------- replies
@@ -306,6 +438,47 @@ class MetricsReply:
 
 
 @frozen
+class AddProcessReply:
+    request_id: str
+    pid: int
+
+
+@frozen
+class ReadOutputReply:
+    """Output bytes (base64) and where the next ReadOutput should start.
+
+    ``stdout``/``stderr`` begin at ``stdout_offset``/``stderr_offset``, which are the requested
+    offsets unless that output was rotated away (the gap is ``skipped`` bytes in total) or
+    ``tail`` was asked for. ``exited`` is true once the process has exited and both streams have
+    been read to their end: then ``status`` is its exit status (null if unknowable) and nothing
+    more will come.
+    """
+
+    request_id: str
+    stdout: str
+    stderr: str
+    stdout_offset: int
+    stderr_offset: int
+    next_stdout_offset: int
+    next_stderr_offset: int
+    skipped: int = 0
+    exited: bool = False
+    status: int | None = None
+    terminal: bool = False
+
+
+@frozen
+class WriteInputReply:
+    request_id: str
+    written: int
+
+
+@frozen
+class ResizeTerminalReply:
+    request_id: str
+
+
+@frozen
 class ErrorReply:
     """Every failed request is answered with this, never with silence.
 
@@ -331,6 +504,10 @@ Reply = (
     | UpdateContainerReply
     | StatsReply
     | MetricsReply
+    | AddProcessReply
+    | ReadOutputReply
+    | WriteInputReply
+    | ResizeTerminalReply
     | ErrorReply
 )
 REPLY_TYPES: tuple[type, ...] = (
@@ -344,6 +521,10 @@ REPLY_TYPES: tuple[type, ...] = (
     UpdateContainerReply,
     StatsReply,
     MetricsReply,
+    AddProcessReply,
+    ReadOutputReply,
+    WriteInputReply,
+    ResizeTerminalReply,
     ErrorReply,
 )
 
@@ -357,6 +538,7 @@ class ErrorCode:
     INVALID_BUNDLE = "invalid_bundle"
     NOT_FOUND = "not_found"
     ALREADY_EXISTS = "already_exists"
+    INVALID_STATE = "invalid_state"  # e.g. stdin already closed, not a terminal, container paused
     RUNTIME_FAILED = "runtime_failed"  # runc (or the kernel) refused; message carries its stderr
     INTERNAL = "internal"
 
@@ -368,6 +550,7 @@ class EventType:
     """Event kinds; each is published under the topic ``/containers/<kind>``."""
 
     START_CONTAINER = "start-container"
+    START_PROCESS = "start-process"  # an exec'd process; its end is an ``exit`` event with its own pid
     EXIT = "exit"
     CHECKPOINT = "checkpoint"
     OOM = "oom"

@@ -52,6 +52,12 @@ _VALIDATOR_CONSTRAINTS: dict[Callable[..., Any], dict[str, Any]] = {
     messages._valid_id: {"pattern": "^" + ID_PATTERN + "$"},
     messages._non_negative: {"minimum": 0},
     messages._signal_number: {"minimum": 1, "maximum": 64},
+    messages._non_empty_args: {"minItems": 1},
+    messages._uint16: {"minimum": 0, "maximum": 65535},
+    messages._tail_lines: {"minimum": -1},
+    messages._wait_seconds: {"minimum": 0, "maximum": messages.MAX_WAIT_S},
+    messages._read_size: {"minimum": 1, "maximum": messages.MAX_READ_BYTES},
+    messages._base64: {"contentEncoding": "base64"},
 }
 
 
