@@ -11,12 +11,6 @@ from typing import Any
 from containerd_actors.protocol import (
     AddProcess,
     AddProcessReply,
-    ReadOutput,
-    ReadOutputReply,
-    WriteInput,
-    WriteInputReply,
-    ResizeTerminal,
-    ResizeTerminalReply,
     CgroupStats,
     Checkpoint,
     ContainerInfo,
@@ -40,6 +34,10 @@ from containerd_actors.protocol import (
     Ping,
     PingReply,
     ProcessInfo,
+    ReadOutput,
+    ReadOutputReply,
+    ResizeTerminal,
+    ResizeTerminalReply,
     Signal,
     SignalReply,
     State,
@@ -49,6 +47,8 @@ from containerd_actors.protocol import (
     UpdateContainer,
     UpdateContainerReply,
     User,
+    WriteInput,
+    WriteInputReply,
 )
 from containerd_actors.protocol.stats import (
     BlkioEntry,
