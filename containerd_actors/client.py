@@ -7,17 +7,21 @@ non-idempotent request (a container start) after 60 s or on reconnect.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+import attrs
 import pynng
 import trio
 
 from .protocol import (
     MAX_MESSAGE_BYTES,
+    AddProcess,
+    AddProcessReply,
     Checkpoint,
     ContainerInfo,
     ContainerStats,
@@ -37,6 +41,10 @@ from .protocol import (
     Ping,
     PingReply,
     ProtocolError,
+    ReadOutput,
+    ReadOutputReply,
+    ResizeTerminal,
+    ResizeTerminalReply,
     Signal,
     SignalReply,
     State,
@@ -45,6 +53,9 @@ from .protocol import (
     StatsReply,
     UpdateContainer,
     UpdateContainerReply,
+    User,
+    WriteInput,
+    WriteInputReply,
     decode_event,
     decode_reply,
     encode_request,
@@ -55,6 +66,24 @@ DEFAULT_ADDRESS = "ipc:///run/containerd-actors/containerd.sock"
 DEFAULT_TIMEOUT_S = 120.0
 
 ReplyT = TypeVar("ReplyT")
+#: How long one ReadOutput of a follow waits for output before asking again.
+FOLLOW_WAIT_S = 10.0
+#: A follow whose long poll came back empty without waiting (the daemon had too many) waits this long.
+FOLLOW_BACKOFF_S = 0.1
+#: stdin bytes per WriteInput: base64 makes them 4/3 bigger, well under the daemon's 1 MiB limit.
+INPUT_CHUNK_BYTES = 256 << 10
+
+
+@attrs.frozen
+class OutputChunk:
+    """Decoded output of one ReadOutput; ``exited`` marks the last, with the exit ``status``."""
+
+    stdout: bytes
+    stderr: bytes
+    skipped: int = 0
+    exited: bool = False
+    status: int | None = None
+    terminal: bool = False
 
 
 class ClientError(Exception):
@@ -199,6 +228,108 @@ class Client:
 
     async def metrics(self) -> MetricsSnapshot:
         return (await self.call(Metrics, MetricsReply)).metrics
+
+    async def add_process(
+        self,
+        id: str,
+        args: list[str],
+        *,
+        env: list[str] | None = None,
+        cwd: str = "",
+        user: User | None = None,
+        terminal: bool = False,
+        rows: int = 0,
+        cols: int = 0,
+    ) -> int:
+        """Exec ``args`` in a running container (runc exec); returns the new process's pid."""
+        reply = await self.call(
+            AddProcess,
+            AddProcessReply,
+            id=id,
+            args=list(args),
+            env=list(env or []),
+            cwd=cwd,
+            user=user,
+            terminal=terminal,
+            rows=rows,
+            cols=cols,
+        )
+        return reply.pid
+
+    async def read_output(
+        self,
+        id: str,
+        pid: int = 0,
+        *,
+        stdout_offset: int = 0,
+        stderr_offset: int = 0,
+        wait: float = 0.0,
+        max_bytes: int = 1 << 20,
+        tail: int = -1,
+    ) -> ReadOutputReply:
+        """One read of a process's output (base64 fields); see ``follow_output`` for a stream."""
+        return await self.call(
+            ReadOutput,
+            ReadOutputReply,
+            id=id,
+            pid=pid,
+            stdout_offset=stdout_offset,
+            stderr_offset=stderr_offset,
+            wait=wait,
+            max_bytes=max_bytes,
+            tail=tail,
+        )
+
+    async def follow_output(
+        self, id: str, pid: int = 0, *, follow: bool = True, tail: int = -1
+    ) -> AsyncIterator[OutputChunk]:
+        """Yield a process's output from its start (or its last ``tail`` lines) until it exits.
+
+        Without ``follow`` it stops at the current end of the logs instead. Each chunk is a
+        long-poll reply; the last one (``exited``) carries the exit status.
+        """
+        out_offset = err_offset = 0
+        while True:
+            reply = await self.read_output(
+                id,
+                pid,
+                stdout_offset=out_offset,
+                stderr_offset=err_offset,
+                wait=FOLLOW_WAIT_S if follow else 0.0,
+                tail=tail,
+            )
+            tail = -1
+            stdout = base64.b64decode(reply.stdout)
+            stderr = base64.b64decode(reply.stderr)
+            out_offset, err_offset = reply.next_stdout_offset, reply.next_stderr_offset
+            yield OutputChunk(stdout, stderr, reply.skipped, reply.exited, reply.status, reply.terminal)
+            if reply.exited:
+                return
+            if not stdout and not stderr:
+                if not follow:
+                    return
+                await trio.sleep(FOLLOW_BACKOFF_S)  # the daemon's long polls were all taken
+
+    async def write_input(self, id: str, data: bytes, pid: int = 0, *, close: bool = False) -> None:
+        """Write all of ``data`` to a process's stdin, in chunks that fit a request; then maybe EOF."""
+        view = memoryview(data)
+        while True:
+            chunk = bytes(view[:INPUT_CHUNK_BYTES])
+            final = len(chunk) == len(view)
+            reply = await self.call(
+                WriteInput,
+                WriteInputReply,
+                id=id,
+                pid=pid,
+                data=base64.b64encode(chunk).decode(),
+                close=close and final,
+            )
+            view = view[reply.written :]
+            if final and reply.written == len(chunk):
+                return
+
+    async def resize_terminal(self, id: str, rows: int, cols: int, pid: int = 0) -> None:
+        await self.call(ResizeTerminal, ResizeTerminalReply, id=id, pid=pid, rows=rows, cols=cols)
 
     async def events_address(self) -> str:
         if self._events_address is None:

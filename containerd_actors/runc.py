@@ -192,6 +192,39 @@ class Runc:
             )
         return int(pid_file.read_text().strip())
 
+    async def exec_detached(
+        self,
+        id: str,
+        process_file: Path,
+        pid_file: Path,
+        log_file: Path,
+        stdio: Stdio,
+        console_socket: Path | None = None,
+    ) -> int:
+        """``runc exec -d --process FILE``: returns the new process's pid once runc has started it.
+
+        As with ``run -d`` the process inherits ``stdio`` (pass-through), unless the process spec
+        asks for a terminal: then runc sends the pty master over ``console_socket`` and ``stdio``
+        only serves runc itself. When runc exits, the process is re-parented to the nearest child
+        subreaper (the daemon), which can then wait for it like for a container's init.
+        """
+        args = ["exec", "--detach", "--process", str(process_file), "--pid-file", str(pid_file)]
+        if console_socket is not None:
+            args += ["--console-socket", str(console_socket)]
+        argv = self._argv(*args, id, log_file=log_file)
+        try:
+            with trio.fail_after(self.timeout):
+                result = await trio.run_process(
+                    argv, stdin=stdio.stdin, stdout=stdio.stdout, stderr=stdio.stderr, check=False
+                )
+        except trio.TooSlowError:
+            raise RuncTimeout(
+                "exec", -9, f"runc did not start the process within {self.timeout:g} s"
+            ) from None
+        if result.returncode != 0:
+            raise RuncError("exec", result.returncode, _read_log(log_file))
+        return int(pid_file.read_text().strip())
+
     async def checkpoint(
         self, id: str, image_path: Path, work_path: Path, options: CriuOptions, leave_running: bool
     ) -> None:

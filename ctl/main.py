@@ -5,9 +5,14 @@ Command-line shape (global flags go before the command, as in ctr)::
     actr [--address ADDR] [--debug] [--json] [-v] containers [list]
     actr ... containers start [-c NAME] [-a] ID BUNDLE
     actr ... containers kill [-p PID] [-s SIG] ID
+    actr ... containers exec --id ID [-a] [-t] [--cwd DIR] [-e K=V ...] [-u UID] [-g GID] -- ARGS...
+    actr ... containers attach [-p PID] ID
+    actr ... containers logs [-p PID] [-f] [--tail N] ID
+    actr ... containers state ID
     actr ... events
 
-Exit codes: 0 success, 1 daemon unreachable or request refused, 2 bad usage (argparse's
+With ``-a`` (start, exec) and ``attach``, the exit code is the process's own exit status.
+Otherwise, exit codes: 0 success, 1 daemon unreachable or request refused, 2 bad usage (argparse's
 convention, also for flags the daemon cannot honour yet), 130 interrupted by Ctrl-C,
 141 stdout closed early (like a process killed by SIGPIPE).
 
@@ -26,7 +31,7 @@ from typing import Any, NoReturn
 import trio
 
 from containerd_actors.client import DEFAULT_ADDRESS, ClientError
-from containerd_actors.protocol import ID_PATTERN
+from containerd_actors.protocol import ID_PATTERN, User
 from ctl import commands, observe
 from ctl.signals import UnknownSignal, parse_signal
 
@@ -73,6 +78,22 @@ def pid_arg(text: str) -> int:
     return value
 
 
+def env_arg(text: str) -> str:
+    if "=" not in text or text.startswith("="):
+        raise argparse.ArgumentTypeError(f"expected K=V, got {text!r}")
+    return text
+
+
+def gids_arg(text: str) -> list[int]:
+    try:
+        gids = [int(part) for part in text.split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated group ids, got {text!r}") from None
+    if any(gid < 0 for gid in gids):
+        raise argparse.ArgumentTypeError("group ids must be >= 0")
+    return gids
+
+
 class _VersionAction(argparse.Action):
     """``-v/--version``; looks the version up only when asked, keeping start-up cheap."""
 
@@ -101,6 +122,38 @@ async def _containers_start(args: argparse.Namespace) -> int:
     return await commands.start_container(
         args.address, args.id, args.bundle, checkpoint=args.checkpoint, attach=args.attach, as_json=args.json
     )
+
+
+async def _containers_exec(args: argparse.Namespace) -> int:
+    command = args.args[1:] if args.args[:1] == ["--"] else args.args
+    if not command:
+        raise commands.NotSupported("containers exec: give the command line after --, e.g. -- sh")
+    user = None
+    if args.uid is not None or args.gid is not None or args.additional_gids:
+        user = User(uid=args.uid or 0, gid=args.gid or 0, additional_gids=list(args.additional_gids or []))
+    return await commands.exec_process(
+        args.address,
+        args.exec_id,
+        command,
+        attach=args.attach,
+        terminal=args.tty,
+        cwd=args.cwd,
+        env=args.env,
+        user=user,
+        as_json=args.json,
+    )
+
+
+async def _containers_attach(args: argparse.Namespace) -> int:
+    return await commands.attach_process(args.address, args.id, args.pid)
+
+
+async def _containers_logs(args: argparse.Namespace) -> int:
+    return await commands.show_logs(args.address, args.id, args.pid, follow=args.follow, tail=args.tail)
+
+
+async def _containers_state(args: argparse.Namespace) -> int:
+    return await commands.container_state(args.address, args.id, as_json=args.json)
 
 
 async def _containers_kill(args: argparse.Namespace) -> int:
@@ -192,6 +245,53 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("id", metavar="ID", type=id_arg, help="container id")
     start.add_argument("bundle", metavar="BUNDLE", help="OCI bundle directory (made absolute before sending)")
     start.set_defaults(handler=_containers_start)
+
+    exec_ = actions.add_parser(
+        "exec",
+        parents=[json_after],
+        help="run another process in a running container; prints its pid (or attaches with -a)",
+        usage="%(prog)s --id ID [-a] [-t] [--cwd DIR] [-e K=V ...] [-u UID] [-g GID] -- ARGS...",
+    )
+    exec_.add_argument("--id", dest="exec_id", required=True, type=id_arg, help="container id")
+    exec_.add_argument(
+        "-a", "--attach", action="store_true", help="connect stdio and exit with the process's status"
+    )
+    exec_.add_argument(
+        "-t", "--tty", action="store_true", help="allocate a terminal (Ctrl-P Ctrl-Q detaches)"
+    )
+    exec_.add_argument("--cwd", default="", help="working directory inside the container (absolute)")
+    exec_.add_argument(
+        "-e", "--env", action="append", default=[], type=env_arg, metavar="K=V", help="set a variable"
+    )
+    exec_.add_argument("-u", "--uid", type=int, default=None, help="user id (default: the container's)")
+    exec_.add_argument("-g", "--gid", type=int, default=None, help="group id")
+    exec_.add_argument(
+        "--additional-gids",
+        type=gids_arg,
+        default=None,
+        metavar="GID,GID",
+        help="supplementary group ids, comma-separated",
+    )
+    exec_.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="the command line, after --")
+    exec_.set_defaults(handler=_containers_exec)
+
+    attach = actions.add_parser("attach", help="connect the terminal to a running process")
+    attach.add_argument(
+        "-p", "--pid", type=pid_arg, default=0, help="process to attach to (default: the init)"
+    )
+    attach.add_argument("id", metavar="ID", type=id_arg, help="container id")
+    attach.set_defaults(handler=_containers_attach)
+
+    logs = actions.add_parser("logs", help="print a process's output, kept by the daemon")
+    logs.add_argument("-p", "--pid", type=pid_arg, default=0, help="process (default: the init)")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the process exits")
+    logs.add_argument("--tail", type=int, default=-1, metavar="N", help="start with the last N lines")
+    logs.add_argument("id", metavar="ID", type=id_arg, help="container id")
+    logs.set_defaults(handler=_containers_logs)
+
+    state = actions.add_parser("state", parents=[json_after], help="a container and its processes")
+    state.add_argument("id", metavar="ID", type=id_arg, help="container id")
+    state.set_defaults(handler=_containers_state)
 
     kill = actions.add_parser("kill", help="send a signal to a container or one of its processes")
     kill.add_argument(

@@ -33,7 +33,7 @@ EVENT_GAP = " "
 
 HEADER_STYLE = "bold"
 STATUS_STYLES = {"running": "green", "created": "cyan", "paused": "yellow", "stopped": "red"}
-EVENT_STYLES = {"start-container": "green", "exit": "yellow"}
+EVENT_STYLES = {"start-container": "green", "start-process": "green", "exit": "yellow"}
 
 
 # --------------------------------------------------------------------------- styling
@@ -144,6 +144,40 @@ def print_containers(
     """Write the containers table to ``console`` if given, else to ``stream`` (coloured on a terminal)."""
     styler = Styler.for_stream(stream, console)
     styler.write_lines(containers_lines(containers, styler))
+
+
+PROCESS_COLUMNS = ("PID", "ROLE", "TTY", "UID", "GID", "CWD", "COMMAND")
+
+
+def print_processes(container: ContainerInfo, stream: TextIO) -> None:
+    """``actr containers state ID``: one line about the container, then a table of its processes."""
+    styler = Styler.for_stream(stream)
+    rows = [
+        (
+            str(process.pid),
+            "init" if process.pid == container.pid else "exec",
+            "yes" if process.terminal else "no",
+            str(process.user.uid),
+            str(process.user.gid),
+            process.cwd,
+            " ".join(process.args),
+        )
+        for process in container.processes
+    ]
+    widths = column_widths([PROCESS_COLUMNS, *rows])
+    header = layout_row(PROCESS_COLUMNS, widths, COLUMN_GAP)
+    lines = [
+        COLUMN_GAP.join(
+            (
+                container.id,
+                styler(container.status, STATUS_STYLES.get(container.status, "")),
+                container.bundle,
+            )
+        ),
+        styler(header, HEADER_STYLE),
+        *(layout_row(row, widths, COLUMN_GAP) for row in rows),
+    ]
+    styler.write_lines(lines)
 
 
 def containers_json(containers: Sequence[ContainerInfo]) -> str:

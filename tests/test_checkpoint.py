@@ -32,7 +32,7 @@ def working_criu() -> None:
 
 
 def stdout_numbers(daemon: DaemonHandle, cid: str) -> list[int]:
-    path = daemon.state_dir / "containers" / cid / "stdout.log"
+    path = daemon.state_dir / "logs" / cid / "stdout.log"
     try:
         return [int(line) for line in path.read_text().split()]
     except FileNotFoundError:

@@ -130,7 +130,7 @@ async def test_stdout_and_stderr_drained_to_state_dir(
     talker = bundle_factory("sh", "-c", "echo to-out; echo to-err >&2; sleep 1000000")
     cid = unique_id("talk")
     await client.create_container(cid, str(talker))
-    directory = daemon.state_dir / "containers" / cid
+    directory = daemon.state_dir / "logs" / cid
     with trio.fail_after(10):
         while b"to-err" not in (directory / "stderr.log").read_bytes():
             await trio.sleep(0.01)  # the log file is the state under test; nothing announces a write

@@ -80,7 +80,7 @@ async def test_oom_kill_is_announced_before_the_exit(state_dir: Path, bundles_di
 async def test_pause_freezes_and_resume_thaws(client: Client, daemon: DaemonHandle, bundle_factory) -> None:
     bundle = bundle_factory(*COUNTER)
     cid = unique_id("freeze")
-    log = daemon.state_dir / "containers" / cid / "stdout.log"
+    log = daemon.state_dir / "logs" / cid / "stdout.log"
 
     def count() -> int:
         return len(log.read_bytes().split())

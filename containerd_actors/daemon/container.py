@@ -6,10 +6,15 @@ snapshots to the supervisor. Nothing else touches its pidfd, pipes or directory.
 
 from __future__ import annotations
 
+import copy
+import fcntl
+import itertools
 import logging
 import os
 import shutil
 import signal as signals
+import socket
+import tempfile
 import time
 from collections.abc import Awaitable
 from pathlib import Path
@@ -23,8 +28,15 @@ from ..metrics import CONTAINER_DELETE_TIME, CONTAINER_START_TIME, CONTAINERS
 from ..oom import watch_oom
 from ..protocol import Checkpoint, ContainerInfo, ErrorCode, EventType, ProcessInfo, User
 from ..reaping import ExitWatcher, open_pidfd
-from ..runc import Runc, RuncError, RuncTimeout, close_quietly, read_bundle_config, validate_bundle
-from ..stdio import ContainerPipes, RotatingLog, drain_to_log
+from ..runc import (
+    Runc,
+    RuncError,
+    RuncTimeout,
+    Stdio,
+    read_bundle_config,
+    validate_bundle,
+)
+from ..stdio import ContainerPipes, ProcessIO, drain_to_log
 from .checkpoints import (
     checkpoints_dir,
     criu_options,
@@ -38,6 +50,7 @@ from .checkpoints import (
 from .events import EventDraft
 from .mailbox import CommandError, ReplyTo, answer, fail
 from .messages import (
+    AddProcessCommand,
     ChangeStatus,
     ContainerRemoved,
     ContainerUpdated,
@@ -57,6 +70,31 @@ log = logging.getLogger(__name__)
 #: After the init exits, the kernel has already killed the rest of its pid namespace, so pipe
 #: EOF follows at once; this bound only guards against a writer outside the namespace.
 DRAIN_GRACE_S = 2.0
+#: How long runc may take to hand over a new terminal after ``runc exec -d`` has returned.
+CONSOLE_HANDOVER_S = 5.0
+#: A bigger pipe buffer means fewer wake-ups per megabyte for a chatty exec'd process (Linux caps it
+#: at /proc/sys/fs/pipe-max-size for unprivileged users; the daemon runs as root).
+EXEC_PIPE_BYTES = 1 << 20
+F_SETPIPE_SZ = 1031
+
+
+@attrs.define
+class ExecProcess:
+    """A live process exec'd into the container: what State shows, its pidfd, and its stdio."""
+
+    info: ProcessInfo
+    pidfd: int
+    io: ProcessIO
+    done: trio.Event = attrs.field(factory=trio.Event)
+
+
+def _merge_env(base: list[str], overrides: list[str]) -> list[str]:
+    """The container's environment with ``overrides`` applied by key (an override wins)."""
+    merged: dict[str, str] = {}
+    for entry in [*base, *overrides]:
+        key, _, _ = entry.partition("=")
+        merged[key] = entry
+    return list(merged.values())
 
 
 def _init_process_info(pid: int, config: dict[str, Any]) -> ProcessInfo:
@@ -108,8 +146,15 @@ class ContainerActor:
         self._mailbox_send, self._mailbox = trio.open_memory_channel[Any](64)
         self._pidfd = -1
         self._init: ProcessInfo | None = None
+        self._process_spec: dict[str, Any] = {}
         self._pipes: ContainerPipes | None = None
-        self._logs: tuple[RotatingLog, RotatingLog] | None = None
+        self._init_io: ProcessIO | None = None
+        #: Every process's stdio by pid, the init's included. The supervisor holds the same dict
+        #: (read-only) to serve ReadOutput/WriteInput without a round trip through this mailbox.
+        self.processes: dict[int, ProcessIO] = {}
+        self._execs: dict[int, ExecProcess] = {}
+        self._exec_numbers = itertools.count(1)
+        self._nursery: trio.Nursery | None = None
         self._drained = trio.Event()
         self._status = "running"
         self._cgroups: CgroupPaths | None = None
@@ -147,7 +192,9 @@ class ContainerActor:
     async def _start(self) -> int:
         try:
             bundle = validate_bundle(self.bundle)
-            init_template = _init_process_info(0, read_bundle_config(bundle))
+            config = read_bundle_config(bundle)
+            init_template = _init_process_info(0, config)
+            self._process_spec = dict(config.get("process") or {})
         except (ValueError, TypeError, AttributeError) as exc:
             raise CommandError(ErrorCode.INVALID_BUNDLE, f"bad bundle config: {exc}") from None
         self._bundle_path = bundle
@@ -162,7 +209,7 @@ class ContainerActor:
             ) from None
         pipes = ContainerPipes.create()
         # Opened before the reply, so a client that saw the pid finds the log files.
-        logs = (RotatingLog(self.paths.stdout_log), RotatingLog(self.paths.stderr_log))
+        io = ProcessIO(self.paths.stdout_log, self.paths.stderr_log, pipes.stdin_write)
         try:
             async with self._start_limiter:
                 if restore_from is None:
@@ -184,8 +231,8 @@ class ContainerActor:
             self._pidfd = open_pidfd(pid)
         except BaseException as exc:
             pipes.close_all()
-            for log_file in logs:
-                log_file.close()
+            io.stdout.close()
+            io.stderr.close()
             with trio.CancelScope(shield=True):
                 await self._forget_failed_start()
             if isinstance(exc, RuncTimeout):
@@ -198,7 +245,9 @@ class ContainerActor:
                 raise CommandError(ErrorCode.RUNTIME_FAILED, f"cannot start container: {exc}") from None
             raise
         self._pipes = pipes
-        self._logs = logs
+        io.pid = pid
+        self._init_io = io
+        self.processes[pid] = io
         self._init = attrs.evolve(init_template, pid=pid)
         write_json_atomically(
             self.paths.record,
@@ -220,10 +269,12 @@ class ContainerActor:
         except RuncError:
             pass  # runc already cleaned up, which is the usual case
         self.paths.remove()
+        self.paths.remove_logs()
 
     async def _supervise(self) -> None:
         assert self._pipes is not None and self._init is not None
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             drains = trio.CancelScope()
             nursery.start_soon(self._drain_outputs, drains)
             nursery.start_soon(self._watch_init, self._init.pid)
@@ -232,6 +283,8 @@ class ContainerActor:
             async for message in self._mailbox:
                 if isinstance(message, SignalProcess):
                     self._signal(message)
+                elif isinstance(message, AddProcessCommand):
+                    await self._reply_with(message.reply_to, self._add_process(message))
                 elif isinstance(message, SampleStats):
                     self._sample_stats(message.reply_to)
                 elif isinstance(message, ChangeStatus):
@@ -263,12 +316,11 @@ class ContainerActor:
         self._mailbox.close()
 
     async def _drain_outputs(self, scope: trio.CancelScope) -> None:
-        assert self._pipes is not None and self._logs is not None
-        stdout_log, stderr_log = self._logs
+        assert self._pipes is not None and self._init_io is not None
         with scope:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(drain_to_log, self._pipes.stdout_read, stdout_log)
-                nursery.start_soon(drain_to_log, self._pipes.stderr_read, stderr_log)
+                nursery.start_soon(drain_to_log, self._pipes.stdout_read, self._init_io.stdout)
+                nursery.start_soon(drain_to_log, self._pipes.stderr_read, self._init_io.stderr)
         self._drained.set()
 
     async def _watch_init(self, pid: int) -> None:
@@ -288,12 +340,19 @@ class ContainerActor:
                 log.error("container %s: runc delete --force failed: %s", self.id, exc2.message)
 
     async def _finish(self, status: int | None, drains: trio.CancelScope) -> None:
-        """Init is gone: delete it from runc, free the id, then tell the world."""
-        assert self._init is not None and self._pipes is not None
+        """Init is gone: delete it from runc, free the id, then tell the world.
+
+        The kernel has killed the rest of the pid namespace with the init, so the exec'd processes'
+        exits are reaped and announced first: an ``exit`` for the init is the container's last event.
+        """
+        assert self._init is not None and self._init_io is not None
         pid = self._init.pid
         if self._oom_notify:
             await self._report_ooms()  # an OOM kill is announced before the exit it caused
-        close_quietly(self._pipes.stdin_write)
+        self._init_io.close_input()
+        for process in list(self._execs.values()):
+            with trio.move_on_after(DRAIN_GRACE_S * 2):
+                await process.done.wait()
         os.close(self._pidfd)
         self._pidfd = -1
         deleting_at = time.monotonic_ns()
@@ -302,8 +361,13 @@ class ContainerActor:
         with trio.move_on_after(DRAIN_GRACE_S):
             await self._drained.wait()
         drains.cancel()
+        # Cancelled drains close their logs only when they next run; close them now, so that
+        # readers see the end before the exit event.
+        self._init_io.stdout.close()
+        self._init_io.stderr.close()
+        self._init_io.mark_exited(status)
         self.paths.remove()
-        await self._supervisor.send(ContainerRemoved(self.id))
+        await self._supervisor.send(ContainerRemoved(self.id, dict(self.processes), pid))
         await self._events.send(EventDraft(EventType.EXIT, self.id, pid, status))
         log.debug("container %s: init %d exited with %s", self.id, pid, status)
 
@@ -311,7 +375,11 @@ class ContainerActor:
 
     def _signal(self, message: SignalProcess) -> None:
         assert self._init is not None
-        if message.pid not in (0, self._init.pid):
+        if message.pid in (0, self._init.pid):
+            pidfd = self._pidfd
+        elif message.pid in self._execs:
+            pidfd = self._execs[message.pid].pidfd
+        else:
             fail(
                 message.reply_to,
                 CommandError(
@@ -320,7 +388,7 @@ class ContainerActor:
             )
             return
         try:
-            signals.pidfd_send_signal(self._pidfd, message.signal)
+            signals.pidfd_send_signal(pidfd, message.signal)
         except ProcessLookupError:
             fail(message.reply_to, CommandError(ErrorCode.NOT_FOUND, f"container {self.id!r} is not running"))
             return
@@ -426,8 +494,183 @@ class ContainerActor:
 
     def _snapshot(self) -> ContainerInfo:
         assert self._init is not None
-        return ContainerInfo(self.id, self.bundle, self._status, self._init.pid, [self._init])
+        processes = [self._init, *(process.info for process in self._execs.values())]
+        return ContainerInfo(self.id, self.bundle, self._status, self._init.pid, processes)
+
+    # ------------------------------------------------------------------ exec
+
+    def _exec_spec(self, command: AddProcessCommand) -> dict[str, Any]:
+        """The container's own process spec (capabilities, rlimits, ...) with the request's changes.
+
+        ``runc exec --process`` takes the file as the whole spec, so starting from the bundle's
+        keeps exec'd processes as privileged as ``runc exec ID ARGS`` would make them.
+        """
+        assert self._init is not None
+        spec = copy.deepcopy(self._process_spec)
+        spec["args"] = list(command.args)
+        spec["env"] = _merge_env(list(self._init.env), list(command.env))
+        spec["cwd"] = command.cwd or self._init.cwd or "/"
+        if command.user is not None:
+            spec["user"] = {
+                "uid": command.user.uid,
+                "gid": command.user.gid,
+                "additionalGids": list(command.user.additional_gids),
+            }
+        spec["terminal"] = command.terminal
+        spec.pop("consoleSize", None)
+        if command.terminal and command.rows and command.cols:
+            spec["consoleSize"] = {"height": command.rows, "width": command.cols}
+        return spec
+
+    async def _add_process(self, command: AddProcessCommand) -> int:
+        """``runc exec -d`` a process, then own it like the init: drain, watch, report its exit."""
+        assert self._nursery is not None
+        if self._status == "paused":
+            raise CommandError(ErrorCode.INVALID_STATE, f"container {self.id!r} is paused; resume it first")
+        spec = self._exec_spec(command)
+        number = next(self._exec_numbers)
+        process_file = self.paths.directory / f"exec-{number}.json"
+        pid_file = self.paths.directory / f"exec-{number}.pid"
+        log_file = self.paths.directory / f"exec-{number}.runc.log"
+        write_json_atomically(process_file, {**spec})
+        try:
+            if command.terminal:
+                pid, stdin_fd, out_fds = await self._exec_with_terminal(process_file, pid_file, log_file)
+            else:
+                pid, stdin_fd, out_fds = await self._exec_with_pipes(process_file, pid_file, log_file)
+        except RuncTimeout as exc:
+            raise CommandError(ErrorCode.RUNTIME_FAILED, exc.message) from None
+        except RuncError as exc:
+            raise CommandError(ErrorCode.RUNTIME_FAILED, f"runc exec failed: {exc.message}") from None
+        except OSError as exc:
+            raise CommandError(ErrorCode.RUNTIME_FAILED, f"cannot exec: {exc}") from None
+        finally:
+            for path in (process_file, pid_file, log_file):
+                path.unlink(missing_ok=True)
+        try:
+            pidfd = open_pidfd(pid)
+        except OSError:
+            pidfd = -1  # exited and reaped already? Not by us: it is our child until we wait.
+        stdout_path, stderr_path = self.paths.exec_logs(pid)
+        io = ProcessIO(stdout_path, stderr_path, stdin_fd, terminal=command.terminal)
+        io.pid = pid
+        info = ProcessInfo(
+            pid=pid,
+            args=list(spec["args"]),
+            env=list(spec["env"]),
+            cwd=str(spec["cwd"]),
+            user=command.user if command.user is not None else self._init_user(),
+            terminal=command.terminal,
+        )
+        process = ExecProcess(info, pidfd, io)
+        self._execs[pid] = process
+        self.processes[pid] = io
+        drains = trio.CancelScope()
+        drained = trio.Event()
+        self._nursery.start_soon(self._drain_exec, out_fds, io, drains, drained)
+        self._nursery.start_soon(self._watch_exec, process, drains, drained)
+        await self._events.send(EventDraft(EventType.START_PROCESS, self.id, pid))
+        await self._report_status(self._status)
+        return pid
+
+    def _init_user(self) -> User:
+        assert self._init is not None
+        return self._init.user
+
+    async def _exec_with_pipes(
+        self, process_file: Path, pid_file: Path, log_file: Path
+    ) -> tuple[int, int, tuple[int, int]]:
+        pipes = ContainerPipes.create()
+        for fd in (pipes.stdout_write, pipes.stderr_write):
+            try:
+                fcntl.fcntl(fd, F_SETPIPE_SZ, EXEC_PIPE_BYTES)
+            except OSError:
+                pass  # a smaller buffer only costs wake-ups
+        try:
+            pid = await self._runc.exec_detached(
+                self.id, process_file, pid_file, log_file, pipes.child_stdio()
+            )
+        except BaseException:
+            pipes.close_all()
+            raise
+        pipes.close_child_ends()
+        return pid, pipes.stdin_write, (pipes.stdout_read, pipes.stderr_read)
+
+    async def _exec_with_terminal(
+        self, process_file: Path, pid_file: Path, log_file: Path
+    ) -> tuple[int, int, tuple[int, int]]:
+        """runc creates the pty and sends its master over a unix socket we listen on (SCM_RIGHTS).
+
+        The socket lives in a fresh private directory under /tmp: a path under the state
+        directory could exceed the 107-byte limit of unix socket paths with a long container id.
+        """
+        directory = tempfile.mkdtemp(prefix="actr-console-")
+        path = Path(directory) / "console.sock"
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            listener.bind(str(path))
+            listener.listen(1)
+            pid = await self._runc.exec_detached(
+                self.id,
+                process_file,
+                pid_file,
+                log_file,
+                Stdio(devnull, devnull, devnull),
+                console_socket=path,
+            )
+            # runc has sent the master before exiting, so it waits in the socket already.
+            listener.settimeout(CONSOLE_HANDOVER_S)
+            connection, _ = listener.accept()
+            with connection:
+                connection.settimeout(CONSOLE_HANDOVER_S)
+                _, fds, _, _ = socket.recv_fds(connection, 4096, 1)
+            if not fds:
+                raise OSError("runc sent no terminal over the console socket")
+            master = fds[0]
+            os.set_inheritable(master, False)
+        finally:
+            os.close(devnull)
+            listener.close()
+            shutil.rmtree(directory, ignore_errors=True)
+        return pid, master, (os.dup(master), -1)
+
+    async def _drain_exec(
+        self, out_fds: tuple[int, int], io: ProcessIO, scope: trio.CancelScope, drained: trio.Event
+    ) -> None:
+        stdout_fd, stderr_fd = out_fds
+        with scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(drain_to_log, stdout_fd, io.stdout)
+                if stderr_fd >= 0:
+                    nursery.start_soon(drain_to_log, stderr_fd, io.stderr)
+                else:
+                    io.stderr.close()  # a terminal merges stderr into its one output
+        io.stdout.close()
+        io.stderr.close()
+        drained.set()
+
+    async def _watch_exec(self, process: ExecProcess, drains: trio.CancelScope, drained: trio.Event) -> None:
+        """Reap an exec'd process, wait for its output to end, then announce its exit."""
+        pid = process.info.pid
+        if process.pidfd >= 0:
+            status = await self._exit_watcher.wait_for_exit(process.pidfd, pid)
+            os.close(process.pidfd)
+            process.pidfd = -1
+        else:
+            status = None
+        with trio.move_on_after(DRAIN_GRACE_S):
+            await drained.wait()
+        drains.cancel()
+        process.io.stdout.close()
+        process.io.stderr.close()
+        process.io.mark_exited(status)
+        del self._execs[pid]
+        await self._events.send(EventDraft(EventType.EXIT, self.id, pid, status))
+        await self._report_status(self._status)
+        process.done.set()
+        log.debug("container %s: exec'd process %d exited with %s", self.id, pid, status)
 
 
 def container_paths(containers_dir: Path, id: str) -> ContainerPaths:
-    return ContainerPaths(containers_dir / id)
+    return ContainerPaths(containers_dir / id, containers_dir.parent / "logs" / id)

@@ -45,9 +45,24 @@ class ContainerUpdated:
 
 @attrs.frozen
 class ContainerRemoved:
-    """The actor has finished: its id is free again."""
+    """The actor has finished: its id is free again.
+
+    ``processes`` are the stdio of its processes (by pid) and ``init_pid`` its init, kept so that
+    their logs stay readable after the exit; empty when the container never started.
+    """
 
     id: str
+    processes: dict[int, Any] = attrs.field(factory=dict)
+    init_pid: int = 0
+
+
+@attrs.frozen
+class FindProcessIO:
+    """Ask the supervisor for the ProcessIO of a (live or exited) container's process; pid 0 is the init."""
+
+    id: str
+    pid: int
+    reply_to: ReplyTo
 
 
 # --------------------------------------------------------------------------- to a container actor
@@ -57,6 +72,20 @@ class ContainerRemoved:
 class SignalProcess:
     pid: int
     signal: int
+    reply_to: ReplyTo
+
+
+@attrs.frozen
+class AddProcessCommand:
+    """Exec a process into the container (runc exec -d); answered with its pid."""
+
+    args: list[str]
+    env: list[str]
+    cwd: str
+    user: Any  # protocol.User | None
+    terminal: bool
+    rows: int
+    cols: int
     reply_to: ReplyTo
 
 

@@ -1,7 +1,10 @@
 """Layout of the state directory, and atomic writes into it.
 
 ``<state-dir>/containers/<id>/`` holds what a restarted daemon needs to find a container again
-(``container.json``), plus its stdio logs and runc's log. Records are written to a temp file and
+(``container.json``), plus runc's log; it is removed when the container exits.
+``<state-dir>/logs/<id>/`` holds the stdout/stderr logs of its init (``stdout.log``) and of each
+exec'd process (``exec-<pid>.stdout.log``); they stay readable after the exit, until the id is
+reused or the daemon forgets the oldest exited containers. Records are written to a temp file and
 renamed, so a crash leaves either the old record or the new one, never half of one.
 """
 
@@ -18,7 +21,10 @@ import attrs
 
 @attrs.frozen
 class ContainerPaths:
+    """``directory`` lives as long as the container; ``logs`` outlives it (until the id is reused)."""
+
     directory: Path
+    logs: Path
 
     @property
     def record(self) -> Path:
@@ -34,18 +40,29 @@ class ContainerPaths:
 
     @property
     def stdout_log(self) -> Path:
-        return self.directory / "stdout.log"
+        return self.logs / "stdout.log"
 
     @property
     def stderr_log(self) -> Path:
-        return self.directory / "stderr.log"
+        return self.logs / "stderr.log"
+
+    def exec_logs(self, pid: int) -> tuple[Path, Path]:
+        return self.logs / f"exec-{pid}.stdout.log", self.logs / f"exec-{pid}.stderr.log"
 
     def create(self) -> None:
-        """Exclusive: an existing directory means the id is taken (possibly by a previous daemon)."""
+        """Exclusive: an existing directory means the id is taken (possibly by a previous daemon).
+
+        The logs of an earlier container with the same id are removed: the id is being reused.
+        """
         self.directory.mkdir(mode=0o700)
+        self.remove_logs()
+        self.logs.mkdir(mode=0o700, parents=True)
 
     def remove(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
+
+    def remove_logs(self) -> None:
+        shutil.rmtree(self.logs, ignore_errors=True)
 
 
 def write_json_atomically(path: Path, value: Any) -> None:
@@ -68,4 +85,5 @@ def write_json_atomically(path: Path, value: Any) -> None:
 def prepare_state_dir(state_dir: Path) -> None:
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     (state_dir / "containers").mkdir(mode=0o700, exist_ok=True)
+    (state_dir / "logs").mkdir(mode=0o700, exist_ok=True)
     (state_dir / "runc").mkdir(mode=0o700, exist_ok=True)

@@ -7,7 +7,9 @@ snapshots actors report, without asking 1000 actors one by one.
 
 from __future__ import annotations
 
+import collections
 import logging
+import shutil
 from typing import Any
 
 import attrs
@@ -16,12 +18,14 @@ import trio
 from ..protocol import ContainerInfo, ErrorCode
 from ..reaping import ExitWatcher
 from ..runc import Runc
+from ..stdio import ProcessIO
 from .config import DaemonConfig
 from .container import ActorDeps, ContainerActor, container_paths
 from .mailbox import CommandError, answer, fail
 from .messages import (
     ContainerRemoved,
     ContainerUpdated,
+    FindProcessIO,
     ListContainers,
     StartContainer,
     ToContainer,
@@ -29,13 +33,27 @@ from .messages import (
 
 log = logging.getLogger(__name__)
 
+#: Exited containers whose logs stay readable (ReadOutput, ``actr containers logs``) until their id
+#: is reused; beyond this many, the oldest are forgotten and their log directories removed.
+KEPT_EXITED_CONTAINERS = 256
+
 
 @attrs.define
 class _Entry:
     """What the supervisor knows of one container: where to send commands, and its last snapshot."""
 
     mailbox: trio.MemorySendChannel[Any]
+    #: The actor's own dict of process stdio by pid; read here, written only by the actor.
+    processes: dict[int, ProcessIO]
     info: ContainerInfo | None = None
+
+
+@attrs.frozen
+class _Exited:
+    """What is left of an exited container: its processes' stdio (logs, exit statuses)."""
+
+    processes: dict[int, ProcessIO]
+    init_pid: int
 
 
 class Supervisor:
@@ -49,6 +67,7 @@ class Supervisor:
     ) -> None:
         self._config = config
         self._registry: dict[str, _Entry] = {}
+        self._exited: collections.OrderedDict[str, _Exited] = collections.OrderedDict()
         self._mailbox_send, self._mailbox = trio.open_memory_channel[Any](1024)
         self._actor_deps = ActorDeps(
             runc=runc,
@@ -90,8 +109,12 @@ class Supervisor:
             entry = self._registry.get(message.info.id)
             if entry is not None:
                 entry.info = message.info
+        elif isinstance(message, FindProcessIO):
+            self._find_process_io(message)
         elif isinstance(message, ContainerRemoved):
             self._registry.pop(message.id, None)
+            if message.processes:
+                self._keep_exited(message.id, _Exited(message.processes, message.init_pid))
         else:
             log.error("supervisor: unexpected message %r", message)
 
@@ -102,6 +125,7 @@ class Supervisor:
                 CommandError(ErrorCode.ALREADY_EXISTS, f"container {message.id!r} already exists"),
             )
             return
+        self._exited.pop(message.id, None)  # the new actor removes the old logs
         actor = ContainerActor(
             message.id,
             message.bundle,
@@ -109,7 +133,7 @@ class Supervisor:
             container_paths(self._config.containers_dir, message.id),
             self._actor_deps,
         )
-        self._registry[message.id] = _Entry(actor.mailbox)
+        self._registry[message.id] = _Entry(actor.mailbox, actor.processes)
         actors.start_soon(self._run_actor, actor, message)
 
     async def _run_actor(self, actor: ContainerActor, message: StartContainer) -> None:
@@ -132,6 +156,35 @@ class Supervisor:
             fail(reply_to, CommandError(ErrorCode.INTERNAL, f"container {message.id!r} is busy; retry"))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             fail(reply_to, CommandError(ErrorCode.NOT_FOUND, f"container {message.id!r} has exited"))
+
+    def _keep_exited(self, id: str, exited: _Exited) -> None:
+        self._exited[id] = exited
+        self._exited.move_to_end(id)
+        while len(self._exited) > KEPT_EXITED_CONTAINERS:
+            old_id, _ = self._exited.popitem(last=False)
+            if old_id not in self._registry:
+                shutil.rmtree(self._config.state_dir / "logs" / old_id, ignore_errors=True)
+
+    def _find_process_io(self, message: FindProcessIO) -> None:
+        entry = self._registry.get(message.id)
+        if entry is not None and entry.info is not None:
+            processes, init_pid = entry.processes, entry.info.pid
+        elif message.id in self._exited:
+            exited = self._exited[message.id]
+            processes, init_pid = exited.processes, exited.init_pid
+        else:
+            fail(message.reply_to, CommandError(ErrorCode.NOT_FOUND, f"no such container: {message.id!r}"))
+            return
+        io = processes.get(message.pid or init_pid)
+        if io is None:
+            fail(
+                message.reply_to,
+                CommandError(
+                    ErrorCode.NOT_FOUND, f"container {message.id!r} has no process with pid {message.pid}"
+                ),
+            )
+            return
+        answer(message.reply_to, io)
 
     def _list(self) -> list[ContainerInfo]:
         return [entry.info for entry in self._registry.values() if entry.info is not None]
