@@ -180,15 +180,13 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.startswith("actr version ")
 
 
-@pytest.mark.parametrize(("flag", "word"), [(["--attach"], "--attach")])
-def test_unsupported_start_flags_exit_2(
-    flag: list[str], word: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.mark.parametrize("rest", [["--"], []])
+def test_exec_without_a_command_exits_2(rest: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     # Checked before connecting, so a missing daemon does not matter.
-    assert main(["--address", missing_address(), "containers", "start", *flag, "redis", "b"]) == 2
+    assert main(["--address", missing_address(), "containers", "exec", "--id", "redis", *rest]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert err.startswith(f"actr: {word} is not supported yet")
+    assert "give the command line after --" in err
 
 
 # --------------------------------------------------------------------------- rendering

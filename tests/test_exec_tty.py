@@ -131,3 +131,19 @@ async def test_detach_keys_leave_the_process_running(
             if b"after-detach\r\n" in out.split(b"echo after-detach", 1)[-1]:
                 break
     await client.write_input(cid, b"exit\r", shell.pid)
+
+
+async def test_terminal_is_restored_when_the_daemon_goes_away(
+    daemon: DaemonHandle, client: Client, sleep_bundle, tmux: Tmux
+) -> None:
+    cid = unique_id("gone")
+    await client.create_container(cid, str(sleep_bundle))
+    tmux.start(actr_exec_command(daemon, cid, tmux.directory))
+    await tmux.wait_for(PROMPT)
+    daemon.process.kill()
+    screen = await tmux.wait_for("ACTR-EXIT=1")
+    assert "cannot reach containerd-actors" in screen
+    with trio.fail_after(10):
+        while not (tmux.directory / "stty.after").exists():
+            await trio.sleep(0.05)
+    assert (tmux.directory / "stty.before").read_text() == (tmux.directory / "stty.after").read_text()

@@ -248,6 +248,15 @@ class ApiServer:
         Measured here: 50 MB arrive in about a second with 1 MiB per stream per reply.
         """
         io = await self._find_process_io(request.id, request.pid)
+        try:
+            return await self._read_logs(request, io)
+        except OSError as exc:
+            # The id was reused (or the logs forgotten) while this client was still reading.
+            raise CommandError(
+                ErrorCode.NOT_FOUND, f"the logs of process {io.pid} in {request.id!r} are gone: {exc}"
+            ) from None
+
+    async def _read_logs(self, request: ReadOutput, io: ProcessIO) -> ReadOutputReply:
         wait = request.wait
         if wait > 0:
             try:
