@@ -281,14 +281,21 @@ class Client:
         )
 
     async def follow_output(
-        self, id: str, pid: int = 0, *, follow: bool = True, tail: int = -1
+        self,
+        id: str,
+        pid: int = 0,
+        *,
+        follow: bool = True,
+        tail: int = -1,
+        offsets: tuple[int, int] = (0, 0),
     ) -> AsyncIterator[OutputChunk]:
-        """Yield a process's output from its start (or its last ``tail`` lines) until it exits.
+        """Yield a process's output from ``offsets`` (stdout, stderr; by default its start), or from
+        its last ``tail`` lines, until it exits.
 
         Without ``follow`` it stops at the current end of the logs instead. Each chunk is a
         long-poll reply; the last one (``exited``) carries the exit status.
         """
-        out_offset = err_offset = 0
+        out_offset, err_offset = offsets
         while True:
             reply = await self.read_output(
                 id,

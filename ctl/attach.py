@@ -67,8 +67,10 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-async def _pump_output(client: Client, id: str, pid: int, out_fd: int, err_fd: int) -> int:
-    async for chunk in client.follow_output(id, pid):
+async def _pump_output(
+    client: Client, id: str, pid: int, out_fd: int, err_fd: int, offsets: tuple[int, int]
+) -> int:
+    async for chunk in client.follow_output(id, pid, offsets=offsets):
         if chunk.stdout:
             # A thread, so that a slow reader of our stdout never stalls stdin forwarding.
             await trio.to_thread.run_sync(_write_all, out_fd, chunk.stdout)
@@ -152,8 +154,19 @@ async def _forward_window_size(client: Client, id: str, pid: int, tty_fd: int) -
                 await client.resize_terminal(id, rows, cols, pid)
 
 
-async def attach(client: Client, id: str, pid: int, *, terminal: bool, forward_stdin: bool = True) -> int:
+async def attach(
+    client: Client,
+    id: str,
+    pid: int,
+    *,
+    terminal: bool,
+    forward_stdin: bool = True,
+    offsets: tuple[int, int] = (0, 0),
+) -> int:
     """Connect this process's stdio to process ``pid`` of container ``id``; return its exit status.
+
+    Output starts at ``offsets`` (stdout, stderr): by default the process's first byte. They are
+    fixed before any input is sent, so the answer to a keystroke is never before the start.
 
     Returns 0 after a detach. A SIGTERM or SIGHUP to ``actr`` ends the attach (the process keeps
     running) with 128+N, after the terminal has been restored.
@@ -168,7 +181,7 @@ async def attach(client: Client, id: str, pid: int, *, terminal: bool, forward_s
 
                 async def output() -> None:
                     nonlocal status
-                    status = await _pump_output(client, id, pid, out_fd, err_fd)
+                    status = await _pump_output(client, id, pid, out_fd, err_fd, offsets)
                     nursery.cancel_scope.cancel()
 
                 async def stop_on_signal() -> None:

@@ -126,7 +126,11 @@ async def exec_process(
 
 
 async def attach_process(address: str, id: str, pid: int) -> int:
-    """``actr containers attach ID [-p PID]``: attach to a running process (the init by default)."""
+    """``actr containers attach ID [-p PID]``: attach to a running process (the init by default).
+
+    Output starts with what the process writes from now on, as docker's attach does; the earlier
+    output is in ``actr containers logs``.
+    """
     from ctl.attach import attach as attach_to
     from ctl.attach import terminal_size
 
@@ -136,7 +140,8 @@ async def attach_process(address: str, id: str, pid: int) -> int:
             rows, cols = terminal_size(sys.stdin.fileno())
             if rows and cols:
                 await client.resize_terminal(id, rows, cols, pid)
-        return await attach_to(client, id, pid, terminal=probe.terminal)
+        offsets = (probe.next_stdout_offset, probe.next_stderr_offset)
+        return await attach_to(client, id, pid, terminal=probe.terminal, offsets=offsets)
 
 
 async def show_logs(address: str, id: str, pid: int, *, follow: bool, tail: int) -> int:

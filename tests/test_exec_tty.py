@@ -130,7 +130,15 @@ async def test_detach_keys_leave_the_process_running(
             out += chunk.stdout
             if b"after-detach\r\n" in out.split(b"echo after-detach", 1)[-1]:
                 break
-    await client.write_input(cid, b"exit\r", shell.pid)
+    # And a terminal attaches to it again.
+    attach = shlex.join(
+        [*ACTR, "--address", daemon.address, "containers", "attach", "-p", str(shell.pid), cid]
+    )
+    tmux.run("new-window", "-t", "main", f"{attach}; echo ATTACH-EXIT=$?; sleep 1000")
+    tmux.keys("echo again-$((2+2))", "Enter")
+    await tmux.wait_for("again-4")
+    tmux.keys("exit 4", "Enter")
+    await tmux.wait_for("ATTACH-EXIT=4")
 
 
 async def test_terminal_is_restored_when_the_daemon_goes_away(
