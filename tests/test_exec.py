@@ -331,3 +331,23 @@ async def test_bad_exec_requests_get_clear_errors(daemon: DaemonHandle, client: 
     assert code == 1 and b"/nope" in err
     [info] = await client.containers()
     assert info.status == "running"  # the daemon and the container carry on
+
+
+async def test_logs_of_old_exec_processes_are_bounded(
+    daemon: DaemonHandle, client: Client, sleep_bundle
+) -> None:
+    """A health check exec'd every few seconds must not fill the state directory."""
+    cid = await started(client, sleep_bundle)
+    kept = 64  # containerd_actors.daemon.container.KEPT_EXITED_EXECS
+    pids = []
+    for _ in range(kept + 2):
+        pid = await client.add_process(cid, ["true"])
+        # Exited and its exit handled (pub/sub could drop some of 130 events in a burst; this cannot).
+        assert (await output_of(client, cid, pid))[2] == 0
+        pids.append(pid)
+    assert len(list((daemon.state_dir / "logs" / cid).glob("exec-*.stdout.log"))) == kept
+    for pid in pids[:2]:
+        with pytest.raises(RequestFailed) as failure:
+            await client.read_output(cid, pid)
+        assert failure.value.code == ErrorCode.NOT_FOUND
+    assert (await output_of(client, cid, pids[2]))[2] == 0

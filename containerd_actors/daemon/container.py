@@ -6,6 +6,7 @@ snapshots to the supervisor. Nothing else touches its pidfd, pipes or directory.
 
 from __future__ import annotations
 
+import collections
 import copy
 import fcntl
 import itertools
@@ -76,6 +77,9 @@ CONSOLE_HANDOVER_S = 5.0
 #: at /proc/sys/fs/pipe-max-size for unprivileged users; the daemon runs as root).
 EXEC_PIPE_BYTES = 1 << 20
 F_SETPIPE_SZ = 1031
+#: Exited exec'd processes whose logs a container keeps (a health check exec'd every few seconds
+#: must not fill the state directory); older ones are forgotten and their files removed.
+KEPT_EXITED_EXECS = 64
 
 
 @attrs.define
@@ -154,6 +158,7 @@ class ContainerActor:
         self.processes: dict[int, ProcessIO] = {}
         self._execs: dict[int, ExecProcess] = {}
         self._exec_numbers = itertools.count(1)
+        self._exited_execs: collections.deque[int] = collections.deque()
         self._nursery: trio.Nursery | None = None
         self._drained = trio.Event()
         self._status = "running"
@@ -551,6 +556,7 @@ class ContainerActor:
             pidfd = open_pidfd(pid)
         except OSError:
             pidfd = -1  # exited and reaped already? Not by us: it is our child until we wait.
+        self._forget_exec(pid)  # a recycled pid must not append to an older process's logs
         stdout_path, stderr_path = self.paths.exec_logs(pid)
         io = ProcessIO(stdout_path, stderr_path, stdin_fd, terminal=command.terminal)
         io.pid = pid
@@ -572,6 +578,17 @@ class ContainerActor:
         await self._events.send(EventDraft(EventType.START_PROCESS, self.id, pid))
         await self._report_status(self._status)
         return pid
+
+    def _forget_exec(self, pid: int) -> None:
+        """Drop an exited exec'd process's stdio and log files (not the init's, not a live one's)."""
+        if pid in self._execs or self._init is None or pid == self._init.pid:
+            return
+        if pid in self._exited_execs:
+            self._exited_execs.remove(pid)
+        self.processes.pop(pid, None)
+        for path in self.paths.exec_logs(pid):
+            path.unlink(missing_ok=True)
+            path.with_name(path.name + ".1").unlink(missing_ok=True)
 
     def _init_user(self) -> User:
         assert self._init is not None
@@ -666,6 +683,9 @@ class ContainerActor:
         process.io.stderr.close()
         process.io.mark_exited(status)
         del self._execs[pid]
+        self._exited_execs.append(pid)
+        while len(self._exited_execs) > KEPT_EXITED_EXECS:
+            self._forget_exec(self._exited_execs[0])
         await self._events.send(EventDraft(EventType.EXIT, self.id, pid, status))
         await self._report_status(self._status)
         process.done.set()
