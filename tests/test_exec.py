@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -351,3 +352,24 @@ async def test_logs_of_old_exec_processes_are_bounded(
             await client.read_output(cid, pid)
         assert failure.value.code == ErrorCode.NOT_FOUND
     assert (await output_of(client, cid, pids[2]))[2] == 0
+
+
+async def test_a_slow_reader_never_blocks_the_writer_and_loses_nothing(client: Client, sleep_bundle) -> None:
+    cid = await started(client, sleep_bundle)
+    size = 20 << 20
+    script = f"head -c {size} /dev/urandom > /dev/shm/b && md5sum /dev/shm/b >&2 && cat /dev/shm/b"
+    async with client.subscribe() as events:
+        pid = await client.add_process(cid, ["sh", "-c", script])
+        # The reader takes 64 KiB, then stalls while the process writes the other 20 MB and exits.
+        first = await client.read_output(cid, pid, wait=10, max_bytes=64 << 10)
+        exit_event = (await events_until(events, lambda e: e.type == EventType.EXIT))[-1]
+    assert (exit_event.pid, exit_event.status) == (pid, 0)
+    out = base64.b64decode(first.stdout)
+    err = base64.b64decode(first.stderr)
+    async for chunk in client.follow_output(
+        cid, pid, offsets=(first.next_stdout_offset, first.next_stderr_offset)
+    ):
+        out += chunk.stdout
+        err += chunk.stderr
+    assert len(out) == size
+    assert hashlib.md5(out).hexdigest() == err.split()[0].decode()
