@@ -7,6 +7,7 @@ snapshots to the supervisor. Nothing else touches its pidfd, pipes or directory.
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import fcntl
 import itertools
@@ -90,6 +91,24 @@ class ExecProcess:
     pidfd: int
     io: ProcessIO
     done: trio.Event = attrs.field(factory=trio.Event)
+
+
+async def _receive_console(listener: socket.socket) -> list[int]:
+    """Accept runc's connection on a non-blocking listener and take the fd it sends (SCM_RIGHTS)."""
+    while True:
+        try:
+            connection, _ = listener.accept()
+            break
+        except BlockingIOError:
+            await trio.lowlevel.wait_readable(listener)
+    with connection:
+        connection.setblocking(False)
+        while True:
+            try:
+                _, fds, _, _ = socket.recv_fds(connection, 4096, 1)
+                return fds
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(connection)
 
 
 def _merge_env(base: list[str], overrides: list[str]) -> list[str]:
@@ -623,7 +642,9 @@ class ContainerActor:
         """
         directory = tempfile.mkdtemp(prefix="actr-console-")
         path = Path(directory) / "console.sock"
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        listener = socket.socket(
+            socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+        )
         devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         try:
             listener.bind(str(path))
@@ -636,14 +657,19 @@ class ContainerActor:
                 Stdio(devnull, devnull, devnull),
                 console_socket=path,
             )
-            # runc has sent the master before exiting, so it waits in the socket already.
-            listener.settimeout(CONSOLE_HANDOVER_S)
-            connection, _ = listener.accept()
-            with connection:
-                connection.settimeout(CONSOLE_HANDOVER_S)
-                _, fds, _, _ = socket.recv_fds(connection, 4096, 1)
+            # runc has sent the master before exiting, so it normally waits in the socket already;
+            # never block the event loop on it all the same.
+            fds: list[int] = []
+            with trio.move_on_after(CONSOLE_HANDOVER_S):
+                fds = await _receive_console(listener)
             if not fds:
-                raise OSError("runc sent no terminal over the console socket")
+                # Nobody could ever read or write this process's terminal: do not leave it running.
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signals.SIGKILL)
+                    os.waitpid(pid, 0)
+                raise OSError(
+                    f"runc sent no terminal over the console socket within {CONSOLE_HANDOVER_S:g} s"
+                )
             master = fds[0]
             os.set_inheritable(master, False)
         finally:
