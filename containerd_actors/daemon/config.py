@@ -20,6 +20,9 @@ class DaemonConfig:
     metrics_address: str | None = None
     runtime: str = "runc"
     start_timeout: float = 15.0
+    #: Set when this process is the API server under a reaper: the fd of the reaper socket.
+    reaper_fd: int | None = None
+    no_reaper: bool = False
 
     @property
     def runc_root(self) -> Path:

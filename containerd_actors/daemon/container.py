@@ -22,7 +22,7 @@ from ..cgroup_stats import CgroupGone, CgroupPaths, read_cgroup_stats, resolve_c
 from ..metrics import CONTAINER_DELETE_TIME, CONTAINER_START_TIME, CONTAINERS
 from ..oom import watch_oom
 from ..protocol import Checkpoint, ContainerInfo, ErrorCode, EventType, ProcessInfo, User
-from ..reaping import ExitWatcher, open_pidfd
+from ..reaping import ExitWatcher, open_pidfd, process_start_time
 from ..runc import Runc, RuncError, RuncTimeout, close_quietly, read_bundle_config, validate_bundle
 from ..stdio import ContainerPipes, RotatingLog, drain_to_log
 from .checkpoints import (
@@ -49,14 +49,28 @@ from .messages import (
     SignalProcess,
     TakeCheckpoint,
 )
-from .state_dir import ContainerPaths, write_json_atomically
+from .state_dir import ContainerPaths, ContainerRecord, write_json_atomically
 from .telemetry import AddToCounter, RecordDuration, tell
 
 log = logging.getLogger(__name__)
 
+#: Why an exit event can carry no status: the process was not our child or the reaper's.
+UNKNOWN_EXIT_REASON = (
+    "the process exited while no reaper was its parent (the daemon and its reaper were both down), "
+    "so its exit status could not be observed"
+)
+
 #: After the init exits, the kernel has already killed the rest of its pid namespace, so pipe
 #: EOF follows at once; this bound only guards against a writer outside the namespace.
 DRAIN_GRACE_S = 2.0
+
+
+def _pidfd_if_alive(pid: int) -> int:
+    """-1 when the process is already gone (a reaper may reap a quick exit before we look)."""
+    try:
+        return open_pidfd(pid)
+    except ProcessLookupError:
+        return -1
 
 
 def _init_process_info(pid: int, config: dict[str, Any]) -> ProcessInfo:
@@ -136,6 +150,7 @@ class ContainerActor:
             raise
         answer(start_reply, pid)
         tell(self._metrics, RecordDuration(CONTAINER_START_TIME, time.monotonic_ns() - started_at))
+        await self._keep_pipes_in_reaper()
         tell(self._metrics, AddToCounter(CONTAINERS, +1))
         await self._events.send(EventDraft(EventType.START_CONTAINER, self.id, pid))
         await self._report_status("running")
@@ -181,7 +196,7 @@ class ContainerActor:
                         criu_options(restore_from),
                     )
             pipes.close_child_ends()
-            self._pidfd = open_pidfd(pid)
+            self._pidfd = _pidfd_if_alive(pid)
         except BaseException as exc:
             pipes.close_all()
             for log_file in logs:
@@ -202,9 +217,46 @@ class ContainerActor:
         self._init = attrs.evolve(init_template, pid=pid)
         write_json_atomically(
             self.paths.record,
-            {"id": self.id, "bundle": str(bundle), "pid": pid, "created": time.time()},
+            {
+                "id": self.id,
+                "bundle": str(bundle),
+                "pid": pid,
+                "pid_start_time": process_start_time(pid),
+                "created": time.time(),
+            },
         )
         return pid
+
+    async def _keep_pipes_in_reaper(self) -> None:
+        """The reaper holds copies of our pipe ends, so a server crash never closes a container's stdio."""
+        assert self._pipes is not None
+        pipes = self._pipes
+        await self._exit_watcher.keep(self.id, [pipes.stdin_write, pipes.stdout_read, pipes.stderr_read])
+
+    async def run_adopted(self, record: ContainerRecord, kept_fds: list[int]) -> None:
+        """Take over a container a previous server started, from its record and the reaper's pipe ends."""
+        try:
+            init_template = _init_process_info(0, read_bundle_config(self._bundle_path))
+        except (ValueError, TypeError, AttributeError):
+            init_template = ProcessInfo(pid=0, args=[], env=[], cwd="/", user=User())
+        self._init = attrs.evolve(init_template, pid=record.pid)
+        if len(kept_fds) == 3:
+            stdin_write, stdout_read, stderr_read = kept_fds
+        else:
+            for fd in kept_fds:
+                close_quietly(fd)
+            stdin_write, stdout_read, stderr_read = -1, -1, -1
+        self._pipes = ContainerPipes(-1, stdin_write, stdout_read, -1, stderr_read, -1)
+        self._logs = (RotatingLog(self.paths.stdout_log), RotatingLog(self.paths.stderr_log))
+        alive = process_start_time(record.pid) == record.pid_start_time
+        self._pidfd = _pidfd_if_alive(record.pid) if alive else -1
+        tell(self._metrics, AddToCounter(CONTAINERS, +1))
+        await self._report_status("running")
+        log.info("container %s: adopted (pid %d%s)", self.id, record.pid, "" if alive else ", already exited")
+        try:
+            await self._supervise()
+        finally:
+            tell(self._metrics, AddToCounter(CONTAINERS, -1))
 
     def _fresh_criu_work_dir(self) -> Path:
         """CRIU writes its logs here; each operation starts from an empty one so a log tail is its own."""
@@ -264,15 +316,21 @@ class ContainerActor:
 
     async def _drain_outputs(self, scope: trio.CancelScope) -> None:
         assert self._pipes is not None and self._logs is not None
-        stdout_log, stderr_log = self._logs
         with scope:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(drain_to_log, self._pipes.stdout_read, stdout_log)
-                nursery.start_soon(drain_to_log, self._pipes.stderr_read, stderr_log)
+                for fd, log_file in zip(
+                    (self._pipes.stdout_read, self._pipes.stderr_read), self._logs, strict=True
+                ):
+                    if fd >= 0:
+                        nursery.start_soon(drain_to_log, fd, log_file)
+                    else:
+                        log_file.close()  # adopted without its pipes: nothing to drain
         self._drained.set()
 
     async def _watch_init(self, pid: int) -> None:
-        status = await self._exit_watcher.wait_for_exit(self._pidfd, pid)
+        status = self._exit_watcher.exited_while_away(pid)
+        if status is None:
+            status = await self._exit_watcher.wait_for_exit(self._pidfd, pid)
         await self._mailbox_send.send(InitExited(status))
 
     async def _delete_from_runc(self) -> None:
@@ -294,8 +352,9 @@ class ContainerActor:
         if self._oom_notify:
             await self._report_ooms()  # an OOM kill is announced before the exit it caused
         close_quietly(self._pipes.stdin_write)
-        os.close(self._pidfd)
-        self._pidfd = -1
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
         deleting_at = time.monotonic_ns()
         await self._delete_from_runc()
         tell(self._metrics, RecordDuration(CONTAINER_DELETE_TIME, time.monotonic_ns() - deleting_at))
@@ -304,7 +363,10 @@ class ContainerActor:
         drains.cancel()
         self.paths.remove()
         await self._supervisor.send(ContainerRemoved(self.id))
-        await self._events.send(EventDraft(EventType.EXIT, self.id, pid, status))
+        reason = None if status is not None else UNKNOWN_EXIT_REASON
+        await self._events.send(EventDraft(EventType.EXIT, self.id, pid, status, reason))
+        await self._exit_watcher.drop(self.id)
+        await self._exit_watcher.acknowledge(pid)
         log.debug("container %s: init %d exited with %s", self.id, pid, status)
 
     # ------------------------------------------------------------------ commands
@@ -320,6 +382,8 @@ class ContainerActor:
             )
             return
         try:
+            if self._pidfd < 0:
+                raise ProcessLookupError
             signals.pidfd_send_signal(self._pidfd, message.signal)
         except ProcessLookupError:
             fail(message.reply_to, CommandError(ErrorCode.NOT_FOUND, f"container {self.id!r} is not running"))

@@ -35,6 +35,7 @@ class EventDraft:
     id: str
     pid: int
     status: int | None = None
+    reason: str | None = None
 
 
 @attrs.frozen
@@ -89,7 +90,7 @@ class EventsActor:
 
     def _publish(self, socket: pynng.Pub0, draft: EventDraft) -> None:
         self._seq += 1
-        event = Event(self._seq, time.time(), draft.type, draft.id, draft.pid, draft.status)
+        event = Event(self._seq, time.time(), draft.type, draft.id, draft.pid, draft.status, draft.reason)
         self.recent.append(event)
         # Pub0 never blocks: a full subscriber queue drops, which seq makes visible.
         socket.send(encode_event(event))

@@ -22,11 +22,15 @@ import trio
 
 from .. import __version__
 from ..protocol import warm_up
-from ..reaping import LocalSubreaper, become_child_subreaper
+from ..reaper.process import run_reaper
+from ..reaper.wire import SERVER_FD
+from ..reaping import ExitWatcher, LocalSubreaper, become_child_subreaper
 from ..runc import Runc
 from .config import DaemonConfig
 from .events import EventsActor
 from .prometheus_http import serve_prometheus
+from .reaper_link import ReaperLink
+from .recovery import load_records
 from .server import ApiServer, default_daemon_id
 from .state_dir import prepare_state_dir
 from .supervisor import Supervisor
@@ -118,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=15.0,
         help="kill a runc that has not started its container within this time (default 15s)",
     )
+    parser.add_argument(
+        "--no-reaper",
+        action="store_true",
+        help="run without the reaper parent (a daemon crash then loses exit statuses and stdio)",
+    )
+    # Internal: set by the reaper when it starts the API server, naming the fd of its socket.
+    parser.add_argument("--reaper-fd", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("-v", "--version", action="version", version=f"containerd-actors {__version__}")
     return parser
 
@@ -138,6 +149,8 @@ def config_from_args(argv: list[str] | None = None) -> DaemonConfig:
         metrics_address=args.metrics_address,
         runtime=args.runtime,
         start_timeout=args.start_timeout,
+        reaper_fd=args.reaper_fd,
+        no_reaper=args.no_reaper,
     )
 
 
@@ -188,7 +201,7 @@ def prepare_socket_dir(address: str) -> None:
         log.warning("socket directory %s is accessible to other users; prefer a 0700 directory", directory)
 
 
-def notify_ready() -> None:
+def notify_ready(main_pid: int) -> None:
     """sd_notify READY=1, so systemd (Type=notify) and the tests know when requests are served."""
     target = os.environ.get("NOTIFY_SOCKET")
     if not target:
@@ -197,7 +210,7 @@ def notify_ready() -> None:
         target = "\0" + target[1:]
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as notify:
         try:
-            notify.sendto(f"READY=1\nMAINPID={os.getpid()}".encode(), target)
+            notify.sendto(f"READY=1\nMAINPID={main_pid}".encode(), target)
         except OSError as exc:
             log.warning("cannot notify readiness on %s: %s", target, exc)
 
@@ -207,12 +220,21 @@ async def run_daemon(config: DaemonConfig) -> None:
     runc = Runc(config.runc_root, binary=config.runtime, timeout=config.start_timeout)
     metrics = MetricsActor(config.metrics_interval)
     events = EventsActor(config.events_address, metrics.mailbox)
+    records = load_records(config.containers_dir, config.state_dir / "quarantine")
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as stop_signals:
         async with trio.open_nursery() as nursery:
+            exit_watcher: ExitWatcher
+            kept: dict[str, list[int]] = {}
+            if config.reaper_fd is not None:
+                link = ReaperLink(socket.socket(fileno=config.reaper_fd))
+                await nursery.start(link.run)
+                exit_watcher, kept = link, link.kept
+            else:
+                exit_watcher = LocalSubreaper()
             await nursery.start(metrics.run)
             await nursery.start(events.run)
-            supervisor = Supervisor(config, runc, LocalSubreaper(), events.mailbox, metrics.mailbox)
-            await nursery.start(supervisor.run)
+            supervisor = Supervisor(config, runc, exit_watcher, events.mailbox, metrics.mailbox)
+            await nursery.start(supervisor.run, records, kept)
             server = ApiServer(config, supervisor.mailbox, events.mailbox, metrics.mailbox)
             await nursery.start(server.run)
             if config.metrics_address:
@@ -224,7 +246,10 @@ async def run_daemon(config: DaemonConfig) -> None:
                 config.state_dir,
                 config.concurrency,
             )
-            notify_ready()
+            (config.state_dir / "server.pid").write_text(f"{os.getpid()}\n")
+            if isinstance(exit_watcher, ReaperLink):
+                await exit_watcher.announce_serving()
+            notify_ready(main_pid=os.getppid() if config.reaper_fd is not None else os.getpid())
             async for signum in stop_signals:
                 log.info("received %s: stopping; containers keep running", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
@@ -232,12 +257,18 @@ async def run_daemon(config: DaemonConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    config = config_from_args(argv)
+    raw_args = sys.argv[1:] if argv is None else argv
+    config = config_from_args(raw_args)
     setup_logging(config.debug)
     if os.geteuid() != 0:
         log.warning("not running as root: runc will likely refuse to create containers")
     raise_fd_limit()
-    become_child_subreaper()
+    if config.reaper_fd is None and not config.no_reaper:
+        # This process becomes the reaper; the API server runs as its child (see reaper/process.py).
+        server_argv = ["-m", "containerd_actors.daemon.main", "--reaper-fd", str(SERVER_FD), *raw_args]
+        raise SystemExit(run_reaper(server_argv, config.state_dir))
+    if config.reaper_fd is None:
+        become_child_subreaper()
     prepare_state_dir(config.state_dir)
     prepare_socket_dir(config.listen)
     prepare_socket_dir(config.events_address)

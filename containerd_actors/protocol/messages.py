@@ -381,7 +381,9 @@ class Event:
 
     ``seq`` increases by exactly one per event, so a subscriber can detect a gap.
     ``timestamp`` is seconds since the Unix epoch. ``status`` is the exit status for ``exit``
-    events (128+N for death by signal N) and null where it does not apply.
+    events (128+N for death by signal N) and null where it does not apply. An ``exit`` whose
+    status could not be observed has a null status and says why in ``reason``; a status is never
+    made up.
     """
 
     seq: int
@@ -390,6 +392,7 @@ class Event:
     id: str
     pid: int
     status: int | None = None
+    reason: str | None = None
 
 
 EVENT_TOPIC_PREFIX = "/containers/"
