@@ -25,6 +25,8 @@ from containerd_actors.protocol import (
     ErrorCode,
     ErrorReply,
     Event,
+    Events,
+    EventsReply,
     EventType,
     MachineInfo,
     Ping,
@@ -222,6 +224,25 @@ def test_defaults_fill_omitted_fields() -> None:
     assert decode_request(_signal()) == Signal("r-1", "web", pid=0, signal=15)
 
 
+def test_events_defaults_read_the_first_page_of_the_journal() -> None:
+    assert decode_request(_dumps({"type": "Events", "request_id": "r-1"})) == Events("r-1", 0, None, 1000)
+
+
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        ({"limit": 0}, "limit must be between 1 and 1000, got 0"),
+        ({"limit": 1001}, "limit must be between 1 and 1000, got 1001"),
+        ({"from_seq": -1}, "from_seq must be >= 0, got -1"),
+        ({"since": "yesterday"}, "$.since"),
+    ],
+)
+def test_bad_events_requests_are_refused(fields: dict[str, Any], words: str) -> None:
+    error = _error(_dumps({"type": "Events", "request_id": "r-1", **fields}))
+    assert error.code == ErrorCode.INVALID_REQUEST
+    assert words in error.message
+
+
 # --------------------------------------------------------------------------- strict types
 # cattrs' JSON converter would coerce ("9" -> 9, true -> 1, null -> "None"); the codec checks instead.
 
@@ -330,16 +351,27 @@ def _examples() -> list[Any]:
         CreateContainer(request_id="r-2", id="web", bundle="/srv/web"),
         Signal(request_id="r-3", id="web", pid=7, signal=9),
         State(request_id="r-4"),
+        Events(request_id="r-6"),
+        Events(request_id="r-7", from_seq=12, since=1700000000.5, limit=1),
         PingReply(
             request_id="r-1",
             daemon_id="d",
             version="0.1.0",
             events_address="ipc:///run/containerd-actors/events.sock",
             events_subscribers=0,
+            last_event_seq=0,
         ),
         CreateContainerReply(request_id="r-2", pid=4242),
         SignalReply(request_id="r-3"),
         _state_reply(),
+        EventsReply(request_id="r-6", events=[], next_seq=1, last_seq=0, first_available_seq=1),
+        EventsReply(
+            request_id="r-7",
+            events=[Event(seq=12, timestamp=1700000000.5, type=EventType.EXIT, id="web", pid=7, status=0)],
+            next_seq=13,
+            last_seq=20,
+            first_available_seq=3,
+        ),
         ErrorReply(request_id=None, code=ErrorCode.MALFORMED, message="not JSON"),
         ErrorReply(request_id="r-5", code=ErrorCode.INVALID_REQUEST, message="bad", details=["a", "b"]),
         Event(seq=1, timestamp=1700000000.5, type=EventType.START_CONTAINER, id="web", pid=4242),
@@ -372,6 +404,7 @@ _VALIDATOR_STRATEGIES: dict[Any, st.SearchStrategy[Any]] = {
     messages._valid_id: st.from_regex(ID_PATTERN, fullmatch=True),
     messages._non_negative: st.integers(min_value=0, max_value=2**63),
     messages._signal_number: st.integers(min_value=1, max_value=64),
+    messages._page_limit: st.integers(min_value=1, max_value=messages.MAX_EVENTS_PER_PAGE),
 }
 
 

@@ -20,6 +20,8 @@ from containerd_actors.protocol import (
     ErrorCode,
     ErrorReply,
     Event,
+    Events,
+    EventsReply,
     EventType,
     MachineInfo,
     Ping,
@@ -71,6 +73,10 @@ def _samples() -> dict[type, list[Any]]:
         CreateContainer: [CreateContainer(request_id="r-2", id="web.1_a-b", bundle="/srv/bundles/web")],
         Signal: [Signal(request_id="r-3", id="web"), Signal(request_id="", id="a" * 128, pid=7, signal=64)],
         State: [State(request_id="r-4")],
+        Events: [
+            Events(request_id="r-7"),
+            Events(request_id="r-8", from_seq=5, since=1700000000.25, limit=10),
+        ],
         PingReply: [
             PingReply(
                 request_id="r-1",
@@ -78,6 +84,7 @@ def _samples() -> dict[type, list[Any]]:
                 version="0.1.0",
                 events_address="ipc:///run/containerd-actors/events.sock",
                 events_subscribers=2,
+                last_event_seq=41,
             )
         ],
         CreateContainerReply: [CreateContainerReply(request_id="r-2", pid=4242)],
@@ -95,6 +102,19 @@ def _samples() -> dict[type, list[Any]]:
                     ContainerInfo(id="db", bundle="/srv/bundles/db", status="stopped", pid=0),
                 ],
                 machine=MachineInfo(id="host", cpus=1, memory=0),
+            ),
+        ],
+        EventsReply: [
+            EventsReply(request_id="r-7", events=[], next_seq=1, last_seq=0, first_available_seq=1),
+            EventsReply(
+                request_id="r-8",
+                events=[
+                    Event(seq=5, timestamp=1700000000.25, type=EventType.START_CONTAINER, id="web", pid=42),
+                    Event(seq=7, timestamp=1700000001.0, type=EventType.EXIT, id="web", pid=42, status=0),
+                ],
+                next_seq=8,
+                last_seq=9,
+                first_available_seq=5,
             ),
         ],
         ErrorReply: [
@@ -373,6 +393,9 @@ def test_defaulted_fields_may_be_omitted_as_the_codec_allows() -> None:
         {"type": "Signal", "request_id": "1", "id": "web", "signal": "9"},
         {"type": "Signal", "request_id": 1, "id": "web"},
         {"type": "CreateContainer", "request_id": "1", "id": "web", "bundle": None},
+        {"type": "Events", "request_id": "1", "limit": 0},
+        {"type": "Events", "request_id": "1", "limit": 1001},
+        {"type": "Events", "request_id": "1", "from_seq": -1},
     ],
 )
 def test_the_request_schema_rejects_what_a_client_must_not_send(payload: dict[str, Any]) -> None:

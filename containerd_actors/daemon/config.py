@@ -19,6 +19,7 @@ class DaemonConfig:
     oom_notify: bool
     runtime: str = "runc"
     start_timeout: float = 15.0
+    events_retention: int = 1_000_000
 
     @property
     def runc_root(self) -> Path:
@@ -28,3 +29,8 @@ class DaemonConfig:
     @property
     def containers_dir(self) -> Path:
         return self.state_dir / "containers"
+
+    @property
+    def events_dir(self) -> Path:
+        """The event journal's segment files (see ``journal``)."""
+        return self.state_dir / "events"

@@ -26,6 +26,7 @@ from ..reaping import LocalSubreaper, become_child_subreaper
 from ..runc import Runc
 from .config import DaemonConfig
 from .events import EventsActor
+from .journal import DEFAULT_RETENTION, EventJournal
 from .server import ApiServer, default_daemon_id
 from .state_dir import prepare_state_dir
 from .supervisor import Supervisor
@@ -110,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=15.0,
         help="kill a runc that has not started its container within this time (default 15s)",
     )
+    parser.add_argument(
+        "--events-retention",
+        type=int,
+        default=DEFAULT_RETENTION,
+        metavar="N",
+        help=f"keep at most N events in the journal for replay (default {DEFAULT_RETENTION:,})",
+    )
     parser.add_argument("-v", "--version", action="version", version=f"containerd-actors {__version__}")
     return parser
 
@@ -118,6 +126,8 @@ def config_from_args(argv: list[str] | None = None) -> DaemonConfig:
     args = build_parser().parse_args(argv)
     if args.concurrency < 1:
         raise SystemExit("containerd-actors: --concurrency must be at least 1")
+    if args.events_retention < 1:
+        raise SystemExit("containerd-actors: --events-retention must be at least 1")
     return DaemonConfig(
         id=args.id,
         debug=args.debug,
@@ -129,6 +139,7 @@ def config_from_args(argv: list[str] | None = None) -> DaemonConfig:
         oom_notify=args.oom_notify,
         runtime=args.runtime,
         start_timeout=args.start_timeout,
+        events_retention=args.events_retention,
     )
 
 
@@ -196,7 +207,9 @@ def notify_ready() -> None:
 async def run_daemon(config: DaemonConfig) -> None:
     warm_up()
     runc = Runc(config.runc_root, binary=config.runtime, timeout=config.start_timeout)
-    events = EventsActor(config.events_address)
+    # Before any actor runs: the journal fixes where seq continues after a restart.
+    journal = EventJournal(config.events_dir, retention=config.events_retention)
+    events = EventsActor(config.events_address, journal)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as stop_signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(events.run)
@@ -205,11 +218,12 @@ async def run_daemon(config: DaemonConfig) -> None:
             server = ApiServer(config, supervisor.mailbox, events.mailbox)
             await nursery.start(server.run)
             log.info(
-                "containerd-actors %s ready: id=%s state-dir=%s concurrency=%d",
+                "containerd-actors %s ready: id=%s state-dir=%s concurrency=%d next event seq=%d",
                 __version__,
                 config.id,
                 config.state_dir,
                 config.concurrency,
+                journal.last_seq + 1,
             )
             notify_ready()
             async for signum in stop_signals:

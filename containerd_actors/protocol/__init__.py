@@ -22,6 +22,7 @@ from .codec import (
 from .messages import (
     EVENT_TOPIC_PREFIX,
     ID_PATTERN,
+    MAX_EVENTS_PER_PAGE,
     REPLY_TYPES,
     REQUEST_TYPES,
     ContainerInfo,
@@ -30,6 +31,8 @@ from .messages import (
     ErrorCode,
     ErrorReply,
     Event,
+    Events,
+    EventsReply,
     EventType,
     MachineInfo,
     Ping,
@@ -48,6 +51,7 @@ from .messages import (
 __all__ = [
     "EVENT_TOPIC_PREFIX",
     "ID_PATTERN",
+    "MAX_EVENTS_PER_PAGE",
     "MAX_MESSAGE_BYTES",
     "REPLY_TYPES",
     "REQUEST_TYPES",
@@ -59,6 +63,8 @@ __all__ = [
     "ErrorReply",
     "Event",
     "EventType",
+    "Events",
+    "EventsReply",
     "MachineInfo",
     "Ping",
     "PingReply",
