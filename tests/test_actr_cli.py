@@ -33,6 +33,8 @@ from containerd_actors.protocol import (
     CreateContainerReply,
     ErrorReply,
     Event,
+    Events,
+    EventsReply,
     MachineInfo,
     Ping,
     PingReply,
@@ -358,6 +360,7 @@ class FakeDaemon:
         self._rep = pynng.Rep0(listen=self.address, recv_timeout=100)
         self._pub = pynng.Pub0(listen=self.events_address)
         self._seq = 0
+        self.published: list[Event] = []  # its journal: Events requests are answered from it
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
@@ -371,7 +374,13 @@ class FakeDaemon:
                 daemon_id="fake",
                 version="0",
                 events_address=self.events_address,
+                last_event_seq=self._last_published_seq(),
             )
+        if isinstance(request, Events):
+            last = self._last_published_seq()
+            page = [e for e in self.published[:last] if e.seq >= request.from_seq][: request.limit]
+            next_seq = page[-1].seq + 1 if page else max(request.from_seq, last + 1)
+            return EventsReply(request.request_id, page, next_seq, last, 1)
         if isinstance(request, State):
             return StateReply(request.request_id, self.containers, MachineInfo("fake", 1, 1))
         if isinstance(request, CreateContainer):
@@ -392,9 +401,14 @@ class FakeDaemon:
             self.requests.append(request)
             self._rep.send(encode_reply(self._reply(request)))
 
+    def _last_published_seq(self) -> int:
+        """From the list, not ``_seq``: the publishing thread bumps ``_seq`` before it appends."""
+        return len(self.published)
+
     def publish(self, type_: str = "exit", id: str = "redis", status: int | None = 0) -> Event:
         self._seq += 1
         event = Event(self._seq, time.time(), type_, id, 100 + self._seq, status)
+        self.published.append(event)
         self._pub.send(encode_event(event))
         return event
 
