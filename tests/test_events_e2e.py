@@ -1,4 +1,5 @@
-"""Event seq numbers and replay across a daemon restart: real daemon processes, real containers."""
+"""Events with the real daemon process and real containers: seq and replay across a restart,
+``actr events --from/--since``, and the ``Events`` request from a client we did not write."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import sys
 from typing import Any
 
 import trio
-from conftest import start_daemon, stop_daemon, unique_id
+from conftest import DaemonHandle, start_daemon, stop_daemon, unique_id
 from test_lifecycle import collect_until
+from test_nngcat_interop import parse_quoted_lines
 
 from containerd_actors.client import Client
 from containerd_actors.protocol import Event, EventType, converter
@@ -146,3 +148,26 @@ async def test_actr_since_replays_what_happened_after_that_time(state_dir, bundl
     assert early[-1].seq < late[0].seq
     assert replayed == [as_json(e) for e in late]
     assert {line["id"] for line in replayed} == set(ids)
+
+
+async def test_nngcat_reads_the_journal_with_an_events_request(
+    daemon: DaemonHandle, client: Client, bundle_factory
+) -> None:
+    async with client.subscribe() as events:
+        await start_quick_containers(client, str(bundle_factory("true")), "nngcat", 1)
+        with trio.fail_after(60):
+            seen = await collect_until(events, exits(1))
+    request = {"type": "Events", "request_id": "e1", "from_seq": 2, "limit": 1}
+    argv = ["nngcat", "--req", "--dial", daemon.address, "--data", json.dumps(request), "--quoted"]
+    with trio.fail_after(30):
+        completed = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
+    assert completed.returncode == 0, completed.stderr
+    [reply_bytes] = parse_quoted_lines(completed.stdout)
+    assert json.loads(reply_bytes) == {
+        "type": "EventsReply",
+        "request_id": "e1",
+        "events": [as_json(seen[1])],
+        "next_seq": 3,
+        "last_seq": 2,
+        "first_available_seq": 1,
+    }
