@@ -185,9 +185,10 @@ class Client:
         however slowly the caller reads, as long as the daemon's journal still holds it.
 
         ``from_seq`` (or ``since``, a Unix time) first replays older events from the journal,
-        then continues live with no gap and no duplicate at the seam. Events that are no longer
-        in the journal (beyond ``--events-retention``) cannot be delivered: each such range is
-        recorded in ``subscription.lost`` and passed to ``on_loss``, never skipped silently.
+        then continues live with no gap and no duplicate at the seam; ``from_seq=0`` starts at
+        the oldest event the journal still has. Events asked for that the journal no longer has
+        (beyond ``--events-retention``) cannot be delivered: each such range is recorded in
+        ``subscription.lost`` and passed to ``on_loss``, never skipped silently.
 
         A gap is only visible in the full ``seq`` stream, so a lossless subscription receives
         every event and filters by ``topic_prefix`` here, as nng would. ``fill_gaps=False``
@@ -221,11 +222,14 @@ class Client:
 
 
 def _start_seq(from_seq: int | None, since: float | None, last_event_seq: int) -> int:
-    """The first seq a new subscription wants: ``from_seq``, or the oldest for ``since``, or the next."""
+    """The first seq a new subscription wants: ``from_seq``, or the next one live.
+
+    0 means "wherever the journal starts": the oldest event kept, or the first at ``since``.
+    """
     if from_seq is not None:
-        return max(from_seq, 1)
+        return from_seq
     if since is not None:
-        return 1
+        return 0
     return last_event_seq + 1
 
 
@@ -310,6 +314,9 @@ class EventSubscription:
         self.next_seq = next_seq
         self._known_last_seq = known_last_seq
         self._since = since
+        #: The first page decides where the stream starts (oldest kept, or first at ``since``),
+        #: so events before it are not "lost": they were not asked for.
+        self._open_start = since is not None or next_seq == 0
         self._on_loss = on_loss
         self._pending: collections.deque[Event] = collections.deque()
         self._idle_check = IDLE_CHECK_MIN_S
@@ -328,7 +335,7 @@ class EventSubscription:
                 if self._matches(event):
                     return event
                 continue
-            if self._since is not None or self.next_seq <= self._known_last_seq:
+            if self._open_start or self.next_seq <= self._known_last_seq:
                 await self._read_journal()
                 continue
             with trio.move_on_after(self._idle_check) as idle:
@@ -367,21 +374,20 @@ class EventSubscription:
     async def _read_journal(self, timeout: float | None = None) -> None:
         """Read one page from ``next_seq`` into the pending queue, noting what is lost."""
         assert self._client is not None
-        since = self._since
         reply = await self._client.call(
             Events,
             EventsReply,
             timeout=timeout,
             from_seq=self.next_seq,
-            since=since,
+            since=self._since,
             limit=MAX_EVENTS_PER_PAGE,
         )
-        self._since = None
         self.stats.pages += 1
         expected = self.next_seq
-        if since is not None:
-            # The page starts at the first event that new: nothing before it is missed.
+        if self._open_start:
             expected = reply.events[0].seq if reply.events else max(expected, reply.next_seq)
+            self._open_start = False
+            self._since = None
         for event in reply.events:
             if event.seq < expected:
                 continue

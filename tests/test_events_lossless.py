@@ -218,10 +218,15 @@ async def test_events_beyond_retention_are_reported_lost_not_skipped(work_dir: P
         async with client.subscribe(from_seq=1, on_loss=losses.append) as subscription:
             with trio.fail_after(30):
                 received = await read(subscription, 51 - first)
+        async with client.subscribe(from_seq=0, on_loss=losses.append) as oldest:
+            with trio.fail_after(30):
+                from_oldest = await read(oldest, 51 - first)
     assert [e.seq for e in received] == list(range(first, 51))
     assert losses == [EventsLost(1, first - 1, first)] == subscription.lost
     assert losses[0].beyond_retention and losses[0].count == first - 1
     assert subscription.stats.lost == first - 1
+    assert from_oldest == received
+    assert oldest.lost == []  # "from the oldest kept" asked for nothing older
 
 
 async def test_the_last_events_of_a_burst_are_found_even_if_nng_dropped_them(work_dir: Path) -> None:
