@@ -50,7 +50,7 @@ _SEGMENT_NAME = re.compile(r"(\d+)" + re.escape(SEGMENT_SUFFIX))
 _SEQ_DIGITS = 20
 
 DEFAULT_RETENTION = 1_000_000
-#: ~110 bytes an event, so a full segment is about 1 MiB: cheap to read for one page.
+#: ~100 bytes an event, so a full segment is about 1 MiB: cheap to read for one page.
 MAX_SEGMENT_EVENTS = 10_000
 #: Recent events also kept in memory: a subscriber's gap is nearly always recent, and serving
 #: it from here costs neither a file read nor decoding.
@@ -160,8 +160,8 @@ class EventJournal:
         complete = data.rfind(b"\n") + 1
         if complete < len(data):
             log.warning(
-                "events journal: %s: cut off a torn last line (%d bytes) left by a daemon that stopped "
-                "mid-write; that event was never published",
+                "events journal: %s: cut off a torn last line (%d bytes), a write that never "
+                "completed (the event was not published after it)",
                 segment.path,
                 len(data) - complete,
             )
