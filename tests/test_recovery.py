@@ -8,7 +8,6 @@ import signal
 import stat
 from pathlib import Path
 
-import pytest
 import trio
 from bundles import make_bundle
 from conftest import DaemonHandle, start_daemon, stop_daemon, unique_id
@@ -165,11 +164,49 @@ async def test_server_kill_9_is_survived_with_real_exit_statuses(state_dir: Path
 
 
 async def replayed_events(client: Client) -> list:
-    """Every event the daemon journaled since the start (filled in once replay exists)."""
-    replay = getattr(client, "replay", None)
-    if replay is None:
-        pytest.skip("event replay is not merged yet")
-    return [event async for event in replay(from_seq=1)]
+    """Every event in the daemon's journal, read page by page."""
+    events, from_seq = [], 1
+    while True:
+        page = await client.events_page(from_seq=from_seq)
+        events += page.events
+        if page.next_seq > page.last_seq:
+            return events
+        from_seq = page.next_seq
+
+
+async def test_whole_tree_killed_new_daemon_adopts_and_reports_unknown_exits(
+    state_dir: Path, bundles_dir: Path
+) -> None:
+    trapper = make_bundle(bundles_dir / "trapper", TRAPPER)
+    handle = await start_daemon(state_dir)
+    ids = [unique_id(f"t{n}") for n in range(5)]
+    async with Client.connect(handle.address) as client:
+        pids = {cid: await client.create_container(cid, str(trapper)) for cid in ids}
+    # The reaper and the server both die, as in a `kill -9` of the whole process tree.
+    os.kill(server_pid(handle), signal.SIGKILL)
+    os.kill(handle.process.pid, signal.SIGKILL)
+    await handle.process.wait()
+    for cid in ids[:2]:
+        os.kill(pids[cid], signal.SIGUSR1)  # exits nobody can wait for: the reaper is gone
+
+    handle = await start_daemon(state_dir)
+    try:
+        async with Client.connect(handle.address) as client:
+            with trio.fail_after(30):
+                while len(await client.containers()) != 3:
+                    await trio.sleep(0.05)  # the two dead containers are reported as they are found
+            listed = {c.id: c.pid for c in await client.containers()}
+            assert listed == {cid: pids[cid] for cid in ids[2:]}
+            exits = {e.id: e for e in await replayed_events(client) if e.type == EventType.EXIT}
+            assert set(exits) == set(ids[:2])
+            for cid in ids[:2]:
+                assert exits[cid].pid == pids[cid]
+                assert exits[cid].status is None  # unknown, and never made up
+                assert "reaper" in exits[cid].reason
+            for cid in ids[2:]:
+                await client.signal(cid, signal.SIGKILL)
+    finally:
+        await stop_daemon(handle)
 
 
 HANGING_RUNC = """#!/bin/sh

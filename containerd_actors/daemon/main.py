@@ -28,6 +28,7 @@ from ..reaping import ExitWatcher, LocalSubreaper, become_child_subreaper
 from ..runc import Runc
 from .config import DaemonConfig
 from .events import EventsActor
+from .journal import DEFAULT_RETENTION, EventJournal
 from .prometheus_http import serve_prometheus
 from .reaper_link import ReaperLink
 from .recovery import load_records
@@ -129,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # Internal: set by the reaper when it starts the API server, naming the fd of its socket.
     parser.add_argument("--reaper-fd", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--events-retention",
+        type=int,
+        default=DEFAULT_RETENTION,
+        metavar="N",
+        help=f"keep at most N events in the journal for replay (default {DEFAULT_RETENTION:,})",
+    )
     parser.add_argument("-v", "--version", action="version", version=f"containerd-actors {__version__}")
     return parser
 
@@ -137,6 +145,8 @@ def config_from_args(argv: list[str] | None = None) -> DaemonConfig:
     args = build_parser().parse_args(argv)
     if args.concurrency < 1:
         raise SystemExit("containerd-actors: --concurrency must be at least 1")
+    if args.events_retention < 1:
+        raise SystemExit("containerd-actors: --events-retention must be at least 1")
     return DaemonConfig(
         id=args.id,
         debug=args.debug,
@@ -151,6 +161,7 @@ def config_from_args(argv: list[str] | None = None) -> DaemonConfig:
         start_timeout=args.start_timeout,
         reaper_fd=args.reaper_fd,
         no_reaper=args.no_reaper,
+        events_retention=args.events_retention,
     )
 
 
@@ -219,7 +230,9 @@ async def run_daemon(config: DaemonConfig) -> None:
     warm_up()
     runc = Runc(config.runc_root, binary=config.runtime, timeout=config.start_timeout)
     metrics = MetricsActor(config.metrics_interval)
-    events = EventsActor(config.events_address, metrics.mailbox)
+    # Before any actor runs: the journal fixes where seq continues after a restart.
+    journal = EventJournal(config.events_dir, retention=config.events_retention)
+    events = EventsActor(config.events_address, journal, metrics.mailbox)
     records = load_records(config.containers_dir, config.state_dir / "quarantine")
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as stop_signals:
         async with trio.open_nursery() as nursery:
@@ -240,11 +253,12 @@ async def run_daemon(config: DaemonConfig) -> None:
             if config.metrics_address:
                 await nursery.start(serve_prometheus, config.metrics_address, metrics.mailbox)
             log.info(
-                "containerd-actors %s ready: id=%s state-dir=%s concurrency=%d",
+                "containerd-actors %s ready: id=%s state-dir=%s concurrency=%d next event seq=%d",
                 __version__,
                 config.id,
                 config.state_dir,
                 config.concurrency,
+                journal.last_seq + 1,
             )
             (config.state_dir / "server.pid").write_text(f"{os.getpid()}\n")
             if isinstance(exit_watcher, ReaperLink):

@@ -1,8 +1,10 @@
 """Layout of the state directory, and atomic writes into it.
 
 ``<state-dir>/containers/<id>/`` holds what a restarted daemon needs to find a container again
-(``container.json``), plus its stdio logs and runc's log. Records are written to a temp file and
-renamed, so a crash leaves either the old record or the new one, never half of one.
+(``container.json``), plus its stdio logs and runc's log. ``<state-dir>/events/`` is the event
+journal (see ``journal``), which carries event ``seq`` numbers across restarts. Records are
+written to a temp file and renamed, so a crash leaves either the old record or the new one,
+never half of one.
 """
 
 from __future__ import annotations

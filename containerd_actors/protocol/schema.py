@@ -52,6 +52,7 @@ _VALIDATOR_CONSTRAINTS: dict[Callable[..., Any], dict[str, Any]] = {
     messages._valid_id: {"pattern": "^" + ID_PATTERN + "$"},
     messages._non_negative: {"minimum": 0},
     messages._signal_number: {"minimum": 1, "maximum": 64},
+    messages._page_limit: {"minimum": 1, "maximum": messages.MAX_EVENTS_PER_PAGE},
 }
 
 
