@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from typing import TextIO
+
+import trio
 
 from containerd_actors.client import Client, EventsLost
 from containerd_actors.protocol import ProtocolError
@@ -100,17 +103,33 @@ async def stream_events(
     def report_loss(lost: EventsLost) -> None:
         print(describe_loss(lost), file=sys.stderr, flush=True)
 
-    async with (
-        Client.connect(address) as client,
-        client.subscribe(from_seq=from_seq, since=since, on_loss=report_loss) as subscription,
-    ):
-        printer.header()
-        while True:
-            try:
-                event = await anext(subscription)
-            except StopAsyncIteration:
-                return 0
-            except ProtocolError as exc:
-                print(f"actr: skipping event: {exc.message}", file=sys.stderr)
-                continue
-            printer.print(event)
+    # Ctrl-C arrives as a message, not as a KeyboardInterrupt thrown into whatever runs (possibly
+    # pynng's callback into trio, which then fails with TrioInternalError): the stream is cancelled
+    # cleanly and the shell gets the usual 130.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as stop_signals:
+        async with (
+            Client.connect(address) as client,
+            client.subscribe(from_seq=from_seq, since=since, on_loss=report_loss) as subscription,
+            trio.open_nursery() as nursery,
+        ):
+            result: list[int] = []
+
+            async def stop_on_signal() -> None:
+                async for signum in stop_signals:
+                    result.append(128 + signum)
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(stop_on_signal)
+            printer.header()
+            while True:
+                try:
+                    event = await anext(subscription)
+                except StopAsyncIteration:
+                    nursery.cancel_scope.cancel()
+                    break
+                except ProtocolError as exc:
+                    print(f"actr: skipping event: {exc.message}", file=sys.stderr)
+                    continue
+                printer.print(event)
+    return result[0] if result else 0

@@ -23,7 +23,7 @@ class DaemonConfig:
     #: Set when this process is the API server under a reaper: the fd of the reaper socket.
     reaper_fd: int | None = None
     no_reaper: bool = False
-    events_retention: int = 1_000_000
+    events_retention: int = 100_000
 
     @property
     def runc_root(self) -> Path:
