@@ -26,7 +26,7 @@ def test_defaults_match_the_original() -> None:
     assert config.oom_notify is False
     assert config.debug is False
     assert config.id == os.uname().nodename
-    assert config.events_retention == 1_000_000
+    assert config.events_retention == 100_000
     assert config.events_dir.as_posix() == "/run/containerd-actors/events"
 
 
