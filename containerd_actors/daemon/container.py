@@ -290,6 +290,10 @@ class ContainerActor:
                     await self._reply_with(message.reply_to, self._change_status(message.status))
                 elif isinstance(message, OomNotified):
                     await self._report_ooms()
+                elif isinstance(message, TakeCheckpoint) and message.exit:
+                    if await self._checkpoint_and_exit(message, drains):
+                        nursery.cancel_scope.cancel()
+                        break
                 elif isinstance(message, TakeCheckpoint):
                     await self._reply_with(message.reply_to, self._take_checkpoint(message))
                 elif isinstance(message, ListCheckpointsCommand):
@@ -422,6 +426,23 @@ class ContainerActor:
             publish_checkpoint(self._bundle_path, images, record)
         await self._events.send(EventDraft(EventType.CHECKPOINT, self.id, self._init.pid))
         return record
+
+    async def _checkpoint_and_exit(self, command: TakeCheckpoint, drains: trio.CancelScope) -> bool:
+        """``--exit``: answer only once the container is gone, so its id can be restored at once.
+
+        Returns whether the container has exited (and this actor is done).
+        """
+        try:
+            record = await self._take_checkpoint(command)
+        except CommandError as error:
+            fail(command.reply_to, error)
+            return False
+        while not isinstance(message := await self._mailbox.receive(), InitExited):
+            if hasattr(message, "reply_to"):
+                fail(message.reply_to, CommandError(ErrorCode.NOT_FOUND, f"container {self.id!r} is exiting"))
+        await self._finish(message.status, drains)
+        answer(command.reply_to, record)
+        return True
 
     async def _delete_checkpoint(self, name: str) -> None:
         delete_checkpoint(self._bundle_path, name)
