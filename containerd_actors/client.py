@@ -3,14 +3,19 @@
 Requests go over nng Req0, one context per call so that many calls can be in flight on one socket.
 The socket is created with ``resend_time=0``: nng's default would silently resend a
 non-idempotent request (a container start) after 60 s or on reconnect.
+
+Event subscriptions are lossless by default: nng pub/sub drops events when a subscriber falls
+behind, so ``EventSubscription`` watches ``seq`` and reads whatever it missed back from the
+daemon's event journal (``Events`` requests) before going on; see ``Client.subscribe``.
 """
 
 from __future__ import annotations
 
 import base64
+import collections
 import itertools
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -19,7 +24,9 @@ import pynng
 import trio
 
 from .protocol import (
+    MAX_EVENTS_PER_PAGE,
     MAX_MESSAGE_BYTES,
+    TOPIC_SEPARATOR,
     AddProcess,
     AddProcessReply,
     Checkpoint,
@@ -33,6 +40,8 @@ from .protocol import (
     DeleteCheckpointReply,
     ErrorReply,
     Event,
+    Events,
+    EventsReply,
     ListCheckpoints,
     ListCheckpointsReply,
     Metrics,
@@ -58,7 +67,9 @@ from .protocol import (
     WriteInputReply,
     decode_event,
     decode_reply,
+    encode_event,
     encode_request,
+    event_topic,
 )
 
 DEFAULT_ADDRESS = "ipc:///run/containerd-actors/containerd.sock"
@@ -144,17 +155,20 @@ class Client:
     def _next_request_id(self) -> str:
         return f"{self._id_prefix}-{next(self._ids)}"
 
-    async def call(self, request_type: type, reply_type: type[ReplyT], **fields: Any) -> ReplyT:
+    async def call(
+        self, request_type: type, reply_type: type[ReplyT], *, timeout: float | None = None, **fields: Any
+    ) -> ReplyT:
         """Send one request and return its typed reply; an ErrorReply raises ``RequestFailed``."""
         request = request_type(request_id=self._next_request_id(), **fields)
         payload = encode_request(request)
         context = self._socket.new_context()
+        timeout = self._timeout if timeout is None else timeout
         try:
-            with trio.fail_after(self._timeout):
+            with trio.fail_after(timeout):
                 await context.asend(payload)
                 raw = await context.arecv()
         except trio.TooSlowError:
-            raise DaemonUnreachable(self.address, f"no reply within {self._timeout:g} s") from None
+            raise DaemonUnreachable(self.address, f"no reply within {timeout:g} s") from None
         except pynng.NNGException as exc:
             raise DaemonUnreachable(self.address, str(exc)) from None
         finally:
@@ -343,48 +357,257 @@ class Client:
             self._events_address = (await self.ping()).events_address
         return self._events_address
 
-    @asynccontextmanager
-    async def subscribe(self, topic_prefix: str = "") -> AsyncIterator[EventSubscription]:
-        """Subscribe to live events whose topic starts with ``topic_prefix`` (all by default).
+    async def events_page(
+        self, from_seq: int = 0, since: float | None = None, limit: int = 1000
+    ) -> EventsReply:
+        """One page of the daemon's event journal (see ``Events`` in proto_schemas/README.md)."""
+        return await self.call(Events, EventsReply, from_seq=from_seq, since=since, limit=limit)
 
-        The subscription is ready when this context is entered: events published afterwards
-        are delivered (nng pub/sub can still drop under overload; ``seq`` reveals gaps).
+    @asynccontextmanager
+    async def subscribe(
+        self,
+        topic_prefix: str = "",
+        *,
+        from_seq: int | None = None,
+        since: float | None = None,
+        fill_gaps: bool = True,
+        on_loss: Callable[[EventsLost], None] | None = None,
+    ) -> AsyncIterator[EventSubscription]:
+        """Subscribe to events whose topic starts with ``topic_prefix`` (all by default).
+
+        The subscription is ready when this context is entered. By default it is lossless:
+        every event published after that moment is delivered exactly once, in ``seq`` order,
+        however slowly the caller reads, as long as the daemon's journal still holds it.
+
+        ``from_seq`` (or ``since``, a Unix time) first replays older events from the journal,
+        then continues live with no gap and no duplicate at the seam; ``from_seq=0`` starts at
+        the oldest event the journal still has. Events asked for that the journal no longer has
+        (beyond ``--events-retention``) cannot be delivered: each such range is recorded in
+        ``subscription.lost`` and passed to ``on_loss``, never skipped silently.
+
+        A gap is only visible in the full ``seq`` stream, so a lossless subscription receives
+        every event and filters by ``topic_prefix`` here, as nng would. ``fill_gaps=False``
+        (without ``from_seq``/``since``) gives the raw nng stream instead: filtered by nng,
+        cheapest, and lossy under overload (``seq`` then reveals what was dropped).
         """
+        lossless = fill_gaps or from_seq is not None or since is not None
         address = await self.events_address()
         socket = pynng.Sub0(recv_max_size=MAX_MESSAGE_BYTES)
         try:
-            socket.subscribe(topic_prefix.encode())
+            socket.subscribe(b"" if lossless else topic_prefix.encode())
             try:
                 socket.dial(address, block=True)
             except pynng.NNGException as exc:
                 raise DaemonUnreachable(address, str(exc)) from None
-            await _wait_until_subscribed(self)
-            yield EventSubscription(socket)
+            ping = await _wait_until_subscribed(self)
+            if not lossless:
+                yield EventSubscription(socket)
+                return
+            yield EventSubscription(
+                socket,
+                client=self,
+                topic_prefix=topic_prefix.encode(),
+                next_seq=_start_seq(from_seq, since, ping.last_event_seq),
+                known_last_seq=ping.last_event_seq,
+                since=since,
+                on_loss=on_loss,
+            )
         finally:
             socket.close()
 
 
-async def _wait_until_subscribed(client: Client) -> None:
+def _start_seq(from_seq: int | None, since: float | None, last_event_seq: int) -> int:
+    """The first seq a new subscription wants: ``from_seq``, or the next one live.
+
+    0 means "wherever the journal starts": the oldest event kept, or the first at ``since``.
+    """
+    if from_seq is not None:
+        return from_seq
+    if since is not None:
+        return 0
+    return last_event_seq + 1
+
+
+async def _wait_until_subscribed(client: Client) -> PingReply:
     """nng connects the pipe asynchronously even after a blocking dial returns on the dialer side.
 
     One request round trip to the same daemon gives the listener time to accept the pipe; it is
-    cheap and makes "subscribe, then act" free of a race in practice.
+    cheap and makes "subscribe, then act" free of a race in practice. Its ``last_event_seq`` is
+    where a lossless subscription starts: anything after it that the pipe missed is a gap.
     """
-    await client.ping()
+    return await client.ping()
+
+
+@attrs.frozen
+class EventsLost:
+    """Events ``first_seq..last_seq`` cannot be delivered: the journal no longer has them.
+
+    ``first_available_seq`` is the oldest seq the journal held when this was found: if
+    ``last_seq`` is below it, the events aged out (``--events-retention``); otherwise the
+    daemon found them unreadable (its log says why).
+    """
+
+    first_seq: int
+    last_seq: int
+    first_available_seq: int
+
+    @property
+    def count(self) -> int:
+        return self.last_seq - self.first_seq + 1
+
+    @property
+    def beyond_retention(self) -> bool:
+        return self.last_seq < self.first_available_seq
+
+
+@attrs.define
+class SubscriptionStats:
+    """What a lossless subscription did, for callers who want to know (and for the tests)."""
+
+    live: int = 0  #: events taken from the live stream
+    replayed: int = 0  #: events read from the journal (replay and gap filling)
+    duplicates: int = 0  #: live events already delivered from the journal, skipped
+    gaps: int = 0  #: times a jump in live seq sent the subscription to the journal
+    pages: int = 0  #: Events requests made
+    lost: int = 0  #: events that could not be delivered (see ``EventSubscription.lost``)
+
+
+#: How long a lossless subscription waits on a silent live stream before asking the journal
+#: whether it missed the last events of a burst; doubled while nothing happens, up to the max.
+IDLE_CHECK_MIN_S = 0.5
+IDLE_CHECK_MAX_S = 10.0
+#: An idle check that the daemon does not answer this fast is skipped, not fatal.
+IDLE_CHECK_TIMEOUT_S = 5.0
 
 
 class EventSubscription:
-    """Async iterator of decoded events from one Sub0 socket."""
+    """Async iterator of decoded events from one Sub0 socket, lossless unless made raw.
 
-    def __init__(self, socket: pynng.Sub0) -> None:
+    Lossless mode keeps one cursor, ``next_seq``: everything before it has been delivered.
+    A live event below it is a duplicate and is skipped; one above it means events were
+    dropped, so the subscription reads from the journal from ``next_seq`` (in pages, until it
+    has caught up with the daemon's newest seq) and only then listens again. Nothing is
+    buffered here beyond one page: the daemon's journal is the buffer, so a slow reader costs
+    memory nowhere. A live stream that stays silent is checked against the journal now and
+    then, so that the tail of a burst that nng dropped is delivered too.
+    """
+
+    def __init__(
+        self,
+        socket: pynng.Sub0,
+        *,
+        client: Client | None = None,
+        topic_prefix: bytes = b"",
+        next_seq: int = 1,
+        known_last_seq: int = 0,
+        since: float | None = None,
+        on_loss: Callable[[EventsLost], None] | None = None,
+    ) -> None:
         self._socket = socket
+        self._client = client
+        self._prefix = topic_prefix
+        self.next_seq = next_seq
+        self._known_last_seq = known_last_seq
+        self._since = since
+        #: The first page decides where the stream starts (oldest kept, or first at ``since``),
+        #: so events before it are not "lost": they were not asked for.
+        self._open_start = since is not None or next_seq == 0
+        self._on_loss = on_loss
+        self._pending: collections.deque[Event] = collections.deque()
+        self._idle_check = IDLE_CHECK_MIN_S
+        self.stats = SubscriptionStats()
+        self.lost: list[EventsLost] = []
 
     def __aiter__(self) -> EventSubscription:
         return self
 
     async def __anext__(self) -> Event:
+        if self._client is None:
+            return decode_event(await self._receive())
+        while True:
+            if self._pending:
+                event = self._pending.popleft()
+                if self._matches(event):
+                    return event
+                continue
+            if self._open_start or self.next_seq <= self._known_last_seq:
+                await self._read_journal()
+                continue
+            with trio.move_on_after(self._idle_check) as idle:
+                frame = await self._receive()
+            if idle.cancelled_caught:
+                await self._check_when_idle()
+                continue
+            self._idle_check = IDLE_CHECK_MIN_S
+            event = decode_event(frame)
+            if event.seq < self.next_seq:
+                self.stats.duplicates += 1
+                continue
+            if event.seq > self.next_seq:
+                # Dropped by nng: read from the journal up to here (and beyond, if more came).
+                self.stats.gaps += 1
+                self._known_last_seq = max(self._known_last_seq, event.seq)
+                continue
+            self.next_seq += 1
+            self.stats.live += 1
+            if frame.startswith(self._prefix):
+                return event
+
+    async def _receive(self) -> bytes:
         try:
-            frame = await self._socket.arecv()
+            return await self._socket.arecv()
         except pynng.Closed:
             raise StopAsyncIteration from None
-        return decode_event(frame)
+
+    def _matches(self, event: Event) -> bool:
+        """The nng prefix match, applied to an event read from the journal."""
+        head = event_topic(event.type).encode() + TOPIC_SEPARATOR
+        if len(self._prefix) <= len(head):
+            return head.startswith(self._prefix)
+        return encode_event(event).startswith(self._prefix)
+
+    async def _read_journal(self, timeout: float | None = None) -> None:
+        """Read one page from ``next_seq`` into the pending queue, noting what is lost."""
+        assert self._client is not None
+        reply = await self._client.call(
+            Events,
+            EventsReply,
+            timeout=timeout,
+            from_seq=self.next_seq,
+            since=self._since,
+            limit=MAX_EVENTS_PER_PAGE,
+        )
+        self.stats.pages += 1
+        expected = self.next_seq
+        if self._open_start:
+            expected = reply.events[0].seq if reply.events else max(expected, reply.next_seq)
+            self._open_start = False
+            self._since = None
+        for event in reply.events:
+            if event.seq < expected:
+                continue
+            if event.seq > expected:
+                self._lose(expected, event.seq - 1, reply.first_available_seq)
+            self._pending.append(event)
+            expected = event.seq + 1
+        if reply.next_seq > expected:
+            self._lose(expected, reply.next_seq - 1, reply.first_available_seq)
+            expected = reply.next_seq
+        self.stats.replayed += len(reply.events)
+        self.next_seq = expected
+        self._known_last_seq = max(self._known_last_seq, reply.last_seq)
+
+    async def _check_when_idle(self) -> None:
+        """Ask the journal for anything newer than ``next_seq``; a daemon that is away is no error."""
+        try:
+            await self._read_journal(timeout=IDLE_CHECK_TIMEOUT_S)
+        except DaemonUnreachable:
+            pass  # restarting, perhaps: the live stream reconnects by itself, and gaps get filled
+        self._idle_check = min(self._idle_check * 2, IDLE_CHECK_MAX_S)
+
+    def _lose(self, first_seq: int, last_seq: int, first_available_seq: int) -> None:
+        lost = EventsLost(first_seq, last_seq, first_available_seq)
+        self.lost.append(lost)
+        self.stats.lost += lost.count
+        if self._on_loss is not None:
+            self._on_loss(lost)

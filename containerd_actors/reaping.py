@@ -22,9 +22,34 @@ PR_SET_CHILD_SUBREAPER = 36
 
 
 class ExitWatcher(Protocol):
+    """Whoever reaps container processes, and keeps their pipe ends alive across a server restart."""
+
     async def wait_for_exit(self, pidfd: int, pid: int) -> int | None:
         """Wait until ``pid`` exits; return its status (128+N for signal N), None if unknowable."""
         ...
+
+    def exited_while_away(self, pid: int) -> int | None:
+        """A status recorded while no server was running (only a reaper can have one)."""
+        ...
+
+    async def acknowledge(self, pid: int) -> None:
+        """The exit of ``pid`` is published; whoever recorded it may forget it."""
+        ...
+
+    async def keep(self, key: str, fds: list[int]) -> None:
+        """Hold copies of these fds for ``key`` so they outlive this process."""
+        ...
+
+    async def drop(self, key: str) -> None: ...
+
+
+def process_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat (clock ticks since boot): with the pid, it names one process for good."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def become_child_subreaper() -> None:
@@ -46,9 +71,26 @@ def open_pidfd(pid: int) -> int:
 
 
 class LocalSubreaper:
-    """The daemon itself is the subreaper: container inits are its (adopted) children."""
+    """The daemon itself is the subreaper (``--no-reaper``): container inits are its children.
+
+    Nothing outlives this process here, so keeping fds and acknowledging exits are no-ops.
+    """
+
+    def exited_while_away(self, pid: int) -> int | None:
+        return None
+
+    async def acknowledge(self, pid: int) -> None:
+        return None
+
+    async def keep(self, key: str, fds: list[int]) -> None:
+        return None
+
+    async def drop(self, key: str) -> None:
+        return None
 
     async def wait_for_exit(self, pidfd: int, pid: int) -> int | None:
+        if pidfd < 0:
+            return None
         await trio.lowlevel.wait_readable(pidfd)
         try:
             _, wait_status = os.waitpid(pid, 0)

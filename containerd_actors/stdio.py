@@ -241,8 +241,11 @@ class ProcessIO:
         self._changed = trio.Event()
         self.stdout = RotatingLog(stdout_path, on_change=self._notify)
         self.stderr = RotatingLog(stderr_path, on_change=self._notify)
-        os.set_blocking(stdin_fd, False)
+        if stdin_fd >= 0:
+            os.set_blocking(stdin_fd, False)
         self._stdin_fd = stdin_fd
+        #: Called after a client's EOF has closed the input (not when the process exits).
+        self.on_input_closed: Callable[[], None] | None = None
         self._stdin_lock = trio.Lock()
         self.exited = False
         self.status: int | None = None
@@ -324,6 +327,8 @@ class ProcessIO:
                 pass
             return
         self.close_input()
+        if self.on_input_closed is not None:
+            self.on_input_closed()
 
     def close_input(self) -> None:
         fd, self._stdin_fd = self._stdin_fd, -1

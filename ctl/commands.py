@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from typing import TextIO
 
-from containerd_actors.client import Client, RequestFailed
+import trio
+
+from containerd_actors.client import Client, EventsLost, RequestFailed
 from containerd_actors.protocol import ErrorCode, ErrorReply, ProtocolError, User
 from ctl import render
 
@@ -72,25 +75,69 @@ async def kill_container(address: str, id: str, *, signal: int = 15, pid: int = 
     return 0
 
 
-async def stream_events(address: str, *, as_json: bool, stream: TextIO | None = None) -> int:
-    """``actr events``: print events as they arrive until interrupted.
+def describe_loss(lost: EventsLost) -> str:
+    """One line for stderr: which events can no longer be shown, and why."""
+    what = f"event {lost.first_seq}" if lost.count == 1 else f"events {lost.first_seq}..{lost.last_seq}"
+    if lost.beyond_retention:
+        why = (
+            f"older than the daemon keeps (its oldest is {lost.first_available_seq}; see --events-retention)"
+        )
+    else:
+        why = "unreadable in the daemon's journal (its log says why)"
+    return f"actr: {what} lost: {why}"
+
+
+async def stream_events(
+    address: str,
+    *,
+    as_json: bool,
+    from_seq: int | None = None,
+    since: float | None = None,
+    stream: TextIO | None = None,
+) -> int:
+    """``actr events [--from SEQ | --since TIME]``: print events until interrupted.
 
     The header is printed once the subscription is live, so a script that waits for it knows
-    that later events will be seen. An undecodable frame is reported and skipped rather than
-    ending the stream.
+    that later events will be seen. With ``from_seq`` or ``since``, past events from the
+    daemon's journal come first, then live ones, with no gap and no repeat in between; events
+    the journal no longer has are reported on stderr rather than skipped silently. An
+    undecodable frame is reported and skipped rather than ending the stream.
     """
     printer = render.EventPrinter(stream or sys.stdout, as_json=as_json)
-    async with Client.connect(address) as client, client.subscribe() as subscription:
-        printer.header()
-        while True:
-            try:
-                event = await anext(subscription)
-            except StopAsyncIteration:
-                return 0
-            except ProtocolError as exc:
-                print(f"actr: skipping event: {exc.message}", file=sys.stderr)
-                continue
-            printer.print(event)
+
+    def report_loss(lost: EventsLost) -> None:
+        print(describe_loss(lost), file=sys.stderr, flush=True)
+
+    # Ctrl-C arrives as a message, not as a KeyboardInterrupt thrown into whatever runs (possibly
+    # pynng's callback into trio, which then fails with TrioInternalError): the stream is cancelled
+    # cleanly and the shell gets the usual 130.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as stop_signals:
+        async with (
+            Client.connect(address) as client,
+            client.subscribe(from_seq=from_seq, since=since, on_loss=report_loss) as subscription,
+            trio.open_nursery() as nursery,
+        ):
+            result: list[int] = []
+
+            async def stop_on_signal() -> None:
+                async for signum in stop_signals:
+                    result.append(128 + signum)
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(stop_on_signal)
+            printer.header()
+            while True:
+                try:
+                    event = await anext(subscription)
+                except StopAsyncIteration:
+                    nursery.cancel_scope.cancel()
+                    break
+                except ProtocolError as exc:
+                    print(f"actr: skipping event: {exc.message}", file=sys.stderr)
+                    continue
+                printer.print(event)
+    return result[0] if result else 0
 
 
 async def exec_process(

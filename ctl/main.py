@@ -9,7 +9,7 @@ Command-line shape (global flags go before the command, as in ctr)::
     actr ... containers attach [-p PID] ID
     actr ... containers logs [-p PID] [-f] [--tail N] ID
     actr ... containers state ID
-    actr ... events
+    actr ... events [--from SEQ | --since TIME]
 
 With ``-a`` (start, exec) and ``attach``, the exit code is the process's own exit status.
 Otherwise, exit codes: 0 success, 1 daemon unreachable or request refused, 2 bad usage (argparse's
@@ -34,6 +34,7 @@ from containerd_actors.client import DEFAULT_ADDRESS, ClientError
 from containerd_actors.protocol import ID_PATTERN, User
 from ctl import commands, observe
 from ctl.signals import UnknownSignal, parse_signal
+from ctl.times import BadTime, parse_since
 
 PROG = "actr"
 ADDRESS_ENV = "ACTR_ADDRESS"
@@ -92,6 +93,25 @@ def gids_arg(text: str) -> list[int]:
     if any(gid < 0 for gid in gids):
         raise argparse.ArgumentTypeError("group ids must be >= 0")
     return gids
+
+
+def seq_arg(text: str) -> int:
+    """argparse type for ``--from``: a non-negative event seq (0 means the oldest still kept)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seq must be an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"seq must be >= 0, got {value}")
+    return value
+
+
+def since_arg(text: str) -> float:
+    """argparse type for ``--since``: see ``ctl.times.parse_since``."""
+    try:
+        return parse_since(text)
+    except BadTime as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class _VersionAction(argparse.Action):
@@ -198,7 +218,9 @@ async def _checkpoints_delete(args: argparse.Namespace) -> int:
 
 
 async def _events(args: argparse.Namespace) -> int:
-    return await commands.stream_events(args.address, as_json=args.json)
+    return await commands.stream_events(
+        args.address, as_json=args.json, from_seq=args.from_seq, since=args.since
+    )
 
 
 # --------------------------------------------------------------------------- parser
@@ -354,7 +376,29 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.set_defaults(handler=_metrics)
 
     events = sub.add_parser(
-        "events", parents=[json_after], help="receive events from the daemon: TYPE ID PID STATUS SEQ TIME"
+        "events",
+        parents=[json_after],
+        help="receive events from the daemon: TYPE ID PID STATUS SEQ TIME",
+        description="Print events as they happen; none is missed while the daemon's journal holds it. "
+        "With --from or --since, first print past events from the journal, then continue live "
+        "without a gap or a repeat.",
+    )
+    start_at = events.add_mutually_exclusive_group()
+    start_at.add_argument(
+        "--from",
+        dest="from_seq",
+        metavar="SEQ",
+        type=seq_arg,
+        default=None,
+        help="replay from event SEQ (0: the oldest the daemon still keeps)",
+    )
+    start_at.add_argument(
+        "--since",
+        metavar="TIME",
+        type=since_arg,
+        default=None,
+        help="replay from the first event at or after TIME: 10m, 1h30m (ago), a Unix timestamp, "
+        "or ISO 8601 such as 2026-01-02T15:04:05Z",
     )
     events.set_defaults(handler=_events)
     return parser

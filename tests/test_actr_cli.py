@@ -33,6 +33,8 @@ from containerd_actors.protocol import (
     CreateContainerReply,
     ErrorReply,
     Event,
+    Events,
+    EventsReply,
     MachineInfo,
     Ping,
     PingReply,
@@ -49,6 +51,7 @@ from containerd_actors.protocol import (
 from ctl import render
 from ctl.main import build_parser, main
 from ctl.signals import UnknownSignal, parse_signal
+from ctl.times import BadTime, parse_since
 
 REPO = Path(__file__).resolve().parent.parent
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -150,6 +153,59 @@ def test_address_env_var_overrides_default(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("ACTR_ADDRESS", "ipc:///tmp/from-env.sock")
     assert build_parser().parse_args(["containers"]).address == "ipc:///tmp/from-env.sock"
     assert build_parser().parse_args(["--address", "tcp://h:1", "containers"]).address == "tcp://h:1"
+
+
+def test_events_from_and_since_flags() -> None:
+    args = build_parser().parse_args(["events"])
+    assert (args.from_seq, args.since) == (None, None)
+    assert build_parser().parse_args(["events", "--from", "42"]).from_seq == 42
+    assert build_parser().parse_args(["events", "--since", "1700000000.5"]).since == 1700000000.5
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["events", "--from", "-1"], "seq must be >= 0"),
+        (["events", "--from", "x"], "seq must be an integer"),
+        (["events", "--since", "yesterday"], "invalid time 'yesterday'"),
+        (["events", "--from", "1", "--since", "10m"], "not allowed with argument"),
+    ],
+)
+def test_bad_events_flags_are_usage_errors(
+    argv: list[str], words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(argv)
+    assert exited.value.code == 2
+    assert words in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("10m", 1_700_000_000.0 - 600),
+        ("1h30m", 1_700_000_000.0 - 5400),
+        ("1.5s", 1_700_000_000.0 - 1.5),
+        ("2d", 1_700_000_000.0 - 2 * 86400),
+        ("1600000000", 1_600_000_000.0),
+        ("1600000000.25", 1_600_000_000.25),
+        ("2023-11-14T22:13:20Z", 1_700_000_000.0),
+        ("2023-11-14T23:13:20+01:00", 1_700_000_000.0),
+        ("2023-11-14T22:13:20.5+00:00", 1_700_000_000.5),
+    ],
+)
+def test_since_accepts_durations_timestamps_and_iso_8601(text: str, expected: float) -> None:
+    assert parse_since(text, now=1_700_000_000.0) == pytest.approx(expected)
+
+
+def test_since_without_an_offset_is_local_time() -> None:
+    assert parse_since("2023-11-14 22:13") == datetime(2023, 11, 14, 22, 13).timestamp()
+
+
+@pytest.mark.parametrize("text", ["", "10x", "m", "yesterday", "2023-13-01"])
+def test_bad_since_is_refused(text: str) -> None:
+    with pytest.raises(BadTime, match="invalid time"):
+        parse_since(text)
 
 
 def test_containers_without_subcommand_lists() -> None:
@@ -279,6 +335,7 @@ def test_event_printer_modes() -> None:
         "id": "redis",
         "pid": 9,
         "status": 0,
+        "reason": None,
     }
 
 
@@ -356,6 +413,8 @@ class FakeDaemon:
         self._rep = pynng.Rep0(listen=self.address, recv_timeout=100)
         self._pub = pynng.Pub0(listen=self.events_address)
         self._seq = 0
+        self.published: list[Event] = []  # its journal: Events requests are answered from it
+        self.first_available_seq = 1  # raise it to play a journal whose retention has passed
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
@@ -369,7 +428,14 @@ class FakeDaemon:
                 daemon_id="fake",
                 version="0",
                 events_address=self.events_address,
+                last_event_seq=self._last_published_seq(),
             )
+        if isinstance(request, Events):
+            last = self._last_published_seq()
+            first = max(request.from_seq, self.first_available_seq)
+            page = [e for e in self.published[:last] if e.seq >= first][: request.limit]
+            next_seq = page[-1].seq + 1 if page else max(first, last + 1)
+            return EventsReply(request.request_id, page, next_seq, last, self.first_available_seq)
         if isinstance(request, State):
             return StateReply(request.request_id, self.containers, MachineInfo("fake", 1, 1))
         if isinstance(request, CreateContainer):
@@ -390,9 +456,14 @@ class FakeDaemon:
             self.requests.append(request)
             self._rep.send(encode_reply(self._reply(request)))
 
+    def _last_published_seq(self) -> int:
+        """From the list, not ``_seq``: the publishing thread bumps ``_seq`` before it appends."""
+        return len(self.published)
+
     def publish(self, type_: str = "exit", id: str = "redis", status: int | None = 0) -> Event:
         self._seq += 1
         event = Event(self._seq, time.time(), type_, id, 100 + self._seq, status)
+        self.published.append(event)
         self._pub.send(encode_event(event))
         return event
 
@@ -451,9 +522,10 @@ def test_request_failed_is_one_line_and_exit_1(fake: FakeDaemon, capsys: pytest.
     assert captured.err == "actr: not_found: no such container: ghost\n"
 
 
-def _events_process(fake: FakeDaemon, *flags: str) -> subprocess.Popen[str]:
+def _events_process(fake: FakeDaemon, *flags: str, options: tuple[str, ...] = ()) -> subprocess.Popen[str]:
+    """``actr [flags] events [options]`` against the fake daemon."""
     return subprocess.Popen(
-        [sys.executable, "-m", "ctl", "--address", fake.address, *flags, "events"],
+        [sys.executable, "-m", "ctl", "--address", fake.address, *flags, "events", *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -503,7 +575,7 @@ def test_events_json_lines_and_broken_pipe(fake: FakeDaemon) -> None:
         assert process.stdout is not None and process.stderr is not None
         line = _publish_until_read(fake, process.stdout.readline)
         event = json.loads(line)
-        assert set(event) == {"seq", "timestamp", "type", "id", "pid", "status"}
+        assert set(event) == {"seq", "timestamp", "type", "id", "pid", "status", "reason"}
         process.stdout.close()  # like `| head -1` exiting
         deadline = time.monotonic() + 10
         while process.poll() is None and time.monotonic() < deadline:
@@ -511,6 +583,36 @@ def test_events_json_lines_and_broken_pipe(fake: FakeDaemon) -> None:
             time.sleep(0.05)
         assert process.returncode == 141
         assert process.stderr.read() == ""
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_events_from_replays_then_continues_live(fake: FakeDaemon) -> None:
+    past = [fake.publish("exit", f"old-{n}") for n in range(3)]
+    process = _events_process(fake, "--json", options=("--from", "2"))
+    try:
+        assert process.stdout is not None
+        lines = [json.loads(process.stdout.readline()) for _ in range(2)]
+        assert [(line["seq"], line["id"]) for line in lines] == [(e.seq, e.id) for e in past[1:]]
+        line = _publish_until_read(fake, process.stdout.readline)  # then live, from seq 4 on
+        assert json.loads(line)["seq"] == 4
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_events_older_than_retention_are_reported_on_stderr(fake: FakeDaemon) -> None:
+    for n in range(5):
+        fake.publish("exit", f"old-{n}")
+    fake.first_available_seq = 4
+    process = _events_process(fake, "--json", options=("--from", "1"))
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        assert [json.loads(process.stdout.readline())["seq"] for _ in range(2)] == [4, 5]
+        assert process.stderr.readline() == (
+            "actr: events 1..3 lost: older than the daemon keeps (its oldest is 4; see --events-retention)\n"
+        )
     finally:
         process.kill()
         process.wait()

@@ -99,7 +99,7 @@ async def test_actr_events_json_stream(daemon: DaemonHandle, client: Client, bun
     ]
     assert lines[1]["status"] == 5
     assert lines[1]["seq"] == lines[0]["seq"] + 1
-    assert set(lines[0]) == {"seq", "timestamp", "type", "id", "pid", "status"}
+    assert set(lines[0]) == {"seq", "timestamp", "type", "id", "pid", "status", "reason"}
 
 
 async def test_stats_table_checkpoints_and_metrics_through_actr(

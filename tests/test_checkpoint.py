@@ -12,6 +12,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 import pytest
 import trio
@@ -39,6 +40,10 @@ def stdout_numbers(daemon: DaemonHandle, cid: str) -> list[int]:
         return []  # the drain has not opened its log yet
 
 
+def open_log(daemon: DaemonHandle, cid: str) -> TextIO:
+    return open(daemon.state_dir / "logs" / cid / "stdout.log")
+
+
 async def wait_for_output(daemon: DaemonHandle, cid: str, count: int) -> list[int]:
     """The container's own output is the state under test; nothing else announces it."""
     with trio.fail_after(20):
@@ -63,8 +68,9 @@ async def test_checkpoint_exit_then_restore_continues_counting(
     await client.create_container(cid, str(bundle))
     await wait_for_output(daemon, cid, 5)
     async with client.subscribe() as events:
-        checkpoint = await client.create_checkpoint(cid, "stop-here", exit=True)
-        last_before = stdout_numbers(daemon, cid)[-1]
+        with open_log(daemon, cid) as log:  # still readable after the daemon removes the exited container
+            checkpoint = await client.create_checkpoint(cid, "stop-here", exit=True)
+            last_before = int(log.read().split()[-1])
         assert await wait_for_exit(events, cid) is not None
     assert checkpoint.exit is True and checkpoint.tcp is False
     assert (bundle / "checkpoints" / "stop-here" / "checkpoint.json").is_file()
@@ -212,8 +218,9 @@ async def test_tcp_connection_survives_checkpoint_with_tcp(
     await wait_for_output(daemon, cid, running + 3)
 
     async with client.subscribe() as events:
-        checkpoint = await client.create_checkpoint(cid, "with-tcp", tcp=True, exit=True)
-        last_before = stdout_numbers(daemon, cid)[-1]
+        with open_log(daemon, cid) as log:
+            checkpoint = await client.create_checkpoint(cid, "with-tcp", tcp=True, exit=True)
+            last_before = int(log.read().split()[-1])
         await wait_for_exit(events, cid)
     assert checkpoint.tcp is True
     await client.create_container(cid, str(bundle), checkpoint="with-tcp")

@@ -25,6 +25,7 @@ from containerd_actors.protocol import (
     ErrorCode,
     ErrorReply,
     Event,
+    Events,
     EventType,
     MachineInfo,
     Ping,
@@ -219,6 +220,25 @@ def test_defaults_fill_omitted_fields() -> None:
     assert decode_request(_signal()) == Signal("r-1", "web", pid=0, signal=15)
 
 
+def test_events_defaults_read_the_first_page_of_the_journal() -> None:
+    assert decode_request(_dumps({"type": "Events", "request_id": "r-1"})) == Events("r-1", 0, None, 1000)
+
+
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        ({"limit": 0}, "limit must be between 1 and 1000, got 0"),
+        ({"limit": 1001}, "limit must be between 1 and 1000, got 1001"),
+        ({"from_seq": -1}, "from_seq must be >= 0, got -1"),
+        ({"since": "yesterday"}, "$.since"),
+    ],
+)
+def test_bad_events_requests_are_refused(fields: dict[str, Any], words: str) -> None:
+    error = _error(_dumps({"type": "Events", "request_id": "r-1", **fields}))
+    assert error.code == ErrorCode.INVALID_REQUEST
+    assert words in error.message
+
+
 # --------------------------------------------------------------------------- strict types
 # cattrs' JSON converter would coerce ("9" -> 9, true -> 1, null -> "None"); the codec checks instead.
 
@@ -277,6 +297,7 @@ def test_event_frame_is_topic_space_json() -> None:
         "id": "web",
         "pid": 42,
         "status": 137,
+        "reason": None,
     }
     assert decode_event(frame) == event
 
@@ -360,6 +381,7 @@ _VALIDATOR_STRATEGIES: dict[Any, st.SearchStrategy[Any]] = {
     messages._wait_seconds: st.floats(min_value=0, max_value=messages.MAX_WAIT_S),
     messages._read_size: st.integers(min_value=1, max_value=messages.MAX_READ_BYTES),
     messages._base64: st.binary(max_size=20).map(lambda b: base64.b64encode(b).decode()),
+    messages._page_limit: st.integers(min_value=1, max_value=messages.MAX_EVENTS_PER_PAGE),
 }
 
 

@@ -26,6 +26,8 @@ def test_defaults_match_the_original() -> None:
     assert config.oom_notify is False
     assert config.debug is False
     assert config.id == os.uname().nodename
+    assert config.events_retention == 100_000
+    assert config.events_dir.as_posix() == "/run/containerd-actors/events"
 
 
 def test_flags_are_parsed() -> None:
@@ -33,9 +35,11 @@ def test_flags_are_parsed() -> None:
         [
             *("--id", "deathstar", "--debug", "--state-dir", "/tmp/x", "-c", "3"),
             *("--metrics-interval", "1m30s", "-l", "/tmp/x/api.sock", "--oom-notify"),
+            *("--events-retention", "500"),
         ]
     )
     assert (config.id, config.debug, config.concurrency, config.oom_notify) == ("deathstar", True, 3, True)
+    assert config.events_retention == 500
     assert config.metrics_interval == 90.0
     assert config.listen == "ipc:///tmp/x/api.sock"
     assert config.events_address == "ipc:///tmp/x/events.sock"
@@ -74,6 +78,7 @@ def test_help_lists_every_original_flag(flag: str) -> None:
         "--metrics-interval",
         "--listen",
         "--oom-notify",
+        "--events-retention",
     ]:
         assert option in out
 
@@ -86,6 +91,16 @@ def test_version() -> None:
         check=True,
     )
     assert result.stdout.startswith("containerd-actors ")
+
+
+def test_bad_events_retention_is_refused() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "containerd_actors.daemon.main", "--events-retention", "0"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert "--events-retention must be at least 1" in result.stderr
 
 
 def test_bad_concurrency_is_refused() -> None:

@@ -373,3 +373,12 @@ async def test_a_slow_reader_never_blocks_the_writer_and_loses_nothing(client: C
         err += chunk.stderr
     assert len(out) == size
     assert hashlib.md5(out).hexdigest() == err.split()[0].decode()
+
+
+async def test_stdin_eof_reaches_the_init_of_start_attach(daemon: DaemonHandle, bundle_factory) -> None:
+    """The reaper keeps a copy of the init's stdin pipe; a client's EOF must make it let go too."""
+    bundle = bundle_factory("sh", "-c", "cat; echo done")
+    code, out, err = await actr(
+        daemon, "containers", "start", "-a", unique_id("eof"), str(bundle), stdin=b"abc\n"
+    )
+    assert (code, out) == (0, b"abc\ndone\n"), err

@@ -131,8 +131,16 @@ async def test_stdout_and_stderr_drained_to_state_dir(
     cid = unique_id("talk")
     await client.create_container(cid, str(talker))
     directory = daemon.state_dir / "logs" / cid
+
+    def logged(name: str) -> bytes:
+        # The start is answered before the drain tasks open the logs, so a log may not exist yet.
+        try:
+            return (directory / name).read_bytes()
+        except FileNotFoundError:
+            return b""
+
     with trio.fail_after(10):
-        while b"to-err" not in (directory / "stderr.log").read_bytes():
+        while b"to-err" not in logged("stderr.log") or b"to-out" not in logged("stdout.log"):
             await trio.sleep(0.01)  # the log file is the state under test; nothing announces a write
     assert (directory / "stdout.log").read_bytes() == b"to-out\n"
     await client.signal(cid, signal.SIGKILL)

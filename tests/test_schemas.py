@@ -308,6 +308,9 @@ def test_defaulted_fields_may_be_omitted_as_the_codec_allows() -> None:
         {"type": "Signal", "request_id": "1", "id": "web", "signal": "9"},
         {"type": "Signal", "request_id": 1, "id": "web"},
         {"type": "CreateContainer", "request_id": "1", "id": "web", "bundle": None},
+        {"type": "Events", "request_id": "1", "limit": 0},
+        {"type": "Events", "request_id": "1", "limit": 1001},
+        {"type": "Events", "request_id": "1", "from_seq": -1},
     ],
 )
 def test_the_request_schema_rejects_what_a_client_must_not_send(payload: dict[str, Any]) -> None:

@@ -24,6 +24,8 @@ from containerd_actors.protocol import (
     ErrorCode,
     ErrorReply,
     Event,
+    Events,
+    EventsReply,
     EventType,
     ListCheckpoints,
     ListCheckpointsReply,
@@ -111,6 +113,7 @@ def wire_samples() -> dict[type, list[Any]]:
                 version="0.1.0",
                 events_address="ipc:///run/containerd-actors/events.sock",
                 events_subscribers=2,
+                last_event_seq=41,
             )
         ],
         CreateContainerReply: [CreateContainerReply(request_id="r-2", pid=4242)],
@@ -144,6 +147,32 @@ def wire_samples() -> dict[type, list[Any]]:
             ListCheckpointsReply(request_id="r-9", checkpoints=[checkpoint, checkpoint]),
         ],
         DeleteCheckpointReply: [DeleteCheckpointReply(request_id="r-10")],
+        Events: [
+            Events(request_id="r-15"),
+            Events(request_id="r-16", from_seq=5, since=1700000000.25, limit=10),
+        ],
+        EventsReply: [
+            EventsReply(request_id="r-15", events=[], next_seq=1, last_seq=0, first_available_seq=1),
+            EventsReply(
+                request_id="r-16",
+                events=[
+                    Event(seq=5, timestamp=1700000000.25, type=EventType.START_CONTAINER, id="web", pid=42),
+                    Event(seq=7, timestamp=1700000001.0, type=EventType.EXIT, id="web", pid=42, status=0),
+                    Event(
+                        seq=8,
+                        timestamp=1700000002.0,
+                        type=EventType.EXIT,
+                        id="db",
+                        pid=43,
+                        status=None,
+                        reason="exited while no reaper was its parent",
+                    ),
+                ],
+                next_seq=9,
+                last_seq=9,
+                first_available_seq=5,
+            ),
+        ],
         UpdateContainer: [
             UpdateContainer(request_id="r-11", id="web", status="paused"),
             UpdateContainer(request_id="r-12", id="web", status="running"),

@@ -20,6 +20,10 @@ class DaemonConfig:
     metrics_address: str | None = None
     runtime: str = "runc"
     start_timeout: float = 15.0
+    #: Set when this process is the API server under a reaper: the fd of the reaper socket.
+    reaper_fd: int | None = None
+    no_reaper: bool = False
+    events_retention: int = 100_000
 
     @property
     def runc_root(self) -> Path:
@@ -29,3 +33,8 @@ class DaemonConfig:
     @property
     def containers_dir(self) -> Path:
         return self.state_dir / "containers"
+
+    @property
+    def events_dir(self) -> Path:
+        """The event journal's segment files (see ``journal``)."""
+        return self.state_dir / "events"

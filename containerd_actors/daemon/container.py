@@ -29,12 +29,13 @@ from ..cgroup_stats import CgroupGone, CgroupPaths, read_cgroup_stats, resolve_c
 from ..metrics import CONTAINER_DELETE_TIME, CONTAINER_START_TIME, CONTAINERS
 from ..oom import watch_oom
 from ..protocol import Checkpoint, ContainerInfo, ErrorCode, EventType, ProcessInfo, User
-from ..reaping import ExitWatcher, open_pidfd
+from ..reaping import ExitWatcher, open_pidfd, process_start_time
 from ..runc import (
     Runc,
     RuncError,
     RuncTimeout,
     Stdio,
+    close_quietly,
     read_bundle_config,
     validate_bundle,
 )
@@ -64,10 +65,16 @@ from .messages import (
     SignalProcess,
     TakeCheckpoint,
 )
-from .state_dir import ContainerPaths, write_json_atomically
+from .state_dir import ContainerPaths, ContainerRecord, write_json_atomically
 from .telemetry import AddToCounter, RecordDuration, tell
 
 log = logging.getLogger(__name__)
+
+#: Why an exit event can carry no status: the process was not our child or the reaper's.
+UNKNOWN_EXIT_REASON = (
+    "the process exited while no reaper was its parent (the daemon and its reaper were both down), "
+    "so its exit status could not be observed"
+)
 
 #: After the init exits, the kernel has already killed the rest of its pid namespace, so pipe
 #: EOF follows at once; this bound only guards against a writer outside the namespace.
@@ -118,6 +125,14 @@ def _merge_env(base: list[str], overrides: list[str]) -> list[str]:
         key, _, _ = entry.partition("=")
         merged[key] = entry
     return list(merged.values())
+
+
+def _pidfd_if_alive(pid: int) -> int:
+    """-1 when the process is already gone (a reaper may reap a quick exit before we look)."""
+    try:
+        return open_pidfd(pid)
+    except ProcessLookupError:
+        return -1
 
 
 def _init_process_info(pid: int, config: dict[str, Any]) -> ProcessInfo:
@@ -205,6 +220,7 @@ class ContainerActor:
             raise
         answer(start_reply, pid)
         tell(self._metrics, RecordDuration(CONTAINER_START_TIME, time.monotonic_ns() - started_at))
+        await self._keep_pipes_in_reaper()
         tell(self._metrics, AddToCounter(CONTAINERS, +1))
         await self._events.send(EventDraft(EventType.START_CONTAINER, self.id, pid))
         await self._report_status("running")
@@ -234,6 +250,7 @@ class ContainerActor:
         pipes = ContainerPipes.create()
         # Opened before the reply, so a client that saw the pid finds the log files.
         io = ProcessIO(self.paths.stdout_log, self.paths.stderr_log, pipes.stdin_write)
+        io.on_input_closed = self._stdin_closed_by_client
         try:
             async with self._start_limiter:
                 if restore_from is None:
@@ -252,7 +269,7 @@ class ContainerActor:
                         criu_options(restore_from),
                     )
             pipes.close_child_ends()
-            self._pidfd = open_pidfd(pid)
+            self._pidfd = _pidfd_if_alive(pid)
         except BaseException as exc:
             pipes.close_all()
             io.stdout.close()
@@ -275,9 +292,66 @@ class ContainerActor:
         self._init = attrs.evolve(init_template, pid=pid)
         write_json_atomically(
             self.paths.record,
-            {"id": self.id, "bundle": str(bundle), "pid": pid, "created": time.time()},
+            {
+                "id": self.id,
+                "bundle": str(bundle),
+                "pid": pid,
+                "pid_start_time": process_start_time(pid),
+                "created": time.time(),
+            },
         )
         return pid
+
+    async def _keep_pipes_in_reaper(self) -> None:
+        """The reaper holds copies of our pipe ends, so a server crash never closes a container's stdio."""
+        assert self._pipes is not None
+        pipes = self._pipes
+        await self._exit_watcher.keep(self.id, [pipes.stdin_write, pipes.stdout_read, pipes.stderr_read])
+
+    def _stdin_closed_by_client(self) -> None:
+        """The reaper holds a copy of the stdin pipe too: it must let go, or the init never sees EOF."""
+        if self._nursery is not None:
+            self._nursery.start_soon(self._keep_outputs_only_in_reaper)
+
+    async def _keep_outputs_only_in_reaper(self) -> None:
+        assert self._pipes is not None
+        await self._exit_watcher.drop(self.id)
+        if self._pipes.stdout_read >= 0 and self._pipes.stderr_read >= 0:
+            await self._exit_watcher.keep(self.id, [self._pipes.stdout_read, self._pipes.stderr_read])
+
+    async def run_adopted(self, record: ContainerRecord, kept_fds: list[int]) -> None:
+        """Take over a container a previous server started, from its record and the reaper's pipe ends."""
+        try:
+            init_template = _init_process_info(0, read_bundle_config(self._bundle_path))
+        except (ValueError, TypeError, AttributeError):
+            init_template = ProcessInfo(pid=0, args=[], env=[], cwd="/", user=User())
+        self._init = attrs.evolve(init_template, pid=record.pid)
+        if len(kept_fds) == 3:
+            stdin_write, stdout_read, stderr_read = kept_fds
+        elif len(kept_fds) == 2:
+            stdin_write = -1  # a client closed the container's stdin before the restart
+            stdout_read, stderr_read = kept_fds
+        else:
+            for fd in kept_fds:
+                close_quietly(fd)
+            stdin_write, stdout_read, stderr_read = -1, -1, -1
+        self._pipes = ContainerPipes(-1, stdin_write, stdout_read, -1, stderr_read, -1)
+        # The logs continue where the previous server left them (offsets count from the current file).
+        self.paths.logs.mkdir(mode=0o700, parents=True, exist_ok=True)
+        io = ProcessIO(self.paths.stdout_log, self.paths.stderr_log, stdin_write)
+        io.pid = record.pid
+        io.on_input_closed = self._stdin_closed_by_client
+        self._init_io = io
+        self.processes[record.pid] = io
+        alive = process_start_time(record.pid) == record.pid_start_time
+        self._pidfd = _pidfd_if_alive(record.pid) if alive else -1
+        tell(self._metrics, AddToCounter(CONTAINERS, +1))
+        await self._report_status("running")
+        log.info("container %s: adopted (pid %d%s)", self.id, record.pid, "" if alive else ", already exited")
+        try:
+            await self._supervise()
+        finally:
+            tell(self._metrics, AddToCounter(CONTAINERS, -1))
 
     def _fresh_criu_work_dir(self) -> Path:
         """CRIU writes its logs here; each operation starts from an empty one so a log tail is its own."""
@@ -315,6 +389,10 @@ class ContainerActor:
                     await self._reply_with(message.reply_to, self._change_status(message.status))
                 elif isinstance(message, OomNotified):
                     await self._report_ooms()
+                elif isinstance(message, TakeCheckpoint) and message.exit:
+                    if await self._checkpoint_and_exit(message, drains):
+                        nursery.cancel_scope.cancel()
+                        break
                 elif isinstance(message, TakeCheckpoint):
                     await self._reply_with(message.reply_to, self._take_checkpoint(message))
                 elif isinstance(message, ListCheckpointsCommand):
@@ -343,12 +421,21 @@ class ContainerActor:
         assert self._pipes is not None and self._init_io is not None
         with scope:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(drain_to_log, self._pipes.stdout_read, self._init_io.stdout)
-                nursery.start_soon(drain_to_log, self._pipes.stderr_read, self._init_io.stderr)
+                for fd, log_file in zip(
+                    (self._pipes.stdout_read, self._pipes.stderr_read),
+                    (self._init_io.stdout, self._init_io.stderr),
+                    strict=True,
+                ):
+                    if fd >= 0:
+                        nursery.start_soon(drain_to_log, fd, log_file)
+                    else:
+                        log_file.close()  # adopted without its pipes: nothing to drain
         self._drained.set()
 
     async def _watch_init(self, pid: int) -> None:
-        status = await self._exit_watcher.wait_for_exit(self._pidfd, pid)
+        status = self._exit_watcher.exited_while_away(pid)
+        if status is None:
+            status = await self._exit_watcher.wait_for_exit(self._pidfd, pid)
         await self._mailbox_send.send(InitExited(status))
 
     async def _delete_from_runc(self) -> None:
@@ -377,8 +464,9 @@ class ContainerActor:
         for process in list(self._execs.values()):
             with trio.move_on_after(DRAIN_GRACE_S * 2):
                 await process.done.wait()
-        os.close(self._pidfd)
-        self._pidfd = -1
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
         deleting_at = time.monotonic_ns()
         await self._delete_from_runc()
         tell(self._metrics, RecordDuration(CONTAINER_DELETE_TIME, time.monotonic_ns() - deleting_at))
@@ -392,7 +480,10 @@ class ContainerActor:
         self._init_io.mark_exited(status)
         self.paths.remove()
         await self._supervisor.send(ContainerRemoved(self.id, dict(self.processes), pid))
-        await self._events.send(EventDraft(EventType.EXIT, self.id, pid, status))
+        reason = None if status is not None else UNKNOWN_EXIT_REASON
+        await self._events.send(EventDraft(EventType.EXIT, self.id, pid, status, reason))
+        await self._exit_watcher.drop(self.id)
+        await self._exit_watcher.acknowledge(pid)
         log.debug("container %s: init %d exited with %s", self.id, pid, status)
 
     # ------------------------------------------------------------------ commands
@@ -412,6 +503,8 @@ class ContainerActor:
             )
             return
         try:
+            if pidfd < 0:
+                raise ProcessLookupError
             signals.pidfd_send_signal(pidfd, message.signal)
         except ProcessLookupError:
             fail(message.reply_to, CommandError(ErrorCode.NOT_FOUND, f"container {self.id!r} is not running"))
@@ -450,6 +543,23 @@ class ContainerActor:
             publish_checkpoint(self._bundle_path, images, record)
         await self._events.send(EventDraft(EventType.CHECKPOINT, self.id, self._init.pid))
         return record
+
+    async def _checkpoint_and_exit(self, command: TakeCheckpoint, drains: trio.CancelScope) -> bool:
+        """``--exit``: answer only once the container is gone, so its id can be restored at once.
+
+        Returns whether the container has exited (and this actor is done).
+        """
+        try:
+            record = await self._take_checkpoint(command)
+        except CommandError as error:
+            fail(command.reply_to, error)
+            return False
+        while not isinstance(message := await self._mailbox.receive(), InitExited):
+            if hasattr(message, "reply_to"):
+                fail(message.reply_to, CommandError(ErrorCode.NOT_FOUND, f"container {self.id!r} is exiting"))
+        await self._finish(message.status, drains)
+        answer(command.reply_to, record)
+        return True
 
     async def _delete_checkpoint(self, name: str) -> None:
         delete_checkpoint(self._bundle_path, name)
@@ -571,10 +681,7 @@ class ContainerActor:
         finally:
             for path in (process_file, pid_file, log_file):
                 path.unlink(missing_ok=True)
-        try:
-            pidfd = open_pidfd(pid)
-        except OSError:
-            pidfd = -1  # exited and reaped already? Not by us: it is our child until we wait.
+        pidfd = _pidfd_if_alive(pid)  # -1 if the reaper has reaped a quick exit already
         self._forget_exec(pid)  # a recycled pid must not append to an older process's logs
         stdout_path, stderr_path = self.paths.exec_logs(pid)
         io = ProcessIO(stdout_path, stderr_path, stdin_fd, terminal=command.terminal)
@@ -696,12 +803,10 @@ class ContainerActor:
     async def _watch_exec(self, process: ExecProcess, drains: trio.CancelScope, drained: trio.Event) -> None:
         """Reap an exec'd process, wait for its output to end, then announce its exit."""
         pid = process.info.pid
+        status = await self._exit_watcher.wait_for_exit(process.pidfd, pid)
         if process.pidfd >= 0:
-            status = await self._exit_watcher.wait_for_exit(process.pidfd, pid)
             os.close(process.pidfd)
             process.pidfd = -1
-        else:
-            status = None
         with trio.move_on_after(DRAIN_GRACE_S):
             await drained.wait()
         drains.cancel()
@@ -712,7 +817,9 @@ class ContainerActor:
         self._exited_execs.append(pid)
         while len(self._exited_execs) > KEPT_EXITED_EXECS:
             self._forget_exec(self._exited_execs[0])
-        await self._events.send(EventDraft(EventType.EXIT, self.id, pid, status))
+        reason = None if status is not None else UNKNOWN_EXIT_REASON
+        await self._events.send(EventDraft(EventType.EXIT, self.id, pid, status, reason))
+        await self._exit_watcher.acknowledge(pid)
         await self._report_status(self._status)
         process.done.set()
         log.debug("container %s: exec'd process %d exited with %s", self.id, pid, status)

@@ -22,11 +22,16 @@ import trio
 
 from .. import __version__
 from ..protocol import warm_up
-from ..reaping import LocalSubreaper, become_child_subreaper
+from ..reaper.process import run_reaper
+from ..reaper.wire import SERVER_FD
+from ..reaping import ExitWatcher, LocalSubreaper, become_child_subreaper
 from ..runc import Runc
 from .config import DaemonConfig
 from .events import EventsActor
+from .journal import DEFAULT_RETENTION, EventJournal
 from .prometheus_http import serve_prometheus
+from .reaper_link import ReaperLink
+from .recovery import load_records
 from .server import ApiServer, default_daemon_id
 from .state_dir import prepare_state_dir
 from .supervisor import Supervisor
@@ -118,6 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=15.0,
         help="kill a runc that has not started its container within this time (default 15s)",
     )
+    parser.add_argument(
+        "--no-reaper",
+        action="store_true",
+        help="run without the reaper parent (a daemon crash then loses exit statuses and stdio)",
+    )
+    # Internal: set by the reaper when it starts the API server, naming the fd of its socket.
+    parser.add_argument("--reaper-fd", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--events-retention",
+        type=int,
+        default=DEFAULT_RETENTION,
+        metavar="N",
+        help=f"keep at most N events in the journal for replay (default {DEFAULT_RETENTION:,})",
+    )
     parser.add_argument("-v", "--version", action="version", version=f"containerd-actors {__version__}")
     return parser
 
@@ -126,6 +145,8 @@ def config_from_args(argv: list[str] | None = None) -> DaemonConfig:
     args = build_parser().parse_args(argv)
     if args.concurrency < 1:
         raise SystemExit("containerd-actors: --concurrency must be at least 1")
+    if args.events_retention < 1:
+        raise SystemExit("containerd-actors: --events-retention must be at least 1")
     return DaemonConfig(
         id=args.id,
         debug=args.debug,
@@ -138,6 +159,9 @@ def config_from_args(argv: list[str] | None = None) -> DaemonConfig:
         metrics_address=args.metrics_address,
         runtime=args.runtime,
         start_timeout=args.start_timeout,
+        reaper_fd=args.reaper_fd,
+        no_reaper=args.no_reaper,
+        events_retention=args.events_retention,
     )
 
 
@@ -188,7 +212,7 @@ def prepare_socket_dir(address: str) -> None:
         log.warning("socket directory %s is accessible to other users; prefer a 0700 directory", directory)
 
 
-def notify_ready() -> None:
+def notify_ready(main_pid: int) -> None:
     """sd_notify READY=1, so systemd (Type=notify) and the tests know when requests are served."""
     target = os.environ.get("NOTIFY_SOCKET")
     if not target:
@@ -197,7 +221,7 @@ def notify_ready() -> None:
         target = "\0" + target[1:]
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as notify:
         try:
-            notify.sendto(f"READY=1\nMAINPID={os.getpid()}".encode(), target)
+            notify.sendto(f"READY=1\nMAINPID={main_pid}".encode(), target)
         except OSError as exc:
             log.warning("cannot notify readiness on %s: %s", target, exc)
 
@@ -206,25 +230,40 @@ async def run_daemon(config: DaemonConfig) -> None:
     warm_up()
     runc = Runc(config.runc_root, binary=config.runtime, timeout=config.start_timeout)
     metrics = MetricsActor(config.metrics_interval)
-    events = EventsActor(config.events_address, metrics.mailbox)
+    # Before any actor runs: the journal fixes where seq continues after a restart.
+    journal = EventJournal(config.events_dir, retention=config.events_retention)
+    events = EventsActor(config.events_address, journal, metrics.mailbox)
+    records = load_records(config.containers_dir, config.state_dir / "quarantine")
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as stop_signals:
         async with trio.open_nursery() as nursery:
+            exit_watcher: ExitWatcher
+            kept: dict[str, list[int]] = {}
+            if config.reaper_fd is not None:
+                link = ReaperLink(socket.socket(fileno=config.reaper_fd))
+                await nursery.start(link.run)
+                exit_watcher, kept = link, link.kept
+            else:
+                exit_watcher = LocalSubreaper()
             await nursery.start(metrics.run)
             await nursery.start(events.run)
-            supervisor = Supervisor(config, runc, LocalSubreaper(), events.mailbox, metrics.mailbox)
-            await nursery.start(supervisor.run)
+            supervisor = Supervisor(config, runc, exit_watcher, events.mailbox, metrics.mailbox)
+            await nursery.start(supervisor.run, records, kept)
             server = ApiServer(config, supervisor.mailbox, events.mailbox, metrics.mailbox)
             await nursery.start(server.run)
             if config.metrics_address:
                 await nursery.start(serve_prometheus, config.metrics_address, metrics.mailbox)
             log.info(
-                "containerd-actors %s ready: id=%s state-dir=%s concurrency=%d",
+                "containerd-actors %s ready: id=%s state-dir=%s concurrency=%d next event seq=%d",
                 __version__,
                 config.id,
                 config.state_dir,
                 config.concurrency,
+                journal.last_seq + 1,
             )
-            notify_ready()
+            (config.state_dir / "server.pid").write_text(f"{os.getpid()}\n")
+            if isinstance(exit_watcher, ReaperLink):
+                await exit_watcher.announce_serving()
+            notify_ready(main_pid=os.getppid() if config.reaper_fd is not None else os.getpid())
             async for signum in stop_signals:
                 log.info("received %s: stopping; containers keep running", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
@@ -232,12 +271,18 @@ async def run_daemon(config: DaemonConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    config = config_from_args(argv)
+    raw_args = sys.argv[1:] if argv is None else argv
+    config = config_from_args(raw_args)
     setup_logging(config.debug)
     if os.geteuid() != 0:
         log.warning("not running as root: runc will likely refuse to create containers")
     raise_fd_limit()
-    become_child_subreaper()
+    if config.reaper_fd is None and not config.no_reaper:
+        # This process becomes the reaper; the API server runs as its child (see reaper/process.py).
+        server_argv = ["-m", "containerd_actors.daemon.main", "--reaper-fd", str(SERVER_FD), *raw_args]
+        raise SystemExit(run_reaper(server_argv, config.state_dir))
+    if config.reaper_fd is None:
+        become_child_subreaper()
     prepare_state_dir(config.state_dir)
     prepare_socket_dir(config.listen)
     prepare_socket_dir(config.events_address)

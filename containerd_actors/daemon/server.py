@@ -31,6 +31,8 @@ from ..protocol import (
     DeleteCheckpointReply,
     ErrorCode,
     ErrorReply,
+    Events,
+    EventsReply,
     ListCheckpoints,
     ListCheckpointsReply,
     MachineInfo,
@@ -60,7 +62,8 @@ from ..protocol import (
 )
 from ..stdio import ProcessIO, StdinClosed
 from .config import DaemonConfig
-from .events import CountSubscribers
+from .events import EventsStatus, GetStatus, ReadEvents
+from .journal import JournalPage
 from .mailbox import CommandError, ReplyTo, ask
 from .messages import (
     AddProcessCommand,
@@ -168,9 +171,22 @@ class ApiServer:
 
     async def _dispatch(self, request: Request) -> Reply:
         if isinstance(request, Ping):
-            subscribers = await ask(self._events, CountSubscribers)
+            status: EventsStatus = await ask(self._events, GetStatus)
             return PingReply(
-                request.request_id, self._config.id, __version__, self._config.events_address, subscribers
+                request.request_id,
+                self._config.id,
+                __version__,
+                self._config.events_address,
+                status.subscribers,
+                status.last_seq,
+            )
+        if isinstance(request, Events):
+            page: JournalPage = await ask(
+                self._events,
+                lambda reply: ReadEvents(request.from_seq, request.limit, request.since, reply),
+            )
+            return EventsReply(
+                request.request_id, page.events, page.next_seq, page.last_seq, page.first_available_seq
             )
         if isinstance(request, CreateContainer):
             pid = await ask(

@@ -4,8 +4,10 @@
 (``container.json``), plus runc's log; it is removed when the container exits.
 ``<state-dir>/logs/<id>/`` holds the stdout/stderr logs of its init (``stdout.log``) and of each
 exec'd process (``exec-<pid>.stdout.log``); they stay readable after the exit, until the id is
-reused or the daemon forgets the oldest exited containers. Records are written to a temp file and
-renamed, so a crash leaves either the old record or the new one, never half of one.
+reused or the daemon forgets the oldest exited containers. ``<state-dir>/events/`` is the event
+journal (see ``journal``), which carries event ``seq`` numbers across restarts. Records are
+written to a temp file and renamed, so a crash leaves either the old record or the new one,
+never half of one.
 """
 
 from __future__ import annotations
@@ -63,6 +65,40 @@ class ContainerPaths:
 
     def remove_logs(self) -> None:
         shutil.rmtree(self.logs, ignore_errors=True)
+
+
+@attrs.frozen
+class ContainerRecord:
+    """What ``container.json`` holds: enough for a new server to find the container again.
+
+    ``pid_start_time`` pins the pid: after a reboot or a long outage the same pid may be another
+    process, and a record must never adopt a stranger.
+    """
+
+    id: str
+    bundle: str
+    pid: int
+    pid_start_time: int | None
+    created: float
+
+    @classmethod
+    def parse(cls, raw: Any) -> ContainerRecord:
+        """Raises ValueError on anything but a well-formed record."""
+        if not isinstance(raw, dict):
+            raise ValueError("not a JSON object")
+        try:
+            record = cls(
+                id=str(raw["id"]),
+                bundle=str(raw["bundle"]),
+                pid=int(raw["pid"]),
+                pid_start_time=None if raw.get("pid_start_time") is None else int(raw["pid_start_time"]),
+                created=float(raw["created"]),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"missing or mistyped field: {exc}") from None
+        if record.pid <= 1:
+            raise ValueError(f"implausible pid {record.pid}")
+        return record
 
 
 def write_json_atomically(path: Path, value: Any) -> None:

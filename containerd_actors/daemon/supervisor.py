@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import logging
 import shutil
+from collections.abc import Awaitable
 from typing import Any
 
 import attrs
@@ -17,7 +18,7 @@ import trio
 
 from ..protocol import ContainerInfo, ErrorCode
 from ..reaping import ExitWatcher
-from ..runc import Runc
+from ..runc import Runc, close_quietly
 from ..stdio import ProcessIO
 from .config import DaemonConfig
 from .container import ActorDeps, ContainerActor, container_paths
@@ -30,6 +31,7 @@ from .messages import (
     StartContainer,
     ToContainer,
 )
+from .state_dir import ContainerRecord
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +85,22 @@ class Supervisor:
     def mailbox(self) -> trio.MemorySendChannel[Any]:
         return self._mailbox_send
 
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self,
+        adopt: list[ContainerRecord] | None = None,
+        kept_fds: dict[str, list[int]] | None = None,
+        *,
+        task_status: Any = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve commands; first take over ``adopt``, the containers a previous server left running."""
         async with trio.open_nursery() as actors:
+            for record in adopt or []:
+                self._adopt(record, (kept_fds or {}).pop(record.id, []), actors)
+            for orphan_key, fds in (kept_fds or {}).items():
+                log.warning("reaper held pipes for %s, which has no record; closing them", orphan_key)
+                for fd in fds:
+                    close_quietly(fd)
+                await self._actor_deps.exit_watcher.drop(orphan_key)
             task_status.started()
             async for message in self._mailbox:
                 try:
@@ -134,12 +150,23 @@ class Supervisor:
             self._actor_deps,
         )
         self._registry[message.id] = _Entry(actor.mailbox, actor.processes)
-        actors.start_soon(self._run_actor, actor, message)
+        actors.start_soon(self._run_actor, actor, actor.run(message.reply_to))
 
-    async def _run_actor(self, actor: ContainerActor, message: StartContainer) -> None:
+    def _adopt(self, record: ContainerRecord, fds: list[int], actors: trio.Nursery) -> None:
+        actor = ContainerActor(
+            record.id,
+            record.bundle,
+            None,
+            container_paths(self._config.containers_dir, record.id),
+            self._actor_deps,
+        )
+        self._registry[record.id] = _Entry(actor.mailbox, actor.processes)
+        actors.start_soon(self._run_actor, actor, actor.run_adopted(record, fds))
+
+    async def _run_actor(self, actor: ContainerActor, work: Awaitable[None]) -> None:
         """An actor that crashes is reported and removed; it never takes the daemon down."""
         try:
-            await actor.run(message.reply_to)
+            await work
         except Exception:
             log.exception("container actor %s crashed", actor.id)
             await self._mailbox_send.send(ContainerRemoved(actor.id))

@@ -78,5 +78,5 @@ def tell(mailbox: trio.MemorySendChannel[Any], message: Any) -> None:
     """Measurements are best effort: a full metrics mailbox drops a sample rather than stall an actor."""
     try:
         mailbox.send_nowait(message)
-    except trio.WouldBlock:
+    except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
         pass

@@ -158,13 +158,28 @@ def decode_reply(data: bytes) -> Reply:
     return _structure_tagged(data, _REPLIES_BY_TAG, Reply, "reply")
 
 
+def encode_event_payload(event: Event) -> bytes:
+    """The JSON object of one event: the payload of its pub/sub frame and one journal line."""
+    return _dumps(converter.unstructure(event))
+
+
+def frame_event(event_type: str, payload: bytes) -> bytes:
+    """Frame an encoded event for pub/sub: ``/containers/<type> {json}``."""
+    return event_topic(event_type).encode() + TOPIC_SEPARATOR + payload
+
+
 def encode_event(event: Event) -> bytes:
     """Frame an event for pub/sub: ``/containers/<type> {json}``."""
-    return event_topic(event.type).encode() + TOPIC_SEPARATOR + _dumps(converter.unstructure(event))
+    return frame_event(event.type, encode_event_payload(event))
 
 
 def decode_event(frame: bytes) -> Event:
     _, _, payload = frame.partition(TOPIC_SEPARATOR)
+    return decode_event_payload(payload)
+
+
+def decode_event_payload(payload: bytes) -> Event:
+    """Parse an event's JSON object; raises ``ProtocolError`` (code ``malformed``)."""
     try:
         return converter.structure(_load_object(payload), Event)
     except ProtocolError as exc:

@@ -48,6 +48,17 @@ def _valid_optional_name(instance: Any, attribute: Attribute, value: str | None)
         _valid_id(instance, attribute, value)
 
 
+#: The most events one ``EventsReply`` carries. Even with 128-character ids a page stays far
+#: below ``MAX_MESSAGE_BYTES``, and the events actor, which serves pages between publishes,
+#: is never busy with one reader for long.
+MAX_EVENTS_PER_PAGE = 1000
+
+
+def _page_limit(instance: Any, attribute: Attribute, value: int) -> None:
+    if not 1 <= value <= MAX_EVENTS_PER_PAGE:
+        raise InvalidField(f"{attribute.name} must be between 1 and {MAX_EVENTS_PER_PAGE}, got {value}")
+
+
 def _non_negative(instance: Any, attribute: Attribute, value: int) -> None:
     if value < 0:
         raise InvalidField(f"{attribute.name} must be >= 0, got {value}")
@@ -326,6 +337,34 @@ class ResizeTerminal:
     cols: int = field(default=80, validator=_uint16)
 
 
+@frozen
+class Events:
+    """Read one page of past events from the daemon's event journal, oldest first.
+
+    The page starts at the first journalled event whose ``seq`` is at least ``from_seq`` and,
+    if ``since`` is given, whose ``timestamp`` is at least ``since``. ``since`` only picks the
+    starting point: every later event follows, whatever its timestamp, so a wall clock stepped
+    backwards cannot hide events. To read on, send ``from_seq = next_seq`` from the reply
+    (without ``since``) until ``next_seq > last_seq``; then the live stream takes over.
+    """
+
+    request_id: str
+    from_seq: int = field(
+        default=0,
+        validator=_non_negative,
+        metadata={"description": "First seq wanted; 0 (or 1) means the oldest event still journalled."},
+    )
+    since: float | None = field(
+        default=None,
+        metadata={"description": "Seconds since the Unix epoch; start at the first event this new or newer."},
+    )
+    limit: int = field(
+        default=MAX_EVENTS_PER_PAGE,
+        validator=_page_limit,
+        metadata={"description": f"Most events in the reply (1 to {MAX_EVENTS_PER_PAGE})."},
+    )
+
+
 Request = (
     Ping
     | CreateContainer
@@ -341,6 +380,7 @@ Request = (
     | ReadOutput
     | WriteInput
     | ResizeTerminal
+    | Events
 )
 REQUEST_TYPES: tuple[type, ...] = (
     Ping,
@@ -357,6 +397,7 @@ REQUEST_TYPES: tuple[type, ...] = (
     ReadOutput,
     WriteInput,
     ResizeTerminal,
+    Events,
 )
 
 # --------------------------------------------------------------------------- replies
@@ -364,13 +405,19 @@ REQUEST_TYPES: tuple[type, ...] = (
 
 @frozen
 class PingReply:
-    """``events_subscribers`` counts connected event subscribers (a client can wait to be one)."""
+    """``events_subscribers`` counts connected event subscribers (a client can wait to be one).
+
+    ``last_event_seq`` is the ``seq`` of the newest event so far (0 before the first): a client
+    that subscribes and then pings knows that every event after it is meant for it, and can
+    fetch any it does not receive with ``Events``.
+    """
 
     request_id: str
     daemon_id: str
     version: str
     events_address: str
     events_subscribers: int
+    last_event_seq: int
 
 
 @frozen
@@ -479,6 +526,34 @@ class ResizeTerminalReply:
 
 
 @frozen
+class EventsReply:
+    """One page of the event journal, in ``seq`` order.
+
+    Events missing from the page (a jump between ``from_seq`` and the first event, or between
+    two events) are lost for good: older than the journal's retention (compare
+    ``first_available_seq``) or in a journal segment that was found corrupt.
+    """
+
+    request_id: str
+    events: list[Event]
+    next_seq: int = field(
+        metadata={
+            "description": "The from_seq of the next page. Always greater than the request's from_seq "
+            "when from_seq <= last_seq, so paging always makes progress."
+        }
+    )
+    last_seq: int = field(
+        metadata={"description": "The seq of the newest event so far; next_seq > last_seq means caught up."}
+    )
+    first_available_seq: int = field(
+        metadata={
+            "description": "The oldest seq the journal still holds (last_seq + 1 when it holds none); "
+            "older events are beyond retention."
+        }
+    )
+
+
+@frozen
 class ErrorReply:
     """Every failed request is answered with this, never with silence.
 
@@ -508,6 +583,7 @@ Reply = (
     | ReadOutputReply
     | WriteInputReply
     | ResizeTerminalReply
+    | EventsReply
     | ErrorReply
 )
 REPLY_TYPES: tuple[type, ...] = (
@@ -525,6 +601,7 @@ REPLY_TYPES: tuple[type, ...] = (
     ReadOutputReply,
     WriteInputReply,
     ResizeTerminalReply,
+    EventsReply,
     ErrorReply,
 )
 
@@ -562,9 +639,12 @@ class EventType:
 class Event:
     """A state change, numbered by the events actor.
 
-    ``seq`` increases by exactly one per event, so a subscriber can detect a gap.
+    ``seq`` increases by exactly one per event, also across daemon restarts, so a subscriber can
+    detect a gap (and fill it with an ``Events`` request).
     ``timestamp`` is seconds since the Unix epoch. ``status`` is the exit status for ``exit``
-    events (128+N for death by signal N) and null where it does not apply.
+    events (128+N for death by signal N) and null where it does not apply. An ``exit`` whose
+    status could not be observed has a null status and says why in ``reason``; a status is never
+    made up.
     """
 
     seq: int
@@ -573,6 +653,7 @@ class Event:
     id: str
     pid: int
     status: int | None = None
+    reason: str | None = None
 
 
 EVENT_TOPIC_PREFIX = "/containers/"

@@ -58,6 +58,7 @@ _VALIDATOR_CONSTRAINTS: dict[Callable[..., Any], dict[str, Any]] = {
     messages._wait_seconds: {"minimum": 0, "maximum": messages.MAX_WAIT_S},
     messages._read_size: {"minimum": 1, "maximum": messages.MAX_READ_BYTES},
     messages._base64: {"contentEncoding": "base64"},
+    messages._page_limit: {"minimum": 1, "maximum": messages.MAX_EVENTS_PER_PAGE},
 }
 
 

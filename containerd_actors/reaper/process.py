@@ -1,0 +1,241 @@
+"""The reaper: a small, long-lived parent that keeps containers safe while the API server restarts.
+
+``containerd-actors`` starts as this process. It becomes the child subreaper, so every container
+init that ``runc run -d`` orphans is re-parented here, and it runs the API server as its child.
+When the server dies (a bug, an OOM kill, ``kill -9``), the reaper:
+
+- keeps reaping: each container exit is recorded with its real status, in memory and in
+  ``<state-dir>/reaper-exits.jsonl``, until a server acknowledges that it published the event;
+- keeps every container's stdio pipe ends (sent to it with SCM_RIGHTS), so that no container gets
+  SIGPIPE and no output pipe loses its reader;
+- starts a new server and hands it the held pipe ends and the unacknowledged exits.
+
+That is one process for all containers, instead of one shim per container. It is plain blocking
+Python around ``select``: no trio, no nng, nothing that could fail in interesting ways. It uses
+``waitpid(-1)``, which is safe here because its only children are the server and the orphans.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..reaping import become_child_subreaper, exit_status_from_wait
+from . import wire
+
+log = logging.getLogger("containerd_actors.reaper")
+
+EXITS_FILE = "reaper-exits.jsonl"
+#: A server that dies sooner than this after its start is restarted with a growing delay.
+CRASH_WINDOW_S = 5.0
+MAX_RESTART_DELAY_S = 5.0
+
+
+class Reaper:
+    def __init__(self, server_argv: list[str], state_dir: Path) -> None:
+        self.server_argv = server_argv
+        self.exits_path = state_dir / EXITS_FILE
+        self.kept: dict[str, list[int]] = {}
+        self.pending: dict[int, dict[str, Any]] = self._load_pending()
+        self.server_pid = 0
+        self.server_started = 0.0
+        self.server_sock: socket.socket | None = None
+        self.stopping = False
+        self.restart_delay = 0.0
+        self.restart_at: float | None = 0.0  # start at once
+        self.server_status = 0
+        self.restart_requested = False
+        #: Set once a server has reported that it serves: a server that dies before that (a bad
+        #: flag, an address in use) would die again, so the reaper gives up instead of looping.
+        self.ever_served = False
+
+    # ------------------------------------------------------------------ durable exits
+
+    def _load_pending(self) -> dict[int, dict[str, Any]]:
+        pending: dict[int, dict[str, Any]] = {}
+        try:
+            lines = self.exits_path.read_text().splitlines()
+        except FileNotFoundError:
+            return pending
+        for line in lines:
+            try:
+                record = json.loads(line)
+                pending[int(record["pid"])] = record
+            except (ValueError, KeyError, TypeError):
+                log.warning("reaper: skipping a corrupt line in %s: %r", self.exits_path, line[:200])
+        return pending
+
+    def _append_exit(self, record: dict[str, Any]) -> None:
+        with open(self.exits_path, "a") as exits:
+            exits.write(json.dumps(record) + "\n")
+
+    def _rewrite_pending(self) -> None:
+        tmp = self.exits_path.with_name(f".{EXITS_FILE}.tmp")
+        tmp.write_text("".join(json.dumps(record) + "\n" for record in self.pending.values()))
+        os.replace(tmp, self.exits_path)
+
+    # ------------------------------------------------------------------ the server
+
+    def _start_server(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:  # child: the server gets its end as fd 3, everything else closes on exec
+            try:
+                signal.pthread_sigmask(signal.SIG_SETMASK, [])
+                os.dup2(theirs.fileno(), wire.SERVER_FD, inheritable=True)
+                os.execv(sys.executable, [sys.executable, *self.server_argv])
+            finally:
+                os._exit(127)
+        theirs.close()
+        self.server_pid = pid
+        self.server_started = time.monotonic()
+        self.server_sock = ours
+        log.info("reaper %d: started the API server as pid %d", os.getpid(), pid)
+        for key, fds in self.kept.items():
+            self._send({"op": "kept", "key": key}, fds)
+        for record in self.pending.values():
+            self._send({"op": "exit", **record})
+        self._send({"op": "ready"})
+
+    def _send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
+        if self.server_sock is None:
+            return
+        try:
+            wire.send(self.server_sock, message, fds)
+        except OSError as exc:
+            log.warning("reaper: cannot reach the server (%s); it will get this on restart", exc)
+            self._disconnect()
+
+    def _disconnect(self) -> None:
+        if self.server_sock is not None:
+            self.server_sock.close()
+            self.server_sock = None
+
+    def _server_exited(self, status: int) -> None:
+        code = exit_status_from_wait(status)
+        self.server_pid = 0
+        self._disconnect()
+        if self.restart_requested:
+            self.restart_requested = False
+            self.restart_at = time.monotonic()
+            return
+        if self.stopping or code == 0 or not self.ever_served:
+            if not self.ever_served and not self.stopping:
+                log.error("reaper: the API server failed to start (status %d); not restarting it", code)
+            self.stopping = True
+            self.server_status = code
+            return
+        lived = time.monotonic() - self.server_started
+        self.restart_delay = (
+            min(MAX_RESTART_DELAY_S, max(0.2, self.restart_delay * 2)) if lived < CRASH_WINDOW_S else 0.0
+        )
+        log.error(
+            "reaper: the API server died with status %d; restarting in %.1f s", code, self.restart_delay
+        )
+        self.restart_at = time.monotonic() + self.restart_delay
+
+    # ------------------------------------------------------------------ events
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.server_pid:
+                self._server_exited(status)
+                continue
+            record = {"pid": pid, "status": exit_status_from_wait(status), "time": time.time()}
+            self.pending[pid] = record
+            self._append_exit(record)
+            self._send({"op": "exit", **record})
+
+    def _on_server_message(self) -> None:
+        assert self.server_sock is not None
+        try:
+            received = wire.receive(self.server_sock)
+        except OSError:
+            received = None
+        if received is None:
+            self._disconnect()
+            return
+        message, fds = received
+        op = message.get("op")
+        if op == "keep":
+            for fd in self.kept.pop(str(message["key"]), []):
+                _close(fd)
+            self.kept[str(message["key"])] = fds
+        elif op == "drop":
+            for fd in self.kept.pop(str(message["key"]), []) + fds:
+                _close(fd)
+        elif op == "serving":
+            self.ever_served = True
+        elif op == "ack":
+            for pid in message.get("pids", []):
+                self.pending.pop(int(pid), None)
+            self._rewrite_pending()
+        else:
+            log.warning("reaper: unknown message %r", message)
+            for fd in fds:
+                _close(fd)
+
+    def run(self) -> int:
+        wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_write)
+        for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, lambda *_: None)
+        while True:
+            if self.stopping and self.server_pid == 0:
+                log.info("reaper: stopped; containers keep running")
+                return self.server_status
+            due = self.restart_at is not None and time.monotonic() >= self.restart_at
+            if not self.stopping and self.server_pid == 0 and due:
+                self.restart_at = None
+                self._start_server()
+            readers = [wake_read] + ([self.server_sock] if self.server_sock is not None else [])
+            timeout = None if self.restart_at is None else max(0.0, self.restart_at - time.monotonic())
+            try:
+                ready, _, _ = select.select(readers, [], [], timeout)
+            except InterruptedError:
+                ready = []
+            if wake_read in ready:
+                self._on_signals(os.read(wake_read, 256))
+            if self.server_sock is not None and self.server_sock in ready:
+                self._on_server_message()
+            self._reap()
+
+    def _on_signals(self, numbers: bytes) -> None:
+        for signum in numbers:
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                self.stopping = True
+                if self.server_pid:
+                    os.kill(self.server_pid, signal.SIGTERM)
+            elif signum == signal.SIGHUP and self.server_pid and not self.stopping:
+                # Restart the server (an upgrade, a config reload) without losing anything.
+                self.restart_requested = True
+                os.kill(self.server_pid, signal.SIGTERM)
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError as exc:
+        if exc.errno != errno.EBADF:
+            raise
+
+
+def run_reaper(server_argv: list[str], state_dir: Path) -> int:
+    become_child_subreaper()
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return Reaper(server_argv, state_dir).run()
