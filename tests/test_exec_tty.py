@@ -7,6 +7,7 @@ terminal being restored afterwards. Each test runs its own tmux server (``-L``) 
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
@@ -59,6 +60,9 @@ class Tmux:
 
     def kill(self) -> None:
         subprocess.run(["tmux", "-L", self.server, "kill-server"], capture_output=True)
+        # kill-server leaves the socket file behind.
+        socket_dir = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}"
+        (socket_dir / self.server).unlink(missing_ok=True)
 
 
 @pytest.fixture
