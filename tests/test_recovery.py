@@ -209,6 +209,51 @@ async def test_whole_tree_killed_new_daemon_adopts_and_reports_unknown_exits(
         await stop_daemon(handle)
 
 
+async def test_execd_processes_are_tracked_again_after_a_server_crash(
+    state_dir: Path, sleep_bundle: Path
+) -> None:
+    handle = await start_daemon(state_dir)
+    cid = unique_id("exec-survivor")
+    try:
+        async with Client.connect(handle.address) as client:
+            await client.create_container(cid, str(sleep_bundle))
+            ticker = await client.add_process(
+                cid, ["sh", "-c", "trap 'exit 5' USR1; while :; do sleep 0.05; done"]
+            )
+            quitter = await client.add_process(
+                cid, ["sh", "-c", "trap 'exit 6' USR1; while :; do sleep 0.05; done"]
+            )
+        old_server = server_pid(handle)
+        reaper = handle.process.pid
+        os.kill(reaper, signal.SIGSTOP)
+        try:
+            os.kill(old_server, signal.SIGKILL)
+            os.kill(quitter, signal.SIGUSR1)  # exits while no server runs
+        finally:
+            os.kill(reaper, signal.SIGCONT)
+        await wait_for_new_server(handle, old_server)
+        async with Client.connect(handle.address) as client:
+            with trio.fail_after(30):
+                while True:
+                    [info] = await client.containers()
+                    if sorted(p.pid for p in info.processes) == sorted([info.pid, ticker]):
+                        break
+                    await trio.sleep(0.05)  # the new server re-tracks the survivor and reports the other
+            async with client.subscribe() as events:
+                await client.signal(cid, signal.SIGUSR1, pid=ticker)  # signals reach the adopted process
+                with trio.fail_after(30):
+                    async for event in events:
+                        if event.type == EventType.EXIT and event.pid == ticker:
+                            assert event.status == 5
+                            break
+            exits = {e.pid: e.status for e in await replayed_events(client) if e.type == EventType.EXIT}
+            assert exits[quitter] == 6
+            await client.signal(cid, signal.SIGKILL)
+        assert not list((state_dir / "containers" / cid).glob("exec-*.process.json"))
+    finally:
+        await stop_daemon(handle)
+
+
 HANGING_RUNC = """#!/bin/sh
 # Hangs for bundles whose path contains "hang"; otherwise it is runc.
 case "$*" in *hang*) exec sleep 1000 ;; esac

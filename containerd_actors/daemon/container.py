@@ -11,6 +11,7 @@ import contextlib
 import copy
 import fcntl
 import itertools
+import json
 import logging
 import os
 import shutil
@@ -23,12 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import cattrs
 import trio
 
 from ..cgroup_stats import CgroupGone, CgroupPaths, read_cgroup_stats, resolve_cgroup_paths, sample_container
 from ..metrics import CONTAINER_DELETE_TIME, CONTAINER_START_TIME, CONTAINERS
 from ..oom import watch_oom
-from ..protocol import Checkpoint, ContainerInfo, ErrorCode, EventType, ProcessInfo, User
+from ..protocol import Checkpoint, ContainerInfo, ErrorCode, EventType, ProcessInfo, User, converter
 from ..reaping import ExitWatcher, open_pidfd, process_start_time
 from ..runc import (
     Runc,
@@ -195,6 +197,8 @@ class ContainerActor:
         self._exited_execs: collections.deque[int] = collections.deque()
         self._nursery: trio.Nursery | None = None
         self._drained = trio.Event()
+        #: Set only while adopting: pipe ends the reaper held for this container's exec'd processes.
+        self._adopted_exec_fds: dict[str, list[int]] | None = None
         self._status = "running"
         self._cgroups: CgroupPaths | None = None
         self._ooms_reported = 0
@@ -319,8 +323,11 @@ class ContainerActor:
         if self._pipes.stdout_read >= 0 and self._pipes.stderr_read >= 0:
             await self._exit_watcher.keep(self.id, [self._pipes.stdout_read, self._pipes.stderr_read])
 
-    async def run_adopted(self, record: ContainerRecord, kept_fds: list[int]) -> None:
+    async def run_adopted(
+        self, record: ContainerRecord, kept_fds: list[int], exec_fds: dict[str, list[int]] | None = None
+    ) -> None:
         """Take over a container a previous server started, from its record and the reaper's pipe ends."""
+        self._adopted_exec_fds = exec_fds if exec_fds is not None else {}
         try:
             init_template = _init_process_info(0, read_bundle_config(self._bundle_path))
         except (ValueError, TypeError, AttributeError):
@@ -376,6 +383,9 @@ class ContainerActor:
             drains = trio.CancelScope()
             nursery.start_soon(self._drain_outputs, drains)
             nursery.start_soon(self._watch_init, self._init.pid)
+            if self._adopted_exec_fds is not None:
+                self._adopt_execs(self._adopted_exec_fds)
+                self._adopted_exec_fds = None
             if self._oom_notify:
                 await self._start_oom_watch(nursery)
             async for message in self._mailbox:
@@ -695,15 +705,53 @@ class ContainerActor:
             terminal=command.terminal,
         )
         process = ExecProcess(info, pidfd, io)
-        self._execs[pid] = process
-        self.processes[pid] = io
-        drains = trio.CancelScope()
-        drained = trio.Event()
-        self._nursery.start_soon(self._drain_exec, out_fds, io, drains, drained)
-        self._nursery.start_soon(self._watch_exec, process, drains, drained)
+        write_json_atomically(
+            self.paths.exec_record(pid),
+            {"process": converter.unstructure(info), "pid_start_time": process_start_time(pid)},
+        )
+        await self._exit_watcher.keep(_exec_key(self.id, pid), [stdin_fd, *(fd for fd in out_fds if fd >= 0)])
+        self._own_exec(process, out_fds)
         await self._events.send(EventDraft(EventType.START_PROCESS, self.id, pid))
         await self._report_status(self._status)
         return pid
+
+    def _own_exec(self, process: ExecProcess, out_fds: tuple[int, int]) -> None:
+        """Drain and watch an exec'd process, whether this server started it or adopted it."""
+        assert self._nursery is not None
+        pid = process.info.pid
+        self._execs[pid] = process
+        self.processes[pid] = process.io
+        drains = trio.CancelScope()
+        drained = trio.Event()
+        self._nursery.start_soon(self._drain_exec, out_fds, process.io, drains, drained)
+        self._nursery.start_soon(self._watch_exec, process, drains, drained)
+
+    def _adopt_execs(self, kept: dict[str, list[int]]) -> None:
+        """Re-track the exec'd processes a previous server started, from their records and kept pipes."""
+        for record_path in sorted(self.paths.directory.glob("exec-*.process.json")):
+            try:
+                raw = json.loads(record_path.read_bytes())
+                info = converter.structure(raw["process"], ProcessInfo)
+                start_time = raw.get("pid_start_time")
+            except (OSError, ValueError, KeyError, TypeError, cattrs.BaseValidationError) as exc:
+                log.warning("container %s: ignoring unreadable %s: %s", self.id, record_path, exc)
+                record_path.unlink(missing_ok=True)
+                continue
+            fds = kept.pop(_exec_key(self.id, info.pid), [])
+            if info.terminal and len(fds) == 2:
+                stdin_fd, out_fds = fds[0], (fds[1], -1)
+            elif not info.terminal and len(fds) == 3:
+                stdin_fd, out_fds = fds[0], (fds[1], fds[2])
+            else:
+                for fd in fds:
+                    close_quietly(fd)
+                stdin_fd, out_fds = -1, (-1, -1)
+            alive = process_start_time(info.pid) == start_time
+            stdout_path, stderr_path = self.paths.exec_logs(info.pid)
+            io = ProcessIO(stdout_path, stderr_path, stdin_fd, terminal=info.terminal)
+            io.pid = info.pid
+            self._own_exec(ExecProcess(info, _pidfd_if_alive(info.pid) if alive else -1, io), out_fds)
+            log.info("container %s: adopted exec'd process %d", self.id, info.pid)
 
     def _forget_exec(self, pid: int) -> None:
         """Drop an exited exec'd process's stdio and log files (not the init's, not a live one's)."""
@@ -791,7 +839,8 @@ class ContainerActor:
         stdout_fd, stderr_fd = out_fds
         with scope:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(drain_to_log, stdout_fd, io.stdout)
+                if stdout_fd >= 0:
+                    nursery.start_soon(drain_to_log, stdout_fd, io.stdout)
                 if stderr_fd >= 0:
                     nursery.start_soon(drain_to_log, stderr_fd, io.stderr)
                 else:
@@ -819,10 +868,17 @@ class ContainerActor:
             self._forget_exec(self._exited_execs[0])
         reason = None if status is not None else UNKNOWN_EXIT_REASON
         await self._events.send(EventDraft(EventType.EXIT, self.id, pid, status, reason))
+        self.paths.exec_record(pid).unlink(missing_ok=True)
+        await self._exit_watcher.drop(_exec_key(self.id, pid))
         await self._exit_watcher.acknowledge(pid)
         await self._report_status(self._status)
         process.done.set()
         log.debug("container %s: exec'd process %d exited with %s", self.id, pid, status)
+
+
+def _exec_key(container_id: str, pid: int) -> str:
+    """The reaper's key for an exec'd process's pipe ends; ``/`` never occurs in a container id."""
+    return f"{container_id}/{pid}"
 
 
 def container_paths(containers_dir: Path, id: str) -> ContainerPaths:

@@ -48,6 +48,10 @@ class ContainerPaths:
     def stderr_log(self) -> Path:
         return self.logs / "stderr.log"
 
+    def exec_record(self, pid: int) -> Path:
+        """What a new server needs to re-track an exec'd process (its ProcessInfo and start time)."""
+        return self.directory / f"exec-{pid}.process.json"
+
     def exec_logs(self, pid: int) -> tuple[Path, Path]:
         return self.logs / f"exec-{pid}.stdout.log", self.logs / f"exec-{pid}.stderr.log"
 

@@ -94,9 +94,13 @@ class Supervisor:
     ) -> None:
         """Serve commands; first take over ``adopt``, the containers a previous server left running."""
         async with trio.open_nursery() as actors:
+            kept_fds = dict(kept_fds or {})
             for record in adopt or []:
-                self._adopt(record, (kept_fds or {}).pop(record.id, []), actors)
-            for orphan_key, fds in (kept_fds or {}).items():
+                exec_fds = {
+                    key: kept_fds.pop(key) for key in list(kept_fds) if key.startswith(record.id + "/")
+                }
+                self._adopt(record, kept_fds.pop(record.id, []), exec_fds, actors)
+            for orphan_key, fds in kept_fds.items():
                 log.warning("reaper held pipes for %s, which has no record; closing them", orphan_key)
                 for fd in fds:
                     close_quietly(fd)
@@ -152,7 +156,9 @@ class Supervisor:
         self._registry[message.id] = _Entry(actor.mailbox, actor.processes)
         actors.start_soon(self._run_actor, actor, actor.run(message.reply_to))
 
-    def _adopt(self, record: ContainerRecord, fds: list[int], actors: trio.Nursery) -> None:
+    def _adopt(
+        self, record: ContainerRecord, fds: list[int], exec_fds: dict[str, list[int]], actors: trio.Nursery
+    ) -> None:
         actor = ContainerActor(
             record.id,
             record.bundle,
@@ -161,7 +167,7 @@ class Supervisor:
             self._actor_deps,
         )
         self._registry[record.id] = _Entry(actor.mailbox, actor.processes)
-        actors.start_soon(self._run_actor, actor, actor.run_adopted(record, fds))
+        actors.start_soon(self._run_actor, actor, actor.run_adopted(record, fds, exec_fds))
 
     async def _run_actor(self, actor: ContainerActor, work: Awaitable[None]) -> None:
         """An actor that crashes is reported and removed; it never takes the daemon down."""
