@@ -719,12 +719,23 @@ class ContainerActor:
         """Drain and watch an exec'd process, whether this server started it or adopted it."""
         assert self._nursery is not None
         pid = process.info.pid
+        if not process.info.terminal:
+            # The reaper holds a copy of the stdin pipe: on a client's EOF it must let go too.
+            outputs = [fd for fd in out_fds if fd >= 0]
+            process.io.on_input_closed = lambda: self._nursery.start_soon(  # type: ignore[union-attr]
+                self._keep_only_outputs, _exec_key(self.id, pid), outputs
+            )
         self._execs[pid] = process
         self.processes[pid] = process.io
         drains = trio.CancelScope()
         drained = trio.Event()
         self._nursery.start_soon(self._drain_exec, out_fds, process.io, drains, drained)
         self._nursery.start_soon(self._watch_exec, process, drains, drained)
+
+    async def _keep_only_outputs(self, key: str, outputs: list[int]) -> None:
+        await self._exit_watcher.drop(key)
+        if outputs:
+            await self._exit_watcher.keep(key, outputs)
 
     def _adopt_execs(self, kept: dict[str, list[int]]) -> None:
         """Re-track the exec'd processes a previous server started, from their records and kept pipes."""
@@ -742,6 +753,8 @@ class ContainerActor:
                 stdin_fd, out_fds = fds[0], (fds[1], -1)
             elif not info.terminal and len(fds) == 3:
                 stdin_fd, out_fds = fds[0], (fds[1], fds[2])
+            elif not info.terminal and len(fds) == 2:  # its stdin was closed before the restart
+                stdin_fd, out_fds = -1, (fds[0], fds[1])
             else:
                 for fd in fds:
                     close_quietly(fd)
