@@ -16,8 +16,6 @@ import errno
 import os
 from typing import Protocol
 
-import trio
-
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -91,6 +89,8 @@ class LocalSubreaper:
     async def wait_for_exit(self, pidfd: int, pid: int) -> int | None:
         if pidfd < 0:
             return None
+        import trio  # here, not at the top: the reaper process imports this module and stays small
+
         await trio.lowlevel.wait_readable(pidfd)
         try:
             _, wait_status = os.waitpid(pid, 0)

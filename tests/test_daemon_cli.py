@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import socket
 import stat
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 import trio
@@ -156,3 +160,35 @@ async def test_a_second_daemon_on_the_same_socket_is_refused(state_dir) -> None:
     finally:
         await stop_daemon(handle)
     assert handle.process.returncode == 0
+
+
+async def test_starts_work_while_systemd_keeps_its_notify_socket(sleep_bundle) -> None:
+    """Under systemd the notify socket stays bound; runc must never see it, or every start hangs."""
+    top = Path(tempfile.mkdtemp(prefix="ca-", dir="/tmp"))
+    state = top / "state"
+    notify_path = top / "notify"
+    notify = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    await notify.bind(str(notify_path))
+    address = f"ipc://{state}/containerd.sock"
+    process = await trio.lowlevel.open_process(
+        [
+            *(sys.executable, "-m", "containerd_actors.daemon.main"),
+            *("--state-dir", str(state), "-l", address, "--start-timeout", "5s"),
+        ],
+        env=dict(os.environ, NOTIFY_SOCKET=str(notify_path)),
+    )
+    try:
+        with trio.fail_after(30):
+            while b"READY=1" not in await notify.recv(4096):
+                pass
+        async with Client.connect(address) as client:
+            cid = unique_id("notify")
+            with trio.fail_after(4):  # well under --start-timeout
+                await client.create_container(cid, str(sleep_bundle))
+            await client.signal(cid, 9)
+    finally:
+        process.terminate()
+        await process.wait()
+        notify.close()
+        subprocess.run(["runc", "--root", str(state / "runc"), "delete", "--force", cid], capture_output=True)
+        shutil.rmtree(top, ignore_errors=True)

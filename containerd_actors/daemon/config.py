@@ -6,6 +6,9 @@ from pathlib import Path
 
 import attrs
 
+#: Events the journal keeps for replay by default (about 100 bytes each).
+DEFAULT_RETENTION = 100_000
+
 
 @attrs.frozen
 class DaemonConfig:
@@ -23,7 +26,7 @@ class DaemonConfig:
     #: Set when this process is the API server under a reaper: the fd of the reaper socket.
     reaper_fd: int | None = None
     no_reaper: bool = False
-    events_retention: int = 100_000
+    events_retention: int = DEFAULT_RETENTION
 
     @property
     def runc_root(self) -> Path:

@@ -40,6 +40,7 @@ from pathlib import Path
 import attrs
 
 from ..protocol import Event, ProtocolError, decode_event_payload
+from .config import DEFAULT_RETENTION
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,6 @@ _SEGMENT_NAME = re.compile(r"(\d+)" + re.escape(SEGMENT_SUFFIX))
 #: Zero-padded width of a segment's first seq in its file name (room for any int64).
 _SEQ_DIGITS = 20
 
-DEFAULT_RETENTION = 100_000
 #: ~100 bytes an event, so a full segment is about 1 MiB: cheap to read for one page.
 MAX_SEGMENT_EVENTS = 10_000
 #: Recent events also kept in memory: a subscriber's gap is nearly always recent, and serving

@@ -1,8 +1,8 @@
-"""`containerd-actors`: flags (the original containerd's), process set-up, and the actor tree.
+"""`containerd-actors`: flags (the original containerd's), logging, and the choice of process.
 
-Set-up that must happen before trio starts lives here: becoming the child subreaper (so that
-container inits are re-parented to us), raising the fd limit (three pipe ends per container),
-and preparing the state and socket directories.
+This module stays light on purpose: the same command starts the reaper (a small long-lived
+process that should not carry trio, nng and cattrs in its memory) and, as its child, the API
+server, whose heavy imports live in ``serve``.
 """
 
 from __future__ import annotations
@@ -11,31 +11,12 @@ import argparse
 import logging
 import os
 import re
-import resource
-import signal
 import socket
 import sys
 from pathlib import Path
 
-import pynng
-import trio
-
 from .. import __version__
-from ..protocol import warm_up
-from ..reaper.process import run_reaper
-from ..reaper.wire import SERVER_FD
-from ..reaping import ExitWatcher, LocalSubreaper, become_child_subreaper
-from ..runc import Runc
-from .config import DaemonConfig
-from .events import EventsActor
-from .journal import DEFAULT_RETENTION, EventJournal
-from .prometheus_http import serve_prometheus
-from .reaper_link import ReaperLink
-from .recovery import load_records
-from .server import ApiServer, default_daemon_id
-from .state_dir import prepare_state_dir
-from .supervisor import Supervisor
-from .telemetry import MetricsActor
+from .config import DEFAULT_RETENTION, DaemonConfig
 
 log = logging.getLogger("containerd_actors")
 
@@ -83,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="containerd-actors", description="High performance container daemon (runc, Trio actors)"
     )
     parser.add_argument(
-        "--id", default=default_daemon_id(), help="unique containerd id to identify the instance"
+        "--id", default=socket.gethostname(), help="unique containerd id to identify the instance"
     )
     parser.add_argument("--debug", action="store_true", help="enable debug output in the logs")
     parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="runtime state directory")
@@ -193,104 +174,22 @@ def setup_logging(debug: bool) -> None:
     logging.getLogger("pynng").setLevel(logging.INFO)
 
 
-def raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def prepare_socket_dir(address: str) -> None:
-    """IPC sockets get a directory of mode 0700: pynng cannot set the socket file's own permissions."""
-    scheme, _, path = address.partition("://")
-    if scheme != "ipc":
-        return
-    directory = Path(path).parent
-    if not directory.exists():
-        directory.mkdir(mode=0o700, parents=True)
-        os.chmod(directory, 0o700)
-    elif directory.stat().st_mode & 0o077:
-        log.warning("socket directory %s is accessible to other users; prefer a 0700 directory", directory)
-
-
-def notify_ready(main_pid: int) -> None:
-    """sd_notify READY=1, so systemd (Type=notify) and the tests know when requests are served."""
-    target = os.environ.get("NOTIFY_SOCKET")
-    if not target:
-        return
-    if target.startswith("@"):
-        target = "\0" + target[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as notify:
-        try:
-            notify.sendto(f"READY=1\nMAINPID={main_pid}".encode(), target)
-        except OSError as exc:
-            log.warning("cannot notify readiness on %s: %s", target, exc)
-
-
-async def run_daemon(config: DaemonConfig) -> None:
-    warm_up()
-    runc = Runc(config.runc_root, binary=config.runtime, timeout=config.start_timeout)
-    metrics = MetricsActor(config.metrics_interval)
-    # Before any actor runs: the journal fixes where seq continues after a restart.
-    journal = EventJournal(config.events_dir, retention=config.events_retention)
-    events = EventsActor(config.events_address, journal, metrics.mailbox)
-    records = load_records(config.containers_dir, config.state_dir / "quarantine")
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as stop_signals:
-        async with trio.open_nursery() as nursery:
-            exit_watcher: ExitWatcher
-            kept: dict[str, list[int]] = {}
-            if config.reaper_fd is not None:
-                link = ReaperLink(socket.socket(fileno=config.reaper_fd))
-                await nursery.start(link.run)
-                exit_watcher, kept = link, link.kept
-            else:
-                exit_watcher = LocalSubreaper()
-            await nursery.start(metrics.run)
-            await nursery.start(events.run)
-            supervisor = Supervisor(config, runc, exit_watcher, events.mailbox, metrics.mailbox)
-            await nursery.start(supervisor.run, records, kept)
-            server = ApiServer(config, supervisor.mailbox, events.mailbox, metrics.mailbox)
-            await nursery.start(server.run)
-            if config.metrics_address:
-                await nursery.start(serve_prometheus, config.metrics_address, metrics.mailbox)
-            log.info(
-                "containerd-actors %s ready: id=%s state-dir=%s concurrency=%d next event seq=%d",
-                __version__,
-                config.id,
-                config.state_dir,
-                config.concurrency,
-                journal.last_seq + 1,
-            )
-            (config.state_dir / "server.pid").write_text(f"{os.getpid()}\n")
-            if isinstance(exit_watcher, ReaperLink):
-                await exit_watcher.announce_serving()
-            notify_ready(main_pid=os.getppid() if config.reaper_fd is not None else os.getpid())
-            async for signum in stop_signals:
-                log.info("received %s: stopping; containers keep running", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
-
-
 def main(argv: list[str] | None = None) -> None:
     raw_args = sys.argv[1:] if argv is None else argv
     config = config_from_args(raw_args)
     setup_logging(config.debug)
     if os.geteuid() != 0:
         log.warning("not running as root: runc will likely refuse to create containers")
-    raise_fd_limit()
     if config.reaper_fd is None and not config.no_reaper:
         # This process becomes the reaper; the API server runs as its child (see reaper/process.py).
+        from ..reaper.process import run_reaper
+        from ..reaper.wire import SERVER_FD
+
         server_argv = ["-m", "containerd_actors.daemon.main", "--reaper-fd", str(SERVER_FD), *raw_args]
         raise SystemExit(run_reaper(server_argv, config.state_dir))
-    if config.reaper_fd is None:
-        become_child_subreaper()
-    prepare_state_dir(config.state_dir)
-    prepare_socket_dir(config.listen)
-    prepare_socket_dir(config.events_address)
-    try:
-        trio.run(run_daemon, config)
-    except* pynng.AddressInUse:
-        log.error("another process is already listening on %s or %s", config.listen, config.events_address)
-        raise SystemExit(1) from None
+    from .serve import serve
+
+    serve(config)
 
 
 if __name__ == "__main__":
