@@ -16,15 +16,18 @@ noisy and only same-run comparisons survive from one run to the next:
    time to the first byte of stdout, read from the pipe (nothing is polled). Python's own start-up,
    `actr --version` (imports only) and the State request made in-process are measured alongside, so each
    share of the wall time is visible.
-3. **Event fan-out** from the real `EventsActor` (and the `MetricsActor` it reports to), run in this
-   process and fed `EventDraft`s through its mailbox as fast as it takes them: the daemon emits events
-   only on container start and exit, at ~60/s, which would measure runc rather than fan-out. 1, 10 and
-   100 subscriber *processes* each count frames and check seq continuity. The loss reported is raw nng
-   pub/sub loss: gap filling by replay is being built separately and is not measured here.
+3. **Event fan-out** from the real `EventsActor` (with its journal, the `MetricsActor` it reports to and
+   the daemon's API server beside it), run in this process and fed `EventDraft`s through its mailbox as
+   fast as it takes them: the daemon emits events only on container start and exit, at ~60/s, which
+   would measure runc rather than fan-out. 1, 10 and 100 subscriber *processes* of two kinds: *raw*, a
+   bare pynng Sub0 that counts frames and checks seq continuity (what nng alone delivers and drops), and
+   *lossless*, `Client.subscribe()` as applications use it, which fills every gap from the journal
+   with `Events` requests (the issue's "zero loss after gap filling").
 
 Run it as root (the container part drives runc), with the project's venv:
 
     .venv/bin/python scripts/bench_api.py [--requests 2000] [--containers 1000] [--events 50000]
+        [--lossless-events 10000] [--subscribers 0,1,10,100] [--skip-latency|--skip-actr|--skip-events]
 
 Everything it starts is cleaned up by pid, or by container id under a private runc root, however the run
 ends (Ctrl-C included).
@@ -48,12 +51,15 @@ import textwrap
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pynng
 import trio
 from benchlib import (
     Daemon,
+    cpu_times,
+    daemon_cpu_times,
     empty_runc_root,
     percentile,
     runc_containers,
@@ -67,9 +73,11 @@ from rich.console import Console
 from rich.table import Table
 
 from containerd_actors.client import Client
-from containerd_actors.daemon.events import CountSubscribers, EventDraft, EventsActor
+from containerd_actors.daemon.config import DaemonConfig
+from containerd_actors.daemon.events import EventDraft, EventsActor, EventsStatus, GetStatus
+from containerd_actors.daemon.journal import EventJournal
 from containerd_actors.daemon.mailbox import ask
-from containerd_actors.daemon.server import WORKER_CONTEXTS
+from containerd_actors.daemon.server import WORKER_CONTEXTS, ApiServer
 from containerd_actors.daemon.telemetry import MetricsActor
 from containerd_actors.protocol import MAX_MESSAGE_BYTES, EventType, Ping, encode_request
 from containerd_actors.reaping import become_child_subreaper
@@ -93,6 +101,8 @@ CHILD_READY_TIMEOUT_S = 30.0
 SUBSCRIBERS_CONNECT_TIMEOUT_S = 180.0
 #: Subscribers stop this long after their last frame (when the tail was dropped).
 SUBSCRIBER_IDLE_TIMEOUT_MS = 2_000
+#: A lossless subscriber gives up after this long (it should have everything long before).
+LOSSLESS_TIMEOUT_S = 600.0
 #: Containers are started as bench_start does: from 100 client tasks, queueing on the daemon's -c.
 START_CLIENTS = 100
 START_TIMEOUT_S = 600.0
@@ -127,8 +137,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--subscribers",
         type=_counts,
+        default=[0, 1, 10, 100],
+        help="subscriber processes per fan-out run, comma-separated; 0 measures the publisher alone"
+        " (default 0,1,10,100)",
+    )
+    parser.add_argument(
+        "--lossless-events",
+        type=int,
+        default=10_000,
+        help="events per lossless fan-out run: every event goes through the client library, so fewer"
+        " (default 10000)",
+    )
+    parser.add_argument(
+        "--lossless-subscribers",
+        type=_counts,
         default=[1, 10, 100],
-        help="subscriber processes per fan-out run, comma-separated (default 1,10,100)",
+        help="lossless (Client.subscribe, gap filling) subscriber processes per run (default 1,10,100)",
     )
     parser.add_argument("--skip-latency", action="store_true", help="skip the round-trip part")
     parser.add_argument("--skip-actr", action="store_true", help="skip the `actr containers` part")
@@ -137,7 +161,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--keep-logs", action="store_true", help="keep the daemon's log in the work directory (path printed)"
     )
     args = parser.parse_args(argv)
-    for name in ("requests", "clients", "blocks", "containers", "actr_runs", "events"):
+    for name in ("requests", "clients", "blocks", "containers", "actr_runs", "events", "lossless_events"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     return args
@@ -148,8 +172,8 @@ def _counts(text: str) -> list[int]:
         counts = [int(part) for part in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected counts such as 1,10,100, got {text!r}") from None
-    if not counts or min(counts) < 1:
-        raise argparse.ArgumentTypeError("subscriber counts must be at least 1")
+    if not counts or min(counts) < 0:
+        raise argparse.ArgumentTypeError("subscriber counts must not be negative")
     return counts
 
 
@@ -213,7 +237,7 @@ def echo_trio_child(address: str, contexts: str) -> None:
 
 
 def subscriber_child(address: str, expected: str, idle_timeout_ms: str) -> None:
-    """One event subscriber: count frames, check seq continuity, print one JSON line, exit.
+    """One raw event subscriber: count frames, check seq continuity, print one JSON line, exit.
 
     A plain Sub0 with nng's default buffers, subscribed to everything, as `Client.subscribe` sets one up.
     The seq is cut out of the frame's bytes instead of parsing the JSON (the daemon's encoder writes
@@ -235,6 +259,7 @@ def subscriber_child(address: str, expected: str, idle_timeout_ms: str) -> None:
     with pynng.Sub0(recv_max_size=1 << 20) as sock:
         sock.subscribe(b"")
         sock.dial(address, block=True)
+        print("ready", flush=True)
         while unique < total:
             try:
                 frame = sock.recv()
@@ -356,9 +381,25 @@ async def retire_daemon(ctx: Context) -> None:
 
 def cpu_s(pid: int) -> float:
     """utime+stime of one process, all its threads (nng's included), from /proc; 10 ms resolution."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu_times(pid).own_s
+
+
+def daemon_cpu_s(daemon: Daemon) -> float:
+    """The daemon's CPU: the reaper we started plus its API server child (see benchlib.daemon_pids)."""
+    return daemon_cpu_times(daemon.pid).own_s
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine from /proc/stat: was a part CPU-bound?"""
+    fields = [int(f) for f in Path("/proc/stat").read_text().splitlines()[0].split()[1:8]]
+    user, nice, system, idle, iowait, irq, softirq = fields
+    busy = user + nice + system + irq + softirq
+    return busy, busy + idle + iowait
+
+
+def busy_fraction(before: tuple[int, int], after: tuple[int, int]) -> float:
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else math.nan
 
 
 def own_cpu_s() -> float:
@@ -404,7 +445,8 @@ class RoundTrips:
 class Target:
     name: str
     call: Callable[[], Awaitable[object]]
-    server_pid: int
+    #: CPU seconds used so far by the server process(es) behind `call`.
+    server_cpu: Callable[[], float]
 
 
 LatencyResults = dict[tuple[str, str], RoundTrips]
@@ -469,9 +511,9 @@ async def latency_part(ctx: Context) -> LatencyResults:
         with req_socket(sync_address) as sync_sock, req_socket(trio_address) as trio_sock:
             async with Client.connect(daemon.address) as client:
                 targets = [
-                    Target(DAEMON, client.ping, daemon.pid),
-                    Target(ECHO_SYNC, echo_call(sync_sock, payload), echo_sync.pid),
-                    Target(ECHO_TRIO, echo_call(trio_sock, payload), echo_trio.pid),
+                    Target(DAEMON, client.ping, lambda: daemon_cpu_s(daemon)),
+                    Target(ECHO_SYNC, echo_call(sync_sock, payload), lambda: cpu_s(echo_sync.pid)),
+                    Target(ECHO_TRIO, echo_call(trio_sock, payload), lambda: cpu_s(echo_trio.pid)),
                 ]
                 for target in targets:
                     await run_calls(target.call, WARM_UP_CALLS, 1)
@@ -492,13 +534,13 @@ async def run_blocks(
         shift = block % len(targets)
         share = args.requests // args.blocks + (block < args.requests % args.blocks)
         for target in targets[shift:] + targets[:shift]:
-            server_before, client_before = cpu_s(target.server_pid), own_cpu_s()
+            server_before, client_before = target.server_cpu(), own_cpu_s()
             latencies, wall = await run_calls(target.call, share, tasks)
             result = results.setdefault((mode, target.name), RoundTrips())
             result.latencies += latencies
             result.block_p50s.append(statistics.median(latencies))
             result.wall_s += wall
-            result.server_cpu_s += cpu_s(target.server_pid) - server_before
+            result.server_cpu_s += target.server_cpu() - server_before
             result.client_cpu_s += own_cpu_s() - client_before
     progress(
         f"round trips, {mode}: "
@@ -672,12 +714,12 @@ async def actr_part(ctx: Context) -> ActrResults:
             f"  {result.started} started in {result.start_wall_s:.1f} s, {len(result.start_errors)} failed"
         )
         await quiet("actr")
-        before = cpu_s(daemon.pid)
+        before = daemon_cpu_s(daemon)
         for _ in range(args.actr_runs):
             began = time.perf_counter()
             await client.state()
             result.state_latencies.append(time.perf_counter() - began)
-        result.daemon_cpu_per_state_s = (cpu_s(daemon.pid) - before) / args.actr_runs
+        result.daemon_cpu_per_state_s = (daemon_cpu_s(daemon) - before) / args.actr_runs
 
     for _ in range(args.actr_runs):
         await repeat(result.actr_table, [*actr, "containers"], table_check)
@@ -691,9 +733,14 @@ async def actr_part(ctx: Context) -> ActrResults:
 
 # --- part 3: event fan-out ---------------------------------------------------------------------------------
 
+RAW = "raw"
+LOSSLESS = "lossless"
+
 
 @attrs.frozen
 class SubscriberReport:
+    """What one subscriber process printed; the lossless-only counters stay 0 for a raw one."""
+
     received: int
     unique: int
     gaps: int
@@ -703,15 +750,25 @@ class SubscriberReport:
     t_first: float
     t_last: float
     cpu_s: float
+    live: int = 0
+    replayed: int = 0
+    duplicates: int = 0
+    pages: int = 0
+    lost: int = 0
 
 
 @attrs.define
 class FanoutResult:
+    mode: str
     subscribers: int
     events: int
     publish_s: float = math.nan
     publisher_cpu_s: float = math.nan
+    #: Share of the machine's CPU busy while publishing (anything's: the subscribers, other jobs).
+    machine_busy: float = math.nan
     t_publish: float = math.nan
+    #: From the first publish until the last subscriber had everything it was going to get.
+    delivery_s: float = math.nan
     reports: list[SubscriberReport] = attrs.Factory(list)
     problems: list[str] = attrs.Factory(list)
 
@@ -720,7 +777,7 @@ class FanoutResult:
         return self.events / self.publish_s
 
     def delivered_per_s(self, report: SubscriberReport) -> float:
-        """Distinct events received over the time from the first publish to this subscriber's last frame."""
+        """Distinct events received over the time from the first publish to this subscriber's last one."""
         span = report.t_last - self.t_publish
         return report.unique / span if report.unique and span > 0 else 0.0
 
@@ -728,70 +785,181 @@ class FanoutResult:
         return self.events - report.unique
 
 
-async def wait_for_subscribers(actor: EventsActor, count: int, exited: list[str]) -> None:
-    """Until the actor counts `count` connected pipes (its own pipe callbacks), or a subscriber died."""
+@attrs.define
+class Subscriber:
+    """One subscriber child as the round sees it: started, ready (subscribed), then its report."""
+
+    argv: list[str]
+    log: Path
+    ready: trio.Event = attrs.Factory(trio.Event)
+    output: bytes = b""
+    failure: str | None = None
+
+    async def run(self) -> None:
+        """Run the child, watching its stdout for "ready" and keeping the rest; kill it if cancelled."""
+        with open(self.log, "ab") as log:
+            process = await trio.lowlevel.open_process(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                start_new_session=True,
+            )
+        stdout = process.stdout
+        assert stdout is not None
+        try:
+            while chunk := await stdout.receive_some(65536):
+                self.output += chunk
+                if not self.ready.is_set() and b"ready\n" in self.output:
+                    self.ready.set()
+            await process.wait()
+        finally:
+            with trio.CancelScope(shield=True):
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+                await stdout.aclose()
+        if process.returncode != 0 or not self.report_line():
+            self.failure = f"subscriber exited with {process.returncode} (see {self.log.name})"
+
+    def report_line(self) -> bytes:
+        lines = [line for line in self.output.splitlines() if line.startswith(b"{")]
+        return lines[-1] if lines else b""
+
+
+def lossless_subscriber_child(api_address: str, expected: str, timeout_s: str) -> None:
+    """A subscriber as applications write one: `Client.subscribe()`, lossless by default (gap filling).
+
+    It reads every event through the client library (trio, nng's async receive, cattrs decoding), which
+    fills each gap it sees in `seq` from the daemon's journal with `Events` requests. It stops at seq
+    `expected` (the run's last event) or after `timeout_s`, and prints the subscription's own counters.
+    """
+    import json
+    import os
+    import time
+
+    import attrs
+    import trio
+
+    from containerd_actors.client import Client
+
+    async def run() -> dict[str, float]:
+        total = int(expected)
+        report: dict[str, float] = dict.fromkeys(
+            ("received", "unique", "gaps", "out_of_order", "first_seq", "last_seq", "t_first", "t_last"), 0
+        )
+        report["cpu_s"] = 0.0
+        cpu_first = 0.0
+        with trio.move_on_after(float(timeout_s)):
+            async with Client.connect(api_address) as client, client.subscribe() as subscription:
+                print("ready", flush=True)
+                async for event in subscription:
+                    now = time.monotonic()
+                    if report["received"] == 0:
+                        times = os.times()
+                        cpu_first = times.user + times.system
+                        report["t_first"], report["first_seq"] = now, event.seq
+                    elif event.seq != report["last_seq"] + 1:
+                        report["out_of_order"] += 1
+                    report["received"] += 1
+                    report["unique"] += 1
+                    report["last_seq"], report["t_last"] = event.seq, now
+                    if event.seq >= total:
+                        break
+                report.update(attrs.asdict(subscription.stats))
+        times = os.times()
+        report["cpu_s"] = times.user + times.system - cpu_first if report["received"] else 0.0
+        return report
+
+    print(json.dumps(trio.run(run)), flush=True)
+
+
+def mini_daemon_config(ctx: Context, tag: str) -> DaemonConfig:
+    """The daemon's events actor and API server, in this process: enough for Ping, Events and pub/sub."""
+    return DaemonConfig(
+        id="bench-api",
+        debug=False,
+        state_dir=ctx.workdir,
+        concurrency=1,
+        metrics_interval=0,
+        listen=f"ipc://{ctx.workdir / f'api-{tag}.sock'}",
+        events_address=f"ipc://{ctx.workdir / f'events-{tag}.sock'}",
+        oom_notify=False,
+    )
+
+
+async def wait_until_subscribed(actor: EventsActor, subscribers: list[Subscriber]) -> None:
+    """Every child says "ready" (subscribed) and the actor counts as many pipes; or one died first."""
     with trio.fail_after(SUBSCRIBERS_CONNECT_TIMEOUT_S):
-        while await ask(actor.mailbox, CountSubscribers) < count:
-            if exited:
-                raise RuntimeError(f"a subscriber exited before publishing began: {exited[0]}")
+        while True:
+            failed = [s.failure for s in subscribers if s.failure]
+            if failed:
+                raise RuntimeError(f"a subscriber failed before publishing began: {failed[0]}")
+            if all(s.ready.is_set() for s in subscribers):
+                status: EventsStatus = await ask(actor.mailbox, GetStatus)
+                if status.subscribers >= len(subscribers):
+                    return
             await trio.sleep(0.05)
 
 
-async def fanout_round(ctx: Context, subscribers: int) -> FanoutResult:
-    """A fresh EventsActor, `subscribers` subscriber processes, `--events` drafts fed through its mailbox."""
-    n = ctx.args.events
-    result = FanoutResult(subscribers, n)
-    address = f"ipc://{ctx.workdir / f'events-{subscribers}.sock'}"
-    # As the daemon wires it: the events actor tells a metrics actor about every event it publishes.
+async def fanout_round(ctx: Context, mode: str, count: int, n: int) -> FanoutResult:
+    """A fresh journal and events actor (with the daemon's API server beside it), `count` subscriber
+    processes of one kind, and `n` drafts fed through the actor's mailbox as fast as it takes them."""
+    result = FanoutResult(mode, count, n)
+    tag = f"{mode}-{count}"
+    config = mini_daemon_config(ctx, tag)
+    # As the daemon wires them: the events actor journals every event, then publishes it and tells a
+    # metrics actor; the API server answers Ping and Events (gap filling) from the events actor.
     metrics = MetricsActor(flush_interval=0)
-    actor = EventsActor(address, metrics.mailbox)
-    argv = child_argv(subscriber_child, address, str(n), str(SUBSCRIBER_IDLE_TIMEOUT_MS))
-    outputs: list[subprocess.CompletedProcess[bytes]] = []
-    exited: list[str] = []
-
-    async def subscriber() -> None:
-        # run_process kills the child if this is cancelled, so an interrupted round leaves nothing behind.
-        completed = await trio.run_process(
-            argv, capture_stdout=True, capture_stderr=True, check=False, start_new_session=True
-        )
-        outputs.append(completed)
-        if completed.returncode != 0 or not completed.stdout:
-            exited.append(f"exit {completed.returncode}: {completed.stderr.decode(errors='replace')[-300:]}")
-
+    actor = EventsActor(config.events_address, EventJournal(ctx.workdir / f"journal-{tag}"), metrics.mailbox)
+    supervisor, _unused = trio.open_memory_channel[Any](0)  # no container requests in this part
+    server = ApiServer(config, supervisor, actor.mailbox, metrics.mailbox)
+    if mode == RAW:
+        argv = child_argv(subscriber_child, config.events_address, str(n), str(SUBSCRIBER_IDLE_TIMEOUT_MS))
+    else:
+        argv = child_argv(lossless_subscriber_child, config.listen, str(n), str(LOSSLESS_TIMEOUT_S))
+    subscribers = [Subscriber(argv, ctx.workdir / f"subscribers-{tag}.log") for _ in range(count)]
     async with trio.open_nursery() as nursery:
         await nursery.start(metrics.run)
         await nursery.start(actor.run)
+        await nursery.start(server.run)
         async with trio.open_nursery() as children:
-            for _ in range(subscribers):
-                children.start_soon(subscriber)
-            await wait_for_subscribers(actor, subscribers, exited)
+            for subscriber in subscribers:
+                children.start_soon(subscriber.run)
+            await wait_until_subscribed(actor, subscribers)
             draft = EventDraft(type=EventType.EXIT, id="bench", pid=1, status=0)
-            cpu_before = own_cpu_s()
+            cpu_before, ticks_before = own_cpu_s(), machine_ticks()
             result.t_publish = time.monotonic()
             for _ in range(n):
                 await actor.mailbox.send(draft)
             # The mailbox is first in, first out: once this is answered, every draft has been published.
-            await ask(actor.mailbox, CountSubscribers)
+            await ask(actor.mailbox, GetStatus)
             result.publish_s = time.monotonic() - result.t_publish
             result.publisher_cpu_s = own_cpu_s() - cpu_before
+            result.machine_busy = busy_fraction(ticks_before, machine_ticks())
+        result.delivery_s = time.monotonic() - result.t_publish
         nursery.cancel_scope.cancel()
-    for completed in outputs:
-        if completed.stdout:
-            result.reports.append(SubscriberReport(**json.loads(completed.stdout.splitlines()[-1])))
-    result.problems += exited
+    for subscriber in subscribers:
+        if line := subscriber.report_line():
+            result.reports.append(SubscriberReport(**json.loads(line)))
+        if subscriber.failure:
+            result.problems.append(subscriber.failure)
     return result
 
 
 async def events_part(ctx: Context) -> list[FanoutResult]:
+    args = ctx.args
+    rounds = [(RAW, count, args.events) for count in args.subscribers]
+    rounds += [(LOSSLESS, count, args.lossless_events) for count in args.lossless_subscribers]
     results = []
-    for count in ctx.args.subscribers:
-        await quiet(f"fan-out ({count} subscribers)")
-        result = await fanout_round(ctx, count)
+    for mode, count, n in rounds:
+        await quiet(f"fan-out ({mode}, {count} subscribers)")
+        result = await fanout_round(ctx, mode, count, n)
         delivered = [result.delivered_per_s(r) for r in result.reports]
         lost = [result.lost(r) for r in result.reports]
         progress(
-            f"fan-out to {count}: published {result.published_per_s:,.0f}/s, delivered per subscriber"
-            f" p50 {median(delivered):,.0f}/s, lost p50 {median(lost):,.0f} of {result.events}"
+            f"fan-out {mode} to {count}: published {result.published_per_s:,.0f}/s, delivered per subscriber"
+            f" p50 {median(delivered):,.0f}/s, lost p50 {median(lost):,.0f} of {n}"
         )
         results.append(result)
     return results
@@ -886,21 +1054,21 @@ def latency_rows(table: Table, latency: LatencyResults, clients: int) -> None:
             table.add_row(f"Ping {name}, {label}", ms(d, 3), f"{ms(s, 3)} bare echo", ratio(d, s), target)
             table.add_row("  against the trio echo", "", f"{ms(t, 3)} trio echo", ratio(d, t), "")
         table.add_row(
-            f"  requests/s, {label}",
+            "  requests/s",
             f"{daemon.per_second:,.0f}",
             f"{sync.per_second:,.0f} / {trio_echo.per_second:,.0f}",
             ratio(sync.per_second, daemon.per_second) + " slower",
             "",
         )
         table.add_row(
-            f"  server CPU per request, {label}",
+            "  server CPU/request",
             us(daemon.server_cpu_s / daemon.calls),
             f"{us(sync.server_cpu_s / sync.calls)} / {us(trio_echo.server_cpu_s / trio_echo.calls)}",
             ratio(daemon.server_cpu_s / daemon.calls, sync.server_cpu_s / sync.calls),
             "",
         )
         table.add_row(
-            f"  client CPU per request, {label}",
+            "  client CPU/request",
             us(daemon.client_cpu_s / daemon.calls),
             f"{us(sync.client_cpu_s / sync.calls)} / {us(trio_echo.client_cpu_s / trio_echo.calls)}",
             ratio(daemon.client_cpu_s / daemon.calls, sync.client_cpu_s / sync.calls),
@@ -922,7 +1090,7 @@ def actr_rows(table: Table, actr: ActrResults) -> None:
     table.add_row("actr --version, wall", median_max(actr.actr_version.walls), "imports, no request", "", "")
     table.add_row("actr containers, 0 running, wall", median_max(actr.actr_empty.walls), "", "", "")
     table.add_row(
-        f"State request in-process, {n} running",
+        f"State in-process, {n} running",
         median_max(actr.state_latencies),
         f"daemon CPU {ms(actr.daemon_cpu_per_state_s)}",
         "",
@@ -947,39 +1115,51 @@ def actr_rows(table: Table, actr: ActrResults) -> None:
 
 def fanout_rows(table: Table, fanout: Sequence[FanoutResult]) -> None:
     for result in fanout:
-        k = result.subscribers
-        delivered = [result.delivered_per_s(r) for r in result.reports]
-        lost = [result.lost(r) for r in result.reports]
-        lossless = sum(1 for x in lost if x == 0)
-        target = ""
-        if k == TARGET_EVENTS_SUBSCRIBERS:
-            ok = len(delivered) == k and min(delivered) >= TARGET_EVENTS_PER_S and lossless == k
-            target = verdict(ok, f">= {TARGET_EVENTS_PER_S:,.0f}/s each, 0 loss (raw)")
+        k, lossless = result.subscribers, result.mode == LOSSLESS
         table.add_row(
-            f"{k} subscriber{'s' if k > 1 else ''}: published",
+            f"{result.mode}, {k} sub{'' if k == 1 else 's'}, {result.events // 1000}k events: published",
             f"{result.published_per_s:,.0f}/s",
             f"publisher CPU {us(result.publisher_cpu_s / result.events)}/event",
             "",
-            "",
+            f"machine {100 * result.machine_busy:.0f}% busy",
         )
+        if k == 0:
+            continue
+        delivered = [result.delivered_per_s(r) for r in result.reports]
+        lost = [result.lost(r) for r in result.reports]
+        lossless_count = sum(1 for x in lost if x == 0)
+        target = ""
+        if k == TARGET_EVENTS_SUBSCRIBERS:
+            ok = len(delivered) == k and min(delivered) >= TARGET_EVENTS_PER_S and lossless_count == k
+            target = verdict(ok, f">= {TARGET_EVENTS_PER_S:,.0f}/s each, 0 loss")
         table.add_row(
-            "  delivered per subscriber, p50 (min)",
+            "  delivered/subscriber p50 (min)",
             f"{median(delivered):,.0f}/s ({min(delivered, default=0):,.0f})" if delivered else "n/a",
             f"{sum(delivered):,.0f}/s in total",
             ratio(median(delivered), result.published_per_s) + " of published",
             target,
         )
         loss_pct = [100 * x / result.events for x in lost]
+        gaps = median([r.gaps for r in result.reports])
         table.add_row(
-            "  raw loss per subscriber, p50 (max)",
+            "  loss after gap filling p50 (max)" if lossless else "  raw loss/subscriber p50 (max)",
             f"{median(loss_pct):.1f}% ({max(loss_pct, default=math.nan):.1f}%)" if lost else "n/a",
-            f"{lossless}/{k} lossless, {median([r.gaps for r in result.reports]):,.0f} gaps p50",
+            f"{lossless_count}/{k} lossless, {gaps:,.0f} gaps p50",
             "",
-            "no gap filling yet",
+            "" if lossless else "nng alone, no gap filling",
         )
+        if lossless:
+            replayed = median([r.replayed / r.unique for r in result.reports if r.unique])
+            table.add_row(
+                "  replayed from journal p50",
+                f"{100 * replayed:.0f}%",
+                f"{median([r.pages for r in result.reports]):,.0f} Events pages p50",
+                "",
+                f"all delivered after {result.delivery_s:.1f} s",
+            )
         frames = sum(r.received for r in result.reports)
         table.add_row(
-            "  subscriber CPU per frame",
+            "  subscriber CPU/event",
             us(sum(r.cpu_s for r in result.reports) / frames) if frames else "n/a",
             f"{len(result.reports)}/{k} reported",
             "",
@@ -997,7 +1177,7 @@ def machine_line(results: Results) -> str:
 
 
 def report(args: argparse.Namespace, results: Results) -> None:
-    console = Console(width=None if sys.stdout.isatty() else 150, highlight=False)
+    console = Console(width=None if sys.stdout.isatty() else 160, highlight=False)
     console.print(machine_line(results))
     if results.latency is not None:
         console.print(
@@ -1014,19 +1194,18 @@ def report(args: argparse.Namespace, results: Results) -> None:
             console.print(f"  {mode}: {line}")
     if results.fanout:
         console.print(
-            f"Fan-out: {args.events} EventDrafts fed to an in-process EventsActor; subscribers are separate"
-            " processes with a plain Sub0 (default buffers). Delivered/s = distinct events / (last frame -"
-            " first publish). Loss is raw pub/sub loss: replay (gap filling) is not built yet."
+            "Fan-out: EventDrafts fed to an in-process EventsActor (journal, metrics and the daemon's API"
+            " server beside it). Subscribers are separate processes. raw: a bare pynng Sub0 (default"
+            " buffers) counting frames, no gap filling. lossless: `Client.subscribe()`, which fills every"
+            " gap from the journal with Events requests. Delivered/s = distinct events / (its last event -"
+            " first publish)."
         )
     table = Table(title="bench_api (medians unless stated)", box=box.SIMPLE_HEAD)
-    for header, justify in (
-        ("", "left"),
-        ("containerd-actors", "right"),
-        ("reference", "right"),
-        ("ratio", "right"),
-        ("target", "left"),
-    ):
-        table.add_column(header, justify=justify)  # type: ignore[arg-type]
+    table.add_column("", no_wrap=True)
+    table.add_column("containerd-actors", justify="right")
+    table.add_column("reference", justify="right")
+    table.add_column("ratio", justify="right")
+    table.add_column("target")
     if results.latency is not None:
         latency_rows(table, results.latency, args.clients)
         table.add_section()
@@ -1048,7 +1227,7 @@ def report(args: argparse.Namespace, results: Results) -> None:
             problems += [f"{name}: {problem}" for problem in timings.problems[:3]]
         problems += [f"start: {error}" for error in results.actr.start_errors[:3]]
     for result in results.fanout:
-        problems += [f"fan-out {result.subscribers}: {problem}" for problem in result.problems[:3]]
+        problems += [f"fan-out {result.mode} {result.subscribers}: {p}" for p in result.problems[:3]]
     for problem in problems:
         print(f"problem: {problem}")
 

@@ -420,3 +420,44 @@ def sweep_leftovers(
         problems.append(f"reaped {reaped} adopted container inits that no runc root listed any more")
     problems += [f"child process still running: {child}" for child in alive]
     return problems
+
+
+# --- the daemon's processes ------------------------------------------------------------------------------
+
+
+def daemon_pids(pid: int) -> list[int]:
+    """The pid we started (the reaper, by default) and its API server child, if it runs one.
+
+    Since the reaper split, `containerd-actors` is a small reaper process whose child serves the API and
+    drives runc; with `--no-reaper` it is one process. Children are recognised by running
+    `containerd_actors.daemon.main`, so container inits re-parented to the reaper are not counted.
+    """
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return pids
+    for child in children:
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"containerd_actors.daemon.main" in cmdline:
+            pids.append(int(child))
+    return pids
+
+
+def daemon_cpu_times(pid: int) -> CpuTimes:
+    """`cpu_times` summed over the reaper and its API server: the daemon's CPU, whichever process spends it.
+
+    The server's reaped children (its runc calls) are in its own `children_s`; the reaper's are the
+    container inits it reaped. A server that restarted mid-measurement loses its predecessor's share.
+    """
+    total = CpuTimes(0.0, 0.0)
+    for each in daemon_pids(pid):
+        try:
+            times = cpu_times(each)
+        except (OSError, ValueError):
+            continue
+        total = CpuTimes(total.own_s + times.own_s, total.children_s + times.children_s)
+    return total
