@@ -43,7 +43,8 @@ from benchlib import (
     CpuTimes,
     Daemon,
     LatencySummary,
-    cpu_times,
+    daemon_cpu_times,
+    daemon_pids,
     empty_runc_root,
     median_or_nan,
     own_children_cpu_s,
@@ -201,16 +202,17 @@ async def daemon_round(ctx: Context, index: int) -> RoundResult:
     ctx.daemons.append(daemon)
     ctx.runc_roots.append(daemon.runc_root)
     try:
-        idle_rss = rss_kib(daemon.pid)
-        before = cpu_times(daemon.pid)
+        # The daemon is the reaper plus its API server child: both count.
+        idle_rss = sum(rss_kib(pid) for pid in daemon_pids(daemon.pid))
+        before = daemon_cpu_times(daemon.pid)
         async with Client.connect(daemon.address) as client:
 
             async def start_one(i: int) -> None:
                 await client.create_container(f"bench-d{index}-{i}", str(ctx.bundle))
 
             latencies, errors, wall = await drive(args.n, args.clients, start_one)
-            used: CpuTimes = cpu_times(daemon.pid) - before
-            loaded_rss = rss_kib(daemon.pid)
+            used: CpuTimes = daemon_cpu_times(daemon.pid) - before
+            loaded_rss = sum(rss_kib(pid) for pid in daemon_pids(daemon.pid))
     finally:
         with trio.CancelScope(shield=True):
             await retire_daemon(daemon)
@@ -449,7 +451,7 @@ def comparison_table(args: argparse.Namespace, daemon: list[RoundResult], runc: 
     idle = medians(daemon, lambda r: r.rss_idle_kib)
     loaded = medians(daemon, lambda r: r.rss_loaded_kib)
     per_container = medians(daemon, lambda r: (r.rss_loaded_kib - r.rss_idle_kib) / r.n)
-    table.add_row("daemon RSS idle", mib(idle), "-", "")
+    table.add_row("daemon RSS idle (reaper + server)", mib(idle), "-", "")
     table.add_row(f"daemon RSS with {args.n} running", mib(loaded), "-", "")
     table.add_row("daemon memory per container", f"{per_container:.1f} KiB", "-", "")
     return table
