@@ -139,6 +139,21 @@ class Runc:
         argv = self._argv(
             "run", "--detach", "--pid-file", str(pid_file), "--bundle", str(bundle), id, log_file=log_file
         )
+        return await self._run_detached_command("run", argv, stdio, pid_file, log_file)
+
+    async def _run_detached_command(
+        self,
+        command: str,
+        argv: list[str],
+        stdio: Stdio,
+        pid_file: Path,
+        log_file: Path,
+        criu_log: Path | None = None,
+    ) -> int:
+        """Run a runc command that leaves a process behind, and return that process's pid.
+
+        The process inherits ``stdio``; runc's own errors come from its JSON log file.
+        """
         try:
             with trio.fail_after(self.timeout):
                 result = await trio.run_process(
@@ -146,10 +161,13 @@ class Runc:
                 )
         except trio.TooSlowError:
             raise RuncTimeout(
-                "run", -9, f"runc did not start the container within {self.timeout:g} s"
+                command, -9, f"runc {command} did not finish within {self.timeout:g} s"
             ) from None
         if result.returncode != 0:
-            raise RuncError("run", result.returncode, _read_log(log_file))
+            message = _read_log(log_file)
+            if criu_log is not None:
+                message = _with_criu_log(message, criu_log.parent, criu_log.name)
+            raise RuncError(command, result.returncode, message)
         return int(pid_file.read_text().strip())
 
     async def restore_detached(
@@ -179,18 +197,9 @@ class Runc:
             id,
             log_file=log_file,
         )
-        try:
-            with trio.fail_after(self.timeout):
-                result = await trio.run_process(
-                    argv, stdin=stdio.stdin, stdout=stdio.stdout, stderr=stdio.stderr, check=False
-                )
-        except trio.TooSlowError:
-            raise RuncTimeout("restore", -9, f"runc did not restore within {self.timeout:g} s") from None
-        if result.returncode != 0:
-            raise RuncError(
-                "restore", result.returncode, _with_criu_log(_read_log(log_file), work_path, "restore.log")
-            )
-        return int(pid_file.read_text().strip())
+        return await self._run_detached_command(
+            "restore", argv, stdio, pid_file, log_file, criu_log=work_path / "restore.log"
+        )
 
     async def exec_detached(
         self,
@@ -212,18 +221,7 @@ class Runc:
         if console_socket is not None:
             args += ["--console-socket", str(console_socket)]
         argv = self._argv(*args, id, log_file=log_file)
-        try:
-            with trio.fail_after(self.timeout):
-                result = await trio.run_process(
-                    argv, stdin=stdio.stdin, stdout=stdio.stdout, stderr=stdio.stderr, check=False
-                )
-        except trio.TooSlowError:
-            raise RuncTimeout(
-                "exec", -9, f"runc did not start the process within {self.timeout:g} s"
-            ) from None
-        if result.returncode != 0:
-            raise RuncError("exec", result.returncode, _read_log(log_file))
-        return int(pid_file.read_text().strip())
+        return await self._run_detached_command("exec", argv, stdio, pid_file, log_file)
 
     async def checkpoint(
         self, id: str, image_path: Path, work_path: Path, options: CriuOptions, leave_running: bool
