@@ -48,11 +48,11 @@ from benchlib import (
     empty_runc_root,
     median_or_nan,
     own_children_cpu_s,
-    reap_adopted_children,
     rss_kib,
     runc_containers,
     start_daemon,
     stop_daemon,
+    sweep_leftovers,
     telemetry_lines,
     wait_for_quiet_cpu,
 )
@@ -517,31 +517,8 @@ def report(args: argparse.Namespace, results: list[RoundResult]) -> None:
 
 
 def final_sweep(ctx: Context) -> list[str]:
-    """Whatever the way out, leave no daemon, container or zombie behind; returns what had to be fixed.
-
-    The rounds clean up after themselves (shielded); this catches an exit that skipped that, and is the
-    check that they did. It runs after trio has waited for all of its own subprocesses, so reaping our
-    remaining dead children by pid cannot take a status trio expects.
-    """
-    problems = []
-    for daemon in ctx.daemons:
-        if daemon.process.poll() is None:
-            problems.append(f"daemon pid {daemon.pid} still running: killed")
-            daemon.process.kill()
-            try:
-                os.waitpid(daemon.pid, 0)
-            except ChildProcessError:
-                pass
-    for runc_root in ctx.runc_roots:
-        left = runc_containers(runc_root)
-        if left:
-            problems.append(f"{len(left)} containers left under {runc_root}: deleted")
-            trio.run(empty_runc_root, runc_root)
-    reaped, alive = reap_adopted_children()
-    if reaped:
-        problems.append(f"reaped {reaped} adopted container inits that no runc root listed any more")
-    problems += [f"child process still running: {child}" for child in alive]
-    return problems
+    """Whatever the way out, leave no daemon, container or zombie behind; returns what had to be fixed."""
+    return sweep_leftovers(ctx.daemons, ctx.runc_roots)
 
 
 def remove_workdir(workdir: Path, keep_logs: bool) -> None:
