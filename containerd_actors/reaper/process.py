@@ -17,6 +17,7 @@ Python around ``select``: no trio, no nng, nothing that could fail in interestin
 
 from __future__ import annotations
 
+import collections
 import errno
 import json
 import logging
@@ -49,6 +50,7 @@ class Reaper:
         self.server_pid = 0
         self.server_started = 0.0
         self.server_sock: socket.socket | None = None
+        self.outbox: collections.deque[tuple[dict[str, Any], list[int]]] = collections.deque()
         self.stopping = False
         self.restart_delay = 0.0
         self.restart_at: float | None = 0.0  # start at once
@@ -96,6 +98,9 @@ class Reaper:
             finally:
                 os._exit(127)
         theirs.close()
+        # Never block on a server that does not read: reaping must go on. What cannot be sent yet
+        # waits in the outbox until the socket is writable again.
+        ours.setblocking(False)
         self.server_pid = pid
         self.server_started = time.monotonic()
         self.server_sock = ours
@@ -107,18 +112,35 @@ class Reaper:
         self._send({"op": "ready"})
 
     def _send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
+        """Queue a message; its fds are duplicated, so a later "drop" cannot close them before sending."""
         if self.server_sock is None:
             return
-        try:
-            wire.send(self.server_sock, message, fds)
-        except OSError as exc:
-            log.warning("reaper: cannot reach the server (%s); it will get this on restart", exc)
-            self._disconnect()
+        self.outbox.append((message, [os.dup(fd) for fd in fds or []]))
+        self._flush()
+
+    def _flush(self) -> None:
+        while self.server_sock is not None and self.outbox:
+            message, fds = self.outbox[0]
+            try:
+                wire.send(self.server_sock, message, fds)
+            except BlockingIOError:
+                return  # select() says when the server reads again
+            except OSError as exc:
+                log.warning("reaper: cannot reach the server (%s); it will get this on restart", exc)
+                self._disconnect()
+                return
+            self.outbox.popleft()
+            for fd in fds:
+                _close(fd)
 
     def _disconnect(self) -> None:
         if self.server_sock is not None:
             self.server_sock.close()
             self.server_sock = None
+        # Undelivered messages are replayed from `kept` and `pending` to the next server.
+        while self.outbox:
+            for fd in self.outbox.popleft()[1]:
+                _close(fd)
 
     def _server_exited(self, status: int) -> None:
         code = exit_status_from_wait(status)
@@ -165,6 +187,8 @@ class Reaper:
         assert self.server_sock is not None
         try:
             received = wire.receive(self.server_sock)
+        except BlockingIOError:
+            return
         except OSError:
             received = None
         if received is None:
@@ -204,11 +228,14 @@ class Reaper:
                 self.restart_at = None
                 self._start_server()
             readers = [wake_read] + ([self.server_sock] if self.server_sock is not None else [])
+            writers = [self.server_sock] if self.server_sock is not None and self.outbox else []
             timeout = None if self.restart_at is None else max(0.0, self.restart_at - time.monotonic())
             try:
-                ready, _, _ = select.select(readers, [], [], timeout)
+                ready, writable, _ = select.select(readers, writers, [], timeout)
             except InterruptedError:
-                ready = []
+                ready, writable = [], []
+            if writable:
+                self._flush()
             if wake_read in ready:
                 self._on_signals(os.read(wake_read, 256))
             if self.server_sock is not None and self.server_sock in ready:
