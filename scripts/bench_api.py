@@ -41,15 +41,13 @@ import json
 import math
 import os
 import platform
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +60,9 @@ from benchlib import (
     daemon_cpu_times,
     empty_runc_root,
     percentile,
+    progress,
+    remove_workdir,
+    run_cancelled_by_signals,
     runc_containers,
     start_daemon,
     stop_daemon,
@@ -175,10 +176,6 @@ def _counts(text: str) -> list[int]:
     if not counts or min(counts) < 0:
         raise argparse.ArgumentTypeError("subscriber counts must not be negative")
     return counts
-
-
-def progress(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 # --- child processes ----------------------------------------------------------------------------------
@@ -999,26 +996,14 @@ async def run_parts(ctx: Context) -> Results:
 
 
 async def run_until_interrupted(ctx: Context) -> Results | None:
-    """Run the parts; Ctrl-C or SIGTERM cancels them (so the shielded cleanup runs) instead of raising."""
-    results: Results | None = None
-    parts = trio.CancelScope()
+    """Run the parts until done or interrupted (see benchlib.run_cancelled_by_signals)."""
 
-    async def watch(signals: AsyncIterator[int]) -> None:
-        async for signum in signals:
-            if not ctx.interrupted:
-                ctx.interrupted = True
-                progress(f"{signal.Signals(signum).name}: stopping; cleaning up what was started")
-                parts.cancel()
-            else:
-                progress("still cleaning up; please wait")
+    def interrupted() -> None:
+        ctx.interrupted = True
 
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch, signals)
-            with parts:
-                results = await run_parts(ctx)
-            nursery.cancel_scope.cancel()
-    return results
+    return await run_cancelled_by_signals(
+        lambda: run_parts(ctx), None, interrupted, "cleaning up what was started"
+    )
 
 
 # --- report --------------------------------------------------------------------------------------------
@@ -1233,18 +1218,6 @@ def report(args: argparse.Namespace, results: Results) -> None:
 
 
 # --- main ------------------------------------------------------------------------------------------------
-
-
-def remove_workdir(workdir: Path, keep_logs: bool) -> None:
-    if not keep_logs:
-        shutil.rmtree(workdir, ignore_errors=True)
-        return
-    for entry in workdir.iterdir():
-        if entry.is_dir():
-            shutil.rmtree(entry, ignore_errors=True)
-        elif entry.suffix != ".log":
-            entry.unlink(missing_ok=True)
-    progress(f"logs kept in {workdir}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,13 +28,11 @@ import argparse
 import math
 import os
 import platform
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import attrs
@@ -48,7 +46,10 @@ from benchlib import (
     empty_runc_root,
     median_or_nan,
     own_children_cpu_s,
+    progress,
+    remove_workdir,
     rss_kib,
+    run_cancelled_by_signals,
     runc_containers,
     start_daemon,
     stop_daemon,
@@ -154,10 +155,6 @@ class Context:
     runc_roots: list[Path] = attrs.Factory(list)
     daemons: list[Daemon] = attrs.Factory(list)
     interrupted: bool = False
-
-
-def progress(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 # --- driving starts ------------------------------------------------------------------------------------
@@ -364,31 +361,14 @@ async def run_rounds(ctx: Context) -> list[RoundResult]:
 
 
 async def run_until_interrupted(ctx: Context) -> list[RoundResult]:
-    """Run the rounds; Ctrl-C or SIGTERM cancels them instead of raising KeyboardInterrupt.
+    """Run the rounds until done or interrupted (see benchlib.run_cancelled_by_signals)."""
 
-    trio delivers a KeyboardInterrupt at whatever checkpoint the main task is at, shielded cleanup
-    included, which would leave containers behind; a cancellation is something the shielded cleanup
-    finishes under. While the cleanup runs, further signals only print a reminder.
-    """
-    results: list[RoundResult] = []
-    rounds = trio.CancelScope()
+    def interrupted() -> None:
+        ctx.interrupted = True
 
-    async def watch(signals: AsyncIterator[int]) -> None:
-        async for signum in signals:
-            if not ctx.interrupted:
-                ctx.interrupted = True
-                progress(f"{signal.Signals(signum).name}: stopping; deleting the containers started so far")
-                rounds.cancel()
-            else:
-                progress("still cleaning up; please wait")
-
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch, signals)
-            with rounds:
-                results = await run_rounds(ctx)
-            nursery.cancel_scope.cancel()
-    return results
+    return await run_cancelled_by_signals(
+        lambda: run_rounds(ctx), [], interrupted, "deleting the containers started so far"
+    )
 
 
 # --- report --------------------------------------------------------------------------------------------
@@ -519,18 +499,6 @@ def report(args: argparse.Namespace, results: list[RoundResult]) -> None:
 def final_sweep(ctx: Context) -> list[str]:
     """Whatever the way out, leave no daemon, container or zombie behind; returns what had to be fixed."""
     return sweep_leftovers(ctx.daemons, ctx.runc_roots)
-
-
-def remove_workdir(workdir: Path, keep_logs: bool) -> None:
-    if not keep_logs:
-        shutil.rmtree(workdir, ignore_errors=True)
-        return
-    for entry in workdir.iterdir():
-        if entry.is_dir():
-            shutil.rmtree(entry, ignore_errors=True)
-        elif entry.suffix != ".log":
-            entry.unlink(missing_ok=True)
-    progress(f"logs kept in {workdir}")
 
 
 def default_workdir() -> str:

@@ -11,17 +11,21 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import attrs
 import trio
+
+T = TypeVar("T")
 
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 READY_TIMEOUT_S = 30.0
@@ -461,3 +465,63 @@ def daemon_cpu_times(pid: int) -> CpuTimes:
             continue
         total = CpuTimes(total.own_s + times.own_s, total.children_s + times.children_s)
     return total
+
+
+def remove_workdir(workdir: Path, keep_logs: bool) -> None:
+    """Remove a benchmark's work dir, or everything in it but the logs.
+
+    Retried: a process that was just stopped can still be leaving files (a journal segment, a
+    runc state dir being deleted) while the tree is walked, and one pass then leaves it behind.
+    """
+    if not keep_logs:
+        for _ in range(5):
+            shutil.rmtree(workdir, ignore_errors=True)
+            if not workdir.exists():
+                return
+            time.sleep(0.2)
+        progress(f"warning: could not remove {workdir}")
+        return
+    for entry in workdir.iterdir():
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.suffix != ".log":
+            entry.unlink(missing_ok=True)
+    progress(f"logs kept in {workdir}")
+
+
+def progress(text: str) -> None:
+    """Progress goes to stderr, so that stdout holds only the result table."""
+    print(text, file=sys.stderr, flush=True)
+
+
+async def run_cancelled_by_signals(
+    work: Callable[[], Awaitable[T]], default: T, on_stop: Callable[[], None], stopping_message: str
+) -> T:
+    """Run ``work``; Ctrl-C or SIGTERM cancels it instead of raising KeyboardInterrupt.
+
+    trio delivers a KeyboardInterrupt at whatever checkpoint the main task is at, shielded cleanup
+    included, which would leave containers behind; a cancellation is something the shielded cleanup
+    finishes under. ``on_stop`` records the interruption; further signals only print a reminder.
+    """
+    result = default
+    scope = trio.CancelScope()
+    stopped = False
+
+    async def watch(signals: AsyncIterator[int]) -> None:
+        nonlocal stopped
+        async for signum in signals:
+            if not stopped:
+                stopped = True
+                on_stop()
+                progress(f"{signal.Signals(signum).name}: stopping; {stopping_message}")
+                scope.cancel()
+            else:
+                progress("still cleaning up; please wait")
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch, signals)
+            with scope:
+                result = await work()
+            nursery.cancel_scope.cancel()
+    return result
