@@ -109,9 +109,14 @@ class EventsActor:
                         self._subscribers += message.delta
                         tell(self._metrics, AddToCounter(EVENTS_SUBSCRIBERS, message.delta))
                     elif isinstance(message, GetStatus):
-                        answer(message.reply_to, EventsStatus(self._subscribers, self.journal.last_seq))
+                        answer(message.reply_to, self.status())
         finally:
             self.journal.close()
+
+    def status(self) -> EventsStatus:
+        """Also called directly by the API server's tasks (same thread, two integers): a Ping must
+        not queue behind a burst of events or a journal page in this mailbox."""
+        return EventsStatus(self._subscribers, self.journal.last_seq)
 
     def _publish(self, socket: pynng.Pub0, draft: EventDraft) -> None:
         event = Event(

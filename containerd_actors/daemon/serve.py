@@ -100,7 +100,7 @@ async def run_daemon(config: DaemonConfig) -> None:
             await nursery.start(events.run)
             supervisor = Supervisor(config, runc, exit_watcher, events.mailbox, metrics.mailbox)
             await nursery.start(supervisor.run, records, kept)
-            server = ApiServer(config, supervisor.mailbox, events.mailbox, metrics.mailbox)
+            server = ApiServer(config, supervisor.mailbox, events.mailbox, metrics.mailbox, events.status)
             await nursery.start(server.run)
             if config.metrics_address:
                 await nursery.start(serve_prometheus, config.metrics_address, metrics.mailbox)

@@ -1,9 +1,10 @@
-"""The API server: nng Rep0 with many contexts, each a worker that decodes, asks, and replies.
+"""The API server: one task receives requests on a raw Rep0, a pool of workers decode, ask, and reply.
 
-A Rep0 context holds one request at a time, so concurrency comes from the number of contexts.
-A start can sit on the ``--concurrency`` limiter for a while; with enough contexts a State or
-Ping request is never stuck behind queued starts. Every failure becomes an ErrorReply: a request
-can never take the daemon down.
+Concurrency comes from the number of workers: a start can sit on the ``--concurrency`` limiter for
+a while, and with enough workers a State or Ping request is never stuck behind queued starts. When
+every worker is busy the receiving task waits, so nng stops reading and requesters queue in their
+pipes, not in the daemon's memory. Every failure becomes an ErrorReply: a request can never take
+the daemon down. See ``raw_rep`` for why raw mode rather than a context per worker.
 """
 
 from __future__ import annotations
@@ -78,15 +79,16 @@ from .messages import (
     TakeCheckpoint,
     ToContainer,
 )
+from .raw_rep import RawReplySocket, RawRequest
 from .telemetry import TakeSnapshot
 
 log = logging.getLogger(__name__)
 
-#: Requests served at once. Starts beyond --concurrency wait inside the daemon, holding a context.
+#: Requests served at once. Starts beyond --concurrency wait inside the daemon, holding a worker.
 WORKER_CONTEXTS = 256
 #: A reply the client no longer waits for must not hold a worker forever.
 SEND_TIMEOUT_S = 10.0
-#: Long polls (ReadOutput with ``wait``) served at once; each holds a worker context while it
+#: Long polls (ReadOutput with ``wait``) served at once; each holds a worker while it
 #: waits, so without a cap 256 attached clients would starve every other request. Beyond the cap
 #: a ReadOutput answers at once and the client library backs off before asking again.
 MAX_WAITING_READS = WORKER_CONTEXTS // 2
@@ -115,43 +117,42 @@ class ApiServer:
         supervisor: trio.MemorySendChannel[Any],
         events: trio.MemorySendChannel[Any],
         metrics: trio.MemorySendChannel[Any],
+        events_status: Callable[[], EventsStatus] | None = None,
     ) -> None:
         self._config = config
         self._supervisor = supervisor
         self._events = events
+        #: Read directly when given (same thread): a Ping then never waits behind a journal page.
+        self._events_status = events_status
         self._metrics = metrics
         self._machine = machine_info(config.id)
         self._waiting_reads = trio.CapacityLimiter(MAX_WAITING_READS)
         self.served = 0
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        with pynng.Rep0(recv_max_size=MAX_MESSAGE_BYTES) as sock:
-            sock.listen(self._config.listen)
+        with RawReplySocket(self._config.listen, MAX_MESSAGE_BYTES, SEND_TIMEOUT_S) as sock:
             log.info("listening on %s", self._config.listen)
-            contexts = [sock.new_context() for _ in range(WORKER_CONTEXTS)]
-            try:
-                async with trio.open_nursery() as nursery:
-                    for context in contexts:
-                        nursery.start_soon(self._worker, context)
-                    task_status.started()
-            finally:
-                # Only after every worker has stopped: pynng fails oddly when a context is
-                # closed under a worker that is about to call arecv() again.
-                for context in contexts:
-                    context.close()
+            # Unbuffered: a request is taken from nng only when a worker is free to serve it.
+            hand_over, requests = trio.open_memory_channel[RawRequest](0)
+            async with trio.open_nursery() as nursery:
+                for _ in range(WORKER_CONTEXTS):
+                    nursery.start_soon(self._worker, sock, requests)
+                task_status.started()
+                while True:
+                    try:
+                        request = await sock.receive()
+                    except pynng.Closed:
+                        break
+                    await hand_over.send(request)
+                nursery.cancel_scope.cancel()
 
-    async def _worker(self, context: pynng.Context) -> None:
-        while True:
+    async def _worker(self, sock: RawReplySocket, requests: trio.MemoryReceiveChannel[RawRequest]) -> None:
+        async for request in requests:
+            reply = await self.handle(request.body)
             try:
-                data = await context.arecv()
-            except pynng.Closed:
-                return
-            reply = await self.handle(data)
-            with trio.move_on_after(SEND_TIMEOUT_S):
-                try:
-                    await context.asend(encode_reply(reply))
-                except pynng.NNGException as exc:
-                    log.debug("reply not delivered: %s", exc)
+                await sock.reply(request, encode_reply(reply))
+            except pynng.NNGException as exc:
+                log.debug("reply not delivered: %s", exc)
             self.served += 1
 
     async def handle(self, data: bytes) -> Reply:
@@ -171,7 +172,10 @@ class ApiServer:
 
     async def _dispatch(self, request: Request) -> Reply:
         if isinstance(request, Ping):
-            status: EventsStatus = await ask(self._events, GetStatus)
+            if self._events_status is not None:
+                status = self._events_status()
+            else:
+                status = await ask(self._events, GetStatus)
             return PingReply(
                 request.request_id,
                 self._config.id,
