@@ -1,8 +1,9 @@
 """Async wrapper of the runc CLI.
 
-It knows nothing of nng, actors or messages, so it can be tested against runc alone. Processes
-are driven with ``trio.run_process``, which waits on a pidfd: ``subprocess`` timeouts poll and
-snap to 31/63/113 ms, which would dominate a 40 ms container start.
+It knows nothing of nng, actors or messages, so it can be tested against runc alone. runc is
+started with ``spawn.run`` (posix_spawn, then a pidfd in trio's epoll): ``subprocess`` timeouts
+poll and snap to 31/63/113 ms, which would dominate a 40 ms container start, and
+``trio.run_process`` pays a worker-thread hand-off on every call.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import trio
+
+from . import spawn
 
 
 class RuncError(Exception):
@@ -120,11 +122,8 @@ class Runc:
         argv = self._argv(command, *args)
         timeout = timeout or self.timeout
         try:
-            with trio.fail_after(timeout):
-                result = await trio.run_process(
-                    argv, stdin=None, capture_stdout=True, capture_stderr=True, check=False
-                )
-        except trio.TooSlowError:
+            result = await spawn.run(argv, capture=True, timeout=timeout)
+        except spawn.SpawnTimeout:
             raise RuncTimeout(command, -9, f"no answer within {timeout:g} s") from None
         if result.returncode != 0:
             raise RuncError(command, result.returncode, _error_lines(result.stderr.decode(errors="replace")))
@@ -155,11 +154,10 @@ class Runc:
         The process inherits ``stdio``; runc's own errors come from its JSON log file.
         """
         try:
-            with trio.fail_after(self.timeout):
-                result = await trio.run_process(
-                    argv, stdin=stdio.stdin, stdout=stdio.stdout, stderr=stdio.stderr, check=False
-                )
-        except trio.TooSlowError:
+            result = await spawn.run(
+                argv, stdin=stdio.stdin, stdout=stdio.stdout, stderr=stdio.stderr, timeout=self.timeout
+            )
+        except spawn.SpawnTimeout:
             raise RuncTimeout(
                 command, -9, f"runc {command} did not finish within {self.timeout:g} s"
             ) from None

@@ -37,6 +37,8 @@ class ReaperLink:
     """ExitWatcher backed by the reaper process; also its fd store."""
 
     def __init__(self, sock: socket.socket) -> None:
+        # Inherited from the reaper; runc is spawned without closing fds, so it must not leak there.
+        os.set_inheritable(sock.fileno(), False)
         sock.setblocking(False)
         self._sock = trio.socket.from_stdlib_socket(sock)
         self._reaper_pid = os.getppid()
@@ -67,8 +69,9 @@ class ReaperLink:
 
     async def _receive(self) -> tuple[dict[str, Any], list[int]]:
         fd_size = array.array("i").itemsize
+        # Close-on-exec as they arrive: runc must not inherit another container's pipe ends.
         data, ancillary, _flags, _address = await self._sock.recvmsg(
-            wire.MAX_MESSAGE, socket.CMSG_SPACE(wire.MAX_FDS * fd_size)
+            wire.MAX_MESSAGE, socket.CMSG_SPACE(wire.MAX_FDS * fd_size), socket.MSG_CMSG_CLOEXEC
         )
         if not data:
             raise RuntimeError("the reaper closed its socket: it has exited")
