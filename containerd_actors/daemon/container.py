@@ -114,7 +114,7 @@ async def _receive_console(listener: socket.socket) -> list[int]:
         connection.setblocking(False)
         while True:
             try:
-                _, fds, _, _ = socket.recv_fds(connection, 4096, 1)
+                _, fds, _, _ = socket.recv_fds(connection, 4096, 1, socket.MSG_CMSG_CLOEXEC)
                 return fds
             except BlockingIOError:
                 await trio.lowlevel.wait_readable(connection)
@@ -314,14 +314,29 @@ class ContainerActor:
 
     def _stdin_closed_by_client(self) -> None:
         """The reaper holds a copy of the stdin pipe too: it must let go, or the init never sees EOF."""
-        if self._nursery is not None:
-            self._nursery.start_soon(self._keep_outputs_only_in_reaper)
+        if self._nursery is not None and self._pipes is not None and self._init_io is not None:
+            outputs = (self._pipes.stdout_read, self._pipes.stderr_read)
+            self._keep_only_outputs_soon(self.id, self._init_io, outputs)
 
-    async def _keep_outputs_only_in_reaper(self) -> None:
-        assert self._pipes is not None
-        await self._exit_watcher.drop(self.id)
-        if self._pipes.stdout_read >= 0 and self._pipes.stderr_read >= 0:
-            await self._exit_watcher.keep(self.id, [self._pipes.stdout_read, self._pipes.stderr_read])
+    def _keep_only_outputs_soon(self, key: str, io: ProcessIO, out_fds: tuple[int, int]) -> None:
+        """Make the reaper hold only the output ends of ``key``'s pipes (stdin was closed by a client).
+
+        Runs synchronously at the client's EOF and duplicates the ends whose drain is still going:
+        a drain closes its end when the process exits, and by the time a task could send it, that
+        number may belong to another file.
+        """
+        assert self._nursery is not None
+        logs = (io.stdout, io.stderr)
+        alive = [os.dup(fd) for fd, log in zip(out_fds, logs, strict=True) if fd >= 0 and not log.finished]
+        self._nursery.start_soon(self._keep_only_outputs, key, alive)
+
+    async def _keep_only_outputs(self, key: str, outputs: list[int]) -> None:
+        try:
+            await self._exit_watcher.drop(key)
+            if outputs:
+                await self._exit_watcher.keep(key, outputs)
+        finally:
+            close_quietly(*outputs)
 
     async def run_adopted(
         self, record: ContainerRecord, kept_fds: list[int], exec_fds: dict[str, list[int]] | None = None
@@ -721,9 +736,8 @@ class ContainerActor:
         pid = process.info.pid
         if not process.info.terminal:
             # The reaper holds a copy of the stdin pipe: on a client's EOF it must let go too.
-            outputs = [fd for fd in out_fds if fd >= 0]
-            process.io.on_input_closed = lambda: self._nursery.start_soon(  # type: ignore[union-attr]
-                self._keep_only_outputs, _exec_key(self.id, pid), outputs
+            process.io.on_input_closed = lambda: self._keep_only_outputs_soon(
+                _exec_key(self.id, pid), process.io, out_fds
             )
         self._execs[pid] = process
         self.processes[pid] = process.io
@@ -731,11 +745,6 @@ class ContainerActor:
         drained = trio.Event()
         self._nursery.start_soon(self._drain_exec, out_fds, process.io, drains, drained)
         self._nursery.start_soon(self._watch_exec, process, drains, drained)
-
-    async def _keep_only_outputs(self, key: str, outputs: list[int]) -> None:
-        await self._exit_watcher.drop(key)
-        if outputs:
-            await self._exit_watcher.keep(key, outputs)
 
     def _adopt_execs(self, kept: dict[str, list[int]]) -> None:
         """Re-track the exec'd processes a previous server started, from their records and kept pipes."""
