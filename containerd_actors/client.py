@@ -1,8 +1,9 @@
 """Async (trio) client library for the daemon: the same code path `actr` and other services use.
 
-Requests go over nng Req0, one context per call so that many calls can be in flight on one socket.
-The socket is created with ``resend_time=0``: nng's default would silently resend a
-non-idempotent request (a container start) after 60 s or on reconnect.
+Requests go over a raw nng Req0 (``nng_raw.RawRequestSocket``): many calls can be in flight on one
+socket, replies are matched by request id, and no thread hand-off is paid per call. Raw mode never
+resends, as the client wants: nng's cooked Req0 would silently resend a non-idempotent request (a
+container start) after 60 s or on reconnect; a lost connection fails the calls in flight instead.
 
 Event subscriptions are lossless by default: nng pub/sub drops events when a subscriber falls
 behind, so ``EventSubscription`` watches ``seq`` and reads whatever it missed back from the
@@ -23,6 +24,7 @@ import attrs
 import pynng
 import trio
 
+from .nng_raw import ConnectionLost, RawRequestSocket
 from .protocol import (
     MAX_EVENTS_PER_PAGE,
     MAX_MESSAGE_BYTES,
@@ -128,7 +130,7 @@ def normalize_address(address: str) -> str:
 class Client:
     """A connection to one daemon. Create it with ``Client.connect``."""
 
-    def __init__(self, address: str, socket: pynng.Req0, timeout: float) -> None:
+    def __init__(self, address: str, socket: RawRequestSocket, timeout: float) -> None:
         self.address = address
         self._socket = socket
         self._timeout = timeout
@@ -142,15 +144,12 @@ class Client:
         cls, address: str = DEFAULT_ADDRESS, timeout: float = DEFAULT_TIMEOUT_S
     ) -> AsyncIterator[Client]:
         address = normalize_address(address)
-        socket = pynng.Req0(resend_time=0, recv_max_size=MAX_MESSAGE_BYTES * 64)
         try:
-            try:
-                socket.dial(address, block=True)
-            except pynng.NNGException as exc:
-                raise DaemonUnreachable(address, str(exc)) from None
+            socket = RawRequestSocket(address, recv_max_size=MAX_MESSAGE_BYTES * 64)
+        except pynng.NNGException as exc:
+            raise DaemonUnreachable(address, str(exc)) from None
+        with socket:
             yield cls(address, socket, timeout)
-        finally:
-            socket.close()
 
     def _next_request_id(self) -> str:
         return f"{self._id_prefix}-{next(self._ids)}"
@@ -161,18 +160,14 @@ class Client:
         """Send one request and return its typed reply; an ErrorReply raises ``RequestFailed``."""
         request = request_type(request_id=self._next_request_id(), **fields)
         payload = encode_request(request)
-        context = self._socket.new_context()
         timeout = self._timeout if timeout is None else timeout
         try:
             with trio.fail_after(timeout):
-                await context.asend(payload)
-                raw = await context.arecv()
+                raw = await self._socket.request(payload)
         except trio.TooSlowError:
             raise DaemonUnreachable(self.address, f"no reply within {timeout:g} s") from None
-        except pynng.NNGException as exc:
+        except (pynng.NNGException, ConnectionLost) as exc:
             raise DaemonUnreachable(self.address, str(exc)) from None
-        finally:
-            context.close()
         try:
             reply = decode_reply(raw)
         except ProtocolError as exc:

@@ -20,6 +20,7 @@ import pynng
 import trio
 
 from .. import __version__
+from ..nng_raw import RawReplySocket, RawRequest
 from ..protocol import (
     MAX_MESSAGE_BYTES,
     AddProcess,
@@ -79,7 +80,6 @@ from .messages import (
     TakeCheckpoint,
     ToContainer,
 )
-from .raw_rep import RawReplySocket, RawRequest
 from .telemetry import TakeSnapshot
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,8 @@ class ApiServer:
         async for request in requests:
             reply = await self.handle(request.body)
             try:
-                await sock.reply(request, encode_reply(reply))
+                if not await sock.reply(request, encode_reply(reply)):
+                    log.debug("reply dropped: the requester stopped reading")
             except pynng.NNGException as exc:
                 log.debug("reply not delivered: %s", exc)
             self.served += 1
