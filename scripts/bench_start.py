@@ -26,12 +26,17 @@ from the same client tasks under the same limiter of `-c`. SPEC is the bundle's 
 rootfs made absolute, so containerd runs the very container that runc and the daemon run (`ctr run
 --rootfs` would build another spec). Its server CPU is containerd's plus every shim's (containerd's
 reaped `shim start` calls and the long-lived shims, one per container, found by the private address on
-their command line); runc's CPU is what the shims reaped; ctr's CPU is reported as client CPU. Memory is
-containerd's and all shims' RSS and PSS with N running. The round then deletes every container through
-containerd (`ctr task kill -s KILL`, `task delete -f`, `container delete`, by id), stops containerd by pid,
-reaps the shims (the benchmark is their child subreaper; any still running are killed by pid), removes
-the shim sockets of our ids from /run/containerd/s, where containerd 1.6 puts them whatever `--state`
-says, and checks that containerd's runc root is empty. Without `containerd`, `ctr` or
+their command line, each measured to the nanosecond from its threads' schedstat); runc's CPU is the rest
+of the CPU time of a cgroup v2 of containerd's own (cpu.stat), which holds containerd, its shims and the
+runc calls they make, because per-process /proc figures in whole ticks, summed over hundreds of shims,
+undercount by about half. ctr's CPU is reported as client CPU. Memory is containerd's and all shims' RSS
+and PSS with N running.
+
+The round then deletes every container through containerd (`ctr task kill -s KILL`, `task delete -f`,
+`container delete`, by id), stops containerd by pid, reaps the shims (the benchmark is their child
+subreaper; any still running are killed by pid), removes the shim sockets of our ids from
+/run/containerd/s, where containerd 1.6 puts them whatever `--state` says, checks that containerd's runc
+root is empty, and removes its cgroup. Without `containerd`, `ctr` or
 `containerd-shim-runc-v2` on PATH, or with `--no-containerd`, the table says containerd was not measured.
 
 Rounds rotate the order (daemon, runc, containerd; then runc, containerd, daemon; ...) so that no system
@@ -461,8 +466,9 @@ async def containerd_round(ctx: Context, index: int) -> RoundResult:
     """N starts through a fresh private containerd; its CPU and memory are containerd's plus every shim's.
 
     CPU: containerd's own and its reaped children's (the short `containerd-shim-runc-v2 start` calls) plus
-    each long-lived shim's own; the runc processes are the shims' reaped children. Memory: containerd's
-    RSS and PSS after start-up, then containerd's and all shims' with N running.
+    each long-lived shim's own (threads' schedstat, exact); runc is the rest of containerd's cgroup's CPU
+    (see benchlib.CpuCgroup). Memory: containerd's RSS and PSS after start-up, then containerd's and all
+    shims' with N running.
     """
     containerd = await start_containerd(ctx.workdir / f"c{index}", ctx.workdir / f"containerd-{index}.log")
     ctx.containerds.append(containerd)
