@@ -1,30 +1,53 @@
 #!/usr/bin/env python3
-"""Start N containers through the daemon and with raw `runc run -d`, and compare the two.
+"""Start N containers through the daemon, with raw `runc run -d` and through containerd 1.6; compare them.
 
 This is the original containerd's benchmark (hack/benchmark.go: one client, 100 workers pulling container
 ids from a queue, 1000 containers) run against containerd-actors, with raw runc measured in the same run at
 the same concurrency as the yardstick: the daemon can only add cost on top of runc, so "containers/s
 relative to raw runc" is the number that survives a change of machine, and the absolute numbers are only
-comparable within one run.
+comparable within one run. containerd 1.6 (Debian's `containerd` package), when installed, is the peer
+measured the same way.
 
 Run it as root with the project's dependencies (trio, pynng, rich), for example:
 
     .venv/bin/python scripts/bench_start.py [-n 1000] [--clients 100] [-c 10] [--rounds 3] [--keep-logs]
+                                            [--no-containerd] [--workdir DIR]
 
 Each round starts a fresh daemon on a private state dir, starts N containers from `--clients` concurrent
-client tasks (latency measured client-side per request), samples the daemon's CPU and RSS from /proc,
+client tasks (latency measured client-side per request), samples the daemon's CPU, RSS and PSS from /proc,
 then stops the daemon and deletes its containers by id under its private runc root. The raw runc round
 starts N containers with `runc --root PRIVATE --log LOG run -d --bundle B ID` (stdio /dev/null) from the
-same number of client tasks under a limiter of `-c`, and deletes them the same way. Rounds alternate
-(daemon first, then runc first, ...) so that neither side always runs on a warmer or dirtier machine, and
-the report quotes medians across rounds: this machine is noisy.
+same number of client tasks under a limiter of `-c`, and deletes them the same way.
 
-containerd 1.6 is not measured (reported as such).
+The containerd round starts a fresh containerd with its own `--root`, `--state`, `--address` and config
+file, all in the work dir (the config turns off the CRI, /opt and snapshotter plugins, which
+`ctr run --config` does not need), and runs N `ctr run -d --null-io --runc-root PRIVATE --config SPEC ID`
+from the same client tasks under the same limiter of `-c`. SPEC is the bundle's own config.json with its
+rootfs made absolute, so containerd runs the very container that runc and the daemon run (`ctr run
+--rootfs` would build another spec). Its server CPU is containerd's plus every shim's (containerd's
+reaped `shim start` calls and the long-lived shims, one per container, found by the private address on
+their command line, each measured to the nanosecond from its threads' schedstat); runc's CPU is the rest
+of the CPU time of a cgroup v2 of containerd's own (cpu.stat), which holds containerd, its shims and the
+runc calls they make, because per-process /proc figures in whole ticks, summed over hundreds of shims,
+undercount by about half. ctr's CPU is reported as client CPU. Memory is containerd's and all shims' RSS
+and PSS with N running.
+
+The round then deletes every container through containerd (`ctr task kill -s KILL`, `task delete -f`,
+`container delete`, by id), stops containerd by pid, reaps the shims (the benchmark is their child
+subreaper; any still running are killed by pid), removes the shim sockets of our ids from
+/run/containerd/s, where containerd 1.6 puts them whatever `--state` says, checks that containerd's runc
+root is empty, and removes its cgroup. Without `containerd`, `ctr` or
+`containerd-shim-runc-v2` on PATH, or with `--no-containerd`, the table says containerd was not measured.
+
+Rounds rotate the order (daemon, runc, containerd; then runc, containerd, daemon; ...) so that no system
+always runs on a warmer or dirtier machine, and the report quotes medians across rounds: this machine is
+noisy. Ctrl-C stops the run and deletes everything started so far.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
@@ -34,27 +57,44 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import attrs
 import trio
 from benchlib import (
+    SHIM_SOCKET_DIR,
+    Containerd,
     CpuTimes,
     Daemon,
     LatencySummary,
+    containerd_version,
+    cpu_times,
     daemon_cpu_times,
     daemon_pids,
+    empty_containerd,
     empty_runc_root,
+    finish_shims,
     median_or_nan,
+    missing_containerd_tools,
     own_children_cpu_s,
     progress,
+    pss_kib,
+    remove_cpu_cgroups,
+    remove_empty_cgroups,
+    remove_empty_shim_dirs,
     remove_workdir,
     rss_kib,
     run_cancelled_by_signals,
     runc_containers,
+    shim_pids,
+    start_containerd,
     start_daemon,
+    stop_containerd,
     stop_daemon,
+    sweep_containerds,
     sweep_leftovers,
     telemetry_lines,
+    threads_cpu_s,
     wait_for_quiet_cpu,
 )
 from rich import box
@@ -63,6 +103,8 @@ from rich.table import Table
 
 from containerd_actors.client import Client
 from containerd_actors.reaping import become_child_subreaper
+
+T = TypeVar("T")
 
 SCRIPTS_DIR = Path(__file__).resolve().parent
 #: The original's job channel held 20 ids; the workers pulled from it.
@@ -74,11 +116,13 @@ RAW_START_TIMEOUT_S = 15.0
 
 DAEMON = "daemon"
 RUNC = "runc"
+CONTAINERD = "containerd"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Containers/s and start latency of containerd-actors against raw `runc run -d`.",
+        description="Containers/s and start latency of containerd-actors against raw `runc run -d` and"
+        " containerd 1.6 (when installed).",
         epilog="Run as root, with the project's venv: .venv/bin/python scripts/bench_start.py -n 1000",
     )
     parser.add_argument("-n", type=int, default=1000, help="containers to start per round (default 1000)")
@@ -90,19 +134,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--concurrency",
         type=int,
         default=10,
-        help="the daemon's -c, and the raw runc limiter (default 10)",
+        help="the daemon's -c, and the raw runc and ctr limiter (default 10)",
     )
     parser.add_argument(
-        "--rounds", type=int, default=1, help="alternating daemon/runc rounds; medians are reported"
+        "--rounds",
+        type=int,
+        default=1,
+        help="rounds of daemon, runc and containerd, in rotating order; medians are reported",
     )
     parser.add_argument(
         "--workdir",
         default=default_workdir(),
-        help="where state dirs, runc roots and bundles go; both sides use it (default: /dev/shm if it is a "
+        help="where state dirs, runc roots and bundles go; all systems use it (default: /dev/shm if it is a "
         "tmpfs, like /run on a real host, else /tmp)",
     )
     parser.add_argument(
-        "--keep-logs", action="store_true", help="keep the daemon and runc logs (the path is printed)"
+        "--keep-logs",
+        action="store_true",
+        help="keep the daemon, runc and containerd logs (the path is printed)",
+    )
+    parser.add_argument(
+        "--no-containerd",
+        action="store_true",
+        help="do not measure containerd, even when it is installed",
     )
     args = parser.parse_args(argv)
     for name in ("n", "clients", "concurrency", "rounds"):
@@ -123,11 +177,28 @@ class RoundResult:
     latencies: list[float | None]
     errors: list[str]
     wall_s: float
-    #: CPU of the runc processes (reaped children of the daemon, or of this script for raw runc).
+    #: CPU of the runc processes (reaped children of the daemon, of containerd's shims, or of this script
+    #: for raw runc).
     runc_cpu_s: float
+    #: The client side: this script's own CPU during the round (the in-process client library, or spawning
+    #: runc / ctr), plus the ctr processes for containerd.
+    client_cpu_s: float = math.nan
+    #: containerd only: the ctr processes' share of client_cpu_s.
+    ctr_cpu_s: float = math.nan
+    #: The server side: the daemon (reaper + API server), or containerd plus all its shims.
     daemon_cpu_s: float = math.nan
+    #: containerd only: the shims' share of daemon_cpu_s (short `shim start` calls and long-lived shims).
+    shim_cpu_s: float = math.nan
+    #: The server processes' memory after start-up and with N containers running (containerd: + shims).
     rss_idle_kib: float = math.nan
     rss_loaded_kib: float = math.nan
+    pss_idle_kib: float = math.nan
+    pss_loaded_kib: float = math.nan
+    #: containerd only: the shims counted in the loaded figures, and their RSS.
+    shims: int = 0
+    shim_rss_kib: float = math.nan
+    #: containerd only: runc_cpu_s from per-shim /proc ticks (no cgroup v2 to account it exactly).
+    inexact_runc_cpu: bool = False
 
     @property
     def n(self) -> int:
@@ -152,8 +223,15 @@ class Context:
     args: argparse.Namespace
     workdir: Path
     bundle: Path = Path()
+    #: The bundle's config.json with an absolute rootfs path, for `ctr run --config`.
+    containerd_spec: Path = Path()
+    #: Why containerd is not measured (not installed, --no-containerd, failed warm-up), or None.
+    containerd_skipped: str | None = None
+    #: Whether /run/containerd existed before our shims could create it (then it is left alone).
+    shim_dir_existed: bool = True
     runc_roots: list[Path] = attrs.Factory(list)
     daemons: list[Daemon] = attrs.Factory(list)
+    containerds: list[Containerd] = attrs.Factory(list)
     interrupted: bool = False
 
 
@@ -207,15 +285,19 @@ async def daemon_round(ctx: Context, index: int) -> RoundResult:
     try:
         # The daemon is the reaper plus its API server child: both count.
         idle_rss = sum(rss_kib(pid) for pid in daemon_pids(daemon.pid))
+        idle_pss = sum(pss_kib(pid) for pid in daemon_pids(daemon.pid))
         before = daemon_cpu_times(daemon.pid)
+        client_before = own_cpu_s()
         async with Client.connect(daemon.address) as client:
 
             async def start_one(i: int) -> None:
                 await client.create_container(f"bench-d{index}-{i}", str(ctx.bundle))
 
             latencies, errors, wall = await drive(args.n, args.clients, start_one)
+            client_cpu = own_cpu_s() - client_before
             used: CpuTimes = daemon_cpu_times(daemon.pid) - before
             loaded_rss = sum(rss_kib(pid) for pid in daemon_pids(daemon.pid))
+            loaded_pss = sum(pss_kib(pid) for pid in daemon_pids(daemon.pid))
     finally:
         with trio.CancelScope(shield=True):
             await retire_daemon(daemon)
@@ -226,9 +308,12 @@ async def daemon_round(ctx: Context, index: int) -> RoundResult:
         errors=errors,
         wall_s=wall,
         runc_cpu_s=used.children_s,
+        client_cpu_s=client_cpu,
         daemon_cpu_s=used.own_s,
         rss_idle_kib=idle_rss,
         rss_loaded_kib=loaded_rss,
+        pss_idle_kib=idle_pss,
+        pss_loaded_kib=loaded_pss,
     )
 
 
@@ -299,9 +384,17 @@ async def raw_runc_starts(ctx: Context, runc_root: Path, log: Path, prefix: str,
         if result.returncode != 0:
             raise RuntimeError(f"runc run -d exited with {result.returncode} (see {log})")
 
-    before = own_children_cpu_s()
+    before, client_before = own_children_cpu_s(), own_cpu_s()
     latencies, errors, wall = await drive(n, args.clients, start_one)
-    return RoundResult(RUNC, 0, latencies, errors, wall, runc_cpu_s=own_children_cpu_s() - before)
+    return RoundResult(
+        RUNC,
+        0,
+        latencies,
+        errors,
+        wall,
+        runc_cpu_s=own_children_cpu_s() - before,
+        client_cpu_s=own_cpu_s() - client_before,
+    )
 
 
 async def runc_round(ctx: Context, index: int) -> RoundResult:
@@ -317,6 +410,167 @@ async def runc_round(ctx: Context, index: int) -> RoundResult:
     return result
 
 
+def own_cpu_s() -> float:
+    """This script's own CPU: the client side of every round (trio tasks, the client library, spawning)."""
+    times = os.times()
+    return times.user + times.system
+
+
+async def ctr_starts(ctx: Context, containerd: Containerd, prefix: str, n: int) -> RoundResult:
+    """N `ctr run -d` from `--clients` tasks under a limiter of `-c`, as for raw runc.
+
+    The container is the bundle's own spec (`--config`, rootfs made absolute), not the one `ctr run
+    --rootfs` would build, so containerd runs exactly what runc and the daemon run; stdio is /dev/null
+    (`--null-io`) as for raw runc. Shielded and in a session of its own for the same reason as `runc run`.
+    """
+    args = ctx.args
+    limiter = trio.CapacityLimiter(args.concurrency)
+
+    async def start_one(i: int) -> None:
+        id = f"{prefix}-{i}"
+        containerd.ids.append(id)
+        async with limiter:
+            with trio.move_on_after(RAW_START_TIMEOUT_S, shield=True) as deadline:
+                result = await trio.run_process(
+                    containerd.run_argv(ctx.containerd_spec, id),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    capture_stderr=True,
+                    check=False,
+                    start_new_session=True,
+                )
+        if deadline.cancelled_caught:
+            raise RuntimeError(f"ctr run -d did not finish within {RAW_START_TIMEOUT_S:g} s")
+        if result.returncode != 0:
+            message = result.stderr.decode(errors="replace").strip()[-300:]
+            raise RuntimeError(f"ctr run -d exited with {result.returncode}: {message}")
+
+    before, client_before = own_children_cpu_s(), own_cpu_s()
+    latencies, errors, wall = await drive(n, args.clients, start_one)
+    ctr_cpu = own_children_cpu_s() - before
+    result = RoundResult(CONTAINERD, 0, latencies, errors, wall, runc_cpu_s=math.nan)
+    result.ctr_cpu_s = ctr_cpu
+    result.client_cpu_s = own_cpu_s() - client_before + ctr_cpu
+    return result
+
+
+def sample(read: Callable[[int], T], pid: int, default: T) -> T:
+    """A /proc reading of a process that may have exited meanwhile (a shim whose start failed)."""
+    try:
+        return read(pid)
+    except (OSError, ValueError, RuntimeError):
+        return default
+
+
+async def containerd_round(ctx: Context, index: int) -> RoundResult:
+    """N starts through a fresh private containerd; its CPU and memory are containerd's plus every shim's.
+
+    CPU: containerd's own and its reaped children's (the short `containerd-shim-runc-v2 start` calls) plus
+    each long-lived shim's own (threads' schedstat, exact); runc is the rest of containerd's cgroup's CPU
+    (see benchlib.CpuCgroup). Memory: containerd's RSS and PSS after start-up, then containerd's and all
+    shims' with N running.
+    """
+    containerd = await start_containerd(ctx.workdir / f"c{index}", ctx.workdir / f"containerd-{index}.log")
+    ctx.containerds.append(containerd)
+    ctx.runc_roots.append(containerd.runc_root)
+    try:
+        idle_rss, idle_pss = rss_kib(containerd.pid), pss_kib(containerd.pid)
+        cgroup = containerd.cgroup
+        cgroup_before = cgroup.usage_s() if cgroup else math.nan
+        before = cpu_times(containerd.pid)
+        result = await ctr_starts(ctx, containerd, f"bench-c{index}", ctx.args.n)
+        if containerd.process.poll() is not None:
+            raise RuntimeError(
+                f"containerd exited with {containerd.process.returncode} during the round"
+                f" (log: {containerd.log_path}, kept with --keep-logs)"
+            )
+        used = cpu_times(containerd.pid) - before
+        in_cgroup = cgroup.usage_s() - cgroup_before if cgroup else math.nan
+        shims = shim_pids(containerd.address)
+        shim_own = sum(sample(threads_cpu_s, pid, 0.0) for pid in shims)
+        shim_rss = sum(sample(rss_kib, pid, 0) for pid in shims)
+        shim_pss = sum(sample(pss_kib, pid, 0) for pid in shims)
+        # containerd itself and its reaped `shim start` calls: one process's ticks, precise enough.
+        result.shim_cpu_s = used.children_s + shim_own
+        result.daemon_cpu_s = used.own_s + result.shim_cpu_s
+        if cgroup:
+            # Everything else in the cgroup is the runc calls the shims made (and reaped).
+            result.runc_cpu_s = in_cgroup - result.daemon_cpu_s
+        else:
+            # No cgroup v2: the shims' reaped children from /proc, truncated to ticks per shim (low).
+            shim_times = [sample(cpu_times, pid, CpuTimes(0.0, 0.0)) for pid in shims]
+            result.runc_cpu_s = sum(times.children_s for times in shim_times)
+            result.inexact_runc_cpu = True
+        result.rss_idle_kib, result.pss_idle_kib = idle_rss, idle_pss
+        result.rss_loaded_kib = rss_kib(containerd.pid) + shim_rss
+        result.pss_loaded_kib = pss_kib(containerd.pid) + shim_pss
+        result.shims, result.shim_rss_kib = len(shims), shim_rss
+    finally:
+        with trio.CancelScope(shield=True):
+            await retire_containerd(containerd)
+    result.index = index
+    return result
+
+
+async def retire_containerd(containerd: Containerd) -> None:
+    """Delete its containers through it (by id), stop it by pid, then make sure of the rest by pid and id:
+    the shims exit (or are killed), their sockets in /run/containerd/s go, its runc root is empty."""
+    shims = shim_pids(containerd.address)
+    errors: list[str] = []
+    if containerd.process.returncode is None:
+        try:
+            errors = await empty_containerd(containerd)
+        except RuntimeError as exc:
+            errors = [str(exc)]
+    for error in errors[:5]:
+        progress(f"warning: containerd cleanup: {error}")
+    code = await stop_containerd(containerd)
+    if code != 0:
+        tail = containerd.log_path.read_text(errors="replace").splitlines()[-12:]
+        progress(f"warning: containerd pid {containerd.pid} exited with {code}; its log ends:")
+        progress("\n".join(f"    {line}" for line in tail))
+    for problem in await finish_shims(containerd, shims):
+        progress(f"warning: {problem}")
+    await clear_root(containerd.runc_root)
+    if removed := remove_empty_cgroups(containerd.ids):
+        progress(f"warning: removed {removed} empty cgroups of half-made containers")
+    for problem in remove_cpu_cgroups([containerd]):
+        progress(f"warning: {problem}")
+
+
+def write_containerd_spec(workdir: Path, bundle: Path) -> Path:
+    """The bundle's config.json with its rootfs as an absolute path: containerd runs the container from a
+    bundle directory of its own, where the relative `rootfs` would be an empty directory."""
+    spec = json.loads((bundle / "config.json").read_text())
+    spec["root"]["path"] = str((bundle / spec["root"]["path"]).resolve())
+    path = workdir / "containerd-spec.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+async def warm_up_containerd(ctx: Context) -> None:
+    """A few unmeasured starts through a throw-away containerd (its binaries and shim into the page cache);
+    a containerd that cannot start the bundle is reported and left out rather than failing the run."""
+    ctx.containerd_spec = write_containerd_spec(ctx.workdir, ctx.bundle)
+    ctx.shim_dir_existed = SHIM_SOCKET_DIR.parent.exists()
+    try:
+        containerd = await start_containerd(ctx.workdir / "cwarm", ctx.workdir / "containerd-warm.log")
+    except (RuntimeError, trio.TooSlowError) as exc:
+        ctx.containerd_skipped = f"it did not start: {str(exc).splitlines()[0]}"
+        progress(f"warning: containerd not measured: {ctx.containerd_skipped}")
+        return
+    ctx.containerds.append(containerd)
+    ctx.runc_roots.append(containerd.runc_root)
+    try:
+        result = await ctr_starts(ctx, containerd, "warm", WARM_UP_STARTS)
+    finally:
+        with trio.CancelScope(shield=True):
+            await retire_containerd(containerd)
+    if result.errors:
+        ctx.containerd_skipped = f"it cannot start the bundle: {result.errors[0]}"
+        progress(f"warning: containerd not measured: {ctx.containerd_skipped}")
+
+
 async def warm_up(ctx: Context) -> None:
     """A few unmeasured starts so that the first measured round does not pay for cold caches."""
     runc_root = ctx.workdir / "warm" / "runc"
@@ -327,6 +581,8 @@ async def warm_up(ctx: Context) -> None:
             await clear_root(runc_root)
     if result.errors:
         raise RuntimeError(f"raw runc cannot start the bundle: {result.errors[0]}")
+    if ctx.containerd_skipped is None:
+        await warm_up_containerd(ctx)
 
 
 def make_bundle(workdir: Path) -> Path:
@@ -341,19 +597,24 @@ def make_bundle(workdir: Path) -> Path:
 
 
 async def run_rounds(ctx: Context) -> list[RoundResult]:
-    """Alternate the order each round (D R, R D, ...) and wait for a quiet CPU before each half."""
-    become_child_subreaper()  # container inits orphaned by runc (or by a stopped daemon) are ours to reap
+    """Rotate the order each round (D R C, R C D, C D R, ...; D R, R D without containerd) and wait for a
+    quiet CPU before each part."""
+    # Container inits orphaned by runc (or by a stopped daemon), and containerd's shims, are ours to reap.
+    become_child_subreaper()
     ctx.bundle = make_bundle(ctx.workdir)
     await warm_up(ctx)
+    systems = [daemon_round, runc_round]
+    if ctx.containerd_skipped is None:
+        systems.append(containerd_round)
     results: list[RoundResult] = []
     for index in range(ctx.args.rounds):
-        order = (daemon_round, runc_round) if index % 2 == 0 else (runc_round, daemon_round)
-        for run in order:
+        shift = index % len(systems)
+        for run in systems[shift:] + systems[:shift]:
             if not await wait_for_quiet_cpu():
                 progress("warning: the CPU did not become idle before the round; it runs anyway")
             result = await run(ctx, index)
             progress(
-                f"round {index + 1}/{ctx.args.rounds} {result.kind:>6}: {len(result.ok)}/{result.n} started"
+                f"round {index + 1}/{ctx.args.rounds} {result.kind:>10}: {len(result.ok)}/{result.n} started"
                 f" in {result.wall_s:.2f} s ({result.per_second:.1f}/s), {len(result.errors)} failed"
             )
             results.append(result)
@@ -373,6 +634,10 @@ async def run_until_interrupted(ctx: Context) -> list[RoundResult]:
 
 # --- report --------------------------------------------------------------------------------------------
 
+#: Column headers and ratio headers of the three systems, in table order.
+TITLES = {DAEMON: "containerd-actors", RUNC: "raw runc run -d", CONTAINERD: "containerd 1.6 + ctr"}
+RATIO_TITLES = {DAEMON: "daemon/runc", CONTAINERD: "containerd/runc"}
+
 
 def ms(seconds: float) -> str:
     return "n/a" if math.isnan(seconds) else f"{seconds * 1000:.1f} ms"
@@ -380,6 +645,10 @@ def ms(seconds: float) -> str:
 
 def mib(kib: float) -> str:
     return "n/a" if math.isnan(kib) else f"{kib / 1024:.1f} MiB"
+
+
+def kib_or_mib(kib: float) -> str:
+    return "n/a" if math.isnan(kib) else f"{kib:.1f} KiB" if abs(kib) < 1024 else mib(kib)
 
 
 def ratio(a: float, b: float) -> str:
@@ -390,104 +659,181 @@ def medians(results: Sequence[RoundResult], metric: Callable[[RoundResult], floa
     return median_or_nan([metric(result) for result in results])
 
 
-def comparison_table(args: argparse.Namespace, daemon: list[RoundResult], runc: list[RoundResult]) -> Table:
+def comparison_table(args: argparse.Namespace, groups: dict[str, list[RoundResult]]) -> Table:
+    """One column per measured system, then each peer's ratio against raw runc.
+
+    Rows a system does not have (raw runc has no server) show "-"; medians across rounds throughout.
+    """
+    kinds = [kind for kind in (DAEMON, RUNC, CONTAINERD) if groups.get(kind)]
+    peers = [kind for kind in (DAEMON, CONTAINERD) if kind in kinds]
     table = Table(
         title=f"{args.n} starts x {args.rounds} round(s), {args.clients} clients, -c {args.concurrency}"
         " (medians across rounds)",
         box=box.SIMPLE_HEAD,
     )
     table.add_column("")
-    table.add_column("containerd-actors", justify="right")
-    table.add_column("raw runc run -d", justify="right")
-    table.add_column("daemon/runc", justify="right")
+    for kind in kinds:
+        table.add_column(TITLES[kind], justify="right")
+    for kind in peers:
+        table.add_column(RATIO_TITLES[kind], justify="right")
 
-    def per_second(r: RoundResult) -> float:
-        return r.per_second
+    def add(label: str, cells: dict[str, str], ratios: dict[str, str] | None = None) -> None:
+        ratios = ratios or {}
+        table.add_row(label, *(cells.get(kind, "-") for kind in kinds), *(ratios.get(k, "") for k in peers))
 
-    def p50(r: RoundResult) -> float:
-        return r.summary().median
+    def metric_row(
+        label: str,
+        metric: Callable[[RoundResult], float],
+        show: Callable[[float], str],
+        only: Sequence[str] = (DAEMON, RUNC, CONTAINERD),
+        with_ratio: bool = True,
+    ) -> None:
+        values = {kind: medians(groups[kind], metric) for kind in kinds if kind in only}
+        if not values:
+            return  # a row of a system that was not measured
+        base = values.get(RUNC, math.nan)
+        ratios = {k: ratio(values[k], base) for k in peers if k in values} if with_ratio else {}
+        add(label, {kind: show(value) for kind, value in values.items()}, ratios)
 
-    def p99(r: RoundResult) -> float:
-        return r.summary().p99
+    def per_start(field: str) -> Callable[[RoundResult], float]:
+        return lambda r: getattr(r, field) / r.n
 
-    def runc_cpu(r: RoundResult) -> float:
-        return r.runc_cpu_s / r.n
+    def per_container(loaded: str, idle: str) -> Callable[[RoundResult], float]:
+        return lambda r: (getattr(r, loaded) - getattr(r, idle)) / r.n
 
-    d_rate, r_rate = medians(daemon, per_second), medians(runc, per_second)
-    table.add_row("containers/s", f"{d_rate:.1f}", f"{r_rate:.1f}", ratio(d_rate, r_rate))
+    metric_row("containers/s", lambda r: r.per_second, lambda v: f"{v:.1f}")
     if args.rounds > 1:
-        table.add_row(
+        runc_by_round = {r.index: r.per_second for r in groups.get(RUNC, [])}
+        add(
             "  per round",
-            " ".join(f"{r.per_second:.0f}" for r in daemon),
-            " ".join(f"{r.per_second:.0f}" for r in runc),
-            " ".join(ratio(d.per_second, r.per_second) for d, r in zip(daemon, runc, strict=True)),
+            {kind: " ".join(f"{r.per_second:.0f}" for r in groups[kind]) for kind in kinds},
+            {
+                kind: " ".join(
+                    ratio(r.per_second, runc_by_round.get(r.index, math.nan)) for r in groups[kind]
+                )
+                for kind in peers
+            },
         )
-    for label, metric in (("start latency p50", p50), ("start latency p99", p99)):
-        d, r = medians(daemon, metric), medians(runc, metric)
-        table.add_row(label, ms(d), ms(r), ratio(d, r))
-    table.add_row(
-        "failed starts (all rounds)",
-        str(sum(len(r.errors) for r in daemon)),
-        str(sum(len(r.errors) for r in runc)),
-        "",
+    metric_row("start latency p50", lambda r: r.summary().median, ms)
+    metric_row("start latency p99", lambda r: r.summary().p99, ms)
+    add("failed starts (all rounds)", {kind: str(sum(len(r.errors) for r in groups[kind])) for kind in kinds})
+    metric_row(
+        "server CPU per start", per_start("daemon_cpu_s"), ms, only=(DAEMON, CONTAINERD), with_ratio=False
     )
-    table.add_row("daemon CPU per start", ms(medians(daemon, lambda r: r.daemon_cpu_s / r.n)), "-", "")
-    d_runc, r_runc = medians(daemon, runc_cpu), medians(runc, runc_cpu)
-    table.add_row("runc CPU per start (runc itself)", ms(d_runc), ms(r_runc), ratio(d_runc, r_runc))
-    idle = medians(daemon, lambda r: r.rss_idle_kib)
-    loaded = medians(daemon, lambda r: r.rss_loaded_kib)
-    per_container = medians(daemon, lambda r: (r.rss_loaded_kib - r.rss_idle_kib) / r.n)
-    table.add_row("daemon RSS idle (reaper + server)", mib(idle), "-", "")
-    table.add_row(f"daemon RSS with {args.n} running", mib(loaded), "-", "")
-    table.add_row("daemon memory per container", f"{per_container:.1f} KiB", "-", "")
+    metric_row("  of which shims", per_start("shim_cpu_s"), ms, only=(CONTAINERD,), with_ratio=False)
+    metric_row("runc CPU per start (runc itself)", per_start("runc_cpu_s"), ms)
+    metric_row("client CPU per start", per_start("client_cpu_s"), ms)
+    metric_row("  of which ctr processes", per_start("ctr_cpu_s"), ms, only=(CONTAINERD,), with_ratio=False)
+    metric_row(
+        "all CPU per start",
+        lambda r: (
+            sum(0.0 if math.isnan(x) else x for x in (r.daemon_cpu_s, r.runc_cpu_s, r.client_cpu_s)) / r.n
+        ),
+        ms,
+    )
+    server = (DAEMON, CONTAINERD)
+    metric_row("server RSS idle", lambda r: r.rss_idle_kib, mib, only=server, with_ratio=False)
+    metric_row(
+        f"server RSS with {args.n} running", lambda r: r.rss_loaded_kib, mib, only=server, with_ratio=False
+    )
+    if CONTAINERD in kinds:
+        shims = medians(groups[CONTAINERD], lambda r: r.shims)
+        metric_row(
+            f"  of which {shims:.0f} shims",
+            lambda r: r.shim_rss_kib,
+            mib,
+            only=(CONTAINERD,),
+            with_ratio=False,
+        )
+    metric_row(
+        "memory per container, RSS",
+        per_container("rss_loaded_kib", "rss_idle_kib"),
+        kib_or_mib,
+        only=server,
+        with_ratio=False,
+    )
+    metric_row(
+        "memory per container, PSS",
+        per_container("pss_loaded_kib", "pss_idle_kib"),
+        kib_or_mib,
+        only=server,
+        with_ratio=False,
+    )
     return table
 
 
-def decile_table(daemon: list[RoundResult], runc: list[RoundResult], n: int) -> Table:
+def decile_table(groups: dict[str, list[RoundResult]], n: int) -> Table:
     """Latency by decile of start order, pooled across rounds: the 1000th start should cost the 10th's."""
+    kinds = [kind for kind in (DAEMON, RUNC, CONTAINERD) if groups.get(kind)]
     table = Table(title="start latency by decile of start order (all rounds pooled)", box=box.SIMPLE_HEAD)
-    for header in ("starts", "daemon mean", "daemon p50", "runc mean", "runc p50"):
-        table.add_column(header, justify="right")
+    table.add_column("starts", justify="right")
+    for kind in kinds:
+        table.add_column(f"{kind} mean", justify="right")
+        table.add_column(f"{kind} p50", justify="right")
     for decile in range(10):
         lo, hi = decile * n // 10, (decile + 1) * n // 10
         if lo == hi:
             continue
         cells = [f"{lo + 1}-{hi}"]
-        for results in (daemon, runc):
-            samples = [x for r in results for x in r.latencies[lo:hi] if x is not None]
+        for kind in kinds:
+            samples = [x for r in groups[kind] for x in r.latencies[lo:hi] if x is not None]
             summary = LatencySummary.of(samples)
             cells += [ms(summary.mean), ms(summary.median)]
         table.add_row(*cells)
     return table
 
 
-def machine_line() -> str:
+def machine_line(with_containerd: bool) -> str:
     runc = subprocess.run(["runc", "--version"], capture_output=True, text=True).stdout.splitlines()
-    return f"{os.cpu_count()} CPUs, Linux {platform.release()}, {runc[0] if runc else 'runc ?'}"
+    line = f"{os.cpu_count()} CPUs, Linux {platform.release()}, {runc[0] if runc else 'runc ?'}"
+    return f"{line}, {containerd_version()}" if with_containerd else line
 
 
-def report(args: argparse.Namespace, results: list[RoundResult]) -> None:
-    daemon = [r for r in results if r.kind == DAEMON]
-    runc = [r for r in results if r.kind == RUNC]
-    console = Console(width=None if sys.stdout.isatty() else 110, highlight=False)
-    console.print(machine_line())
-    console.print(comparison_table(args, daemon, runc))
+def report(ctx: Context, results: list[RoundResult]) -> None:
+    args = ctx.args
+    groups = {kind: [r for r in results if r.kind == kind] for kind in (DAEMON, RUNC, CONTAINERD)}
+    console = Console(width=None if sys.stdout.isatty() else 140, highlight=False)
+    console.print(machine_line(bool(groups[CONTAINERD])))
+    console.print(comparison_table(args, groups))
     print(
         f"Latency is client-side, from taking an id to the reply. With {min(args.n, args.clients)} starts"
         f" in flight and -c {args.concurrency},\n"
-        "most of it is queueing (about starts in flight / containers/s)."
+        "most of it is queueing (about starts in flight / containers/s).\n"
+        "Server: the daemon's reaper + API server; containerd + every shim it started (its reaped\n"
+        "`shim start` calls count as shims). runc: runc calls reaped by the daemon, shims or this script.\n"
+        "Client: this script's own CPU in the round (the in-process client, or spawning runc / ctr) + ctr.\n"
+        "Memory per container: (server with N running - server idle) / N; RSS counts shared pages in full."
     )
-    print("containerd: not measured")
+    if groups[CONTAINERD]:
+        print(
+            "containerd: private root, state, socket and config (CRI, /opt and snapshotter plugins off);\n"
+            "  `ctr run -d --null-io --runc-root R --config SPEC ID`, SPEC the bundle's config.json with an"
+            " absolute rootfs.\n"
+            "  CPU: containerd's /proc/PID/stat, each shim's threads' schedstat (ns), and runc = the rest of"
+            " its cgroup's cpu.stat."
+        )
+        if any(r.inexact_runc_cpu for r in groups[CONTAINERD]):
+            print(
+                "  No cgroup v2 here: containerd's runc CPU is the shims' reaped children in whole ticks per"
+                " shim, an undercount."
+            )
+    else:
+        print(f"containerd: not measured ({ctx.containerd_skipped or 'no round finished'})")
     print()
     print(
         "containerd-actors start latency, client-side, all rounds pooled (the original's Telemetry format):"
     )
-    print("\n".join(telemetry_lines(LatencySummary.of([x for r in daemon for x in r.ok]))))
+    print("\n".join(telemetry_lines(LatencySummary.of([x for r in groups[DAEMON] for x in r.ok]))))
     print()
     print("raw runc run -d, same format:")
-    print("\n".join(telemetry_lines(LatencySummary.of([x for r in runc for x in r.ok]), name="runc")))
+    print("\n".join(telemetry_lines(LatencySummary.of([x for r in groups[RUNC] for x in r.ok]), name="runc")))
+    if groups[CONTAINERD]:
+        print()
+        print("containerd 1.6 + ctr run -d, same format:")
+        samples = [x for r in groups[CONTAINERD] for x in r.ok]
+        print("\n".join(telemetry_lines(LatencySummary.of(samples), name="containerd")))
     print()
-    console.print(decile_table(daemon, runc, args.n))
+    console.print(decile_table(groups, args.n))
     for r in results:
         for error in r.errors[:3]:
             print(f"{r.kind} round {r.index + 1}: {error}")
@@ -497,8 +843,15 @@ def report(args: argparse.Namespace, results: list[RoundResult]) -> None:
 
 
 def final_sweep(ctx: Context) -> list[str]:
-    """Whatever the way out, leave no daemon, container or zombie behind; returns what had to be fixed."""
-    return sweep_leftovers(ctx.daemons, ctx.runc_roots)
+    """Whatever the way out, leave no daemon, containerd, shim, container or zombie behind, nor a shim
+    socket of ours in /run/containerd/s; returns what had to be fixed."""
+    problems = sweep_containerds(ctx.containerds)
+    problems += sweep_leftovers(ctx.daemons, ctx.runc_roots, [c.process for c in ctx.containerds])
+    if removed := sum(remove_empty_cgroups(c.ids) for c in ctx.containerds):
+        problems.append(f"removed {removed} empty cgroups of half-made containers")
+    problems += remove_cpu_cgroups(ctx.containerds)
+    remove_empty_shim_dirs(ctx.shim_dir_existed)
+    return problems
 
 
 def default_workdir() -> str:
@@ -520,6 +873,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     # IPC socket paths must stay under ~107 bytes, so a short directory directly in /tmp.
     ctx = Context(args, Path(tempfile.mkdtemp(prefix="cab-", dir=args.workdir)))
+    if args.no_containerd:
+        ctx.containerd_skipped = "--no-containerd"
+    elif missing := missing_containerd_tools():
+        ctx.containerd_skipped = f"not installed: no {', '.join(missing)} on PATH"
+    if ctx.containerd_skipped:
+        progress(f"containerd: not measured ({ctx.containerd_skipped})")
     results: list[RoundResult] = []
     try:
         results = trio.run(run_until_interrupted, ctx)
@@ -529,10 +888,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress(f"cleanup: {problem}")
         started = ", ".join(str(d.pid) for d in ctx.daemons) or "none"
         progress(f"cleanup: {len(ctx.runc_roots)} runc roots emptied; daemons stopped (pids {started})")
+        if ctx.containerds:
+            pids = ", ".join(str(c.pid) for c in ctx.containerds)
+            progress(f"cleanup: containerds stopped (pids {pids}), their shims reaped and sockets removed")
         remove_workdir(ctx.workdir, args.keep_logs)
     if ctx.interrupted or not results:
         return 130
-    report(args, results)
+    report(ctx, results)
     return 0
 
 

@@ -1,13 +1,16 @@
-"""Helpers for the start benchmark: statistics, /proc sampling, and runc/daemon process handling.
+"""Helpers for the start benchmark: statistics, /proc sampling, and runc/daemon/containerd process handling.
 
 They live apart from `bench_start.py` so that the benchmark script reads as the experiment (rounds and
 report) while the machinery it relies on (who reaps what, how a private runc root is emptied) stays small
 and separately reviewable. Everything here touches only processes and runc roots the benchmark itself
-created: containers are found by id under a private `--root`, processes by the pid we started.
+created: containers are found by id under a private `--root` (or through a private containerd's socket
+and namespace), processes by the pid we started (or, for containerd's shims, by the private address on
+their command line, re-checked through a pidfd before any signal).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -525,3 +528,457 @@ async def run_cancelled_by_signals(
                 result = await work()
             nursery.cancel_scope.cancel()
     return result
+
+
+# --- containerd 1.6 as the peer ----------------------------------------------------------------------------
+
+#: Every containerd the benchmark starts puts its containers in this namespace (and its shims carry it).
+CONTAINERD_NAMESPACE = "cab-bench"
+#: Where containerd 1.6's runc shim puts its socket whatever containerd's --state says: the name is the
+#: sha256 of "<containerd address>/<namespace>/<id>" (runtime/v2/shim/util_unix.go, SocketAddress).
+SHIM_SOCKET_DIR = Path("/run/containerd/s")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+#: The binaries containerd needs: the daemon, its client, and the shim it starts per container.
+CONTAINERD_TOOLS = ("containerd", "ctr", "containerd-shim-runc-v2")
+#: Plugins that `ctr run --config` does not need and that would reach outside the private directories:
+#: CRI (CNI networking, image pulls, a streaming server), the /opt plugin (creates /opt/containerd), and
+#: the snapshotters (the container's rootfs is the bundle's, given as an absolute path in the spec).
+CONTAINERD_DISABLED_PLUGINS = (
+    "io.containerd.grpc.v1.cri",
+    "io.containerd.internal.v1.opt",
+    "io.containerd.snapshotter.v1.aufs",
+    "io.containerd.snapshotter.v1.btrfs",
+    "io.containerd.snapshotter.v1.devmapper",
+    "io.containerd.snapshotter.v1.overlayfs",
+    "io.containerd.snapshotter.v1.zfs",
+)
+#: Parallel ctr calls while emptying a containerd.
+CTR_CLEANUP_CONCURRENCY = 8
+#: Ids per `ctr task delete` / `ctr container delete` call (both take several).
+CTR_DELETE_BATCH = 50
+
+
+def missing_containerd_tools() -> list[str]:
+    return [tool for tool in CONTAINERD_TOOLS if shutil.which(tool) is None]
+
+
+def containerd_version() -> str:
+    result = subprocess.run(["containerd", "--version"], capture_output=True, text=True)
+    words = result.stdout.split()
+    return f"containerd {words[2]}" if len(words) >= 3 else "containerd ?"
+
+
+@attrs.define
+class Containerd:
+    """A private containerd: root, state, socket, config, log and runc root all under ``base``."""
+
+    process: trio.Process
+    base: Path
+    log_path: Path
+    namespace: str = CONTAINERD_NAMESPACE
+    #: Every container id a start was attempted for: its shim socket name is derived from it.
+    ids: list[str] = attrs.Factory(list)
+    #: Its own cgroup, for exact CPU accounting of containerd, its shims and their runc calls; None where
+    #: there is no cgroup v2 hierarchy.
+    cgroup: CpuCgroup | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def address(self) -> str:
+        return str(self.base / "containerd.sock")
+
+    @property
+    def runc_root(self) -> Path:
+        """The runc root its shims use: ctr's --runc-root plus the namespace, which the shim appends."""
+        return self.base / "runc" / self.namespace
+
+    def ctr_argv(self, *args: str) -> list[str]:
+        return ["ctr", "--address", self.address, "--namespace", self.namespace, *args]
+
+    def run_argv(self, spec: Path, id: str) -> list[str]:
+        """`ctr run -d` from a complete OCI spec, stdio /dev/null, runc state under our base."""
+        return self.ctr_argv(
+            "run", "-d", "--null-io", "--runc-root", str(self.base / "runc"), "--config", str(spec), id
+        )
+
+
+def cgroup2_mount() -> Path | None:
+    """Where the cgroup v2 hierarchy is mounted: /sys/fs/cgroup (v2 only) or /sys/fs/cgroup/unified
+    (hybrid, as on this machine); None on a v1-only host."""
+    try:
+        with open("/proc/mounts") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if len(fields) > 2 and fields[2] == "cgroup2":
+                    return Path(fields[1])
+    except OSError:
+        pass
+    return None
+
+
+@attrs.frozen
+class CpuCgroup:
+    """A cgroup of our own in the v2 hierarchy, only to read its `cpu.stat`: the exact CPU time of every
+    process in it and of its descendants, including the ones that have exited.
+
+    Per-process /proc figures are whole clock ticks (10 ms), truncated: summed over hundreds of shims,
+    and over the runc calls each shim reaped, they undercount by about half a tick per process and field,
+    as much as the quantity measured. No controller is enabled in this cgroup, so it limits nothing;
+    runc moves each container's processes into the container's own cgroups, so they are not counted.
+    """
+
+    path: Path
+
+    @classmethod
+    def create(cls, name: str) -> CpuCgroup | None:
+        mount = cgroup2_mount()
+        if mount is None:
+            return None
+        try:
+            (mount / name).mkdir()
+        except OSError:
+            return None
+        return cls(mount / name)
+
+    def add(self, pid: int) -> None:
+        (self.path / "cgroup.procs").write_text(str(pid))
+
+    def usage_s(self) -> float:
+        for line in (self.path / "cpu.stat").read_text().splitlines():
+            if line.startswith("usage_usec "):
+                return int(line.split()[1]) / 1e6
+        return math.nan
+
+    def remove(self, attempts: int = 10) -> bool:
+        """rmdir, retried briefly: a process just reaped can take a moment to leave its cgroup."""
+        for _ in range(attempts):
+            try:
+                self.path.rmdir()
+                return True
+            except FileNotFoundError:
+                return True
+            except OSError:
+                time.sleep(0.1)
+        return False
+
+
+def threads_cpu_s(pid: int) -> float:
+    """A live process's CPU in nanosecond precision: the sum of its threads' schedstat run time."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that has just exited
+    return total / 1e9
+
+
+def containerd_config(base: Path) -> str:
+    """The config file: the same private root, state and address as the flags, and fewer plugins."""
+    disabled = ", ".join(f'"{name}"' for name in CONTAINERD_DISABLED_PLUGINS)
+    return (
+        "version = 2\n"
+        f'root = "{base / "root"}"\n'
+        f'state = "{base / "state"}"\n'
+        f"disabled_plugins = [{disabled}]\n"
+        "\n[grpc]\n"
+        f'  address = "{base / "containerd.sock"}"\n'
+        "\n[debug]\n"
+        '  address = ""\n'
+        "\n[metrics]\n"
+        '  address = ""\n'
+    )
+
+
+async def start_containerd(base: Path, log_path: Path) -> Containerd:
+    """Start containerd on private directories under ``base``; return once `ctr version` gets an answer.
+
+    Like the daemon it runs in a session of its own, out of reach of the terminal's Ctrl-C, so that an
+    interrupted benchmark can still delete its containers through it. Its shims are started in a process
+    group of their own and re-parented to the nearest child subreaper, the benchmark, which reaps them.
+    """
+    base.mkdir(parents=True, exist_ok=True)
+    config = base / "config.toml"
+    config.write_text(containerd_config(base))
+    argv = [
+        "containerd",
+        "--config",
+        str(config),
+        "--root",
+        str(base / "root"),
+        "--state",
+        str(base / "state"),
+        "--address",
+        str(base / "containerd.sock"),
+    ]
+    with open(log_path, "ab") as log_file:
+        process = await trio.lowlevel.open_process(
+            argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    containerd = Containerd(process, base, log_path)
+    try:
+        # Before any shim exists: every shim and runc it starts from now on is in this cgroup too.
+        containerd.cgroup = CpuCgroup.create(f"cab-bench-{os.getpid()}-{base.name}")
+        if containerd.cgroup is not None:
+            try:
+                containerd.cgroup.add(process.pid)
+            except OSError:
+                pass  # it has exited already: reported below
+        with trio.fail_after(READY_TIMEOUT_S):
+            while True:
+                if process.poll() is not None:
+                    log = log_path.read_text(errors="replace")
+                    raise RuntimeError(f"containerd exited with {process.returncode} before serving:\n{log}")
+                if Path(containerd.address).exists():
+                    result = await trio.run_process(
+                        containerd.ctr_argv("version"),
+                        stdin=subprocess.DEVNULL, capture_stdout=True, capture_stderr=True, check=False,
+                        start_new_session=True,
+                    )  # fmt: skip
+                    if result.returncode == 0:
+                        return containerd
+                await trio.sleep(0.05)
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await stop_containerd(containerd)
+        if containerd.cgroup is not None:
+            containerd.cgroup.remove()
+        raise
+
+
+async def stop_containerd(containerd: Containerd) -> int | None:
+    """SIGTERM by pid, SIGKILL if it lingers; returns the exit code. Its shims keep running (by design)."""
+    process = containerd.process
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+        with trio.move_on_after(STOP_TIMEOUT_S):
+            await process.wait()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    return process.returncode
+
+
+def shim_socket(containerd: Containerd, id: str) -> Path:
+    digest = hashlib.sha256(f"{containerd.address}/{containerd.namespace}/{id}".encode()).hexdigest()
+    return SHIM_SOCKET_DIR / digest
+
+
+def _cmdline(pid: int | str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _is_shim_of(cmdline: bytes, address: str) -> bool:
+    args = cmdline.split(b"\0")
+    return (
+        bool(args)
+        and os.path.basename(args[0]).startswith(b"containerd-shim")
+        and b"-address" in args
+        and args.index(b"-address") + 1 < len(args)
+        and args[args.index(b"-address") + 1] == address.encode()
+    )
+
+
+def shim_pids(address: str) -> list[int]:
+    """The live shims of the containerd serving ``address``: by command line (`-address ADDRESS`), which
+    only shims started by that containerd carry, so no other containerd's shims are ever counted."""
+    return [
+        int(entry.name)
+        for entry in os.scandir("/proc")
+        if entry.name.isdigit() and _is_shim_of(_cmdline(entry.name), address)
+    ]
+
+
+def pss_kib(pid: int) -> int:
+    """Proportional set size: shared pages (a shim's Go binary, mapped by every shim) split among users."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no Pss for pid {pid}")
+
+
+async def _ctr(containerd: Containerd, limiter: trio.CapacityLimiter, *args: str) -> str | None:
+    """One ctr call in a session of its own (as runc delete: Ctrl-C must not kill the cleanup)."""
+    async with limiter:
+        result = await trio.run_process(
+            containerd.ctr_argv(*args), stdin=subprocess.DEVNULL, capture_stdout=True,
+            capture_stderr=True, check=False, start_new_session=True,
+        )  # fmt: skip
+    if result.returncode != 0:
+        return f"ctr {' '.join(args[:2])}: {result.stderr.decode(errors='replace').strip()[:300]}"
+    return None
+
+
+async def ctr_list(containerd: Containerd, kind: str) -> list[str]:
+    """Ids of the tasks or containers in our namespace (`ctr task ls -q`, `ctr container ls -q`)."""
+    result = await trio.run_process(
+        containerd.ctr_argv(kind, "ls", "-q"), stdin=subprocess.DEVNULL, capture_stdout=True,
+        capture_stderr=True, check=False, start_new_session=True,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise RuntimeError(f"ctr {kind} ls: {result.stderr.decode(errors='replace').strip()}")
+    return result.stdout.decode().split()
+
+
+async def empty_containerd(containerd: Containerd) -> list[str]:
+    """Through containerd, by id: `task kill -s KILL` each task, `task delete -f`, `container delete`.
+
+    The deletes take several ids per call; `-f` waits for a task that the kill has not finished yet.
+    Returns the error texts; what counts is that `container ls` is empty afterwards, which is checked.
+    """
+    errors: list[str] = []
+    limiter = trio.CapacityLimiter(CTR_CLEANUP_CONCURRENCY)
+
+    async def call(*args: str) -> None:
+        error = await _ctr(containerd, limiter, *args)
+        if error:
+            errors.append(error)
+
+    def batches(ids: list[str]) -> list[list[str]]:
+        return [ids[i : i + CTR_DELETE_BATCH] for i in range(0, len(ids), CTR_DELETE_BATCH)]
+
+    tasks = await ctr_list(containerd, "task")
+    async with trio.open_nursery() as nursery:
+        for id in tasks:
+            nursery.start_soon(call, "task", "kill", "-s", "KILL", id)
+    async with trio.open_nursery() as nursery:
+        for batch in batches(tasks):
+            nursery.start_soon(call, "task", "delete", "-f", *batch)
+    async with trio.open_nursery() as nursery:
+        for batch in batches(await ctr_list(containerd, "container")):
+            nursery.start_soon(call, "container", "delete", *batch)
+    left = await ctr_list(containerd, "container")
+    if left:
+        errors.append(f"{len(left)} containers still listed by containerd: {' '.join(left[:5])}")
+    return errors
+
+
+def _signal_shim(pid: int, address: str, signum: int) -> bool:
+    """Signal a shim through a pidfd, after checking that the pid is still that shim (not a reused pid)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return False
+    try:
+        if not _is_shim_of(_cmdline(pid), address):
+            return False
+        signal.pidfd_send_signal(pidfd, signum)
+        return True
+    except ProcessLookupError:
+        return False
+    finally:
+        os.close(pidfd)
+
+
+async def finish_shims(containerd: Containerd, pids: Sequence[int], grace_s: float = 5.0) -> list[str]:
+    """Wait for the shims (ours to reap, as the child subreaper) to exit after their tasks were deleted;
+    SIGKILL by pid the ones that do not, reap them all, and remove the sockets of every id we used.
+
+    A shim killed this way leaves its container to runc: the caller empties containerd's runc root.
+    """
+    killed: list[int] = []
+
+    async def one(pid: int) -> None:
+        with trio.move_on_after(grace_s):
+            await reap(pid)
+        if _signal_shim(pid, containerd.address, signal.SIGKILL):
+            killed.append(pid)
+            await reap(pid)
+
+    async with trio.open_nursery() as nursery:
+        for pid in pids:
+            nursery.start_soon(one, pid)
+    problems = []
+    if killed:
+        shown = " ".join(str(pid) for pid in sorted(killed)[:10])
+        problems.append(f"{len(killed)} shims still running after cleanup: killed (pids {shown} ...)")
+    return problems + remove_shim_sockets(containerd)
+
+
+def remove_shim_sockets(containerd: Containerd) -> list[str]:
+    """Unlink the shim sockets of our ids that a shim left in /run/containerd/s (a killed one does)."""
+    left = [path for path in (shim_socket(containerd, id) for id in containerd.ids) if path.exists()]
+    for path in left:
+        path.unlink(missing_ok=True)
+    return [f"removed {len(left)} shim sockets left in {SHIM_SOCKET_DIR}"] if left else []
+
+
+def sweep_containerds(containerds: Sequence[Containerd]) -> list[str]:
+    """After `trio.run`: SIGKILL by pid any containerd or shim of ours still running, unlink our shim
+    sockets. Their containers are then deleted with runc under containerd's runc root (`sweep_leftovers`,
+    which also reaps the killed shims), so pass each `runc_root` there.
+    """
+    problems: list[str] = []
+    for containerd in containerds:
+        process = containerd.process
+        try:
+            running = process.poll() is None
+        except RuntimeError:
+            running = False  # exited unnoticed by trio, now reaped (see sweep_leftovers)
+        if running:
+            problems.append(f"containerd pid {process.pid} still running: killed")
+            process.kill()
+            try:
+                os.waitpid(process.pid, 0)
+            except ChildProcessError:
+                pass
+        for pid in shim_pids(containerd.address):
+            if _signal_shim(pid, containerd.address, signal.SIGKILL):
+                problems.append(f"shim pid {pid} still running: killed")
+                try:
+                    os.waitpid(pid, 0)  # ours as the child subreaper; SIGKILL cannot be ignored
+                except ChildProcessError:
+                    pass
+        problems += remove_shim_sockets(containerd)
+    return problems
+
+
+def remove_cpu_cgroups(containerds: Sequence[Containerd]) -> list[str]:
+    """After every containerd and shim of ours is gone and reaped: remove their accounting cgroups."""
+    return [
+        f"could not remove cgroup {containerd.cgroup.path}"
+        for containerd in containerds
+        if containerd.cgroup is not None and not containerd.cgroup.remove()
+    ]
+
+
+def remove_empty_cgroups(ids: Sequence[str]) -> int:
+    """rmdir the cgroups named after our container ids that are left behind empty; returns how many.
+
+    The bundle has no `cgroupsPath`, so runc names a container's cgroups after its id. A shim killed
+    half-way through a start takes its `runc create` with it (go-runc gives runc a parent-death SIGKILL),
+    and that runc leaves its new cgroups behind with no container in the runc root to delete. rmdir removes
+    only empty cgroups, so a running container's are never touched.
+    """
+    try:
+        bases = [CGROUP_ROOT, *(entry for entry in CGROUP_ROOT.iterdir() if entry.is_dir())]
+    except OSError:
+        return 0
+    removed = 0
+    for id in ids:
+        for base in bases:
+            try:
+                (base / id).rmdir()
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
+def remove_empty_shim_dirs(existed_before: bool) -> None:
+    """Remove /run/containerd/s and /run/containerd if our shims created them (they did not exist before)
+    and they are empty now."""
+    if existed_before:
+        return
+    for directory in (SHIM_SOCKET_DIR, SHIM_SOCKET_DIR.parent):
+        try:
+            directory.rmdir()
+        except OSError:
+            return  # not empty (someone else's containerd uses it) or already gone
