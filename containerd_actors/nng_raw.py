@@ -37,6 +37,10 @@ _REQUEST_ID_FLAG = 0x8000_0000
 #: from 0.1 ms doubling to 10 ms; a pipe is busy for as long as nng takes to write one message.
 _FIRST_RETRY_S = 0.0001
 _LAST_RETRY_S = 0.01
+#: A raw Req0 passes replies up through a queue of this many messages (nng's maximum; the default
+#: is 1) and drops what does not fit, so a client never has more requests in flight than it holds.
+_REPLY_QUEUE = 8192
+_MAX_IN_FLIGHT = _REPLY_QUEUE // 2
 
 
 @attrs.frozen
@@ -199,7 +203,9 @@ class RawRequestSocket(_RawSocket):
     the reader for everyone until its own reply is in, then hands the role to another waiter;
     so no background task is needed, and a caller that is cancelled only gives up its own reply.
     nng does not resend in raw mode (the client never wanted it: a start must not run twice),
-    and a lost connection fails the requests that were in flight on it.
+    and a lost connection fails the requests that were in flight on it. nng drops replies that
+    do not fit its receive queue (one message by default, which lost 34 of 200 replies to one
+    burst here), so the queue is at nng's maximum and requests in flight are capped below it.
     """
 
     def __init__(self, address: str, recv_max_size: int) -> None:
@@ -207,9 +213,13 @@ class RawRequestSocket(_RawSocket):
         self._pending: dict[int, _Pending] = {}
         self._reading = False
         self._reader_wait = trio.CancelScope()
+        self._in_flight = trio.Semaphore(_MAX_IN_FLIGHT)
         self._token = trio.lowlevel.current_trio_token()
         socket = pynng.Req0(opener=lib.nng_req0_open_raw, recv_max_size=recv_max_size)
         try:
+            socket.recv_buffer_size = _REPLY_QUEUE
+            if socket.recv_buffer_size != _REPLY_QUEUE:
+                raise RuntimeError(f"nng refused a reply queue of {_REPLY_QUEUE} messages")
             socket.add_post_pipe_remove_cb(self._on_pipe_removed)
             socket.dial(address, block=True)
             # No send timeout of its own: a request waits for a connection as long as its caller does.
@@ -234,6 +244,10 @@ class RawRequestSocket(_RawSocket):
 
     async def request(self, body: bytes) -> bytes:
         """Send ``body`` and wait for its reply (the caller bounds the wait)."""
+        async with self._in_flight:
+            return await self._request(body)
+
+    async def _request(self, body: bytes) -> bytes:
         request_id = (next(self._ids) & ~_REQUEST_ID_FLAG) | _REQUEST_ID_FLAG
         pending = self._pending[request_id] = _Pending()
         try:
