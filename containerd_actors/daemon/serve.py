@@ -7,6 +7,7 @@ ends per container), and preparing the state and socket directories.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import resource
@@ -113,6 +114,7 @@ async def run_daemon(config: DaemonConfig) -> None:
                 journal.last_seq + 1,
             )
             (config.state_dir / "server.pid").write_text(f"{os.getpid()}\n")
+            tune_garbage_collector()
             if isinstance(exit_watcher, ReaperLink):
                 await exit_watcher.announce_serving()
             notify_ready(
@@ -122,6 +124,24 @@ async def run_daemon(config: DaemonConfig) -> None:
                 log.info("received %s: stopping; containers keep running", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
                 break
+
+
+#: Young objects between collections. Each start leaves a few hundred long-lived objects (actor,
+#: tasks, records), and with Python's default of 700 the collector ran 280 times per 500 starts,
+#: gen 1 and 2 passes included: 0.4-0.56 s, about 1 ms of CPU per start. At 20,000: ~0.25 s.
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def tune_garbage_collector() -> None:
+    """Collect less often, and never rescan what start-up built (modules, converters, actors).
+
+    ``gc.freeze`` moves every object alive now out of the collector's generations, so the
+    periodic full collections walk only what containers and requests added since.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, oldest)
 
 
 def serve(config: DaemonConfig) -> None:
