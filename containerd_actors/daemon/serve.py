@@ -139,5 +139,7 @@ def serve(config: DaemonConfig) -> None:
     try:
         trio.run(run_daemon, config)
     except* pynng.AddressInUse:
-        log.error("another process is already listening on one of %s", ", ".join(addresses))
+        log.error(
+            "another process is already listening on %s or %s", ", ".join(addresses[:-1]), addresses[-1]
+        )
         raise SystemExit(1) from None
