@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from ..protocol import Event, EventBatch, encode_event_batch
 
-#: Events in one batch at most: ~60 bytes each on the wire, so ~120 KiB. Measured with a Python
-#: subscriber: 4.5 µs an event with batches of 250, 3 with 1000, 2.5-3 with 2000 (the receive,
-#: the wake-up and a cold cache are paid per batch); larger ones gain little and wait longer.
-MAX_BATCH_EVENTS = 2000
+#: Events in one batch at most: ~60 bytes each on the wire, so ~60 KiB. The receive, the wake-up
+#: and a cold cache are paid per batch: one Python subscriber spent 4.5 µs an event with batches
+#: of 250 and ~3 with 1000. With 100 subscriber processes on two cores, 2000 did no better than
+#: 1000 (each process's working set grows with the batch), and a full batch waits longer.
+MAX_BATCH_EVENTS = 1000
 #: Bytes of (journal-encoded) events in one batch at most; long ids or reasons fill it first. A
-#: batch is smaller than its events' journal lines (no keys), so it stays below half of 1 MiB.
-MAX_BATCH_BYTES = 512 << 10
+#: batch is smaller than its events' journal lines (no keys), so it stays far below 1 MiB.
+MAX_BATCH_BYTES = 256 << 10
 
 
 class PendingBatch:
