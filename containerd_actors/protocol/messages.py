@@ -752,10 +752,17 @@ class EventBatch:
         """
         new, cls = _new_object, Event
         set_seq, set_timestamp, set_type, set_id, set_pid, set_status, set_reason = _EVENT_SLOT_SETTERS
-        columns = (self.timestamps, self.types, self.ids, self.pids, self.statuses, self.reasons)
+        columns: tuple[list[Any], ...] = (
+            self.timestamps,
+            self.types,
+            self.ids,
+            self.pids,
+            self.statuses,
+            self.reasons,
+        )
         if start:
             columns = tuple(column[start:] for column in columns)
-        events = []
+        events: list[Event] = []
         append = events.append
         seq = self.first_seq + start
         for timestamp, kind, id, pid, status, reason in zip(*columns, strict=True):
