@@ -274,10 +274,13 @@ def subscriber_child(address: str, expected: str, idle_timeout_ms: str, batched:
 
     import pynng
 
+    loads: Any = json.loads
     try:
-        from orjson import loads
+        import orjson
+
+        loads = orjson.loads
     except ImportError:
-        from json import loads
+        pass
 
     total = int(expected)
     batches = batched == "1"
