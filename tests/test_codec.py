@@ -348,6 +348,7 @@ def test_a_batch_holds_consecutive_events_column_by_column() -> None:
     ]
     assert batch.events() == expected
     assert batch.events(1) == expected[1:]
+    assert batch.events(0, 1) == expected[:1]
     assert batch.events(2) == []
     assert EventBatch.of(expected) == batch
     # Events built without their validators behave like any other: equal, hashable, frozen.

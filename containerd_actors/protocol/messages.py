@@ -741,8 +741,8 @@ class EventBatch:
             [e.reason for e in events],
         )
 
-    def events(self, start: int = 0) -> list[Event]:
-        """The batch's events from index ``start`` on (a subscriber skips what it already has).
+    def events(self, start: int = 0, stop: int | None = None) -> list[Event]:
+        """The batch's events ``[start:stop]`` (a subscriber skips what it already has).
 
         Built without running ``Event``'s validators once per event: the batch was validated as
         a whole (its kinds and lengths here, its JSON types by the codec when it was decoded),
@@ -760,8 +760,8 @@ class EventBatch:
             self.statuses,
             self.reasons,
         )
-        if start:
-            columns = tuple(column[start:] for column in columns)
+        if start or stop is not None:
+            columns = tuple(column[start:stop] for column in columns)
         events: list[Event] = []
         append = events.append
         seq = self.first_seq + start
