@@ -20,14 +20,17 @@ noisy and only same-run comparisons survive from one run to the next:
    the daemon's API server beside it), run in this process and fed `EventDraft`s through its mailbox as
    fast as it takes them: the daemon emits events only on container start and exit, at ~60/s, which
    would measure runc rather than fan-out. 1, 10 and 100 subscriber *processes* of two kinds: *raw*, a
-   bare pynng Sub0 that counts frames and checks seq continuity (what nng alone delivers and drops), and
+   bare pynng Sub0 that counts events and checks seq continuity (what nng alone delivers and drops), and
    *lossless*, `Client.subscribe()` as applications use it, which fills every gap from the journal
-   with `Events` requests (the issue's "zero loss after gap filling").
+   with `Events` requests (the issue's "zero loss after gap filling"). Both read the *batch* stream
+   (`EventBatch` messages of many events) by default; `--stream per-event` (or `both`) measures the
+   stream of one nng message per event too, which costs every subscriber a wake-up per event.
 
 Run it as root (the container part drives runc), with the project's venv:
 
     .venv/bin/python scripts/bench_api.py [--requests 2000] [--containers 1000] [--events 50000]
-        [--lossless-events 10000] [--subscribers 0,1,10,100] [--skip-latency|--skip-actr|--skip-events]
+        [--lossless-events N] [--subscribers 0,1,10,100] [--stream batch|per-event|both]
+        [--skip-latency|--skip-actr|--skip-events]
 
 Everything it starts is cleaned up by pid, or by container id under a private runc root, however the run
 ends (Ctrl-C included).
@@ -100,6 +103,8 @@ WARM_UP_CALLS = 200
 CHILD_READY_TIMEOUT_S = 30.0
 #: All subscribers must be connected by then: the last of 100 may start 20 s after the first on two cores.
 SUBSCRIBERS_CONNECT_TIMEOUT_S = 180.0
+#: Events per lossless round on the per-event stream: 100 subscribers get a few hundred a second each.
+PER_EVENT_LOSSLESS_EVENTS = 10_000
 #: Subscribers stop this long after their last frame (when the tail was dropped).
 SUBSCRIBER_IDLE_TIMEOUT_MS = 2_000
 #: A lossless subscriber gives up after this long (it should have everything long before).
@@ -145,15 +150,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--lossless-events",
         type=int,
-        default=10_000,
-        help="events per lossless fan-out run: every event goes through the client library, so fewer"
-        " (default 10000)",
+        default=None,
+        help="events per lossless fan-out run (default: as --events on the batch stream, where a run of"
+        " 10000 lasts under two seconds, a fifth of it the first batch's fill and the last one's"
+        " processing; 10000 on the per-event stream, where every event wakes every subscriber)",
     )
     parser.add_argument(
         "--lossless-subscribers",
         type=_counts,
         default=[1, 10, 100],
         help="lossless (Client.subscribe, gap filling) subscriber processes per run (default 1,10,100)",
+    )
+    parser.add_argument(
+        "--stream",
+        choices=[BATCH, PER_EVENT, "both"],
+        default=BATCH,
+        help="which event stream the fan-out subscribers read: EventBatch messages (the default), one"
+        " message per event (slow with 100 subscribers: minutes), or both, one after the other",
     )
     parser.add_argument("--skip-latency", action="store_true", help="skip the round-trip part")
     parser.add_argument("--skip-actr", action="store_true", help="skip the `actr containers` part")
@@ -162,10 +175,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--keep-logs", action="store_true", help="keep the daemon's log in the work directory (path printed)"
     )
     args = parser.parse_args(argv)
-    for name in ("requests", "clients", "blocks", "containers", "actr_runs", "events", "lossless_events"):
+    for name in ("requests", "clients", "blocks", "containers", "actr_runs", "events"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.lossless_events is not None and args.lossless_events < 1:
+        parser.error("--lossless-events must be at least 1")
     return args
+
+
+def lossless_events(args: argparse.Namespace, stream: str) -> int:
+    """Events per lossless round on ``stream`` (see --lossless-events)."""
+    if args.lossless_events is not None:
+        return args.lossless_events
+    return args.events if stream == BATCH else PER_EVENT_LOSSLESS_EVENTS
 
 
 def _counts(text: str) -> list[int]:
@@ -233,15 +255,18 @@ def echo_trio_child(address: str, contexts: str) -> None:
     trio.run(serve)
 
 
-def subscriber_child(address: str, expected: str, idle_timeout_ms: str) -> None:
-    """One raw event subscriber: count frames, check seq continuity, print one JSON line, exit.
+def subscriber_child(address: str, expected: str, idle_timeout_ms: str, batched: str) -> None:
+    """One raw event subscriber: count events, check seq continuity, print one JSON line, exit.
 
     A plain Sub0 with nng's default buffers, subscribed to everything, as `Client.subscribe` sets one up.
-    The seq is cut out of the frame's bytes instead of parsing the JSON (the daemon's encoder writes
-    `"seq":N,` without spaces), so that the subscriber's own per-frame cost is as small as a Python
-    subscriber's can be and what is measured is delivery. It stops after `expected` distinct seqs, or
-    `idle_timeout_ms` after its last frame when the tail was dropped. Times are CLOCK_MONOTONIC, which is
-    one clock for every process on the machine, so the parent can compare them with its own.
+    On the per-event stream the seq is cut out of the frame's bytes instead of parsing the JSON (the
+    daemon's encoder writes `"seq":N,` without spaces), so that the subscriber's own per-frame cost is as
+    small as a Python subscriber's can be and what is measured is delivery. On the batch stream (`batched`
+    "1") each message is one EventBatch: parsed (with orjson, as the client library does, or json),
+    counted by its `first_seq` and the length of its columns, and not turned into events. It stops after
+    `expected` distinct seqs, or `idle_timeout_ms` after its last message when the tail was dropped. Times
+    are CLOCK_MONOTONIC, which is one clock for every process on the machine, so the parent can compare
+    them with its own.
     """
     import json
     import os
@@ -249,8 +274,17 @@ def subscriber_child(address: str, expected: str, idle_timeout_ms: str) -> None:
 
     import pynng
 
+    loads: Any = json.loads
+    try:
+        import orjson
+
+        loads = orjson.loads
+    except ImportError:
+        pass
+
     total = int(expected)
-    received = unique = gaps = out_of_order = 0
+    batches = batched == "1"
+    received = unique = gaps = out_of_order = messages = 0
     next_seq = first_seq = last_seq = 0
     t_first = t_last = cpu_first = 0.0
     with pynng.Sub0(recv_max_size=1 << 20) as sock:
@@ -263,20 +297,25 @@ def subscriber_child(address: str, expected: str, idle_timeout_ms: str) -> None:
             except pynng.Timeout:
                 break
             now = time.monotonic()
-            start = frame.index(b'"seq":') + 6
-            seq = int(frame[start : frame.index(b",", start)])
-            if received == 0:
+            if batches:
+                batch = loads(frame)
+                seq, count = batch["first_seq"], len(batch["timestamps"])
+            else:
+                start = frame.index(b'"seq":') + 6
+                seq, count = int(frame[start : frame.index(b",", start)]), 1
+            if messages == 0:
                 sock.recv_timeout = int(idle_timeout_ms)
                 t_first, first_seq, next_seq = now, seq, seq
                 times = os.times()
                 cpu_first = times.user + times.system
-            received += 1
+            messages += 1
+            received += count
             t_last = now
             if seq >= next_seq:
                 gaps += seq > next_seq
-                unique += 1
-                next_seq = seq + 1
-                last_seq = seq
+                unique += count
+                next_seq = seq + count
+                last_seq = next_seq - 1
             else:
                 out_of_order += 1
     times = os.times()
@@ -290,6 +329,7 @@ def subscriber_child(address: str, expected: str, idle_timeout_ms: str) -> None:
         "t_first": t_first,
         "t_last": t_last,
         "cpu_s": times.user + times.system - cpu_first if received else 0.0,
+        "batches": messages if batches else 0,
     }
     print(json.dumps(report), flush=True)
 
@@ -732,6 +772,8 @@ async def actr_part(ctx: Context) -> ActrResults:
 
 RAW = "raw"
 LOSSLESS = "lossless"
+BATCH = "batch"
+PER_EVENT = "per-event"
 
 
 @attrs.frozen
@@ -752,11 +794,13 @@ class SubscriberReport:
     duplicates: int = 0
     pages: int = 0
     lost: int = 0
+    batches: int = 0
 
 
 @attrs.define
 class FanoutResult:
     mode: str
+    stream: str
     subscribers: int
     events: int
     publish_s: float = math.nan
@@ -824,12 +868,13 @@ class Subscriber:
         return lines[-1] if lines else b""
 
 
-def lossless_subscriber_child(api_address: str, expected: str, timeout_s: str) -> None:
+def lossless_subscriber_child(api_address: str, expected: str, timeout_s: str, batched: str) -> None:
     """A subscriber as applications write one: `Client.subscribe()`, lossless by default (gap filling).
 
-    It reads every event through the client library (trio, nng's async receive, cattrs decoding), which
-    fills each gap it sees in `seq` from the daemon's journal with `Events` requests. It stops at seq
-    `expected` (the run's last event) or after `timeout_s`, and prints the subscription's own counters.
+    It reads every event through the client library (trio, nng's async receive, decoding into `Event`s),
+    which fills each gap it sees in `seq` from the daemon's journal with `Events` requests, from the batch
+    stream (`batched` "1") or the per-event one. It stops at seq `expected` (the run's last event) or after
+    `timeout_s`, and prints the subscription's own counters.
     """
     import json
     import os
@@ -841,38 +886,55 @@ def lossless_subscriber_child(api_address: str, expected: str, timeout_s: str) -
     from containerd_actors.client import Client
 
     async def run() -> dict[str, float]:
+        # Counters in locals, not in the report dict: this loop is the application's share of the
+        # per-event cost, and it should be as small as an application's can be.
         total = int(expected)
-        report: dict[str, float] = dict.fromkeys(
-            ("received", "unique", "gaps", "out_of_order", "first_seq", "last_seq", "t_first", "t_last"), 0
-        )
-        report["cpu_s"] = 0.0
-        cpu_first = 0.0
+        received = out_of_order = first_seq = last_seq = 0
+        t_first = t_last = cpu_first = 0.0
+        stats: dict[str, int] = {}
         with trio.move_on_after(float(timeout_s)):
-            async with Client.connect(api_address) as client, client.subscribe() as subscription:
+            async with (
+                Client.connect(api_address) as client,
+                client.subscribe(batched=batched == "1") as subscription,
+            ):
                 print("ready", flush=True)
                 async for event in subscription:
-                    now = time.monotonic()
-                    if report["received"] == 0:
+                    seq = event.seq
+                    t_last = time.monotonic()
+                    if not received:
                         times = os.times()
                         cpu_first = times.user + times.system
-                        report["t_first"], report["first_seq"] = now, event.seq
-                    elif event.seq != report["last_seq"] + 1:
-                        report["out_of_order"] += 1
-                    report["received"] += 1
-                    report["unique"] += 1
-                    report["last_seq"], report["t_last"] = event.seq, now
-                    if event.seq >= total:
+                        t_first, first_seq = t_last, seq
+                    elif seq != last_seq + 1:
+                        out_of_order += 1
+                    received += 1
+                    last_seq = seq
+                    if seq >= total:
                         break
-                report.update(attrs.asdict(subscription.stats))
+                stats = attrs.asdict(subscription.stats)
         times = os.times()
-        report["cpu_s"] = times.user + times.system - cpu_first if report["received"] else 0.0
+        report: dict[str, float] = {
+            "received": received,
+            "unique": received,
+            "gaps": 0,
+            "out_of_order": out_of_order,
+            "first_seq": first_seq,
+            "last_seq": last_seq,
+            "t_first": t_first,
+            "t_last": t_last,
+            "cpu_s": times.user + times.system - cpu_first if received else 0.0,
+        }
+        report.update(stats)
         return report
 
     print(json.dumps(trio.run(run)), flush=True)
 
 
 def mini_daemon_config(ctx: Context, tag: str) -> DaemonConfig:
-    """The daemon's events actor and API server, in this process: enough for Ping, Events and pub/sub."""
+    """The daemon's events actor and API server, in this process: enough for Ping, Events and pub/sub.
+
+    Both streams are published, as by the daemon; the subscribers pick theirs.
+    """
     return DaemonConfig(
         id="bench-api",
         debug=False,
@@ -881,6 +943,7 @@ def mini_daemon_config(ctx: Context, tag: str) -> DaemonConfig:
         metrics_interval=0,
         listen=f"ipc://{ctx.workdir / f'api-{tag}.sock'}",
         events_address=f"ipc://{ctx.workdir / f'events-{tag}.sock'}",
+        events_batch_address=f"ipc://{ctx.workdir / f'batch-{tag}.sock'}",
         oom_notify=False,
     )
 
@@ -899,22 +962,27 @@ async def wait_until_subscribed(actor: EventsActor, subscribers: list[Subscriber
             await trio.sleep(0.05)
 
 
-async def fanout_round(ctx: Context, mode: str, count: int, n: int) -> FanoutResult:
+async def fanout_round(ctx: Context, mode: str, stream: str, count: int, n: int) -> FanoutResult:
     """A fresh journal and events actor (with the daemon's API server beside it), `count` subscriber
-    processes of one kind, and `n` drafts fed through the actor's mailbox as fast as it takes them."""
-    result = FanoutResult(mode, count, n)
-    tag = f"{mode}-{count}"
+    processes of one kind on one stream, and `n` drafts fed through the actor's mailbox as fast as it
+    takes them."""
+    result = FanoutResult(mode, stream, count, n)
+    tag = f"{mode}-{stream}-{count}"
     config = mini_daemon_config(ctx, tag)
     # As the daemon wires them: the events actor journals every event, then publishes it and tells a
     # metrics actor; the API server answers Ping and Events (gap filling) from the events actor.
     metrics = MetricsActor(flush_interval=0)
-    actor = EventsActor(config.events_address, EventJournal(ctx.workdir / f"journal-{tag}"), metrics.mailbox)
+    journal = EventJournal(ctx.workdir / f"journal-{tag}")
+    actor = EventsActor(config.events_address, journal, metrics.mailbox, config.events_batch_address)
     supervisor, _unused = trio.open_memory_channel[Any](0)  # no container requests in this part
     server = ApiServer(config, supervisor, actor.mailbox, metrics.mailbox)
+    batched = "1" if stream == BATCH else "0"
     if mode == RAW:
-        argv = child_argv(subscriber_child, config.events_address, str(n), str(SUBSCRIBER_IDLE_TIMEOUT_MS))
+        address = config.events_batch_address if stream == BATCH else config.events_address
+        assert address is not None
+        argv = child_argv(subscriber_child, address, str(n), str(SUBSCRIBER_IDLE_TIMEOUT_MS), batched)
     else:
-        argv = child_argv(lossless_subscriber_child, config.listen, str(n), str(LOSSLESS_TIMEOUT_S))
+        argv = child_argv(lossless_subscriber_child, config.listen, str(n), str(LOSSLESS_TIMEOUT_S), batched)
     subscribers = [Subscriber(argv, ctx.workdir / f"subscribers-{tag}.log") for _ in range(count)]
     async with trio.open_nursery() as nursery:
         await nursery.start(metrics.run)
@@ -946,17 +1014,23 @@ async def fanout_round(ctx: Context, mode: str, count: int, n: int) -> FanoutRes
 
 async def events_part(ctx: Context) -> list[FanoutResult]:
     args = ctx.args
-    rounds = [(RAW, count, args.events) for count in args.subscribers]
-    rounds += [(LOSSLESS, count, args.lossless_events) for count in args.lossless_subscribers]
+    streams = [BATCH, PER_EVENT] if args.stream == "both" else [args.stream]
+    rounds = []
+    for stream in streams:
+        rounds += [(RAW, stream, count, args.events) for count in args.subscribers]
+        n = lossless_events(args, stream)
+        rounds += [(LOSSLESS, stream, count, n) for count in args.lossless_subscribers]
     results = []
-    for mode, count, n in rounds:
-        await quiet(f"fan-out ({mode}, {count} subscribers)")
-        result = await fanout_round(ctx, mode, count, n)
+    for mode, stream, count, n in rounds:
+        await quiet(f"fan-out ({mode} {stream}, {count} subscribers)")
+        result = await fanout_round(ctx, mode, stream, count, n)
         delivered = [result.delivered_per_s(r) for r in result.reports]
         lost = [result.lost(r) for r in result.reports]
+        deciles = statistics.quantiles(delivered, n=10) if len(delivered) > 1 else delivered
         progress(
-            f"fan-out {mode} to {count}: published {result.published_per_s:,.0f}/s, delivered per subscriber"
-            f" p50 {median(delivered):,.0f}/s, lost p50 {median(lost):,.0f} of {n}"
+            f"fan-out {mode} {stream} to {count}: published {result.published_per_s:,.0f}/s, delivered per"
+            f" subscriber p50 {median(delivered):,.0f}/s (min {min(delivered, default=0):,.0f}, p10"
+            f" {deciles[0] if deciles else 0:,.0f}), lost p50 {median(lost):,.0f} of {n}"
         )
         results.append(result)
     return results
@@ -1014,7 +1088,9 @@ def ms(seconds: float, digits: int = 1) -> str:
 
 
 def us(seconds: float) -> str:
-    return "n/a" if math.isnan(seconds) else f"{seconds * 1e6:.0f} µs"
+    if math.isnan(seconds):
+        return "n/a"
+    return f"{seconds * 1e6:.{1 if seconds < 1e-5 else 0}f} µs"
 
 
 def ratio(a: float, b: float) -> str:
@@ -1102,7 +1178,8 @@ def fanout_rows(table: Table, fanout: Sequence[FanoutResult]) -> None:
     for result in fanout:
         k, lossless = result.subscribers, result.mode == LOSSLESS
         table.add_row(
-            f"{result.mode}, {k} sub{'' if k == 1 else 's'}, {result.events // 1000}k events: published",
+            f"{result.mode} {result.stream}, {k} sub{'' if k == 1 else 's'}, {result.events // 1000}k events:"
+            " published",
             f"{result.published_per_s:,.0f}/s",
             f"publisher CPU {us(result.publisher_cpu_s / result.events)}/event",
             "",
@@ -1143,12 +1220,16 @@ def fanout_rows(table: Table, fanout: Sequence[FanoutResult]) -> None:
                 f"all delivered after {result.delivery_s:.1f} s",
             )
         frames = sum(r.received for r in result.reports)
+        batches = sum(r.batches for r in result.reports)
         table.add_row(
             "  subscriber CPU/event",
             us(sum(r.cpu_s for r in result.reports) / frames) if frames else "n/a",
             f"{len(result.reports)}/{k} reported",
             "",
-            "",
+            f"{sum(r.live if lossless else r.received for r in result.reports) / batches:,.0f} live events"
+            " per batch"
+            if batches
+            else "",
         )
 
 
@@ -1181,8 +1262,9 @@ def report(args: argparse.Namespace, results: Results) -> None:
         console.print(
             "Fan-out: EventDrafts fed to an in-process EventsActor (journal, metrics and the daemon's API"
             " server beside it). Subscribers are separate processes. raw: a bare pynng Sub0 (default"
-            " buffers) counting frames, no gap filling. lossless: `Client.subscribe()`, which fills every"
-            " gap from the journal with Events requests. Delivered/s = distinct events / (its last event -"
+            " buffers) counting events, no gap filling. lossless: `Client.subscribe()`, which fills every"
+            " gap from the journal with Events requests. batch: the EventBatch stream (many events a"
+            " message); per-event: one message per event. Delivered/s = distinct events / (its last event -"
             " first publish)."
         )
     table = Table(title="bench_api (medians unless stated)", box=box.SIMPLE_HEAD)
@@ -1212,7 +1294,9 @@ def report(args: argparse.Namespace, results: Results) -> None:
             problems += [f"{name}: {problem}" for problem in timings.problems[:3]]
         problems += [f"start: {error}" for error in results.actr.start_errors[:3]]
     for result in results.fanout:
-        problems += [f"fan-out {result.mode} {result.subscribers}: {p}" for p in result.problems[:3]]
+        problems += [
+            f"fan-out {result.mode} {result.stream} {result.subscribers}: {p}" for p in result.problems[:3]
+        ]
     for problem in problems:
         print(f"problem: {problem}")
 

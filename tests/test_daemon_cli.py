@@ -17,7 +17,12 @@ import trio
 from conftest import start_daemon, stop_daemon, unique_id
 
 from containerd_actors.client import Client
-from containerd_actors.daemon.main import config_from_args, default_events_address, parse_duration
+from containerd_actors.daemon.main import (
+    config_from_args,
+    default_events_address,
+    default_events_batch_address,
+    parse_duration,
+)
 
 
 def test_defaults_match_the_original() -> None:
@@ -27,6 +32,7 @@ def test_defaults_match_the_original() -> None:
     assert config.metrics_interval == 60.0
     assert config.listen == "ipc:///run/containerd-actors/containerd.sock"
     assert config.events_address == "ipc:///run/containerd-actors/events.sock"
+    assert config.events_batch_address == "ipc:///run/containerd-actors/events-batch.sock"
     assert config.oom_notify is False
     assert config.debug is False
     assert config.id == os.uname().nodename
@@ -64,6 +70,14 @@ def test_bad_durations(text: str) -> None:
 
 def test_tcp_events_address_is_next_port() -> None:
     assert default_events_address("tcp://127.0.0.1:7000") == "tcp://127.0.0.1:7001"
+    assert default_events_batch_address("tcp://127.0.0.1:7001") == "tcp://127.0.0.1:7002"
+
+
+def test_the_batch_stream_sits_beside_the_events_socket_unless_told_otherwise() -> None:
+    moved = config_from_args(["-l", "/tmp/x/api.sock", "--events-address", "/tmp/y/ev.sock"])
+    assert moved.events_batch_address == "ipc:///tmp/y/events-batch.sock"
+    told = config_from_args(["--events-batch-address", "tcp://127.0.0.1:9000"])
+    assert told.events_batch_address == "tcp://127.0.0.1:9000"
 
 
 @pytest.mark.parametrize("flag", ["-h", "--help"])

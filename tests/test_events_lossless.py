@@ -3,6 +3,10 @@ test's trio loop on temporary ipc addresses, and the real client library reads t
 Sub0/Req0 sockets. Producing 20,000 events with real containers would take minutes; feeding the
 events actor's mailbox directly is what container actors do, only faster.
 
+Every test runs twice: on the per-event stream, and on the batch stream (``EventBatch``
+messages) with small batches, so that a slow reader loses whole batches to nng as it loses
+single events on the other stream, and the same gap filling must get them back.
+
 Run with ``-s`` to see the figures (events produced, delivered live, filled from the journal).
 """
 
@@ -20,12 +24,17 @@ from conftest import short_temp_dir
 
 from containerd_actors.client import Client, EventsLost, EventSubscription
 from containerd_actors.daemon.config import DaemonConfig
+from containerd_actors.daemon.event_batch import MAX_BATCH_EVENTS
 from containerd_actors.daemon.events import EventDraft, EventsActor
 from containerd_actors.daemon.journal import EventJournal
 from containerd_actors.daemon.server import ApiServer
 from containerd_actors.protocol import Event, EventType, encode_event_payload
 
 PRODUCED = 20_000
+PER_EVENT = "per-event"
+BATCH = "batch"
+#: Events per batch on the batch stream in these tests: small, so that nng drops some of them.
+SMALL_BATCH_EVENTS = 10
 
 
 @pytest.fixture
@@ -35,10 +44,21 @@ def work_dir() -> AsyncIterator[Path]:
     shutil.rmtree(directory, ignore_errors=True)
 
 
-class InProcessDaemon:
-    """The daemon's events actor and API server, without the supervisor (no containers)."""
+@pytest.fixture(params=[PER_EVENT, BATCH])
+def stream(request: pytest.FixtureRequest) -> str:
+    """Which live stream the subscriptions read (the daemon publishes the batch one or not)."""
+    return request.param
 
-    def __init__(self, directory: Path, retention: int, segment_events: int | None) -> None:
+
+class InProcessDaemon:
+    """The daemon's events actor and API server, without the supervisor (no containers).
+
+    With ``batch_events`` it also publishes the batch stream, at most that many events a batch.
+    """
+
+    def __init__(
+        self, directory: Path, retention: int, segment_events: int | None, batch_events: int | None = None
+    ) -> None:
         self.config = DaemonConfig(
             id="test",
             debug=False,
@@ -49,11 +69,18 @@ class InProcessDaemon:
             events_address=f"ipc://{directory}/events.sock",
             oom_notify=False,
             events_retention=retention,
+            events_batch_address=None if batch_events is None else f"ipc://{directory}/events-batch.sock",
         )
         self.journal = EventJournal(self.config.events_dir, retention, segment_events)
         # Measurements are dropped unread: this test is about events, not telemetry.
         self._metrics, _ = trio.open_memory_channel[object](0)
-        self.events = EventsActor(self.config.events_address, self.journal, self._metrics)
+        self.events = EventsActor(
+            self.config.events_address,
+            self.journal,
+            self._metrics,
+            self.config.events_batch_address,
+            batch_events or MAX_BATCH_EVENTS,
+        )
         # Ping and Events never reach the supervisor; a request that did would wait forever.
         self._supervisor, _ = trio.open_memory_channel[object](0)
 
@@ -85,9 +112,15 @@ class InProcessDaemon:
 
 @asynccontextmanager
 async def daemon_in_process(
-    directory: Path, retention: int = 1_000_000, segment_events: int | None = None
+    directory: Path,
+    stream: str = PER_EVENT,
+    retention: int = 1_000_000,
+    segment_events: int | None = None,
+    batch_events: int = SMALL_BATCH_EVENTS,
 ) -> AsyncIterator[InProcessDaemon]:
-    async with InProcessDaemon(directory, retention, segment_events).running() as daemon:
+    """An in-process daemon whose subscriptions read ``stream`` (they take the batch one if published)."""
+    batches = batch_events if stream == BATCH else None
+    async with InProcessDaemon(directory, retention, segment_events, batches).running() as daemon:
         yield daemon
 
 
@@ -115,9 +148,9 @@ def report(title: str, subscription: EventSubscription, delivered: int, seconds:
     )
 
 
-async def test_a_slow_subscriber_receives_all_20000_events_in_order(work_dir: Path) -> None:
+async def test_a_slow_subscriber_receives_all_20000_events_in_order(work_dir: Path, stream: str) -> None:
     async with (
-        daemon_in_process(work_dir) as daemon,
+        daemon_in_process(work_dir, stream) as daemon,
         Client.connect(daemon.address) as client,
         client.subscribe() as subscription,
         trio.open_nursery() as nursery,
@@ -134,13 +167,14 @@ async def test_a_slow_subscriber_receives_all_20000_events_in_order(work_dir: Pa
     stats = subscription.stats
     assert stats.gaps > 0 and stats.replayed > 0, "the reader was not slow enough to lose live events"
     assert stats.live + stats.replayed == PRODUCED
+    assert (stats.batches > 0) == (stream == BATCH), "the subscription read the other stream"
     assert stats.lost == 0 and subscription.lost == []
 
 
-async def test_a_filtered_slow_subscriber_receives_every_matching_event(work_dir: Path) -> None:
+async def test_a_filtered_slow_subscriber_receives_every_matching_event(work_dir: Path, stream: str) -> None:
     kinds = (EventType.START_CONTAINER, EventType.EXIT)
     async with (
-        daemon_in_process(work_dir) as daemon,
+        daemon_in_process(work_dir, stream) as daemon,
         Client.connect(daemon.address) as client,
         client.subscribe("/containers/exit") as subscription,
         trio.open_nursery() as nursery,
@@ -153,8 +187,8 @@ async def test_a_filtered_slow_subscriber_receives_every_matching_event(work_dir
     assert subscription.stats.replayed > 0
 
 
-async def test_replay_from_seq_then_live_without_gap_or_duplicate(work_dir: Path) -> None:
-    async with daemon_in_process(work_dir) as daemon, Client.connect(daemon.address) as client:
+async def test_replay_from_seq_then_live_without_gap_or_duplicate(work_dir: Path, stream: str) -> None:
+    async with daemon_in_process(work_dir, stream) as daemon, Client.connect(daemon.address) as client:
         await daemon.emit(PRODUCED)
         await daemon.wait_for_seq(PRODUCED)
         async with client.subscribe(from_seq=1) as subscription, trio.open_nursery() as nursery:
@@ -168,12 +202,12 @@ async def test_replay_from_seq_then_live_without_gap_or_duplicate(work_dir: Path
     assert subscription.lost == []
 
 
-async def test_replay_from_the_files_after_a_restart(work_dir: Path) -> None:
-    async with daemon_in_process(work_dir) as daemon:
+async def test_replay_from_the_files_after_a_restart(work_dir: Path, stream: str) -> None:
+    async with daemon_in_process(work_dir, stream) as daemon:
         await daemon.emit(PRODUCED)
         await daemon.wait_for_seq(PRODUCED)
     # A new daemon over the same state directory: nothing in memory, every page from the files.
-    async with daemon_in_process(work_dir) as daemon, Client.connect(daemon.address) as client:
+    async with daemon_in_process(work_dir, stream) as daemon, Client.connect(daemon.address) as client:
         assert daemon.journal.last_seq == PRODUCED
         async with client.subscribe(from_seq=1) as subscription:
             started = time.perf_counter()
@@ -188,8 +222,8 @@ async def test_replay_from_the_files_after_a_restart(work_dir: Path) -> None:
     assert [e.seq for e in after] == [PRODUCED + 1, PRODUCED + 2, PRODUCED + 3]
 
 
-async def test_since_replays_from_the_first_event_that_new(work_dir: Path) -> None:
-    async with daemon_in_process(work_dir) as daemon, Client.connect(daemon.address) as client:
+async def test_since_replays_from_the_first_event_that_new(work_dir: Path, stream: str) -> None:
+    async with daemon_in_process(work_dir, stream) as daemon, Client.connect(daemon.address) as client:
         await daemon.emit(50)
         await daemon.wait_for_seq(50)
         boundary = time.time()
@@ -207,10 +241,10 @@ async def test_since_replays_from_the_first_event_that_new(work_dir: Path) -> No
     assert received[0].timestamp >= boundary
 
 
-async def test_events_beyond_retention_are_reported_lost_not_skipped(work_dir: Path) -> None:
+async def test_events_beyond_retention_are_reported_lost_not_skipped(work_dir: Path, stream: str) -> None:
     losses: list[EventsLost] = []
     async with (
-        daemon_in_process(work_dir, retention=10, segment_events=3) as daemon,
+        daemon_in_process(work_dir, stream, retention=10, segment_events=3) as daemon,
         Client.connect(daemon.address) as client,
     ):
         await daemon.emit(50)
@@ -233,10 +267,12 @@ async def test_events_beyond_retention_are_reported_lost_not_skipped(work_dir: P
     assert oldest.lost == []  # "from the oldest kept" asked for nothing older
 
 
-async def test_the_last_events_of_a_burst_are_found_even_if_nng_dropped_them(work_dir: Path) -> None:
+async def test_the_last_events_of_a_burst_are_found_even_if_nng_dropped_them(
+    work_dir: Path, stream: str
+) -> None:
     """No later event reveals the gap, so a silent live stream is checked against the journal."""
     async with (
-        daemon_in_process(work_dir) as daemon,
+        daemon_in_process(work_dir, stream) as daemon,
         Client.connect(daemon.address) as client,
         client.subscribe() as subscription,
     ):

@@ -18,17 +18,20 @@ from containerd_actors.protocol import (
     ErrorCode,
     ErrorReply,
     Event,
+    EventBatch,
     EventType,
     Signal,
     StateReply,
     decode_reply,
     decode_request,
     encode_event,
+    encode_event_batch,
     encode_reply,
     encode_request,
 )
 from containerd_actors.protocol.codec import TOPIC_SEPARATOR
 from containerd_actors.protocol.schema import (
+    EVENT_BATCH_FILE,
     EVENT_FILE,
     EVENT_TYPES,
     REPLY_FILE,
@@ -48,10 +51,12 @@ def _samples() -> dict[type, list[Any]]:
     return wire_samples()
 
 
-WIRE_CLASSES = (*REQUEST_TYPES, *REPLY_TYPES, *EVENT_TYPES)
+WIRE_CLASSES = (*REQUEST_TYPES, *REPLY_TYPES, *EVENT_TYPES, EventBatch)
 
 
 def _file_of(cls: type) -> str:
+    if cls is EventBatch:
+        return EVENT_BATCH_FILE
     return EVENT_FILE if cls in EVENT_TYPES else cls.__name__ + SCHEMA_SUFFIX
 
 
@@ -60,10 +65,12 @@ def _union_file_of(cls: type) -> str:
         return REQUEST_FILE
     if cls in REPLY_TYPES:
         return REPLY_FILE
-    return EVENT_FILE
+    return _file_of(cls)
 
 
 def _encode(message: Any) -> dict[str, Any]:
+    if isinstance(message, EventBatch):
+        return json.loads(encode_event_batch(message))
     if isinstance(message, Event):
         _topic, _, payload = encode_event(message).partition(TOPIC_SEPARATOR)
         return json.loads(payload)
@@ -96,7 +103,7 @@ def test_generation_is_deterministic() -> None:
 def test_one_file_per_request_and_reply_plus_the_unions() -> None:
     names = set(generate_schemas())
     expected = {cls.__name__ + SCHEMA_SUFFIX for cls in (*REQUEST_TYPES, *REPLY_TYPES)}
-    assert names == expected | {REQUEST_FILE, REPLY_FILE, EVENT_FILE}
+    assert names == expected | {REQUEST_FILE, REPLY_FILE, EVENT_FILE, EVENT_BATCH_FILE}
     assert len({name.casefold() for name in names}) == len(names), "names must differ beyond case"
 
 

@@ -24,6 +24,7 @@ from containerd_actors.protocol import (
     ErrorCode,
     ErrorReply,
     Event,
+    EventBatch,
     Events,
     EventsReply,
     EventType,
@@ -114,7 +115,16 @@ def wire_samples() -> dict[type, list[Any]]:
                 events_address="ipc:///run/containerd-actors/events.sock",
                 events_subscribers=2,
                 last_event_seq=41,
-            )
+                events_batch_address="ipc:///run/containerd-actors/events-batch.sock",
+            ),
+            PingReply(
+                request_id="r-1",
+                daemon_id="daemon-1",
+                version="0.1.0",
+                events_address="tcp://127.0.0.1:7001",
+                events_subscribers=0,
+                last_event_seq=0,
+            ),
         ],
         CreateContainerReply: [CreateContainerReply(request_id="r-2", pid=4242)],
         SignalReply: [SignalReply(request_id="r-3")],
@@ -272,5 +282,17 @@ def wire_samples() -> dict[type, list[Any]]:
             Event(seq=3, timestamp=1700000002.0, type=EventType.CHECKPOINT, id="web", pid=4242),
             Event(seq=4, timestamp=1700000003.0, type=EventType.OOM, id="web", pid=4242),
             Event(seq=5, timestamp=1700000004.0, type=EventType.START_PROCESS, id="web", pid=4343),
+        ],
+        EventBatch: [
+            EventBatch(
+                first_seq=41,
+                timestamps=[1700000000.25, 1700000001.0, 1700000001.5],
+                types=[EventType.START_CONTAINER, EventType.EXIT, EventType.EXIT],
+                ids=["web", "web", "db"],
+                pids=[4242, 4242, 4343],
+                statuses=[None, 137, None],
+                reasons=[None, None, "exited while no reaper was its parent"],
+            ),
+            EventBatch(first_seq=1, timestamps=[], types=[], ids=[], pids=[], statuses=[], reasons=[]),
         ],
     }

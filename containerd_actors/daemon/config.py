@@ -27,6 +27,8 @@ class DaemonConfig:
     reaper_fd: int | None = None
     no_reaper: bool = False
     events_retention: int = DEFAULT_RETENTION
+    #: The batch stream's Pub0 address (``EventBatch`` messages); None publishes no batch stream.
+    events_batch_address: str | None = None
 
     @property
     def runc_root(self) -> Path:

@@ -59,6 +59,20 @@ def default_events_address(listen: str) -> str:
     )
 
 
+def default_events_batch_address(events_address: str) -> str:
+    """``events-batch.sock`` beside an IPC events socket; the port after it for TCP."""
+    scheme, _, rest = events_address.partition("://")
+    if scheme == "ipc":
+        return f"ipc://{os.path.join(os.path.dirname(rest), 'events-batch.sock')}"
+    host, _, port = rest.rpartition(":")
+    if port.isdigit():
+        return f"{scheme}://{host}:{int(port) + 1}"
+    raise SystemExit(
+        f"containerd-actors: cannot derive an event batch address from {events_address!r}; "
+        "pass --events-batch-address"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="containerd-actors", description="High performance container daemon (runc, Trio actors)"
@@ -89,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_address,
         default=None,
         help="address on which events are published (default: events.sock beside the listen socket)",
+    )
+    parser.add_argument(
+        "--events-batch-address",
+        type=_address,
+        default=None,
+        help="address on which events are published in batches, for fast subscribers"
+        " (default: events-batch.sock beside the events socket)",
     )
     parser.add_argument("--oom-notify", action="store_true", help="enable oom notifications for containers")
     parser.add_argument(
@@ -128,6 +149,7 @@ def config_from_args(argv: list[str] | None = None) -> DaemonConfig:
         raise SystemExit("containerd-actors: --concurrency must be at least 1")
     if args.events_retention < 1:
         raise SystemExit("containerd-actors: --events-retention must be at least 1")
+    events_address = args.events_address or default_events_address(args.listen)
     return DaemonConfig(
         id=args.id,
         debug=args.debug,
@@ -135,7 +157,8 @@ def config_from_args(argv: list[str] | None = None) -> DaemonConfig:
         concurrency=args.concurrency,
         metrics_interval=args.metrics_interval,
         listen=args.listen,
-        events_address=args.events_address or default_events_address(args.listen),
+        events_address=events_address,
+        events_batch_address=args.events_batch_address or default_events_batch_address(events_address),
         oom_notify=args.oom_notify,
         metrics_address=args.metrics_address,
         runtime=args.runtime,

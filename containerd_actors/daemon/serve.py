@@ -85,7 +85,7 @@ async def run_daemon(config: DaemonConfig) -> None:
     metrics = MetricsActor(config.metrics_interval)
     # Before any actor runs: the journal fixes where seq continues after a restart.
     journal = EventJournal(config.events_dir, retention=config.events_retention)
-    events = EventsActor(config.events_address, journal, metrics.mailbox)
+    events = EventsActor(config.events_address, journal, metrics.mailbox, config.events_batch_address)
     records = load_records(config.containers_dir, config.state_dir / "quarantine")
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as stop_signals:
         async with trio.open_nursery() as nursery:
@@ -151,9 +151,15 @@ def serve(config: DaemonConfig) -> None:
         become_child_subreaper()
     prepare_state_dir(config.state_dir)
     prepare_socket_dir(config.listen)
-    prepare_socket_dir(config.events_address)
+    addresses = [config.listen, config.events_address]
+    if config.events_batch_address is not None:
+        addresses.append(config.events_batch_address)
+    for address in addresses[1:]:
+        prepare_socket_dir(address)
     try:
         trio.run(run_daemon, config)
     except* pynng.AddressInUse:
-        log.error("another process is already listening on %s or %s", config.listen, config.events_address)
+        log.error(
+            "another process is already listening on %s or %s", ", ".join(addresses[:-1]), addresses[-1]
+        )
         raise SystemExit(1) from None

@@ -184,6 +184,7 @@ class ApiServer:
                 self._config.events_address,
                 status.subscribers,
                 status.last_seq,
+                self._config.events_batch_address,
             )
         if isinstance(request, Events):
             page: JournalPage = await ask(

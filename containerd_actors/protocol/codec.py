@@ -8,6 +8,8 @@ The converter forbids extra keys and tags unions with ``"type"``. cattrs raises 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import cattrs
@@ -21,11 +23,18 @@ from .messages import (
     ErrorCode,
     ErrorReply,
     Event,
+    EventBatch,
     InvalidField,
     Reply,
     Request,
     event_topic,
 )
+
+orjson: ModuleType | None
+try:
+    import orjson
+except ImportError:  # a declared dependency, but only an accelerator: json does the same, slower
+    orjson = None
 
 TAG = "type"
 #: Separates the pub/sub topic from the JSON payload in an event frame.
@@ -101,9 +110,9 @@ def encode_reply(reply: Reply) -> bytes:
     return _dumps(converter.unstructure(reply, unstructure_as=Reply))
 
 
-def _load_object(data: bytes) -> dict[str, Any]:
+def _load_object(data: bytes, loads: Callable[[bytes], Any] = json.loads) -> dict[str, Any]:
     try:
-        obj = json.loads(data)
+        obj = loads(data)
     except (ValueError, RecursionError) as exc:
         raise ProtocolError(ErrorCode.MALFORMED, f"message is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
@@ -191,8 +200,94 @@ def decode_event_payload(payload: bytes) -> Event:
         raise ProtocolError(ErrorCode.MALFORMED, f"bad event frame: {exc}") from None
 
 
+def encode_event_batch(batch: EventBatch) -> bytes:
+    """One message of the batch stream: the ``EventBatch`` JSON object, with no topic before it."""
+    return _dumps(converter.unstructure(batch))
+
+
+_NONE = type(None)
+#: What each column of a batch may hold, and how to say so: the checks the converter's strict
+#: hooks make for an ``Event``, applied to a whole column at once.
+_BATCH_COLUMN_TYPES: dict[str, tuple[frozenset[type], str]] = {
+    "timestamps": (frozenset({int, float}), "a number"),
+    "types": (frozenset({str}), "a string"),
+    "ids": (frozenset({str}), "a string"),
+    "pids": (frozenset({int}), "an integer"),
+    "statuses": (frozenset({int, _NONE}), "an integer or null"),
+    "reasons": (frozenset({str, _NONE}), "a string or null"),
+}
+_BATCH_FIELDS = ("first_seq", *EventBatch.COLUMNS)
+
+
+def _wrong_type(expected: str, value: Any, where: str) -> str:
+    got = "null" if value is None else type(value).__name__
+    return f"invalid value for type, expected {expected}, got {got} @ $.{where}"
+
+
+def _batch_problems(obj: dict[str, Any]) -> list[str]:
+    """Every way ``obj`` is not an ``EventBatch``, in the converter's words (``... @ $.field``).
+
+    A column is checked with ``set(map(type, column))``, which runs in C: a few ns an event,
+    where structuring the lists through cattrs would cost more than building the events.
+    """
+    problems = [f"required field missing @ $.{name}" for name in _BATCH_FIELDS if name not in obj]
+    extra = sorted(key for key in obj if key not in _BATCH_FIELDS)
+    if extra:
+        problems.append(f"extra fields found ({', '.join(map(str, extra))}) @ $")
+    first_seq = obj.get("first_seq", 0)
+    if type(first_seq) is not int:
+        problems.append(_wrong_type("an integer", first_seq, "first_seq"))
+    for name, (allowed, expected) in _BATCH_COLUMN_TYPES.items():
+        column = obj.get(name, [])
+        if type(column) is not list:
+            problems.append(_wrong_type("a list", column, name))
+        elif not allowed.issuperset(map(type, column)):
+            index, value = next((i, v) for i, v in enumerate(column) if type(v) not in allowed)
+            problems.append(_wrong_type(expected, value, f"{name}[{index}]"))
+    return problems
+
+
+def decode_event_batch(data: bytes) -> EventBatch:
+    """Parse one message of the batch stream; raises ``ProtocolError`` (code ``malformed``).
+
+    As strict as ``decode_event_payload`` (no ``"9"`` for 9, no ``true`` for 1, no missing or
+    extra fields), but checked column by column instead of through cattrs, so that decoding
+    costs about as much as parsing the JSON plus building the events.
+
+    Parsing is 3-4 times faster with orjson, where it is installed: json spends most of a batch's
+    time on the timestamps' floats, and orjson cut a Python subscriber's cost from ~2.5 to ~2.1 µs
+    an event. orjson refuses a few things json accepts (NaN, lone surrogates) and reads integers
+    beyond 64 bits as floats, so any batch that fails with it is decoded again with json alone:
+    what is accepted, and what it decodes to, never depends on orjson.
+    """
+    if orjson is not None:
+        try:
+            return _parse_event_batch(data, orjson.loads)
+        except ProtocolError:
+            pass  # json decides, and explains
+    return _parse_event_batch(data, json.loads)
+
+
+def _parse_event_batch(data: bytes, loads: Callable[[bytes], Any]) -> EventBatch:
+    """Parse, check and build a batch; ``ProtocolError`` (``malformed``) names every problem."""
+    try:
+        obj = _load_object(data, loads)
+    except ProtocolError as exc:
+        raise ProtocolError(ErrorCode.MALFORMED, f"bad event batch: {exc.message}") from None
+    problems = _batch_problems(obj)
+    if problems:
+        raise ProtocolError(ErrorCode.MALFORMED, "bad event batch: " + "; ".join(problems), problems)
+    timestamps = obj["timestamps"]
+    if int in set(map(type, timestamps)):
+        obj["timestamps"] = [float(t) for t in timestamps]  # JSON wrote 1700000000.0 as an integer
+    try:
+        return EventBatch(**obj)
+    except InvalidField as exc:
+        raise ProtocolError(ErrorCode.MALFORMED, f"bad event batch: {exc}", [str(exc)]) from None
+
+
 def warm_up() -> None:
     """cattrs generates a function per class on first use; pay that at start-up, not per request."""
-    for cls in (*REQUEST_TYPES, *REPLY_TYPES, Event):
+    for cls in (*REQUEST_TYPES, *REPLY_TYPES, Event, EventBatch):
         converter.get_structure_hook(cls)
         converter.get_unstructure_hook(cls)

@@ -6,7 +6,8 @@ reaches clients in other languages through the generated JSON Schema.
 
 Requests and replies travel in a tagged union: the JSON object carries ``"type": "<ClassName>"``.
 Events travel on pub/sub as ``topic + b" " + json``; they carry their own ``type`` field (the event
-kind) and are not part of a union.
+kind) and are not part of a union. The batch stream carries ``EventBatch`` objects (several
+consecutive events, column by column), also untagged.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Sequence
 from typing import Any
 
-from attrs import Attribute, field, frozen
+from attrs import Attribute, field, fields, frozen
 
 from .stats import ContainerStats, MetricsSnapshot
 
@@ -405,7 +407,8 @@ REQUEST_TYPES: tuple[type, ...] = (
 
 @frozen
 class PingReply:
-    """``events_subscribers`` counts connected event subscribers (a client can wait to be one).
+    """``events_subscribers`` counts connected event subscribers, of both streams (a client can
+    wait to be one).
 
     ``last_event_seq`` is the ``seq`` of the newest event so far (0 before the first): a client
     that subscribes and then pings knows that every event after it is meant for it, and can
@@ -418,6 +421,14 @@ class PingReply:
     events_address: str
     events_subscribers: int
     last_event_seq: int
+    events_batch_address: str | None = field(
+        default=None,
+        metadata={
+            "description": "Where the same events are published in batches (EventBatch messages), "
+            "for subscribers that must keep up with many events per second; null if this daemon "
+            "publishes no batch stream."
+        },
+    )
 
 
 @frozen
@@ -662,3 +673,111 @@ EVENT_TOPIC_PREFIX = "/containers/"
 def event_topic(event_type: str) -> str:
     """The pub/sub topic for an event kind; subscribers filter on its byte prefix."""
     return EVENT_TOPIC_PREFIX + event_type
+
+
+def _event_types(instance: Any, attribute: Attribute, value: list[str]) -> None:
+    """Every kind in a batch must be one an ``Event`` accepts; checked once per distinct kind."""
+    for kind in set(value):
+        if not isinstance(kind, str) or not _EVENT_TYPE_RE.fullmatch(kind):
+            raise InvalidField(f"{attribute.name} holds {kind!r}, which must match {_EVENT_TYPE_RE.pattern}")
+
+
+def _columns_of_one_length(instance: EventBatch, attribute: Attribute, value: Any) -> None:
+    """Runs after every field is set (attrs validates last), so it can compare all the columns."""
+    lengths = {name: len(getattr(instance, name)) for name in EventBatch.COLUMNS}
+    if len(set(lengths.values())) > 1:
+        listed = ", ".join(f"{name} {length}" for name, length in lengths.items())
+        raise InvalidField(f"the columns of an event batch must be equally long, got {listed}")
+
+
+_new_object = object.__new__
+
+
+@frozen
+class EventBatch:
+    """Consecutive events in one message of the batch stream, column by column.
+
+    Event ``i`` of the batch (from 0) has ``seq = first_seq + i`` and takes element ``i`` of
+    every list: its ``timestamp`` is ``timestamps[i]``, its ``type`` is ``types[i]``, and so on;
+    the lists are equally long. Columns instead of a list of event objects because they halve
+    the cost of decoding a batch (measured in Python: 1.5 instead of 2.6 µs an event), which is
+    what lets many subscribers keep up with a busy daemon.
+    """
+
+    #: The per-event lists, in the order of ``Event``'s fields after ``seq``.
+    COLUMNS = ("timestamps", "types", "ids", "pids", "statuses", "reasons")
+
+    first_seq: int = field(validator=_non_negative)
+    timestamps: list[float]
+    types: list[str] = field(validator=_event_types)
+    ids: list[str]
+    pids: list[int]
+    statuses: list[int | None]
+    reasons: list[str | None] = field(validator=_columns_of_one_length)
+
+    @property
+    def count(self) -> int:
+        return len(self.timestamps)
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the batch's last event (``first_seq - 1`` for an empty batch)."""
+        return self.first_seq + len(self.timestamps) - 1
+
+    @classmethod
+    def of(cls, events: Sequence[Event]) -> EventBatch:
+        """The batch of ``events``, which must be consecutive (seq one more each time)."""
+        first_seq = events[0].seq if events else 1
+        for offset, event in enumerate(events):
+            if event.seq != first_seq + offset:
+                raise InvalidField(f"event seq {event.seq} does not follow {first_seq + offset - 1}")
+        return cls(
+            first_seq,
+            [e.timestamp for e in events],
+            [e.type for e in events],
+            [e.id for e in events],
+            [e.pid for e in events],
+            [e.status for e in events],
+            [e.reason for e in events],
+        )
+
+    def events(self, start: int = 0, stop: int | None = None) -> list[Event]:
+        """The batch's events ``[start:stop]`` (a subscriber skips what it already has).
+
+        Built without running ``Event``'s validators once per event: the batch was validated as
+        a whole (its kinds and lengths here, its JSON types by the codec when it was decoded),
+        and repeating that per event would cost about as much as the rest of decoding. Setting
+        the slots through their descriptors also skips the frozen class's ``__setattr__``:
+        together ~0.7 instead of ~1.3 µs an event.
+        """
+        new, cls = _new_object, Event
+        set_seq, set_timestamp, set_type, set_id, set_pid, set_status, set_reason = _EVENT_SLOT_SETTERS
+        columns: tuple[list[Any], ...] = (
+            self.timestamps,
+            self.types,
+            self.ids,
+            self.pids,
+            self.statuses,
+            self.reasons,
+        )
+        if start or stop is not None:
+            columns = tuple(column[start:stop] for column in columns)
+        events: list[Event] = []
+        append = events.append
+        seq = self.first_seq + start
+        for timestamp, kind, id, pid, status, reason in zip(*columns, strict=True):
+            event = new(cls)
+            set_seq(event, seq)
+            set_timestamp(event, timestamp)
+            set_type(event, kind)
+            set_id(event, id)
+            set_pid(event, pid)
+            set_status(event, status)
+            set_reason(event, reason)
+            append(event)
+            seq += 1
+        return events
+
+
+#: The slot descriptors' setters of ``Event``, in field order, for ``EventBatch.events``.
+_EVENT_SLOT_SETTERS = tuple(vars(Event)[f.name].__set__ for f in fields(Event))

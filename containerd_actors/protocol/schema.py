@@ -36,6 +36,7 @@ from .messages import (
     ErrorCode,
     ErrorReply,
     Event,
+    EventBatch,
     EventType,
 )
 
@@ -44,6 +45,7 @@ SCHEMA_SUFFIX = ".schema.json"
 REQUEST_FILE = "request" + SCHEMA_SUFFIX
 REPLY_FILE = "reply" + SCHEMA_SUFFIX
 EVENT_FILE = "event" + SCHEMA_SUFFIX
+EVENT_BATCH_FILE = "event-batch" + SCHEMA_SUFFIX
 #: Classes published on pub/sub (not tagged; the ``type`` field is the event kind).
 EVENT_TYPES: tuple[type, ...] = (Event,)
 
@@ -77,6 +79,10 @@ def _field_descriptions() -> dict[tuple[type, str], str]:
     return {
         (ErrorReply, "code"): "One of the error codes: " + ", ".join(_constants(ErrorCode)) + ".",
         (Event, "type"): "The event kind, also the topic suffix: " + ", ".join(_constants(EventType)) + ".",
+        (EventBatch, "first_seq"): "The seq of the first event; event i has seq first_seq + i.",
+        (EventBatch, "types"): "Each event's kind (see event.schema.json): "
+        + ", ".join(_constants(EventType))
+        + ".",
     }
 
 
@@ -276,12 +282,21 @@ def event_schema() -> dict[str, Any]:
     return schema
 
 
+def event_batch_schema() -> dict[str, Any]:
+    schema = class_schema(EventBatch, tagged=False)
+    schema["$comment"] = (
+        "Published on the batch stream (PingReply.events_batch_address) as this JSON object alone, "
+        "with no topic before it; every list holds one element per event."
+    )
+    return schema
+
+
 def generate_schemas() -> dict[str, dict[str, Any]]:
     """Every file of ``proto_schemas/``: filename -> schema.
 
     Each request and reply class gets ``<ClassName>.schema.json``; the event class is described
     by ``event.schema.json`` only (an ``Event.schema.json`` beside it would collide on
-    case-insensitive file systems).
+    case-insensitive file systems), and a batch of events by ``event-batch.schema.json``.
     """
     schemas: dict[str, dict[str, Any]] = {}
     for cls in (*REQUEST_TYPES, *REPLY_TYPES):
@@ -303,6 +318,7 @@ def generate_schemas() -> dict[str, dict[str, Any]]:
         ),
     )
     schemas[EVENT_FILE] = event_schema()
+    schemas[EVENT_BATCH_FILE] = event_batch_schema()
     folded: dict[str, str] = {}
     for name in schemas:
         other = folded.setdefault(name.casefold(), name)
