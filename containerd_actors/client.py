@@ -556,13 +556,9 @@ class EventSubscription:
         if self._client is None:
             return await self._next_raw()
         while True:
-            if self._pending:
-                event = self._pending.popleft()
-                if not self._prefix or self._matches(event):
-                    return event
-                continue
-            if self._batch is not None:
-                self._queue_from_batch()
+            if (event := self._next_queued()) is not None:
+                return event
+            if self._pending or self._batch is not None:
                 continue
             if self._open_start or self.next_seq <= self._known_last_seq:
                 await self._read_journal()
@@ -590,18 +586,25 @@ class EventSubscription:
             if message.startswith(self._prefix):
                 return event
 
+    def _next_queued(self) -> Event | None:
+        """The next wanted event already received or read back, if any, refilling from a live batch."""
+        if self._pending:
+            event = self._pending.popleft()
+            if not self._prefix or self._matches(event):
+                return event
+            return None
+        if self._batch is not None:
+            self._queue_from_batch()
+        return None
+
     async def _next_raw(self) -> Event:
         """The raw stream: what nng delivers, nothing read from the journal."""
         if not self._batched:
             return decode_event(await self._receive())
         while True:
-            if self._pending:
-                event = self._pending.popleft()
-                if not self._prefix or self._matches(event):
-                    return event
-                continue
-            if self._batch is not None:
-                self._queue_from_batch()
+            if (event := self._next_queued()) is not None:
+                return event
+            if self._pending or self._batch is not None:
                 continue
             batch = decode_event_batch(await self._receive())
             self.stats.batches += 1

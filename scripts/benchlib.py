@@ -378,7 +378,11 @@ async def stop_daemon(daemon: Daemon) -> int | None:
 
     The daemon leaves its containers running on SIGTERM (by design); the caller deletes them afterwards.
     """
-    process = daemon.process
+    return await terminate(daemon.process)
+
+
+async def terminate(process: trio.Process) -> int | None:
+    """SIGTERM, then SIGKILL after STOP_TIMEOUT_S if it lingers; returns the exit code."""
     if process.returncode is None:
         process.send_signal(signal.SIGTERM)
         with trio.move_on_after(STOP_TIMEOUT_S):
@@ -752,15 +756,7 @@ async def start_containerd(base: Path, log_path: Path) -> Containerd:
 
 async def stop_containerd(containerd: Containerd) -> int | None:
     """SIGTERM by pid, SIGKILL if it lingers; returns the exit code. Its shims keep running (by design)."""
-    process = containerd.process
-    if process.returncode is None:
-        process.send_signal(signal.SIGTERM)
-        with trio.move_on_after(STOP_TIMEOUT_S):
-            await process.wait()
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    return process.returncode
+    return await terminate(containerd.process)
 
 
 def shim_socket(containerd: Containerd, id: str) -> Path:
