@@ -1,10 +1,10 @@
-"""The API server: one task receives requests on a raw Rep0, a pool of workers decode, ask, and reply.
+"""The API server: workers on a raw Rep0 take turns to receive; each decodes, asks, and replies.
 
 Concurrency comes from the number of workers: a start can sit on the ``--concurrency`` limiter for
 a while, and with enough workers a State or Ping request is never stuck behind queued starts. When
-every worker is busy the receiving task waits, so nng stops reading and requesters queue in their
-pipes, not in the daemon's memory. Every failure becomes an ErrorReply: a request can never take
-the daemon down. See ``raw_rep`` for why raw mode rather than a context per worker.
+every worker is busy nobody receives, so nng stops reading and requesters queue in their pipes,
+not in the daemon's memory. Every failure becomes an ErrorReply: a request can never take the
+daemon down. See ``nng_raw`` for why raw mode rather than a context per worker.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pynng
 import trio
 
 from .. import __version__
-from ..nng_raw import RawReplySocket, RawRequest
+from ..nng_raw import RawReplySocket
 from ..protocol import (
     MAX_MESSAGE_BYTES,
     AddProcess,
@@ -133,21 +133,28 @@ class ApiServer:
         with RawReplySocket(self._config.listen, MAX_MESSAGE_BYTES, SEND_TIMEOUT_S) as sock:
             log.info("listening on %s", self._config.listen)
             # Unbuffered: a request is taken from nng only when a worker is free to serve it.
-            hand_over, requests = trio.open_memory_channel[RawRequest](0)
+            # One worker at a time reads the socket; see ``_worker``.
+            reading = trio.Lock()
             async with trio.open_nursery() as nursery:
                 for _ in range(WORKER_CONTEXTS):
-                    nursery.start_soon(self._worker, sock, requests)
+                    nursery.start_soon(self._worker, sock, reading)
                 task_status.started()
-                while True:
-                    try:
-                        request = await sock.receive()
-                    except pynng.Closed:
-                        break
-                    await hand_over.send(request)
-                nursery.cancel_scope.cancel()
 
-    async def _worker(self, sock: RawReplySocket, requests: trio.MemoryReceiveChannel[RawRequest]) -> None:
-        async for request in requests:
+    async def _worker(self, sock: RawReplySocket, reading: trio.Lock) -> None:
+        """Leader and followers: the worker holding ``reading`` takes the next request, passes the
+        role on, and serves the request itself.
+
+        Releasing the lock only schedules the next worker, so a request that needs no actor (a
+        Ping) is decoded, answered and sent in the same step that received it; with a separate
+        receiving task the reply waited a scheduling pass for the hand-over. When every worker
+        is busy nobody reads, so nng stops reading and requesters queue in their pipes.
+        """
+        while True:
+            async with reading:
+                try:
+                    request = await sock.receive()
+                except pynng.Closed:
+                    return
             reply = await self.handle(request.body)
             try:
                 if not await sock.reply(request, encode_reply(reply)):
