@@ -24,7 +24,7 @@ import itertools
 import math
 import os
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import attrs
 import pynng
@@ -136,6 +136,14 @@ class _RawSocket:
             lib.nng_msg_free(message)  # a failed nng_sendmsg leaves the message with the caller
             raise
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
     def close(self) -> None:
         if self._closed:
             return
@@ -173,14 +181,6 @@ class RawReplySocket(_RawSocket):
         reading): the reply is dropped rather than holding this worker.
         """
         return await self._send(request.header, body)
-
-    def __enter__(self) -> RawReplySocket:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 class ConnectionLost(Exception):
@@ -295,11 +295,3 @@ class RawRequestSocket(_RawSocket):
             if pending is not previous and pending.reply is None:
                 pending.wake.set()
                 return
-
-    def __enter__(self) -> RawRequestSocket:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

@@ -396,6 +396,23 @@ async def terminate(process: trio.Process) -> int | None:
 # --- final sweep -----------------------------------------------------------------------------------------
 
 
+def kill_if_running(process: trio.Process, label: str, problems: list[str]) -> None:
+    """SIGKILL and reap a process the run should have stopped already, noting it in ``problems``."""
+    try:
+        running = process.poll() is None
+    except RuntimeError:
+        # It exited unnoticed by trio: poll() has just reaped it, then failed to close trio's pidfd
+        # outside `trio.run`. Reaped is all a sweep needs.
+        running = False
+    if running:
+        problems.append(f"{label} {process.pid} still running: killed")
+        process.kill()
+        try:
+            os.waitpid(process.pid, 0)
+        except ChildProcessError:
+            pass
+
+
 def sweep_leftovers(
     daemons: Sequence[Daemon], runc_roots: Sequence[Path], processes: Sequence[trio.Process] = ()
 ) -> list[str]:
@@ -408,19 +425,7 @@ def sweep_leftovers(
     """
     problems = []
     for process in [*(daemon.process for daemon in daemons), *processes]:
-        try:
-            running = process.poll() is None
-        except RuntimeError:
-            # It exited unnoticed by trio: poll() has just reaped it, then failed to close trio's pidfd
-            # outside `trio.run`. Reaped is all this sweep needs.
-            running = False
-        if running:
-            problems.append(f"pid {process.pid} still running: killed")
-            process.kill()
-            try:
-                os.waitpid(process.pid, 0)
-            except ChildProcessError:
-                pass
+        kill_if_running(process, "pid", problems)
     for runc_root in runc_roots:
         left = runc_containers(runc_root)
         if left:
@@ -913,18 +918,7 @@ def sweep_containerds(containerds: Sequence[Containerd]) -> list[str]:
     """
     problems: list[str] = []
     for containerd in containerds:
-        process = containerd.process
-        try:
-            running = process.poll() is None
-        except RuntimeError:
-            running = False  # exited unnoticed by trio, now reaped (see sweep_leftovers)
-        if running:
-            problems.append(f"containerd pid {process.pid} still running: killed")
-            process.kill()
-            try:
-                os.waitpid(process.pid, 0)
-            except ChildProcessError:
-                pass
+        kill_if_running(containerd.process, "containerd pid", problems)
         for pid in shim_pids(containerd.address):
             if _signal_shim(pid, containerd.address, signal.SIGKILL):
                 problems.append(f"shim pid {pid} still running: killed")
