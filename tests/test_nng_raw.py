@@ -5,11 +5,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pynng
 import pytest
 import trio
 import trio.testing
+from pynng import ffi, lib
 
-from containerd_actors.nng_raw import ConnectionLost, RawReplySocket, RawRequest, RawRequestSocket
+from containerd_actors.nng_raw import ConnectionLost, RawRequestSocket, new_message, take_message
+from containerd_actors.nng_reply import ReplyContext, ReplySocket
 
 MAX = 1 << 20
 
@@ -18,14 +21,19 @@ def address(tmp_path: Path) -> str:
     return f"ipc://{tmp_path}/raw.sock"
 
 
-async def collect(server: RawReplySocket, count: int) -> list[RawRequest]:
-    return [await server.receive() for _ in range(count)]
+async def collect(server: ReplySocket, count: int) -> list[tuple[ReplyContext, bytes]]:
+    """Receive ``count`` requests, each on a context of its own (as the daemon's workers do)."""
+    received = []
+    for _ in range(count):
+        context = server.context()
+        received.append((context, await context.receive()))
+    return received
 
 
 async def test_concurrent_requests_get_their_own_replies_in_any_order(tmp_path: Path) -> None:
     count = 50
     with (
-        RawReplySocket(address(tmp_path), MAX, send_timeout=5) as server,
+        ReplySocket(address(tmp_path), MAX, send_timeout=5) as server,
         RawRequestSocket(address(tmp_path), MAX) as client,
     ):
         replies: dict[int, bytes] = {}
@@ -37,14 +45,14 @@ async def test_concurrent_requests_get_their_own_replies_in_any_order(tmp_path: 
             for n in range(count):
                 nursery.start_soon(ask, n)
             requests = await collect(server, count)
-            for request in reversed(requests):  # answered newest first
-                assert await server.reply(request, b"re:" + request.body)
+            for context, body in reversed(requests):  # answered newest first
+                assert await context.reply(b"re:" + body)
     assert replies == {n: b"re:%d" % n for n in range(count)}
 
 
 async def test_a_caller_that_gives_up_does_not_strand_the_others(tmp_path: Path) -> None:
     with (
-        RawReplySocket(address(tmp_path), MAX, send_timeout=5) as server,
+        ReplySocket(address(tmp_path), MAX, send_timeout=5) as server,
         RawRequestSocket(address(tmp_path), MAX) as client,
     ):
         answers: list[bytes] = []
@@ -59,23 +67,25 @@ async def test_a_caller_that_gives_up_does_not_strand_the_others(tmp_path: Path)
                 answers.append(await client.request(b"second"))
 
             nursery.start_soon(quitting)
-            first = await server.receive()
+            first = server.context()
+            await first.receive()
             nursery.start_soon(staying)
-            second = await server.receive()
+            second = server.context()
+            await second.receive()
             quitter.cancel()
             await trio.testing.wait_all_tasks_blocked()
-            assert await server.reply(first, b"too late")  # nobody wants it: dropped by the client
-            assert await server.reply(second, b"for second")
+            assert await first.reply(b"too late")  # nobody wants it: dropped by the client
+            assert await second.reply(b"for second")
         assert answers == [b"for second"]
 
 
 async def test_a_lost_connection_fails_the_calls_in_flight(tmp_path: Path) -> None:
-    server = RawReplySocket(address(tmp_path), MAX, send_timeout=5)
+    server = ReplySocket(address(tmp_path), MAX, send_timeout=5)
     with RawRequestSocket(address(tmp_path), MAX) as client:
         async with trio.open_nursery() as nursery:
 
             async def close_once_received() -> None:
-                await server.receive()
+                await server.context().receive()
                 server.close()
 
             nursery.start_soon(close_once_received)
@@ -84,10 +94,10 @@ async def test_a_lost_connection_fails_the_calls_in_flight(tmp_path: Path) -> No
 
 
 async def test_many_replies_on_one_busy_pipe_all_arrive(tmp_path: Path) -> None:
-    """Replies sent back to back find the pipe busy; the async fallback must deliver each."""
+    """Replies sent back to back find the pipe busy; each must wait its turn, none may be lost."""
     count = 200
     with (
-        RawReplySocket(address(tmp_path), MAX, send_timeout=math.inf) as server,
+        ReplySocket(address(tmp_path), MAX, send_timeout=math.inf) as server,
         RawRequestSocket(address(tmp_path), MAX) as client,
     ):
         got: list[bytes] = []
@@ -100,6 +110,51 @@ async def test_many_replies_on_one_busy_pipe_all_arrive(tmp_path: Path) -> None:
                 nursery.start_soon(ask, n)
             requests = await collect(server, count)
             async with trio.open_nursery() as replies:
-                for request in requests:
-                    replies.start_soon(server.reply, request, request.body)
+                for context, body in requests:
+                    replies.start_soon(context.reply, body)
         assert sorted(got) == sorted(b"x" * 1000 + b"%d" % n for n in range(count))
+
+
+async def test_a_requester_that_reads_late_still_gets_every_reply(tmp_path: Path) -> None:
+    """More replies than nng's per-pipe queue (64) wait for a requester that is not reading.
+
+    Regression: a raw Rep0 try-puts each reply into that queue and frees what does not fit, so a
+    client that read its replies late lost all but the first ~66 and waited forever (seen in CI).
+    """
+    count, reply_bytes = 200, 64 << 10
+    with ReplySocket(address(tmp_path), MAX, send_timeout=math.inf) as server:
+        requester = pynng.Req0(opener=lib.nng_req0_open_raw, recv_max_size=MAX)
+        try:
+            requester.dial(address(tmp_path), block=True)
+            for request_id in range(count):  # small requests: the kernel's socket buffer holds them
+                header = (0x8000_0000 | request_id).to_bytes(4, "big")
+                pynng.exceptions.check_err(
+                    lib.nng_sendmsg(requester.socket, new_message(header, b"%d" % request_id), 0)
+                )
+            requests = await collect(server, count)
+            sent: list[bool] = []
+
+            async def answer(context: ReplyContext, body: bytes) -> None:
+                sent.append(await context.reply(body * (reply_bytes // len(body))))
+
+            async with trio.open_nursery() as nursery:
+                for context, body in requests:
+                    nursery.start_soon(answer, context, body)
+                await trio.testing.wait_all_tasks_blocked()  # every reply handed to nng, none read
+                received: dict[int, bytes] = {}
+                message = ffi.new("nng_msg **")
+                with trio.fail_after(20):
+                    while len(received) < count:
+                        status = lib.nng_recvmsg(requester.socket, message, lib.NNG_FLAG_NONBLOCK)
+                        if status == lib.NNG_EAGAIN:
+                            await trio.lowlevel.wait_readable(requester.recv_fd)
+                            continue
+                        pynng.exceptions.check_err(status)
+                        reply = take_message(message[0])
+                        received[int.from_bytes(reply.header, "big") & 0x7FFF_FFFF] = reply.body
+        finally:
+            requester.close()
+    assert sent == [True] * count
+    assert {n: len(body) for n, body in received.items()} == {
+        n: len(b"%d" % n) * (reply_bytes // len(b"%d" % n)) for n in range(count)
+    }

@@ -1,10 +1,10 @@
-"""The API server: workers on a raw Rep0 take turns to receive; each decodes, asks, and replies.
+"""The API server: workers with a Rep0 context each take turns to receive, then decode, ask and reply.
 
 Concurrency comes from the number of workers: a start can sit on the ``--concurrency`` limiter for
 a while, and with enough workers a State or Ping request is never stuck behind queued starts. When
 every worker is busy nobody receives, so nng stops reading and requesters queue in their pipes,
 not in the daemon's memory. Every failure becomes an ErrorReply: a request can never take the
-daemon down. See ``nng_raw`` for why raw mode rather than a context per worker.
+daemon down. See ``nng_reply`` for how the contexts are driven without nng's threads.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pynng
 import trio
 
 from .. import __version__
-from ..nng_raw import RawReplySocket
+from ..nng_reply import ReplySocket
 from ..protocol import (
     MAX_MESSAGE_BYTES,
     AddProcess,
@@ -130,7 +130,7 @@ class ApiServer:
         self.served = 0
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        with RawReplySocket(self._config.listen, MAX_MESSAGE_BYTES, SEND_TIMEOUT_S) as sock:
+        with ReplySocket(self._config.listen, MAX_MESSAGE_BYTES, SEND_TIMEOUT_S) as sock:
             log.info("listening on %s", self._config.listen)
             # Unbuffered: a request is taken from nng only when a worker is free to serve it.
             # One worker at a time reads the socket; see ``_worker``.
@@ -140,7 +140,7 @@ class ApiServer:
                     nursery.start_soon(self._worker, sock, reading)
                 task_status.started()
 
-    async def _worker(self, sock: RawReplySocket, reading: trio.Lock) -> None:
+    async def _worker(self, sock: ReplySocket, reading: trio.Lock) -> None:
         """Leader and followers: the worker holding ``reading`` takes the next request, passes the
         role on, and serves the request itself.
 
@@ -149,15 +149,16 @@ class ApiServer:
         receiving task the reply waited a scheduling pass for the hand-over. When every worker
         is busy nobody reads, so nng stops reading and requesters queue in their pipes.
         """
+        context = sock.context()
         while True:
             async with reading:
                 try:
-                    request = await sock.receive()
+                    request = await context.receive()
                 except pynng.Closed:
                     return
-            reply = await self.handle(request.body)
+            reply = await self.handle(request)
             try:
-                if not await sock.reply(request, encode_reply(reply)):
+                if not await context.reply(encode_reply(reply)):
                     log.debug("reply dropped: the requester stopped reading")
             except pynng.NNGException as exc:
                 log.debug("reply not delivered: %s", exc)

@@ -1,0 +1,164 @@
+"""The server's Rep0: one nng context per worker, driven by trio's own epoll and nng's inline aios.
+
+Why not the raw Rep0 (``nng_rep0_open_raw``) that ``nng_raw``'s client speaks to: raw Rep0 hands
+each reply to a 64-message queue per pipe with a *try*-put and silently frees whatever does not fit.
+A client with more than 64 requests in flight on one connection, reading its replies slower than
+the daemon answers them, lost replies and waited forever (seen in CI, in the busy-pipe test).
+The cooked Rep0 never drops: a reply to a busy pipe waits in the pipe's queue of contexts.
+
+And why not pynng's ``Context.arecv``/``asend``: they complete on an nng thread, which must take the
+GIL and post back into trio, two hops per request. Here instead:
+
+- receiving is a non-blocking ``nng_ctx_recvmsg`` after ``wait_readable`` on the socket's
+  ``recv_fd``, which nng raises in C while some pipe holds a request;
+- replying is ``nng_ctx_send`` with an aio that has no callback. When the pipe is free, nng
+  finishes that aio inside the call (no thread, no GIL); when the pipe is busy, the aio stays
+  pending in nng's queue and this side polls ``nng_aio_busy`` with a short backoff. A
+  non-blocking ``nng_ctx_sendmsg`` cannot be used: on a busy pipe it fails and also forgets the
+  request it was answering, so the retry gets "incorrect state" (nng 1.11).
+"""
+
+from __future__ import annotations
+
+import math
+from types import TracebackType
+from typing import Self
+
+import pynng
+import trio
+from pynng import ffi, lib
+
+from .nng_raw import FIRST_RETRY_S, LAST_RETRY_S, closed_error, new_message, take_message
+
+
+#: nng's NNG_DURATION_INFINITE (pynng does not export it).
+_INFINITE_MS = -1
+
+
+def _milliseconds(seconds: float) -> int:
+    return _INFINITE_MS if math.isinf(seconds) else max(1, round(seconds * 1000))
+
+
+class ReplySocket:
+    """Listen with a cooked Rep0; each worker answers through its own ``context()``."""
+
+    def __init__(self, address: str, recv_max_size: int, send_timeout: float) -> None:
+        socket = pynng.Rep0(recv_max_size=recv_max_size)
+        try:
+            socket.listen(address)
+            self._recv_fd = socket.recv_fd
+        except BaseException:
+            socket.close()
+            raise
+        self._socket = socket
+        self._send_timeout_ms = _milliseconds(send_timeout)
+        self._contexts: list[ReplyContext] = []
+        self._closed = False
+        #: Replies that found their pipe busy and had to wait in nng (how often the fast path misses).
+        self.deferred_sends = 0
+
+    def context(self) -> ReplyContext:
+        """A context of its own: it receives one request and sends that request's reply."""
+        if self._closed:
+            raise closed_error()
+        context = ReplyContext(self)
+        self._contexts.append(context)
+        return context
+
+    async def wait_readable(self) -> None:
+        try:
+            await trio.lowlevel.wait_readable(self._recv_fd)
+        except trio.ClosedResourceError:
+            raise closed_error() from None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            trio.lowlevel.notify_closing(self._recv_fd)  # wake a receive parked on the descriptor
+        except RuntimeError:
+            pass  # not inside trio.run: nobody can be parked
+        self._socket.close()  # closes the contexts too, and fails their pending sends
+        for context in self._contexts:
+            context.release()
+
+
+class ReplyContext:
+    """One nng context and the callback-less aio its replies go out on."""
+
+    def __init__(self, owner: ReplySocket) -> None:
+        self._owner = owner
+        self._context = ffi.new("nng_ctx *")
+        pynng.exceptions.check_err(lib.nng_ctx_open(self._context, owner._socket.socket))
+        aio = ffi.new("nng_aio **")
+        pynng.exceptions.check_err(lib.nng_aio_alloc(aio, ffi.NULL, ffi.NULL))
+        self._aio = aio[0]
+        lib.nng_aio_set_timeout(self._aio, owner._send_timeout_ms)
+        self._received = ffi.new("nng_msg **")
+
+    async def receive(self) -> bytes:
+        """The next request's body; raises ``pynng.Closed`` once the socket is closed."""
+        while True:
+            if self._owner._closed:
+                raise closed_error()
+            status = lib.nng_ctx_recvmsg(self._context[0], self._received, lib.NNG_FLAG_NONBLOCK)
+            if status == 0:
+                return take_message(self._received[0]).body
+            if status != lib.NNG_EAGAIN:
+                pynng.exceptions.check_err(status)
+            await self._owner.wait_readable()
+
+    async def reply(self, body: bytes) -> bool:
+        """Answer the request this context received last; a requester that has gone is no error.
+
+        Returns False when the requester's pipe stayed busy for the whole send timeout (it stopped
+        reading): the reply is dropped rather than holding this worker.
+        """
+        if self._owner._closed:
+            raise closed_error()
+        lib.nng_aio_set_msg(self._aio, new_message(b"", body))
+        lib.nng_ctx_send(self._context[0], self._aio)
+        delay = 0.0
+        try:
+            while lib.nng_aio_busy(self._aio):
+                if delay == 0.0:
+                    self._owner.deferred_sends += 1
+                await trio.sleep(delay)
+                delay = min(max(delay * 2, FIRST_RETRY_S), LAST_RETRY_S)
+        except BaseException:
+            lib.nng_aio_cancel(self._aio)
+            lib.nng_aio_wait(self._aio)  # returns at once: the cancel completes the aio inline
+            self._free_unsent()
+            raise
+        status = lib.nng_aio_result(self._aio)
+        if status == 0:
+            return True  # nng owns the message now
+        self._free_unsent()
+        if status == lib.NNG_ETIMEDOUT:
+            return False
+        pynng.exceptions.check_err(status)
+        return False
+
+    def _free_unsent(self) -> None:
+        """A send that did not complete leaves its message on the aio, for the caller to free."""
+        if lib.nng_aio_result(self._aio) != 0:
+            message = lib.nng_aio_get_msg(self._aio)
+            if message != ffi.NULL:
+                lib.nng_msg_free(message)
+            lib.nng_aio_set_msg(self._aio, ffi.NULL)
+
+    def release(self) -> None:
+        """Free the aio once the socket is closed (closing it finished any send still pending)."""
+        lib.nng_aio_wait(self._aio)
+        self._free_unsent()
+        lib.nng_aio_free(self._aio)
+        self._aio = ffi.NULL
