@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import pynng
@@ -158,3 +159,63 @@ async def test_a_requester_that_reads_late_still_gets_every_reply(tmp_path: Path
     assert {n: len(body) for n, body in received.items()} == {
         n: len(b"%d" % n) * (reply_bytes // len(b"%d" % n)) for n in range(count)
     }
+
+
+def raw_requester(tmp_path: Path) -> pynng.Socket:
+    requester = pynng.Req0(opener=lib.nng_req0_open_raw, recv_max_size=MAX)
+    requester.dial(address(tmp_path), block=True)
+    return requester
+
+
+def send_raw(requester: pynng.Socket, request_id: int, body: bytes) -> None:
+    header = (0x8000_0000 | request_id).to_bytes(4, "big")
+    pynng.exceptions.check_err(lib.nng_sendmsg(requester.socket, new_message(header, body), 0))
+
+
+async def test_closing_the_socket_while_replies_wait_ends_them_cleanly(tmp_path: Path) -> None:
+    """Replies parked on a requester that does not read are ended by close(), not left on freed aios."""
+    count = 9
+    server = ReplySocket(address(tmp_path), MAX, send_timeout=math.inf)
+    requester = raw_requester(tmp_path)
+    try:
+        for request_id in range(count):
+            send_raw(requester, request_id, b"r")
+        requests = await collect(server, count)
+        outcomes: list[str] = []
+
+        async def answer(context: ReplyContext) -> None:
+            try:
+                outcomes.append("sent" if await context.reply(b"x" * (512 << 10)) else "timed out")
+            except pynng.Closed:
+                outcomes.append("closed")
+
+        async with trio.open_nursery() as nursery:
+            for context, _ in requests:
+                nursery.start_soon(answer, context)
+            await trio.testing.wait_all_tasks_blocked()
+            assert server.deferred_sends > 0  # some replies really are parked in nng
+            server.close()
+        assert len(outcomes) == count
+        assert "timed out" not in outcomes
+    finally:
+        requester.close()
+        server.close()
+
+
+async def test_a_receive_does_not_spin_when_nng_leaves_the_descriptor_raised(tmp_path: Path) -> None:
+    """A requester that leaves with a second request queued leaves ``recv_fd`` raised (nng 1.11)."""
+    with ReplySocket(address(tmp_path), MAX, send_timeout=5) as server:
+        requester = raw_requester(tmp_path)
+        send_raw(requester, 1, b"first")
+        send_raw(requester, 2, b"second, still queued in nng when its pipe closes")
+        first = server.context()
+        assert await first.receive() == b"first"
+        requester.close()
+        await first.reply(b"x" * (1 << 20))  # the write fails, so nng closes the pipe
+        receiver = server.context()
+        cpu_before = time.process_time()
+        with trio.move_on_after(0.5) as idle:
+            request = await receiver.receive()
+        cpu_used = time.process_time() - cpu_before
+    assert idle.cancelled_caught, f"nobody sent a request, yet receive returned {request!r}"
+    assert cpu_used < 0.2, f"receive used {cpu_used:.2f} s of CPU in 0.5 s idle"
