@@ -76,6 +76,43 @@ def closed_error() -> pynng.Closed:
     return pynng.Closed("socket closed", lib.NNG_ECLOSED)
 
 
+class PolledSocket:
+    """An nng socket whose receives wait on its ``recv_fd`` in trio's epoll; closing wakes them."""
+
+    def __init__(self, socket: pynng.Socket) -> None:
+        self._socket = socket
+        self._recv_fd = socket.recv_fd
+        self._closed = False
+
+    async def wait_readable(self) -> None:
+        try:
+            await trio.lowlevel.wait_readable(self._recv_fd)
+        except trio.ClosedResourceError:
+            raise closed_error() from None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            trio.lowlevel.notify_closing(self._recv_fd)  # wake a receive parked on the descriptor
+        except RuntimeError:
+            pass  # not inside trio.run: nobody can be parked
+        self._socket.close()
+        self._after_close()
+
+    def _after_close(self) -> None:
+        """What a subclass frees once nng has closed the socket."""
+
+
 class ConnectionLost(Exception):
     """The connection a request went out on closed before its reply came."""
 
@@ -89,7 +126,7 @@ class _Pending:
     wake: trio.Event = attrs.Factory(trio.Event)
 
 
-class RawRequestSocket:
+class RawRequestSocket(PolledSocket):
     """Dial with a raw Req0; any number of tasks ``request`` at once over the one connection.
 
     Replies are matched to requests by id. Whichever waiting task finds nobody reading becomes
@@ -114,13 +151,11 @@ class RawRequestSocket:
                 raise RuntimeError(f"nng refused a reply queue of {_REPLY_QUEUE} messages")
             socket.add_post_pipe_remove_cb(self._on_pipe_removed)
             socket.dial(address, block=True)
-            self._recv_fd = socket.recv_fd
         except BaseException:
             socket.close()
             raise
-        self._socket = socket
+        super().__init__(socket)
         self._received = ffi.new("nng_msg **")
-        self._closed = False
         #: Requests that found the pipe busy and had to be retried (how often the fast path misses).
         self.deferred_sends = 0
 
@@ -133,12 +168,6 @@ class RawRequestSocket:
         if status != lib.NNG_EAGAIN:
             pynng.exceptions.check_err(status)
         return None
-
-    async def _wait_readable(self) -> None:
-        try:
-            await trio.lowlevel.wait_readable(self._recv_fd)
-        except trio.ClosedResourceError:
-            raise closed_error() from None
 
     async def _send(self, header: bytes, body: bytes) -> None:
         """Hand the message to nng, retrying while the pipe is busy (as long as the caller waits).
@@ -164,25 +193,6 @@ class RawRequestSocket:
         except BaseException:
             lib.nng_msg_free(message)  # a failed nng_sendmsg leaves the message with the caller
             raise
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        # Wake a receive parked on the descriptor before nng closes it (possible only in trio.run).
-        try:
-            trio.lowlevel.notify_closing(self._recv_fd)
-        except RuntimeError:
-            pass
-        self._socket.close()
 
     def _on_pipe_removed(self, _pipe: pynng.Pipe) -> None:
         # On an nng thread with a lock held: only post to trio.
@@ -236,7 +246,7 @@ class RawRequestSocket:
                 message = self._receive_nowait()
                 if message is None:
                     with trio.CancelScope() as self._reader_wait:
-                        await self._wait_readable()
+                        await self.wait_readable()
                     continue
                 waiting = self._pending.get(int.from_bytes(message.header[-4:], "big"))
                 if waiting is not None:  # else the reply of a request whose caller gave up

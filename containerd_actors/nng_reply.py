@@ -21,14 +21,12 @@ GIL and post back into trio, two hops per request. Here instead:
 from __future__ import annotations
 
 import math
-from types import TracebackType
-from typing import Self
 
 import pynng
 import trio
 from pynng import ffi, lib
 
-from .nng_raw import FIRST_RETRY_S, LAST_RETRY_S, closed_error, new_message, take_message
+from .nng_raw import FIRST_RETRY_S, LAST_RETRY_S, PolledSocket, closed_error, new_message, take_message
 
 #: nng's NNG_DURATION_INFINITE (pynng does not export it).
 _INFINITE_MS = -1
@@ -38,21 +36,19 @@ def _milliseconds(seconds: float) -> int:
     return _INFINITE_MS if math.isinf(seconds) else max(1, round(seconds * 1000))
 
 
-class ReplySocket:
+class ReplySocket(PolledSocket):
     """Listen with a cooked Rep0; each worker answers through its own ``context()``."""
 
     def __init__(self, address: str, recv_max_size: int, send_timeout: float) -> None:
         socket = pynng.Rep0(recv_max_size=recv_max_size)
         try:
             socket.listen(address)
-            self._recv_fd = socket.recv_fd
         except BaseException:
             socket.close()
             raise
-        self._socket = socket
+        super().__init__(socket)
         self._send_timeout_ms = _milliseconds(send_timeout)
         self._contexts: list[ReplyContext] = []
-        self._closed = False
         #: Replies that found their pipe busy and had to wait in nng (how often the fast path misses).
         self.deferred_sends = 0
 
@@ -64,29 +60,8 @@ class ReplySocket:
         self._contexts.append(context)
         return context
 
-    async def wait_readable(self) -> None:
-        try:
-            await trio.lowlevel.wait_readable(self._recv_fd)
-        except trio.ClosedResourceError:
-            raise closed_error() from None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            trio.lowlevel.notify_closing(self._recv_fd)  # wake a receive parked on the descriptor
-        except RuntimeError:
-            pass  # not inside trio.run: nobody can be parked
-        self._socket.close()  # closes the contexts too, and finishes their pending sends
+    def _after_close(self) -> None:
+        # Closing the socket closed the contexts too, and finished their pending sends.
         for context in self._contexts:
             context.release()
 

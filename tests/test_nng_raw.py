@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import select
 import time
 from pathlib import Path
 
@@ -210,8 +211,17 @@ async def test_a_receive_does_not_spin_when_nng_leaves_the_descriptor_raised(tmp
         send_raw(requester, 2, b"second, still queued in nng when its pipe closes")
         first = server.context()
         assert await first.receive() == b"first"
+        pipe_gone = trio.Event()
+        token = trio.lowlevel.current_trio_token()
+        server._socket.add_post_pipe_remove_cb(lambda _pipe: token.run_sync_soon(pipe_gone.set))
+        with trio.fail_after(5):
+            await server.wait_readable()  # the second request is queued in nng
         requester.close()
         await first.reply(b"x" * (1 << 20))  # the write fails, so nng closes the pipe
+        with trio.fail_after(5):
+            await pipe_gone.wait()
+        readable, _, _ = select.select([server._recv_fd], [], [], 0)
+        assert readable, "nng lowered recv_fd after all: the case this test covers did not arise"
         receiver = server.context()
         cpu_before = time.process_time()
         with trio.move_on_after(0.5) as idle:
