@@ -176,6 +176,41 @@ async def test_a_second_daemon_on_the_same_socket_is_refused(state_dir) -> None:
     assert handle.process.returncode == 0
 
 
+async def test_a_second_daemon_on_the_same_state_dir_is_refused(state_dir) -> None:
+    """Different sockets, one state directory: the second would adopt the first one's containers."""
+    handle = await start_daemon(state_dir)
+    try:
+        other_sockets = Path(tempfile.mkdtemp(prefix="ca-other-", dir="/tmp"))
+        try:
+            with trio.fail_after(30):
+                result = await trio.run_process(
+                    [
+                        sys.executable,
+                        "-m",
+                        "containerd_actors.daemon.main",
+                        "--state-dir",
+                        str(state_dir),
+                        "--listen",
+                        f"ipc://{other_sockets}/containerd.sock",
+                    ],
+                    capture_stderr=True,
+                    check=False,
+                )
+        finally:
+            shutil.rmtree(other_sockets)
+        assert result.returncode == 1
+        expected = f"state dir {state_dir} is in use by another containerd-actors (pid {handle.process.pid})"
+        assert expected.encode() in result.stderr
+        assert b"Traceback" not in result.stderr
+        async with Client.connect(handle.address, timeout=30) as client:
+            assert (await client.ping()).events_address == handle.events_address  # still serving
+    finally:
+        await stop_daemon(handle)
+    assert handle.process.returncode == 0
+    restarted = await start_daemon(state_dir)  # the lock goes with the process that held it
+    assert await stop_daemon(restarted) == 0
+
+
 async def test_starts_work_while_systemd_keeps_its_notify_socket(sleep_bundle) -> None:
     """Under systemd the notify socket stays bound; runc must never see it, or every start hangs."""
     top = Path(tempfile.mkdtemp(prefix="ca-", dir="/tmp"))

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .. import __version__
 from .config import DEFAULT_RETENTION, DaemonConfig
+from .state_lock import StateDirInUse, lock_state_dir
 
 log = logging.getLogger("containerd_actors")
 
@@ -203,6 +204,14 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging(config.debug)
     if os.geteuid() != 0:
         log.warning("not running as root: runc will likely refuse to create containers")
+    if config.reaper_fd is None:
+        # The outermost daemon process holds the state directory (the reaper, or with
+        # --no-reaper the server itself); a server started by the reaper runs under its lock.
+        try:
+            lock_state_dir(config.state_dir)
+        except (StateDirInUse, OSError) as exc:
+            log.error("%s", exc)
+            raise SystemExit(1) from None
     if config.reaper_fd is None and not config.no_reaper:
         # This process becomes the reaper; the API server runs as its child (see reaper/process.py).
         from ..reaper.process import run_reaper
