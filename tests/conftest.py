@@ -60,6 +60,20 @@ def short_temp_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
 
 
+def daemon_argv(state_dir: Path, address: str, *extra_args: str) -> list[str]:
+    """The command line of a daemon of this checkout on ``state_dir``, listening on ``address``."""
+    return [
+        sys.executable,
+        "-m",
+        "containerd_actors.daemon.main",
+        "--state-dir",
+        str(state_dir),
+        "--listen",
+        address,
+        *extra_args,
+    ]
+
+
 async def start_daemon(state_dir: Path, *extra_args: str) -> DaemonHandle:
     """Start `containerd-actors` and return once it has announced READY=1."""
     socket_dir = state_dir / "sock"
@@ -69,17 +83,7 @@ async def start_daemon(state_dir: Path, *extra_args: str) -> DaemonHandle:
     notify = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     await notify.bind(str(notify_path))
     env = dict(os.environ, NOTIFY_SOCKET=str(notify_path))
-    argv = [
-        sys.executable,
-        "-m",
-        "containerd_actors.daemon.main",
-        "--state-dir",
-        str(state_dir),
-        "--listen",
-        address,
-        "--debug",
-        *extra_args,
-    ]
+    argv = daemon_argv(state_dir, address, "--debug", *extra_args)
     with open(log_path, "ab") as log_file:
         process = await trio.lowlevel.open_process(argv, stdout=log_file, stderr=subprocess.STDOUT, env=env)
     handle = DaemonHandle(process, state_dir, address, f"ipc://{socket_dir}/events.sock", log_path)

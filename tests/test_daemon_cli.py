@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from conftest import start_daemon, stop_daemon, unique_id
+from conftest import daemon_argv, start_daemon, stop_daemon, unique_id
 
 from containerd_actors.client import Client
 from containerd_actors.daemon.main import (
@@ -156,15 +156,7 @@ async def test_a_second_daemon_on_the_same_socket_is_refused(state_dir) -> None:
         second = state_dir.parent / "second"
         with trio.fail_after(30):
             result = await trio.run_process(
-                [
-                    sys.executable,
-                    "-m",
-                    "containerd_actors.daemon.main",
-                    "--state-dir",
-                    str(second),
-                    "--listen",
-                    handle.address,
-                ],
+                daemon_argv(second, handle.address),
                 capture_stderr=True,
                 check=False,
             )
@@ -184,15 +176,7 @@ async def test_a_second_daemon_on_the_same_state_dir_is_refused(state_dir) -> No
         try:
             with trio.fail_after(30):
                 result = await trio.run_process(
-                    [
-                        sys.executable,
-                        "-m",
-                        "containerd_actors.daemon.main",
-                        "--state-dir",
-                        str(state_dir),
-                        "--listen",
-                        f"ipc://{other_sockets}/containerd.sock",
-                    ],
+                    daemon_argv(state_dir, f"ipc://{other_sockets}/containerd.sock"),
                     capture_stderr=True,
                     check=False,
                 )
