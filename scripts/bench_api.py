@@ -77,14 +77,14 @@ from rich.console import Console
 from rich.table import Table
 
 from containerd_actors.client import Client
+from containerd_actors.daemon.api import WORKER_CONTEXTS, ApiServer
 from containerd_actors.daemon.config import DaemonConfig
-from containerd_actors.daemon.events import EventDraft, EventsActor, EventsStatus, GetStatus
-from containerd_actors.daemon.journal import EventJournal
+from containerd_actors.daemon.events.actor import EventDraft, EventsActor, EventsStatus, GetStatus
+from containerd_actors.daemon.events.journal import EventJournal
 from containerd_actors.daemon.mailbox import ask
-from containerd_actors.daemon.server import WORKER_CONTEXTS, ApiServer
-from containerd_actors.daemon.telemetry import MetricsActor
+from containerd_actors.daemon.metrics.actor import MetricsActor
+from containerd_actors.host.reaping import become_child_subreaper
 from containerd_actors.protocol import MAX_MESSAGE_BYTES, EventType, Ping, encode_request
-from containerd_actors.reaping import become_child_subreaper
 
 SCRIPTS_DIR = Path(__file__).resolve().parent
 DAEMON = "daemon"

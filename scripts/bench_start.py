@@ -102,7 +102,7 @@ from rich.console import Console
 from rich.table import Table
 
 from containerd_actors.client import Client
-from containerd_actors.reaping import become_child_subreaper
+from containerd_actors.host.reaping import become_child_subreaper
 
 T = TypeVar("T")
 

@@ -15,9 +15,9 @@ import socket
 import sys
 from pathlib import Path
 
-from .. import __version__
-from .config import DEFAULT_RETENTION, DaemonConfig
-from .state_lock import StateDirInUse, lock_state_dir
+from containerd_actors import __version__
+from containerd_actors.daemon.config import DEFAULT_RETENTION, DaemonConfig
+from containerd_actors.daemon.state.lock import StateDirInUse, lock_state_dir
 
 log = logging.getLogger("containerd_actors")
 
@@ -214,12 +214,12 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(1) from None
     if config.reaper_fd is None and not config.no_reaper:
         # This process becomes the reaper; the API server runs as its child (see reaper/process.py).
-        from ..reaper.process import run_reaper
-        from ..reaper.wire import SERVER_FD
+        from containerd_actors.reaper.process import run_reaper
+        from containerd_actors.reaper.wire import SERVER_FD
 
         server_argv = ["-m", "containerd_actors.daemon.main", "--reaper-fd", str(SERVER_FD), *raw_args]
         raise SystemExit(run_reaper(server_argv, config.state_dir))
-    from .serve import serve
+    from containerd_actors.daemon.wiring import serve
 
     serve(config)
 

@@ -16,14 +16,9 @@ from typing import Any
 import attrs
 import trio
 
-from ..protocol import ContainerInfo, ErrorCode
-from ..reaping import ExitWatcher
-from ..runc import Runc, close_quietly
-from ..stdio import ProcessIO
-from .config import DaemonConfig
-from .container import ActorDeps, ContainerActor, container_paths
-from .mailbox import CommandError, answer, fail
-from .messages import (
+from containerd_actors.daemon.config import DaemonConfig
+from containerd_actors.daemon.container.actor import ActorDeps, ContainerActor, container_paths
+from containerd_actors.daemon.container.messages import (
     ContainerRemoved,
     ContainerUpdated,
     FindProcessIO,
@@ -31,7 +26,12 @@ from .messages import (
     StartContainer,
     ToContainer,
 )
-from .state_dir import ContainerRecord
+from containerd_actors.daemon.container.stdio import ProcessIO
+from containerd_actors.daemon.mailbox import CommandError, answer, fail
+from containerd_actors.daemon.state.layout import ContainerRecord
+from containerd_actors.host.reaping import ExitWatcher
+from containerd_actors.protocol import ContainerInfo, ErrorCode
+from containerd_actors.runc.driver import Runc, close_quietly
 
 log = logging.getLogger(__name__)
 

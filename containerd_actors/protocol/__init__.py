@@ -3,7 +3,7 @@
 This package imports nothing else of ours, so ``proto_schemas/`` can be generated from it alone.
 """
 
-from .codec import (
+from containerd_actors.protocol.codec import (
     MAX_MESSAGE_BYTES,
     TOPIC_SEPARATOR,
     ProtocolError,
@@ -21,7 +21,7 @@ from .codec import (
     frame_event,
     warm_up,
 )
-from .messages import (
+from containerd_actors.protocol.messages import (
     EVENT_TOPIC_PREFIX,
     ID_PATTERN,
     MAX_EVENTS_PER_PAGE,
@@ -73,7 +73,7 @@ from .messages import (
     WriteInputReply,
     event_topic,
 )
-from .stats import CgroupStats, ContainerStats, MetricsSnapshot
+from containerd_actors.protocol.stats import CgroupStats, ContainerStats, MetricsSnapshot
 
 __all__ = [
     "EVENT_TOPIC_PREFIX",

@@ -17,7 +17,7 @@ from cattrs.preconf.json import make_converter
 from cattrs.strategies import configure_tagged_union
 from cattrs.v import format_exception
 
-from .messages import (
+from containerd_actors.protocol.messages import (
     REPLY_TYPES,
     REQUEST_TYPES,
     ErrorCode,

@@ -20,7 +20,7 @@ from typing import Any
 
 from attrs import Attribute, field, fields, frozen
 
-from .stats import ContainerStats, MetricsSnapshot
+from containerd_actors.protocol.stats import ContainerStats, MetricsSnapshot
 
 #: Container ids become runc ids and directory names, so they must not carry path tricks.
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"

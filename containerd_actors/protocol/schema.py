@@ -26,9 +26,9 @@ from typing import Any
 
 import attrs
 
-from . import messages
-from .codec import MAX_MESSAGE_BYTES, TAG, TOPIC_SEPARATOR
-from .messages import (
+from containerd_actors.protocol import messages
+from containerd_actors.protocol.codec import MAX_MESSAGE_BYTES, TAG, TOPIC_SEPARATOR
+from containerd_actors.protocol.messages import (
     EVENT_TOPIC_PREFIX,
     ID_PATTERN,
     REPLY_TYPES,

@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..reaping import become_child_subreaper, exit_status_from_wait
-from . import wire
+from containerd_actors.host.reaping import become_child_subreaper, exit_status_from_wait
+from containerd_actors.reaper import wire
 
 log = logging.getLogger("containerd_actors.reaper")
 

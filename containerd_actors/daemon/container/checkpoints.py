@@ -1,0 +1,128 @@
+"""Checkpoints on disk: CRIU images in ``<bundle>/checkpoints/<name>/`` plus the options they were taken with.
+
+The original dropped the CRIU options before CRIU saw them and never stored them, so listings
+always said false. Here the options go to CRIU and into ``checkpoint.json`` beside the images,
+and a listing reads them back. A dump is written into a hidden temporary directory and renamed
+into place only when it succeeded, so a failed or interrupted dump leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from containerd_actors.daemon.mailbox import CommandError
+from containerd_actors.daemon.state.layout import write_json_atomically
+from containerd_actors.protocol import Checkpoint, ErrorCode
+from containerd_actors.runc.driver import CriuOptions
+
+METADATA = "checkpoint.json"
+
+
+def checkpoints_dir(bundle: Path) -> Path:
+    return bundle / "checkpoints"
+
+
+def criu_options(checkpoint: Checkpoint) -> CriuOptions:
+    return CriuOptions(
+        tcp_established=checkpoint.tcp, ext_unix_sk=checkpoint.unix_sockets, shell_job=checkpoint.shell
+    )
+
+
+def read_checkpoint(bundle: Path, name: str) -> Checkpoint:
+    """The stored checkpoint ``name``; NOT_FOUND when it (or its metadata) is missing."""
+    directory = checkpoints_dir(bundle) / name
+    try:
+        raw = json.loads((directory / METADATA).read_text())
+        return Checkpoint(
+            name=name,
+            tcp=bool(raw["tcp"]),
+            unix_sockets=bool(raw["unix_sockets"]),
+            shell=bool(raw["shell"]),
+            exit=bool(raw["exit"]),
+            created=float(raw["created"]),
+        )
+    except FileNotFoundError:
+        raise CommandError(
+            ErrorCode.NOT_FOUND, f"no checkpoint {name!r} in {checkpoints_dir(bundle)}"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CommandError(
+            ErrorCode.NOT_FOUND, f"checkpoint {name!r} has unreadable metadata: {exc}"
+        ) from None
+
+
+def list_checkpoints(bundle: Path) -> list[Checkpoint]:
+    """Every complete checkpoint, oldest first; temporary and foreign directories are skipped."""
+    found = []
+    try:
+        entries = list(os.scandir(checkpoints_dir(bundle)))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue
+        try:
+            found.append(read_checkpoint(bundle, entry.name))
+        except CommandError:
+            continue
+    return sorted(found, key=lambda checkpoint: (checkpoint.created, checkpoint.name))
+
+
+@contextmanager
+def new_checkpoint_dir(bundle: Path, name: str) -> Iterator[Path]:
+    """A private directory for CRIU to dump into; the caller publishes it with ``publish_checkpoint``.
+
+    Whatever is left of it when the block ends (a failed dump) is removed.
+    """
+    parent = checkpoints_dir(bundle)
+    if (parent / name).exists():
+        raise CommandError(ErrorCode.ALREADY_EXISTS, f"checkpoint {name!r} already exists in {parent}")
+    parent.mkdir(mode=0o700, exist_ok=True)
+    temporary = parent / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
+    temporary.mkdir(mode=0o700)
+    try:
+        yield temporary
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def publish_checkpoint(bundle: Path, temporary: Path, checkpoint: Checkpoint) -> None:
+    """Record the options beside the images, then rename the whole directory into place."""
+    write_json_atomically(
+        temporary / METADATA,
+        {
+            "tcp": checkpoint.tcp,
+            "unix_sockets": checkpoint.unix_sockets,
+            "shell": checkpoint.shell,
+            "exit": checkpoint.exit,
+            "created": checkpoint.created,
+        },
+    )
+    target = checkpoints_dir(bundle) / checkpoint.name
+    try:
+        os.rename(temporary, target)
+    except OSError:
+        raise CommandError(
+            ErrorCode.ALREADY_EXISTS, f"checkpoint {checkpoint.name!r} appeared while dumping; not replaced"
+        ) from None
+
+
+def delete_checkpoint(bundle: Path, name: str) -> None:
+    read_checkpoint(bundle, name)  # NOT_FOUND unless it is a real checkpoint
+    target = checkpoints_dir(bundle) / name
+    doomed = target.with_name(f".{name}.{uuid.uuid4().hex[:8]}.deleting")
+    os.rename(target, doomed)  # atomic: a listing never sees a half-deleted checkpoint
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def new_checkpoint_record(name: str, tcp: bool, unix_sockets: bool, shell: bool, exit: bool) -> Checkpoint:
+    return Checkpoint(
+        name=name, tcp=tcp, unix_sockets=unix_sockets, shell=shell, exit=exit, created=time.time()
+    )

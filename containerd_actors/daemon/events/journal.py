@@ -1,0 +1,409 @@
+"""The event journal: every event, in ``seq`` order, on disk before it is published.
+
+Pub/sub is lossy by design, so the journal is what makes the event stream lossless: a
+subscriber that sees a gap in ``seq`` (or that was not running at all) reads the missing events
+back from here with an ``Events`` request. It also carries ``seq`` across daemon restarts: a new
+daemon continues from the journal's last ``seq`` + 1.
+
+Layout: ``<state-dir>/events/<first-seq>.jsonl`` segment files (the first ``seq`` zero-padded,
+so names sort), one event JSON object per line, exactly the payload of its pub/sub frame, so
+``cat``, ``grep`` and ``jq`` read them. Only the events actor writes them, through an
+``O_APPEND`` descriptor with one ``os.write`` per event.
+
+**No fsync.** A daemon that crashes (or is killed) loses nothing that ``os.write`` returned
+for: the data is in the kernel's page cache and reaches the file regardless. Only a kernel
+crash or power loss could lose the tail, and then every container is gone too, so the events
+about them matter little; an fsync per event would cost milliseconds on a disk-backed state
+directory, on the path of every container start and exit. (The default state directory, under
+``/run``, is a tmpfs, where fsync does nothing anyway.)
+
+**Bounded.** Segments are rotated every ``segment_events`` events, and whole old segments are
+deleted so that at most ``retention`` sequence numbers are kept. (Between ``retention`` minus one
+segment and ``retention`` events are therefore readable.)
+
+**Never fatal.** At start-up the newest segment is checked: a torn last line (a daemon that
+died mid-write, or a full disk) is cut off and logged; a segment that does not parse is renamed
+aside to ``<name>.corrupt`` and logged, and its events are reported lost to readers. Older
+segments are checked when they are read, with the same quarantine.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import itertools
+import logging
+import os
+import re
+from pathlib import Path
+
+import attrs
+
+from containerd_actors.daemon.config import DEFAULT_RETENTION
+from containerd_actors.protocol import Event, ProtocolError, decode_event_payload
+
+log = logging.getLogger(__name__)
+
+SEGMENT_SUFFIX = ".jsonl"
+QUARANTINE_SUFFIX = ".corrupt"
+_SEGMENT_NAME = re.compile(r"(\d+)" + re.escape(SEGMENT_SUFFIX))
+#: Zero-padded width of a segment's first seq in its file name (room for any int64).
+_SEQ_DIGITS = 20
+
+#: ~100 bytes an event, so a full segment is about 1 MiB: cheap to read for one page.
+MAX_SEGMENT_EVENTS = 10_000
+#: Recent events also kept in memory: a subscriber's gap is nearly always recent, and serving
+#: it from here costs neither a file read nor decoding.
+TAIL_EVENTS = 10_000
+
+
+@attrs.frozen
+class JournalPage:
+    """One page read from the journal; the fields of an ``EventsReply`` (see its documentation)."""
+
+    events: list[Event]
+    next_seq: int
+    last_seq: int
+    first_available_seq: int
+
+
+class CorruptSegment(Exception):
+    """A segment holds a line that is not the event it should be."""
+
+
+@attrs.define
+class _Segment:
+    first_seq: int
+    path: Path
+    #: The first event's timestamp, read when a ``since`` lookup first needs it.
+    first_timestamp: float | None = None
+
+
+def segment_name(first_seq: int) -> str:
+    return f"{first_seq:0{_SEQ_DIGITS}d}{SEGMENT_SUFFIX}"
+
+
+def default_segment_events(retention: int) -> int:
+    """Small enough that deleting one whole segment still keeps most of ``retention``."""
+    return max(1, min(MAX_SEGMENT_EVENTS, retention // 4))
+
+
+class EventJournal:
+    """Append and read events; owned by the events actor (not thread-safe, never shared)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        retention: int = DEFAULT_RETENTION,
+        segment_events: int | None = None,
+        tail_events: int = TAIL_EVENTS,
+    ) -> None:
+        if retention < 1:
+            raise ValueError(f"retention must be at least 1, got {retention}")
+        self.directory = directory
+        self.retention = retention
+        self.segment_events = min(segment_events or default_segment_events(retention), retention)
+        self._segments: list[_Segment] = []
+        self._last_seq = 0
+        self._fd = -1
+        #: Bytes of whole lines in the open segment: where to cut back to after a failed write.
+        self._fd_size = 0
+        self._fd_events = 0
+        self._tail: collections.deque[Event] = collections.deque(maxlen=tail_events)
+        self.write_failures = 0
+        self._recover()
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def last_seq(self) -> int:
+        """The newest seq assigned (0 before the first event ever)."""
+        return self._last_seq
+
+    @property
+    def first_available_seq(self) -> int:
+        """The oldest seq that can still be read; ``last_seq + 1`` when none can."""
+        if self._segments:
+            return self._segments[0].first_seq
+        if self._tail:
+            return self._tail[0].seq
+        return self._last_seq + 1
+
+    def segment_paths(self) -> list[Path]:
+        return [segment.path for segment in self._segments]
+
+    # ------------------------------------------------------------------ start-up
+
+    def _recover(self) -> None:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        segments = []
+        for path in self.directory.iterdir():
+            match = _SEGMENT_NAME.fullmatch(path.name)
+            if match and path.is_file():
+                segments.append(_Segment(int(match.group(1)), path))
+        segments.sort(key=lambda segment: segment.first_seq)
+        self._segments = segments
+        if segments:
+            self._last_seq = self._recover_newest(segments[-1])
+        log.info(
+            "events journal %s: %d segments, seq %d..%d, retention %d",
+            self.directory,
+            len(self._segments),
+            self.first_available_seq,
+            self._last_seq,
+            self.retention,
+        )
+
+    def _recover_newest(self, segment: _Segment) -> int:
+        """Check the segment a previous daemon was writing; returns the last seq it assigned."""
+        data = segment.path.read_bytes()
+        complete = data.rfind(b"\n") + 1
+        if complete < len(data):
+            log.warning(
+                "events journal: %s: cut off a torn last line (%d bytes), a write that never "
+                "completed (the event was not published after it)",
+                segment.path,
+                len(data) - complete,
+            )
+            os.truncate(segment.path, complete)
+            data = data[:complete]
+        lines = data.splitlines()
+        if not lines:
+            # Nothing in it: a later segment with the same first seq will be created on demand.
+            segment.path.unlink()
+            self._segments.pop()
+            return segment.first_seq - 1
+        try:
+            _decode_lines(segment, lines, 0, len(lines))
+        except CorruptSegment as exc:
+            # Never reuse a seq a subscriber may have seen: the highest one the file mentions.
+            highest = segment.first_seq + len(lines) - 1
+            for line in lines:
+                try:
+                    highest = max(highest, decode_event_payload(line).seq)
+                except ProtocolError:
+                    continue
+            self._quarantine(segment, str(exc), segment.first_seq, highest)
+            return highest
+        return segment.first_seq + len(lines) - 1
+
+    def _quarantine(self, segment: _Segment, reason: str, first: int, last: int | None) -> None:
+        target = segment.path.with_name(segment.path.name + QUARANTINE_SUFFIX)
+        for n in itertools.count(1):
+            if not target.exists():
+                break
+            target = segment.path.with_name(f"{segment.path.name}{QUARANTINE_SUFFIX}.{n}")
+        try:
+            segment.path.rename(target)
+            where = f"moved to {target.name}"
+        except OSError as exc:
+            where = f"could not move it aside ({exc}); ignoring it"
+        lost = f"events {first}..{last}" if last is not None else f"events from {first}"
+        log.error("events journal: %s is corrupt (%s); %s; %s are lost", segment.path, reason, where, lost)
+        if segment in self._segments:
+            self._segments.remove(segment)
+
+    # ------------------------------------------------------------------ writing
+
+    def append(self, event: Event, payload: bytes) -> None:
+        """Journal ``event`` (``payload`` is its encoded JSON); ``event.seq`` must be ``last_seq + 1``.
+
+        A failed write (a full disk) is logged and cut back, never raised: the event is still
+        published and stays readable from the in-memory tail; only its copy on disk is missing.
+        """
+        if event.seq != self._last_seq + 1:
+            raise ValueError(f"event seq {event.seq} does not follow {self._last_seq}")
+        self._last_seq = event.seq
+        self._tail.append(event)
+        try:
+            if self._fd < 0 or self._fd_events >= self.segment_events:
+                self._start_segment(event.seq)
+            line = payload + b"\n"
+            written = os.write(self._fd, line)
+            if written != len(line):
+                raise OSError(f"short write ({written} of {len(line)} bytes)")
+        except OSError as exc:
+            self._write_failed(event.seq, exc)
+            return
+        self._fd_size += len(line)
+        self._fd_events += 1
+        self._enforce_retention()
+
+    def _start_segment(self, first_seq: int) -> None:
+        self._close_segment()
+        path = self.directory / segment_name(first_seq)
+        # O_TRUNC: a file of this name can only be an empty leftover (see _write_failed).
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
+        self._fd = os.open(path, flags, 0o600)
+        self._fd_size = 0
+        self._fd_events = 0
+        self._segments.append(_Segment(first_seq, path))
+        self._enforce_retention()
+
+    def _write_failed(self, seq: int, exc: OSError) -> None:
+        """Cut back any partial line, and make sure ``seq`` is never handed out again.
+
+        The segment is closed (its lines stay consecutive, which reads check), and a new empty
+        one named after ``seq + 1`` is created: it needs no data blocks, so it usually succeeds
+        on a full disk, and a restarted daemon reads from its name that ``seq`` was used.
+        """
+        self.write_failures += 1
+        log.error("events journal: cannot write event %d (%s); it is published but not on disk", seq, exc)
+        if self._fd >= 0:
+            try:
+                os.ftruncate(self._fd, self._fd_size)  # no torn line for a reader to trip on
+            except OSError:
+                pass
+            self._close_segment()
+        try:
+            self._start_segment(seq + 1)
+        except OSError:
+            pass
+
+    def _enforce_retention(self) -> None:
+        """Delete whole oldest segments until at most ``retention`` seqs are readable."""
+        while len(self._segments) > 1 and self._last_seq - self._segments[0].first_seq + 1 > self.retention:
+            oldest = self._segments.pop(0)
+            try:
+                oldest.path.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.error("events journal: cannot delete old segment %s: %s", oldest.path, exc)
+        while self._tail and self._tail[0].seq < self._last_seq - self.retention + 1:
+            self._tail.popleft()
+
+    def _close_segment(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def close(self) -> None:
+        self._close_segment()
+
+    # ------------------------------------------------------------------ reading
+
+    def read(self, from_seq: int, limit: int, since: float | None = None) -> JournalPage:
+        """Up to ``limit`` events from ``from_seq`` (and, with ``since``, from the first that new).
+
+        Events that cannot be read (beyond retention, or in a corrupt segment) are skipped, so
+        ``next_seq`` always moves past ``from_seq`` while ``from_seq <= last_seq``.
+        """
+        start = max(from_seq, self.first_available_seq, 1)
+        if since is not None:
+            start = self._seq_at_time(start, since)
+        events: list[Event] = []
+        seq = start
+        while len(events) < limit and seq <= self._last_seq:
+            if self._tail and seq >= self._tail[0].seq:
+                offset = seq - self._tail[0].seq
+                events += itertools.islice(self._tail, offset, offset + limit - len(events))
+                seq = events[-1].seq + 1 if events else self._last_seq + 1
+                break
+            seq = self._read_disk(seq, limit - len(events), events)
+        next_seq = events[-1].seq + 1 if len(events) == limit else max(seq, start)
+        return JournalPage(events, next_seq, self._last_seq, self.first_available_seq)
+
+    def _read_disk(self, seq: int, limit: int, into: list[Event]) -> int:
+        """Read from the segment holding ``seq`` into ``into``; returns the seq to continue at.
+
+        The returned seq is always greater than ``seq``: what cannot be read is skipped.
+        """
+        index = bisect.bisect_right([s.first_seq for s in self._segments], seq) - 1
+        if index < 0 or seq > self._segment_end(index):
+            # Deleted, quarantined or never written: continue where data exists.
+            return self._first_readable_after(seq)
+        segment = self._segments[index]
+        end = self._segment_end(index)
+        try:
+            lines = segment.path.read_bytes().splitlines()
+            available = min(len(lines), end - segment.first_seq + 1)
+            offset = seq - segment.first_seq
+            if offset >= available:
+                # Events whose write failed (a full disk): lost on disk, maybe still in the tail.
+                return self._first_readable_after(seq)
+            stop = min(available, offset + limit)
+            into += _decode_lines(segment, lines, offset, stop)
+        except (OSError, CorruptSegment) as exc:
+            if index == len(self._segments) - 1 and self._fd >= 0:
+                log.error("events journal: cannot read the open segment %s: %s", segment.path, exc)
+            else:
+                self._quarantine(segment, str(exc), segment.first_seq, end)
+            return self._first_readable_after(seq)
+        return segment.first_seq + stop
+
+    def _segment_end(self, index: int) -> int:
+        if index + 1 < len(self._segments):
+            return self._segments[index + 1].first_seq - 1
+        return self._last_seq
+
+    def _first_readable_after(self, seq: int) -> int:
+        """The first seq > ``seq`` that starts a segment or the tail (``last_seq + 1`` if none)."""
+        candidates = [s.first_seq for s in self._segments if s.first_seq > seq]
+        if self._tail and self._tail[0].seq > seq:
+            candidates.append(self._tail[0].seq)
+        return min(candidates, default=self._last_seq + 1)
+
+    def _seq_at_time(self, start: int, since: float) -> int:
+        """The first seq >= ``start`` whose timestamp is >= ``since``; ``last_seq + 1`` if none.
+
+        Binary search over segments by their first timestamp, then within the segment by line:
+        timestamps are the daemon's wall clock, so this is exact unless the clock was stepped
+        back, and costs a dozen decoded lines instead of a scan.
+        """
+        if self._tail and self._tail[0].timestamp <= since:
+            return next(
+                (e.seq for e in self._tail if e.seq >= start and e.timestamp >= since), self._last_seq + 1
+            )
+        spans = [
+            (segment, self._segment_end(i))
+            for i, segment in enumerate(self._segments)
+            if self._segment_end(i) >= start
+        ]
+        lo, hi = 0, len(spans)
+        while lo < hi:  # after this, spans[lo - 1] is the last segment starting at or before since
+            mid = (lo + hi) // 2
+            first_timestamp = self._first_timestamp(spans[mid][0])
+            if first_timestamp is not None and first_timestamp <= since:
+                lo = mid + 1
+            else:
+                hi = mid
+        for segment, end in spans[max(lo - 1, 0) :]:
+            try:
+                lines = segment.path.read_bytes().splitlines()
+                first = max(0, start - segment.first_seq)
+                available = min(len(lines), end - segment.first_seq + 1)
+                found = first + bisect.bisect_left(
+                    range(first, available), since, key=lambda k: decode_event_payload(lines[k]).timestamp
+                )
+            except (OSError, ProtocolError):
+                continue  # a read of this segment will report (and quarantine) it
+            if found < available:
+                return segment.first_seq + found
+        return next(
+            (e.seq for e in self._tail if e.seq >= start and e.timestamp >= since), self._last_seq + 1
+        )
+
+    def _first_timestamp(self, segment: _Segment) -> float | None:
+        if segment.first_timestamp is None:
+            try:
+                with open(segment.path, "rb") as file:
+                    segment.first_timestamp = decode_event_payload(file.readline()).timestamp
+            except (OSError, ProtocolError):
+                return None  # an empty or unreadable segment; a read will quarantine it
+        return segment.first_timestamp
+
+
+def _decode_lines(segment: _Segment, lines: list[bytes], start: int, stop: int) -> list[Event]:
+    """Decode ``lines[start:stop]``, checking that line i holds seq ``first_seq + i``."""
+    events = []
+    for index in range(start, stop):
+        expected = segment.first_seq + index
+        try:
+            event = decode_event_payload(lines[index])
+        except ProtocolError as exc:
+            raise CorruptSegment(f"line {index + 1}: {exc.message}") from None
+        if event.seq != expected:
+            raise CorruptSegment(f"line {index + 1} holds seq {event.seq}, expected {expected}")
+        events.append(event)
+    return events

@@ -1,0 +1,1 @@
+"""The metrics actor, its go-metrics style registry, and the Prometheus HTTP endpoint."""

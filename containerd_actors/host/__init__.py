@@ -1,0 +1,1 @@
+"""Linux helpers without actors: fds, /proc, pidfd reaping, cgroups (stats, OOM)."""

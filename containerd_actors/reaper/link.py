@@ -1,0 +1,128 @@
+"""The API server's end of the reaper socket: exit statuses in, pipe ends out, both kept safe.
+
+With a reaper, container processes are the reaper's children, not ours: their exit statuses
+arrive as messages. The link keeps them until an actor claims one, and an actor acknowledges the
+exit once its event is published, so an exit is never lost between the two processes.
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import logging
+import os
+import socket
+from typing import Any
+
+import trio
+
+from containerd_actors.reaper import wire
+
+log = logging.getLogger(__name__)
+
+#: An exit whose process is already gone from /proc is in flight on the socket; wait this long for it.
+EXIT_MESSAGE_GRACE_S = 5.0
+
+
+def parent_pid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            # The command name (field 2) may hold spaces and parentheses; the rest follows the last ')'.
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class ReaperLink:
+    """ExitWatcher backed by the reaper process; also its fd store."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        # Inherited from the reaper; runc is spawned without closing fds, so it must not leak there.
+        os.set_inheritable(sock.fileno(), False)
+        sock.setblocking(False)
+        self._sock = trio.socket.from_stdlib_socket(sock)
+        self._reaper_pid = os.getppid()
+        self._exits: dict[int, int] = {}
+        self._exit_arrived: dict[int, trio.Event] = {}
+        #: Pipe ends the reaper held for each container when this server started.
+        self.kept: dict[str, list[int]] = {}
+
+    # ------------------------------------------------------------------ the socket
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Receive until the reaper goes away; started once the reaper's replay is complete."""
+        started = False
+        while True:
+            message, fds = await self._receive()
+            op = message.get("op")
+            if op == "kept":
+                self.kept[str(message["key"])] = fds
+            elif op == "exit":
+                pid = int(message["pid"])
+                self._exits[pid] = int(message["status"])
+                self._exit_arrived.setdefault(pid, trio.Event()).set()
+            elif op == "ready" and not started:
+                started = True
+                task_status.started()
+            else:
+                log.warning("reaper link: unexpected message %r", message)
+
+    async def _receive(self) -> tuple[dict[str, Any], list[int]]:
+        fd_size = array.array("i").itemsize
+        # Close-on-exec as they arrive: runc must not inherit another container's pipe ends.
+        data, ancillary, _flags, _address = await self._sock.recvmsg(
+            wire.MAX_MESSAGE, socket.CMSG_SPACE(wire.MAX_FDS * fd_size), socket.MSG_CMSG_CLOEXEC
+        )
+        if not data:
+            raise RuntimeError("the reaper closed its socket: it has exited")
+        fds: list[int] = []
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                received = array.array("i")
+                received.frombytes(payload[: len(payload) - (len(payload) % fd_size)])
+                fds.extend(received)
+        return json.loads(data), fds
+
+    async def _send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
+        data = json.dumps(message, separators=(",", ":")).encode()
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+        await self._sock.sendmsg([data], ancillary)
+
+    # ------------------------------------------------------------------ ExitWatcher
+
+    async def wait_for_exit(self, pidfd: int, pid: int) -> int | None:
+        """The real status when the reaper is (or was) the parent; None when nobody could see it."""
+        if pid not in self._exits:
+            parent = parent_pid(pid)
+            if parent is not None and parent != self._reaper_pid:
+                # Adopted from a reaper that died: the status goes to whoever the parent is now.
+                if pidfd >= 0:
+                    await trio.lowlevel.wait_readable(pidfd)
+                return None
+            event = self._exit_arrived.setdefault(pid, trio.Event())
+            if parent is None:
+                with trio.move_on_after(EXIT_MESSAGE_GRACE_S):
+                    await event.wait()
+                if pid not in self._exits:
+                    return None
+            else:
+                await event.wait()
+        return self._exits[pid]
+
+    def exited_while_away(self, pid: int) -> int | None:
+        """The status the reaper recorded for ``pid`` while no server was running, if any."""
+        return self._exits.get(pid)
+
+    async def acknowledge(self, pid: int) -> None:
+        self._exits.pop(pid, None)
+        self._exit_arrived.pop(pid, None)
+        await self._send({"op": "ack", "pids": [pid]})
+
+    async def keep(self, key: str, fds: list[int]) -> None:
+        await self._send({"op": "keep", "key": key}, fds)
+
+    async def announce_serving(self) -> None:
+        await self._send({"op": "serving"})
+
+    async def drop(self, key: str) -> None:
+        await self._send({"op": "drop", "key": key})

@@ -1,0 +1,295 @@
+"""Async wrapper of the runc CLI.
+
+It knows nothing of nng, actors or messages, so it can be tested against runc alone. runc is
+started with ``spawn.run`` (posix_spawn, then a pidfd in trio's epoll): ``subprocess`` timeouts
+poll and snap to 31/63/113 ms, which would dominate a 40 ms container start, and
+``trio.run_process`` pays a worker-thread hand-off on every call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from containerd_actors.runc import spawn
+
+
+class RuncError(Exception):
+    """runc exited non-zero; ``message`` is runc's own explanation (its error log lines)."""
+
+    def __init__(self, command: str, returncode: int, message: str) -> None:
+        super().__init__(f"runc {command} failed (exit {returncode}): {message}")
+        self.command = command
+        self.returncode = returncode
+        self.message = message
+
+
+class RuncTimeout(RuncError):
+    """runc did not finish within the allowed time and was killed."""
+
+
+#: A dump writes the container's memory to disk, which can take far longer than a start.
+CHECKPOINT_TIMEOUT_S = 300.0
+#: How much of CRIU's log an error message carries: the reason is in the last lines.
+CRIU_LOG_TAIL_LINES = 8
+
+
+@attrs.frozen
+class CriuOptions:
+    """The CRIU switches a checkpoint was taken with; a restore must repeat them."""
+
+    tcp_established: bool = False
+    ext_unix_sk: bool = False
+    shell_job: bool = False
+
+    def checkpoint_flags(self) -> list[str]:
+        flags = []
+        if self.tcp_established:
+            flags.append("--tcp-established")
+        if self.ext_unix_sk:
+            flags.append("--ext-unix-sk")
+        if self.shell_job:
+            flags.append("--shell-job")
+        return flags
+
+    def restore_flags(self) -> list[str]:
+        """No --shell-job: runc containers run in their own session, and restore -d fails with it."""
+        flags = []
+        if self.tcp_established:
+            flags.append("--tcp-established")
+        if self.ext_unix_sk:
+            flags.append("--ext-unix-sk")
+        return flags
+
+
+def _with_criu_log(message: str, work_path: Path, log_name: str) -> str:
+    """runc only says "criu failed"; CRIU's own reason is at the end of its log in the work path."""
+    try:
+        lines = (work_path / log_name).read_text(errors="replace").splitlines()
+    except OSError:
+        return message
+    errors = [line for line in lines if "Error" in line or "error" in line]
+    tail = errors[-CRIU_LOG_TAIL_LINES:] or lines[-CRIU_LOG_TAIL_LINES:]
+    return message + "; criu: " + " | ".join(line.strip() for line in tail)
+
+
+@attrs.frozen
+class Stdio:
+    """File descriptors runc hands to the container's init (pass-through mode, no terminal)."""
+
+    stdin: int
+    stdout: int
+    stderr: int
+
+
+def _error_lines(log_text: str) -> str:
+    """Pick the error messages out of runc's JSON log, falling back to the raw text."""
+    messages = []
+    for line in log_text.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            if line.strip():
+                messages.append(line.strip())
+            continue
+        if isinstance(entry, dict) and entry.get("level") in ("error", "fatal"):
+            messages.append(str(entry.get("msg", "")))
+    return "; ".join(messages) or log_text.strip() or "no error output"
+
+
+class Runc:
+    """One runc binary bound to one ``--root`` (a directory only this daemon uses)."""
+
+    def __init__(self, root: Path, binary: str = "runc", timeout: float = 15.0) -> None:
+        self.root = root
+        self.binary = binary
+        self.timeout = timeout
+
+    def _argv(self, *args: str, log_file: Path | None = None) -> list[str]:
+        argv = [self.binary, "--root", str(self.root)]
+        if log_file is not None:
+            argv += ["--log", str(log_file), "--log-format", "json"]
+        argv += args
+        return argv
+
+    async def _run_captured(self, command: str, args: Sequence[str], timeout: float | None = None) -> bytes:
+        """Run a runc command whose stdout/stderr are ours to read (not a container's)."""
+        argv = self._argv(command, *args)
+        timeout = timeout or self.timeout
+        try:
+            result = await spawn.run(argv, capture=True, timeout=timeout)
+        except spawn.SpawnTimeout:
+            raise RuncTimeout(command, -9, f"no answer within {timeout:g} s") from None
+        if result.returncode != 0:
+            raise RuncError(command, result.returncode, _error_lines(result.stderr.decode(errors="replace")))
+        return result.stdout
+
+    async def run_detached(self, id: str, bundle: Path, pid_file: Path, log_file: Path, stdio: Stdio) -> int:
+        """``runc run -d``: returns the init pid once runc has exec'd the container process.
+
+        The container inherits ``stdio`` and so does runc itself, which is why runc's errors are
+        read from ``log_file`` and never from the container's stderr.
+        """
+        argv = self._argv(
+            "run", "--detach", "--pid-file", str(pid_file), "--bundle", str(bundle), id, log_file=log_file
+        )
+        return await self._run_detached_command("run", argv, stdio, pid_file, log_file)
+
+    async def _run_detached_command(
+        self,
+        command: str,
+        argv: list[str],
+        stdio: Stdio,
+        pid_file: Path,
+        log_file: Path,
+        criu_log: Path | None = None,
+    ) -> int:
+        """Run a runc command that leaves a process behind, and return that process's pid.
+
+        The process inherits ``stdio``; runc's own errors come from its JSON log file.
+        """
+        try:
+            result = await spawn.run(
+                argv, stdin=stdio.stdin, stdout=stdio.stdout, stderr=stdio.stderr, timeout=self.timeout
+            )
+        except spawn.SpawnTimeout:
+            raise RuncTimeout(
+                command, -9, f"runc {command} did not finish within {self.timeout:g} s"
+            ) from None
+        if result.returncode != 0:
+            message = _read_log(log_file)
+            if criu_log is not None:
+                message = _with_criu_log(message, criu_log.parent, criu_log.name)
+            raise RuncError(command, result.returncode, message)
+        return int(pid_file.read_text().strip())
+
+    async def restore_detached(
+        self,
+        id: str,
+        bundle: Path,
+        image_path: Path,
+        work_path: Path,
+        pid_file: Path,
+        log_file: Path,
+        stdio: Stdio,
+        options: CriuOptions,
+    ) -> int:
+        """``runc restore -d``: CRIU maps the recorded stdio pipes onto runc's own fds 0-2."""
+        argv = self._argv(
+            "restore",
+            "--detach",
+            "--image-path",
+            str(image_path),
+            "--work-path",
+            str(work_path),
+            "--pid-file",
+            str(pid_file),
+            "--bundle",
+            str(bundle),
+            *options.restore_flags(),
+            id,
+            log_file=log_file,
+        )
+        return await self._run_detached_command(
+            "restore", argv, stdio, pid_file, log_file, criu_log=work_path / "restore.log"
+        )
+
+    async def exec_detached(
+        self,
+        id: str,
+        process_file: Path,
+        pid_file: Path,
+        log_file: Path,
+        stdio: Stdio,
+        console_socket: Path | None = None,
+    ) -> int:
+        """``runc exec -d --process FILE``: returns the new process's pid once runc has started it.
+
+        As with ``run -d`` the process inherits ``stdio`` (pass-through), unless the process spec
+        asks for a terminal: then runc sends the pty master over ``console_socket`` and ``stdio``
+        only serves runc itself. When runc exits, the process is re-parented to the nearest child
+        subreaper (the daemon), which can then wait for it like for a container's init.
+        """
+        args = ["exec", "--detach", "--process", str(process_file), "--pid-file", str(pid_file)]
+        if console_socket is not None:
+            args += ["--console-socket", str(console_socket)]
+        argv = self._argv(*args, id, log_file=log_file)
+        return await self._run_detached_command("exec", argv, stdio, pid_file, log_file)
+
+    async def checkpoint(
+        self, id: str, image_path: Path, work_path: Path, options: CriuOptions, leave_running: bool
+    ) -> None:
+        """``runc checkpoint``; on failure the message ends with the tail of CRIU's dump log."""
+        args = ["--image-path", str(image_path), "--work-path", str(work_path), *options.checkpoint_flags()]
+        if leave_running:
+            args.append("--leave-running")
+        try:
+            await self._run_captured("checkpoint", [*args, id], timeout=CHECKPOINT_TIMEOUT_S)
+        except RuncTimeout:
+            raise
+        except RuncError as exc:
+            raise RuncError(
+                "checkpoint", exc.returncode, _with_criu_log(exc.message, work_path, "dump.log")
+            ) from None
+
+    async def pause(self, id: str) -> None:
+        await self._run_captured("pause", [id])
+
+    async def resume(self, id: str) -> None:
+        await self._run_captured("resume", [id])
+
+    async def delete(self, id: str, force: bool = False) -> None:
+        await self._run_captured("delete", ["--force", id] if force else [id])
+
+    async def kill(self, id: str, signal: int, all_processes: bool = False) -> None:
+        await self._run_captured("kill", ["--all", id, str(signal)] if all_processes else [id, str(signal)])
+
+    async def state(self, id: str) -> dict[str, Any]:
+        return json.loads(await self._run_captured("state", [id]))
+
+    async def list(self) -> list[dict[str, Any]]:
+        return json.loads(await self._run_captured("list", ["--format", "json"])) or []
+
+
+def _read_log(log_file: Path) -> str:
+    try:
+        return _error_lines(log_file.read_text(errors="replace"))
+    except OSError as exc:
+        return f"runc left no log ({exc.strerror})"
+
+
+def validate_bundle(bundle: str) -> Path:
+    """Reject what runc would reject less clearly; raises ValueError with the reason."""
+    path = Path(bundle)
+    if not path.is_absolute():
+        raise ValueError(f"bundle {bundle!r} must be an absolute path")
+    if not path.is_dir():
+        raise ValueError(f"bundle {bundle!r} is not a directory")
+    config = path / "config.json"
+    if not config.is_file():
+        raise ValueError(f"bundle {bundle!r} has no config.json")
+    return path
+
+
+def read_bundle_config(bundle: Path) -> dict[str, Any]:
+    """Parse the bundle's OCI config; raises ValueError on anything that is not a JSON object."""
+    try:
+        config = json.loads((bundle / "config.json").read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read {bundle / 'config.json'}: {exc}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("process", {}), dict):
+        raise ValueError(f"{bundle / 'config.json'} is not an OCI runtime config object")
+    return config
+
+
+def close_quietly(*fds: int) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass

@@ -1,0 +1,231 @@
+"""The raw Req0/Rep0 transport: replies reach the right caller, whatever the order and whoever gives up."""
+
+from __future__ import annotations
+
+import math
+import select
+import time
+from pathlib import Path
+
+import pynng
+import pytest
+import trio
+import trio.testing
+from pynng import ffi, lib
+
+from containerd_actors.transport.reply import ReplyContext, ReplySocket
+from containerd_actors.transport.request import ConnectionLost, RawRequestSocket, new_message, take_message
+
+MAX = 1 << 20
+
+
+def address(tmp_path: Path) -> str:
+    return f"ipc://{tmp_path}/raw.sock"
+
+
+async def collect(server: ReplySocket, count: int) -> list[tuple[ReplyContext, bytes]]:
+    """Receive ``count`` requests, each on a context of its own (as the daemon's workers do)."""
+    received = []
+    for _ in range(count):
+        context = server.context()
+        received.append((context, await context.receive()))
+    return received
+
+
+async def test_concurrent_requests_get_their_own_replies_in_any_order(tmp_path: Path) -> None:
+    count = 50
+    with (
+        ReplySocket(address(tmp_path), MAX, send_timeout=5) as server,
+        RawRequestSocket(address(tmp_path), MAX) as client,
+    ):
+        replies: dict[int, bytes] = {}
+
+        async def ask(n: int) -> None:
+            replies[n] = await client.request(b"%d" % n)
+
+        async with trio.open_nursery() as nursery:
+            for n in range(count):
+                nursery.start_soon(ask, n)
+            requests = await collect(server, count)
+            for context, body in reversed(requests):  # answered newest first
+                assert await context.reply(b"re:" + body)
+    assert replies == {n: b"re:%d" % n for n in range(count)}
+
+
+async def test_a_caller_that_gives_up_does_not_strand_the_others(tmp_path: Path) -> None:
+    with (
+        ReplySocket(address(tmp_path), MAX, send_timeout=5) as server,
+        RawRequestSocket(address(tmp_path), MAX) as client,
+    ):
+        answers: list[bytes] = []
+        async with trio.open_nursery() as nursery:
+            quitter = trio.CancelScope()
+
+            async def quitting() -> None:
+                with quitter:
+                    await client.request(b"first")  # the first waiter reads for everyone
+
+            async def staying() -> None:
+                answers.append(await client.request(b"second"))
+
+            nursery.start_soon(quitting)
+            first = server.context()
+            await first.receive()
+            nursery.start_soon(staying)
+            second = server.context()
+            await second.receive()
+            quitter.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            assert await first.reply(b"too late")  # nobody wants it: dropped by the client
+            assert await second.reply(b"for second")
+        assert answers == [b"for second"]
+
+
+async def test_a_lost_connection_fails_the_calls_in_flight(tmp_path: Path) -> None:
+    server = ReplySocket(address(tmp_path), MAX, send_timeout=5)
+    with RawRequestSocket(address(tmp_path), MAX) as client:
+        async with trio.open_nursery() as nursery:
+
+            async def close_once_received() -> None:
+                await server.context().receive()
+                server.close()
+
+            nursery.start_soon(close_once_received)
+            with trio.fail_after(5), pytest.raises(ConnectionLost):
+                await client.request(b"never answered")
+
+
+async def test_many_replies_on_one_busy_pipe_all_arrive(tmp_path: Path) -> None:
+    """Replies sent back to back find the pipe busy; each must wait its turn, none may be lost."""
+    count = 200
+    with (
+        ReplySocket(address(tmp_path), MAX, send_timeout=math.inf) as server,
+        RawRequestSocket(address(tmp_path), MAX) as client,
+    ):
+        got: list[bytes] = []
+
+        async def ask(n: int) -> None:
+            got.append(await client.request(b"x" * 1000 + b"%d" % n))
+
+        async with trio.open_nursery() as nursery:
+            for n in range(count):
+                nursery.start_soon(ask, n)
+            requests = await collect(server, count)
+            async with trio.open_nursery() as replies:
+                for context, body in requests:
+                    replies.start_soon(context.reply, body)
+        assert sorted(got) == sorted(b"x" * 1000 + b"%d" % n for n in range(count))
+
+
+async def test_a_requester_that_reads_late_still_gets_every_reply(tmp_path: Path) -> None:
+    """More replies than nng's per-pipe queue (64) wait for a requester that is not reading.
+
+    Regression: a raw Rep0 try-puts each reply into that queue and frees what does not fit, so a
+    client that read its replies late lost all but the first ~66 and waited forever (seen in CI).
+    """
+    count, reply_bytes = 200, 64 << 10
+    with ReplySocket(address(tmp_path), MAX, send_timeout=math.inf) as server:
+        requester = pynng.Req0(opener=lib.nng_req0_open_raw, recv_max_size=MAX)
+        try:
+            requester.dial(address(tmp_path), block=True)
+            for request_id in range(count):  # small requests: the kernel's socket buffer holds them
+                header = (0x8000_0000 | request_id).to_bytes(4, "big")
+                pynng.exceptions.check_err(
+                    lib.nng_sendmsg(requester.socket, new_message(header, b"%d" % request_id), 0)
+                )
+            requests = await collect(server, count)
+            sent: list[bool] = []
+
+            async def answer(context: ReplyContext, body: bytes) -> None:
+                sent.append(await context.reply(body * (reply_bytes // len(body))))
+
+            async with trio.open_nursery() as nursery:
+                for context, body in requests:
+                    nursery.start_soon(answer, context, body)
+                await trio.testing.wait_all_tasks_blocked()  # every reply handed to nng, none read
+                received: dict[int, bytes] = {}
+                message = ffi.new("nng_msg **")
+                with trio.fail_after(20):
+                    while len(received) < count:
+                        status = lib.nng_recvmsg(requester.socket, message, lib.NNG_FLAG_NONBLOCK)
+                        if status == lib.NNG_EAGAIN:
+                            await trio.lowlevel.wait_readable(requester.recv_fd)
+                            continue
+                        pynng.exceptions.check_err(status)
+                        reply = take_message(message[0])
+                        received[int.from_bytes(reply.header, "big") & 0x7FFF_FFFF] = reply.body
+        finally:
+            requester.close()
+    assert sent == [True] * count
+    assert {n: len(body) for n, body in received.items()} == {
+        n: len(b"%d" % n) * (reply_bytes // len(b"%d" % n)) for n in range(count)
+    }
+
+
+def raw_requester(tmp_path: Path) -> pynng.Socket:
+    requester = pynng.Req0(opener=lib.nng_req0_open_raw, recv_max_size=MAX)
+    requester.dial(address(tmp_path), block=True)
+    return requester
+
+
+def send_raw(requester: pynng.Socket, request_id: int, body: bytes) -> None:
+    header = (0x8000_0000 | request_id).to_bytes(4, "big")
+    pynng.exceptions.check_err(lib.nng_sendmsg(requester.socket, new_message(header, body), 0))
+
+
+async def test_closing_the_socket_while_replies_wait_ends_them_cleanly(tmp_path: Path) -> None:
+    """Replies parked on a requester that does not read are ended by close(), not left on freed aios."""
+    count = 9
+    server = ReplySocket(address(tmp_path), MAX, send_timeout=math.inf)
+    requester = raw_requester(tmp_path)
+    try:
+        for request_id in range(count):
+            send_raw(requester, request_id, b"r")
+        requests = await collect(server, count)
+        outcomes: list[str] = []
+
+        async def answer(context: ReplyContext) -> None:
+            try:
+                outcomes.append("sent" if await context.reply(b"x" * (512 << 10)) else "timed out")
+            except pynng.Closed:
+                outcomes.append("closed")
+
+        async with trio.open_nursery() as nursery:
+            for context, _ in requests:
+                nursery.start_soon(answer, context)
+            await trio.testing.wait_all_tasks_blocked()
+            assert server.deferred_sends > 0  # some replies really are parked in nng
+            server.close()
+        assert len(outcomes) == count
+        assert "timed out" not in outcomes
+    finally:
+        requester.close()
+        server.close()
+
+
+async def test_a_receive_does_not_spin_when_nng_leaves_the_descriptor_raised(tmp_path: Path) -> None:
+    """A requester that leaves with a second request queued leaves ``recv_fd`` raised (nng 1.11)."""
+    with ReplySocket(address(tmp_path), MAX, send_timeout=5) as server:
+        requester = raw_requester(tmp_path)
+        send_raw(requester, 1, b"first")
+        send_raw(requester, 2, b"second, still queued in nng when its pipe closes")
+        first = server.context()
+        assert await first.receive() == b"first"
+        pipe_gone = trio.Event()
+        token = trio.lowlevel.current_trio_token()
+        server._socket.add_post_pipe_remove_cb(lambda _pipe: token.run_sync_soon(pipe_gone.set))
+        with trio.fail_after(5):
+            await server.wait_readable()  # the second request is queued in nng
+        requester.close()
+        await first.reply(b"x" * (1 << 20))  # the write fails, so nng closes the pipe
+        with trio.fail_after(5):
+            await pipe_gone.wait()
+        readable, _, _ = select.select([server._recv_fd], [], [], 0)
+        assert readable, "nng lowered recv_fd after all: the case this test covers did not arise"
+        receiver = server.context()
+        cpu_before = time.process_time()
+        with trio.move_on_after(0.5) as idle:
+            request = await receiver.receive()
+        cpu_used = time.process_time() - cpu_before
+    assert idle.cancelled_caught, f"nobody sent a request, yet receive returned {request!r}"
+    assert cpu_used < 0.2, f"receive used {cpu_used:.2f} s of CPU in 0.5 s idle"
