@@ -79,8 +79,9 @@ from rich.table import Table
 from containerd_actors.client import Client
 from containerd_actors.daemon.api import WORKER_CONTEXTS, ApiServer
 from containerd_actors.daemon.config import DaemonConfig
-from containerd_actors.daemon.events.actor import EventDraft, EventsActor, EventsStatus, GetStatus
+from containerd_actors.daemon.events.actor import EventsActor
 from containerd_actors.daemon.events.journal import EventJournal
+from containerd_actors.daemon.events.messages import EventDraft, EventsStatus, GetStatus
 from containerd_actors.daemon.mailbox import ask
 from containerd_actors.daemon.metrics.actor import MetricsActor
 from containerd_actors.host.reaping import become_child_subreaper

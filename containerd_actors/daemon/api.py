@@ -4,7 +4,13 @@ Concurrency comes from the number of workers: a start can sit on the ``--concurr
 a while, and with enough workers a State or Ping request is never stuck behind queued starts. When
 every worker is busy nobody receives, so nng stops reading and requesters queue in their pipes,
 not in the daemon's memory. Every failure becomes an ErrorReply: a request can never take the
-daemon down. See ``nng_reply`` for how the contexts are driven without nng's threads.
+daemon down. See ``transport.reply`` for how the contexts are driven without nng's threads.
+
+Which actor serves which request is one table (``ApiServer.handlers``): the wire request itself
+travels to that actor in an ``Ask``, and the handler turns the answer into the reply. Two requests
+are served here: a Ping from the events actor's published status (it must not queue behind an
+event burst), and a ReadOutput long poll from the output view the supervisor finds (it must not
+occupy a container actor while it waits).
 """
 
 from __future__ import annotations
@@ -12,74 +18,20 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pynng
 import trio
 
 from containerd_actors import __version__
+from containerd_actors import protocol as wire
 from containerd_actors.daemon.config import DaemonConfig
-from containerd_actors.daemon.container.messages import (
-    AddProcessCommand,
-    ChangeStatus,
-    DeleteCheckpointCommand,
-    FindProcessIO,
-    ListCheckpointsCommand,
-    ListContainers,
-    SampleStats,
-    SignalProcess,
-    StartContainer,
-    TakeCheckpoint,
-    ToContainer,
-)
-from containerd_actors.daemon.container.stdio import ProcessIO, StdinClosed
-from containerd_actors.daemon.events.actor import EventsStatus, GetStatus, ReadEvents
-from containerd_actors.daemon.events.journal import JournalPage
-from containerd_actors.daemon.mailbox import CommandError, ReplyTo, ask
-from containerd_actors.daemon.metrics.actor import TakeSnapshot
-from containerd_actors.protocol import (
-    MAX_MESSAGE_BYTES,
-    AddProcess,
-    AddProcessReply,
-    CreateCheckpoint,
-    CreateCheckpointReply,
-    CreateContainer,
-    CreateContainerReply,
-    DeleteCheckpoint,
-    DeleteCheckpointReply,
-    ErrorCode,
-    ErrorReply,
-    Events,
-    EventsReply,
-    ListCheckpoints,
-    ListCheckpointsReply,
-    MachineInfo,
-    Metrics,
-    MetricsReply,
-    Ping,
-    PingReply,
-    ProtocolError,
-    ReadOutput,
-    ReadOutputReply,
-    Reply,
-    Request,
-    ResizeTerminal,
-    ResizeTerminalReply,
-    Signal,
-    SignalReply,
-    State,
-    StateReply,
-    Stats,
-    StatsReply,
-    UpdateContainer,
-    UpdateContainerReply,
-    WriteInput,
-    WriteInputReply,
-    decode_request,
-    encode_reply,
-)
+from containerd_actors.daemon.container.stdio import OutputView
+from containerd_actors.daemon.events.messages import EventsMailbox, EventsStatus, GetStatus
+from containerd_actors.daemon.mailbox import CommandError, Published, ask, forward
+from containerd_actors.daemon.metrics.messages import MetricsMailbox
+from containerd_actors.daemon.supervisor.messages import SupervisorMailbox
 from containerd_actors.transport.reply import ReplySocket
 
 log = logging.getLogger(__name__)
@@ -92,12 +44,11 @@ SEND_TIMEOUT_S = 10.0
 #: waits, so without a cap 256 attached clients would starve every other request. Beyond the cap
 #: a ReadOutput answers at once and the client library backs off before asking again.
 MAX_WAITING_READS = WORKER_CONTEXTS // 2
-#: A WriteInput to a process that does not read its stdin gives up after this and reports how
-#: much it wrote, so a stuck process cannot hold a worker.
-WRITE_INPUT_TIMEOUT_S = 5.0
+
+Handler = Callable[[Any], Awaitable[wire.Reply]]
 
 
-def machine_info(daemon_id: str) -> MachineInfo:
+def machine_info(daemon_id: str) -> wire.MachineInfo:
     memory = 0
     try:
         with open("/proc/meminfo") as meminfo:
@@ -107,30 +58,73 @@ def machine_info(daemon_id: str) -> MachineInfo:
                     break
     except OSError:
         pass
-    return MachineInfo(daemon_id, os.cpu_count() or 1, memory)
+    return wire.MachineInfo(daemon_id, os.cpu_count() or 1, memory)
 
 
 class ApiServer:
     def __init__(
         self,
         config: DaemonConfig,
-        supervisor: trio.MemorySendChannel[Any],
-        events: trio.MemorySendChannel[Any],
-        metrics: trio.MemorySendChannel[Any],
-        events_status: Callable[[], EventsStatus] | None = None,
+        supervisor: SupervisorMailbox,
+        events: EventsMailbox,
+        metrics: MetricsMailbox,
+        events_status: Published[EventsStatus] | None = None,
     ) -> None:
+        """Without ``events_status`` (an events actor beside a bare API server, in tests and
+        benchmarks), a Ping asks the events actor through its mailbox instead."""
         self._config = config
-        self._supervisor = supervisor
         self._events = events
-        #: Read directly when given (same thread): a Ping then never waits behind a journal page.
         self._events_status = events_status
-        self._metrics = metrics
         self._machine = machine_info(config.id)
         self._waiting_reads = trio.CapacityLimiter(MAX_WAITING_READS)
         self.served = 0
+        self.handlers = self._route(supervisor, events, metrics)
+
+    def _route(
+        self, supervisor: SupervisorMailbox, events: EventsMailbox, metrics: MetricsMailbox
+    ) -> dict[type, Handler]:
+        """For each request type: the actor that serves it, and the reply its answer becomes."""
+
+        def via(mailbox: trio.MemorySendChannel[Any], reply: Callable[[Any, Any], wire.Reply]) -> Handler:
+            async def handler(request: Any) -> wire.Reply:
+                return reply(request, await forward(mailbox, request))
+
+            return handler
+
+        return {
+            wire.Ping: self._ping,
+            wire.Events: via(
+                events,
+                lambda r, page: wire.EventsReply(
+                    r.request_id, page.events, page.next_seq, page.last_seq, page.first_available_seq
+                ),
+            ),
+            wire.Metrics: via(metrics, lambda r, snapshot: wire.MetricsReply(r.request_id, snapshot)),
+            wire.CreateContainer: via(
+                supervisor, lambda r, pid: wire.CreateContainerReply(r.request_id, pid)
+            ),
+            wire.State: via(
+                supervisor, lambda r, containers: wire.StateReply(r.request_id, containers, self._machine)
+            ),
+            wire.ReadOutput: lambda request: self._read_output(supervisor, request),
+            # Routed by the supervisor to the container's actor:
+            wire.Signal: via(supervisor, lambda r, _: wire.SignalReply(r.request_id)),
+            wire.AddProcess: via(supervisor, lambda r, pid: wire.AddProcessReply(r.request_id, pid)),
+            wire.Stats: via(supervisor, lambda r, stats: wire.StatsReply(r.request_id, stats)),
+            wire.UpdateContainer: via(supervisor, lambda r, _: wire.UpdateContainerReply(r.request_id)),
+            wire.CreateCheckpoint: via(
+                supervisor, lambda r, checkpoint: wire.CreateCheckpointReply(r.request_id, checkpoint)
+            ),
+            wire.ListCheckpoints: via(
+                supervisor, lambda r, checkpoints: wire.ListCheckpointsReply(r.request_id, checkpoints)
+            ),
+            wire.DeleteCheckpoint: via(supervisor, lambda r, _: wire.DeleteCheckpointReply(r.request_id)),
+            wire.WriteInput: via(supervisor, lambda r, written: wire.WriteInputReply(r.request_id, written)),
+            wire.ResizeTerminal: via(supervisor, lambda r, _: wire.ResizeTerminalReply(r.request_id)),
+        }
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        with ReplySocket(self._config.listen, MAX_MESSAGE_BYTES, SEND_TIMEOUT_S) as sock:
+        with ReplySocket(self._config.listen, wire.MAX_MESSAGE_BYTES, SEND_TIMEOUT_S) as sock:
             log.info("listening on %s", self._config.listen)
             # Unbuffered: a request is taken from nng only when a worker is free to serve it.
             # One worker at a time reads the socket; see ``_worker``.
@@ -158,118 +152,51 @@ class ApiServer:
                     return
             reply = await self.handle(request)
             try:
-                if not await context.reply(encode_reply(reply)):
+                if not await context.reply(wire.encode_reply(reply)):
                     log.debug("reply dropped: the requester stopped reading")
             except pynng.NNGException as exc:
                 log.debug("reply not delivered: %s", exc)
             self.served += 1
 
-    async def handle(self, data: bytes) -> Reply:
+    async def handle(self, data: bytes) -> wire.Reply:
         """Decode one request and answer it; exceptions become ErrorReplies."""
         request_id: str | None = None
         try:
-            request = decode_request(data)
+            request = wire.decode_request(data)
             request_id = request.request_id
-            return await self._dispatch(request)
-        except ProtocolError as exc:
+            handler = self.handlers.get(type(request))
+            if handler is None:
+                raise CommandError(
+                    wire.ErrorCode.UNKNOWN_TYPE, f"request {type(request).__name__} is not served"
+                )
+            return await handler(request)
+        except wire.ProtocolError as exc:
             return exc.to_reply()
         except CommandError as exc:
-            return ErrorReply(request_id, exc.code, exc.message, exc.details)
+            return wire.ErrorReply(request_id, exc.code, exc.message, exc.details)
         except Exception as exc:
             log.exception("request failed unexpectedly")
-            return ErrorReply(request_id, ErrorCode.INTERNAL, f"internal error: {exc!r}")
+            return wire.ErrorReply(request_id, wire.ErrorCode.INTERNAL, f"internal error: {exc!r}")
 
-    async def _dispatch(self, request: Request) -> Reply:
-        if isinstance(request, Ping):
-            if self._events_status is not None:
-                status = self._events_status()
-            else:
-                status = await ask(self._events, GetStatus)
-            return PingReply(
-                request.request_id,
-                self._config.id,
-                __version__,
-                self._config.events_address,
-                status.subscribers,
-                status.last_seq,
-                self._config.events_batch_address,
-            )
-        if isinstance(request, Events):
-            page: JournalPage = await ask(
-                self._events,
-                lambda reply: ReadEvents(request.from_seq, request.limit, request.since, reply),
-            )
-            return EventsReply(
-                request.request_id, page.events, page.next_seq, page.last_seq, page.first_available_seq
-            )
-        if isinstance(request, CreateContainer):
-            pid = await ask(
-                self._supervisor,
-                lambda reply: StartContainer(request.id, request.bundle, request.checkpoint, reply),
-            )
-            return CreateContainerReply(request.request_id, pid)
-        if isinstance(request, Signal):
-            await self._ask_container(
-                request.id, lambda reply: SignalProcess(request.pid, request.signal, reply)
-            )
-            return SignalReply(request.request_id)
-        if isinstance(request, State):
-            containers = await ask(self._supervisor, ListContainers)
-            return StateReply(request.request_id, containers, self._machine)
-        if isinstance(request, CreateCheckpoint):
-            checkpoint = await self._ask_container(
-                request.id,
-                lambda reply: TakeCheckpoint(
-                    request.name, request.tcp, request.unix_sockets, request.shell, request.exit, reply
-                ),
-            )
-            return CreateCheckpointReply(request.request_id, checkpoint)
-        if isinstance(request, ListCheckpoints):
-            checkpoints = await self._ask_container(request.id, ListCheckpointsCommand)
-            return ListCheckpointsReply(request.request_id, checkpoints)
-        if isinstance(request, DeleteCheckpoint):
-            await self._ask_container(request.id, lambda reply: DeleteCheckpointCommand(request.name, reply))
-            return DeleteCheckpointReply(request.request_id)
-        if isinstance(request, UpdateContainer):
-            await self._ask_container(request.id, lambda reply: ChangeStatus(request.status, reply))
-            return UpdateContainerReply(request.request_id)
-        if isinstance(request, Stats):
-            return StatsReply(request.request_id, await self._ask_container(request.id, SampleStats))
-        if isinstance(request, Metrics):
-            return MetricsReply(request.request_id, await ask(self._metrics, TakeSnapshot))
-        if isinstance(request, AddProcess):
-            pid = await self._ask_container(
-                request.id,
-                lambda reply: AddProcessCommand(
-                    request.args,
-                    request.env,
-                    request.cwd,
-                    request.user,
-                    request.terminal,
-                    request.rows,
-                    request.cols,
-                    reply,
-                ),
-            )
-            return AddProcessReply(request.request_id, pid)
-        if isinstance(request, ReadOutput):
-            return await self._read_output(request)
-        if isinstance(request, WriteInput):
-            return await self._write_input(request)
-        if isinstance(request, ResizeTerminal):
-            io = await self._find_process_io(request.id, request.pid)
-            try:
-                io.resize(request.rows, request.cols)
-            except OSError as exc:
-                raise CommandError(ErrorCode.INVALID_STATE, f"cannot resize: {exc.strerror or exc}") from None
-            return ResizeTerminalReply(request.request_id)
-        raise CommandError(ErrorCode.UNKNOWN_TYPE, f"request {type(request).__name__} is not served")
+    async def _ping(self, request: wire.Ping) -> wire.PingReply:
+        if self._events_status is not None:
+            status = self._events_status.current
+        else:
+            status = await ask(self._events, GetStatus)
+        return wire.PingReply(
+            request.request_id,
+            self._config.id,
+            __version__,
+            self._config.events_address,
+            status.subscribers,
+            status.last_seq,
+            self._config.events_batch_address,
+        )
 
-    async def _find_process_io(self, id: str, pid: int) -> ProcessIO:
-        return await ask(self._supervisor, lambda reply: FindProcessIO(id, pid, reply))
-
-    async def _read_output(self, request: ReadOutput) -> ReadOutputReply:
-        """Serve the attach stream from the logs: see ``ReadOutput`` and ``ProcessIO``.
+    async def _read_output(
+        self, supervisor: SupervisorMailbox, request: wire.ReadOutput
+    ) -> wire.ReadOutputReply:
+        """Serve the attach stream from the logs: see ``ReadOutput`` and ``container.stdio``.
 
         Why a long poll over req/rep rather than a stream socket per attach: the logs already hold
         every byte, so a reply from an offset is byte-exact, never blocks the container (a slow
@@ -279,16 +206,16 @@ class ApiServer:
         (2-core, loaded) machine, so 50 MB arrive in 2-2.5 s with 1 MiB per stream per reply
         (``scripts/bench_exec.py``); the drain into the log runs at 400+ MB/s regardless.
         """
-        io = await self._find_process_io(request.id, request.pid)
+        view: OutputView = await forward(supervisor, request)
         try:
-            return await self._read_logs(request, io)
+            return await self._read_logs(request, view)
         except OSError as exc:
             # The id was reused (or the logs forgotten) while this client was still reading.
             raise CommandError(
-                ErrorCode.NOT_FOUND, f"the logs of process {io.pid} in {request.id!r} are gone: {exc}"
+                wire.ErrorCode.NOT_FOUND, f"the logs of process {view.pid} in {request.id!r} are gone: {exc}"
             ) from None
 
-    async def _read_logs(self, request: ReadOutput, io: ProcessIO) -> ReadOutputReply:
+    async def _read_logs(self, request: wire.ReadOutput, view: OutputView) -> wire.ReadOutputReply:
         wait = request.wait
         if wait > 0:
             try:
@@ -297,7 +224,7 @@ class ApiServer:
                 wait = 0.0
             else:
                 try:
-                    chunk = await io.read(
+                    chunk = await view.read(
                         request.stdout_offset,
                         request.stderr_offset,
                         wait=wait,
@@ -307,14 +234,14 @@ class ApiServer:
                 finally:
                     self._waiting_reads.release()
         if wait == 0:
-            chunk = await io.read(
+            chunk = await view.read(
                 request.stdout_offset,
                 request.stderr_offset,
                 wait=0,
                 max_bytes=request.max_bytes,
                 tail=request.tail,
             )
-        return ReadOutputReply(
+        return wire.ReadOutputReply(
             request.request_id,
             stdout=base64.b64encode(chunk.stdout).decode(),
             stderr=base64.b64encode(chunk.stderr).decode(),
@@ -325,25 +252,5 @@ class ApiServer:
             skipped=chunk.skipped,
             exited=chunk.exited,
             status=chunk.status,
-            terminal=io.terminal,
+            terminal=view.terminal,
         )
-
-    async def _write_input(self, request: WriteInput) -> WriteInputReply:
-        io = await self._find_process_io(request.id, request.pid)
-        data = base64.b64decode(request.data)
-        try:
-            written = await io.write_input(data, WRITE_INPUT_TIMEOUT_S) if data else 0
-            if request.close and written == len(data):
-                io.end_input()
-        except StdinClosed:
-            raise CommandError(
-                ErrorCode.INVALID_STATE, f"the stdin of process {io.pid} in {request.id!r} is closed"
-            ) from None
-        return WriteInputReply(request.request_id, written)
-
-    async def _ask_container(self, id: str, build: Callable[[ReplyTo], Any]) -> Any:
-        return await ask(self._supervisor, lambda reply: ToContainer(id, build(reply)))
-
-
-def default_daemon_id() -> str:
-    return socket.gethostname()

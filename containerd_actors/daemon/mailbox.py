@@ -1,21 +1,50 @@
-"""Ask and tell between actors.
+"""Ask and tell between actors, and the snapshots an actor publishes.
 
-An actor owns its state and a mailbox (a trio memory channel). Asking means sending a message
-that carries a one-shot reply channel and waiting on it; the answer is an ``outcome`` so that an
-actor can hand back a ``CommandError`` without its own task failing.
+An actor owns its state and a mailbox (a trio memory channel) and is the only code that touches
+that state. Telling is sending a message. Asking is sending an ``Ask`` that carries the request and
+a one-shot reply channel, then waiting on that channel; the answer is an ``Answer`` holding either
+the value or the ``CommandError`` that replaced it, so an actor can refuse a request without its
+own task failing.
+
+The requests actors serve for clients are the wire's own request types (frozen attrs classes): an
+``Ask`` carries them as they were decoded, so a request has one name from the socket to the actor
+that serves it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
-import outcome
+import attrs
 import trio
 
 T = TypeVar("T")
+RequestT = TypeVar("RequestT")
 
-ReplyTo = trio.MemorySendChannel[outcome.Outcome[Any]]
+
+@attrs.frozen
+class Answer:
+    """What travels back on a reply channel: a value, or the error that replaced it."""
+
+    value: Any = None
+    error: BaseException | None = None
+
+    def unwrap(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+ReplyTo = trio.MemorySendChannel[Answer]
+
+
+@attrs.frozen
+class Ask(Generic[RequestT]):
+    """A request for an actor, and where its answer goes."""
+
+    request: RequestT
+    reply_to: ReplyTo
 
 
 class CommandError(Exception):
@@ -30,23 +59,66 @@ class CommandError(Exception):
 
 async def ask(mailbox: trio.MemorySendChannel[Any], build: Callable[[ReplyTo], Any]) -> Any:
     """Send ``build(reply_to)`` and wait for the actor's answer; re-raises its CommandError."""
-    reply_send, reply_receive = trio.open_memory_channel[outcome.Outcome[Any]](1)
+    reply_send, reply_receive = trio.open_memory_channel[Answer](1)
     await mailbox.send(build(reply_send))
     async with reply_receive:
         result = await reply_receive.receive()
     return result.unwrap()
 
 
+async def forward(mailbox: trio.MemorySendChannel[Any], request: Any) -> Any:
+    """Ask the actor behind ``mailbox`` to serve a wire request; returns its answer."""
+    return await ask(mailbox, lambda reply_to: Ask(request, reply_to))
+
+
 def answer(reply_to: ReplyTo, value: Any) -> None:
     """Reply once; a caller that gave up (cancelled) has closed its end, which is fine."""
     try:
-        reply_to.send_nowait(outcome.Value(value))
+        reply_to.send_nowait(Answer(value))
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
 
 
 def fail(reply_to: ReplyTo, error: BaseException) -> None:
     try:
-        reply_to.send_nowait(outcome.Error(error))
+        reply_to.send_nowait(Answer(error=error))
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
+
+
+def refuse_queued(mailbox: trio.MemoryReceiveChannel[Any], error: CommandError) -> None:
+    """Answer every ask still queued with ``error``, then close the mailbox.
+
+    For an actor that has stopped: requests that raced with its end get an answer instead of
+    waiting forever. Nothing awaits between the last receive and the close, so nothing slips in;
+    later senders see BrokenResourceError.
+    """
+    while True:
+        try:
+            message = mailbox.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            break
+        if isinstance(message, Ask):
+            fail(message.reply_to, error)
+    mailbox.close()
+
+
+class Published(Generic[T]):
+    """The latest snapshot of one actor's state, for others to read without a round trip.
+
+    Only the owning actor calls ``publish``, and it replaces the value whole; values are frozen
+    (immutable) attrs instances, so a reader holds the old snapshot or the new one, never a mix of
+    both. The daemon runs in one trio thread, so no lock is needed.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: T) -> None:
+        self._value = value
+
+    @property
+    def current(self) -> T:
+        return self._value
+
+    def publish(self, value: T) -> None:
+        self._value = value

@@ -1,5 +1,10 @@
 """The API server process: the actor tree under one trio.run.
 
+The tree: the metrics actor; the events actor (which tells metrics); the supervisor, which starts
+one container actor per container (each tells events, metrics and the supervisor); and the API
+server, which asks them. A restarted server first hands the containers it finds in the state
+directory, with the pipe ends the reaper kept, to the supervisor to adopt.
+
 Set-up that must happen before trio starts lives here: becoming the child subreaper when there
 is no reaper (so that container inits are re-parented to us), raising the fd limit (three pipe
 ends per container), and preparing the state and socket directories.
@@ -21,13 +26,14 @@ import trio
 from containerd_actors import __version__
 from containerd_actors.daemon.api import ApiServer
 from containerd_actors.daemon.config import DaemonConfig
+from containerd_actors.daemon.container.adopt import plan_adoptions
 from containerd_actors.daemon.events.actor import EventsActor
 from containerd_actors.daemon.events.journal import EventJournal
 from containerd_actors.daemon.metrics.actor import MetricsActor
 from containerd_actors.daemon.metrics.http import serve_prometheus
 from containerd_actors.daemon.state.layout import prepare_state_dir
 from containerd_actors.daemon.state.recovery import load_records
-from containerd_actors.daemon.supervisor import Supervisor
+from containerd_actors.daemon.supervisor.actor import Supervisor
 from containerd_actors.host.reaping import ExitWatcher, LocalSubreaper, become_child_subreaper
 from containerd_actors.protocol import warm_up
 from containerd_actors.reaper.link import ReaperLink
@@ -99,8 +105,17 @@ async def run_daemon(config: DaemonConfig) -> None:
                 exit_watcher = LocalSubreaper()
             await nursery.start(metrics.run)
             await nursery.start(events.run)
-            supervisor = Supervisor(config, runc, exit_watcher, events.mailbox, metrics.mailbox)
-            await nursery.start(supervisor.run, records, kept)
+            adoptions = await plan_adoptions(records, kept, exit_watcher)
+            supervisor = Supervisor(
+                config.state_dir,
+                config.concurrency,
+                runc,
+                exit_watcher,
+                events.mailbox,
+                metrics.mailbox,
+                oom_notify=config.oom_notify,
+            )
+            await nursery.start(supervisor.run, adoptions)
             server = ApiServer(config, supervisor.mailbox, events.mailbox, metrics.mailbox, events.status)
             await nursery.start(server.run)
             if config.metrics_address:

@@ -102,7 +102,9 @@ class InProcessDaemon:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.events.run)
             await nursery.start(
-                ApiServer(self.config, self._supervisor, self.events.mailbox, self._metrics).run
+                ApiServer(
+                    self.config, self._supervisor, self.events.mailbox, self._metrics, self.events.status
+                ).run
             )
             try:
                 yield self

@@ -1,13 +1,24 @@
-"""RotatingLog's logical offsets across rotation, tail, and ProcessIO's long poll, without a daemon."""
+"""RotatingLog's offsets across rotation, tail, the output long poll and the stdin port, without a daemon."""
 
 from __future__ import annotations
 
+import base64
+import fcntl
 import os
 from pathlib import Path
 
+import pytest
 import trio
 
-from containerd_actors.daemon.container.stdio import ProcessIO, RotatingLog, StdinClosed, drain_to_log
+from containerd_actors.daemon.container import stdin
+from containerd_actors.daemon.container.logs import RotatingLog, drain_to_log
+from containerd_actors.daemon.container.messages import InputClosed
+from containerd_actors.daemon.container.stdin import StdinPort
+from containerd_actors.daemon.container.stdio import ProcessOutput
+from containerd_actors.daemon.mailbox import Answer, Ask, CommandError
+from containerd_actors.protocol import ErrorCode, ResizeTerminal, WriteInput
+
+F_GETPIPE_SZ = 1032
 
 
 def read_all(log: RotatingLog, offset: int) -> tuple[int, bytes]:
@@ -55,43 +66,96 @@ def test_tail_offsets(tmp_path: Path) -> None:
     assert read_all(log, log.tail_offset(2))[1] == b"40\nno newline yet"
 
 
-async def test_process_io_long_poll_wakes_on_output_and_on_exit(tmp_path: Path) -> None:
-    stdin_read, stdin_write = os.pipe()
+async def test_output_long_poll_wakes_on_output_and_on_exit(tmp_path: Path) -> None:
     out_read, out_write = os.pipe()
-    io = ProcessIO(tmp_path / "o.log", tmp_path / "e.log", stdin_write)
+    output = ProcessOutput(7, tmp_path / "o.log", tmp_path / "e.log")
+    view = output.view
     results = []
 
     async def reader(offset: int = 0) -> None:
-        results.append(await io.read(offset, 0, wait=10, max_bytes=1024))
+        results.append(await view.read(offset, 0, wait=10, max_bytes=1024))
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(drain_to_log, out_read, io.stdout)
+        nursery.start_soon(drain_to_log, out_read, output.stdout)
         nursery.start_soon(reader)
         await trio.testing.wait_all_tasks_blocked()
         assert results == []
         os.write(out_write, b"hello")
         await trio.testing.wait_all_tasks_blocked()
         assert results[0].stdout == b"hello" and not results[0].exited
-        # stdin reaches the pipe; EOF closes it.
-        assert await io.write_input(b"typed", timeout=1) == 5
-        assert os.read(stdin_read, 10) == b"typed"
-        io.end_input()
-        assert os.read(stdin_read, 10) == b""
-        try:
-            await io.write_input(b"late", timeout=1)
-        except StdinClosed:
-            pass
-        else:
-            raise AssertionError("writing after EOF must fail")
         nursery.start_soon(reader, 5)
         await trio.testing.wait_all_tasks_blocked()
         os.close(out_write)
         await trio.testing.wait_all_tasks_blocked()
-        io.stderr.close()
-        io.mark_exited(3)
+        output.stderr.close()
+        output.mark_exited(3)
     last = results[1]
     assert (last.stdout, last.exited, last.status) == (b"", True, 3)
     # Everything read: the end is reported at once.
-    done = await io.read(5, 0, wait=10, max_bytes=1024)
+    done = await view.read(5, 0, wait=10, max_bytes=1024)
     assert (done.stdout, done.exited, done.status) == (b"", True, 3)
+    assert view.pid == 7 and not view.terminal
+
+
+def write_input(data: bytes, close: bool = False) -> WriteInput:
+    return WriteInput(request_id="r", id="c1", pid=7, data=base64.b64encode(data).decode(), close=close)
+
+
+async def offer(port: StdinPort, request: WriteInput | ResizeTerminal) -> object:
+    """What the container actor does with a stdin request: hand it over, and the port answers."""
+    reply_send, reply_receive = trio.open_memory_channel[Answer](1)
+    port.offer(Ask(request, reply_send))
+    return (await reply_receive.receive()).unwrap()
+
+
+async def test_stdin_reaches_the_pipe_and_eof_closes_it() -> None:
+    stdin_read, stdin_write = os.pipe()
+    actor_send, actor_receive = trio.open_memory_channel[object](8)
+    async with trio.open_nursery() as nursery:
+        port = StdinPort("c1", 7, stdin_write, terminal=False, actor=actor_send, nursery=nursery)
+        assert await offer(port, write_input(b"typed")) == 5
+        assert os.read(stdin_read, 10) == b"typed"
+        assert await offer(port, write_input(b"", close=True)) == 0
+        assert os.read(stdin_read, 10) == b""
+        # The actor is told, so that the reaper lets go of its copy of the pipe end.
+        assert await actor_receive.receive() == InputClosed(7)
+        with pytest.raises(CommandError) as failure:
+            await offer(port, write_input(b"late"))
+        assert failure.value.code == ErrorCode.INVALID_STATE and "closed" in failure.value.message
+        with pytest.raises(CommandError) as failure:
+            await offer(port, ResizeTerminal(request_id="r", id="c1", pid=7, rows=5, cols=5))
+        assert failure.value.code == ErrorCode.INVALID_STATE and "no terminal" in failure.value.message
+        port.close()
+    os.close(stdin_read)
+
+
+async def test_a_stdin_nobody_reads_gives_up_and_closing_answers_the_waiting_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stdin_read, stdin_write = os.pipe()
+    capacity = fcntl.fcntl(stdin_write, F_GETPIPE_SZ)
+    monkeypatch.setattr(stdin, "WRITE_INPUT_TIMEOUT_S", 0.05)
+    actor_send, _ = trio.open_memory_channel[object](8)
+    answers: list[object] = []
+    async with trio.open_nursery() as nursery:
+        port = StdinPort("c1", 7, stdin_write, terminal=False, actor=actor_send, nursery=nursery)
+        # More than the pipe holds: the write reports what got in once the time is up.
+        assert await offer(port, write_input(b"x" * (capacity + 100))) == capacity
+
+        async def write_more() -> None:
+            try:
+                answers.append(await offer(port, write_input(b"y" * 100)))
+            except CommandError as error:
+                answers.append(error.code)
+
+        monkeypatch.setattr(stdin, "WRITE_INPUT_TIMEOUT_S", 60)
+        nursery.start_soon(write_more)
+        await trio.testing.wait_all_tasks_blocked()
+        assert answers == []
+        # The process exits while the write waits: it is answered at once, not after the timeout.
+        with trio.fail_after(1):
+            port.close()
+            await trio.testing.wait_all_tasks_blocked()
+    # Nothing of it got in, so the writer hears that the stdin is closed.
+    assert answers == [ErrorCode.INVALID_STATE]
     os.close(stdin_read)

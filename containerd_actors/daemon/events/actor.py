@@ -12,11 +12,15 @@ usually far less (recent events come from memory), so publishing never waits lon
 
 There are two streams of the same events, on two Pub0 sockets: one nng message per event
 (``/containers/<kind> {json}``, filterable by topic in nng), and, when a batch address is given,
-``EventBatch`` messages of many events (see ``event_batch``). They must be separate sockets: nng
+``EventBatch`` messages of many events (see ``batch``). They must be separate sockets: nng
 filters on the subscriber's side, so a batch subscriber on the per-event socket would still be
 sent, and woken for, every per-event frame. A batch is sent when the mailbox holds nothing more
 after one pass of the scheduler (the end of a burst: an idle daemon delivers each event at once)
 or when it is full; the journal write of each of its events came first.
+
+The API server answers a Ping from ``status``, a snapshot this actor replaces after every event
+and subscriber change: a Ping never queues behind a burst in this mailbox, and the ``last_seq``
+it reports is always journalled, because the snapshot is replaced only after the append.
 """
 
 from __future__ import annotations
@@ -27,59 +31,25 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import attrs
 import pynng
 import trio
 
 from containerd_actors.daemon.events.batch import MAX_BATCH_EVENTS, PendingBatch
-from containerd_actors.daemon.events.journal import EventJournal, JournalPage
-from containerd_actors.daemon.mailbox import ReplyTo, answer
-from containerd_actors.daemon.metrics.actor import AddToCounter, tell
+from containerd_actors.daemon.events.journal import EventJournal
+from containerd_actors.daemon.events.messages import (
+    EventDraft,
+    EventsMailbox,
+    EventsMessage,
+    EventsStatus,
+    GetStatus,
+    SubscribersChanged,
+)
+from containerd_actors.daemon.mailbox import Ask, Published, answer
+from containerd_actors.daemon.metrics.messages import AddToCounter, MetricsMailbox, tell
 from containerd_actors.daemon.metrics.registry import EVENTS, EVENTS_SUBSCRIBERS
-from containerd_actors.protocol import MAX_MESSAGE_BYTES, Event, encode_event_payload, frame_event
+from containerd_actors.protocol import MAX_MESSAGE_BYTES, Event, Events, encode_event_payload, frame_event
 
 log = logging.getLogger(__name__)
-
-
-@attrs.frozen
-class EventDraft:
-    """What an actor tells the events actor; it adds ``seq`` and ``timestamp``."""
-
-    type: str
-    id: str
-    pid: int
-    status: int | None = None
-    reason: str | None = None
-
-
-@attrs.frozen
-class SubscribersChanged:
-    """Posted from nng's pipe callbacks (on nng threads) into the mailbox; +1 or -1."""
-
-    delta: int
-
-
-@attrs.frozen
-class EventsStatus:
-    """The answer to ``GetStatus``: connected subscribers and the newest ``seq`` so far."""
-
-    subscribers: int
-    last_seq: int
-
-
-@attrs.frozen
-class GetStatus:
-    reply_to: ReplyTo
-
-
-@attrs.frozen
-class ReadEvents:
-    """Ask for one page of the journal; answered with a ``JournalPage``."""
-
-    from_seq: int
-    limit: int
-    since: float | None
-    reply_to: ReplyTo
 
 
 class EventsActor:
@@ -87,7 +57,7 @@ class EventsActor:
         self,
         address: str,
         journal: EventJournal,
-        metrics: trio.MemorySendChannel[Any],
+        metrics: MetricsMailbox,
         batch_address: str | None = None,
         batch_events: int = MAX_BATCH_EVENTS,
     ) -> None:
@@ -95,16 +65,17 @@ class EventsActor:
         self.batch_address = batch_address
         self.journal = journal
         self._metrics = metrics
-        self._mailbox_send, self._mailbox = trio.open_memory_channel[Any](100_000)
+        self._mailbox_send, self._mailbox = trio.open_memory_channel[EventsMessage](100_000)
         self._subscribers = 0
         self._batch = PendingBatch(max_events=batch_events)
         #: Events published since the metrics actor was last told: told once per burst, not per event.
         self._untold = 0
         self.published = 0
         self.batches_sent = 0
+        self.status = Published(EventsStatus(0, journal.last_seq))
 
     @property
-    def mailbox(self) -> trio.MemorySendChannel[Any]:
+    def mailbox(self) -> EventsMailbox:
         return self._mailbox_send
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -147,24 +118,20 @@ class EventsActor:
                 # Every other task had its turn and none told us more: the burst is over.
                 self._end_of_burst(batch_socket)
                 message = await self._mailbox.receive()
-            if isinstance(message, EventDraft):
-                self._publish(socket, message)
-                if self._batch.full:
+            match message:
+                case EventDraft():
+                    self._publish(socket, message)
+                    if self._batch.full:
+                        self._end_of_burst(batch_socket)
+                case Ask(Events() as request, reply_to):
+                    answer(reply_to, self.journal.read(request.from_seq, request.limit, since=request.since))
+                case SubscribersChanged(delta):
+                    self._subscribers += delta
+                    self.status.publish(EventsStatus(self._subscribers, self.journal.last_seq))
+                    tell(self._metrics, AddToCounter(EVENTS_SUBSCRIBERS, delta))
+                case GetStatus(reply_to):
                     self._end_of_burst(batch_socket)
-            elif isinstance(message, ReadEvents):
-                answer(message.reply_to, self._read(message))
-            elif isinstance(message, SubscribersChanged):
-                self._subscribers += message.delta
-                tell(self._metrics, AddToCounter(EVENTS_SUBSCRIBERS, message.delta))
-            elif isinstance(message, GetStatus):
-                # Answered once every event so far is published on both streams.
-                self._end_of_burst(batch_socket)
-                answer(message.reply_to, self.status())
-
-    def status(self) -> EventsStatus:
-        """Also called directly by the API server's tasks (same thread, two integers): a Ping must
-        not queue behind a burst of events or a journal page in this mailbox."""
-        return EventsStatus(self._subscribers, self.journal.last_seq)
+                    answer(reply_to, self.status.current)
 
     def _publish(self, socket: pynng.Pub0, draft: EventDraft) -> None:
         event = Event(
@@ -178,6 +145,7 @@ class EventsActor:
         )
         payload = encode_event_payload(event)
         self.journal.append(event, payload)
+        self.status.publish(EventsStatus(self._subscribers, event.seq))
         # Pub0 never blocks: a full subscriber queue drops, which seq makes visible.
         socket.send(frame_event(event.type, payload))
         if self.batch_address is not None:
@@ -194,6 +162,3 @@ class EventsActor:
         if self._untold:
             tell(self._metrics, AddToCounter(EVENTS, self._untold))
             self._untold = 0
-
-    def _read(self, message: ReadEvents) -> JournalPage:
-        return self.journal.read(message.from_seq, message.limit, since=message.since)

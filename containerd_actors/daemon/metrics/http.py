@@ -13,7 +13,7 @@ from typing import Any
 import trio
 
 from containerd_actors.daemon.mailbox import ask
-from containerd_actors.daemon.metrics.actor import TakeSnapshot
+from containerd_actors.daemon.metrics.messages import TakeSnapshot
 from containerd_actors.daemon.metrics.registry import format_prometheus
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,10 @@
 """Layout of the state directory, and atomic writes into it.
 
+Every path the daemon uses under its state directory is named here.
+
 ``<state-dir>/containers/<id>/`` holds what a restarted daemon needs to find a container again
-(``container.json``), plus runc's log; it is removed when the container exits.
+(``container.json``, one ``exec-<pid>.process.json`` per exec'd process), runc's logs and CRIU's
+work directory; it is removed when the container exits.
 ``<state-dir>/logs/<id>/`` holds the stdout/stderr logs of its init (``stdout.log``) and of each
 exec'd process (``exec-<pid>.stdout.log``); they stay readable after the exit, until the id is
 reused or the daemon forgets the oldest exited containers. ``<state-dir>/events/`` is the event
@@ -36,6 +39,7 @@ class ContainerPaths:
     runc_log: Path = attrs.field(init=False)
     stdout_log: Path = attrs.field(init=False)
     stderr_log: Path = attrs.field(init=False)
+    criu_work: Path = attrs.field(init=False)
 
     @record.default
     def _record(self) -> Path:
@@ -56,6 +60,22 @@ class ContainerPaths:
     @stderr_log.default
     def _stderr_log(self) -> Path:
         return self.logs / "stderr.log"
+
+    @criu_work.default
+    def _criu_work(self) -> Path:
+        return self.directory / "criu-work"
+
+    def exec_files(self, number: int) -> tuple[Path, Path, Path]:
+        """The process spec, pid file and runc log of the ``number``-th ``runc exec`` (gone after it)."""
+        stem = f"exec-{number}"
+        return (
+            self.directory / f"{stem}.json",
+            self.directory / f"{stem}.pid",
+            self.directory / f"{stem}.runc.log",
+        )
+
+    def exec_records(self) -> list[Path]:
+        return sorted(self.directory.glob("exec-*.process.json"))
 
     def exec_record(self, pid: int) -> Path:
         """What a new server needs to re-track an exec'd process (its ProcessInfo and start time)."""
@@ -131,8 +151,16 @@ def write_json_atomically(path: Path, value: Any) -> None:
     os.replace(tmp, path)
 
 
+CONTAINERS = "containers"
+LOGS = "logs"
+RUNC_ROOT = "runc"
+
+
+def container_paths(state_dir: Path, id: str) -> ContainerPaths:
+    return ContainerPaths(state_dir / CONTAINERS / id, state_dir / LOGS / id)
+
+
 def prepare_state_dir(state_dir: Path) -> None:
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    (state_dir / "containers").mkdir(mode=0o700, exist_ok=True)
-    (state_dir / "logs").mkdir(mode=0o700, exist_ok=True)
-    (state_dir / "runc").mkdir(mode=0o700, exist_ok=True)
+    for name in (CONTAINERS, LOGS, RUNC_ROOT):
+        (state_dir / name).mkdir(mode=0o700, exist_ok=True)

@@ -1,4 +1,5 @@
-"""Checkpoints on disk: CRIU images in ``<bundle>/checkpoints/<name>/`` plus the options they were taken with.
+"""Checkpoints: taken with CRIU through runc, kept in ``<bundle>/checkpoints/<name>/`` with the
+options they were taken with.
 
 The original dropped the CRIU options before CRIU saw them and never stored them, so listings
 always said false. Here the options go to CRIU and into ``checkpoint.json`` beside the images,
@@ -17,10 +18,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from containerd_actors.daemon.container.deps import ContainerRuntime
 from containerd_actors.daemon.mailbox import CommandError
-from containerd_actors.daemon.state.layout import write_json_atomically
-from containerd_actors.protocol import Checkpoint, ErrorCode
-from containerd_actors.runc.driver import CriuOptions
+from containerd_actors.daemon.state.layout import ContainerPaths, write_json_atomically
+from containerd_actors.protocol import Checkpoint, CreateCheckpoint, ErrorCode
+from containerd_actors.runc.driver import CriuOptions, RuncError
 
 METADATA = "checkpoint.json"
 
@@ -122,7 +124,35 @@ def delete_checkpoint(bundle: Path, name: str) -> None:
     shutil.rmtree(doomed, ignore_errors=True)
 
 
-def new_checkpoint_record(name: str, tcp: bool, unix_sockets: bool, shell: bool, exit: bool) -> Checkpoint:
-    return Checkpoint(
-        name=name, tcp=tcp, unix_sockets=unix_sockets, shell=shell, exit=exit, created=time.time()
+def fresh_criu_work_dir(paths: ContainerPaths) -> Path:
+    """CRIU writes its logs here; each operation starts from an empty one so a log tail is its own."""
+    shutil.rmtree(paths.criu_work, ignore_errors=True)
+    paths.criu_work.mkdir(mode=0o700)
+    return paths.criu_work
+
+
+async def take_checkpoint(
+    runtime: ContainerRuntime, id: str, bundle: Path, paths: ContainerPaths, request: CreateCheckpoint
+) -> Checkpoint:
+    """Dump with CRIU into a new checkpoint of ``bundle``; with ``exit``, the container is gone after.
+
+    The container actor waits for this while other containers carry on: a dump of one container
+    holds only its own mailbox.
+    """
+    record = Checkpoint(
+        name=request.name,
+        tcp=request.tcp,
+        unix_sockets=request.unix_sockets,
+        shell=request.shell,
+        exit=request.exit,
+        created=time.time(),
     )
+    with new_checkpoint_dir(bundle, request.name) as images:
+        try:
+            await runtime.checkpoint(
+                id, images, fresh_criu_work_dir(paths), criu_options(record), leave_running=not request.exit
+            )
+        except RuncError as exc:
+            raise CommandError(ErrorCode.RUNTIME_FAILED, f"checkpoint failed: {exc.message}") from None
+        publish_checkpoint(bundle, images, record)
+    return record

@@ -1,0 +1,114 @@
+"""Taking over the containers a previous API server left running.
+
+A restarted server finds each container's record in the state directory (``state.recovery``) and
+gets back the pipe ends the reaper kept for it (keys: the container id for the init,
+``id/pid`` for an exec'd process). Each container is then adopted by a new actor: its init and
+exec'd processes are tracked again from their records, their output continues in the same logs,
+and an exit that happened while no server ran is reported with the status the reaper recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import attrs
+import cattrs
+
+from containerd_actors.daemon.container.process import Launched, pidfd_if_alive, reaper_key
+from containerd_actors.daemon.container.stdio import ProcessOutput
+from containerd_actors.daemon.state.layout import ContainerPaths, ContainerRecord
+from containerd_actors.host.reaping import ExitWatcher, process_start_time
+from containerd_actors.protocol import ProcessInfo, User, converter
+from containerd_actors.runc.driver import close_quietly, read_bundle_config
+from containerd_actors.runc.process_spec import init_process_info
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class Adoption:
+    """One container to take over: its record and the pipe ends the reaper kept for it."""
+
+    record: ContainerRecord
+    init_fds: list[int]
+    #: By reaper key (``id/pid``), for the exec'd processes.
+    exec_fds: dict[str, list[int]]
+
+
+async def plan_adoptions(
+    records: list[ContainerRecord], kept: dict[str, list[int]], exit_watcher: ExitWatcher
+) -> list[Adoption]:
+    """Hand each record the pipe ends kept for it; close and release those no record claims."""
+    unclaimed = dict(kept)
+    adoptions = []
+    for record in records:
+        prefix = reaper_key(record.id) + "/"
+        exec_fds = {key: unclaimed.pop(key) for key in list(unclaimed) if key.startswith(prefix)}
+        adoptions.append(Adoption(record, unclaimed.pop(reaper_key(record.id), []), exec_fds))
+    for key, fds in unclaimed.items():
+        log.warning("reaper held pipes for %s, which has no record; closing them", key)
+        close_quietly(*fds)
+        await exit_watcher.drop(key)
+    return adoptions
+
+
+def _alive(pid: int, start_time: int | None) -> bool:
+    """The same process as recorded: a pid alone may have been reused by a stranger."""
+    return process_start_time(pid) == start_time
+
+
+def adopt_init(id: str, bundle: Path, paths: ContainerPaths, adoption: Adoption) -> Launched:
+    """The init as the record describes it, with the ends the reaper kept (stdin may be closed)."""
+    record = adoption.record
+    try:
+        info = init_process_info(record.pid, read_bundle_config(bundle))
+    except (ValueError, TypeError, AttributeError):
+        info = ProcessInfo(pid=record.pid, args=[], env=[], cwd="/", user=User())
+    fds = adoption.init_fds
+    if len(fds) == 3:
+        stdin_fd, out_fds = fds[0], (fds[1], fds[2])
+    elif len(fds) == 2:  # a client closed the container's stdin before the restart
+        stdin_fd, out_fds = -1, (fds[0], fds[1])
+    else:
+        close_quietly(*fds)
+        stdin_fd, out_fds = -1, (-1, -1)
+    # The logs continue where the previous server left them (offsets count from the current file).
+    paths.logs.mkdir(mode=0o700, parents=True, exist_ok=True)
+    output = ProcessOutput(record.pid, paths.stdout_log, paths.stderr_log)
+    alive = _alive(record.pid, record.pid_start_time)
+    pidfd = pidfd_if_alive(record.pid) if alive else -1
+    log.info("container %s: adopted (pid %d%s)", id, record.pid, "" if alive else ", already exited")
+    return Launched(info, reaper_key(id), pidfd, output, stdin_fd, out_fds)
+
+
+def adopt_execs(id: str, paths: ContainerPaths, exec_fds: dict[str, list[int]]) -> list[Launched]:
+    """The exec'd processes a previous server started, from their records and kept pipe ends."""
+    adopted = []
+    for record_path in paths.exec_records():
+        try:
+            raw = json.loads(record_path.read_bytes())
+            info = converter.structure(raw["process"], ProcessInfo)
+            start_time = raw.get("pid_start_time")
+        except (OSError, ValueError, KeyError, TypeError, cattrs.BaseValidationError) as exc:
+            log.warning("container %s: ignoring unreadable %s: %s", id, record_path, exc)
+            record_path.unlink(missing_ok=True)
+            continue
+        key = reaper_key(id, info.pid)
+        fds = exec_fds.pop(key, [])
+        if info.terminal and len(fds) == 2:
+            stdin_fd, out_fds = fds[0], (fds[1], -1)
+        elif not info.terminal and len(fds) == 3:
+            stdin_fd, out_fds = fds[0], (fds[1], fds[2])
+        elif not info.terminal and len(fds) == 2:  # its stdin was closed before the restart
+            stdin_fd, out_fds = -1, (fds[0], fds[1])
+        else:
+            close_quietly(*fds)
+            stdin_fd, out_fds = -1, (-1, -1)
+        pidfd = pidfd_if_alive(info.pid) if _alive(info.pid, start_time) else -1
+        stdout_path, stderr_path = paths.exec_logs(info.pid)
+        output = ProcessOutput(info.pid, stdout_path, stderr_path, terminal=info.terminal)
+        adopted.append(Launched(info, key, pidfd, output, stdin_fd, out_fds))
+        log.info("container %s: adopted exec'd process %d", id, info.pid)
+    return adopted

@@ -1,0 +1,150 @@
+"""A container in runc: its start (``runc run -d``, or ``runc restore -d`` from a checkpoint)
+and its deletion once the init has exited.
+
+A start either leaves a running init with its record written, or no trace at all: nothing in
+runc's root, nothing in the state directory, and a ``CommandError`` that says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from containerd_actors.daemon.container.checkpoint import (
+    checkpoints_dir,
+    criu_options,
+    fresh_criu_work_dir,
+    read_checkpoint,
+)
+from containerd_actors.daemon.container.deps import ContainerRuntime
+from containerd_actors.daemon.container.process import Launched, pidfd_if_alive, reaper_key
+from containerd_actors.daemon.container.stdio import ContainerPipes, ProcessOutput
+from containerd_actors.daemon.mailbox import CommandError
+from containerd_actors.daemon.state.layout import ContainerPaths, write_json_atomically
+from containerd_actors.host.reaping import process_start_time
+from containerd_actors.protocol import ErrorCode
+from containerd_actors.runc.driver import RuncError, RuncTimeout, read_bundle_config, validate_bundle
+from containerd_actors.runc.process_spec import init_process_info
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class StartedInit:
+    """A running init, and what its actor keeps from the bundle for later exec'd processes."""
+
+    launched: Launched
+    bundle: Path
+    #: The bundle's OCI ``process`` object, the template of every exec'd process's spec.
+    process_spec: dict[str, Any]
+
+
+async def start_init(
+    id: str,
+    bundle: str,
+    checkpoint: str | None,
+    paths: ContainerPaths,
+    runtime: ContainerRuntime,
+    limiter: trio.CapacityLimiter,
+) -> StartedInit:
+    """Start (or restore) the init under ``limiter``; raises CommandError, leaving no trace."""
+    try:
+        bundle_path = validate_bundle(bundle)
+        config = read_bundle_config(bundle_path)
+        info = init_process_info(0, config)
+        process_spec = dict(config.get("process") or {})
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise CommandError(ErrorCode.INVALID_BUNDLE, f"bad bundle config: {exc}") from None
+    restore_from = read_checkpoint(bundle_path, checkpoint) if checkpoint else None
+    try:
+        paths.create()
+    except FileExistsError:
+        raise CommandError(
+            ErrorCode.ALREADY_EXISTS,
+            f"container {id!r} already has state in {paths.directory} (left by an earlier daemon?)",
+        ) from None
+    pipes = ContainerPipes.create()
+    # Opened before the reply, so a client that saw the pid finds the log files.
+    output = ProcessOutput(0, paths.stdout_log, paths.stderr_log)
+    try:
+        async with limiter:
+            if restore_from is None:
+                pid = await runtime.run_detached(
+                    id, bundle_path, paths.pid_file, paths.runc_log, pipes.child_stdio()
+                )
+            else:
+                pid = await runtime.restore_detached(
+                    id,
+                    bundle_path,
+                    checkpoints_dir(bundle_path) / restore_from.name,
+                    fresh_criu_work_dir(paths),
+                    paths.pid_file,
+                    paths.runc_log,
+                    pipes.child_stdio(),
+                    criu_options(restore_from),
+                )
+        pipes.close_child_ends()
+        pidfd = pidfd_if_alive(pid)
+    except BaseException as exc:
+        pipes.close_all()
+        output.close_logs()
+        with trio.CancelScope(shield=True):
+            await _forget_failed_start(id, paths, runtime)
+        if isinstance(exc, RuncTimeout):
+            raise CommandError(ErrorCode.RUNTIME_FAILED, exc.message) from None
+        if isinstance(exc, RuncError):
+            raise CommandError(
+                ErrorCode.RUNTIME_FAILED, f"runc {exc.command} failed: {exc.message}"
+            ) from None
+        if isinstance(exc, OSError):
+            raise CommandError(ErrorCode.RUNTIME_FAILED, f"cannot start container: {exc}") from None
+        raise
+    output.pid = pid
+    write_json_atomically(
+        paths.record,
+        {
+            "id": id,
+            "bundle": str(bundle_path),
+            "pid": pid,
+            "pid_start_time": process_start_time(pid),
+            "created": time.time(),
+        },
+    )
+    launched = Launched(
+        attrs.evolve(info, pid=pid),
+        reaper_key(id),
+        pidfd,
+        output,
+        pipes.stdin_write,
+        pipes.output_ends(),
+    )
+    return StartedInit(launched, bundle_path, process_spec)
+
+
+async def delete_from_runtime(runtime: ContainerRuntime, id: str) -> None:
+    """After the init's exit: remove the container from runc's root, by force if it must be."""
+    try:
+        await runtime.delete(id)
+    except RuncError as exc:
+        if "does not exist" in exc.message:
+            return  # runc removed it already, as a checkpoint with --exit does
+        log.warning("container %s: runc delete failed (%s); forcing", id, exc.message)
+        try:
+            await runtime.delete(id, force=True)
+        except RuncError as exc2:
+            log.error("container %s: runc delete --force failed: %s", id, exc2.message)
+
+
+async def _forget_failed_start(id: str, paths: ContainerPaths, runtime: ContainerRuntime) -> None:
+    """A failed start leaves no trace: not in runc's root, not in the state directory."""
+    try:
+        await runtime.delete(id, force=True)
+    except RuncError:
+        pass  # runc already cleaned up, which is the usual case
+    paths.remove()
+    paths.remove_logs()

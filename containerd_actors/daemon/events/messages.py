@@ -1,0 +1,51 @@
+"""What the events actor accepts, and the status snapshot it publishes."""
+
+from __future__ import annotations
+
+import attrs
+import trio
+
+from containerd_actors.daemon.mailbox import Ask, ReplyTo
+from containerd_actors.protocol import Events
+
+
+@attrs.frozen
+class EventDraft:
+    """What an actor tells the events actor; it adds ``seq`` and ``timestamp``."""
+
+    type: str
+    id: str
+    pid: int
+    status: int | None = None
+    reason: str | None = None
+
+
+@attrs.frozen
+class SubscribersChanged:
+    """Posted from nng's pipe callbacks (on nng threads) into the mailbox; +1 or -1."""
+
+    delta: int
+
+
+@attrs.frozen
+class GetStatus:
+    """Answered with the ``EventsStatus`` once every event told so far is published on both streams.
+
+    The API server reads the published status instead (a Ping must not queue behind a burst);
+    this ask is for whoever needs to know that the mailbox has been worked through.
+    """
+
+    reply_to: ReplyTo
+
+
+@attrs.frozen
+class EventsStatus:
+    """Connected subscribers and the newest ``seq``, which is always one the journal holds."""
+
+    subscribers: int
+    last_seq: int
+
+
+#: ``Ask(Events)`` is answered with a ``JournalPage``.
+EventsMessage = EventDraft | SubscribersChanged | GetStatus | Ask[Events]
+EventsMailbox = trio.MemorySendChannel[EventsMessage]

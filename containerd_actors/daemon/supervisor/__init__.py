@@ -1,0 +1,1 @@
+"""The supervisor: the registry of container actors, which routes requests to them."""

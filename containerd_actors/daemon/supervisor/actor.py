@@ -1,0 +1,213 @@
+"""The supervisor actor: registry of container actors, router of requests, limiter of starts.
+
+Its loop never waits on runc: a start is handed to a new container actor at once, so State and
+Signal stay fast while starts queue on the ``--concurrency`` limiter. It answers State and finds
+a process's output for ReadOutput from the snapshots actors report, without asking 1000 actors
+one by one. A container actor that crashes is logged and removed; the supervisor carries on.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Awaitable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from containerd_actors.daemon.container.actor import ContainerActor
+from containerd_actors.daemon.container.adopt import Adoption
+from containerd_actors.daemon.container.deps import ActorDeps, ContainerRuntime
+from containerd_actors.daemon.container.messages import ContainerRequest
+from containerd_actors.daemon.container.process import no_such_process
+from containerd_actors.daemon.container.stdin import refuse_closed
+from containerd_actors.daemon.container.stdio import OutputView
+from containerd_actors.daemon.events.messages import EventsMailbox
+from containerd_actors.daemon.mailbox import Ask, CommandError, ReplyTo, answer, fail
+from containerd_actors.daemon.metrics.messages import MetricsMailbox
+from containerd_actors.daemon.state.layout import container_paths
+from containerd_actors.daemon.supervisor.messages import (
+    ContainerRemoved,
+    ContainerSnapshot,
+    ContainerUpdated,
+    SupervisorMailbox,
+    SupervisorMessage,
+)
+from containerd_actors.host.reaping import ExitWatcher
+from containerd_actors.protocol import (
+    ContainerInfo,
+    CreateContainer,
+    ErrorCode,
+    ReadOutput,
+    ResizeTerminal,
+    State,
+    WriteInput,
+)
+
+log = logging.getLogger(__name__)
+
+#: Exited containers whose logs stay readable (ReadOutput, ``actr containers logs``) until their id
+#: is reused; beyond this many, the oldest are forgotten and their log directories removed.
+KEPT_EXITED_CONTAINERS = 256
+MAILBOX_SIZE = 1024
+
+
+@attrs.define
+class _Entry:
+    """What the supervisor knows of one container: where to send requests, and its last snapshot."""
+
+    mailbox: trio.MemorySendChannel[Any]
+    snapshot: ContainerSnapshot | None = None
+
+
+@attrs.frozen
+class _Exited:
+    """What is left of an exited container: its processes' output (logs and exit statuses)."""
+
+    outputs: Mapping[int, OutputView]
+    init_pid: int
+
+
+class Supervisor:
+    def __init__(
+        self,
+        state_dir: Path,
+        concurrency: int,
+        runtime: ContainerRuntime,
+        exit_watcher: ExitWatcher,
+        events: EventsMailbox,
+        metrics: MetricsMailbox,
+        oom_notify: bool = False,
+    ) -> None:
+        self._state_dir = state_dir
+        self._registry: dict[str, _Entry] = {}
+        self._exited: collections.OrderedDict[str, _Exited] = collections.OrderedDict()
+        self._mailbox_send, self._mailbox = trio.open_memory_channel[SupervisorMessage](MAILBOX_SIZE)
+        self._actor_deps = ActorDeps(
+            runtime=runtime,
+            start_limiter=trio.CapacityLimiter(concurrency),
+            exit_watcher=exit_watcher,
+            events=events,
+            supervisor=self._mailbox_send,
+            metrics=metrics,
+            oom_notify=oom_notify,
+        )
+
+    @property
+    def mailbox(self) -> SupervisorMailbox:
+        return self._mailbox_send
+
+    async def run(
+        self, adoptions: list[Adoption] | None = None, *, task_status: Any = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve requests; first take over ``adoptions``, the containers a previous server left running."""
+        async with trio.open_nursery() as actors:
+            for adoption in adoptions or []:
+                actor = self._new_actor(adoption.record.id, adoption.record.bundle)
+                actors.start_soon(self._run_actor, actor, actor.run_adopted(adoption))
+            task_status.started()
+            async for message in self._mailbox:
+                try:
+                    self._handle(message, actors)
+                except Exception:
+                    # A bug in handling one message must not take the registry down with it.
+                    log.exception("supervisor: failed to handle %r", message)
+                    if isinstance(message, Ask):
+                        fail(
+                            message.reply_to,
+                            CommandError(ErrorCode.INTERNAL, "internal error; see daemon log"),
+                        )
+
+    def _handle(self, message: SupervisorMessage, actors: trio.Nursery) -> None:
+        """The one dispatch of everything the supervisor is told or asked."""
+        match message:
+            case Ask(CreateContainer() as request, reply_to):
+                self._start(request, reply_to, actors)
+            case Ask(State(), reply_to):
+                answer(reply_to, self._list())
+            case Ask(ReadOutput() as request, reply_to):
+                self._find_output(request, reply_to)
+            case Ask(request, reply_to) if isinstance(request, ContainerRequest):
+                self._route(message)
+            case ContainerUpdated(snapshot):
+                entry = self._registry.get(snapshot.info.id)
+                if entry is not None:
+                    entry.snapshot = snapshot
+            case ContainerRemoved(id, outputs, init_pid):
+                self._registry.pop(id, None)
+                if outputs:
+                    self._keep_exited(id, _Exited(outputs, init_pid))
+            case _:
+                log.error("supervisor: unexpected message %r", message)
+
+    def _new_actor(self, id: str, bundle: str) -> ContainerActor:
+        actor = ContainerActor(id, bundle, container_paths(self._state_dir, id), self._actor_deps)
+        self._registry[id] = _Entry(actor.mailbox)
+        return actor
+
+    def _start(self, request: CreateContainer, reply_to: ReplyTo, actors: trio.Nursery) -> None:
+        if request.id in self._registry:
+            fail(reply_to, CommandError(ErrorCode.ALREADY_EXISTS, f"container {request.id!r} already exists"))
+            return
+        self._exited.pop(request.id, None)  # the new actor removes the old logs
+        actor = self._new_actor(request.id, request.bundle)
+        actors.start_soon(self._run_actor, actor, actor.run(request.checkpoint, reply_to))
+
+    async def _run_actor(self, actor: ContainerActor, work: Awaitable[None]) -> None:
+        """An actor that crashes is reported and removed; it never takes the daemon down."""
+        try:
+            await work
+        except Exception:
+            log.exception("container actor %s crashed", actor.id)
+            await self._mailbox_send.send(ContainerRemoved(actor.id))
+
+    def _route(self, ask: Ask[ContainerRequest]) -> None:
+        id = ask.request.id
+        entry = self._registry.get(id)
+        if entry is None or entry.snapshot is None:
+            exited = self._exited.get(id)
+            if exited is not None and isinstance(ask.request, WriteInput | ResizeTerminal):
+                # Its processes' stdin went with it, but a client attached to one hears why.
+                pid = ask.request.pid or exited.init_pid
+                if pid in exited.outputs:
+                    refuse_closed(ask, id, pid)
+                    return
+                fail(ask.reply_to, no_such_process(id, ask.request.pid))
+                return
+            fail(ask.reply_to, CommandError(ErrorCode.NOT_FOUND, f"no such container: {id!r}"))
+            return
+        try:
+            entry.mailbox.send_nowait(ask)
+        except trio.WouldBlock:
+            fail(ask.reply_to, CommandError(ErrorCode.INTERNAL, f"container {id!r} is busy; retry"))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            fail(ask.reply_to, CommandError(ErrorCode.NOT_FOUND, f"container {id!r} has exited"))
+
+    def _keep_exited(self, id: str, exited: _Exited) -> None:
+        self._exited[id] = exited
+        self._exited.move_to_end(id)
+        while len(self._exited) > KEPT_EXITED_CONTAINERS:
+            old_id, _ = self._exited.popitem(last=False)
+            if old_id not in self._registry:
+                container_paths(self._state_dir, old_id).remove_logs()
+
+    def _find_output(self, request: ReadOutput, reply_to: ReplyTo) -> None:
+        entry = self._registry.get(request.id)
+        if entry is not None and entry.snapshot is not None:
+            outputs, init_pid = entry.snapshot.outputs, entry.snapshot.info.pid
+        elif request.id in self._exited:
+            exited = self._exited[request.id]
+            outputs, init_pid = exited.outputs, exited.init_pid
+        else:
+            fail(reply_to, CommandError(ErrorCode.NOT_FOUND, f"no such container: {request.id!r}"))
+            return
+        view = outputs.get(request.pid or init_pid)
+        if view is None:
+            fail(reply_to, no_such_process(request.id, request.pid))
+            return
+        answer(reply_to, view)
+
+    def _list(self) -> list[ContainerInfo]:
+        return [entry.snapshot.info for entry in self._registry.values() if entry.snapshot is not None]
