@@ -78,9 +78,9 @@ class ApiServer:
         self._machine = machine_info(config.id)
         self._waiting_reads = trio.CapacityLimiter(MAX_WAITING_READS)
         self.served = 0
-        self.handlers = self._route(supervisor, events, metrics)
+        self.handlers = self._handler_table(supervisor, events, metrics)
 
-    def _route(
+    def _handler_table(
         self, supervisor: SupervisorMailbox, events: EventsMailbox, metrics: MetricsMailbox
     ) -> dict[type, Handler]:
         """For each request type: the actor that serves it, and the reply its answer becomes."""

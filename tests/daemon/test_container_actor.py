@@ -15,51 +15,41 @@ import pytest
 import trio
 from support.actors import PATIENCE_S, Harness, kill_container, killed, running, write_bundle
 
+from containerd_actors import protocol as wire
 from containerd_actors.daemon.container.adopt import plan_adoptions
 from containerd_actors.daemon.container.deps import ContainerRuntime
 from containerd_actors.daemon.mailbox import CommandError
 from containerd_actors.daemon.metrics.messages import RecordDuration
 from containerd_actors.daemon.metrics.registry import EXEC_PROCESS_TIME
 from containerd_actors.daemon.state.recovery import load_records
-from containerd_actors.protocol import (
-    AddProcess,
-    CreateCheckpoint,
-    CreateContainer,
-    ErrorCode,
-    EventType,
-    ListCheckpoints,
-    ReadOutput,
-    ResizeTerminal,
-    Signal,
-    State,
-    UpdateContainer,
-    WriteInput,
-)
+from containerd_actors.protocol import ErrorCode, EventType
 from containerd_actors.runc.driver import Runc
 
 
 async def start(harness: Harness, bundle_dir: Path, *args: str, id: str = "c1") -> int:
     pid = await harness.ask(
-        CreateContainer(request_id="r", id=id, bundle=str(write_bundle(bundle_dir, *args)))
+        wire.CreateContainer(request_id="r", id=id, bundle=str(write_bundle(bundle_dir, *args)))
     )
     assert (await harness.next_event()).type == EventType.START_CONTAINER
     return pid
 
 
 async def exec(harness: Harness, *args: str, terminal: bool = False) -> int:
-    pid = await harness.ask(AddProcess(request_id="r", id="c1", args=list(args), terminal=terminal))
+    pid = await harness.ask(wire.AddProcess(request_id="r", id="c1", args=list(args), terminal=terminal))
     event = await harness.next_event()
     assert (event.type, event.pid) == (EventType.START_PROCESS, pid)
     return pid
 
 
-def write(data: bytes, pid: int = 0, close: bool = False) -> WriteInput:
-    return WriteInput(request_id="r", id="c1", pid=pid, data=base64.b64encode(data).decode(), close=close)
+def write(data: bytes, pid: int = 0, close: bool = False) -> wire.WriteInput:
+    return wire.WriteInput(
+        request_id="r", id="c1", pid=pid, data=base64.b64encode(data).decode(), close=close
+    )
 
 
 async def output_of(harness: Harness, pid: int = 0) -> tuple[bytes, int | None]:
     """Everything the process wrote to stdout, once it has exited, and its status."""
-    view = await harness.ask(ReadOutput(request_id="r", id="c1", pid=pid))
+    view = await harness.ask(wire.ReadOutput(request_id="r", id="c1", pid=pid))
     chunk = await view.read(0, 0, wait=PATIENCE_S, max_bytes=1 << 20)
     out = chunk.stdout
     while not chunk.exited:
@@ -71,7 +61,7 @@ async def output_of(harness: Harness, pid: int = 0) -> tuple[bytes, int | None]:
 
 
 async def processes(harness: Harness) -> list[int]:
-    [info] = await harness.ask(State(request_id="r"))
+    [info] = await harness.ask(wire.State(request_id="r"))
     return [process.pid for process in info.processes]
 
 
@@ -82,7 +72,7 @@ async def test_an_exec_exit_goes_through_the_actors_mailbox(harness: Harness, tm
     # Hold the actor in a request: the exit is reaped meanwhile, but nothing of it is announced.
     harness.runtime.hold["pause"] = held = trio.Event()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(harness.ask, UpdateContainer(request_id="r", id="c1", status="paused"))
+        nursery.start_soon(harness.ask, wire.UpdateContainer(request_id="r", id="c1", status="paused"))
         await trio.testing.wait_all_tasks_blocked()
         await killed(pid)
         assert harness.events_so_far() == []
@@ -102,7 +92,7 @@ async def test_exec_exits_are_published_before_the_inits(harness: Harness, tmp_p
     # The init's exit reaches the mailbox before the exec'd processes' exits do.
     harness.runtime.hold["pause"] = held = trio.Event()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(harness.ask, UpdateContainer(request_id="r", id="c1", status="paused"))
+        nursery.start_soon(harness.ask, wire.UpdateContainer(request_id="r", id="c1", status="paused"))
         await trio.testing.wait_all_tasks_blocked()
         await killed(init)
         await killed(first, second)  # the rest of the container, as the kernel ends a pid namespace
@@ -113,7 +103,7 @@ async def test_exec_exits_are_published_before_the_inits(harness: Harness, tmp_p
         [(EventType.EXIT, second), (EventType.EXIT, first), (EventType.EXIT, init)],
     )
     assert harness.runtime.calls[-1] == ("delete", "c1")
-    assert await harness.ask(State(request_id="r")) == []
+    assert await harness.ask(wire.State(request_id="r")) == []
 
 
 async def test_stdin_reaches_the_process_and_close_gives_eof(harness: Harness, tmp_path: Path) -> None:
@@ -122,7 +112,7 @@ async def test_stdin_reaches_the_process_and_close_gives_eof(harness: Harness, t
     assert await harness.ask(write(b"hello\n", pid)) == 6
     assert await harness.ask(write(b"", pid, close=True)) == 0
     # cat saw EOF: sh carries on to "done" (and its output pipes stay with the reaper).
-    view = await harness.ask(ReadOutput(request_id="r", id="c1", pid=pid))
+    view = await harness.ask(wire.ReadOutput(request_id="r", id="c1", pid=pid))
     received = b""
     while received != b"hello\ndone\n":
         chunk = await view.read(len(received), 0, wait=PATIENCE_S, max_bytes=1024)
@@ -163,7 +153,7 @@ async def test_a_stdin_nobody_reads_never_holds_up_the_actor(harness: Harness, t
         await trio.testing.wait_all_tasks_blocked()
         assert written == []  # the pipe is full and nobody reads it
         with trio.fail_after(1):
-            await harness.ask(Signal(request_id="r", id="c1", signal=signal.SIGCONT))
+            await harness.ask(wire.Signal(request_id="r", id="c1", signal=signal.SIGCONT))
             assert await processes(harness) == [init]
         kill_container(init)
     # The exit answers the waiting write: the pipe broke with the process.
@@ -177,12 +167,12 @@ async def test_requests_that_race_with_the_exit_get_an_answer(harness: Harness, 
 
     async def signal_it() -> None:
         try:
-            answers.append(await harness.ask(Signal(request_id="r", id="c1", signal=signal.SIGCONT)))
+            answers.append(await harness.ask(wire.Signal(request_id="r", id="c1", signal=signal.SIGCONT)))
         except CommandError as error:
             answers.append((error.code, error.message))
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(harness.ask, UpdateContainer(request_id="r", id="c1", status="paused"))
+        nursery.start_soon(harness.ask, wire.UpdateContainer(request_id="r", id="c1", status="paused"))
         await trio.testing.wait_all_tasks_blocked()
         await killed(init)  # the exit waits in the mailbox
         for _ in range(5):
@@ -200,7 +190,9 @@ async def test_a_checkpoint_with_exit_is_answered_once_the_container_is_gone(
     answers: list[object] = []
 
     async def checkpoint() -> None:
-        answers.append(await harness.ask(CreateCheckpoint(request_id="r", id="c1", name="cp", exit=True)))
+        answers.append(
+            await harness.ask(wire.CreateCheckpoint(request_id="r", id="c1", name="cp", exit=True))
+        )
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(checkpoint)
@@ -208,7 +200,7 @@ async def test_a_checkpoint_with_exit_is_answered_once_the_container_is_gone(
         await trio.testing.wait_all_tasks_blocked()
         assert answers == []
         with pytest.raises(CommandError) as failure:
-            await harness.ask(ListCheckpoints(request_id="r", id="c1"))
+            await harness.ask(wire.ListCheckpoints(request_id="r", id="c1"))
         assert (failure.value.code, failure.value.message) == (
             ErrorCode.NOT_FOUND,
             "container 'c1' is exiting",
@@ -220,7 +212,7 @@ async def test_a_checkpoint_with_exit_is_answered_once_the_container_is_gone(
     assert checkpoint_record.name == "cp" and checkpoint_record.exit
     # The id is free at once, and the container comes back from the checkpoint.
     restored = await harness.ask(
-        CreateContainer(request_id="r", id="c1", bundle=str(tmp_path / "b"), checkpoint="cp")
+        wire.CreateContainer(request_id="r", id="c1", bundle=str(tmp_path / "b"), checkpoint="cp")
     )
     assert restored != init and ("restore", "c1") in harness.runtime.calls
 
@@ -236,7 +228,7 @@ async def test_exec_process_time_is_recorded(harness: Harness, tmp_path: Path) -
 async def test_a_terminal_is_resized(harness: Harness, tmp_path: Path) -> None:
     await start(harness, tmp_path / "b", "sleep", "100")
     pid = await exec(harness, "sh", "-c", "read line; stty size", terminal=True)
-    await harness.ask(ResizeTerminal(request_id="r", id="c1", pid=pid, rows=33, cols=77))
+    await harness.ask(wire.ResizeTerminal(request_id="r", id="c1", pid=pid, rows=33, cols=77))
     await harness.ask(write(b"go\n", pid))
     out, status = await output_of(harness, pid)
     assert b"33 77" in out and status == 0
@@ -256,7 +248,7 @@ async def test_adopted_processes_are_tracked_again(tmp_path: Path) -> None:
     async with running(second, await plan_adoptions(records, {}, second.reaper)):
         await trio.testing.wait_all_tasks_blocked()
         assert await processes(second) == [init, pid]
-        await second.ask(Signal(request_id="r", id="c1", pid=pid, signal=signal.SIGKILL))
+        await second.ask(wire.Signal(request_id="r", id="c1", pid=pid, signal=signal.SIGKILL))
         event = await second.next_event()
         assert (event.pid, event.status) == (pid, 128 + 9)
         kill_container(init)

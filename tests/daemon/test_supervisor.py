@@ -11,27 +11,17 @@ import pytest
 import trio
 from support.actors import Harness, RecordingReaper, kill_container, write_bundle
 
+from containerd_actors import protocol as wire
 from containerd_actors.daemon.api import ApiServer
 from containerd_actors.daemon.config import DaemonConfig
 from containerd_actors.daemon.container.adopt import plan_adoptions
 from containerd_actors.daemon.mailbox import CommandError
 from containerd_actors.daemon.state.layout import ContainerRecord
-from containerd_actors.protocol import (
-    REQUEST_TYPES,
-    CreateContainer,
-    ErrorCode,
-    EventType,
-    ReadOutput,
-    ResizeTerminal,
-    Signal,
-    State,
-    UpdateContainer,
-    WriteInput,
-)
+from containerd_actors.protocol import ErrorCode, EventType
 
 
-def create(id: str, bundle: Path, checkpoint: str | None = None) -> CreateContainer:
-    return CreateContainer(request_id="r", id=id, bundle=str(bundle), checkpoint=checkpoint)
+def create(id: str, bundle: Path, checkpoint: str | None = None) -> wire.CreateContainer:
+    return wire.CreateContainer(request_id="r", id=id, bundle=str(bundle), checkpoint=checkpoint)
 
 
 async def test_start_answers_with_the_pid_and_publishes_start_container(
@@ -42,7 +32,7 @@ async def test_start_answers_with_the_pid_and_publishes_start_container(
     os.kill(pid, 0)  # a real process
     event = await harness.next_event()
     assert (event.type, event.id, event.pid) == (EventType.START_CONTAINER, "c1", pid)
-    [info] = await harness.ask(State(request_id="r"))
+    [info] = await harness.ask(wire.State(request_id="r"))
     assert (info.id, info.pid, info.bundle, info.status) == ("c1", pid, str(bundle), "running")
     assert [process.args for process in info.processes] == [["sleep", "100"]]
 
@@ -76,13 +66,13 @@ async def test_signal_reaches_the_process_and_its_exit_is_published_with_the_sta
 ) -> None:
     pid = await harness.ask(create("c1", write_bundle(tmp_path / "b", "sleep", "100")))
     assert (await harness.next_event()).type == EventType.START_CONTAINER
-    await harness.ask(Signal(request_id="r", id="c1", signal=signal.SIGKILL))
+    await harness.ask(wire.Signal(request_id="r", id="c1", signal=signal.SIGKILL))
     event = await harness.next_event()
     assert (event.type, event.pid, event.status, event.reason) == (EventType.EXIT, pid, 128 + 9, None)
-    assert await harness.ask(State(request_id="r")) == []
+    assert await harness.ask(wire.State(request_id="r")) == []
     assert ("delete", "c1") in harness.runtime.calls
     with pytest.raises(CommandError) as failure:
-        await harness.ask(Signal(request_id="r", id="c1"))
+        await harness.ask(wire.Signal(request_id="r", id="c1"))
     assert failure.value.code == ErrorCode.NOT_FOUND and "no such container" in failure.value.message
     # The id is free again.
     assert await harness.ask(create("c1", write_bundle(tmp_path / "b2", "sleep", "100"))) > 0
@@ -93,7 +83,7 @@ async def test_output_stays_readable_after_the_exit(harness: Harness, tmp_path: 
     pid = await harness.ask(create("c1", bundle))
     await harness.next_event()
     assert (await harness.next_event()).status == 3
-    view = await harness.ask(ReadOutput(request_id="r", id="c1"))
+    view = await harness.ask(wire.ReadOutput(request_id="r", id="c1"))
     chunk = await view.read(0, 0, wait=0, max_bytes=1024)
     assert (view.pid, chunk.stdout, chunk.stderr, chunk.exited, chunk.status) == (
         pid,
@@ -104,13 +94,13 @@ async def test_output_stays_readable_after_the_exit(harness: Harness, tmp_path: 
     )
     # Its stdin went with it; a client attached to it hears so.
     with pytest.raises(CommandError) as failure:
-        await harness.ask(WriteInput(request_id="r", id="c1", data=base64.b64encode(b"x").decode()))
+        await harness.ask(wire.WriteInput(request_id="r", id="c1", data=base64.b64encode(b"x").decode()))
     assert failure.value.code == ErrorCode.INVALID_STATE and "closed" in failure.value.message
     with pytest.raises(CommandError) as failure:
-        await harness.ask(ResizeTerminal(request_id="r", id="c1"))
+        await harness.ask(wire.ResizeTerminal(request_id="r", id="c1"))
     assert failure.value.code == ErrorCode.INVALID_STATE
     with pytest.raises(CommandError) as failure:
-        await harness.ask(ReadOutput(request_id="r", id="c1", pid=pid + 1))
+        await harness.ask(wire.ReadOutput(request_id="r", id="c1", pid=pid + 1))
     assert failure.value.code == ErrorCode.NOT_FOUND
 
 
@@ -123,7 +113,7 @@ async def test_a_start_that_crashes_is_answered_and_its_actor_removed(
         await harness.ask(create("c1", bundle))
     assert failure.value.code == ErrorCode.INTERNAL and "a bug in the start path" in failure.value.message
     # The supervisor carries on, and the id is free.
-    assert await harness.ask(State(request_id="r")) == []
+    assert await harness.ask(wire.State(request_id="r")) == []
     assert await harness.ask(create("c1", bundle)) > 0
 
 
@@ -134,11 +124,11 @@ async def test_a_crashing_actor_is_removed_without_taking_the_supervisor_down(
     await harness.ask(create("c2", write_bundle(tmp_path / "b2", "sleep", "100")))
     harness.runtime.fail_next["pause"] = RuntimeError("a bug in the pause path")
     with pytest.raises(CommandError) as failure:
-        await harness.ask(UpdateContainer(request_id="r", id="c1", status="paused"))
+        await harness.ask(wire.UpdateContainer(request_id="r", id="c1", status="paused"))
     assert failure.value.code == ErrorCode.INTERNAL
     await trio.testing.wait_all_tasks_blocked()
-    assert [info.id for info in await harness.ask(State(request_id="r"))] == ["c2"]
-    await harness.ask(Signal(request_id="r", id="c2", signal=signal.SIGCONT))  # the other is served
+    assert [info.id for info in await harness.ask(wire.State(request_id="r"))] == ["c2"]
+    await harness.ask(wire.Signal(request_id="r", id="c2", signal=signal.SIGCONT))  # the other is served
     kill_container(first)  # its actor is gone; the process is the test's to end
 
 
@@ -155,7 +145,7 @@ async def test_the_api_server_has_a_handler_for_every_request_type(tmp_path: Pat
     )
     unused, _ = trio.open_memory_channel[object](0)
     server = ApiServer(config, unused, unused, unused)
-    assert set(server.handlers) == set(REQUEST_TYPES)
+    assert set(server.handlers) == set(wire.REQUEST_TYPES)
 
 
 async def test_pipes_kept_for_no_record_are_closed_and_released() -> None:

@@ -19,7 +19,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 import trio.testing
@@ -32,6 +32,8 @@ from containerd_actors.daemon.state.layout import prepare_state_dir
 from containerd_actors.daemon.supervisor.actor import Supervisor
 from containerd_actors.host.reaping import LocalSubreaper
 from containerd_actors.runc.driver import CriuOptions, RuncError, Stdio
+
+T = TypeVar("T")
 
 #: How long a test waits for something the daemon does at once; far above what it takes.
 PATIENCE_S = 5.0
@@ -225,21 +227,11 @@ class Harness:
         assert isinstance(message, EventDraft)
         return message
 
-    def events_so_far(self) -> list[EventDraft]:
-        drafts = []
-        while True:
-            try:
-                drafts.append(self._events.receive_nowait())
-            except trio.WouldBlock:
-                return drafts
+    def events_so_far(self) -> list[EventsMessage]:
+        return _take_all(self._events)
 
     def measurements(self) -> list[MetricsMessage]:
-        told = []
-        while True:
-            try:
-                told.append(self._metrics.receive_nowait())
-            except trio.WouldBlock:
-                return told
+        return _take_all(self._metrics)
 
     def kill_all(self) -> None:
         """Kill and reap every process the fake runtime started that the actors have not reaped."""
@@ -251,6 +243,16 @@ class Harness:
                 os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
             os.close(pidfd)
         self.runtime.spawned.clear()
+
+
+def _take_all(channel: trio.MemoryReceiveChannel[T]) -> list[T]:
+    """What a channel holds now, without waiting."""
+    taken = []
+    while True:
+        try:
+            taken.append(channel.receive_nowait())
+        except trio.WouldBlock:
+            return taken
 
 
 @asynccontextmanager

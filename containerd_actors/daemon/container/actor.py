@@ -30,6 +30,7 @@ from typing import Any
 
 import trio
 
+from containerd_actors import protocol as wire
 from containerd_actors.daemon.container.adopt import Adoption, adopt_execs, adopt_init
 from containerd_actors.daemon.container.cgroups import ContainerCgroups
 from containerd_actors.daemon.container.checkpoint import (
@@ -42,6 +43,9 @@ from containerd_actors.daemon.container.exec import record_exec, run_exec
 from containerd_actors.daemon.container.messages import (
     ContainerMailbox,
     ContainerMessage,
+    ContainerRemoved,
+    ContainerSnapshot,
+    ContainerUpdated,
     ExecExited,
     InitExited,
     InputClosed,
@@ -66,23 +70,7 @@ from containerd_actors.daemon.metrics.registry import (
     EXEC_PROCESS_TIME,
 )
 from containerd_actors.daemon.state.layout import ContainerPaths
-from containerd_actors.daemon.supervisor.messages import ContainerRemoved, ContainerSnapshot, ContainerUpdated
-from containerd_actors.protocol import (
-    AddProcess,
-    Checkpoint,
-    ContainerInfo,
-    ContainerStats,
-    CreateCheckpoint,
-    DeleteCheckpoint,
-    ErrorCode,
-    EventType,
-    ListCheckpoints,
-    ResizeTerminal,
-    Signal,
-    Stats,
-    UpdateContainer,
-    WriteInput,
-)
+from containerd_actors.protocol import Checkpoint, ContainerInfo, ContainerStats, ErrorCode, EventType
 from containerd_actors.runc.driver import RuncError
 from containerd_actors.runc.process_spec import exec_process_info, exec_spec
 
@@ -227,21 +215,21 @@ class ContainerActor:
             case Ask(_, reply_to) if self._phase is not Phase.RUNNING:
                 state = "is exiting" if self._phase is Phase.EXITING else "has exited"
                 fail(reply_to, CommandError(ErrorCode.NOT_FOUND, f"container {self.id!r} {state}"))
-            case Ask(Signal() as request, reply_to):
+            case Ask(wire.Signal() as request, reply_to):
                 await self._reply(reply_to, self._signal(request))
-            case Ask(AddProcess() as request, reply_to):
+            case Ask(wire.AddProcess() as request, reply_to):
                 await self._reply(reply_to, self._add_process(request))
-            case Ask(Stats(), reply_to):
+            case Ask(wire.Stats(), reply_to):
                 await self._reply(reply_to, self._sample_stats())
-            case Ask(UpdateContainer() as request, reply_to):
+            case Ask(wire.UpdateContainer() as request, reply_to):
                 await self._reply(reply_to, self._change_status(request.status))
-            case Ask(CreateCheckpoint() as request, reply_to):
+            case Ask(wire.CreateCheckpoint() as request, reply_to):
                 await self._create_checkpoint(request, reply_to)
-            case Ask(ListCheckpoints(), reply_to):
+            case Ask(wire.ListCheckpoints(), reply_to):
                 answer(reply_to, list_checkpoints(self._bundle_path))
-            case Ask(DeleteCheckpoint() as request, reply_to):
+            case Ask(wire.DeleteCheckpoint() as request, reply_to):
                 await self._reply(reply_to, self._delete_checkpoint(request.name))
-            case Ask(WriteInput() | ResizeTerminal(), _):
+            case Ask(wire.WriteInput() | wire.ResizeTerminal(), _):
                 self._to_stdin(message)
             case InitExited(status):
                 await self._init_exited(status)
@@ -392,13 +380,13 @@ class ContainerActor:
 
     # ------------------------------------------------------------------ requests
 
-    async def _signal(self, request: Signal) -> None:
+    async def _signal(self, request: wire.Signal) -> None:
         process = self._process(request.pid)
         if process is None:
             raise no_such_process(self.id, request.pid)
         process.signal(request.signal, self.id)
 
-    async def _add_process(self, request: AddProcess) -> int:
+    async def _add_process(self, request: wire.AddProcess) -> int:
         """``runc exec -d`` a process, then own it like the init: drain, watch, report its exit."""
         reached_at = time.monotonic_ns()
         assert self._init is not None
@@ -449,7 +437,7 @@ class ContainerActor:
         kind = EventType.PAUSE if status == "paused" else EventType.RESUME
         await self._events.send(EventDraft(kind, self.id, self._init.pid))
 
-    async def _create_checkpoint(self, request: CreateCheckpoint, reply_to: ReplyTo) -> None:
+    async def _create_checkpoint(self, request: wire.CreateCheckpoint, reply_to: ReplyTo) -> None:
         """With ``exit``, the answer comes only once the container is gone, so its id can be
         restored at once; until then the actor refuses requests as exiting."""
         assert self._init is not None

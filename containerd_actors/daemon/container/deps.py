@@ -12,9 +12,9 @@ from typing import Protocol
 import attrs
 import trio
 
+from containerd_actors.daemon.container.messages import ReportsMailbox
 from containerd_actors.daemon.events.messages import EventsMailbox
 from containerd_actors.daemon.metrics.messages import MetricsMailbox
-from containerd_actors.daemon.supervisor.messages import SupervisorMailbox
 from containerd_actors.host.reaping import ExitWatcher
 from containerd_actors.runc.driver import CriuOptions, Stdio
 
@@ -72,6 +72,7 @@ class ActorDeps:
     start_limiter: trio.CapacityLimiter
     exit_watcher: ExitWatcher
     events: EventsMailbox
-    supervisor: SupervisorMailbox
+    #: Where the actor reports its snapshots and its end (the supervisor's mailbox).
+    supervisor: ReportsMailbox
     metrics: MetricsMailbox
     oom_notify: bool

@@ -1,4 +1,4 @@
-"""What a container actor's mailbox accepts.
+"""What a container actor's mailbox accepts, and what it reports to its supervisor.
 
 Clients' requests arrive as ``Ask(request)`` with the wire request itself (routed by the supervisor
 on ``request.id``). The other messages come from the actor's own tasks: its exit watchers, its
@@ -7,12 +7,17 @@ OOM watcher and its stdin ports. None of them ever travels on the wire.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 import attrs
 import trio
 
+from containerd_actors.daemon.container.stdio import OutputView
 from containerd_actors.daemon.mailbox import Ask
 from containerd_actors.protocol import (
     AddProcess,
+    ContainerInfo,
     CreateCheckpoint,
     DeleteCheckpoint,
     ListCheckpoints,
@@ -67,3 +72,43 @@ class InputClosed:
 
 ContainerMessage = Ask[ContainerRequest] | InitExited | ExecExited | OomNotified | InputClosed
 ContainerMailbox = trio.MemorySendChannel[ContainerMessage]
+
+
+# --------------------------------------------------------------------------- to the supervisor
+
+
+def _no_outputs() -> Mapping[int, OutputView]:
+    return MappingProxyType({})
+
+
+@attrs.frozen
+class ContainerSnapshot:
+    """A container actor's state as others may see it: immutable, replaced whole on every change."""
+
+    info: ContainerInfo
+    #: Every process whose output is still readable (exited ones included), by pid.
+    outputs: Mapping[int, OutputView] = attrs.field(factory=_no_outputs)
+
+
+@attrs.frozen
+class ContainerUpdated:
+    """A container actor's latest snapshot; the supervisor answers State and ReadOutput from these."""
+
+    snapshot: ContainerSnapshot
+
+
+@attrs.frozen
+class ContainerRemoved:
+    """The actor has finished: its id is free again.
+
+    ``outputs`` and ``init_pid`` keep its processes' output readable after the exit; empty when
+    the container never started (or its actor crashed).
+    """
+
+    id: str
+    outputs: Mapping[int, OutputView] = attrs.field(factory=_no_outputs)
+    init_pid: int = 0
+
+
+ContainerReport = ContainerUpdated | ContainerRemoved
+ReportsMailbox = trio.MemorySendChannel[ContainerReport]

@@ -28,8 +28,8 @@ import attrs
 class ContainerPaths:
     """``directory`` lives as long as the container; ``logs`` outlives it (until the id is reused).
 
-    The file paths are computed once here: a start reads them several times, and building a
-    ``Path`` each time was a few percent of the daemon's CPU per start.
+    The file paths a start uses are computed once here: a start reads them several times, and
+    building a ``Path`` each time was a few percent of the daemon's CPU per start.
     """
 
     directory: Path
@@ -39,7 +39,6 @@ class ContainerPaths:
     runc_log: Path = attrs.field(init=False)
     stdout_log: Path = attrs.field(init=False)
     stderr_log: Path = attrs.field(init=False)
-    criu_work: Path = attrs.field(init=False)
 
     @record.default
     def _record(self) -> Path:
@@ -61,8 +60,9 @@ class ContainerPaths:
     def _stderr_log(self) -> Path:
         return self.logs / "stderr.log"
 
-    @criu_work.default
-    def _criu_work(self) -> Path:
+    @property
+    def criu_work(self) -> Path:
+        """Where CRIU writes its logs during a dump or a restore."""
         return self.directory / "criu-work"
 
     def exec_files(self, number: int) -> tuple[Path, Path, Path]:

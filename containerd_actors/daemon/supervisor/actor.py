@@ -20,7 +20,12 @@ import trio
 from containerd_actors.daemon.container.actor import ContainerActor
 from containerd_actors.daemon.container.adopt import Adoption
 from containerd_actors.daemon.container.deps import ActorDeps, ContainerRuntime
-from containerd_actors.daemon.container.messages import ContainerRequest
+from containerd_actors.daemon.container.messages import (
+    ContainerRemoved,
+    ContainerRequest,
+    ContainerSnapshot,
+    ContainerUpdated,
+)
 from containerd_actors.daemon.container.process import no_such_process
 from containerd_actors.daemon.container.stdin import refuse_closed
 from containerd_actors.daemon.container.stdio import OutputView
@@ -28,13 +33,7 @@ from containerd_actors.daemon.events.messages import EventsMailbox
 from containerd_actors.daemon.mailbox import Ask, CommandError, ReplyTo, answer, fail
 from containerd_actors.daemon.metrics.messages import MetricsMailbox
 from containerd_actors.daemon.state.layout import container_paths
-from containerd_actors.daemon.supervisor.messages import (
-    ContainerRemoved,
-    ContainerSnapshot,
-    ContainerUpdated,
-    SupervisorMailbox,
-    SupervisorMessage,
-)
+from containerd_actors.daemon.supervisor.messages import SupervisorMailbox, SupervisorMessage
 from containerd_actors.host.reaping import ExitWatcher
 from containerd_actors.protocol import (
     ContainerInfo,
