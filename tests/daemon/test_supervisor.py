@@ -12,8 +12,6 @@ import trio
 from support.actors import Harness, RecordingReaper, kill_container, write_bundle
 
 from containerd_actors import protocol as wire
-from containerd_actors.daemon.api import ApiServer
-from containerd_actors.daemon.config import DaemonConfig
 from containerd_actors.daemon.container.adopt import plan_adoptions
 from containerd_actors.daemon.mailbox import CommandError
 from containerd_actors.daemon.state.layout import ContainerRecord
@@ -130,22 +128,6 @@ async def test_a_crashing_actor_is_removed_without_taking_the_supervisor_down(
     assert [info.id for info in await harness.ask(wire.State(request_id="r"))] == ["c2"]
     await harness.ask(wire.Signal(request_id="r", id="c2", signal=signal.SIGCONT))  # the other is served
     kill_container(first)  # its actor is gone; the process is the test's to end
-
-
-async def test_the_api_server_has_a_handler_for_every_request_type(tmp_path: Path) -> None:
-    config = DaemonConfig(
-        id="t",
-        debug=False,
-        state_dir=tmp_path,
-        concurrency=1,
-        metrics_interval=0,
-        listen="ipc:///nonexistent",
-        events_address="ipc:///nonexistent-events",
-        oom_notify=False,
-    )
-    unused, _ = trio.open_memory_channel[object](0)
-    server = ApiServer(config, unused, unused, unused)
-    assert set(server.handlers) == set(wire.REQUEST_TYPES)
 
 
 async def test_pipes_kept_for_no_record_are_closed_and_released() -> None:

@@ -212,6 +212,9 @@ class ContainerActor:
     async def _handle(self, message: ContainerMessage) -> None:
         """The one dispatch of everything this actor is told or asked."""
         match message:
+            case Ask(wire.WriteInput() | wire.ResizeTerminal(), _):
+                # Served in every phase: a process that is still running still reads its stdin.
+                self._to_stdin(message)
             case Ask(_, reply_to) if self._phase is not Phase.RUNNING:
                 state = "is exiting" if self._phase is Phase.EXITING else "has exited"
                 fail(reply_to, CommandError(ErrorCode.NOT_FOUND, f"container {self.id!r} {state}"))
@@ -229,8 +232,6 @@ class ContainerActor:
                 answer(reply_to, list_checkpoints(self._bundle_path))
             case Ask(wire.DeleteCheckpoint() as request, reply_to):
                 await self._reply(reply_to, self._delete_checkpoint(request.name))
-            case Ask(wire.WriteInput() | wire.ResizeTerminal(), _):
-                self._to_stdin(message)
             case InitExited(status):
                 await self._init_exited(status)
             case ExecExited(pid, status):

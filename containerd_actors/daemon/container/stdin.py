@@ -3,8 +3,9 @@
 A process that does not read its stdin must never stall its container's actor, so the actor
 hands every ``WriteInput`` and ``ResizeTerminal`` of a process to that process's ``StdinPort``
 and moves on. The port's task takes them one at a time (the writes of concurrent clients never
-interleave within a request) and answers each itself. It is the only code that touches the fd
-(the pipe's write end, or the pty master of a terminal): it writes, resizes and closes it.
+interleave within a request) and answers each itself. Only the port touches the fd (the pipe's
+write end, or the pty master of a terminal): its task writes, resizes and closes it, and ``close``
+closes it directly when no task was ever needed.
 """
 
 from __future__ import annotations
@@ -128,6 +129,7 @@ class StdinPort:
             queue.close()
 
     async def _write(self, request: WriteInput, reply_to: ReplyTo) -> None:
+        """Write what the process takes within the timeout; a client's EOF follows a complete write."""
         data = base64.b64decode(request.data)
         if self._fd < 0 and (data or request.close):
             fail(reply_to, stdin_closed(self.container_id, self.pid))
@@ -150,22 +152,23 @@ class StdinPort:
             else:
                 fail(reply_to, stdin_closed(self.container_id, self.pid))
             raise
-        closing_pipe = request.close and written == len(data) and not self.terminal
-        if request.close and written == len(data) and self.terminal:
+        if not (request.close and written == len(data)):
+            answer(reply_to, written)
+        elif self.terminal:
             try:
                 os.write(self._fd, TERMINAL_EOF)
             except OSError:
                 pass
-        if closing_pipe:
+            answer(reply_to, written)
+        else:
             self.closed = True
             self._release_fd()
-        answer(reply_to, written)
-        if closing_pipe:
+            answer(reply_to, written)
             # The reaper holds a copy of this pipe end too; the process sees EOF once it lets go.
             try:
                 await self._actor.send(InputClosed(self.pid))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass  # the actor has finished; the reaper dropped every copy with it
+                pass  # the actor has finished; the reaper let go of every copy with it
 
     def _resize(self, request: ResizeTerminal, reply_to: ReplyTo) -> None:
         try:

@@ -21,6 +21,7 @@ from containerd_actors.daemon.container.actor import ContainerActor
 from containerd_actors.daemon.container.adopt import Adoption
 from containerd_actors.daemon.container.deps import ActorDeps, ContainerRuntime
 from containerd_actors.daemon.container.messages import (
+    ContainerMailbox,
     ContainerRemoved,
     ContainerRequest,
     ContainerSnapshot,
@@ -57,7 +58,7 @@ MAILBOX_SIZE = 1024
 class _Entry:
     """What the supervisor knows of one container: where to send requests, and its last snapshot."""
 
-    mailbox: trio.MemorySendChannel[Any]
+    mailbox: ContainerMailbox
     snapshot: ContainerSnapshot | None = None
 
 
