@@ -25,9 +25,10 @@ from support.daemon import short_temp_dir
 from containerd_actors.client import Client, EventsLost, EventSubscription
 from containerd_actors.daemon.api import ApiServer
 from containerd_actors.daemon.config import DaemonConfig
-from containerd_actors.daemon.events.actor import EventDraft, EventsActor
+from containerd_actors.daemon.events.actor import EventsActor
 from containerd_actors.daemon.events.batch import MAX_BATCH_EVENTS
 from containerd_actors.daemon.events.journal import EventJournal
+from containerd_actors.daemon.events.messages import EventDraft
 from containerd_actors.protocol import Event, EventType, encode_event_payload
 
 PRODUCED = 20_000
