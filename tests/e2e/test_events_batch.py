@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import trio
 from support.daemon import DaemonHandle, short_temp_dir, unique_id
-from test_events_lossless import BATCH, PER_EVENT, PRODUCED, daemon_in_process, read
+from support.events_daemon import BATCH, PER_EVENT, PRODUCED, daemon_in_process, read
 
 from containerd_actors.client import Client, ClientError
 from containerd_actors.daemon.events.batch import MAX_BATCH_EVENTS
