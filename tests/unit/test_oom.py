@@ -16,7 +16,7 @@ import pytest
 import trio
 from support.bundles import make_bundle
 
-from containerd_actors.host.cgroups import CgroupGone, resolve_cgroup_paths
+from containerd_actors.host.cgroup_paths import CgroupGone, resolve_cgroup_paths
 from containerd_actors.host.oom import watch_oom, watch_oom_v1, watch_oom_v2
 
 MEMORY_LIMIT = 16 << 20
