@@ -27,6 +27,15 @@ def state_dir() -> Iterator[Path]:
 
 
 @pytest.fixture
+def runc_root() -> Iterator[Path]:
+    """A private ``runc --root`` for tests that drive runc directly; what is left in it is deleted by id."""
+    root = short_temp_dir("ca-runc-")
+    yield root
+    remove_containers(root)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
 async def daemon(state_dir: Path) -> AsyncIterator[DaemonHandle]:
     handle = await start_daemon(state_dir)
     try:

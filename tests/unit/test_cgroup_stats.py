@@ -7,17 +7,14 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import jsonschema
 import pytest
 import trio
 from support.bundles import make_bundle
+from support.runc import detached_container, runc
 
 from containerd_actors.host.cgroup_paths import (
     CgroupGone,
@@ -203,43 +200,9 @@ def test_missing_optional_files_read_as_zero(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- real containers
 
 
-@pytest.fixture
-def runc_root() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="ca-cg-", dir="/tmp"))
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def busy_bundle(bundles_dir: Path) -> Path:
     return make_bundle(bundles_dir / "busy", ["sh", "-c", "while :; do :; done"], memory_limit=MEMORY_LIMIT)
-
-
-def runc(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["runc", "--root", str(root), *args], capture_output=True, text=True, check=False)
-
-
-@contextmanager
-def detached_container(root: Path, bundle: Path) -> Iterator[tuple[str, int]]:
-    """(id, init pid) of a `runc run -d` container, force-deleted on exit.
-
-    Its stdio must not be pipes: the container inherits them, and reading to EOF would wait for it.
-    """
-    container_id = f"cg-{uuid.uuid4().hex[:10]}"
-    try:
-        with open(root / f"{container_id}.stderr", "w") as stderr:
-            subprocess.run(
-                ["runc", "--root", str(root), "run", "-d", "--bundle", str(bundle), container_id],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                check=True,
-            )
-        state = runc(root, "state", container_id)
-        assert state.returncode == 0, state.stderr
-        yield container_id, json.loads(state.stdout)["pid"]
-    finally:
-        runc(root, "delete", "-f", container_id)
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.02):  # type: ignore[no-untyped-def]
@@ -256,7 +219,7 @@ def wait_for(predicate, timeout: float, interval: float = 0.02):  # type: ignore
 
 @needs_runc
 def test_samples_a_running_container(runc_root: Path, busy_bundle: Path) -> None:
-    with detached_container(runc_root, busy_bundle) as (container_id, pid):
+    with detached_container(runc_root, busy_bundle, "cg") as (container_id, pid):
         paths = resolve_cgroup_paths(pid)
         # runc's default spec has no cgroupsPath: each cgroup is named after the container, under runc's
         # own cgroup of that controller.
@@ -293,7 +256,7 @@ def test_samples_a_running_container(runc_root: Path, busy_bundle: Path) -> None
 
 @needs_runc
 def test_cgroup_gone_after_delete(runc_root: Path, busy_bundle: Path) -> None:
-    with detached_container(runc_root, busy_bundle) as (container_id, pid):
+    with detached_container(runc_root, busy_bundle, "cg") as (container_id, pid):
         paths = resolve_cgroup_paths(pid)
         read_cgroup_stats(paths)
         deleted = runc(runc_root, "delete", "-f", container_id)
@@ -310,7 +273,7 @@ def test_resolving_a_dead_process_is_a_lookup_error() -> None:
 
 @needs_runc
 async def test_stream_ends_when_the_container_is_deleted(runc_root: Path, busy_bundle: Path) -> None:
-    with detached_container(runc_root, busy_bundle) as (container_id, pid):
+    with detached_container(runc_root, busy_bundle, "cg") as (container_id, pid):
         paths = resolve_cgroup_paths(pid)
         send, receive = trio.open_memory_channel[wire.ContainerStats](0)
         async with trio.open_nursery() as nursery:
@@ -327,7 +290,7 @@ async def test_stream_ends_when_the_container_is_deleted(runc_root: Path, busy_b
 @needs_runc
 def test_direct_reads_are_far_cheaper_than_runc_events(runc_root: Path, busy_bundle: Path) -> None:
     """The reason this module exists; prints both costs (run with -s to see them)."""
-    with detached_container(runc_root, busy_bundle) as (container_id, pid):
+    with detached_container(runc_root, busy_bundle, "cg") as (container_id, pid):
         paths = resolve_cgroup_paths(pid)
         start = time.perf_counter()
         for _ in range(200):
