@@ -58,7 +58,6 @@ import attrs
 import pynng
 import trio
 from benchlib import (
-    Daemon,
     cpu_times,
     daemon_cpu_times,
     empty_runc_root,
@@ -66,15 +65,13 @@ from benchlib import (
     progress,
     remove_workdir,
     run_cancelled_by_signals,
-    runc_containers,
-    start_daemon,
-    stop_daemon,
     sweep_leftovers,
     wait_for_quiet_cpu,
 )
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from support.daemon import DaemonHandle, runc_containers, start_daemon, stop_daemon
 
 from containerd_actors.client import Client
 from containerd_actors.daemon.api import WORKER_CONTEXTS, ApiServer
@@ -343,8 +340,8 @@ class Context:
 
     args: argparse.Namespace
     workdir: Path
-    daemon: Daemon | None = None
-    daemons: list[Daemon] = attrs.Factory(list)
+    daemon: DaemonHandle | None = None
+    daemons: list[DaemonHandle] = attrs.Factory(list)
     runc_roots: list[Path] = attrs.Factory(list)
     children: list[trio.Process] = attrs.Factory(list)
     interrupted: bool = False
@@ -386,10 +383,12 @@ async def stop_children(ctx: Context) -> None:
         await stop_child(process)
 
 
-async def ensure_daemon(ctx: Context) -> Daemon:
+async def ensure_daemon(ctx: Context) -> DaemonHandle:
     """One daemon serves the latency and the actr parts; started on first use, on a private state dir."""
     if ctx.daemon is None:
-        daemon = await start_daemon(ctx.workdir / "state", ctx.workdir / "daemon.log")
+        daemon = await start_daemon(
+            ctx.workdir / "state", log_path=ctx.workdir / "daemon.log", debug=False, own_session=True
+        )
         ctx.daemon = daemon
         ctx.daemons.append(daemon)
         ctx.runc_roots.append(daemon.runc_root)
@@ -421,7 +420,7 @@ def cpu_s(pid: int) -> float:
     return cpu_times(pid).own_s
 
 
-def daemon_cpu_s(daemon: Daemon) -> float:
+def daemon_cpu_s(daemon: DaemonHandle) -> float:
     """The daemon's CPU: the reaper we started plus its API server child (see benchlib.daemon_pids)."""
     return daemon_cpu_times(daemon.pid).own_s
 

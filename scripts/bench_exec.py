@@ -29,7 +29,8 @@ SCRIPTS_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(SCRIPTS_DIR.parent))
 sys.path.insert(0, str(SCRIPTS_DIR))
 
-from benchlib import empty_runc_root, percentile, start_daemon, stop_daemon  # noqa: E402
+from benchlib import empty_runc_root, percentile  # noqa: E402
+from support.daemon import start_daemon, stop_daemon  # noqa: E402
 
 from containerd_actors.client import Client  # noqa: E402
 from containerd_actors.protocol import EventType  # noqa: E402
@@ -37,7 +38,7 @@ from containerd_actors.protocol import EventType  # noqa: E402
 
 async def run(count: int, megabytes: int) -> None:
     top = Path(tempfile.mkdtemp(prefix="bench-exec-", dir="/tmp"))
-    daemon = await start_daemon(top / "state", top / "daemon.log")
+    daemon = await start_daemon(top / "state", log_path=top / "daemon.log", debug=False, own_session=True)
     try:
         bundle = top / "bundle"
         subprocess.run(

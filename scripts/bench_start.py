@@ -65,7 +65,6 @@ from benchlib import (
     SHIM_SOCKET_DIR,
     Containerd,
     CpuTimes,
-    Daemon,
     LatencySummary,
     containerd_version,
     cpu_times,
@@ -85,12 +84,9 @@ from benchlib import (
     remove_workdir,
     rss_kib,
     run_cancelled_by_signals,
-    runc_containers,
     shim_pids,
     start_containerd,
-    start_daemon,
     stop_containerd,
-    stop_daemon,
     sweep_containerds,
     sweep_leftovers,
     telemetry_lines,
@@ -100,6 +96,7 @@ from benchlib import (
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from support.daemon import DaemonHandle, runc_containers, start_daemon, stop_daemon
 
 from containerd_actors.client import Client
 from containerd_actors.host.reaping import become_child_subreaper
@@ -230,7 +227,7 @@ class Context:
     #: Whether /run/containerd existed before our shims could create it (then it is left alone).
     shim_dir_existed: bool = True
     runc_roots: list[Path] = attrs.Factory(list)
-    daemons: list[Daemon] = attrs.Factory(list)
+    daemons: list[DaemonHandle] = attrs.Factory(list)
     containerds: list[Containerd] = attrs.Factory(list)
     interrupted: bool = False
 
@@ -278,7 +275,12 @@ async def daemon_round(ctx: Context, index: int) -> RoundResult:
     args = ctx.args
     base = ctx.workdir / f"d{index}"
     daemon = await start_daemon(
-        base / "state", ctx.workdir / f"daemon-{index}.log", "-c", str(args.concurrency)
+        base / "state",
+        "-c",
+        str(args.concurrency),
+        log_path=ctx.workdir / f"daemon-{index}.log",
+        debug=False,
+        own_session=True,
     )
     ctx.daemons.append(daemon)
     ctx.runc_roots.append(daemon.runc_root)
@@ -317,7 +319,7 @@ async def daemon_round(ctx: Context, index: int) -> RoundResult:
     )
 
 
-async def retire_daemon(daemon: Daemon) -> None:
+async def retire_daemon(daemon: DaemonHandle) -> None:
     """Stop the daemon by pid, then delete the containers it leaves running (by design) by id."""
     code = await stop_daemon(daemon)
     if code != 0:

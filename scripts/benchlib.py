@@ -11,12 +11,10 @@ their command line, re-checked through a pidfd before any signal).
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,11 +26,20 @@ from typing import TypeVar
 import attrs
 import trio
 
+#: The daemon launcher is shared with the tests; the benchmarks import it from tests/support.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from support.daemon import (
+    READY_TIMEOUT_S,
+    DaemonHandle,
+    force_delete_argv,
+    runc_containers,
+    terminate,
+)
+
 T = TypeVar("T")
 
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
-READY_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 15.0
 #: Parallel `runc delete --force` calls: each sleeps >= 100 ms in runc, so a few in flight hide that.
 DELETE_CONCURRENCY = 8
 
@@ -187,18 +194,6 @@ async def wait_for_quiet_cpu(max_busy: float = 0.2, window_s: float = 0.5, timeo
 # --- runc roots and reaping -----------------------------------------------------------------------------
 
 
-def runc_containers(runc_root: Path) -> list[tuple[str, int]]:
-    """(id, init pid) of every container under a private runc root; none if the root does not exist."""
-    if not runc_root.exists():
-        return []
-    result = subprocess.run(
-        ["runc", "--root", str(runc_root), "list", "--format", "json"], capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"runc list under {runc_root} failed: {result.stderr.strip()}")
-    return [(entry["id"], int(entry.get("pid") or 0)) for entry in json.loads(result.stdout or "null") or []]
-
-
 async def reap(pid: int) -> None:
     """Collect the exit status of a dead container init that was re-parented to us.
 
@@ -231,7 +226,7 @@ async def delete_container(runc_root: Path, id: str, pid: int, limiter: trio.Cap
     """
     async with limiter:
         result = await trio.run_process(
-            ["runc", "--root", str(runc_root), "delete", "--force", id],
+            force_delete_argv(runc_root, id),
             stdin=subprocess.DEVNULL,
             capture_stdout=True,
             capture_stderr=True,
@@ -303,96 +298,6 @@ def reap_adopted_children() -> tuple[int, list[str]]:
     return reaped, alive
 
 
-# --- the daemon ----------------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class Daemon:
-    process: trio.Process
-    state_dir: Path
-    address: str
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def runc_root(self) -> Path:
-        return self.state_dir / "runc"
-
-
-async def start_daemon(state_dir: Path, log_path: Path, *extra_args: str) -> Daemon:
-    """Start `containerd-actors` on a private state dir; return once it has sent sd_notify READY=1.
-
-    It runs in its own session so that a Ctrl-C in the terminal reaches only the benchmark, which then
-    stops the daemon and deletes its containers in order.
-    """
-    state_dir.mkdir(parents=True, exist_ok=True)
-    address = f"ipc://{state_dir / 'sock' / 'containerd.sock'}"
-    notify_path = state_dir.parent / f"{state_dir.name}.notify"
-    notify = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    await notify.bind(str(notify_path))
-    env = dict(os.environ, NOTIFY_SOCKET=str(notify_path))
-    argv = [
-        sys.executable,
-        "-m",
-        "containerd_actors.daemon.main",
-        "--state-dir",
-        str(state_dir),
-        "--listen",
-        address,
-        *extra_args,
-    ]
-    with open(log_path, "ab") as log_file:
-        process = await trio.lowlevel.open_process(
-            argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True,
-        )  # fmt: skip
-    daemon = Daemon(process, state_dir, address, log_path)
-    try:
-        with trio.fail_after(READY_TIMEOUT_S):
-            async with trio.open_nursery() as nursery:
-
-                async def died() -> None:
-                    await process.wait()
-                    log = log_path.read_text(errors="replace")
-                    raise RuntimeError(f"daemon exited with {process.returncode} before READY:\n{log}")
-
-                nursery.start_soon(died)
-                while b"READY=1" not in await notify.recv(4096):
-                    pass
-                nursery.cancel_scope.cancel()
-    except BaseException:
-        with trio.CancelScope(shield=True):
-            await stop_daemon(daemon)
-        raise
-    finally:
-        notify.close()
-        notify_path.unlink(missing_ok=True)
-    return daemon
-
-
-async def stop_daemon(daemon: Daemon) -> int | None:
-    """SIGTERM by pid, SIGKILL if it lingers; returns the exit code.
-
-    The daemon leaves its containers running on SIGTERM (by design); the caller deletes them afterwards.
-    """
-    return await terminate(daemon.process)
-
-
-async def terminate(process: trio.Process) -> int | None:
-    """SIGTERM, then SIGKILL after STOP_TIMEOUT_S if it lingers; returns the exit code."""
-    if process.returncode is None:
-        process.send_signal(signal.SIGTERM)
-        with trio.move_on_after(STOP_TIMEOUT_S):
-            await process.wait()
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    return process.returncode
-
-
 # --- final sweep -----------------------------------------------------------------------------------------
 
 
@@ -414,7 +319,7 @@ def kill_if_running(process: trio.Process, label: str, problems: list[str]) -> N
 
 
 def sweep_leftovers(
-    daemons: Sequence[Daemon], runc_roots: Sequence[Path], processes: Sequence[trio.Process] = ()
+    daemons: Sequence[DaemonHandle], runc_roots: Sequence[Path], processes: Sequence[trio.Process] = ()
 ) -> list[str]:
     """Whatever the way out, leave no daemon, helper process, container or zombie; returns what was fixed.
 

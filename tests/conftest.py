@@ -1,7 +1,7 @@
 """Fixtures: a real daemon process per test on a private state directory, and busybox bundles.
 
-The launcher itself lives in ``support.daemon`` so that test modules import it from there,
-never from this file.
+The launcher itself lives in ``support.daemon`` (shared with the benchmarks) so that test modules
+import it from there, never from this file.
 """
 
 from __future__ import annotations
