@@ -73,6 +73,7 @@ from benchlib import (
     empty_containerd,
     empty_runc_root,
     finish_shims,
+    make_bundle,
     median_or_nan,
     missing_containerd_tools,
     own_children_cpu_s,
@@ -103,7 +104,6 @@ from containerd_actors.host.reaping import become_child_subreaper
 
 T = TypeVar("T")
 
-SCRIPTS_DIR = Path(__file__).resolve().parent
 #: The original's job channel held 20 ids; the workers pulled from it.
 JOB_BUFFER = 20
 #: Unmeasured raw runc starts before the first round, so that round 1 does not pay for a cold page cache.
@@ -585,17 +585,6 @@ async def warm_up(ctx: Context) -> None:
         raise RuntimeError(f"raw runc cannot start the bundle: {result.errors[0]}")
     if ctx.containerd_skipped is None:
         await warm_up_containerd(ctx)
-
-
-def make_bundle(workdir: Path) -> Path:
-    """One read-only busybox bundle running `sleep`; runc can run many containers from it."""
-    bundle = workdir / "bundle"
-    subprocess.run(
-        [sys.executable, str(SCRIPTS_DIR / "make-bundle"), str(bundle), "--", "sleep", "1000000"],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    return bundle
 
 
 async def run_rounds(ctx: Context) -> list[RoundResult]:

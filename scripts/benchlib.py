@@ -37,6 +37,8 @@ from support.daemon import (
     terminate,
 )
 
+from containerd_actors.host import procfs
+
 T = TypeVar("T")
 
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
@@ -128,6 +130,25 @@ def median_or_nan(values: Sequence[float]) -> float:
     return statistics.median(present) if present else math.nan
 
 
+# --- the bundle -------------------------------------------------------------------------------------------
+
+SCRIPTS_DIR = Path(__file__).resolve().parent
+
+
+def make_bundle(workdir: Path) -> Path:
+    """One read-only busybox bundle running `sleep`, shared by every container of a run.
+
+    The rootfs is read-only, so runc can run any number of containers from the one bundle.
+    """
+    bundle = workdir / "bundle"
+    subprocess.run(
+        [sys.executable, str(SCRIPTS_DIR / "make-bundle"), str(bundle), "--", "sleep", "1000000"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return bundle
+
+
 # --- /proc sampling ----------------------------------------------------------------------------------
 
 
@@ -143,15 +164,13 @@ class CpuTimes:
 
 
 def cpu_times(pid: int) -> CpuTimes:
-    """utime+stime and cutime+cstime from /proc/PID/stat.
-
-    The command name may contain spaces and parentheses, so fields are counted after the last ')'.
-    """
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()
-    # fields[0] is stat field 3 (state); utime, stime, cutime, cstime are fields 14-17.
-    utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
-    return CpuTimes((utime + stime) / CLOCK_TICKS_PER_S, (cutime + cstime) / CLOCK_TICKS_PER_S)
+    """utime+stime and cutime+cstime from /proc/PID/stat; ProcessLookupError once the process is gone."""
+    stat = procfs.read_stat(pid)
+    if stat is None:
+        raise ProcessLookupError(pid)
+    own = stat.int_field(procfs.USER_TIME) + stat.int_field(procfs.SYSTEM_TIME)
+    children = stat.int_field(procfs.CHILDREN_USER_TIME) + stat.int_field(procfs.CHILDREN_SYSTEM_TIME)
+    return CpuTimes(own / CLOCK_TICKS_PER_S, children / CLOCK_TICKS_PER_S)
 
 
 def own_children_cpu_s() -> float:
@@ -267,14 +286,9 @@ def own_children() -> list[tuple[int, str, str]]:
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
-        try:
-            text = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        command = text[text.index("(") + 1 : text.rindex(")")]
-        state, ppid = text[text.rindex(")") + 2 :].split()[:2]
-        if int(ppid) == me:
-            children.append((int(entry.name), state, command))
+        stat = procfs.read_stat(int(entry.name))
+        if stat is not None and stat.int_field(procfs.PARENT_PID) == me:
+            children.append((int(entry.name), stat.state, stat.command))
     return children
 
 

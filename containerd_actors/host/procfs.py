@@ -26,14 +26,14 @@ class ProcessStat:
     def state(self) -> str:
         return self.field(3)
 
-    @property
-    def parent_pid(self) -> int:
-        return int(self.field(4))
+    def int_field(self, number: int) -> int:
+        return int(self.field(number))
 
-    @property
-    def start_time(self) -> int:
-        """Clock ticks since boot at which the process started."""
-        return int(self.field(22))
+
+#: Field numbers of proc(5) that this code reads.
+PARENT_PID = 4
+USER_TIME, SYSTEM_TIME, CHILDREN_USER_TIME, CHILDREN_SYSTEM_TIME = 14, 15, 16, 17
+START_TIME = 22
 
 
 def read_stat(pid: int) -> ProcessStat | None:
@@ -49,21 +49,21 @@ def read_stat(pid: int) -> ProcessStat | None:
     return ProcessStat(text[opening + 1 : closing], tuple(text[closing + 1 :].split()))
 
 
-def process_start_time(pid: int) -> int | None:
-    """With the pid, the start time names one process for good: a recycled pid gets a new one."""
+def _int_field(pid: int, number: int) -> int | None:
     stat = read_stat(pid)
     try:
-        return stat.start_time if stat is not None else None
+        return stat.int_field(number) if stat is not None else None
     except (IndexError, ValueError):
         return None
+
+
+def process_start_time(pid: int) -> int | None:
+    """Clock ticks since boot at the process's start: with the pid, it names one process for good."""
+    return _int_field(pid, START_TIME)
 
 
 def parent_pid(pid: int) -> int | None:
-    stat = read_stat(pid)
-    try:
-        return stat.parent_pid if stat is not None else None
-    except (IndexError, ValueError):
-        return None
+    return _int_field(pid, PARENT_PID)
 
 
 def memory_total_bytes() -> int:
