@@ -1,4 +1,6 @@
-"""Helpers for the start benchmark: statistics, /proc sampling, and runc/daemon/containerd process handling.
+"""Helpers for the benchmarks: statistics, /proc sampling, and runc/containerd process handling.
+
+The daemon itself is launched by ``tests/support/daemon.py``, the same launcher the tests use.
 
 They live apart from `bench_start.py` so that the benchmark script reads as the experiment (rounds and
 report) while the machinery it relies on (who reaps what, how a private runc root is emptied) stays small
@@ -26,8 +28,10 @@ from typing import TypeVar
 import attrs
 import trio
 
-#: The daemon launcher is shared with the tests; the benchmarks import it from tests/support.
+#: The benchmarks measure the checkout they are in, whatever else is installed, and they launch the
+#: daemon with the tests' launcher (tests/support).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from support.daemon import (
     READY_TIMEOUT_S,
