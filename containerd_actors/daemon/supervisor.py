@@ -29,9 +29,10 @@ from containerd_actors.daemon.container.messages import (
 from containerd_actors.daemon.container.stdio import ProcessIO
 from containerd_actors.daemon.mailbox import CommandError, answer, fail
 from containerd_actors.daemon.state.layout import ContainerRecord
+from containerd_actors.host.fds import close_quietly
 from containerd_actors.host.reaping import ExitWatcher
 from containerd_actors.protocol import ContainerInfo, ErrorCode
-from containerd_actors.runc.driver import Runc, close_quietly
+from containerd_actors.runc.driver import Runc
 
 log = logging.getLogger(__name__)
 

@@ -56,15 +56,12 @@ from containerd_actors.daemon.mailbox import CommandError, ReplyTo, answer, fail
 from containerd_actors.daemon.metrics.actor import AddToCounter, RecordDuration, tell
 from containerd_actors.daemon.metrics.registry import CONTAINER_DELETE_TIME, CONTAINER_START_TIME, CONTAINERS
 from containerd_actors.daemon.state.layout import ContainerPaths, ContainerRecord, write_json_atomically
-from containerd_actors.host.cgroups import (
-    CgroupGone,
-    CgroupPaths,
-    read_cgroup_stats,
-    resolve_cgroup_paths,
-    sample_container,
-)
+from containerd_actors.host.cgroup_paths import CgroupGone, CgroupPaths, resolve_cgroup_paths
+from containerd_actors.host.cgroup_stats import read_cgroup_stats, sample_container
+from containerd_actors.host.fds import close_quietly
 from containerd_actors.host.oom import watch_oom
-from containerd_actors.host.reaping import ExitWatcher, open_pidfd, process_start_time
+from containerd_actors.host.procfs import process_start_time
+from containerd_actors.host.reaping import ExitWatcher, open_pidfd
 from containerd_actors.protocol import (
     Checkpoint,
     ContainerInfo,
@@ -74,15 +71,8 @@ from containerd_actors.protocol import (
     User,
     converter,
 )
-from containerd_actors.runc.driver import (
-    Runc,
-    RuncError,
-    RuncTimeout,
-    Stdio,
-    close_quietly,
-    read_bundle_config,
-    validate_bundle,
-)
+from containerd_actors.runc.bundle import read_bundle_config, validate_bundle
+from containerd_actors.runc.driver import Runc, RuncError, RuncTimeout, Stdio
 
 log = logging.getLogger(__name__)
 
