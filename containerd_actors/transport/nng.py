@@ -30,6 +30,23 @@ from pynng import ffi, lib
 INFINITE_MS = -1
 
 
+class ClosedOnExit:
+    """``with`` support for an owner of something nng holds: leaving the block, however, closes it."""
+
+    __slots__ = ()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
 class OwnershipError(RuntimeError):
     """An nng message or aio was used after its owner handed it to nng or freed it."""
 
@@ -61,7 +78,7 @@ def open_raw_req0(recv_max_size: int) -> pynng.Req0:
     return pynng.Req0(opener=lib.nng_req0_open_raw, recv_max_size=recv_max_size)
 
 
-class OutgoingMessage:
+class OutgoingMessage(ClosedOnExit):
     """An nng message this side allocated, owned until nng accepts it; ``close`` frees it otherwise.
 
     Use it as a context manager around the attempts to send it: leaving the block frees the message
@@ -100,14 +117,6 @@ class OutgoingMessage:
         if self._pointer != ffi.NULL:
             pointer, self._pointer = self._pointer, ffi.NULL
             lib.nng_msg_free(pointer)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def send(socket: pynng.Socket, message: OutgoingMessage, *, block: bool = False) -> bool:

@@ -7,16 +7,13 @@ completion would need an nng thread to take the GIL and post back into trio.
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Self
-
 import pynng
 import trio
 
-from containerd_actors.transport.nng import closed_error
+from containerd_actors.transport.nng import ClosedOnExit, closed_error
 
 
-class PolledSocket:
+class PolledSocket(ClosedOnExit):
     """An nng socket whose receives wait on its ``recv_fd``; closing it wakes them."""
 
     def __init__(self, socket: pynng.Socket) -> None:
@@ -34,14 +31,6 @@ class PolledSocket:
             await trio.lowlevel.wait_readable(self._recv_fd)
         except trio.ClosedResourceError:
             raise closed_error() from None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         if self._closed:
