@@ -13,7 +13,7 @@ import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support.wire_samples import wire_samples
+from support.wire_samples import WIRE_CLASSES, decode, encode, wire_samples
 
 from containerd_actors.protocol import (
     EVENT_TOPIC_PREFIX,
@@ -21,20 +21,16 @@ from containerd_actors.protocol import (
     REPLY_TYPES,
     REQUEST_TYPES,
     TOPIC_SEPARATOR,
-    ContainerInfo,
     ErrorCode,
     ErrorReply,
     Event,
     EventBatch,
     Events,
     EventType,
-    MachineInfo,
     Ping,
-    ProcessInfo,
     ProtocolError,
     Signal,
     StateReply,
-    User,
     codec,
     decode_event,
     decode_event_batch,
@@ -44,11 +40,10 @@ from containerd_actors.protocol import (
     encode_event_batch,
     encode_reply,
     encode_request,
-    messages,
+    validators,
 )
 
 KNOWN_REQUEST_TAGS = sorted(cls.__name__ for cls in REQUEST_TYPES)
-WIRE_CLASSES = (*REQUEST_TYPES, *REPLY_TYPES, Event, EventBatch)
 
 
 def _dumps(obj: Any) -> bytes:
@@ -167,7 +162,7 @@ def test_wrong_type_for_an_int_field_is_named(value: Any) -> None:
 
 
 def test_wrong_type_deep_in_a_reply_is_located() -> None:
-    good = json.loads(encode_reply(_state_reply()))
+    good = json.loads(encode_reply(wire_samples()[StateReply][1]))  # records nested three deep
     good["containers"][0]["processes"][0]["user"]["uid"] = "root"
     with pytest.raises(ProtocolError) as info:
         decode_reply(_dumps(good))
@@ -442,41 +437,15 @@ def test_every_problem_of_a_batch_is_listed() -> None:
 # --------------------------------------------------------------------------- round trips
 
 
-def _state_reply() -> StateReply:
-    process = ProcessInfo(
-        pid=4242,
-        args=["/bin/sh"],
-        env=["A=1"],
-        cwd="/",
-        user=User(uid=1000, gid=1000, additional_gids=[10]),
-        terminal=True,
-    )
-    return StateReply(
-        request_id="r-4",
-        containers=[
-            ContainerInfo(id="web", bundle="/srv/web", status="running", pid=4242, processes=[process]),
-            ContainerInfo(id="db", bundle="/srv/db", status="stopped", pid=0),
-        ],
-        machine=MachineInfo(id="host", cpus=8, memory=1 << 34),
-    )
-
-
 def _examples() -> list[Any]:
     return [message for messages in wire_samples().values() for message in messages]
 
 
 def _round_trip(message: Any) -> Any:
-    if isinstance(message, EventBatch):
-        return decode_event_batch(encode_event_batch(message))
-    if isinstance(message, Event):
-        return decode_event(encode_event(message))
-    if type(message) in REQUEST_TYPES:
-        data = encode_request(message)
+    data = encode(message)
+    if isinstance(message, (*REQUEST_TYPES, *REPLY_TYPES)):
         assert json.loads(data)["type"] == type(message).__name__
-        return decode_request(data)
-    data = encode_reply(message)
-    assert json.loads(data)["type"] == type(message).__name__
-    return decode_reply(data)
+    return decode(type(message), data)
 
 
 @pytest.mark.parametrize("cls", WIRE_CLASSES, ids=lambda c: c.__name__)
@@ -490,20 +459,20 @@ def test_examples_round_trip(cls: type) -> None:
 # Strategies for every wire class, derived from the same type hints and validators as the
 # schema generator; a new validator must be taught here (the test says so) before it passes.
 _VALIDATOR_STRATEGIES: dict[Any, st.SearchStrategy[Any]] = {
-    messages._valid_id: st.from_regex(ID_PATTERN, fullmatch=True),
-    messages._non_negative: st.integers(min_value=0, max_value=2**63),
-    messages._signal_number: st.integers(min_value=1, max_value=64),
-    messages._valid_optional_name: st.none() | st.from_regex(ID_PATTERN, fullmatch=True),
-    messages._pause_or_run: st.sampled_from(["paused", "running"]),
-    messages._non_empty_args: st.lists(st.text(min_size=1, max_size=10), min_size=1, max_size=3),
-    messages._absolute_or_empty: st.just("") | st.from_regex(r"/[a-z/]{0,10}", fullmatch=True),
-    messages._env_entries: st.lists(st.from_regex(r"[A-Z_]{1,5}=[a-z]{0,5}", fullmatch=True), max_size=3),
-    messages._uint16: st.integers(min_value=0, max_value=0xFFFF),
-    messages._tail_lines: st.integers(min_value=-1, max_value=10**6),
-    messages._wait_seconds: st.floats(min_value=0, max_value=messages.MAX_WAIT_S),
-    messages._read_size: st.integers(min_value=1, max_value=messages.MAX_READ_BYTES),
-    messages._base64: st.binary(max_size=20).map(lambda b: base64.b64encode(b).decode()),
-    messages._page_limit: st.integers(min_value=1, max_value=messages.MAX_EVENTS_PER_PAGE),
+    validators.valid_id: st.from_regex(ID_PATTERN, fullmatch=True),
+    validators.non_negative: st.integers(min_value=0, max_value=2**63),
+    validators.signal_number: st.integers(min_value=1, max_value=64),
+    validators.valid_optional_name: st.none() | st.from_regex(ID_PATTERN, fullmatch=True),
+    validators.pause_or_run: st.sampled_from(["paused", "running"]),
+    validators.non_empty_args: st.lists(st.text(min_size=1, max_size=10), min_size=1, max_size=3),
+    validators.absolute_or_empty: st.just("") | st.from_regex(r"/[a-z/]{0,10}", fullmatch=True),
+    validators.env_entries: st.lists(st.from_regex(r"[A-Z_]{1,5}=[a-z]{0,5}", fullmatch=True), max_size=3),
+    validators.uint16: st.integers(min_value=0, max_value=0xFFFF),
+    validators.tail_lines: st.integers(min_value=-1, max_value=10**6),
+    validators.wait_seconds: st.floats(min_value=0, max_value=validators.MAX_WAIT_S),
+    validators.read_size: st.integers(min_value=1, max_value=validators.MAX_READ_BYTES),
+    validators.base64_text: st.binary(max_size=20).map(lambda b: base64.b64encode(b).decode()),
+    validators.page_limit: st.integers(min_value=1, max_value=validators.MAX_EVENTS_PER_PAGE),
 }
 
 
