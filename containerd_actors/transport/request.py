@@ -92,7 +92,7 @@ class RawRequestSocket(PolledSocket):
         """Hand the message to nng, retrying while the pipe is busy (as long as the caller waits).
 
         Not an nng async send: in raw mode every socket-level send goes through one internal
-        context, which holds a single pending send, so concurrent async sends hung here.
+        context, which holds a single pending send, so concurrent async sends hang (nng 1.11).
         """
         if self._closed:
             raise nng.closed_error()
