@@ -208,9 +208,11 @@ class SendAio:
         """True once the send completed; False when it timed out; any other failure raises.
 
         A send that completed took its message off the aio; a failed or timed-out one left it there,
-        and it is freed here.
+        and it is freed here. While nng still holds the send, its result and message are nng's.
         """
         aio = self._handle()
+        if lib.nng_aio_busy(aio):
+            raise OwnershipError("the send is still pending in nng: wait until it is not busy, or abandon it")
         status: int = lib.nng_aio_result(aio)
         self._free_unsent(aio)
         if status == lib.NNG_ETIMEDOUT:

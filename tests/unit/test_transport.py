@@ -283,6 +283,31 @@ async def test_a_freed_aio_refuses_every_use(tmp_path: Path) -> None:
             assert message.owned, "a refused start must leave the message with its owner"
 
 
+async def test_a_send_still_pending_in_nng_cannot_be_finished_and_is_freed_with_its_socket(
+    tmp_path: Path,
+) -> None:
+    count = 9
+    server = ReplySocket(address(tmp_path), MAX, send_timeout=math.inf)
+    requester = raw_requester(tmp_path)
+    try:
+        for request_id in range(count):
+            send_raw(requester, request_id, b"r")
+        contexts = [context for context, _ in await collect(server, count)]
+        for context in contexts:  # more than the requester's nng takes in without being read
+            with nng.OutgoingMessage(b"", b"x" * (512 << 10)) as message:
+                context._aio.start(context._context, message)
+        pending = [context._aio for context in contexts if context._aio.busy]
+        assert pending, "every reply completed: the case this test covers did not arise"
+        with pytest.raises(nng.OwnershipError, match="still pending"):
+            pending[0].finish()
+        server.close()  # frees every aio, the pending ones included
+        with pytest.raises(nng.OwnershipError, match="already freed"):
+            _ = pending[0].busy
+    finally:
+        requester.close()
+        server.close()
+
+
 async def test_a_reply_on_a_context_released_too_early_raises_instead_of_crashing(tmp_path: Path) -> None:
     with ReplySocket(address(tmp_path), MAX, send_timeout=5) as server:
         requester = raw_requester(tmp_path)
