@@ -1,6 +1,10 @@
 """The wire contract shared by the daemon, the client library and every foreign client.
 
 This package imports nothing else of ours, so ``proto_schemas/`` can be generated from it alone.
+``requests`` and ``replies`` hold the two tagged unions, ``events`` what is published, ``records``
+and ``stats`` what those carry, ``validators`` the field checks and limits, ``codec`` the one
+converter and the framing, and ``schema`` the JSON Schema generator. Everything a client or the
+daemon needs is re-exported here.
 """
 
 from containerd_actors.protocol.codec import (
@@ -21,59 +25,50 @@ from containerd_actors.protocol.codec import (
     frame_event,
     warm_up,
 )
-from containerd_actors.protocol.messages import (
-    EVENT_TOPIC_PREFIX,
-    ID_PATTERN,
-    MAX_EVENTS_PER_PAGE,
-    MAX_READ_BYTES,
-    MAX_WAIT_S,
+from containerd_actors.protocol.events import EVENT_TOPIC_PREFIX, Event, EventBatch, EventType, event_topic
+from containerd_actors.protocol.records import Checkpoint, ContainerInfo, MachineInfo, ProcessInfo, User
+from containerd_actors.protocol.replies import (
     REPLY_TYPES,
-    REQUEST_TYPES,
-    AddProcess,
     AddProcessReply,
-    Checkpoint,
-    ContainerInfo,
-    CreateCheckpoint,
     CreateCheckpointReply,
-    CreateContainer,
     CreateContainerReply,
-    DeleteCheckpoint,
     DeleteCheckpointReply,
     ErrorCode,
     ErrorReply,
-    Event,
-    EventBatch,
-    Events,
     EventsReply,
-    EventType,
-    ListCheckpoints,
     ListCheckpointsReply,
-    MachineInfo,
-    Metrics,
     MetricsReply,
-    Ping,
     PingReply,
-    ProcessInfo,
-    ReadOutput,
     ReadOutputReply,
     Reply,
+    ResizeTerminalReply,
+    SignalReply,
+    StateReply,
+    StatsReply,
+    UpdateContainerReply,
+    WriteInputReply,
+)
+from containerd_actors.protocol.requests import (
+    REQUEST_TYPES,
+    AddProcess,
+    CreateCheckpoint,
+    CreateContainer,
+    DeleteCheckpoint,
+    Events,
+    ListCheckpoints,
+    Metrics,
+    Ping,
+    ReadOutput,
     Request,
     ResizeTerminal,
-    ResizeTerminalReply,
     Signal,
-    SignalReply,
     State,
-    StateReply,
     Stats,
-    StatsReply,
     UpdateContainer,
-    UpdateContainerReply,
-    User,
     WriteInput,
-    WriteInputReply,
-    event_topic,
 )
 from containerd_actors.protocol.stats import CgroupStats, ContainerStats, MetricsSnapshot
+from containerd_actors.protocol.validators import ID_PATTERN, MAX_EVENTS_PER_PAGE, MAX_READ_BYTES, MAX_WAIT_S
 
 __all__ = [
     "EVENT_TOPIC_PREFIX",
