@@ -205,7 +205,7 @@ async def metrics(address: str, *, prometheus: bool, as_json: bool, stream: Text
     async with Client.connect(address) as client:
         snapshot = await client.metrics()
     if prometheus:
-        from containerd_actors.daemon.metrics.registry import format_prometheus
+        from containerd_actors.protocol.prometheus import format_prometheus
 
         stream.write(format_prometheus(snapshot))
     elif as_json:
