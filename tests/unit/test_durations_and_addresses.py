@@ -11,14 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from containerd_actors.protocol.addresses import (
-    DEFAULT_ADDRESS,
-    DEFAULT_STATE_DIR,
-    EVENTS_BATCH_SOCKET,
-    EVENTS_SOCKET,
-    address_beside,
-    normalize_address,
-)
+from containerd_actors.protocol import addresses
 from containerd_actors.protocol.durations import parse_duration
 
 
@@ -46,28 +39,34 @@ def test_anything_else_is_not_a_duration(text: str) -> None:
 
 
 def test_the_default_address_is_in_the_default_state_dir() -> None:
-    assert DEFAULT_STATE_DIR == "/run/containerd-actors"
-    assert DEFAULT_ADDRESS == "ipc:///run/containerd-actors/containerd.sock"
+    assert addresses.DEFAULT_STATE_DIR == "/run/containerd-actors"
+    assert addresses.DEFAULT_ADDRESS == "ipc:///run/containerd-actors/containerd.sock"
 
 
 def test_a_bare_path_becomes_an_absolute_ipc_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    assert normalize_address("api.sock") == f"ipc://{tmp_path}/api.sock"
-    assert normalize_address("/run/x.sock") == "ipc:///run/x.sock"
-    assert normalize_address("tcp://127.0.0.1:7000") == "tcp://127.0.0.1:7000"
+    assert addresses.normalize_address("api.sock") == f"ipc://{tmp_path}/api.sock"
+    assert addresses.normalize_address("/run/x.sock") == "ipc:///run/x.sock"
+    assert addresses.normalize_address("tcp://127.0.0.1:7000") == "tcp://127.0.0.1:7000"
 
 
 def test_ipc_sockets_sit_beside_each_other() -> None:
-    events = address_beside("ipc:///run/containerd-actors/containerd.sock", EVENTS_SOCKET)
+    events = addresses.address_beside("ipc:///run/containerd-actors/containerd.sock", addresses.EVENTS_SOCKET)
     assert events == "ipc:///run/containerd-actors/events.sock"
-    assert address_beside(events, EVENTS_BATCH_SOCKET) == "ipc:///run/containerd-actors/events-batch.sock"
+    assert (
+        addresses.address_beside(events, addresses.EVENTS_BATCH_SOCKET)
+        == "ipc:///run/containerd-actors/events-batch.sock"
+    )
 
 
 def test_tcp_sockets_take_the_next_port() -> None:
-    assert address_beside("tcp://127.0.0.1:7000", EVENTS_SOCKET) == "tcp://127.0.0.1:7001"
-    assert address_beside("tls+tcp://[::1]:7001", EVENTS_BATCH_SOCKET) == "tls+tcp://[::1]:7002"
+    assert addresses.address_beside("tcp://127.0.0.1:7000", addresses.EVENTS_SOCKET) == "tcp://127.0.0.1:7001"
+    assert (
+        addresses.address_beside("tls+tcp://[::1]:7001", addresses.EVENTS_BATCH_SOCKET)
+        == "tls+tcp://[::1]:7002"
+    )
 
 
 @pytest.mark.parametrize("address", ["inproc://api", "tcp://host", "tcp://host:port"])
 def test_no_address_is_derived_without_a_file_or_a_port(address: str) -> None:
-    assert address_beside(address, EVENTS_SOCKET) is None
+    assert addresses.address_beside(address, addresses.EVENTS_SOCKET) is None
