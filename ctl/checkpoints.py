@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from containerd_actors.client import Client
 from ctl import render
-from ctl.arguments import id_arg
+from ctl.arguments import UsageError, id_arg
 
 if TYPE_CHECKING:
     from ctl.arguments import Commands
@@ -27,7 +27,7 @@ def add_commands(commands: Commands, json_after: argparse.ArgumentParser) -> Non
         parents=[json_after],
         help="list all checkpoints of a container (`checkpoints ID`), or create/delete one",
     )
-    checkpoints.set_defaults(handler=list_checkpoints)
+    checkpoints.set_defaults(handler=list_checkpoints, id=None)
     actions = checkpoints.add_subparsers(title="subcommands", metavar="SUBCOMMAND")
 
     listing = actions.add_parser("list", parents=[json_after], help="NAME TCP UNIX SOCKETS SHELL CREATED")
@@ -65,6 +65,8 @@ def original_form(argv: list[str]) -> list[str]:
 
 async def list_checkpoints(args: argparse.Namespace) -> int:
     """``actr checkpoints [list] ID``."""
+    if args.id is None:
+        raise UsageError("checkpoints: give the container ID, e.g. actr checkpoints ID")
     async with Client.connect(args.address) as client:
         checkpoints = await client.list_checkpoints(args.id)
     if args.json:

@@ -48,7 +48,7 @@ from containerd_actors.protocol import (
     encode_event,
     encode_reply,
 )
-from ctl import render
+from ctl import checkpoints, render
 from ctl.main import build_parser, main
 from ctl.signals import UnknownSignal, parse_signal
 from ctl.times import BadTime, parse_since
@@ -243,6 +243,19 @@ def test_exec_without_a_command_exits_2(rest: list[str], capsys: pytest.CaptureF
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "give the command line after --" in err
+
+
+def test_checkpoints_without_an_id_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    # Checked before connecting, so a missing daemon does not matter.
+    assert main(["--address", missing_address(), "checkpoints"]) == 2
+    assert capsys.readouterr().err == "actr: checkpoints: give the container ID, e.g. actr checkpoints ID\n"
+
+
+def test_the_original_checkpoints_form_lists() -> None:
+    args = build_parser().parse_args(checkpoints.original_form(["checkpoints", "redis"]))
+    assert (args.handler, args.id) == (checkpoints.list_checkpoints, "redis")
+    create = ["checkpoints", "create", "redis", "cp1"]
+    assert checkpoints.original_form(create) == create
 
 
 # --------------------------------------------------------------------------- rendering
