@@ -4,140 +4,189 @@ This package imports nothing else of ours, so ``proto_schemas/`` can be generate
 ``requests`` and ``replies`` hold the two tagged unions, ``events`` what is published, ``records``
 and ``stats`` what those carry, ``validators`` the field checks and limits, ``codec`` the one
 converter and the framing, and ``schema`` the JSON Schema generator. Everything a client or the
-daemon needs is re-exported here.
+daemon needs is re-exported here, and imported on first use: the reaper process parses its flags
+with ``addresses`` and ``durations`` and must not carry the codec (cattrs) for that.
 """
 
-from containerd_actors.protocol.codec import (
-    MAX_MESSAGE_BYTES,
-    TOPIC_SEPARATOR,
-    ProtocolError,
-    converter,
-    decode_event,
-    decode_event_batch,
-    decode_event_payload,
-    decode_reply,
-    decode_request,
-    encode_event,
-    encode_event_batch,
-    encode_event_payload,
-    encode_reply,
-    encode_request,
-    frame_event,
-    warm_up,
-)
-from containerd_actors.protocol.events import EVENT_TOPIC_PREFIX, Event, EventBatch, EventType, event_topic
-from containerd_actors.protocol.records import Checkpoint, ContainerInfo, MachineInfo, ProcessInfo, User
-from containerd_actors.protocol.replies import (
-    REPLY_TYPES,
-    AddProcessReply,
-    CreateCheckpointReply,
-    CreateContainerReply,
-    DeleteCheckpointReply,
-    ErrorCode,
-    ErrorReply,
-    EventsReply,
-    ListCheckpointsReply,
-    MetricsReply,
-    PingReply,
-    ReadOutputReply,
-    Reply,
-    ResizeTerminalReply,
-    SignalReply,
-    StateReply,
-    StatsReply,
-    UpdateContainerReply,
-    WriteInputReply,
-)
-from containerd_actors.protocol.requests import (
-    REQUEST_TYPES,
-    AddProcess,
-    CreateCheckpoint,
-    CreateContainer,
-    DeleteCheckpoint,
-    Events,
-    ListCheckpoints,
-    Metrics,
-    Ping,
-    ReadOutput,
-    Request,
-    ResizeTerminal,
-    Signal,
-    State,
-    Stats,
-    UpdateContainer,
-    WriteInput,
-)
-from containerd_actors.protocol.stats import CgroupStats, ContainerStats, MetricsSnapshot
-from containerd_actors.protocol.validators import ID_PATTERN, MAX_EVENTS_PER_PAGE, MAX_READ_BYTES, MAX_WAIT_S
+from __future__ import annotations
 
-__all__ = [
-    "EVENT_TOPIC_PREFIX",
-    "ID_PATTERN",
-    "MAX_EVENTS_PER_PAGE",
-    "MAX_MESSAGE_BYTES",
-    "MAX_READ_BYTES",
-    "MAX_WAIT_S",
-    "REPLY_TYPES",
-    "REQUEST_TYPES",
-    "TOPIC_SEPARATOR",
-    "AddProcess",
-    "AddProcessReply",
-    "CgroupStats",
-    "Checkpoint",
-    "ContainerInfo",
-    "ContainerStats",
-    "CreateCheckpoint",
-    "CreateCheckpointReply",
-    "CreateContainer",
-    "CreateContainerReply",
-    "DeleteCheckpoint",
-    "DeleteCheckpointReply",
-    "ErrorCode",
-    "ErrorReply",
-    "Event",
-    "EventBatch",
-    "EventType",
-    "Events",
-    "EventsReply",
-    "ListCheckpoints",
-    "ListCheckpointsReply",
-    "MachineInfo",
-    "Metrics",
-    "MetricsReply",
-    "MetricsSnapshot",
-    "Ping",
-    "PingReply",
-    "ProcessInfo",
-    "ProtocolError",
-    "ReadOutput",
-    "ReadOutputReply",
-    "Reply",
-    "Request",
-    "ResizeTerminal",
-    "ResizeTerminalReply",
-    "Signal",
-    "SignalReply",
-    "State",
-    "StateReply",
-    "Stats",
-    "StatsReply",
-    "UpdateContainer",
-    "UpdateContainerReply",
-    "User",
-    "WriteInput",
-    "WriteInputReply",
-    "converter",
-    "decode_event",
-    "decode_event_batch",
-    "decode_event_payload",
-    "decode_reply",
-    "decode_request",
-    "encode_event",
-    "encode_event_batch",
-    "encode_event_payload",
-    "encode_reply",
-    "encode_request",
-    "event_topic",
-    "frame_event",
-    "warm_up",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from containerd_actors.protocol.codec import (
+        MAX_MESSAGE_BYTES,
+        TOPIC_SEPARATOR,
+        ProtocolError,
+        converter,
+        decode_event,
+        decode_event_batch,
+        decode_event_payload,
+        decode_reply,
+        decode_request,
+        encode_event,
+        encode_event_batch,
+        encode_event_payload,
+        encode_reply,
+        encode_request,
+        frame_event,
+        warm_up,
+    )
+    from containerd_actors.protocol.events import (
+        EVENT_TOPIC_PREFIX,
+        Event,
+        EventBatch,
+        EventType,
+        event_topic,
+    )
+    from containerd_actors.protocol.records import Checkpoint, ContainerInfo, MachineInfo, ProcessInfo, User
+    from containerd_actors.protocol.replies import (
+        REPLY_TYPES,
+        AddProcessReply,
+        CreateCheckpointReply,
+        CreateContainerReply,
+        DeleteCheckpointReply,
+        ErrorCode,
+        ErrorReply,
+        EventsReply,
+        ListCheckpointsReply,
+        MetricsReply,
+        PingReply,
+        ReadOutputReply,
+        Reply,
+        ResizeTerminalReply,
+        SignalReply,
+        StateReply,
+        StatsReply,
+        UpdateContainerReply,
+        WriteInputReply,
+    )
+    from containerd_actors.protocol.requests import (
+        REQUEST_TYPES,
+        AddProcess,
+        CreateCheckpoint,
+        CreateContainer,
+        DeleteCheckpoint,
+        Events,
+        ListCheckpoints,
+        Metrics,
+        Ping,
+        ReadOutput,
+        Request,
+        ResizeTerminal,
+        Signal,
+        State,
+        Stats,
+        UpdateContainer,
+        WriteInput,
+    )
+    from containerd_actors.protocol.stats import CgroupStats, ContainerStats, MetricsSnapshot
+    from containerd_actors.protocol.validators import (
+        ID_PATTERN,
+        MAX_EVENTS_PER_PAGE,
+        MAX_READ_BYTES,
+        MAX_WAIT_S,
+    )
+
+#: Where each re-exported name lives, by submodule of this package.
+_HOMES: dict[str, tuple[str, ...]] = {
+    "codec": (
+        "MAX_MESSAGE_BYTES",
+        "TOPIC_SEPARATOR",
+        "ProtocolError",
+        "converter",
+        "decode_event",
+        "decode_event_batch",
+        "decode_event_payload",
+        "decode_reply",
+        "decode_request",
+        "encode_event",
+        "encode_event_batch",
+        "encode_event_payload",
+        "encode_reply",
+        "encode_request",
+        "frame_event",
+        "warm_up",
+    ),
+    "events": (
+        "EVENT_TOPIC_PREFIX",
+        "Event",
+        "EventBatch",
+        "EventType",
+        "event_topic",
+    ),
+    "records": (
+        "Checkpoint",
+        "ContainerInfo",
+        "MachineInfo",
+        "ProcessInfo",
+        "User",
+    ),
+    "replies": (
+        "REPLY_TYPES",
+        "AddProcessReply",
+        "CreateCheckpointReply",
+        "CreateContainerReply",
+        "DeleteCheckpointReply",
+        "ErrorCode",
+        "ErrorReply",
+        "EventsReply",
+        "ListCheckpointsReply",
+        "MetricsReply",
+        "PingReply",
+        "ReadOutputReply",
+        "Reply",
+        "ResizeTerminalReply",
+        "SignalReply",
+        "StateReply",
+        "StatsReply",
+        "UpdateContainerReply",
+        "WriteInputReply",
+    ),
+    "requests": (
+        "REQUEST_TYPES",
+        "AddProcess",
+        "CreateCheckpoint",
+        "CreateContainer",
+        "DeleteCheckpoint",
+        "Events",
+        "ListCheckpoints",
+        "Metrics",
+        "Ping",
+        "ReadOutput",
+        "Request",
+        "ResizeTerminal",
+        "Signal",
+        "State",
+        "Stats",
+        "UpdateContainer",
+        "WriteInput",
+    ),
+    "stats": (
+        "CgroupStats",
+        "ContainerStats",
+        "MetricsSnapshot",
+    ),
+    "validators": (
+        "ID_PATTERN",
+        "MAX_EVENTS_PER_PAGE",
+        "MAX_READ_BYTES",
+        "MAX_WAIT_S",
+    ),
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+__all__ = sorted(_HOME_OF)
+
+
+def __getattr__(name: str) -> Any:
+    """Import the submodule that defines ``name`` on first use, then keep the name here."""
+    module = _HOME_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return [*globals(), *__all__]

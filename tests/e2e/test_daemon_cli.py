@@ -94,11 +94,6 @@ def test_the_batch_stream_sits_beside_the_events_socket_unless_told_otherwise() 
     assert told.events_batch_address == "tcp://127.0.0.1:9000"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="daemon.main imports protocol.addresses and protocol.durations, and protocol/__init__ "
-    "imports the codec (cattrs) eagerly; passes once that package imports its submodules lazily",
-)
 def test_the_reaper_process_does_not_carry_the_servers_libraries() -> None:
     """The reaper is the process that parses the flags; it lives as long as the host's containers."""
     code = (
