@@ -24,8 +24,7 @@ from contextlib import contextmanager
 
 import trio
 
-from containerd_actors.client import Client, RequestFailed
-from containerd_actors.protocol import ErrorCode
+from containerd_actors.client import Client, ErrorCode, RequestFailed
 
 #: Ctrl-P Ctrl-Q, docker's default detach keys.
 DETACH_KEYS = b"\x10\x11"

@@ -1,4 +1,4 @@
-"""Everything ``actr`` writes to stdout: the containers table, event lines and JSON.
+"""Everything ``actr`` writes to stdout: tables, event lines and JSON; the commands only fetch.
 
 The layout (column widths, padding) is computed here with plain string operations; rich only
 colours cells when stdout is a terminal. The split is about start-up time: ``actr containers``
@@ -9,6 +9,9 @@ whereas asking rich for the escape codes of the few distinct styled cells (the h
 each event type) costs microseconds. So rich is imported lazily, only when colour is wanted, and
 never when output goes to a pipe or a file; the characters are the same either way, so scripts
 see exactly what a person sees, minus the colour.
+
+The live views (``containers stats``, ``metrics``) are different: a person watches them, there are
+few rows, and rich lays out their tables.
 """
 
 from __future__ import annotations
@@ -16,12 +19,20 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from containerd_actors.protocol import ContainerInfo, Event, converter
+from containerd_actors.client import (
+    Checkpoint,
+    ContainerInfo,
+    ContainerStats,
+    Event,
+    MetricsSnapshot,
+    converter,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
 
 CONTAINER_COLUMNS = ("ID", "PATH", "STATUS", "PID1")
 EVENT_COLUMNS = ("TYPE", "ID", "PID", "STATUS", "SEQ", "TIME")
@@ -50,6 +61,18 @@ def make_console(stream: TextIO) -> Console:
     from rich.console import Console
 
     return Console(file=stream, highlight=False, soft_wrap=True)
+
+
+def table_console(stream: TextIO) -> Console:
+    """A Console for rich tables; a pipe or a file gets a wide page, so that names stay whole for scripts."""
+    from rich.console import Console
+
+    return Console(file=stream, highlight=False, width=None if wants_style(stream) else 200)
+
+
+def json_line(value: Any) -> str:
+    """A wire value (attrs instance or list of them) as JSON with the wire's field names."""
+    return json.dumps(converter.unstructure(value))
 
 
 class Styler:
@@ -237,3 +260,122 @@ class EventPrinter:
     def print(self, event: Event) -> None:
         line = event_json(event) if self._as_json else event_line(event, self._styler)
         self._styler.write_lines([line])
+
+
+# --------------------------------------------------------------------------- containers stats
+
+
+STATS_COLUMNS = ("CONTAINER", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS", "BLOCK I/O")
+
+
+def human_bytes(value: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def cpu_percent(earlier: ContainerStats | None, later: ContainerStats) -> float | None:
+    """CPU time used between two samples over the wall time between them; 100 % is one full core."""
+    if earlier is None or earlier.cgroup.cpu is None or later.cgroup.cpu is None:
+        return None
+    elapsed_ns = (later.timestamp - earlier.timestamp) * 1e9
+    if elapsed_ns <= 0:
+        return None
+    used = later.cgroup.cpu.usage.total - earlier.cgroup.cpu.usage.total
+    return max(0.0, used / elapsed_ns * 100)
+
+
+def block_io(stats: ContainerStats) -> tuple[int, int]:
+    """Bytes read and written, summed over devices (the recursive service-bytes counters)."""
+    if stats.cgroup.blkio is None:
+        return 0, 0
+    read = write = 0
+    for entry in stats.cgroup.blkio.io_service_bytes_recursive:
+        if entry.op.lower() == "read":
+            read += entry.value
+        elif entry.op.lower() == "write":
+            write += entry.value
+    return read, write
+
+
+def stats_row(stats: ContainerStats, earlier: ContainerStats | None) -> tuple[str, ...]:
+    """One row under ``STATS_COLUMNS``; CPU % needs the ``earlier`` sample of the same container."""
+    cpu = cpu_percent(earlier, stats)
+    memory = stats.cgroup.memory
+    if memory is not None:
+        usage, limit = memory.usage.usage, memory.usage.limit
+        mem = f"{human_bytes(usage)} / {human_bytes(limit) if limit else 'unlimited'}"
+        mem_pct = f"{usage / limit * 100:.2f}%" if limit else "-"
+    else:
+        mem, mem_pct = "-", "-"
+    pids = str(stats.cgroup.pids.current) if stats.cgroup.pids is not None else "-"
+    read, write = block_io(stats)
+    return (
+        stats.id,
+        "-" if cpu is None else f"{cpu:.2f}%",
+        mem,
+        mem_pct,
+        pids,
+        f"{human_bytes(read)} / {human_bytes(write)}",
+    )
+
+
+def stats_table(rows: Sequence[tuple[str, ...]]) -> Table:
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in STATS_COLUMNS:
+        table.add_column(column, justify="right" if column in ("CPU %", "MEM %", "PIDS") else "left")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def stats_json_line(sample: ContainerStats) -> str:
+    """One structured sample, compact, with the wire's field names."""
+    return json.dumps(converter.unstructure(sample), separators=(",", ":"))
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def metrics_table(snapshot: MetricsSnapshot) -> Table:
+    from rich.table import Table
+
+    table = Table(title="containerd-actors metrics", box=None, header_style="bold", pad_edge=False)
+    for column in ("METRIC", "TYPE", "COUNT/VALUE", "MIN", "MEDIAN", "P99", "MAX", "1-MIN RATE"):
+        table.add_column(column, justify="left" if column in ("METRIC", "TYPE") else "right")
+    for timer in snapshot.timers:
+        table.add_row(
+            timer.name,
+            "timer",
+            str(timer.count),
+            *(f"{v / 1e6:.2f} ms" for v in (timer.min, timer.median, timer.p99, timer.max)),
+            f"{timer.rate1:.2f}/s",
+        )
+    for counter in snapshot.counters:
+        table.add_row(counter.name, "counter", str(counter.count), "", "", "", "", "")
+    for gauge in snapshot.gauges:
+        value = human_bytes(gauge.value) if gauge.name == "memory-used" else str(gauge.value)
+        table.add_row(gauge.name, "gauge", value, "", "", "", "", "")
+    return table
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+CHECKPOINT_COLUMNS = ("NAME", "TCP", "UNIX SOCKETS", "SHELL", "CREATED")
+
+
+def checkpoint_row(checkpoint: Checkpoint) -> tuple[str, ...]:
+    created = datetime.fromtimestamp(checkpoint.created).isoformat(timespec="seconds")
+    flags = (checkpoint.tcp, checkpoint.unix_sockets, checkpoint.shell)
+    return (checkpoint.name, *(str(flag).lower() for flag in flags), created)
+
+
+def checkpoints_lines(checkpoints: Iterable[Checkpoint]) -> list[str]:
+    """The original's ``NAME TCP UNIX SOCKETS SHELL`` columns, plus CREATED; header first."""
+    rows = [CHECKPOINT_COLUMNS, *(checkpoint_row(c) for c in checkpoints)]
+    widths = column_widths(rows)
+    return [layout_row(row, widths, COLUMN_GAP) for row in rows]

@@ -7,32 +7,23 @@ daemon's clock whenever ``actr`` runs on the same host.
 
 from __future__ import annotations
 
-import re
 import time
 from datetime import datetime
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_DURATION_UNITS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+from containerd_actors.client import parse_duration
 
 
 class BadTime(ValueError):
     """The text is none of the accepted forms; the message lists them."""
 
 
-def parse_duration(text: str) -> float | None:
-    """``90s``, ``10m``, ``1h30m``, ``2d`` in seconds; None if ``text`` is not a duration."""
-    parts = _DURATION_PART.findall(text)
-    if not parts or "".join(number + unit for number, unit in parts) != text:
-        return None
-    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
-
-
 def parse_since(text: str, now: float | None = None) -> float:
     """Seconds since the epoch for ``--since``.
 
-    Accepts a duration back from now (``10m``, ``1h30m``), a Unix timestamp (``1700000000`` or
-    with a fraction), or ISO 8601 / RFC 3339 (``2026-01-02T15:04:05Z``, ``2026-01-02 15:04``;
-    without an offset it is local time). A bare number is a timestamp, never a duration.
+    Accepts a duration back from now (``10m``, ``1h30m``; see ``protocol.durations``), a Unix
+    timestamp (``1700000000`` or with a fraction), or ISO 8601 / RFC 3339
+    (``2026-01-02T15:04:05Z``, ``2026-01-02 15:04``; without an offset it is local time). A bare
+    number is a timestamp, never a duration.
     """
     text = text.strip()
     duration = parse_duration(text)

@@ -58,25 +58,23 @@ import attrs
 import pynng
 import trio
 from benchlib import (
-    Daemon,
     cpu_times,
     daemon_cpu_times,
     empty_runc_root,
+    make_bundle,
     percentile,
     progress,
     remove_workdir,
     run_cancelled_by_signals,
-    runc_containers,
-    start_daemon,
-    stop_daemon,
     sweep_leftovers,
     wait_for_quiet_cpu,
 )
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from support.daemon import DaemonHandle, runc_containers, start_daemon, stop_daemon
 
-from containerd_actors.client import Client
+from containerd_actors.client import Client, SubscriptionStats
 from containerd_actors.daemon.api import WORKER_CONTEXTS, ApiServer
 from containerd_actors.daemon.config import DaemonConfig
 from containerd_actors.daemon.events.actor import EventsActor
@@ -87,7 +85,6 @@ from containerd_actors.daemon.metrics.actor import MetricsActor
 from containerd_actors.host.reaping import become_child_subreaper
 from containerd_actors.protocol import MAX_MESSAGE_BYTES, EventType, Ping, encode_request
 
-SCRIPTS_DIR = Path(__file__).resolve().parent
 DAEMON = "daemon"
 ECHO_SYNC = "echo-sync"
 ECHO_TRIO = "echo-trio"
@@ -344,8 +341,8 @@ class Context:
 
     args: argparse.Namespace
     workdir: Path
-    daemon: Daemon | None = None
-    daemons: list[Daemon] = attrs.Factory(list)
+    daemon: DaemonHandle | None = None
+    daemons: list[DaemonHandle] = attrs.Factory(list)
     runc_roots: list[Path] = attrs.Factory(list)
     children: list[trio.Process] = attrs.Factory(list)
     interrupted: bool = False
@@ -387,10 +384,12 @@ async def stop_children(ctx: Context) -> None:
         await stop_child(process)
 
 
-async def ensure_daemon(ctx: Context) -> Daemon:
+async def ensure_daemon(ctx: Context) -> DaemonHandle:
     """One daemon serves the latency and the actr parts; started on first use, on a private state dir."""
     if ctx.daemon is None:
-        daemon = await start_daemon(ctx.workdir / "state", ctx.workdir / "daemon.log")
+        daemon = await start_daemon(
+            ctx.workdir / "state", log_path=ctx.workdir / "daemon.log", debug=False, own_session=True
+        )
         ctx.daemon = daemon
         ctx.daemons.append(daemon)
         ctx.runc_roots.append(daemon.runc_root)
@@ -422,7 +421,7 @@ def cpu_s(pid: int) -> float:
     return cpu_times(pid).own_s
 
 
-def daemon_cpu_s(daemon: Daemon) -> float:
+def daemon_cpu_s(daemon: DaemonHandle) -> float:
     """The daemon's CPU: the reaper we started plus its API server child (see benchlib.daemon_pids)."""
     return daemon_cpu_times(daemon.pid).own_s
 
@@ -675,17 +674,6 @@ def actr_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "ctl"]
 
 
-def make_bundle(workdir: Path) -> Path:
-    """One read-only busybox bundle running `sleep`, shared by every container (as bench_start makes it)."""
-    bundle = workdir / "bundle"
-    subprocess.run(
-        [sys.executable, str(SCRIPTS_DIR / "make-bundle"), str(bundle), "--", "sleep", "1000000"],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    return bundle
-
-
 async def start_containers(client: Client, bundle: Path, n: int) -> tuple[int, list[str], float]:
     """Start n containers from START_CLIENTS tasks; returns (started, error texts, wall seconds)."""
     ids = iter(range(n))
@@ -779,7 +767,11 @@ PER_EVENT = "per-event"
 
 @attrs.frozen
 class SubscriberReport:
-    """What one subscriber process printed; the lossless-only counters stay 0 for a raw one."""
+    """What one subscriber process printed on its last line.
+
+    A lossless subscriber adds its subscription's own counters (the client's ``SubscriptionStats``); a
+    raw one only the batches it received, and its other counters stay 0.
+    """
 
     received: int
     unique: int
@@ -790,12 +782,15 @@ class SubscriberReport:
     t_first: float
     t_last: float
     cpu_s: float
-    live: int = 0
-    replayed: int = 0
-    duplicates: int = 0
-    pages: int = 0
-    lost: int = 0
-    batches: int = 0
+    subscription: SubscriptionStats = attrs.Factory(SubscriptionStats)
+
+    @classmethod
+    def from_json(cls, line: bytes) -> SubscriberReport:
+        fields = json.loads(line)
+        own = attrs.fields_dict(cls)
+        subscription_only = attrs.fields_dict(SubscriptionStats).keys() - own.keys()
+        counters = {name: fields.pop(name) for name in subscription_only if name in fields}
+        return cls(**fields, subscription=SubscriptionStats(**counters))
 
 
 @attrs.define
@@ -1007,7 +1002,7 @@ async def fanout_round(ctx: Context, mode: str, stream: str, count: int, n: int)
         nursery.cancel_scope.cancel()
     for subscriber in subscribers:
         if line := subscriber.report_line():
-            result.reports.append(SubscriberReport(**json.loads(line)))
+            result.reports.append(SubscriberReport.from_json(line))
         if subscriber.failure:
             result.problems.append(subscriber.failure)
     return result
@@ -1122,20 +1117,11 @@ def latency_rows(table: Table, latency: LatencyResults, clients: int) -> None:
             ratio(sync.per_second, daemon.per_second) + " slower",
             "",
         )
-        table.add_row(
-            "  server CPU/request",
-            us(daemon.server_cpu_s / daemon.calls),
-            f"{us(sync.server_cpu_s / sync.calls)} / {us(trio_echo.server_cpu_s / trio_echo.calls)}",
-            ratio(daemon.server_cpu_s / daemon.calls, sync.server_cpu_s / sync.calls),
-            "",
-        )
-        table.add_row(
-            "  client CPU/request",
-            us(daemon.client_cpu_s / daemon.calls),
-            f"{us(sync.client_cpu_s / sync.calls)} / {us(trio_echo.client_cpu_s / trio_echo.calls)}",
-            ratio(daemon.client_cpu_s / daemon.calls, sync.client_cpu_s / sync.calls),
-            "",
-        )
+        for side in ("server", "client"):
+            d, s, t = (
+                getattr(timings, f"{side}_cpu_s") / timings.calls for timings in (daemon, sync, trio_echo)
+            )
+            table.add_row(f"  {side} CPU/request", us(d), f"{us(s)} / {us(t)}", ratio(d, s), "")
 
 
 def actr_rows(table: Table, actr: ActrResults) -> None:
@@ -1212,25 +1198,23 @@ def fanout_rows(table: Table, fanout: Sequence[FanoutResult]) -> None:
             "" if lossless else "nng alone, no gap filling",
         )
         if lossless:
-            replayed = median([r.replayed / r.unique for r in result.reports if r.unique])
+            replayed = median([r.subscription.replayed / r.unique for r in result.reports if r.unique])
             table.add_row(
                 "  replayed from journal p50",
                 f"{100 * replayed:.0f}%",
-                f"{median([r.pages for r in result.reports]):,.0f} Events pages p50",
+                f"{median([r.subscription.pages for r in result.reports]):,.0f} Events pages p50",
                 "",
                 f"all delivered after {result.delivery_s:.1f} s",
             )
         frames = sum(r.received for r in result.reports)
-        batches = sum(r.batches for r in result.reports)
+        batches = sum(r.subscription.batches for r in result.reports)
+        live_events = sum(r.subscription.live if lossless else r.received for r in result.reports)
         table.add_row(
             "  subscriber CPU/event",
             us(sum(r.cpu_s for r in result.reports) / frames) if frames else "n/a",
             f"{len(result.reports)}/{k} reported",
             "",
-            f"{sum(r.live if lossless else r.received for r in result.reports) / batches:,.0f} live events"
-            " per batch"
-            if batches
-            else "",
+            f"{live_events / batches:,.0f} live events per batch" if batches else "",
         )
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +28,8 @@ SCRIPTS_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(SCRIPTS_DIR.parent))
 sys.path.insert(0, str(SCRIPTS_DIR))
 
-from benchlib import empty_runc_root, percentile, start_daemon, stop_daemon  # noqa: E402
+from benchlib import empty_runc_root, make_bundle, percentile  # noqa: E402
+from support.daemon import start_daemon, stop_daemon  # noqa: E402
 
 from containerd_actors.client import Client  # noqa: E402
 from containerd_actors.protocol import EventType  # noqa: E402
@@ -37,14 +37,9 @@ from containerd_actors.protocol import EventType  # noqa: E402
 
 async def run(count: int, megabytes: int) -> None:
     top = Path(tempfile.mkdtemp(prefix="bench-exec-", dir="/tmp"))
-    daemon = await start_daemon(top / "state", top / "daemon.log")
+    daemon = await start_daemon(top / "state", log_path=top / "daemon.log", debug=False, own_session=True)
     try:
-        bundle = top / "bundle"
-        subprocess.run(
-            [sys.executable, str(SCRIPTS_DIR / "make-bundle"), str(bundle), "--", "sleep", "1000000"],
-            check=True,
-            capture_output=True,
-        )
+        bundle = make_bundle(top)
         size = megabytes << 20
         async with Client.connect(daemon.address) as client:
             await client.create_container("bench", str(bundle))

@@ -65,7 +65,6 @@ from benchlib import (
     SHIM_SOCKET_DIR,
     Containerd,
     CpuTimes,
-    Daemon,
     LatencySummary,
     containerd_version,
     cpu_times,
@@ -74,6 +73,7 @@ from benchlib import (
     empty_containerd,
     empty_runc_root,
     finish_shims,
+    make_bundle,
     median_or_nan,
     missing_containerd_tools,
     own_children_cpu_s,
@@ -85,12 +85,9 @@ from benchlib import (
     remove_workdir,
     rss_kib,
     run_cancelled_by_signals,
-    runc_containers,
     shim_pids,
     start_containerd,
-    start_daemon,
     stop_containerd,
-    stop_daemon,
     sweep_containerds,
     sweep_leftovers,
     telemetry_lines,
@@ -100,13 +97,13 @@ from benchlib import (
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from support.daemon import DaemonHandle, runc_containers, start_daemon, stop_daemon
 
 from containerd_actors.client import Client
 from containerd_actors.host.reaping import become_child_subreaper
 
 T = TypeVar("T")
 
-SCRIPTS_DIR = Path(__file__).resolve().parent
 #: The original's job channel held 20 ids; the workers pulled from it.
 JOB_BUFFER = 20
 #: Unmeasured raw runc starts before the first round, so that round 1 does not pay for a cold page cache.
@@ -230,7 +227,7 @@ class Context:
     #: Whether /run/containerd existed before our shims could create it (then it is left alone).
     shim_dir_existed: bool = True
     runc_roots: list[Path] = attrs.Factory(list)
-    daemons: list[Daemon] = attrs.Factory(list)
+    daemons: list[DaemonHandle] = attrs.Factory(list)
     containerds: list[Containerd] = attrs.Factory(list)
     interrupted: bool = False
 
@@ -278,7 +275,12 @@ async def daemon_round(ctx: Context, index: int) -> RoundResult:
     args = ctx.args
     base = ctx.workdir / f"d{index}"
     daemon = await start_daemon(
-        base / "state", ctx.workdir / f"daemon-{index}.log", "-c", str(args.concurrency)
+        base / "state",
+        "-c",
+        str(args.concurrency),
+        log_path=ctx.workdir / f"daemon-{index}.log",
+        debug=False,
+        own_session=True,
     )
     ctx.daemons.append(daemon)
     ctx.runc_roots.append(daemon.runc_root)
@@ -317,7 +319,7 @@ async def daemon_round(ctx: Context, index: int) -> RoundResult:
     )
 
 
-async def retire_daemon(daemon: Daemon) -> None:
+async def retire_daemon(daemon: DaemonHandle) -> None:
     """Stop the daemon by pid, then delete the containers it leaves running (by design) by id."""
     code = await stop_daemon(daemon)
     if code != 0:
@@ -583,17 +585,6 @@ async def warm_up(ctx: Context) -> None:
         raise RuntimeError(f"raw runc cannot start the bundle: {result.errors[0]}")
     if ctx.containerd_skipped is None:
         await warm_up_containerd(ctx)
-
-
-def make_bundle(workdir: Path) -> Path:
-    """One read-only busybox bundle running `sleep`; runc can run many containers from it."""
-    bundle = workdir / "bundle"
-    subprocess.run(
-        [sys.executable, str(SCRIPTS_DIR / "make-bundle"), str(bundle), "--", "sleep", "1000000"],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    return bundle
 
 
 async def run_rounds(ctx: Context) -> list[RoundResult]:

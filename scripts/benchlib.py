@@ -1,4 +1,6 @@
-"""Helpers for the start benchmark: statistics, /proc sampling, and runc/daemon/containerd process handling.
+"""Helpers for the benchmarks: statistics, /proc sampling, and runc/containerd process handling.
+
+The daemon itself is launched by ``tests/support/daemon.py``, the same launcher the tests use.
 
 They live apart from `bench_start.py` so that the benchmark script reads as the experiment (rounds and
 report) while the machinery it relies on (who reaps what, how a private runc root is emptied) stays small
@@ -11,12 +13,10 @@ their command line, re-checked through a pidfd before any signal).
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,11 +28,24 @@ from typing import TypeVar
 import attrs
 import trio
 
+#: The benchmarks measure the checkout they are in, whatever else is installed, and they launch the
+#: daemon with the tests' launcher (tests/support).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from support.daemon import (
+    READY_TIMEOUT_S,
+    DaemonHandle,
+    force_delete_argv,
+    runc_containers,
+    terminate,
+)
+
+from containerd_actors.host import procfs
+
 T = TypeVar("T")
 
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
-READY_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 15.0
 #: Parallel `runc delete --force` calls: each sleeps >= 100 ms in runc, so a few in flight hide that.
 DELETE_CONCURRENCY = 8
 
@@ -121,6 +134,25 @@ def median_or_nan(values: Sequence[float]) -> float:
     return statistics.median(present) if present else math.nan
 
 
+# --- the bundle -------------------------------------------------------------------------------------------
+
+SCRIPTS_DIR = Path(__file__).resolve().parent
+
+
+def make_bundle(workdir: Path) -> Path:
+    """One read-only busybox bundle running `sleep`, shared by every container of a run.
+
+    The rootfs is read-only, so runc can run any number of containers from the one bundle.
+    """
+    bundle = workdir / "bundle"
+    subprocess.run(
+        [sys.executable, str(SCRIPTS_DIR / "make-bundle"), str(bundle), "--", "sleep", "1000000"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return bundle
+
+
 # --- /proc sampling ----------------------------------------------------------------------------------
 
 
@@ -136,15 +168,13 @@ class CpuTimes:
 
 
 def cpu_times(pid: int) -> CpuTimes:
-    """utime+stime and cutime+cstime from /proc/PID/stat.
-
-    The command name may contain spaces and parentheses, so fields are counted after the last ')'.
-    """
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()
-    # fields[0] is stat field 3 (state); utime, stime, cutime, cstime are fields 14-17.
-    utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
-    return CpuTimes((utime + stime) / CLOCK_TICKS_PER_S, (cutime + cstime) / CLOCK_TICKS_PER_S)
+    """utime+stime and cutime+cstime from /proc/PID/stat; ProcessLookupError once the process is gone."""
+    stat = procfs.read_stat(pid)
+    if stat is None:
+        raise ProcessLookupError(pid)
+    own = stat.int_field(procfs.USER_TIME) + stat.int_field(procfs.SYSTEM_TIME)
+    children = stat.int_field(procfs.CHILDREN_USER_TIME) + stat.int_field(procfs.CHILDREN_SYSTEM_TIME)
+    return CpuTimes(own / CLOCK_TICKS_PER_S, children / CLOCK_TICKS_PER_S)
 
 
 def own_children_cpu_s() -> float:
@@ -187,18 +217,6 @@ async def wait_for_quiet_cpu(max_busy: float = 0.2, window_s: float = 0.5, timeo
 # --- runc roots and reaping -----------------------------------------------------------------------------
 
 
-def runc_containers(runc_root: Path) -> list[tuple[str, int]]:
-    """(id, init pid) of every container under a private runc root; none if the root does not exist."""
-    if not runc_root.exists():
-        return []
-    result = subprocess.run(
-        ["runc", "--root", str(runc_root), "list", "--format", "json"], capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"runc list under {runc_root} failed: {result.stderr.strip()}")
-    return [(entry["id"], int(entry.get("pid") or 0)) for entry in json.loads(result.stdout or "null") or []]
-
-
 async def reap(pid: int) -> None:
     """Collect the exit status of a dead container init that was re-parented to us.
 
@@ -231,7 +249,7 @@ async def delete_container(runc_root: Path, id: str, pid: int, limiter: trio.Cap
     """
     async with limiter:
         result = await trio.run_process(
-            ["runc", "--root", str(runc_root), "delete", "--force", id],
+            force_delete_argv(runc_root, id),
             stdin=subprocess.DEVNULL,
             capture_stdout=True,
             capture_stderr=True,
@@ -272,14 +290,9 @@ def own_children() -> list[tuple[int, str, str]]:
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
-        try:
-            text = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        command = text[text.index("(") + 1 : text.rindex(")")]
-        state, ppid = text[text.rindex(")") + 2 :].split()[:2]
-        if int(ppid) == me:
-            children.append((int(entry.name), state, command))
+        stat = procfs.read_stat(int(entry.name))
+        if stat is not None and stat.int_field(procfs.PARENT_PID) == me:
+            children.append((int(entry.name), stat.state, stat.command))
     return children
 
 
@@ -303,96 +316,6 @@ def reap_adopted_children() -> tuple[int, list[str]]:
     return reaped, alive
 
 
-# --- the daemon ----------------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class Daemon:
-    process: trio.Process
-    state_dir: Path
-    address: str
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def runc_root(self) -> Path:
-        return self.state_dir / "runc"
-
-
-async def start_daemon(state_dir: Path, log_path: Path, *extra_args: str) -> Daemon:
-    """Start `containerd-actors` on a private state dir; return once it has sent sd_notify READY=1.
-
-    It runs in its own session so that a Ctrl-C in the terminal reaches only the benchmark, which then
-    stops the daemon and deletes its containers in order.
-    """
-    state_dir.mkdir(parents=True, exist_ok=True)
-    address = f"ipc://{state_dir / 'sock' / 'containerd.sock'}"
-    notify_path = state_dir.parent / f"{state_dir.name}.notify"
-    notify = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    await notify.bind(str(notify_path))
-    env = dict(os.environ, NOTIFY_SOCKET=str(notify_path))
-    argv = [
-        sys.executable,
-        "-m",
-        "containerd_actors.daemon.main",
-        "--state-dir",
-        str(state_dir),
-        "--listen",
-        address,
-        *extra_args,
-    ]
-    with open(log_path, "ab") as log_file:
-        process = await trio.lowlevel.open_process(
-            argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True,
-        )  # fmt: skip
-    daemon = Daemon(process, state_dir, address, log_path)
-    try:
-        with trio.fail_after(READY_TIMEOUT_S):
-            async with trio.open_nursery() as nursery:
-
-                async def died() -> None:
-                    await process.wait()
-                    log = log_path.read_text(errors="replace")
-                    raise RuntimeError(f"daemon exited with {process.returncode} before READY:\n{log}")
-
-                nursery.start_soon(died)
-                while b"READY=1" not in await notify.recv(4096):
-                    pass
-                nursery.cancel_scope.cancel()
-    except BaseException:
-        with trio.CancelScope(shield=True):
-            await stop_daemon(daemon)
-        raise
-    finally:
-        notify.close()
-        notify_path.unlink(missing_ok=True)
-    return daemon
-
-
-async def stop_daemon(daemon: Daemon) -> int | None:
-    """SIGTERM by pid, SIGKILL if it lingers; returns the exit code.
-
-    The daemon leaves its containers running on SIGTERM (by design); the caller deletes them afterwards.
-    """
-    return await terminate(daemon.process)
-
-
-async def terminate(process: trio.Process) -> int | None:
-    """SIGTERM, then SIGKILL after STOP_TIMEOUT_S if it lingers; returns the exit code."""
-    if process.returncode is None:
-        process.send_signal(signal.SIGTERM)
-        with trio.move_on_after(STOP_TIMEOUT_S):
-            await process.wait()
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    return process.returncode
-
-
 # --- final sweep -----------------------------------------------------------------------------------------
 
 
@@ -414,7 +337,7 @@ def kill_if_running(process: trio.Process, label: str, problems: list[str]) -> N
 
 
 def sweep_leftovers(
-    daemons: Sequence[Daemon], runc_roots: Sequence[Path], processes: Sequence[trio.Process] = ()
+    daemons: Sequence[DaemonHandle], runc_roots: Sequence[Path], processes: Sequence[trio.Process] = ()
 ) -> list[str]:
     """Whatever the way out, leave no daemon, helper process, container or zombie; returns what was fixed.
 

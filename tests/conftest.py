@@ -1,7 +1,7 @@
 """Fixtures: a real daemon process per test on a private state directory, and busybox bundles.
 
-The launcher itself lives in ``support.daemon`` so that test modules import it from there,
-never from this file.
+The launcher itself lives in ``support.daemon`` (shared with the benchmarks) so that test modules
+import it from there, never from this file.
 """
 
 from __future__ import annotations
@@ -24,6 +24,15 @@ def state_dir() -> Iterator[Path]:
     yield top / "state"
     remove_containers(top / "state" / "runc")
     shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.fixture
+def runc_root() -> Iterator[Path]:
+    """A private ``runc --root`` for tests that drive runc directly; what is left in it is deleted by id."""
+    root = short_temp_dir("ca-runc-")
+    yield root
+    remove_containers(root)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,1 +1,1 @@
-"""The daemon: actors wired together under one trio.run (see DESIGN.md §2)."""
+"""The daemon: the actors wired together under one trio.run (see docs/ARCHITECTURE.md)."""

@@ -32,6 +32,7 @@ from containerd_actors.daemon.events.messages import EventsMailbox, EventsStatus
 from containerd_actors.daemon.mailbox import CommandError, Published, ask, forward
 from containerd_actors.daemon.metrics.messages import MetricsMailbox
 from containerd_actors.daemon.supervisor.messages import SupervisorMailbox
+from containerd_actors.host.procfs import memory_total_bytes
 from containerd_actors.transport.reply import ReplySocket
 
 log = logging.getLogger(__name__)
@@ -49,16 +50,7 @@ Handler = Callable[[Any], Awaitable[wire.Reply]]
 
 
 def machine_info(daemon_id: str) -> wire.MachineInfo:
-    memory = 0
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemTotal:"):
-                    memory = int(line.split()[1]) * 1024
-                    break
-    except OSError:
-        pass
-    return wire.MachineInfo(daemon_id, os.cpu_count() or 1, memory)
+    return wire.MachineInfo(daemon_id, os.cpu_count() or 1, memory_total_bytes())
 
 
 class ApiServer:

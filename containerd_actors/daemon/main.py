@@ -2,7 +2,7 @@
 
 This module stays light on purpose: the same command starts the reaper (a small long-lived
 process that should not carry trio, nng and cattrs in its memory) and, as its child, the API
-server, whose heavy imports live in ``serve``.
+server, whose heavy imports live in ``wiring``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import socket
 import sys
 from pathlib import Path
@@ -18,60 +17,37 @@ from pathlib import Path
 from containerd_actors import __version__
 from containerd_actors.daemon.config import DEFAULT_RETENTION, DaemonConfig
 from containerd_actors.daemon.state.lock import StateDirInUse, lock_state_dir
+from containerd_actors.protocol.addresses import (
+    DEFAULT_ADDRESS,
+    DEFAULT_STATE_DIR,
+    EVENTS_BATCH_SOCKET,
+    EVENTS_SOCKET,
+    address_beside,
+    normalize_address,
+)
+from containerd_actors.protocol.durations import parse_duration
 
 log = logging.getLogger("containerd_actors")
 
-DEFAULT_STATE_DIR = "/run/containerd-actors"
-DEFAULT_LISTEN = "ipc:///run/containerd-actors/containerd.sock"
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    """Go-style durations, as the original's flags took them (``1m0s``, ``500ms``).
-
-    Plain numbers are seconds.
-    """
+def duration_arg(text: str) -> float:
+    """argparse type for the duration flags: Go's spelling (``1m0s``, ``500ms``) or plain seconds."""
     try:
         return float(text)
     except ValueError:
         pass
-    parts = _DURATION_PART.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
+    seconds = parse_duration(text)
+    if seconds is None:
         raise argparse.ArgumentTypeError(f"invalid duration {text!r} (examples: 1m0s, 30s, 500ms)")
-    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+    return seconds
 
 
-def _address(text: str) -> str:
-    return text if "://" in text else "ipc://" + os.path.abspath(text)
-
-
-def default_events_address(listen: str) -> str:
-    """``events.sock`` beside an IPC listen socket; the next port for TCP."""
-    scheme, _, rest = listen.partition("://")
-    if scheme == "ipc":
-        return f"ipc://{os.path.join(os.path.dirname(rest), 'events.sock')}"
-    host, _, port = rest.rpartition(":")
-    if port.isdigit():
-        return f"{scheme}://{host}:{int(port) + 1}"
-    raise SystemExit(
-        f"containerd-actors: cannot derive an events address from {listen!r}; pass --events-address"
-    )
-
-
-def default_events_batch_address(events_address: str) -> str:
-    """``events-batch.sock`` beside an IPC events socket; the port after it for TCP."""
-    scheme, _, rest = events_address.partition("://")
-    if scheme == "ipc":
-        return f"ipc://{os.path.join(os.path.dirname(rest), 'events-batch.sock')}"
-    host, _, port = rest.rpartition(":")
-    if port.isdigit():
-        return f"{scheme}://{host}:{int(port) + 1}"
-    raise SystemExit(
-        f"containerd-actors: cannot derive an event batch address from {events_address!r}; "
-        "pass --events-batch-address"
-    )
+def derived_address(base: str, socket_name: str, what: str, flag: str) -> str:
+    """The address ``what`` beside ``base`` (see ``address_beside``), or exit naming the flag to pass."""
+    address = address_beside(base, socket_name)
+    if address is None:
+        raise SystemExit(f"containerd-actors: cannot derive {what} from {base!r}; pass {flag}")
+    return address
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,22 +68,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--metrics-interval",
-        type=parse_duration,
+        type=duration_arg,
         default=60.0,
         help="interval for flushing metrics to the log (default 1m0s)",
     )
     parser.add_argument(
-        "-l", "--listen", type=_address, default=DEFAULT_LISTEN, help="address on which the API will listen"
+        "-l",
+        "--listen",
+        type=normalize_address,
+        default=DEFAULT_ADDRESS,
+        help="address on which the API will listen",
     )
     parser.add_argument(
         "--events-address",
-        type=_address,
+        type=normalize_address,
         default=None,
         help="address on which events are published (default: events.sock beside the listen socket)",
     )
     parser.add_argument(
         "--events-batch-address",
-        type=_address,
+        type=normalize_address,
         default=None,
         help="address on which events are published in batches, for fast subscribers"
         " (default: events-batch.sock beside the events socket)",
@@ -122,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runtime", default="runc", help="runc binary to drive (default: runc from PATH)")
     parser.add_argument(
         "--start-timeout",
-        type=parse_duration,
+        type=duration_arg,
         default=15.0,
         help="kill a runc that has not started its container within this time (default 15s)",
     )
@@ -150,7 +130,12 @@ def config_from_args(argv: list[str] | None = None) -> DaemonConfig:
         raise SystemExit("containerd-actors: --concurrency must be at least 1")
     if args.events_retention < 1:
         raise SystemExit("containerd-actors: --events-retention must be at least 1")
-    events_address = args.events_address or default_events_address(args.listen)
+    events_address = args.events_address or derived_address(
+        args.listen, EVENTS_SOCKET, "an events address", "--events-address"
+    )
+    batch_address = args.events_batch_address or derived_address(
+        events_address, EVENTS_BATCH_SOCKET, "an event batch address", "--events-batch-address"
+    )
     return DaemonConfig(
         id=args.id,
         debug=args.debug,
@@ -159,7 +144,7 @@ def config_from_args(argv: list[str] | None = None) -> DaemonConfig:
         metrics_interval=args.metrics_interval,
         listen=args.listen,
         events_address=events_address,
-        events_batch_address=args.events_batch_address or default_events_batch_address(events_address),
+        events_batch_address=batch_address,
         oom_notify=args.oom_notify,
         metrics_address=args.metrics_address,
         runtime=args.runtime,

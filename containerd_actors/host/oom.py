@@ -29,7 +29,7 @@ from pathlib import Path
 
 import trio
 
-from containerd_actors.host.cgroups import CgroupGone, CgroupPaths
+from containerd_actors.host.cgroup_paths import CgroupGone, CgroupPaths
 
 #: Called, or sent None, once per OOM the watcher notices.
 OnOom = Callable[[], object] | trio.MemorySendChannel[None]

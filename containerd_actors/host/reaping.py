@@ -1,18 +1,17 @@
 """Exit watching for container processes, per pid and never with ``waitpid(-1)``.
 
 ``runc run -d`` exits once the container runs, orphaning the container's init. The kernel hands
-an orphan to the nearest child subreaper, so the daemon marks itself as one and can then
-``waitpid`` the init like its own child. Waiting for a specific pid leaves the statuses of
-trio's own subprocesses (runc itself) to trio.
+an orphan to the nearest child subreaper, which can then ``waitpid`` the init like its own child.
+Waiting for a specific pid leaves the statuses of trio's own subprocesses (runc itself) to trio.
 
-A later design moves the subreaper role into a small long-lived parent process so that exits
-survive a daemon crash; ``ExitWatcher`` is the seam for that.
+Two processes can be that subreaper, behind one ``ExitWatcher`` interface: the reaper process
+(``containerd_actors.reaper``, the default), whose exits survive an API server crash, or the API
+server itself with ``--no-reaper`` (``LocalSubreaper`` here).
 """
 
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
 from typing import Protocol
 
@@ -39,15 +38,6 @@ class ExitWatcher(Protocol):
         ...
 
     async def drop(self, key: str) -> None: ...
-
-
-def process_start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (clock ticks since boot): with the pid, it names one process for good."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return int(stat.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def become_child_subreaper() -> None:
@@ -98,9 +88,4 @@ class LocalSubreaper:
             # Not our child (for example adopted from a previous daemon): the status went to
             # whoever is its parent. The caller reports it as unknown rather than inventing one.
             return None
-        except OSError as exc:
-            if exc.errno == errno.EINTR:
-                _, wait_status = os.waitpid(pid, 0)
-            else:
-                raise
         return exit_status_from_wait(wait_status)

@@ -17,18 +17,10 @@ from cattrs.preconf.json import make_converter
 from cattrs.strategies import configure_tagged_union
 from cattrs.v import format_exception
 
-from containerd_actors.protocol.messages import (
-    REPLY_TYPES,
-    REQUEST_TYPES,
-    ErrorCode,
-    ErrorReply,
-    Event,
-    EventBatch,
-    InvalidField,
-    Reply,
-    Request,
-    event_topic,
-)
+from containerd_actors.protocol.events import Event, EventBatch, event_topic
+from containerd_actors.protocol.replies import REPLY_TYPES, ErrorCode, ErrorReply, Reply
+from containerd_actors.protocol.requests import REQUEST_TYPES, Request
+from containerd_actors.protocol.validators import InvalidField
 
 orjson: ModuleType | None
 try:

@@ -1,4 +1,4 @@
-"""JSON Schema (draft 2020-12) for the wire, derived from the attrs classes in ``messages``.
+"""JSON Schema (draft 2020-12) for the wire, derived from the attrs classes of the protocol package.
 
 ``generate_schemas()`` walks ``attrs.fields()`` of every request, reply and event class with
 their resolved type hints, so a field added to a message reaches ``proto_schemas/`` by running
@@ -26,19 +26,11 @@ from typing import Any
 
 import attrs
 
-from containerd_actors.protocol import messages
+from containerd_actors.protocol import validators
 from containerd_actors.protocol.codec import MAX_MESSAGE_BYTES, TAG, TOPIC_SEPARATOR
-from containerd_actors.protocol.messages import (
-    EVENT_TOPIC_PREFIX,
-    ID_PATTERN,
-    REPLY_TYPES,
-    REQUEST_TYPES,
-    ErrorCode,
-    ErrorReply,
-    Event,
-    EventBatch,
-    EventType,
-)
+from containerd_actors.protocol.events import EVENT_TOPIC_PREFIX, Event, EventBatch, EventType
+from containerd_actors.protocol.replies import REPLY_TYPES, ErrorCode, ErrorReply
+from containerd_actors.protocol.requests import REQUEST_TYPES
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_SUFFIX = ".schema.json"
@@ -51,16 +43,16 @@ EVENT_TYPES: tuple[type, ...] = (Event,)
 
 #: Validators recognised by identity, and the keywords each one adds to the field's schema.
 _VALIDATOR_CONSTRAINTS: dict[Callable[..., Any], dict[str, Any]] = {
-    messages._valid_id: {"pattern": "^" + ID_PATTERN + "$"},
-    messages._non_negative: {"minimum": 0},
-    messages._signal_number: {"minimum": 1, "maximum": 64},
-    messages._non_empty_args: {"minItems": 1},
-    messages._uint16: {"minimum": 0, "maximum": 65535},
-    messages._tail_lines: {"minimum": -1},
-    messages._wait_seconds: {"minimum": 0, "maximum": messages.MAX_WAIT_S},
-    messages._read_size: {"minimum": 1, "maximum": messages.MAX_READ_BYTES},
-    messages._base64: {"contentEncoding": "base64"},
-    messages._page_limit: {"minimum": 1, "maximum": messages.MAX_EVENTS_PER_PAGE},
+    validators.valid_id: {"pattern": "^" + validators.ID_PATTERN + "$"},
+    validators.non_negative: {"minimum": 0},
+    validators.signal_number: {"minimum": 1, "maximum": 64},
+    validators.non_empty_args: {"minItems": 1},
+    validators.uint16: {"minimum": 0, "maximum": 65535},
+    validators.tail_lines: {"minimum": -1},
+    validators.wait_seconds: {"minimum": 0, "maximum": validators.MAX_WAIT_S},
+    validators.read_size: {"minimum": 1, "maximum": validators.MAX_READ_BYTES},
+    validators.base64_text: {"contentEncoding": "base64"},
+    validators.page_limit: {"minimum": 1, "maximum": validators.MAX_EVENTS_PER_PAGE},
 }
 
 

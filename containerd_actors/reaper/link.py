@@ -7,8 +7,6 @@ exit once its event is published, so an exit is never lost between the two proce
 
 from __future__ import annotations
 
-import array
-import json
 import logging
 import os
 import socket
@@ -16,21 +14,13 @@ from typing import Any
 
 import trio
 
+from containerd_actors.host.procfs import parent_pid
 from containerd_actors.reaper import wire
 
 log = logging.getLogger(__name__)
 
 #: An exit whose process is already gone from /proc is in flight on the socket; wait this long for it.
 EXIT_MESSAGE_GRACE_S = 5.0
-
-
-def parent_pid(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            # The command name (field 2) may hold spaces and parentheses; the rest follows the last ')'.
-            return int(stat.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 class ReaperLink:
@@ -67,26 +57,17 @@ class ReaperLink:
             else:
                 log.warning("reaper link: unexpected message %r", message)
 
-    async def _receive(self) -> tuple[dict[str, Any], list[int]]:
-        fd_size = array.array("i").itemsize
-        # Close-on-exec as they arrive: runc must not inherit another container's pipe ends.
+    async def _receive(self) -> tuple[wire.Message, list[int]]:
         data, ancillary, _flags, _address = await self._sock.recvmsg(
-            wire.MAX_MESSAGE, socket.CMSG_SPACE(wire.MAX_FDS * fd_size), socket.MSG_CMSG_CLOEXEC
+            wire.MAX_MESSAGE, wire.ANCILLARY_SPACE, wire.RECEIVE_FLAGS
         )
-        if not data:
+        received = wire.unpack(data, ancillary)
+        if received is None:
             raise RuntimeError("the reaper closed its socket: it has exited")
-        fds: list[int] = []
-        for level, kind, payload in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                received = array.array("i")
-                received.frombytes(payload[: len(payload) - (len(payload) % fd_size)])
-                fds.extend(received)
-        return json.loads(data), fds
+        return received
 
-    async def _send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
-        data = json.dumps(message, separators=(",", ":")).encode()
-        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
-        await self._sock.sendmsg([data], ancillary)
+    async def _send(self, message: wire.Message, fds: list[int] | None = None) -> None:
+        await self._sock.sendmsg(*wire.pack(message, fds))
 
     # ------------------------------------------------------------------ ExitWatcher
 

@@ -18,7 +18,6 @@ Python around ``select``: no trio, no nng, nothing that could fail in interestin
 from __future__ import annotations
 
 import collections
-import errno
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from containerd_actors.host.fds import close_quietly
 from containerd_actors.host.reaping import become_child_subreaper, exit_status_from_wait
 from containerd_actors.reaper import wire
 
@@ -130,8 +130,7 @@ class Reaper:
                 self._disconnect()
                 return
             self.outbox.popleft()
-            for fd in fds:
-                _close(fd)
+            close_quietly(*fds)
 
     def _disconnect(self) -> None:
         if self.server_sock is not None:
@@ -139,8 +138,7 @@ class Reaper:
             self.server_sock = None
         # Undelivered messages are replayed from `kept` and `pending` to the next server.
         while self.outbox:
-            for fd in self.outbox.popleft()[1]:
-                _close(fd)
+            close_quietly(*self.outbox.popleft()[1])
 
     def _server_exited(self, status: int) -> None:
         code = exit_status_from_wait(status)
@@ -197,12 +195,10 @@ class Reaper:
         message, fds = received
         op = message.get("op")
         if op == "keep":
-            for fd in self.kept.pop(str(message["key"]), []):
-                _close(fd)
+            close_quietly(*self.kept.pop(str(message["key"]), []))
             self.kept[str(message["key"])] = fds
         elif op == "drop":
-            for fd in self.kept.pop(str(message["key"]), []) + fds:
-                _close(fd)
+            close_quietly(*self.kept.pop(str(message["key"]), []), *fds)
         elif op == "serving":
             self.ever_served = True
         elif op == "ack":
@@ -211,8 +207,7 @@ class Reaper:
             self._rewrite_pending()
         else:
             log.warning("reaper: unknown message %r", message)
-            for fd in fds:
-                _close(fd)
+            close_quietly(*fds)
 
     def run(self) -> int:
         wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -252,14 +247,6 @@ class Reaper:
                 # Restart the server (an upgrade, a config reload) without losing anything.
                 self.restart_requested = True
                 os.kill(self.server_pid, signal.SIGTERM)
-
-
-def _close(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError as exc:
-        if exc.errno != errno.EBADF:
-            raise
 
 
 def run_reaper(server_argv: list[str], state_dir: Path) -> int:

@@ -9,10 +9,8 @@ poll and snap to 31/63/113 ms, which would dominate a 40 ms container start, and
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import attrs
 
@@ -59,12 +57,7 @@ class CriuOptions:
 
     def restore_flags(self) -> list[str]:
         """No --shell-job: runc containers run in their own session, and restore -d fails with it."""
-        flags = []
-        if self.tcp_established:
-            flags.append("--tcp-established")
-        if self.ext_unix_sk:
-            flags.append("--ext-unix-sk")
-        return flags
+        return [flag for flag in self.checkpoint_flags() if flag != "--shell-job"]
 
 
 def _with_criu_log(message: str, work_path: Path, log_name: str) -> str:
@@ -246,50 +239,9 @@ class Runc:
     async def delete(self, id: str, force: bool = False) -> None:
         await self._run_captured("delete", ["--force", id] if force else [id])
 
-    async def kill(self, id: str, signal: int, all_processes: bool = False) -> None:
-        await self._run_captured("kill", ["--all", id, str(signal)] if all_processes else [id, str(signal)])
-
-    async def state(self, id: str) -> dict[str, Any]:
-        return json.loads(await self._run_captured("state", [id]))
-
-    async def list(self) -> list[dict[str, Any]]:
-        return json.loads(await self._run_captured("list", ["--format", "json"])) or []
-
 
 def _read_log(log_file: Path) -> str:
     try:
         return _error_lines(log_file.read_text(errors="replace"))
     except OSError as exc:
         return f"runc left no log ({exc.strerror})"
-
-
-def validate_bundle(bundle: str) -> Path:
-    """Reject what runc would reject less clearly; raises ValueError with the reason."""
-    path = Path(bundle)
-    if not path.is_absolute():
-        raise ValueError(f"bundle {bundle!r} must be an absolute path")
-    if not path.is_dir():
-        raise ValueError(f"bundle {bundle!r} is not a directory")
-    config = path / "config.json"
-    if not config.is_file():
-        raise ValueError(f"bundle {bundle!r} has no config.json")
-    return path
-
-
-def read_bundle_config(bundle: Path) -> dict[str, Any]:
-    """Parse the bundle's OCI config; raises ValueError on anything that is not a JSON object."""
-    try:
-        config = json.loads((bundle / "config.json").read_bytes())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read {bundle / 'config.json'}: {exc}") from None
-    if not isinstance(config, dict) or not isinstance(config.get("process", {}), dict):
-        raise ValueError(f"{bundle / 'config.json'} is not an OCI runtime config object")
-    return config
-
-
-def close_quietly(*fds: int) -> None:
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass

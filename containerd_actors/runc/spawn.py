@@ -22,6 +22,8 @@ from collections.abc import Sequence
 import attrs
 import trio
 
+from containerd_actors.host.fds import close_quietly
+
 #: Python ignores these; a child must get them back with their default actions, as subprocess does.
 _RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 #: Bytes read at a time from a captured stream.
@@ -75,13 +77,13 @@ async def run(
                 actions.append((os.POSIX_SPAWN_DUP2, fd, target))
         pid = os.posix_spawnp(argv[0], list(argv), os.environ, file_actions=actions, setsigdef=_RESET_SIGNALS)
     except BaseException:
-        _close(ours + theirs)
+        close_quietly(*ours, *theirs)
         raise
-    _close(theirs)
+    close_quietly(*theirs)
     try:
         pidfd = os.pidfd_open(pid)
     except BaseException:
-        _close(ours)
+        close_quietly(*ours)
         _reap(pid, kill=True)
         raise
     try:
@@ -93,7 +95,7 @@ async def run(
                 captured = (b"", b"")
     finally:
         # Killed and reaped whatever happened above: a timeout, a cancel, or a normal exit.
-        _close(ours)
+        close_quietly(*ours)
         trio.lowlevel.notify_closing(pidfd)
         returncode = _reap(pid, kill=True, pidfd=pidfd)
         os.close(pidfd)
@@ -152,11 +154,3 @@ def _reap(pid: int, *, kill: bool, pidfd: int = -1) -> int:
                 pass
         _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
-
-
-def _close(fds: list[int]) -> None:
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass

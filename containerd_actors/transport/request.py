@@ -1,116 +1,40 @@
-"""The client's raw-mode nng Req0, driven by trio's own epoll; and the message helpers both sides use.
+"""The client's raw-mode nng Req0, driven by trio's own epoll.
 
 Why not the usual contexts with ``arecv``/``asend``: every pynng async operation completes on an
 nng thread, which must take the GIL and post back into trio (``run_sync_soon`` and a wakeup
 socket), two such hops per request on each side. Measured here with one trio client: a sync Rep0
 echo answered in ~0.18-0.29 ms, a trio context echo in ~0.38-0.54 ms, a raw echo in
 ~0.27-0.40 ms; the daemon's CPU per Ping fell from 525 to 205 us. (The daemon's side is in
-``nng_reply``: a cooked Rep0, because a raw Rep0 drops replies.)
+``reply``: a cooked Rep0, because a raw Rep0 drops replies.)
 
 In raw mode nng does not track requests: a message carries its request id in its header, and the
 reply comes back with it. So one task can receive for everyone, and:
 
-- receiving is a non-blocking ``nng_recvmsg`` after ``wait_readable`` on the socket's ``recv_fd``
-  (nng raises that descriptor in C, without touching Python);
-- sending is a non-blocking ``nng_sendmsg``. Raw Req0 hands a message over only while a pipe is
-  waiting for one; while the pipe is still writing the previous message it reports
-  ``NNG_EAGAIN``, and the send is retried after a short backoff (no message is ever dropped).
+- receiving is a non-blocking receive after ``wait_readable`` on the socket's ``recv_fd``;
+- sending is a non-blocking send. Raw Req0 hands a message over only while a pipe is waiting for
+  one; while the pipe is still writing the previous message it reports ``NNG_EAGAIN``, and the
+  send is retried after a short backoff (no message is ever dropped).
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-from types import TracebackType
-from typing import Any, Self
 
 import attrs
 import pynng
 import trio
-from pynng import ffi, lib
+
+from containerd_actors.transport import nng
+from containerd_actors.transport.backoff import Backoff
+from containerd_actors.transport.polled import PolledSocket
 
 #: A Req0 request id is 32 bits with the top bit set (the top bit marks the end of the backtrace).
 _REQUEST_ID_FLAG = 0x8000_0000
-#: Retries of a send to a busy pipe (both sides): first right away (one trip through trio's
-#: scheduler), then from 0.1 ms doubling to 10 ms; a pipe is busy while nng writes one message.
-FIRST_RETRY_S = 0.0001
-LAST_RETRY_S = 0.01
 #: A raw Req0 passes replies up through a queue of this many messages (nng's maximum; the default
 #: is 1) and drops what does not fit, so a client never has more requests in flight than it holds.
 _REPLY_QUEUE = 8192
 _MAX_IN_FLIGHT = _REPLY_QUEUE // 2
-
-
-@attrs.frozen
-class RawMessage:
-    """A message's routing header (on the client: the request id) and its body."""
-
-    header: bytes
-    body: bytes
-
-
-def take_message(message: Any) -> RawMessage:
-    """Copy header and body out of an nng message and free it."""
-    try:
-        header = bytes(ffi.buffer(lib.nng_msg_header(message), lib.nng_msg_header_len(message)))
-        body = bytes(ffi.buffer(lib.nng_msg_body(message), lib.nng_msg_len(message)))
-    finally:
-        lib.nng_msg_free(message)
-    return RawMessage(header, body)
-
-
-def new_message(header: bytes, body: bytes) -> Any:
-    pointer = ffi.new("nng_msg **")
-    pynng.exceptions.check_err(lib.nng_msg_alloc(pointer, 0))
-    message = pointer[0]
-    try:
-        pynng.exceptions.check_err(lib.nng_msg_header_append(message, header, len(header)))
-        pynng.exceptions.check_err(lib.nng_msg_append(message, body, len(body)))
-    except BaseException:
-        lib.nng_msg_free(message)
-        raise
-    return message
-
-
-def closed_error() -> pynng.Closed:
-    return pynng.Closed("socket closed", lib.NNG_ECLOSED)
-
-
-class PolledSocket:
-    """An nng socket whose receives wait on its ``recv_fd`` in trio's epoll; closing wakes them."""
-
-    def __init__(self, socket: pynng.Socket) -> None:
-        self._socket = socket
-        self._recv_fd = socket.recv_fd
-        self._closed = False
-
-    async def wait_readable(self) -> None:
-        try:
-            await trio.lowlevel.wait_readable(self._recv_fd)
-        except trio.ClosedResourceError:
-            raise closed_error() from None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            trio.lowlevel.notify_closing(self._recv_fd)  # wake a receive parked on the descriptor
-        except RuntimeError:
-            pass  # not inside trio.run: nobody can be parked
-        self._socket.close()
-        self._after_close()
-
-    def _after_close(self) -> None:
-        """What a subclass frees once nng has closed the socket."""
 
 
 class ConnectionLost(Exception):
@@ -144,7 +68,7 @@ class RawRequestSocket(PolledSocket):
         self._reader_wait = trio.CancelScope()
         self._in_flight = trio.Semaphore(_MAX_IN_FLIGHT)
         self._token = trio.lowlevel.current_trio_token()
-        socket = pynng.Req0(opener=lib.nng_req0_open_raw, recv_max_size=recv_max_size)
+        socket = nng.open_raw_req0(recv_max_size)
         try:
             socket.recv_buffer_size = _REPLY_QUEUE
             if socket.recv_buffer_size != _REPLY_QUEUE:
@@ -155,44 +79,30 @@ class RawRequestSocket(PolledSocket):
             socket.close()
             raise
         super().__init__(socket)
-        self._received = ffi.new("nng_msg **")
+        self._inbox = nng.Inbox()
         #: Requests that found the pipe busy and had to be retried (how often the fast path misses).
         self.deferred_sends = 0
 
-    def _receive_nowait(self) -> RawMessage | None:
+    def _receive_nowait(self) -> nng.RawMessage | None:
         if self._closed:
-            raise closed_error()
-        status = lib.nng_recvmsg(self._socket.socket, self._received, lib.NNG_FLAG_NONBLOCK)
-        if status == 0:
-            return take_message(self._received[0])
-        if status != lib.NNG_EAGAIN:
-            pynng.exceptions.check_err(status)
-        return None
+            raise nng.closed_error()
+        return self._inbox.receive(self._socket)
 
     async def _send(self, header: bytes, body: bytes) -> None:
         """Hand the message to nng, retrying while the pipe is busy (as long as the caller waits).
 
         Not an nng async send: in raw mode every socket-level send goes through one internal
-        context, which holds a single pending send, so concurrent async sends hung here.
+        context, which holds a single pending send, so concurrent async sends hang (nng 1.11).
         """
         if self._closed:
-            raise closed_error()
-        message = new_message(header, body)
-        delay = 0.0
-        try:
-            while True:
-                status = lib.nng_sendmsg(self._socket.socket, message, lib.NNG_FLAG_NONBLOCK)
-                if status == 0:
-                    return  # nng owns the message now
-                if status != lib.NNG_EAGAIN:
-                    pynng.exceptions.check_err(status)
-                if delay == 0.0:
+            raise nng.closed_error()
+        with nng.OutgoingMessage(header, body) as message:
+            backoff: Backoff | None = None
+            while not nng.send(self._socket, message):
+                if backoff is None:
+                    backoff = Backoff()
                     self.deferred_sends += 1
-                await trio.sleep(delay)
-                delay = min(max(delay * 2, FIRST_RETRY_S), LAST_RETRY_S)
-        except BaseException:
-            lib.nng_msg_free(message)  # a failed nng_sendmsg leaves the message with the caller
-            raise
+                await backoff.wait()
 
     def _on_pipe_removed(self, _pipe: pynng.Pipe) -> None:
         # On an nng thread with a lock held: only post to trio.

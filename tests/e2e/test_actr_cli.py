@@ -1,4 +1,4 @@
-"""``actr`` without a real daemon: parser, signal names, rendering, JSON, error messages, exit codes.
+"""``actr`` as a process, without a real daemon: error messages, exit codes, streams and signals.
 
 Commands that need a daemon talk to ``FakeDaemon``, a few lines of pynng Rep0/Pub0 speaking the
 real wire codec in a thread, so the CLI is exercised through the real client library.
@@ -6,10 +6,8 @@ real wire codec in a thread, so the CLI is exercised through the real client lib
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -17,16 +15,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pynng
 import pytest
-from rich.console import Console
+from support.containers import make_container
 
-from containerd_actors.client import DEFAULT_ADDRESS
 from containerd_actors.protocol import (
     ContainerInfo,
     CreateContainer,
@@ -38,23 +34,17 @@ from containerd_actors.protocol import (
     MachineInfo,
     Ping,
     PingReply,
-    ProcessInfo,
     Signal,
     SignalReply,
     State,
     StateReply,
-    User,
     decode_request,
     encode_event,
     encode_reply,
 )
-from ctl import render
-from ctl.main import build_parser, main
-from ctl.signals import UnknownSignal, parse_signal
-from ctl.times import BadTime, parse_since
+from ctl.main import main
 
 REPO = Path(__file__).resolve().parents[2]
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def run_actr(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -66,277 +56,6 @@ def run_actr(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
 
 def missing_address() -> str:
     return f"ipc:///tmp/definitely-missing-{uuid.uuid4().hex}.sock"
-
-
-def make_container(index: int, status: str = "running") -> ContainerInfo:
-    pid = 14000 + index
-    return ContainerInfo(
-        id=f"redis-{index}",
-        bundle=f"/containers/redis-{index}",
-        status=status,
-        pid=pid,
-        processes=[ProcessInfo(pid, ["redis-server"], ["PATH=/bin"], "/", User())],
-    )
-
-
-# --------------------------------------------------------------------------- parser
-
-
-def test_kill_defaults_to_sigterm_and_init_process() -> None:
-    args = build_parser().parse_args(["containers", "kill", "redis"])
-    assert (args.id, args.signal, args.pid) == ("redis", 15, 0)
-
-
-@pytest.mark.parametrize("spelling", ["KILL", "SIGKILL", "kill", "sigkill", "9"])
-def test_kill_signal_accepts_names_and_numbers(spelling: str) -> None:
-    args = build_parser().parse_args(["containers", "kill", "-s", spelling, "-p", "42", "redis"])
-    assert (args.signal, args.pid) == (9, 42)
-
-
-@pytest.mark.parametrize(
-    ("text", "number"),
-    [
-        ("HUP", 1),
-        ("SIGTERM", 15),
-        ("usr1", 10),
-        ("SIGCHLD", 17),
-        ("RTMIN", 34),
-        ("SIGRTMIN+3", 37),
-        ("rtmax-1", 63),
-    ],
-)
-def test_parse_signal_uses_linux_numbers(text: str, number: int) -> None:
-    assert parse_signal(text) == number
-
-
-@pytest.mark.parametrize("text", ["BOGUS", "SIG", "0", "65", "-9", "RTMIN+40", ""])
-def test_parse_signal_rejects_unknown(text: str) -> None:
-    with pytest.raises(UnknownSignal):
-        parse_signal(text)
-
-
-def test_unknown_signal_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exited:
-        build_parser().parse_args(["containers", "kill", "-s", "BOGUS", "redis"])
-    assert exited.value.code == 2
-    err = capsys.readouterr().err
-    assert "unknown signal 'BOGUS'" in err
-    assert "-s/--signal" in err
-
-
-def test_negative_pid_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exited:
-        build_parser().parse_args(["containers", "kill", "-p", "-1", "redis"])
-    assert exited.value.code == 2
-    assert "pid must be >= 0" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("command", ["kill", "start"])
-def test_invalid_container_id_is_a_usage_error(command: str, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["containers", command, "../etc", *(["bundle"] if command == "start" else [])]
-    with pytest.raises(SystemExit) as exited:
-        build_parser().parse_args(argv)
-    assert exited.value.code == 2
-    assert "container id '../etc' must match" in capsys.readouterr().err
-
-
-def test_global_flags_and_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("ACTR_ADDRESS", raising=False)
-    args = build_parser().parse_args(["containers"])
-    assert args.address == DEFAULT_ADDRESS
-    assert (args.debug, args.json) == (False, False)
-    args = build_parser().parse_args(["--address", "/tmp/x.sock", "--debug", "--json", "events"])
-    assert (args.address, args.debug, args.json) == ("/tmp/x.sock", True, True)
-
-
-def test_address_env_var_overrides_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ACTR_ADDRESS", "ipc:///tmp/from-env.sock")
-    assert build_parser().parse_args(["containers"]).address == "ipc:///tmp/from-env.sock"
-    assert build_parser().parse_args(["--address", "tcp://h:1", "containers"]).address == "tcp://h:1"
-
-
-def test_events_from_and_since_flags() -> None:
-    args = build_parser().parse_args(["events"])
-    assert (args.from_seq, args.since) == (None, None)
-    assert build_parser().parse_args(["events", "--from", "42"]).from_seq == 42
-    assert build_parser().parse_args(["events", "--since", "1700000000.5"]).since == 1700000000.5
-
-
-@pytest.mark.parametrize(
-    ("argv", "words"),
-    [
-        (["events", "--from", "-1"], "seq must be >= 0"),
-        (["events", "--from", "x"], "seq must be an integer"),
-        (["events", "--since", "yesterday"], "invalid time 'yesterday'"),
-        (["events", "--from", "1", "--since", "10m"], "not allowed with argument"),
-    ],
-)
-def test_bad_events_flags_are_usage_errors(
-    argv: list[str], words: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit) as exited:
-        build_parser().parse_args(argv)
-    assert exited.value.code == 2
-    assert words in capsys.readouterr().err
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("10m", 1_700_000_000.0 - 600),
-        ("1h30m", 1_700_000_000.0 - 5400),
-        ("1.5s", 1_700_000_000.0 - 1.5),
-        ("2d", 1_700_000_000.0 - 2 * 86400),
-        ("1600000000", 1_600_000_000.0),
-        ("1600000000.25", 1_600_000_000.25),
-        ("2023-11-14T22:13:20Z", 1_700_000_000.0),
-        ("2023-11-14T23:13:20+01:00", 1_700_000_000.0),
-        ("2023-11-14T22:13:20.5+00:00", 1_700_000_000.5),
-    ],
-)
-def test_since_accepts_durations_timestamps_and_iso_8601(text: str, expected: float) -> None:
-    assert parse_since(text, now=1_700_000_000.0) == pytest.approx(expected)
-
-
-def test_since_without_an_offset_is_local_time() -> None:
-    assert parse_since("2023-11-14 22:13") == datetime(2023, 11, 14, 22, 13).timestamp()
-
-
-@pytest.mark.parametrize("text", ["", "10x", "m", "yesterday", "2023-13-01"])
-def test_bad_since_is_refused(text: str) -> None:
-    with pytest.raises(BadTime, match="invalid time"):
-        parse_since(text)
-
-
-def test_containers_without_subcommand_lists() -> None:
-    parser = build_parser()
-    assert parser.parse_args(["containers"]).handler is parser.parse_args(["containers", "list"]).handler
-
-
-def test_json_is_also_accepted_after_the_command() -> None:
-    assert build_parser().parse_args(["containers", "--json"]).json is True
-    assert build_parser().parse_args(["--json", "containers"]).json is True
-    assert build_parser().parse_args(["containers"]).json is False
-
-
-def test_start_arguments() -> None:
-    args = build_parser().parse_args(["containers", "start", "-c", "cp1", "-a", "redis", "b"])
-    assert (args.id, args.bundle, args.checkpoint, args.attach) == ("redis", "b", "cp1", True)
-
-
-def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([]) == 2
-    assert "containers" in capsys.readouterr().err
-
-
-def test_version(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exited:
-        main(["-v"])
-    assert exited.value.code == 0
-    assert capsys.readouterr().out.startswith("actr version ")
-
-
-@pytest.mark.parametrize("rest", [["--"], []])
-def test_exec_without_a_command_exits_2(rest: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    # Checked before connecting, so a missing daemon does not matter.
-    assert main(["--address", missing_address(), "containers", "exec", "--id", "redis", *rest]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1
-    assert "give the command line after --" in err
-
-
-# --------------------------------------------------------------------------- rendering
-
-
-def test_containers_table_in_a_rich_console() -> None:
-    console = Console(file=io.StringIO(), width=120)
-    containers = [make_container(1), make_container(22, "paused"), make_container(333, "stopped")]
-    render.print_containers(containers, io.StringIO(), console=console)
-    lines = console.file.getvalue().splitlines()
-    assert lines[0].split() == ["ID", "PATH", "STATUS", "PID1"]
-    assert [line.split() for line in lines[1:]] == [
-        ["redis-1", "/containers/redis-1", "running", "14001"],
-        ["redis-22", "/containers/redis-22", "paused", "14022"],
-        ["redis-333", "/containers/redis-333", "stopped", "14333"],
-    ]
-    # Columns are aligned: each header word starts where its values start.
-    for column in ("PATH", "STATUS", "PID1"):
-        start = lines[0].index(column)
-        assert all(line[start - 1] == " " and line[start] != " " for line in lines[1:])
-
-
-def test_colours_do_not_disturb_alignment() -> None:
-    containers = [make_container(1), make_container(22, "paused"), make_container(4, "weird")]
-    plain = render.containers_lines(containers)
-    console = Console(file=io.StringIO(), width=120, force_terminal=True, color_system="standard")
-    render.print_containers(containers, io.StringIO(), console=console)
-    coloured = console.file.getvalue()
-    assert "\x1b[32mrunning" in coloured
-    assert ANSI.sub("", coloured).splitlines() == plain
-
-
-def test_empty_table_has_only_the_header() -> None:
-    stream = io.StringIO()
-    render.print_containers([], stream)
-    assert stream.getvalue() == "ID   PATH   STATUS   PID1\n"
-
-
-def test_containers_json_uses_wire_field_names() -> None:
-    data = json.loads(render.containers_json([make_container(1), make_container(2)]))
-    assert isinstance(data, list)
-    assert set(data[0]) == {"id", "bundle", "status", "pid", "processes"}
-    assert data[1]["id"] == "redis-2"
-    assert data[1]["bundle"] == "/containers/redis-2"
-    assert data[1]["pid"] == 14002
-    assert data[1]["processes"][0]["args"] == ["redis-server"]
-    assert json.loads(render.containers_json([])) == []
-
-
-def test_event_line_lines_up_with_header() -> None:
-    event = Event(seq=7, timestamp=1_700_000_000.25, type="exit", id="redis", pid=4242, status=137)
-    header, line = render.event_header_line(), render.event_line(event)
-    assert header.split() == ["TYPE", "ID", "PID", "STATUS", "SEQ", "TIME"]
-    when = datetime.fromtimestamp(1_700_000_000.25).isoformat(timespec="milliseconds")
-    assert line.split() == ["exit", "redis", "4242", "137", "7", when]
-    for column, value in zip(header.split(), line.split(), strict=True):
-        assert line.index(value, header.index(column)) == header.index(column)
-
-
-def test_event_without_status_shows_dash() -> None:
-    event = Event(seq=1, timestamp=0.0, type="start-container", id="redis", pid=1, status=None)
-    assert render.event_line(event).split()[3] == "-"
-
-
-def test_timestamp_is_local_iso_with_milliseconds() -> None:
-    text = render.format_timestamp(1_700_000_000.123456)
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}", text)
-    assert text == datetime.fromtimestamp(1_700_000_000.123456).isoformat(timespec="milliseconds")
-
-
-def test_event_printer_modes() -> None:
-    event = Event(seq=3, timestamp=1.5, type="exit", id="redis", pid=9, status=0)
-    plain = io.StringIO()
-    printer = render.EventPrinter(plain, as_json=False)
-    printer.header()
-    printer.print(event)
-    assert plain.getvalue().splitlines() == [render.event_header_line(), render.event_line(event)]
-
-    as_json = io.StringIO()
-    printer = render.EventPrinter(as_json, as_json=True)
-    printer.header()
-    printer.print(event)
-    printer.print(event)
-    lines = as_json.getvalue().splitlines()
-    assert len(lines) == 2
-    assert json.loads(lines[0]) == {
-        "seq": 3,
-        "timestamp": 1.5,
-        "type": "exit",
-        "id": "redis",
-        "pid": 9,
-        "status": 0,
-        "reason": None,
-    }
 
 
 # --------------------------------------------------------------------------- unreachable daemon

@@ -17,12 +17,7 @@ import trio
 from support.daemon import daemon_argv, start_daemon, stop_daemon, unique_id
 
 from containerd_actors.client import Client
-from containerd_actors.daemon.main import (
-    config_from_args,
-    default_events_address,
-    default_events_batch_address,
-    parse_duration,
-)
+from containerd_actors.daemon.main import config_from_args, duration_arg
 
 
 def test_defaults_match_the_original() -> None:
@@ -59,18 +54,37 @@ def test_flags_are_parsed() -> None:
     ("text", "seconds"), [("1m0s", 60.0), ("500ms", 0.5), ("2h", 7200.0), ("1.5s", 1.5), ("10", 10.0)]
 )
 def test_go_durations(text: str, seconds: float) -> None:
-    assert parse_duration(text) == pytest.approx(seconds)
+    assert duration_arg(text) == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize("text", ["", "1x", "m", "1m fast"])
 def test_bad_durations(text: str) -> None:
-    with pytest.raises(argparse.ArgumentTypeError):
-        parse_duration(text)
+    with pytest.raises(argparse.ArgumentTypeError, match="invalid duration"):
+        duration_arg(text)
 
 
 def test_tcp_events_address_is_next_port() -> None:
-    assert default_events_address("tcp://127.0.0.1:7000") == "tcp://127.0.0.1:7001"
-    assert default_events_batch_address("tcp://127.0.0.1:7001") == "tcp://127.0.0.1:7002"
+    config = config_from_args(["-l", "tcp://127.0.0.1:7000"])
+    assert config.events_address == "tcp://127.0.0.1:7001"
+    assert config.events_batch_address == "tcp://127.0.0.1:7002"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["-l", "inproc://api"],
+            "cannot derive an events address from 'inproc://api'; pass --events-address",
+        ),
+        (
+            ["--events-address", "inproc://events"],
+            "cannot derive an event batch address from 'inproc://events'; pass --events-batch-address",
+        ),
+    ],
+)
+def test_an_address_that_cannot_be_derived_names_the_flag(argv: list[str], message: str) -> None:
+    with pytest.raises(SystemExit, match=message):
+        config_from_args(argv)
 
 
 def test_the_batch_stream_sits_beside_the_events_socket_unless_told_otherwise() -> None:
@@ -78,6 +92,16 @@ def test_the_batch_stream_sits_beside_the_events_socket_unless_told_otherwise() 
     assert moved.events_batch_address == "ipc:///tmp/y/events-batch.sock"
     told = config_from_args(["--events-batch-address", "tcp://127.0.0.1:9000"])
     assert told.events_batch_address == "tcp://127.0.0.1:9000"
+
+
+def test_the_reaper_process_does_not_carry_the_servers_libraries() -> None:
+    """The reaper is the process that parses the flags; it lives as long as the host's containers."""
+    code = (
+        "import sys, containerd_actors.daemon.main\n"
+        "print(sorted(m for m in ('cattrs', 'orjson', 'pynng', 'trio') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout == "[]\n"
 
 
 @pytest.mark.parametrize("flag", ["-h", "--help"])

@@ -1,1 +1,2 @@
-"""What tests share: the daemon launcher, bundles, and one sample instance of every wire type."""
+"""What tests share: the daemon launcher (the benchmarks use it too), bundles, containers run with runc
+directly, and one sample instance of every wire type."""

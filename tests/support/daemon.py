@@ -1,8 +1,11 @@
-"""Run the real daemon as a separate process on a private state directory.
+"""Run the real daemon as a separate process on a private state directory: for tests and benchmarks.
 
-Readiness is signalled the way systemd expects (sd_notify READY=1 on NOTIFY_SOCKET), so tests
-wait on the daemon's own word instead of sleeping. Teardown removes every container the daemon
-created, by id, from the daemon's private runc root, then stops the daemon by pid.
+Readiness is signalled the way systemd expects (sd_notify READY=1 on NOTIFY_SOCKET), so callers
+wait on the daemon's own word instead of sleeping. The daemon is stopped by the pid it was started
+with, and the containers it leaves running (by design) are deleted by id from its private runc root.
+
+The benchmarks in scripts/ import this module too (``benchlib`` puts tests/ on their path), so that
+the daemon is launched one way everywhere.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from pathlib import Path
 import attrs
 import trio
 
-READY_TIMEOUT_S = 20.0
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 15.0
 
 
 @attrs.frozen
@@ -32,6 +36,10 @@ class DaemonHandle:
     log_path: Path
 
     @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
     def runc_root(self) -> Path:
         return self.state_dir / "runc"
 
@@ -40,13 +48,7 @@ class DaemonHandle:
 
     def runc_ids(self) -> list[str]:
         """Containers runc knows under the daemon's private root (a test's view of 'leaves no trace')."""
-        result = subprocess.run(
-            ["runc", "--root", str(self.runc_root), "list", "--format", "json"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return [entry["id"] for entry in json.loads(result.stdout or "null") or []]
+        return [id for id, _pid in runc_containers(self.runc_root)]
 
 
 def short_temp_dir(prefix: str) -> Path:
@@ -68,18 +70,34 @@ def daemon_argv(state_dir: Path, address: str, *extra_args: str) -> list[str]:
     ]
 
 
-async def start_daemon(state_dir: Path, *extra_args: str) -> DaemonHandle:
-    """Start `containerd-actors` and return once it has announced READY=1."""
+async def start_daemon(
+    state_dir: Path,
+    *extra_args: str,
+    log_path: Path | None = None,
+    debug: bool = True,
+    own_session: bool = False,
+) -> DaemonHandle:
+    """Start `containerd-actors` and return once it has announced READY=1.
+
+    The log goes to ``log_path`` (by default ``<state_dir>.log`` beside the state directory).
+    Benchmarks pass ``debug=False``, since debug logging would weigh on what they measure, and
+    ``own_session=True``, so that a Ctrl-C in the terminal reaches only the benchmark, which then
+    stops the daemon and deletes its containers in order.
+    """
+    state_dir.parent.mkdir(parents=True, exist_ok=True)
     socket_dir = state_dir / "sock"
     address = f"ipc://{socket_dir}/containerd.sock"
     notify_path = state_dir.parent / f"{state_dir.name}.notify"
-    log_path = state_dir.parent / f"{state_dir.name}.log"
+    log_path = log_path or state_dir.parent / f"{state_dir.name}.log"
     notify = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     await notify.bind(str(notify_path))
     env = dict(os.environ, NOTIFY_SOCKET=str(notify_path))
-    argv = daemon_argv(state_dir, address, "--debug", *extra_args)
+    argv = daemon_argv(state_dir, address, *(["--debug"] if debug else []), *extra_args)
     with open(log_path, "ab") as log_file:
-        process = await trio.lowlevel.open_process(argv, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        process = await trio.lowlevel.open_process(
+            argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=env,
+            start_new_session=own_session,
+        )  # fmt: skip
     handle = DaemonHandle(process, state_dir, address, f"ipc://{socket_dir}/events.sock", log_path)
     try:
         with trio.fail_after(READY_TIMEOUT_S):
@@ -87,15 +105,17 @@ async def start_daemon(state_dir: Path, *extra_args: str) -> DaemonHandle:
 
                 async def died() -> None:
                     await process.wait()
-                    raise RuntimeError(f"daemon exited with {process.returncode}:\n{handle.log_text()}")
+                    raise RuntimeError(
+                        f"daemon exited with {process.returncode} before READY:\n{handle.log_text()}"
+                    )
 
                 nursery.start_soon(died)
                 while b"READY=1" not in await notify.recv(4096):
                     pass
                 nursery.cancel_scope.cancel()
     except BaseException:
-        process.kill()
-        await process.wait()
+        with trio.CancelScope(shield=True):
+            await stop_daemon(handle)
         raise
     finally:
         notify.close()
@@ -104,28 +124,43 @@ async def start_daemon(state_dir: Path, *extra_args: str) -> DaemonHandle:
 
 
 async def stop_daemon(handle: DaemonHandle) -> int | None:
-    """SIGTERM by pid, then SIGKILL if it lingers; returns the exit code."""
-    if handle.process.returncode is None:
-        handle.process.send_signal(signal.SIGTERM)
-        with trio.move_on_after(10):
-            await handle.process.wait()
-        if handle.process.returncode is None:
-            handle.process.kill()
-            await handle.process.wait()
-    return handle.process.returncode
+    """Stop the daemon by pid; returns its exit code. Its containers keep running (by design)."""
+    return await terminate(handle.process)
 
 
-def remove_containers(runc_root: Path) -> None:
-    """Force-delete every container under a private runc root, by id."""
+async def terminate(process: trio.Process) -> int | None:
+    """SIGTERM, then SIGKILL after STOP_TIMEOUT_S if it lingers; returns the exit code."""
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+        with trio.move_on_after(STOP_TIMEOUT_S):
+            await process.wait()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    return process.returncode
+
+
+def runc_containers(runc_root: Path) -> list[tuple[str, int]]:
+    """(id, init pid) of every container under a private runc root; none if the root does not exist."""
     if not runc_root.exists():
-        return
+        return []
     result = subprocess.run(
         ["runc", "--root", str(runc_root), "list", "--format", "json"], capture_output=True, text=True
     )
-    for entry in json.loads(result.stdout or "null") or []:
-        subprocess.run(
-            ["runc", "--root", str(runc_root), "delete", "--force", entry["id"]], capture_output=True
-        )
+    if result.returncode != 0:
+        raise RuntimeError(f"runc list under {runc_root} failed: {result.stderr.strip()}")
+    return [(entry["id"], int(entry.get("pid") or 0)) for entry in json.loads(result.stdout or "null") or []]
+
+
+def force_delete_argv(runc_root: Path, container_id: str) -> list[str]:
+    """``runc delete --force``, one id per call: runc 1.1 accepts no more."""
+    return ["runc", "--root", str(runc_root), "delete", "--force", container_id]
+
+
+def remove_containers(runc_root: Path) -> None:
+    """Force-delete every container under a private runc root, by id, one after the other."""
+    for container_id, _pid in runc_containers(runc_root):
+        subprocess.run(force_delete_argv(runc_root, container_id), capture_output=True)
 
 
 def unique_id(prefix: str = "c") -> str:

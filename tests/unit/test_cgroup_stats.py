@@ -7,43 +7,26 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import jsonschema
 import pytest
 import trio
 from support.bundles import make_bundle
+from support.runc import detached_container, runc
 
-from containerd_actors.host.cgroups import (
+from containerd_actors.host.cgroup_paths import (
     CgroupGone,
     cgroup_paths_from,
     parse_cgroup_mounts,
     parse_proc_cgroup,
-    read_cgroup_stats,
     resolve_cgroup_paths,
-    sample_container,
-    stream_stats,
 )
+from containerd_actors.host.cgroup_stats import read_cgroup_stats, sample_container, stream_stats
+from containerd_actors.protocol import stats as wire
 from containerd_actors.protocol.codec import converter
 from containerd_actors.protocol.schema import class_schema
-from containerd_actors.protocol.stats import (
-    BlkioEntry,
-    BlkioStats,
-    CgroupStats,
-    ContainerStats,
-    CpuStats,
-    CpuUsage,
-    HugetlbStats,
-    MemoryData,
-    MemoryStats,
-    PidsStats,
-    Throttling,
-)
 
 MEMORY_LIMIT = 64 << 20
 NS_PER_TICK = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
@@ -130,14 +113,14 @@ def test_fabricated_v1_tree_with_a_bind_mounted_subtree(tmp_path: Path) -> None:
         "memory": memory_mount / "ctr",
     }
     assert paths.pids is None  # that mount does not show /docker/abc
-    assert read_cgroup_stats(paths) == CgroupStats(
-        cpu=CpuStats(
-            CpuUsage(total=300, per_cpu=[100, 200], kernel=NS_PER_TICK, user=2 * NS_PER_TICK),
-            Throttling(periods=7, throttled_periods=3, throttled_time=999),
+    assert read_cgroup_stats(paths) == wire.CgroupStats(
+        cpu=wire.CpuStats(
+            wire.CpuUsage(total=300, per_cpu=[100, 200], kernel=NS_PER_TICK, user=2 * NS_PER_TICK),
+            wire.Throttling(periods=7, throttled_periods=3, throttled_time=999),
         ),
-        memory=MemoryStats(
+        memory=wire.MemoryStats(
             cache=12,
-            usage=MemoryData(usage=4096, max_usage=8192, failcnt=1, limit=0),
+            usage=wire.MemoryData(usage=4096, max_usage=8192, failcnt=1, limit=0),
             oom_kills=2,
             stats={"cache": 12, "rss": 34, "total_cache": 12},
         ),
@@ -171,33 +154,33 @@ def test_fabricated_pure_v2_tree(tmp_path: Path) -> None:
     mounts = parse_cgroup_mounts(f"30 23 0:27 / {mount} rw - cgroup2 cgroup2 rw\n")
     paths = cgroup_paths_from(1, "0::/ctr\n", mounts)
     assert paths.hugetlb_sizes == ("2MB",)
-    assert read_cgroup_stats(paths) == CgroupStats(
-        cpu=CpuStats(
-            CpuUsage(total=1_500_000, kernel=500_000, user=1_000_000),
-            Throttling(periods=10, throttled_periods=2, throttled_time=30_000),
+    assert read_cgroup_stats(paths) == wire.CgroupStats(
+        cpu=wire.CpuStats(
+            wire.CpuUsage(total=1_500_000, kernel=500_000, user=1_000_000),
+            wire.Throttling(periods=10, throttled_periods=2, throttled_time=30_000),
         ),
-        memory=MemoryStats(
+        memory=wire.MemoryStats(
             cache=96,
-            usage=MemoryData(usage=4096, max_usage=8192, failcnt=3, limit=1048576),
-            swap_usage=MemoryData(usage=4106, limit=0),
-            kernel_usage=MemoryData(usage=50),
+            usage=wire.MemoryData(usage=4096, max_usage=8192, failcnt=3, limit=1048576),
+            swap_usage=wire.MemoryData(usage=4106, limit=0),
+            kernel_usage=wire.MemoryData(usage=50),
             oom_kills=1,
             stats={"anon": 4000, "file": 96, "kernel": 50},
         ),
-        blkio=BlkioStats(
+        blkio=wire.BlkioStats(
             io_service_bytes_recursive=[
-                BlkioEntry(8, 0, "Read", 10),
-                BlkioEntry(8, 0, "Write", 20),
-                BlkioEntry(8, 0, "Discard", 0),
+                wire.BlkioEntry(8, 0, "Read", 10),
+                wire.BlkioEntry(8, 0, "Write", 20),
+                wire.BlkioEntry(8, 0, "Discard", 0),
             ],
             io_serviced_recursive=[
-                BlkioEntry(8, 0, "Read", 1),
-                BlkioEntry(8, 0, "Write", 2),
-                BlkioEntry(8, 0, "Discard", 0),
+                wire.BlkioEntry(8, 0, "Read", 1),
+                wire.BlkioEntry(8, 0, "Write", 2),
+                wire.BlkioEntry(8, 0, "Discard", 0),
             ],
         ),
-        pids=PidsStats(current=3, limit=0),
-        hugetlb={"2MB": HugetlbStats(usage=2097152, failcnt=4, limit=0)},
+        pids=wire.PidsStats(current=3, limit=0),
+        hugetlb={"2MB": wire.HugetlbStats(usage=2097152, failcnt=4, limit=0)},
     )
     shutil.rmtree(mount / "ctr")
     with pytest.raises(CgroupGone):
@@ -210,50 +193,16 @@ def test_missing_optional_files_read_as_zero(tmp_path: Path) -> None:
     )
     mounts = parse_cgroup_mounts(f"30 23 0:27 / {tmp_path / 'cg'} rw - cgroup2 cgroup2 rw\n")
     stats = read_cgroup_stats(cgroup_paths_from(1, "0::/ctr\n", mounts))
-    assert stats.memory == MemoryStats(cache=7, usage=MemoryData(usage=5), stats={"file": 7})
+    assert stats.memory == wire.MemoryStats(cache=7, usage=wire.MemoryData(usage=5), stats={"file": 7})
     assert (stats.cpu, stats.blkio, stats.pids, stats.hugetlb) == (None, None, None, {})
 
 
 # --------------------------------------------------------------------------- real containers
 
 
-@pytest.fixture
-def runc_root() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="ca-cg-", dir="/tmp"))
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def busy_bundle(bundles_dir: Path) -> Path:
     return make_bundle(bundles_dir / "busy", ["sh", "-c", "while :; do :; done"], memory_limit=MEMORY_LIMIT)
-
-
-def runc(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["runc", "--root", str(root), *args], capture_output=True, text=True, check=False)
-
-
-@contextmanager
-def detached_container(root: Path, bundle: Path) -> Iterator[tuple[str, int]]:
-    """(id, init pid) of a `runc run -d` container, force-deleted on exit.
-
-    Its stdio must not be pipes: the container inherits them, and reading to EOF would wait for it.
-    """
-    container_id = f"cg-{uuid.uuid4().hex[:10]}"
-    try:
-        with open(root / f"{container_id}.stderr", "w") as stderr:
-            subprocess.run(
-                ["runc", "--root", str(root), "run", "-d", "--bundle", str(bundle), container_id],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                check=True,
-            )
-        state = runc(root, "state", container_id)
-        assert state.returncode == 0, state.stderr
-        yield container_id, json.loads(state.stdout)["pid"]
-    finally:
-        runc(root, "delete", "-f", container_id)
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.02):  # type: ignore[no-untyped-def]
@@ -270,7 +219,7 @@ def wait_for(predicate, timeout: float, interval: float = 0.02):  # type: ignore
 
 @needs_runc
 def test_samples_a_running_container(runc_root: Path, busy_bundle: Path) -> None:
-    with detached_container(runc_root, busy_bundle) as (container_id, pid):
+    with detached_container(runc_root, busy_bundle, "cg") as (container_id, pid):
         paths = resolve_cgroup_paths(pid)
         # runc's default spec has no cgroupsPath: each cgroup is named after the container, under runc's
         # own cgroup of that controller.
@@ -300,14 +249,14 @@ def test_samples_a_running_container(runc_root: Path, busy_bundle: Path) -> None
 
         sample = sample_container(container_id, paths)
         assert abs(sample.timestamp - time.time()) < 5
-        wire = json.loads(json.dumps(converter.unstructure(sample)))
-        assert converter.structure(wire, ContainerStats) == sample
-        jsonschema.validate(wire, class_schema(ContainerStats, tagged=False))
+        as_json = json.loads(json.dumps(converter.unstructure(sample)))
+        assert converter.structure(as_json, wire.ContainerStats) == sample
+        jsonschema.validate(as_json, class_schema(wire.ContainerStats, tagged=False))
 
 
 @needs_runc
 def test_cgroup_gone_after_delete(runc_root: Path, busy_bundle: Path) -> None:
-    with detached_container(runc_root, busy_bundle) as (container_id, pid):
+    with detached_container(runc_root, busy_bundle, "cg") as (container_id, pid):
         paths = resolve_cgroup_paths(pid)
         read_cgroup_stats(paths)
         deleted = runc(runc_root, "delete", "-f", container_id)
@@ -324,9 +273,9 @@ def test_resolving_a_dead_process_is_a_lookup_error() -> None:
 
 @needs_runc
 async def test_stream_ends_when_the_container_is_deleted(runc_root: Path, busy_bundle: Path) -> None:
-    with detached_container(runc_root, busy_bundle) as (container_id, pid):
+    with detached_container(runc_root, busy_bundle, "cg") as (container_id, pid):
         paths = resolve_cgroup_paths(pid)
-        send, receive = trio.open_memory_channel[ContainerStats](0)
+        send, receive = trio.open_memory_channel[wire.ContainerStats](0)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(lambda: stream_stats(container_id, paths, send, interval=0.05))
             samples = [await receive.receive() for _ in range(3)]
@@ -341,7 +290,7 @@ async def test_stream_ends_when_the_container_is_deleted(runc_root: Path, busy_b
 @needs_runc
 def test_direct_reads_are_far_cheaper_than_runc_events(runc_root: Path, busy_bundle: Path) -> None:
     """The reason this module exists; prints both costs (run with -s to see them)."""
-    with detached_container(runc_root, busy_bundle) as (container_id, pid):
+    with detached_container(runc_root, busy_bundle, "cg") as (container_id, pid):
         paths = resolve_cgroup_paths(pid)
         start = time.perf_counter()
         for _ in range(200):

@@ -1,5 +1,6 @@
-"""The codec: every bad input becomes a ProtocolError with the right code and a useful message,
-and every wire class survives an encode/decode round trip."""
+"""The codec: every bad request becomes a ProtocolError with the right code and a useful message,
+and every wire class survives an encode/decode round trip (event frames and batches in detail:
+test_event_codec.py)."""
 
 from __future__ import annotations
 
@@ -13,42 +14,31 @@ import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support.wire_samples import wire_samples
+from support.wire_samples import WIRE_CLASSES, decode, encode, wire_samples
 
 from containerd_actors.protocol import (
-    EVENT_TOPIC_PREFIX,
     ID_PATTERN,
     REPLY_TYPES,
     REQUEST_TYPES,
-    TOPIC_SEPARATOR,
-    ContainerInfo,
     ErrorCode,
     ErrorReply,
     Event,
     EventBatch,
     Events,
     EventType,
-    MachineInfo,
     Ping,
-    ProcessInfo,
     ProtocolError,
     Signal,
     StateReply,
-    User,
-    codec,
-    decode_event,
     decode_event_batch,
     decode_reply,
     decode_request,
-    encode_event,
-    encode_event_batch,
     encode_reply,
     encode_request,
-    messages,
+    validators,
 )
 
 KNOWN_REQUEST_TAGS = sorted(cls.__name__ for cls in REQUEST_TYPES)
-WIRE_CLASSES = (*REQUEST_TYPES, *REPLY_TYPES, Event, EventBatch)
 
 
 def _dumps(obj: Any) -> bytes:
@@ -167,7 +157,7 @@ def test_wrong_type_for_an_int_field_is_named(value: Any) -> None:
 
 
 def test_wrong_type_deep_in_a_reply_is_located() -> None:
-    good = json.loads(encode_reply(_state_reply()))
+    good = json.loads(encode_reply(wire_samples()[StateReply][1]))  # records nested three deep
     good["containers"][0]["processes"][0]["user"]["uid"] = "root"
     with pytest.raises(ProtocolError) as info:
         decode_reply(_dumps(good))
@@ -274,191 +264,7 @@ def test_unhashable_type_tag_is_unknown_type(tag: Any) -> None:
     assert _error(_dumps({"type": tag, "request_id": "r-1"})).code == ErrorCode.UNKNOWN_TYPE
 
 
-@pytest.mark.parametrize("payload", [b"[1]", b"null", b"[" * 100_000])
-def test_bad_event_payload_is_a_protocol_error(payload: bytes) -> None:
-    with pytest.raises(ProtocolError):
-        decode_event(b"/containers/exit " + payload)
-
-
-def test_an_event_kind_that_would_break_framing_is_refused() -> None:
-    with pytest.raises(ValueError, match="must match"):
-        Event(seq=1, timestamp=0.0, type="a b", id="web", pid=1)
-
-
-# --------------------------------------------------------------------------- events
-
-
-def test_event_frame_is_topic_space_json() -> None:
-    event = Event(seq=3, timestamp=1.5, type=EventType.EXIT, id="web", pid=42, status=137)
-    frame = encode_event(event)
-    topic, sep, payload = frame.partition(TOPIC_SEPARATOR)
-    assert topic == (EVENT_TOPIC_PREFIX + EventType.EXIT).encode()
-    assert sep == b" "
-    assert json.loads(payload) == {
-        "seq": 3,
-        "timestamp": 1.5,
-        "type": "exit",
-        "id": "web",
-        "pid": 42,
-        "status": 137,
-        "reason": None,
-    }
-    assert decode_event(frame) == event
-
-
-@pytest.mark.parametrize(
-    "frame",
-    [
-        b"/containers/exit not-json",
-        b"/containers/exit {}",
-        b'/containers/exit {"seq": 1}',
-        b"no-separator",
-        b'/containers/exit {"seq":1,"timestamp":1,"type":"exit","id":"a","pid":1,"extra":2}',
-    ],
-)
-def test_bad_event_frames(frame: bytes) -> None:
-    with pytest.raises(ProtocolError) as info:
-        decode_event(frame)
-    assert info.value.code == ErrorCode.MALFORMED
-    assert "bad event frame" in info.value.message
-
-
-# --------------------------------------------------------------------------- event batches
-
-
-def _batch(**fields: Any) -> bytes:
-    good = {
-        "first_seq": 7,
-        "timestamps": [1.5, 2.0],
-        "types": ["start-container", "exit"],
-        "ids": ["web", "web"],
-        "pids": [42, 42],
-        "statuses": [None, 137],
-        "reasons": [None, None],
-    }
-    return _dumps({**good, **fields})
-
-
-def test_a_batch_holds_consecutive_events_column_by_column() -> None:
-    batch = decode_event_batch(_batch())
-    assert (batch.first_seq, batch.count, batch.last_seq) == (7, 2, 8)
-    expected = [
-        Event(seq=7, timestamp=1.5, type=EventType.START_CONTAINER, id="web", pid=42),
-        Event(seq=8, timestamp=2.0, type=EventType.EXIT, id="web", pid=42, status=137),
-    ]
-    assert batch.events() == expected
-    assert batch.events(1) == expected[1:]
-    assert batch.events(0, 1) == expected[:1]
-    assert batch.events(2) == []
-    assert EventBatch.of(expected) == batch
-    # Events built without their validators behave like any other: equal, hashable, frozen.
-    assert hash(batch.events()[0]) == hash(expected[0])
-    with pytest.raises(attrs.exceptions.FrozenInstanceError):
-        batch.events()[0].pid = 1  # type: ignore[misc]
-
-
-def test_a_batch_frame_is_its_json_object_alone() -> None:
-    batch = decode_event_batch(_batch())
-    assert json.loads(encode_event_batch(batch)) == json.loads(_batch())
-
-
-def test_integer_timestamps_in_a_batch_become_floats() -> None:
-    [event] = decode_event_batch(
-        _batch(timestamps=[1700000000], types=["exit"], ids=["a"], pids=[1], statuses=[0], reasons=[None])
-    ).events()
-    assert event.timestamp == 1700000000.0 and type(event.timestamp) is float
-
-
-def test_events_of_a_batch_must_be_consecutive() -> None:
-    with pytest.raises(ValueError, match="does not follow"):
-        EventBatch.of([Event(1, 0.0, "exit", "a", 1), Event(3, 0.0, "exit", "a", 1)])
-
-
-@pytest.mark.parametrize(
-    ("data", "words"),
-    [
-        (b"not json", "bad event batch: message is not valid JSON"),
-        (b"[1]", "bad event batch: message must be a JSON object, got list"),
-        (_batch(pids=[42, "42"]), "expected an integer, got str @ $.pids[1]"),
-        (_batch(pids=[42, True]), "expected an integer, got bool @ $.pids[1]"),
-        (_batch(timestamps=[1.5, None]), "expected a number, got null @ $.timestamps[1]"),
-        (_batch(ids=["web", 7]), "expected a string, got int @ $.ids[1]"),
-        (_batch(statuses=[None, "0"]), "expected an integer or null, got str @ $.statuses[1]"),
-        (_batch(reasons=[None, 1]), "expected a string or null, got int @ $.reasons[1]"),
-        (_batch(first_seq="7"), "expected an integer, got str @ $.first_seq"),
-        (_batch(first_seq=-1), "first_seq must be >= 0, got -1"),
-        (_batch(types="exit"), "expected a list, got str @ $.types"),
-        (_batch(types=["exit", "a b"]), "types holds 'a b', which must match"),
-        (_batch(pids=[42]), "must be equally long, got timestamps 2, types 2, ids 2, pids 1"),
-        (_batch(surprise=1), "extra fields found (surprise) @ $"),
-        (
-            _dumps({k: v for k, v in json.loads(_batch()).items() if k != "reasons"}),
-            "required field missing @ $.reasons",
-        ),
-    ],
-    ids=["not-json", "not-object", "str-pid", "bool-pid", "null-timestamp", "int-id", "str-status",
-         "int-reason", "str-first_seq", "negative-first_seq", "column-not-list", "bad-kind", "short-column",
-         "extra-field", "missing-field"],
-)  # fmt: skip
-def test_bad_batches_are_refused_with_the_place_named(data: bytes, words: str) -> None:
-    with pytest.raises(ProtocolError) as info:
-        decode_event_batch(data)
-    assert info.value.code == ErrorCode.MALFORMED
-    assert info.value.message.startswith("bad event batch: ")
-    assert words in info.value.message
-
-
-@pytest.mark.parametrize(
-    "data",
-    [
-        _batch(),
-        _batch(timestamps=[float("nan"), 1e300]),  # orjson refuses NaN: json must take over
-        _batch(pids=[2**70, 1]),  # beyond orjson's 64 bits
-        _batch(ids=["\ud800", "web"]),  # a lone surrogate
-        _batch(pids=[1, "1"]),
-        b'{"first_seq": 1, "timestamps": [1e400]}',
-        b"\xff{}",
-    ],
-    ids=["good", "nan", "huge-int", "lone-surrogate", "bad-type", "overflow", "not-utf8"],
-)
-def test_a_batch_reads_the_same_with_or_without_orjson(data: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
-    def outcome() -> Any:
-        try:
-            return repr(decode_event_batch(data).events())  # repr: NaN != NaN
-        except ProtocolError as exc:
-            return exc.code, exc.message
-
-    with_orjson = outcome()
-    monkeypatch.setattr(codec, "orjson", None)
-    assert outcome() == with_orjson
-
-
-def test_every_problem_of_a_batch_is_listed() -> None:
-    with pytest.raises(ProtocolError) as info:
-        decode_event_batch(_batch(pids=["x", 1], ids=[1, "a"], surprise=True))
-    assert len(info.value.details) == 3
-
-
 # --------------------------------------------------------------------------- round trips
-
-
-def _state_reply() -> StateReply:
-    process = ProcessInfo(
-        pid=4242,
-        args=["/bin/sh"],
-        env=["A=1"],
-        cwd="/",
-        user=User(uid=1000, gid=1000, additional_gids=[10]),
-        terminal=True,
-    )
-    return StateReply(
-        request_id="r-4",
-        containers=[
-            ContainerInfo(id="web", bundle="/srv/web", status="running", pid=4242, processes=[process]),
-            ContainerInfo(id="db", bundle="/srv/db", status="stopped", pid=0),
-        ],
-        machine=MachineInfo(id="host", cpus=8, memory=1 << 34),
-    )
 
 
 def _examples() -> list[Any]:
@@ -466,17 +272,10 @@ def _examples() -> list[Any]:
 
 
 def _round_trip(message: Any) -> Any:
-    if isinstance(message, EventBatch):
-        return decode_event_batch(encode_event_batch(message))
-    if isinstance(message, Event):
-        return decode_event(encode_event(message))
-    if type(message) in REQUEST_TYPES:
-        data = encode_request(message)
+    data = encode(message)
+    if isinstance(message, (*REQUEST_TYPES, *REPLY_TYPES)):
         assert json.loads(data)["type"] == type(message).__name__
-        return decode_request(data)
-    data = encode_reply(message)
-    assert json.loads(data)["type"] == type(message).__name__
-    return decode_reply(data)
+    return decode(type(message), data)
 
 
 @pytest.mark.parametrize("cls", WIRE_CLASSES, ids=lambda c: c.__name__)
@@ -490,20 +289,20 @@ def test_examples_round_trip(cls: type) -> None:
 # Strategies for every wire class, derived from the same type hints and validators as the
 # schema generator; a new validator must be taught here (the test says so) before it passes.
 _VALIDATOR_STRATEGIES: dict[Any, st.SearchStrategy[Any]] = {
-    messages._valid_id: st.from_regex(ID_PATTERN, fullmatch=True),
-    messages._non_negative: st.integers(min_value=0, max_value=2**63),
-    messages._signal_number: st.integers(min_value=1, max_value=64),
-    messages._valid_optional_name: st.none() | st.from_regex(ID_PATTERN, fullmatch=True),
-    messages._pause_or_run: st.sampled_from(["paused", "running"]),
-    messages._non_empty_args: st.lists(st.text(min_size=1, max_size=10), min_size=1, max_size=3),
-    messages._absolute_or_empty: st.just("") | st.from_regex(r"/[a-z/]{0,10}", fullmatch=True),
-    messages._env_entries: st.lists(st.from_regex(r"[A-Z_]{1,5}=[a-z]{0,5}", fullmatch=True), max_size=3),
-    messages._uint16: st.integers(min_value=0, max_value=0xFFFF),
-    messages._tail_lines: st.integers(min_value=-1, max_value=10**6),
-    messages._wait_seconds: st.floats(min_value=0, max_value=messages.MAX_WAIT_S),
-    messages._read_size: st.integers(min_value=1, max_value=messages.MAX_READ_BYTES),
-    messages._base64: st.binary(max_size=20).map(lambda b: base64.b64encode(b).decode()),
-    messages._page_limit: st.integers(min_value=1, max_value=messages.MAX_EVENTS_PER_PAGE),
+    validators.valid_id: st.from_regex(ID_PATTERN, fullmatch=True),
+    validators.non_negative: st.integers(min_value=0, max_value=2**63),
+    validators.signal_number: st.integers(min_value=1, max_value=64),
+    validators.valid_optional_name: st.none() | st.from_regex(ID_PATTERN, fullmatch=True),
+    validators.pause_or_run: st.sampled_from(["paused", "running"]),
+    validators.non_empty_args: st.lists(st.text(min_size=1, max_size=10), min_size=1, max_size=3),
+    validators.absolute_or_empty: st.just("") | st.from_regex(r"/[a-z/]{0,10}", fullmatch=True),
+    validators.env_entries: st.lists(st.from_regex(r"[A-Z_]{1,5}=[a-z]{0,5}", fullmatch=True), max_size=3),
+    validators.uint16: st.integers(min_value=0, max_value=0xFFFF),
+    validators.tail_lines: st.integers(min_value=-1, max_value=10**6),
+    validators.wait_seconds: st.floats(min_value=0, max_value=validators.MAX_WAIT_S),
+    validators.read_size: st.integers(min_value=1, max_value=validators.MAX_READ_BYTES),
+    validators.base64_text: st.binary(max_size=20).map(lambda b: base64.b64encode(b).decode()),
+    validators.page_limit: st.integers(min_value=1, max_value=validators.MAX_EVENTS_PER_PAGE),
 }
 
 

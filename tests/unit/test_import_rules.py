@@ -94,9 +94,8 @@ def violations() -> list[str]:
         for line, name in imported_names(module, path):
             if name in PRIVATE_PYNNG and room != PRIVATE_PYNNG_ROOM:
                 problems.append(f"{where}:{line}: {name} is pynng's private binding; only transport/ uses it")
-            if name == "rich" or name.startswith("rich."):
-                if room != "ctl":
-                    problems.append(f"{where}:{line}: only ctl/ renders with rich")
+            if (name == "rich" or name.startswith("rich.")) and room != "ctl":
+                problems.append(f"{where}:{line}: only ctl/ renders with rich")
             if not ours(name) or room is None or name in SHARED:
                 continue
             target_room = room_of(name)

@@ -23,11 +23,11 @@ from containerd_actors.daemon.metrics.registry import (
     Registry,
     daemon_registry,
     format_log_lines,
-    format_prometheus,
     percentiles,
     snapshot_log_lines,
 )
 from containerd_actors.protocol.codec import converter
+from containerd_actors.protocol.prometheus import format_prometheus, timer_quantiles
 from containerd_actors.protocol.schema import class_schema
 from containerd_actors.protocol.stats import (
     CounterSnapshot,
@@ -151,15 +151,13 @@ def test_empty_timer_is_all_zeros(clock: FakeClock) -> None:
     )
 
 
-def test_timer_time_context_records_only_completed_operations(clock: FakeClock) -> None:
+def test_timer_records_a_duration_at_the_registry_clock(clock: FakeClock) -> None:
     timer = Registry(clock).timer("t")
-    with timer.time():
-        clock.advance(0.25)
-    with pytest.raises(RuntimeError), timer.time():
-        clock.advance(1)
-        raise RuntimeError("failed operation")
+    clock.advance(60)
+    timer.update(NS_PER_S // 4)
     snap = timer.snapshot()
-    assert (snap.count, snap.min, snap.max) == (1, NS_PER_S // 4, NS_PER_S // 4)
+    assert (snap.count, snap.min, snap.max, snap.sum) == (1, NS_PER_S // 4, NS_PER_S // 4, NS_PER_S // 4)
+    assert snap.mean_rate == pytest.approx(1 / 60)
 
 
 def test_reservoir_is_bounded_and_favours_recent_values(clock: FakeClock) -> None:
@@ -399,6 +397,12 @@ def test_prometheus_exposition_parses(clock: FakeClock) -> None:
     assert families["containerd_actors_memory_used"].type == "gauge"
     assert families["containerd_actors_events_subscribers"].type == "gauge"
     assert "# TYPE containerd_actors_events_total counter" in text.splitlines()
+
+
+def test_prometheus_quantiles_are_the_snapshot_quantiles() -> None:
+    """The labels name the quantiles the registry computes into the snapshot's fields, in order."""
+    snap = TimerSnapshot("t", median=1.0, p75=2.0, p95=3.0, p99=4.0, p999=5.0)
+    assert timer_quantiles(snap) == tuple(zip(metrics.QUANTILES, (1.0, 2.0, 3.0, 4.0, 5.0), strict=True))
 
 
 def test_prometheus_escapes_help_text() -> None:

@@ -7,16 +7,15 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trio
 from support.bundles import make_bundle
+from support.runc import detached_container
 
-from containerd_actors.host.cgroups import CgroupGone, resolve_cgroup_paths
+from containerd_actors.host.cgroup_paths import CgroupGone, resolve_cgroup_paths
 from containerd_actors.host.oom import watch_oom, watch_oom_v1, watch_oom_v2
 
 MEMORY_LIMIT = 16 << 20
@@ -35,13 +34,6 @@ needs_no_swap = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def runc_root() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="ca-oom-", dir="/tmp"))
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def oom_bundle(bundles_dir: Path) -> Path:
     # The shell waits for a line on stdin, so the watcher is armed before the allocation begins; busybox
@@ -58,7 +50,7 @@ def fd_count() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-async def runc(root: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+async def runc_async(root: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
     return await trio.run_process(
         ["runc", "--root", str(root), *args], capture_stdout=True, capture_stderr=True, check=False
     )
@@ -68,7 +60,7 @@ async def wait_running(root: Path, container_id: str) -> int:
     """The init pid once runc reports the container running; polled, since runc has no such event."""
     with trio.fail_after(20):
         while True:
-            state = await runc(root, "state", container_id)
+            state = await runc_async(root, "state", container_id)
             if state.returncode == 0 and json.loads(state.stdout)["status"] == "running":
                 return json.loads(state.stdout)["pid"]
             await trio.sleep(0.02)
@@ -111,23 +103,16 @@ async def test_oom_kill_is_notified_and_the_process_dies_with_137(runc_root: Pat
         if process.returncode is None:
             process.kill()
             await process.wait()
-        await runc(runc_root, "delete", "-f", container_id)
+        await runc_async(runc_root, "delete", "-f", container_id)
 
 
 @needs_runc
 async def test_watcher_ends_quietly_when_the_container_is_deleted(
     runc_root: Path, sleep_bundle_limited: Path
 ) -> None:
-    container_id = f"oom-{uuid.uuid4().hex[:10]}"
     fds_before = fd_count()
-    await trio.run_process(
-        ["runc", "--root", str(runc_root), "run", "-d", "--bundle", str(sleep_bundle_limited), container_id],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        paths = resolve_cgroup_paths(await wait_running(runc_root, container_id))
+    with detached_container(runc_root, sleep_bundle_limited, "oom") as (container_id, pid):
+        paths = resolve_cgroup_paths(pid)
         notified: list[None] = []
         with trio.fail_after(20):
             async with trio.open_nursery() as nursery:
@@ -136,33 +121,22 @@ async def test_watcher_ends_quietly_when_the_container_is_deleted(
                         paths, lambda: notified.append(None), v2_interval=0.05, task_status=task_status
                     )
                 )
-                deleted = await runc(runc_root, "delete", "-f", container_id)
+                deleted = await runc_async(runc_root, "delete", "-f", container_id)
                 assert deleted.returncode == 0, deleted.stderr
         assert notified == []
         assert fd_count() == fds_before  # the eventfd is closed
-    finally:
-        await runc(runc_root, "delete", "-f", container_id)
 
 
 @needs_runc
 async def test_cancelled_watcher_closes_its_eventfd(runc_root: Path, sleep_bundle_limited: Path) -> None:
-    container_id = f"oom-{uuid.uuid4().hex[:10]}"
-    await trio.run_process(
-        ["runc", "--root", str(runc_root), "run", "-d", "--bundle", str(sleep_bundle_limited), container_id],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        paths = resolve_cgroup_paths(await wait_running(runc_root, container_id))
+    with detached_container(runc_root, sleep_bundle_limited, "oom") as (_container_id, pid):
+        paths = resolve_cgroup_paths(pid)
         fds_before = fd_count()
         async with trio.open_nursery() as nursery:
             await nursery.start(watch_oom, paths, lambda: None)
             assert fd_count() == fds_before + (1 if paths.memory and paths.memory.version == 1 else 0)
             nursery.cancel_scope.cancel()
         assert fd_count() == fds_before
-    finally:
-        await runc(runc_root, "delete", "-f", container_id)
 
 
 async def test_watching_a_missing_cgroup_raises_cgroup_gone(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 import pytest
-from support.wire_samples import wire_samples
+from support.wire_samples import WIRE_CLASSES, json_object, wire_samples
 
 from containerd_actors.protocol import (
     ID_PATTERN,
@@ -17,19 +17,14 @@ from containerd_actors.protocol import (
     REQUEST_TYPES,
     ErrorCode,
     ErrorReply,
-    Event,
     EventBatch,
     EventType,
+    ProtocolError,
     Signal,
     StateReply,
     decode_reply,
     decode_request,
-    encode_event,
-    encode_event_batch,
-    encode_reply,
-    encode_request,
 )
-from containerd_actors.protocol.codec import TOPIC_SEPARATOR
 from containerd_actors.protocol.schema import (
     EVENT_BATCH_FILE,
     EVENT_FILE,
@@ -51,9 +46,6 @@ def _samples() -> dict[type, list[Any]]:
     return wire_samples()
 
 
-WIRE_CLASSES = (*REQUEST_TYPES, *REPLY_TYPES, *EVENT_TYPES, EventBatch)
-
-
 def _file_of(cls: type) -> str:
     if cls is EventBatch:
         return EVENT_BATCH_FILE
@@ -66,17 +58,6 @@ def _union_file_of(cls: type) -> str:
     if cls in REPLY_TYPES:
         return REPLY_FILE
     return _file_of(cls)
-
-
-def _encode(message: Any) -> dict[str, Any]:
-    if isinstance(message, EventBatch):
-        return json.loads(encode_event_batch(message))
-    if isinstance(message, Event):
-        _topic, _, payload = encode_event(message).partition(TOPIC_SEPARATOR)
-        return json.loads(payload)
-    if type(message) in REQUEST_TYPES:
-        return json.loads(encode_request(message))
-    return json.loads(encode_reply(message))
 
 
 # --------------------------------------------------------------------------- (a) no drift
@@ -228,6 +209,7 @@ def test_unsupported_types_are_refused_loudly() -> None:
 
 
 def test_every_class_has_a_sample() -> None:
+    assert set(EVENT_TYPES) <= set(WIRE_CLASSES), "teach WIRE_CLASSES in tests/support/wire_samples.py"
     missing = [cls.__name__ for cls in WIRE_CLASSES if not _samples().get(cls)]
     assert not missing, (
         f"add sample instances for {missing} to wire_samples() in tests/support/wire_samples.py"
@@ -256,7 +238,7 @@ def test_schemas_are_valid_draft_2020_12(filename: str) -> None:
 @pytest.mark.parametrize("cls", WIRE_CLASSES, ids=lambda c: c.__name__)
 def test_encoded_samples_validate(cls: type) -> None:
     for message in _samples().get(cls, []):
-        payload = _encode(message)
+        payload = json_object(message)
         for filename in {_file_of(cls), _union_file_of(cls)}:
             errors = [e.message for e in _validator(filename).iter_errors(payload)]
             assert not errors, f"{filename} rejects {payload}: {errors}"
@@ -265,7 +247,7 @@ def test_encoded_samples_validate(cls: type) -> None:
 @needs_jsonschema
 @pytest.mark.parametrize("cls", [*REQUEST_TYPES, *REPLY_TYPES], ids=lambda c: c.__name__)
 def test_a_sample_matches_exactly_one_branch_of_its_union(cls: type) -> None:
-    payload = _encode(_samples()[cls][0])
+    payload = json_object(_samples()[cls][0])
     union = generate_schemas()[_union_file_of(cls)]
     matching = [
         branch["$ref"]
@@ -278,14 +260,14 @@ def test_a_sample_matches_exactly_one_branch_of_its_union(cls: type) -> None:
 @needs_jsonschema
 @pytest.mark.parametrize("cls", WIRE_CLASSES, ids=lambda c: c.__name__)
 def test_an_extra_key_is_rejected(cls: type) -> None:
-    payload = {**_encode(_samples()[cls][0]), "surprise": 1}
+    payload = {**json_object(_samples()[cls][0]), "surprise": 1}
     assert not _validator(_file_of(cls)).is_valid(payload)
     assert not _validator(_union_file_of(cls)).is_valid(payload)
 
 
 @needs_jsonschema
 def test_an_extra_key_in_a_nested_record_is_rejected() -> None:
-    payload = _encode(_samples()[StateReply][1])
+    payload = json_object(_samples()[StateReply][1])
     payload["containers"][0]["processes"][0]["user"]["surprise"] = 1
     assert not _validator(REPLY_FILE).is_valid(payload)
 
@@ -339,8 +321,6 @@ def test_the_request_schema_rejects_what_a_client_must_not_send(payload: dict[st
     ],
 )
 def test_what_the_schema_rejects_the_daemon_rejects_too(payload: dict[str, Any]) -> None:
-    from containerd_actors.protocol import ProtocolError
-
     assert not _validator(REQUEST_FILE).is_valid(payload)
     with pytest.raises(ProtocolError):
         decode_request(json.dumps(payload).encode())

@@ -19,9 +19,11 @@ import cattrs
 from containerd_actors.daemon.container.process import Launched, pidfd_if_alive, reaper_key
 from containerd_actors.daemon.container.stdio import ProcessOutput
 from containerd_actors.daemon.state.layout import ContainerPaths, ContainerRecord
-from containerd_actors.host.reaping import ExitWatcher, process_start_time
+from containerd_actors.host.fds import close_quietly
+from containerd_actors.host.procfs import process_start_time
+from containerd_actors.host.reaping import ExitWatcher
 from containerd_actors.protocol import ProcessInfo, User, converter
-from containerd_actors.runc.driver import close_quietly, read_bundle_config
+from containerd_actors.runc.bundle import read_bundle_config
 from containerd_actors.runc.process_spec import init_process_info
 
 log = logging.getLogger(__name__)

@@ -13,13 +13,8 @@ from collections.abc import Callable
 import trio
 
 from containerd_actors.daemon.mailbox import CommandError
-from containerd_actors.host.cgroups import (
-    CgroupGone,
-    CgroupPaths,
-    read_cgroup_stats,
-    resolve_cgroup_paths,
-    sample_container,
-)
+from containerd_actors.host.cgroup_paths import CgroupGone, CgroupPaths, resolve_cgroup_paths
+from containerd_actors.host.cgroup_stats import read_cgroup_stats, sample_container
 from containerd_actors.host.oom import watch_oom
 from containerd_actors.protocol import ContainerStats, ErrorCode
 

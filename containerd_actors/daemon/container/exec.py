@@ -24,7 +24,7 @@ from containerd_actors.daemon.container.process import Launched, pidfd_if_alive,
 from containerd_actors.daemon.container.stdio import ContainerPipes, ProcessOutput
 from containerd_actors.daemon.mailbox import CommandError
 from containerd_actors.daemon.state.layout import ContainerPaths, write_json_atomically
-from containerd_actors.host.reaping import process_start_time
+from containerd_actors.host.procfs import process_start_time
 from containerd_actors.protocol import ErrorCode, ProcessInfo, converter
 from containerd_actors.runc.driver import RuncError, RuncTimeout, Stdio
 

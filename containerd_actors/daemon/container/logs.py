@@ -13,7 +13,7 @@ from pathlib import Path
 
 import trio
 
-from containerd_actors.runc.driver import close_quietly
+from containerd_actors.host.fds import close_quietly
 
 #: A log file is rotated to ``<name>.1`` when it grows past this, so a chatty container
 #: cannot fill the state directory. One rotated generation is kept.

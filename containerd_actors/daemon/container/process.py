@@ -18,9 +18,9 @@ import trio
 from containerd_actors.daemon.container.stdin import StdinPort
 from containerd_actors.daemon.container.stdio import ProcessOutput
 from containerd_actors.daemon.mailbox import CommandError
+from containerd_actors.host.fds import close_quietly
 from containerd_actors.host.reaping import ExitWatcher, open_pidfd
 from containerd_actors.protocol import ErrorCode, ProcessInfo
-from containerd_actors.runc.driver import close_quietly
 
 #: After the init exits, the kernel has already killed the rest of its pid namespace, so pipe
 #: EOF follows at once; this bound only guards against a writer outside the namespace.

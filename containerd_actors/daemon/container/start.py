@@ -26,9 +26,10 @@ from containerd_actors.daemon.container.process import Launched, pidfd_if_alive,
 from containerd_actors.daemon.container.stdio import ContainerPipes, ProcessOutput
 from containerd_actors.daemon.mailbox import CommandError
 from containerd_actors.daemon.state.layout import ContainerPaths, write_json_atomically
-from containerd_actors.host.reaping import process_start_time
+from containerd_actors.host.procfs import process_start_time
 from containerd_actors.protocol import ErrorCode
-from containerd_actors.runc.driver import RuncError, RuncTimeout, read_bundle_config, validate_bundle
+from containerd_actors.runc.bundle import read_bundle_config, validate_bundle
+from containerd_actors.runc.driver import RuncError, RuncTimeout
 from containerd_actors.runc.process_spec import init_process_info
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ import trio
 
 from containerd_actors.daemon.container.messages import ContainerMailbox, InputClosed
 from containerd_actors.daemon.mailbox import Ask, CommandError, ReplyTo, answer, fail
+from containerd_actors.host.fds import close_quietly
 from containerd_actors.protocol import ErrorCode, ResizeTerminal, WriteInput
-from containerd_actors.runc.driver import close_quietly
 
 #: A WriteInput to a process that does not read its stdin gives up after this and reports how
 #: much it wrote, so a stuck process cannot hold an API worker.

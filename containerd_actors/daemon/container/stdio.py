@@ -24,7 +24,8 @@ import attrs
 import trio
 
 from containerd_actors.daemon.container.logs import RotatingLog, drain_to_log
-from containerd_actors.runc.driver import Stdio, close_quietly
+from containerd_actors.host.fds import close_quietly
+from containerd_actors.runc.driver import Stdio
 
 F_SETPIPE_SZ = 1031
 

@@ -14,11 +14,10 @@ import trio
 
 from containerd_actors.daemon.mailbox import ask
 from containerd_actors.daemon.metrics.messages import TakeSnapshot
-from containerd_actors.daemon.metrics.registry import format_prometheus
+from containerd_actors.protocol.prometheus import CONTENT_TYPE, format_prometheus
 
 log = logging.getLogger(__name__)
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 REQUEST_TIMEOUT_S = 10.0
 MAX_REQUEST_HEAD = 16 << 10
 

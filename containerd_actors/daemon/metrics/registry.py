@@ -12,8 +12,8 @@ is next touched, which gives the same numbers as a ticking goroutine without a t
 tests drive time through an injected clock (integer nanoseconds, like ``time.monotonic_ns``).
 
 ``format_log_lines`` reproduces go-metrics' ``Log`` output, which the original flushed every
-``--metrics-interval``; ``format_prometheus`` renders a ``MetricsSnapshot`` in the Prometheus text
-format, so that a client can export what the Metrics request returned.
+``--metrics-interval``. The Prometheus format is ``protocol.prometheus``: it formats the wire's
+``MetricsSnapshot``, which ``actr`` formats too.
 """
 
 from __future__ import annotations
@@ -22,10 +22,8 @@ import heapq
 import math
 import os
 import random
-import re
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import trio
 
@@ -198,18 +196,6 @@ class Timer:
         self._reservoir.update(duration_ns, now)
         self._meter.mark(now)
         self._sum += duration_ns
-
-    def update_since(self, start_ns: int) -> None:
-        """Record an operation that began at `start_ns` on the registry's clock and ends now."""
-        now = self._clock()
-        self.update(now - start_ns, now)
-
-    @contextmanager
-    def time(self) -> Iterator[None]:
-        """Time the body of a with block; an operation that raises is not recorded, as it did not finish."""
-        start = self._clock()
-        yield
-        self.update_since(start)
 
     @property
     def count(self) -> int:
@@ -434,65 +420,3 @@ def snapshot_log_lines(snapshot: MetricsSnapshot, *, compact: bool = False) -> l
 def format_log_lines(registry: Registry, now: int | None = None, *, compact: bool = False) -> list[str]:
     """The Telemetry block the daemon logs every --metrics-interval, as of `now` on the registry's clock."""
     return snapshot_log_lines(registry.snapshot(now), compact=compact)
-
-
-# --------------------------------------------------------------------------- Prometheus
-
-PROMETHEUS_PREFIX = "containerd_actors_"
-PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_INVALID_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_:]")
-
-
-def prometheus_name(name: str, prefix: str = PROMETHEUS_PREFIX) -> str:
-    """`container-start-time` -> `containerd_actors_container_start_time`."""
-    return _INVALID_NAME_CHARS.sub("_", prefix + name)
-
-
-def _help_text(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _number(value: float) -> str:
-    if isinstance(value, int):
-        return str(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(value)
-
-
-def _family(lines: list[str], name: str, kind: str, help: str) -> None:
-    lines.append(f"# HELP {name} {_help_text(help)}")
-    lines.append(f"# TYPE {name} {kind}")
-
-
-def format_prometheus(snapshot: MetricsSnapshot, prefix: str = PROMETHEUS_PREFIX) -> str:
-    """The snapshot in the Prometheus text exposition format, version 0.0.4.
-
-    Timers become summaries in seconds (Prometheus' base unit), named with a `_seconds` suffix; their
-    quantiles come from the decaying reservoir and `_sum`/`_count` from every recorded duration.
-    Monotonic counters get the conventional `_total` suffix. A counter that can fall is exported as a
-    gauge, since Prometheus treats any drop of a counter as a restart.
-    """
-    lines: list[str] = []
-    for t in snapshot.timers:
-        name = prometheus_name(t.name, prefix) + "_seconds"
-        _family(lines, name, "summary", t.help or f"Timer {t.name}.")
-        for q, value in zip(QUANTILES, (t.median, t.p75, t.p95, t.p99, t.p999), strict=True):
-            lines.append(f'{name}{{quantile="{q}"}} {_number(value / NS_PER_S)}')
-        lines.append(f"{name}_sum {_number(t.sum / NS_PER_S)}")
-        lines.append(f"{name}_count {t.count}")
-    for c in snapshot.counters:
-        if c.monotonic:
-            name = prometheus_name(c.name, prefix) + "_total"
-            _family(lines, name, "counter", c.help or f"Counter {c.name}.")
-        else:
-            name = prometheus_name(c.name, prefix)
-            _family(lines, name, "gauge", c.help or f"Counter {c.name}.")
-        lines.append(f"{name} {c.count}")
-    for g in snapshot.gauges:
-        name = prometheus_name(g.name, prefix)
-        _family(lines, name, "gauge", g.help or f"Gauge {g.name}.")
-        lines.append(f"{name} {g.value}")
-    return "\n".join(lines) + "\n" if lines else ""

@@ -1,9 +1,13 @@
-"""The raw Req0/Rep0 transport: replies reach the right caller, whatever the order and whoever gives up."""
+"""The transport: replies reach the right caller, whatever the order and whoever gives up; nng's
+pointers are owned so that a misuse is an exception; and nng is the release line it was tested with."""
 
 from __future__ import annotations
 
 import math
+import os
 import select
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,16 +15,35 @@ import pynng
 import pytest
 import trio
 import trio.testing
-from pynng import ffi, lib
 
+from containerd_actors.transport import nng
 from containerd_actors.transport.reply import ReplyContext, ReplySocket
-from containerd_actors.transport.request import ConnectionLost, RawRequestSocket, new_message, take_message
+from containerd_actors.transport.request import ConnectionLost, RawRequestSocket
+from containerd_actors.transport.version import (
+    TESTED_NNG,
+    NngVersionError,
+    check_nng_version,
+    installed_nng_version,
+)
 
 MAX = 1 << 20
 
 
 def address(tmp_path: Path) -> str:
     return f"ipc://{tmp_path}/raw.sock"
+
+
+def raw_requester(tmp_path: Path) -> pynng.Socket:
+    """A bare raw Req0 that sends requests and reads replies only when a test says so."""
+    requester = nng.open_raw_req0(MAX)
+    requester.dial(address(tmp_path), block=True)
+    return requester
+
+
+def send_raw(requester: pynng.Socket, request_id: int, body: bytes) -> None:
+    header = (0x8000_0000 | request_id).to_bytes(4, "big")
+    with nng.OutgoingMessage(header, body) as message:
+        assert nng.send(requester, message, block=True)
 
 
 async def collect(server: ReplySocket, count: int) -> list[tuple[ReplyContext, bytes]]:
@@ -120,19 +143,15 @@ async def test_many_replies_on_one_busy_pipe_all_arrive(tmp_path: Path) -> None:
 async def test_a_requester_that_reads_late_still_gets_every_reply(tmp_path: Path) -> None:
     """More replies than nng's per-pipe queue (64) wait for a requester that is not reading.
 
-    Regression: a raw Rep0 try-puts each reply into that queue and frees what does not fit, so a
-    client that read its replies late lost all but the first ~66 and waited forever (seen in CI).
+    A raw Rep0 try-puts each reply into that queue and frees what does not fit, so a client that
+    read its replies late lost all but the first ~66 and waited forever.
     """
     count, reply_bytes = 200, 64 << 10
     with ReplySocket(address(tmp_path), MAX, send_timeout=math.inf) as server:
-        requester = pynng.Req0(opener=lib.nng_req0_open_raw, recv_max_size=MAX)
+        requester = raw_requester(tmp_path)
         try:
-            requester.dial(address(tmp_path), block=True)
             for request_id in range(count):  # small requests: the kernel's socket buffer holds them
-                header = (0x8000_0000 | request_id).to_bytes(4, "big")
-                pynng.exceptions.check_err(
-                    lib.nng_sendmsg(requester.socket, new_message(header, b"%d" % request_id), 0)
-                )
+                send_raw(requester, request_id, b"%d" % request_id)
             requests = await collect(server, count)
             sent: list[bool] = []
 
@@ -144,15 +163,13 @@ async def test_a_requester_that_reads_late_still_gets_every_reply(tmp_path: Path
                     nursery.start_soon(answer, context, body)
                 await trio.testing.wait_all_tasks_blocked()  # every reply handed to nng, none read
                 received: dict[int, bytes] = {}
-                message = ffi.new("nng_msg **")
+                inbox = nng.Inbox()
                 with trio.fail_after(20):
                     while len(received) < count:
-                        status = lib.nng_recvmsg(requester.socket, message, lib.NNG_FLAG_NONBLOCK)
-                        if status == lib.NNG_EAGAIN:
+                        reply = inbox.receive(requester)
+                        if reply is None:
                             await trio.lowlevel.wait_readable(requester.recv_fd)
                             continue
-                        pynng.exceptions.check_err(status)
-                        reply = take_message(message[0])
                         received[int.from_bytes(reply.header, "big") & 0x7FFF_FFFF] = reply.body
         finally:
             requester.close()
@@ -160,17 +177,6 @@ async def test_a_requester_that_reads_late_still_gets_every_reply(tmp_path: Path
     assert {n: len(body) for n, body in received.items()} == {
         n: len(b"%d" % n) * (reply_bytes // len(b"%d" % n)) for n in range(count)
     }
-
-
-def raw_requester(tmp_path: Path) -> pynng.Socket:
-    requester = pynng.Req0(opener=lib.nng_req0_open_raw, recv_max_size=MAX)
-    requester.dial(address(tmp_path), block=True)
-    return requester
-
-
-def send_raw(requester: pynng.Socket, request_id: int, body: bytes) -> None:
-    header = (0x8000_0000 | request_id).to_bytes(4, "big")
-    pynng.exceptions.check_err(lib.nng_sendmsg(requester.socket, new_message(header, body), 0))
 
 
 async def test_closing_the_socket_while_replies_wait_ends_them_cleanly(tmp_path: Path) -> None:
@@ -229,3 +235,156 @@ async def test_a_receive_does_not_spin_when_nng_leaves_the_descriptor_raised(tmp
         cpu_used = time.process_time() - cpu_before
     assert idle.cancelled_caught, f"nobody sent a request, yet receive returned {request!r}"
     assert cpu_used < 0.2, f"receive used {cpu_used:.2f} s of CPU in 0.5 s idle"
+
+
+# --------------------------------------------------------------------------- ownership of nng's pointers
+
+
+def test_a_message_nng_took_is_neither_sent_nor_freed_again(tmp_path: Path) -> None:
+    with ReplySocket(address(tmp_path), MAX, send_timeout=5):
+        requester = raw_requester(tmp_path)
+        try:
+            message = nng.OutgoingMessage((0x8000_0001).to_bytes(4, "big"), b"once")
+            assert nng.send(requester, message, block=True)
+            assert not message.owned
+            with pytest.raises(nng.OwnershipError):
+                nng.send(requester, message)
+            message.close()  # nng owns it: closing must not free it
+            assert not message.owned
+        finally:
+            requester.close()
+
+
+def test_a_closed_message_is_freed_once_and_refused_after() -> None:
+    with nng.OutgoingMessage(b"", b"body") as message:
+        assert message.owned
+    assert not message.owned
+    message.close()
+    requester = nng.open_raw_req0(MAX)
+    try:
+        with pytest.raises(nng.OwnershipError):
+            nng.send(requester, message)
+    finally:
+        requester.close()
+
+
+async def test_a_freed_aio_refuses_every_use(tmp_path: Path) -> None:
+    with ReplySocket(address(tmp_path), MAX, send_timeout=5) as server:
+        aio = nng.SendAio(1000)
+        aio.free()
+        aio.free()  # a second free does nothing
+        with pytest.raises(nng.OwnershipError):
+            _ = aio.busy
+        with pytest.raises(nng.OwnershipError):
+            aio.finish()
+        with nng.OutgoingMessage(b"", b"reply") as message:
+            with pytest.raises(nng.OwnershipError):
+                aio.start(nng.Context(server._socket), message)
+            assert message.owned, "a refused start must leave the message with its owner"
+
+
+async def test_a_send_still_pending_in_nng_cannot_be_finished_and_is_freed_with_its_socket(
+    tmp_path: Path,
+) -> None:
+    count = 9
+    server = ReplySocket(address(tmp_path), MAX, send_timeout=math.inf)
+    requester = raw_requester(tmp_path)
+    try:
+        for request_id in range(count):
+            send_raw(requester, request_id, b"r")
+        contexts = [context for context, _ in await collect(server, count)]
+        for context in contexts:  # more than the requester's nng takes in without being read
+            with nng.OutgoingMessage(b"", b"x" * (512 << 10)) as message:
+                context._aio.start(context._context, message)
+        pending = [context._aio for context in contexts if context._aio.busy]
+        assert pending, "every reply completed: the case this test covers did not arise"
+        with pytest.raises(nng.OwnershipError, match="still pending"):
+            pending[0].finish()
+        server.close()  # frees every aio, the pending ones included
+        with pytest.raises(nng.OwnershipError, match="already freed"):
+            _ = pending[0].busy
+    finally:
+        requester.close()
+        server.close()
+
+
+async def test_a_reply_on_a_context_released_too_early_raises_instead_of_crashing(tmp_path: Path) -> None:
+    with ReplySocket(address(tmp_path), MAX, send_timeout=5) as server:
+        requester = raw_requester(tmp_path)
+        try:
+            send_raw(requester, 1, b"question")
+            context = server.context()
+            assert await context.receive() == b"question"
+            context.release()  # the mistake: the socket is still open
+            with pytest.raises(nng.OwnershipError):
+                await context.reply(b"answer")
+        finally:
+            requester.close()
+
+
+# --------------------------------------------------------------------------- nng's version
+
+
+def test_the_installed_nng_is_the_tested_release_line() -> None:
+    found = installed_nng_version()
+    assert tuple(int(part) for part in found.split(".")[:2]) == TESTED_NNG
+    check_nng_version(found)
+
+
+@pytest.mark.parametrize("found", ["1.11.0", "1.11.9", "1.11.2-dev"])
+def test_any_patch_release_of_the_tested_line_is_accepted(found: str) -> None:
+    check_nng_version(found)
+
+
+@pytest.mark.parametrize("found", ["1.10.1", "1.12.0", "2.11.0", "0.11.0"])
+def test_another_release_line_is_refused_naming_both_versions(found: str) -> None:
+    with pytest.raises(NngVersionError) as info:
+        check_nng_version(found)
+    assert isinstance(info.value, ImportError)
+    assert "tested with nng 1.11" in str(info.value)
+    assert f"bundles nng {found}" in str(info.value)
+
+
+@pytest.mark.parametrize("found", ["", "dev", "1", "one.eleven"])
+def test_an_unreadable_version_is_refused(found: str) -> None:
+    with pytest.raises(NngVersionError, match=f"cannot read nng's version {found!r}"):
+        check_nng_version(found)
+
+
+def test_importing_the_transport_with_another_nng_fails_with_the_versions_named() -> None:
+    """The check runs at import, before any code that relies on nng 1.11's behaviour can run."""
+    script = """
+import pynng
+
+real = pynng.lib
+
+
+class OtherNng:
+    def __getattr__(self, name):
+        return getattr(real, name)
+
+    def nng_version(self):
+        return pynng.ffi.new("char[]", b"1.12.0")
+
+
+pynng.lib = OtherNng()
+try:
+    import containerd_actors.transport.reply
+except ImportError as exc:
+    print(type(exc).__name__, exc)
+else:
+    print("imported")
+"""
+    repo = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.startswith("NngVersionError "), result.stdout + result.stderr
+    assert "tested with nng 1.11" in result.stdout
+    assert "bundles nng 1.12.0" in result.stdout

@@ -1,0 +1,291 @@
+"""``Client``: one connection to a daemon, and a method per request of the wire protocol.
+
+Requests go over a raw nng Req0 (``transport.request.RawRequestSocket``): many calls can be in
+flight on one socket, replies are matched by request id, and no thread hand-off is paid per call.
+Raw mode never resends, as the client wants: nng's cooked Req0 would silently resend a
+non-idempotent request (a container start) after 60 s or on reconnect; a lost connection fails the
+calls in flight instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import attrs
+import pynng
+import trio
+
+import containerd_actors.protocol as wire
+from containerd_actors.client import subscription
+from containerd_actors.client.errors import ClientError, DaemonUnreachable, RequestFailed
+from containerd_actors.protocol.addresses import DEFAULT_ADDRESS, normalize_address
+from containerd_actors.transport.request import ConnectionLost, RawRequestSocket
+
+#: How long a call waits for its reply before giving up; a start can queue behind --concurrency.
+DEFAULT_TIMEOUT_S = 120.0
+#: How long one ReadOutput of a follow waits for output before asking again.
+FOLLOW_WAIT_S = 10.0
+#: A follow whose long poll came back empty without waiting (the daemon had too many) waits this long.
+FOLLOW_BACKOFF_S = 0.1
+#: stdin bytes per WriteInput: base64 makes them 4/3 bigger, well under the daemon's 1 MiB limit.
+INPUT_CHUNK_BYTES = 256 << 10
+
+_Reply = TypeVar("_Reply")
+
+
+@attrs.frozen
+class OutputRead:
+    """The decoded output of one ReadOutput; ``exited`` marks the last, with the exit ``status``."""
+
+    stdout: bytes
+    stderr: bytes
+    skipped: int = 0
+    exited: bool = False
+    status: int | None = None
+    terminal: bool = False
+
+
+class Client:
+    """A connection to one daemon. Create it with ``Client.connect``."""
+
+    def __init__(self, address: str, socket: RawRequestSocket, timeout: float) -> None:
+        self.address = address
+        self._socket = socket
+        self._timeout = timeout
+        self._ids = itertools.count(1)
+        self._id_prefix = f"{os.getpid()}-{id(self):x}"
+        self._streams: tuple[str, str | None] | None = None
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(
+        cls, address: str = DEFAULT_ADDRESS, timeout: float = DEFAULT_TIMEOUT_S
+    ) -> AsyncIterator[Client]:
+        address = normalize_address(address)
+        try:
+            socket = RawRequestSocket(address, recv_max_size=wire.MAX_MESSAGE_BYTES * 64)
+        except pynng.NNGException as exc:
+            raise DaemonUnreachable(address, str(exc)) from None
+        with socket:
+            yield cls(address, socket, timeout)
+
+    def _next_request_id(self) -> str:
+        return f"{self._id_prefix}-{next(self._ids)}"
+
+    async def call(
+        self, request_type: type, reply_type: type[_Reply], *, timeout: float | None = None, **fields: Any
+    ) -> _Reply:
+        """Send one request and return its typed reply; an ErrorReply raises ``RequestFailed``."""
+        request = request_type(request_id=self._next_request_id(), **fields)
+        payload = wire.encode_request(request)
+        timeout = self._timeout if timeout is None else timeout
+        try:
+            with trio.fail_after(timeout):
+                raw = await self._socket.request(payload)
+        except trio.TooSlowError:
+            raise DaemonUnreachable(self.address, f"no reply within {timeout:g} s") from None
+        except (pynng.NNGException, ConnectionLost) as exc:
+            raise DaemonUnreachable(self.address, str(exc)) from None
+        try:
+            reply = wire.decode_reply(raw)
+        except wire.ProtocolError as exc:
+            raise ClientError(f"undecodable reply from daemon: {exc.message}") from None
+        if isinstance(reply, wire.ErrorReply):
+            raise RequestFailed(reply)
+        if not isinstance(reply, reply_type):
+            raise ClientError(f"expected {reply_type.__name__}, got {type(reply).__name__}")
+        return reply
+
+    async def ping(self) -> wire.PingReply:
+        return await self.call(wire.Ping, wire.PingReply)
+
+    # ----------------------------------------------------------------------- containers
+
+    async def create_container(self, id: str, bundle: str, checkpoint: str | None = None) -> int:
+        """Start a container (restored from ``checkpoint`` if given); returns its init pid."""
+        reply = await self.call(
+            wire.CreateContainer, wire.CreateContainerReply, id=id, bundle=bundle, checkpoint=checkpoint
+        )
+        return reply.pid
+
+    async def signal(self, id: str, signal: int = 15, pid: int = 0) -> None:
+        await self.call(wire.Signal, wire.SignalReply, id=id, signal=signal, pid=pid)
+
+    async def state(self) -> wire.StateReply:
+        return await self.call(wire.State, wire.StateReply)
+
+    async def containers(self) -> list[wire.ContainerInfo]:
+        return (await self.state()).containers
+
+    async def pause(self, id: str) -> None:
+        await self.call(wire.UpdateContainer, wire.UpdateContainerReply, id=id, status="paused")
+
+    async def resume(self, id: str) -> None:
+        await self.call(wire.UpdateContainer, wire.UpdateContainerReply, id=id, status="running")
+
+    async def stats(self, id: str) -> wire.ContainerStats:
+        """One cgroup sample; call it about once a second to stream."""
+        return (await self.call(wire.Stats, wire.StatsReply, id=id)).stats
+
+    async def metrics(self) -> wire.MetricsSnapshot:
+        return (await self.call(wire.Metrics, wire.MetricsReply)).metrics
+
+    # ----------------------------------------------------------------------- checkpoints
+
+    async def create_checkpoint(
+        self,
+        id: str,
+        name: str,
+        *,
+        tcp: bool = False,
+        unix_sockets: bool = False,
+        shell: bool = False,
+        exit: bool = False,
+    ) -> wire.Checkpoint:
+        """CRIU-dump the container as checkpoint ``name``; with ``exit`` it stops afterwards."""
+        flags = {"tcp": tcp, "unix_sockets": unix_sockets, "shell": shell, "exit": exit}
+        reply = await self.call(wire.CreateCheckpoint, wire.CreateCheckpointReply, id=id, name=name, **flags)
+        return reply.checkpoint
+
+    async def list_checkpoints(self, id: str) -> list[wire.Checkpoint]:
+        return (await self.call(wire.ListCheckpoints, wire.ListCheckpointsReply, id=id)).checkpoints
+
+    async def delete_checkpoint(self, id: str, name: str) -> None:
+        await self.call(wire.DeleteCheckpoint, wire.DeleteCheckpointReply, id=id, name=name)
+
+    # ----------------------------------------------------------------------- processes and their stdio
+
+    async def add_process(
+        self,
+        id: str,
+        args: list[str],
+        *,
+        env: list[str] | None = None,
+        cwd: str = "",
+        user: wire.User | None = None,
+        terminal: bool = False,
+        rows: int = 0,
+        cols: int = 0,
+    ) -> int:
+        """Exec ``args`` in a running container (runc exec); returns the new process's pid."""
+        reply = await self.call(
+            wire.AddProcess,
+            wire.AddProcessReply,
+            id=id,
+            args=list(args),
+            env=list(env or []),
+            cwd=cwd,
+            user=user,
+            terminal=terminal,
+            rows=rows,
+            cols=cols,
+        )
+        return reply.pid
+
+    async def read_output(
+        self,
+        id: str,
+        pid: int = 0,
+        *,
+        stdout_offset: int = 0,
+        stderr_offset: int = 0,
+        wait: float = 0.0,
+        max_bytes: int = 1 << 20,
+        tail: int = -1,
+    ) -> wire.ReadOutputReply:
+        """One read of a process's output (base64 fields); see ``follow_output`` for a stream."""
+        return await self.call(
+            wire.ReadOutput,
+            wire.ReadOutputReply,
+            id=id,
+            pid=pid,
+            stdout_offset=stdout_offset,
+            stderr_offset=stderr_offset,
+            wait=wait,
+            max_bytes=max_bytes,
+            tail=tail,
+        )
+
+    async def follow_output(
+        self,
+        id: str,
+        pid: int = 0,
+        *,
+        follow: bool = True,
+        tail: int = -1,
+        offsets: tuple[int, int] = (0, 0),
+    ) -> AsyncIterator[OutputRead]:
+        """Yield a process's output from ``offsets`` (stdout, stderr; by default its start), or from
+        its last ``tail`` lines, until it exits.
+
+        Without ``follow`` it stops at the current end of the logs instead. Each read is a
+        long-poll reply; the last one (``exited``) carries the exit status.
+        """
+        out_offset, err_offset = offsets
+        while True:
+            reply = await self.read_output(
+                id,
+                pid,
+                stdout_offset=out_offset,
+                stderr_offset=err_offset,
+                wait=FOLLOW_WAIT_S if follow else 0.0,
+                tail=tail,
+            )
+            tail = -1
+            stdout = base64.b64decode(reply.stdout)
+            stderr = base64.b64decode(reply.stderr)
+            out_offset, err_offset = reply.next_stdout_offset, reply.next_stderr_offset
+            yield OutputRead(stdout, stderr, reply.skipped, reply.exited, reply.status, reply.terminal)
+            if reply.exited:
+                return
+            if not stdout and not stderr:
+                if not follow:
+                    return
+                await trio.sleep(FOLLOW_BACKOFF_S)  # the daemon's long polls were all taken
+
+    async def write_input(self, id: str, data: bytes, pid: int = 0, *, close: bool = False) -> None:
+        """Write all of ``data`` to a process's stdin, in chunks that fit a request; then maybe EOF."""
+        view = memoryview(data)
+        while True:
+            chunk = bytes(view[:INPUT_CHUNK_BYTES])
+            final = len(chunk) == len(view)
+            reply = await self.call(
+                wire.WriteInput,
+                wire.WriteInputReply,
+                id=id,
+                pid=pid,
+                data=base64.b64encode(chunk).decode(),
+                close=close and final,
+            )
+            view = view[reply.written :]
+            if final and reply.written == len(chunk):
+                return
+
+    async def resize_terminal(self, id: str, rows: int, cols: int, pid: int = 0) -> None:
+        await self.call(wire.ResizeTerminal, wire.ResizeTerminalReply, id=id, pid=pid, rows=rows, cols=cols)
+
+    # ----------------------------------------------------------------------- events
+
+    async def events_address(self) -> str:
+        return (await self.event_streams())[0]
+
+    async def event_streams(self) -> tuple[str, str | None]:
+        """The addresses of the per-event stream and of the batch stream (None: not published)."""
+        if self._streams is None:
+            ping = await self.ping()
+            self._streams = (ping.events_address, ping.events_batch_address)
+        return self._streams
+
+    async def events_page(
+        self, from_seq: int = 0, since: float | None = None, limit: int = 1000
+    ) -> wire.EventsReply:
+        """One page of the daemon's event journal (see ``Events`` in proto_schemas/README.md)."""
+        return await self.call(wire.Events, wire.EventsReply, from_seq=from_seq, since=since, limit=limit)
+
+    #: ``async with client.subscribe(topic_prefix, ...) as events``: see ``subscription.subscribe``.
+    subscribe = subscription.subscribe

@@ -1,0 +1,157 @@
+"""Events: one state change each, published on pub/sub under a topic, and batches of them.
+
+An event travels as ``topic + b" " + json``; it carries its own ``type`` field (the event kind) and
+is not part of a tagged union. The batch stream carries ``EventBatch`` objects (several
+consecutive events, column by column), also untagged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from attrs import Attribute, field, fields, frozen
+
+from containerd_actors.protocol.validators import InvalidField, event_kind, event_kinds, non_negative
+
+
+class EventType:
+    """Event kinds; each is published under the topic ``/containers/<kind>``."""
+
+    START_CONTAINER = "start-container"
+    START_PROCESS = "start-process"  # an exec'd process; its end is an ``exit`` event with its own pid
+    EXIT = "exit"
+    CHECKPOINT = "checkpoint"
+    OOM = "oom"
+    PAUSE = "pause"
+    RESUME = "resume"
+
+
+@frozen
+class Event:
+    """A state change, numbered by the events actor.
+
+    ``seq`` increases by exactly one per event, also across daemon restarts, so a subscriber can
+    detect a gap (and fill it with an ``Events`` request).
+    ``timestamp`` is seconds since the Unix epoch. ``status`` is the exit status for ``exit``
+    events (128+N for death by signal N) and null where it does not apply. An ``exit`` whose
+    status could not be observed has a null status and says why in ``reason``; a status is never
+    made up.
+    """
+
+    seq: int
+    timestamp: float
+    type: str = field(validator=event_kind)
+    id: str
+    pid: int
+    status: int | None = None
+    reason: str | None = None
+
+
+EVENT_TOPIC_PREFIX = "/containers/"
+
+
+def event_topic(event_type: str) -> str:
+    """The pub/sub topic for an event kind; subscribers filter on its byte prefix."""
+    return EVENT_TOPIC_PREFIX + event_type
+
+
+def _columns_of_one_length(instance: EventBatch, attribute: Attribute, value: Any) -> None:
+    """Runs after every field is set (attrs validates last), so it can compare all the columns."""
+    lengths = {name: len(getattr(instance, name)) for name in EventBatch.COLUMNS}
+    if len(set(lengths.values())) > 1:
+        listed = ", ".join(f"{name} {length}" for name, length in lengths.items())
+        raise InvalidField(f"the columns of an event batch must be equally long, got {listed}")
+
+
+_new_object = object.__new__
+
+
+@frozen
+class EventBatch:
+    """Consecutive events in one message of the batch stream, column by column.
+
+    Event ``i`` of the batch (from 0) has ``seq = first_seq + i`` and takes element ``i`` of
+    every list: its ``timestamp`` is ``timestamps[i]``, its ``type`` is ``types[i]``, and so on;
+    the lists are equally long. Columns instead of a list of event objects because they halve
+    the cost of decoding a batch (measured in Python: 1.5 instead of 2.6 µs an event), which is
+    what lets many subscribers keep up with a busy daemon.
+    """
+
+    #: The per-event lists, in the order of ``Event``'s fields after ``seq``.
+    COLUMNS = ("timestamps", "types", "ids", "pids", "statuses", "reasons")
+
+    first_seq: int = field(validator=non_negative)
+    timestamps: list[float]
+    types: list[str] = field(validator=event_kinds)
+    ids: list[str]
+    pids: list[int]
+    statuses: list[int | None]
+    reasons: list[str | None] = field(validator=_columns_of_one_length)
+
+    @property
+    def count(self) -> int:
+        return len(self.timestamps)
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the batch's last event (``first_seq - 1`` for an empty batch)."""
+        return self.first_seq + len(self.timestamps) - 1
+
+    @classmethod
+    def of(cls, events: Sequence[Event]) -> EventBatch:
+        """The batch of ``events``, which must be consecutive (seq one more each time)."""
+        first_seq = events[0].seq if events else 1
+        for offset, event in enumerate(events):
+            if event.seq != first_seq + offset:
+                raise InvalidField(f"event seq {event.seq} does not follow {first_seq + offset - 1}")
+        return cls(
+            first_seq,
+            [e.timestamp for e in events],
+            [e.type for e in events],
+            [e.id for e in events],
+            [e.pid for e in events],
+            [e.status for e in events],
+            [e.reason for e in events],
+        )
+
+    def events(self, start: int = 0, stop: int | None = None) -> list[Event]:
+        """The batch's events ``[start:stop]`` (a subscriber skips what it already has).
+
+        Built without running ``Event``'s validators once per event: the batch was validated as
+        a whole (its kinds and lengths here, its JSON types by the codec when it was decoded),
+        and repeating that per event would cost about as much as the rest of decoding. Setting
+        the slots through their descriptors also skips the frozen class's ``__setattr__``:
+        together ~0.7 instead of ~1.3 µs an event.
+        """
+        new, cls = _new_object, Event
+        set_seq, set_timestamp, set_type, set_id, set_pid, set_status, set_reason = _EVENT_SLOT_SETTERS
+        columns: tuple[list[Any], ...] = (
+            self.timestamps,
+            self.types,
+            self.ids,
+            self.pids,
+            self.statuses,
+            self.reasons,
+        )
+        if start or stop is not None:
+            columns = tuple(column[start:stop] for column in columns)
+        events: list[Event] = []
+        append = events.append
+        seq = self.first_seq + start
+        for timestamp, kind, id, pid, status, reason in zip(*columns, strict=True):
+            event = new(cls)
+            set_seq(event, seq)
+            set_timestamp(event, timestamp)
+            set_type(event, kind)
+            set_id(event, id)
+            set_pid(event, pid)
+            set_status(event, status)
+            set_reason(event, reason)
+            append(event)
+            seq += 1
+        return events
+
+
+#: The slot descriptors' setters of ``Event``, in field order, for ``EventBatch.events``.
+_EVENT_SLOT_SETTERS = tuple(vars(Event)[f.name].__set__ for f in fields(Event))

@@ -1,0 +1,212 @@
+"""The replies the daemon sends, their tagged union, and the error vocabulary.
+
+Each request is answered by its own reply class or by ``ErrorReply``, never by silence.
+"""
+
+from __future__ import annotations
+
+import typing
+
+from attrs import field, frozen
+
+from containerd_actors.protocol.events import Event
+from containerd_actors.protocol.records import Checkpoint, ContainerInfo, MachineInfo
+from containerd_actors.protocol.stats import ContainerStats, MetricsSnapshot
+
+
+@frozen
+class PingReply:
+    """``events_subscribers`` counts connected event subscribers, of both streams (a client can
+    wait to be one).
+
+    ``last_event_seq`` is the ``seq`` of the newest event so far (0 before the first): a client
+    that subscribes and then pings knows that every event after it is meant for it, and can
+    fetch any it does not receive with ``Events``.
+    """
+
+    request_id: str
+    daemon_id: str
+    version: str
+    events_address: str
+    events_subscribers: int
+    last_event_seq: int
+    events_batch_address: str | None = field(
+        default=None,
+        metadata={
+            "description": "Where the same events are published in batches (EventBatch messages), "
+            "for subscribers that must keep up with many events per second; null if this daemon "
+            "publishes no batch stream."
+        },
+    )
+
+
+@frozen
+class CreateContainerReply:
+    request_id: str
+    pid: int
+
+
+@frozen
+class SignalReply:
+    request_id: str
+
+
+@frozen
+class StateReply:
+    request_id: str
+    containers: list[ContainerInfo]
+    machine: MachineInfo
+
+
+@frozen
+class CreateCheckpointReply:
+    request_id: str
+    checkpoint: Checkpoint
+
+
+@frozen
+class ListCheckpointsReply:
+    request_id: str
+    checkpoints: list[Checkpoint]
+
+
+@frozen
+class DeleteCheckpointReply:
+    request_id: str
+
+
+@frozen
+class UpdateContainerReply:
+    request_id: str
+
+
+@frozen
+class StatsReply:
+    request_id: str
+    stats: ContainerStats
+
+
+@frozen
+class MetricsReply:
+    request_id: str
+    metrics: MetricsSnapshot
+
+
+@frozen
+class AddProcessReply:
+    request_id: str
+    pid: int
+
+
+@frozen
+class ReadOutputReply:
+    """Output bytes (base64) and where the next ReadOutput should start.
+
+    ``stdout``/``stderr`` begin at ``stdout_offset``/``stderr_offset``, which are the requested
+    offsets unless that output was rotated away (the gap is ``skipped`` bytes in total) or
+    ``tail`` was asked for. ``exited`` is true once the process has exited and both streams have
+    been read to their end: then ``status`` is its exit status (null if unknowable) and nothing
+    more will come.
+    """
+
+    request_id: str
+    stdout: str
+    stderr: str
+    stdout_offset: int
+    stderr_offset: int
+    next_stdout_offset: int
+    next_stderr_offset: int
+    skipped: int = 0
+    exited: bool = False
+    status: int | None = None
+    terminal: bool = False
+
+
+@frozen
+class WriteInputReply:
+    request_id: str
+    written: int
+
+
+@frozen
+class ResizeTerminalReply:
+    request_id: str
+
+
+@frozen
+class EventsReply:
+    """One page of the event journal, in ``seq`` order.
+
+    Events missing from the page (a jump between ``from_seq`` and the first event, or between
+    two events) are lost for good: older than the journal's retention (compare
+    ``first_available_seq``) or in a journal segment that was found corrupt.
+    """
+
+    request_id: str
+    events: list[Event]
+    next_seq: int = field(
+        metadata={
+            "description": "The from_seq of the next page. Always greater than the request's from_seq "
+            "when from_seq <= last_seq, so paging always makes progress."
+        }
+    )
+    last_seq: int = field(
+        metadata={"description": "The seq of the newest event so far; next_seq > last_seq means caught up."}
+    )
+    first_available_seq: int = field(
+        metadata={
+            "description": "The oldest seq the journal still holds (last_seq + 1 when it holds none); "
+            "older events are beyond retention."
+        }
+    )
+
+
+@frozen
+class ErrorReply:
+    """Every failed request is answered with this, never with silence.
+
+    ``request_id`` is null only when the request was too broken to carry one.
+    ``code`` is one of the ``ErrorCode`` constants; ``details`` lists machine-readable specifics
+    (for validation errors, one line per offending field).
+    """
+
+    request_id: str | None
+    code: str
+    message: str
+    details: list[str] = field(factory=list)
+
+
+Reply = (
+    PingReply
+    | CreateContainerReply
+    | SignalReply
+    | StateReply
+    | CreateCheckpointReply
+    | ListCheckpointsReply
+    | DeleteCheckpointReply
+    | UpdateContainerReply
+    | StatsReply
+    | MetricsReply
+    | AddProcessReply
+    | ReadOutputReply
+    | WriteInputReply
+    | ResizeTerminalReply
+    | EventsReply
+    | ErrorReply
+)
+#: The members of ``Reply`` in its order, for ``isinstance`` and the codec's tag table.
+REPLY_TYPES: tuple[type, ...] = typing.get_args(Reply)
+
+
+class ErrorCode:
+    """The error vocabulary; clients branch on these strings."""
+
+    MALFORMED = "malformed"  # not JSON, not an object, too deep
+    UNKNOWN_TYPE = "unknown_type"  # missing or unknown "type" tag
+    INVALID_REQUEST = "invalid_request"  # fields missing, extra, or of the wrong type/value
+    INVALID_BUNDLE = "invalid_bundle"
+    NOT_FOUND = "not_found"
+    ALREADY_EXISTS = "already_exists"
+    INVALID_STATE = "invalid_state"  # e.g. stdin already closed, not a terminal, container paused
+    RUNTIME_FAILED = "runtime_failed"  # runc (or the kernel) refused; message carries its stderr
+    INTERNAL = "internal"

@@ -1,0 +1,244 @@
+"""The requests a client sends, and their tagged union.
+
+A request travels as one JSON object tagged ``"type": "<ClassName>"``; every request carries a
+``request_id`` that its reply echoes.
+"""
+
+from __future__ import annotations
+
+import typing
+
+from attrs import field, frozen
+
+from containerd_actors.protocol.records import User
+from containerd_actors.protocol.validators import (
+    MAX_EVENTS_PER_PAGE,
+    absolute_or_empty,
+    base64_text,
+    env_entries,
+    non_empty_args,
+    non_negative,
+    page_limit,
+    pause_or_run,
+    read_size,
+    signal_number,
+    tail_lines,
+    uint16,
+    valid_id,
+    valid_optional_name,
+    wait_seconds,
+)
+
+
+@frozen
+class _ProcessRequest:
+    """A request about one process of a container: ``pid`` 0 is the container's init.
+
+    attrs puts these fields first in every subclass, so each request keeps the field order it has
+    in its schema and in positional construction.
+    """
+
+    request_id: str
+    id: str = field(validator=valid_id)
+    pid: int = field(default=0, validator=non_negative)
+
+
+@frozen
+class Ping:
+    """A no-op round trip; also tells the client where the events socket is."""
+
+    request_id: str
+
+
+@frozen
+class CreateContainer:
+    """Start a container from an OCI bundle (an absolute directory holding ``config.json``).
+
+    With ``checkpoint``, restore it instead from ``<bundle>/checkpoints/<checkpoint>``.
+    """
+
+    request_id: str
+    id: str = field(validator=valid_id)
+    bundle: str
+    checkpoint: str | None = field(default=None, validator=valid_optional_name)
+
+
+@frozen
+class Signal(_ProcessRequest):
+    """Send ``signal`` to a container's init process (``pid`` 0) or to one of its processes."""
+
+    signal: int = field(default=15, validator=signal_number)
+
+
+@frozen
+class State:
+    """List every container the daemon supervises, plus machine information."""
+
+    request_id: str
+
+
+@frozen
+class CreateCheckpoint:
+    """Dump a running container with CRIU into ``<bundle>/checkpoints/<name>``.
+
+    ``tcp`` keeps established TCP connections (the container must live in a network namespace
+    created beforehand), ``unix_sockets`` allows external unix sockets, ``shell`` allows shell
+    jobs, and ``exit`` stops the container once the dump has succeeded.
+    """
+
+    request_id: str
+    id: str = field(validator=valid_id)
+    name: str = field(validator=valid_id)
+    tcp: bool = False
+    unix_sockets: bool = False
+    shell: bool = False
+    exit: bool = False
+
+
+@frozen
+class ListCheckpoints:
+    """The checkpoints stored in a running container's bundle."""
+
+    request_id: str
+    id: str = field(validator=valid_id)
+
+
+@frozen
+class DeleteCheckpoint:
+    request_id: str
+    id: str = field(validator=valid_id)
+    name: str = field(validator=valid_id)
+
+
+@frozen
+class UpdateContainer:
+    """Pause (freeze every process of) or resume a container: the original's UpdateContainer status."""
+
+    request_id: str
+    id: str = field(validator=valid_id)
+    status: str = field(validator=pause_or_run)
+
+
+@frozen
+class Stats:
+    """One sample of a container's cgroup statistics; a client streams by asking about once a second."""
+
+    request_id: str
+    id: str = field(validator=valid_id)
+
+
+@frozen
+class Metrics:
+    """The daemon's own telemetry: timers, counters and gauges."""
+
+    request_id: str
+
+
+@frozen
+class AddProcess:
+    """Run another process in a running container (``runc exec``); the reply carries its pid.
+
+    The process starts from the container's own process spec (capabilities, rlimits, ...), with
+    ``args``, ``cwd`` (empty: the container's), ``user`` and ``terminal`` replaced and ``env``
+    added on top of the container's environment (a key given here wins). With ``terminal`` it
+    gets a pty of ``rows`` x ``cols`` (0: runc's default); otherwise stdin/stdout/stderr are pipes.
+    Its output is kept in the daemon's logs (ReadOutput) whether or not anyone attaches.
+    """
+
+    request_id: str
+    id: str = field(validator=valid_id)
+    args: list[str] = field(validator=non_empty_args)
+    env: list[str] = field(factory=list, validator=env_entries)
+    cwd: str = field(default="", validator=absolute_or_empty)
+    user: User | None = None
+    terminal: bool = False
+    rows: int = field(default=0, validator=uint16)
+    cols: int = field(default=0, validator=uint16)
+
+
+@frozen
+class ReadOutput(_ProcessRequest):
+    """Read a process's output from the daemon's logs, starting at byte offsets; the attach stream.
+
+    ``pid`` 0 means the container's init. Offsets count bytes since the process started, across log
+    rotation. With ``tail`` >= 0 the offsets are ignored and reading starts at the last ``tail``
+    lines of each stream. If nothing is available yet and the process may still write, the daemon
+    waits up to ``wait`` seconds before answering (long poll). Works after the process, and its
+    container, have exited, until the container id is reused.
+    """
+
+    stdout_offset: int = field(default=0, validator=non_negative)
+    stderr_offset: int = field(default=0, validator=non_negative)
+    wait: float = field(default=0.0, validator=wait_seconds)
+    max_bytes: int = field(default=1 << 20, validator=read_size)
+    tail: int = field(default=-1, validator=tail_lines)
+
+
+@frozen
+class WriteInput(_ProcessRequest):
+    """Write base64 ``data`` to a process's stdin (a pty's input for a terminal); ``close`` then closes it.
+
+    Closing a pipe gives the process EOF; on a terminal it sends the EOF character (Ctrl-D) instead.
+    The reply says how many bytes were written: fewer than sent if the process stopped reading
+    for a while, so send the rest again.
+    """
+
+    data: str = field(default="", validator=base64_text)
+    close: bool = False
+
+
+@frozen
+class ResizeTerminal(_ProcessRequest):
+    """Set the window size of a process's terminal (the client got SIGWINCH)."""
+
+    rows: int = field(default=24, validator=uint16)
+    cols: int = field(default=80, validator=uint16)
+
+
+@frozen
+class Events:
+    """Read one page of past events from the daemon's event journal, oldest first.
+
+    The page starts at the first journalled event whose ``seq`` is at least ``from_seq`` and,
+    if ``since`` is given, whose ``timestamp`` is at least ``since``. ``since`` only picks the
+    starting point: every later event follows, whatever its timestamp, so a wall clock stepped
+    backwards cannot hide events. To read on, send ``from_seq = next_seq`` from the reply
+    (without ``since``) until ``next_seq > last_seq``; then the live stream takes over.
+    """
+
+    request_id: str
+    from_seq: int = field(
+        default=0,
+        validator=non_negative,
+        metadata={"description": "First seq wanted; 0 (or 1) means the oldest event still journalled."},
+    )
+    since: float | None = field(
+        default=None,
+        metadata={"description": "Seconds since the Unix epoch; start at the first event this new or newer."},
+    )
+    limit: int = field(
+        default=MAX_EVENTS_PER_PAGE,
+        validator=page_limit,
+        metadata={"description": f"Most events in the reply (1 to {MAX_EVENTS_PER_PAGE})."},
+    )
+
+
+Request = (
+    Ping
+    | CreateContainer
+    | Signal
+    | State
+    | CreateCheckpoint
+    | ListCheckpoints
+    | DeleteCheckpoint
+    | UpdateContainer
+    | Stats
+    | Metrics
+    | AddProcess
+    | ReadOutput
+    | WriteInput
+    | ResizeTerminal
+    | Events
+)
+#: The members of ``Request`` in its order, for ``isinstance`` and the codec's tag table.
+REQUEST_TYPES: tuple[type, ...] = typing.get_args(Request)

@@ -1,0 +1,35 @@
+"""The OCI bundle on disk: checked before runc sees it, so that a mistake gets a clear message.
+
+runc's own errors for a relative path or a missing ``config.json`` name neither the bundle nor the
+fix; checking here first lets the daemon answer with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def validate_bundle(bundle: str) -> Path:
+    """Reject what runc would reject less clearly; raises ValueError with the reason."""
+    path = Path(bundle)
+    if not path.is_absolute():
+        raise ValueError(f"bundle {bundle!r} must be an absolute path")
+    if not path.is_dir():
+        raise ValueError(f"bundle {bundle!r} is not a directory")
+    config = path / "config.json"
+    if not config.is_file():
+        raise ValueError(f"bundle {bundle!r} has no config.json")
+    return path
+
+
+def read_bundle_config(bundle: Path) -> dict[str, Any]:
+    """Parse the bundle's OCI config; raises ValueError on anything that is not a JSON object."""
+    try:
+        config = json.loads((bundle / "config.json").read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read {bundle / 'config.json'}: {exc}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("process", {}), dict):
+        raise ValueError(f"{bundle / 'config.json'} is not an OCI runtime config object")
+    return config

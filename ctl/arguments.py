@@ -1,0 +1,61 @@
+"""What every command group's parser shares: argument types, the trailing ``--json``, usage errors.
+
+An argument type raises ``argparse.ArgumentTypeError``, so argparse prints ``actr ...: error: ...``
+and exits 2 before anything connects; ``UsageError`` is the same mistake found after parsing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from containerd_actors.client import ID_PATTERN
+
+if TYPE_CHECKING:
+    #: What ``add_subparsers`` returns: each command group adds its commands to it.
+    Commands = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+class UsageError(Exception):
+    """A command line that argparse accepted but that cannot be run; reported as exit 2."""
+
+
+_ID_RE = re.compile(ID_PATTERN)
+
+
+def id_arg(text: str) -> str:
+    """Container ids and checkpoint names: the wire's pattern, checked here so a typo is a usage error."""
+    if not _ID_RE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"container id {text!r} must match {ID_PATTERN}")
+    return text
+
+
+def non_negative_int(what: str) -> Callable[[str], int]:
+    """An argument type for a count or number that cannot be negative, named ``what`` in errors."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{what} must be >= 0, got {value}")
+        return value
+
+    return parse
+
+
+#: ``--pid``: 0 means the container's init process.
+pid_arg = non_negative_int("pid")
+
+
+def json_after() -> argparse.ArgumentParser:
+    """A parent parser that also accepts ``--json`` after the command (``actr containers --json``).
+
+    SUPPRESS as the default keeps the global flag's value when it is not repeated.
+    """
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return parser

@@ -1,0 +1,274 @@
+"""``actr containers``: list, start, kill, exec, attach, logs, state, pause/resume and stats.
+
+Each handler returns the process exit code and lets the client library's errors
+(``DaemonUnreachable``, ``RequestFailed``) propagate, so that ``ctl.main`` owns the whole
+error-reporting policy. ``ctl.attach`` (terminal modes, stdin forwarding) is imported only by the
+commands that attach.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from containerd_actors.client import Client, ErrorCode, ErrorReply, RequestFailed, User
+from ctl import render
+from ctl.arguments import UsageError, id_arg, pid_arg
+from ctl.signals import UnknownSignal, parse_signal
+from ctl.stats import show_stats
+
+if TYPE_CHECKING:
+    from ctl.arguments import Commands
+
+
+# --------------------------------------------------------------------------- argument types
+
+
+def signal_arg(text: str) -> int:
+    """argparse type for ``--signal``: names (KILL, SIGKILL, kill) or numbers; bad ones exit 2."""
+    try:
+        return parse_signal(text)
+    except UnknownSignal as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def env_arg(text: str) -> str:
+    if "=" not in text or text.startswith("="):
+        raise argparse.ArgumentTypeError(f"expected K=V, got {text!r}")
+    return text
+
+
+def gids_arg(text: str) -> list[int]:
+    try:
+        gids = [int(part) for part in text.split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated group ids, got {text!r}") from None
+    if any(gid < 0 for gid in gids):
+        raise argparse.ArgumentTypeError("group ids must be >= 0")
+    return gids
+
+
+# --------------------------------------------------------------------------- the parser
+
+
+def add_commands(commands: Commands, json_after: argparse.ArgumentParser) -> None:
+    containers = commands.add_parser(
+        "containers", parents=[json_after], help="interact with running containers (lists them by default)"
+    )
+    containers.set_defaults(handler=list_containers)
+    actions = containers.add_subparsers(title="subcommands", metavar="SUBCOMMAND")
+
+    listing = actions.add_parser("list", parents=[json_after], help="list containers: ID PATH STATUS PID1")
+    listing.set_defaults(handler=list_containers)
+
+    start = actions.add_parser("start", parents=[json_after], help="start a container; prints its pid")
+    start.add_argument("-c", "--checkpoint", metavar="NAME", help="checkpoint to start the container from")
+    start.add_argument("-a", "--attach", action="store_true", help="connect to the stdio of the container")
+    start.add_argument("id", metavar="ID", type=id_arg, help="container id")
+    start.add_argument("bundle", metavar="BUNDLE", help="OCI bundle directory (made absolute before sending)")
+    start.set_defaults(handler=start_container)
+
+    exec_ = actions.add_parser(
+        "exec",
+        parents=[json_after],
+        help="run another process in a running container; prints its pid (or attaches with -a)",
+        usage="%(prog)s --id ID [-a] [-t] [--cwd DIR] [-e K=V ...] [-u UID] [-g GID] -- ARGS...",
+    )
+    exec_.add_argument("--id", dest="exec_id", required=True, type=id_arg, help="container id")
+    exec_.add_argument(
+        "-a", "--attach", action="store_true", help="connect stdio and exit with the process's status"
+    )
+    exec_.add_argument(
+        "-t", "--tty", action="store_true", help="allocate a terminal (Ctrl-P Ctrl-Q detaches)"
+    )
+    exec_.add_argument("--cwd", default="", help="working directory inside the container (absolute)")
+    exec_.add_argument(
+        "-e", "--env", action="append", default=[], type=env_arg, metavar="K=V", help="set a variable"
+    )
+    exec_.add_argument("-u", "--uid", type=int, default=None, help="user id (default: the container's)")
+    exec_.add_argument("-g", "--gid", type=int, default=None, help="group id")
+    exec_.add_argument(
+        "--additional-gids",
+        type=gids_arg,
+        default=None,
+        metavar="GID,GID",
+        help="supplementary group ids, comma-separated",
+    )
+    exec_.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="the command line, after --")
+    exec_.set_defaults(handler=exec_process)
+
+    attach = actions.add_parser("attach", help="connect the terminal to a running process")
+    attach.add_argument(
+        "-p", "--pid", type=pid_arg, default=0, help="process to attach to (default: the init)"
+    )
+    attach.add_argument("id", metavar="ID", type=id_arg, help="container id")
+    attach.set_defaults(handler=attach_process)
+
+    logs = actions.add_parser("logs", help="print a process's output, kept by the daemon")
+    logs.add_argument("-p", "--pid", type=pid_arg, default=0, help="process (default: the init)")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the process exits")
+    logs.add_argument("--tail", type=int, default=-1, metavar="N", help="start with the last N lines")
+    logs.add_argument("id", metavar="ID", type=id_arg, help="container id")
+    logs.set_defaults(handler=show_logs)
+
+    state = actions.add_parser("state", parents=[json_after], help="a container and its processes")
+    state.add_argument("id", metavar="ID", type=id_arg, help="container id")
+    state.set_defaults(handler=container_state)
+
+    kill = actions.add_parser("kill", help="send a signal to a container or one of its processes")
+    kill.add_argument(
+        "-p", "--pid", type=pid_arg, default=0, help="pid of the process to signal (default: 0, the init)"
+    )
+    kill.add_argument(
+        "-s",
+        "--signal",
+        type=signal_arg,
+        default=15,
+        help="signal to send: a name (TERM, SIGKILL, kill) or a number (default: 15)",
+    )
+    kill.add_argument("id", metavar="ID", type=id_arg, help="container id")
+    kill.set_defaults(handler=kill_container)
+
+    for name, handler, what in (
+        ("pause", pause_container, "freeze every process of a container"),
+        ("resume", resume_container, "thaw a paused container"),
+    ):
+        action = actions.add_parser(name, help=what)
+        action.add_argument("id", metavar="ID", type=id_arg, help="container id")
+        action.set_defaults(handler=handler)
+
+    stats = actions.add_parser(
+        "stats", parents=[json_after], help="cgroup stats: one container's samples, or a live table of all"
+    )
+    stats.add_argument("id", metavar="ID", type=id_arg, nargs="?", help="container id (default: all, live)")
+    stats.add_argument("--no-stream", action="store_true", help="print one sample and exit")
+    stats.set_defaults(handler=show_stats)
+
+
+# --------------------------------------------------------------------------- the commands
+
+
+async def list_containers(args: argparse.Namespace) -> int:
+    """``actr containers [list]``: the ``ID PATH STATUS PID1`` table, or a JSON array."""
+    async with Client.connect(args.address) as client:
+        containers = await client.containers()
+    if args.json:
+        sys.stdout.write(render.containers_json(containers) + "\n")
+    else:
+        render.print_containers(containers, sys.stdout)
+    return 0
+
+
+async def start_container(args: argparse.Namespace) -> int:
+    """``actr containers start ID BUNDLE``: prints the init pid.
+
+    With ``--attach`` it prints the container's output instead, forwards stdin, and returns the
+    init's exit status.
+
+    The bundle is made absolute here because the daemon resolves paths in its own working
+    directory, not the caller's.
+    """
+    bundle = os.path.abspath(args.bundle)
+    async with Client.connect(args.address) as client:
+        pid = await client.create_container(args.id, bundle, checkpoint=args.checkpoint)
+        if args.attach:
+            from ctl.attach import attach
+
+            return await attach(client, args.id, pid, terminal=False)
+    _print_pid(args.id, pid, as_json=args.json)
+    return 0
+
+
+async def exec_process(args: argparse.Namespace) -> int:
+    """``actr containers exec``: prints the new pid, or with ``-a`` runs attached and returns its status."""
+    from ctl.attach import attach, terminal_size
+
+    command = args.args[1:] if args.args[:1] == ["--"] else args.args
+    if not command:
+        raise UsageError("containers exec: give the command line after --, e.g. -- sh")
+    user = None
+    if args.uid is not None or args.gid is not None or args.additional_gids:
+        user = User(uid=args.uid or 0, gid=args.gid or 0, additional_gids=list(args.additional_gids or []))
+    rows, cols = terminal_size(sys.stdin.fileno()) if args.tty else (0, 0)
+    async with Client.connect(args.address) as client:
+        pid = await client.add_process(
+            args.exec_id,
+            command,
+            env=args.env,
+            cwd=args.cwd,
+            user=user,
+            terminal=args.tty,
+            rows=rows,
+            cols=cols,
+        )
+        if args.attach:
+            return await attach(client, args.exec_id, pid, terminal=args.tty)
+    _print_pid(args.exec_id, pid, as_json=args.json)
+    return 0
+
+
+def _print_pid(id: str, pid: int, *, as_json: bool) -> None:
+    """What start and exec print without ``--attach``: the new process's pid."""
+    sys.stdout.write(json.dumps({"id": id, "pid": pid}) + "\n" if as_json else f"{pid}\n")
+
+
+async def attach_process(args: argparse.Namespace) -> int:
+    """``actr containers attach ID [-p PID]``: attach to a running process (the init by default).
+
+    Output starts with what the process writes from now on, as docker's attach does; the earlier
+    output is in ``actr containers logs``.
+    """
+    from ctl.attach import attach, terminal_size
+
+    async with Client.connect(args.address) as client:
+        probe = await client.read_output(args.id, args.pid, tail=0)
+        if probe.terminal:
+            rows, cols = terminal_size(sys.stdin.fileno())
+            if rows and cols:
+                await client.resize_terminal(args.id, rows, cols, args.pid)
+        offsets = (probe.next_stdout_offset, probe.next_stderr_offset)
+        return await attach(client, args.id, args.pid, terminal=probe.terminal, offsets=offsets)
+
+
+async def show_logs(args: argparse.Namespace) -> int:
+    """``actr containers logs ID [-p PID] [-f] [--tail N]``."""
+    from ctl.attach import print_logs
+
+    async with Client.connect(args.address) as client:
+        return await print_logs(client, args.id, args.pid, follow=args.follow, tail=args.tail)
+
+
+async def container_state(args: argparse.Namespace) -> int:
+    """``actr containers state ID``: the container and each of its processes."""
+    async with Client.connect(args.address) as client:
+        containers = await client.containers()
+    found = [c for c in containers if c.id == args.id]
+    if not found:
+        raise RequestFailed(ErrorReply(None, ErrorCode.NOT_FOUND, f"no such container: {args.id!r}"))
+    if args.json:
+        sys.stdout.write(render.containers_json(found)[1:-1].strip() + "\n")
+    else:
+        render.print_processes(found[0], sys.stdout)
+    return 0
+
+
+async def kill_container(args: argparse.Namespace) -> int:
+    """``actr containers kill [-p PID] [-s SIG] ID``: pid 0 is the container's init process."""
+    async with Client.connect(args.address) as client:
+        await client.signal(args.id, signal=args.signal, pid=args.pid)
+    return 0
+
+
+async def pause_container(args: argparse.Namespace) -> int:
+    async with Client.connect(args.address) as client:
+        await client.pause(args.id)
+    return 0
+
+
+async def resume_container(args: argparse.Namespace) -> int:
+    async with Client.connect(args.address) as client:
+        await client.resume(args.id)
+    return 0

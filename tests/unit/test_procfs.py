@@ -1,0 +1,66 @@
+"""The /proc readers and the fd helper of host/, on this machine's own processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from containerd_actors.host import procfs
+from containerd_actors.host.fds import close_quietly
+
+#: A command name as hostile as proc(5) allows: spaces and parentheses inside the parentheses.
+ODD_NAME = "a) b (c) d"
+
+
+@pytest.fixture
+def oddly_named_child() -> Iterator[int]:
+    """A child that renames itself (prctl PR_SET_NAME) and then waits for its stdin to close."""
+    script = (
+        "import ctypes, sys\n"
+        f"ctypes.CDLL(None).prctl(15, {ODD_NAME.encode()!r}, 0, 0, 0)\n"
+        "print('named', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "named\n"
+        yield child.pid
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_fields_after_a_command_name_with_spaces_and_parentheses(oddly_named_child: int) -> None:
+    stat = procfs.read_stat(oddly_named_child)
+    assert stat is not None
+    assert stat.command == ODD_NAME
+    assert stat.state in "RS"
+    assert procfs.parent_pid(oddly_named_child) == os.getpid()
+    started = procfs.process_start_time(oddly_named_child)
+    assert started is not None and started >= procfs.process_start_time(os.getpid())  # type: ignore[operator]
+
+
+def test_a_gone_process_reads_as_none() -> None:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    assert procfs.read_stat(child.pid) is None
+    assert procfs.process_start_time(child.pid) is None
+    assert procfs.parent_pid(child.pid) is None
+
+
+def test_memory_total_matches_sysconf() -> None:
+    assert procfs.memory_total_bytes() == os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_close_quietly_closes_and_ignores_what_is_already_closed() -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    close_quietly(read_end, write_end)  # read_end is already closed: no error
+    with pytest.raises(OSError):
+        os.fstat(write_end)
