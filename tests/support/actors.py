@@ -86,31 +86,19 @@ class FakeRuntime:
         await self._enter("run", id)
         return self._start_init(id, bundle, pid_file, stdio)
 
-    async def restore_detached(
-        self,
-        id: str,
-        bundle: Path,
-        image_path: Path,
-        work_path: Path,
-        pid_file: Path,
-        log_file: Path,
-        stdio: Stdio,
-        options: CriuOptions,
-    ) -> int:
+    async def restore_detached(self, id: str, bundle: Path, image_path: Path, *rest: Any) -> int:
+        """``rest`` is the work path, pid file, log file, stdio and CRIU options, in that order."""
+        _work_path, pid_file, _log_file, stdio, _options = rest
         await self._enter("restore", id)
         if not (image_path / "images").is_file():
             raise RuncError("restore", 1, f"no images in {image_path}")
         return self._start_init(id, bundle, pid_file, stdio)
 
     async def exec_detached(
-        self,
-        id: str,
-        process_file: Path,
-        pid_file: Path,
-        log_file: Path,
-        stdio: Stdio,
-        console_socket: Path | None = None,
+        self, id: str, process_file: Path, pid_file: Path, *rest: Any, console_socket: Path | None = None
     ) -> int:
+        """``rest`` is the log file and the stdio, in that order."""
+        _log_file, stdio = rest
         await self._enter("exec", id)
         args = json.loads(process_file.read_text())["args"]
         if shutil.which(args[0]) is None:

@@ -64,7 +64,8 @@ class InProcessDaemon:
             batch_events or MAX_BATCH_EVENTS,
         )
         # Ping and Events never reach the supervisor; a request that did would wait forever.
-        self._supervisor, _ = trio.open_memory_channel[object](0)
+        supervisor, _ = trio.open_memory_channel[object](0)
+        self.api = ApiServer(self.config, supervisor, self.events.mailbox, self._metrics, self.events.status)
 
     @property
     def address(self) -> str:
@@ -83,11 +84,7 @@ class InProcessDaemon:
     async def running(self) -> AsyncIterator[InProcessDaemon]:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.events.run)
-            await nursery.start(
-                ApiServer(
-                    self.config, self._supervisor, self.events.mailbox, self._metrics, self.events.status
-                ).run
-            )
+            await nursery.start(self.api.run)
             try:
                 yield self
             finally:

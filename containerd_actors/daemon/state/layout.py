@@ -34,31 +34,23 @@ class ContainerPaths:
 
     directory: Path
     logs: Path
-    record: Path = attrs.field(init=False)
-    pid_file: Path = attrs.field(init=False)
-    runc_log: Path = attrs.field(init=False)
-    stdout_log: Path = attrs.field(init=False)
-    stderr_log: Path = attrs.field(init=False)
+    record: Path
+    pid_file: Path
+    runc_log: Path
+    stdout_log: Path
+    stderr_log: Path
 
-    @record.default
-    def _record(self) -> Path:
-        return self.directory / "container.json"
-
-    @pid_file.default
-    def _pid_file(self) -> Path:
-        return self.directory / "init.pid"
-
-    @runc_log.default
-    def _runc_log(self) -> Path:
-        return self.directory / "runc.log"
-
-    @stdout_log.default
-    def _stdout_log(self) -> Path:
-        return self.logs / "stdout.log"
-
-    @stderr_log.default
-    def _stderr_log(self) -> Path:
-        return self.logs / "stderr.log"
+    @classmethod
+    def of(cls, directory: Path, logs: Path) -> ContainerPaths:
+        return cls(
+            directory,
+            logs,
+            record=directory / "container.json",
+            pid_file=directory / "init.pid",
+            runc_log=directory / "runc.log",
+            stdout_log=logs / "stdout.log",
+            stderr_log=logs / "stderr.log",
+        )
 
     @property
     def criu_work(self) -> Path:
@@ -157,7 +149,7 @@ RUNC_ROOT = "runc"
 
 
 def container_paths(state_dir: Path, id: str) -> ContainerPaths:
-    return ContainerPaths(state_dir / CONTAINERS / id, state_dir / LOGS / id)
+    return ContainerPaths.of(state_dir / CONTAINERS / id, state_dir / LOGS / id)
 
 
 def prepare_state_dir(state_dir: Path) -> None:
