@@ -52,6 +52,17 @@ async def wait_for_output(daemon: DaemonHandle, cid: str, count: int) -> list[in
     return numbers
 
 
+async def counting_container(
+    client: Client, daemon: DaemonHandle, bundle_factory, prefix: str
+) -> tuple[Path, str]:
+    """A container counting on stdout from a bundle of its own, seen counting before it is dumped."""
+    bundle = bundle_factory(*COUNTER)
+    cid = unique_id(prefix)
+    await client.create_container(cid, str(bundle))
+    await wait_for_output(daemon, cid, 5)
+    return bundle, cid
+
+
 async def wait_for_exit(events, cid: str) -> int | None:
     with trio.fail_after(30):
         async for event in events:
@@ -63,10 +74,7 @@ async def wait_for_exit(events, cid: str) -> int | None:
 async def test_checkpoint_exit_then_restore_continues_counting(
     client: Client, daemon: DaemonHandle, bundle_factory
 ) -> None:
-    bundle = bundle_factory(*COUNTER)
-    cid = unique_id("count")
-    await client.create_container(cid, str(bundle))
-    await wait_for_output(daemon, cid, 5)
+    bundle, cid = await counting_container(client, daemon, bundle_factory, "count")
     async with client.subscribe() as events:
         with open_log(daemon, cid) as log:  # still readable after the daemon removes the exited container
             checkpoint = await client.create_checkpoint(cid, "stop-here", exit=True)
@@ -94,10 +102,7 @@ async def test_checkpoint_exit_then_restore_continues_counting(
 async def test_leave_running_checkpoint_and_clones(
     client: Client, daemon: DaemonHandle, bundle_factory
 ) -> None:
-    bundle = bundle_factory(*COUNTER)
-    original = unique_id("orig")
-    await client.create_container(original, str(bundle))
-    await wait_for_output(daemon, original, 5)
+    bundle, original = await counting_container(client, daemon, bundle_factory, "orig")
     async with client.subscribe() as events:
         await client.create_checkpoint(original, "snap")
         with trio.fail_after(10):

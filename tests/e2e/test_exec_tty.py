@@ -83,13 +83,29 @@ def actr_exec_command(daemon: DaemonHandle, cid: str, directory: Path) -> str:
     return f"stty -g > {before}; {actr}; echo ACTR-EXIT=$?; stty -g > {after}; sleep 1000"
 
 
+async def open_shell(
+    daemon: DaemonHandle, client: Client, bundle: Path, tmux: Tmux, prefix: str, **size: int
+) -> str:
+    """A container from ``bundle`` with ``actr exec -a -t sh`` into it in tmux, at its prompt."""
+    cid = unique_id(prefix)
+    await client.create_container(cid, str(bundle))
+    tmux.start(actr_exec_command(daemon, cid, tmux.directory), **size)
+    await tmux.wait_for(PROMPT)
+    return cid
+
+
+async def assert_terminal_restored(directory: Path) -> None:
+    """actr has exited (the shell line recorded stty after it) and left the settings it found."""
+    with trio.fail_after(10):
+        while not (directory / "stty.after").exists():
+            await trio.sleep(0.05)
+    assert (directory / "stty.before").read_text() == (directory / "stty.after").read_text()
+
+
 async def test_interactive_shell_in_a_pty(
     daemon: DaemonHandle, client: Client, sleep_bundle, tmux: Tmux
 ) -> None:
-    cid = unique_id("tty")
-    await client.create_container(cid, str(sleep_bundle))
-    tmux.start(actr_exec_command(daemon, cid, tmux.directory), width=100, height=30)
-    await tmux.wait_for(PROMPT)
+    await open_shell(daemon, client, sleep_bundle, tmux, "tty", width=100, height=30)
     tmux.keys("echo $((6*7)); tty; stty size", "Enter")
     screen = await tmux.wait_for("30 100")
     assert "42" in screen and "/dev/pts/" in screen
@@ -106,19 +122,13 @@ async def test_interactive_shell_in_a_pty(
     await tmux.wait_for("40 120")
     tmux.keys("exit 5", "Enter")
     await tmux.wait_for("ACTR-EXIT=5")
-    with trio.fail_after(10):
-        while not (tmux.directory / "stty.after").exists():
-            await trio.sleep(0.05)
-    assert (tmux.directory / "stty.before").read_text() == (tmux.directory / "stty.after").read_text()
+    await assert_terminal_restored(tmux.directory)
 
 
 async def test_detach_keys_leave_the_process_running(
     daemon: DaemonHandle, client: Client, sleep_bundle, tmux: Tmux
 ) -> None:
-    cid = unique_id("detach")
-    await client.create_container(cid, str(sleep_bundle))
-    tmux.start(actr_exec_command(daemon, cid, tmux.directory))
-    await tmux.wait_for(PROMPT)
+    cid = await open_shell(daemon, client, sleep_bundle, tmux, "detach")
     tmux.keys("echo before-detach", "Enter")
     await tmux.wait_for("before-detach")
     tmux.keys("C-p", "C-q")
@@ -148,14 +158,8 @@ async def test_detach_keys_leave_the_process_running(
 async def test_terminal_is_restored_when_the_daemon_goes_away(
     daemon: DaemonHandle, client: Client, sleep_bundle, tmux: Tmux
 ) -> None:
-    cid = unique_id("gone")
-    await client.create_container(cid, str(sleep_bundle))
-    tmux.start(actr_exec_command(daemon, cid, tmux.directory))
-    await tmux.wait_for(PROMPT)
+    await open_shell(daemon, client, sleep_bundle, tmux, "gone")
     daemon.process.kill()
     screen = await tmux.wait_for("ACTR-EXIT=1")
     assert "cannot reach containerd-actors" in screen
-    with trio.fail_after(10):
-        while not (tmux.directory / "stty.after").exists():
-            await trio.sleep(0.05)
-    assert (tmux.directory / "stty.before").read_text() == (tmux.directory / "stty.after").read_text()
+    await assert_terminal_restored(tmux.directory)

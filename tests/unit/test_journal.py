@@ -35,6 +35,14 @@ def append(journal: EventJournal, count: int) -> list[Event]:
     return events
 
 
+def write_and_close(directory: Path, *, segment_events: int, count: int) -> list[Event]:
+    """A journal of ``count`` events left on disk by a daemon that has stopped."""
+    journal = EventJournal(directory, segment_events=segment_events)
+    written = append(journal, count)
+    journal.close()
+    return written
+
+
 def read_all(journal: EventJournal, from_seq: int = 0, limit: int = 7) -> list[Event]:
     """Page through the journal as a client would, checking that every page makes progress."""
     events: list[Event] = []
@@ -127,9 +135,7 @@ def test_seq_continues_after_a_restart(tmp_path: Path) -> None:
 
 
 def test_a_torn_last_line_is_cut_off_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    journal = EventJournal(tmp_path, segment_events=100)
-    written = append(journal, 3)
-    journal.close()
+    written = write_and_close(tmp_path, segment_events=100, count=3)
     path = tmp_path / segment_name(1)
     with open(path, "ab") as file:
         file.write(encode_event_payload(event(4))[:20])  # the daemon died mid-write
@@ -143,9 +149,7 @@ def test_a_torn_last_line_is_cut_off_and_logged(tmp_path: Path, caplog: pytest.L
 
 
 def test_an_empty_newest_segment_is_removed(tmp_path: Path) -> None:
-    journal = EventJournal(tmp_path, segment_events=2)
-    written = append(journal, 4)
-    journal.close()
+    written = write_and_close(tmp_path, segment_events=2, count=4)
     (tmp_path / segment_name(5)).touch()  # created, then the daemon died before writing
     reopened = EventJournal(tmp_path, segment_events=2)
     assert reopened.last_seq == 4
@@ -156,9 +160,7 @@ def test_an_empty_newest_segment_is_removed(tmp_path: Path) -> None:
 def test_a_corrupt_newest_segment_is_quarantined_and_seq_never_reused(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    journal = EventJournal(tmp_path, segment_events=5)
-    append(journal, 8)
-    journal.close()
+    write_and_close(tmp_path, segment_events=5, count=8)
     path = tmp_path / segment_name(6)
     lines = path.read_bytes().splitlines()
     path.write_bytes(b"\n".join([lines[0], b"garbage", lines[2]]) + b"\n")
@@ -178,9 +180,7 @@ def test_a_corrupt_newest_segment_is_quarantined_and_seq_never_reused(
 def test_a_corrupt_older_segment_is_quarantined_when_read(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    journal = EventJournal(tmp_path, segment_events=3)
-    append(journal, 9)
-    journal.close()
+    write_and_close(tmp_path, segment_events=3, count=9)
     middle = tmp_path / segment_name(4)
     middle.write_bytes(middle.read_bytes().replace(b'"seq":5', b'"seq":55'))
     reopened = EventJournal(tmp_path, segment_events=3)

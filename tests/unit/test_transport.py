@@ -3,12 +3,14 @@ pointers are owned so that a misuse is an exception; and nng is the release line
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import select
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pynng
@@ -179,15 +181,26 @@ async def test_a_requester_that_reads_late_still_gets_every_reply(tmp_path: Path
     }
 
 
-async def test_closing_the_socket_while_replies_wait_ends_them_cleanly(tmp_path: Path) -> None:
-    """Replies parked on a requester that does not read are ended by close(), not left on freed aios."""
-    count = 9
+@contextlib.asynccontextmanager
+async def silent_requester(
+    tmp_path: Path, count: int
+) -> AsyncIterator[tuple[ReplySocket, list[tuple[ReplyContext, bytes]]]]:
+    """``count`` requests taken from a requester that never reads its replies, which can then only park."""
     server = ReplySocket(address(tmp_path), MAX, send_timeout=math.inf)
     requester = raw_requester(tmp_path)
     try:
         for request_id in range(count):
             send_raw(requester, request_id, b"r")
-        requests = await collect(server, count)
+        yield server, await collect(server, count)
+    finally:
+        requester.close()
+        server.close()
+
+
+async def test_closing_the_socket_while_replies_wait_ends_them_cleanly(tmp_path: Path) -> None:
+    """Replies parked on a requester that does not read are ended by close(), not left on freed aios."""
+    count = 9
+    async with silent_requester(tmp_path, count) as (server, requests):
         outcomes: list[str] = []
 
         async def answer(context: ReplyContext) -> None:
@@ -204,9 +217,6 @@ async def test_closing_the_socket_while_replies_wait_ends_them_cleanly(tmp_path:
             server.close()
         assert len(outcomes) == count
         assert "timed out" not in outcomes
-    finally:
-        requester.close()
-        server.close()
 
 
 async def test_a_receive_does_not_spin_when_nng_leaves_the_descriptor_raised(tmp_path: Path) -> None:
@@ -287,12 +297,8 @@ async def test_a_send_still_pending_in_nng_cannot_be_finished_and_is_freed_with_
     tmp_path: Path,
 ) -> None:
     count = 9
-    server = ReplySocket(address(tmp_path), MAX, send_timeout=math.inf)
-    requester = raw_requester(tmp_path)
-    try:
-        for request_id in range(count):
-            send_raw(requester, request_id, b"r")
-        contexts = [context for context, _ in await collect(server, count)]
+    async with silent_requester(tmp_path, count) as (server, requests):
+        contexts = [context for context, _ in requests]
         for context in contexts:  # more than the requester's nng takes in without being read
             with nng.OutgoingMessage(b"", b"x" * (512 << 10)) as message:
                 context._aio.start(context._context, message)
@@ -303,9 +309,6 @@ async def test_a_send_still_pending_in_nng_cannot_be_finished_and_is_freed_with_
         server.close()  # frees every aio, the pending ones included
         with pytest.raises(nng.OwnershipError, match="already freed"):
             _ = pending[0].busy
-    finally:
-        requester.close()
-        server.close()
 
 
 async def test_a_reply_on_a_context_released_too_early_raises_instead_of_crashing(tmp_path: Path) -> None:
