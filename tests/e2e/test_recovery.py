@@ -103,6 +103,42 @@ async def test_sigterm_then_restart_adopts_running_containers(state_dir: Path, s
         await stop_daemon(handle)
 
 
+async def exec_output(client: Client, cid: str, args: list[str]) -> bytes:
+    pid = await client.add_process(cid, args)
+    out = b""
+    with trio.fail_after(30):
+        async for chunk in client.follow_output(cid, pid):
+            out += chunk.stdout
+    return out
+
+
+async def test_processes_execd_into_an_adopted_container_keep_the_bundles_privileges(
+    state_dir: Path, sleep_bundle: Path
+) -> None:
+    """An exec'd process's spec starts from the bundle's process (capabilities, rlimits), also
+    after a restart; an adopted container that forgot it ran its exec'd processes with none."""
+    privileges = ["sh", "-c", "grep -E '^(Cap(Eff|Bnd)|NoNewPrivs)' /proc/self/status; ulimit -n"]
+    handle = await start_daemon(state_dir)
+    cid = unique_id("privileged")
+    try:
+        async with Client.connect(handle.address) as client:
+            await client.create_container(cid, str(sleep_bundle))
+            before = await exec_output(client, cid, privileges)
+    finally:
+        assert await stop_daemon(handle) == 0
+    # `runc spec`'s bundle: some capabilities, no_new_privs set, and at most 1024 open files.
+    assert b"CapEff:\t0000000000000000" not in before and b"NoNewPrivs:\t1" in before, before
+    assert before.endswith(b"\n1024\n"), before
+
+    handle = await start_daemon(state_dir)
+    try:
+        async with Client.connect(handle.address) as client:
+            assert await exec_output(client, cid, privileges) == before
+            await client.signal(cid, signal.SIGKILL)
+    finally:
+        await stop_daemon(handle)
+
+
 async def test_server_kill_9_is_survived_with_real_exit_statuses(state_dir: Path, bundles_dir: Path) -> None:
     trapper = make_bundle(bundles_dir / "trapper", TRAPPER)
     handle = await start_daemon(state_dir)

@@ -164,8 +164,9 @@ class ContainerActor:
 
     async def run_adopted(self, adoption: Adoption) -> None:
         """Take over a container a previous server started, from its record and the reaper's pipe ends."""
-        init = adopt_init(self.id, self._bundle_path, self.paths, adoption)
-        await self._serve(init, adopt_execs(self.id, self.paths, adoption.exec_fds))
+        adopted = adopt_init(self.id, self._bundle_path, self.paths, adoption)
+        self._process_spec = adopted.process_spec
+        await self._serve(adopted.launched, adopt_execs(self.id, self.paths, adoption.exec_fds))
 
     async def _serve(self, init: Launched, execs: list[Launched]) -> None:
         tell(self._metrics, AddToCounter(CONTAINERS, +1))

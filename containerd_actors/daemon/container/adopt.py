@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import attrs
 import cattrs
@@ -61,13 +62,27 @@ def _alive(pid: int, start_time: int | None) -> bool:
     return process_start_time(pid) == start_time
 
 
-def adopt_init(id: str, bundle: Path, paths: ContainerPaths, adoption: Adoption) -> Launched:
+@attrs.frozen
+class AdoptedInit:
+    launched: Launched
+    #: The bundle's OCI process object, the template of exec'd processes' specs (as at a start):
+    #: without it they would run without the bundle's capabilities and rlimits.
+    process_spec: dict[str, Any]
+
+
+def adopt_init(id: str, bundle: Path, paths: ContainerPaths, adoption: Adoption) -> AdoptedInit:
     """The init as the record describes it, with the ends the reaper kept (stdin may be closed)."""
     record = adoption.record
     try:
-        info = init_process_info(record.pid, read_bundle_config(bundle))
-    except (ValueError, TypeError, AttributeError):
+        config = read_bundle_config(bundle)
+        info = init_process_info(record.pid, config)
+        process_spec = dict(config.get("process") or {})
+    except (ValueError, TypeError, AttributeError) as exc:
+        log.warning(
+            "container %s: its bundle's config is unreadable now (%s); exec gets a bare spec", id, exc
+        )
         info = ProcessInfo(pid=record.pid, args=[], env=[], cwd="/", user=User())
+        process_spec = {}
     fds = adoption.init_fds
     if len(fds) == 3:
         stdin_fd, out_fds = fds[0], (fds[1], fds[2])
@@ -82,7 +97,7 @@ def adopt_init(id: str, bundle: Path, paths: ContainerPaths, adoption: Adoption)
     alive = _alive(record.pid, record.pid_start_time)
     pidfd = pidfd_if_alive(record.pid) if alive else -1
     log.info("container %s: adopted (pid %d%s)", id, record.pid, "" if alive else ", already exited")
-    return Launched(info, reaper_key(id), pidfd, output, stdin_fd, out_fds)
+    return AdoptedInit(Launched(info, reaper_key(id), pidfd, output, stdin_fd, out_fds), process_spec)
 
 
 def adopt_execs(id: str, paths: ContainerPaths, exec_fds: dict[str, list[int]]) -> list[Launched]:
