@@ -282,10 +282,17 @@ class Client:
         return self._streams
 
     async def events_page(
-        self, from_seq: int = 0, since: float | None = None, limit: int = 1000
+        self,
+        from_seq: int = 0,
+        since: float | None = None,
+        limit: int = wire.MAX_EVENTS_PER_PAGE,
+        *,
+        timeout: float | None = None,
     ) -> wire.EventsReply:
         """One page of the daemon's event journal (see ``Events`` in proto_schemas/README.md)."""
-        return await self.call(wire.Events, wire.EventsReply, from_seq=from_seq, since=since, limit=limit)
+        return await self.call(
+            wire.Events, wire.EventsReply, timeout=timeout, from_seq=from_seq, since=since, limit=limit
+        )
 
     #: ``async with client.subscribe(topic_prefix, ...) as events``: see ``subscription.subscribe``.
     subscribe = subscription.subscribe

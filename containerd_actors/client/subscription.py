@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import attrs
 import pynng
@@ -21,13 +21,30 @@ import trio
 import containerd_actors.protocol as wire
 from containerd_actors.client.errors import ClientError, DaemonUnreachable
 
-if TYPE_CHECKING:
-    from containerd_actors.client.connection import Client
+
+class DaemonConnection(Protocol):
+    """What a subscription needs of a connection to the daemon (``Client`` is one): where the
+    streams are published, a Ping to learn the newest ``seq``, and pages of the journal."""
+
+    address: str
+
+    async def event_streams(self) -> tuple[str, str | None]: ...
+
+    async def ping(self) -> wire.PingReply: ...
+
+    async def events_page(
+        self,
+        from_seq: int = 0,
+        since: float | None = None,
+        limit: int = wire.MAX_EVENTS_PER_PAGE,
+        *,
+        timeout: float | None = None,
+    ) -> wire.EventsReply: ...
 
 
 @asynccontextmanager
 async def subscribe(
-    client: Client,
+    client: DaemonConnection,
     topic_prefix: str = "",
     *,
     from_seq: int | None = None,
@@ -103,7 +120,7 @@ def _start_seq(from_seq: int | None, since: float | None, last_event_seq: int) -
     return last_event_seq + 1
 
 
-async def _wait_until_subscribed(client: Client) -> wire.PingReply:
+async def _wait_until_subscribed(client: DaemonConnection) -> wire.PingReply:
     """nng connects the pipe asynchronously even after a blocking dial returns on the dialer side.
 
     One request round trip to the same daemon gives the listener time to accept the pipe; it is
@@ -177,7 +194,7 @@ class EventSubscription:
         self,
         socket: pynng.Sub0,
         *,
-        client: Client | None = None,
+        client: DaemonConnection | None = None,
         topic_prefix: bytes = b"",
         next_seq: int = 1,
         known_last_seq: int = 0,
@@ -322,14 +339,7 @@ class EventSubscription:
     async def _read_journal(self, timeout: float | None = None) -> None:
         """Read one page from ``next_seq`` into the pending queue, noting what is lost."""
         assert self._client is not None
-        reply = await self._client.call(
-            wire.Events,
-            wire.EventsReply,
-            timeout=timeout,
-            from_seq=self.next_seq,
-            since=self._since,
-            limit=wire.MAX_EVENTS_PER_PAGE,
-        )
+        reply = await self._client.events_page(self.next_seq, self._since, timeout=timeout)
         self.stats.pages += 1
         expected = self.next_seq
         if self._open_start:
