@@ -9,6 +9,7 @@ poll and snap to 31/63/113 ms, which would dominate a 40 ms container start, and
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -80,8 +81,12 @@ class Stdio:
     stderr: int
 
 
-def _error_lines(log_text: str) -> str:
-    """Pick the error messages out of runc's JSON log, falling back to the raw text."""
+def _error_lines(log_text: str, command: str) -> str:
+    """The error messages of runc's JSON log (or its raw text); empty when it said nothing.
+
+    runc's fatal line repeats what the caller already says (``runc run failed: ...``), so that
+    prefix is dropped: the error then reads "runc run failed: <reason>" once, not twice.
+    """
     messages = []
     for line in log_text.splitlines():
         try:
@@ -92,7 +97,20 @@ def _error_lines(log_text: str) -> str:
             continue
         if isinstance(entry, dict) and entry.get("level") in ("error", "fatal"):
             messages.append(str(entry.get("msg", "")))
-    return "; ".join(messages) or log_text.strip() or "no error output"
+    own_prefix = f"runc {command} failed: "
+    text = "; ".join(message.removeprefix(own_prefix) for message in messages) or log_text.strip()
+    return text.removeprefix(own_prefix)
+
+
+def _how_it_ended(returncode: int) -> str:
+    """What the daemon knows of a runc that gave no reason: its exit status, or the signal."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"runc was killed by {name}"
+    return f"runc exited with status {returncode}"
 
 
 class Runc:
@@ -119,7 +137,12 @@ class Runc:
         except spawn.SpawnTimeout:
             raise RuncTimeout(command, -9, f"no answer within {timeout:g} s") from None
         if result.returncode != 0:
-            raise RuncError(command, result.returncode, _error_lines(result.stderr.decode(errors="replace")))
+            message = _error_lines(result.stderr.decode(errors="replace"), command)
+            raise RuncError(
+                command,
+                result.returncode,
+                message or f"{_how_it_ended(result.returncode)} and printed nothing",
+            )
         return result.stdout
 
     async def run_detached(self, id: str, bundle: Path, pid_file: Path, log_file: Path, stdio: Stdio) -> int:
@@ -155,7 +178,7 @@ class Runc:
                 command, -9, f"runc {command} did not finish within {self.timeout:g} s"
             ) from None
         if result.returncode != 0:
-            message = _read_log(log_file)
+            message = _read_log(log_file, command, result.returncode)
             if criu_log is not None:
                 message = _with_criu_log(message, criu_log.parent, criu_log.name)
             raise RuncError(command, result.returncode, message)
@@ -240,8 +263,10 @@ class Runc:
         await self._run_captured("delete", ["--force", id] if force else [id])
 
 
-def _read_log(log_file: Path) -> str:
+def _read_log(log_file: Path, command: str, returncode: int) -> str:
+    """runc's reason from its log file, or what is known when it wrote none."""
     try:
-        return _error_lines(log_file.read_text(errors="replace"))
+        text = log_file.read_text(errors="replace")
     except OSError as exc:
-        return f"runc left no log ({exc.strerror})"
+        return f"{_how_it_ended(returncode)} and left no log at {log_file} ({exc.strerror})"
+    return _error_lines(text, command) or f"{_how_it_ended(returncode)} and wrote nothing to {log_file}"

@@ -153,6 +153,49 @@ async def test_a_runc_that_hangs_times_out_and_is_reaped(
         os.kill(int(pid_file.read_text()), 0)
 
 
+def stand_in_runc(tmp_path: Path, body: str) -> Path:
+    """A script given as the runc binary: it sees runc's arguments and does only ``body``."""
+    script = tmp_path / "stand-in-runc"
+    script.write_text("#!/bin/sh\n" + body + "\n")
+    script.chmod(0o755)
+    return script
+
+
+#: Creates its log file (``--log FILE``) and leaves it empty.
+EMPTY_LOG = """while [ "$1" != --log ]; do shift; done
+: > "$2"
+"""
+#: Writes one line of runc's JSON log to the file after ``--log``, as runc does before it fails.
+LOGS_A_FATAL_LINE = """while [ "$1" != --log ]; do shift; done
+printf '{"level":"fatal","msg":"runc run failed: cannot allocate tty"}\\n' > "$2"
+exit 1"""
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (EMPTY_LOG + "exit 1", "runc exited with status 1 and wrote nothing to {log}"),
+        ("kill -KILL $$", "runc was killed by SIGKILL and left no log at {log} (No such file or directory)"),
+        (LOGS_A_FATAL_LINE, "cannot allocate tty"),
+    ],
+)
+async def test_a_failed_start_says_what_is_known_and_runc_s_reason_once(
+    body: str, expected: str, sleep_forever: Path, null_stdio: Stdio, tmp_path: Path
+) -> None:
+    runc = Runc(tmp_path / "root", binary=str(stand_in_runc(tmp_path, body)))
+    with pytest.raises(RuncError) as failed:
+        await start(runc, "driver-silent", sleep_forever, null_stdio, tmp_path)
+    assert failed.value.message == expected.format(log=tmp_path / "driver-silent.log")
+    assert str(failed.value).count("runc run failed") == 1, str(failed.value)
+
+
+async def test_a_silent_failure_of_a_captured_command_gives_its_status(tmp_path: Path) -> None:
+    runc = Runc(tmp_path / "root", binary=str(stand_in_runc(tmp_path, "exit 3")))
+    with pytest.raises(RuncError) as failed:
+        await runc.pause("driver-silent")
+    assert failed.value.message == "runc exited with status 3 and printed nothing"
+
+
 @pytest.fixture(scope="module")
 def criu_works() -> None:
     result = subprocess.run([criu_path(), "check"], capture_output=True, text=True, timeout=120)
