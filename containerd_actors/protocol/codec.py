@@ -1,8 +1,15 @@
-"""One cattrs converter for the whole wire, and the framing of requests, replies and events.
+"""The cattrs converter of the wire, and the framing of requests, replies and events.
 
-The converter forbids extra keys and tags unions with ``"type"``. cattrs raises a bare
-``KeyError`` for an unknown tag, so the tag is checked here first and every failure becomes a
-``ProtocolError`` that the server can turn into an ``ErrorReply`` without guessing.
+Writers are strict and readers tolerant, so that the protocol can grow without breaking anyone:
+- the daemon refuses a request with a field it does not know (``extra fields found``), so a
+  client learns at once that the daemon is older than it expects;
+- a client ignores fields of a reply or an event that it does not know, so a newer daemon can
+  add fields without breaking older clients, foreign subscribers, or a journal written by it.
+Both converters share the same hooks (strict types, tags); they differ only in extra keys.
+
+Unions are tagged with ``"type"``. cattrs raises a bare ``KeyError`` for an unknown tag, so the
+tag is checked here first and every failure becomes a ``ProtocolError`` that the server can turn
+into an ``ErrorReply`` without guessing.
 """
 
 from __future__ import annotations
@@ -72,8 +79,8 @@ def _strict(expected: type | tuple[type, ...], name: str) -> Any:
     return structure
 
 
-def _make_wire_converter() -> cattrs.Converter:
-    conv = make_converter(forbid_extra_keys=True)
+def _make_wire_converter(*, forbid_extra_keys: bool) -> cattrs.Converter:
+    conv = make_converter(forbid_extra_keys=forbid_extra_keys)
     # Hooks first: configure_tagged_union captures member hooks when it is configured.
     conv.register_structure_hook(str, _strict(str, "a string"))
     conv.register_structure_hook(int, _strict(int, "an integer"))
@@ -84,7 +91,10 @@ def _make_wire_converter() -> cattrs.Converter:
     return conv
 
 
-converter = _make_wire_converter()
+#: Requests (the daemon's reading) and every encoding: refuses unknown fields.
+converter = _make_wire_converter(forbid_extra_keys=True)
+#: Replies and events (a client's reading): ignores fields it does not know.
+tolerant_converter = _make_wire_converter(forbid_extra_keys=False)
 
 _REQUESTS_BY_TAG = {_tag_of(cls): cls for cls in REQUEST_TYPES}
 _REPLIES_BY_TAG = {_tag_of(cls): cls for cls in REPLY_TYPES}
@@ -122,7 +132,9 @@ def _describe_field_error(exc: BaseException, type_: type | None) -> str:
     return format_exception(exc, type_)
 
 
-def _structure_tagged(data: bytes, by_tag: dict[str, type], union: Any, kind: str) -> Any:
+def _structure_tagged(
+    data: bytes, by_tag: dict[str, type], union: Any, kind: str, conv: cattrs.Converter
+) -> Any:
     obj = _load_object(data)
     request_id = obj.get("request_id")
     if not isinstance(request_id, str):
@@ -135,7 +147,7 @@ def _structure_tagged(data: bytes, by_tag: dict[str, type], union: Any, kind: st
             ErrorCode.UNKNOWN_TYPE, f"{kind} type is {what}; expected one of: {known}", request_id=request_id
         )
     try:
-        return converter.structure(obj, union)
+        return conv.structure(obj, union)
     except cattrs.BaseValidationError as exc:
         details = cattrs.transform_error(exc, format_exception=_describe_field_error)
         raise ProtocolError(
@@ -152,11 +164,12 @@ def _structure_tagged(data: bytes, by_tag: dict[str, type], union: Any, kind: st
 
 def decode_request(data: bytes) -> Request:
     """Parse one request; raises ``ProtocolError`` with a client-facing explanation."""
-    return _structure_tagged(data, _REQUESTS_BY_TAG, Request, "request")
+    return _structure_tagged(data, _REQUESTS_BY_TAG, Request, "request", converter)
 
 
 def decode_reply(data: bytes) -> Reply:
-    return _structure_tagged(data, _REPLIES_BY_TAG, Reply, "reply")
+    """Parse one reply, ignoring fields this client does not know (a newer daemon's)."""
+    return _structure_tagged(data, _REPLIES_BY_TAG, Reply, "reply", tolerant_converter)
 
 
 def encode_event_payload(event: Event) -> bytes:
@@ -180,9 +193,10 @@ def decode_event(frame: bytes) -> Event:
 
 
 def decode_event_payload(payload: bytes) -> Event:
-    """Parse an event's JSON object; raises ``ProtocolError`` (code ``malformed``)."""
+    """Parse an event's JSON object, ignoring fields this reader does not know; raises
+    ``ProtocolError`` (code ``malformed``)."""
     try:
-        return converter.structure(_load_object(payload), Event)
+        return tolerant_converter.structure(_load_object(payload), Event)
     except ProtocolError as exc:
         raise ProtocolError(ErrorCode.MALFORMED, f"bad event frame: {exc.message}") from None
     except cattrs.BaseValidationError as exc:
@@ -223,9 +237,6 @@ def _batch_problems(obj: dict[str, Any]) -> list[str]:
     where structuring the lists through cattrs would cost more than building the events.
     """
     problems = [f"required field missing @ $.{name}" for name in _BATCH_FIELDS if name not in obj]
-    extra = sorted(key for key in obj if key not in _BATCH_FIELDS)
-    if extra:
-        problems.append(f"extra fields found ({', '.join(map(str, extra))}) @ $")
     first_seq = obj.get("first_seq", 0)
     if type(first_seq) is not int:
         problems.append(_wrong_type("an integer", first_seq, "first_seq"))
@@ -242,8 +253,9 @@ def _batch_problems(obj: dict[str, Any]) -> list[str]:
 def decode_event_batch(data: bytes) -> EventBatch:
     """Parse one message of the batch stream; raises ``ProtocolError`` (code ``malformed``).
 
-    As strict as ``decode_event_payload`` (no ``"9"`` for 9, no ``true`` for 1, no missing or
-    extra fields), but checked column by column instead of through cattrs, so that decoding
+    As strict as ``decode_event_payload`` (no ``"9"`` for 9, no ``true`` for 1, no missing
+    field) and as tolerant (fields it does not know, such as a newer daemon's column, are
+    ignored), but checked column by column instead of through cattrs, so that decoding
     costs about as much as parsing the JSON plus building the events.
 
     Parsing is 3-4 times faster with orjson, where it is installed: json spends most of a batch's
@@ -273,7 +285,7 @@ def _parse_event_batch(data: bytes, loads: Callable[[bytes], Any]) -> EventBatch
     if int in set(map(type, timestamps)):
         obj["timestamps"] = [float(t) for t in timestamps]  # JSON wrote 1700000000.0 as an integer
     try:
-        return EventBatch(**obj)
+        return EventBatch(**{name: obj[name] for name in _BATCH_FIELDS})
     except InvalidField as exc:
         raise ProtocolError(ErrorCode.MALFORMED, f"bad event batch: {exc}", [str(exc)]) from None
 
@@ -283,3 +295,5 @@ def warm_up() -> None:
     for cls in (*REQUEST_TYPES, *REPLY_TYPES, Event, EventBatch):
         converter.get_structure_hook(cls)
         converter.get_unstructure_hook(cls)
+    for cls in (*REPLY_TYPES, Event):
+        tolerant_converter.get_structure_hook(cls)

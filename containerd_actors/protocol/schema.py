@@ -8,6 +8,10 @@ their resolved type hints, so a field added to a message reaches ``proto_schemas
 Every schema file is self-contained: nested records are emitted into its own ``$defs`` and
 referenced as ``#/$defs/<ClassName>``, so a client can load one file without a resolver.
 
+Requests are closed (``additionalProperties: false``): the daemon refuses a field it does not
+know. Replies and events are open: the daemon may add fields, and a reader that validates against
+these files must accept them, as the client library does.
+
 Constraints come from the field types and from the validators this module recognises by
 identity (``_VALIDATOR_CONSTRAINTS``); a validator it does not know adds no constraint, which
 leaves the schema looser than the daemon, never stricter.
@@ -137,7 +141,9 @@ def _default_of(attribute: attrs.Attribute) -> tuple[bool, Any]:
 class _Builder:
     """Builds one self-contained schema document, collecting nested records into ``$defs``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, closed: bool) -> None:
+        #: Whether records refuse properties they do not name (requests) or allow them (the rest).
+        self.closed = closed
         self.defs: dict[str, dict[str, Any]] = {}
         self._classes: dict[str, tuple[type, bool]] = {}
 
@@ -187,7 +193,7 @@ class _Builder:
             "type": "object",
             "properties": properties,
             "required": required,
-            "additionalProperties": False,
+            "additionalProperties": not self.closed,
         }
         description = _description(cls)
         if description:
@@ -246,18 +252,19 @@ def _document(builder: _Builder, body: dict[str, Any], title: str) -> dict[str, 
     return doc
 
 
-def class_schema(cls: type, *, tagged: bool) -> dict[str, Any]:
-    """The self-contained schema of one message class; ``tagged`` for request/reply classes."""
-    builder = _Builder()
+def class_schema(cls: type, *, tagged: bool, closed: bool = False) -> dict[str, Any]:
+    """The self-contained schema of one message class; ``tagged`` for request/reply classes,
+    ``closed`` for what the daemon reads (requests)."""
+    builder = _Builder(closed=closed)
     body = builder.record(cls, tagged=tagged)
     if cls.__name__ in builder.defs:
         raise SchemaError(f"{cls.__name__} contains itself; recursive messages are not supported")
     return _document(builder, body, cls.__name__)
 
 
-def union_schema(classes: Iterable[type], *, title: str, description: str) -> dict[str, Any]:
+def union_schema(classes: Iterable[type], *, title: str, description: str, closed: bool) -> dict[str, Any]:
     """One of ``classes``, told apart by the ``type`` tag."""
-    builder = _Builder()
+    builder = _Builder(closed=closed)
     body = {"oneOf": [builder.ref(cls, tagged=True) for cls in classes], "description": description}
     return _document(builder, body, title)
 
@@ -291,10 +298,13 @@ def generate_schemas() -> dict[str, dict[str, Any]]:
     case-insensitive file systems), and a batch of events by ``event-batch.schema.json``.
     """
     schemas: dict[str, dict[str, Any]] = {}
-    for cls in (*REQUEST_TYPES, *REPLY_TYPES):
+    for cls in REQUEST_TYPES:
+        schemas[cls.__name__ + SCHEMA_SUFFIX] = class_schema(cls, tagged=True, closed=True)
+    for cls in REPLY_TYPES:
         schemas[cls.__name__ + SCHEMA_SUFFIX] = class_schema(cls, tagged=True)
     schemas[REQUEST_FILE] = union_schema(
         REQUEST_TYPES,
+        closed=True,
         title="Request",
         description=(
             "Any request a client may send on the REQ socket: one JSON object, tagged by 'type', "
@@ -303,6 +313,7 @@ def generate_schemas() -> dict[str, dict[str, Any]]:
     )
     schemas[REPLY_FILE] = union_schema(
         REPLY_TYPES,
+        closed=False,
         title="Reply",
         description=(
             "Any reply the daemon sends: the request's own reply type, or ErrorReply. "

@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 import pytest
-from support.wire_samples import WIRE_CLASSES, json_object, wire_samples
+from support.wire_samples import WIRE_CLASSES, decode, json_object, wire_samples
 
 from containerd_actors.protocol import (
     ID_PATTERN,
@@ -17,6 +17,7 @@ from containerd_actors.protocol import (
     REQUEST_TYPES,
     ErrorCode,
     ErrorReply,
+    Event,
     EventBatch,
     EventType,
     ProtocolError,
@@ -24,6 +25,7 @@ from containerd_actors.protocol import (
     StateReply,
     decode_reply,
     decode_request,
+    event_topic,
 )
 from containerd_actors.protocol.schema import (
     EVENT_BATCH_FILE,
@@ -137,7 +139,8 @@ def test_tagged_classes_require_their_type_const(cls: type) -> None:
     schema = generate_schemas()[_file_of(cls)]
     assert schema["properties"]["type"]["const"] == cls.__name__
     assert "type" in schema["required"]
-    assert schema["additionalProperties"] is False
+    # Writers strict, readers tolerant: the daemon refuses unknown request fields; replies may grow.
+    assert schema["additionalProperties"] is (cls not in REQUEST_TYPES)
 
 
 @pytest.mark.parametrize("cls", WIRE_CLASSES, ids=lambda c: c.__name__)
@@ -168,7 +171,8 @@ def test_undocumented_class_gets_a_schema() -> None:
     schema = class_schema(Undocumented, tagged=False)
     assert "description" not in schema
     assert schema["required"] == ["a"]
-    assert schema["additionalProperties"] is False
+    assert schema["additionalProperties"] is True
+    assert class_schema(Undocumented, tagged=False, closed=True)["additionalProperties"] is False
     assert schema["properties"] == {
         "a": {"type": "integer"},
         "b": {"type": ["string", "null"], "default": None},
@@ -185,7 +189,9 @@ def test_nested_records_are_referenced_from_defs() -> None:
     assert schema["properties"]["containers"]["items"] == {"$ref": "#/$defs/ContainerInfo"}
     assert set(schema["$defs"]) == {"ContainerInfo", "ProcessInfo", "User", "MachineInfo"}
     for definition in schema["$defs"].values():
-        assert definition["additionalProperties"] is False
+        assert definition["additionalProperties"] is True  # what a reply carries may grow
+    request = generate_schemas()["AddProcess.schema.json"]
+    assert request["$defs"]["User"]["additionalProperties"] is False  # what the daemon reads may not
 
 
 def test_validators_become_constraints() -> None:
@@ -259,17 +265,34 @@ def test_a_sample_matches_exactly_one_branch_of_its_union(cls: type) -> None:
 
 @needs_jsonschema
 @pytest.mark.parametrize("cls", WIRE_CLASSES, ids=lambda c: c.__name__)
-def test_an_extra_key_is_rejected(cls: type) -> None:
-    payload = {**json_object(_samples()[cls][0]), "surprise": 1}
-    assert not _validator(_file_of(cls)).is_valid(payload)
-    assert not _validator(_union_file_of(cls)).is_valid(payload)
+def test_an_extra_key_is_refused_in_a_request_and_ignored_elsewhere(cls: type) -> None:
+    """The schemas say what the codec does: writers strict, readers tolerant."""
+    sample = _samples()[cls][0]
+    payload = {**json_object(sample), "surprise": 1}
+    request = cls in REQUEST_TYPES
+    assert _validator(_file_of(cls)).is_valid(payload) is not request
+    assert _validator(_union_file_of(cls)).is_valid(payload) is not request
+    # The bytes as they travel: an event after its topic, all compact.
+    topic = event_topic(sample.type).encode() + b" " if cls is Event else b""
+    data = topic + json.dumps(payload, separators=(",", ":")).encode()
+    if request:
+        with pytest.raises(ProtocolError, match=r"extra fields found \(surprise\)"):
+            decode(cls, data)
+    else:
+        assert decode(cls, data) == sample
 
 
 @needs_jsonschema
-def test_an_extra_key_in_a_nested_record_is_rejected() -> None:
-    payload = json_object(_samples()[StateReply][1])
-    payload["containers"][0]["processes"][0]["user"]["surprise"] = 1
-    assert not _validator(REPLY_FILE).is_valid(payload)
+def test_an_extra_key_in_a_nested_record_is_refused_in_a_request_and_ignored_in_a_reply() -> None:
+    reply = json_object(_samples()[StateReply][1])
+    reply["containers"][0]["processes"][0]["user"]["surprise"] = 1
+    assert _validator(REPLY_FILE).is_valid(reply)
+    assert decode_reply(json.dumps(reply).encode()) == _samples()[StateReply][1]
+    request = {"type": "AddProcess", "request_id": "1", "id": "web", "args": ["true"]}
+    request["user"] = {"uid": 0, "gid": 0, "surprise": 1}
+    assert not _validator(REQUEST_FILE).is_valid(request)
+    with pytest.raises(ProtocolError, match=r"extra fields found \(surprise\)"):
+        decode_request(json.dumps(request).encode())
 
 
 @needs_jsonschema

@@ -23,7 +23,8 @@ from containerd_actors.daemon.state.layout import ContainerPaths, ContainerRecor
 from containerd_actors.host.fds import close_quietly
 from containerd_actors.host.procfs import process_start_time
 from containerd_actors.host.reaping import ExitWatcher
-from containerd_actors.protocol import ProcessInfo, User, converter
+from containerd_actors.protocol import ProcessInfo, User
+from containerd_actors.protocol.codec import tolerant_converter
 from containerd_actors.runc.bundle import read_bundle_config
 from containerd_actors.runc.process_spec import init_process_info
 
@@ -106,7 +107,7 @@ def adopt_execs(id: str, paths: ContainerPaths, exec_fds: dict[str, list[int]]) 
     for record_path in paths.exec_records():
         try:
             raw = json.loads(record_path.read_bytes())
-            info = converter.structure(raw["process"], ProcessInfo)
+            info = tolerant_converter.structure(raw["process"], ProcessInfo)
             start_time = raw.get("pid_start_time")
         except (OSError, ValueError, KeyError, TypeError, cattrs.BaseValidationError) as exc:
             log.warning("container %s: ignoring unreadable %s: %s", id, record_path, exc)
