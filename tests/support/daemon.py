@@ -140,16 +140,26 @@ async def terminate(process: trio.Process) -> int | None:
     return process.returncode
 
 
+#: Listings tried while containers are being deleted under the root (see ``runc_containers``).
+LIST_ATTEMPTS = 5
+
+
 def runc_containers(runc_root: Path) -> list[tuple[str, int]]:
     """(id, init pid) of every container under a private runc root; none if the root does not exist."""
     if not runc_root.exists():
         return []
-    result = subprocess.run(
-        ["runc", "--root", str(runc_root), "list", "--format", "json"], capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"runc list under {runc_root} failed: {result.stderr.strip()}")
-    return [(entry["id"], int(entry.get("pid") or 0)) for entry in json.loads(result.stdout or "null") or []]
+    for _attempt in range(LIST_ATTEMPTS):
+        result = subprocess.run(
+            ["runc", "--root", str(runc_root), "list", "--format", "json"], capture_output=True, text=True
+        )
+        if result.returncode == 0:
+            entries = json.loads(result.stdout or "null") or []
+            return [(entry["id"], int(entry.get("pid") or 0)) for entry in entries]
+        if "no such file or directory" not in result.stderr:
+            break
+        # runc lists the root's entries, then reads each one: a container the daemon deleted in
+        # between makes the whole listing fail, and the next listing no longer sees it.
+    raise RuntimeError(f"runc list under {runc_root} failed: {result.stderr.strip()}")
 
 
 def force_delete_argv(runc_root: Path, container_id: str) -> list[str]:
