@@ -183,6 +183,7 @@ class ApiServer:
             status.subscribers,
             status.last_seq,
             self._config.events_batch_address,
+            wire.PROTOCOL_VERSION,
         )
 
     async def _read_output(

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     )
     from containerd_actors.protocol.records import Checkpoint, ContainerInfo, MachineInfo, ProcessInfo, User
     from containerd_actors.protocol.replies import (
+        PROTOCOL_VERSION,
         REPLY_TYPES,
         AddProcessReply,
         CreateCheckpointReply,
@@ -123,6 +124,7 @@ _HOMES: dict[str, tuple[str, ...]] = {
         "User",
     ),
     "replies": (
+        "PROTOCOL_VERSION",
         "REPLY_TYPES",
         "AddProcessReply",
         "CreateCheckpointReply",

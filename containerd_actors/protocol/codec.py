@@ -15,10 +15,12 @@ into an ``ErrorReply`` without guessing.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+import attrs
 import cattrs
 from cattrs.preconf.json import make_converter
 from cattrs.strategies import configure_tagged_union
@@ -34,6 +36,8 @@ try:
     import orjson
 except ImportError:  # a declared dependency, but only an accelerator: json does the same, slower
     orjson = None
+
+log = logging.getLogger(__name__)
 
 TAG = "type"
 #: Separates the pub/sub topic from the JSON payload in an event frame.
@@ -132,6 +136,14 @@ def _describe_field_error(exc: BaseException, type_: type | None) -> str:
     return format_exception(exc, type_)
 
 
+def _note_unknown_fields(obj: dict[str, Any], cls: type) -> None:
+    """A tolerant reader says at debug level what it ignored: the daemon is newer than it."""
+    if log.isEnabledFor(logging.DEBUG):
+        unknown = sorted(set(obj) - {TAG, *(f.name for f in attrs.fields(cls))})
+        if unknown:
+            log.debug("%s carries fields this reader does not know, ignored: %s", cls.__name__, unknown)
+
+
 def _structure_tagged(
     data: bytes, by_tag: dict[str, type], union: Any, kind: str, conv: cattrs.Converter
 ) -> Any:
@@ -146,6 +158,8 @@ def _structure_tagged(
         raise ProtocolError(
             ErrorCode.UNKNOWN_TYPE, f"{kind} type is {what}; expected one of: {known}", request_id=request_id
         )
+    if conv is tolerant_converter:
+        _note_unknown_fields(obj, by_tag[tag])
     try:
         return conv.structure(obj, union)
     except cattrs.BaseValidationError as exc:
@@ -196,7 +210,9 @@ def decode_event_payload(payload: bytes) -> Event:
     """Parse an event's JSON object, ignoring fields this reader does not know; raises
     ``ProtocolError`` (code ``malformed``)."""
     try:
-        return tolerant_converter.structure(_load_object(payload), Event)
+        obj = _load_object(payload)
+        _note_unknown_fields(obj, Event)
+        return tolerant_converter.structure(obj, Event)
     except ProtocolError as exc:
         raise ProtocolError(ErrorCode.MALFORMED, f"bad event frame: {exc.message}") from None
     except cattrs.BaseValidationError as exc:
@@ -278,6 +294,7 @@ def _parse_event_batch(data: bytes, loads: Callable[[bytes], Any]) -> EventBatch
         obj = _load_object(data, loads)
     except ProtocolError as exc:
         raise ProtocolError(ErrorCode.MALFORMED, f"bad event batch: {exc.message}") from None
+    _note_unknown_fields(obj, EventBatch)
     problems = _batch_problems(obj)
     if problems:
         raise ProtocolError(ErrorCode.MALFORMED, "bad event batch: " + "; ".join(problems), problems)

@@ -13,6 +13,11 @@ from containerd_actors.protocol.events import Event
 from containerd_actors.protocol.records import Checkpoint, ContainerInfo, MachineInfo
 from containerd_actors.protocol.stats import ContainerStats, MetricsSnapshot
 
+#: The wire's revision, announced in every ``PingReply``. It grows by one whenever a request type
+#: or a request field is added, so a client can tell before sending whether the daemon knows it.
+#: 1: the first numbered revision (readers tolerant, requests strict).
+PROTOCOL_VERSION = 1
+
 
 @frozen
 class PingReply:
@@ -36,6 +41,13 @@ class PingReply:
             "description": "Where the same events are published in batches (EventBatch messages), "
             "for subscribers that must keep up with many events per second; null if this daemon "
             "publishes no batch stream."
+        },
+    )
+    protocol_version: int = field(
+        default=0,
+        metadata={
+            "description": "The revision of the wire protocol this daemon speaks (see "
+            "proto_schemas/README.md, 'How the protocol grows'); 0 from a daemon older than this field."
         },
     )
 

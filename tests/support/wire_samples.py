@@ -100,6 +100,7 @@ def wire_samples() -> dict[type, list[Any]]:
                 events_subscribers=2,
                 last_event_seq=41,
                 events_batch_address="ipc:///run/containerd-actors/events-batch.sock",
+                protocol_version=1,
             ),
             wire.PingReply(
                 request_id="r-1",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import types
 import typing
 from typing import Any
@@ -18,6 +19,7 @@ from support.wire_samples import WIRE_CLASSES, decode, encode, wire_samples
 
 from containerd_actors.protocol import (
     ID_PATTERN,
+    PROTOCOL_VERSION,
     REPLY_TYPES,
     REQUEST_TYPES,
     ErrorCode,
@@ -29,6 +31,7 @@ from containerd_actors.protocol import (
     Ping,
     ProtocolError,
     Signal,
+    SignalReply,
     StateReply,
     decode_event_batch,
     decode_reply,
@@ -459,3 +462,18 @@ def test_arbitrary_json_gives_a_batch_or_a_protocol_error(value: Any) -> None:
         assert exc.code == ErrorCode.MALFORMED and exc.message.startswith("bad event batch: ")
     else:
         assert all(isinstance(event, Event) for event in batch.events())
+
+
+def test_a_tolerant_reader_says_at_debug_level_what_it_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    reply = {"type": "SignalReply", "request_id": "r-1", "by": "admin", "zone": 2}
+    with caplog.at_level(logging.DEBUG, logger="containerd_actors.protocol.codec"):
+        assert decode_reply(_dumps(reply)) == SignalReply("r-1")
+    assert "SignalReply carries fields this reader does not know, ignored: ['by', 'zone']" in caplog.text
+
+
+def test_ping_reply_announces_the_protocol_revision() -> None:
+    """A client tells a daemon that predates the field (0) from one that speaks a revision."""
+    old_daemon = {"type": "PingReply", "request_id": "r", "daemon_id": "d", "version": "0.1.0",
+                  "events_address": "ipc:///e", "events_subscribers": 0, "last_event_seq": 0}  # fmt: skip
+    assert decode_reply(_dumps(old_daemon)).protocol_version == 0
+    assert PROTOCOL_VERSION >= 1
