@@ -33,12 +33,7 @@ class DaemonConnection(Protocol):
     async def ping(self) -> wire.PingReply: ...
 
     async def events_page(
-        self,
-        from_seq: int = 0,
-        since: float | None = None,
-        limit: int = wire.MAX_EVENTS_PER_PAGE,
-        *,
-        timeout: float | None = None,
+        self, from_seq: int, since: float | None, *, timeout: float | None = None
     ) -> wire.EventsReply: ...
 
 
