@@ -26,6 +26,7 @@ from containerd_actors.protocol.addresses import (
     normalize_address,
 )
 from containerd_actors.protocol.durations import parse_duration
+from containerd_actors.reaper.handover import HandoverError, take_handover
 
 log = logging.getLogger("containerd_actors")
 
@@ -185,25 +186,40 @@ def setup_logging(debug: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     raw_args = sys.argv[1:] if argv is None else argv
+    if raw_args[:1] == ["upgrade"]:
+        from containerd_actors.reaper.upgrade import run_upgrade
+
+        raise SystemExit(run_upgrade(raw_args[1:], DEFAULT_STATE_DIR))
     config = config_from_args(raw_args)
     setup_logging(config.debug)
     if os.geteuid() != 0:
         log.warning("not running as root: runc will likely refuse to create containers")
-    if config.reaper_fd is None:
+    try:
+        # A reaper re-executed for an upgrade already holds the lock, and the pipe ends.
+        handover = take_handover()
+    except HandoverError as exc:
+        log.error("upgrade: %s; the containers keep running, start the daemon again", exc)
+        raise SystemExit(1) from None
+    if config.reaper_fd is None and handover is None:
         # The outermost daemon process holds the state directory (the reaper, or with
         # --no-reaper the server itself); a server started by the reaper runs under its lock.
         try:
-            lock_state_dir(config.state_dir)
+            lock_fd = lock_state_dir(config.state_dir)
         except (StateDirInUse, OSError) as exc:
             log.error("%s", exc)
             raise SystemExit(1) from None
+    else:
+        lock_fd = handover.lock_fd if handover is not None else -1
     if config.reaper_fd is None and not config.no_reaper:
         # This process becomes the reaper; the API server runs as its child (see reaper/process.py).
         from containerd_actors.reaper.process import run_reaper
         from containerd_actors.reaper.wire import SERVER_FD
 
         server_argv = ["-m", "containerd_actors.daemon.main", "--reaper-fd", str(SERVER_FD), *raw_args]
-        raise SystemExit(run_reaper(server_argv, config.state_dir))
+        status = run_reaper(
+            server_argv, config.state_dir, daemon_argv=raw_args, lock_fd=lock_fd, handover=handover
+        )
+        raise SystemExit(status)
     from containerd_actors.daemon.wiring import serve
 
     serve(config)

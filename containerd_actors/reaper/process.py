@@ -10,6 +10,11 @@ When the server dies (a bug, an OOM kill, ``kill -9``), the reaper:
   SIGPIPE and no output pipe loses its reader;
 - starts a new server and hands it the held pipe ends and the unacknowledged exits.
 
+An upgrade (SIGUSR2, or ``containerd-actors upgrade``) goes one step further: the reaper stops the
+server, then re-executes itself with the installed code, keeping its pid, its children, the state
+directory's lock and every held pipe end (``reaper/handover.py``). The new reaper starts a new
+server, which adopts the containers with their pipes, so their output flows on with no gap.
+
 That is one process for all containers, instead of one shim per container. It is plain blocking
 Python around ``select``: no trio, no nng, nothing that could fail in interesting ways. It uses
 ``waitpid(-1)``, which is safe here because its only children are the server and the orphans.
@@ -29,23 +34,42 @@ import time
 from pathlib import Path
 from typing import Any
 
+from containerd_actors import __version__
 from containerd_actors.host.fds import close_quietly
 from containerd_actors.host.reaping import become_child_subreaper, exit_status_from_wait
 from containerd_actors.reaper import wire
+from containerd_actors.reaper.handover import HANDOVER_ENV, Handover, undo_handover, write_handover
 
 log = logging.getLogger("containerd_actors.reaper")
 
 EXITS_FILE = "reaper-exits.jsonl"
+#: What the reaper is now (pid, version, since when, its server and whether it serves): read by
+#: ``containerd-actors upgrade`` to see the new version come up.
+STATUS_FILE = "reaper.json"
 #: A server that dies sooner than this after its start is restarted with a growing delay.
 CRASH_WINDOW_S = 5.0
 MAX_RESTART_DELAY_S = 5.0
+HANDLED_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2)
 
 
 class Reaper:
-    def __init__(self, server_argv: list[str], state_dir: Path) -> None:
+    def __init__(
+        self,
+        server_argv: list[str],
+        state_dir: Path,
+        *,
+        daemon_argv: list[str],
+        lock_fd: int,
+        handover: Handover | None = None,
+    ) -> None:
         self.server_argv = server_argv
+        self.daemon_argv = daemon_argv
+        self.lock_fd = lock_fd
         self.exits_path = state_dir / EXITS_FILE
-        self.kept: dict[str, list[int]] = {}
+        self.status_path = state_dir / STATUS_FILE
+        self.image_started = time.time()
+        self.upgraded_from = handover.from_version if handover is not None else None
+        self.kept: dict[str, list[int]] = dict(handover.kept) if handover is not None else {}
         self.pending: dict[int, dict[str, Any]] = self._load_pending()
         self.server_pid = 0
         self.server_started = 0.0
@@ -56,6 +80,8 @@ class Reaper:
         self.restart_at: float | None = 0.0  # start at once
         self.server_status = 0
         self.restart_requested = False
+        self.upgrade_requested = False
+        self.upgrade_due = False
         #: Set once a server has reported that it serves: a server that dies before that (a bad
         #: flag, an address in use) would die again, so the reaper gives up instead of looping.
         self.ever_served = False
@@ -105,11 +131,28 @@ class Reaper:
         self.server_started = time.monotonic()
         self.server_sock = ours
         log.info("reaper %d: started the API server as pid %d", os.getpid(), pid)
+        self._write_status(serving=False)
         for key, fds in self.kept.items():
             self._send({"op": "kept", "key": key}, fds)
         for record in self.pending.values():
             self._send({"op": "exit", **record})
         self._send({"op": "ready"})
+
+    def _write_status(self, *, serving: bool) -> None:
+        status = {
+            "pid": os.getpid(),
+            "version": __version__,
+            "image_started": self.image_started,
+            "upgraded_from": self.upgraded_from,
+            "server_pid": self.server_pid,
+            "serving": serving,
+        }
+        tmp = self.status_path.with_name(f".{STATUS_FILE}.tmp")
+        try:
+            tmp.write_text(json.dumps(status) + "\n")
+            os.replace(tmp, self.status_path)
+        except OSError as exc:  # a full state dir must not stop the reaper; the file is advisory
+            log.warning("reaper: cannot write %s: %s", self.status_path, exc)
 
     def _send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
         """Queue a message; its fds are duplicated, so a later "drop" cannot close them before sending."""
@@ -144,6 +187,10 @@ class Reaper:
         code = exit_status_from_wait(status)
         self.server_pid = 0
         self._disconnect()
+        if self.upgrade_requested:
+            self.upgrade_requested = False
+            self.upgrade_due = True
+            return
         if self.restart_requested:
             self.restart_requested = False
             self.restart_at = time.monotonic()
@@ -201,6 +248,7 @@ class Reaper:
             close_quietly(*self.kept.pop(str(message["key"]), []), *fds)
         elif op == "serving":
             self.ever_served = True
+            self._write_status(serving=True)
         elif op == "ack":
             for pid in message.get("pids", []):
                 self.pending.pop(int(pid), None)
@@ -212,12 +260,16 @@ class Reaper:
     def run(self) -> int:
         wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_write)
-        for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for signum in HANDLED_SIGNALS:
             signal.signal(signum, lambda *_: None)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)  # blocked across an upgrade's exec
         while True:
             if self.stopping and self.server_pid == 0:
                 log.info("reaper: stopped; containers keep running")
                 return self.server_status
+            if self.upgrade_due:
+                self.upgrade_due = False
+                self._upgrade()  # returns only if the exec failed; the old code then serves on
             due = self.restart_at is not None and time.monotonic() >= self.restart_at
             if not self.stopping and self.server_pid == 0 and due:
                 self.restart_at = None
@@ -247,9 +299,59 @@ class Reaper:
                 # Restart the server (an upgrade, a config reload) without losing anything.
                 self.restart_requested = True
                 os.kill(self.server_pid, signal.SIGTERM)
+            elif signum == signal.SIGUSR2 and not self.stopping:
+                log.info("reaper %d: upgrade requested: stopping the API server", os.getpid())
+                self.upgrade_requested = True
+                if self.server_pid:
+                    os.kill(self.server_pid, signal.SIGTERM)
+                else:
+                    self.upgrade_due = True
+
+    def _upgrade(self) -> None:
+        """Re-execute the installed code in this process, handing over the lock and the pipe ends.
+
+        The server is already gone, so nothing else holds state that the new image must know:
+        the exits seen so far are on disk (``reaper-exits.jsonl``) and the pipe ends go across the
+        exec. If the exec fails (the interpreter vanished mid-upgrade, say), the old code starts a
+        new server and goes on, so a failed upgrade costs a server restart and nothing more.
+        """
+        self._reap()
+        self._rewrite_pending()
+        handover = Handover(lock_fd=self.lock_fd, kept=self.kept, from_version=__version__)
+        memfd = write_handover(handover)
+        argv = [sys.executable, "-m", "containerd_actors.daemon.main", *self.daemon_argv]
+        log.info("reaper %d: re-executing for an upgrade, holding %d pipe keys", os.getpid(), len(self.kept))
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        # A signal that lands between the exec and the new image's handlers would find its
+        # default action (for SIGUSR2 and SIGHUP: terminate), so they wait, blocked, until then.
+        signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+        try:
+            os.execve(sys.executable, argv, {**os.environ, HANDOVER_ENV: str(memfd)})
+        except OSError as exc:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+            undo_handover(handover, memfd)
+            log.error("reaper: the upgrade's exec failed (%s); restarting the old API server", exc)
+            self.restart_at = time.monotonic()
 
 
-def run_reaper(server_argv: list[str], state_dir: Path) -> int:
+def run_reaper(
+    server_argv: list[str],
+    state_dir: Path,
+    *,
+    daemon_argv: list[str],
+    lock_fd: int,
+    handover: Handover | None = None,
+) -> int:
     become_child_subreaper()
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return Reaper(server_argv, state_dir).run()
+    if handover is not None:
+        log.info(
+            "reaper %d: upgraded from %s to %s; %d pipe keys handed over",
+            os.getpid(),
+            handover.from_version,
+            __version__,
+            len(handover.kept),
+        )
+    reaper = Reaper(server_argv, state_dir, daemon_argv=daemon_argv, lock_fd=lock_fd, handover=handover)
+    return reaper.run()
