@@ -11,7 +11,7 @@ from containerd_actors.reaper.process import Reaper
 
 
 def test_messages_to_a_stalled_server_queue_up_and_arrive_in_order(tmp_path: Path) -> None:
-    reaper = Reaper(["-c", "pass"], tmp_path)
+    reaper = Reaper(["-c", "pass"], tmp_path, daemon_argv=[], lock_fd=-1)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     ours.setblocking(False)
     reaper.server_sock = ours
