@@ -130,7 +130,10 @@ async def run_daemon(config: DaemonConfig) -> None:
                 config.concurrency,
                 journal.last_seq + 1,
             )
-            (config.state_dir / "server.pid").write_text(f"{os.getpid()}\n")
+            try:
+                (config.state_dir / "server.pid").write_text(f"{os.getpid()}\n")
+            except OSError as exc:  # a full state dir must not stop a restarted server
+                log.error("cannot write %s: %s", config.state_dir / "server.pid", exc)
             tune_garbage_collector()
             if isinstance(exit_watcher, ReaperLink):
                 await exit_watcher.announce_serving()
