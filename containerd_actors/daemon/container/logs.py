@@ -87,13 +87,14 @@ class RotatingLog:
 
     def write(self, data: bytes) -> None:
         """Append ``data``, or as much as the state directory takes; the rest is dropped and counted."""
+        end = self.end
         if self.lost and not self._write_marker():
             self._drop(len(data))
-            return
-        written = self._append(data)
-        if written < len(data):
-            self._drop(len(data) - written)
-        if written:
+        else:
+            written = self._append(data)
+            if written < len(data):
+                self._drop(len(data) - written)
+        if self.end != end:
             self._changed()
 
     def _append(self, data: bytes) -> int:
