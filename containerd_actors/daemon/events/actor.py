@@ -3,6 +3,8 @@
 A single actor assigns ``seq``, so the numbering is gap-free and in the order events were told
 to it; it continues from the journal's last ``seq`` after a restart. Every event is written to
 the journal before it is published, so anything a subscriber could have seen can be read back.
+(While the state directory is full, the journal holds the line in memory instead and the event
+is published all the same; see ``journal``.)
 
 Pub/sub itself is lossy (nng drops when a subscriber's queue fills); ``seq`` lets a subscriber
 see a gap and fill it with an ``Events`` request, which this actor serves from the journal in
