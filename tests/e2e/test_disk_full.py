@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from support.daemon import (
 from containerd_actors.client import Client, RequestFailed
 from containerd_actors.protocol import ErrorCode, EventType
 
+REPO = Path(__file__).resolve().parents[2]
 TMPFS_SIZE = 2 << 20
 #: More than the tmpfs holds, whatever the daemon's own files take.
 OUTPUT_BYTES = 3_000_000
@@ -181,6 +183,23 @@ async def test_a_full_state_dir_keeps_containers_managed_and_nothing_is_lost_sil
             assert before == kept or before.endswith(b"\n")
             assert stream.startswith(kept)
             assert len(kept) + lost == OUTPUT_BYTES  # every byte is either in the log or counted
+            shown = await trio.run_process(
+                [
+                    sys.executable,
+                    "-m",
+                    "ctl",
+                    "--address",
+                    daemon.address,
+                    "containers",
+                    "logs",
+                    "--tail",
+                    "1",
+                    fill,
+                ],
+                capture_stdout=True,
+                cwd=REPO,
+            )
+            assert shown.stdout == found.group(0)  # what `actr containers logs` shows last
             log_text = daemon.log_text()
             assert log_text.count(" is full ") == 1
             assert log_text.count("has room again:") == 1
