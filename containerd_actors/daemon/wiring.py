@@ -33,6 +33,7 @@ from containerd_actors.daemon.metrics.actor import MetricsActor
 from containerd_actors.daemon.metrics.http import serve_prometheus
 from containerd_actors.daemon.state.layout import prepare_state_dir
 from containerd_actors.daemon.state.recovery import load_records
+from containerd_actors.daemon.state.space import state_dir_space
 from containerd_actors.daemon.supervisor.actor import Supervisor
 from containerd_actors.host.reaping import ExitWatcher, LocalSubreaper, become_child_subreaper
 from containerd_actors.protocol import warm_up
@@ -104,6 +105,7 @@ async def run_daemon(config: DaemonConfig) -> None:
             else:
                 exit_watcher = LocalSubreaper()
             await nursery.start(metrics.run)
+            nursery.start_soon(state_dir_space(config.state_dir).watch)  # tells waiters of room
             await nursery.start(events.run)
             adoptions = await plan_adoptions(records, kept, exit_watcher)
             supervisor = Supervisor(
@@ -128,7 +130,10 @@ async def run_daemon(config: DaemonConfig) -> None:
                 config.concurrency,
                 journal.last_seq + 1,
             )
-            (config.state_dir / "server.pid").write_text(f"{os.getpid()}\n")
+            try:
+                (config.state_dir / "server.pid").write_text(f"{os.getpid()}\n")
+            except OSError as exc:  # a full state dir must not stop a restarted server
+                log.error("cannot write %s: %s", config.state_dir / "server.pid", exc)
             tune_garbage_collector()
             if isinstance(exit_watcher, ReaperLink):
                 await exit_watcher.announce_serving()

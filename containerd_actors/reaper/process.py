@@ -71,6 +71,8 @@ class Reaper:
         self.upgraded_from = handover.from_version if handover is not None else None
         self.kept: dict[str, list[int]] = dict(handover.kept) if handover is not None else {}
         self.pending: dict[int, dict[str, Any]] = self._load_pending()
+        #: Set while exits could not be written to ``exits_path`` (a full state dir).
+        self.exits_unwritten = False
         self.server_pid = 0
         self.server_started = 0.0
         self.server_sock: socket.socket | None = None
@@ -103,13 +105,29 @@ class Reaper:
         return pending
 
     def _append_exit(self, record: dict[str, Any]) -> None:
-        with open(self.exits_path, "a") as exits:
-            exits.write(json.dumps(record) + "\n")
+        try:
+            with open(self.exits_path, "a") as exits:
+                exits.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            self._not_written(exc)
 
     def _rewrite_pending(self) -> None:
         tmp = self.exits_path.with_name(f".{EXITS_FILE}.tmp")
-        tmp.write_text("".join(json.dumps(record) + "\n" for record in self.pending.values()))
-        os.replace(tmp, self.exits_path)
+        try:
+            tmp.write_text("".join(json.dumps(record) + "\n" for record in self.pending.values()))
+            os.replace(tmp, self.exits_path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            self._not_written(exc)
+        else:
+            self.exits_unwritten = False
+
+    def _not_written(self, exc: OSError) -> None:
+        """A full state dir must not kill the reaper: the exit stays in memory and is sent on;
+        only its copy on disk is missing until the next rewrite succeeds. Logged once."""
+        if not self.exits_unwritten:
+            self.exits_unwritten = True
+            log.error("reaper: cannot write %s (%s); exits are kept in memory", self.exits_path, exc)
 
     # ------------------------------------------------------------------ the server
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 from pathlib import Path
@@ -10,17 +9,19 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.full_disk import FullDisk
 
-from containerd_actors.daemon.events import journal as journal_module
 from containerd_actors.daemon.events.journal import (
     QUARANTINE_SUFFIX,
     EventJournal,
     default_segment_events,
     segment_name,
 )
-from containerd_actors.protocol import Event, EventType, encode_event_payload
+from containerd_actors.daemon.state.space import PROBE_INTERVAL_S
+from containerd_actors.protocol import Event, EventType, decode_event_payload, encode_event_payload
 
 T0 = 1_700_000_000.0
+BIG = 1 << 30
 
 
 def event(seq: int, timestamp: float | None = None) -> Event:
@@ -193,45 +194,101 @@ def test_a_corrupt_older_segment_is_quarantined_when_read(
     assert seqs(read_all(reopened)) == [1, 2, 3, 7, 8, 9]  # once is enough: no second report
 
 
-def test_a_failed_write_is_logged_published_from_memory_and_skipped_on_disk(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+def disk_lines(directory: Path) -> list[int]:
+    """The seq of every line in the segment files, in file-name order."""
+    found = []
+    for path in sorted(directory.glob("*.jsonl")):
+        found += [decode_event_payload(line).seq for line in path.read_bytes().splitlines()]
+    return found
+
+
+def test_events_that_cannot_be_written_wait_in_memory_and_are_written_in_order_with_room(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    journal = EventJournal(tmp_path, segment_events=100)
+    disk = FullDisk(free=BIG)
+    space = disk.space(tmp_path)
+    journal = EventJournal(tmp_path, segment_events=100, space=space, write=disk.write)
     append(journal, 2)
-    real_write = os.write
-
-    def disk_full(fd: int, data: bytes) -> int:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(journal_module.os, "write", disk_full)
-    with caplog.at_level(logging.ERROR):
-        append(journal, 1)
-    monkeypatch.setattr(journal_module.os, "write", real_write)
-    append(journal, 2)
-    assert "cannot write event 3" in caplog.text
-    assert journal.write_failures == 1
-    assert seqs(read_all(journal)) == [1, 2, 3, 4, 5]  # the tail still has it
+    disk.free = 0
+    with caplog.at_level(logging.WARNING):
+        append(journal, 50)
+        assert space.full and journal.waiting == 50
+        assert disk.failed_writes == 1  # while full, the journal does not even try
+        assert seqs(read_all(journal)) == list(range(1, 53))  # readable from memory at once
+        assert disk_lines(tmp_path) == [1, 2]
+        disk.free = BIG
+        disk.now += PROBE_INTERVAL_S
+        assert journal.flush()  # what the events actor does when told of room
+    assert journal.waiting == 0
+    assert disk_lines(tmp_path) == list(range(1, 53))  # the same segment, no gap
+    assert len(journal.segment_paths()) == 1
+    assert space.held_events == 50
+    messages = [record.getMessage() for record in caplog.records]
+    assert sum(" is full " in m for m in messages) == 1
+    assert sum("has room again:" in m and "50 events waited" in m for m in messages) == 1
+    assert len(messages) == 2  # not one line per event
     journal.close()
     reopened = EventJournal(tmp_path)
-    assert seqs(read_all(reopened)) == [1, 2, 4, 5]
-    assert reopened.last_seq == 5
+    assert seqs(read_all(reopened)) == list(range(1, 53))
 
 
-def test_seqs_used_while_the_disk_was_full_are_not_reused_after_a_restart(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_short_write_is_cut_back_and_the_event_written_whole_later(tmp_path: Path) -> None:
+    disk = FullDisk(free=BIG)
+    space = disk.space(tmp_path)
+    journal = EventJournal(tmp_path, segment_events=100, space=space, write=disk.write)
+    append(journal, 1)
+    disk.free = 5  # the next line is cut after 5 bytes
+    append(journal, 1)
+    assert (tmp_path / segment_name(1)).read_bytes().count(b"\n") == 1
+    assert (tmp_path / segment_name(1)).read_bytes().endswith(b"\n")  # no torn line
+    disk.free = BIG
+    disk.now += PROBE_INTERVAL_S
+    append(journal, 1)  # an event while there is room writes the waiting ones first
+    assert disk_lines(tmp_path) == [1, 2, 3]
+
+
+def test_seqs_of_events_waiting_when_the_daemon_stops_are_not_reused_after_a_restart(
+    tmp_path: Path,
 ) -> None:
-    journal = EventJournal(tmp_path, segment_events=100)
+    disk = FullDisk(free=BIG)
+    space = disk.space(tmp_path)
+    journal = EventJournal(tmp_path, segment_events=100, space=space, write=disk.write)
     append(journal, 2)
-    real_write = os.write
-    monkeypatch.setattr(journal_module.os, "write", lambda fd, data: real_write(fd, data[:5]))  # short writes
+    disk.free = 0
     append(journal, 2)
-    monkeypatch.setattr(journal_module.os, "write", real_write)
-    journal.close()  # the daemon stops before another event could be written
+    journal.close()  # the daemon stops while the state dir is still full
+    for _restart in range(2):  # a restart that journals nothing keeps the reservation
+        reopened = EventJournal(tmp_path, space=disk.space(tmp_path))
+        assert reopened.last_seq == 4
+        assert seqs(read_all(reopened)) == [1, 2]
+        reopened.close()
+    disk.free = BIG
     reopened = EventJournal(tmp_path)
-    assert reopened.last_seq == 4
-    assert seqs(read_all(reopened)) == [1, 2]
     assert seqs(append(reopened, 1)) == [5]
     assert seqs(read_all(reopened)) == [1, 2, 5]
+
+
+def test_beyond_the_bound_the_oldest_waiting_events_are_given_up_on_disk(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    disk = FullDisk(free=BIG)
+    space = disk.space(tmp_path)
+    journal = EventJournal(tmp_path, segment_events=100, held_events=10, space=space, write=disk.write)
+    append(journal, 3)
+    disk.free = 0
+    with caplog.at_level(logging.ERROR):
+        append(journal, 25)  # 4..28: only the newest 10 wait
+    assert journal.waiting == 10 and journal.given_up == 15
+    assert sum("given up on disk" in r.getMessage() for r in caplog.records) == 1
+    assert seqs(read_all(journal)) == list(range(1, 29))  # the tail still has them all
+    disk.free = BIG
+    disk.now += PROBE_INTERVAL_S
+    assert journal.flush()
+    assert disk_lines(tmp_path) == [1, 2, 3, *range(19, 29)]
+    journal.close()
+    reopened = EventJournal(tmp_path)
+    assert seqs(read_all(reopened)) == [1, 2, 3, *range(19, 29)]  # the gap is skipped over
+    assert reopened.last_seq == 28
 
 
 def test_append_refuses_a_seq_out_of_order(tmp_path: Path) -> None:

@@ -24,6 +24,8 @@ from containerd_actors.daemon.container.process import Launched, pidfd_if_alive,
 from containerd_actors.daemon.container.stdio import ContainerPipes, ProcessOutput
 from containerd_actors.daemon.mailbox import CommandError
 from containerd_actors.daemon.state.layout import ContainerPaths, write_json_atomically
+from containerd_actors.daemon.state.space import space_of
+from containerd_actors.host.fds import close_quietly
 from containerd_actors.host.procfs import process_start_time
 from containerd_actors.protocol import ErrorCode, ProcessInfo, converter
 from containerd_actors.runc.driver import RuncError, RuncTimeout, Stdio
@@ -50,8 +52,9 @@ async def run_exec(
 ) -> ExecStarted:
     """``runc exec -d`` the process ``spec`` describes; raises CommandError with runc's reason."""
     process_file, pid_file, log_file = paths.exec_files(number)
-    write_json_atomically(process_file, spec)
+    space_of(paths.directory).require_room(f"exec into container {id!r}")
     try:
+        write_json_atomically(process_file, spec)
         if spec.get("terminal"):
             return await _exec_with_terminal(runtime, id, process_file, pid_file, log_file)
         return await _exec_with_pipes(runtime, id, process_file, pid_file, log_file)
@@ -70,11 +73,25 @@ def record_exec(id: str, paths: ContainerPaths, info: ProcessInfo, started: Exec
     """Open the process's logs and write its record; the caller has removed a recycled pid's old logs."""
     stdout_path, stderr_path = paths.exec_logs(info.pid)
     output = ProcessOutput(info.pid, stdout_path, stderr_path, terminal=info.terminal)
-    write_json_atomically(
-        paths.exec_record(info.pid),
-        {"process": converter.unstructure(info), "pid_start_time": process_start_time(info.pid)},
-    )
+    try:
+        write_json_atomically(
+            paths.exec_record(info.pid),
+            {"process": converter.unstructure(info), "pid_start_time": process_start_time(info.pid)},
+        )
+    except OSError as exc:
+        # A process without a record would be lost to a restarted daemon: it does not stay.
+        output.close_logs()
+        _abandon(started)
+        raise CommandError(ErrorCode.RUNTIME_FAILED, f"cannot exec: {exc}; the process was killed") from None
     return Launched(info, reaper_key(id, info.pid), started.pidfd, output, started.stdin_fd, started.out_fds)
+
+
+def _abandon(started: ExecStarted) -> None:
+    """Kill a just-exec'd process (through its pidfd, so never a stranger) and close its ends."""
+    if started.pidfd >= 0:
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(started.pidfd, signal.SIGKILL)
+    close_quietly(started.pidfd, started.stdin_fd, *started.out_fds)
 
 
 async def _exec_with_pipes(

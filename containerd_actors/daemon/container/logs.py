@@ -2,6 +2,13 @@
 
 Output is drained from the pipes into these files at once, so a container never blocks on output
 nobody reads, and nothing is lost while no client is attached.
+
+**A full state directory** (a write fails with ENOSPC, EDQUOT or EIO) never stops the drain: the
+container must not block on a pipe nobody empties, and its actor must go on managing it. The
+output that cannot be written is dropped and counted, the log stops growing, and once there is
+room again (see ``state.space``) the log gets one line ``[N bytes lost: state dir full]`` where
+the bytes are missing, so a reader of the log knows. A log closed while bytes were lost keeps its
+descriptor until that marker is written.
 """
 
 from __future__ import annotations
@@ -13,12 +20,20 @@ from pathlib import Path
 
 import trio
 
+from containerd_actors.daemon.state.space import StateDirSpace, is_space_error, space_of
 from containerd_actors.host.fds import close_quietly
 
 #: A log file is rotated to ``<name>.1`` when it grows past this, so a chatty container
 #: cannot fill the state directory. One rotated generation is kept.
 LOG_ROTATE_BYTES = 64 << 20
 _READ_CHUNK = 1 << 16
+
+Writer = Callable[[int, memoryview], int]
+
+
+def lost_marker(size: int) -> bytes:
+    """The line a log gets where ``size`` bytes of output could not be written."""
+    return f"[{size} bytes lost: state dir full]\n".encode()
 
 
 class RotatingLog:
@@ -35,19 +50,30 @@ class RotatingLog:
         path: Path,
         rotate_bytes: int = LOG_ROTATE_BYTES,
         on_change: Callable[[], None] | None = None,
+        *,
+        space: StateDirSpace | None = None,
+        write: Writer = os.write,
     ) -> None:
         self.path = path
         self.rotated_path = path.with_name(path.name + ".1")
         self.rotate_bytes = rotate_bytes
         self._on_change = on_change
+        self._space = space if space is not None else space_of(path.parent)
+        self._write = write
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
         self._size = os.fstat(self._fd).st_size
         #: Logical offset of the first byte of the current file.
         self.base = 0
         #: Bytes of this log in the rotated generation (0 until the first rotation).
         self._previous_size = 0
-        #: True once the writer has closed the log: ``end`` is final.
+        #: True once the writer has closed the log: ``end`` is final (but for a pending marker).
         self.finished = False
+        #: Bytes dropped since the last marker (the marker to write when there is room again).
+        self.lost = 0
+        #: Bytes dropped over the log's life.
+        self.lost_total = 0
+        self._waiting_for_room = False
+        self._at_line_start = True
 
     @property
     def end(self) -> int:
@@ -60,32 +86,125 @@ class RotatingLog:
         return self.base - self._previous_size
 
     def write(self, data: bytes) -> None:
-        if self._size + len(data) > self.rotate_bytes and self._size > 0:
-            self._rotate()
+        """Append ``data``, or as much as the state directory takes; the rest is dropped and counted."""
+        end = self.end
+        if self.lost and not self._write_marker():
+            self._drop(len(data))
+        else:
+            written = self._append(data)
+            if written < len(data):
+                self._drop(len(data) - written)
+        if self.end != end:
+            self._changed()
+
+    def _append(self, data: bytes) -> int:
+        """Write ``data`` to the end; returns how much was written before a space error (if any)."""
+        if not self._space.writable():
+            return 0
+        try:
+            if self._size + len(data) > self.rotate_bytes and self._size > 0:
+                self._rotate()
+        except OSError as exc:
+            if not is_space_error(exc):
+                raise
+            self._space.report_failure(exc, f"rotating {self.path}")
+            return 0
         view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        self._size += len(data)
+        written = 0
+        while written < len(data):
+            try:
+                count = self._write(self._fd, view[written:])
+                if count <= 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            except OSError as exc:
+                if not is_space_error(exc):
+                    raise
+                self._space.report_failure(exc, f"writing {self.path}")
+                break
+            written += count
+            self._size += count
+        if written:
+            self._at_line_start = data[written - 1 : written] == b"\n"
+        return written
+
+    def _drop(self, size: int) -> None:
+        self.lost += size
+        self.lost_total += size
+        self._space.count_lost_output(size)
+        self._wait_for_room()
+
+    def _write_marker(self) -> bool:
+        """Write the marker for the bytes lost so far, whole or not at all; False while no room."""
+        if not self._space.writable():  # a probe here may find room and write the marker first
+            self._wait_for_room()
+            return False
+        if not self.lost:
+            return True
+        at_line_start = self._at_line_start
+        marker = (b"" if at_line_start else b"\n") + lost_marker(self.lost)
+        written = self._append(marker)
+        if written < len(marker):
+            self._at_line_start = at_line_start
+            if written:
+                try:  # no half marker for a reader to trip on
+                    os.ftruncate(self._fd, self._size - written)
+                    self._size -= written
+                except OSError:
+                    pass
+            self._wait_for_room()
+            return False
+        self.lost = 0
+        return True
+
+    def _wait_for_room(self) -> None:
+        if not self._waiting_for_room:
+            self._waiting_for_room = True
+            self._space.when_room(self._room_again)
+
+    def _room_again(self) -> None:
+        """Called by the state directory's space once it has room: the marker goes in now."""
+        self._waiting_for_room = False
+        if self.lost and self._write_marker():
+            self._changed()
+        if self.finished and not self.lost:
+            self._close_fd()
+
+    def _changed(self) -> None:
         if self._on_change is not None:
             self._on_change()
 
     def _rotate(self) -> None:
+        os.replace(self.path, self.rotated_path)  # our descriptor now writes to the rotated file
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        except OSError:
+            # Keep the current file current; the older generation was replaced and is gone.
+            os.replace(self.rotated_path, self.path)
+            self._previous_size = 0
+            raise
         os.close(self._fd)
-        os.replace(self.path, self.rotated_path)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        self._fd = fd
         self.base += self._size
         self._previous_size = self._size
         self._size = 0
 
     def close(self) -> None:
-        """The writer is done (pipe EOF); readers see ``finished`` and the final ``end``."""
+        """The writer is done (pipe EOF); readers see ``finished`` and the final ``end``.
+
+        With bytes lost and no room for their marker yet, the descriptor stays open until the
+        state directory has room again and the marker is written.
+        """
         if self.finished:
             return
         self.finished = True
-        close_quietly(self._fd)
-        if self._on_change is not None:
-            self._on_change()
+        if not self.lost or self._write_marker():
+            self._close_fd()
+        self._changed()
+
+    def _close_fd(self) -> None:
+        if self._fd >= 0:
+            close_quietly(self._fd)
+            self._fd = -1
 
     def read(self, offset: int, max_bytes: int) -> tuple[int, bytes]:
         """Bytes from ``offset`` (moved up to ``start`` if rotated away): ``(actual_offset, data)``.

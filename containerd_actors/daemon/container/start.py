@@ -26,6 +26,7 @@ from containerd_actors.daemon.container.process import Launched, pidfd_if_alive,
 from containerd_actors.daemon.container.stdio import ContainerPipes, ProcessOutput
 from containerd_actors.daemon.mailbox import CommandError
 from containerd_actors.daemon.state.layout import ContainerPaths, write_json_atomically
+from containerd_actors.daemon.state.space import space_of
 from containerd_actors.host.procfs import process_start_time
 from containerd_actors.protocol import ErrorCode
 from containerd_actors.runc.bundle import read_bundle_config, validate_bundle
@@ -62,6 +63,7 @@ async def start_init(
     except (ValueError, TypeError, AttributeError) as exc:
         raise CommandError(ErrorCode.INVALID_BUNDLE, f"bad bundle config: {exc}") from None
     restore_from = read_checkpoint(bundle_path, checkpoint) if checkpoint else None
+    space_of(paths.directory.parent).require_room(f"start container {id!r}")  # before runc fails obscurely
     try:
         paths.create()
     except FileExistsError:
@@ -90,6 +92,17 @@ async def start_init(
                     criu_options(restore_from),
                 )
         pipes.close_child_ends()
+        # In the try: a record that cannot be written (a full state dir) undoes the start.
+        write_json_atomically(
+            paths.record,
+            {
+                "id": id,
+                "bundle": str(bundle_path),
+                "pid": pid,
+                "pid_start_time": process_start_time(pid),
+                "created": time.time(),
+            },
+        )
         pidfd = pidfd_if_alive(pid)
     except BaseException as exc:
         pipes.close_all()
@@ -106,16 +119,6 @@ async def start_init(
             raise CommandError(ErrorCode.RUNTIME_FAILED, f"cannot start container: {exc}") from None
         raise
     output.pid = pid
-    write_json_atomically(
-        paths.record,
-        {
-            "id": id,
-            "bundle": str(bundle_path),
-            "pid": pid,
-            "pid_start_time": process_start_time(pid),
-            "created": time.time(),
-        },
-    )
     launched = Launched(
         attrs.evolve(info, pid=pid),
         reaper_key(id),

@@ -6,11 +6,13 @@ the parent ends; the child ends go to runc and are closed here once runc has sta
 
 What is shared, and why it is safe: a process's ``ProcessOutput`` is written only by its
 container actor (which marks the exit) and by the drain tasks the actor starts (which append to
-the logs). Everyone else (the supervisor, which keeps them after the container is gone, and the
-API server's tasks, which serve ``ReadOutput`` long polls) holds an ``OutputView``, which can
-only read and wait. A log only grows (rotation keeps the logical offsets) and the exit is set
-once, after the logs are closed; the daemon runs in one trio thread and a read is synchronous,
-so a reader always sees offsets and files that agree. A long poll therefore never occupies the
+the logs; after a full state directory, the ``[N bytes lost]`` marker is appended by whoever
+notices room again, synchronously, so it never interleaves with a drain's write). Everyone
+else (the supervisor, which keeps them after the container is gone, and the API server's tasks,
+which serve ``ReadOutput`` long polls) holds an ``OutputView``, which can only read and wait.
+A log only grows (rotation keeps the logical offsets) and the exit is set once, after the logs
+are closed; the daemon runs in one trio thread and a read is synchronous, so a reader always
+sees offsets and files that agree. A long poll therefore never occupies the
 actor, and the output of an exited process stays readable after its actor has ended.
 """
 

@@ -3,6 +3,8 @@
 A single actor assigns ``seq``, so the numbering is gap-free and in the order events were told
 to it; it continues from the journal's last ``seq`` after a restart. Every event is written to
 the journal before it is published, so anything a subscriber could have seen can be read back.
+(While the state directory is full, the journal holds the line in memory instead and the event
+is published all the same; see ``journal``.)
 
 Pub/sub itself is lossy (nng drops when a subscriber's queue fills); ``seq`` lets a subscriber
 see a gap and fill it with an ``Events`` request, which this actor serves from the journal in
@@ -20,7 +22,9 @@ or when it is full; the journal write of each of its events came first.
 
 The API server answers a Ping from ``status``, a snapshot this actor replaces after every event
 and subscriber change: a Ping never queues behind a burst in this mailbox, and the ``last_seq``
-it reports is always journalled, because the snapshot is replaced only after the append.
+it reports is always journalled, because the snapshot is replaced only after the append (while
+the state directory is full, "journalled" means held in memory and readable; the lines are
+written when ``state.space`` tells of room, through ``FlushJournal``).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from containerd_actors.daemon.events.messages import (
     EventsMailbox,
     EventsMessage,
     EventsStatus,
+    FlushJournal,
     GetStatus,
     SubscribersChanged,
 )
@@ -73,6 +78,9 @@ class EventsActor:
         self.published = 0
         self.batches_sent = 0
         self.status = Published(EventsStatus(0, journal.last_seq))
+        #: The full episode of the state directory (``StateDirSpace.episodes``) whose end this
+        #: actor waits for, to write the events that wait in memory.
+        self._room_episode = 0
 
     @property
     def mailbox(self) -> EventsMailbox:
@@ -123,6 +131,9 @@ class EventsActor:
                     self._publish(socket, message)
                     if self._batch.full:
                         self._end_of_burst(batch_socket)
+                case FlushJournal():
+                    self.journal.flush()
+                    self._wait_for_room()
                 case Ask(Events() as request, reply_to):
                     answer(reply_to, self.journal.read(request.from_seq, request.limit, since=request.since))
                 case SubscribersChanged(delta):
@@ -145,6 +156,7 @@ class EventsActor:
         )
         payload = encode_event_payload(event)
         self.journal.append(event, payload)
+        self._wait_for_room()
         self.status.publish(EventsStatus(self._subscribers, event.seq))
         # Pub0 never blocks: a full subscriber queue drops, which seq makes visible.
         socket.send(frame_event(event.type, payload))
@@ -152,6 +164,20 @@ class EventsActor:
             self._batch.append(event, len(payload))
         self.published += 1
         self._untold += 1
+
+    def _wait_for_room(self) -> None:
+        """Events wait in memory for a full state directory: be told when it has room."""
+        space = self.journal.space
+        if self.journal.waiting and space.full and self._room_episode != space.episodes:
+            self._room_episode = space.episodes
+            space.when_room(self._room_again)
+
+    def _room_again(self) -> None:
+        # Called by whoever noticed the room (another task): only post, never touch the journal.
+        try:
+            self._mailbox_send.send_nowait(FlushJournal())
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # a full mailbox: its next event flushes the journal first
 
     def _end_of_burst(self, batch_socket: pynng.Pub0 | None) -> None:
         """Send the gathered batch (its events are journalled already) and tell the event count."""

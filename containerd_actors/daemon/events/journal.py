@@ -21,6 +21,18 @@ directory, on the path of every container start and exit. (The default state dir
 deleted so that at most ``retention`` sequence numbers are kept. (Between ``retention`` minus one
 segment and ``retention`` events are therefore readable.)
 
+**A full state directory** (a write fails with ENOSPC, EDQUOT or EIO, or is short) never stops
+events: each is still numbered and published at once, and stays readable from the in-memory
+tail, but its line waits in memory, in seq order, and the waiting lines are written as soon as
+there is room again (the events actor is called back by ``state.space``), into the same
+segment, so the files hold every seq with no gap. At most ``MAX_HELD_EVENTS`` (and at most
+``retention``) events wait: beyond that the oldest waiting one is given up on disk (logged once
+per full episode, counted in ``given_up``; it stays readable from memory while the tail holds
+it), and the next line written starts a new segment, which readers skip over as they skip any
+missing event. While events wait, an empty file named after the next seq (see
+``_reserve_seqs``) tells a daemon restarted meanwhile which seqs were used: a seq a subscriber
+may have seen is never handed out twice.
+
 **Never fatal.** At start-up the newest segment is checked: a torn last line (a daemon that
 died mid-write, or a full disk) is cut off and logged; a segment that does not parse is renamed
 aside to ``<name>.corrupt`` and logged, and its events are reported lost to readers. Older
@@ -31,15 +43,18 @@ from __future__ import annotations
 
 import bisect
 import collections
+import errno
 import itertools
 import logging
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
 
 from containerd_actors.daemon.config import DEFAULT_RETENTION
+from containerd_actors.daemon.state.space import StateDirSpace, is_space_error, space_of
 from containerd_actors.protocol import Event, ProtocolError, decode_event_payload
 
 log = logging.getLogger(__name__)
@@ -55,6 +70,11 @@ MAX_SEGMENT_EVENTS = 10_000
 #: Recent events also kept in memory: a subscriber's gap is nearly always recent, and serving
 #: it from here costs neither a file read nor decoding.
 TAIL_EVENTS = 10_000
+#: Events whose lines may wait in memory for room in the state directory: about 100 bytes of
+#: line and 300 of ``Event`` each, so a few MiB at most.
+MAX_HELD_EVENTS = 10_000
+
+Writer = Callable[[int, bytes], int]
 
 
 @attrs.frozen
@@ -97,6 +117,10 @@ class EventJournal:
         retention: int = DEFAULT_RETENTION,
         segment_events: int | None = None,
         tail_events: int = TAIL_EVENTS,
+        *,
+        held_events: int = MAX_HELD_EVENTS,
+        space: StateDirSpace | None = None,
+        write: Writer = os.write,
     ) -> None:
         if retention < 1:
             raise ValueError(f"retention must be at least 1, got {retention}")
@@ -110,6 +134,19 @@ class EventJournal:
         self._fd_size = 0
         self._fd_events = 0
         self._tail: collections.deque[Event] = collections.deque(maxlen=tail_events)
+        self.space = space if space is not None else space_of(directory)
+        self._write = write
+        #: Events (and their lines) not yet on disk, oldest first: they wait for room.
+        self._held: collections.deque[tuple[Event, bytes]] = collections.deque()
+        self._held_limit = max(1, min(held_events, retention))
+        #: Events given up on disk because too many waited (see the module docstring).
+        self.given_up = 0
+        #: The next line written must start a segment: the events before it were given up.
+        self._disk_gap = False
+        #: The empty file that reserves the waiting seqs across a restart.
+        self._reserved: Path | None = None
+        #: What went wrong while events waited, each logged once until all are written.
+        self._logged: set[str] = set()
         self.write_failures = 0
         self._recover()
 
@@ -128,6 +165,11 @@ class EventJournal:
         if self._tail:
             return self._tail[0].seq
         return self._last_seq + 1
+
+    @property
+    def waiting(self) -> int:
+        """Events published but not yet on disk (they wait for room)."""
+        return len(self._held)
 
     def segment_paths(self) -> list[Path]:
         return [segment.path for segment in self._segments]
@@ -169,9 +211,11 @@ class EventJournal:
             data = data[:complete]
         lines = data.splitlines()
         if not lines:
-            # Nothing in it: a later segment with the same first seq will be created on demand.
-            segment.path.unlink()
+            # Nothing in it: the reservation of seqs that waited for room (or a segment created
+            # just before a crash). It stays until the next event, whose segment it becomes, so
+            # that a second restart before then still continues after those seqs.
             self._segments.pop()
+            self._reserved = segment.path
             return segment.first_seq - 1
         try:
             _decode_lines(segment, lines, 0, len(lines))
@@ -208,57 +252,108 @@ class EventJournal:
     def append(self, event: Event, payload: bytes) -> None:
         """Journal ``event`` (``payload`` is its encoded JSON); ``event.seq`` must be ``last_seq + 1``.
 
-        A failed write (a full disk) is logged and cut back, never raised: the event is still
-        published and stays readable from the in-memory tail; only its copy on disk is missing.
+        Never raises for a failed write: the event is readable from the in-memory tail at once,
+        and its line waits in memory until ``flush`` finds room (see the module docstring).
         """
         if event.seq != self._last_seq + 1:
             raise ValueError(f"event seq {event.seq} does not follow {self._last_seq}")
         self._last_seq = event.seq
         self._tail.append(event)
-        try:
-            if self._fd < 0 or self._fd_events >= self.segment_events:
-                self._start_segment(event.seq)
-            line = payload + b"\n"
-            written = os.write(self._fd, line)
-            if written != len(line):
-                raise OSError(f"short write ({written} of {len(line)} bytes)")
-        except OSError as exc:
-            self._write_failed(event.seq, exc)
-            return
+        self._held.append((event, payload))
+        if len(self._held) > self._held_limit:
+            self._give_up_oldest()
+        if not self.flush():
+            self.space.count_held_event()
+            self._reserve_seqs()
+        self._enforce_retention()
+
+    def flush(self) -> bool:
+        """Write the waiting lines in seq order while there is room; True once none waits."""
+        if not self._held:
+            return True
+        if not self.space.writable():
+            return False
+        while self._held:
+            event, payload = self._held[0]
+            try:
+                self._write_line(event.seq, payload)
+            except OSError as exc:
+                self.write_failures += 1
+                if is_space_error(exc):
+                    self.space.report_failure(exc, f"writing event {event.seq} to the journal")
+                elif "write" not in self._logged:
+                    self._logged.add("write")
+                    log.error(
+                        "events journal: cannot write event %d (%s); it waits in memory", event.seq, exc
+                    )
+                return False
+            self._held.popleft()
+        self._all_written()
+        return True
+
+    def _write_line(self, seq: int, payload: bytes) -> None:
+        """Append one event's line to the open segment (starting one if due), whole or not at all."""
+        if self._fd < 0 or self._fd_events >= self.segment_events or self._disk_gap:
+            self._start_segment(seq)
+            self._disk_gap = False
+        line = payload + b"\n"
+        written = self._write(self._fd, line)
+        if written != len(line):
+            os.ftruncate(self._fd, self._fd_size)  # no torn line for a reader to trip on
+            raise OSError(errno.ENOSPC, f"short write ({written} of {len(line)} bytes)")
         self._fd_size += len(line)
         self._fd_events += 1
-        self._enforce_retention()
+
+    def _give_up_oldest(self) -> None:
+        """Too many events wait: the oldest is given up on disk (still in the tail while it lasts)."""
+        event, _ = self._held.popleft()
+        self.given_up += 1
+        self._disk_gap = True
+        if "given up" not in self._logged:  # once per episode
+            self._logged.add("given up")
+            log.error(
+                "events journal: more than %d events wait for room in the state dir; the oldest "
+                "are given up on disk (from event %d; still readable from memory while recent)",
+                self._held_limit,
+                event.seq,
+            )
+
+    def _reserve_seqs(self) -> None:
+        """Keep an empty segment named after the next seq: a restart then continues after the
+        waiting events. An empty file needs no data blocks, and renaming it needs no room."""
+        target = self.directory / segment_name(self._last_seq + 1)
+        try:
+            if self._reserved is None:
+                os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            else:
+                os.rename(self._reserved, target)
+        except OSError as exc:
+            if "reserve" not in self._logged:
+                self._logged.add("reserve")
+                log.error("events journal: cannot reserve the waiting seqs in %s: %s", target, exc)
+            self._reserved = None
+            return
+        self._reserved = target
+
+    def _all_written(self) -> None:
+        """Nothing waits any more: the reservation goes, and the next trouble is logged again."""
+        self._logged.clear()
+        if self._reserved is not None:
+            self._reserved.unlink(missing_ok=True)
+            self._reserved = None
 
     def _start_segment(self, first_seq: int) -> None:
         self._close_segment()
         path = self.directory / segment_name(first_seq)
-        # O_TRUNC: a file of this name can only be an empty leftover (see _write_failed).
+        # O_TRUNC: a file of this name can only be an empty leftover or reservation.
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
         self._fd = os.open(path, flags, 0o600)
+        if path == self._reserved:
+            self._reserved = None  # it is a segment now
         self._fd_size = 0
         self._fd_events = 0
         self._segments.append(_Segment(first_seq, path))
         self._enforce_retention()
-
-    def _write_failed(self, seq: int, exc: OSError) -> None:
-        """Cut back any partial line, and make sure ``seq`` is never handed out again.
-
-        The segment is closed (its lines stay consecutive, which reads check), and a new empty
-        one named after ``seq + 1`` is created: it needs no data blocks, so it usually succeeds
-        on a full disk, and a restarted daemon reads from its name that ``seq`` was used.
-        """
-        self.write_failures += 1
-        log.error("events journal: cannot write event %d (%s); it is published but not on disk", seq, exc)
-        if self._fd >= 0:
-            try:
-                os.ftruncate(self._fd, self._fd_size)  # no torn line for a reader to trip on
-            except OSError:
-                pass
-            self._close_segment()
-        try:
-            self._start_segment(seq + 1)
-        except OSError:
-            pass
 
     def _enforce_retention(self) -> None:
         """Delete whole oldest segments until at most ``retention`` seqs are readable."""
@@ -279,6 +374,10 @@ class EventJournal:
             self._fd = -1
 
     def close(self) -> None:
+        """Stop: one last try for the waiting lines (a reservation keeps their seqs if it fails)."""
+        if self._held:
+            self.space.probe()
+            self.flush()
         self._close_segment()
 
     # ------------------------------------------------------------------ reading

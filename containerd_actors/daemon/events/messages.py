@@ -39,6 +39,12 @@ class GetStatus:
 
 
 @attrs.frozen
+class FlushJournal:
+    """The state directory has room again: write the events that wait in memory (told by
+    ``state.space`` through a callback, so that only this actor touches its journal)."""
+
+
+@attrs.frozen
 class EventsStatus:
     """Connected subscribers and the newest ``seq``, which is always one the journal holds."""
 
@@ -47,5 +53,5 @@ class EventsStatus:
 
 
 #: ``Ask(Events)`` is answered with a ``JournalPage``.
-EventsMessage = EventDraft | SubscribersChanged | GetStatus | Ask[Events]
+EventsMessage = EventDraft | SubscribersChanged | GetStatus | FlushJournal | Ask[Events]
 EventsMailbox = trio.MemorySendChannel[EventsMessage]

@@ -15,6 +15,7 @@ never half of one.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+
+from containerd_actors.daemon.state.space import is_space_error, space_of, state_dir_space
 
 
 @attrs.frozen
@@ -132,15 +135,30 @@ def write_json_atomically(path: Path, value: Any) -> None:
     No fsync: it would only help across a kernel crash or power loss, after which every
     container is gone anyway, and on a disk-backed state directory it would stall the event
     loop for milliseconds on every container start.
+
+    A write that fails or comes up short (a full state directory) removes the temp file and
+    raises ``OSError`` naming ``path``, so the caller can refuse cleanly; a space error also marks
+    the state directory full (see ``space``).
     """
     tmp = path.with_name(f".{path.name}.tmp")
     data = json.dumps(value, sort_keys=True).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                if written <= 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                view = view[written:]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if is_space_error(exc):
+            space_of(path.parent).report_failure(exc, f"writing {path}")
+        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 CONTAINERS = "containers"
@@ -153,6 +171,8 @@ def container_paths(state_dir: Path, id: str) -> ContainerPaths:
 
 
 def prepare_state_dir(state_dir: Path) -> None:
+    """Make the directories, and name the state directory whose space every writer below shares."""
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    state_dir_space(state_dir)
     for name in (CONTAINERS, LOGS, RUNC_ROOT):
         (state_dir / name).mkdir(mode=0o700, exist_ok=True)
