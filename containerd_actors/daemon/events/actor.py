@@ -42,12 +42,14 @@ from containerd_actors.daemon.events.messages import (
     EventsMessage,
     EventsStatus,
     GetStatus,
+    ReloadTls,
     SubscribersChanged,
 )
 from containerd_actors.daemon.mailbox import Ask, Published, answer
 from containerd_actors.daemon.metrics.messages import AddToCounter, MetricsMailbox, tell
 from containerd_actors.daemon.metrics.registry import EVENTS, EVENTS_SUBSCRIBERS
 from containerd_actors.protocol import MAX_MESSAGE_BYTES, Event, Events, encode_event_payload, frame_event
+from containerd_actors.transport.tls import TlsFiles, TlsListeners
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +62,17 @@ class EventsActor:
         metrics: MetricsMailbox,
         batch_address: str | None = None,
         batch_events: int = MAX_BATCH_EVENTS,
+        *,
+        tls: TlsFiles | None = None,
+        tls_address: str | None = None,
+        tls_batch_address: str | None = None,
     ) -> None:
+        """With ``tls``, each stream also listens on its tls+tcp:// address, on the same socket."""
         self.address = address
         self.batch_address = batch_address
+        self._tls = tls
+        self._tls_addresses = {address: tls_address, batch_address: tls_batch_address}
+        self._tls_listeners: list[TlsListeners] = []
         self.journal = journal
         self._metrics = metrics
         self._mailbox_send, self._mailbox = trio.open_memory_channel[EventsMessage](100_000)
@@ -92,6 +102,10 @@ class EventsActor:
             socket.add_post_pipe_connect_cb(on_pipe(+1))
             socket.add_post_pipe_remove_cb(on_pipe(-1))
             socket.listen(address)
+            tls_address = self._tls_addresses.get(address)
+            if self._tls is not None and tls_address is not None:
+                self._tls_listeners.append(TlsListeners(socket, [tls_address], self._tls))
+                log.info("events also published on %s", tls_address)
             return socket
 
         try:
@@ -132,6 +146,17 @@ class EventsActor:
                 case GetStatus(reply_to):
                     self._end_of_burst(batch_socket)
                     answer(reply_to, self.status.current)
+                case ReloadTls(reply_to):
+                    answer(reply_to, self._reload_tls())
+
+    def _reload_tls(self) -> str | None:
+        """Renewed certificates for the TLS listeners: None once done, else why not (old ones serve on)."""
+        try:
+            for listeners in self._tls_listeners:
+                listeners.reload()
+        except Exception as exc:
+            return str(exc)
+        return None
 
     def _publish(self, socket: pynng.Pub0, draft: EventDraft) -> None:
         event = Event(
