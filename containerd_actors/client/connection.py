@@ -25,7 +25,7 @@ from containerd_actors.client import subscription
 from containerd_actors.client.errors import ClientError, DaemonUnreachable, RequestFailed
 from containerd_actors.protocol.addresses import DEFAULT_ADDRESS, normalize_address
 from containerd_actors.transport.request import ConnectionLost, RawRequestSocket
-from containerd_actors.transport.tls import TlsFiles, TlsFilesError, host_of, is_tls
+from containerd_actors.transport.tls import TlsFiles, TlsFilesError, host_of, is_plain_tcp, is_tls
 
 #: How long a call waits for its reply before giving up; a start can queue behind --concurrency.
 DEFAULT_TIMEOUT_S = 120.0
@@ -319,13 +319,13 @@ class Client:
         """The addresses of the per-event stream and of the batch stream (None: not published)."""
         if self._streams is None:
             ping = await self.ping()
-            if is_tls(self.address):
-                if ping.tls_events_address is None:
-                    raise ClientError(f"the daemon at {self.address} publishes no events over TLS")
+            if is_tls(self.address) or is_plain_tcp(self.address):
+                if ping.remote_events_address is None:
+                    raise ClientError(f"the daemon at {self.address} publishes no events to other hosts")
                 self._streams = (
-                    as_seen_from(ping.tls_events_address, self.address),
-                    as_seen_from(ping.tls_events_batch_address, self.address)
-                    if ping.tls_events_batch_address
+                    as_seen_from(ping.remote_events_address, self.address),
+                    as_seen_from(ping.remote_events_batch_address, self.address)
+                    if ping.remote_events_batch_address
                     else None,
                 )
             else:

@@ -237,8 +237,8 @@ class ApiServer:
             status.last_seq,
             self._config.events_batch_address,
             wire.PROTOCOL_VERSION,
-            self._config.tls_events_address,
-            self._config.tls_events_batch_address,
+            self._config.remote_events_address,
+            self._config.remote_events_batch_address,
         )
 
     async def _read_output(

@@ -39,8 +39,8 @@ class DaemonConfig:
     #: Seconds between checks for renewed TLS files; 0 checks only on SIGHUP.
     tls_reload_interval: float = 0.0
     #: The event streams beside the first TLS listener (the same certificates); None without one.
-    tls_events_address: str | None = None
-    tls_events_batch_address: str | None = None
+    remote_events_address: str | None = None
+    remote_events_batch_address: str | None = None
 
     @property
     def runc_root(self) -> Path:

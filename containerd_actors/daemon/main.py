@@ -178,8 +178,8 @@ def config_from_args(argv: list[str] | None = None) -> DaemonConfig:
         tls=tls,
         read_only_clients=frozenset(args.read_only_client),
         tls_reload_interval=args.tls_reload_interval,
-        tls_events_address=listeners.tls_events_address,
-        tls_events_batch_address=listeners.tls_events_batch_address,
+        remote_events_address=listeners.remote_events_address,
+        remote_events_batch_address=listeners.remote_events_batch_address,
         events_address=events_address,
         events_batch_address=batch_address,
         oom_notify=args.oom_notify,
@@ -196,8 +196,8 @@ def config_from_args(argv: list[str] | None = None) -> DaemonConfig:
 class Listeners:
     local: str
     remote: tuple[str, ...]
-    tls_events_address: str | None
-    tls_events_batch_address: str | None
+    remote_events_address: str | None
+    remote_events_batch_address: str | None
 
 
 def split_listeners(addresses: list[str], insecure_tcp: bool) -> Listeners:
@@ -216,12 +216,10 @@ def split_listeners(addresses: list[str], insecure_tcp: bool) -> Listeners:
             f"containerd-actors: {plain[0]} would serve the API unencrypted and to anyone; use "
             "tls+tcp:// with --tls-cert, --tls-key and --tls-ca, or pass --insecure-tcp"
         )
-    tls = [a for a in remote if is_tls(a)]
-    events = derived_address(tls[0], EVENTS_SOCKET, "a TLS events address", "another port") if tls else None
+    first = remote[0] if remote else None
+    events = derived_address(first, EVENTS_SOCKET, "a remote events address", "a port") if first else None
     batch = (
-        derived_address(events, EVENTS_BATCH_SOCKET, "a TLS batch address", "another port")
-        if events
-        else None
+        derived_address(events, EVENTS_BATCH_SOCKET, "a remote batch address", "a port") if events else None
     )
     return Listeners(local[0] if local else DEFAULT_ADDRESS, remote, events, batch)
 

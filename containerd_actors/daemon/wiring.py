@@ -98,8 +98,8 @@ async def run_daemon(config: DaemonConfig) -> None:
         metrics.mailbox,
         config.events_batch_address,
         tls=config.tls,
-        tls_address=config.tls_events_address,
-        tls_batch_address=config.tls_events_batch_address,
+        remote_address=config.remote_events_address,
+        remote_batch_address=config.remote_events_batch_address,
     )
     records = load_records(config.containers_dir, config.state_dir / "quarantine")
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as stop_signals:
@@ -186,7 +186,7 @@ def serve(config: DaemonConfig) -> None:
     addresses = [config.listen, config.events_address]
     if config.events_batch_address is not None:
         addresses.append(config.events_batch_address)
-    remote = [*config.remote_listen, config.tls_events_address, config.tls_events_batch_address]
+    remote = [*config.remote_listen, config.remote_events_address, config.remote_events_batch_address]
     for address in addresses[1:]:
         prepare_socket_dir(address)
     try:

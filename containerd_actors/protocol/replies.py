@@ -50,16 +50,17 @@ class PingReply:
             "proto_schemas/README.md, 'How the protocol grows'); 0 from a daemon older than this field."
         },
     )
-    tls_events_address: str | None = field(
+    remote_events_address: str | None = field(
         default=None,
         metadata={
-            "description": "The event stream's tls+tcp:// address, for subscribers on other hosts "
-            "(same certificates as the API); null if the daemon has no TLS listener."
+            "description": "The event stream's address for subscribers on other hosts: tls+tcp:// "
+            "(same certificates as the API), or tcp:// where the daemon runs with --insecure-tcp; null "
+            "if the daemon has no remote listener."
         },
     )
-    tls_events_batch_address: str | None = field(
+    remote_events_batch_address: str | None = field(
         default=None,
-        metadata={"description": "The batch stream's tls+tcp:// address; null as for tls_events_address."},
+        metadata={"description": "The batch stream's remote address; null as for remote_events_address."},
     )
 
 

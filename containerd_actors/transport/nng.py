@@ -26,6 +26,10 @@ import attrs
 import pynng
 from pynng import ffi, lib
 
+from containerd_actors.transport.version import check_nng_version, installed_nng_version
+
+check_nng_version(installed_nng_version())
+
 #: nng's NNG_DURATION_INFINITE (pynng does not export it).
 INFINITE_MS = -1
 

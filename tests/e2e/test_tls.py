@@ -56,8 +56,8 @@ async def test_mutual_tls_serves_the_api_and_events_while_ipc_stays(
     try:
         async with Client.connect(remote, timeout=20, tls=certs["admin"]) as client:
             ping = await client.ping()
-            assert ping.tls_events_address == f"tls+tcp://127.0.0.1:{port + 1}"
-            assert ping.tls_events_batch_address == f"tls+tcp://127.0.0.1:{port + 2}"
+            assert ping.remote_events_address == f"tls+tcp://127.0.0.1:{port + 1}"
+            assert ping.remote_events_batch_address == f"tls+tcp://127.0.0.1:{port + 2}"
             async with client.subscribe() as events:
                 pid = await client.create_container(cid, str(sleep_bundle))
                 with trio.fail_after(20):
@@ -166,7 +166,9 @@ async def test_insecure_tcp_serves_with_a_warning(state_dir: Path) -> None:
     handle = await start_daemon(state_dir, "--listen", f"tcp://127.0.0.1:{port}", "--insecure-tcp")
     try:
         async with Client.connect(f"tcp://127.0.0.1:{port}", timeout=20) as client:
-            await client.ping()
+            assert (await client.ping()).remote_events_address == f"tcp://127.0.0.1:{port + 1}"
+            async with client.subscribe():
+                pass  # the event stream is reachable from other hosts too
         assert "plain tcp (--insecure-tcp)" in handle.log_text()
     finally:
         await stop_daemon(handle)

@@ -49,7 +49,7 @@ from containerd_actors.daemon.mailbox import Ask, Published, answer
 from containerd_actors.daemon.metrics.messages import AddToCounter, MetricsMailbox, tell
 from containerd_actors.daemon.metrics.registry import EVENTS, EVENTS_SUBSCRIBERS
 from containerd_actors.protocol import MAX_MESSAGE_BYTES, Event, Events, encode_event_payload, frame_event
-from containerd_actors.transport.tls import TlsFiles, TlsListeners
+from containerd_actors.transport.tls import TlsFiles, TlsListeners, is_tls
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +64,15 @@ class EventsActor:
         batch_events: int = MAX_BATCH_EVENTS,
         *,
         tls: TlsFiles | None = None,
-        tls_address: str | None = None,
-        tls_batch_address: str | None = None,
+        remote_address: str | None = None,
+        remote_batch_address: str | None = None,
     ) -> None:
-        """With ``tls``, each stream also listens on its tls+tcp:// address, on the same socket."""
+        """With a remote address (tls+tcp:// with ``tls``, or tcp://), a stream also listens there,
+        on the same socket."""
         self.address = address
         self.batch_address = batch_address
         self._tls = tls
-        self._tls_addresses = {address: tls_address, batch_address: tls_batch_address}
+        self._remote_addresses = {address: remote_address, batch_address: remote_batch_address}
         self._tls_listeners: list[TlsListeners] = []
         self.journal = journal
         self._metrics = metrics
@@ -102,10 +103,15 @@ class EventsActor:
             socket.add_post_pipe_connect_cb(on_pipe(+1))
             socket.add_post_pipe_remove_cb(on_pipe(-1))
             socket.listen(address)
-            tls_address = self._tls_addresses.get(address)
-            if self._tls is not None and tls_address is not None:
-                self._tls_listeners.append(TlsListeners(socket, [tls_address], self._tls))
-                log.info("events also published on %s", tls_address)
+            remote_address = self._remote_addresses.get(address)
+            if remote_address is not None and is_tls(remote_address):
+                if self._tls is None:
+                    raise ValueError(f"{remote_address} needs a certificate, a key and a CA")
+                self._tls_listeners.append(TlsListeners(socket, [remote_address], self._tls))
+            elif remote_address is not None:
+                socket.listen(remote_address)  # plain tcp, allowed only with --insecure-tcp
+            if remote_address is not None:
+                log.info("events also published on %s", remote_address)
             return socket
 
         try:
