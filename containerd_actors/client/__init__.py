@@ -48,6 +48,7 @@ from containerd_actors.protocol import (
 from containerd_actors.protocol.addresses import DEFAULT_ADDRESS, normalize_address
 from containerd_actors.protocol.durations import parse_duration
 from containerd_actors.protocol.prometheus import format_prometheus
+from containerd_actors.transport.tls import TlsFiles, TlsFilesError
 
 __all__ = [
     "DEFAULT_ADDRESS",
@@ -83,6 +84,8 @@ __all__ = [
     "RequestFailed",
     "StateReply",
     "SubscriptionStats",
+    "TlsFiles",
+    "TlsFilesError",
     "User",
     "converter",
     "format_prometheus",

@@ -25,9 +25,37 @@ from containerd_actors.client import subscription
 from containerd_actors.client.errors import ClientError, DaemonUnreachable, RequestFailed
 from containerd_actors.protocol.addresses import DEFAULT_ADDRESS, normalize_address
 from containerd_actors.transport.request import ConnectionLost, RawRequestSocket
+from containerd_actors.transport.tls import TlsFiles, TlsFilesError, host_of, is_plain_tcp, is_tls
 
 #: How long a call waits for its reply before giving up; a start can queue behind --concurrency.
 DEFAULT_TIMEOUT_S = 120.0
+
+#: Hosts a daemon may announce its streams on that mean "every interface", not a place to dial.
+_ANY_HOST = {"0.0.0.0", "::", ""}
+
+
+def as_seen_from(announced: str, dialed: str) -> str:
+    """An announced stream address, with the host this client dialed where the daemon listens on
+    every interface (it cannot know the name a client reaches it by)."""
+    scheme, _, rest = announced.partition("://")
+    host, _, port = rest.rpartition(":")
+    if host.strip("[]") in _ANY_HOST:
+        dialed_host = host_of(dialed)
+        host = f"[{dialed_host}]" if ":" in dialed_host else dialed_host
+    return f"{scheme}://{host}:{port}"
+
+
+def _explained(exc: pynng.NNGException) -> str:
+    """pynng's text, plus what a TLS failure usually means (mbedTLS says only 'Cryptographic error')."""
+    if isinstance(exc, pynng.CryptoError) or "crypto" in str(exc).lower():
+        return (
+            f"TLS handshake failed ({exc}): the daemon did not accept this client's certificate "
+            "(not signed by its CA, or expired), or its own certificate is not signed by --tls-ca "
+            "or does not name this host"
+        )
+    return str(exc)
+
+
 #: How long one ReadOutput of a follow waits for output before asking again.
 FOLLOW_WAIT_S = 10.0
 #: A follow whose long poll came back empty without waiting (the daemon had too many) waits this long.
@@ -53,8 +81,11 @@ class OutputRead:
 class Client:
     """A connection to one daemon. Create it with ``Client.connect``."""
 
-    def __init__(self, address: str, socket: RawRequestSocket, timeout: float) -> None:
+    def __init__(
+        self, address: str, socket: RawRequestSocket, timeout: float, tls: TlsFiles | None = None
+    ) -> None:
         self.address = address
+        self.tls = tls
         self._socket = socket
         self._timeout = timeout
         self._ids = itertools.count(1)
@@ -64,15 +95,25 @@ class Client:
     @classmethod
     @asynccontextmanager
     async def connect(
-        cls, address: str = DEFAULT_ADDRESS, timeout: float = DEFAULT_TIMEOUT_S
+        cls,
+        address: str = DEFAULT_ADDRESS,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        *,
+        tls: TlsFiles | None = None,
     ) -> AsyncIterator[Client]:
+        """Connect to a daemon; a ``tls+tcp://`` address needs ``tls`` (mutual TLS: this client's
+        certificate and key, and the CA that signed the daemon's certificate)."""
         address = normalize_address(address)
+        if is_tls(address) and tls is None:
+            raise DaemonUnreachable(address, "a tls+tcp:// address needs a client certificate, key and CA")
         try:
-            socket = RawRequestSocket(address, recv_max_size=wire.MAX_MESSAGE_BYTES * 64)
+            socket = RawRequestSocket(address, recv_max_size=wire.MAX_MESSAGE_BYTES * 64, tls=tls)
+        except TlsFilesError as exc:
+            raise ClientError(str(exc)) from None
         except pynng.NNGException as exc:
-            raise DaemonUnreachable(address, str(exc)) from None
+            raise DaemonUnreachable(address, _explained(exc)) from None
         with socket:
-            yield cls(address, socket, timeout)
+            yield cls(address, socket, timeout, tls)
 
     def _next_request_id(self) -> str:
         return f"{self._id_prefix}-{next(self._ids)}"
@@ -278,7 +319,17 @@ class Client:
         """The addresses of the per-event stream and of the batch stream (None: not published)."""
         if self._streams is None:
             ping = await self.ping()
-            self._streams = (ping.events_address, ping.events_batch_address)
+            if is_tls(self.address) or is_plain_tcp(self.address):
+                if ping.remote_events_address is None:
+                    raise ClientError(f"the daemon at {self.address} publishes no events to other hosts")
+                self._streams = (
+                    as_seen_from(ping.remote_events_address, self.address),
+                    as_seen_from(ping.remote_events_batch_address, self.address)
+                    if ping.remote_events_batch_address
+                    else None,
+                )
+            else:
+                self._streams = (ping.events_address, ping.events_batch_address)
         return self._streams
 
     async def events_page(

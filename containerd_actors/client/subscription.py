@@ -20,6 +20,7 @@ import trio
 
 import containerd_actors.protocol as wire
 from containerd_actors.client.errors import ClientError, DaemonUnreachable
+from containerd_actors.transport.tls import TlsFiles, host_of, is_tls
 
 
 class DaemonConnection(Protocol):
@@ -27,6 +28,7 @@ class DaemonConnection(Protocol):
     streams are published, a Ping to learn the newest ``seq``, and pages of the journal."""
 
     address: str
+    tls: TlsFiles | None
 
     async def event_streams(self) -> tuple[str, str | None]: ...
 
@@ -79,6 +81,8 @@ async def subscribe(
     address = batch_address if batched and batch_address is not None else events_address
     socket = pynng.Sub0(recv_max_size=wire.MAX_MESSAGE_BYTES)
     try:
+        if is_tls(address) and client.tls is not None:
+            socket.tls_config = client.tls.client_config(host_of(address))
         # nng filters by topic prefix; batches have no topic, so their events are filtered here.
         socket.subscribe(b"" if lossless or batched else topic_prefix.encode())
         try:

@@ -33,7 +33,9 @@ from containerd_actors.daemon.mailbox import CommandError, Published, ask, forwa
 from containerd_actors.daemon.metrics.messages import MetricsMailbox
 from containerd_actors.daemon.supervisor.messages import SupervisorMailbox
 from containerd_actors.host.procfs import memory_total_bytes
+from containerd_actors.transport.nng import UNKNOWN_PEER
 from containerd_actors.transport.reply import ReplySocket
+from containerd_actors.transport.tls import is_plain_tcp
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,20 @@ SEND_TIMEOUT_S = 10.0
 MAX_WAITING_READS = WORKER_CONTEXTS // 2
 
 Handler = Callable[[Any], Awaitable[wire.Reply]]
+
+#: What a ``--read-only-client`` may ask: everything that only reads (list, state, stats, logs,
+#: metrics, events, checkpoints listed). Anything else, today's requests and tomorrow's, is refused.
+READ_ONLY_REQUESTS: frozenset[type] = frozenset(
+    {
+        wire.Ping,
+        wire.State,
+        wire.Stats,
+        wire.ReadOutput,
+        wire.Metrics,
+        wire.Events,
+        wire.ListCheckpoints,
+    }
+)
 
 
 def machine_info(daemon_id: str) -> wire.MachineInfo:
@@ -70,6 +86,7 @@ class ApiServer:
         self._machine = machine_info(config.id)
         self._waiting_reads = trio.CapacityLimiter(MAX_WAITING_READS)
         self.served = 0
+        self._socket: ReplySocket | None = None
         self.handlers = self._handler_table(supervisor, events, metrics)
 
     def _handler_table(
@@ -116,8 +133,17 @@ class ApiServer:
         }
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        with ReplySocket(self._config.listen, wire.MAX_MESSAGE_BYTES, SEND_TIMEOUT_S) as sock:
-            log.info("listening on %s", self._config.listen)
+        addresses = [self._config.listen, *self._config.remote_listen]
+        with ReplySocket(addresses, wire.MAX_MESSAGE_BYTES, SEND_TIMEOUT_S, tls=self._config.tls) as sock:
+            self._socket = sock
+            for address in addresses:
+                log.info("listening on %s", address)
+                if is_plain_tcp(address):
+                    log.warning(
+                        "%s is plain tcp (--insecure-tcp): no encryption, and anyone who reaches it "
+                        "may do anything",
+                        address,
+                    )
             # Unbuffered: a request is taken from nng only when a worker is free to serve it.
             # One worker at a time reads the socket; see ``_worker``.
             reading = trio.Lock()
@@ -139,10 +165,10 @@ class ApiServer:
         while True:
             async with reading:
                 try:
-                    request = await context.receive()
+                    message = await context.receive_message()
                 except pynng.Closed:
                     return
-            reply = await self.handle(request)
+            reply = await self.handle(message.body, message.peer)
             try:
                 if not await context.reply(wire.encode_reply(reply)):
                     log.debug("reply dropped: the requester stopped reading")
@@ -150,8 +176,16 @@ class ApiServer:
                 log.debug("reply not delivered: %s", exc)
             self.served += 1
 
-    async def handle(self, data: bytes) -> wire.Reply:
-        """Decode one request and answer it; exceptions become ErrorReplies."""
+    def reload_tls(self) -> None:
+        """Serve renewed certificate files on the TLS listeners (see ``ReplySocket.reload_tls``)."""
+        if self._socket is not None:
+            self._socket.reload_tls()
+
+    async def handle(self, data: bytes, peer: str | None = None) -> wire.Reply:
+        """Decode one request and answer it; exceptions become ErrorReplies.
+
+        ``peer`` is the sender's TLS certificate CN (None for a local or plain-tcp client).
+        """
         request_id: str | None = None
         try:
             request = wire.decode_request(data)
@@ -161,6 +195,8 @@ class ApiServer:
                 raise CommandError(
                     wire.ErrorCode.UNKNOWN_TYPE, f"request {type(request).__name__} is not served"
                 )
+            if peer is not None and type(request) not in READ_ONLY_REQUESTS:
+                self._authorize_change(request, peer)
             return await handler(request)
         except wire.ProtocolError as exc:
             return exc.to_reply()
@@ -169,6 +205,23 @@ class ApiServer:
         except Exception as exc:
             log.exception("request failed unexpectedly")
             return wire.ErrorReply(request_id, wire.ErrorCode.INTERNAL, f"internal error: {exc!r}")
+
+    def _authorize_change(self, request: Any, peer: str) -> None:
+        """Refuse a change asked by a read-only certificate; log who asked for every other one."""
+        kind = type(request).__name__
+        target = getattr(request, "id", None)
+        if peer == UNKNOWN_PEER:
+            raise CommandError(
+                wire.ErrorCode.PERMISSION_DENIED,
+                f"{kind} refused: the client's connection closed before its certificate could be read",
+            )
+        if peer in self._config.read_only_clients:
+            log.warning("refused %s for %s from read-only client %r", kind, target or "-", peer)
+            raise CommandError(
+                wire.ErrorCode.PERMISSION_DENIED,
+                f"client {peer!r} may only read; {kind} changes state",
+            )
+        log.info("%s for %s by client %r", kind, target or "-", peer)
 
     async def _ping(self, request: wire.Ping) -> wire.PingReply:
         if self._events_status is not None:
@@ -184,6 +237,8 @@ class ApiServer:
             status.last_seq,
             self._config.events_batch_address,
             wire.PROTOCOL_VERSION,
+            self._config.remote_events_address,
+            self._config.remote_events_batch_address,
         )
 
     async def _read_output(

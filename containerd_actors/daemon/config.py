@@ -6,6 +6,8 @@ from pathlib import Path
 
 import attrs
 
+from containerd_actors.transport.tls import TlsFiles
+
 #: Events the journal keeps for replay by default (about 100 bytes each).
 DEFAULT_RETENTION = 100_000
 
@@ -29,6 +31,16 @@ class DaemonConfig:
     events_retention: int = DEFAULT_RETENTION
     #: The batch stream's Pub0 address (``EventBatch`` messages); None publishes no batch stream.
     events_batch_address: str | None = None
+    #: API listeners for other hosts: tls+tcp:// (with ``tls``), or tcp:// with --insecure-tcp.
+    remote_listen: tuple[str, ...] = ()
+    tls: TlsFiles | None = None
+    #: Certificate CNs that may only read (``api.READ_ONLY_REQUESTS``).
+    read_only_clients: frozenset[str] = frozenset()
+    #: Seconds between checks for renewed TLS files; 0 checks only on SIGHUP.
+    tls_reload_interval: float = 0.0
+    #: The event streams beside the first TLS listener (the same certificates); None without one.
+    remote_events_address: str | None = None
+    remote_events_batch_address: str | None = None
 
     @property
     def runc_root(self) -> Path:

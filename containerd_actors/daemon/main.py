@@ -14,6 +14,8 @@ import socket
 import sys
 from pathlib import Path
 
+import attrs
+
 from containerd_actors import __version__
 from containerd_actors.daemon.config import DEFAULT_RETENTION, DaemonConfig
 from containerd_actors.daemon.state.lock import StateDirInUse, lock_state_dir
@@ -27,6 +29,7 @@ from containerd_actors.protocol.addresses import (
 )
 from containerd_actors.protocol.durations import parse_duration
 from containerd_actors.reaper.handover import HandoverError, take_handover
+from containerd_actors.transport.tls import TlsFiles, TlsFilesError, is_plain_tcp, is_tls
 
 log = logging.getLogger("containerd_actors")
 
@@ -77,8 +80,33 @@ def build_parser() -> argparse.ArgumentParser:
         "-l",
         "--listen",
         type=normalize_address,
-        default=DEFAULT_ADDRESS,
-        help="address on which the API will listen",
+        action="append",
+        default=None,
+        help="address on which the API will listen; repeat it to add tls+tcp://HOST:PORT listeners "
+        "(the local ipc socket stays; default " + DEFAULT_ADDRESS + ")",
+    )
+    parser.add_argument("--tls-cert", default=None, help="PEM certificate of this daemon (tls+tcp listeners)")
+    parser.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
+    parser.add_argument(
+        "--tls-ca", default=None, help="PEM CA that signs the clients' certificates (mutual TLS is required)"
+    )
+    parser.add_argument(
+        "--read-only-client",
+        action="append",
+        default=[],
+        metavar="CN",
+        help="a TLS client certificate's common name that may only read (repeatable)",
+    )
+    parser.add_argument(
+        "--tls-reload-interval",
+        type=duration_arg,
+        default=0.0,
+        help="re-read the TLS files this often when they change (default: only on SIGHUP to the API server)",
+    )
+    parser.add_argument(
+        "--insecure-tcp",
+        action="store_true",
+        help="allow plain tcp:// listeners: no encryption, no client identity, full rights for anyone",
     )
     parser.add_argument(
         "--events-address",
@@ -131,8 +159,10 @@ def config_from_args(argv: list[str] | None = None) -> DaemonConfig:
         raise SystemExit("containerd-actors: --concurrency must be at least 1")
     if args.events_retention < 1:
         raise SystemExit("containerd-actors: --events-retention must be at least 1")
+    listeners = split_listeners(args.listen or [DEFAULT_ADDRESS], args.insecure_tcp)
+    tls = tls_files(args, listeners.remote)
     events_address = args.events_address or derived_address(
-        args.listen, EVENTS_SOCKET, "an events address", "--events-address"
+        listeners.local, EVENTS_SOCKET, "an events address", "--events-address"
     )
     batch_address = args.events_batch_address or derived_address(
         events_address, EVENTS_BATCH_SOCKET, "an event batch address", "--events-batch-address"
@@ -143,7 +173,13 @@ def config_from_args(argv: list[str] | None = None) -> DaemonConfig:
         state_dir=Path(os.path.abspath(args.state_dir)),
         concurrency=args.concurrency,
         metrics_interval=args.metrics_interval,
-        listen=args.listen,
+        listen=listeners.local,
+        remote_listen=listeners.remote,
+        tls=tls,
+        read_only_clients=frozenset(args.read_only_client),
+        tls_reload_interval=args.tls_reload_interval,
+        remote_events_address=listeners.remote_events_address,
+        remote_events_batch_address=listeners.remote_events_batch_address,
         events_address=events_address,
         events_batch_address=batch_address,
         oom_notify=args.oom_notify,
@@ -154,6 +190,55 @@ def config_from_args(argv: list[str] | None = None) -> DaemonConfig:
         no_reaper=args.no_reaper,
         events_retention=args.events_retention,
     )
+
+
+@attrs.frozen
+class Listeners:
+    local: str
+    remote: tuple[str, ...]
+    remote_events_address: str | None
+    remote_events_batch_address: str | None
+
+
+def split_listeners(addresses: list[str], insecure_tcp: bool) -> Listeners:
+    """The one local address (ipc, the default unless one is given) and the remote ones.
+
+    A remote API is mutual TLS or nothing, unless the operator says ``--insecure-tcp``; the event
+    streams follow the first TLS listener, on its next two ports, as they follow the local socket.
+    """
+    local = [a for a in addresses if not (is_tls(a) or is_plain_tcp(a))]
+    remote = tuple(a for a in addresses if is_tls(a) or is_plain_tcp(a))
+    if len(local) > 1:
+        raise SystemExit(f"containerd-actors: one local --listen address at most, got {', '.join(local)}")
+    plain = [a for a in remote if is_plain_tcp(a)]
+    if plain and not insecure_tcp:
+        raise SystemExit(
+            f"containerd-actors: {plain[0]} would serve the API unencrypted and to anyone; use "
+            "tls+tcp:// with --tls-cert, --tls-key and --tls-ca, or pass --insecure-tcp"
+        )
+    first = remote[0] if remote else None
+    events = derived_address(first, EVENTS_SOCKET, "a remote events address", "a port") if first else None
+    batch = (
+        derived_address(events, EVENTS_BATCH_SOCKET, "a remote batch address", "a port") if events else None
+    )
+    return Listeners(local[0] if local else DEFAULT_ADDRESS, remote, events, batch)
+
+
+def tls_files(args: argparse.Namespace, remote: tuple[str, ...]) -> TlsFiles | None:
+    given = {"--tls-cert": args.tls_cert, "--tls-key": args.tls_key, "--tls-ca": args.tls_ca}
+    if not any(is_tls(a) for a in remote):
+        if any(given.values()):
+            raise SystemExit("containerd-actors: the --tls-* flags need a tls+tcp:// --listen address")
+        return None
+    missing = [flag for flag, value in given.items() if not value]
+    if missing:
+        raise SystemExit(f"containerd-actors: a tls+tcp:// listener needs {', '.join(missing)}")
+    files = TlsFiles(Path(args.tls_cert), Path(args.tls_key), Path(args.tls_ca))
+    try:
+        files.check()  # fail at start, naming the file, rather than at the first client
+    except TlsFilesError as exc:
+        raise SystemExit(f"containerd-actors: {exc}") from None
+    return files
 
 
 class _PlainFormatter(logging.Formatter):

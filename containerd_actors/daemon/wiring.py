@@ -35,6 +35,7 @@ from containerd_actors.daemon.state.layout import prepare_state_dir
 from containerd_actors.daemon.state.recovery import load_records
 from containerd_actors.daemon.state.space import state_dir_space
 from containerd_actors.daemon.supervisor.actor import Supervisor
+from containerd_actors.daemon.tls_reload import reload_tls_when_asked
 from containerd_actors.host.reaping import ExitWatcher, LocalSubreaper, become_child_subreaper
 from containerd_actors.protocol import warm_up
 from containerd_actors.reaper.link import ReaperLink
@@ -92,7 +93,15 @@ async def run_daemon(config: DaemonConfig) -> None:
     metrics = MetricsActor(config.metrics_interval)
     # Before any actor runs: the journal fixes where seq continues after a restart.
     journal = EventJournal(config.events_dir, retention=config.events_retention)
-    events = EventsActor(config.events_address, journal, metrics.mailbox, config.events_batch_address)
+    events = EventsActor(
+        config.events_address,
+        journal,
+        metrics.mailbox,
+        config.events_batch_address,
+        tls=config.tls,
+        remote_address=config.remote_events_address,
+        remote_batch_address=config.remote_events_batch_address,
+    )
     records = load_records(config.containers_dir, config.state_dir / "quarantine")
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as stop_signals:
         async with trio.open_nursery() as nursery:
@@ -120,6 +129,14 @@ async def run_daemon(config: DaemonConfig) -> None:
             await nursery.start(supervisor.run, adoptions)
             server = ApiServer(config, supervisor.mailbox, events.mailbox, metrics.mailbox, events.status)
             await nursery.start(server.run)
+            if config.tls is not None:
+                await nursery.start(
+                    reload_tls_when_asked,
+                    config.tls,
+                    config.tls_reload_interval,
+                    server.reload_tls,
+                    events.mailbox,
+                )
             if config.metrics_address:
                 await nursery.start(serve_prometheus, config.metrics_address, metrics.mailbox)
             log.info(
@@ -174,12 +191,12 @@ def serve(config: DaemonConfig) -> None:
     addresses = [config.listen, config.events_address]
     if config.events_batch_address is not None:
         addresses.append(config.events_batch_address)
+    remote = [*config.remote_listen, config.remote_events_address, config.remote_events_batch_address]
     for address in addresses[1:]:
         prepare_socket_dir(address)
     try:
         trio.run(run_daemon, config)
     except* pynng.AddressInUse:
-        log.error(
-            "another process is already listening on %s or %s", ", ".join(addresses[:-1]), addresses[-1]
-        )
+        listened = addresses + [address for address in remote if address is not None]
+        log.error("another process is already listening on %s or %s", ", ".join(listened[:-1]), listened[-1])
         raise SystemExit(1) from None

@@ -50,6 +50,18 @@ class PingReply:
             "proto_schemas/README.md, 'How the protocol grows'); 0 from a daemon older than this field."
         },
     )
+    remote_events_address: str | None = field(
+        default=None,
+        metadata={
+            "description": "The event stream's address for subscribers on other hosts: tls+tcp:// "
+            "(same certificates as the API), or tcp:// where the daemon runs with --insecure-tcp; null "
+            "if the daemon has no remote listener."
+        },
+    )
+    remote_events_batch_address: str | None = field(
+        default=None,
+        metadata={"description": "The batch stream's remote address; null as for remote_events_address."},
+    )
 
 
 @frozen
@@ -221,4 +233,5 @@ class ErrorCode:
     ALREADY_EXISTS = "already_exists"
     INVALID_STATE = "invalid_state"  # e.g. stdin already closed, not a terminal, container paused
     RUNTIME_FAILED = "runtime_failed"  # runc (or the kernel) refused; message carries its stderr
+    PERMISSION_DENIED = "permission_denied"  # a read-only TLS client asked to change something
     INTERNAL = "internal"

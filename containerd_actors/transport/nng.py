@@ -26,6 +26,10 @@ import attrs
 import pynng
 from pynng import ffi, lib
 
+from containerd_actors.transport.version import check_nng_version, installed_nng_version
+
+check_nng_version(installed_nng_version())
+
 #: nng's NNG_DURATION_INFINITE (pynng does not export it).
 INFINITE_MS = -1
 
@@ -57,6 +61,14 @@ class RawMessage:
 
     header: bytes
     body: bytes
+    #: The common name of the sender's TLS certificate; None over ipc and plain tcp; ``UNKNOWN_PEER``
+    #: when its pipe closed before the name could be read (treat it as the least trusted caller).
+    peer: str | None = None
+
+
+#: The peer of a message whose pipe was gone before its certificate could be read: not a name any
+#: certificate can carry (a CN is never empty here), so no ``--read-only-client`` list can match it.
+UNKNOWN_PEER = ""
 
 
 def closed_error() -> pynng.Closed:
@@ -148,10 +160,13 @@ class Context:
 class Inbox:
     """The slot nng receives into; every message taken out of it is copied and freed at once."""
 
-    __slots__ = ("_slot",)
+    __slots__ = ("_peer_names", "_slot")
 
-    def __init__(self) -> None:
+    def __init__(self, *, peer_names: bool = False) -> None:
+        """With ``peer_names``, each message carries its sender's certificate CN (a socket with a
+        TLS listener asks for it; the others skip the two calls per message)."""
         self._slot: Any = ffi.new("nng_msg **")
+        self._peer_names = peer_names
 
     def receive(self, socket: pynng.Socket) -> RawMessage | None:
         """The socket's next message without waiting, or None when none is there."""
@@ -168,9 +183,30 @@ class Inbox:
         try:
             header = bytes(ffi.buffer(lib.nng_msg_header(message), lib.nng_msg_header_len(message)))
             body = bytes(ffi.buffer(lib.nng_msg_body(message), lib.nng_msg_len(message)))
+            peer = _peer_common_name(message) if self._peer_names else None
         finally:
             lib.nng_msg_free(message)
-        return RawMessage(header, body)
+        return RawMessage(header, body, peer)
+
+
+def _peer_common_name(message: Any) -> str | None:
+    """The CN of the certificate the message's pipe was authenticated with, if it came over TLS.
+
+    nng answers NNG_ENOTSUP for pipes of other transports (ipc, plain tcp): no TLS identity. Any
+    other failure (the pipe already gone when its peer hung up right after sending) must not pass
+    for a local caller, so it gives ``UNKNOWN_PEER``.
+    """
+    pipe = lib.nng_msg_get_pipe(message)
+    slot = ffi.new("char **")
+    status = lib.nng_pipe_get_string(pipe, b"tls-peer-cn", slot)
+    if status == lib.NNG_ENOTSUP:
+        return None
+    if status != 0:
+        return UNKNOWN_PEER
+    try:
+        return ffi.string(slot[0]).decode(errors="replace")
+    finally:
+        lib.nng_strfree(slot[0])
 
 
 class SendAio:

@@ -21,12 +21,14 @@ GIL and post back into trio, two hops per request. Here instead:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import pynng
 
 from containerd_actors.transport import nng
 from containerd_actors.transport.backoff import Backoff
 from containerd_actors.transport.polled import PolledSocket
+from containerd_actors.transport.tls import TlsFiles, TlsListeners, is_tls
 
 
 def _milliseconds(seconds: float) -> int:
@@ -34,12 +36,32 @@ def _milliseconds(seconds: float) -> int:
 
 
 class ReplySocket(PolledSocket):
-    """Listen with a cooked Rep0; each worker answers through its own ``context()``."""
+    """Listen with a cooked Rep0; each worker answers through its own ``context()``.
 
-    def __init__(self, address: str, recv_max_size: int, send_timeout: float) -> None:
+    One socket serves every address (the local ipc one, and ``tls+tcp://`` ones with ``tls``), so
+    every worker serves every client, and a message says which certificate sent it
+    (``RawMessage.peer``) when the socket has TLS listeners.
+    """
+
+    def __init__(
+        self,
+        address: str | Sequence[str],
+        recv_max_size: int,
+        send_timeout: float,
+        *,
+        tls: TlsFiles | None = None,
+    ) -> None:
+        addresses = [address] if isinstance(address, str) else list(address)
+        self._tls_addresses = [a for a in addresses if is_tls(a)]
+        if self._tls_addresses and tls is None:
+            raise ValueError(f"{self._tls_addresses[0]} needs a certificate, a key and a CA")
         socket = pynng.Rep0(recv_max_size=recv_max_size)
+        self._tls: TlsListeners | None = None
         try:
-            socket.listen(address)
+            for plain in (a for a in addresses if not is_tls(a)):
+                socket.listen(plain)
+            if tls is not None and self._tls_addresses:
+                self._tls = TlsListeners(socket, self._tls_addresses, tls)
         except BaseException:
             socket.close()
             raise
@@ -49,11 +71,21 @@ class ReplySocket(PolledSocket):
         #: Replies that found their pipe busy and had to wait in nng (how often the fast path misses).
         self.deferred_sends = 0
 
+    def reload_tls(self) -> None:
+        """Serve renewed certificate files (see ``TlsListeners.reload``); without TLS, nothing."""
+        if self._tls is not None:
+            self._tls.reload()
+
     def context(self) -> ReplyContext:
         """A context of its own: it receives one request and sends that request's reply."""
         if self._closed:
             raise nng.closed_error()
-        context = ReplyContext(self, nng.Context(self._socket), nng.SendAio(self._send_timeout_ms))
+        context = ReplyContext(
+            self,
+            nng.Context(self._socket),
+            nng.SendAio(self._send_timeout_ms),
+            peer_names=bool(self._tls_addresses),
+        )
         self._contexts.append(context)
         return context
 
@@ -66,15 +98,21 @@ class ReplySocket(PolledSocket):
 class ReplyContext:
     """One nng context and the aio its replies go out on; made by ``ReplySocket.context``."""
 
-    def __init__(self, owner: ReplySocket, context: nng.Context, aio: nng.SendAio) -> None:
+    def __init__(
+        self, owner: ReplySocket, context: nng.Context, aio: nng.SendAio, *, peer_names: bool = False
+    ) -> None:
         self._owner = owner
         self._context = context
         self._aio = aio
-        self._inbox = nng.Inbox()
+        self._inbox = nng.Inbox(peer_names=peer_names)
         self._sending = False
 
     async def receive(self) -> bytes:
-        """The next request's body; raises ``pynng.Closed`` once the socket is closed.
+        """The next request's body; raises ``pynng.Closed`` once the socket is closed."""
+        return (await self.receive_message()).body
+
+    async def receive_message(self) -> nng.RawMessage:
+        """The next request, with the certificate name of its sender; see ``receive``.
 
         ``recv_fd`` can stay readable with nothing to take: nng 1.11 does not lower it when a pipe
         whose request was waiting closes. Waiting again at once would spin a core until the next
@@ -88,7 +126,7 @@ class ReplyContext:
                 raise nng.closed_error()
             message = self._inbox.receive_on(self._context)
             if message is not None:
-                return message.body
+                return message
             if woken:  # and yet nothing there
                 backoff = backoff or Backoff()
                 await backoff.wait()

@@ -28,6 +28,7 @@ import trio
 from containerd_actors.transport import nng
 from containerd_actors.transport.backoff import Backoff
 from containerd_actors.transport.polled import PolledSocket
+from containerd_actors.transport.tls import TlsFiles, host_of, is_tls
 
 #: A Req0 request id is 32 bits with the top bit set (the top bit marks the end of the backtrace).
 _REQUEST_ID_FLAG = 0x8000_0000
@@ -61,7 +62,9 @@ class RawRequestSocket(PolledSocket):
     nng's maximum, so that nng keeps taking replies off the connection while Python is busy.
     """
 
-    def __init__(self, address: str, recv_max_size: int) -> None:
+    def __init__(self, address: str, recv_max_size: int, tls: TlsFiles | None = None) -> None:
+        """``tls`` is required for a ``tls+tcp://`` address: this client's certificate and key, and
+        the CA that signed the daemon's (whose certificate must name the address's host)."""
         self._ids = itertools.count(int.from_bytes(os.urandom(4)) & ~_REQUEST_ID_FLAG)
         self._pending: dict[int, _Pending] = {}
         self._reading = False
@@ -74,6 +77,10 @@ class RawRequestSocket(PolledSocket):
             if socket.recv_buffer_size != _REPLY_QUEUE:
                 raise RuntimeError(f"nng refused a reply queue of {_REPLY_QUEUE} messages")
             socket.add_post_pipe_remove_cb(self._on_pipe_removed)
+            if is_tls(address):
+                if tls is None:
+                    raise ValueError(f"{address} needs a client certificate, key and CA")
+                socket.tls_config = tls.client_config(host_of(address))
             socket.dial(address, block=True)
         except BaseException:
             socket.close()

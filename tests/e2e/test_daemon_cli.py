@@ -63,10 +63,12 @@ def test_bad_durations(text: str) -> None:
         duration_arg(text)
 
 
-def test_tcp_events_address_is_next_port() -> None:
-    config = config_from_args(["-l", "tcp://127.0.0.1:7000"])
-    assert config.events_address == "tcp://127.0.0.1:7001"
-    assert config.events_batch_address == "tcp://127.0.0.1:7002"
+def test_remote_events_addresses_are_the_next_ports() -> None:
+    config = config_from_args(["-l", "tcp://127.0.0.1:7000", "--insecure-tcp"])
+    assert config.remote_listen == ("tcp://127.0.0.1:7000",)
+    assert config.remote_events_address == "tcp://127.0.0.1:7001"
+    assert config.remote_events_batch_address == "tcp://127.0.0.1:7002"
+    assert config.listen.startswith("ipc://"), "the local socket stays"
 
 
 @pytest.mark.parametrize(

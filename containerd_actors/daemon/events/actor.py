@@ -47,12 +47,14 @@ from containerd_actors.daemon.events.messages import (
     EventsStatus,
     FlushJournal,
     GetStatus,
+    ReloadTls,
     SubscribersChanged,
 )
 from containerd_actors.daemon.mailbox import Ask, Published, answer
 from containerd_actors.daemon.metrics.messages import AddToCounter, MetricsMailbox, tell
 from containerd_actors.daemon.metrics.registry import EVENTS, EVENTS_SUBSCRIBERS
 from containerd_actors.protocol import MAX_MESSAGE_BYTES, Event, Events, encode_event_payload, frame_event
+from containerd_actors.transport.tls import TlsFiles, TlsListeners, is_tls
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +67,18 @@ class EventsActor:
         metrics: MetricsMailbox,
         batch_address: str | None = None,
         batch_events: int = MAX_BATCH_EVENTS,
+        *,
+        tls: TlsFiles | None = None,
+        remote_address: str | None = None,
+        remote_batch_address: str | None = None,
     ) -> None:
+        """With a remote address (tls+tcp:// with ``tls``, or tcp://), a stream also listens there,
+        on the same socket."""
         self.address = address
         self.batch_address = batch_address
+        self._tls = tls
+        self._remote_addresses = {address: remote_address, batch_address: remote_batch_address}
+        self._tls_listeners: list[TlsListeners] = []
         self.journal = journal
         self._metrics = metrics
         self._mailbox_send, self._mailbox = trio.open_memory_channel[EventsMessage](100_000)
@@ -100,6 +111,15 @@ class EventsActor:
             socket.add_post_pipe_connect_cb(on_pipe(+1))
             socket.add_post_pipe_remove_cb(on_pipe(-1))
             socket.listen(address)
+            remote_address = self._remote_addresses.get(address)
+            if remote_address is not None and is_tls(remote_address):
+                if self._tls is None:
+                    raise ValueError(f"{remote_address} needs a certificate, a key and a CA")
+                self._tls_listeners.append(TlsListeners(socket, [remote_address], self._tls))
+            elif remote_address is not None:
+                socket.listen(remote_address)  # plain tcp, allowed only with --insecure-tcp
+            if remote_address is not None:
+                log.info("events also published on %s", remote_address)
             return socket
 
         try:
@@ -143,6 +163,17 @@ class EventsActor:
                 case GetStatus(reply_to):
                     self._end_of_burst(batch_socket)
                     answer(reply_to, self.status.current)
+                case ReloadTls(reply_to):
+                    answer(reply_to, self._reload_tls())
+
+    def _reload_tls(self) -> str | None:
+        """Renewed certificates for the TLS listeners: None once done, else why not (old ones serve on)."""
+        try:
+            for listeners in self._tls_listeners:
+                listeners.reload()
+        except Exception as exc:
+            return str(exc)
+        return None
 
     def _publish(self, socket: pynng.Pub0, draft: EventDraft) -> None:
         event = Event(

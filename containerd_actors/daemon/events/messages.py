@@ -45,6 +45,14 @@ class FlushJournal:
 
 
 @attrs.frozen
+class ReloadTls:
+    """Re-read the TLS files for the streams' tls+tcp listeners; answered with None, or the reason
+    they could not be read (the old listeners then keep serving)."""
+
+    reply_to: ReplyTo
+
+
+@attrs.frozen
 class EventsStatus:
     """Connected subscribers and the newest ``seq``, which is always one the journal holds."""
 
@@ -53,5 +61,5 @@ class EventsStatus:
 
 
 #: ``Ask(Events)`` is answered with a ``JournalPage``.
-EventsMessage = EventDraft | SubscribersChanged | GetStatus | FlushJournal | Ask[Events]
+EventsMessage = EventDraft | SubscribersChanged | GetStatus | FlushJournal | ReloadTls | Ask[Events]
 EventsMailbox = trio.MemorySendChannel[EventsMessage]

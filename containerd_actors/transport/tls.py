@@ -1,0 +1,136 @@
+"""Mutual TLS for the API and the event streams on ``tls+tcp://``: the certificates, read from files.
+
+nng (with the mbedTLS that pynng links in) does the handshake and the crypto; this module only
+turns three PEM files into its configuration, with errors that name the file at fault. Both sides
+always verify: the server requires a client certificate signed by its CA (``AUTH_MODE_REQUIRED``),
+and the client requires the server's. Identity is the certificate's common name (CN), which nng
+reports per pipe; what a CN may do is the daemon's business (``--read-only-client``).
+
+The files are read into memory at each ``server_config``/``client_config`` call rather than handed
+to nng by path, so that a reload reads renewed files, and a file that cannot be read fails with
+its path here instead of with mbedTLS's bare "cryptographic error" at the first connection.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    import pynng
+
+#: The schemes that carry the API across hosts; plain ``tcp://`` needs ``--insecure-tcp``.
+TLS_SCHEME = "tls+tcp://"
+PLAIN_TCP_SCHEME = "tcp://"
+
+
+class TlsFilesError(ValueError):
+    """A certificate, key or CA file is missing, unreadable, or not PEM."""
+
+
+@attrs.frozen
+class TlsFiles:
+    cert: Path
+    key: Path
+    ca: Path
+
+    def _read(self, path: Path, what: str, marker: str) -> str:
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TlsFilesError(f"cannot read the TLS {what} {path}: {exc}") from None
+        if f"-----BEGIN {marker}" not in text and not (marker == "KEY" and "PRIVATE KEY-----" in text):
+            raise TlsFilesError(f"the TLS {what} {path} is not a PEM {marker.lower()}")
+        return text
+
+    def _pem(self) -> tuple[str, str, str]:
+        return (
+            self._read(self.cert, "certificate", "CERTIFICATE"),
+            self._read(self.key, "key", "KEY"),
+            self._read(self.ca, "CA", "CERTIFICATE"),
+        )
+
+    def check(self) -> None:
+        """Raise ``TlsFilesError`` naming the first file that cannot serve (before any listener).
+
+        Light on purpose: the reaper process parses the flags too, and must not load pynng.
+        """
+        self._pem()
+
+    def server_config(self) -> pynng.TLSConfig:
+        import pynng
+
+        cert, key, ca = self._pem()
+        return pynng.TLSConfig(
+            pynng.TLSConfig.MODE_SERVER,
+            ca_string=ca,
+            own_cert_string=cert,
+            own_key_string=key,
+            auth_mode=pynng.TLSConfig.AUTH_MODE_REQUIRED,
+        )
+
+    def client_config(self, server_name: str) -> pynng.TLSConfig:
+        import pynng
+
+        cert, key, ca = self._pem()
+        return pynng.TLSConfig(
+            pynng.TLSConfig.MODE_CLIENT,
+            server_name=server_name,
+            ca_string=ca,
+            own_cert_string=cert,
+            own_key_string=key,
+            auth_mode=pynng.TLSConfig.AUTH_MODE_REQUIRED,
+        )
+
+    def stamp(self) -> tuple[float, ...]:
+        """The files' modification times: a reload is due when this changes."""
+        stamps = []
+        for path in (self.cert, self.key, self.ca):
+            try:
+                stamps.append(os.stat(path).st_mtime)
+            except OSError:
+                stamps.append(-1.0)
+        return tuple(stamps)
+
+
+class TlsListeners:
+    """A socket's ``tls+tcp://`` listeners, which share its one TLS configuration, and their reload.
+
+    nng fixes a listener's TLS configuration when it starts, so serving renewed files means new
+    listeners: each is closed and opened again on the same address. The socket's other listeners
+    (ipc) and their pipes are untouched; remote clients' connections may drop, and their dialers
+    reconnect with the new certificate. The files are read before anything is closed, so a renewal
+    caught half-written raises here and the old listeners keep serving.
+    """
+
+    def __init__(self, socket: pynng.Socket, addresses: list[str], files: TlsFiles) -> None:
+        self._socket = socket
+        self._addresses = addresses
+        self._files = files
+        socket.tls_config = files.server_config()
+        self._listeners = [socket.listen(address) for address in addresses]
+
+    def reload(self) -> None:
+        config = self._files.server_config()
+        for listener in self._listeners:
+            listener.close()
+        self._socket.tls_config = config
+        self._listeners = [self._socket.listen(address) for address in self._addresses]
+
+
+def is_tls(address: str) -> bool:
+    return address.startswith(TLS_SCHEME)
+
+
+def is_plain_tcp(address: str) -> bool:
+    return address.startswith(PLAIN_TCP_SCHEME)
+
+
+def host_of(address: str) -> str:
+    """The host part of a ``tls+tcp://HOST:PORT`` address: the name the server's certificate must carry."""
+    rest = address.split("://", 1)[1]
+    host, _, _port = rest.rpartition(":")
+    return host.strip("[]")
