@@ -25,6 +25,7 @@ from containerd_actors.protocol.validators import (
     tail_lines,
     uint16,
     valid_id,
+    valid_id_or_empty,
     valid_optional_name,
     wait_seconds,
 )
@@ -55,12 +56,16 @@ class CreateContainer:
     """Start a container from an OCI bundle (an absolute directory holding ``config.json``).
 
     With ``checkpoint``, restore it instead from ``<bundle>/checkpoints/<checkpoint>``.
+    ``terminal`` gives the init a pty (true) or pipes (false) whatever the bundle's
+    ``process.terminal`` says; null follows the bundle (for a restore: the checkpoint). A
+    terminal's output is one stream (stdout); ``ResizeTerminal`` sets its window size.
     """
 
     request_id: str
     id: str = field(validator=valid_id)
     bundle: str
     checkpoint: str | None = field(default=None, validator=valid_optional_name)
+    terminal: bool | None = None
 
 
 @frozen
@@ -97,14 +102,18 @@ class CreateCheckpoint:
 
 @frozen
 class ListCheckpoints:
-    """The checkpoints stored in a running container's bundle."""
+    """The checkpoints stored in a container's bundle: give ``id`` (a container, running or
+    recently exited) or ``bundle`` (an absolute bundle directory, no container needed)."""
 
     request_id: str
-    id: str = field(validator=valid_id)
+    id: str = field(default="", validator=valid_id_or_empty)
+    bundle: str = field(default="", validator=absolute_or_empty)
 
 
 @frozen
 class DeleteCheckpoint:
+    """Delete a checkpoint from a container's bundle (the container may have exited)."""
+
     request_id: str
     id: str = field(validator=valid_id)
     name: str = field(validator=valid_id)

@@ -296,6 +296,7 @@ _VALIDATOR_STRATEGIES: dict[Any, st.SearchStrategy[Any]] = {
     validators.non_negative: st.integers(min_value=0, max_value=2**63),
     validators.signal_number: st.integers(min_value=1, max_value=64),
     validators.valid_optional_name: st.none() | st.from_regex(ID_PATTERN, fullmatch=True),
+    validators.valid_id_or_empty: st.just("") | st.from_regex(ID_PATTERN, fullmatch=True),
     validators.pause_or_run: st.sampled_from(["paused", "running"]),
     validators.non_empty_args: st.lists(st.text(min_size=1, max_size=10), min_size=1, max_size=3),
     validators.absolute_or_empty: st.just("") | st.from_regex(r"/[a-z/]{0,10}", fullmatch=True),
