@@ -3,13 +3,13 @@
 Command-line shape (global flags go before the command, as in ctr)::
 
     actr [--address ADDR] [--debug] [--json] [-v] containers [list]
-    actr ... containers start [-c NAME] [-a] ID BUNDLE
+    actr ... containers start [-c NAME] [-a] [-t | -T] ID BUNDLE
     actr ... containers kill [-p PID] [-s SIG] ID
     actr ... containers exec --id ID [-a] [-t] [--cwd DIR] [-e K=V ...] [-u UID] [-g GID] -- ARGS...
     actr ... containers attach [-p PID] ID
     actr ... containers logs [-p PID] [-f] [--tail N] ID
     actr ... containers state ID
-    actr ... checkpoints [list|create|delete] ...
+    actr ... checkpoints [list|create|delete] ...   (list: ID or --bundle PATH)
     actr ... metrics [--prometheus]
     actr ... events [--from SEQ | --since TIME]
     actr ... completion bash|zsh
