@@ -30,6 +30,15 @@ from containerd_actors.protocol.validators import (
     wait_seconds,
 )
 
+#: Metadata key of a request field added after revision 1: the revision that added it. Such a field
+#: is left out of an encoded request while it holds its default (``codec.encode_request``), so a
+#: client that does not use it still speaks to a daemon older than the field.
+SINCE = "since"
+
+
+def since(revision: int, description: str) -> dict[str, object]:
+    return {SINCE: revision, "description": f"{description} (protocol revision {revision})"}
+
 
 @frozen
 class _ProcessRequest:
@@ -65,7 +74,10 @@ class CreateContainer:
     id: str = field(validator=valid_id)
     bundle: str
     checkpoint: str | None = field(default=None, validator=valid_optional_name)
-    terminal: bool | None = None
+    terminal: bool | None = field(
+        default=None,
+        metadata=since(2, "true: a pty for the init; false: pipes; null: as the bundle (or checkpoint) says"),
+    )
 
 
 @frozen
@@ -107,7 +119,11 @@ class ListCheckpoints:
 
     request_id: str
     id: str = field(default="", validator=valid_id_or_empty)
-    bundle: str = field(default="", validator=absolute_or_empty)
+    bundle: str = field(
+        default="",
+        validator=absolute_or_empty,
+        metadata=since(2, "An absolute bundle directory whose checkpoints to list, instead of id"),
+    )
 
 
 @frozen

@@ -22,12 +22,14 @@ from containerd_actors.protocol import (
     PROTOCOL_VERSION,
     REPLY_TYPES,
     REQUEST_TYPES,
+    CreateContainer,
     ErrorCode,
     ErrorReply,
     Event,
     EventBatch,
     Events,
     EventType,
+    ListCheckpoints,
     Ping,
     ProtocolError,
     Signal,
@@ -478,3 +480,17 @@ def test_ping_reply_announces_the_protocol_revision() -> None:
                   "events_address": "ipc:///e", "events_subscribers": 0, "last_event_seq": 0}  # fmt: skip
     assert decode_reply(_dumps(old_daemon)).protocol_version == 0
     assert PROTOCOL_VERSION >= 1
+
+
+def test_a_later_request_field_is_sent_only_when_it_is_used() -> None:
+    """An older daemon refuses fields it does not know; a request that does not use a field added
+    after revision 1 must not carry it, or every new client would break on every older daemon."""
+    plain = json.loads(encode_request(CreateContainer(request_id="1", id="a", bundle="/b")))
+    assert "terminal" not in plain
+    assert decode_request(json.dumps(plain).encode()).terminal is None
+    used = json.loads(encode_request(CreateContainer(request_id="1", id="a", bundle="/b", terminal=False)))
+    assert used["terminal"] is False
+    by_id = json.loads(encode_request(ListCheckpoints(request_id="1", id="a")))
+    assert set(by_id) == {"type", "request_id", "id"}
+    by_bundle = json.loads(encode_request(ListCheckpoints(request_id="1", bundle="/srv/b")))
+    assert by_bundle["bundle"] == "/srv/b"
