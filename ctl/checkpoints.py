@@ -1,12 +1,15 @@
 """``actr checkpoints``: list, create and delete a container's CRIU checkpoints.
 
 The original's ``ctr checkpoints ID`` lists; ``original_form`` keeps that spelling working beside
-the ``list``/``create``/``delete`` subcommands.
+the ``list``/``create``/``delete`` subcommands. Checkpoints live in the bundle, so they outlive
+their container: listing and deleting work after it exited, and ``--bundle PATH`` lists a
+bundle's checkpoints with no container at all.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -27,11 +30,18 @@ def add_commands(commands: Commands, json_after: argparse.ArgumentParser) -> Non
         parents=[json_after],
         help="list all checkpoints of a container (`checkpoints ID`), or create/delete one",
     )
-    checkpoints.set_defaults(handler=list_checkpoints, id=None)
+    checkpoints.set_defaults(handler=list_checkpoints, id=None, bundle=None)
     actions = checkpoints.add_subparsers(title="subcommands", metavar="SUBCOMMAND")
 
-    listing = actions.add_parser("list", parents=[json_after], help="NAME TCP UNIX SOCKETS SHELL CREATED")
-    listing.add_argument("id", metavar="ID", type=id_arg, help="container id")
+    listing = actions.add_parser(
+        "list",
+        parents=[json_after],
+        help="NAME TCP UNIX SOCKETS SHELL CREATED, of a container (also after it exited) or a bundle",
+    )
+    listing.add_argument("id", metavar="ID", type=id_arg, nargs="?", help="container id")
+    listing.add_argument(
+        "--bundle", metavar="PATH", help="list the checkpoints of this bundle directory; no container needed"
+    )
     listing.set_defaults(handler=list_checkpoints)
 
     create = actions.add_parser("create", parents=[json_after], help="create a new checkpoint")
@@ -64,11 +74,19 @@ def original_form(argv: list[str]) -> list[str]:
 
 
 async def list_checkpoints(args: argparse.Namespace) -> int:
-    """``actr checkpoints [list] ID``."""
-    if args.id is None:
-        raise UsageError("checkpoints: give the container ID, e.g. actr checkpoints ID")
+    """``actr checkpoints [list] ID`` or ``actr checkpoints [list] --bundle PATH``."""
+    if (args.id is None) == (args.bundle is None):
+        raise UsageError(
+            "checkpoints: give a container ID or --bundle PATH, e.g. actr checkpoints ID"
+            if args.id is None
+            else "checkpoints: give a container ID or --bundle PATH, not both"
+        )
     async with Client.connect(args.address) as client:
-        checkpoints = await client.list_checkpoints(args.id)
+        if args.bundle is not None:
+            # Absolute here, because the daemon resolves paths in its own working directory.
+            checkpoints = await client.list_checkpoints(bundle=os.path.abspath(args.bundle))
+        else:
+            checkpoints = await client.list_checkpoints(args.id)
     if args.json:
         sys.stdout.write(render.json_line(checkpoints) + "\n")
     else:

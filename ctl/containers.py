@@ -67,6 +67,24 @@ def add_commands(commands: Commands, json_after: argparse.ArgumentParser) -> Non
     start = actions.add_parser("start", parents=[json_after], help="start a container; prints its pid")
     start.add_argument("-c", "--checkpoint", metavar="NAME", help="checkpoint to start the container from")
     start.add_argument("-a", "--attach", action="store_true", help="connect to the stdio of the container")
+    terminal = start.add_mutually_exclusive_group()
+    terminal.add_argument(
+        "-t",
+        "--tty",
+        dest="terminal",
+        action="store_const",
+        const=True,
+        default=None,
+        help="give the init a terminal even if the bundle has none (Ctrl-P Ctrl-Q detaches)",
+    )
+    terminal.add_argument(
+        "-T",
+        "--no-tty",
+        dest="terminal",
+        action="store_const",
+        const=False,
+        help="give the init pipes even if the bundle asks for a terminal",
+    )
     start.add_argument("id", metavar="ID", type=id_arg, help="container id")
     start.add_argument("bundle", metavar="BUNDLE", help="OCI bundle directory (made absolute before sending)")
     start.set_defaults(handler=start_container)
@@ -173,13 +191,32 @@ async def start_container(args: argparse.Namespace) -> int:
     """
     bundle = os.path.abspath(args.bundle)
     async with Client.connect(args.address) as client:
-        pid = await client.create_container(args.id, bundle, checkpoint=args.checkpoint)
+        pid = await client.create_container(
+            args.id, bundle, checkpoint=args.checkpoint, terminal=args.terminal
+        )
         if args.attach:
             from ctl.attach import attach
 
-            return await attach(client, args.id, pid, terminal=False)
+            terminal = args.terminal
+            if terminal is None:  # the bundle decided
+                terminal = (await client.read_output(args.id, tail=0)).terminal
+            if terminal:
+                await _fit_terminal(client, args.id)
+            return await attach(client, args.id, pid, terminal=terminal)
     _print_pid(args.id, pid, as_json=args.json)
     return 0
+
+
+async def _fit_terminal(client: Client, id: str) -> None:
+    """Give the init's pty this terminal's size before the first keystroke."""
+    from ctl.attach import terminal_size
+
+    rows, cols = terminal_size(sys.stdin.fileno())
+    if rows and cols:
+        try:
+            await client.resize_terminal(id, rows, cols)
+        except RequestFailed:
+            pass  # it has exited already; its output and status still come
 
 
 async def exec_process(args: argparse.Namespace) -> int:

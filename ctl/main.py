@@ -3,15 +3,16 @@
 Command-line shape (global flags go before the command, as in ctr)::
 
     actr [--address ADDR] [--debug] [--json] [-v] containers [list]
-    actr ... containers start [-c NAME] [-a] ID BUNDLE
+    actr ... containers start [-c NAME] [-a] [-t | -T] ID BUNDLE
     actr ... containers kill [-p PID] [-s SIG] ID
     actr ... containers exec --id ID [-a] [-t] [--cwd DIR] [-e K=V ...] [-u UID] [-g GID] -- ARGS...
     actr ... containers attach [-p PID] ID
     actr ... containers logs [-p PID] [-f] [--tail N] ID
     actr ... containers state ID
-    actr ... checkpoints [list|create|delete] ...
+    actr ... checkpoints [list|create|delete] ...   (list: ID or --bundle PATH)
     actr ... metrics [--prometheus]
     actr ... events [--from SEQ | --since TIME]
+    actr ... completion bash|zsh
 
 Each command group (``ctl.containers``, ``ctl.checkpoints``, ``ctl.metrics``, ``ctl.events``) adds
 its commands to the parser and names the handler that runs them. With ``-a`` (start, exec) and
@@ -34,7 +35,7 @@ from typing import Any, NoReturn
 import trio
 
 from containerd_actors.client import DEFAULT_ADDRESS, ClientError
-from ctl import checkpoints, containers, events, metrics
+from ctl import checkpoints, completion, containers, events, metrics
 from ctl.arguments import UsageError, json_after
 
 PROG = "actr"
@@ -87,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     json_flag = json_after()
-    for group in (containers, checkpoints, metrics, events):
+    for group in (containers, checkpoints, metrics, events, completion):
         group.add_commands(commands, json_flag)
     return parser
 

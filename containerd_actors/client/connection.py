@@ -147,10 +147,21 @@ class Client:
 
     # ----------------------------------------------------------------------- containers
 
-    async def create_container(self, id: str, bundle: str, checkpoint: str | None = None) -> int:
-        """Start a container (restored from ``checkpoint`` if given); returns its init pid."""
+    async def create_container(
+        self, id: str, bundle: str, checkpoint: str | None = None, *, terminal: bool | None = None
+    ) -> int:
+        """Start a container (restored from ``checkpoint`` if given); returns its init pid.
+
+        ``terminal`` gives the init a pty (True) or pipes (False) whatever the bundle says; None
+        follows the bundle (protocol revision 2).
+        """
         reply = await self.call(
-            wire.CreateContainer, wire.CreateContainerReply, id=id, bundle=bundle, checkpoint=checkpoint
+            wire.CreateContainer,
+            wire.CreateContainerReply,
+            id=id,
+            bundle=bundle,
+            checkpoint=checkpoint,
+            terminal=terminal,
         )
         return reply.pid
 
@@ -193,8 +204,11 @@ class Client:
         reply = await self.call(wire.CreateCheckpoint, wire.CreateCheckpointReply, id=id, name=name, **flags)
         return reply.checkpoint
 
-    async def list_checkpoints(self, id: str) -> list[wire.Checkpoint]:
-        return (await self.call(wire.ListCheckpoints, wire.ListCheckpointsReply, id=id)).checkpoints
+    async def list_checkpoints(self, id: str = "", *, bundle: str = "") -> list[wire.Checkpoint]:
+        """The checkpoints of container ``id`` (also after it exited), or of the bundle directory
+        ``bundle`` (absolute, on the daemon's host) with no container (protocol revision 2)."""
+        reply = await self.call(wire.ListCheckpoints, wire.ListCheckpointsReply, id=id, bundle=bundle)
+        return reply.checkpoints
 
     async def delete_checkpoint(self, id: str, name: str) -> None:
         await self.call(wire.DeleteCheckpoint, wire.DeleteCheckpointReply, id=id, name=name)

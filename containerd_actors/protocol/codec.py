@@ -28,7 +28,7 @@ from cattrs.v import format_exception
 
 from containerd_actors.protocol.events import Event, EventBatch, event_topic
 from containerd_actors.protocol.replies import REPLY_TYPES, ErrorCode, ErrorReply, Reply
-from containerd_actors.protocol.requests import REQUEST_TYPES, Request
+from containerd_actors.protocol.requests import REQUEST_TYPES, SINCE, Request
 from containerd_actors.protocol.validators import InvalidField
 
 orjson: ModuleType | None
@@ -108,8 +108,20 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
+#: Per request type, its fields added after revision 1 and their defaults (see ``requests.SINCE``).
+_LATER_FIELDS: dict[type, tuple[tuple[str, Any], ...]] = {
+    cls: tuple((a.name, a.default) for a in attrs.fields(cls) if SINCE in a.metadata) for cls in REQUEST_TYPES
+}
+
+
 def encode_request(request: Request) -> bytes:
-    return _dumps(converter.unstructure(request, unstructure_as=Request))
+    """A later field at its default is left out: the daemon fills it in, and an older daemon, which
+    refuses fields it does not know, still takes a request that does not use it."""
+    obj = converter.unstructure(request, unstructure_as=Request)
+    for name, default in _LATER_FIELDS[type(request)]:
+        if obj.get(name) == default:
+            del obj[name]
+    return _dumps(obj)
 
 
 def encode_reply(reply: Reply) -> bytes:

@@ -16,7 +16,8 @@ from containerd_actors.protocol.stats import ContainerStats, MetricsSnapshot
 #: The wire's revision, announced in every ``PingReply``. It grows by one whenever a request type
 #: or a request field is added, so a client can tell before sending whether the daemon knows it.
 #: 1: the first numbered revision (readers tolerant, requests strict).
-PROTOCOL_VERSION = 1
+#: 2: ``CreateContainer.terminal``; ``ListCheckpoints.bundle`` (and its ``id`` may be empty).
+PROTOCOL_VERSION = 2
 
 
 @frozen

@@ -25,9 +25,19 @@ from containerd_actors.protocol.validators import (
     tail_lines,
     uint16,
     valid_id,
+    valid_id_or_empty,
     valid_optional_name,
     wait_seconds,
 )
+
+#: Metadata key of a request field added after revision 1: the revision that added it. Such a field
+#: is left out of an encoded request while it holds its default (``codec.encode_request``), so a
+#: client that does not use it still speaks to a daemon older than the field.
+SINCE = "since"
+
+
+def since(revision: int, description: str) -> dict[str, object]:
+    return {SINCE: revision, "description": f"{description} (protocol revision {revision})"}
 
 
 @frozen
@@ -55,12 +65,19 @@ class CreateContainer:
     """Start a container from an OCI bundle (an absolute directory holding ``config.json``).
 
     With ``checkpoint``, restore it instead from ``<bundle>/checkpoints/<checkpoint>``.
+    ``terminal`` gives the init a pty (true) or pipes (false) whatever the bundle's
+    ``process.terminal`` says; null follows the bundle (for a restore: the checkpoint). A
+    terminal's output is one stream (stdout); ``ResizeTerminal`` sets its window size.
     """
 
     request_id: str
     id: str = field(validator=valid_id)
     bundle: str
     checkpoint: str | None = field(default=None, validator=valid_optional_name)
+    terminal: bool | None = field(
+        default=None,
+        metadata=since(2, "true: a pty for the init; false: pipes; null: as the bundle (or checkpoint) says"),
+    )
 
 
 @frozen
@@ -97,14 +114,22 @@ class CreateCheckpoint:
 
 @frozen
 class ListCheckpoints:
-    """The checkpoints stored in a running container's bundle."""
+    """The checkpoints stored in a container's bundle: give ``id`` (a container, running or
+    recently exited) or ``bundle`` (an absolute bundle directory, no container needed)."""
 
     request_id: str
-    id: str = field(validator=valid_id)
+    id: str = field(default="", validator=valid_id_or_empty)
+    bundle: str = field(
+        default="",
+        validator=absolute_or_empty,
+        metadata=since(2, "An absolute bundle directory whose checkpoints to list, instead of id"),
+    )
 
 
 @frozen
 class DeleteCheckpoint:
+    """Delete a checkpoint from a container's bundle (the container may have exited)."""
+
     request_id: str
     id: str = field(validator=valid_id)
     name: str = field(validator=valid_id)

@@ -48,6 +48,7 @@ EVENT_TYPES: tuple[type, ...] = (Event,)
 #: Validators recognised by identity, and the keywords each one adds to the field's schema.
 _VALIDATOR_CONSTRAINTS: dict[Callable[..., Any], dict[str, Any]] = {
     validators.valid_id: {"pattern": "^" + validators.ID_PATTERN + "$"},
+    validators.valid_id_or_empty: {"pattern": "^(" + validators.ID_PATTERN + ")?$"},
     validators.non_negative: {"minimum": 0},
     validators.signal_number: {"minimum": 1, "maximum": 64},
     validators.non_empty_args: {"minItems": 1},

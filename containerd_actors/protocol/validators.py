@@ -29,6 +29,12 @@ def valid_id(instance: Any, attribute: Attribute, value: str) -> None:
         raise InvalidField(f"{attribute.name} {value!r} must match {ID_PATTERN}")
 
 
+def valid_id_or_empty(instance: Any, attribute: Attribute, value: str) -> None:
+    """Empty means "not given" where another field can name the thing instead."""
+    if value:
+        valid_id(instance, attribute, value)
+
+
 def valid_optional_name(instance: Any, attribute: Attribute, value: str | None) -> None:
     if value is not None:
         valid_id(instance, attribute, value)

@@ -33,3 +33,29 @@ def read_bundle_config(bundle: Path) -> dict[str, Any]:
     if not isinstance(config, dict) or not isinstance(config.get("process", {}), dict):
         raise ValueError(f"{bundle / 'config.json'} is not an OCI runtime config object")
     return config
+
+
+def write_with_terminal(bundle: Path, config: dict[str, Any], terminal: bool, directory: Path) -> Path:
+    """A bundle in ``directory`` that is ``bundle`` with ``process.terminal`` set; returns it.
+
+    runc takes the terminal from ``config.json`` alone, so forcing one on (or off) needs a copy of
+    the config. runc resolves relative paths from the bundle directory, so the copy names the
+    root filesystem and bind-mount sources by absolute path; the rootfs itself is not copied.
+    """
+    copy = json.loads(json.dumps(config))
+    process = copy.setdefault("process", {})
+    process["terminal"] = terminal
+    if not terminal:
+        process.pop("consoleSize", None)
+    root = copy.get("root")
+    if isinstance(root, dict) and isinstance(root.get("path"), str):
+        root["path"] = str(bundle / root["path"])  # an absolute path stays as it is
+    for mount in copy.get("mounts") or []:
+        if not isinstance(mount, dict) or not isinstance(mount.get("source"), str):
+            continue
+        options = [str(option) for option in mount.get("options") or []]
+        if mount.get("type") == "bind" or {"bind", "rbind"} & set(options):
+            mount["source"] = str(bundle / mount["source"])
+    directory.mkdir(mode=0o700, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(copy))
+    return directory

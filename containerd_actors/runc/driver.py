@@ -145,15 +145,25 @@ class Runc:
             )
         return result.stdout
 
-    async def run_detached(self, id: str, bundle: Path, pid_file: Path, log_file: Path, stdio: Stdio) -> int:
+    async def run_detached(
+        self,
+        id: str,
+        bundle: Path,
+        pid_file: Path,
+        log_file: Path,
+        stdio: Stdio,
+        console_socket: Path | None = None,
+    ) -> int:
         """``runc run -d``: returns the init pid once runc has exec'd the container process.
 
         The container inherits ``stdio`` and so does runc itself, which is why runc's errors are
-        read from ``log_file`` and never from the container's stderr.
+        read from ``log_file`` and never from the container's stderr. A bundle whose process asks
+        for a terminal needs ``console_socket``: runc sends the pty master there, and ``stdio``
+        then only serves runc itself.
         """
-        argv = self._argv(
-            "run", "--detach", "--pid-file", str(pid_file), "--bundle", str(bundle), id, log_file=log_file
-        )
+        args = ["run", "--detach", "--pid-file", str(pid_file), "--bundle", str(bundle)]
+        args += _console_args(console_socket)
+        argv = self._argv(*args, id, log_file=log_file)
         return await self._run_detached_command("run", argv, stdio, pid_file, log_file)
 
     async def _run_detached_command(
@@ -194,8 +204,13 @@ class Runc:
         log_file: Path,
         stdio: Stdio,
         options: CriuOptions,
+        console_socket: Path | None = None,
     ) -> int:
-        """``runc restore -d``: CRIU maps the recorded stdio pipes onto runc's own fds 0-2."""
+        """``runc restore -d``: CRIU maps the recorded stdio pipes onto runc's own fds 0-2.
+
+        A container dumped with a terminal is restored with ``console_socket``: CRIU hands runc
+        a new pty master for the restored slave, and runc sends it there.
+        """
         argv = self._argv(
             "restore",
             "--detach",
@@ -208,6 +223,7 @@ class Runc:
             "--bundle",
             str(bundle),
             *options.restore_flags(),
+            *_console_args(console_socket),
             id,
             log_file=log_file,
         )
@@ -232,8 +248,7 @@ class Runc:
         subreaper (the daemon), which can then wait for it like for a container's init.
         """
         args = ["exec", "--detach", "--process", str(process_file), "--pid-file", str(pid_file)]
-        if console_socket is not None:
-            args += ["--console-socket", str(console_socket)]
+        args += _console_args(console_socket)
         argv = self._argv(*args, id, log_file=log_file)
         return await self._run_detached_command("exec", argv, stdio, pid_file, log_file)
 
@@ -261,6 +276,10 @@ class Runc:
 
     async def delete(self, id: str, force: bool = False) -> None:
         await self._run_captured("delete", ["--force", id] if force else [id])
+
+
+def _console_args(console_socket: Path | None) -> list[str]:
+    return [] if console_socket is None else ["--console-socket", str(console_socket)]
 
 
 def _read_log(log_file: Path, command: str, returncode: int) -> str:

@@ -200,11 +200,14 @@ async def test_a_checkpoint_with_exit_is_answered_once_the_container_is_gone(
         await trio.testing.wait_all_tasks_blocked()
         assert answers == []
         with pytest.raises(CommandError) as failure:
-            await harness.ask(wire.ListCheckpoints(request_id="r", id="c1"))
+            await harness.ask(wire.Stats(request_id="r", id="c1"))
         assert (failure.value.code, failure.value.message) == (
             ErrorCode.NOT_FOUND,
             "container 'c1' is exiting",
         )
+        # Its checkpoints are listed all the same: the one just taken is there.
+        listed = await harness.ask(wire.ListCheckpoints(request_id="r", id="c1"))
+        assert [c.name for c in listed] == ["cp"]
         kill_container(init)  # what CRIU does once the dump is written
         exit = await harness.next_event()
         assert (exit.type, exit.pid) == (EventType.EXIT, init)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 from pathlib import Path
@@ -142,3 +143,38 @@ async def test_pipes_kept_for_no_record_are_closed_and_released() -> None:
         os.fstat(fds[3])
     for fd in fds[:3]:
         os.close(fd)
+
+
+def store_checkpoint(bundle: Path, name: str) -> None:
+    """A checkpoint as the daemon stores it (CRIU's images do not matter to a listing)."""
+    directory = bundle / "checkpoints" / name
+    directory.mkdir(parents=True)
+    metadata = {"tcp": False, "unix_sockets": False, "shell": False, "exit": True, "created": 1.0}
+    (directory / "checkpoint.json").write_text(json.dumps(metadata))
+
+
+async def test_checkpoints_are_listed_and_deleted_after_the_exit(harness: Harness, tmp_path: Path) -> None:
+    bundle = write_bundle(tmp_path / "b", "sh", "-c", "exit 0")
+    store_checkpoint(bundle, "kept")
+    store_checkpoint(bundle, "doomed")
+    await harness.ask(create("c1", bundle))
+    await harness.next_event()
+    assert (await harness.next_event()).type == EventType.EXIT
+    assert await harness.ask(wire.State(request_id="r")) == []
+
+    def names(checkpoints: list[wire.Checkpoint]) -> list[str]:
+        return sorted(checkpoint.name for checkpoint in checkpoints)
+
+    assert names(await harness.ask(wire.ListCheckpoints(request_id="r", id="c1"))) == ["doomed", "kept"]
+    await harness.ask(wire.DeleteCheckpoint(request_id="r", id="c1", name="doomed"))
+    by_bundle = await harness.ask(wire.ListCheckpoints(request_id="r", bundle=str(bundle)))
+    assert names(by_bundle) == ["kept"]
+    for request, code in (
+        (wire.DeleteCheckpoint(request_id="r", id="c1", name="doomed"), ErrorCode.NOT_FOUND),
+        (wire.ListCheckpoints(request_id="r", id="never-ran"), ErrorCode.NOT_FOUND),
+        (wire.ListCheckpoints(request_id="r", bundle=str(tmp_path / "nowhere")), ErrorCode.NOT_FOUND),
+        (wire.ListCheckpoints(request_id="r"), ErrorCode.INVALID_REQUEST),
+    ):
+        with pytest.raises(CommandError) as failure:
+            await harness.ask(request)
+        assert failure.value.code == code, request

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,12 +17,14 @@ from typing import TextIO
 
 import pytest
 import trio
+from support.bundles import make_terminal_bundle
 from support.criu import criu_path, last_error_line
 from support.daemon import DaemonHandle, unique_id
 
 from containerd_actors.client import Client, RequestFailed
 from containerd_actors.protocol import ErrorCode, EventType
 
+REPO = Path(__file__).resolve().parents[2]
 COUNTER = ["sh", "-c", "i=0; while :; do echo $i; i=$((i+1)); sleep 0.05; done"]
 
 
@@ -167,6 +170,113 @@ async def test_checkpoint_errors(client: Client, daemon: DaemonHandle, bundle_fa
         await client.create_checkpoint(cid, "../escape")
     assert daemon.runc_ids() == [cid]
     await client.signal(cid, signal.SIGKILL)
+
+
+def actr(daemon: DaemonHandle, *args: str) -> subprocess.CompletedProcess[str]:
+    """``actr`` as a user runs it, in its own process."""
+    return subprocess.run(
+        [sys.executable, "-m", "ctl.main", "--address", daemon.address, *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def listed_names(result: subprocess.CompletedProcess[str]) -> list[str]:
+    assert result.returncode == 0, result.stderr
+    return [line.split()[0] for line in result.stdout.splitlines()[1:]]
+
+
+async def test_checkpoints_outlive_their_container(
+    client: Client, daemon: DaemonHandle, bundle_factory
+) -> None:
+    """checkpoint --exit, then list, then restore under the same id and under a new one (a clone),
+    all with actr as a user types it."""
+    bundle, cid = await counting_container(client, daemon, bundle_factory, "after")
+    async with client.subscribe() as events:
+        created = actr(daemon, "checkpoints", "create", "--exit", cid, "gone")
+        assert created.returncode == 0, created.stderr
+        await wait_for_exit(events, cid)
+    last_before = stdout_numbers(daemon, cid)[-1]
+    assert await client.containers() == []
+
+    # The container has exited; its checkpoints are still listed through the bundle it ran from.
+    assert listed_names(actr(daemon, "checkpoints", cid)) == ["gone"]
+    assert listed_names(actr(daemon, "checkpoints", "list", cid)) == ["gone"]
+    assert listed_names(actr(daemon, "checkpoints", "--bundle", str(bundle))) == ["gone"]
+    as_json = actr(daemon, "--json", "checkpoints", cid)
+    [record] = json.loads(as_json.stdout)
+    assert (record["name"], record["exit"]) == ("gone", True)
+
+    clone = unique_id("clone")
+    for restored in (cid, clone):
+        started = actr(daemon, "containers", "start", "--checkpoint", "gone", restored, str(bundle))
+        assert started.returncode == 0, started.stderr
+        numbers = await wait_for_output(daemon, restored, 3)
+        assert numbers[0] == last_before + 1, (restored, last_before, numbers[:5])
+    assert {c.id for c in await client.containers()} == {cid, clone}
+
+    # A checkpoint of the clone lands in the same bundle; deleting one after its container
+    # exited works too.
+    assert actr(daemon, "checkpoints", "create", clone, "of-clone").returncode == 0
+    async with client.subscribe() as events:
+        for restored in (cid, clone):
+            await client.signal(restored, signal.SIGKILL)
+            assert await wait_for_exit(events, restored) == 137
+    assert listed_names(actr(daemon, "checkpoints", clone)) == ["gone", "of-clone"]
+    deleted = actr(daemon, "checkpoints", "delete", clone, "of-clone")
+    assert deleted.returncode == 0, deleted.stderr
+    assert listed_names(actr(daemon, "checkpoints", "--bundle", str(bundle))) == ["gone"]
+    missing = actr(daemon, "checkpoints", "--bundle", str(bundle / "nowhere"))
+    assert missing.returncode == 1 and "not_found" in missing.stderr
+    never = actr(daemon, "checkpoints", unique_id("never"))
+    assert never.returncode == 1 and "no such container" in never.stderr
+
+
+async def test_a_terminal_container_is_checkpointed_and_restored(
+    client: Client, daemon: DaemonHandle, bundles_dir: Path
+) -> None:
+    """The restored shell is the same one (its variable survives) on a new pty that runc hands
+    over through the console socket, under its own id and as a clone."""
+    bundle = make_terminal_bundle(bundles_dir / f"spec-{uuid.uuid4().hex[:10]}")
+    cid = unique_id("tty")
+    await client.create_container(cid, str(bundle))
+    await client.write_input(cid, b"x=41\r")
+    await output_until(client, cid, b"/ # ", after=b"x=41")
+    async with client.subscribe() as events:
+        try:
+            await client.create_checkpoint(cid, "shell", exit=True)
+        except RequestFailed as failure:
+            assert failure.value.code == ErrorCode.RUNTIME_FAILED
+            assert "criu" in failure.value.message
+            pytest.skip(f"CRIU cannot dump a container with a terminal here: {failure.value.message}")
+        await wait_for_exit(events, cid)
+    assert [c.name for c in await client.list_checkpoints(cid)] == ["shell"]
+
+    clone = unique_id("tty-clone")
+    for restored in (cid, clone):
+        await client.create_container(restored, str(bundle), checkpoint="shell")
+        [info] = [c for c in await client.containers() if c.id == restored]
+        assert info.processes[0].terminal
+        await client.resize_terminal(restored, 25, 90)
+        await client.write_input(restored, b"echo restored-$((x+1)); stty size\r")
+        out = await output_until(client, restored, b"25 90\r\n", after=b"stty size")
+        assert b"restored-42\r\n" in out
+    for restored in (cid, clone):
+        await client.signal(restored, signal.SIGKILL)
+
+
+async def output_until(client: Client, cid: str, marker: bytes, *, after: bytes) -> bytes:
+    """The init's output until ``marker`` appears after ``after`` (the echo of a typed command)."""
+    out = b""
+    with trio.fail_after(20):
+        async for chunk in client.follow_output(cid):
+            out += chunk.stdout
+            if marker in out.split(after, 1)[-1]:
+                return out
+    raise AssertionError(f"{marker!r} never came: {out!r}")
 
 
 # --------------------------------------------------------------------------- TCP in a pre-created netns

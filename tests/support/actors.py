@@ -82,13 +82,26 @@ class FakeRuntime:
         self.inits[id] = pid
         return pid
 
-    async def run_detached(self, id: str, bundle: Path, pid_file: Path, log_file: Path, stdio: Stdio) -> int:
+    async def run_detached(
+        self,
+        id: str,
+        bundle: Path,
+        pid_file: Path,
+        log_file: Path,
+        stdio: Stdio,
+        console_socket: Path | None = None,
+    ) -> int:
+        """Pipes only: the daemon tests start no terminal inits (the e2e tests do, with runc)."""
+        assert console_socket is None, "the fake runtime starts no terminal inits"
         await self._enter("run", id)
         return self._start_init(id, bundle, pid_file, stdio)
 
-    async def restore_detached(self, id: str, bundle: Path, image_path: Path, *rest: Any) -> int:
+    async def restore_detached(
+        self, id: str, bundle: Path, image_path: Path, *rest: Any, console_socket: Path | None = None
+    ) -> int:
         """``rest`` is the work path, pid file, log file, stdio and CRIU options, in that order."""
         _work_path, pid_file, _log_file, stdio, _options = rest
+        assert console_socket is None, "the fake runtime restores no terminal inits"
         await self._enter("restore", id)
         if not (image_path / "images").is_file():
             raise RuncError("restore", 1, f"no images in {image_path}")

@@ -11,6 +11,7 @@ Import it as `from support.bundles import make_bundle` (pyproject puts tests/ on
 from __future__ import annotations
 
 import atexit
+import json
 import shutil
 import subprocess
 import sys
@@ -70,3 +71,13 @@ def make_bundle(
         argv += ["--env", item]
     argv += ["--", *args]
     return Path(_run(argv))
+
+
+def make_terminal_bundle(directory: Path, args: list[str] | None = None) -> Path:
+    """A bundle as `runc spec` makes it: ``process.terminal`` true, running ``sh`` unless told otherwise."""
+    bundle = make_bundle(directory, args or ["sh"])
+    config_path = bundle / "config.json"
+    config = json.loads(config_path.read_text())
+    config["process"]["terminal"] = True
+    config_path.write_text(json.dumps(config, indent=2))
+    return bundle

@@ -85,6 +85,7 @@ def wire_samples() -> dict[type, list[Any]]:
             wire.CreateContainer(
                 request_id="r-2", id="clone", bundle="/srv/bundles/web", checkpoint="before-upgrade"
             ),
+            wire.CreateContainer(request_id="r-2", id="shell", bundle="/srv/bundles/web", terminal=True),
         ],
         wire.Signal: [
             wire.Signal(request_id="r-3", id="web"),
@@ -134,7 +135,10 @@ def wire_samples() -> dict[type, list[Any]]:
                 request_id="r-8", id="web", name="tcp.1", tcp=True, unix_sockets=True, shell=True, exit=True
             ),
         ],
-        wire.ListCheckpoints: [wire.ListCheckpoints(request_id="r-9", id="web")],
+        wire.ListCheckpoints: [
+            wire.ListCheckpoints(request_id="r-9", id="web"),
+            wire.ListCheckpoints(request_id="r-9", bundle="/srv/bundles/web"),
+        ],
         wire.DeleteCheckpoint: [wire.DeleteCheckpoint(request_id="r-10", id="web", name="before-upgrade")],
         wire.CreateCheckpointReply: [wire.CreateCheckpointReply(request_id="r-7", checkpoint=checkpoint)],
         wire.ListCheckpointsReply: [

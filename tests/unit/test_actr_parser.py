@@ -188,7 +188,9 @@ def test_exec_without_a_command_exits_2(rest: list[str], capsys: pytest.CaptureF
 def test_checkpoints_without_an_id_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     # Checked before connecting, so a missing daemon does not matter.
     assert main(["--address", missing_address(), "checkpoints"]) == 2
-    assert capsys.readouterr().err == "actr: checkpoints: give the container ID, e.g. actr checkpoints ID\n"
+    assert capsys.readouterr().err == (
+        "actr: checkpoints: give a container ID or --bundle PATH, e.g. actr checkpoints ID\n"
+    )
 
 
 def test_the_original_checkpoints_form_lists() -> None:

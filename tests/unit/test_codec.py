@@ -22,12 +22,14 @@ from containerd_actors.protocol import (
     PROTOCOL_VERSION,
     REPLY_TYPES,
     REQUEST_TYPES,
+    CreateContainer,
     ErrorCode,
     ErrorReply,
     Event,
     EventBatch,
     Events,
     EventType,
+    ListCheckpoints,
     Ping,
     ProtocolError,
     Signal,
@@ -296,6 +298,7 @@ _VALIDATOR_STRATEGIES: dict[Any, st.SearchStrategy[Any]] = {
     validators.non_negative: st.integers(min_value=0, max_value=2**63),
     validators.signal_number: st.integers(min_value=1, max_value=64),
     validators.valid_optional_name: st.none() | st.from_regex(ID_PATTERN, fullmatch=True),
+    validators.valid_id_or_empty: st.just("") | st.from_regex(ID_PATTERN, fullmatch=True),
     validators.pause_or_run: st.sampled_from(["paused", "running"]),
     validators.non_empty_args: st.lists(st.text(min_size=1, max_size=10), min_size=1, max_size=3),
     validators.absolute_or_empty: st.just("") | st.from_regex(r"/[a-z/]{0,10}", fullmatch=True),
@@ -477,3 +480,17 @@ def test_ping_reply_announces_the_protocol_revision() -> None:
                   "events_address": "ipc:///e", "events_subscribers": 0, "last_event_seq": 0}  # fmt: skip
     assert decode_reply(_dumps(old_daemon)).protocol_version == 0
     assert PROTOCOL_VERSION >= 1
+
+
+def test_a_later_request_field_is_sent_only_when_it_is_used() -> None:
+    """An older daemon refuses fields it does not know; a request that does not use a field added
+    after revision 1 must not carry it, or every new client would break on every older daemon."""
+    plain = json.loads(encode_request(CreateContainer(request_id="1", id="a", bundle="/b")))
+    assert "terminal" not in plain
+    assert decode_request(json.dumps(plain).encode()).terminal is None
+    used = json.loads(encode_request(CreateContainer(request_id="1", id="a", bundle="/b", terminal=False)))
+    assert used["terminal"] is False
+    by_id = json.loads(encode_request(ListCheckpoints(request_id="1", id="a")))
+    assert set(by_id) == {"type", "request_id", "id"}
+    by_bundle = json.loads(encode_request(ListCheckpoints(request_id="1", bundle="/srv/b")))
+    assert by_bundle["bundle"] == "/srv/b"

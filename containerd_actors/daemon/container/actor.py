@@ -137,12 +137,12 @@ class ContainerActor:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def run(self, checkpoint: str | None, start_reply: ReplyTo) -> None:
+    async def run(self, checkpoint: str | None, start_reply: ReplyTo, terminal: bool | None = None) -> None:
         """Start the container, answer the creator, then serve requests until the init exits."""
         started_at = time.monotonic_ns()
         try:
             started = await start_init(
-                self.id, self.bundle, checkpoint, self.paths, self._runtime, self._start_limiter
+                self.id, self.bundle, checkpoint, self.paths, self._runtime, self._start_limiter, terminal
             )
         except CommandError as error:
             fail(start_reply, error)
@@ -216,6 +216,9 @@ class ContainerActor:
             case Ask(wire.WriteInput() | wire.ResizeTerminal(), _):
                 # Served in every phase: a process that is still running still reads its stdin.
                 self._to_stdin(message)
+            case Ask(wire.ListCheckpoints(), reply_to):
+                # Also while exiting: a ``checkpoints create --exit`` is listed at once.
+                answer(reply_to, list_checkpoints(self._bundle_path))
             case Ask(_, reply_to) if self._phase is not Phase.RUNNING:
                 state = "is exiting" if self._phase is Phase.EXITING else "has exited"
                 fail(reply_to, CommandError(ErrorCode.NOT_FOUND, f"container {self.id!r} {state}"))
@@ -229,8 +232,6 @@ class ContainerActor:
                 await self._reply(reply_to, self._change_status(request.status))
             case Ask(wire.CreateCheckpoint() as request, reply_to):
                 await self._create_checkpoint(request, reply_to)
-            case Ask(wire.ListCheckpoints(), reply_to):
-                answer(reply_to, list_checkpoints(self._bundle_path))
             case Ask(wire.DeleteCheckpoint() as request, reply_to):
                 await self._reply(reply_to, self._delete_checkpoint(request.name))
             case InitExited(status):
@@ -340,7 +341,9 @@ class ContainerActor:
         tell(self._metrics, RecordDuration(CONTAINER_DELETE_TIME, time.monotonic_ns() - deleting_at))
         self._end_output(init, status)
         self.paths.remove()
-        await self._supervisor.send(ContainerRemoved(self.id, self._outputs_now(), init.pid))
+        await self._supervisor.send(
+            ContainerRemoved(self.id, self._outputs_now(), init.pid, str(self._bundle_path))
+        )
         reason = None if status is not None else UNKNOWN_EXIT_REASON
         await self._events.send(EventDraft(EventType.EXIT, self.id, init.pid, status, reason))
         await self._exit_watcher.drop(init.key)
@@ -444,7 +447,9 @@ class ContainerActor:
         restored at once; until then the actor refuses requests as exiting."""
         assert self._init is not None
         try:
-            checkpoint = await take_checkpoint(self._runtime, self.id, self._bundle_path, self.paths, request)
+            checkpoint = await take_checkpoint(
+                self._runtime, self.id, self._bundle_path, self.paths, request, self._init.info.terminal
+            )
         except CommandError as error:
             fail(reply_to, error)
             return

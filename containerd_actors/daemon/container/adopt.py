@@ -84,21 +84,32 @@ def adopt_init(id: str, bundle: Path, paths: ContainerPaths, adoption: Adoption)
         )
         info = ProcessInfo(pid=record.pid, args=[], env=[], cwd="/", user=User())
         process_spec = {}
-    fds = adoption.init_fds
-    if len(fds) == 3:
-        stdin_fd, out_fds = fds[0], (fds[1], fds[2])
-    elif len(fds) == 2:  # a client closed the container's stdin before the restart
-        stdin_fd, out_fds = -1, (fds[0], fds[1])
-    else:
-        close_quietly(*fds)
-        stdin_fd, out_fds = -1, (-1, -1)
+    # The record says whether the init has a pty: ``start -t``/``-T`` may have overridden the bundle.
+    info = attrs.evolve(info, terminal=record.terminal)
+    stdin_fd, out_fds = _kept_ends(adoption.init_fds, record.terminal)
     # The logs continue where the previous server left them (offsets count from the current file).
     paths.logs.mkdir(mode=0o700, parents=True, exist_ok=True)
-    output = ProcessOutput(record.pid, paths.stdout_log, paths.stderr_log)
+    output = ProcessOutput(record.pid, paths.stdout_log, paths.stderr_log, terminal=record.terminal)
     alive = _alive(record.pid, record.pid_start_time)
     pidfd = pidfd_if_alive(record.pid) if alive else -1
     log.info("container %s: adopted (pid %d%s)", id, record.pid, "" if alive else ", already exited")
     return AdoptedInit(Launched(info, reaper_key(id), pidfd, output, stdin_fd, out_fds), process_spec)
+
+
+def _kept_ends(fds: list[int], terminal: bool) -> tuple[int, tuple[int, int]]:
+    """The stdin end and output ends among what the reaper kept (``Launched.kept_fds`` order).
+
+    A terminal's ends are the pty master twice (input; output); pipes are stdin, stdout, stderr,
+    or only the two outputs once a client closed stdin. Anything else is closed and left undrained.
+    """
+    if terminal and len(fds) == 2:
+        return fds[0], (fds[1], -1)
+    if not terminal and len(fds) == 3:
+        return fds[0], (fds[1], fds[2])
+    if not terminal and len(fds) == 2:  # its stdin was closed before the restart
+        return -1, (fds[0], fds[1])
+    close_quietly(*fds)
+    return -1, (-1, -1)
 
 
 def adopt_execs(id: str, paths: ContainerPaths, exec_fds: dict[str, list[int]]) -> list[Launched]:
@@ -114,16 +125,7 @@ def adopt_execs(id: str, paths: ContainerPaths, exec_fds: dict[str, list[int]]) 
             record_path.unlink(missing_ok=True)
             continue
         key = reaper_key(id, info.pid)
-        fds = exec_fds.pop(key, [])
-        if info.terminal and len(fds) == 2:
-            stdin_fd, out_fds = fds[0], (fds[1], -1)
-        elif not info.terminal and len(fds) == 3:
-            stdin_fd, out_fds = fds[0], (fds[1], fds[2])
-        elif not info.terminal and len(fds) == 2:  # its stdin was closed before the restart
-            stdin_fd, out_fds = -1, (fds[0], fds[1])
-        else:
-            close_quietly(*fds)
-            stdin_fd, out_fds = -1, (-1, -1)
+        stdin_fd, out_fds = _kept_ends(exec_fds.pop(key, []), info.terminal)
         pidfd = pidfd_if_alive(info.pid) if _alive(info.pid, start_time) else -1
         stdout_path, stderr_path = paths.exec_logs(info.pid)
         output = ProcessOutput(info.pid, stdout_path, stderr_path, terminal=info.terminal)

@@ -60,12 +60,22 @@ def read_checkpoint(bundle: Path, name: str) -> Checkpoint:
         ) from None
 
 
+def checkpoint_terminal(bundle: Path, name: str) -> bool | None:
+    """Whether the dumped init had a pty (its restore needs a console socket); None if not recorded."""
+    try:
+        raw = json.loads((checkpoints_dir(bundle) / name / METADATA).read_text())
+    except (OSError, ValueError):
+        return None
+    terminal = raw.get("terminal") if isinstance(raw, dict) else None
+    return terminal if isinstance(terminal, bool) else None
+
+
 def list_checkpoints(bundle: Path) -> list[Checkpoint]:
     """Every complete checkpoint, oldest first; temporary and foreign directories are skipped."""
     found = []
     try:
         entries = list(os.scandir(checkpoints_dir(bundle)))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return []
     for entry in entries:
         if entry.name.startswith(".") or not entry.is_dir():
@@ -95,8 +105,9 @@ def new_checkpoint_dir(bundle: Path, name: str) -> Iterator[Path]:
         shutil.rmtree(temporary, ignore_errors=True)
 
 
-def publish_checkpoint(bundle: Path, temporary: Path, checkpoint: Checkpoint) -> None:
-    """Record the options beside the images, then rename the whole directory into place."""
+def publish_checkpoint(bundle: Path, temporary: Path, checkpoint: Checkpoint, terminal: bool = False) -> None:
+    """Record the options (and whether the init had a terminal) beside the images, then rename
+    the whole directory into place."""
     write_json_atomically(
         temporary / METADATA,
         {
@@ -105,6 +116,7 @@ def publish_checkpoint(bundle: Path, temporary: Path, checkpoint: Checkpoint) ->
             "shell": checkpoint.shell,
             "exit": checkpoint.exit,
             "created": checkpoint.created,
+            "terminal": terminal,
         },
     )
     target = checkpoints_dir(bundle) / checkpoint.name
@@ -132,7 +144,12 @@ def fresh_criu_work_dir(paths: ContainerPaths) -> Path:
 
 
 async def take_checkpoint(
-    runtime: ContainerRuntime, id: str, bundle: Path, paths: ContainerPaths, request: CreateCheckpoint
+    runtime: ContainerRuntime,
+    id: str,
+    bundle: Path,
+    paths: ContainerPaths,
+    request: CreateCheckpoint,
+    terminal: bool = False,
 ) -> Checkpoint:
     """Dump with CRIU into a new checkpoint of ``bundle``; with ``exit``, the container is gone after.
 
@@ -154,5 +171,5 @@ async def take_checkpoint(
             )
         except RuncError as exc:
             raise CommandError(ErrorCode.RUNTIME_FAILED, f"checkpoint failed: {exc.message}") from None
-        publish_checkpoint(bundle, images, record)
+        publish_checkpoint(bundle, images, record, terminal)
     return record

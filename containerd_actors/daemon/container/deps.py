@@ -22,8 +22,17 @@ from containerd_actors.runc.driver import CriuOptions, Stdio
 class ContainerRuntime(Protocol):
     """Starts, execs into, freezes, checkpoints and deletes containers by id (``runc.driver.Runc``)."""
 
-    async def run_detached(self, id: str, bundle: Path, pid_file: Path, log_file: Path, stdio: Stdio) -> int:
-        """Start the bundle's init with ``stdio``; return its pid once it runs."""
+    async def run_detached(
+        self,
+        id: str,
+        bundle: Path,
+        pid_file: Path,
+        log_file: Path,
+        stdio: Stdio,
+        console_socket: Path | None = None,
+    ) -> int:
+        """Start the bundle's init with ``stdio`` (or, with a terminal, send its pty master over
+        ``console_socket``); return its pid once it runs."""
         ...
 
     async def restore_detached(
@@ -36,8 +45,10 @@ class ContainerRuntime(Protocol):
         log_file: Path,
         stdio: Stdio,
         options: CriuOptions,
+        console_socket: Path | None = None,
     ) -> int:
-        """Restore the init from CRIU images with ``stdio``; return its pid once it runs."""
+        """Restore the init from CRIU images with ``stdio`` (or a new pty, sent over
+        ``console_socket``); return its pid once it runs."""
         ...
 
     async def exec_detached(

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
-import socket
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import attrs
-import trio
 
+from containerd_actors.daemon.container.console import ConsoleSocket
 from containerd_actors.daemon.container.deps import ContainerRuntime
 from containerd_actors.daemon.container.process import Launched, pidfd_if_alive, reaper_key
 from containerd_actors.daemon.container.stdio import ContainerPipes, ProcessOutput
@@ -28,10 +25,8 @@ from containerd_actors.daemon.state.space import space_of
 from containerd_actors.host.fds import close_quietly
 from containerd_actors.host.procfs import process_start_time
 from containerd_actors.protocol import ErrorCode, ProcessInfo, converter
-from containerd_actors.runc.driver import RuncError, RuncTimeout, Stdio
+from containerd_actors.runc.driver import RuncError, RuncTimeout
 
-#: How long runc may take to hand over a new terminal after ``runc exec -d`` has returned.
-CONSOLE_HANDOVER_S = 5.0
 #: A chatty exec'd process wakes the daemon less often per megabyte with a bigger pipe buffer
 #: (Linux caps it at /proc/sys/fs/pipe-max-size for unprivileged users; the daemon runs as root).
 EXEC_PIPE_BYTES = 1 << 20
@@ -111,57 +106,20 @@ async def _exec_with_pipes(
 async def _exec_with_terminal(
     runtime: ContainerRuntime, id: str, process_file: Path, pid_file: Path, log_file: Path
 ) -> ExecStarted:
-    """runc creates the pty and sends its master over a unix socket we listen on (SCM_RIGHTS).
-
-    The socket lives in a fresh private directory under /tmp: a path under the state
-    directory could exceed the 107-byte limit of unix socket paths with a long container id.
-    """
-    directory = tempfile.mkdtemp(prefix="actr-console-")
-    path = Path(directory) / "console.sock"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
-    devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-    try:
-        listener.bind(str(path))
-        listener.listen(1)
+    """runc creates the pty and sends its master over the console socket (see ``console``)."""
+    with ConsoleSocket() as console:
         pid = await runtime.exec_detached(
-            id, process_file, pid_file, log_file, Stdio(devnull, devnull, devnull), console_socket=path
+            id, process_file, pid_file, log_file, console.runc_stdio, console_socket=console.path
         )
         pidfd = pidfd_if_alive(pid)
-        # runc has sent the master before exiting, so it normally waits in the socket already;
-        # never block the event loop on it all the same.
-        fds: list[int] = []
-        with trio.move_on_after(CONSOLE_HANDOVER_S):
-            fds = await receive_console(listener)
-        if not fds:
+        try:
+            master = await console.take_master()
+        except OSError:
             # Nobody could ever read or write this process's terminal: do not leave it running.
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
             if pidfd >= 0:
                 os.close(pidfd)
-            raise OSError(f"runc sent no terminal over the console socket within {CONSOLE_HANDOVER_S:g} s")
-        master = fds[0]
-        os.set_inheritable(master, False)
-    finally:
-        os.close(devnull)
-        listener.close()
-        shutil.rmtree(directory, ignore_errors=True)
+            raise
     return ExecStarted(pid, pidfd, master, (os.dup(master), -1))
-
-
-async def receive_console(listener: socket.socket) -> list[int]:
-    """Accept runc's connection on a non-blocking listener and take the fd it sends (SCM_RIGHTS)."""
-    while True:
-        try:
-            connection, _ = listener.accept()
-            break
-        except BlockingIOError:
-            await trio.lowlevel.wait_readable(listener)
-    with connection:
-        connection.setblocking(False)
-        while True:
-            try:
-                _, fds, _, _ = socket.recv_fds(connection, 4096, 1, socket.MSG_CMSG_CLOEXEC)
-                return fds
-            except BlockingIOError:
-                await trio.lowlevel.wait_readable(connection)

@@ -102,12 +102,14 @@ class ContainerRemoved:
     """The actor has finished: its id is free again.
 
     ``outputs`` and ``init_pid`` keep its processes' output readable after the exit; empty when
-    the container never started (or its actor crashed).
+    the container never started (or its actor crashed). ``bundle`` is where its checkpoints stay
+    listable (and deletable) after the exit; empty when unknown.
     """
 
     id: str
     outputs: Mapping[int, OutputView] = attrs.field(factory=_no_outputs)
     init_pid: int = 0
+    bundle: str = ""
 
 
 ContainerReport = ContainerUpdated | ContainerRemoved

@@ -56,6 +56,11 @@ class ContainerPaths:
         )
 
     @property
+    def runc_bundle(self) -> Path:
+        """A copy of the bundle's config with the terminal the client asked for (``start -t/-T``)."""
+        return self.directory / "bundle"
+
+    @property
     def criu_work(self) -> Path:
         """Where CRIU writes its logs during a dump or a restore."""
         return self.directory / "criu-work"
@@ -108,6 +113,8 @@ class ContainerRecord:
     pid: int
     pid_start_time: int | None
     created: float
+    #: The init has a pty (its master is the one end the reaper keeps); absent in older records.
+    terminal: bool = False
 
     @classmethod
     def parse(cls, raw: Any) -> ContainerRecord:
@@ -121,6 +128,7 @@ class ContainerRecord:
                 pid=int(raw["pid"]),
                 pid_start_time=None if raw.get("pid_start_time") is None else int(raw["pid_start_time"]),
                 created=float(raw["created"]),
+                terminal=raw.get("terminal") is True,
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"missing or mistyped field: {exc}") from None

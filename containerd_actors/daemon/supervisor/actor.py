@@ -19,6 +19,7 @@ import trio
 
 from containerd_actors.daemon.container.actor import ContainerActor
 from containerd_actors.daemon.container.adopt import Adoption
+from containerd_actors.daemon.container.checkpoint import delete_checkpoint, list_checkpoints
 from containerd_actors.daemon.container.deps import ActorDeps, ContainerRuntime
 from containerd_actors.daemon.container.messages import (
     ContainerMailbox,
@@ -39,7 +40,9 @@ from containerd_actors.host.reaping import ExitWatcher
 from containerd_actors.protocol import (
     ContainerInfo,
     CreateContainer,
+    DeleteCheckpoint,
     ErrorCode,
+    ListCheckpoints,
     ReadOutput,
     ResizeTerminal,
     State,
@@ -64,10 +67,12 @@ class _Entry:
 
 @attrs.frozen
 class _Exited:
-    """What is left of an exited container: its processes' output (logs and exit statuses)."""
+    """What is left of an exited container: its processes' output (logs and exit statuses), and
+    the bundle its checkpoints are in."""
 
     outputs: Mapping[int, OutputView]
     init_pid: int
+    bundle: str = ""
 
 
 class Supervisor:
@@ -129,16 +134,20 @@ class Supervisor:
                 answer(reply_to, self._list())
             case Ask(ReadOutput() as request, reply_to):
                 self._find_output(request, reply_to)
+            case Ask(ListCheckpoints(bundle=bundle), reply_to) if bundle:
+                self._checkpoints_of(bundle, reply_to)
+            case Ask(ListCheckpoints(id=""), reply_to):
+                fail(reply_to, CommandError(ErrorCode.INVALID_REQUEST, "ListCheckpoints: give id or bundle"))
             case Ask(request, reply_to) if isinstance(request, ContainerRequest):
                 self._route(message)
             case ContainerUpdated(snapshot):
                 entry = self._registry.get(snapshot.info.id)
                 if entry is not None:
                     entry.snapshot = snapshot
-            case ContainerRemoved(id, outputs, init_pid):
+            case ContainerRemoved(id, outputs, init_pid, bundle):
                 self._registry.pop(id, None)
                 if outputs:
-                    self._keep_exited(id, _Exited(outputs, init_pid))
+                    self._keep_exited(id, _Exited(outputs, init_pid, bundle))
             case _:
                 log.error("supervisor: unexpected message %r", message)
 
@@ -153,7 +162,7 @@ class Supervisor:
             return
         self._exited.pop(request.id, None)  # the new actor removes the old logs
         actor = self._new_actor(request.id, request.bundle)
-        actors.start_soon(self._run_actor, actor, actor.run(request.checkpoint, reply_to))
+        actors.start_soon(self._run_actor, actor, actor.run(request.checkpoint, reply_to, request.terminal))
 
     async def _run_actor(self, actor: ContainerActor, work: Awaitable[None]) -> None:
         """An actor that crashes is reported and removed; it never takes the daemon down."""
@@ -168,6 +177,12 @@ class Supervisor:
         entry = self._registry.get(id)
         if entry is None or entry.snapshot is None:
             exited = self._exited.get(id)
+            if exited is not None and exited.bundle and isinstance(ask.request, ListCheckpoints):
+                self._checkpoints_of(exited.bundle, ask.reply_to)
+                return
+            if exited is not None and exited.bundle and isinstance(ask.request, DeleteCheckpoint):
+                self._delete_checkpoint(exited.bundle, ask.request.name, ask.reply_to)
+                return
             if exited is not None and isinstance(ask.request, WriteInput | ResizeTerminal):
                 # Its processes' stdin went with it, but a client attached to one hears why.
                 pid = ask.request.pid or exited.init_pid
@@ -184,6 +199,29 @@ class Supervisor:
             fail(ask.reply_to, CommandError(ErrorCode.INTERNAL, f"container {id!r} is busy; retry"))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             fail(ask.reply_to, CommandError(ErrorCode.NOT_FOUND, f"container {id!r} has exited"))
+
+    def _checkpoints_of(self, bundle: str, reply_to: ReplyTo) -> None:
+        """A bundle's checkpoints with no container: after its exit (``checkpoints create --exit``
+        included), or named by path. A directory listing, so the loop never waits on runc."""
+        if not Path(bundle).is_dir():
+            fail(reply_to, CommandError(ErrorCode.NOT_FOUND, f"no bundle directory {bundle!r}"))
+            return
+        try:
+            answer(reply_to, list_checkpoints(Path(bundle)))
+        except OSError as exc:
+            fail(reply_to, CommandError(ErrorCode.RUNTIME_FAILED, f"cannot list checkpoints: {exc}"))
+
+    def _delete_checkpoint(self, bundle: str, name: str, reply_to: ReplyTo) -> None:
+        try:
+            delete_checkpoint(Path(bundle), name)
+        except CommandError as error:
+            fail(reply_to, error)
+        except OSError as exc:
+            fail(
+                reply_to, CommandError(ErrorCode.RUNTIME_FAILED, f"cannot delete checkpoint {name!r}: {exc}")
+            )
+        else:
+            answer(reply_to, None)
 
     def _keep_exited(self, id: str, exited: _Exited) -> None:
         self._exited[id] = exited
