@@ -37,6 +37,7 @@ from containerd_actors.daemon.events.actor import EventsActor
 from containerd_actors.daemon.events.journal import EventJournal
 from containerd_actors.daemon.events.messages import EventDraft, EventsMailbox
 from containerd_actors.daemon.faults import FaultHook
+from containerd_actors.daemon.memory_debug import snapshot_directory, write_snapshots_on_signal
 from containerd_actors.daemon.metrics.actor import MetricsActor
 from containerd_actors.daemon.metrics.http import serve_prometheus
 from containerd_actors.daemon.metrics.messages import AddToCounter, MetricsMailbox, tell
@@ -119,6 +120,7 @@ def announce_restarts(events: EventsMailbox, metrics: MetricsMailbox) -> OnResta
 
 async def run_daemon(config: DaemonConfig) -> None:
     notify_socket = take_notify_socket()
+    snapshots = snapshot_directory(os.environ)  # a debugging hook, off unless asked for
     warm_up()
     faults = FaultHook.from_environment(os.environ)
     runc = Runc(config.runc_root, binary=config.runtime, timeout=config.start_timeout)
@@ -158,6 +160,8 @@ async def run_daemon(config: DaemonConfig) -> None:
             await nursery.start(server.run)
             if config.metrics_address:
                 await nursery.start(serve_prometheus, config.metrics_address, metrics.mailbox)
+            if snapshots is not None:
+                await nursery.start(write_snapshots_on_signal, snapshots)
             log.info(
                 "containerd-actors %s ready: id=%s state-dir=%s concurrency=%d next event seq=%d",
                 __version__,
