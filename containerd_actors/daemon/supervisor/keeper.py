@@ -31,13 +31,18 @@ from containerd_actors.host.fds import close_quietly
 from containerd_actors.host.reaping import ExitWatcher
 
 
+def _container_of(key: str) -> str:
+    """The container id of a reaper key (``id`` or ``id/pid``; ``/`` never occurs in an id)."""
+    return key.partition("/")[0]
+
+
 class PipeKeeper:
     """An ``ExitWatcher`` that keeps a copy of every pipe end and every unacknowledged exit."""
 
     def __init__(self, inner: ExitWatcher) -> None:
         self._inner = inner
-        #: Reaper key (``id`` or ``id/pid``) -> this process's copies of the ends.
-        self._ends: dict[str, list[int]] = {}
+        #: Container id -> reaper key (``id`` or ``id/pid``) -> this process's copies of the ends.
+        self._ends: dict[str, dict[str, list[int]]] = {}
         #: Statuses the watcher returned that are not yet acknowledged, by pid.
         self._exits: dict[int, int | None] = {}
 
@@ -61,7 +66,11 @@ class PipeKeeper:
         await self._inner.keep(key, fds)
 
     async def drop(self, key: str) -> None:
-        close_quietly(*self._ends.pop(key, []))
+        container = self._ends.get(_container_of(key))
+        if container is not None:
+            close_quietly(*container.pop(key, []))
+            if not container:
+                del self._ends[_container_of(key)]
         await self._inner.drop(key)
 
     # ------------------------------------------------------------------ for the supervisor
@@ -69,31 +78,29 @@ class PipeKeeper:
     def hold(self, key: str, fds: list[int]) -> None:
         """Keep duplicates of ``fds`` under ``key`` (replacing what it held), without telling the reaper."""
         copies = [os.dup(fd) for fd in fds if fd >= 0]  # os.dup's copies are close-on-exec
-        close_quietly(*self._ends.pop(key, []))
-        self._ends[key] = copies
+        container = self._ends.setdefault(_container_of(key), {})
+        close_quietly(*container.pop(key, []))
+        container[key] = copies
 
     def copies_for(self, container_id: str) -> tuple[list[int], dict[str, list[int]]]:
         """Fresh duplicates of a container's ends, for a new actor to own: the init's, and the
         exec'd processes' by key (the shapes ``adopt.Adoption`` takes)."""
+        container = self._ends.get(container_id, {})
         init_key = reaper_key(container_id)
-        prefix = init_key + "/"
-        init = [os.dup(fd) for fd in self._ends.get(init_key, [])]
-        execs = {key: [os.dup(fd) for fd in fds] for key, fds in self._ends.items() if key.startswith(prefix)}
+        init = [os.dup(fd) for fd in container.get(init_key, [])]
+        execs = {key: [os.dup(fd) for fd in fds] for key, fds in container.items() if key != init_key}
         return init, execs
 
     def forget(self, container_id: str) -> None:
         """Close whatever is still held for a container whose actor has finished."""
-        init_key = reaper_key(container_id)
-        prefix = init_key + "/"
-        for key in [key for key in self._ends if key == init_key or key.startswith(prefix)]:
-            close_quietly(*self._ends.pop(key))
+        for fds in self._ends.pop(container_id, {}).values():
+            close_quietly(*fds)
 
     def close_all(self) -> None:
         """The supervisor stops: its copies go (the reaper still holds its own for the next server)."""
-        for fds in self._ends.values():
-            close_quietly(*fds)
-        self._ends.clear()
+        for container_id in list(self._ends):
+            self.forget(container_id)
 
     def held(self) -> int:
-        """How many ends are held (for tests and the soak's accounting)."""
-        return sum(len(fds) for fds in self._ends.values())
+        """How many ends are held (for tests)."""
+        return sum(len(fds) for container in self._ends.values() for fds in container.values())
