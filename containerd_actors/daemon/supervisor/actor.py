@@ -214,7 +214,8 @@ class Supervisor:
         id = crashed.id
         entry = self._registry.get(id)
         if entry is None or entry.mailbox is not crashed.mailbox:
-            log.error("container actor %s crashed after it was replaced", id, exc_info=error)
+            # Its container was removed (its last report came before the crash) or it was replaced.
+            log.error("container actor %s crashed after it had finished", id, exc_info=error)
             return
         record = _read_record(crashed.paths.record)
         if record is None:
