@@ -136,3 +136,40 @@ async def test_past_the_restart_limit_the_reaper_restarts_the_server_which_adopt
             await client.signal(cid, signal.SIGKILL)
             exit_event = await next_event(events, EventType.EXIT, cid)
             assert (exit_event.pid, exit_event.status) == (pid, 128 + signal.SIGKILL)
+
+
+async def test_the_events_and_metrics_actors_are_restarted_and_their_restarts_published(
+    state_dir: Path, sleep_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    faults = "events:Events:1,metrics:Metrics:1"
+    async with (
+        daemon_with_faults(state_dir, monkeypatch, faults) as handle,
+        Client.connect(handle.address, timeout=60) as client,
+    ):
+        cid = unique_id("ev")
+        await client.create_container(cid, str(sleep_bundle))
+        with pytest.raises(RequestFailed) as failure:
+            await client.events_page(1)
+        assert failure.value.code == ErrorCode.INTERNAL
+        with pytest.raises(RequestFailed) as failure:
+            await client.metrics()
+        assert failure.value.code == ErrorCode.INTERNAL
+        # Both answer again; the restarts are journalled and counted (each told once the
+        # supervisor has restarted the actor, just after the failed ask).
+        with trio.fail_after(30):
+            while True:
+                counters = {c.name: c.count for c in (await client.metrics()).counters}
+                page = await client.events_page(1)
+                if counters["actor-restarts"] == 2 and len(page.events) == 3:
+                    break
+                await trio.sleep(0.05)
+        assert [(event.seq, event.type, event.id) for event in page.events] == [
+            (1, EventType.START_CONTAINER, cid),
+            (2, EventType.ACTOR_RESTART, ""),
+            (3, EventType.ACTOR_RESTART, ""),
+        ]
+        reasons = [event.reason or "" for event in page.events[1:]]
+        assert "the events actor crashed (InjectedFault" in reasons[0]
+        assert "the metrics actor crashed (InjectedFault" in reasons[1]
+        assert counters["containers"] == 1  # a running total that survived the metrics actor's restart
+        await client.signal(cid, signal.SIGKILL)
