@@ -5,6 +5,12 @@ one container actor per container (each tells events, metrics and the supervisor
 server, which asks them. A restarted server first hands the containers it finds in the state
 directory, with the pipe ends the reaper kept, to the supervisor to adopt.
 
+The events and metrics actors are supervised one for one (``supervision.supervise``): a crash
+restarts the actor's loop on its same mailbox and state, is logged, published as an
+``actor-restart`` event and counted; past the restart limit the server exits with
+``EXIT_RESTART_LIMIT`` (the supervisor does the same for container actors) and the reaper
+starts a new one. Tests' fault injection (``faults``) is read from the environment here, once.
+
 Set-up that must happen before trio starts lives here: becoming the child subreaper when there
 is no reaper (so that container inits are re-parented to us), raising the fd limit (three pipe
 ends per container), and preparing the state and socket directories.
@@ -29,15 +35,27 @@ from containerd_actors.daemon.config import DaemonConfig
 from containerd_actors.daemon.container.adopt import plan_adoptions
 from containerd_actors.daemon.events.actor import EventsActor
 from containerd_actors.daemon.events.journal import EventJournal
+from containerd_actors.daemon.events.messages import EventDraft, EventsMailbox
+from containerd_actors.daemon.faults import FaultHook
+from containerd_actors.daemon.memory_debug import snapshot_directory, write_snapshots_on_signal
 from containerd_actors.daemon.metrics.actor import MetricsActor
 from containerd_actors.daemon.metrics.http import serve_prometheus
+from containerd_actors.daemon.metrics.messages import AddToCounter, MetricsMailbox, tell
+from containerd_actors.daemon.metrics.registry import ACTOR_RESTARTS
 from containerd_actors.daemon.state.layout import prepare_state_dir
 from containerd_actors.daemon.state.recovery import load_records
 from containerd_actors.daemon.state.space import state_dir_space
+from containerd_actors.daemon.supervision import (
+    EXIT_RESTART_LIMIT,
+    OnRestart,
+    RestartLimitExceeded,
+    crash_summary,
+    supervise,
+)
 from containerd_actors.daemon.supervisor.actor import Supervisor
 from containerd_actors.daemon.tls_reload import reload_tls_when_asked
 from containerd_actors.host.reaping import ExitWatcher, LocalSubreaper, become_child_subreaper
-from containerd_actors.protocol import warm_up
+from containerd_actors.protocol import EventType, warm_up
 from containerd_actors.reaper.link import ReaperLink
 from containerd_actors.runc.driver import Runc
 
@@ -86,11 +104,29 @@ def notify_ready(target: str | None, main_pid: int) -> None:
             log.warning("cannot notify readiness on %s: %s", target, exc)
 
 
+def announce_restarts(events: EventsMailbox, metrics: MetricsMailbox) -> OnRestart:
+    """What a restart of the events or metrics actor tells: an ``actor-restart`` event (with an
+    empty id: no container's) and one more ``actor-restarts``."""
+
+    def announce(name: str, error: BaseException, restarts: int) -> None:
+        crash = crash_summary(error)
+        reason = f"the {name} actor crashed ({crash}) and was restarted ({restarts} within a minute)"
+        try:
+            events.send_nowait(EventDraft(EventType.ACTOR_RESTART, "", 0, None, reason))
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            log.error("the actor-restart event of the %s actor could not be told to the events actor", name)
+        tell(metrics, AddToCounter(ACTOR_RESTARTS))
+
+    return announce
+
+
 async def run_daemon(config: DaemonConfig) -> None:
     notify_socket = take_notify_socket()
+    snapshots = snapshot_directory(os.environ)  # a debugging hook, off unless asked for
     warm_up()
+    faults = FaultHook.from_environment(os.environ)
     runc = Runc(config.runc_root, binary=config.runtime, timeout=config.start_timeout)
-    metrics = MetricsActor(config.metrics_interval)
+    metrics = MetricsActor(config.metrics_interval, faults=faults)
     # Before any actor runs: the journal fixes where seq continues after a restart.
     journal = EventJournal(config.events_dir, retention=config.events_retention)
     events = EventsActor(
@@ -101,7 +137,9 @@ async def run_daemon(config: DaemonConfig) -> None:
         tls=config.tls,
         remote_address=config.remote_events_address,
         remote_batch_address=config.remote_events_batch_address,
+        faults=faults,
     )
+    on_restart = announce_restarts(events.mailbox, metrics.mailbox)
     records = load_records(config.containers_dir, config.state_dir / "quarantine")
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as stop_signals:
         async with trio.open_nursery() as nursery:
@@ -113,9 +151,9 @@ async def run_daemon(config: DaemonConfig) -> None:
                 exit_watcher, kept = link, link.kept
             else:
                 exit_watcher = LocalSubreaper()
-            await nursery.start(metrics.run)
+            await nursery.start(supervise, "metrics", metrics.run, on_restart)
             nursery.start_soon(state_dir_space(config.state_dir).watch)  # tells waiters of room
-            await nursery.start(events.run)
+            await nursery.start(supervise, "events", events.run, on_restart)
             adoptions = await plan_adoptions(records, kept, exit_watcher)
             supervisor = Supervisor(
                 config.state_dir,
@@ -125,6 +163,7 @@ async def run_daemon(config: DaemonConfig) -> None:
                 events.mailbox,
                 metrics.mailbox,
                 oom_notify=config.oom_notify,
+                faults=faults,
             )
             await nursery.start(supervisor.run, adoptions)
             server = ApiServer(config, supervisor.mailbox, events.mailbox, metrics.mailbox, events.status)
@@ -139,6 +178,8 @@ async def run_daemon(config: DaemonConfig) -> None:
                 )
             if config.metrics_address:
                 await nursery.start(serve_prometheus, config.metrics_address, metrics.mailbox)
+            if snapshots is not None:
+                await nursery.start(write_snapshots_on_signal, snapshots)
             log.info(
                 "containerd-actors %s ready: id=%s state-dir=%s concurrency=%d next event seq=%d",
                 __version__,
@@ -196,6 +237,10 @@ def serve(config: DaemonConfig) -> None:
         prepare_socket_dir(address)
     try:
         trio.run(run_daemon, config)
+    except* RestartLimitExceeded:
+        # Logged where it happened, with the traceback; the reaper starts a fresh server.
+        log.error("exiting with status %d: an actor crashed past its restart limit", EXIT_RESTART_LIMIT)
+        raise SystemExit(EXIT_RESTART_LIMIT) from None
     except* pynng.AddressInUse:
         listened = addresses + [address for address in remote if address is not None]
         log.error("another process is already listening on %s or %s", ", ".join(listened[:-1]), listened[-1])

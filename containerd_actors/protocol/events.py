@@ -25,6 +25,10 @@ class EventType:
     OOM = "oom"
     PAUSE = "pause"
     RESUME = "resume"
+    #: An actor crashed and was restarted: ``id`` names the container whose actor it was (and
+    #: ``pid`` its init) or is empty for the daemon's own events and metrics actors; ``reason``
+    #: says which actor and why. The container stays managed: its actor re-adopted it.
+    ACTOR_RESTART = "actor-restart"
 
 
 @frozen

@@ -26,9 +26,11 @@ import trio.testing
 
 from containerd_actors.daemon.container.adopt import Adoption
 from containerd_actors.daemon.events.messages import EventDraft, EventsMessage
+from containerd_actors.daemon.faults import NO_FAULTS, FaultHook
 from containerd_actors.daemon.mailbox import forward
 from containerd_actors.daemon.metrics.messages import MetricsMessage
 from containerd_actors.daemon.state.layout import prepare_state_dir
+from containerd_actors.daemon.supervision import RESTARTS_PER_MINUTE
 from containerd_actors.daemon.supervisor.actor import Supervisor
 from containerd_actors.host.reaping import LocalSubreaper
 from containerd_actors.runc.driver import CriuOptions, RuncError, Stdio
@@ -206,7 +208,13 @@ def write_bundle(directory: Path, *args: str) -> Path:
 class Harness:
     """A supervisor with fake runc, and the mailboxes of the events and metrics actors as queues."""
 
-    def __init__(self, state_dir: Path, concurrency: int = 4) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        concurrency: int = 4,
+        faults: FaultHook = NO_FAULTS,
+        restarts_per_minute: int = RESTARTS_PER_MINUTE,
+    ) -> None:
         prepare_state_dir(state_dir)
         self.state_dir = state_dir
         self.runtime = FakeRuntime()
@@ -214,7 +222,14 @@ class Harness:
         events_send, self._events = trio.open_memory_channel[EventsMessage](10_000)
         metrics_send, self._metrics = trio.open_memory_channel[MetricsMessage](10_000)
         self.supervisor = Supervisor(
-            state_dir, concurrency, self.runtime, self.reaper, events_send, metrics_send
+            state_dir,
+            concurrency,
+            self.runtime,
+            self.reaper,
+            events_send,
+            metrics_send,
+            faults=faults,
+            restarts_per_minute=restarts_per_minute,
         )
 
     async def ask(self, request: Any) -> Any:

@@ -23,6 +23,8 @@ from containerd_actors.daemon.events.actor import EventsActor
 from containerd_actors.daemon.events.batch import MAX_BATCH_EVENTS
 from containerd_actors.daemon.events.journal import EventJournal
 from containerd_actors.daemon.events.messages import EventDraft
+from containerd_actors.daemon.faults import NO_FAULTS, FaultHook
+from containerd_actors.daemon.supervision import supervise
 from containerd_actors.protocol import Event, EventType
 
 PRODUCED = 20_000
@@ -39,7 +41,12 @@ class InProcessDaemon:
     """
 
     def __init__(
-        self, directory: Path, retention: int, segment_events: int | None, batch_events: int | None = None
+        self,
+        directory: Path,
+        retention: int,
+        segment_events: int | None,
+        batch_events: int | None = None,
+        faults: FaultHook = NO_FAULTS,
     ) -> None:
         self.config = DaemonConfig(
             id="test",
@@ -62,10 +69,16 @@ class InProcessDaemon:
             self._metrics,
             self.config.events_batch_address,
             batch_events or MAX_BATCH_EVENTS,
+            faults=faults,
         )
+        #: (actor, exception) of each restart of the events actor, which runs supervised as in the daemon.
+        self.restarts: list[tuple[str, BaseException]] = []
         # Ping and Events never reach the supervisor; a request that did would wait forever.
         supervisor, _ = trio.open_memory_channel[object](0)
         self.api = ApiServer(self.config, supervisor, self.events.mailbox, self._metrics, self.events.status)
+
+    def _restarted(self, name: str, error: BaseException, _restarts: int) -> None:
+        self.restarts.append((name, error))
 
     @property
     def address(self) -> str:
@@ -83,7 +96,7 @@ class InProcessDaemon:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[InProcessDaemon]:
         async with trio.open_nursery() as nursery:
-            await nursery.start(self.events.run)
+            await nursery.start(supervise, "events", self.events.run, self._restarted)
             await nursery.start(self.api.run)
             try:
                 yield self
@@ -98,10 +111,11 @@ async def daemon_in_process(
     retention: int = 1_000_000,
     segment_events: int | None = None,
     batch_events: int = SMALL_BATCH_EVENTS,
+    faults: FaultHook = NO_FAULTS,
 ) -> AsyncIterator[InProcessDaemon]:
     """An in-process daemon whose subscriptions read ``stream`` (they take the batch one if published)."""
     batches = batch_events if stream == BATCH else None
-    async with InProcessDaemon(directory, retention, segment_events, batches).running() as daemon:
+    async with InProcessDaemon(directory, retention, segment_events, batches, faults).running() as daemon:
         yield daemon
 
 

@@ -292,7 +292,7 @@ async def test_daemon_registry_gauges_read_the_live_process() -> None:
         "container-delete-time",
         "exec-process-time",
     ]
-    assert [c.name for c in snap.counters] == ["containers", "events", "events-subscribers"]
+    assert [c.name for c in snap.counters] == ["containers", "events", "events-subscribers", "actor-restarts"]
 
 
 def test_task_gauge_outside_trio_is_zero() -> None:
@@ -357,7 +357,7 @@ def test_log_lines_have_go_metrics_columns(clock: FakeClock) -> None:
 
 def test_log_kinds_come_in_readme_order(clock: FakeClock) -> None:
     kinds = [line.split()[0] for line in format_log_lines(daemon_registry(clock)) if not line.startswith(" ")]
-    assert kinds == ["timer"] * 3 + ["counter"] * 3 + ["gauge"] * 3
+    assert kinds == ["timer"] * 3 + ["counter"] * 4 + ["gauge"] * 3
 
 
 # --------------------------------------------------------------------------- Prometheus

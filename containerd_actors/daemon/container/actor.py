@@ -113,6 +113,7 @@ class ContainerActor:
         self._supervisor = deps.supervisor
         self._metrics = deps.metrics
         self._oom_notify = deps.oom_notify
+        self._faults = deps.faults
         self._mailbox_send, self._mailbox = trio.open_memory_channel[ContainerMessage](MAILBOX_SIZE)
         self._nursery: trio.Nursery | None = None
         self._phase = Phase.RUNNING
@@ -162,14 +163,17 @@ class ContainerActor:
         await self._events.send(EventDraft(EventType.START_CONTAINER, self.id, init.info.pid))
         await self._serve(init, [])
 
-    async def run_adopted(self, adoption: Adoption) -> None:
-        """Take over a container a previous server started, from its record and the reaper's pipe ends."""
+    async def run_adopted(self, adoption: Adoption, status: str = "running") -> None:
+        """Take over a container a previous server (or a crashed actor) started, from its record
+        and the pipe ends the reaper (or the supervisor) kept; ``status`` is the last one known."""
+        self._status = status
         adopted = adopt_init(self.id, self._bundle_path, self.paths, adoption)
         self._process_spec = adopted.process_spec
         await self._serve(adopted.launched, adopt_execs(self.id, self.paths, adoption.exec_fds))
 
     async def _serve(self, init: Launched, execs: list[Launched]) -> None:
         tell(self._metrics, AddToCounter(CONTAINERS, +1))
+        crashed = False
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -181,17 +185,27 @@ class ContainerActor:
                     await self._cgroups().watch_ooms(nursery, self._oom_notified)
                 await self._serve_mailbox()
                 nursery.cancel_scope.cancel()
+        except Exception:
+            crashed = True
+            raise
         finally:
             tell(self._metrics, AddToCounter(CONTAINERS, -1))
             for process in self._execs.values():  # exits that never came: their watchers are gone
                 self._close_pidfd(process)
-            if self._phase is Phase.DONE:
-                gone = CommandError(ErrorCode.NOT_FOUND, f"container {self.id!r} has exited")
-            else:
-                gone = CommandError(
-                    ErrorCode.INTERNAL, f"the actor of container {self.id!r} stopped; see daemon log"
+            if crashed:
+                # The supervisor restarts this actor: its successor adopts the container with the
+                # supervisor's copies of the pipe ends, and takes the queued requests (hand_over).
+                for process in (self._init, *self._execs.values()):
+                    if process is not None:
+                        self._close_pidfd(process)
+                        process.stdin.close()
+            elif self._phase is Phase.DONE:
+                refuse_queued(
+                    self._mailbox, CommandError(ErrorCode.NOT_FOUND, f"container {self.id!r} has exited")
                 )
-            refuse_queued(self._mailbox, gone)
+            else:
+                stopped = f"the actor of container {self.id!r} stopped; see daemon log"
+                refuse_queued(self._mailbox, CommandError(ErrorCode.INTERNAL, stopped))
 
     async def _serve_mailbox(self) -> None:
         while self._phase is not Phase.DONE:
@@ -204,6 +218,8 @@ class ContainerActor:
                 await self._finish()
                 return
             try:
+                if self._faults:  # tests only (daemon.faults)
+                    self._faults.check(f"container={self.id}", message)
                 await self._handle(message)
             except BaseException:
                 if isinstance(message, Ask):
@@ -251,6 +267,24 @@ class ContainerActor:
             fail(reply_to, error)
         else:
             answer(reply_to, result)
+
+    def hand_over(self) -> list[Ask[Any]]:
+        """After this actor crashed: the requests still queued, for the actor that replaces it.
+
+        The reports of its own tasks (exits, OOM, stdin closed) go with it: its successor's tasks
+        watch the same processes again. The mailbox is closed; nothing can be added to it since
+        the supervisor routes to the successor from now on.
+        """
+        asks = []
+        while True:
+            try:
+                message = self._mailbox.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            if isinstance(message, Ask):
+                asks.append(message)
+        self._mailbox.close()
+        return asks
 
     # ------------------------------------------------------------------ processes
 

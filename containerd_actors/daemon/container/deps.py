@@ -14,6 +14,7 @@ import trio
 
 from containerd_actors.daemon.container.messages import ReportsMailbox
 from containerd_actors.daemon.events.messages import EventsMailbox
+from containerd_actors.daemon.faults import NO_FAULTS, FaultHook
 from containerd_actors.daemon.metrics.messages import MetricsMailbox
 from containerd_actors.host.reaping import ExitWatcher
 from containerd_actors.runc.driver import CriuOptions, Stdio
@@ -87,3 +88,5 @@ class ActorDeps:
     supervisor: ReportsMailbox
     metrics: MetricsMailbox
     oom_notify: bool
+    #: Tests' fault injection (``daemon.faults``); empty in a daemon that was not told of any.
+    faults: FaultHook = NO_FAULTS

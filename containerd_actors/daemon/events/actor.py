@@ -25,6 +25,17 @@ and subscriber change: a Ping never queues behind a burst in this mailbox, and t
 it reports is always journalled, because the snapshot is replaced only after the append (while
 the state directory is full, "journalled" means held in memory and readable; the lines are
 written when ``state.space`` tells of room, through ``FlushJournal``).
+
+**Restarts.** The events actor is supervised (``daemon.supervision``): when its loop raises,
+``run`` is called again on the same object. What others hold or built up by messages outlives
+the crash: the mailbox (every queued event is still there), the journal (``seq`` continues from
+its ``last_seq``, nothing is renumbered or rewritten), the subscriber count (the old sockets'
+closing posts one -1 per pipe, and each reconnecting subscriber a +1) and the published status.
+The sockets are opened anew; subscribers' dialers reconnect by themselves, and a batch that was
+gathered but not sent is dropped (its events are journalled: batch subscribers see the gap and
+read them back). An event the crash interrupted before its append is handled again first, once:
+if it crashes the actor a second time it is dropped with an error log, so one poisonous event
+cannot keep the actor down. An ask in flight is answered with an internal error.
 """
 
 from __future__ import annotations
@@ -50,10 +61,18 @@ from containerd_actors.daemon.events.messages import (
     ReloadTls,
     SubscribersChanged,
 )
-from containerd_actors.daemon.mailbox import Ask, Published, answer
+from containerd_actors.daemon.faults import NO_FAULTS, FaultHook
+from containerd_actors.daemon.mailbox import Ask, CommandError, Published, answer, fail
 from containerd_actors.daemon.metrics.messages import AddToCounter, MetricsMailbox, tell
 from containerd_actors.daemon.metrics.registry import EVENTS, EVENTS_SUBSCRIBERS
-from containerd_actors.protocol import MAX_MESSAGE_BYTES, Event, Events, encode_event_payload, frame_event
+from containerd_actors.protocol import (
+    MAX_MESSAGE_BYTES,
+    ErrorCode,
+    Event,
+    Events,
+    encode_event_payload,
+    frame_event,
+)
 from containerd_actors.transport.tls import TlsFiles, TlsListeners, is_tls
 
 log = logging.getLogger(__name__)
@@ -67,6 +86,7 @@ class EventsActor:
         metrics: MetricsMailbox,
         batch_address: str | None = None,
         batch_events: int = MAX_BATCH_EVENTS,
+        faults: FaultHook = NO_FAULTS,
         *,
         tls: TlsFiles | None = None,
         remote_address: str | None = None,
@@ -83,7 +103,13 @@ class EventsActor:
         self._metrics = metrics
         self._mailbox_send, self._mailbox = trio.open_memory_channel[EventsMessage](100_000)
         self._subscribers = 0
+        self._batch_events = batch_events
         self._batch = PendingBatch(max_events=batch_events)
+        self._faults = faults
+        #: The draft being handled, until its append; with the ``last_seq`` before it.
+        self._unjournaled: tuple[EventDraft, int] | None = None
+        #: A draft handled again after a crash: if it crashes the actor again, it is dropped.
+        self._retried: EventDraft | None = None
         #: Events published since the metrics actor was last told: told once per burst, not per event.
         self._untold = 0
         self.published = 0
@@ -98,6 +124,9 @@ class EventsActor:
         return self._mailbox_send
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """One incarnation: open the sockets, serve the mailbox; called again after a crash."""
+        self._batch = PendingBatch(max_events=self._batch_events)
+        self._tls_listeners = []  # a restart opens the sockets, and their TLS listeners, anew
         token = trio.lowlevel.current_trio_token()
 
         def on_pipe(delta: int) -> Callable[[pynng.Pipe], None]:
@@ -136,35 +165,68 @@ class EventsActor:
             self.journal.close()
 
     async def _serve(self, socket: pynng.Pub0, batch_socket: pynng.Pub0 | None) -> None:
+        retry = self._draft_to_retry()
         while True:
-            # One scheduling pass per message, as ``receive`` would give: the rest of the daemon
-            # runs between messages, and a producer that tells events one by one adds its next.
-            await trio.lowlevel.checkpoint()
-            try:
-                message = self._mailbox.receive_nowait()
-            except trio.WouldBlock:
-                # Every other task had its turn and none told us more: the burst is over.
-                self._end_of_burst(batch_socket)
-                message = await self._mailbox.receive()
-            match message:
-                case EventDraft():
-                    self._publish(socket, message)
-                    if self._batch.full:
-                        self._end_of_burst(batch_socket)
-                case FlushJournal():
-                    self.journal.flush()
-                    self._wait_for_room()
-                case Ask(Events() as request, reply_to):
-                    answer(reply_to, self.journal.read(request.from_seq, request.limit, since=request.since))
-                case SubscribersChanged(delta):
-                    self._subscribers += delta
-                    self.status.publish(EventsStatus(self._subscribers, self.journal.last_seq))
-                    tell(self._metrics, AddToCounter(EVENTS_SUBSCRIBERS, delta))
-                case GetStatus(reply_to):
+            if retry is not None:
+                message, retry = retry, None
+            else:
+                # One scheduling pass per message, as ``receive`` would give: the rest of the
+                # daemon runs between messages, and a producer that tells events one by one adds
+                # its next.
+                await trio.lowlevel.checkpoint()
+                try:
+                    message = self._mailbox.receive_nowait()
+                except trio.WouldBlock:
+                    # Every other task had its turn and none told us more: the burst is over.
                     self._end_of_burst(batch_socket)
-                    answer(reply_to, self.status.current)
-                case ReloadTls(reply_to):
-                    answer(reply_to, self._reload_tls())
+                    message = await self._mailbox.receive()
+            try:
+                self._handle(message, socket, batch_socket)
+            except BaseException:
+                match message:
+                    case Ask(_, reply_to) | GetStatus(reply_to):
+                        failed = CommandError(ErrorCode.INTERNAL, "the events actor failed; see daemon log")
+                        fail(reply_to, failed)
+                raise
+            self._unjournaled = None
+
+    def _draft_to_retry(self) -> EventDraft | None:
+        """The event a crash interrupted before its append, unless it crashed the actor before."""
+        if self._unjournaled is None:
+            return None
+        (draft, seq_before), self._unjournaled = self._unjournaled, None
+        if self.journal.last_seq != seq_before:
+            return None  # it was appended (its seq is taken): subscribers read it back from the journal
+        if draft is self._retried:
+            log.error("events: dropping %r: it crashed the events actor twice", draft)
+            return None
+        self._retried = draft
+        return draft
+
+    def _handle(self, message: EventsMessage, socket: pynng.Pub0, batch_socket: pynng.Pub0 | None) -> None:
+        """The one dispatch of everything this actor is told or asked."""
+        if isinstance(message, EventDraft):
+            self._unjournaled = (message, self.journal.last_seq)
+        self._faults.check("events", message)
+        match message:
+            case EventDraft():
+                self._publish(socket, message)
+                if self._batch.full:
+                    self._end_of_burst(batch_socket)
+            case Ask(Events() as request, reply_to):
+                answer(reply_to, self.journal.read(request.from_seq, request.limit, since=request.since))
+            case SubscribersChanged(delta):
+                self._subscribers += delta
+                self.status.publish(EventsStatus(self._subscribers, self.journal.last_seq))
+                tell(self._metrics, AddToCounter(EVENTS_SUBSCRIBERS, delta))
+            case FlushJournal():
+                self.journal.flush()
+                self._wait_for_room()
+            case GetStatus(reply_to):
+                self._end_of_burst(batch_socket)
+                answer(reply_to, self.status.current)
+            case ReloadTls(reply_to):
+                answer(reply_to, self._reload_tls())
 
     def _reload_tls(self) -> str | None:
         """Renewed certificates for the TLS listeners: None once done, else why not (old ones serve on)."""

@@ -325,6 +325,7 @@ EXEC_PROCESS_TIME = "exec-process-time"
 CONTAINERS = "containers"
 EVENTS = "events"
 EVENTS_SUBSCRIBERS = "events-subscribers"
+ACTOR_RESTARTS = "actor-restarts"
 TASKS = "tasks"
 FDS = "fds"
 MEMORY_USED = "memory-used"
@@ -370,6 +371,7 @@ def daemon_registry(
     registry.counter(CONTAINERS, "Containers the daemon manages.", monotonic=False)
     registry.counter(EVENTS, "Events published.")
     registry.counter(EVENTS_SUBSCRIBERS, "Connected event subscribers.", monotonic=False)
+    registry.counter(ACTOR_RESTARTS, "Actors restarted after a crash (container, events, metrics).")
     registry.gauge(TASKS, "Trio tasks in the daemon.", trio_task_count)
     registry.gauge(FDS, "Open file descriptors of the daemon.", open_fd_count)
     registry.gauge(MEMORY_USED, "Resident memory of the daemon, in bytes.", resident_memory_bytes)

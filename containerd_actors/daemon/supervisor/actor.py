@@ -3,12 +3,25 @@
 Its loop never waits on runc: a start is handed to a new container actor at once, so State and
 Signal stay fast while starts queue on the ``--concurrency`` limiter. It answers State and finds
 a process's output for ReadOutput from the snapshots actors report, without asking 1000 actors
-one by one. A container actor that crashes is logged and removed; the supervisor carries on.
+one by one.
+
+**Restarts.** A container actor whose loop raises (any exception: a bug) is replaced by a new
+actor that adopts the container from its record, as a restarted server would (``adopt``), with
+the supervisor's own copies of its pipe ends (``keeper.PipeKeeper``: the dead actor's drains
+closed theirs), so the container's stdio never breaks and its output continues in the same logs.
+Requests still queued for the dead actor go to its successor; the one it crashed on was answered
+with an internal error. Each restart is logged once with its traceback, published as an
+``actor-restart`` event and counted in the ``actor-restarts`` metric. Past
+``supervision.RESTARTS_PER_MINUTE`` restarts of one container's actor within a minute,
+``RestartLimitExceeded`` ends the supervisor and the API server exits, for the reaper to start a
+fresh one. An actor that crashes before its container is recorded (during its start, which
+leaves no trace) has nothing to adopt: it is removed, and its creator got an error.
 """
 
 from __future__ import annotations
 
 import collections
+import json
 import logging
 from collections.abc import Awaitable, Mapping
 from pathlib import Path
@@ -31,17 +44,27 @@ from containerd_actors.daemon.container.messages import (
 from containerd_actors.daemon.container.process import no_such_process
 from containerd_actors.daemon.container.stdin import refuse_closed
 from containerd_actors.daemon.container.stdio import OutputView
-from containerd_actors.daemon.events.messages import EventsMailbox
+from containerd_actors.daemon.events.messages import EventDraft, EventsMailbox
+from containerd_actors.daemon.faults import NO_FAULTS, FaultHook
 from containerd_actors.daemon.mailbox import Ask, CommandError, ReplyTo, answer, fail
-from containerd_actors.daemon.metrics.messages import MetricsMailbox
-from containerd_actors.daemon.state.layout import container_paths
-from containerd_actors.daemon.supervisor.messages import SupervisorMailbox, SupervisorMessage
+from containerd_actors.daemon.metrics.messages import AddToCounter, MetricsMailbox, tell
+from containerd_actors.daemon.metrics.registry import ACTOR_RESTARTS
+from containerd_actors.daemon.state.layout import ContainerRecord, container_paths
+from containerd_actors.daemon.supervision import (
+    RESTARTS_PER_MINUTE,
+    RestartLimitExceeded,
+    RestartWindow,
+    crash_summary,
+)
+from containerd_actors.daemon.supervisor.keeper import PipeKeeper
+from containerd_actors.daemon.supervisor.messages import ActorCrashed, SupervisorMailbox, SupervisorMessage
 from containerd_actors.host.reaping import ExitWatcher
 from containerd_actors.protocol import (
     ContainerInfo,
     CreateContainer,
     DeleteCheckpoint,
     ErrorCode,
+    EventType,
     ListCheckpoints,
     ReadOutput,
     ResizeTerminal,
@@ -63,6 +86,8 @@ class _Entry:
 
     mailbox: ContainerMailbox
     snapshot: ContainerSnapshot | None = None
+    #: This container's actor restarts within the last minute.
+    restarts: RestartWindow = attrs.field(factory=RestartWindow)
 
 
 @attrs.frozen
@@ -85,19 +110,27 @@ class Supervisor:
         events: EventsMailbox,
         metrics: MetricsMailbox,
         oom_notify: bool = False,
+        faults: FaultHook = NO_FAULTS,
+        restarts_per_minute: int = RESTARTS_PER_MINUTE,
     ) -> None:
         self._state_dir = state_dir
         self._registry: dict[str, _Entry] = {}
         self._exited: collections.OrderedDict[str, _Exited] = collections.OrderedDict()
         self._mailbox_send, self._mailbox = trio.open_memory_channel[SupervisorMessage](MAILBOX_SIZE)
+        self._events = events
+        self._metrics = metrics
+        self._restarts_per_minute = restarts_per_minute
+        #: Copies of every pipe end the actors hand the reaper, for an actor's successor.
+        self.keeper = PipeKeeper(exit_watcher)
         self._actor_deps = ActorDeps(
             runtime=runtime,
             start_limiter=trio.CapacityLimiter(concurrency),
-            exit_watcher=exit_watcher,
+            exit_watcher=self.keeper,
             events=events,
             supervisor=self._mailbox_send,
             metrics=metrics,
             oom_notify=oom_notify,
+            faults=faults,
         )
 
     @property
@@ -110,20 +143,31 @@ class Supervisor:
         """Serve requests; first take over ``adoptions``, the containers a previous server left running."""
         async with trio.open_nursery() as actors:
             for adoption in adoptions or []:
+                self.keeper.hold(adoption.record.id, adoption.init_fds)
+                for key, fds in adoption.exec_fds.items():
+                    self.keeper.hold(key, fds)
                 actor = self._new_actor(adoption.record.id, adoption.record.bundle)
                 actors.start_soon(self._run_actor, actor, actor.run_adopted(adoption))
             task_status.started()
-            async for message in self._mailbox:
-                try:
-                    self._handle(message, actors)
-                except Exception:
-                    # A bug in handling one message must not take the registry down with it.
-                    log.exception("supervisor: failed to handle %r", message)
-                    if isinstance(message, Ask):
-                        fail(
-                            message.reply_to,
-                            CommandError(ErrorCode.INTERNAL, "internal error; see daemon log"),
-                        )
+            try:
+                await self._serve(actors)
+            finally:
+                self.keeper.close_all()
+
+    async def _serve(self, actors: trio.Nursery) -> None:
+        async for message in self._mailbox:
+            try:
+                self._handle(message, actors)
+            except RestartLimitExceeded:
+                raise
+            except Exception:
+                # A bug in handling one message must not take the registry down with it.
+                log.exception("supervisor: failed to handle %r", message)
+                if isinstance(message, Ask):
+                    fail(
+                        message.reply_to,
+                        CommandError(ErrorCode.INTERNAL, "internal error; see daemon log"),
+                    )
 
     def _handle(self, message: SupervisorMessage, actors: trio.Nursery) -> None:
         """The one dispatch of everything the supervisor is told or asked."""
@@ -146,14 +190,17 @@ class Supervisor:
                     entry.snapshot = snapshot
             case ContainerRemoved(id, outputs, init_pid, bundle):
                 self._registry.pop(id, None)
+                self.keeper.forget(id)
                 if outputs:
                     self._keep_exited(id, _Exited(outputs, init_pid, bundle))
+            case ActorCrashed(actor, error):
+                self._restart(actor, error, actors)
             case _:
                 log.error("supervisor: unexpected message %r", message)
 
     def _new_actor(self, id: str, bundle: str) -> ContainerActor:
         actor = ContainerActor(id, bundle, container_paths(self._state_dir, id), self._actor_deps)
-        self._registry[id] = _Entry(actor.mailbox)
+        self._registry[id] = _Entry(actor.mailbox, restarts=RestartWindow(self._restarts_per_minute))
         return actor
 
     def _start(self, request: CreateContainer, reply_to: ReplyTo, actors: trio.Nursery) -> None:
@@ -165,12 +212,59 @@ class Supervisor:
         actors.start_soon(self._run_actor, actor, actor.run(request.checkpoint, reply_to, request.terminal))
 
     async def _run_actor(self, actor: ContainerActor, work: Awaitable[None]) -> None:
-        """An actor that crashes is reported and removed; it never takes the daemon down."""
+        """An actor that crashes is reported to the supervisor's loop, which restarts it."""
         try:
             await work
-        except Exception:
-            log.exception("container actor %s crashed", actor.id)
-            await self._mailbox_send.send(ContainerRemoved(actor.id))
+        except Exception as error:
+            await self._mailbox_send.send(ActorCrashed(actor, error))
+
+    def _restart(self, crashed: ContainerActor, error: Exception, actors: trio.Nursery) -> None:
+        """Replace a crashed actor by one that adopts its container (see the module docstring)."""
+        id = crashed.id
+        entry = self._registry.get(id)
+        if entry is None or entry.mailbox is not crashed.mailbox:
+            # Its container was removed (its last report came before the crash) or it was replaced.
+            log.error("container actor %s crashed after it had finished", id, exc_info=error)
+            return
+        record = _read_record(crashed.paths.record)
+        if record is None:
+            log.error("container actor %s crashed before its container was recorded", id, exc_info=error)
+            self._registry.pop(id, None)
+            self.keeper.forget(id)
+            gone = CommandError(ErrorCode.NOT_FOUND, f"container {id!r} failed to start")
+            for ask in crashed.hand_over():
+                fail(ask.reply_to, gone)
+            return
+        restarts = entry.restarts.record(f"the actor of container {id}")  # raises past the limit
+        log.error(
+            "container actor %s crashed; restarting it to re-adopt the container (%d of %d restarts "
+            "allowed within %g s)",
+            id,
+            restarts,
+            entry.restarts.limit,
+            entry.restarts.window_s,
+            exc_info=error,
+        )
+        actor = ContainerActor(id, record.bundle, crashed.paths, self._actor_deps)
+        for ask in crashed.hand_over():
+            try:
+                actor.mailbox.send_nowait(ask)
+            except trio.WouldBlock:
+                fail(ask.reply_to, CommandError(ErrorCode.INTERNAL, f"container {id!r} is busy; retry"))
+        entry.mailbox = actor.mailbox
+        status = entry.snapshot.info.status if entry.snapshot is not None else "running"
+        init_fds, exec_fds = self.keeper.copies_for(id)
+        adoption = Adoption(record, init_fds, exec_fds)
+        actors.start_soon(self._run_actor, actor, actor.run_adopted(adoption, status))
+        reason = (
+            f"the container's actor crashed ({crash_summary(error)}) and was restarted "
+            f"({restarts} of {entry.restarts.limit} restarts allowed within {entry.restarts.window_s:g} s)"
+        )
+        try:
+            self._events.send_nowait(EventDraft(EventType.ACTOR_RESTART, id, record.pid, None, reason))
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            log.error("container %s: the actor-restart event could not be told to the events actor", id)
+        tell(self._metrics, AddToCounter(ACTOR_RESTARTS))
 
     def _route(self, ask: Ask[ContainerRequest]) -> None:
         id = ask.request.id
@@ -249,3 +343,14 @@ class Supervisor:
 
     def _list(self) -> list[ContainerInfo]:
         return [entry.snapshot.info for entry in self._registry.values() if entry.snapshot is not None]
+
+
+def _read_record(path: Path) -> ContainerRecord | None:
+    """The container's record, or None when there is none (or it cannot be used)."""
+    try:
+        return ContainerRecord.parse(json.loads(path.read_bytes()))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.error("cannot read %s: %s", path, exc)
+        return None
