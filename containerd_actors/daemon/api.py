@@ -48,7 +48,8 @@ SEND_TIMEOUT_S = 10.0
 #: a ReadOutput answers at once and the client library backs off before asking again.
 MAX_WAITING_READS = WORKER_CONTEXTS // 2
 
-Handler = Callable[[Any], Awaitable[wire.Reply]]
+#: Serves a request for a caller: the TLS client's CN, or None for a local client.
+Handler = Callable[[Any, str | None], Awaitable[wire.Reply]]
 
 #: What a ``--read-only-client`` may ask: everything that only reads (list, state, stats, logs,
 #: metrics, events, checkpoints listed). Anything else, today's requests and tomorrow's, is refused.
@@ -95,8 +96,8 @@ class ApiServer:
         """For each request type: the actor that serves it, and the reply its answer becomes."""
 
         def via(mailbox: trio.MemorySendChannel[Any], reply: Callable[[Any, Any], wire.Reply]) -> Handler:
-            async def handler(request: Any) -> wire.Reply:
-                return reply(request, await forward(mailbox, request))
+            async def handler(request: Any, by: str | None) -> wire.Reply:
+                return reply(request, await forward(mailbox, request, by))
 
             return handler
 
@@ -115,7 +116,7 @@ class ApiServer:
             wire.State: via(
                 supervisor, lambda r, containers: wire.StateReply(r.request_id, containers, self._machine)
             ),
-            wire.ReadOutput: lambda request: self._read_output(supervisor, request),
+            wire.ReadOutput: lambda request, _by: self._read_output(supervisor, request),
             # Routed by the supervisor to the container's actor:
             wire.Signal: via(supervisor, lambda r, _: wire.SignalReply(r.request_id)),
             wire.AddProcess: via(supervisor, lambda r, pid: wire.AddProcessReply(r.request_id, pid)),
@@ -197,7 +198,7 @@ class ApiServer:
                 )
             if peer is not None and type(request) not in READ_ONLY_REQUESTS:
                 self._authorize_change(request, peer)
-            return await handler(request)
+            return await handler(request, peer)
         except wire.ProtocolError as exc:
             return exc.to_reply()
         except CommandError as exc:
@@ -223,7 +224,7 @@ class ApiServer:
             )
         log.info("%s for %s by client %r", kind, target or "-", peer)
 
-    async def _ping(self, request: wire.Ping) -> wire.PingReply:
+    async def _ping(self, request: wire.Ping, _by: str | None = None) -> wire.PingReply:
         if self._events_status is not None:
             status = self._events_status.current
         else:

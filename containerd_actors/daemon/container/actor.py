@@ -131,6 +131,9 @@ class ContainerActor:
         #: The answer a checkpoint with ``exit`` gives once the container is gone.
         self._checkpoint_reply: tuple[ReplyTo, Checkpoint] | None = None
         self._cgroup_state: ContainerCgroups | None = None
+        #: The last signal a TLS client sent each live process, and who: if the process then dies
+        #: of that signal, its ``exit`` event names that client (``by``).
+        self._signalled_by: dict[int, tuple[int, str]] = {}
 
     @property
     def mailbox(self) -> ContainerMailbox:
@@ -138,8 +141,15 @@ class ContainerActor:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def run(self, checkpoint: str | None, start_reply: ReplyTo, terminal: bool | None = None) -> None:
-        """Start the container, answer the creator, then serve requests until the init exits."""
+    async def run(
+        self,
+        checkpoint: str | None,
+        start_reply: ReplyTo,
+        terminal: bool | None = None,
+        by: str | None = None,
+    ) -> None:
+        """Start the container, answer the creator (``by``: its TLS CN, or None if local), then
+        serve requests until the init exits."""
         started_at = time.monotonic_ns()
         try:
             started = await start_init(
@@ -160,7 +170,7 @@ class ContainerActor:
         self._process_spec = started.process_spec
         # The reaper holds copies of our pipe ends, so a server crash never closes a container's stdio.
         await self._exit_watcher.keep(init.key, init.kept_fds())
-        await self._events.send(EventDraft(EventType.START_CONTAINER, self.id, init.info.pid))
+        await self._events.send(EventDraft(EventType.START_CONTAINER, self.id, init.info.pid, by=by))
         await self._serve(init, [])
 
     async def run_adopted(self, adoption: Adoption, status: str = "running") -> None:
@@ -238,16 +248,16 @@ class ContainerActor:
             case Ask(_, reply_to) if self._phase is not Phase.RUNNING:
                 state = "is exiting" if self._phase is Phase.EXITING else "has exited"
                 fail(reply_to, CommandError(ErrorCode.NOT_FOUND, f"container {self.id!r} {state}"))
-            case Ask(wire.Signal() as request, reply_to):
-                await self._reply(reply_to, self._signal(request))
-            case Ask(wire.AddProcess() as request, reply_to):
-                await self._reply(reply_to, self._add_process(request))
+            case Ask(wire.Signal() as request, reply_to, by):
+                await self._reply(reply_to, self._signal(request, by))
+            case Ask(wire.AddProcess() as request, reply_to, by):
+                await self._reply(reply_to, self._add_process(request, by))
             case Ask(wire.Stats(), reply_to):
                 await self._reply(reply_to, self._sample_stats())
-            case Ask(wire.UpdateContainer() as request, reply_to):
-                await self._reply(reply_to, self._change_status(request.status))
-            case Ask(wire.CreateCheckpoint() as request, reply_to):
-                await self._create_checkpoint(request, reply_to)
+            case Ask(wire.UpdateContainer() as request, reply_to, by):
+                await self._reply(reply_to, self._change_status(request.status, by))
+            case Ask(wire.CreateCheckpoint() as request, reply_to, by):
+                await self._create_checkpoint(request, reply_to, by)
             case Ask(wire.DeleteCheckpoint() as request, reply_to):
                 await self._reply(reply_to, self._delete_checkpoint(request.name))
             case InitExited(status):
@@ -352,7 +362,8 @@ class ContainerActor:
         while len(self._exited_execs) > KEPT_EXITED_EXECS:
             self._forget_exec(self._exited_execs[0])
         reason = None if status is not None else UNKNOWN_EXIT_REASON
-        await self._events.send(EventDraft(EventType.EXIT, self.id, pid, status, reason))
+        by = self._killed_by(pid, status)
+        await self._events.send(EventDraft(EventType.EXIT, self.id, pid, status, reason, by))
         self.paths.exec_record(pid).unlink(missing_ok=True)
         await self._exit_watcher.drop(process.key)
         await self._exit_watcher.acknowledge(pid)
@@ -379,7 +390,8 @@ class ContainerActor:
             ContainerRemoved(self.id, self._outputs_now(), init.pid, str(self._bundle_path))
         )
         reason = None if status is not None else UNKNOWN_EXIT_REASON
-        await self._events.send(EventDraft(EventType.EXIT, self.id, init.pid, status, reason))
+        by = self._killed_by(init.pid, status)
+        await self._events.send(EventDraft(EventType.EXIT, self.id, init.pid, status, reason, by))
         await self._exit_watcher.drop(init.key)
         await self._exit_watcher.acknowledge(init.pid)
         self._phase = Phase.DONE
@@ -419,13 +431,25 @@ class ContainerActor:
 
     # ------------------------------------------------------------------ requests
 
-    async def _signal(self, request: wire.Signal) -> None:
+    async def _signal(self, request: wire.Signal, by: str | None = None) -> None:
         process = self._process(request.pid)
         if process is None:
             raise no_such_process(self.id, request.pid)
         process.signal(request.signal, self.id)
+        if by is not None:
+            self._signalled_by[process.pid] = (request.signal, by)
+        else:
+            self._signalled_by.pop(process.pid, None)  # a local client signalled it last
 
-    async def _add_process(self, request: wire.AddProcess) -> int:
+    def _killed_by(self, pid: int, status: int | None) -> str | None:
+        """The TLS client whose signal ``pid`` died of (status 128+N for signal N), if any."""
+        signalled = self._signalled_by.pop(pid, None)
+        if signalled is None or status is None:
+            return None
+        signal_number, by = signalled
+        return by if status == 128 + signal_number else None
+
+    async def _add_process(self, request: wire.AddProcess, by: str | None = None) -> int:
         """``runc exec -d`` a process, then own it like the init: drain, watch, report its exit."""
         reached_at = time.monotonic_ns()
         assert self._init is not None
@@ -439,7 +463,7 @@ class ContainerActor:
         launched = record_exec(self.id, self.paths, info, started)
         await self._exit_watcher.keep(launched.key, launched.kept_fds())
         self._execs[started.pid] = self._own(launched, is_init=False)
-        await self._events.send(EventDraft(EventType.START_PROCESS, self.id, started.pid))
+        await self._events.send(EventDraft(EventType.START_PROCESS, self.id, started.pid, by=by))
         await self._report()
         return started.pid
 
@@ -459,7 +483,7 @@ class ContainerActor:
         if process is not None:
             await process.keep_only_outputs(self._exit_watcher)
 
-    async def _change_status(self, status: str) -> None:
+    async def _change_status(self, status: str, by: str | None = None) -> None:
         """runc pause/resume freeze or thaw every process of the container through its freezer cgroup."""
         assert self._init is not None
         if status == self._status:
@@ -474,9 +498,11 @@ class ContainerActor:
         self._status = status
         await self._report()
         kind = EventType.PAUSE if status == "paused" else EventType.RESUME
-        await self._events.send(EventDraft(kind, self.id, self._init.pid))
+        await self._events.send(EventDraft(kind, self.id, self._init.pid, by=by))
 
-    async def _create_checkpoint(self, request: wire.CreateCheckpoint, reply_to: ReplyTo) -> None:
+    async def _create_checkpoint(
+        self, request: wire.CreateCheckpoint, reply_to: ReplyTo, by: str | None = None
+    ) -> None:
         """With ``exit``, the answer comes only once the container is gone, so its id can be
         restored at once; until then the actor refuses requests as exiting."""
         assert self._init is not None
@@ -487,7 +513,7 @@ class ContainerActor:
         except CommandError as error:
             fail(reply_to, error)
             return
-        await self._events.send(EventDraft(EventType.CHECKPOINT, self.id, self._init.pid))
+        await self._events.send(EventDraft(EventType.CHECKPOINT, self.id, self._init.pid, by=by))
         if request.exit:
             self._checkpoint_reply = (reply_to, checkpoint)
             self._phase = Phase.EXITING

@@ -246,6 +246,7 @@ class EventsActor:
             draft.pid,
             draft.status,
             draft.reason,
+            draft.by,
         )
         payload = encode_event_payload(event)
         self.journal.append(event, payload)

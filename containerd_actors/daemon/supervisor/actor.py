@@ -172,8 +172,8 @@ class Supervisor:
     def _handle(self, message: SupervisorMessage, actors: trio.Nursery) -> None:
         """The one dispatch of everything the supervisor is told or asked."""
         match message:
-            case Ask(CreateContainer() as request, reply_to):
-                self._start(request, reply_to, actors)
+            case Ask(CreateContainer() as request, reply_to, by):
+                self._start(request, reply_to, actors, by)
             case Ask(State(), reply_to):
                 answer(reply_to, self._list())
             case Ask(ReadOutput() as request, reply_to):
@@ -203,13 +203,17 @@ class Supervisor:
         self._registry[id] = _Entry(actor.mailbox, restarts=RestartWindow(self._restarts_per_minute))
         return actor
 
-    def _start(self, request: CreateContainer, reply_to: ReplyTo, actors: trio.Nursery) -> None:
+    def _start(
+        self, request: CreateContainer, reply_to: ReplyTo, actors: trio.Nursery, by: str | None = None
+    ) -> None:
         if request.id in self._registry:
             fail(reply_to, CommandError(ErrorCode.ALREADY_EXISTS, f"container {request.id!r} already exists"))
             return
         self._exited.pop(request.id, None)  # the new actor removes the old logs
         actor = self._new_actor(request.id, request.bundle)
-        actors.start_soon(self._run_actor, actor, actor.run(request.checkpoint, reply_to, request.terminal))
+        actors.start_soon(
+            self._run_actor, actor, actor.run(request.checkpoint, reply_to, request.terminal, by)
+        )
 
     async def _run_actor(self, actor: ContainerActor, work: Awaitable[None]) -> None:
         """An actor that crashes is reported to the supervisor's loop, which restarts it."""
