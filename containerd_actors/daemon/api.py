@@ -79,7 +79,7 @@ READ_ONLY_REQUESTS: frozenset[type] = frozenset(
 )
 
 
-def _streams_beside(streams: tuple[RemoteStreams, ...], local: str) -> RemoteStreams | None:
+def streams_beside(streams: tuple[RemoteStreams, ...], local: str) -> RemoteStreams | None:
     """The streams of the listener on ``local`` (``HOST:PORT``): the one on that very address, else
     the one on that port (a listener on every interface, or one given by host name)."""
     host, _, port = local.rpartition(":")
@@ -282,7 +282,7 @@ class ApiServer:
         if caller.pipe and len(config.remote_streams) > 1:
             local = pipe_local_address(caller.pipe)
             if local is not None:
-                found = _streams_beside(config.remote_streams, local)
+                found = streams_beside(config.remote_streams, local)
         if found is None:
             return config.remote_events_address, config.remote_events_batch_address
         return found.events, found.batch
