@@ -4,6 +4,11 @@ local ipc Ping latency is measured with the flood held open and without it.
 
 The bound is generous (a p99 of 200 ms) because this 2-core test machine is shared; the measured
 numbers are printed (``pytest -s``) for the record.
+
+Found here: after every connection that fails its handshake (plain bytes, a certificate it does not
+trust), nng's listener rests 100 ms before it accepts the next one (its cool-down for errors it does
+not know to be the peer's), so a trusted remote client that connects right after one waits ~100 ms
+more. The half-open connections cost nothing of the kind, and local clients never wait on either.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from containerd_actors.client import Client, DaemonUnreachable, TlsFiles
 FLOOD = 200
 PINGS = 300
 P99_BOUND_S = 0.200
+#: A trusted remote client connects and gets its Ping answered within this, flood or not.
+GOOD_CLIENT_BOUND_S = 5.0
 #: The first bytes of a TLS 1.2 ClientHello: a record header announcing 512 bytes, and a handshake
 #: header announcing more; the rest never comes, so the daemon's handshake waits for it.
 PARTIAL_CLIENT_HELLO = bytes.fromhex("16030102000100 01fc 0303".replace(" ", "")) + os.urandom(16)
@@ -76,6 +83,14 @@ def summary(latencies: list[float]) -> tuple[float, float]:
     return statistics.median(latencies), cuts[98]
 
 
+async def good_client_round_trip(address: str, files: TlsFiles) -> float:
+    """Seconds for a trusted client to connect (the handshake) and get one Ping answered."""
+    started = time.perf_counter()
+    async with Client.connect(address, timeout=20, tls=files) as good:
+        await good.ping()
+    return time.perf_counter() - started
+
+
 def half_open(port: int, partial: bool) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     if partial:
@@ -117,6 +132,10 @@ async def test_a_handshake_flood_garbage_and_bad_certificates_neither_stop_nor_d
             await ping_latencies(local, 50)  # warm
             quiet = await ping_latencies(local)
             fds_before = open_fds(pid)
+            quiet_connect_s = await good_client_round_trip(remote, certs["admin"])
+            with trio.fail_after(30):
+                while open_fds(pid) > fds_before:
+                    await trio.sleep(0.05)  # that client's connection is closed on the daemon's side too
 
             # The flood: half the connections say nothing, half send a partial ClientHello.
             for n in range(FLOOD):
@@ -126,6 +145,7 @@ async def test_a_handshake_flood_garbage_and_bad_certificates_neither_stop_nor_d
                 while open_fds(pid) < fds_before + FLOOD:
                     await trio.sleep(0.05)
             flooded = await ping_latencies(local)
+            flood_connect_s = await good_client_round_trip(remote, certs["admin"])
 
             # Meanwhile, plain bytes on the TLS port are dropped: the daemon closes each connection.
             for data in GARBAGE:
@@ -140,10 +160,7 @@ async def test_a_handshake_flood_garbage_and_bad_certificates_neither_stop_nor_d
                     async with Client.connect(remote, timeout=10, tls=certs[who]) as bad:
                         await bad.ping()
             # A good remote client is still served while the flood is held open.
-            started = time.perf_counter()
-            async with Client.connect(remote, timeout=20, tls=certs["admin"]) as good:
-                await good.ping()
-            good_connect_s = time.perf_counter() - started
+            good_connect_s = await good_client_round_trip(remote, certs["admin"])
 
             for sock in sockets:
                 sock.close()
@@ -160,9 +177,11 @@ async def test_a_handshake_flood_garbage_and_bad_certificates_neither_stop_nor_d
             f"\nlocal ipc Ping, {PINGS} sequential: quiet p50 {quiet_p50 * 1e3:.2f} ms p99 "
             f"{quiet_p99 * 1e3:.2f} ms; with {FLOOD} half-open TLS connections p50 {flood_p50 * 1e3:.2f} ms "
             f"p99 {flood_p99 * 1e3:.2f} ms; a good TLS client connected and pinged in "
-            f"{good_connect_s * 1e3:.1f} ms during the flood"
+            f"{quiet_connect_s * 1e3:.1f} ms before the flood, {flood_connect_s * 1e3:.1f} ms during it, "
+            f"{good_connect_s * 1e3:.1f} ms after the garbage and the refused certificates"
         )
         assert flood_p99 < P99_BOUND_S, f"local pings waited on the flood: p99 {flood_p99 * 1e3:.1f} ms"
+        assert flood_connect_s < GOOD_CLIENT_BOUND_S and good_connect_s < GOOD_CLIENT_BOUND_S
         assert len(after) == 50
         assert handle.process.returncode is None and server_pid(handle) == pid, "the API server restarted"
     finally:
