@@ -352,11 +352,13 @@ class ContainerActor:
         while len(self._exited_execs) > KEPT_EXITED_EXECS:
             self._forget_exec(self._exited_execs[0])
         reason = None if status is not None else UNKNOWN_EXIT_REASON
+        # The supervisor's snapshot first: a client that sees the exit event and then asks for
+        # State must not still find the process listed (its State queues behind this report).
+        await self._report()
         await self._events.send(EventDraft(EventType.EXIT, self.id, pid, status, reason))
         self.paths.exec_record(pid).unlink(missing_ok=True)
         await self._exit_watcher.drop(process.key)
         await self._exit_watcher.acknowledge(pid)
-        await self._report()
         log.debug("container %s: exec'd process %d exited with %s", self.id, pid, status)
         if self._phase is Phase.FINISHING and not self._execs:
             await self._finish()
