@@ -105,7 +105,12 @@ class ApiServer:
             wire.Events: via(
                 events,
                 lambda r, page: wire.EventsReply(
-                    r.request_id, page.events, page.next_seq, page.last_seq, page.first_available_seq
+                    r.request_id,
+                    page.events,
+                    page.next_seq,
+                    page.last_seq,
+                    page.first_available_seq,
+                    page.journal_id,
                 ),
             ),
             wire.Metrics: via(metrics, lambda r, snapshot: wire.MetricsReply(r.request_id, snapshot)),
@@ -239,6 +244,7 @@ class ApiServer:
             wire.PROTOCOL_VERSION,
             self._config.remote_events_address,
             self._config.remote_events_batch_address,
+            status.journal_id,
         )
 
     async def _read_output(
