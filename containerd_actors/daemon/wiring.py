@@ -2,8 +2,9 @@
 
 The tree: the metrics actor; the events actor (which tells metrics); the supervisor, which starts
 one container actor per container (each tells events, metrics and the supervisor); and the API
-server, which asks them. A restarted server first hands the containers it finds in the state
-directory, with the pipe ends the reaper kept, to the supervisor to adopt.
+server, which asks them. A restarted server first reconciles the state directory with runc's root
+(``state.reconcile``), then hands every container found, with the pipe ends the reaper kept, to
+the supervisor to adopt.
 
 Set-up that must happen before trio starts lives here: becoming the child subreaper when there
 is no reaper (so that container inits are re-parented to us), raising the fd limit (three pipe
@@ -32,7 +33,7 @@ from containerd_actors.daemon.events.journal import EventJournal
 from containerd_actors.daemon.metrics.actor import MetricsActor
 from containerd_actors.daemon.metrics.http import serve_prometheus
 from containerd_actors.daemon.state.layout import prepare_state_dir
-from containerd_actors.daemon.state.recovery import load_records
+from containerd_actors.daemon.state.reconcile import reconcile
 from containerd_actors.daemon.supervisor.actor import Supervisor
 from containerd_actors.host.reaping import ExitWatcher, LocalSubreaper, become_child_subreaper
 from containerd_actors.protocol import warm_up
@@ -92,7 +93,6 @@ async def run_daemon(config: DaemonConfig) -> None:
     # Before any actor runs: the journal fixes where seq continues after a restart.
     journal = EventJournal(config.events_dir, retention=config.events_retention)
     events = EventsActor(config.events_address, journal, metrics.mailbox, config.events_batch_address)
-    records = load_records(config.containers_dir, config.state_dir / "quarantine")
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as stop_signals:
         async with trio.open_nursery() as nursery:
             exit_watcher: ExitWatcher
@@ -105,7 +105,18 @@ async def run_daemon(config: DaemonConfig) -> None:
                 exit_watcher = LocalSubreaper()
             await nursery.start(metrics.run)
             await nursery.start(events.run)
-            adoptions = await plan_adoptions(records, kept, exit_watcher)
+            # Before anything serves: runc's root and the records agree, and nothing runc runs is unlisted.
+            recovered = await reconcile(
+                config.state_dir,
+                config.state_dir / "quarantine",
+                runc,
+                exit_watcher,
+                kept,
+                config.start_timeout,
+            )
+            adoptions = await plan_adoptions(
+                [r.record for r in recovered], kept, exit_watcher, {r.record.id: r.status for r in recovered}
+            )
             supervisor = Supervisor(
                 config.state_dir,
                 config.concurrency,

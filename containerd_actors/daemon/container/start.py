@@ -2,7 +2,9 @@
 and its deletion once the init has exited.
 
 A start either leaves a running init with its record written, or no trace at all: nothing in
-runc's root, nothing in the state directory, and a ``CommandError`` that says why.
+runc's root, nothing in the state directory, and a ``CommandError`` that says why. A server killed
+half-way leaves the start's intent behind, with the pipe ends already in the reaper's keeping, so
+the next server adopts what runc made (or deletes what it only half made); see ``state.recovery``.
 """
 
 from __future__ import annotations
@@ -25,8 +27,15 @@ from containerd_actors.daemon.container.deps import ContainerRuntime
 from containerd_actors.daemon.container.process import Launched, pidfd_if_alive, reaper_key
 from containerd_actors.daemon.container.stdio import ContainerPipes, ProcessOutput
 from containerd_actors.daemon.mailbox import CommandError
-from containerd_actors.daemon.state.layout import ContainerPaths, write_json_atomically
+from containerd_actors.daemon.state.layout import (
+    ContainerPaths,
+    ContainerRecord,
+    Intent,
+    IntentOp,
+    complete_intent,
+)
 from containerd_actors.host.procfs import process_start_time
+from containerd_actors.host.reaping import ExitWatcher
 from containerd_actors.protocol import ErrorCode
 from containerd_actors.runc.bundle import read_bundle_config, validate_bundle
 from containerd_actors.runc.driver import RuncError, RuncTimeout
@@ -52,8 +61,15 @@ async def start_init(
     paths: ContainerPaths,
     runtime: ContainerRuntime,
     limiter: trio.CapacityLimiter,
+    request_id: str | None = None,
+    exit_watcher: ExitWatcher | None = None,
 ) -> StartedInit:
-    """Start (or restore) the init under ``limiter``; raises CommandError, leaving no trace."""
+    """Start (or restore) the init under ``limiter``; raises CommandError, leaving no trace.
+
+    ``exit_watcher`` is handed copies of the pipe ends before runc runs, so that a container a
+    killed server started keeps its stdio (see the module docstring); ``request_id`` is recorded
+    so that the same request repeated is answered with this container's pid.
+    """
     try:
         bundle_path = validate_bundle(bundle)
         config = read_bundle_config(bundle_path)
@@ -72,8 +88,23 @@ async def start_init(
     pipes = ContainerPipes.create()
     # Opened before the reply, so a client that saw the pid finds the log files.
     output = ProcessOutput(0, paths.stdout_log, paths.stderr_log)
+    key = reaper_key(id)
+    kept = False
     try:
+        # Before the limiter: a start still queued when the server dies is recognised as one.
+        intent = Intent(
+            IntentOp.START if restore_from is None else IntentOp.RESTORE,
+            id,
+            str(bundle_path),
+            request_id,
+            checkpoint=checkpoint,
+            kept_key=key if exit_watcher is not None else None,
+        )
+        intent_path = intent.write(paths)
         async with limiter:
+            if exit_watcher is not None:
+                await exit_watcher.keep(key, [pipes.stdin_write, *pipes.output_ends()])
+                kept = True
             if restore_from is None:
                 pid = await runtime.run_detached(
                     id, bundle_path, paths.pid_file, paths.runc_log, pipes.child_stdio()
@@ -96,6 +127,8 @@ async def start_init(
         output.close_logs()
         with trio.CancelScope(shield=True):
             await _forget_failed_start(id, paths, runtime)
+            if kept and exit_watcher is not None:
+                await exit_watcher.drop(key)
         if isinstance(exc, RuncTimeout):
             raise CommandError(ErrorCode.RUNTIME_FAILED, exc.message) from None
         if isinstance(exc, RuncError):
@@ -106,25 +139,29 @@ async def start_init(
             raise CommandError(ErrorCode.RUNTIME_FAILED, f"cannot start container: {exc}") from None
         raise
     output.pid = pid
-    write_json_atomically(
-        paths.record,
-        {
-            "id": id,
-            "bundle": str(bundle_path),
-            "pid": pid,
-            "pid_start_time": process_start_time(pid),
-            "created": time.time(),
-        },
-    )
+    ContainerRecord(
+        id, str(bundle_path), pid, process_start_time(pid), time.time(), request_id=request_id
+    ).write(paths)
+    complete_intent(intent_path)
     launched = Launched(
         attrs.evolve(info, pid=pid),
-        reaper_key(id),
+        key,
         pidfd,
         output,
         pipes.stdin_write,
         pipes.output_ends(),
     )
     return StartedInit(launched, bundle_path, process_spec)
+
+
+def announce_intent(intent: Intent, paths: ContainerPaths) -> Path | None:
+    """Write ``intent`` for a step that goes ahead even if it cannot be announced (a delete, a dump):
+    a reconcile then decides from runc's state alone, which it can for these."""
+    try:
+        return intent.write(paths)
+    except OSError as exc:
+        log.warning("container %s: cannot write the intent of %s: %s", intent.id, intent.op, exc)
+        return None
 
 
 async def delete_from_runtime(runtime: ContainerRuntime, id: str) -> None:
