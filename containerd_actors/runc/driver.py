@@ -88,6 +88,9 @@ class ListedContainer:
 #: ``runc list`` reads the root's entries, then each one's state: a container deleted in between
 #: (by a concurrent ``runc delete``) fails the whole listing, and the next one no longer sees it.
 LIST_ATTEMPTS = 5
+#: ``--root`` is looked for among this many first arguments (and bytes) of a command line.
+ROOT_SCAN_ARGS = 4
+ROOT_SCAN_BYTES = 4096
 
 
 @attrs.frozen
@@ -309,19 +312,21 @@ class Runc:
 
         A server killed while ``runc run`` or ``runc exec`` works leaves that runc running (it
         finishes, or is killed when its timeout would have been); its result must be awaited
-        before anyone decides from ``runc list`` what exists.
+        before anyone decides from ``runc list`` what exists. A command is recognised by
+        ``--root <our root>`` among its first arguments, so a wrapper script given as the runtime
+        (``/bin/sh wrapper --root ...``) is found as well as runc itself.
         """
-        prefix = [self.binary, "--root", str(self.root)]
+        root = str(self.root).encode()
         found = []
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit() or int(entry.name) == os.getpid():
                 continue
             try:
                 with open(f"/proc/{entry.name}/cmdline", "rb") as cmdline:
-                    argv = cmdline.read().split(b"\0")
+                    argv = cmdline.read(ROOT_SCAN_BYTES + len(root)).split(b"\0")[:ROOT_SCAN_ARGS]
             except OSError:
                 continue  # gone, or not ours to read
-            if [arg.decode(errors="replace") for arg in argv[:3]] == prefix:
+            if any(argv[i] == b"--root" and argv[i + 1] == root for i in range(len(argv) - 1)):
                 found.append(int(entry.name))
         return found
 

@@ -8,6 +8,7 @@ client was given is listed, and every process in a container is one the daemon t
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import random
@@ -21,7 +22,9 @@ from support.daemon import DaemonHandle, runc_containers, start_daemon, stop_dae
 
 from containerd_actors import protocol as wire
 from containerd_actors.client import Client, ClientError
+from containerd_actors.daemon.container.adopt import OUTPUT_LOST_MARKER
 from containerd_actors.protocol import ErrorCode
+from containerd_actors.runc.driver import Runc
 from containerd_actors.transport.request import RawRequestSocket
 
 ROUNDS = 3
@@ -256,5 +259,78 @@ async def test_a_repeated_start_with_the_same_request_id_answers_with_the_origin
         async with Client.connect(handle.address) as client:
             assert [(c.id, c.pid) for c in await client.containers()] == [(cid, first.pid)]
             await kill_all_and_wait(client, handle, {cid: first.pid})
+    finally:
+        await stop_daemon(handle)
+
+
+#: Stands in for runc: a ``runc run`` that takes 1.5 s longer, so a kill lands while it works.
+SLOW_RUN = """#!/bin/sh
+case " $* " in *" run "*) sleep 1.5;; esac
+exec runc "$@"
+"""
+
+
+async def test_a_server_killed_while_runc_run_works_waits_for_it_and_adopts_the_container_with_its_pipes(
+    state_dir: Path, bundle_factory
+) -> None:
+    slow_runc = state_dir.parent / "slow-runc"
+    slow_runc.write_text(SLOW_RUN)
+    slow_runc.chmod(0o755)
+    bundle = bundle_factory("sh", "-c", "sleep 1; echo written-after-the-kill; exec sleep 1000")
+    handle = await start_daemon(state_dir, "--runtime", str(slow_runc))
+    cid = unique_id("slow")
+    runc = Runc(handle.runc_root, binary=str(slow_runc))
+    try:
+        async with Client.connect(handle.address, timeout=SETTLE_S) as client:
+            given: list[int] = []
+            async with trio.open_nursery() as nursery:
+
+                async def start() -> None:
+                    given.append(await client.create_container(cid, str(bundle)))
+
+                nursery.start_soon(start)
+                with trio.fail_after(SETTLE_S):
+                    while not runc.working_processes():
+                        await trio.sleep(0.01)  # until the daemon's runc run is under way
+                victim = server_pid(handle)
+                os.kill(victim, signal.SIGKILL)
+                await wait_for_new_server(handle, victim)
+            [pid] = given  # the client repeated its start and learnt the pid
+            assert [(c.id, c.pid) for c in await client.containers()] == [(cid, pid)]
+            # The reaper held the pipes from before runc ran: output written since is not lost.
+            output = b""
+            with trio.fail_after(SETTLE_S):
+                async for chunk in client.follow_output(cid):
+                    output += chunk.stdout
+                    if b"written-after-the-kill" in output:
+                        break
+            assert output == b"written-after-the-kill\n"
+            await kill_all_and_wait(client, handle, {cid: pid})
+    finally:
+        await stop_daemon(handle)
+    log = handle.log_text()
+    assert "reconcile: waiting for 1 runc command(s) a previous server left working" in log
+    assert f"reconcile: container {cid}: running, started by request" in log
+
+
+async def test_a_container_adopted_without_its_pipes_says_in_its_log_that_output_was_lost(
+    state_dir: Path, sleep_bundle: Path
+) -> None:
+    """Without the reaper nobody holds the pipes across a crash: the loss is marked, not hidden."""
+    handle = await start_daemon(state_dir, "--no-reaper")
+    cid = unique_id("lost")
+    try:
+        async with Client.connect(handle.address) as client:
+            pid = await client.create_container(cid, str(sleep_bundle))
+    finally:
+        handle.process.kill()
+        await handle.process.wait()
+    handle = await start_daemon(state_dir, "--no-reaper")
+    try:
+        async with Client.connect(handle.address) as client:
+            assert [(c.id, c.pid) for c in await client.containers()] == [(cid, pid)]
+            read = await client.read_output(cid)
+            assert base64.b64decode(read.stdout) == OUTPUT_LOST_MARKER
+            await kill_all_and_wait(client, handle, {cid: pid})
     finally:
         await stop_daemon(handle)

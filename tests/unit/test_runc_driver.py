@@ -292,8 +292,9 @@ async def test_list_ps_and_the_runc_commands_working_under_the_root(
         with trio.fail_after(10):
             while runc.working_processes() != [working.pid]:
                 await trio.sleep(0.01)  # runc's own children ("runc init") do not name the root
+            while len(await runc.ps("driver-list")) != 2:
+                await trio.sleep(0.01)  # the init, and the exec'd sleep once runc has started it
         assert Runc(tmp_path / "other-root").working_processes() == []
-        assert len(await runc.ps("driver-list")) == 2  # the init and the exec'd sleep
     finally:
         working.kill()
         working.wait()
