@@ -213,11 +213,11 @@ async def _settle_execs(
         )
         how = "its exec's intent" if exec_found.intent is not None else "runc ps"
         log.info("reconcile: container %s: exec'd process %d found by %s", record.id, exec_found.pid, how)
-        pending = exec_found.intent.kept_key if exec_found.intent is not None else None
-        if pending is not None and pending in kept:
+    for intent, pid in pairs:
+        pending, key = intent.kept_key, reaper_key(record.id, pid) if pid is not None else None
+        if pending is not None and pending in kept and key is not None and key not in kept:
             # The pipe ends were kept before the pid was known: keep them under the pid now.
             fds = kept.pop(pending)
-            key = reaper_key(record.id, exec_found.pid)
             kept[key] = fds
             await exit_watcher.keep(key, fds)
             await exit_watcher.drop(pending)
