@@ -33,7 +33,7 @@ from containerd_actors.daemon.events.journal import EventJournal
 from containerd_actors.daemon.metrics.actor import MetricsActor
 from containerd_actors.daemon.metrics.http import serve_prometheus
 from containerd_actors.daemon.state.layout import prepare_state_dir
-from containerd_actors.daemon.state.reconcile import reconcile
+from containerd_actors.daemon.state.reconcile import reconcile, release_unclaimed_exits
 from containerd_actors.daemon.supervisor.actor import Supervisor
 from containerd_actors.host.reaping import ExitWatcher, LocalSubreaper, become_child_subreaper
 from containerd_actors.protocol import warm_up
@@ -114,6 +114,10 @@ async def run_daemon(config: DaemonConfig) -> None:
                 kept,
                 config.start_timeout,
             )
+            if isinstance(exit_watcher, ReaperLink):
+                await release_unclaimed_exits(
+                    exit_watcher, exit_watcher.recorded_exits(), config.state_dir, recovered
+                )
             adoptions = await plan_adoptions(
                 [r.record for r in recovered], kept, exit_watcher, {r.record.id: r.status for r in recovered}
             )

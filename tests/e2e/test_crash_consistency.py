@@ -88,6 +88,21 @@ async def agreed_listing(client: Client, handle: DaemonHandle) -> tuple[dict[str
     return listed, in_runc
 
 
+def reaper_exits(handle: DaemonHandle) -> list[str]:
+    try:
+        return (handle.state_dir / "reaper-exits.jsonl").read_text().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+async def reaper_exits_drained(handle: DaemonHandle) -> bool:
+    with trio.move_on_after(SETTLE_S):
+        while reaper_exits(handle):
+            await trio.sleep(0.05)  # acknowledgements follow the exit events, with a deadline
+        return True
+    return False
+
+
 def leftover_intents(handle: DaemonHandle) -> list[Path]:
     return sorted((handle.state_dir / "containers").glob("*/intent-*.json"))
 
@@ -148,6 +163,9 @@ async def test_kill_9_during_concurrent_starts_leaves_no_orphan_and_no_ghost(
                 assert failed == {}, failed  # the client library repeats a start it lost
                 assert leftover_intents(handle) == []
                 await kill_all_and_wait(client, handle, listed)
+                # Every exit the reaper saw was published and released, those of the runc
+                # commands the kill orphaned too: nothing piles up in reaper-exits.jsonl.
+                assert await reaper_exits_drained(handle), reaper_exits(handle)
     finally:
         await stop_daemon(handle)
         print("\n".join(report))

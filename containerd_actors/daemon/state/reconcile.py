@@ -74,7 +74,13 @@ async def reconcile(
     where an exec's ends were kept before its pid was known."""
     await settle_runc(runc, exit_watcher, runc_timeout)
     found = scan_containers(state_dir / "containers", quarantine_dir)
-    listed = await runc.list()
+    try:
+        listed = await runc.list()
+    except RuncError as exc:
+        # Without runc's view nothing can be decided safely: adopt what is recorded, as it is.
+        log.error("reconcile: runc list failed (%s); adopting the records without reconciling", exc.message)
+        records = [c.record for c in found.values() if c.record is not None]
+        return [Recovered(record, "running") for record in sorted(records, key=lambda r: r.created)]
     remove_unlisted(runc.root, listed)
     recovered = []
     for decision in decide_all(found, listed):
@@ -94,6 +100,23 @@ async def reconcile(
         if adopted is not None:
             recovered.append(Recovered(adopted, decision.status))
     return recovered
+
+
+async def release_unclaimed_exits(
+    exit_watcher: ExitWatcher, recorded: list[int], state_dir: Path, recovered: list[Recovered]
+) -> None:
+    """Let the reaper forget the exits no adopted process will claim: the runc commands a killed
+    server left (reaped by the reaper as orphans), the inits of starts that never ran. Kept, they
+    would be replayed to every later server and fill ``reaper-exits.jsonl`` crash after crash."""
+    claimed = set()
+    for container in recovered:
+        claimed.add(container.record.pid)
+        claimed |= recorded_exec_pids(container_paths(state_dir, container.record.id).directory)
+    unclaimed = [pid for pid in recorded if pid not in claimed]
+    for pid in unclaimed:
+        await exit_watcher.acknowledge(pid)
+    if unclaimed:
+        log.info("reconcile: %d exit(s) the reaper held belong to no container; released", len(unclaimed))
 
 
 async def settle_runc(runc: Runc, exit_watcher: ExitWatcher, timeout: float) -> None:
