@@ -352,3 +352,42 @@ async def test_a_container_adopted_without_its_pipes_says_in_its_log_that_output
             await kill_all_and_wait(client, handle, {cid: pid})
     finally:
         await stop_daemon(handle)
+
+
+async def test_what_runc_holds_without_any_record_is_adopted_or_deleted(
+    state_dir: Path, sleep_bundle: Path
+) -> None:
+    """Whatever the state directory lost, runc's root decides: a running container is listed, one
+    left in ``created`` (its process never started) is deleted."""
+    handle = await start_daemon(state_dir)
+    await stop_daemon(handle)  # the root exists now; nothing runs
+    running, created = unique_id("unrecorded"), unique_id("half-made")
+    errors = state_dir.parent / "runc-errors"
+    for command, cid in (("run", running), ("create", created)):
+        # Not pipes: the container inherits runc's stdio, and a read to EOF would wait for it.
+        with open(errors, "w") as stderr:
+            made = subprocess.run(
+                ["runc", "--root", str(handle.runc_root), command, *(["-d"] if command == "run" else []),
+                 "--bundle", str(sleep_bundle), cid],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, check=False,
+            )  # fmt: skip
+        assert made.returncode == 0, errors.read_text()
+    pid = dict(runc_containers(handle.runc_root))[running]
+    handle = await start_daemon(state_dir)
+    try:
+        async with Client.connect(handle.address) as client:
+            [info] = await client.containers()
+            assert (info.id, info.pid, info.bundle, info.status) == (
+                running,
+                pid,
+                str(sleep_bundle),
+                "running",
+            )
+            assert [cid for cid, _ in runc_containers(handle.runc_root)] == [running]
+            await client.signal(running, signal.SIGKILL)  # and it is managed: its exit is handled
+            await kill_all_and_wait(client, handle, {})
+    finally:
+        await stop_daemon(handle)
+    log = handle.log_text()
+    assert f"reconcile: container {created}: left in created by an interrupted start: deleted" in log
+    assert f"reconcile: container {running}: running in runc with no record: adopted" in log
