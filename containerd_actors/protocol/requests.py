@@ -54,7 +54,9 @@ class Ping:
 class CreateContainer:
     """Start a container from an OCI bundle (an absolute directory holding ``config.json``).
 
-    With ``checkpoint``, restore it instead from ``<bundle>/checkpoints/<checkpoint>``.
+    With ``checkpoint``, restore it instead from ``<bundle>/checkpoints/<checkpoint>``. Sent
+    again with the same ``request_id``, ``id`` and ``bundle`` (a reply lost to a dropped
+    connection or a daemon restart), it is answered with the pid of the container it made.
     """
 
     request_id: str
