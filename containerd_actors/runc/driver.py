@@ -292,20 +292,24 @@ class Runc:
             except RuncError as exc:
                 if attempt + 1 == LIST_ATTEMPTS or "no such file or directory" not in exc.message:
                     raise
-        entries = json.loads(raw or b"null") or []
-        return [
-            ListedContainer(
-                str(entry["id"]), str(entry["status"]), int(entry.get("pid") or 0), str(entry["bundle"])
-            )
-            for entry in entries
-        ]
+        try:
+            entries = json.loads(raw or b"null") or []
+            return [
+                ListedContainer(
+                    str(entry["id"]), str(entry["status"]), int(entry.get("pid") or 0), str(entry["bundle"])
+                )
+                for entry in entries
+            ]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise RuncError("list", 0, f"unreadable output ({exc!r}): {raw[:200]!r}") from None
 
     async def ps(self, id: str) -> list[int]:
         """The host pids of every process in the container's cgroup (the init's children too)."""
-        return [
-            int(pid)
-            for pid in json.loads(await self._run_captured("ps", ["--format", "json", id]) or b"null") or []
-        ]
+        raw = await self._run_captured("ps", ["--format", "json", id])
+        try:
+            return [int(pid) for pid in json.loads(raw or b"null") or []]
+        except (ValueError, TypeError) as exc:
+            raise RuncError("ps", 0, f"unreadable output ({exc!r}): {raw[:200]!r}") from None
 
     def working_processes(self) -> list[int]:
         """The runc commands still running under our root, whoever started them.
