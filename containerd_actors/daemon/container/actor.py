@@ -39,7 +39,7 @@ from containerd_actors.daemon.container.checkpoint import (
     take_checkpoint,
 )
 from containerd_actors.daemon.container.deps import ActorDeps
-from containerd_actors.daemon.container.exec import record_exec, run_exec
+from containerd_actors.daemon.container.exec import complete_exec, record_exec, run_exec
 from containerd_actors.daemon.container.messages import (
     ContainerMailbox,
     ContainerMessage,
@@ -57,7 +57,7 @@ from containerd_actors.daemon.container.process import (
     Launched,
     no_such_process,
 )
-from containerd_actors.daemon.container.start import delete_from_runtime, start_init
+from containerd_actors.daemon.container.start import announce_intent, delete_from_runtime, start_init
 from containerd_actors.daemon.container.stdin import StdinAsk, StdinPort, refuse_closed
 from containerd_actors.daemon.container.stdio import OutputView, drain_outputs
 from containerd_actors.daemon.events.messages import EventDraft
@@ -69,7 +69,8 @@ from containerd_actors.daemon.metrics.registry import (
     CONTAINERS,
     EXEC_PROCESS_TIME,
 )
-from containerd_actors.daemon.state.layout import ContainerPaths
+from containerd_actors.daemon.state.layout import ContainerPaths, Intent, IntentOp
+from containerd_actors.host.fds import close_quietly
 from containerd_actors.protocol import Checkpoint, ContainerInfo, ContainerStats, ErrorCode, EventType
 from containerd_actors.runc.driver import RuncError
 from containerd_actors.runc.process_spec import exec_process_info, exec_spec
@@ -138,12 +139,28 @@ class ContainerActor:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def run(self, checkpoint: str | None, start_reply: ReplyTo, terminal: bool | None = None) -> None:
+    async def run(
+        self,
+        checkpoint: str | None,
+        start_reply: ReplyTo,
+        terminal: bool | None = None,
+        request_id: str | None = None,
+    ) -> None:
         """Start the container, answer the creator, then serve requests until the init exits."""
         started_at = time.monotonic_ns()
         try:
+            # The reaper is handed copies of the pipe ends before runc runs (see ``start``), so a
+            # server crash never closes a container's stdio.
             started = await start_init(
-                self.id, self.bundle, checkpoint, self.paths, self._runtime, self._start_limiter, terminal
+                self.id,
+                self.bundle,
+                checkpoint,
+                self.paths,
+                self._runtime,
+                self._start_limiter,
+                terminal,
+                request_id,
+                self._exit_watcher,
             )
         except CommandError as error:
             fail(start_reply, error)
@@ -158,8 +175,6 @@ class ContainerActor:
         tell(self._metrics, RecordDuration(CONTAINER_START_TIME, time.monotonic_ns() - started_at))
         self._bundle_path = started.bundle
         self._process_spec = started.process_spec
-        # The reaper holds copies of our pipe ends, so a server crash never closes a container's stdio.
-        await self._exit_watcher.keep(init.key, init.kept_fds())
         await self._events.send(EventDraft(EventType.START_CONTAINER, self.id, init.info.pid))
         await self._serve(init, [])
 
@@ -169,7 +184,15 @@ class ContainerActor:
         self._status = status
         adopted = adopt_init(self.id, self._bundle_path, self.paths, adoption)
         self._process_spec = adopted.process_spec
-        await self._serve(adopted.launched, adopt_execs(self.id, self.paths, adoption.exec_fds))
+        if adoption.status == "paused":
+            self._status = "paused"
+        exec_fds = dict(adoption.exec_fds)
+        execs = adopt_execs(self.id, self.paths, exec_fds)
+        for key in set(exec_fds) - {launched.key for launched in execs}:
+            # Kept for a process no record names (an exec that never started): let them go.
+            close_quietly(*exec_fds[key])
+            await self._exit_watcher.drop(key)
+        await self._serve(adopted.launched, execs)
 
     async def _serve(self, init: Launched, execs: list[Launched]) -> None:
         tell(self._metrics, AddToCounter(CONTAINERS, +1))
@@ -373,6 +396,7 @@ class ContainerActor:
         init, status = self._init, self._init_status
         self._close_pidfd(init)
         deleting_at = time.monotonic_ns()
+        announce_intent(Intent(IntentOp.DELETE, self.id, self.bundle), self.paths)  # gone with the directory
         await delete_from_runtime(self._runtime, self.id)
         tell(self._metrics, RecordDuration(CONTAINER_DELETE_TIME, time.monotonic_ns() - deleting_at))
         self._end_output(init, status)
@@ -434,12 +458,22 @@ class ContainerActor:
         if self._status == "paused":
             raise CommandError(ErrorCode.INVALID_STATE, f"container {self.id!r} is paused; resume it first")
         spec = exec_spec(self._process_spec, self._init.info, request)
-        started = await run_exec(self._runtime, self.id, self.paths, next(self._exec_numbers), spec)
+        started = await run_exec(
+            self._runtime,
+            self.id,
+            self.paths,
+            next(self._exec_numbers),
+            spec,
+            bundle=self.bundle,
+            request_id=request.request_id,
+            exit_watcher=self._exit_watcher,
+        )
         tell(self._metrics, RecordDuration(EXEC_PROCESS_TIME, time.monotonic_ns() - reached_at))
         self._forget_exec(started.pid)  # a recycled pid must not append to an older process's logs
         info = exec_process_info(started.pid, spec, request, self._init.info)
         launched = record_exec(self.id, self.paths, info, started)
         await self._exit_watcher.keep(launched.key, launched.kept_fds())
+        await complete_exec(started, self.paths, self._exit_watcher)
         self._execs[started.pid] = self._own(launched, is_init=False)
         await self._events.send(EventDraft(EventType.START_PROCESS, self.id, started.pid))
         await self._report()
