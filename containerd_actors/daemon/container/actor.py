@@ -175,6 +175,9 @@ class ContainerActor:
         tell(self._metrics, RecordDuration(CONTAINER_START_TIME, time.monotonic_ns() - started_at))
         self._bundle_path = started.bundle
         self._process_spec = started.process_spec
+        if init.info.terminal:
+            # A pty master exists only once runc has sent it, so the reaper gets it only now.
+            await self._exit_watcher.keep(init.key, init.kept_fds())
         await self._events.send(EventDraft(EventType.START_CONTAINER, self.id, init.info.pid))
         await self._serve(init, [])
 
