@@ -23,6 +23,7 @@ from containerd_actors.client.subscription import (
     IDLE_CHECK_TIMEOUT_S,
     EventsLost,
     EventSubscription,
+    JournalReset,
     SubscriptionStats,
 )
 from containerd_actors.protocol import (
@@ -74,6 +75,7 @@ __all__ = [
     "EventType",
     "EventsLost",
     "EventsReply",
+    "JournalReset",
     "MachineInfo",
     "MetricsSnapshot",
     "OutputRead",

@@ -119,15 +119,32 @@ class Client:
         return f"{self._id_prefix}-{next(self._ids)}"
 
     async def call(
-        self, request_type: type, reply_type: type[_Reply], *, timeout: float | None = None, **fields: Any
+        self,
+        request_type: type,
+        reply_type: type[_Reply],
+        *,
+        timeout: float | None = None,
+        retry_lost: bool = False,
+        **fields: Any,
     ) -> _Reply:
-        """Send one request and return its typed reply; an ErrorReply raises ``RequestFailed``."""
+        """Send one request and return its typed reply; an ErrorReply raises ``RequestFailed``.
+
+        With ``retry_lost``, a request whose connection closed before the reply is sent again,
+        the same request with the same request id, once the daemon is back (within ``timeout``):
+        the daemon answers a repeat with what the first one did, if it got that far.
+        """
         request = request_type(request_id=self._next_request_id(), **fields)
         payload = wire.encode_request(request)
         timeout = self._timeout if timeout is None else timeout
         try:
             with trio.fail_after(timeout):
-                raw = await self._socket.request(payload)
+                while True:
+                    try:
+                        raw = await self._socket.request(payload)
+                        break
+                    except ConnectionLost:
+                        if not retry_lost:
+                            raise
         except trio.TooSlowError:
             raise DaemonUnreachable(self.address, f"no reply within {timeout:g} s") from None
         except (pynng.NNGException, ConnectionLost) as exc:
@@ -154,10 +171,15 @@ class Client:
 
         ``terminal`` gives the init a pty (True) or pipes (False) whatever the bundle says; None
         follows the bundle (protocol revision 2).
+
+        A start whose connection is lost (the daemon restarted) is repeated with the same request
+        id until the timeout: the daemon answers with the pid of the container the first one made,
+        so a start is never made twice and never lost to the client.
         """
         reply = await self.call(
             wire.CreateContainer,
             wire.CreateContainerReply,
+            retry_lost=True,
             id=id,
             bundle=bundle,
             checkpoint=checkpoint,

@@ -49,6 +49,7 @@ async def subscribe(
     fill_gaps: bool = True,
     on_loss: Callable[[EventsLost], None] | None = None,
     batched: bool | None = None,
+    on_reset: Callable[[JournalReset], None] | None = None,
 ) -> AsyncIterator[EventSubscription]:
     """Subscribe to events whose topic starts with ``topic_prefix`` (all by default).
 
@@ -66,6 +67,11 @@ async def subscribe(
     every event and filters by ``topic_prefix`` here, as nng would. ``fill_gaps=False``
     (without ``from_seq``/``since``) gives the raw nng stream instead: lossy under overload
     (``seq`` then reveals what was dropped), and on the per-event stream filtered by nng.
+
+    If the daemon's journal is wiped (its ``journal_id`` changes, or seqs go backwards with newer
+    timestamps), seq starts again: the subscription records a ``JournalReset`` in
+    ``subscription.resets``, passes it to ``on_reset``, and goes on from the new journal's first
+    event, so the new events are delivered rather than taken for duplicates.
 
     ``batched`` picks the live stream: the batch stream (``EventBatch`` messages of many
     events), which the daemon advertises in ``PingReply.events_batch_address``, or one nng
@@ -102,6 +108,8 @@ async def subscribe(
             since=since,
             on_loss=on_loss,
             batched=batched,
+            journal_id=ping.journal_id,
+            on_reset=on_reset,
         )
     finally:
         socket.close()
@@ -151,6 +159,20 @@ class EventsLost:
         return self.last_seq < self.first_available_seq
 
 
+@attrs.frozen
+class JournalReset:
+    """The daemon's journal was wiped: seq started again, and events before ``new_first_seq`` of
+    the new journal follow those before ``old_next_seq`` of the old one.
+
+    ``old_journal_id``/``new_journal_id`` are empty where the daemon is too old to say (then the
+    reset was seen from seqs that went backwards while time went forwards).
+    """
+
+    old_journal_id: str
+    new_journal_id: str
+    old_next_seq: int
+
+
 @attrs.define
 class SubscriptionStats:
     """What a lossless subscription did, for callers who want to know (and for the tests)."""
@@ -161,6 +183,7 @@ class SubscriptionStats:
     gaps: int = 0  #: times a jump in live seq sent the subscription to the journal
     pages: int = 0  #: Events requests made
     lost: int = 0  #: events that could not be delivered (see ``EventSubscription.lost``)
+    resets: int = 0  #: times the daemon's journal was found wiped (see ``EventSubscription.resets``)
     batches: int = 0  #: messages received from the batch stream
 
 
@@ -200,6 +223,8 @@ class EventSubscription:
         since: float | None = None,
         on_loss: Callable[[EventsLost], None] | None = None,
         batched: bool = False,
+        journal_id: str = "",
+        on_reset: Callable[[JournalReset], None] | None = None,
     ) -> None:
         self._socket = socket
         self._client = client
@@ -221,6 +246,12 @@ class EventSubscription:
         self._idle_check = IDLE_CHECK_MIN_S
         self.stats = SubscriptionStats()
         self.lost: list[EventsLost] = []
+        self._journal_id = journal_id
+        self._on_reset = on_reset
+        #: The newest timestamp among the events taken in order: a live event with a lower seq
+        #: but a newer time is not a duplicate but a sign of a wiped journal.
+        self._newest_time = 0.0
+        self.resets: list[JournalReset] = []
 
     def __aiter__(self) -> EventSubscription:
         return self
@@ -247,6 +278,8 @@ class EventSubscription:
                 continue
             event = wire.decode_event(message)
             if event.seq < self.next_seq:
+                if event.timestamp > self._newest_time and await self._journal_was_wiped():
+                    continue  # read again from the new journal's start, this event included
                 self.stats.duplicates += 1
                 continue
             if event.seq > self.next_seq:
@@ -255,6 +288,7 @@ class EventSubscription:
                 self._known_last_seq = max(self._known_last_seq, event.seq)
                 continue
             self.next_seq += 1
+            self._newest_time = max(self._newest_time, event.timestamp)
             self.stats.live += 1
             if message.startswith(self._prefix):
                 return event
@@ -340,6 +374,9 @@ class EventSubscription:
         assert self._client is not None
         reply = await self._client.events_page(self.next_seq, self._since, timeout=timeout)
         self.stats.pages += 1
+        if self._is_new_journal(reply.journal_id):
+            self._reset(reply.journal_id)
+            return  # the caller reads again, from the new journal's start
         expected = self.next_seq
         if self._open_start:
             expected = reply.events[0].seq if reply.events else max(expected, reply.next_seq)
@@ -351,6 +388,7 @@ class EventSubscription:
             if event.seq > expected:
                 self._lose(expected, event.seq - 1, reply.first_available_seq)
             self._pending.append(event)
+            self._newest_time = max(self._newest_time, event.timestamp)
             expected = event.seq + 1
         if reply.next_seq > expected:
             self._lose(expected, reply.next_seq - 1, reply.first_available_seq)
@@ -358,6 +396,43 @@ class EventSubscription:
         self.stats.replayed += len(reply.events)
         self.next_seq = expected
         self._known_last_seq = max(self._known_last_seq, reply.last_seq)
+
+    def _is_new_journal(self, journal_id: str) -> bool:
+        if not journal_id:
+            return False  # a daemon too old to say
+        if not self._journal_id:
+            self._journal_id = journal_id
+            return False
+        return journal_id != self._journal_id
+
+    async def _journal_was_wiped(self) -> bool:
+        """A live seq went backwards while time went forwards: ask the daemon which journal it has.
+
+        A daemon too old to name its journal is believed on the evidence alone.
+        """
+        assert self._client is not None
+        try:
+            ping = await self._client.ping()
+        except DaemonUnreachable:
+            return False
+        if ping.journal_id and not self._is_new_journal(ping.journal_id):
+            return False
+        self._reset(ping.journal_id)
+        return True
+
+    def _reset(self, new_journal_id: str) -> None:
+        reset = JournalReset(self._journal_id, new_journal_id, self.next_seq)
+        self.resets.append(reset)
+        self.stats.resets += 1
+        self._journal_id = new_journal_id
+        self.next_seq = 0  # wherever the new journal starts
+        self._open_start = True
+        self._known_last_seq = 0
+        self._newest_time = 0.0
+        self._pending.clear()
+        self._batch = None
+        if self._on_reset is not None:
+            self._on_reset(reset)
 
     async def _check_when_idle(self) -> None:
         """Ask the journal for anything newer than ``next_seq``; a daemon that is away is no error."""

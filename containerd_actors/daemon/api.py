@@ -135,7 +135,12 @@ class ApiServer:
             wire.Events: via(
                 events,
                 lambda r, page: wire.EventsReply(
-                    r.request_id, page.events, page.next_seq, page.last_seq, page.first_available_seq
+                    r.request_id,
+                    page.events,
+                    page.next_seq,
+                    page.last_seq,
+                    page.first_available_seq,
+                    page.journal_id,
                 ),
             ),
             wire.Metrics: via(metrics, lambda r, snapshot: wire.MetricsReply(r.request_id, snapshot)),
@@ -271,6 +276,7 @@ class ApiServer:
             wire.PROTOCOL_VERSION,
             remote_events,
             remote_batch,
+            status.journal_id,
         )
 
     def _remote_streams_for(self, caller: Caller) -> tuple[str | None, str | None]:

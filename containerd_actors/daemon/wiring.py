@@ -2,8 +2,9 @@
 
 The tree: the metrics actor; the events actor (which tells metrics); the supervisor, which starts
 one container actor per container (each tells events, metrics and the supervisor); and the API
-server, which asks them. A restarted server first hands the containers it finds in the state
-directory, with the pipe ends the reaper kept, to the supervisor to adopt.
+server, which asks them. A restarted server first reconciles the state directory with runc's root
+(``state.reconcile``), then hands every container found, with the pipe ends the reaper kept, to
+the supervisor to adopt.
 
 The events and metrics actors are supervised one for one (``supervision.supervise``): a crash
 restarts the actor's loop on its same mailbox and state, is logged, published as an
@@ -43,7 +44,7 @@ from containerd_actors.daemon.metrics.http import serve_prometheus
 from containerd_actors.daemon.metrics.messages import AddToCounter, MetricsMailbox, tell
 from containerd_actors.daemon.metrics.registry import ACTOR_RESTARTS
 from containerd_actors.daemon.state.layout import prepare_state_dir
-from containerd_actors.daemon.state.recovery import load_records
+from containerd_actors.daemon.state.reconcile import reconcile, release_unclaimed_exits
 from containerd_actors.daemon.state.space import state_dir_space
 from containerd_actors.daemon.supervision import (
     EXIT_RESTART_LIMIT,
@@ -140,7 +141,6 @@ async def run_daemon(config: DaemonConfig) -> None:
         faults=faults,
     )
     on_restart = announce_restarts(events.mailbox, metrics.mailbox)
-    records = load_records(config.containers_dir, config.state_dir / "quarantine")
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as stop_signals:
         async with trio.open_nursery() as nursery:
             exit_watcher: ExitWatcher
@@ -154,7 +154,22 @@ async def run_daemon(config: DaemonConfig) -> None:
             await nursery.start(supervise, "metrics", metrics.run, on_restart)
             nursery.start_soon(state_dir_space(config.state_dir).watch)  # tells waiters of room
             await nursery.start(supervise, "events", events.run, on_restart)
-            adoptions = await plan_adoptions(records, kept, exit_watcher)
+            # Before anything serves: runc's root and the records agree, and nothing runc runs is unlisted.
+            recovered = await reconcile(
+                config.state_dir,
+                config.state_dir / "quarantine",
+                runc,
+                exit_watcher,
+                kept,
+                config.start_timeout,
+            )
+            if isinstance(exit_watcher, ReaperLink):
+                await release_unclaimed_exits(
+                    exit_watcher, exit_watcher.recorded_exits(), config.state_dir, recovered
+                )
+            adoptions = await plan_adoptions(
+                [r.record for r in recovered], kept, exit_watcher, {r.record.id: r.status for r in recovered}
+            )
             supervisor = Supervisor(
                 config.state_dir,
                 config.concurrency,

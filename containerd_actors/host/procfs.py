@@ -66,6 +66,26 @@ def parent_pid(pid: int) -> int | None:
     return _int_field(pid, PARENT_PID)
 
 
+def process_argv(pid: int) -> list[str] | None:
+    """The command line of ``pid`` (empty for a kernel thread or a zombie); None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            raw = cmdline.read()
+    except OSError:
+        return None
+    return [arg.decode(errors="replace") for arg in raw.split(b"\0")[:-1]]
+
+
+def process_ids(pid: int) -> tuple[int, int] | None:
+    """The real uid and gid of ``pid``, as the host sees them; None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            fields = dict(line.split(":", 1) for line in status if ":" in line)
+        return int(fields["Uid"].split()[0]), int(fields["Gid"].split()[0])
+    except (OSError, KeyError, ValueError, IndexError):
+        return None
+
+
 def memory_total_bytes() -> int:
     """The machine's RAM (MemTotal of /proc/meminfo); 0 when it cannot be read."""
     try:

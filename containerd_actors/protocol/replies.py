@@ -19,6 +19,13 @@ from containerd_actors.protocol.stats import ContainerStats, MetricsSnapshot
 #: 2: ``CreateContainer.terminal``; ``ListCheckpoints.bundle`` (and its ``id`` may be empty).
 PROTOCOL_VERSION = 2
 
+#: Shared by the two replies that carry it.
+JOURNAL_ID_DESCRIPTION = (
+    "The event journal's identity, chosen at random when the journal was created: a different id "
+    "(or seqs that go backwards) means the journal was wiped and seq starts again, so a subscriber's "
+    "cursor no longer applies. Empty from a daemon older than this field."
+)
+
 
 @frozen
 class PingReply:
@@ -63,6 +70,7 @@ class PingReply:
         default=None,
         metadata={"description": "The batch stream's remote address; null as for remote_events_address."},
     )
+    journal_id: str = field(default="", metadata={"description": JOURNAL_ID_DESCRIPTION})
 
 
 @frozen
@@ -184,6 +192,7 @@ class EventsReply:
             "older events are beyond retention."
         }
     )
+    journal_id: str = field(default="", metadata={"description": JOURNAL_ID_DESCRIPTION})
 
 
 @frozen

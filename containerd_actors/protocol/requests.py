@@ -67,7 +67,9 @@ class CreateContainer:
     With ``checkpoint``, restore it instead from ``<bundle>/checkpoints/<checkpoint>``.
     ``terminal`` gives the init a pty (true) or pipes (false) whatever the bundle's
     ``process.terminal`` says; null follows the bundle (for a restore: the checkpoint). A
-    terminal's output is one stream (stdout); ``ResizeTerminal`` sets its window size.
+    terminal's output is one stream (stdout); ``ResizeTerminal`` sets its window size. Sent
+    again with the same ``request_id``, ``id`` and ``bundle`` (a reply lost to a dropped
+    connection or a daemon restart), it is answered with the pid of the container it made.
     """
 
     request_id: str

@@ -90,6 +90,10 @@ class ReaperLink:
                 await event.wait()
         return self._exits[pid]
 
+    def recorded_exits(self) -> list[int]:
+        """The pids whose exits the reaper holds for us (replayed at start, or arrived since)."""
+        return list(self._exits)
+
     def exited_while_away(self, pid: int) -> int | None:
         """The status the reaper recorded for ``pid`` while no server was running, if any."""
         return self._exits.get(pid)

@@ -9,6 +9,7 @@ poll and snap to 31/63/113 ms, which would dominate a 40 ms container start, and
 from __future__ import annotations
 
 import json
+import os
 import signal
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,6 +71,26 @@ def _with_criu_log(message: str, work_path: Path, log_name: str) -> str:
     errors = [line for line in lines if "Error" in line or "error" in line]
     tail = errors[-CRIU_LOG_TAIL_LINES:] or lines[-CRIU_LOG_TAIL_LINES:]
     return message + "; criu: " + " | ".join(line.strip() for line in tail)
+
+
+@attrs.frozen
+class ListedContainer:
+    """One entry of ``runc list``: runc's own view of a container under our root."""
+
+    id: str
+    #: ``created``, ``running``, ``paused`` or ``stopped``.
+    status: str
+    #: The init's pid; 0 once it has stopped.
+    pid: int
+    bundle: str
+
+
+#: ``runc list`` reads the root's entries, then each one's state: a container deleted in between
+#: (by a concurrent ``runc delete``) fails the whole listing, and the next one no longer sees it.
+LIST_ATTEMPTS = 5
+#: ``--root`` is looked for among this many first arguments (and bytes) of a command line.
+ROOT_SCAN_ARGS = 4
+ROOT_SCAN_BYTES = 4096
 
 
 @attrs.frozen
@@ -276,6 +297,57 @@ class Runc:
 
     async def delete(self, id: str, force: bool = False) -> None:
         await self._run_captured("delete", ["--force", id] if force else [id])
+
+    async def list(self) -> list[ListedContainer]:
+        """Every container runc knows under our root (entries without a readable state are skipped)."""
+        for attempt in range(LIST_ATTEMPTS):
+            try:
+                raw = await self._run_captured("list", ["--format", "json"])
+                break
+            except RuncError as exc:
+                if attempt + 1 == LIST_ATTEMPTS or "no such file or directory" not in exc.message:
+                    raise
+        try:
+            entries = json.loads(raw or b"null") or []
+            return [
+                ListedContainer(
+                    str(entry["id"]), str(entry["status"]), int(entry.get("pid") or 0), str(entry["bundle"])
+                )
+                for entry in entries
+            ]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise RuncError("list", 0, f"unreadable output ({exc!r}): {raw[:200]!r}") from None
+
+    async def ps(self, id: str) -> list[int]:
+        """The host pids of every process in the container's cgroup (the init's children too)."""
+        raw = await self._run_captured("ps", ["--format", "json", id])
+        try:
+            return [int(pid) for pid in json.loads(raw or b"null") or []]
+        except (ValueError, TypeError) as exc:
+            raise RuncError("ps", 0, f"unreadable output ({exc!r}): {raw[:200]!r}") from None
+
+    def working_processes(self) -> list[int]:
+        """The runc commands still running under our root, whoever started them.
+
+        A server killed while ``runc run`` or ``runc exec`` works leaves that runc running (it
+        finishes, or is killed when its timeout would have been); its result must be awaited
+        before anyone decides from ``runc list`` what exists. A command is recognised by
+        ``--root <our root>`` among its first arguments, so a wrapper script given as the runtime
+        (``/bin/sh wrapper --root ...``) is found as well as runc itself.
+        """
+        root = str(self.root).encode()
+        found = []
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as cmdline:
+                    argv = cmdline.read(ROOT_SCAN_BYTES + len(root)).split(b"\0")[:ROOT_SCAN_ARGS]
+            except OSError:
+                continue  # gone, or not ours to read
+            if any(argv[i] == b"--root" and argv[i + 1] == root for i in range(len(argv) - 1)):
+                found.append(int(entry.name))
+        return found
 
 
 def _console_args(console_socket: Path | None) -> list[str]:

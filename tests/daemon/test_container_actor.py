@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import base64
 import inspect
+import json
 import signal
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from support.actors import PATIENCE_S, Harness, kill_container, killed, running, write_bundle
 
 from containerd_actors import protocol as wire
@@ -21,6 +23,7 @@ from containerd_actors.daemon.container.deps import ContainerRuntime
 from containerd_actors.daemon.mailbox import CommandError
 from containerd_actors.daemon.metrics.messages import RecordDuration
 from containerd_actors.daemon.metrics.registry import EXEC_PROCESS_TIME
+from containerd_actors.daemon.state.layout import ContainerRecord, IntentOp, container_paths, read_intent
 from containerd_actors.daemon.state.recovery import load_records
 from containerd_actors.protocol import ErrorCode, EventType
 from containerd_actors.runc.driver import Runc
@@ -264,3 +267,33 @@ def test_runc_is_a_container_runtime() -> None:
     for name, member in inspect.getmembers(ContainerRuntime, inspect.isfunction):
         if not name.startswith("_"):
             assert inspect.signature(getattr(Runc, name)) == inspect.signature(member), name
+
+
+async def test_starts_and_execs_announce_their_intent_and_hand_the_pipes_over_before_runc_runs(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """What a server killed mid-step leaves for the next: the intent, and the pipes in the reaper."""
+    paths = container_paths(harness.state_dir, "c1")
+    harness.runtime.hold["run"] = run_held = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(start, harness, tmp_path / "b", "sleep", "100")
+        await trio.testing.wait_all_tasks_blocked()
+        intent = read_intent(paths.intent(IntentOp.START))
+        assert (intent.op, intent.id, intent.request_id, intent.kept_key) == ("start", "c1", "r", "c1")
+        assert harness.reaper.calls == [("keep", "c1", 3)]  # before runc run, not after the reply
+        run_held.set()
+    assert paths.intents() == []
+    assert ContainerRecord.parse(json.loads(paths.record.read_bytes())).request_id == "r"
+
+    harness.runtime.hold["exec"] = exec_held = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(exec, harness, "sleep", "100")
+        await trio.testing.wait_all_tasks_blocked()
+        [intent_path] = paths.intents()
+        intent = read_intent(intent_path)
+        assert (intent.op, intent.number, intent.kept_key) == ("exec", 1, "c1/exec-1")
+        assert harness.reaper.calls[-1] == ("keep", "c1/exec-1", 3)
+        exec_held.set()
+    [(_, pid_key, _)] = [call for call in harness.reaper.calls[-2:] if call[0] == "keep"]
+    assert harness.reaper.calls[-2:] == [("keep", pid_key, 3), ("drop", "c1/exec-1", 0)]
+    assert paths.intents() == [] and not list(paths.directory.glob("exec-1.*"))

@@ -21,12 +21,12 @@ from support.full_disk import FullDisk
 
 from containerd_actors import protocol as wire
 from containerd_actors.daemon.container import exec as exec_module
-from containerd_actors.daemon.container import start as start_module
 from containerd_actors.daemon.events.actor import EventsActor
 from containerd_actors.daemon.events.journal import EventJournal
 from containerd_actors.daemon.events.messages import EventDraft, GetStatus
 from containerd_actors.daemon.mailbox import CommandError, ask
 from containerd_actors.daemon.state import space as space_module
+from containerd_actors.daemon.state.layout import ContainerPaths, ContainerRecord
 from containerd_actors.daemon.state.space import PROBE_INTERVAL_S, StateDirSpace
 from containerd_actors.protocol import ErrorCode, EventType, decode_event_payload
 
@@ -108,10 +108,10 @@ async def test_a_container_whose_output_cannot_be_kept_stays_managed_and_its_log
 async def test_a_record_that_cannot_be_written_undoes_the_start(
     state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def no_room(path: Path, value: object) -> None:
-        raise OSError(errno.ENOSPC, f"cannot write {path}: No space left on device")
+    def no_room(record: ContainerRecord, paths: ContainerPaths) -> None:
+        raise OSError(errno.ENOSPC, f"cannot write {paths.record}: No space left on device")
 
-    monkeypatch.setattr(start_module, "write_json_atomically", no_room)
+    monkeypatch.setattr(ContainerRecord, "write", no_room)
     async with running(Harness(state_dir)) as harness:
         with pytest.raises(CommandError) as refused:
             await harness.ask(create("c1", write_bundle(tmp_path / "b", "sleep", "100")))

@@ -8,6 +8,7 @@ import os
 import signal
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 from support.actors import Harness, RecordingReaper, write_bundle
@@ -53,10 +54,37 @@ async def test_a_duplicate_id_is_refused_even_while_the_first_is_starting(
         nursery.start_soon(start)
         await trio.testing.wait_all_tasks_blocked()
         with pytest.raises(CommandError) as failure:
-            await harness.ask(create("c1", bundle))
+            await harness.ask(attrs.evolve(create("c1", bundle), request_id="another"))
         assert failure.value.code == ErrorCode.ALREADY_EXISTS
         held.set()
     assert len(answers) == 1 and isinstance(answers[0], int)
+    assert harness.runtime.calls.count(("run", "c1")) == 1
+
+
+async def test_the_same_start_repeated_is_answered_with_the_pid_of_the_container_it_made(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """A client that lost the reply (a dropped connection) asks again with the same request id:
+    it learns the pid, also while the first start still runs runc, and nothing starts twice."""
+    bundle = write_bundle(tmp_path / "b", "sleep", "100")
+    harness.runtime.hold["run"] = held = trio.Event()
+    answers: list[object] = []
+
+    async def start() -> None:
+        answers.append(await harness.ask(create("c1", bundle)))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(start)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(start)  # the repeat, while the first is still in runc
+        await trio.testing.wait_all_tasks_blocked()
+        assert answers == []
+        held.set()
+    assert len(answers) == 2 and answers[0] == answers[1] and isinstance(answers[0], int)
+    assert await harness.ask(create("c1", bundle)) == answers[0]  # and again once it runs
+    with pytest.raises(CommandError) as failure:
+        await harness.ask(create("c1", write_bundle(tmp_path / "other", "sleep", "100")))
+    assert failure.value.code == ErrorCode.ALREADY_EXISTS
     assert harness.runtime.calls.count(("run", "c1")) == 1
 
 

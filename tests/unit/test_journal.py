@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -111,7 +112,7 @@ def test_retention_deletes_whole_old_segments(tmp_path: Path) -> None:
     page = journal.read(1, 100)
     assert page.first_available_seq == kept[0].seq
     assert page.events[0].seq == page.first_available_seq  # the gap 1..first-1 says: lost
-    assert len(list(tmp_path.iterdir())) == len(journal.segment_paths()) <= 4
+    assert len(list(tmp_path.glob("*.jsonl"))) == len(journal.segment_paths()) <= 4
 
 
 def test_default_segment_size_follows_retention() -> None:
@@ -349,3 +350,21 @@ def test_any_history_reads_back_as_the_newest_events_without_gaps(
     if written:
         assert len(kept) >= 1
         assert journal.first_available_seq == kept[0].seq
+
+
+def test_the_journal_keeps_its_id_across_reopening_and_gets_a_new_one_when_wiped(tmp_path: Path) -> None:
+    directory = tmp_path / "events"
+    first = EventJournal(directory)
+    first.close()
+    again = EventJournal(directory)
+    again.close()
+    assert first.journal_id == again.journal_id
+    assert len(first.journal_id) == 32
+    shutil.rmtree(directory)
+    wiped = EventJournal(directory)
+    wiped.close()
+    assert wiped.journal_id != first.journal_id
+    (directory / "journal.json").write_text("not json")
+    garbled = EventJournal(directory)
+    garbled.close()
+    assert garbled.journal_id not in (first.journal_id, wiped.journal_id)

@@ -254,3 +254,47 @@ def test_restore_repeats_the_checkpoints_switches_except_shell_job() -> None:
     assert options.checkpoint_flags() == ["--tcp-established", "--ext-unix-sk", "--shell-job"]
     assert options.restore_flags() == ["--tcp-established", "--ext-unix-sk"]
     assert CriuOptions().checkpoint_flags() == CriuOptions().restore_flags() == []
+
+
+async def test_list_ps_and_the_runc_commands_working_under_the_root(
+    runc_root: Path, sleep_forever: Path, null_stdio: Stdio, tmp_path: Path
+) -> None:
+    """What the start-up reconcile reads: runc's containers, their processes, and runc still at work."""
+    runc = Runc(runc_root)
+    assert await runc.list() == []
+    pid = await start(runc, "driver-list", sleep_forever, null_stdio, tmp_path)
+    # Its stdio must not be pipes we read: the waiting "runc init" holds them.
+    created = subprocess.run(
+        ["runc", "--root", str(runc_root), "create", "--bundle", str(sleep_forever), "driver-created"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
+    )
+    assert created.returncode == 0
+    listed = {c.id: (c.status, c.bundle) for c in await runc.list()}
+    assert listed == {
+        "driver-list": ("running", str(sleep_forever)),
+        "driver-created": ("created", str(sleep_forever)),
+    }
+    assert [c.pid for c in await runc.list() if c.id == "driver-list"] == [pid]
+    assert await runc.ps("driver-list") == [pid]
+
+    assert runc.working_processes() == []
+    # A runc command that keeps working: a foreground exec, as a killed server's runc run would.
+    working = subprocess.Popen(
+        ["runc", "--root", str(runc_root), "exec", "driver-list", "sleep", "1000"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with trio.fail_after(10):
+            while runc.working_processes() != [working.pid]:
+                await trio.sleep(0.01)  # runc's own children ("runc init") do not name the root
+            while len(await runc.ps("driver-list")) != 2:
+                await trio.sleep(0.01)  # the init, and the exec'd sleep once runc has started it
+        assert Runc(tmp_path / "other-root").working_processes() == []
+    finally:
+        working.kill()
+        working.wait()

@@ -39,7 +39,7 @@ from containerd_actors.daemon.container.checkpoint import (
     take_checkpoint,
 )
 from containerd_actors.daemon.container.deps import ActorDeps
-from containerd_actors.daemon.container.exec import record_exec, run_exec
+from containerd_actors.daemon.container.exec import complete_exec, record_exec, run_exec
 from containerd_actors.daemon.container.messages import (
     ContainerMailbox,
     ContainerMessage,
@@ -57,7 +57,7 @@ from containerd_actors.daemon.container.process import (
     Launched,
     no_such_process,
 )
-from containerd_actors.daemon.container.start import delete_from_runtime, start_init
+from containerd_actors.daemon.container.start import announce_intent, delete_from_runtime, start_init
 from containerd_actors.daemon.container.stdin import StdinAsk, StdinPort, refuse_closed
 from containerd_actors.daemon.container.stdio import OutputView, drain_outputs
 from containerd_actors.daemon.events.messages import EventDraft
@@ -69,7 +69,8 @@ from containerd_actors.daemon.metrics.registry import (
     CONTAINERS,
     EXEC_PROCESS_TIME,
 )
-from containerd_actors.daemon.state.layout import ContainerPaths
+from containerd_actors.daemon.state.layout import ContainerPaths, Intent, IntentOp
+from containerd_actors.host.fds import close_quietly
 from containerd_actors.protocol import Checkpoint, ContainerInfo, ContainerStats, ErrorCode, EventType
 from containerd_actors.runc.driver import RuncError
 from containerd_actors.runc.process_spec import exec_process_info, exec_spec
@@ -146,14 +147,25 @@ class ContainerActor:
         checkpoint: str | None,
         start_reply: ReplyTo,
         terminal: bool | None = None,
+        request_id: str | None = None,
         by: str | None = None,
     ) -> None:
         """Start the container, answer the creator (``by``: its TLS CN, or None if local), then
         serve requests until the init exits."""
         started_at = time.monotonic_ns()
         try:
+            # The reaper is handed copies of the pipe ends before runc runs (see ``start``), so a
+            # server crash never closes a container's stdio.
             started = await start_init(
-                self.id, self.bundle, checkpoint, self.paths, self._runtime, self._start_limiter, terminal
+                self.id,
+                self.bundle,
+                checkpoint,
+                self.paths,
+                self._runtime,
+                self._start_limiter,
+                terminal,
+                request_id,
+                self._exit_watcher,
             )
         except CommandError as error:
             fail(start_reply, error)
@@ -168,8 +180,9 @@ class ContainerActor:
         tell(self._metrics, RecordDuration(CONTAINER_START_TIME, time.monotonic_ns() - started_at))
         self._bundle_path = started.bundle
         self._process_spec = started.process_spec
-        # The reaper holds copies of our pipe ends, so a server crash never closes a container's stdio.
-        await self._exit_watcher.keep(init.key, init.kept_fds())
+        if init.info.terminal:
+            # A pty master exists only once runc has sent it, so the reaper gets it only now.
+            await self._exit_watcher.keep(init.key, init.kept_fds())
         await self._events.send(EventDraft(EventType.START_CONTAINER, self.id, init.info.pid, by=by))
         await self._serve(init, [])
 
@@ -179,7 +192,15 @@ class ContainerActor:
         self._status = status
         adopted = adopt_init(self.id, self._bundle_path, self.paths, adoption)
         self._process_spec = adopted.process_spec
-        await self._serve(adopted.launched, adopt_execs(self.id, self.paths, adoption.exec_fds))
+        if adoption.status == "paused":
+            self._status = "paused"
+        exec_fds = dict(adoption.exec_fds)
+        execs = adopt_execs(self.id, self.paths, exec_fds)
+        for key in set(exec_fds) - {launched.key for launched in execs}:
+            # Kept for a process no record names (an exec that never started): let them go.
+            close_quietly(*exec_fds[key])
+            await self._exit_watcher.drop(key)
+        await self._serve(adopted.launched, execs)
 
     async def _serve(self, init: Launched, execs: list[Launched]) -> None:
         tell(self._metrics, AddToCounter(CONTAINERS, +1))
@@ -362,12 +383,14 @@ class ContainerActor:
         while len(self._exited_execs) > KEPT_EXITED_EXECS:
             self._forget_exec(self._exited_execs[0])
         reason = None if status is not None else UNKNOWN_EXIT_REASON
+        # The supervisor's snapshot first: a client that sees the exit event and then asks for
+        # State must not still find the process listed (its State queues behind this report).
+        await self._report()
         by = self._killed_by(pid, status)
         await self._events.send(EventDraft(EventType.EXIT, self.id, pid, status, reason, by))
         self.paths.exec_record(pid).unlink(missing_ok=True)
         await self._exit_watcher.drop(process.key)
         await self._exit_watcher.acknowledge(pid)
-        await self._report()
         log.debug("container %s: exec'd process %d exited with %s", self.id, pid, status)
         if self._phase is Phase.FINISHING and not self._execs:
             await self._finish()
@@ -382,6 +405,7 @@ class ContainerActor:
         init, status = self._init, self._init_status
         self._close_pidfd(init)
         deleting_at = time.monotonic_ns()
+        announce_intent(Intent(IntentOp.DELETE, self.id, self.bundle), self.paths)  # gone with the directory
         await delete_from_runtime(self._runtime, self.id)
         tell(self._metrics, RecordDuration(CONTAINER_DELETE_TIME, time.monotonic_ns() - deleting_at))
         self._end_output(init, status)
@@ -456,12 +480,22 @@ class ContainerActor:
         if self._status == "paused":
             raise CommandError(ErrorCode.INVALID_STATE, f"container {self.id!r} is paused; resume it first")
         spec = exec_spec(self._process_spec, self._init.info, request)
-        started = await run_exec(self._runtime, self.id, self.paths, next(self._exec_numbers), spec)
+        started = await run_exec(
+            self._runtime,
+            self.id,
+            self.paths,
+            next(self._exec_numbers),
+            spec,
+            bundle=self.bundle,
+            request_id=request.request_id,
+            exit_watcher=self._exit_watcher,
+        )
         tell(self._metrics, RecordDuration(EXEC_PROCESS_TIME, time.monotonic_ns() - reached_at))
         self._forget_exec(started.pid)  # a recycled pid must not append to an older process's logs
         info = exec_process_info(started.pid, spec, request, self._init.info)
         launched = record_exec(self.id, self.paths, info, started)
         await self._exit_watcher.keep(launched.key, launched.kept_fds())
+        await complete_exec(started, self.paths, self._exit_watcher)
         self._execs[started.pid] = self._own(launched, is_init=False)
         await self._events.send(EventDraft(EventType.START_PROCESS, self.id, started.pid, by=by))
         await self._report()

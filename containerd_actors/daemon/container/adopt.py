@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,13 @@ from containerd_actors.runc.process_spec import init_process_info
 log = logging.getLogger(__name__)
 
 
+#: Written into the log of a process adopted without its pipes (nobody held them across the
+#: restart): what it wrote since is gone, and a reader must not take the silence for none.
+OUTPUT_LOST_MARKER = (
+    b"[containerd-actors: output lost: the daemon restarted and nothing kept this process's pipes]\n"
+)
+
+
 @attrs.frozen
 class Adoption:
     """One container to take over: its record and the pipe ends the reaper kept for it."""
@@ -39,10 +48,15 @@ class Adoption:
     init_fds: list[int]
     #: By reaper key (``id/pid``), for the exec'd processes.
     exec_fds: dict[str, list[int]]
+    #: runc's status at the reconcile: ``paused`` is kept; any other the actor learns by itself.
+    status: str = "running"
 
 
 async def plan_adoptions(
-    records: list[ContainerRecord], kept: dict[str, list[int]], exit_watcher: ExitWatcher
+    records: list[ContainerRecord],
+    kept: dict[str, list[int]],
+    exit_watcher: ExitWatcher,
+    statuses: Mapping[str, str] | None = None,
 ) -> list[Adoption]:
     """Hand each record the pipe ends kept for it; close and release those no record claims."""
     unclaimed = dict(kept)
@@ -50,7 +64,8 @@ async def plan_adoptions(
     for record in records:
         prefix = reaper_key(record.id) + "/"
         exec_fds = {key: unclaimed.pop(key) for key in list(unclaimed) if key.startswith(prefix)}
-        adoptions.append(Adoption(record, unclaimed.pop(reaper_key(record.id), []), exec_fds))
+        status = (statuses or {}).get(record.id, "running")
+        adoptions.append(Adoption(record, unclaimed.pop(reaper_key(record.id), []), exec_fds, status))
     for key, fds in unclaimed.items():
         log.warning("reaper held pipes for %s, which has no record; closing them", key)
         close_quietly(*fds)
@@ -89,8 +104,10 @@ def adopt_init(id: str, bundle: Path, paths: ContainerPaths, adoption: Adoption)
     stdin_fd, out_fds = _kept_ends(adoption.init_fds, record.terminal)
     # The logs continue where the previous server left them (offsets count from the current file).
     paths.logs.mkdir(mode=0o700, parents=True, exist_ok=True)
-    output = ProcessOutput(record.pid, paths.stdout_log, paths.stderr_log, terminal=record.terminal)
     alive = _alive(record.pid, record.pid_start_time)
+    if alive and out_fds == (-1, -1):
+        mark_output_lost(paths.stdout_log)
+    output = ProcessOutput(record.pid, paths.stdout_log, paths.stderr_log, terminal=record.terminal)
     pidfd = pidfd_if_alive(record.pid) if alive else -1
     log.info("container %s: adopted (pid %d%s)", id, record.pid, "" if alive else ", already exited")
     return AdoptedInit(Launched(info, reaper_key(id), pidfd, output, stdin_fd, out_fds), process_spec)
@@ -126,9 +143,26 @@ def adopt_execs(id: str, paths: ContainerPaths, exec_fds: dict[str, list[int]]) 
             continue
         key = reaper_key(id, info.pid)
         stdin_fd, out_fds = _kept_ends(exec_fds.pop(key, []), info.terminal)
-        pidfd = pidfd_if_alive(info.pid) if _alive(info.pid, start_time) else -1
+        alive = _alive(info.pid, start_time)
+        pidfd = pidfd_if_alive(info.pid) if alive else -1
         stdout_path, stderr_path = paths.exec_logs(info.pid)
+        if alive and out_fds == (-1, -1):
+            mark_output_lost(stdout_path)
         output = ProcessOutput(info.pid, stdout_path, stderr_path, terminal=info.terminal)
         adopted.append(Launched(info, key, pidfd, output, stdin_fd, out_fds))
         log.info("container %s: adopted exec'd process %d", id, info.pid)
     return adopted
+
+
+def mark_output_lost(log_path: Path) -> None:
+    """Say in the log that output was lost, once: a second restart without pipes adds nothing new."""
+    try:
+        with open(log_path, "a+b") as log_file:
+            size = log_file.seek(0, os.SEEK_END)
+            if size >= len(OUTPUT_LOST_MARKER):
+                log_file.seek(size - len(OUTPUT_LOST_MARKER))
+                if log_file.read() == OUTPUT_LOST_MARKER:
+                    return
+            log_file.write(OUTPUT_LOST_MARKER)
+    except OSError as exc:
+        log.warning("cannot mark lost output in %s: %s", log_path, exc)

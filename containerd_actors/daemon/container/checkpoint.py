@@ -10,6 +10,7 @@ into place only when it succeeded, so a failed or interrupted dump leaves nothin
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -20,9 +21,17 @@ from pathlib import Path
 
 from containerd_actors.daemon.container.deps import ContainerRuntime
 from containerd_actors.daemon.mailbox import CommandError
-from containerd_actors.daemon.state.layout import ContainerPaths, write_json_atomically
+from containerd_actors.daemon.state.layout import (
+    ContainerPaths,
+    Intent,
+    IntentOp,
+    complete_intent,
+    write_json_atomically,
+)
 from containerd_actors.protocol import Checkpoint, CreateCheckpoint, ErrorCode
 from containerd_actors.runc.driver import CriuOptions, RuncError
+
+log = logging.getLogger(__name__)
 
 METADATA = "checkpoint.json"
 
@@ -165,11 +174,24 @@ async def take_checkpoint(
         created=time.time(),
     )
     with new_checkpoint_dir(bundle, request.name) as images:
+        # With ``exit`` the dump ends the container: a reconcile that finds it gone knows why.
+        intent = _announce_checkpoint_exit(id, bundle, paths, request.name) if request.exit else None
         try:
             await runtime.checkpoint(
                 id, images, fresh_criu_work_dir(paths), criu_options(record), leave_running=not request.exit
             )
         except RuncError as exc:
             raise CommandError(ErrorCode.RUNTIME_FAILED, f"checkpoint failed: {exc.message}") from None
+        finally:
+            if intent is not None:
+                complete_intent(intent)
         publish_checkpoint(bundle, images, record, terminal)
     return record
+
+
+def _announce_checkpoint_exit(id: str, bundle: Path, paths: ContainerPaths, name: str) -> Path | None:
+    try:
+        return Intent(IntentOp.CHECKPOINT_EXIT, id, str(bundle), checkpoint=name).write(paths)
+    except OSError as exc:
+        log.warning("container %s: cannot write the intent of its checkpoint: %s", id, exc)
+        return None

@@ -125,6 +125,15 @@ class InitStdio:
     def console_socket(self) -> Path | None:
         return None if self._console is None else self._console.path
 
+    @property
+    def ends_before_run(self) -> list[int] | None:
+        """The parent's ends as they exist before runc runs (pipes: stdin, stdout, stderr), for the
+        reaper to hold in case the server dies during the start; None for a terminal, whose master
+        exists only once runc has sent it."""
+        if self._pipes is None:
+            return None
+        return [self._pipes.stdin_write, *self._pipes.output_ends()]
+
     async def parent_ends(self) -> tuple[int, tuple[int, int]]:
         """After runc has started the process: close the child's pipe ends, or take the pty master."""
         if self._console is not None:

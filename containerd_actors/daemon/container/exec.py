@@ -3,6 +3,11 @@
 The process is then owned like the init (see ``process``): its output is drained into logs of its
 own, its stdin has a port, and its exit goes through the actor's mailbox. Its record lets a
 restarted daemon adopt it again.
+
+Until that record is written, the exec's intent stands for it: written before ``runc exec``, with
+the process spec and (where runc will write it) the pid file beside it, and the pipe ends already
+in the reaper's keeping under a key of the exec's own. A server killed in between leaves all of
+it for the next one, which adopts the process with its pipes (see ``state.reconcile``).
 """
 
 from __future__ import annotations
@@ -14,16 +19,24 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import trio
 
 from containerd_actors.daemon.container.console import ConsoleSocket
 from containerd_actors.daemon.container.deps import ContainerRuntime
 from containerd_actors.daemon.container.process import Launched, pidfd_if_alive, reaper_key
 from containerd_actors.daemon.container.stdio import ContainerPipes, ProcessOutput
 from containerd_actors.daemon.mailbox import CommandError
-from containerd_actors.daemon.state.layout import ContainerPaths, write_json_atomically
+from containerd_actors.daemon.state.layout import (
+    ContainerPaths,
+    Intent,
+    IntentOp,
+    complete_intent,
+    write_json_atomically,
+)
 from containerd_actors.daemon.state.space import space_of
 from containerd_actors.host.fds import close_quietly
 from containerd_actors.host.procfs import process_start_time
+from containerd_actors.host.reaping import ExitWatcher
 from containerd_actors.protocol import ErrorCode, ProcessInfo, converter
 from containerd_actors.runc.driver import RuncError, RuncTimeout
 
@@ -34,34 +47,92 @@ EXEC_PIPE_BYTES = 1 << 20
 
 @attrs.frozen
 class ExecStarted:
-    """What ``runc exec`` left us: the pid (pinned by a pidfd) and the parent's stdio ends."""
+    """What ``runc exec`` left us: the pid (pinned by a pidfd) and the parent's stdio ends.
+
+    Its intent and files stay until ``complete_exec``, once the process's record is written.
+    """
 
     pid: int
     pidfd: int
     stdin_fd: int
     out_fds: tuple[int, int]
+    number: int = 0
+    #: The reaper's key for the pipe ends while the pid was unknown (None: nothing kept under one).
+    pending_key: str | None = None
+
+
+def pending_exec_key(id: str, number: int) -> str:
+    """The reaper's key for an exec's pipe ends before its pid is known (``/`` never occurs in an id)."""
+    return f"{id}/exec-{number}"
 
 
 async def run_exec(
-    runtime: ContainerRuntime, id: str, paths: ContainerPaths, number: int, spec: dict[str, Any]
+    runtime: ContainerRuntime,
+    id: str,
+    paths: ContainerPaths,
+    number: int,
+    spec: dict[str, Any],
+    *,
+    bundle: str = "",
+    request_id: str | None = None,
+    exit_watcher: ExitWatcher | None = None,
 ) -> ExecStarted:
-    """``runc exec -d`` the process ``spec`` describes; raises CommandError with runc's reason."""
-    process_file, pid_file, log_file = paths.exec_files(number)
+    """``runc exec -d`` the process ``spec`` describes; raises CommandError with runc's reason.
+
+    ``exit_watcher`` is handed the pipe ends before runc runs (a terminal's master exists only
+    after): then a server killed during the exec leaves the process with its stdio.
+    """
+    files = paths.exec_files(number)
+    process_file, pid_file, log_file = files
+    terminal = bool(spec.get("terminal"))
+    pending_key = pending_exec_key(id, number) if exit_watcher is not None and not terminal else None
+    intent = Intent(IntentOp.EXEC, id, bundle, request_id, number=number, kept_key=pending_key)
+    intent_path = None
     space_of(paths.directory).require_room(f"exec into container {id!r}")
     try:
         write_json_atomically(process_file, spec)
-        if spec.get("terminal"):
-            return await _exec_with_terminal(runtime, id, process_file, pid_file, log_file)
-        return await _exec_with_pipes(runtime, id, process_file, pid_file, log_file)
-    except RuncTimeout as exc:
-        raise CommandError(ErrorCode.RUNTIME_FAILED, exc.message) from None
-    except RuncError as exc:
-        raise CommandError(ErrorCode.RUNTIME_FAILED, f"runc exec failed: {exc.message}") from None
-    except OSError as exc:
-        raise CommandError(ErrorCode.RUNTIME_FAILED, f"cannot exec: {exc}") from None
-    finally:
-        for path in (process_file, pid_file, log_file):
-            path.unlink(missing_ok=True)
+        intent_path = intent.write(paths)
+        if terminal:
+            started = await _exec_with_terminal(runtime, id, process_file, pid_file, log_file)
+        else:
+            started = await _exec_with_pipes(
+                runtime, id, process_file, pid_file, log_file, exit_watcher, pending_key
+            )
+        return attrs.evolve(started, number=number, pending_key=pending_key)
+    except BaseException as exc:
+        with trio.CancelScope(shield=True):
+            await _forget_exec(files, intent_path, exit_watcher, pending_key)
+        if isinstance(exc, RuncTimeout):
+            raise CommandError(ErrorCode.RUNTIME_FAILED, exc.message) from None
+        if isinstance(exc, RuncError):
+            raise CommandError(ErrorCode.RUNTIME_FAILED, f"runc exec failed: {exc.message}") from None
+        if isinstance(exc, OSError):
+            raise CommandError(ErrorCode.RUNTIME_FAILED, f"cannot exec: {exc}") from None
+        raise
+
+
+async def complete_exec(started: ExecStarted, paths: ContainerPaths, exit_watcher: ExitWatcher) -> None:
+    """The process is recorded and its pipe ends kept under its pid: the exec's intent is done."""
+    await _forget_exec(
+        paths.exec_files(started.number),
+        paths.intent(IntentOp.EXEC, started.number),
+        exit_watcher,
+        started.pending_key,
+    )
+
+
+async def _forget_exec(
+    files: tuple[Path, Path, Path],
+    intent: Path | None,
+    exit_watcher: ExitWatcher | None,
+    pending_key: str | None,
+) -> None:
+    if exit_watcher is not None and pending_key is not None:
+        await exit_watcher.drop(pending_key)
+    for path in files:
+        path.unlink(missing_ok=True)
+    if intent is not None:
+        complete_intent(intent)
 
 
 def record_exec(id: str, paths: ContainerPaths, info: ProcessInfo, started: ExecStarted) -> Launched:
@@ -90,11 +161,19 @@ def _abandon(started: ExecStarted) -> None:
 
 
 async def _exec_with_pipes(
-    runtime: ContainerRuntime, id: str, process_file: Path, pid_file: Path, log_file: Path
+    runtime: ContainerRuntime,
+    id: str,
+    process_file: Path,
+    pid_file: Path,
+    log_file: Path,
+    exit_watcher: ExitWatcher | None,
+    pending_key: str | None,
 ) -> ExecStarted:
     pipes = ContainerPipes.create()
     pipes.enlarge_output_buffers(EXEC_PIPE_BYTES)
     try:
+        if exit_watcher is not None and pending_key is not None:
+            await exit_watcher.keep(pending_key, [pipes.stdin_write, *pipes.output_ends()])
         pid = await runtime.exec_detached(id, process_file, pid_file, log_file, pipes.child_stdio())
     except BaseException:
         pipes.close_all()

@@ -3,7 +3,9 @@ and its deletion once the init has exited. Its stdio is three pipes, or a pty wh
 sends over a console socket when the init has a terminal (see ``console``).
 
 A start either leaves a running init with its record written, or no trace at all: nothing in
-runc's root, nothing in the state directory, and a ``CommandError`` that says why.
+runc's root, nothing in the state directory, and a ``CommandError`` that says why. A server killed
+half-way leaves the start's intent behind, with the pipe ends already in the reaper's keeping, so
+the next server adopts what runc made (or deletes what it only half made); see ``state.recovery``.
 """
 
 from __future__ import annotations
@@ -28,9 +30,16 @@ from containerd_actors.daemon.container.deps import ContainerRuntime
 from containerd_actors.daemon.container.process import Launched, pidfd_if_alive, reaper_key
 from containerd_actors.daemon.container.stdio import ProcessOutput
 from containerd_actors.daemon.mailbox import CommandError
-from containerd_actors.daemon.state.layout import ContainerPaths, write_json_atomically
+from containerd_actors.daemon.state.layout import (
+    ContainerPaths,
+    ContainerRecord,
+    Intent,
+    IntentOp,
+    complete_intent,
+)
 from containerd_actors.daemon.state.space import space_of
 from containerd_actors.host.procfs import process_start_time
+from containerd_actors.host.reaping import ExitWatcher
 from containerd_actors.protocol import ErrorCode
 from containerd_actors.runc.bundle import read_bundle_config, validate_bundle, write_with_terminal
 from containerd_actors.runc.driver import RuncError, RuncTimeout
@@ -57,12 +66,19 @@ async def start_init(
     runtime: ContainerRuntime,
     limiter: trio.CapacityLimiter,
     terminal: bool | None = None,
+    request_id: str | None = None,
+    exit_watcher: ExitWatcher | None = None,
 ) -> StartedInit:
     """Start (or restore) the init under ``limiter``; raises CommandError, leaving no trace.
 
     ``terminal`` overrides the bundle's ``process.terminal`` (None: the checkpoint's, else the
     bundle's). With a terminal, runc sends the pty master over a console socket and the init's
     output is its one stream.
+
+    ``exit_watcher`` is handed copies of the pipe ends before runc runs, so that a container a
+    killed server started keeps its stdio (see the module docstring); a terminal's master exists
+    only after, and is handed over by the actor. ``request_id`` is recorded so that the same
+    request repeated is answered with this container's pid.
     """
     try:
         bundle_path = validate_bundle(bundle)
@@ -87,11 +103,27 @@ async def start_init(
     stdio = InitStdio(terminal)
     # Opened before the reply, so a client that saw the pid finds the log files.
     output = ProcessOutput(0, paths.stdout_log, paths.stderr_log, terminal=terminal)
+    key = reaper_key(id)
+    kept = False
     try:
+        # Before the limiter: a start still queued when the server dies is recognised as one.
+        intent = Intent(
+            IntentOp.START if restore_from is None else IntentOp.RESTORE,
+            id,
+            str(bundle_path),
+            request_id,
+            checkpoint=checkpoint,
+            kept_key=key if exit_watcher is not None and not terminal else None,
+        )
+        intent_path = intent.write(paths)
         runc_bundle = bundle_path
         if terminal != info.terminal:
             runc_bundle = write_with_terminal(bundle_path, config, terminal, paths.runc_bundle)
         async with limiter:
+            early_ends = stdio.ends_before_run
+            if exit_watcher is not None and early_ends is not None:
+                await exit_watcher.keep(key, early_ends)
+                kept = True
             if restore_from is None:
                 pid = await runtime.run_detached(
                     id,
@@ -115,23 +147,23 @@ async def start_init(
                 )
         stdin_fd, out_fds = await stdio.parent_ends()
         # In the try: a record that cannot be written (a full state dir) undoes the start.
-        write_json_atomically(
-            paths.record,
-            {
-                "id": id,
-                "bundle": str(bundle_path),
-                "pid": pid,
-                "pid_start_time": process_start_time(pid),
-                "created": time.time(),
-                "terminal": terminal,
-            },
-        )
+        ContainerRecord(
+            id,
+            str(bundle_path),
+            pid,
+            process_start_time(pid),
+            time.time(),
+            terminal=terminal,
+            request_id=request_id,
+        ).write(paths)
         pidfd = pidfd_if_alive(pid)
     except BaseException as exc:
         stdio.close_all()
         output.close_logs()
         with trio.CancelScope(shield=True):
             await _forget_failed_start(id, paths, runtime)
+            if kept and exit_watcher is not None:
+                await exit_watcher.drop(key)
         if isinstance(exc, RuncTimeout):
             raise CommandError(ErrorCode.RUNTIME_FAILED, exc.message) from None
         if isinstance(exc, RuncError):
@@ -142,15 +174,26 @@ async def start_init(
             raise CommandError(ErrorCode.RUNTIME_FAILED, f"cannot start container: {exc}") from None
         raise
     output.pid = pid
+    complete_intent(intent_path)
     launched = Launched(
         attrs.evolve(info, pid=pid, terminal=terminal),
-        reaper_key(id),
+        key,
         pidfd,
         output,
         stdin_fd,
         out_fds,
     )
     return StartedInit(launched, bundle_path, process_spec)
+
+
+def announce_intent(intent: Intent, paths: ContainerPaths) -> Path | None:
+    """Write ``intent`` for a step that goes ahead even if it cannot be announced (a delete, a dump):
+    a reconcile then decides from runc's state alone, which it can for these."""
+    try:
+        return intent.write(paths)
+    except OSError as exc:
+        log.warning("container %s: cannot write the intent of %s: %s", intent.id, intent.op, exc)
+        return None
 
 
 async def delete_from_runtime(runtime: ContainerRuntime, id: str) -> None:

@@ -114,7 +114,7 @@ class EventsActor:
         self._untold = 0
         self.published = 0
         self.batches_sent = 0
-        self.status = Published(EventsStatus(0, journal.last_seq))
+        self.status = Published(EventsStatus(0, journal.last_seq, journal.journal_id))
         #: The full episode of the state directory (``StateDirSpace.episodes``) whose end this
         #: actor waits for, to write the events that wait in memory.
         self._room_episode = 0
@@ -218,7 +218,7 @@ class EventsActor:
                 answer(reply_to, self.journal.read(request.from_seq, request.limit, since=request.since))
             case SubscribersChanged(delta):
                 self._subscribers += delta
-                self.status.publish(EventsStatus(self._subscribers, self.journal.last_seq))
+                self.status.publish(self._status())
                 tell(self._metrics, AddToCounter(EVENTS_SUBSCRIBERS, delta))
             case FlushJournal():
                 self.journal.flush()
@@ -228,6 +228,9 @@ class EventsActor:
                 answer(reply_to, self.status.current)
             case ReloadTls(reply_to):
                 answer(reply_to, self._reload_tls())
+
+    def _status(self) -> EventsStatus:
+        return EventsStatus(self._subscribers, self.journal.last_seq, self.journal.journal_id)
 
     def _reload_tls(self) -> str | None:
         """Renewed certificates for the TLS listeners: None once done, else why not (old ones serve on)."""
@@ -252,7 +255,7 @@ class EventsActor:
         payload = encode_event_payload(event)
         self.journal.append(event, payload)
         self._wait_for_room()
-        self.status.publish(EventsStatus(self._subscribers, event.seq))
+        self.status.publish(self._status())
         # Pub0 never blocks: a full subscriber queue drops, which seq makes visible.
         socket.send(frame_event(event.type, payload))
         if self.batch_address is not None:

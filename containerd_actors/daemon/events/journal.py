@@ -45,21 +45,26 @@ import bisect
 import collections
 import errno
 import itertools
+import json
 import logging
 import os
 import re
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import attrs
 
 from containerd_actors.daemon.config import DEFAULT_RETENTION
+from containerd_actors.daemon.state.layout import write_json_atomically
 from containerd_actors.daemon.state.space import StateDirSpace, is_space_error, space_of
 from containerd_actors.protocol import Event, ProtocolError, decode_event_payload
 
 log = logging.getLogger(__name__)
 
 SEGMENT_SUFFIX = ".jsonl"
+#: Beside the segments: the journal's random identity (see ``EventJournal._identity``).
+JOURNAL_ID_FILE = "journal.json"
 QUARANTINE_SUFFIX = ".corrupt"
 _SEGMENT_NAME = re.compile(r"(\d+)" + re.escape(SEGMENT_SUFFIX))
 #: Zero-padded width of a segment's first seq in its file name (room for any int64).
@@ -85,6 +90,7 @@ class JournalPage:
     next_seq: int
     last_seq: int
     first_available_seq: int
+    journal_id: str = ""
 
 
 class CorruptSegment(Exception):
@@ -149,8 +155,31 @@ class EventJournal:
         self._logged: set[str] = set()
         self.write_failures = 0
         self._recover()
+        self.journal_id = self._identity()
 
     # ------------------------------------------------------------------ state
+
+    def _identity(self) -> str:
+        """This journal's id (``JOURNAL_ID_FILE``), made at random the first time.
+
+        Why: a journal can vanish under a daemon's feet (a state dir on a tmpfs across a reboot,
+        an operator's rm) and seq then starts again at 1. A subscriber whose cursor is at 5,000
+        would take the new journal's events for old ones; a new id tells it otherwise. An id that
+        cannot be written (a full disk) is still used for this run and written next time.
+        """
+        path = self.directory / JOURNAL_ID_FILE
+        try:
+            recorded = json.loads(path.read_bytes()).get("journal_id", "")
+        except (OSError, ValueError, AttributeError):
+            recorded = ""
+        if isinstance(recorded, str) and re.fullmatch(r"[0-9a-f]{32}", recorded):
+            return recorded
+        journal_id = uuid.uuid4().hex
+        try:
+            write_json_atomically(path, {"journal_id": journal_id})
+        except OSError as exc:
+            log.warning("events journal %s: cannot record its id %s: %s", self.directory, journal_id, exc)
+        return journal_id
 
     @property
     def last_seq(self) -> int:
@@ -401,7 +430,7 @@ class EventJournal:
                 break
             seq = self._read_disk(seq, limit - len(events), events)
         next_seq = events[-1].seq + 1 if len(events) == limit else max(seq, start)
-        return JournalPage(events, next_seq, self._last_seq, self.first_available_seq)
+        return JournalPage(events, next_seq, self._last_seq, self.first_available_seq, self.journal_id)
 
     def _read_disk(self, seq: int, limit: int, into: list[Event]) -> int:
         """Read from the segment holding ``seq`` into ``into``; returns the seq to continue at.

@@ -62,6 +62,7 @@ class EventsStatus:
 
     subscribers: int
     last_seq: int
+    journal_id: str = ""
 
 
 #: ``Ask(Events)`` is answered with a ``JournalPage``.

@@ -3,8 +3,9 @@
 Every path the daemon uses under its state directory is named here.
 
 ``<state-dir>/containers/<id>/`` holds what a restarted daemon needs to find a container again
-(``container.json``, one ``exec-<pid>.process.json`` per exec'd process), runc's logs and CRIU's
-work directory; it is removed when the container exits.
+(``container.json``, one ``exec-<pid>.process.json`` per exec'd process), runc's logs, CRIU's
+work directory and the intent records of the steps in flight (``intent-*.json``, see ``Intent``);
+it is removed when the container exits.
 ``<state-dir>/logs/<id>/`` holds the stdout/stderr logs of its init (``stdout.log``) and of each
 exec'd process (``exec-<pid>.stdout.log``); they stay readable after the exit, until the id is
 reused or the daemon forgets the oldest exited containers. ``<state-dir>/events/`` is the event
@@ -19,6 +20,7 @@ import errno
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,14 @@ class ContainerPaths:
             self.directory / f"{stem}.runc.log",
         )
 
+    def intent(self, op: str, number: int | None = None) -> Path:
+        """Where the intent of ``op`` lives while the step runs (an exec's carries its number)."""
+        suffix = "" if number is None else f"-{number}"
+        return self.directory / f"intent-{op}{suffix}.json"
+
+    def intents(self) -> list[Path]:
+        return sorted(self.directory.glob("intent-*.json"))
+
     def exec_records(self) -> list[Path]:
         return sorted(self.directory.glob("exec-*.process.json"))
 
@@ -115,6 +125,10 @@ class ContainerRecord:
     created: float
     #: The init has a pty (its master is the one end the reaper keeps); absent in older records.
     terminal: bool = False
+    #: The ``request_id`` of the CreateContainer that made it: the same request repeated (a
+    #: client that lost the reply) is answered with this container's pid, not ``already_exists``.
+    #: None in records of older daemons and of containers adopted from runc alone.
+    request_id: str | None = None
 
     @classmethod
     def parse(cls, raw: Any) -> ContainerRecord:
@@ -129,12 +143,95 @@ class ContainerRecord:
                 pid_start_time=None if raw.get("pid_start_time") is None else int(raw["pid_start_time"]),
                 created=float(raw["created"]),
                 terminal=raw.get("terminal") is True,
+                request_id=None if raw.get("request_id") is None else str(raw["request_id"]),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"missing or mistyped field: {exc}") from None
         if record.pid <= 1:
             raise ValueError(f"implausible pid {record.pid}")
         return record
+
+    def write(self, paths: ContainerPaths) -> None:
+        write_json_atomically(paths.record, attrs.asdict(self))
+
+
+class IntentOp:
+    """The steps that create or destroy something outside the daemon, each announced by an intent."""
+
+    START = "start"
+    RESTORE = "restore"
+    EXEC = "exec"
+    CHECKPOINT_EXIT = "checkpoint-exit"
+    DELETE = "delete"
+
+    ALL = (START, RESTORE, EXEC, CHECKPOINT_EXIT, DELETE)
+
+
+@attrs.frozen
+class Intent:
+    """A step in flight: written (atomically) before runc is run, removed once the step is over.
+
+    A server killed in between leaves it behind, and the next server's reconcile (``recovery``)
+    learns from it what runc may have done that no other record says: a container that runs
+    with no ``container.json`` yet (and which request made it), an exec'd process whose pid
+    only runc's pid file knows, a delete or a checkpoint that may have removed the container.
+    """
+
+    op: str
+    id: str
+    bundle: str
+    request_id: str | None = None
+    #: An exec's number: its process spec, pid file and runc log are ``ContainerPaths.exec_files(number)``.
+    number: int | None = None
+    #: The checkpoint a restore starts from or a checkpoint with ``exit`` writes.
+    checkpoint: str | None = None
+    #: The key under which the reaper holds the pipe ends of the process being started, if any.
+    kept_key: str | None = None
+    created: float = attrs.field(factory=time.time)
+
+    @classmethod
+    def parse(cls, raw: Any) -> Intent:
+        """Raises ValueError on anything but a well-formed intent."""
+        if not isinstance(raw, dict):
+            raise ValueError("not a JSON object")
+
+        def optional(key: str, kind: type) -> Any:
+            return None if raw.get(key) is None else kind(raw[key])
+
+        try:
+            intent = cls(
+                op=str(raw["op"]),
+                id=str(raw["id"]),
+                bundle=str(raw["bundle"]),
+                request_id=optional("request_id", str),
+                number=optional("number", int),
+                checkpoint=optional("checkpoint", str),
+                kept_key=optional("kept_key", str),
+                created=float(raw["created"]),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"missing or mistyped field: {exc}") from None
+        if intent.op not in IntentOp.ALL:
+            raise ValueError(f"unknown operation {intent.op!r}")
+        if (intent.op == IntentOp.EXEC) != (intent.number is not None):
+            raise ValueError("an exec intent, and only one, carries a number")
+        return intent
+
+    def write(self, paths: ContainerPaths) -> Path:
+        """Announce the step; returns the path to ``complete`` once it is over."""
+        path = paths.intent(self.op, self.number)
+        write_json_atomically(path, attrs.asdict(self))
+        return path
+
+
+def complete_intent(path: Path) -> None:
+    """The step is over (done or undone): nothing is left for a reconcile to find out."""
+    path.unlink(missing_ok=True)
+
+
+def read_intent(path: Path) -> Intent:
+    """Raises ValueError (or OSError) when the file is not a well-formed intent."""
+    return Intent.parse(json.loads(path.read_bytes()))
 
 
 def write_json_atomically(path: Path, value: Any) -> None:

@@ -88,6 +88,11 @@ class _Entry:
     snapshot: ContainerSnapshot | None = None
     #: This container's actor restarts within the last minute.
     restarts: RestartWindow = attrs.field(factory=RestartWindow)
+    #: The CreateContainer that made it (see ``_repeated_start``).
+    request_id: str | None = None
+    bundle: str = ""
+    #: Repeats of that start that came while it still ran runc: answered with its first snapshot.
+    repeats: list[ReplyTo] = attrs.Factory(list)
 
 
 @attrs.frozen
@@ -143,10 +148,11 @@ class Supervisor:
         """Serve requests; first take over ``adoptions``, the containers a previous server left running."""
         async with trio.open_nursery() as actors:
             for adoption in adoptions or []:
-                self.keeper.hold(adoption.record.id, adoption.init_fds)
+                record = adoption.record
+                self.keeper.hold(record.id, adoption.init_fds)
                 for key, fds in adoption.exec_fds.items():
                     self.keeper.hold(key, fds)
-                actor = self._new_actor(adoption.record.id, adoption.record.bundle)
+                actor = self._new_actor(record.id, record.bundle, record.request_id)
                 actors.start_soon(self._run_actor, actor, actor.run_adopted(adoption))
             task_status.started()
             try:
@@ -188,9 +194,12 @@ class Supervisor:
                 entry = self._registry.get(snapshot.info.id)
                 if entry is not None:
                     entry.snapshot = snapshot
+                    self._answer_repeats(entry, snapshot.info.pid)
             case ContainerRemoved(id, outputs, init_pid, bundle):
-                self._registry.pop(id, None)
+                entry = self._registry.pop(id, None)
                 self.keeper.forget(id)
+                if entry is not None:
+                    self._answer_repeats(entry, init_pid if outputs else None)
                 if outputs:
                     self._keep_exited(id, _Exited(outputs, init_pid, bundle))
             case ActorCrashed(actor, error):
@@ -198,22 +207,58 @@ class Supervisor:
             case _:
                 log.error("supervisor: unexpected message %r", message)
 
-    def _new_actor(self, id: str, bundle: str) -> ContainerActor:
+    def _new_actor(self, id: str, bundle: str, request_id: str | None = None) -> ContainerActor:
         actor = ContainerActor(id, bundle, container_paths(self._state_dir, id), self._actor_deps)
-        self._registry[id] = _Entry(actor.mailbox, restarts=RestartWindow(self._restarts_per_minute))
+        self._registry[id] = _Entry(
+            actor.mailbox,
+            restarts=RestartWindow(self._restarts_per_minute),
+            request_id=request_id,
+            bundle=str(Path(bundle)),
+        )
         return actor
 
     def _start(
         self, request: CreateContainer, reply_to: ReplyTo, actors: trio.Nursery, by: str | None = None
     ) -> None:
+        if self._repeated_start(request, reply_to):
+            return
         if request.id in self._registry:
             fail(reply_to, CommandError(ErrorCode.ALREADY_EXISTS, f"container {request.id!r} already exists"))
             return
         self._exited.pop(request.id, None)  # the new actor removes the old logs
-        actor = self._new_actor(request.id, request.bundle)
+        actor = self._new_actor(request.id, request.bundle, request.request_id)
         actors.start_soon(
-            self._run_actor, actor, actor.run(request.checkpoint, reply_to, request.terminal, by)
+            self._run_actor,
+            actor,
+            actor.run(request.checkpoint, reply_to, request.terminal, request.request_id, by),
         )
+
+    def _repeated_start(self, request: CreateContainer, reply_to: ReplyTo) -> bool:
+        """The same start again (same id, bundle and request id): a client that lost the reply,
+        to a server crash or a dropped connection, learns the pid of the container it made.
+
+        Answered with that pid at once, or when the start is done if it is still running runc.
+        Once the container has exited, its id is free: the same request starts a new one.
+        """
+        bundle = str(Path(request.bundle))
+        entry = self._registry.get(request.id)
+        if entry is not None and entry.request_id == request.request_id and entry.bundle == bundle:
+            if entry.snapshot is not None:
+                answer(reply_to, entry.snapshot.info.pid)
+            else:
+                entry.repeats.append(reply_to)
+            return True
+        return False
+
+    def _answer_repeats(self, entry: _Entry, pid: int | None) -> None:
+        """Answer the repeats of a start: its pid, or (None) the start failed and left nothing."""
+        for reply_to in entry.repeats:
+            if pid is not None:
+                answer(reply_to, pid)
+            else:
+                failed = f"the start with request id {entry.request_id!r} failed (see its first reply)"
+                fail(reply_to, CommandError(ErrorCode.RUNTIME_FAILED, failed))
+        entry.repeats.clear()
 
     async def _run_actor(self, actor: ContainerActor, work: Awaitable[None]) -> None:
         """An actor that crashes is reported to the supervisor's loop, which restarts it."""
