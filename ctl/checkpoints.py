@@ -11,9 +11,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from containerd_actors.client import Client
-from ctl import render
-from ctl.arguments import UsageError, id_arg
+from ctl.arguments import UsageError, connect, id_arg
 
 if TYPE_CHECKING:
     from ctl.arguments import Commands
@@ -63,12 +61,14 @@ def original_form(argv: list[str]) -> list[str]:
     return argv
 
 
-async def list_checkpoints(args: argparse.Namespace) -> int:
+def list_checkpoints(args: argparse.Namespace) -> int:
     """``actr checkpoints [list] ID``."""
+    from ctl import render
+
     if args.id is None:
         raise UsageError("checkpoints: give the container ID, e.g. actr checkpoints ID")
-    async with Client.connect(args.address) as client:
-        checkpoints = await client.list_checkpoints(args.id)
+    with connect(args) as client:
+        checkpoints = client.list_checkpoints(args.id)
     if args.json:
         sys.stdout.write(render.json_line(checkpoints) + "\n")
     else:
@@ -76,11 +76,13 @@ async def list_checkpoints(args: argparse.Namespace) -> int:
     return 0
 
 
-async def create_checkpoint(args: argparse.Namespace) -> int:
+def create_checkpoint(args: argparse.Namespace) -> int:
     """``actr checkpoints create``: prints the name and how long the dump took."""
+    from ctl import render
+
     started = time.monotonic()
-    async with Client.connect(args.address) as client:
-        checkpoint = await client.create_checkpoint(
+    with connect(args) as client:
+        checkpoint = client.create_checkpoint(
             args.id, args.name, tcp=args.tcp, unix_sockets=args.unix_sockets, shell=args.shell, exit=args.exit
         )
     if args.json:
@@ -90,7 +92,7 @@ async def create_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
-async def delete_checkpoint(args: argparse.Namespace) -> int:
-    async with Client.connect(args.address) as client:
-        await client.delete_checkpoint(args.id, args.name)
+def delete_checkpoint(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        client.delete_checkpoint(args.id, args.name)
     return 0

@@ -12,6 +12,8 @@ see exactly what a person sees, minus the colour.
 
 The live views (``containers stats``, ``metrics``) are different: a person watches them, there are
 few rows, and rich lays out their tables.
+
+The wire's converter is imported only by the JSON renderings: a table needs none of it.
 """
 
 from __future__ import annotations
@@ -21,18 +23,17 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
-from containerd_actors.client import (
-    Checkpoint,
-    ContainerInfo,
-    ContainerStats,
-    Event,
-    MetricsSnapshot,
-    converter,
-)
-
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
+
+    from containerd_actors.client import (
+        Checkpoint,
+        ContainerInfo,
+        ContainerStats,
+        Event,
+        MetricsSnapshot,
+    )
 
 CONTAINER_COLUMNS = ("ID", "PATH", "STATUS", "PID1")
 EVENT_COLUMNS = ("TYPE", "ID", "PID", "STATUS", "SEQ", "TIME")
@@ -72,6 +73,8 @@ def table_console(stream: TextIO) -> Console:
 
 def json_line(value: Any) -> str:
     """A wire value (attrs instance or list of them) as JSON with the wire's field names."""
+    from containerd_actors.client import converter
+
     return json.dumps(converter.unstructure(value))
 
 
@@ -209,6 +212,8 @@ def containers_json(containers: Sequence[ContainerInfo]) -> str:
     One object per line: readable and ``grep``-able, and unlike ``indent=`` (which makes the json
     module fall back to its pure-Python encoder, ~50 ms for 1000 containers) it keeps the C encoder.
     """
+    from containerd_actors.client import ContainerInfo, converter
+
     objects = converter.unstructure(list(containers), list[ContainerInfo])
     if not objects:
         return "[]"
@@ -242,6 +247,8 @@ def event_line(event: Event, styler: Styler | None = None) -> str:
 
 def event_json(event: Event) -> str:
     """One compact JSON object with the wire ``Event`` fields: seq, timestamp, type, id, pid, status."""
+    from containerd_actors.client import Event, converter
+
     return json.dumps(converter.unstructure(event, Event), separators=(",", ":"))
 
 
@@ -335,6 +342,8 @@ def stats_table(rows: Sequence[tuple[str, ...]]) -> Table:
 
 def stats_json_line(sample: ContainerStats) -> str:
     """One structured sample, compact, with the wire's field names."""
+    from containerd_actors.client import converter
+
     return json.dumps(converter.unstructure(sample), separators=(",", ":"))
 
 

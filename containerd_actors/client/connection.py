@@ -10,24 +10,29 @@ calls in flight instead.
 from __future__ import annotations
 
 import base64
-import itertools
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-import attrs
 import pynng
 import trio
 
 import containerd_actors.protocol as wire
-from containerd_actors.client import subscription
-from containerd_actors.client.errors import ClientError, DaemonUnreachable, RequestFailed
+from containerd_actors.client import calls, subscription
+from containerd_actors.client.calls import DEFAULT_TIMEOUT_S, MAX_REPLY_BYTES, OutputRead
+from containerd_actors.client.errors import DaemonUnreachable
 from containerd_actors.protocol.addresses import DEFAULT_ADDRESS, normalize_address
 from containerd_actors.transport.request import ConnectionLost, RawRequestSocket
 
-#: How long a call waits for its reply before giving up; a start can queue behind --concurrency.
-DEFAULT_TIMEOUT_S = 120.0
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "FOLLOW_BACKOFF_S",
+    "FOLLOW_WAIT_S",
+    "INPUT_CHUNK_BYTES",
+    "Client",
+    "OutputRead",
+]
+
 #: How long one ReadOutput of a follow waits for output before asking again.
 FOLLOW_WAIT_S = 10.0
 #: A follow whose long poll came back empty without waiting (the daemon had too many) waits this long.
@@ -38,18 +43,6 @@ INPUT_CHUNK_BYTES = 256 << 10
 _Reply = TypeVar("_Reply")
 
 
-@attrs.frozen
-class OutputRead:
-    """The decoded output of one ReadOutput; ``exited`` marks the last, with the exit ``status``."""
-
-    stdout: bytes
-    stderr: bytes
-    skipped: int = 0
-    exited: bool = False
-    status: int | None = None
-    terminal: bool = False
-
-
 class Client:
     """A connection to one daemon. Create it with ``Client.connect``."""
 
@@ -57,8 +50,7 @@ class Client:
         self.address = address
         self._socket = socket
         self._timeout = timeout
-        self._ids = itertools.count(1)
-        self._id_prefix = f"{os.getpid()}-{id(self):x}"
+        self._ids = calls.RequestIds(self)
         self._streams: tuple[str, str | None] | None = None
 
     @classmethod
@@ -68,21 +60,17 @@ class Client:
     ) -> AsyncIterator[Client]:
         address = normalize_address(address)
         try:
-            socket = RawRequestSocket(address, recv_max_size=wire.MAX_MESSAGE_BYTES * 64)
+            socket = RawRequestSocket(address, recv_max_size=MAX_REPLY_BYTES)
         except pynng.NNGException as exc:
             raise DaemonUnreachable(address, str(exc)) from None
         with socket:
             yield cls(address, socket, timeout)
 
-    def _next_request_id(self) -> str:
-        return f"{self._id_prefix}-{next(self._ids)}"
-
     async def call(
         self, request_type: type, reply_type: type[_Reply], *, timeout: float | None = None, **fields: Any
     ) -> _Reply:
         """Send one request and return its typed reply; an ErrorReply raises ``RequestFailed``."""
-        request = request_type(request_id=self._next_request_id(), **fields)
-        payload = wire.encode_request(request)
+        payload = calls.encode(request_type, self._ids.next(), fields)
         timeout = self._timeout if timeout is None else timeout
         try:
             with trio.fail_after(timeout):
@@ -91,15 +79,7 @@ class Client:
             raise DaemonUnreachable(self.address, f"no reply within {timeout:g} s") from None
         except (pynng.NNGException, ConnectionLost) as exc:
             raise DaemonUnreachable(self.address, str(exc)) from None
-        try:
-            reply = wire.decode_reply(raw)
-        except wire.ProtocolError as exc:
-            raise ClientError(f"undecodable reply from daemon: {exc.message}") from None
-        if isinstance(reply, wire.ErrorReply):
-            raise RequestFailed(reply)
-        if not isinstance(reply, reply_type):
-            raise ClientError(f"expected {reply_type.__name__}, got {type(reply).__name__}")
-        return reply
+        return calls.decode(raw, reply_type)
 
     async def ping(self) -> wire.PingReply:
         return await self.call(wire.Ping, wire.PingReply)
