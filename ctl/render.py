@@ -2,8 +2,8 @@
 
 The layout (column widths, padding) is computed here with plain string operations; rich only
 colours cells when stdout is a terminal. The split is about start-up time: ``actr containers``
-with 1000 containers must finish in under 0.4 s including the interpreter, and the client
-library's imports (trio, pynng, cattrs) already take ~0.2 s of that. A ``rich.table.Table`` needs
+with 1000 containers is meant to take about as long as ``runc list``, and the interpreter and the
+wire types (attrs, cattrs) already take most of that (scripts/bench_cli.py). A ``rich.table.Table`` needs
 ~0.3 s to lay out 1000 rows and even printing one multi-line ``rich.text.Text`` costs ~60 ms,
 whereas asking rich for the escape codes of the few distinct styled cells (the header, each status,
 each event type) costs microseconds. So rich is imported lazily, only when colour is wanted, and
