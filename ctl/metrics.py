@@ -29,5 +29,9 @@ def show_metrics(args: argparse.Namespace) -> int:
     elif args.json:
         sys.stdout.write(render.json_line(snapshot) + "\n")
     else:
-        render.table_console(sys.stdout).print(render.metrics_table(snapshot))
+        page = render.metrics_page(snapshot) if render.rich_plain(sys.stdout) else None
+        if page is not None:
+            sys.stdout.write(page)
+        else:
+            render.table_console(sys.stdout).print(render.metrics_table(snapshot))
     return 0

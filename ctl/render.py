@@ -19,6 +19,7 @@ The wire's converter is imported only by the JSON renderings: a table needs none
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
@@ -55,6 +56,17 @@ def wants_style(stream: TextIO) -> bool:
     """Colour only for a person at a terminal; pipes and files get plain text without importing rich."""
     isatty = getattr(stream, "isatty", None)
     return bool(isatty and isatty())
+
+
+def rich_plain(stream: TextIO) -> bool:
+    """Whether rich, too, would print plain text to ``stream``: not a terminal, and not told otherwise.
+
+    rich styles a pipe when ``FORCE_COLOR`` is non-empty or ``TTY_COMPATIBLE`` is 1; where either
+    is set at all, the caller leaves the decision to rich.
+    """
+    return not wants_style(stream) and not any(
+        os.environ.get(name) is not None for name in ("FORCE_COLOR", "TTY_COMPATIBLE")
+    )
 
 
 def make_console(stream: TextIO) -> Console:
@@ -350,26 +362,73 @@ def stats_json_line(sample: ContainerStats) -> str:
 # --------------------------------------------------------------------------- metrics
 
 
+METRICS_TITLE = "containerd-actors metrics"
+METRICS_COLUMNS = ("METRIC", "TYPE", "COUNT/VALUE", "MIN", "MEDIAN", "P99", "MAX", "1-MIN RATE")
+METRICS_LEFT = ("METRIC", "TYPE")
+#: The page width ``table_console`` gives rich for a pipe or a file.
+PAGE_WIDTH = 200
+#: rich's space between two columns (one cell of padding on each side; none at the edges).
+RICH_GAP = "  "
+
+
+def metrics_rows(snapshot: MetricsSnapshot) -> list[tuple[str, ...]]:
+    """The rows under ``METRICS_COLUMNS``: timers, then counters, then gauges."""
+    rows: list[tuple[str, ...]] = []
+    for timer in snapshot.timers:
+        rows.append(
+            (
+                timer.name,
+                "timer",
+                str(timer.count),
+                *(f"{v / 1e6:.2f} ms" for v in (timer.min, timer.median, timer.p99, timer.max)),
+                f"{timer.rate1:.2f}/s",
+            )
+        )
+    for counter in snapshot.counters:
+        rows.append((counter.name, "counter", str(counter.count), "", "", "", "", ""))
+    for gauge in snapshot.gauges:
+        value = human_bytes(gauge.value) if gauge.name == "memory-used" else str(gauge.value)
+        rows.append((gauge.name, "gauge", value, "", "", "", "", ""))
+    return rows
+
+
 def metrics_table(snapshot: MetricsSnapshot) -> Table:
     from rich.table import Table
 
-    table = Table(title="containerd-actors metrics", box=None, header_style="bold", pad_edge=False)
-    for column in ("METRIC", "TYPE", "COUNT/VALUE", "MIN", "MEDIAN", "P99", "MAX", "1-MIN RATE"):
-        table.add_column(column, justify="left" if column in ("METRIC", "TYPE") else "right")
-    for timer in snapshot.timers:
-        table.add_row(
-            timer.name,
-            "timer",
-            str(timer.count),
-            *(f"{v / 1e6:.2f} ms" for v in (timer.min, timer.median, timer.p99, timer.max)),
-            f"{timer.rate1:.2f}/s",
-        )
-    for counter in snapshot.counters:
-        table.add_row(counter.name, "counter", str(counter.count), "", "", "", "", "")
-    for gauge in snapshot.gauges:
-        value = human_bytes(gauge.value) if gauge.name == "memory-used" else str(gauge.value)
-        table.add_row(gauge.name, "gauge", value, "", "", "", "", "")
+    table = Table(title=METRICS_TITLE, box=None, header_style="bold", pad_edge=False)
+    for column in METRICS_COLUMNS:
+        table.add_column(column, justify="left" if column in METRICS_LEFT else "right")
+    for row in metrics_rows(snapshot):
+        table.add_row(*row)
     return table
+
+
+def metrics_page(snapshot: MetricsSnapshot) -> str | None:
+    """``metrics_table`` as rich prints it to a pipe or a file, character for character, without rich.
+
+    Importing rich and laying the table out takes longer than the rest of ``actr metrics``, and a
+    pipe gets no colour anyway. Where rich would do more than pad and align (a table wider than the
+    page, a title wider than the table, cells rich would read as markup or measure otherwise),
+    this returns None and the caller asks rich.
+    """
+    rows = metrics_rows(snapshot)
+    cells = [METRICS_COLUMNS, *rows]
+    if any(not cell.isascii() or "[" in cell or "\n" in cell for row in cells for cell in row):
+        return None
+    widths = column_widths(cells)
+    width = sum(widths) + len(RICH_GAP) * (len(widths) - 1)
+    if width > PAGE_WIDTH or len(METRICS_TITLE) > width:
+        return None
+    left = (width - len(METRICS_TITLE)) // 2
+    lines = [" " * left + METRICS_TITLE + " " * (width - len(METRICS_TITLE) - left)]
+    for row in cells:
+        lines.append(
+            RICH_GAP.join(
+                cell.ljust(widths[i]) if column in METRICS_LEFT else cell.rjust(widths[i])
+                for i, (column, cell) in enumerate(zip(METRICS_COLUMNS, row, strict=True))
+            )
+        )
+    return "".join(line + "\n" for line in lines)
 
 
 # --------------------------------------------------------------------------- checkpoints
