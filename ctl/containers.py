@@ -6,9 +6,10 @@ error-reporting policy.
 
 What a handler needs is imported when it runs: building the parser must stay cheap, since every
 ``actr`` builds all of it. The one-shot commands (list, state, kill, pause, resume, start, exec,
-logs) use the ``BlockingClient`` and never import trio; what streams (``-a``, attach, ``logs -f``,
-stats) returns a coroutine, which ``ctl.main`` runs under trio, and imports ``ctl.attach``
-(terminal modes, stdin forwarding) only then.
+logs) use the ``BlockingClient`` and never import trio, and so do ``start -a`` and ``exec -a``
+without a terminal (``ctl.attach_blocking``). What needs an event loop (``exec -a -t``, attach,
+``logs -f``, stats) returns a coroutine, which ``ctl.main`` runs under trio, and imports
+``ctl.attach`` (terminal modes, detach keys, window sizes) only then.
 """
 
 from __future__ import annotations
@@ -178,21 +179,14 @@ def start_container(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
     directory, not the caller's.
     """
     bundle = os.path.abspath(args.bundle)
-    if args.attach:
-        return _start_attached(args, bundle)
     with connect(args) as client:
         pid = client.create_container(args.id, bundle, checkpoint=args.checkpoint)
+        if args.attach:
+            from ctl import attach_blocking
+
+            return attach_blocking.attach(client, args.id, pid)
     _print_pid(args.id, pid, as_json=args.json)
     return 0
-
-
-async def _start_attached(args: argparse.Namespace, bundle: str) -> int:
-    from containerd_actors.client import Client
-    from ctl.attach import attach
-
-    async with Client.connect(args.address) as client:
-        pid = await client.create_container(args.id, bundle, checkpoint=args.checkpoint)
-        return await attach(client, args.id, pid, terminal=False)
 
 
 def exec_process(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
@@ -205,8 +199,8 @@ def exec_process(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
         from containerd_actors.client import User
 
         user = User(uid=args.uid or 0, gid=args.gid or 0, additional_gids=list(args.additional_gids or []))
-    if args.attach:
-        return _exec_attached(args, command, user)
+    if args.attach and args.tty:
+        return _exec_in_terminal(args, command, user)
     rows, cols = 0, 0
     if args.tty:
         from ctl.attach import terminal_size
@@ -223,15 +217,20 @@ def exec_process(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
             rows=rows,
             cols=cols,
         )
+        if args.attach:
+            from ctl import attach_blocking
+
+            return attach_blocking.attach(client, args.exec_id, pid)
     _print_pid(args.exec_id, pid, as_json=args.json)
     return 0
 
 
-async def _exec_attached(args: argparse.Namespace, command: list[str], user: User | None) -> int:
+async def _exec_in_terminal(args: argparse.Namespace, command: list[str], user: User | None) -> int:
+    """``exec -a -t``: raw mode, detach keys and window sizes need ``ctl.attach`` under trio."""
     from containerd_actors.client import Client
     from ctl.attach import attach, terminal_size
 
-    rows, cols = terminal_size(sys.stdin.fileno()) if args.tty else (0, 0)
+    rows, cols = terminal_size(sys.stdin.fileno())
     async with Client.connect(args.address) as client:
         pid = await client.add_process(
             args.exec_id,
@@ -243,7 +242,7 @@ async def _exec_attached(args: argparse.Namespace, command: list[str], user: Use
             rows=rows,
             cols=cols,
         )
-        return await attach(client, args.exec_id, pid, terminal=args.tty)
+        return await attach(client, args.exec_id, pid, terminal=True)
 
 
 def _print_pid(id: str, pid: int, *, as_json: bool) -> None:
@@ -277,7 +276,7 @@ def show_logs(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
     out_fd, err_fd = sys.stdout.fileno(), sys.stderr.fileno()
     sys.stdout.flush()
     with connect(args) as client:
-        for chunk in client.output(args.id, args.pid, tail=args.tail):
+        for chunk in client.follow_output(args.id, args.pid, follow=False, tail=args.tail):
             if chunk.skipped:
                 print(
                     f"actr: {chunk.skipped} bytes were rotated out of the logs", file=sys.stderr, flush=True

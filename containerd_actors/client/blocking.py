@@ -11,13 +11,21 @@ and results.
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import containerd_actors.protocol as wire
 from containerd_actors.client import calls
-from containerd_actors.client.calls import DEFAULT_TIMEOUT_S, MAX_REPLY_BYTES, OutputRead
+from containerd_actors.client.calls import (
+    DEFAULT_TIMEOUT_S,
+    FOLLOW_BACKOFF_S,
+    FOLLOW_WAIT_S,
+    INPUT_CHUNK_BYTES,
+    MAX_REPLY_BYTES,
+    OutputRead,
+)
 from containerd_actors.client.errors import DaemonUnreachable
 from containerd_actors.protocol.addresses import DEFAULT_ADDRESS, normalize_address
 from containerd_actors.transport.blocking import BlockingRequestSocket, TransportError
@@ -174,19 +182,54 @@ class BlockingClient:
             tail=tail,
         )
 
-    def output(self, id: str, pid: int = 0, *, tail: int = -1) -> Iterator[OutputRead]:
-        """A process's output as the logs hold it now (or its last ``tail`` lines), in reads.
-
-        ``Client.follow_output(follow=False)`` without trio: it stops at the current end of the
-        logs, or at the process's exit.
+    def follow_output(
+        self,
+        id: str,
+        pid: int = 0,
+        *,
+        follow: bool = True,
+        tail: int = -1,
+        offsets: tuple[int, int] = (0, 0),
+    ) -> Iterator[OutputRead]:
+        """``Client.follow_output`` without trio: a process's output from ``offsets`` (or its last
+        ``tail`` lines) until it exits; without ``follow``, until the current end of the logs.
         """
-        out_offset = err_offset = 0
+        out_offset, err_offset = offsets
         while True:
-            reply = self.read_output(id, pid, stdout_offset=out_offset, stderr_offset=err_offset, tail=tail)
+            reply = self.read_output(
+                id,
+                pid,
+                stdout_offset=out_offset,
+                stderr_offset=err_offset,
+                wait=FOLLOW_WAIT_S if follow else 0.0,
+                tail=tail,
+            )
             tail = -1
             stdout = base64.b64decode(reply.stdout)
             stderr = base64.b64decode(reply.stderr)
             out_offset, err_offset = reply.next_stdout_offset, reply.next_stderr_offset
             yield OutputRead(stdout, stderr, reply.skipped, reply.exited, reply.status, reply.terminal)
-            if reply.exited or (not stdout and not stderr):
+            if reply.exited:
+                return
+            if not stdout and not stderr:
+                if not follow:
+                    return
+                time.sleep(FOLLOW_BACKOFF_S)  # the daemon's long polls were all taken
+
+    def write_input(self, id: str, data: bytes, pid: int = 0, *, close: bool = False) -> None:
+        """Write all of ``data`` to a process's stdin, in chunks that fit a request; then maybe EOF."""
+        view = memoryview(data)
+        while True:
+            chunk = bytes(view[:INPUT_CHUNK_BYTES])
+            final = len(chunk) == len(view)
+            reply = self.call(
+                wire.WriteInput,
+                wire.WriteInputReply,
+                id=id,
+                pid=pid,
+                data=base64.b64encode(chunk).decode(),
+                close=close and final,
+            )
+            view = view[reply.written :]
+            if final and reply.written == len(chunk):
                 return

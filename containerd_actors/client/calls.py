@@ -20,6 +20,12 @@ from containerd_actors.client.errors import ClientError, RequestFailed
 DEFAULT_TIMEOUT_S = 120.0
 #: The largest reply a client accepts (a State of thousands of containers is several MiB).
 MAX_REPLY_BYTES = wire.MAX_MESSAGE_BYTES * 64
+#: How long one ReadOutput of a follow waits for output before asking again.
+FOLLOW_WAIT_S = 10.0
+#: A follow whose long poll came back empty without waiting (the daemon had too many) waits this long.
+FOLLOW_BACKOFF_S = 0.1
+#: stdin bytes per WriteInput: base64 makes them 4/3 bigger, well under the daemon's 1 MiB limit.
+INPUT_CHUNK_BYTES = 256 << 10
 
 _Reply = TypeVar("_Reply")
 

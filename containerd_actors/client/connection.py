@@ -19,7 +19,14 @@ import trio
 
 import containerd_actors.protocol as wire
 from containerd_actors.client import calls, subscription
-from containerd_actors.client.calls import DEFAULT_TIMEOUT_S, MAX_REPLY_BYTES, OutputRead
+from containerd_actors.client.calls import (
+    DEFAULT_TIMEOUT_S,
+    FOLLOW_BACKOFF_S,
+    FOLLOW_WAIT_S,
+    INPUT_CHUNK_BYTES,
+    MAX_REPLY_BYTES,
+    OutputRead,
+)
 from containerd_actors.client.errors import DaemonUnreachable
 from containerd_actors.protocol.addresses import DEFAULT_ADDRESS, normalize_address
 from containerd_actors.transport.request import ConnectionLost, RawRequestSocket
@@ -32,13 +39,6 @@ __all__ = [
     "Client",
     "OutputRead",
 ]
-
-#: How long one ReadOutput of a follow waits for output before asking again.
-FOLLOW_WAIT_S = 10.0
-#: A follow whose long poll came back empty without waiting (the daemon had too many) waits this long.
-FOLLOW_BACKOFF_S = 0.1
-#: stdin bytes per WriteInput: base64 makes them 4/3 bigger, well under the daemon's 1 MiB limit.
-INPUT_CHUNK_BYTES = 256 << 10
 
 _Reply = TypeVar("_Reply")
 

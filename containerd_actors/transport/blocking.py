@@ -57,7 +57,10 @@ class BlockingRequestSocket:
     """A dialled Req0; ``request(body, timeout)`` sends and returns the reply, one at a time.
 
     Dialling is synchronous, so a daemon that is not there fails at once (``TransportError``
-    with nng's "Connection refused" or "Entry not found"), not at the first request.
+    with nng's "Connection refused" or "Entry not found"), not at the first request. A cooked
+    Req0 holds one request: a second one sent meanwhile would cancel the first, so a second
+    concurrent ``request`` raises instead (a thread that needs its own requests opens its own
+    socket).
     """
 
     def __init__(self, address: str, recv_max_size: int) -> None:
@@ -65,6 +68,7 @@ class BlockingRequestSocket:
         _check(lib.nng_req0_open(self._socket))
         self._open = True
         self._lock = threading.Lock()
+        self._busy = threading.Lock()
         try:
             _check(lib.nng_socket_set_ms(self._socket[0], _RESEND_TIME, 0))
             _check(lib.nng_socket_set_size(self._socket[0], _RECV_MAX_SIZE, recv_max_size))
@@ -75,6 +79,14 @@ class BlockingRequestSocket:
 
     def request(self, body: bytes, timeout: float) -> bytes:
         """Send ``body``; return the reply, or raise ``TransportError`` (timed out, connection lost)."""
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError("a BlockingRequestSocket carries one request at a time")
+        try:
+            return self._request(body, timeout)
+        finally:
+            self._busy.release()
+
+    def _request(self, body: bytes, timeout: float) -> bytes:
         result: list[bytes | BaseException] = []
         done = threading.Event()
 

@@ -1,4 +1,4 @@
-"""What ``actr`` imports before it runs a one-shot command: no trio, no rich, no pynng package.
+"""What ``actr`` imports to run a one-shot command: no trio, no rich, no pynng package.
 
 A one-shot command's time is mostly its imports (scripts/bench_cli.py measures it), and a single
 module-level ``import trio`` anywhere on the path would add ~50 ms to every command without any
@@ -42,6 +42,8 @@ ONE_SHOT = [
     ["containers", "resume", "web"],
     ["containers", "start", "web", "/tmp/bundle"],
     ["containers", "exec", "--id", "web", "--", "true"],
+    ["containers", "exec", "--id", "web", "-a", "--", "true"],
+    ["containers", "start", "-a", "web", "/tmp/bundle"],
     ["containers", "logs", "--tail", "3", "web"],
     ["checkpoints", "web"],
     ["checkpoints", "create", "web", "cp1"],
@@ -71,6 +73,7 @@ def imported_after(argv: list[str], *, run: bool, check: bool = True) -> list[st
     env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")}
     result = subprocess.run(
         [sys.executable, "-c", code],
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -93,7 +96,10 @@ def canned_reply(request: Any) -> Any:
         wire.UpdateContainer: lambda r: wire.UpdateContainerReply(r.request_id),
         wire.CreateContainer: lambda r: wire.CreateContainerReply(r.request_id, 43),
         wire.AddProcess: lambda r: wire.AddProcessReply(r.request_id, 44),
-        wire.ReadOutput: lambda r: wire.ReadOutputReply(r.request_id, "", "", 0, 0, 0, 0),
+        wire.ReadOutput: lambda r: wire.ReadOutputReply(
+            r.request_id, "", "", 0, 0, 0, 0, exited=True, status=0
+        ),
+        wire.WriteInput: lambda r: wire.WriteInputReply(r.request_id, 0),
         wire.ListCheckpoints: lambda r: wire.ListCheckpointsReply(
             r.request_id, [wire.Checkpoint("cp1", False, False, False, False, 0.0)]
         ),
