@@ -67,10 +67,15 @@ class Pair:
 
 @attrs.frozen
 class Timing:
-    """Medians of one command's runs, in milliseconds."""
+    """Medians of one command's runs, in milliseconds, and the runs that failed (they count too)."""
 
     wall_ms: float
     cpu_ms: float
+    failures: tuple[str, ...] = ()
+
+
+#: One run: wall ms, CPU ms, and what went wrong if it exited non-zero.
+Run = tuple[float, float, str | None]
 
 
 @attrs.frozen
@@ -134,8 +139,9 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_once(argv: Sequence[str]) -> tuple[float, float]:
-    """One run's wall and CPU time (ms), the CPU of the process and the children it waited for.
+def run_once(argv: Sequence[str]) -> Run:
+    """One run's wall and CPU time (ms), the CPU of the process and the children it waited for,
+    and what went wrong if it exited non-zero (the run is a sample all the same).
 
     ``subprocess.run`` without a timeout waits in ``waitpid``, not a poll; no other child of this
     process ends meanwhile (trio idles while this runs in a thread), so the growth of
@@ -148,24 +154,31 @@ def run_once(argv: Sequence[str]) -> tuple[float, float]:
     )
     wall = (time.perf_counter() - started) * 1000
     cpu = (_children_cpu_s() - cpu_before) * 1000
+    failure = None
     if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited {result.returncode}: {result.stderr.decode().strip()}")
-    return wall, cpu
+        failure = f"exit {result.returncode} {result.stderr.decode(errors='replace').strip()[:200]}".strip()
+    return wall, cpu, failure
 
 
-def _medians(samples: list[tuple[float, float]]) -> Timing:
-    return Timing(statistics.median(s[0] for s in samples), statistics.median(s[1] for s in samples))
+def _timing(samples: list[Run], warm_up: Run) -> Timing:
+    """Medians of the counted runs; failures of all of them, the warm-up's included."""
+    failures = [f"warm-up: {warm_up[2]}"] if warm_up[2] is not None else []
+    failures += [failure for _, _, failure in samples if failure is not None]
+    return Timing(
+        statistics.median(wall for wall, _, _ in samples),
+        statistics.median(cpu for _, cpu, _ in samples),
+        tuple(failures),
+    )
 
 
 def measure(pair: Pair, runs: int) -> tuple[Timing, Timing]:
     """Medians of ``runs`` runs of each command, in turn, after one warm-up run of each."""
-    run_once(pair.actr)
-    run_once(pair.reference)
+    warm_actr, warm_reference = run_once(pair.actr), run_once(pair.reference)
     actr, reference = [], []
     for _ in range(runs):
         actr.append(run_once(pair.actr))
         reference.append(run_once(pair.reference))
-    return _medians(actr), _medians(reference)
+    return _timing(actr, warm_actr), _timing(reference, warm_reference)
 
 
 async def fill_up(client: Client, bundle: Path, running: int, wanted: int) -> int:
@@ -220,6 +233,12 @@ def print_table(rows: Sequence[Row], runs: int) -> None:
             for i, (cell, width) in enumerate(zip(line, widths, strict=True))
         ]
         print("  ".join(cells).rstrip())
+    for row in rows:
+        for label, timing in ((row.pair.label, row.actr), (row.pair.reference_label, row.reference)):
+            if timing.failures:
+                print(f"{row.containers} containers: {label}: {len(timing.failures)} run(s) failed:")
+                for failure in timing.failures:
+                    print(f"    {failure}")
 
 
 async def run(counts: Sequence[int], runs: int, top: Path, daemons: list[DaemonHandle]) -> list[Row]:
