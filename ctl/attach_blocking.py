@@ -15,6 +15,7 @@ usual 130; a process that no longer takes input still gets its output shown.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import sys
 import threading
@@ -59,12 +60,21 @@ def _stop_signals() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
+def _read(fd: int) -> bytes:
+    """One read, waiting also when the descriptor was left non-blocking (by whoever shares it)."""
+    while True:
+        try:
+            return os.read(fd, _READ_CHUNK)
+        except BlockingIOError:
+            select.select([fd], [], [])
+
+
 def _forward_stdin(address: str, id: str, pid: int, in_fd: int, failures: list[BaseException]) -> None:
     """Until EOF (then close the process's stdin) or until the process stops taking input."""
     try:
         with BlockingClient.connect(address) as client:
             while True:
-                data = os.read(in_fd, _READ_CHUNK)
+                data = _read(in_fd)
                 client.write_input(id, data, pid, close=not data)
                 if not data:
                     return

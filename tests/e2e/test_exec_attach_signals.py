@@ -6,6 +6,7 @@ ends it with 130. The output and stdin of such an attach are covered by test_exe
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -56,3 +57,40 @@ async def test_a_signal_ends_the_attach_and_leaves_the_process(
     assert process.returncode == code
     [info] = await client.containers()
     assert [p.args for p in info.processes][1:] == [["sh", "-c", "echo ready; exec sleep 1000"]]
+
+
+async def test_a_non_blocking_stdin_is_forwarded_whole(
+    daemon: DaemonHandle, client: Client, sleep_bundle
+) -> None:
+    """A pipe left non-blocking by whoever shares it: reads that find nothing yet wait, not fail."""
+    cid = unique_id("nb")
+    await client.create_container(cid, str(sleep_bundle))
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    try:
+        process = await trio.lowlevel.open_process(
+            [*ACTR, "--address", daemon.address, "containers", "exec", "--id", cid, "-a", "--", "cat"],
+            stdin=read_end, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+    finally:
+        os.close(read_end)
+    try:
+        with trio.fail_after(30):  # cat runs: actr's reader is at (or about to reach) the empty pipe
+            while len((await client.containers())[0].processes) < 2:
+                await trio.sleep(0.01)
+        os.write(write_end, b"late\n")
+        os.close(write_end)
+        write_end = -1
+        with trio.fail_after(30):
+            assert process.stdout is not None
+            out = b""
+            while chunk := await process.stdout.receive_some():
+                out += chunk
+            await process.wait()
+    finally:
+        if write_end >= 0:
+            os.close(write_end)
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert (process.returncode, out) == (0, b"late\n")
