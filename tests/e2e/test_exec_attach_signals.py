@@ -1,7 +1,8 @@
 """``exec -a`` without a terminal runs without trio (``ctl.attach_blocking``): what it must keep.
 
 A SIGTERM or SIGHUP to ``actr`` ends the attach with 128+N and leaves the process running; Ctrl-C
-ends it with 130. The output and stdin of such an attach are covered by test_exec.py.
+ends it with 130; a stdin left non-blocking is still forwarded whole. The output and stdin of
+such an attach are otherwise covered by test_exec.py.
 """
 
 from __future__ import annotations
