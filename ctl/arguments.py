@@ -1,4 +1,4 @@
-"""What every command group's parser shares: argument types, the trailing ``--json``, usage errors.
+"""What every command group shares: argument types, the trailing ``--json``, usage errors, connecting.
 
 An argument type raises ``argparse.ArgumentTypeError``, so argparse prints ``actr ...: error: ...``
 and exits 2 before anything connects; ``UsageError`` is the same mistake found after parsing.
@@ -9,11 +9,14 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from containerd_actors.client import ID_PATTERN
 
 if TYPE_CHECKING:
+    from containerd_actors.client import BlockingClient
+
     #: What ``add_subparsers`` returns: each command group adds its commands to it.
     Commands = argparse._SubParsersAction[argparse.ArgumentParser]
 
@@ -59,3 +62,10 @@ def json_after() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
+
+
+def connect(args: argparse.Namespace) -> AbstractContextManager[BlockingClient]:
+    """The connection of a command that asks and prints: blocking, so trio is never imported."""
+    from containerd_actors.client import BlockingClient
+
+    return BlockingClient.connect(args.address)

@@ -14,9 +14,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from containerd_actors.client import Client
-from ctl import render
-from ctl.arguments import UsageError, id_arg
+from ctl.arguments import UsageError, connect, id_arg
 
 if TYPE_CHECKING:
     from ctl.arguments import Commands
@@ -73,20 +71,22 @@ def original_form(argv: list[str]) -> list[str]:
     return argv
 
 
-async def list_checkpoints(args: argparse.Namespace) -> int:
+def list_checkpoints(args: argparse.Namespace) -> int:
     """``actr checkpoints [list] ID`` or ``actr checkpoints [list] --bundle PATH``."""
+    from ctl import render
+
     if (args.id is None) == (args.bundle is None):
         raise UsageError(
             "checkpoints: give a container ID or --bundle PATH, e.g. actr checkpoints ID"
             if args.id is None
             else "checkpoints: give a container ID or --bundle PATH, not both"
         )
-    async with Client.connect(args.address) as client:
+    with connect(args) as client:
         if args.bundle is not None:
             # Absolute here, because the daemon resolves paths in its own working directory.
-            checkpoints = await client.list_checkpoints(bundle=os.path.abspath(args.bundle))
+            checkpoints = client.list_checkpoints(bundle=os.path.abspath(args.bundle))
         else:
-            checkpoints = await client.list_checkpoints(args.id)
+            checkpoints = client.list_checkpoints(args.id)
     if args.json:
         sys.stdout.write(render.json_line(checkpoints) + "\n")
     else:
@@ -94,11 +94,13 @@ async def list_checkpoints(args: argparse.Namespace) -> int:
     return 0
 
 
-async def create_checkpoint(args: argparse.Namespace) -> int:
+def create_checkpoint(args: argparse.Namespace) -> int:
     """``actr checkpoints create``: prints the name and how long the dump took."""
+    from ctl import render
+
     started = time.monotonic()
-    async with Client.connect(args.address) as client:
-        checkpoint = await client.create_checkpoint(
+    with connect(args) as client:
+        checkpoint = client.create_checkpoint(
             args.id, args.name, tcp=args.tcp, unix_sockets=args.unix_sockets, shell=args.shell, exit=args.exit
         )
     if args.json:
@@ -108,7 +110,7 @@ async def create_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
-async def delete_checkpoint(args: argparse.Namespace) -> int:
-    async with Client.connect(args.address) as client:
-        await client.delete_checkpoint(args.id, args.name)
+def delete_checkpoint(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        client.delete_checkpoint(args.id, args.name)
     return 0

@@ -13,9 +13,8 @@ import argparse
 import shlex
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
-
-import attrs
 
 if TYPE_CHECKING:
     from ctl.arguments import Commands
@@ -42,7 +41,7 @@ async def print_completion(args: argparse.Namespace) -> int:
     return 0
 
 
-@attrs.frozen
+@dataclass(frozen=True)
 class Node:
     """One command of the tree: what may follow it."""
 

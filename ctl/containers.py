@@ -2,8 +2,14 @@
 
 Each handler returns the process exit code and lets the client library's errors
 (``DaemonUnreachable``, ``RequestFailed``) propagate, so that ``ctl.main`` owns the whole
-error-reporting policy. ``ctl.attach`` (terminal modes, stdin forwarding) is imported only by the
-commands that attach.
+error-reporting policy.
+
+What a handler needs is imported when it runs: building the parser must stay cheap, since every
+``actr`` builds all of it. The one-shot commands (list, state, kill, pause, resume, start, exec,
+logs) use the ``BlockingClient`` and never import trio, and so do ``start -a`` and ``exec -a``
+without a terminal (``ctl.attach_blocking``). What needs an event loop (``exec -a -t``, attach,
+``logs -f``, stats) returns a coroutine, which ``ctl.main`` runs under trio, and imports
+``ctl.attach`` (terminal modes, detach keys, window sizes) only then.
 """
 
 from __future__ import annotations
@@ -12,15 +18,14 @@ import argparse
 import json
 import os
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
-from containerd_actors.client import Client, ErrorCode, ErrorReply, RequestFailed, User
-from ctl import render
-from ctl.arguments import UsageError, id_arg, pid_arg
+from ctl.arguments import UsageError, connect, id_arg, pid_arg
 from ctl.signals import UnknownSignal, parse_signal
-from ctl.stats import show_stats
 
 if TYPE_CHECKING:
+    from containerd_actors.client import User
     from ctl.arguments import Commands
 
 
@@ -169,10 +174,12 @@ def add_commands(commands: Commands, json_after: argparse.ArgumentParser) -> Non
 # --------------------------------------------------------------------------- the commands
 
 
-async def list_containers(args: argparse.Namespace) -> int:
+def list_containers(args: argparse.Namespace) -> int:
     """``actr containers [list]``: the ``ID PATH STATUS PID1`` table, or a JSON array."""
-    async with Client.connect(args.address) as client:
-        containers = await client.containers()
+    from ctl import render
+
+    with connect(args) as client:
+        containers = client.containers()
     if args.json:
         sys.stdout.write(render.containers_json(containers) + "\n")
     else:
@@ -180,7 +187,7 @@ async def list_containers(args: argparse.Namespace) -> int:
     return 0
 
 
-async def start_container(args: argparse.Namespace) -> int:
+def start_container(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
     """``actr containers start ID BUNDLE``: prints the init pid.
 
     With ``--attach`` it prints the container's output instead, forwards stdin, and returns the
@@ -190,46 +197,79 @@ async def start_container(args: argparse.Namespace) -> int:
     directory, not the caller's.
     """
     bundle = os.path.abspath(args.bundle)
-    async with Client.connect(args.address) as client:
-        pid = await client.create_container(
-            args.id, bundle, checkpoint=args.checkpoint, terminal=args.terminal
-        )
+    with connect(args) as client:
+        pid = client.create_container(args.id, bundle, checkpoint=args.checkpoint, terminal=args.terminal)
         if args.attach:
-            from ctl.attach import attach
-
             terminal = args.terminal
             if terminal is None:  # the bundle decided
-                terminal = (await client.read_output(args.id, tail=0)).terminal
+                terminal = client.read_output(args.id, tail=0).terminal
             if terminal:
-                await _fit_terminal(client, args.id)
-            return await attach(client, args.id, pid, terminal=terminal)
+                return _attach_terminal(args, pid)
+            from ctl import attach_blocking
+
+            return attach_blocking.attach(client, args.id, pid)
     _print_pid(args.id, pid, as_json=args.json)
     return 0
 
 
-async def _fit_terminal(client: Client, id: str) -> None:
-    """Give the init's pty this terminal's size before the first keystroke."""
-    from ctl.attach import terminal_size
-
-    rows, cols = terminal_size(sys.stdin.fileno())
-    if rows and cols:
-        try:
-            await client.resize_terminal(id, rows, cols)
-        except RequestFailed:
-            pass  # it has exited already; its output and status still come
-
-
-async def exec_process(args: argparse.Namespace) -> int:
-    """``actr containers exec``: prints the new pid, or with ``-a`` runs attached and returns its status."""
+async def _attach_terminal(args: argparse.Namespace, pid: int) -> int:
+    """``start -a`` of a terminal: raw mode, detach keys and window sizes need ``ctl.attach`` under
+    trio; the pty gets this terminal's size before the first keystroke."""
+    from containerd_actors.client import Client, RequestFailed
     from ctl.attach import attach, terminal_size
 
+    async with Client.connect(args.address) as client:
+        rows, cols = terminal_size(sys.stdin.fileno())
+        if rows and cols:
+            try:
+                await client.resize_terminal(args.id, rows, cols)
+            except RequestFailed:
+                pass  # it has exited already; its output and status still come
+        return await attach(client, args.id, pid, terminal=True)
+
+
+def exec_process(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
+    """``actr containers exec``: prints the new pid, or with ``-a`` runs attached and returns its status."""
     command = args.args[1:] if args.args[:1] == ["--"] else args.args
     if not command:
         raise UsageError("containers exec: give the command line after --, e.g. -- sh")
     user = None
     if args.uid is not None or args.gid is not None or args.additional_gids:
+        from containerd_actors.client import User
+
         user = User(uid=args.uid or 0, gid=args.gid or 0, additional_gids=list(args.additional_gids or []))
-    rows, cols = terminal_size(sys.stdin.fileno()) if args.tty else (0, 0)
+    if args.attach and args.tty:
+        return _exec_in_terminal(args, command, user)
+    rows, cols = 0, 0
+    if args.tty:
+        from ctl.attach import terminal_size
+
+        rows, cols = terminal_size(sys.stdin.fileno())
+    with connect(args) as client:
+        pid = client.add_process(
+            args.exec_id,
+            command,
+            env=args.env,
+            cwd=args.cwd,
+            user=user,
+            terminal=args.tty,
+            rows=rows,
+            cols=cols,
+        )
+        if args.attach:
+            from ctl import attach_blocking
+
+            return attach_blocking.attach(client, args.exec_id, pid)
+    _print_pid(args.exec_id, pid, as_json=args.json)
+    return 0
+
+
+async def _exec_in_terminal(args: argparse.Namespace, command: list[str], user: User | None) -> int:
+    """``exec -a -t``: raw mode, detach keys and window sizes need ``ctl.attach`` under trio."""
+    from containerd_actors.client import Client
+    from ctl.attach import attach, terminal_size
+
+    rows, cols = terminal_size(sys.stdin.fileno())
     async with Client.connect(args.address) as client:
         pid = await client.add_process(
             args.exec_id,
@@ -241,10 +281,7 @@ async def exec_process(args: argparse.Namespace) -> int:
             rows=rows,
             cols=cols,
         )
-        if args.attach:
-            return await attach(client, args.exec_id, pid, terminal=args.tty)
-    _print_pid(args.exec_id, pid, as_json=args.json)
-    return 0
+        return await attach(client, args.exec_id, pid, terminal=True)
 
 
 def _print_pid(id: str, pid: int, *, as_json: bool) -> None:
@@ -258,6 +295,7 @@ async def attach_process(args: argparse.Namespace) -> int:
     Output starts with what the process writes from now on, as docker's attach does; the earlier
     output is in ``actr containers logs``.
     """
+    from containerd_actors.client import Client
     from ctl.attach import attach, terminal_size
 
     async with Client.connect(args.address) as client:
@@ -270,18 +308,44 @@ async def attach_process(args: argparse.Namespace) -> int:
         return await attach(client, args.id, args.pid, terminal=probe.terminal, offsets=offsets)
 
 
-async def show_logs(args: argparse.Namespace) -> int:
-    """``actr containers logs ID [-p PID] [-f] [--tail N]``."""
+def show_logs(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
+    """``actr containers logs ID [-p PID] [-f] [--tail N]``: without ``-f``, what the logs hold now."""
+    if args.follow:
+        return _follow_logs(args)
+    out_fd, err_fd = sys.stdout.fileno(), sys.stderr.fileno()
+    sys.stdout.flush()
+    with connect(args) as client:
+        for chunk in client.follow_output(args.id, args.pid, follow=False, tail=args.tail):
+            if chunk.skipped:
+                print(
+                    f"actr: {chunk.skipped} bytes were rotated out of the logs", file=sys.stderr, flush=True
+                )
+            _write_all(out_fd, chunk.stdout)
+            _write_all(err_fd, chunk.stderr)
+    return 0
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+async def _follow_logs(args: argparse.Namespace) -> int:
+    from containerd_actors.client import Client
     from ctl.attach import print_logs
 
     async with Client.connect(args.address) as client:
-        return await print_logs(client, args.id, args.pid, follow=args.follow, tail=args.tail)
+        return await print_logs(client, args.id, args.pid, follow=True, tail=args.tail)
 
 
-async def container_state(args: argparse.Namespace) -> int:
+def container_state(args: argparse.Namespace) -> int:
     """``actr containers state ID``: the container and each of its processes."""
-    async with Client.connect(args.address) as client:
-        containers = await client.containers()
+    from containerd_actors.client import ErrorCode, ErrorReply, RequestFailed
+    from ctl import render
+
+    with connect(args) as client:
+        containers = client.containers()
     found = [c for c in containers if c.id == args.id]
     if not found:
         raise RequestFailed(ErrorReply(None, ErrorCode.NOT_FOUND, f"no such container: {args.id!r}"))
@@ -292,20 +356,27 @@ async def container_state(args: argparse.Namespace) -> int:
     return 0
 
 
-async def kill_container(args: argparse.Namespace) -> int:
+def kill_container(args: argparse.Namespace) -> int:
     """``actr containers kill [-p PID] [-s SIG] ID``: pid 0 is the container's init process."""
-    async with Client.connect(args.address) as client:
-        await client.signal(args.id, signal=args.signal, pid=args.pid)
+    with connect(args) as client:
+        client.signal(args.id, signal=args.signal, pid=args.pid)
     return 0
 
 
-async def pause_container(args: argparse.Namespace) -> int:
-    async with Client.connect(args.address) as client:
-        await client.pause(args.id)
+def pause_container(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        client.pause(args.id)
     return 0
 
 
-async def resume_container(args: argparse.Namespace) -> int:
-    async with Client.connect(args.address) as client:
-        await client.resume(args.id)
+def resume_container(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        client.resume(args.id)
     return 0
+
+
+async def show_stats(args: argparse.Namespace) -> int:
+    """``actr containers stats [ID]``: streams, so it runs under trio (``ctl.stats``)."""
+    from ctl.stats import show_stats
+
+    return await show_stats(args)

@@ -7,14 +7,11 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-import trio
-
-from containerd_actors.client import Client, EventsLost, ProtocolError
-from ctl import render
 from ctl.arguments import non_negative_int
 from ctl.times import BadTime, parse_since
 
 if TYPE_CHECKING:
+    from containerd_actors.client import EventsLost
     from ctl.arguments import Commands
 
 #: ``--from``: 0 means the oldest event the daemon still keeps.
@@ -79,6 +76,11 @@ async def stream_events(args: argparse.Namespace) -> int:
     the journal no longer has are reported on stderr rather than skipped silently. An
     undecodable frame is reported and skipped rather than ending the stream.
     """
+    import trio  # here, not at the top: building the parser must not import it
+
+    from containerd_actors.client import Client, ProtocolError
+    from ctl import render
+
     printer = render.EventPrinter(sys.stdout, as_json=args.json)
 
     def report_loss(lost: EventsLost) -> None:

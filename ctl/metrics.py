@@ -6,8 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from containerd_actors.client import Client, format_prometheus
-from ctl import render
+from ctl.arguments import connect
 
 if TYPE_CHECKING:
     from ctl.arguments import Commands
@@ -19,13 +18,20 @@ def add_commands(commands: Commands, json_after: argparse.ArgumentParser) -> Non
     metrics.set_defaults(handler=show_metrics)
 
 
-async def show_metrics(args: argparse.Namespace) -> int:
-    async with Client.connect(args.address) as client:
-        snapshot = await client.metrics()
+def show_metrics(args: argparse.Namespace) -> int:
+    from containerd_actors.client import format_prometheus
+    from ctl import render
+
+    with connect(args) as client:
+        snapshot = client.metrics()
     if args.prometheus:
         sys.stdout.write(format_prometheus(snapshot))
     elif args.json:
         sys.stdout.write(render.json_line(snapshot) + "\n")
     else:
-        render.table_console(sys.stdout).print(render.metrics_table(snapshot))
+        page = render.metrics_page(snapshot) if render.rich_plain(sys.stdout) else None
+        if page is not None:
+            sys.stdout.write(page)
+        else:
+            render.table_console(sys.stdout).print(render.metrics_table(snapshot))
     return 0

@@ -2,8 +2,8 @@
 
 The layout (column widths, padding) is computed here with plain string operations; rich only
 colours cells when stdout is a terminal. The split is about start-up time: ``actr containers``
-with 1000 containers must finish in under 0.4 s including the interpreter, and the client
-library's imports (trio, pynng, cattrs) already take ~0.2 s of that. A ``rich.table.Table`` needs
+with 1000 containers is meant to take about as long as ``runc list``, and the interpreter and the
+wire types (attrs, cattrs) already take most of that (scripts/bench_cli.py). A ``rich.table.Table`` needs
 ~0.3 s to lay out 1000 rows and even printing one multi-line ``rich.text.Text`` costs ~60 ms,
 whereas asking rich for the escape codes of the few distinct styled cells (the header, each status,
 each event type) costs microseconds. So rich is imported lazily, only when colour is wanted, and
@@ -12,27 +12,29 @@ see exactly what a person sees, minus the colour.
 
 The live views (``containers stats``, ``metrics``) are different: a person watches them, there are
 few rows, and rich lays out their tables.
+
+The wire's converter is imported only by the JSON renderings: a table needs none of it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
-from containerd_actors.client import (
-    Checkpoint,
-    ContainerInfo,
-    ContainerStats,
-    Event,
-    MetricsSnapshot,
-    converter,
-)
-
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
+
+    from containerd_actors.client import (
+        Checkpoint,
+        ContainerInfo,
+        ContainerStats,
+        Event,
+        MetricsSnapshot,
+    )
 
 CONTAINER_COLUMNS = ("ID", "PATH", "STATUS", "PID1")
 EVENT_COLUMNS = ("TYPE", "ID", "PID", "STATUS", "SEQ", "TIME")
@@ -56,6 +58,17 @@ def wants_style(stream: TextIO) -> bool:
     return bool(isatty and isatty())
 
 
+def rich_plain(stream: TextIO) -> bool:
+    """Whether rich, too, would print plain text to ``stream``: not a terminal, and not told otherwise.
+
+    rich styles a pipe when ``FORCE_COLOR`` is non-empty or ``TTY_COMPATIBLE`` is 1; where either
+    is set at all, the caller leaves the decision to rich.
+    """
+    return not wants_style(stream) and not any(
+        os.environ.get(name) is not None for name in ("FORCE_COLOR", "TTY_COMPATIBLE")
+    )
+
+
 def make_console(stream: TextIO) -> Console:
     """A rich Console on ``stream``; it decides the colour system (and honours NO_COLOR, TERM=dumb)."""
     from rich.console import Console
@@ -72,6 +85,8 @@ def table_console(stream: TextIO) -> Console:
 
 def json_line(value: Any) -> str:
     """A wire value (attrs instance or list of them) as JSON with the wire's field names."""
+    from containerd_actors.client import converter
+
     return json.dumps(converter.unstructure(value))
 
 
@@ -209,6 +224,8 @@ def containers_json(containers: Sequence[ContainerInfo]) -> str:
     One object per line: readable and ``grep``-able, and unlike ``indent=`` (which makes the json
     module fall back to its pure-Python encoder, ~50 ms for 1000 containers) it keeps the C encoder.
     """
+    from containerd_actors.client import ContainerInfo, converter
+
     objects = converter.unstructure(list(containers), list[ContainerInfo])
     if not objects:
         return "[]"
@@ -242,6 +259,8 @@ def event_line(event: Event, styler: Styler | None = None) -> str:
 
 def event_json(event: Event) -> str:
     """One compact JSON object with the wire ``Event`` fields: seq, timestamp, type, id, pid, status."""
+    from containerd_actors.client import Event, converter
+
     return json.dumps(converter.unstructure(event, Event), separators=(",", ":"))
 
 
@@ -335,32 +354,81 @@ def stats_table(rows: Sequence[tuple[str, ...]]) -> Table:
 
 def stats_json_line(sample: ContainerStats) -> str:
     """One structured sample, compact, with the wire's field names."""
+    from containerd_actors.client import converter
+
     return json.dumps(converter.unstructure(sample), separators=(",", ":"))
 
 
 # --------------------------------------------------------------------------- metrics
 
 
+METRICS_TITLE = "containerd-actors metrics"
+METRICS_COLUMNS = ("METRIC", "TYPE", "COUNT/VALUE", "MIN", "MEDIAN", "P99", "MAX", "1-MIN RATE")
+METRICS_LEFT = ("METRIC", "TYPE")
+#: The page width ``table_console`` gives rich for a pipe or a file.
+PAGE_WIDTH = 200
+#: rich's space between two columns (one cell of padding on each side; none at the edges).
+RICH_GAP = "  "
+
+
+def metrics_rows(snapshot: MetricsSnapshot) -> list[tuple[str, ...]]:
+    """The rows under ``METRICS_COLUMNS``: timers, then counters, then gauges."""
+    rows: list[tuple[str, ...]] = []
+    for timer in snapshot.timers:
+        rows.append(
+            (
+                timer.name,
+                "timer",
+                str(timer.count),
+                *(f"{v / 1e6:.2f} ms" for v in (timer.min, timer.median, timer.p99, timer.max)),
+                f"{timer.rate1:.2f}/s",
+            )
+        )
+    for counter in snapshot.counters:
+        rows.append((counter.name, "counter", str(counter.count), "", "", "", "", ""))
+    for gauge in snapshot.gauges:
+        value = human_bytes(gauge.value) if gauge.name == "memory-used" else str(gauge.value)
+        rows.append((gauge.name, "gauge", value, "", "", "", "", ""))
+    return rows
+
+
 def metrics_table(snapshot: MetricsSnapshot) -> Table:
     from rich.table import Table
 
-    table = Table(title="containerd-actors metrics", box=None, header_style="bold", pad_edge=False)
-    for column in ("METRIC", "TYPE", "COUNT/VALUE", "MIN", "MEDIAN", "P99", "MAX", "1-MIN RATE"):
-        table.add_column(column, justify="left" if column in ("METRIC", "TYPE") else "right")
-    for timer in snapshot.timers:
-        table.add_row(
-            timer.name,
-            "timer",
-            str(timer.count),
-            *(f"{v / 1e6:.2f} ms" for v in (timer.min, timer.median, timer.p99, timer.max)),
-            f"{timer.rate1:.2f}/s",
-        )
-    for counter in snapshot.counters:
-        table.add_row(counter.name, "counter", str(counter.count), "", "", "", "", "")
-    for gauge in snapshot.gauges:
-        value = human_bytes(gauge.value) if gauge.name == "memory-used" else str(gauge.value)
-        table.add_row(gauge.name, "gauge", value, "", "", "", "", "")
+    table = Table(title=METRICS_TITLE, box=None, header_style="bold", pad_edge=False)
+    for column in METRICS_COLUMNS:
+        table.add_column(column, justify="left" if column in METRICS_LEFT else "right")
+    for row in metrics_rows(snapshot):
+        table.add_row(*row)
     return table
+
+
+def metrics_page(snapshot: MetricsSnapshot) -> str | None:
+    """``metrics_table`` as rich prints it to a pipe or a file, character for character, without rich.
+
+    Importing rich and laying the table out takes longer than the rest of ``actr metrics``, and a
+    pipe gets no colour anyway. Where rich would do more than pad and align (a table wider than the
+    page, a title wider than the table, cells rich would read as markup or measure otherwise),
+    this returns None and the caller asks rich.
+    """
+    rows = metrics_rows(snapshot)
+    cells = [METRICS_COLUMNS, *rows]
+    if any(not cell.isascii() or "[" in cell or "\n" in cell for row in cells for cell in row):
+        return None
+    widths = column_widths(cells)
+    width = sum(widths) + len(RICH_GAP) * (len(widths) - 1)
+    if width > PAGE_WIDTH or len(METRICS_TITLE) > width:
+        return None
+    left = (width - len(METRICS_TITLE)) // 2
+    lines = [" " * left + METRICS_TITLE + " " * (width - len(METRICS_TITLE) - left)]
+    for row in cells:
+        lines.append(
+            RICH_GAP.join(
+                cell.ljust(widths[i]) if column in METRICS_LEFT else cell.rjust(widths[i])
+                for i, (column, cell) in enumerate(zip(METRICS_COLUMNS, row, strict=True))
+            )
+        )
+    return "".join(line + "\n" for line in lines)
 
 
 # --------------------------------------------------------------------------- checkpoints

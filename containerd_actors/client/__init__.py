@@ -1,96 +1,127 @@
 """The client library: the one door to a daemon for ``actr`` and for every other service.
 
-``Client`` (``connection``) sends requests; ``Client.subscribe`` (``subscription``) gives a
-lossless event stream; ``errors`` is what both raise. The wire types a caller meets in those
-calls, and the helpers a command line needs (the default address, durations, the Prometheus
-format), are re-exported here, so that a caller imports from this package alone and never from
-the daemon's side of the tree.
+``Client`` (``connection``) sends requests under trio; ``Client.subscribe`` (``subscription``) gives
+a lossless event stream; ``BlockingClient`` (``blocking``) sends one request at a time without trio,
+for commands that ask once and print; ``errors`` is what all of them raise. The wire types a caller
+meets in those calls, and the helpers a command line needs (the default address, durations, the
+Prometheus format), are re-exported here, so that a caller imports from this package alone and
+never from the daemon's side of the tree.
+
+Every name is imported on first use (as in ``containerd_actors.protocol``): ``actr containers``
+must not pay for trio, and ``actr --help`` for nothing at all.
 """
 
-from containerd_actors.client.connection import (
-    DEFAULT_TIMEOUT_S,
-    FOLLOW_BACKOFF_S,
-    FOLLOW_WAIT_S,
-    INPUT_CHUNK_BYTES,
-    Client,
-    OutputRead,
-)
-from containerd_actors.client.errors import ClientError, DaemonUnreachable, RequestFailed
-from containerd_actors.client.subscription import (
-    EVENTS_PER_CHUNK,
-    IDLE_CHECK_MAX_S,
-    IDLE_CHECK_MIN_S,
-    IDLE_CHECK_TIMEOUT_S,
-    EventsLost,
-    EventSubscription,
-    JournalReset,
-    SubscriptionStats,
-)
-from containerd_actors.protocol import (
-    ID_PATTERN,
-    Checkpoint,
-    ContainerInfo,
-    ContainerStats,
-    ErrorCode,
-    ErrorReply,
-    Event,
-    EventsReply,
-    EventType,
-    MachineInfo,
-    MetricsSnapshot,
-    PingReply,
-    ProcessInfo,
-    ProtocolError,
-    ReadOutputReply,
-    StateReply,
-    User,
-    converter,
-)
-from containerd_actors.protocol.addresses import DEFAULT_ADDRESS, normalize_address
-from containerd_actors.protocol.durations import parse_duration
-from containerd_actors.protocol.prometheus import format_prometheus
-from containerd_actors.transport.tls import TlsFiles, TlsFilesError
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_ADDRESS",
-    "DEFAULT_TIMEOUT_S",
-    "EVENTS_PER_CHUNK",
-    "FOLLOW_BACKOFF_S",
-    "FOLLOW_WAIT_S",
-    "IDLE_CHECK_MAX_S",
-    "IDLE_CHECK_MIN_S",
-    "IDLE_CHECK_TIMEOUT_S",
-    "ID_PATTERN",
-    "INPUT_CHUNK_BYTES",
-    "Checkpoint",
-    "Client",
-    "ClientError",
-    "ContainerInfo",
-    "ContainerStats",
-    "DaemonUnreachable",
-    "ErrorCode",
-    "ErrorReply",
-    "Event",
-    "EventSubscription",
-    "EventType",
-    "EventsLost",
-    "EventsReply",
-    "JournalReset",
-    "MachineInfo",
-    "MetricsSnapshot",
-    "OutputRead",
-    "PingReply",
-    "ProcessInfo",
-    "ProtocolError",
-    "ReadOutputReply",
-    "RequestFailed",
-    "StateReply",
-    "SubscriptionStats",
-    "TlsFiles",
-    "TlsFilesError",
-    "User",
-    "converter",
-    "format_prometheus",
-    "normalize_address",
-    "parse_duration",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from containerd_actors.client.blocking import BlockingClient
+    from containerd_actors.client.connection import (
+        DEFAULT_TIMEOUT_S,
+        FOLLOW_BACKOFF_S,
+        FOLLOW_WAIT_S,
+        INPUT_CHUNK_BYTES,
+        Client,
+        OutputRead,
+    )
+    from containerd_actors.client.errors import ClientError, DaemonUnreachable, RequestFailed
+    from containerd_actors.client.subscription import (
+        EVENTS_PER_CHUNK,
+        IDLE_CHECK_MAX_S,
+        IDLE_CHECK_MIN_S,
+        IDLE_CHECK_TIMEOUT_S,
+        EventsLost,
+        EventSubscription,
+        JournalReset,
+        SubscriptionStats,
+    )
+    from containerd_actors.protocol import (
+        ID_PATTERN,
+        Checkpoint,
+        ContainerInfo,
+        ContainerStats,
+        ErrorCode,
+        ErrorReply,
+        Event,
+        EventsReply,
+        EventType,
+        MachineInfo,
+        MetricsSnapshot,
+        PingReply,
+        ProcessInfo,
+        ProtocolError,
+        ReadOutputReply,
+        StateReply,
+        User,
+        converter,
+    )
+    from containerd_actors.protocol.addresses import DEFAULT_ADDRESS, normalize_address
+    from containerd_actors.protocol.durations import parse_duration
+    from containerd_actors.protocol.prometheus import format_prometheus
+    from containerd_actors.transport.tls import TlsFiles, TlsFilesError
+
+#: Where each re-exported name lives.
+_HOMES: dict[str, tuple[str, ...]] = {
+    "containerd_actors.client.blocking": ("BlockingClient",),
+    "containerd_actors.client.connection": (
+        "DEFAULT_TIMEOUT_S",
+        "FOLLOW_BACKOFF_S",
+        "FOLLOW_WAIT_S",
+        "INPUT_CHUNK_BYTES",
+        "Client",
+        "OutputRead",
+    ),
+    "containerd_actors.client.errors": ("ClientError", "DaemonUnreachable", "RequestFailed"),
+    "containerd_actors.client.subscription": (
+        "EVENTS_PER_CHUNK",
+        "IDLE_CHECK_MAX_S",
+        "IDLE_CHECK_MIN_S",
+        "IDLE_CHECK_TIMEOUT_S",
+        "EventsLost",
+        "EventSubscription",
+        "JournalReset",
+        "SubscriptionStats",
+    ),
+    "containerd_actors.protocol": (
+        "ID_PATTERN",
+        "Checkpoint",
+        "ContainerInfo",
+        "ContainerStats",
+        "ErrorCode",
+        "ErrorReply",
+        "Event",
+        "EventsReply",
+        "EventType",
+        "MachineInfo",
+        "MetricsSnapshot",
+        "PingReply",
+        "ProcessInfo",
+        "ProtocolError",
+        "ReadOutputReply",
+        "StateReply",
+        "User",
+        "converter",
+    ),
+    "containerd_actors.protocol.addresses": ("DEFAULT_ADDRESS", "normalize_address"),
+    "containerd_actors.protocol.durations": ("parse_duration",),
+    "containerd_actors.protocol.prometheus": ("format_prometheus",),
+    "containerd_actors.transport.tls": ("TlsFiles", "TlsFilesError"),
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+__all__ = sorted(_HOME_OF)
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module that defines ``name`` on first use, then keep the name here."""
+    module = _HOME_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return [*globals(), *__all__]

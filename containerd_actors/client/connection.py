@@ -10,25 +10,27 @@ calls in flight instead.
 from __future__ import annotations
 
 import base64
-import itertools
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-import attrs
 import pynng
 import trio
 
 import containerd_actors.protocol as wire
-from containerd_actors.client import subscription
-from containerd_actors.client.errors import ClientError, DaemonUnreachable, RequestFailed
+from containerd_actors.client import calls, subscription
+from containerd_actors.client.calls import (
+    DEFAULT_TIMEOUT_S,
+    FOLLOW_BACKOFF_S,
+    FOLLOW_WAIT_S,
+    INPUT_CHUNK_BYTES,
+    MAX_REPLY_BYTES,
+    OutputRead,
+)
+from containerd_actors.client.errors import ClientError, DaemonUnreachable
 from containerd_actors.protocol.addresses import DEFAULT_ADDRESS, normalize_address
 from containerd_actors.transport.request import ConnectionLost, RawRequestSocket
 from containerd_actors.transport.tls import TlsFiles, TlsFilesError, host_of, is_plain_tcp, is_tls
-
-#: How long a call waits for its reply before giving up; a start can queue behind --concurrency.
-DEFAULT_TIMEOUT_S = 120.0
 
 #: Hosts a daemon may announce its streams on that mean "every interface", not a place to dial.
 _ANY_HOST = {"0.0.0.0", "::", ""}
@@ -56,26 +58,16 @@ def _explained(exc: pynng.NNGException) -> str:
     return str(exc)
 
 
-#: How long one ReadOutput of a follow waits for output before asking again.
-FOLLOW_WAIT_S = 10.0
-#: A follow whose long poll came back empty without waiting (the daemon had too many) waits this long.
-FOLLOW_BACKOFF_S = 0.1
-#: stdin bytes per WriteInput: base64 makes them 4/3 bigger, well under the daemon's 1 MiB limit.
-INPUT_CHUNK_BYTES = 256 << 10
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "FOLLOW_BACKOFF_S",
+    "FOLLOW_WAIT_S",
+    "INPUT_CHUNK_BYTES",
+    "Client",
+    "OutputRead",
+]
 
 _Reply = TypeVar("_Reply")
-
-
-@attrs.frozen
-class OutputRead:
-    """The decoded output of one ReadOutput; ``exited`` marks the last, with the exit ``status``."""
-
-    stdout: bytes
-    stderr: bytes
-    skipped: int = 0
-    exited: bool = False
-    status: int | None = None
-    terminal: bool = False
 
 
 class Client:
@@ -88,8 +80,7 @@ class Client:
         self.tls = tls
         self._socket = socket
         self._timeout = timeout
-        self._ids = itertools.count(1)
-        self._id_prefix = f"{os.getpid()}-{id(self):x}"
+        self._ids = calls.RequestIds(self)
         self._streams: tuple[str, str | None] | None = None
 
     @classmethod
@@ -107,16 +98,13 @@ class Client:
         if is_tls(address) and tls is None:
             raise DaemonUnreachable(address, "a tls+tcp:// address needs a client certificate, key and CA")
         try:
-            socket = RawRequestSocket(address, recv_max_size=wire.MAX_MESSAGE_BYTES * 64, tls=tls)
+            socket = RawRequestSocket(address, recv_max_size=MAX_REPLY_BYTES, tls=tls)
         except TlsFilesError as exc:
             raise ClientError(str(exc)) from None
         except pynng.NNGException as exc:
             raise DaemonUnreachable(address, _explained(exc)) from None
         with socket:
             yield cls(address, socket, timeout, tls)
-
-    def _next_request_id(self) -> str:
-        return f"{self._id_prefix}-{next(self._ids)}"
 
     async def call(
         self,
@@ -133,8 +121,7 @@ class Client:
         the same request with the same request id, once the daemon is back (within ``timeout``):
         the daemon answers a repeat with what the first one did, if it got that far.
         """
-        request = request_type(request_id=self._next_request_id(), **fields)
-        payload = wire.encode_request(request)
+        payload = calls.encode(request_type, self._ids.next(), fields)
         timeout = self._timeout if timeout is None else timeout
         try:
             with trio.fail_after(timeout):
@@ -149,15 +136,7 @@ class Client:
             raise DaemonUnreachable(self.address, f"no reply within {timeout:g} s") from None
         except (pynng.NNGException, ConnectionLost) as exc:
             raise DaemonUnreachable(self.address, str(exc)) from None
-        try:
-            reply = wire.decode_reply(raw)
-        except wire.ProtocolError as exc:
-            raise ClientError(f"undecodable reply from daemon: {exc.message}") from None
-        if isinstance(reply, wire.ErrorReply):
-            raise RequestFailed(reply)
-        if not isinstance(reply, reply_type):
-            raise ClientError(f"expected {reply_type.__name__}, got {type(reply).__name__}")
-        return reply
+        return calls.decode(raw, reply_type)
 
     async def ping(self) -> wire.PingReply:
         return await self.call(wire.Ping, wire.PingReply)

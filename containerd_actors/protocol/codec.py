@@ -7,15 +7,20 @@ Writers are strict and readers tolerant, so that the protocol can grow without b
   add fields without breaking older clients, foreign subscribers, or a journal written by it.
 Both converters share the same hooks (strict types, tags); they differ only in extra keys.
 
-Unions are tagged with ``"type"``. cattrs raises a bare ``KeyError`` for an unknown tag, so the
-tag is checked here first and every failure becomes a ``ProtocolError`` that the server can turn
-into an ``ErrorReply`` without guessing.
+Unions are tagged with ``"type"``. An unknown tag would raise a bare ``KeyError``, so the tag is
+checked here first and every failure becomes a ``ProtocolError`` that the server can turn into an
+``ErrorReply`` without guessing.
+
+The converters are built at import, but the function that structures or unstructures each class is
+generated on its first use (``_TaggedUnion``), not for every member of both unions up front as
+cattrs' ``configure_tagged_union`` does: that took ~75 ms of every ``actr`` command, which needs
+two or three classes. The daemon pays for all of them once, at start-up (``warm_up``).
 """
 
 from __future__ import annotations
 
 import json
-import logging
+import sys
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -24,7 +29,6 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_unstructure_fn, override
 from cattrs.preconf.json import make_converter
-from cattrs.strategies import configure_tagged_union
 from cattrs.v import format_exception
 
 from containerd_actors.protocol.events import Event, EventBatch, event_topic
@@ -32,13 +36,11 @@ from containerd_actors.protocol.replies import REPLY_TYPES, ErrorCode, ErrorRepl
 from containerd_actors.protocol.requests import REQUEST_TYPES, SINCE, Request
 from containerd_actors.protocol.validators import InvalidField
 
-orjson: ModuleType | None
-try:
-    import orjson
-except ImportError:  # a declared dependency, but only an accelerator: json does the same, slower
-    orjson = None
+#: orjson, imported by the first event batch: a client that decodes none does not pay for it.
+orjson: ModuleType | None = None
+_orjson_looked_for = False
 
-log = logging.getLogger(__name__)
+_LOGGER_NAME = __name__
 
 TAG = "type"
 #: Separates the pub/sub topic from the JSON payload in an event frame.
@@ -84,9 +86,57 @@ def _strict(expected: type | tuple[type, ...], name: str) -> Any:
     return structure
 
 
-def _make_wire_converter(*, forbid_extra_keys: bool) -> cattrs.Converter:
+class _TaggedUnion:
+    """A union un/structured by its ``"type"`` tag, each member's hook made on first use.
+
+    It writes and reads exactly what cattrs' ``configure_tagged_union`` does (the member's
+    fields, then the tag; the tag is dropped before a strict converter sees the fields), but asks
+    the converter for a member's hook only when that member is first met.
+    """
+
+    def __init__(self, conv: cattrs.Converter, members: tuple[type, ...]) -> None:
+        self._conv = conv
+        self._strip_tag = bool(getattr(conv, "forbid_extra_keys", False))
+        self._tags = {cls: _tag_of(cls) for cls in members}
+        self._by_tag = {tag: cls for cls, tag in self._tags.items()}
+        self._structure_hooks: dict[str, tuple[Callable[[Any, type], Any], type]] = {}
+        self._unstructure_hooks: dict[type, Callable[[Any], dict[str, Any]]] = {}
+
+    def structure(self, value: dict[str, Any], _union: Any) -> Any:
+        tag = value[TAG]
+        found = self._structure_hooks.get(tag)
+        if found is None:
+            cls = self._by_tag[tag]  # KeyError for an unknown tag, as cattrs raises
+            found = self._structure_hooks[tag] = (self._conv.get_structure_hook(cls), cls)
+        hook, cls = found
+        if self._strip_tag:
+            value = value.copy()
+            del value[TAG]
+        return hook(value, cls)
+
+    def unstructure(self, value: Any) -> dict[str, Any]:
+        cls = value.__class__
+        tag = self._tags[cls]  # KeyError for a class outside the union, as cattrs raises
+        hook = self._unstructure_hooks.get(cls)
+        if hook is None:
+            hook = self._unstructure_hooks[cls] = self._conv.get_unstructure_hook(cls)
+        result = hook(value)
+        result[TAG] = tag
+        return result
+
+    def register(self, union: Any) -> None:
+        self._conv.register_structure_hook(union, self.structure)
+        self._conv.register_unstructure_hook(union, self.unstructure)
+
+    def warm(self) -> None:
+        """Make every member's hooks now (the daemon, at start-up)."""
+        for cls, tag in self._tags.items():
+            self._structure_hooks.setdefault(tag, (self._conv.get_structure_hook(cls), cls))
+            self._unstructure_hooks.setdefault(cls, self._conv.get_unstructure_hook(cls))
+
+
+def _make_wire_converter(*, forbid_extra_keys: bool) -> tuple[cattrs.Converter, list[_TaggedUnion]]:
     conv = make_converter(forbid_extra_keys=forbid_extra_keys)
-    # Hooks first: configure_tagged_union captures member hooks when it is configured.
     conv.register_structure_hook(str, _strict(str, "a string"))
     conv.register_structure_hook(int, _strict(int, "an integer"))
     conv.register_structure_hook(bool, _strict(bool, "a boolean"))
@@ -99,15 +149,16 @@ def _make_wire_converter(*, forbid_extra_keys: bool) -> cattrs.Converter:
     conv.register_unstructure_hook(
         EventBatch, make_dict_unstructure_fn(EventBatch, conv, bys=override(omit_if_default=True))
     )
-    configure_tagged_union(Request, conv, tag_generator=_tag_of, tag_name=TAG)
-    configure_tagged_union(Reply, conv, tag_generator=_tag_of, tag_name=TAG)
-    return conv
+    unions = [_TaggedUnion(conv, REQUEST_TYPES), _TaggedUnion(conv, REPLY_TYPES)]
+    unions[0].register(Request)
+    unions[1].register(Reply)
+    return conv, unions
 
 
 #: Requests (the daemon's reading) and every encoding: refuses unknown fields.
-converter = _make_wire_converter(forbid_extra_keys=True)
+converter, _unions = _make_wire_converter(forbid_extra_keys=True)
 #: Replies and events (a client's reading): ignores fields it does not know.
-tolerant_converter = _make_wire_converter(forbid_extra_keys=False)
+tolerant_converter, _tolerant_unions = _make_wire_converter(forbid_extra_keys=False)
 
 _REQUESTS_BY_TAG = {_tag_of(cls): cls for cls in REQUEST_TYPES}
 _REPLIES_BY_TAG = {_tag_of(cls): cls for cls in REPLY_TYPES}
@@ -158,7 +209,15 @@ def _describe_field_error(exc: BaseException, type_: type | None) -> str:
 
 
 def _note_unknown_fields(obj: dict[str, Any], cls: type) -> None:
-    """A tolerant reader says at debug level what it ignored: the daemon is newer than it."""
+    """A tolerant reader says at debug level what it ignored: the daemon is newer than it.
+
+    Only where logging is in use: a program that never imported it (a one-shot ``actr``) has no
+    handler to hear it, and importing logging would cost it ~3 ms.
+    """
+    logging = sys.modules.get("logging")
+    if logging is None:
+        return
+    log = logging.getLogger(_LOGGER_NAME)
     if log.isEnabledFor(logging.DEBUG):
         unknown = sorted(set(obj) - {TAG, *(f.name for f in attrs.fields(cls))})
         if unknown:
@@ -307,12 +366,26 @@ def decode_event_batch(data: bytes) -> EventBatch:
     beyond 64 bits as floats, so any batch that fails with it is decoded again with json alone:
     what is accepted, and what it decodes to, never depends on orjson.
     """
-    if orjson is not None:
+    fast = _orjson()
+    if fast is not None:
         try:
-            return _parse_event_batch(data, orjson.loads)
+            return _parse_event_batch(data, fast.loads)
         except ProtocolError:
             pass  # json decides, and explains
     return _parse_event_batch(data, json.loads)
+
+
+def _orjson() -> ModuleType | None:
+    """orjson if installed (a declared dependency, but only an accelerator: json does the same)."""
+    global orjson, _orjson_looked_for
+    if not _orjson_looked_for:
+        _orjson_looked_for = True
+        try:
+            import orjson as found
+        except ImportError:
+            found = None
+        orjson = found
+    return orjson
 
 
 def _parse_event_batch(data: bytes, loads: Callable[[bytes], Any]) -> EventBatch:
@@ -341,3 +414,5 @@ def warm_up() -> None:
         converter.get_unstructure_hook(cls)
     for cls in (*REPLY_TYPES, Event):
         tolerant_converter.get_structure_hook(cls)
+    for union in (*_unions, *_tolerant_unions):
+        union.warm()

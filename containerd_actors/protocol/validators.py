@@ -11,9 +11,10 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from attrs import Attribute
+if TYPE_CHECKING:  # annotations only: ``actr``'s argument checks use ID_PATTERN without attrs
+    from attrs import Attribute
 
 #: Container ids become runc ids and directory names, so they must not carry path tricks.
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"

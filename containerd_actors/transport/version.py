@@ -11,8 +11,7 @@ major.minor refuses to import until it has been tested and ``TESTED_NNG`` moved.
 
 from __future__ import annotations
 
-import pynng
-from pynng import ffi, lib
+from containerd_actors.transport.bindings import ffi, lib
 
 #: The major.minor of nng (bundled by pynng 0.9) that the transport's behaviour was measured on.
 TESTED_NNG = (1, 11)
@@ -27,6 +26,13 @@ def installed_nng_version() -> str:
     return ffi.string(lib.nng_version()).decode()
 
 
+def _pynng_version() -> str:
+    """pynng's own version, for an error message only: importing pynng costs asyncio's ~25 ms."""
+    import pynng
+
+    return str(pynng.__version__)
+
+
 def check_nng_version(found: str) -> None:
     """Raise ``NngVersionError`` unless ``found`` (such as "1.11.0") is of the tested major.minor."""
     expected = ".".join(map(str, TESTED_NNG))
@@ -39,10 +45,10 @@ def check_nng_version(found: str) -> None:
     except ValueError:
         raise NngVersionError(
             f"containerd_actors.transport cannot read nng's version {found!r} "
-            f"(pynng {pynng.__version__}); it was tested with nng {expected}: {remedy}"
+            f"(pynng {_pynng_version()}); it was tested with nng {expected}: {remedy}"
         ) from None
     if (major, minor) != TESTED_NNG:
         raise NngVersionError(
             f"containerd_actors.transport was tested with nng {expected}, but pynng "
-            f"{pynng.__version__} bundles nng {found}: {remedy}"
+            f"{_pynng_version()} bundles nng {found}: {remedy}"
         )

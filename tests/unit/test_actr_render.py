@@ -208,3 +208,41 @@ def test_metrics_table_shows_timers_in_milliseconds() -> None:
     ]
     assert rows["events"] == ["counter", "87"]
     assert rows["memory-used"] == ["gauge", "3.0MiB"]
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["container-start-time", "events", "memory-used"],
+        ["t", "c", "g"],  # names shorter than the header: the header sets the first column
+        ["a-metric-with-a-rather-long-name-" * 2, "x", "y"],
+        ["a-timer-of-21-chars-x", "c", "g"],  # an odd margin around the title: rich puts more right
+    ],
+)
+def test_the_plain_metrics_page_is_what_rich_prints_to_a_pipe(names: list[str]) -> None:
+    """``actr metrics | ...`` skips rich (its import costs more than the command): same characters."""
+    timer, counter, gauge = names
+    snapshot = MetricsSnapshot(
+        timestamp=0.0,
+        timers=[
+            TimerSnapshot(timer, count=12345, min=10**6, median=2.5e6, p99=4e8, max=4 * 10**9, rate1=0.25)
+        ],
+        counters=[CounterSnapshot(counter, count=87), CounterSnapshot("events-subscribers", count=0)],
+        gauges=[GaugeSnapshot(gauge, value=3 << 20), GaugeSnapshot("memory-used", value=123456789)],
+    )
+    stream = io.StringIO()
+    render.table_console(stream).print(render.metrics_table(snapshot))
+    assert render.metrics_page(snapshot) == stream.getvalue()
+
+
+def test_the_plain_metrics_page_leaves_what_it_cannot_match_to_rich() -> None:
+    wide = MetricsSnapshot(timestamp=0.0, counters=[CounterSnapshot("x" * 250, count=1)])
+    markup = MetricsSnapshot(timestamp=0.0, counters=[CounterSnapshot("[bold]x", count=1)])
+    assert render.metrics_page(wide) is None
+    assert render.metrics_page(markup) is None
+
+
+def test_rich_decides_when_it_is_told_to_style_a_pipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert render.rich_plain(io.StringIO())
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    assert not render.rich_plain(io.StringIO())

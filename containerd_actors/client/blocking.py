@@ -1,0 +1,247 @@
+"""``BlockingClient``: one request at a time, without trio, for commands that ask once and print.
+
+``actr containers``, ``kill``, ``checkpoints`` and the like send one or a few requests and exit, so
+most of their time would go to importing trio and pynng's asyncio support (~80 ms of a budget of
+~60 ms in all). This client sends the same requests, built and judged by the same code as
+``Client`` (``calls``), over ``transport.blocking``; the streams (events, attach, ``logs -f``)
+stay with ``Client`` under trio. Its methods mirror ``Client``'s, with the same names, arguments
+and results.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import containerd_actors.protocol as wire
+from containerd_actors.client import calls
+from containerd_actors.client.calls import (
+    DEFAULT_TIMEOUT_S,
+    FOLLOW_BACKOFF_S,
+    FOLLOW_WAIT_S,
+    INPUT_CHUNK_BYTES,
+    MAX_REPLY_BYTES,
+    OutputRead,
+)
+from containerd_actors.client.errors import DaemonUnreachable
+from containerd_actors.protocol.addresses import DEFAULT_ADDRESS, normalize_address
+from containerd_actors.transport.blocking import BlockingRequestSocket, TransportError
+
+_Reply = TypeVar("_Reply")
+
+#: What ``Client`` says when the connection closes under a request (``transport.request``).
+CONNECTION_LOST = "the connection to the daemon closed"
+
+
+class BlockingClient:
+    """A connection to one daemon. Create it with ``BlockingClient.connect``."""
+
+    def __init__(self, address: str, socket: BlockingRequestSocket, timeout: float) -> None:
+        self.address = address
+        self._socket = socket
+        self._timeout = timeout
+        self._ids = calls.RequestIds(self)
+
+    @classmethod
+    @contextmanager
+    def connect(
+        cls, address: str = DEFAULT_ADDRESS, timeout: float = DEFAULT_TIMEOUT_S
+    ) -> Iterator[BlockingClient]:
+        address = normalize_address(address)
+        try:
+            socket = BlockingRequestSocket(address, recv_max_size=MAX_REPLY_BYTES)
+        except TransportError as exc:
+            raise DaemonUnreachable(address, str(exc)) from None
+        with socket:
+            yield cls(address, socket, timeout)
+
+    def call(
+        self, request_type: type, reply_type: type[_Reply], *, timeout: float | None = None, **fields: Any
+    ) -> _Reply:
+        """Send one request and return its typed reply; an ErrorReply raises ``RequestFailed``."""
+        payload = calls.encode(request_type, self._ids.next(), fields)
+        timeout = self._timeout if timeout is None else timeout
+        try:
+            raw = self._socket.request(payload, timeout)
+        except TransportError as exc:
+            if exc.timed_out:
+                raise DaemonUnreachable(self.address, f"no reply within {timeout:g} s") from None
+            reason = CONNECTION_LOST if exc.connection_lost else str(exc)
+            raise DaemonUnreachable(self.address, reason) from None
+        return calls.decode(raw, reply_type)
+
+    def ping(self) -> wire.PingReply:
+        return self.call(wire.Ping, wire.PingReply)
+
+    # ----------------------------------------------------------------------- containers
+
+    def create_container(
+        self, id: str, bundle: str, checkpoint: str | None = None, *, terminal: bool | None = None
+    ) -> int:
+        """Start a container (restored from ``checkpoint`` if given); returns its init pid.
+
+        ``terminal`` as in ``Client.create_container``. Unlike ``Client``, a lost connection is not
+        retried here: a one-shot command reports it, and the user may repeat the start.
+        """
+        reply = self.call(
+            wire.CreateContainer,
+            wire.CreateContainerReply,
+            id=id,
+            bundle=bundle,
+            checkpoint=checkpoint,
+            terminal=terminal,
+        )
+        return reply.pid
+
+    def signal(self, id: str, signal: int = 15, pid: int = 0) -> None:
+        self.call(wire.Signal, wire.SignalReply, id=id, signal=signal, pid=pid)
+
+    def state(self) -> wire.StateReply:
+        return self.call(wire.State, wire.StateReply)
+
+    def containers(self) -> list[wire.ContainerInfo]:
+        return self.state().containers
+
+    def pause(self, id: str) -> None:
+        self.call(wire.UpdateContainer, wire.UpdateContainerReply, id=id, status="paused")
+
+    def resume(self, id: str) -> None:
+        self.call(wire.UpdateContainer, wire.UpdateContainerReply, id=id, status="running")
+
+    def stats(self, id: str) -> wire.ContainerStats:
+        return self.call(wire.Stats, wire.StatsReply, id=id).stats
+
+    def metrics(self) -> wire.MetricsSnapshot:
+        return self.call(wire.Metrics, wire.MetricsReply).metrics
+
+    # ----------------------------------------------------------------------- checkpoints
+
+    def create_checkpoint(
+        self,
+        id: str,
+        name: str,
+        *,
+        tcp: bool = False,
+        unix_sockets: bool = False,
+        shell: bool = False,
+        exit: bool = False,
+    ) -> wire.Checkpoint:
+        """CRIU-dump the container as checkpoint ``name``; with ``exit`` it stops afterwards."""
+        flags = {"tcp": tcp, "unix_sockets": unix_sockets, "shell": shell, "exit": exit}
+        reply = self.call(wire.CreateCheckpoint, wire.CreateCheckpointReply, id=id, name=name, **flags)
+        return reply.checkpoint
+
+    def list_checkpoints(self, id: str = "", *, bundle: str = "") -> list[wire.Checkpoint]:
+        """As ``Client.list_checkpoints``: by container, or by bundle directory."""
+        return self.call(wire.ListCheckpoints, wire.ListCheckpointsReply, id=id, bundle=bundle).checkpoints
+
+    def delete_checkpoint(self, id: str, name: str) -> None:
+        self.call(wire.DeleteCheckpoint, wire.DeleteCheckpointReply, id=id, name=name)
+
+    # ----------------------------------------------------------------------- processes and their output
+
+    def add_process(
+        self,
+        id: str,
+        args: list[str],
+        *,
+        env: list[str] | None = None,
+        cwd: str = "",
+        user: wire.User | None = None,
+        terminal: bool = False,
+        rows: int = 0,
+        cols: int = 0,
+    ) -> int:
+        """Exec ``args`` in a running container (runc exec); returns the new process's pid."""
+        reply = self.call(
+            wire.AddProcess,
+            wire.AddProcessReply,
+            id=id,
+            args=list(args),
+            env=list(env or []),
+            cwd=cwd,
+            user=user,
+            terminal=terminal,
+            rows=rows,
+            cols=cols,
+        )
+        return reply.pid
+
+    def read_output(
+        self,
+        id: str,
+        pid: int = 0,
+        *,
+        stdout_offset: int = 0,
+        stderr_offset: int = 0,
+        wait: float = 0.0,
+        max_bytes: int = 1 << 20,
+        tail: int = -1,
+    ) -> wire.ReadOutputReply:
+        """One read of a process's output (base64 fields); see ``output`` for all of it."""
+        return self.call(
+            wire.ReadOutput,
+            wire.ReadOutputReply,
+            id=id,
+            pid=pid,
+            stdout_offset=stdout_offset,
+            stderr_offset=stderr_offset,
+            wait=wait,
+            max_bytes=max_bytes,
+            tail=tail,
+        )
+
+    def follow_output(
+        self,
+        id: str,
+        pid: int = 0,
+        *,
+        follow: bool = True,
+        tail: int = -1,
+        offsets: tuple[int, int] = (0, 0),
+    ) -> Iterator[OutputRead]:
+        """``Client.follow_output`` without trio: a process's output from ``offsets`` (or its last
+        ``tail`` lines) until it exits; without ``follow``, until the current end of the logs.
+        """
+        out_offset, err_offset = offsets
+        while True:
+            reply = self.read_output(
+                id,
+                pid,
+                stdout_offset=out_offset,
+                stderr_offset=err_offset,
+                wait=FOLLOW_WAIT_S if follow else 0.0,
+                tail=tail,
+            )
+            tail = -1
+            stdout = base64.b64decode(reply.stdout)
+            stderr = base64.b64decode(reply.stderr)
+            out_offset, err_offset = reply.next_stdout_offset, reply.next_stderr_offset
+            yield OutputRead(stdout, stderr, reply.skipped, reply.exited, reply.status, reply.terminal)
+            if reply.exited:
+                return
+            if not stdout and not stderr:
+                if not follow:
+                    return
+                time.sleep(FOLLOW_BACKOFF_S)  # the daemon's long polls were all taken
+
+    def write_input(self, id: str, data: bytes, pid: int = 0, *, close: bool = False) -> None:
+        """Write all of ``data`` to a process's stdin, in chunks that fit a request; then maybe EOF."""
+        view = memoryview(data)
+        while True:
+            chunk = bytes(view[:INPUT_CHUNK_BYTES])
+            final = len(chunk) == len(view)
+            reply = self.call(
+                wire.WriteInput,
+                wire.WriteInputReply,
+                id=id,
+                pid=pid,
+                data=base64.b64encode(chunk).decode(),
+                close=close and final,
+            )
+            view = view[reply.written :]
+            if final and reply.written == len(chunk):
+                return

@@ -1,0 +1,141 @@
+"""A blocking request socket for one-shot clients: one request at a time, no trio, no asyncio.
+
+Why a second request socket: ``actr containers`` sends one request and prints the reply; under
+trio (``request.RawRequestSocket``) it would first import trio and pynng's asyncio support, about
+twice what the whole command may take. This one calls nng's blocking API directly.
+
+Why cooked Req0 here, when the async client uses raw mode: with one request at a time, nng's own
+request tracking is all that is needed, and with resending disabled (``req:resend-time`` 0) nng
+never sends a request twice and fails a request whose connection closed with ``NNG_ECONNRESET``
+(a raw socket would instead wait out the whole timeout, as it learns of no pipe events).
+
+Why a thread per request: a blocking nng call cannot be interrupted by a signal, so Ctrl-C would
+wait for the reply. The request runs in a short-lived thread while this one waits on an event,
+which a signal does interrupt; the socket is then closed, which ends the call in the thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from types import TracebackType
+from typing import Self
+
+from containerd_actors.transport.bindings import ffi, lib
+
+_RECV_TIMEOUT = b"recv-timeout"
+_SEND_TIMEOUT = b"send-timeout"
+_RECV_MAX_SIZE = b"recv-size-max"
+_RESEND_TIME = b"req:resend-time"
+
+
+class TransportError(Exception):
+    """An nng call failed; ``code`` is nng's error number, the message nng's own words for it."""
+
+    def __init__(self, code: int, message: str | None = None) -> None:
+        super().__init__(message or ffi.string(lib.nng_strerror(code)).decode())
+        self.code = code
+
+    @property
+    def timed_out(self) -> bool:
+        return self.code == lib.NNG_ETIMEDOUT
+
+    @property
+    def connection_lost(self) -> bool:
+        return self.code in (lib.NNG_ECONNRESET, lib.NNG_ECONNSHUT)
+
+
+def _check(status: int) -> None:
+    if status != 0:
+        raise TransportError(status)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+class BlockingRequestSocket:
+    """A dialled Req0; ``request(body, timeout)`` sends and returns the reply, one at a time.
+
+    Dialling is synchronous, so a daemon that is not there fails at once (``TransportError``
+    with nng's "Connection refused" or "Entry not found"), not at the first request. A cooked
+    Req0 holds one request: a second one sent meanwhile would cancel the first, so a second
+    concurrent ``request`` raises instead (a thread that needs its own requests opens its own
+    socket).
+    """
+
+    def __init__(self, address: str, recv_max_size: int) -> None:
+        self._socket = ffi.new("nng_socket *")
+        _check(lib.nng_req0_open(self._socket))
+        self._open = True
+        self._lock = threading.Lock()
+        self._busy = threading.Lock()
+        try:
+            _check(lib.nng_socket_set_ms(self._socket[0], _RESEND_TIME, 0))
+            _check(lib.nng_socket_set_size(self._socket[0], _RECV_MAX_SIZE, recv_max_size))
+            _check(lib.nng_dial(self._socket[0], address.encode(), ffi.NULL, 0))
+        except BaseException:
+            self.close()
+            raise
+
+    def request(self, body: bytes, timeout: float) -> bytes:
+        """Send ``body``; return the reply, or raise ``TransportError`` (timed out, connection lost)."""
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError("a BlockingRequestSocket carries one request at a time")
+        try:
+            return self._request(body, timeout)
+        finally:
+            self._busy.release()
+
+    def _request(self, body: bytes, timeout: float) -> bytes:
+        result: list[bytes | BaseException] = []
+        done = threading.Event()
+
+        def call() -> None:
+            try:
+                result.append(self._round_trip(body, timeout))
+            except BaseException as exc:
+                result.append(exc)
+            finally:
+                done.set()
+
+        worker = threading.Thread(target=call, name="nng-request", daemon=True)
+        worker.start()
+        try:
+            done.wait()
+        except BaseException:
+            self.close()  # ends the blocked call; the thread then finishes on its own
+            raise
+        outcome = result[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def _round_trip(self, body: bytes, timeout: float) -> bytes:
+        with self._lock:
+            if not self._open:
+                raise TransportError(lib.NNG_ECLOSED)
+            socket = self._socket[0]
+            _check(lib.nng_socket_set_ms(socket, _SEND_TIMEOUT, _ms(timeout)))
+            _check(lib.nng_socket_set_ms(socket, _RECV_TIMEOUT, _ms(timeout)))
+        _check(lib.nng_send(socket, body, len(body), 0))
+        data = ffi.new("void **")
+        size = ffi.new("size_t *")
+        _check(lib.nng_recv(socket, data, size, lib.NNG_FLAG_ALLOC))
+        try:
+            return bytes(ffi.buffer(data[0], size[0]))
+        finally:
+            lib.nng_free(data[0], size[0])
+
+    def close(self) -> None:
+        with self._lock:
+            if self._open:
+                self._open = False
+                lib.nng_close(self._socket[0])
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,110 @@
+"""``exec -a`` and ``start -a`` without trio, for a process that has no terminal (no ``-t``).
+
+Why a second attach: importing trio (and pynng's asyncio support) is most of what ``actr
+containers exec -a -- true`` costs, several times what runc takes to run ``true``. Without a
+terminal there is nothing that needs an event loop: this thread follows the output with blocking
+long polls (``BlockingClient.follow_output``), and a second thread, on a connection of its own,
+forwards stdin until EOF, then closes the process's stdin. ``ctl.attach`` keeps what does need
+one: a terminal in raw mode, the detach keys, window sizes, and ``attach`` itself.
+
+It keeps ``ctl.attach``'s promises for this case: the exit code is the process's status (255 if
+unknown); SIGTERM or SIGHUP end the attach with 128+N and leave the process running; Ctrl-C is the
+usual 130; a process that no longer takes input still gets its output shown.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+from containerd_actors.client import BlockingClient, ErrorCode, RequestFailed
+
+#: Exit code when the daemon does not know the exit status (the process was not its child).
+EXIT_STATUS_UNKNOWN = 255
+_READ_CHUNK = 64 << 10
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class _Stopped(BaseException):
+    """SIGTERM or SIGHUP arrived: stop attaching, leave the process running."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+@contextmanager
+def _stop_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise ``_Stopped`` in this thread, which a waiting request gives way to."""
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        raise _Stopped(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _read(fd: int) -> bytes:
+    """One read, waiting also when the descriptor was left non-blocking (by whoever shares it)."""
+    while True:
+        try:
+            return os.read(fd, _READ_CHUNK)
+        except BlockingIOError:
+            select.select([fd], [], [])
+
+
+def _forward_stdin(address: str, id: str, pid: int, in_fd: int, failures: list[BaseException]) -> None:
+    """Until EOF (then close the process's stdin) or until the process stops taking input."""
+    try:
+        with BlockingClient.connect(address) as client:
+            while True:
+                data = _read(in_fd)
+                client.write_input(id, data, pid, close=not data)
+                if not data:
+                    return
+    except RequestFailed as failure:
+        if failure.code not in (ErrorCode.INVALID_STATE, ErrorCode.NOT_FOUND):
+            failures.append(failure)
+        # Else the process closed or lost its stdin (it may have exited): its output still comes.
+    except Exception as exc:
+        failures.append(exc)
+
+
+def attach(client: BlockingClient, id: str, pid: int) -> int:
+    """Connect this process's stdio to process ``pid`` of container ``id``; return its exit status."""
+    in_fd, out_fd, err_fd = sys.stdin.fileno(), sys.stdout.fileno(), sys.stderr.fileno()
+    sys.stdout.flush()
+    failures: list[BaseException] = []
+    forwarder = threading.Thread(
+        target=_forward_stdin, args=(client.address, id, pid, in_fd, failures), name="stdin", daemon=True
+    )
+    status = EXIT_STATUS_UNKNOWN
+    try:
+        with _stop_signals():
+            forwarder.start()
+            for chunk in client.follow_output(id, pid):
+                _write_all(out_fd, chunk.stdout)
+                _write_all(err_fd, chunk.stderr)
+                if chunk.exited:
+                    status = EXIT_STATUS_UNKNOWN if chunk.status is None else chunk.status
+    except _Stopped as stopped:
+        return 128 + stopped.signum
+    if failures:
+        raise failures[0]
+    return status

@@ -1,0 +1,160 @@
+"""What ``actr`` imports to run a one-shot command: no trio, no rich, no pynng package.
+
+A one-shot command's time is mostly its imports (scripts/bench_cli.py measures it), and a single
+module-level ``import trio`` anywhere on the path would add ~50 ms to every command without any
+test failing. So a fresh interpreter imports ``ctl.main``, parses a command line of each one-shot
+command, and reports what got imported; the streaming commands are the control, showing that the
+check sees trio when it is there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pynng
+import pytest
+
+from containerd_actors import protocol as wire
+from containerd_actors.protocol.stats import CounterSnapshot
+
+REPO = Path(__file__).resolve().parents[2]
+ADDRESS = "ipc:///tmp/actr-imports-test-nothing-here.sock"
+
+#: Packages a one-shot command must not import: trio and pynng's package (which imports asyncio)
+#: belong to the streams, rich to the terminal and the live tables. pynng's compiled bindings
+#: (``pynng._nng`` and the ``pynng._nng.lib`` cffi registers) are what the blocking client calls.
+HEAVY = ("trio", "rich", "pynng", "asyncio")
+BINDINGS = "pynng._nng"
+
+ONE_SHOT = [
+    ["containers"],
+    ["--json", "containers", "list"],
+    ["containers", "state", "web"],
+    ["containers", "kill", "-s", "KILL", "web"],
+    ["containers", "pause", "web"],
+    ["containers", "resume", "web"],
+    ["containers", "start", "web", "/tmp/bundle"],
+    ["containers", "exec", "--id", "web", "--", "true"],
+    ["containers", "exec", "--id", "web", "-a", "--", "true"],
+    ["containers", "start", "-a", "web", "/tmp/bundle"],
+    ["containers", "logs", "--tail", "3", "web"],
+    ["checkpoints", "web"],
+    ["checkpoints", "create", "web", "cp1"],
+    ["checkpoints", "delete", "web", "cp1"],
+    ["metrics"],
+    ["metrics", "--prometheus"],
+]
+
+
+def imported_after(argv: list[str], *, run: bool, check: bool = True) -> list[str]:
+    """The packages a fresh ``actr`` has imported after parsing ``argv`` (and running it).
+
+    With ``run``, the command must succeed: its stdout (a pipe) gets what it prints.
+    """
+    code = (
+        "import json, sys\n"
+        "import ctl.main\n"
+        "from ctl import checkpoints\n"
+        f"argv = {argv!r}\n"
+        "args = ctl.main.build_parser().parse_args(checkpoints.original_form(argv))\n"
+        f"if {run!r}:\n"
+        "    code = ctl.main.run(args)\n"
+        f"    assert code == 0 or not {check!r}, code\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    # Without these, rich styles even a pipe, so actr hands such tables to rich (see ctl.render).
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=60,
+        check=True,
+    )
+    modules = json.loads(result.stdout.splitlines()[-1])
+    return sorted({name.split(".")[0] for name in modules if not name.startswith(BINDINGS)})
+
+
+def canned_reply(request: Any) -> Any:
+    """What a daemon with one running container, ``web``, would answer (enough to render)."""
+    process = wire.ProcessInfo(42, ["sleep", "1000"], ["PATH=/bin"], "/", wire.User())
+    web = wire.ContainerInfo("web", "/tmp/bundle", "running", 42, [process])
+    snapshot = wire.MetricsSnapshot(timestamp=0.0, counters=[CounterSnapshot("events", count=3)])
+    replies: dict[type, Any] = {
+        wire.State: lambda r: wire.StateReply(r.request_id, [web], wire.MachineInfo("m", 2, 1 << 30)),
+        wire.Signal: lambda r: wire.SignalReply(r.request_id),
+        wire.UpdateContainer: lambda r: wire.UpdateContainerReply(r.request_id),
+        wire.CreateContainer: lambda r: wire.CreateContainerReply(r.request_id, 43),
+        wire.AddProcess: lambda r: wire.AddProcessReply(r.request_id, 44),
+        wire.ReadOutput: lambda r: wire.ReadOutputReply(
+            r.request_id, "", "", 0, 0, 0, 0, exited=True, status=0
+        ),
+        wire.WriteInput: lambda r: wire.WriteInputReply(r.request_id, 0),
+        wire.ListCheckpoints: lambda r: wire.ListCheckpointsReply(
+            r.request_id, [wire.Checkpoint("cp1", False, False, False, False, 0.0)]
+        ),
+        wire.CreateCheckpoint: lambda r: wire.CreateCheckpointReply(
+            r.request_id, wire.Checkpoint("cp1", False, False, False, False, 0.0)
+        ),
+        wire.DeleteCheckpoint: lambda r: wire.DeleteCheckpointReply(r.request_id),
+        wire.Metrics: lambda r: wire.MetricsReply(r.request_id, snapshot),
+    }
+    return replies[type(request)](request)
+
+
+@pytest.fixture(scope="module")
+def daemon_address() -> Iterator[str]:
+    """A Rep0 answering every one-shot request with ``canned_reply``, in a thread."""
+    address = f"ipc:///tmp/actr-imports-test-{threading.get_native_id()}.sock"
+    socket = pynng.Rep0(listen=address, recv_timeout=100)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                request = wire.decode_request(socket.recv())
+            except pynng.Timeout:
+                continue
+            except pynng.Closed:
+                return
+            socket.send(wire.encode_reply(canned_reply(request)))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield address
+    finally:
+        stop.set()
+        socket.close()
+        thread.join(5)
+        Path(address.removeprefix("ipc://")).unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("argv", ONE_SHOT, ids=" ".join)
+def test_a_one_shot_command_imports_no_trio_nor_rich(argv: list[str], daemon_address: str) -> None:
+    """Through the request and the rendering of its reply (to a pipe, as in a script)."""
+    loaded = imported_after(["--address", daemon_address, *argv], run=True)
+    assert "containerd_actors" in loaded  # it did get as far as the client
+    assert [name for name in HEAVY if name in loaded] == []
+
+
+def test_parsing_alone_imports_neither_the_codec_nor_attrs() -> None:
+    """``actr --help``, ``-v`` and usage errors cost the parser only."""
+    loaded = imported_after(["--address", ADDRESS, "containers", "kill", "web"], run=False)
+    assert [name for name in (*HEAVY, "cattrs", "attr", "attrs") if name in loaded] == []
+
+
+@pytest.mark.parametrize("argv", [["events"], ["containers", "logs", "-f", "web"]], ids=["events", "logs -f"])
+def test_a_stream_does_run_under_trio(argv: list[str]) -> None:
+    """The control: the check sees trio where a command needs it (here it fails to connect)."""
+    assert "trio" in imported_after(["--address", ADDRESS, *argv], run=True, check=False)

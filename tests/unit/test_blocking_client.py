@@ -1,0 +1,150 @@
+"""The blocking request path of one-shot ``actr`` commands, against a plain nng Rep0 in a thread.
+
+What it must share with the trio client: the replies and errors (it is judged by the same code),
+a connection that closes under a request fails that request at once instead of waiting out the
+timeout, and nothing is ever sent twice. What it adds: Ctrl-C interrupts a request that waits.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pynng
+import pytest
+
+from containerd_actors.client import BlockingClient, DaemonUnreachable, RequestFailed
+from containerd_actors.protocol import (
+    ErrorCode,
+    ErrorReply,
+    MachineInfo,
+    State,
+    StateReply,
+    decode_request,
+    encode_reply,
+)
+from containerd_actors.transport.blocking import BlockingRequestSocket, TransportError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def server(address: str, answer: Callable[[pynng.Rep0, bytes], None]) -> Iterator[list[bytes]]:
+    """A Rep0 on ``address`` calling ``answer`` for each request; yields the requests it got."""
+    received: list[bytes] = []
+    socket = pynng.Rep0(listen=address, recv_timeout=100)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                request = socket.recv()
+            except pynng.Timeout:
+                continue
+            except pynng.Closed:
+                return
+            received.append(request)
+            answer(socket, request)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield received
+    finally:
+        stop.set()
+        socket.close()
+        thread.join(5)
+
+
+def state_reply(socket: pynng.Rep0, request: bytes) -> None:
+    decoded = decode_request(request)
+    assert isinstance(decoded, State)
+    socket.send(encode_reply(StateReply(decoded.request_id, [], MachineInfo("m", 2, 1 << 30))))
+
+
+def test_a_request_gets_its_typed_reply_once(tmp_path: Path) -> None:
+    address = f"ipc://{tmp_path}/d.sock"
+    with server(address, state_reply) as received, BlockingClient.connect(address) as client:
+        assert client.containers() == []
+        assert client.state().machine.cpus == 2
+    assert len(received) == 2
+    assert len({decode_request(r).request_id for r in received}) == 2
+
+
+def test_an_error_reply_raises_request_failed(tmp_path: Path) -> None:
+    address = f"ipc://{tmp_path}/d.sock"
+
+    def refuse(socket: pynng.Rep0, request: bytes) -> None:
+        request_id = decode_request(request).request_id
+        socket.send(encode_reply(ErrorReply(request_id, ErrorCode.NOT_FOUND, "no such container: 'x'")))
+
+    with (
+        server(address, refuse),
+        BlockingClient.connect(address) as client,
+        pytest.raises(RequestFailed) as failed,
+    ):
+        client.signal("x")
+    assert failed.value.code == ErrorCode.NOT_FOUND
+
+
+def test_nothing_listening_is_unreachable_at_connect(tmp_path: Path) -> None:
+    address = f"ipc://{tmp_path}/nobody.sock"
+    with pytest.raises(DaemonUnreachable) as unreachable, BlockingClient.connect(address):
+        pass
+    assert str(unreachable.value).startswith(f"cannot reach containerd-actors at {address}: ")
+
+
+def test_a_connection_closed_under_a_request_fails_it_at_once(tmp_path: Path) -> None:
+    """The daemon dies after reading the request: no 120 s wait, and no resend to a new daemon."""
+    address = f"ipc://{tmp_path}/d.sock"
+    with (
+        server(address, lambda socket, request: socket.close()) as received,
+        BlockingClient.connect(address) as client,
+    ):
+        started = time.monotonic()
+        with pytest.raises(DaemonUnreachable) as lost:
+            client.ping()
+        assert time.monotonic() - started < 10
+    assert "the connection to the daemon closed" in str(lost.value)
+    assert len(received) == 1
+
+
+def test_a_request_without_a_reply_times_out(tmp_path: Path) -> None:
+    address = f"ipc://{tmp_path}/d.sock"
+    with (
+        server(address, lambda socket, request: None),
+        BlockingRequestSocket(address, 1 << 20) as socket,
+        pytest.raises(TransportError) as silent,
+    ):
+        socket.request(b"{}", timeout=0.2)
+    assert silent.value.timed_out
+
+
+def test_ctrl_c_interrupts_a_waiting_command(tmp_path: Path) -> None:
+    """``actr containers`` against a daemon that never answers: SIGINT ends it with 130 at once."""
+    address = f"ipc://{tmp_path}/d.sock"
+    with server(address, lambda socket, request: None) as received:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ctl", "--address", address, "containers"],
+            cwd=REPO,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while not received and time.monotonic() < deadline:  # the request is out: it waits
+                time.sleep(0.01)
+            assert received
+            os.kill(process.pid, signal.SIGINT)
+            assert process.wait(timeout=10) == 130
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
