@@ -34,6 +34,7 @@ from containerd_actors.daemon.container.actor import ContainerActor
 from containerd_actors.daemon.container.adopt import Adoption
 from containerd_actors.daemon.container.checkpoint import delete_checkpoint, list_checkpoints
 from containerd_actors.daemon.container.deps import ActorDeps, ContainerRuntime
+from containerd_actors.daemon.container.exited import outputs_of
 from containerd_actors.daemon.container.messages import (
     ContainerMailbox,
     ContainerRemoved,
@@ -49,7 +50,7 @@ from containerd_actors.daemon.faults import NO_FAULTS, FaultHook
 from containerd_actors.daemon.mailbox import Ask, CommandError, ReplyTo, answer, fail
 from containerd_actors.daemon.metrics.messages import AddToCounter, MetricsMailbox, tell
 from containerd_actors.daemon.metrics.registry import ACTOR_RESTARTS
-from containerd_actors.daemon.state.layout import ContainerRecord, container_paths
+from containerd_actors.daemon.state.layout import ContainerRecord, container_paths, read_exited_records
 from containerd_actors.daemon.supervision import (
     RESTARTS_PER_MINUTE,
     RestartLimitExceeded,
@@ -75,7 +76,8 @@ from containerd_actors.protocol import (
 log = logging.getLogger(__name__)
 
 #: Exited containers whose logs stay readable (ReadOutput, ``actr containers logs``) until their id
-#: is reused; beyond this many, the oldest are forgotten and their log directories removed.
+#: is reused; beyond this many, the oldest are forgotten and their log directories removed (with
+#: their exited records, so this holds across restarts too).
 KEPT_EXITED_CONTAINERS = 256
 MAILBOX_SIZE = 1024
 
@@ -146,6 +148,8 @@ class Supervisor:
         self, adoptions: list[Adoption] | None = None, *, task_status: Any = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Serve requests; first take over ``adoptions``, the containers a previous server left running."""
+        adopted = {adoption.record.id for adoption in adoptions or []}
+        self._recall_exited(adopted)
         async with trio.open_nursery() as actors:
             for adoption in adoptions or []:
                 record = adoption.record
@@ -363,6 +367,17 @@ class Supervisor:
             )
         else:
             answer(reply_to, None)
+
+    def _recall_exited(self, adopted: set[str]) -> None:
+        """The exited containers a previous server recorded, oldest exit first, so their logs and
+        checkpoints are served as before and the oldest beyond ``KEPT_EXITED_CONTAINERS`` are
+        pruned. A record whose container is being adopted (its server was killed between the two
+        writes) is left to the adopting actor, which writes it again at the exit."""
+        for record in read_exited_records(self._state_dir):
+            if record.id in adopted:
+                continue
+            outputs = outputs_of(record, container_paths(self._state_dir, record.id))
+            self._keep_exited(record.id, _Exited(outputs, record.init_pid, record.bundle))
 
     def _keep_exited(self, id: str, exited: _Exited) -> None:
         self._exited[id] = exited
