@@ -2,7 +2,8 @@
 
 One container set per way, made before the outage and checked after it:
 
-- ``counter``: prints a numbered line every 10 ms, with an exec'd ``sleep`` (its own user, cwd, env);
+- ``counter``: prints a numbered line every 10 ms, with an exec'd ``sleep`` (its own user, cwd, env)
+  and an exec'd process that exited (status 5) before the outage;
 - ``paused``: paused before the outage;
 - ``quitter``: exits with 7 on SIGUSR1, which it gets while no server runs;
 - ``early``: exited before the outage (status 3) after an exec'd process of its (status 4); its
@@ -85,6 +86,8 @@ class Before:
     statuses: dict[str, str]
     counter_processes: list
     execd: int
+    #: An exec'd process of the counter that exited before the outage, and its output.
+    gone_exec: tuple[int, Output]
     early_outputs: dict[int, Output]
     early_checkpoints: list
     chatty: Window
@@ -202,6 +205,8 @@ async def prepare(client: Client, bundles: dict[str, Path], ids: dict[str, str])
         ids["counter"], ["sleep", "1000000"], cwd="/tmp", user=EXEC_USER, env=["MATRIX=1"]
     )
     await client.pause(ids["paused"])
+    gone_exec = await client.add_process(ids["counter"], ["sh", "-c", "echo exec gone; exit 5"])
+    await wait_for_output(client, ids["counter"], b"", pid=gone_exec, exited=True)
     early_exec = await client.add_process(ids["early"], ["sh", "-c", "echo from exec; exit 4"])
     await wait_for_output(client, ids["early"], b"", pid=early_exec, exited=True)
     await wait_for_output(client, ids["early"], b"ready")
@@ -218,6 +223,7 @@ async def prepare(client: Client, bundles: dict[str, Path], ids: dict[str, str])
         statuses={cid: info.status for cid, info in listed.items()},
         counter_processes=listed[ids["counter"]].processes,
         execd=execd,
+        gone_exec=(gone_exec, await output(client, ids["counter"], gone_exec)),
         early_outputs={pid: await output(client, ids["early"], pid) for pid in (pids["early"], early_exec)},
         early_checkpoints=await client.list_checkpoints(ids["early"]),
         chatty=chatty,
@@ -340,6 +346,11 @@ async def test_what_carries_across_a_restart(way: str, tree: Tree, bundles: dict
         assert [o.status for o in before.early_outputs.values()] == [3, 4]
         assert await client.list_checkpoints(ids["early"]) == before.early_checkpoints
 
+        # An exec'd process that exited before the outage, in a container that runs on.
+        gone_pid, gone_output = before.gone_exec
+        assert gone_output.status == 5 and gone_output.stdout == b"exec gone\n"
+        assert await output(client, ids["counter"], gone_pid) == gone_output
+
         # A rotated log: the same part rotated out and the same bytes kept (a marker after them
         # where the pipes could not be kept).
         chatty = await window(client, ids["chatty"])
@@ -373,6 +384,7 @@ async def test_what_carries_across_a_restart(way: str, tree: Tree, bundles: dict
         with trio.fail_after(30):
             while await client.containers():
                 await trio.sleep(0.05)  # the exits are reaped and published
+        assert await output(client, ids["counter"], gone_pid) == gone_output  # also once it exited
         after = (await journal(client))[len(events) :]
         assert [e.seq for e in after] == list(range(last_seq + 1, last_seq + 1 + len(after)))
         assert {(e.type, e.id) for e in after} >= {

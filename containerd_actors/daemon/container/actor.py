@@ -40,7 +40,7 @@ from containerd_actors.daemon.container.checkpoint import (
 )
 from containerd_actors.daemon.container.deps import ActorDeps
 from containerd_actors.daemon.container.exec import complete_exec, record_exec, run_exec
-from containerd_actors.daemon.container.exited import record_exit
+from containerd_actors.daemon.container.exited import recall_exited_execs, record_exec_exit, record_exit
 from containerd_actors.daemon.container.messages import (
     ContainerMailbox,
     ContainerMessage,
@@ -189,6 +189,10 @@ class ContainerActor:
             self._status = "paused"
         exec_fds = dict(adoption.exec_fds)
         execs = adopt_execs(self.id, self.paths, exec_fds)
+        live = {adopted.launched.info.pid, *(launched.info.pid for launched in execs)}
+        for view in recall_exited_execs(self.id, self.paths, live):
+            self._outputs[view.pid] = view  # their logs stay readable, as before the restart
+            self._exited_execs.append(view.pid)
         for key in set(exec_fds) - {launched.key for launched in execs}:
             # Kept for a process no record names (an exec that never started): let them go.
             close_quietly(*exec_fds[key])
@@ -372,6 +376,7 @@ class ContainerActor:
             return
         self._close_pidfd(process)
         self._end_output(process, status)
+        record_exec_exit(self.id, pid, process.output.view, self.paths)
         self._exited_execs.append(pid)
         while len(self._exited_execs) > KEPT_EXITED_EXECS:
             self._forget_exec(self._exited_execs[0])
@@ -426,6 +431,7 @@ class ContainerActor:
         for log_path in self.paths.exec_logs(pid):
             for path in log_files(log_path):
                 path.unlink(missing_ok=True)
+        self.paths.exec_exited_record(pid).unlink(missing_ok=True)
 
     def _process(self, pid: int) -> ContainerProcess | None:
         """A live process by pid; 0 is the init."""

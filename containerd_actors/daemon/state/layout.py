@@ -11,7 +11,8 @@ exec'd process (``exec-<pid>.stdout.log``), each with its rotated generation (``
 once it has rotated, the offset it carries on from (``<log>.base``, see ``log_rotation_record``);
 they stay readable after the exit, until the id is reused or the daemon forgets the oldest exited
 containers. An exited container's ``exited.json`` lies with its logs (see ``ExitedRecord``), so a
-restarted daemon serves them as before and goes on pruning them. ``<state-dir>/events/`` is the event
+restarted daemon serves them as before and goes on pruning them; so does an exited exec'd
+process's ``exec-<pid>.exited.json`` while its container runs on. ``<state-dir>/events/`` is the event
 journal (see ``journal``), which carries event ``seq`` numbers across restarts. Records are
 written to a temp file and renamed, so a crash leaves either the old record or the new one,
 never half of one.
@@ -99,6 +100,14 @@ class ContainerPaths:
 
     def exec_logs(self, pid: int) -> tuple[Path, Path]:
         return self.logs / f"exec-{pid}.stdout.log", self.logs / f"exec-{pid}.stderr.log"
+
+    def exec_exited_record(self, pid: int) -> Path:
+        """An exited exec'd process's ``ExitedProcess``, so its logs stay readable after a restart
+        while its container runs on (its ``exec_record`` is gone with the process)."""
+        return self.logs / f"exec-{pid}.exited.json"
+
+    def exec_exited_records(self) -> list[Path]:
+        return sorted(self.logs.glob("exec-*.exited.json"))
 
     @property
     def exited_record(self) -> Path:
@@ -219,6 +228,9 @@ class ExitedProcess:
             stdout=LogRange.parse(raw["stdout"]),
             stderr=LogRange.parse(raw["stderr"]),
         )
+
+    def write(self, path: Path) -> None:
+        write_json_atomically(path, attrs.asdict(self))
 
 
 @attrs.frozen
