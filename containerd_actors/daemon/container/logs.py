@@ -65,48 +65,38 @@ class RotatingLog:
         *,
         space: StateDirSpace | None = None,
         write: Writer = os.write,
+        finished: LogRange | None = None,
     ) -> None:
+        """``finished``: a log nobody writes any more (an exited process's, after a restart), read
+        up to the range its exit recorded; it holds no descriptor."""
         self.path = path
         self.rotated_path = path.with_name(path.name + ".1")
         self.rotate_bytes = rotate_bytes
         self._on_change = on_change
         self._space = space if space is not None else space_of(path.parent)
         self._write = write
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
-        stat = os.fstat(self._fd)
-        self._size = stat.st_size
         #: Logical offset of the first byte of the current file, and the bytes of this log in the
         #: rotated generation: (0, 0) until the first rotation, then as recorded (see ``_rotate``).
-        self.base, self._previous_size = _recorded_rotation(path, self.rotated_path, stat.st_ino)
+        self.base: int
+        self._previous_size: int
+        if finished is None:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+            stat = os.fstat(self._fd)
+            self._size = stat.st_size
+            self.base, self._previous_size = _recorded_rotation(path, self.rotated_path, stat.st_ino)
+        else:
+            self._fd = -1
+            self._size = finished.end - finished.base
+            self.base = finished.base
+            self._previous_size = _file_size(self.rotated_path) if finished.base else 0
         #: True once the writer has closed the log: ``end`` is final (but for a pending marker).
-        self.finished = False
+        self.finished = finished is not None
         #: Bytes dropped since the last marker (the marker to write when there is room again).
         self.lost = 0
         #: Bytes dropped over the log's life.
         self.lost_total = 0
         self._waiting_for_room = False
         self._at_line_start = True
-
-    @classmethod
-    def finished_at(cls, path: Path, log_range: LogRange) -> RotatingLog:
-        """A log nobody writes any more (an exited process's, after a restart), read up to the
-        range its exit recorded; it holds no descriptor."""
-        log = cls.__new__(cls)
-        log.path = path
-        log.rotated_path = path.with_name(path.name + ".1")
-        log.rotate_bytes = LOG_ROTATE_BYTES
-        log._on_change = None
-        log._space = space_of(path.parent)
-        log._write = os.write
-        log._fd = -1
-        log.base = log_range.base
-        log._size = log_range.end - log_range.base
-        log._previous_size = _file_size(log.rotated_path) if log_range.base else 0
-        log.finished = True
-        log.lost = log.lost_total = 0
-        log._waiting_for_room = False
-        log._at_line_start = True
-        return log
 
     def range(self) -> LogRange:
         return LogRange(self.base, self.end)

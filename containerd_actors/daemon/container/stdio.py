@@ -113,8 +113,8 @@ class ProcessOutput:
             self.stdout = RotatingLog(stdout_path, on_change=self._notify)
             self.stderr = RotatingLog(stderr_path, on_change=self._notify)
         else:
-            self.stdout = RotatingLog.finished_at(stdout_path, finished[0])
-            self.stderr = RotatingLog.finished_at(stderr_path, finished[1])
+            self.stdout = RotatingLog(stdout_path, finished=finished[0])
+            self.stderr = RotatingLog(stderr_path, finished=finished[1])
         self.exited = False
         self.status: int | None = None
         self.view = OutputView(self)
