@@ -26,11 +26,20 @@ noisy and only same-run comparisons survive from one run to the next:
    (`EventBatch` messages of many events) by default; `--stream per-event` (or `both`) measures the
    stream of one nng message per event too, which costs every subscriber a wake-up per event.
 
+The **tls+tcp column** measures the same things over mutual TLS beside ipc, in the same run: the daemon
+also listens on `tls+tcp://127.0.0.1` with certificates made in the work directory (with openssl), and
+a second client pings it in the same rotating blocks; containers are started from `--clients` tasks over
+each transport (`--tls-starts` per round, rounds in the order ipc, tls, tls, ipc, each round's
+containers killed before the next); and the fan-out rounds with `--tls-subscribers` subscribers are run
+again with the subscribers on the tls+tcp streams (and gap filling through the tls+tcp API). The
+issue's goals: within 1.3x of ipc on requests, and at least 0.8x of its fan-out rate.
+
 Run it as root (the container part drives runc), with the project's venv:
 
     .venv/bin/python scripts/bench_api.py [--requests 2000] [--containers 1000] [--events 50000]
         [--lossless-events N] [--subscribers 0,1,10,100] [--stream batch|per-event|both]
-        [--skip-latency|--skip-actr|--skip-events]
+        [--tls-starts 100] [--tls-subscribers 10]
+        [--skip-latency|--skip-actr|--skip-events|--skip-tls]
 
 Everything it starts is cleaned up by pid, or by container id under a private runc root, however the run
 ends (Ctrl-C included).
@@ -39,6 +48,7 @@ ends (Ctrl-C included).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
 import math
@@ -50,7 +60,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +82,12 @@ from benchlib import (
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from support.certs import free_port_run, make_ca, sign
 from support.daemon import DaemonHandle, runc_containers, start_daemon, stop_daemon
 
-from containerd_actors.client import Client, SubscriptionStats
+from containerd_actors.client import Client, SubscriptionStats, TlsFiles
 from containerd_actors.daemon.api import WORKER_CONTEXTS, ApiServer
-from containerd_actors.daemon.config import DaemonConfig
+from containerd_actors.daemon.config import DaemonConfig, RemoteStreams
 from containerd_actors.daemon.events.actor import EventsActor
 from containerd_actors.daemon.events.journal import EventJournal
 from containerd_actors.daemon.events.messages import EventDraft, EventsStatus, GetStatus
@@ -86,6 +97,10 @@ from containerd_actors.host.reaping import become_child_subreaper
 from containerd_actors.protocol import MAX_MESSAGE_BYTES, EventType, Ping, encode_request
 
 DAEMON = "daemon"
+#: The same daemon, pinged over tls+tcp (the tls+tcp column).
+DAEMON_TLS = "daemon-tls"
+IPC = "ipc"
+TLS = "tls+tcp"
 ECHO_SYNC = "echo-sync"
 ECHO_TRIO = "echo-trio"
 SEQUENTIAL = "sequential"
@@ -95,6 +110,9 @@ TARGET_PING_RATIO = 1.5
 TARGET_ACTR_WALL_S = 0.4
 TARGET_EVENTS_PER_S = 5000.0
 TARGET_EVENTS_SUBSCRIBERS = 100
+#: tls+tcp against ipc: requests at most this much slower, fan-out at least this share of the rate.
+TARGET_TLS_REQUEST_RATIO = 1.3
+TARGET_TLS_FANOUT_RATIO = 0.8
 #: Unmeasured round trips per server before the first block: cattrs hooks, nng pipes, page cache.
 WARM_UP_CALLS = 200
 #: A child server that has not said "ready" by then is broken, not slow.
@@ -166,6 +184,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="which event stream the fan-out subscribers read: EventBatch messages (the default), one"
         " message per event (slow with 100 subscribers: minutes), or both, one after the other",
     )
+    parser.add_argument(
+        "--tls-starts",
+        type=int,
+        default=100,
+        help="containers started per round in the ipc / tls+tcp start comparison (default 100)",
+    )
+    parser.add_argument(
+        "--tls-subscribers",
+        type=_counts,
+        default=[10],
+        help="subscriber counts whose fan-out rounds are run again over tls+tcp (default 10)",
+    )
+    parser.add_argument(
+        "--skip-tls", action="store_true", help="skip the tls+tcp column (no TLS listener, no TLS rounds)"
+    )
     parser.add_argument("--skip-latency", action="store_true", help="skip the round-trip part")
     parser.add_argument("--skip-actr", action="store_true", help="skip the `actr containers` part")
     parser.add_argument("--skip-events", action="store_true", help="skip the event fan-out part")
@@ -173,7 +206,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--keep-logs", action="store_true", help="keep the daemon's log in the work directory (path printed)"
     )
     args = parser.parse_args(argv)
-    for name in ("requests", "clients", "blocks", "containers", "actr_runs", "events"):
+    for name in ("requests", "clients", "blocks", "containers", "actr_runs", "events", "tls_starts"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.lossless_events is not None and args.lossless_events < 1:
@@ -253,7 +286,15 @@ def echo_trio_child(address: str, contexts: str) -> None:
     trio.run(serve)
 
 
-def subscriber_child(address: str, expected: str, idle_timeout_ms: str, batched: str) -> None:
+def subscriber_child(
+    address: str,
+    expected: str,
+    idle_timeout_ms: str,
+    batched: str,
+    cert: str = "",
+    key: str = "",
+    ca: str = "",
+) -> None:
     """One raw event subscriber: count events, check seq continuity, print one JSON line, exit.
 
     A plain Sub0 with nng's default buffers, subscribed to everything, as `Client.subscribe` sets one up.
@@ -264,7 +305,7 @@ def subscriber_child(address: str, expected: str, idle_timeout_ms: str, batched:
     counted by its `first_seq` and the length of its columns, and not turned into events. It stops after
     `expected` distinct seqs, or `idle_timeout_ms` after its last message when the tail was dropped. Times
     are CLOCK_MONOTONIC, which is one clock for every process on the machine, so the parent can compare
-    them with its own.
+    them with its own. With `cert`, `key` and `ca` it dials a tls+tcp:// stream with them.
     """
     import json
     import os
@@ -285,7 +326,18 @@ def subscriber_child(address: str, expected: str, idle_timeout_ms: str, batched:
     received = unique = gaps = out_of_order = messages = 0
     next_seq = first_seq = last_seq = 0
     t_first = t_last = cpu_first = 0.0
-    with pynng.Sub0(recv_max_size=1 << 20) as sock:
+    tls: dict[str, Any] = {}
+    if cert:
+        with open(cert) as c, open(key) as k, open(ca) as a:
+            tls["tls_config"] = pynng.TLSConfig(
+                pynng.TLSConfig.MODE_CLIENT,
+                server_name=address.split("://", 1)[1].rpartition(":")[0],
+                ca_string=a.read(),
+                own_cert_string=c.read(),
+                own_key_string=k.read(),
+                auth_mode=pynng.TLSConfig.AUTH_MODE_REQUIRED,
+            )
+    with pynng.Sub0(recv_max_size=1 << 20, **tls) as sock:
         sock.subscribe(b"")
         sock.dial(address, block=True)
         print("ready", flush=True)
@@ -346,6 +398,26 @@ class Context:
     runc_roots: list[Path] = attrs.Factory(list)
     children: list[trio.Process] = attrs.Factory(list)
     interrupted: bool = False
+    #: The server's and the client's certificates for the tls+tcp column (None: --skip-tls).
+    tls_server: TlsFiles | None = None
+    tls_client: TlsFiles | None = None
+    #: The daemon's tls+tcp API address, once it runs.
+    tls_address: str | None = None
+
+
+def make_certificates(ctx: Context) -> None:
+    """A CA, the daemon's certificate and a client's, made with openssl in the work directory."""
+    directory = ctx.workdir / "certs"
+    make_ca(directory, "ca")
+    ctx.tls_server = sign(directory, "ca", "server", "localhost")
+    ctx.tls_client = sign(directory, "ca", "client", "bench")
+
+
+def tls_listen_args(files: TlsFiles, address: str) -> list[str]:
+    return [
+        "--listen", address,
+        "--tls-cert", str(files.cert), "--tls-key", str(files.key), "--tls-ca", str(files.ca),
+    ]  # fmt: skip
 
 
 async def open_child(ctx: Context, argv: list[str]) -> trio.Process:
@@ -387,8 +459,12 @@ async def stop_children(ctx: Context) -> None:
 async def ensure_daemon(ctx: Context) -> DaemonHandle:
     """One daemon serves the latency and the actr parts; started on first use, on a private state dir."""
     if ctx.daemon is None:
+        extra: list[str] = []
+        if ctx.tls_server is not None:
+            ctx.tls_address = f"tls+tcp://127.0.0.1:{free_port_run(3)}"
+            extra = tls_listen_args(ctx.tls_server, ctx.tls_address)
         daemon = await start_daemon(
-            ctx.workdir / "state", log_path=ctx.workdir / "daemon.log", debug=False, own_session=True
+            ctx.workdir / "state", *extra, log_path=ctx.workdir / "daemon.log", debug=False, own_session=True
         )
         ctx.daemon = daemon
         ctx.daemons.append(daemon)
@@ -546,12 +622,17 @@ async def latency_part(ctx: Context) -> LatencyResults:
         echo_sync = await open_child(ctx, child_argv(echo_sync_child, sync_address))
         echo_trio = await open_child(ctx, child_argv(echo_trio_child, trio_address, str(WORKER_CONTEXTS)))
         with req_socket(sync_address) as sync_sock, req_socket(trio_address) as trio_sock:
-            async with Client.connect(daemon.address) as client:
+            async with (
+                Client.connect(daemon.address) as client,
+                tls_client(ctx) as remote,
+            ):
                 targets = [
                     Target(DAEMON, client.ping, lambda: daemon_cpu_s(daemon)),
                     Target(ECHO_SYNC, echo_call(sync_sock, payload), lambda: cpu_s(echo_sync.pid)),
                     Target(ECHO_TRIO, echo_call(trio_sock, payload), lambda: cpu_s(echo_trio.pid)),
                 ]
+                if remote is not None:
+                    targets.append(Target(DAEMON_TLS, remote.ping, lambda: daemon_cpu_s(daemon)))
                 for target in targets:
                     await run_calls(target.call, WARM_UP_CALLS, 1)
                 for mode, tasks in ((SEQUENTIAL, 1), (CONCURRENT, args.clients)):
@@ -561,6 +642,82 @@ async def latency_part(ctx: Context) -> LatencyResults:
         with trio.CancelScope(shield=True):
             await stop_children(ctx)
     return results
+
+
+@contextlib.asynccontextmanager
+async def tls_client(ctx: Context, timeout: float = 30.0) -> AsyncIterator[Client | None]:
+    """A client of the daemon over tls+tcp, or None without the tls+tcp column."""
+    if ctx.tls_address is None or ctx.tls_client is None:
+        yield None
+        return
+    async with Client.connect(ctx.tls_address, timeout=timeout, tls=ctx.tls_client) as client:
+        yield client
+
+
+# --- the tls+tcp column: starts over ipc and over tls+tcp ----------------------------------------------
+
+
+@attrs.define
+class StartRounds:
+    """Containers started per second, one entry per round, by transport."""
+
+    rates: dict[str, list[float]] = attrs.Factory(dict)
+    errors: list[str] = attrs.Factory(list)
+
+
+async def start_round(
+    client: Client, bundle: Path, prefix: str, n: int, tasks: int
+) -> tuple[float, list[str]]:
+    """Start n containers from `tasks` tasks and return the rate; then kill them and wait until they
+    are gone, so that every round starts from the same empty daemon."""
+    ids = iter(range(n))
+    started: list[str] = []
+    errors: list[str] = []
+
+    async def worker() -> None:
+        for index in ids:
+            id = f"{prefix}-{index}"
+            try:
+                await client.create_container(id, str(bundle))
+            except Exception as exc:
+                errors.append(f"{id}: {exc}")
+            else:
+                started.append(id)
+
+    began = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(min(tasks, n)):
+            nursery.start_soon(worker)
+    rate = len(started) / (time.perf_counter() - began)
+    for id in started:
+        await client.signal(id, 9)
+    with trio.fail_after(START_TIMEOUT_S):
+        while await client.containers():
+            await trio.sleep(0.1)
+    return rate, errors
+
+
+async def starts_part(ctx: Context) -> StartRounds:
+    """Rounds of `--tls-starts` containers over ipc and over tls+tcp, in the order ipc, tls, tls, ipc."""
+    args = ctx.args
+    daemon = await ensure_daemon(ctx)
+    bundle = make_bundle(ctx.workdir)
+    result = StartRounds()
+    async with (
+        Client.connect(daemon.address, timeout=START_TIMEOUT_S) as local,
+        tls_client(ctx, START_TIMEOUT_S) as remote,
+    ):
+        assert remote is not None
+        await quiet("start")
+        for round, transport in enumerate((IPC, TLS, TLS, IPC)):
+            client = local if transport == IPC else remote
+            rate, errors = await start_round(
+                client, bundle, f"{ID_PREFIX}-s{round}", args.tls_starts, args.clients
+            )
+            result.rates.setdefault(transport, []).append(rate)
+            result.errors += errors
+            progress(f"start round {round + 1}/4 over {transport}: {rate:.1f} containers/s")
+    return result
 
 
 async def run_blocks(
@@ -799,6 +956,8 @@ class FanoutResult:
     stream: str
     subscribers: int
     events: int
+    #: Where the subscribers read: ``IPC`` or ``TLS`` (the tls+tcp column).
+    transport: str = IPC
     publish_s: float = math.nan
     publisher_cpu_s: float = math.nan
     #: Share of the machine's CPU busy while publishing (anything's: the subscribers, other jobs).
@@ -864,22 +1023,28 @@ class Subscriber:
         return lines[-1] if lines else b""
 
 
-def lossless_subscriber_child(api_address: str, expected: str, timeout_s: str, batched: str) -> None:
+def lossless_subscriber_child(
+    api_address: str, expected: str, timeout_s: str, batched: str, cert: str = "", key: str = "", ca: str = ""
+) -> None:
     """A subscriber as applications write one: `Client.subscribe()`, lossless by default (gap filling).
 
     It reads every event through the client library (trio, nng's async receive, decoding into `Event`s),
     which fills each gap it sees in `seq` from the daemon's journal with `Events` requests, from the batch
     stream (`batched` "1") or the per-event one. It stops at seq `expected` (the run's last event) or after
-    `timeout_s`, and prints the subscription's own counters.
+    `timeout_s`, and prints the subscription's own counters. With `cert`, `key` and `ca` it connects
+    over tls+tcp, and so subscribes to the streams beside that listener.
     """
     import json
     import os
     import time
+    from pathlib import Path
 
     import attrs
     import trio
 
-    from containerd_actors.client import Client
+    from containerd_actors.client import Client, TlsFiles
+
+    tls = TlsFiles(Path(cert), Path(key), Path(ca)) if cert else None
 
     async def run() -> dict[str, float]:
         # Counters in locals, not in the report dict: this loop is the application's share of the
@@ -890,7 +1055,7 @@ def lossless_subscriber_child(api_address: str, expected: str, timeout_s: str, b
         stats: dict[str, int] = {}
         with trio.move_on_after(float(timeout_s)):
             async with (
-                Client.connect(api_address) as client,
+                Client.connect(api_address, timeout=60, tls=tls) as client,
                 client.subscribe(batched=batched == "1") as subscription,
             ):
                 print("ready", flush=True)
@@ -926,11 +1091,23 @@ def lossless_subscriber_child(api_address: str, expected: str, timeout_s: str, b
     print(json.dumps(trio.run(run)), flush=True)
 
 
-def mini_daemon_config(ctx: Context, tag: str) -> DaemonConfig:
+def mini_daemon_config(ctx: Context, tag: str, tls: bool = False) -> DaemonConfig:
     """The daemon's events actor and API server, in this process: enough for Ping, Events and pub/sub.
 
-    Both streams are published, as by the daemon; the subscribers pick theirs.
+    Both streams are published, as by the daemon; the subscribers pick theirs. With ``tls``, the
+    API and both streams also listen on tls+tcp://127.0.0.1, as the daemon's do.
     """
+    remote: dict[str, Any] = {}
+    if tls:
+        port = free_port_run(3)
+        streams = RemoteStreams(*(f"tls+tcp://127.0.0.1:{port + n}" for n in range(3)))
+        remote = {
+            "remote_listen": (streams.api,),
+            "tls": ctx.tls_server,
+            "remote_events_address": streams.events,
+            "remote_events_batch_address": streams.batch,
+            "remote_streams": (streams,),
+        }
     return DaemonConfig(
         id="bench-api",
         debug=False,
@@ -941,6 +1118,7 @@ def mini_daemon_config(ctx: Context, tag: str) -> DaemonConfig:
         events_address=f"ipc://{ctx.workdir / f'events-{tag}.sock'}",
         events_batch_address=f"ipc://{ctx.workdir / f'batch-{tag}.sock'}",
         oom_notify=False,
+        **remote,
     )
 
 
@@ -958,27 +1136,47 @@ async def wait_until_subscribed(actor: EventsActor, subscribers: list[Subscriber
             await trio.sleep(0.05)
 
 
-async def fanout_round(ctx: Context, mode: str, stream: str, count: int, n: int) -> FanoutResult:
+async def fanout_round(
+    ctx: Context, mode: str, stream: str, count: int, n: int, transport: str = IPC
+) -> FanoutResult:
     """A fresh journal and events actor (with the daemon's API server beside it), `count` subscriber
     processes of one kind on one stream, and `n` drafts fed through the actor's mailbox as fast as it
-    takes them."""
-    result = FanoutResult(mode, stream, count, n)
-    tag = f"{mode}-{stream}-{count}"
-    config = mini_daemon_config(ctx, tag)
+    takes them. Over ``TLS`` the subscribers (and their gap filling) use the tls+tcp listeners."""
+    result = FanoutResult(mode, stream, count, n, transport)
+    tag = f"{mode}-{stream}-{count}-{'tls' if transport == TLS else 'ipc'}"
+    config = mini_daemon_config(ctx, tag, tls=transport == TLS)
     # As the daemon wires them: the events actor journals every event, then publishes it and tells a
     # metrics actor; the API server answers Ping and Events (gap filling) from the events actor.
     metrics = MetricsActor(flush_interval=0)
     journal = EventJournal(ctx.workdir / f"journal-{tag}")
-    actor = EventsActor(config.events_address, journal, metrics.mailbox, config.events_batch_address)
+    actor = EventsActor(
+        config.events_address,
+        journal,
+        metrics.mailbox,
+        config.events_batch_address,
+        tls=config.tls,
+        remote_addresses=tuple(s.events for s in config.remote_streams),
+        remote_batch_addresses=tuple(s.batch for s in config.remote_streams),
+    )
     supervisor, _unused = trio.open_memory_channel[Any](0)  # no container requests in this part
     server = ApiServer(config, supervisor, actor.mailbox, metrics.mailbox)
     batched = "1" if stream == BATCH else "0"
+    tls_args: list[str] = []
+    if transport == TLS:
+        assert ctx.tls_client is not None
+        tls_args = [str(ctx.tls_client.cert), str(ctx.tls_client.key), str(ctx.tls_client.ca)]
     if mode == RAW:
-        address = config.events_batch_address if stream == BATCH else config.events_address
+        if transport == TLS:
+            address = config.remote_events_batch_address if stream == BATCH else config.remote_events_address
+        else:
+            address = config.events_batch_address if stream == BATCH else config.events_address
         assert address is not None
-        argv = child_argv(subscriber_child, address, str(n), str(SUBSCRIBER_IDLE_TIMEOUT_MS), batched)
+        argv = child_argv(
+            subscriber_child, address, str(n), str(SUBSCRIBER_IDLE_TIMEOUT_MS), batched, *tls_args
+        )
     else:
-        argv = child_argv(lossless_subscriber_child, config.listen, str(n), str(LOSSLESS_TIMEOUT_S), batched)
+        api = config.remote_listen[0] if transport == TLS else config.listen
+        argv = child_argv(lossless_subscriber_child, api, str(n), str(LOSSLESS_TIMEOUT_S), batched, *tls_args)
     subscribers = [Subscriber(argv, ctx.workdir / f"subscribers-{tag}.log") for _ in range(count)]
     async with trio.open_nursery() as nursery:
         await nursery.start(metrics.run)
@@ -1011,22 +1209,27 @@ async def fanout_round(ctx: Context, mode: str, stream: str, count: int, n: int)
 async def events_part(ctx: Context) -> list[FanoutResult]:
     args = ctx.args
     streams = [BATCH, PER_EVENT] if args.stream == "both" else [args.stream]
+    tls_counts = [] if ctx.tls_client is None else [c for c in args.tls_subscribers if c > 0]
     rounds = []
     for stream in streams:
-        rounds += [(RAW, stream, count, args.events) for count in args.subscribers]
+        rounds += [(RAW, stream, count, args.events, IPC) for count in args.subscribers]
+        # The tls+tcp column: the same round again right after the ipc one, on the tls+tcp streams.
+        rounds += [(RAW, stream, count, args.events, TLS) for count in tls_counts]
         n = lossless_events(args, stream)
-        rounds += [(LOSSLESS, stream, count, n) for count in args.lossless_subscribers]
+        rounds += [(LOSSLESS, stream, count, n, IPC) for count in args.lossless_subscribers]
+        rounds += [(LOSSLESS, stream, count, n, TLS) for count in tls_counts]
     results = []
-    for mode, stream, count, n in rounds:
-        await quiet(f"fan-out ({mode} {stream}, {count} subscribers)")
-        result = await fanout_round(ctx, mode, stream, count, n)
+    for mode, stream, count, n, transport in rounds:
+        await quiet(f"fan-out ({mode} {stream}, {count} subscribers, {transport})")
+        result = await fanout_round(ctx, mode, stream, count, n, transport)
         delivered = [result.delivered_per_s(r) for r in result.reports]
         lost = [result.lost(r) for r in result.reports]
         deciles = statistics.quantiles(delivered, n=10) if len(delivered) > 1 else delivered
         progress(
-            f"fan-out {mode} {stream} to {count}: published {result.published_per_s:,.0f}/s, delivered per"
-            f" subscriber p50 {median(delivered):,.0f}/s (min {min(delivered, default=0):,.0f}, p10"
-            f" {deciles[0] if deciles else 0:,.0f}), lost p50 {median(lost):,.0f} of {n}"
+            f"fan-out {mode} {stream} to {count} over {transport}: published {result.published_per_s:,.0f}/s,"
+            f" delivered per subscriber p50 {median(delivered):,.0f}/s"
+            f" (min {min(delivered, default=0):,.0f}, p10 {deciles[0] if deciles else 0:,.0f}),"
+            f" lost p50 {median(lost):,.0f} of {n}"
         )
         results.append(result)
     return results
@@ -1038,6 +1241,7 @@ async def events_part(ctx: Context) -> list[FanoutResult]:
 @attrs.define
 class Results:
     latency: LatencyResults | None = None
+    starts: StartRounds | None = None
     actr: ActrResults | None = None
     fanout: list[FanoutResult] = attrs.Factory(list)
     load_before: tuple[float, float, float] = (math.nan, math.nan, math.nan)
@@ -1050,9 +1254,13 @@ async def run_parts(ctx: Context) -> Results:
     # Container inits orphaned by the stopped daemon are re-parented to us, to be reaped by pid.
     become_child_subreaper()
     results = Results(load_before=os.getloadavg())
+    if not args.skip_tls:
+        make_certificates(ctx)
     try:
         if not args.skip_latency:
             results.latency = await latency_part(ctx)
+            if not args.skip_tls:
+                results.starts = await starts_part(ctx)
         if not args.skip_events:
             results.fanout = await events_part(ctx)
         if not args.skip_actr:
@@ -1101,14 +1309,55 @@ def median_max(values: Sequence[float]) -> str:
     return f"{ms(median(values), 0)} (max {ms(max(values), 0)})" if values else "n/a"
 
 
-def latency_rows(table: Table, latency: LatencyResults, clients: int) -> None:
+class Rows:
+    """The report's one table, with the tls+tcp column beside the ipc one.
+
+    Rows are added as before, (label, containerd-actors over ipc, reference, ratio, target), and a
+    row's tls+tcp cell by keyword: its value over tls+tcp, its ratio to ipc, and the issue's goal.
+    """
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+
+    def add_row(
+        self,
+        label: str,
+        value: str = "",
+        reference: str = "",
+        ratio: str = "",
+        target: str = "",
+        *,
+        tls: str = "",
+    ) -> None:
+        self.table.add_row(label, value, tls, reference, ratio, target)
+
+    def add_section(self) -> None:
+        self.table.add_section()
+
+
+def tls_cell(value: str, tls: float, ipc: float, goal: str | None = None, ok: bool = True) -> str:
+    """A tls+tcp cell: the value, its ratio to ipc, and whether the goal was met (short: it shares
+    the row with the ipc value and its reference)."""
+    cell = f"{value} {ratio(tls, ipc)}"
+    return cell if goal is None else f"{cell} {'met' if ok else 'MISSED'} {goal}"
+
+
+def latency_rows(table: Rows, latency: LatencyResults, clients: int) -> None:
+    goal = f"<= {TARGET_TLS_REQUEST_RATIO}x"
     for mode in (SEQUENTIAL, CONCURRENT):
         daemon, sync, trio_echo = (latency[mode, name] for name in (DAEMON, ECHO_SYNC, ECHO_TRIO))
+        remote = latency.get((mode, DAEMON_TLS))
         label = "sequential" if mode == SEQUENTIAL else f"{clients} tasks"
         for name, q in (("p50", 0.5), ("p99", 0.99)):
             d, s, t = daemon.p(q), sync.p(q), trio_echo.p(q)
             target = verdict(d <= TARGET_PING_RATIO * s, f"<= {TARGET_PING_RATIO}x") if q == 0.5 else ""
-            table.add_row(f"Ping {name}, {label}", ms(d, 3), f"{ms(s, 3)} bare echo", ratio(d, s), target)
+            tls = ""
+            if remote is not None:
+                r = remote.p(q)
+                tls = tls_cell(ms(r, 3), r, d, goal if q == 0.5 else None, r <= TARGET_TLS_REQUEST_RATIO * d)
+            table.add_row(
+                f"Ping {name}, {label}", ms(d, 3), f"{ms(s, 3)} bare echo", ratio(d, s), target, tls=tls
+            )
             table.add_row("  against the trio echo", "", f"{ms(t, 3)} trio echo", ratio(d, t), "")
         table.add_row(
             "  requests/s",
@@ -1116,15 +1365,42 @@ def latency_rows(table: Table, latency: LatencyResults, clients: int) -> None:
             f"{sync.per_second:,.0f} / {trio_echo.per_second:,.0f}",
             ratio(sync.per_second, daemon.per_second) + " slower",
             "",
+            tls=""
+            if remote is None
+            else tls_cell(f"{remote.per_second:,.0f}", remote.per_second, daemon.per_second),
         )
         for side in ("server", "client"):
             d, s, t = (
                 getattr(timings, f"{side}_cpu_s") / timings.calls for timings in (daemon, sync, trio_echo)
             )
-            table.add_row(f"  {side} CPU/request", us(d), f"{us(s)} / {us(t)}", ratio(d, s), "")
+            tls = ""
+            if remote is not None:
+                r = getattr(remote, f"{side}_cpu_s") / remote.calls
+                tls = tls_cell(us(r), r, d)
+            table.add_row(f"  {side} CPU/request", us(d), f"{us(s)} / {us(t)}", ratio(d, s), "", tls=tls)
 
 
-def actr_rows(table: Table, actr: ActrResults) -> None:
+def starts_rows(table: Rows, starts: StartRounds, n: int, clients: int) -> None:
+    ipc, tls = median(starts.rates.get(IPC, [])), median(starts.rates.get(TLS, []))
+    rounds = " / ".join(f"{x:.1f}" for x in starts.rates.get(IPC, []))
+    tls_rounds = " / ".join(f"{x:.1f}" for x in starts.rates.get(TLS, []))
+    table.add_row(
+        f"starts/s ({n} a round, {clients} tasks)",
+        f"{ipc:.1f}/s",
+        f"rounds ipc {rounds}; tls {tls_rounds}",
+        "",
+        f"{len(starts.errors)} failed",
+        tls=tls_cell(
+            f"{tls:.1f}/s",
+            tls,
+            ipc,
+            f">= {1 / TARGET_TLS_REQUEST_RATIO:.2f}x",
+            tls * TARGET_TLS_REQUEST_RATIO >= ipc,
+        ),
+    )
+
+
+def actr_rows(table: Rows, actr: ActrResults) -> None:
     n = actr.started
     rate = n / actr.start_wall_s if actr.start_wall_s else math.nan
     table.add_row(
@@ -1161,16 +1437,27 @@ def actr_rows(table: Table, actr: ActrResults) -> None:
         table.add_row("  time to first byte", median_max(timings.first_bytes), "", "", "")
 
 
-def fanout_rows(table: Table, fanout: Sequence[FanoutResult]) -> None:
+def fanout_rows(table: Rows, fanout: Sequence[FanoutResult]) -> None:
+    """One block of rows per round; a tls+tcp round fills the tls+tcp column of its ipc twin's rows."""
+    twins = {(r.mode, r.stream, r.subscribers): r for r in fanout if r.transport == TLS}
+    has_twin = {(r.mode, r.stream, r.subscribers) for r in fanout if r.transport == IPC}
     for result in fanout:
+        key = (result.mode, result.stream, result.subscribers)
+        if result.transport == TLS and key in has_twin:
+            continue  # shown in its ipc twin's rows
+        twin = twins.get(key) if result.transport == IPC else None
         k, lossless = result.subscribers, result.mode == LOSSLESS
+        over = " over tls+tcp" if result.transport == TLS else ""
         table.add_row(
-            f"{result.mode} {result.stream}, {k} sub{'' if k == 1 else 's'}, {result.events // 1000}k events:"
-            " published",
+            f"{result.mode} {result.stream}{over}, {k} sub{'' if k == 1 else 's'},"
+            f" {result.events // 1000}k events: published",
             f"{result.published_per_s:,.0f}/s",
             f"publisher CPU {us(result.publisher_cpu_s / result.events)}/event",
             "",
             f"machine {100 * result.machine_busy:.0f}% busy",
+            tls=""
+            if twin is None
+            else tls_cell(f"{twin.published_per_s:,.0f}/s", twin.published_per_s, result.published_per_s),
         )
         if k == 0:
             continue
@@ -1181,12 +1468,23 @@ def fanout_rows(table: Table, fanout: Sequence[FanoutResult]) -> None:
         if k == TARGET_EVENTS_SUBSCRIBERS:
             ok = len(delivered) == k and min(delivered) >= TARGET_EVENTS_PER_S and lossless_count == k
             target = verdict(ok, f">= {TARGET_EVENTS_PER_S:,.0f}/s each, 0 loss")
+        tls_delivered = tls_loss = ""
+        if twin is not None:
+            remote = [twin.delivered_per_s(r) for r in twin.reports]
+            r, d = median(remote), median(delivered)
+            tls_delivered = tls_cell(
+                f"{r:,.0f}/s", r, d, f">= {TARGET_TLS_FANOUT_RATIO}x", r >= TARGET_TLS_FANOUT_RATIO * d
+            )
+            remote_lost = [100 * twin.lost(x) / twin.events for x in twin.reports]
+            if remote_lost:
+                tls_loss = f"{median(remote_lost):.1f}% ({max(remote_lost):.1f}%)"
         table.add_row(
             "  delivered/subscriber p50 (min)",
             f"{median(delivered):,.0f}/s ({min(delivered, default=0):,.0f})" if delivered else "n/a",
             f"{sum(delivered):,.0f}/s in total",
             ratio(median(delivered), result.published_per_s) + " of published",
             target,
+            tls=tls_delivered,
         )
         loss_pct = [100 * x / result.events for x in lost]
         gaps = median([r.gaps for r in result.reports])
@@ -1196,6 +1494,7 @@ def fanout_rows(table: Table, fanout: Sequence[FanoutResult]) -> None:
             f"{lossless_count}/{k} lossless, {gaps:,.0f} gaps p50",
             "",
             "" if lossless else "nng alone, no gap filling",
+            tls=tls_loss,
         )
         if lossless:
             replayed = median([r.subscription.replayed / r.unique for r in result.reports if r.unique])
@@ -1228,7 +1527,7 @@ def machine_line(results: Results) -> str:
 
 
 def report(args: argparse.Namespace, results: Results) -> None:
-    console = Console(width=None if sys.stdout.isatty() else 160, highlight=False)
+    console = Console(width=None if sys.stdout.isatty() else 180, highlight=False)
     console.print(machine_line(results))
     if results.latency is not None:
         console.print(
@@ -1252,20 +1551,31 @@ def report(args: argparse.Namespace, results: Results) -> None:
             " message); per-event: one message per event. Delivered/s = distinct events / (its last event -"
             " first publish)."
         )
+    if not args.skip_tls:
+        console.print(
+            "tls+tcp column: the same daemon (or events actor) over mutual TLS on 127.0.0.1, measured in the"
+            " same run as ipc (Pings in the same rotating blocks; start rounds ipc, tls, tls, ipc; each"
+            " fan-out round again on the tls+tcp streams, gap filling through the tls+tcp API)."
+            f" Goals: requests <= {TARGET_TLS_REQUEST_RATIO}x ipc, fan-out >= {TARGET_TLS_FANOUT_RATIO}x."
+        )
     table = Table(title="bench_api (medians unless stated)", box=box.SIMPLE_HEAD)
     table.add_column("", no_wrap=True)
-    table.add_column("containerd-actors", justify="right")
+    table.add_column("containerd-actors (ipc)", justify="right")
+    table.add_column("tls+tcp", justify="right")
     table.add_column("reference", justify="right")
     table.add_column("ratio", justify="right")
     table.add_column("target")
+    rows = Rows(table)
     if results.latency is not None:
-        latency_rows(table, results.latency, args.clients)
+        latency_rows(rows, results.latency, args.clients)
+        if results.starts is not None:
+            starts_rows(rows, results.starts, args.tls_starts, args.clients)
         table.add_section()
     if results.actr is not None:
-        actr_rows(table, results.actr)
+        actr_rows(rows, results.actr)
         table.add_section()
     if results.fanout:
-        fanout_rows(table, results.fanout)
+        fanout_rows(rows, results.fanout)
     console.print(table)
     problems: list[str] = []
     if results.actr is not None:
@@ -1278,9 +1588,12 @@ def report(args: argparse.Namespace, results: Results) -> None:
         ):
             problems += [f"{name}: {problem}" for problem in timings.problems[:3]]
         problems += [f"start: {error}" for error in results.actr.start_errors[:3]]
+    if results.starts is not None:
+        problems += [f"start round: {error}" for error in results.starts.errors[:3]]
     for result in results.fanout:
         problems += [
-            f"fan-out {result.mode} {result.stream} {result.subscribers}: {p}" for p in result.problems[:3]
+            f"fan-out {result.mode} {result.stream} {result.subscribers} {result.transport}: {p}"
+            for p in result.problems[:3]
         ]
     for problem in problems:
         print(f"problem: {problem}")
@@ -1291,9 +1604,13 @@ def report(args: argparse.Namespace, results: Results) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if os.geteuid() != 0 and not args.skip_actr:
-        print("bench_api: the actr part starts containers with runc, which needs root", file=sys.stderr)
-        print("           (run as root, or pass --skip-actr)", file=sys.stderr)
+    starts = not args.skip_tls and not args.skip_latency
+    if os.geteuid() != 0 and (not args.skip_actr or starts):
+        print(
+            "bench_api: the actr and start parts start containers with runc, which needs root",
+            file=sys.stderr,
+        )
+        print("           (run as root, or pass --skip-actr --skip-tls)", file=sys.stderr)
         return 1
     # IPC socket paths must stay under ~107 bytes, so a short directory directly in /tmp.
     ctx = Context(args, Path(tempfile.mkdtemp(prefix="cba-", dir="/tmp")))

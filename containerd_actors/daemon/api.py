@@ -21,19 +21,20 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import attrs
 import pynng
 import trio
 
 from containerd_actors import __version__
 from containerd_actors import protocol as wire
-from containerd_actors.daemon.config import DaemonConfig
+from containerd_actors.daemon.config import DaemonConfig, RemoteStreams
 from containerd_actors.daemon.container.stdio import OutputView
 from containerd_actors.daemon.events.messages import EventsMailbox, EventsStatus, GetStatus
 from containerd_actors.daemon.mailbox import CommandError, Published, ask, forward
 from containerd_actors.daemon.metrics.messages import MetricsMailbox
 from containerd_actors.daemon.supervisor.messages import SupervisorMailbox
 from containerd_actors.host.procfs import memory_total_bytes
-from containerd_actors.transport.nng import UNKNOWN_PEER
+from containerd_actors.transport.nng import UNKNOWN_PEER, pipe_local_address
 from containerd_actors.transport.reply import ReplySocket
 from containerd_actors.transport.tls import is_plain_tcp
 
@@ -48,7 +49,20 @@ SEND_TIMEOUT_S = 10.0
 #: a ReadOutput answers at once and the client library backs off before asking again.
 MAX_WAITING_READS = WORKER_CONTEXTS // 2
 
-Handler = Callable[[Any], Awaitable[wire.Reply]]
+
+@attrs.frozen
+class Caller:
+    """Who sent a request: the CN of a TLS client's certificate (None for a local client), and the
+    pipe it came on (0 when unknown), which tells the listener it dialed."""
+
+    by: str | None = None
+    pipe: int = 0
+
+
+LOCAL_CALLER = Caller()
+
+#: Serves a request for a caller.
+Handler = Callable[[Any, Caller], Awaitable[wire.Reply]]
 
 #: What a ``--read-only-client`` may ask: everything that only reads (list, state, stats, logs,
 #: metrics, events, checkpoints listed). Anything else, today's requests and tomorrow's, is refused.
@@ -63,6 +77,22 @@ READ_ONLY_REQUESTS: frozenset[type] = frozenset(
         wire.ListCheckpoints,
     }
 )
+
+
+def streams_beside(streams: tuple[RemoteStreams, ...], local: str) -> RemoteStreams | None:
+    """The streams of the listener on ``local`` (``HOST:PORT``): the one on that very address, else
+    the one on that port (a listener on every interface, or one given by host name)."""
+    host, _, port = local.rpartition(":")
+    host = host.strip("[]")
+    on_port = None
+    for candidate in streams:
+        listen_host, _, listen_port = candidate.api.split("://", 1)[1].rpartition(":")
+        if listen_port != port:
+            continue
+        if listen_host.strip("[]") == host:
+            return candidate
+        on_port = on_port or candidate
+    return on_port
 
 
 def machine_info(daemon_id: str) -> wire.MachineInfo:
@@ -95,8 +125,8 @@ class ApiServer:
         """For each request type: the actor that serves it, and the reply its answer becomes."""
 
         def via(mailbox: trio.MemorySendChannel[Any], reply: Callable[[Any, Any], wire.Reply]) -> Handler:
-            async def handler(request: Any) -> wire.Reply:
-                return reply(request, await forward(mailbox, request))
+            async def handler(request: Any, caller: Caller) -> wire.Reply:
+                return reply(request, await forward(mailbox, request, caller.by))
 
             return handler
 
@@ -120,7 +150,7 @@ class ApiServer:
             wire.State: via(
                 supervisor, lambda r, containers: wire.StateReply(r.request_id, containers, self._machine)
             ),
-            wire.ReadOutput: lambda request: self._read_output(supervisor, request),
+            wire.ReadOutput: lambda request, _caller: self._read_output(supervisor, request),
             # Routed by the supervisor to the container's actor:
             wire.Signal: via(supervisor, lambda r, _: wire.SignalReply(r.request_id)),
             wire.AddProcess: via(supervisor, lambda r, pid: wire.AddProcessReply(r.request_id, pid)),
@@ -173,7 +203,7 @@ class ApiServer:
                     message = await context.receive_message()
                 except pynng.Closed:
                     return
-            reply = await self.handle(message.body, message.peer)
+            reply = await self.handle(message.body, message.peer, message.pipe)
             try:
                 if not await context.reply(wire.encode_reply(reply)):
                     log.debug("reply dropped: the requester stopped reading")
@@ -186,10 +216,11 @@ class ApiServer:
         if self._socket is not None:
             self._socket.reload_tls()
 
-    async def handle(self, data: bytes, peer: str | None = None) -> wire.Reply:
+    async def handle(self, data: bytes, peer: str | None = None, pipe: int = 0) -> wire.Reply:
         """Decode one request and answer it; exceptions become ErrorReplies.
 
-        ``peer`` is the sender's TLS certificate CN (None for a local or plain-tcp client).
+        ``peer`` is the sender's TLS certificate CN (None for a local or plain-tcp client), and
+        ``pipe`` the id of the pipe it came on (0 when not known).
         """
         request_id: str | None = None
         try:
@@ -202,7 +233,7 @@ class ApiServer:
                 )
             if peer is not None and type(request) not in READ_ONLY_REQUESTS:
                 self._authorize_change(request, peer)
-            return await handler(request)
+            return await handler(request, Caller(peer, pipe))
         except wire.ProtocolError as exc:
             return exc.to_reply()
         except CommandError as exc:
@@ -228,11 +259,12 @@ class ApiServer:
             )
         log.info("%s for %s by client %r", kind, target or "-", peer)
 
-    async def _ping(self, request: wire.Ping) -> wire.PingReply:
+    async def _ping(self, request: wire.Ping, caller: Caller = LOCAL_CALLER) -> wire.PingReply:
         if self._events_status is not None:
             status = self._events_status.current
         else:
             status = await ask(self._events, GetStatus)
+        remote_events, remote_batch = self._remote_streams_for(caller)
         return wire.PingReply(
             request.request_id,
             self._config.id,
@@ -242,10 +274,24 @@ class ApiServer:
             status.last_seq,
             self._config.events_batch_address,
             wire.PROTOCOL_VERSION,
-            self._config.remote_events_address,
-            self._config.remote_events_batch_address,
+            remote_events,
+            remote_batch,
             status.journal_id,
         )
+
+    def _remote_streams_for(self, caller: Caller) -> tuple[str | None, str | None]:
+        """The event streams beside the listener a remote caller dialed: a client reaches the
+        daemon by that address only (the first listener's may be on a network it cannot reach).
+        Local callers, and anyone whose listener is not found, get the first listener's."""
+        config = self._config
+        found = None
+        if caller.pipe and len(config.remote_streams) > 1:
+            local = pipe_local_address(caller.pipe)
+            if local is not None:
+                found = streams_beside(config.remote_streams, local)
+        if found is None:
+            return config.remote_events_address, config.remote_events_batch_address
+        return found.events, found.batch
 
     async def _read_output(
         self, supervisor: SupervisorMailbox, request: wire.ReadOutput

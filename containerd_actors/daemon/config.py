@@ -13,6 +13,19 @@ DEFAULT_RETENTION = 100_000
 
 
 @attrs.frozen
+class RemoteStreams:
+    """A remote API listener and the two event streams beside it, on its next two ports.
+
+    Each remote listener has its own, because a client reaches the daemon only by the address it
+    dialed: one on another network than the first listener's could not subscribe otherwise.
+    """
+
+    api: str
+    events: str
+    batch: str
+
+
+@attrs.frozen
 class DaemonConfig:
     id: str
     debug: bool
@@ -38,9 +51,12 @@ class DaemonConfig:
     read_only_clients: frozenset[str] = frozenset()
     #: Seconds between checks for renewed TLS files; 0 checks only on SIGHUP.
     tls_reload_interval: float = 0.0
-    #: The event streams beside the first TLS listener (the same certificates); None without one.
+    #: The event streams beside the first remote listener (the same certificates); None without one.
     remote_events_address: str | None = None
     remote_events_batch_address: str | None = None
+    #: The streams beside every remote listener (the first one's are the two above); a Ping
+    #: announces those beside the listener it came on.
+    remote_streams: tuple[RemoteStreams, ...] = ()
 
     @property
     def runc_root(self) -> Path:

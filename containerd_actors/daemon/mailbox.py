@@ -41,10 +41,17 @@ ReplyTo = trio.MemorySendChannel[Answer]
 
 @attrs.frozen
 class Ask(Generic[RequestT]):
-    """A request for an actor, and where its answer goes."""
+    """A request for an actor, and where its answer goes.
+
+    ``by`` is who asked: the CN of a TLS client's certificate, None for a local client. It rides
+    in the message, not in a context variable, because the actor that serves the request runs in
+    its own task (a context variable set by the API worker would not reach it) and may serve it
+    after a restart, from a queue handed over; the event the request causes then names its caller.
+    """
 
     request: RequestT
     reply_to: ReplyTo
+    by: str | None = None
 
 
 class CommandError(Exception):
@@ -66,9 +73,9 @@ async def ask(mailbox: trio.MemorySendChannel[Any], build: Callable[[ReplyTo], A
     return result.unwrap()
 
 
-async def forward(mailbox: trio.MemorySendChannel[Any], request: Any) -> Any:
-    """Ask the actor behind ``mailbox`` to serve a wire request; returns its answer."""
-    return await ask(mailbox, lambda reply_to: Ask(request, reply_to))
+async def forward(mailbox: trio.MemorySendChannel[Any], request: Any, by: str | None = None) -> Any:
+    """Ask the actor behind ``mailbox`` to serve a wire request (for client ``by``); returns its answer."""
+    return await ask(mailbox, lambda reply_to: Ask(request, reply_to, by))
 
 
 def answer(reply_to: ReplyTo, value: Any) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import attrs
 
 from containerd_actors import __version__
-from containerd_actors.daemon.config import DEFAULT_RETENTION, DaemonConfig
+from containerd_actors.daemon.config import DEFAULT_RETENTION, DaemonConfig, RemoteStreams
 from containerd_actors.daemon.state.lock import StateDirInUse, lock_state_dir
 from containerd_actors.protocol.addresses import (
     DEFAULT_ADDRESS,
@@ -180,6 +180,7 @@ def config_from_args(argv: list[str] | None = None) -> DaemonConfig:
         tls_reload_interval=args.tls_reload_interval,
         remote_events_address=listeners.remote_events_address,
         remote_events_batch_address=listeners.remote_events_batch_address,
+        remote_streams=listeners.streams,
         events_address=events_address,
         events_batch_address=batch_address,
         oom_notify=args.oom_notify,
@@ -198,13 +199,15 @@ class Listeners:
     remote: tuple[str, ...]
     remote_events_address: str | None
     remote_events_batch_address: str | None
+    streams: tuple[RemoteStreams, ...] = ()
 
 
 def split_listeners(addresses: list[str], insecure_tcp: bool) -> Listeners:
     """The one local address (ipc, the default unless one is given) and the remote ones.
 
     A remote API is mutual TLS or nothing, unless the operator says ``--insecure-tcp``; the event
-    streams follow the first TLS listener, on its next two ports, as they follow the local socket.
+    streams follow every remote listener, on its next two ports, as they follow the local socket
+    (the first listener's are the ones announced to clients of the others' transports).
     """
     local = [a for a in addresses if not (is_tls(a) or is_plain_tcp(a))]
     remote = tuple(a for a in addresses if is_tls(a) or is_plain_tcp(a))
@@ -216,12 +219,19 @@ def split_listeners(addresses: list[str], insecure_tcp: bool) -> Listeners:
             f"containerd-actors: {plain[0]} would serve the API unencrypted and to anyone; use "
             "tls+tcp:// with --tls-cert, --tls-key and --tls-ca, or pass --insecure-tcp"
         )
-    first = remote[0] if remote else None
-    events = derived_address(first, EVENTS_SOCKET, "a remote events address", "a port") if first else None
-    batch = (
-        derived_address(events, EVENTS_BATCH_SOCKET, "a remote batch address", "a port") if events else None
+    streams = []
+    for address in remote:
+        events = derived_address(address, EVENTS_SOCKET, "a remote events address", "a port")
+        batch = derived_address(events, EVENTS_BATCH_SOCKET, "a remote batch address", "a port")
+        streams.append(RemoteStreams(address, events, batch))
+    first = streams[0] if streams else None
+    return Listeners(
+        local[0] if local else DEFAULT_ADDRESS,
+        remote,
+        first.events if first else None,
+        first.batch if first else None,
+        tuple(streams),
     )
-    return Listeners(local[0] if local else DEFAULT_ADDRESS, remote, events, batch)
 
 
 def tls_files(args: argparse.Namespace, remote: tuple[str, ...]) -> TlsFiles | None:

@@ -136,8 +136,8 @@ async def run_daemon(config: DaemonConfig) -> None:
         metrics.mailbox,
         config.events_batch_address,
         tls=config.tls,
-        remote_address=config.remote_events_address,
-        remote_batch_address=config.remote_events_batch_address,
+        remote_addresses=tuple(streams.events for streams in config.remote_streams),
+        remote_batch_addresses=tuple(streams.batch for streams in config.remote_streams),
         faults=faults,
     )
     on_restart = announce_restarts(events.mailbox, metrics.mailbox)
@@ -247,7 +247,9 @@ def serve(config: DaemonConfig) -> None:
     addresses = [config.listen, config.events_address]
     if config.events_batch_address is not None:
         addresses.append(config.events_batch_address)
-    remote = [*config.remote_listen, config.remote_events_address, config.remote_events_batch_address]
+    remote = [*config.remote_listen]
+    for streams in config.remote_streams:
+        remote += [streams.events, streams.batch]
     for address in addresses[1:]:
         prepare_socket_dir(address)
     try:

@@ -22,6 +22,7 @@ from typing import Any
 
 import attrs
 import cattrs
+from cattrs.gen import make_dict_unstructure_fn, override
 from cattrs.preconf.json import make_converter
 from cattrs.strategies import configure_tagged_union
 from cattrs.v import format_exception
@@ -90,6 +91,14 @@ def _make_wire_converter(*, forbid_extra_keys: bool) -> cattrs.Converter:
     conv.register_structure_hook(int, _strict(int, "an integer"))
     conv.register_structure_hook(bool, _strict(bool, "a boolean"))
     conv.register_structure_hook(float, lambda v, t: float(_strict((int, float), "a number")(v, t)))
+    # ``by`` and ``bys`` are left out when null (every local client's event): the field is absent
+    # for local clients, and their events are byte for byte what they were before it existed.
+    conv.register_unstructure_hook(
+        Event, make_dict_unstructure_fn(Event, conv, by=override(omit_if_default=True))
+    )
+    conv.register_unstructure_hook(
+        EventBatch, make_dict_unstructure_fn(EventBatch, conv, bys=override(omit_if_default=True))
+    )
     configure_tagged_union(Request, conv, tag_generator=_tag_of, tag_name=TAG)
     configure_tagged_union(Reply, conv, tag_generator=_tag_of, tag_name=TAG)
     return conv
@@ -250,6 +259,10 @@ _BATCH_COLUMN_TYPES: dict[str, tuple[frozenset[type], str]] = {
     "statuses": (frozenset({int, _NONE}), "an integer or null"),
     "reasons": (frozenset({str, _NONE}), "a string or null"),
 }
+#: The optional column, checked like the others when it is there and not null.
+_BATCH_OPTIONAL_COLUMNS: dict[str, tuple[frozenset[type], str]] = {
+    "bys": (frozenset({str, _NONE}), "a string or null"),
+}
 _BATCH_FIELDS = ("first_seq", *EventBatch.COLUMNS)
 
 
@@ -268,7 +281,9 @@ def _batch_problems(obj: dict[str, Any]) -> list[str]:
     first_seq = obj.get("first_seq", 0)
     if type(first_seq) is not int:
         problems.append(_wrong_type("an integer", first_seq, "first_seq"))
-    for name, (allowed, expected) in _BATCH_COLUMN_TYPES.items():
+    columns = [*_BATCH_COLUMN_TYPES.items()]
+    columns += [(name, types) for name, types in _BATCH_OPTIONAL_COLUMNS.items() if obj.get(name) is not None]
+    for name, (allowed, expected) in columns:
         column = obj.get(name, [])
         if type(column) is not list:
             problems.append(_wrong_type("a list", column, name))
@@ -314,7 +329,7 @@ def _parse_event_batch(data: bytes, loads: Callable[[bytes], Any]) -> EventBatch
     if int in set(map(type, timestamps)):
         obj["timestamps"] = [float(t) for t in timestamps]  # JSON wrote 1700000000.0 as an integer
     try:
-        return EventBatch(**{name: obj[name] for name in _BATCH_FIELDS})
+        return EventBatch(**{name: obj[name] for name in _BATCH_FIELDS}, bys=obj.get("bys"))
     except InvalidField as exc:
         raise ProtocolError(ErrorCode.MALFORMED, f"bad event batch: {exc}", [str(exc)]) from None
 

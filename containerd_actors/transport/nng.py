@@ -64,6 +64,9 @@ class RawMessage:
     #: The common name of the sender's TLS certificate; None over ipc and plain tcp; ``UNKNOWN_PEER``
     #: when its pipe closed before the name could be read (treat it as the least trusted caller).
     peer: str | None = None
+    #: The id of the pipe it came on (0 unless peer names were asked for): ``pipe_local_address``
+    #: tells which of several listeners the sender dialed.
+    pipe: int = 0
 
 
 #: The peer of a message whose pipe was gone before its certificate could be read: not a name any
@@ -183,10 +186,14 @@ class Inbox:
         try:
             header = bytes(ffi.buffer(lib.nng_msg_header(message), lib.nng_msg_header_len(message)))
             body = bytes(ffi.buffer(lib.nng_msg_body(message), lib.nng_msg_len(message)))
-            peer = _peer_common_name(message) if self._peer_names else None
+            if self._peer_names:
+                peer = _peer_common_name(message)
+                pipe = lib.nng_pipe_id(lib.nng_msg_get_pipe(message))
+            else:
+                peer, pipe = None, 0
         finally:
             lib.nng_msg_free(message)
-        return RawMessage(header, body, peer)
+        return RawMessage(header, body, peer, pipe)
 
 
 def _peer_common_name(message: Any) -> str | None:
@@ -207,6 +214,20 @@ def _peer_common_name(message: Any) -> str | None:
         return ffi.string(slot[0]).decode(errors="replace")
     finally:
         lib.nng_strfree(slot[0])
+
+
+def pipe_local_address(pipe_id: int) -> str | None:
+    """``HOST:PORT`` of this side of a tcp or tls+tcp pipe (``[HOST]:PORT`` for IPv6): the
+    address its peer dialed. None for another transport, or a pipe that is gone."""
+    from pynng.sockaddr import In6Addr, InAddr, _nng_sockaddr
+
+    pipe = ffi.new("nng_pipe *")
+    pipe[0].id = pipe_id
+    address = ffi.new("nng_sockaddr *")
+    if lib.nng_pipe_get_addr(pipe[0], b"local-address", address) != 0:
+        return None
+    found = _nng_sockaddr(address)
+    return str(found) if isinstance(found, InAddr | In6Addr) else None
 
 
 class SendAio:

@@ -12,6 +12,8 @@ from support.daemon import short_temp_dir
 from support.events_daemon import InProcessDaemon
 
 from containerd_actors import protocol as wire
+from containerd_actors.daemon.api import streams_beside
+from containerd_actors.daemon.config import RemoteStreams
 from containerd_actors.daemon.events.messages import EventDraft, GetStatus
 from containerd_actors.daemon.mailbox import ask
 
@@ -43,3 +45,15 @@ async def test_a_ping_answers_during_an_event_burst_with_a_journalled_seq(work_d
         assert reply.last_event_seq <= daemon.journal.last_seq
         await ask(events.mailbox, GetStatus)  # the burst is worked through
         assert (await ping(wire.Ping(request_id="p"))).last_event_seq == BURST
+
+
+def test_a_ping_announces_thestreams_beside_the_listener_it_came_on() -> None:
+    streams = (
+        RemoteStreams("tls+tcp://127.0.0.1:7000", "tls+tcp://127.0.0.1:7001", "tls+tcp://127.0.0.1:7002"),
+        RemoteStreams("tls+tcp://198.18.0.1:7000", "tls+tcp://198.18.0.1:7001", "tls+tcp://198.18.0.1:7002"),
+        RemoteStreams("tls+tcp://0.0.0.0:9000", "tls+tcp://0.0.0.0:9001", "tls+tcp://0.0.0.0:9002"),
+    )
+    assert streams_beside(streams, "198.18.0.1:7000") is streams[1]  # same port, the host decides
+    assert streams_beside(streams, "127.0.0.1:7000") is streams[0]
+    assert streams_beside(streams, "10.0.0.5:9000") is streams[2]  # every interface: by port
+    assert streams_beside(streams, "10.0.0.5:1234") is None

@@ -71,6 +71,15 @@ def test_remote_events_addresses_are_the_next_ports() -> None:
     assert config.listen.startswith("ipc://"), "the local socket stays"
 
 
+def test_every_remote_listener_has_its_own_event_streams() -> None:
+    config = config_from_args(["-l", "tcp://127.0.0.1:7000", "-l", "tcp://198.18.0.1:8000", "--insecure-tcp"])
+    assert [(s.api, s.events, s.batch) for s in config.remote_streams] == [
+        ("tcp://127.0.0.1:7000", "tcp://127.0.0.1:7001", "tcp://127.0.0.1:7002"),
+        ("tcp://198.18.0.1:8000", "tcp://198.18.0.1:8001", "tcp://198.18.0.1:8002"),
+    ]
+    assert config.remote_events_address == "tcp://127.0.0.1:7001", "the first one's are the default"
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

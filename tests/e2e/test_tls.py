@@ -213,3 +213,51 @@ async def test_renewed_certificates_are_served_after_sighup_without_dropping_loc
             await local.signal(cid, signal.SIGKILL)
     finally:
         await stop_daemon(handle)
+
+
+async def test_events_name_the_tls_client_that_caused_them_and_nobody_for_local_clients(
+    state_dir: Path, sleep_bundle: Path, certs: dict[str, TlsFiles]
+) -> None:
+    port = free_port_run(3)
+    handle = await start_daemon(state_dir, *tls_args(certs["server"], port))
+    remote, mine = unique_id("by-tls"), unique_id("by-local")
+    try:
+        async with (
+            Client.connect(handle.address) as local,
+            Client.connect(f"tls+tcp://127.0.0.1:{port}", timeout=20, tls=certs["admin"]) as admin,
+            local.subscribe() as events,
+        ):
+            init = await admin.create_container(remote, str(sleep_bundle))
+            exec_pid = await admin.add_process(remote, ["sleep", "60"])
+            await admin.pause(remote)
+            await admin.resume(remote)
+            await admin.signal(remote, signal.SIGKILL, pid=exec_pid)
+            await local.create_container(mine, str(sleep_bundle))
+            await local.signal(mine, signal.SIGKILL)
+            await admin.signal(remote, signal.SIGKILL)
+            seen: list[tuple[str, str, int, str | None]] = []
+            with trio.fail_after(30):
+                async for event in events:
+                    seen.append((event.type, event.id, event.pid, event.by))
+                    if event.type == EventType.EXIT and event.id == remote and event.pid == init:
+                        break
+        assert (EventType.START_CONTAINER, remote, init, "admin") in seen
+        assert (EventType.START_PROCESS, remote, exec_pid, "admin") in seen
+        assert (EventType.PAUSE, remote, init, "admin") in seen
+        assert (EventType.RESUME, remote, init, "admin") in seen
+        assert (EventType.EXIT, remote, exec_pid, "admin") in seen  # died of admin's SIGKILL
+        assert (EventType.EXIT, remote, init, "admin") in seen
+        # A local client's start and kill name nobody.
+        assert [by for kind, id, _pid, by in seen if id == mine] == [None, None]
+        assert [kind for kind, id, _pid, _by in seen if id == mine] == [
+            EventType.START_CONTAINER,
+            EventType.EXIT,
+        ]
+        # The journal keeps the caller too: a late reader of the Events request sees it.
+        async with Client.connect(handle.address) as local:
+            journal = await local.events_page(1)
+        journalled = [(e.type, e.id, e.by) for e in journal.events]
+        assert (EventType.START_CONTAINER, remote, "admin") in journalled
+        assert (EventType.START_CONTAINER, mine, None) in journalled
+    finally:
+        await stop_daemon(handle)

@@ -36,10 +36,17 @@ def make_ca(directory: Path, name: str) -> Path:
     return directory / f"{name}.crt"
 
 
-def sign(directory: Path, ca: str, name: str, common_name: str, days: int = 30) -> TlsFiles:
-    """A key and a certificate for ``common_name`` signed by ``ca``; ``days=-1`` makes it expired."""
+def sign(
+    directory: Path, ca: str, name: str, common_name: str, days: int = 30, ips: tuple[str, ...] = ()
+) -> TlsFiles:
+    """A key and a certificate for ``common_name`` signed by ``ca``; ``days=-1`` makes it expired.
+
+    It names localhost and 127.0.0.1, and ``ips`` too (a daemon's other listening addresses: a
+    client checks that the daemon's certificate names the address it dialed).
+    """
     _key_and_request(directory, name, common_name)
-    (directory / f"{name}.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    names = ",".join(["DNS:localhost", "IP:127.0.0.1", *(f"IP:{ip}" for ip in ips)])
+    (directory / f"{name}.ext").write_text(f"subjectAltName={names}\n")
     _openssl(
         "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
         "-CAcreateserial", "-out", f"{name}.crt", "-days", str(days), "-extfile", f"{name}.ext",

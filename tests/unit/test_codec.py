@@ -36,8 +36,11 @@ from containerd_actors.protocol import (
     SignalReply,
     StateReply,
     decode_event_batch,
+    decode_event_payload,
     decode_reply,
     decode_request,
+    encode_event_batch,
+    encode_event_payload,
     encode_reply,
     encode_request,
     validators,
@@ -494,3 +497,26 @@ def test_a_later_request_field_is_sent_only_when_it_is_used() -> None:
     assert set(by_id) == {"type", "request_id", "id"}
     by_bundle = json.loads(encode_request(ListCheckpoints(request_id="1", bundle="/srv/b")))
     assert by_bundle["bundle"] == "/srv/b"
+
+
+def test_by_is_absent_for_local_clients_and_carried_for_tls_ones() -> None:
+    local = Event(1, 1.0, "start-container", "a", 10)
+    remote = Event(2, 2.0, "start-container", "b", 11, by="admin")
+    assert b'"by"' not in encode_event_payload(local)  # absent, not null: local events did not change
+    assert decode_event_payload(encode_event_payload(remote)).by == "admin"
+    assert b'"bys"' not in encode_event_batch(EventBatch.of([local]))
+    mixed = decode_event_batch(encode_event_batch(EventBatch.of([local, remote])))
+    assert [e.by for e in mixed.events()] == [None, "admin"]
+    assert [e.by for e in EventBatch.of([local, remote]).events(1)] == ["admin"]
+
+
+@pytest.mark.parametrize(
+    ("bys", "words"),
+    [([1], "expected a string or null, got int @ $.bys[0]"), (["x", "y"], "bys 2")],
+)
+def test_a_bad_by_column_is_malformed(bys: Any, words: str) -> None:
+    obj = json.loads(encode_event_batch(EventBatch.of([Event(1, 1.0, "exit", "a", 10)])))
+    obj["bys"] = bys
+    with pytest.raises(ProtocolError) as bad:
+        decode_event_batch(json.dumps(obj).encode())
+    assert words in bad.value.message

@@ -133,6 +133,9 @@ class ContainerActor:
         #: The answer a checkpoint with ``exit`` gives once the container is gone.
         self._checkpoint_reply: tuple[ReplyTo, Checkpoint] | None = None
         self._cgroup_state: ContainerCgroups | None = None
+        #: The last signal a TLS client sent each live process, and who: if the process then dies
+        #: of that signal, its ``exit`` event names that client (``by``).
+        self._signalled_by: dict[int, tuple[int, str]] = {}
 
     @property
     def mailbox(self) -> ContainerMailbox:
@@ -146,8 +149,10 @@ class ContainerActor:
         start_reply: ReplyTo,
         terminal: bool | None = None,
         request_id: str | None = None,
+        by: str | None = None,
     ) -> None:
-        """Start the container, answer the creator, then serve requests until the init exits."""
+        """Start the container, answer the creator (``by``: its TLS CN, or None if local), then
+        serve requests until the init exits."""
         started_at = time.monotonic_ns()
         try:
             # The reaper is handed copies of the pipe ends before runc runs (see ``start``), so a
@@ -176,7 +181,10 @@ class ContainerActor:
         tell(self._metrics, RecordDuration(CONTAINER_START_TIME, time.monotonic_ns() - started_at))
         self._bundle_path = started.bundle
         self._process_spec = started.process_spec
-        await self._events.send(EventDraft(EventType.START_CONTAINER, self.id, init.info.pid))
+        if init.info.terminal:
+            # A pty master exists only once runc has sent it, so the reaper gets it only now.
+            await self._exit_watcher.keep(init.key, init.kept_fds())
+        await self._events.send(EventDraft(EventType.START_CONTAINER, self.id, init.info.pid, by=by))
         await self._serve(init, [])
 
     async def run_adopted(self, adoption: Adoption, status: str = "running") -> None:
@@ -266,16 +274,16 @@ class ContainerActor:
             case Ask(_, reply_to) if self._phase is not Phase.RUNNING:
                 state = "is exiting" if self._phase is Phase.EXITING else "has exited"
                 fail(reply_to, CommandError(ErrorCode.NOT_FOUND, f"container {self.id!r} {state}"))
-            case Ask(wire.Signal() as request, reply_to):
-                await self._reply(reply_to, self._signal(request))
-            case Ask(wire.AddProcess() as request, reply_to):
-                await self._reply(reply_to, self._add_process(request))
+            case Ask(wire.Signal() as request, reply_to, by):
+                await self._reply(reply_to, self._signal(request, by))
+            case Ask(wire.AddProcess() as request, reply_to, by):
+                await self._reply(reply_to, self._add_process(request, by))
             case Ask(wire.Stats(), reply_to):
                 await self._reply(reply_to, self._sample_stats())
-            case Ask(wire.UpdateContainer() as request, reply_to):
-                await self._reply(reply_to, self._change_status(request.status))
-            case Ask(wire.CreateCheckpoint() as request, reply_to):
-                await self._create_checkpoint(request, reply_to)
+            case Ask(wire.UpdateContainer() as request, reply_to, by):
+                await self._reply(reply_to, self._change_status(request.status, by))
+            case Ask(wire.CreateCheckpoint() as request, reply_to, by):
+                await self._create_checkpoint(request, reply_to, by)
             case Ask(wire.DeleteCheckpoint() as request, reply_to):
                 await self._reply(reply_to, self._delete_checkpoint(request.name))
             case InitExited(status):
@@ -384,7 +392,8 @@ class ContainerActor:
         # The supervisor's snapshot first: a client that sees the exit event and then asks for
         # State must not still find the process listed (its State queues behind this report).
         await self._report()
-        await self._events.send(EventDraft(EventType.EXIT, self.id, pid, status, reason))
+        by = self._killed_by(pid, status)
+        await self._events.send(EventDraft(EventType.EXIT, self.id, pid, status, reason, by))
         self.paths.exec_record(pid).unlink(missing_ok=True)
         await self._exit_watcher.drop(process.key)
         await self._exit_watcher.acknowledge(pid)
@@ -412,7 +421,8 @@ class ContainerActor:
         self.paths.remove()
         await self._supervisor.send(ContainerRemoved(self.id, outputs, init.pid, str(self._bundle_path)))
         reason = None if status is not None else UNKNOWN_EXIT_REASON
-        await self._events.send(EventDraft(EventType.EXIT, self.id, init.pid, status, reason))
+        by = self._killed_by(init.pid, status)
+        await self._events.send(EventDraft(EventType.EXIT, self.id, init.pid, status, reason, by))
         await self._exit_watcher.drop(init.key)
         await self._exit_watcher.acknowledge(init.pid)
         self._phase = Phase.DONE
@@ -453,13 +463,25 @@ class ContainerActor:
 
     # ------------------------------------------------------------------ requests
 
-    async def _signal(self, request: wire.Signal) -> None:
+    async def _signal(self, request: wire.Signal, by: str | None = None) -> None:
         process = self._process(request.pid)
         if process is None:
             raise no_such_process(self.id, request.pid)
         process.signal(request.signal, self.id)
+        if by is not None:
+            self._signalled_by[process.pid] = (request.signal, by)
+        else:
+            self._signalled_by.pop(process.pid, None)  # a local client signalled it last
 
-    async def _add_process(self, request: wire.AddProcess) -> int:
+    def _killed_by(self, pid: int, status: int | None) -> str | None:
+        """The TLS client whose signal ``pid`` died of (status 128+N for signal N), if any."""
+        signalled = self._signalled_by.pop(pid, None)
+        if signalled is None or status is None:
+            return None
+        signal_number, by = signalled
+        return by if status == 128 + signal_number else None
+
+    async def _add_process(self, request: wire.AddProcess, by: str | None = None) -> int:
         """``runc exec -d`` a process, then own it like the init: drain, watch, report its exit."""
         reached_at = time.monotonic_ns()
         assert self._init is not None
@@ -483,7 +505,7 @@ class ContainerActor:
         await self._exit_watcher.keep(launched.key, launched.kept_fds())
         await complete_exec(started, self.paths, self._exit_watcher)
         self._execs[started.pid] = self._own(launched, is_init=False)
-        await self._events.send(EventDraft(EventType.START_PROCESS, self.id, started.pid))
+        await self._events.send(EventDraft(EventType.START_PROCESS, self.id, started.pid, by=by))
         await self._report()
         return started.pid
 
@@ -503,7 +525,7 @@ class ContainerActor:
         if process is not None:
             await process.keep_only_outputs(self._exit_watcher)
 
-    async def _change_status(self, status: str) -> None:
+    async def _change_status(self, status: str, by: str | None = None) -> None:
         """runc pause/resume freeze or thaw every process of the container through its freezer cgroup."""
         assert self._init is not None
         if status == self._status:
@@ -518,9 +540,11 @@ class ContainerActor:
         self._status = status
         await self._report()
         kind = EventType.PAUSE if status == "paused" else EventType.RESUME
-        await self._events.send(EventDraft(kind, self.id, self._init.pid))
+        await self._events.send(EventDraft(kind, self.id, self._init.pid, by=by))
 
-    async def _create_checkpoint(self, request: wire.CreateCheckpoint, reply_to: ReplyTo) -> None:
+    async def _create_checkpoint(
+        self, request: wire.CreateCheckpoint, reply_to: ReplyTo, by: str | None = None
+    ) -> None:
         """With ``exit``, the answer comes only once the container is gone, so its id can be
         restored at once; until then the actor refuses requests as exiting."""
         assert self._init is not None
@@ -531,7 +555,7 @@ class ContainerActor:
         except CommandError as error:
             fail(reply_to, error)
             return
-        await self._events.send(EventDraft(EventType.CHECKPOINT, self.id, self._init.pid))
+        await self._events.send(EventDraft(EventType.CHECKPOINT, self.id, self._init.pid, by=by))
         if request.exit:
             self._checkpoint_reply = (reply_to, checkpoint)
             self._phase = Phase.EXITING

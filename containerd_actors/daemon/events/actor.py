@@ -89,15 +89,15 @@ class EventsActor:
         faults: FaultHook = NO_FAULTS,
         *,
         tls: TlsFiles | None = None,
-        remote_address: str | None = None,
-        remote_batch_address: str | None = None,
+        remote_addresses: tuple[str, ...] = (),
+        remote_batch_addresses: tuple[str, ...] = (),
     ) -> None:
-        """With a remote address (tls+tcp:// with ``tls``, or tcp://), a stream also listens there,
-        on the same socket."""
+        """With remote addresses (tls+tcp:// with ``tls``, or tcp://), a stream also listens there,
+        on the same socket (one address beside each of the API's remote listeners)."""
         self.address = address
         self.batch_address = batch_address
         self._tls = tls
-        self._remote_addresses = {address: remote_address, batch_address: remote_batch_address}
+        self._remote_addresses = {address: remote_addresses, batch_address: remote_batch_addresses}
         self._tls_listeners: list[TlsListeners] = []
         self.journal = journal
         self._metrics = metrics
@@ -140,14 +140,15 @@ class EventsActor:
             socket.add_post_pipe_connect_cb(on_pipe(+1))
             socket.add_post_pipe_remove_cb(on_pipe(-1))
             socket.listen(address)
-            remote_address = self._remote_addresses.get(address)
-            if remote_address is not None and is_tls(remote_address):
+            remote = self._remote_addresses.get(address, ())
+            tls_addresses = [a for a in remote if is_tls(a)]
+            if tls_addresses:
                 if self._tls is None:
-                    raise ValueError(f"{remote_address} needs a certificate, a key and a CA")
-                self._tls_listeners.append(TlsListeners(socket, [remote_address], self._tls))
-            elif remote_address is not None:
-                socket.listen(remote_address)  # plain tcp, allowed only with --insecure-tcp
-            if remote_address is not None:
+                    raise ValueError(f"{tls_addresses[0]} needs a certificate, a key and a CA")
+                self._tls_listeners.append(TlsListeners(socket, tls_addresses, self._tls))
+            for remote_address in remote:
+                if not is_tls(remote_address):
+                    socket.listen(remote_address)  # plain tcp, allowed only with --insecure-tcp
                 log.info("events also published on %s", remote_address)
             return socket
 
@@ -249,6 +250,7 @@ class EventsActor:
             draft.pid,
             draft.status,
             draft.reason,
+            draft.by,
         )
         payload = encode_event_payload(event)
         self.journal.append(event, payload)

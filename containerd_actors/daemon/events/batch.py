@@ -40,6 +40,9 @@ class PendingBatch:
         self._pids: list[int] = []
         self._statuses: list[int | None] = []
         self._reasons: list[str | None] = []
+        self._bys: list[str | None] = []
+        #: Whether any event of the batch has a ``by``: else the column is left out.
+        self._any_by = False
         self._bytes = 0
 
     def __len__(self) -> int:
@@ -61,6 +64,9 @@ class PendingBatch:
         self._pids.append(event.pid)
         self._statuses.append(event.status)
         self._reasons.append(event.reason)
+        self._bys.append(event.by)
+        if event.by is not None:
+            self._any_by = True
         self._bytes += size
 
     def take(self) -> tuple[int, bytes]:
@@ -73,6 +79,7 @@ class PendingBatch:
             self._pids,
             self._statuses,
             self._reasons,
+            self._bys if self._any_by else None,
         )
         self._clear()
         return batch.count, encode_event_batch(batch)

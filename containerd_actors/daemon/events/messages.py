@@ -11,13 +11,17 @@ from containerd_actors.protocol import Events
 
 @attrs.frozen
 class EventDraft:
-    """What an actor tells the events actor; it adds ``seq`` and ``timestamp``."""
+    """What an actor tells the events actor; it adds ``seq`` and ``timestamp``.
+
+    ``by``: the TLS client (certificate CN) whose request caused the event, None for a local one.
+    """
 
     type: str
     id: str
     pid: int
     status: int | None = None
     reason: str | None = None
+    by: str | None = None
 
 
 @attrs.frozen

@@ -182,8 +182,8 @@ class Supervisor:
     def _handle(self, message: SupervisorMessage, actors: trio.Nursery) -> None:
         """The one dispatch of everything the supervisor is told or asked."""
         match message:
-            case Ask(CreateContainer() as request, reply_to):
-                self._start(request, reply_to, actors)
+            case Ask(CreateContainer() as request, reply_to, by):
+                self._start(request, reply_to, actors, by)
             case Ask(State(), reply_to):
                 answer(reply_to, self._list())
             case Ask(ReadOutput() as request, reply_to):
@@ -221,7 +221,9 @@ class Supervisor:
         )
         return actor
 
-    def _start(self, request: CreateContainer, reply_to: ReplyTo, actors: trio.Nursery) -> None:
+    def _start(
+        self, request: CreateContainer, reply_to: ReplyTo, actors: trio.Nursery, by: str | None = None
+    ) -> None:
         if self._repeated_start(request, reply_to):
             return
         if request.id in self._registry:
@@ -232,7 +234,7 @@ class Supervisor:
         actors.start_soon(
             self._run_actor,
             actor,
-            actor.run(request.checkpoint, reply_to, request.terminal, request.request_id),
+            actor.run(request.checkpoint, reply_to, request.terminal, request.request_id, by),
         )
 
     def _repeated_start(self, request: CreateContainer, reply_to: ReplyTo) -> bool:
