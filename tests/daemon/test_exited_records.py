@@ -5,6 +5,7 @@ pruning the oldest, so their log directories stay bounded across restarts."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,26 @@ async def test_the_oldest_exited_containers_are_pruned_across_restarts(
             assert (await output(third, f"c{n}"))[1:] == (b"hi\n", b"", True, 0)
         await run_to_exit(third, "c5", bundle)
         assert sorted(p.name for p in (state_dir / "logs").iterdir()) == ["c3", "c4", "c5"]
+
+
+async def test_log_directories_no_record_names_are_pruned_in_their_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An older daemon's exited containers left log directories and no records: nothing serves
+    them, but they count towards the kept exited containers, oldest first, so the disk is bounded."""
+    monkeypatch.setattr(supervisor_actor, "KEPT_EXITED_CONTAINERS", 2)
+    state_dir = tmp_path / "state"
+    for n, mtime in ((0, 100.0), (1, 200.0)):
+        old_logs = state_dir / "logs" / f"old{n}"
+        old_logs.mkdir(parents=True)
+        (old_logs / "stdout.log").write_bytes(b"from an older daemon\n")
+        os.utime(old_logs, (mtime, mtime))
+    bundle = write_bundle(tmp_path / "b", "sh", "-c", "echo hi")
+    async with running(Harness(state_dir)) as harness:
+        with pytest.raises(CommandError) as failure:
+            await output(harness, "old1")
+        assert failure.value.code == ErrorCode.NOT_FOUND and "no such container" in failure.value.message
+        await run_to_exit(harness, "new0", bundle)
+        assert sorted(p.name for p in (state_dir / "logs").iterdir()) == ["new0", "old1"]
+        await run_to_exit(harness, "new1", bundle)
+        assert sorted(p.name for p in (state_dir / "logs").iterdir()) == ["new0", "new1"]

@@ -291,6 +291,29 @@ def read_exited_records(state_dir: Path) -> list[ExitedRecord]:
     return records
 
 
+def unrecorded_log_dirs(state_dir: Path) -> list[tuple[float, str]]:
+    """``(mtime, id)`` of the log directories of containers that are neither recorded as running
+    nor as exited: left by a daemon that recorded no exits, or by an exit whose record could not
+    be written. Nothing serves them, but they count towards the exited containers kept, so the
+    log directories stay bounded."""
+    found = []
+    try:
+        entries = list(os.scandir(state_dir / LOGS))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        if not entry.is_dir(follow_symlinks=False):
+            continue
+        logs = Path(entry.path)
+        if (logs / EXITED_RECORD).exists() or (state_dir / CONTAINERS / entry.name).exists():
+            continue
+        try:
+            found.append((entry.stat(follow_symlinks=False).st_mtime, entry.name))
+        except OSError:
+            continue
+    return sorted(found)
+
+
 class IntentOp:
     """The steps that create or destroy something outside the daemon, each announced by an intent."""
 
