@@ -245,6 +245,19 @@ async def test_whole_tree_killed_new_daemon_adopts_and_reports_unknown_exits(
         await stop_daemon(handle)
 
 
+def trapping(status: int) -> list[str]:
+    """A process that exits with ``status`` on SIGUSR1, and says ``ready`` once its trap is set."""
+    return ["sh", "-c", f"trap 'exit {status}' USR1; echo ready; while :; do sleep 0.05; done"]
+
+
+async def wait_until_ready(client: Client, cid: str, pid: int) -> None:
+    with trio.fail_after(30):
+        async for chunk in client.follow_output(cid, pid):
+            if b"ready" in chunk.stdout:
+                return
+    raise AssertionError(f"process {pid} ended before it was ready")
+
+
 async def test_execd_processes_are_tracked_again_after_a_server_crash(
     state_dir: Path, sleep_bundle: Path
 ) -> None:
@@ -253,12 +266,11 @@ async def test_execd_processes_are_tracked_again_after_a_server_crash(
     try:
         async with Client.connect(handle.address) as client:
             await client.create_container(cid, str(sleep_bundle))
-            ticker = await client.add_process(
-                cid, ["sh", "-c", "trap 'exit 5' USR1; while :; do sleep 0.05; done"]
-            )
-            quitter = await client.add_process(
-                cid, ["sh", "-c", "trap 'exit 6' USR1; while :; do sleep 0.05; done"]
-            )
+            ticker = await client.add_process(cid, trapping(5))
+            quitter = await client.add_process(cid, trapping(6))
+            # A signal before its trap is set would kill sh (138) instead of ending it with its status.
+            await wait_until_ready(client, cid, ticker)
+            await wait_until_ready(client, cid, quitter)
         old_server = server_pid(handle)
         reaper = handle.process.pid
         os.kill(reaper, signal.SIGSTOP)

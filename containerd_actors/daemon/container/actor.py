@@ -40,6 +40,7 @@ from containerd_actors.daemon.container.checkpoint import (
 )
 from containerd_actors.daemon.container.deps import ActorDeps
 from containerd_actors.daemon.container.exec import complete_exec, record_exec, run_exec
+from containerd_actors.daemon.container.exited import recall_exited_execs, record_exec_exit, record_exit
 from containerd_actors.daemon.container.messages import (
     ContainerMailbox,
     ContainerMessage,
@@ -69,7 +70,7 @@ from containerd_actors.daemon.metrics.registry import (
     CONTAINERS,
     EXEC_PROCESS_TIME,
 )
-from containerd_actors.daemon.state.layout import ContainerPaths, Intent, IntentOp
+from containerd_actors.daemon.state.layout import ContainerPaths, Intent, IntentOp, log_files
 from containerd_actors.host.fds import close_quietly
 from containerd_actors.protocol import Checkpoint, ContainerInfo, ContainerStats, ErrorCode, EventType
 from containerd_actors.runc.driver import RuncError
@@ -196,6 +197,10 @@ class ContainerActor:
             self._status = "paused"
         exec_fds = dict(adoption.exec_fds)
         execs = adopt_execs(self.id, self.paths, exec_fds)
+        live = {adopted.launched.info.pid, *(launched.info.pid for launched in execs)}
+        for view in recall_exited_execs(self.id, self.paths, live):
+            self._outputs[view.pid] = view  # their logs stay readable, as before the restart
+            self._exited_execs.append(view.pid)
         for key in set(exec_fds) - {launched.key for launched in execs}:
             # Kept for a process no record names (an exec that never started): let them go.
             close_quietly(*exec_fds[key])
@@ -379,6 +384,7 @@ class ContainerActor:
             return
         self._close_pidfd(process)
         self._end_output(process, status)
+        record_exec_exit(self.id, pid, process.output.view, self.paths)
         self._exited_execs.append(pid)
         while len(self._exited_execs) > KEPT_EXITED_EXECS:
             self._forget_exec(self._exited_execs[0])
@@ -409,10 +415,11 @@ class ContainerActor:
         await delete_from_runtime(self._runtime, self.id)
         tell(self._metrics, RecordDuration(CONTAINER_DELETE_TIME, time.monotonic_ns() - deleting_at))
         self._end_output(init, status)
+        outputs = self._outputs_now()
+        # Before the container's directory goes: a server killed in between adopts it again.
+        record_exit(self.id, str(self._bundle_path), init.pid, status, outputs, self.paths)
         self.paths.remove()
-        await self._supervisor.send(
-            ContainerRemoved(self.id, self._outputs_now(), init.pid, str(self._bundle_path))
-        )
+        await self._supervisor.send(ContainerRemoved(self.id, outputs, init.pid, str(self._bundle_path)))
         reason = None if status is not None else UNKNOWN_EXIT_REASON
         by = self._killed_by(init.pid, status)
         await self._events.send(EventDraft(EventType.EXIT, self.id, init.pid, status, reason, by))
@@ -431,9 +438,10 @@ class ContainerActor:
         if pid in self._exited_execs:
             self._exited_execs.remove(pid)
         self._outputs.pop(pid, None)
-        for path in self.paths.exec_logs(pid):
-            path.unlink(missing_ok=True)
-            path.with_name(path.name + ".1").unlink(missing_ok=True)
+        for log_path in self.paths.exec_logs(pid):
+            for path in log_files(log_path):
+                path.unlink(missing_ok=True)
+        self.paths.exec_exited_record(pid).unlink(missing_ok=True)
 
     def _process(self, pid: int) -> ContainerProcess | None:
         """A live process by pid; 0 is the init."""

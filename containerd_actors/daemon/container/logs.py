@@ -9,17 +9,27 @@ output that cannot be written is dropped and counted, the log stops growing, and
 room again (see ``state.space``) the log gets one line ``[N bytes lost: state dir full]`` where
 the bytes are missing, so a reader of the log knows. A log closed while bytes were lost keeps its
 descriptor until that marker is written.
+
+**Offsets survive restarts.** Before a rotation the log records, in ``<log>.base`` (see
+``layout.log_rotation_record``), which file is becoming the rotated one and at which logical
+offset it starts. A log opened again (by a restarted server adopting its process) reads it back
+and counts on from there, so a reader still learns how many bytes were rotated out, and the offsets
+a client holds stay valid. The record names the file by inode, so a server killed between the
+record and the rename still finds the right base.
 """
 
 from __future__ import annotations
 
 import errno
+import json
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import trio
 
+from containerd_actors.daemon.state.layout import LogRange, log_rotation_record, write_json_atomically
 from containerd_actors.daemon.state.space import StateDirSpace, is_space_error, space_of
 from containerd_actors.host.fds import close_quietly
 
@@ -27,6 +37,8 @@ from containerd_actors.host.fds import close_quietly
 #: cannot fill the state directory. One rotated generation is kept.
 LOG_ROTATE_BYTES = 64 << 20
 _READ_CHUNK = 1 << 16
+
+log = logging.getLogger(__name__)
 
 Writer = Callable[[int, memoryview], int]
 
@@ -53,27 +65,41 @@ class RotatingLog:
         *,
         space: StateDirSpace | None = None,
         write: Writer = os.write,
+        finished: LogRange | None = None,
     ) -> None:
+        """``finished``: a log nobody writes any more (an exited process's, after a restart), read
+        up to the range its exit recorded; it holds no descriptor."""
         self.path = path
         self.rotated_path = path.with_name(path.name + ".1")
         self.rotate_bytes = rotate_bytes
         self._on_change = on_change
         self._space = space if space is not None else space_of(path.parent)
         self._write = write
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
-        self._size = os.fstat(self._fd).st_size
-        #: Logical offset of the first byte of the current file.
-        self.base = 0
-        #: Bytes of this log in the rotated generation (0 until the first rotation).
-        self._previous_size = 0
+        #: Logical offset of the first byte of the current file, and the bytes of this log in the
+        #: rotated generation: (0, 0) until the first rotation, then as recorded (see ``_rotate``).
+        self.base: int
+        self._previous_size: int
+        if finished is None:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+            stat = os.fstat(self._fd)
+            self._size = stat.st_size
+            self.base, self._previous_size = _recorded_rotation(path, self.rotated_path, stat.st_ino)
+        else:
+            self._fd = -1
+            self._size = finished.end - finished.base
+            self.base = finished.base
+            self._previous_size = _file_size(self.rotated_path) if finished.base else 0
         #: True once the writer has closed the log: ``end`` is final (but for a pending marker).
-        self.finished = False
+        self.finished = finished is not None
         #: Bytes dropped since the last marker (the marker to write when there is room again).
         self.lost = 0
         #: Bytes dropped over the log's life.
         self.lost_total = 0
         self._waiting_for_room = False
         self._at_line_start = True
+
+    def range(self) -> LogRange:
+        return LogRange(self.base, self.end)
 
     @property
     def end(self) -> int:
@@ -174,6 +200,12 @@ class RotatingLog:
             self._on_change()
 
     def _rotate(self) -> None:
+        # First the record of what the current file becomes (see the module docstring): a space
+        # error here leaves the log as it was, and the caller drops the output.
+        write_json_atomically(
+            log_rotation_record(self.path),
+            {"rotated_inode": os.fstat(self._fd).st_ino, "rotated_base": self.base},
+        )
         os.replace(self.path, self.rotated_path)  # our descriptor now writes to the rotated file
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
@@ -257,6 +289,41 @@ class RotatingLog:
                     return low + index + 1
             position = low
         return self.start
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _recorded_rotation(path: Path, rotated_path: Path, inode: int) -> tuple[int, int]:
+    """``(base, previous_size)`` of a log opened again, from its rotation record; (0, 0) without one.
+
+    The record names the file that was becoming the rotated generation and where it starts: if
+    that is ``<log>.1`` now, the current file follows it; if the rename never happened (a server
+    killed in between), the current file is still that one.
+    """
+    record_path = log_rotation_record(path)
+    try:
+        raw = json.loads(record_path.read_bytes())
+        rotated_inode, rotated_base = int(raw["rotated_inode"]), int(raw["rotated_base"])
+    except FileNotFoundError:
+        return 0, 0
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("%s is unreadable (%s); the log's offsets start again at 0", record_path, exc)
+        return 0, 0
+    try:
+        rotated = rotated_path.stat()
+    except FileNotFoundError:
+        rotated = None
+    if rotated is not None and rotated.st_ino == rotated_inode:
+        return rotated_base + rotated.st_size, rotated.st_size
+    if inode == rotated_inode:
+        return rotated_base, rotated.st_size if rotated is not None else 0
+    log.warning("%s names neither of the log's files; the log's offsets start again at 0", record_path)
+    return 0, 0
 
 
 async def drain_to_log(read_fd: int, log: RotatingLog) -> None:

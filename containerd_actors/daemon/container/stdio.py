@@ -26,6 +26,7 @@ import attrs
 import trio
 
 from containerd_actors.daemon.container.logs import RotatingLog, drain_to_log
+from containerd_actors.daemon.state.layout import LogRange
 from containerd_actors.host.fds import close_quietly
 from containerd_actors.runc.driver import Stdio
 
@@ -95,12 +96,25 @@ class OutputChunk:
 class ProcessOutput:
     """One process's two output logs and its exit status, as its container actor records them."""
 
-    def __init__(self, pid: int, stdout_path: Path, stderr_path: Path, terminal: bool = False) -> None:
+    def __init__(
+        self,
+        pid: int,
+        stdout_path: Path,
+        stderr_path: Path,
+        terminal: bool = False,
+        *,
+        finished: tuple[LogRange, LogRange] | None = None,
+    ) -> None:
+        """``finished``: the output of a process that exited before a restart, up to these ranges."""
         self.pid = pid
         self.terminal = terminal
         self._changed = trio.Event()
-        self.stdout = RotatingLog(stdout_path, on_change=self._notify)
-        self.stderr = RotatingLog(stderr_path, on_change=self._notify)
+        if finished is None:
+            self.stdout = RotatingLog(stdout_path, on_change=self._notify)
+            self.stderr = RotatingLog(stderr_path, on_change=self._notify)
+        else:
+            self.stdout = RotatingLog(stdout_path, finished=finished[0])
+            self.stderr = RotatingLog(stderr_path, finished=finished[1])
         self.exited = False
         self.status: int | None = None
         self.view = OutputView(self)
@@ -146,6 +160,14 @@ class OutputView:
     @property
     def terminal(self) -> bool:
         return self._output.terminal
+
+    @property
+    def status(self) -> int | None:
+        return self._output.status
+
+    def log_ranges(self) -> tuple[LogRange, LogRange]:
+        """Where stdout and stderr stand now: final once the process's logs are closed."""
+        return self._output.stdout.range(), self._output.stderr.range()
 
     def _read_now(self, stdout_offset: int, stderr_offset: int, max_bytes: int) -> OutputChunk:
         output = self._output

@@ -7,8 +7,12 @@ Every path the daemon uses under its state directory is named here.
 work directory and the intent records of the steps in flight (``intent-*.json``, see ``Intent``);
 it is removed when the container exits.
 ``<state-dir>/logs/<id>/`` holds the stdout/stderr logs of its init (``stdout.log``) and of each
-exec'd process (``exec-<pid>.stdout.log``); they stay readable after the exit, until the id is
-reused or the daemon forgets the oldest exited containers. ``<state-dir>/events/`` is the event
+exec'd process (``exec-<pid>.stdout.log``), each with its rotated generation (``<log>.1``) and,
+once it has rotated, the offset it carries on from (``<log>.base``, see ``log_rotation_record``);
+they stay readable after the exit, until the id is reused or the daemon forgets the oldest exited
+containers. An exited container's ``exited.json`` lies with its logs (see ``ExitedRecord``), so a
+restarted daemon serves them as before and goes on pruning them; so does an exited exec'd
+process's ``exec-<pid>.exited.json`` while its container runs on. ``<state-dir>/events/`` is the event
 journal (see ``journal``), which carries event ``seq`` numbers across restarts. Records are
 written to a temp file and renamed, so a crash leaves either the old record or the new one,
 never half of one.
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import shutil
 import time
@@ -27,6 +32,8 @@ from typing import Any
 import attrs
 
 from containerd_actors.daemon.state.space import is_space_error, space_of, state_dir_space
+
+log = logging.getLogger(__name__)
 
 
 @attrs.frozen
@@ -94,6 +101,19 @@ class ContainerPaths:
     def exec_logs(self, pid: int) -> tuple[Path, Path]:
         return self.logs / f"exec-{pid}.stdout.log", self.logs / f"exec-{pid}.stderr.log"
 
+    def exec_exited_record(self, pid: int) -> Path:
+        """An exited exec'd process's ``ExitedProcess``, so its logs stay readable after a restart
+        while its container runs on (its ``exec_record`` is gone with the process)."""
+        return self.logs / f"exec-{pid}.exited.json"
+
+    def exec_exited_records(self) -> list[Path]:
+        return sorted(self.logs.glob("exec-*.exited.json"))
+
+    @property
+    def exited_record(self) -> Path:
+        """Beside the logs, not in ``directory``: it lives exactly as long as they do."""
+        return self.logs / EXITED_RECORD
+
     def create(self) -> None:
         """Exclusive: an existing directory means the id is taken (possibly by a previous daemon).
 
@@ -153,6 +173,145 @@ class ContainerRecord:
 
     def write(self, paths: ContainerPaths) -> None:
         write_json_atomically(paths.record, attrs.asdict(self))
+
+
+def log_rotation_record(log_path: Path) -> Path:
+    """Where a rotating log says at which logical offset its files start, so a restarted daemon
+    (or a reader of an exited container) counts offsets on from there instead of from 0."""
+    return log_path.with_name(log_path.name + ".base")
+
+
+def log_files(log_path: Path) -> tuple[Path, Path, Path]:
+    """Every file of one rotating log: the current one, the rotated generation, the rotation record."""
+    return log_path, log_path.with_name(log_path.name + ".1"), log_rotation_record(log_path)
+
+
+@attrs.frozen
+class LogRange:
+    """A finished log's logical offsets: ``base`` is the first byte of its current file."""
+
+    base: int
+    end: int
+
+    @classmethod
+    def parse(cls, raw: Any) -> LogRange:
+        if not isinstance(raw, dict):
+            raise ValueError("a log range is not a JSON object")
+        log_range = cls(base=int(raw["base"]), end=int(raw["end"]))
+        if not 0 <= log_range.base <= log_range.end:
+            raise ValueError(f"implausible log range {log_range}")
+        return log_range
+
+
+@attrs.frozen
+class ExitedProcess:
+    """One process of an exited container whose output stays readable (its logs' ranges)."""
+
+    pid: int
+    init: bool
+    terminal: bool
+    #: None: the exit could not be observed (see the ``exit`` event's reason), or it never came.
+    status: int | None
+    stdout: LogRange
+    stderr: LogRange
+
+    @classmethod
+    def parse(cls, raw: Any) -> ExitedProcess:
+        if not isinstance(raw, dict):
+            raise ValueError("a process is not a JSON object")
+        status = raw.get("status")
+        return cls(
+            pid=int(raw["pid"]),
+            init=raw.get("init") is True,
+            terminal=raw.get("terminal") is True,
+            status=None if status is None else int(status),
+            stdout=LogRange.parse(raw["stdout"]),
+            stderr=LogRange.parse(raw["stderr"]),
+        )
+
+    def write(self, path: Path) -> None:
+        write_json_atomically(path, attrs.asdict(self))
+
+
+@attrs.frozen
+class ExitedRecord:
+    """What ``logs/<id>/exited.json`` holds: what is left of an exited container.
+
+    Enough to serve its logs, byte for byte, and list its checkpoints (through its bundle) after
+    a restart, and to prune the oldest exited containers in the order they exited.
+    """
+
+    id: str
+    bundle: str
+    init_pid: int
+    status: int | None
+    exited: float
+    processes: tuple[ExitedProcess, ...]
+
+    @classmethod
+    def parse(cls, raw: Any) -> ExitedRecord:
+        """Raises ValueError on anything but a well-formed record."""
+        if not isinstance(raw, dict):
+            raise ValueError("not a JSON object")
+        try:
+            status = raw.get("status")
+            record = cls(
+                id=str(raw["id"]),
+                bundle=str(raw["bundle"]),
+                init_pid=int(raw["init_pid"]),
+                status=None if status is None else int(status),
+                exited=float(raw["exited"]),
+                processes=tuple(ExitedProcess.parse(p) for p in raw["processes"]),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"missing or mistyped field: {exc}") from None
+        if not any(p.init and p.pid == record.init_pid for p in record.processes):
+            raise ValueError("the init is not among the processes")
+        return record
+
+    def write(self, paths: ContainerPaths) -> None:
+        write_json_atomically(paths.exited_record, attrs.asdict(self))
+
+
+def read_exited_records(state_dir: Path) -> list[ExitedRecord]:
+    """Every exited container's record, oldest exit first; an unreadable one is logged and skipped
+    (its logs are left alone: nothing would serve them, but they may matter to an operator)."""
+    records = []
+    for path in (state_dir / LOGS).glob(f"*/{EXITED_RECORD}"):
+        try:
+            record = ExitedRecord.parse(json.loads(path.read_bytes()))
+        except (OSError, ValueError) as exc:
+            log.warning("state: ignoring unreadable %s: %s", path, exc)
+            continue
+        if record.id != path.parent.name:
+            log.warning("state: ignoring %s, which names container %r", path, record.id)
+            continue
+        records.append(record)
+    records.sort(key=lambda record: record.exited)
+    return records
+
+
+def unrecorded_log_dirs(state_dir: Path) -> list[tuple[float, str]]:
+    """``(mtime, id)`` of the log directories of containers that are neither recorded as running
+    nor as exited: left by a daemon that recorded no exits, or by an exit whose record could not
+    be written. Nothing serves them, but they count towards the exited containers kept, so the
+    log directories stay bounded."""
+    found = []
+    try:
+        entries = list(os.scandir(state_dir / LOGS))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        if not entry.is_dir(follow_symlinks=False):
+            continue
+        logs = Path(entry.path)
+        if (logs / EXITED_RECORD).exists() or (state_dir / CONTAINERS / entry.name).exists():
+            continue
+        try:
+            found.append((entry.stat(follow_symlinks=False).st_mtime, entry.name))
+        except OSError:
+            continue
+    return sorted(found)
 
 
 class IntentOp:
@@ -268,6 +427,7 @@ def write_json_atomically(path: Path, value: Any) -> None:
 
 CONTAINERS = "containers"
 LOGS = "logs"
+EXITED_RECORD = "exited.json"
 RUNC_ROOT = "runc"
 
 

@@ -25,6 +25,7 @@ import json
 import logging
 from collections.abc import Awaitable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -34,6 +35,7 @@ from containerd_actors.daemon.container.actor import ContainerActor
 from containerd_actors.daemon.container.adopt import Adoption
 from containerd_actors.daemon.container.checkpoint import delete_checkpoint, list_checkpoints
 from containerd_actors.daemon.container.deps import ActorDeps, ContainerRuntime
+from containerd_actors.daemon.container.exited import outputs_of
 from containerd_actors.daemon.container.messages import (
     ContainerMailbox,
     ContainerRemoved,
@@ -49,7 +51,12 @@ from containerd_actors.daemon.faults import NO_FAULTS, FaultHook
 from containerd_actors.daemon.mailbox import Ask, CommandError, ReplyTo, answer, fail
 from containerd_actors.daemon.metrics.messages import AddToCounter, MetricsMailbox, tell
 from containerd_actors.daemon.metrics.registry import ACTOR_RESTARTS
-from containerd_actors.daemon.state.layout import ContainerRecord, container_paths
+from containerd_actors.daemon.state.layout import (
+    ContainerRecord,
+    container_paths,
+    read_exited_records,
+    unrecorded_log_dirs,
+)
 from containerd_actors.daemon.supervision import (
     RESTARTS_PER_MINUTE,
     RestartLimitExceeded,
@@ -75,7 +82,8 @@ from containerd_actors.protocol import (
 log = logging.getLogger(__name__)
 
 #: Exited containers whose logs stay readable (ReadOutput, ``actr containers logs``) until their id
-#: is reused; beyond this many, the oldest are forgotten and their log directories removed.
+#: is reused; beyond this many, the oldest are forgotten and their log directories removed (with
+#: their exited records, so this holds across restarts too).
 KEPT_EXITED_CONTAINERS = 256
 MAILBOX_SIZE = 1024
 
@@ -146,6 +154,8 @@ class Supervisor:
         self, adoptions: list[Adoption] | None = None, *, task_status: Any = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Serve requests; first take over ``adoptions``, the containers a previous server left running."""
+        adopted = {adoption.record.id for adoption in adoptions or []}
+        self._recall_exited(adopted)
         async with trio.open_nursery() as actors:
             for adoption in adoptions or []:
                 record = adoption.record
@@ -319,7 +329,7 @@ class Supervisor:
         id = ask.request.id
         entry = self._registry.get(id)
         if entry is None or entry.snapshot is None:
-            exited = self._exited.get(id)
+            exited = self._served_exited(id)
             if exited is not None and exited.bundle and isinstance(ask.request, ListCheckpoints):
                 self._checkpoints_of(exited.bundle, ask.reply_to)
                 return
@@ -366,6 +376,29 @@ class Supervisor:
         else:
             answer(reply_to, None)
 
+    def _recall_exited(self, adopted: set[str]) -> None:
+        """The exited containers a previous server recorded, oldest exit first, so their logs and
+        checkpoints are served as before and the oldest beyond ``KEPT_EXITED_CONTAINERS`` are
+        pruned. A record whose container is being adopted (its server was killed between the two
+        writes) is left to the adopting actor, which writes it again at the exit. Log directories
+        with no record at all (an older daemon's) serve nothing but are pruned in their turn."""
+        exited: list[tuple[float, str, _Exited]] = []
+        for record in read_exited_records(self._state_dir):
+            if record.id in adopted:
+                continue
+            outputs = outputs_of(record, container_paths(self._state_dir, record.id))
+            exited.append((record.exited, record.id, _Exited(outputs, record.init_pid, record.bundle)))
+        for modified, id in unrecorded_log_dirs(self._state_dir):
+            if id not in adopted:
+                exited.append((modified, id, _Exited(MappingProxyType({}), 0)))
+        for _, id, kept in sorted(exited, key=lambda item: item[0]):
+            self._keep_exited(id, kept)
+
+    def _served_exited(self, id: str) -> _Exited | None:
+        """An exited container, unless all that is left of it is an unrecorded log directory."""
+        exited = self._exited.get(id)
+        return exited if exited is not None and exited.outputs else None
+
     def _keep_exited(self, id: str, exited: _Exited) -> None:
         self._exited[id] = exited
         self._exited.move_to_end(id)
@@ -378,8 +411,7 @@ class Supervisor:
         entry = self._registry.get(request.id)
         if entry is not None and entry.snapshot is not None:
             outputs, init_pid = entry.snapshot.outputs, entry.snapshot.info.pid
-        elif request.id in self._exited:
-            exited = self._exited[request.id]
+        elif (exited := self._served_exited(request.id)) is not None:
             outputs, init_pid = exited.outputs, exited.init_pid
         else:
             fail(reply_to, CommandError(ErrorCode.NOT_FOUND, f"no such container: {request.id!r}"))
