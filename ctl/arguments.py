@@ -10,12 +10,13 @@ import argparse
 import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from containerd_actors.client import ID_PATTERN
 
 if TYPE_CHECKING:
-    from containerd_actors.client import BlockingClient
+    from containerd_actors.client import BlockingClient, TlsFiles
 
     #: What ``add_subparsers`` returns: each command group adds its commands to it.
     Commands = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -64,8 +65,24 @@ def json_after() -> argparse.ArgumentParser:
     return parser
 
 
-def connect(args: argparse.Namespace) -> AbstractContextManager[BlockingClient]:
+def tls_files(args: argparse.Namespace) -> TlsFiles | None:
+    """The TLS files from ``--tls-cert``/``--tls-key``/``--tls-ca`` (or ``$ACTR_TLS_*``): all three
+    or none."""
+    given = {"--tls-cert": args.tls_cert, "--tls-key": args.tls_key, "--tls-ca": args.tls_ca}
+    if not any(given.values()):
+        return None
+    missing = [flag for flag, value in given.items() if not value]
+    if missing:
+        raise UsageError(
+            f"TLS needs {', '.join(missing)} too (or $ACTR_TLS_CERT, $ACTR_TLS_KEY, $ACTR_TLS_CA)"
+        )
+    from containerd_actors.client import TlsFiles
+
+    return TlsFiles(Path(args.tls_cert), Path(args.tls_key), Path(args.tls_ca))
+
+
+def connect(args: argparse.Namespace, address: str | None = None) -> AbstractContextManager[BlockingClient]:
     """The connection of a command that asks and prints: blocking, so trio is never imported."""
     from containerd_actors.client import BlockingClient
 
-    return BlockingClient.connect(args.address)
+    return BlockingClient.connect(address or args.address, tls=tls_files(args))

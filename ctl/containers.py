@@ -21,7 +21,7 @@ import sys
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from ctl.arguments import UsageError, connect, id_arg, pid_arg
+from ctl.arguments import UsageError, connect, id_arg, pid_arg, tls_files
 from ctl.signals import UnknownSignal, parse_signal
 
 if TYPE_CHECKING:
@@ -178,12 +178,36 @@ def list_containers(args: argparse.Namespace) -> int:
     """``actr containers [list]``: the ``ID PATH STATUS PID1`` table, or a JSON array."""
     from ctl import render
 
+    if args.addresses and len(args.addresses) > 1:
+        return _list_several(args)
     with connect(args) as client:
         containers = client.containers()
     if args.json:
         sys.stdout.write(render.containers_json(containers) + "\n")
     else:
         render.print_containers(containers, sys.stdout)
+    return 0
+
+
+def _list_several(args: argparse.Namespace) -> int:
+    """Several ``--address``: one table, its HOST column the daemon's id (``--id``, its hostname by
+    default); in JSON each object gains ``host``. Daemons are asked one after the other."""
+    import json
+
+    from ctl import render
+
+    containers, hosts = [], []
+    for address in args.addresses:
+        with connect(args, address) as client:
+            reply = client.state()
+        containers += reply.containers
+        hosts += [reply.machine.id] * len(reply.containers)
+    if args.json:
+        objects = json.loads(render.containers_json(containers))
+        lines = [json.dumps({"host": host, **obj}) for host, obj in zip(hosts, objects, strict=True)]
+        sys.stdout.write("[\n" + ",\n".join(lines) + "\n]\n" if lines else "[]\n")
+    else:
+        render.print_containers(containers, sys.stdout, hosts=hosts)
     return 0
 
 
@@ -218,7 +242,7 @@ async def _attach_terminal(args: argparse.Namespace, pid: int) -> int:
     from containerd_actors.client import Client, RequestFailed
     from ctl.attach import attach, terminal_size
 
-    async with Client.connect(args.address) as client:
+    async with Client.connect(args.address, tls=tls_files(args)) as client:
         rows, cols = terminal_size(sys.stdin.fileno())
         if rows and cols:
             try:
@@ -270,7 +294,7 @@ async def _exec_in_terminal(args: argparse.Namespace, command: list[str], user: 
     from ctl.attach import attach, terminal_size
 
     rows, cols = terminal_size(sys.stdin.fileno())
-    async with Client.connect(args.address) as client:
+    async with Client.connect(args.address, tls=tls_files(args)) as client:
         pid = await client.add_process(
             args.exec_id,
             command,
@@ -298,7 +322,7 @@ async def attach_process(args: argparse.Namespace) -> int:
     from containerd_actors.client import Client
     from ctl.attach import attach, terminal_size
 
-    async with Client.connect(args.address) as client:
+    async with Client.connect(args.address, tls=tls_files(args)) as client:
         probe = await client.read_output(args.id, args.pid, tail=0)
         if probe.terminal:
             rows, cols = terminal_size(sys.stdin.fileno())
@@ -335,7 +359,7 @@ async def _follow_logs(args: argparse.Namespace) -> int:
     from containerd_actors.client import Client
     from ctl.attach import print_logs
 
-    async with Client.connect(args.address) as client:
+    async with Client.connect(args.address, tls=tls_files(args)) as client:
         return await print_logs(client, args.id, args.pid, follow=True, tail=args.tail)
 
 

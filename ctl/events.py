@@ -7,7 +7,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from ctl.arguments import non_negative_int
+from ctl.arguments import non_negative_int, tls_files
 from ctl.times import BadTime, parse_since
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ async def stream_events(args: argparse.Namespace) -> int:
     # cleanly and the shell gets the usual 130.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as stop_signals:
         async with (
-            Client.connect(args.address) as client,
+            Client.connect(args.address, tls=tls_files(args)) as client,
             client.subscribe(from_seq=args.from_seq, since=args.since, on_loss=report_loss) as subscription,
             trio.open_nursery() as nursery,
         ):

@@ -70,6 +70,25 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+#: actr's TLS files: its own certificate and key, and the CA that signed the daemons' certificates.
+TLS_FLAGS = (
+    ("--tls-cert", "ACTR_TLS_CERT", "PEM client certificate"),
+    ("--tls-key", "ACTR_TLS_KEY", "PEM key of --tls-cert"),
+    ("--tls-ca", "ACTR_TLS_CA", "PEM CA of the daemons' certificates"),
+)
+
+
+class _AddressAction(argparse.Action):
+    """``--address`` may be repeated: every command talks to the first (``args.address``), and
+    ``containers`` lists all of them (``args.addresses``, None when the flag was not given)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, *rest: Any) -> None:
+        values = rest[0]
+        given = [*(getattr(namespace, "addresses", None) or []), str(values)]
+        namespace.addresses = given
+        namespace.address = given[0]
+
+
 def default_address() -> str:
     """``$ACTR_ADDRESS`` if set (and non-empty), else the daemon's default socket."""
     return os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS
@@ -82,13 +101,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--address",
+        action=_AddressAction,
         default=default_address(),
-        help=f"daemon API address: nng URL or socket path (default: ${ADDRESS_ENV}, else {DEFAULT_ADDRESS})",
+        help=f"daemon API address: nng URL (tls+tcp://HOST:PORT for another host) or socket path "
+        f"(default: ${ADDRESS_ENV}, else {DEFAULT_ADDRESS}); repeat it to list containers of several "
+        "daemons in one table with a HOST column",
     )
+    for flag, env, what in TLS_FLAGS:
+        parser.add_argument(
+            flag,
+            default=os.environ.get(env) or None,
+            help=f"{what} for tls+tcp:// addresses (default: ${env})",
+        )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
     parser.add_argument("-v", "--version", action=_VersionAction, help="print the version")
-    parser.set_defaults(handler=None)
+    parser.set_defaults(handler=None, addresses=None)
 
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     json_flag = json_after()

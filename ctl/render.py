@@ -162,14 +162,23 @@ def column_widths(rows: Sequence[Sequence[str]]) -> list[int]:
     return [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
 
 
-def containers_lines(containers: Iterable[ContainerInfo], styler: Styler | None = None) -> list[str]:
-    """The containers table as lines, header first; coloured only if ``styler`` has a console."""
+def containers_lines(
+    containers: Iterable[ContainerInfo], styler: Styler | None = None, hosts: Sequence[str] | None = None
+) -> list[str]:
+    """The containers table as lines, header first; coloured only if ``styler`` has a console.
+
+    With ``hosts`` (one per container: the daemons of several ``--address``), a HOST column leads.
+    """
     rows = [container_row(container) for container in containers]
-    widths = column_widths([CONTAINER_COLUMNS, *rows])
-    header = layout_row(CONTAINER_COLUMNS, widths, COLUMN_GAP)
+    columns = CONTAINER_COLUMNS
+    if hosts is not None:
+        columns = ("HOST", *CONTAINER_COLUMNS)
+        rows = [(host, *row) for host, row in zip(hosts, rows, strict=True)]
+    widths = column_widths([columns, *rows])
+    header = layout_row(columns, widths, COLUMN_GAP)
     lines = [styler(header, HEADER_STYLE) if styler is not None else header]
-    status_at = CONTAINER_COLUMNS.index("STATUS")
-    styles = [""] * len(CONTAINER_COLUMNS)
+    status_at = columns.index("STATUS")
+    styles = [""] * len(columns)
     for row in rows:
         styles[status_at] = STATUS_STYLES.get(row[status_at], "")
         lines.append(layout_row(row, widths, COLUMN_GAP, styles, styler))
@@ -177,11 +186,14 @@ def containers_lines(containers: Iterable[ContainerInfo], styler: Styler | None 
 
 
 def print_containers(
-    containers: Sequence[ContainerInfo], stream: TextIO, console: Console | None = None
+    containers: Sequence[ContainerInfo],
+    stream: TextIO,
+    console: Console | None = None,
+    hosts: Sequence[str] | None = None,
 ) -> None:
     """Write the containers table to ``console`` if given, else to ``stream`` (coloured on a terminal)."""
     styler = Styler.for_stream(stream, console)
-    styler.write_lines(containers_lines(containers, styler))
+    styler.write_lines(containers_lines(containers, styler, hosts))
 
 
 PROCESS_COLUMNS = ("PID", "ROLE", "TTY", "UID", "GID", "CWD", "COMMAND")

@@ -15,6 +15,7 @@ import trio
 
 from containerd_actors.client import Client, ContainerStats, RequestFailed
 from ctl import render
+from ctl.arguments import tls_files
 
 STATS_INTERVAL_S = 1.0
 
@@ -22,7 +23,7 @@ STATS_INTERVAL_S = 1.0
 async def show_stats(args: argparse.Namespace) -> int:
     id: str | None = args.id
     stream = sys.stdout
-    async with Client.connect(args.address) as client:
+    async with Client.connect(args.address, tls=tls_files(args)) as client:
         if id is not None and args.json:
             return await _stream_json(client, id, args.no_stream, stream)
         from rich.live import Live

@@ -26,9 +26,10 @@ from containerd_actors.client.calls import (
     MAX_REPLY_BYTES,
     OutputRead,
 )
-from containerd_actors.client.errors import DaemonUnreachable
+from containerd_actors.client.errors import ClientError, DaemonUnreachable, unreachable_reason
 from containerd_actors.protocol.addresses import DEFAULT_ADDRESS, normalize_address
 from containerd_actors.transport.blocking import BlockingRequestSocket, TransportError
+from containerd_actors.transport.tls import TlsFiles, TlsFilesError, is_tls
 
 _Reply = TypeVar("_Reply")
 
@@ -48,13 +49,22 @@ class BlockingClient:
     @classmethod
     @contextmanager
     def connect(
-        cls, address: str = DEFAULT_ADDRESS, timeout: float = DEFAULT_TIMEOUT_S
+        cls,
+        address: str = DEFAULT_ADDRESS,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        *,
+        tls: TlsFiles | None = None,
     ) -> Iterator[BlockingClient]:
+        """As ``Client.connect``; a ``tls+tcp://`` address needs ``tls``."""
         address = normalize_address(address)
+        if is_tls(address) and tls is None:
+            raise DaemonUnreachable(address, "a tls+tcp:// address needs a client certificate, key and CA")
         try:
-            socket = BlockingRequestSocket(address, recv_max_size=MAX_REPLY_BYTES)
+            socket = BlockingRequestSocket(address, recv_max_size=MAX_REPLY_BYTES, tls=tls)
+        except TlsFilesError as exc:
+            raise ClientError(str(exc)) from None
         except TransportError as exc:
-            raise DaemonUnreachable(address, str(exc)) from None
+            raise DaemonUnreachable(address, unreachable_reason(str(exc), crypto=exc.crypto)) from None
         with socket:
             yield cls(address, socket, timeout)
 

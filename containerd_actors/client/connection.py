@@ -27,7 +27,7 @@ from containerd_actors.client.calls import (
     MAX_REPLY_BYTES,
     OutputRead,
 )
-from containerd_actors.client.errors import ClientError, DaemonUnreachable
+from containerd_actors.client.errors import ClientError, DaemonUnreachable, unreachable_reason
 from containerd_actors.protocol.addresses import DEFAULT_ADDRESS, normalize_address
 from containerd_actors.transport.request import ConnectionLost, RawRequestSocket
 from containerd_actors.transport.tls import TlsFiles, TlsFilesError, host_of, is_plain_tcp, is_tls
@@ -48,14 +48,7 @@ def as_seen_from(announced: str, dialed: str) -> str:
 
 
 def _explained(exc: pynng.NNGException) -> str:
-    """pynng's text, plus what a TLS failure usually means (mbedTLS says only 'Cryptographic error')."""
-    if isinstance(exc, pynng.CryptoError) or "crypto" in str(exc).lower():
-        return (
-            f"TLS handshake failed ({exc}): the daemon did not accept this client's certificate "
-            "(not signed by its CA, or expired), or its own certificate is not signed by --tls-ca "
-            "or does not name this host"
-        )
-    return str(exc)
+    return unreachable_reason(str(exc), crypto=isinstance(exc, pynng.CryptoError))
 
 
 __all__ = [

@@ -21,6 +21,17 @@ class DaemonUnreachable(ClientError):
         self.reason = reason
 
 
+def unreachable_reason(message: str, *, crypto: bool) -> str:
+    """nng's text, plus what a TLS failure usually means (mbedTLS says only 'Cryptographic error')."""
+    if not crypto:
+        return message
+    return (
+        f"TLS handshake failed ({message}): the daemon did not accept this client's certificate "
+        "(not signed by its CA, or expired), or its own certificate is not signed by --tls-ca or "
+        "does not name this host"
+    )
+
+
 class RequestFailed(ClientError):
     """The daemon answered with an ErrorReply: ``code`` says why, for a program to act on."""
 

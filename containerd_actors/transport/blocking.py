@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Self
 
 from containerd_actors.transport.bindings import ffi, lib
+from containerd_actors.transport.tls import TlsFiles, host_of, is_tls
 
 _RECV_TIMEOUT = b"recv-timeout"
 _SEND_TIMEOUT = b"send-timeout"
@@ -38,6 +39,11 @@ class TransportError(Exception):
     @property
     def timed_out(self) -> bool:
         return self.code == lib.NNG_ETIMEDOUT
+
+    @property
+    def crypto(self) -> bool:
+        """A TLS handshake that failed (a certificate the other side did not accept)."""
+        return self.code == lib.NNG_ECRYPTO
 
     @property
     def connection_lost(self) -> bool:
@@ -63,7 +69,8 @@ class BlockingRequestSocket:
     socket).
     """
 
-    def __init__(self, address: str, recv_max_size: int) -> None:
+    def __init__(self, address: str, recv_max_size: int, tls: TlsFiles | None = None) -> None:
+        """``tls`` is required for a ``tls+tcp://`` address (see ``request.RawRequestSocket``)."""
         self._socket = ffi.new("nng_socket *")
         _check(lib.nng_req0_open(self._socket))
         self._open = True
@@ -72,10 +79,32 @@ class BlockingRequestSocket:
         try:
             _check(lib.nng_socket_set_ms(self._socket[0], _RESEND_TIME, 0))
             _check(lib.nng_socket_set_size(self._socket[0], _RECV_MAX_SIZE, recv_max_size))
-            _check(lib.nng_dial(self._socket[0], address.encode(), ffi.NULL, 0))
+            if is_tls(address):
+                if tls is None:
+                    raise ValueError(f"{address} needs a client certificate, key and CA")
+                self._dial_tls(address, tls)
+            else:
+                _check(lib.nng_dial(self._socket[0], address.encode(), ffi.NULL, 0))
         except BaseException:
             self.close()
             raise
+
+    def _dial_tls(self, address: str, tls: TlsFiles) -> None:
+        """Dial with mutual TLS: nng's own TLS configuration, built here without pynng's package."""
+        cert, key, ca = tls.pem()
+        config = ffi.new("nng_tls_config **")
+        _check(lib.nng_tls_config_alloc(config, lib.NNG_TLS_MODE_CLIENT))
+        try:
+            _check(lib.nng_tls_config_auth_mode(config[0], lib.NNG_TLS_AUTH_MODE_REQUIRED))
+            _check(lib.nng_tls_config_ca_chain(config[0], ca.encode(), ffi.NULL))
+            _check(lib.nng_tls_config_own_cert(config[0], cert.encode(), key.encode(), ffi.NULL))
+            _check(lib.nng_tls_config_server_name(config[0], host_of(address).encode()))
+            dialer = ffi.new("nng_dialer *")
+            _check(lib.nng_dialer_create(dialer, self._socket[0], address.encode()))
+            _check(lib.nng_dialer_set_ptr(dialer[0], b"tls-config", config[0]))
+            _check(lib.nng_dialer_start(dialer[0], 0))
+        finally:
+            lib.nng_tls_config_free(config[0])  # the dialer holds its own reference
 
     def request(self, body: bytes, timeout: float) -> bytes:
         """Send ``body``; return the reply, or raise ``TransportError`` (timed out, connection lost)."""

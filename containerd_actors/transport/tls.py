@@ -46,6 +46,10 @@ class TlsFiles:
             raise TlsFilesError(f"the TLS {what} {path} is not a PEM {marker.lower()}")
         return text
 
+    def pem(self) -> tuple[str, str, str]:
+        """The certificate, key and CA as PEM text (read now, so a renewal is seen)."""
+        return self._pem()
+
     def _pem(self) -> tuple[str, str, str]:
         return (
             self._read(self.cert, "certificate", "CERTIFICATE"),

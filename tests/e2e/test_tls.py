@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trio
 from support.certs import free_port_run, make_ca, sign
-from support.daemon import DaemonHandle, daemon_argv, start_daemon, stop_daemon, unique_id
+from support.daemon import DaemonHandle, daemon_argv, short_temp_dir, start_daemon, stop_daemon, unique_id
 
 from containerd_actors.client import Client, ClientError, DaemonUnreachable, RequestFailed, TlsFiles
 from containerd_actors.protocol import ErrorCode, EventType
@@ -264,3 +266,50 @@ async def test_events_name_the_tls_client_that_caused_them_and_nobody_for_local_
         assert (EventType.START_CONTAINER, mine, None) in journalled
     finally:
         await stop_daemon(handle)
+
+
+async def test_actr_lists_several_daemons_one_over_tls_with_a_host_column(
+    sleep_bundle: Path, certs: dict[str, TlsFiles]
+) -> None:
+    port = free_port_run(3)
+    first = await start_daemon(short_temp_dir("tls-a") / "state", "--id", "host-a")
+    second = await start_daemon(
+        short_temp_dir("tls-b") / "state", "--id", "host-b", *tls_args(certs["server"], port)
+    )
+    ids = unique_id("on-a"), unique_id("on-b")
+    try:
+        for handle, cid in zip((first, second), ids, strict=True):
+            async with Client.connect(handle.address) as client:
+                await client.create_container(cid, str(sleep_bundle))
+        admin = certs["admin"]
+        env = dict(
+            os.environ, ACTR_TLS_CERT=str(admin.cert), ACTR_TLS_KEY=str(admin.key), ACTR_TLS_CA=str(admin.ca)
+        )
+        remote = f"tls+tcp://127.0.0.1:{port}"
+        actr = [sys.executable, "-m", "ctl", "--address", first.address, "--address", remote, "containers"]
+        listed = await trio.run_process(actr, capture_stdout=True, capture_stderr=True, env=env, check=False)
+        assert listed.returncode == 0, listed.stderr
+        lines = listed.stdout.decode().splitlines()
+        assert lines[0].split() == ["HOST", "ID", "PATH", "STATUS", "PID1"]
+        assert sorted(line.split()[:2] for line in lines[1:]) == [["host-a", ids[0]], ["host-b", ids[1]]]
+        # The flags instead of the environment; without a certificate the handshake fails.
+        alone = [sys.executable, "-m", "ctl", "--address", remote, "--tls-cert", str(admin.cert),
+                 "--tls-key", str(admin.key), "--tls-ca", str(admin.ca), "--json", "containers"]  # fmt: skip
+        shown = await trio.run_process(alone, capture_stdout=True, capture_stderr=True, check=False)
+        assert shown.returncode == 0, shown.stderr
+        assert [c["id"] for c in json.loads(shown.stdout)] == [ids[1]]
+        stranger = certs["stranger"]
+        refused = await trio.run_process(
+            [sys.executable, "-m", "ctl", "--address", remote, "--tls-cert", str(stranger.cert),
+             "--tls-key", str(stranger.key), "--tls-ca", str(admin.ca), "containers"],
+            capture_stdout=True, capture_stderr=True, check=False,
+        )  # fmt: skip
+        assert refused.returncode == 1
+        assert b"TLS handshake failed" in refused.stderr
+        for handle, cid in zip((first, second), ids, strict=True):
+            async with Client.connect(handle.address) as client:
+                await client.signal(cid, signal.SIGKILL)
+    finally:
+        for handle in (first, second):
+            await stop_daemon(handle)
+            shutil.rmtree(handle.state_dir.parent, ignore_errors=True)
