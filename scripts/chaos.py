@@ -41,6 +41,7 @@ are reaped by pid.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import random
@@ -59,6 +60,7 @@ sys.path.insert(0, str(SCRIPTS_DIR.parent))
 sys.path.insert(0, str(SCRIPTS_DIR))
 
 from benchlib import (  # noqa: E402
+    empty_runc_root,
     own_children,
     progress,
     remove_workdir,
@@ -201,8 +203,16 @@ class Chaos:
         self.bundles: dict[str, Path] = {}
         self.rows: list[Row] = []
         self.journal_ids: set[str] = set()
+        #: Problems reported already (by kind and key), and the exit events judged already.
+        self.reported: set[tuple] = set()
+        self.judged: set[int] = set()
         self.notes: list[str] = []
         self.failures: list[str] = []
+
+    def log(self, line: str) -> None:
+        """What the load did, in order, to ``ops.log`` in the work dir (kept when a check fails)."""
+        with open(self.top / "ops.log", "a") as file:
+            file.write(f"{time.strftime('%H:%M:%S')} {line}\n")
 
     # ------------------------------------------------------------------ model
 
@@ -315,15 +325,18 @@ class Chaos:
                 victim = server_pid(self.handle)
                 if victim is not None:
                     os.kill(victim, signal.SIGKILL)
+                    self.log(f"server {victim} killed")
                     await self.wait_for_new_server(victim)
 
         async def op(spec: tuple) -> None:
             nonlocal replies
+            what = " ".join(f"{x.cid}/{x.pid}" if isinstance(x, Proc) else str(x) for x in spec)
             try:
                 await self.do(client, spec, cycle, tree_cycle, killed)
+                self.log(f"cycle {cycle}: {what}: done")
             except ClientError as exc:
                 row.failed_requests += 1
-                progress(f"  cycle {cycle}: {spec[0]} failed: {exc}")
+                self.log(f"cycle {cycle}: {what}: failed: {exc}")
             replies += 1
             if replies >= kill_after:
                 nursery.start_soon(kill)
@@ -428,7 +441,9 @@ class Chaos:
         self.tree += 1
         downtime = [p for p in self.alive_sleep_containers() if p.cid not in busy]
         downtime += [p for p in self.procs.values() if p.exec and self.alive(p) and p.cid not in busy]
+        self.log(f"tree {self.tree - 1} killed (reaper {self.handle.pid}, server {victim})")
         for proc in self.rng.sample(downtime, min(DOWNTIME_KILLS, len(downtime))):
+            self.log(f"killed {proc.cid}/{proc.pid} by pid while the tree was down")
             try:
                 os.kill(proc.pid, signal.SIGKILL)  # by the pid the daemon gave us
             except ProcessLookupError:
@@ -459,10 +474,13 @@ class Chaos:
             events = await self.journal(client, row_for_gaps=None)
             in_runc = dict(runc_containers(runc_root))
             listed = {c.id: c for c in listing}
-            orphans = set(in_runc) - set(listed)
-            ghosts = {cid for cid in listed if cid not in in_runc or in_runc[cid] != listed[cid].pid}
-            unlisted = ghost_procs = 0
-            problems: list[str] = []
+            # What an earlier cycle reported already is not counted again (nor waited for).
+            orphans = {("orphan", cid) for cid in in_runc if cid not in listed} - self.reported
+            ghosts = {
+                ("ghost", cid) for cid in listed if cid not in in_runc or in_runc[cid] != listed[cid].pid
+            } - self.reported
+            unlisted: set[tuple] = set()
+            ghost_procs: set[tuple] = set()
             for cid, info in listed.items():
                 if cid not in in_runc:
                     continue
@@ -470,25 +488,25 @@ class Chaos:
                 if ps is None:
                     continue
                 tracked = {p.pid for p in info.processes}
-                unlisted += len(ps - tracked)
-                ghost_procs += len(tracked - ps)
-                if ps != tracked:
-                    problems.append(f"{cid}: runc ps {sorted(ps)}, State {sorted(tracked)}")
+                unlisted |= {("unlisted", cid, pid) for pid in ps - tracked}
+                ghost_procs |= {("ghost-process", cid, pid) for pid in tracked - ps}
+            unlisted -= self.reported
+            ghost_procs -= self.reported
             exited = {(e.id, e.pid) for e in events if e.type == EventType.EXIT}
             listed_pids = {(c.id, p.pid) for c in listing for p in c.processes}
-            lost = [key for key in self.procs if key not in listed_pids and key not in exited]
-            lost_history = {f"{cid} {pid}": self.procs[(cid, pid)].history for cid, pid in lost}
-            done = not (orphans or ghosts or unlisted or ghost_procs or lost)
-            if done or trio.current_time() > deadline:
+            lost = {
+                ("lost-exit", *key) for key in self.procs if key not in listed_pids and key not in exited
+            } - self.reported
+            found = orphans | ghosts | unlisted | ghost_procs | lost
+            if not found or trio.current_time() > deadline:
                 break
             await trio.sleep(0.2)  # adoptions and exits report as they go; polled with a deadline
         row.orphans, row.ghosts = len(orphans), len(ghosts)
-        row.unlisted, row.ghost_procs, row.lost_exits = unlisted, ghost_procs, len(lost)
-        if not done:
-            self.failures.append(
-                f"cycle {row.cycle}: orphans {sorted(orphans)}, ghosts {sorted(ghosts)}, "
-                f"lost exits {lost_history}; processes: {problems}"
-            )
+        row.unlisted, row.ghost_procs, row.lost_exits = len(unlisted), len(ghost_procs), len(lost)
+        self.reported |= found
+        for kind, cid, *pid in sorted(found):
+            history = self.procs[(cid, pid[0])].history if pid and (cid, pid[0]) in self.procs else []
+            self.failures.append(f"cycle {row.cycle}: {kind} {cid} {' '.join(map(str, pid))} {history}")
         # Processes the daemon lists that no client was given (an exec whose reply the kill ate).
         for info in listing:
             for p in info.processes:
@@ -525,12 +543,17 @@ class Chaos:
         self.journal_ids.add(journal_id)
         seqs = [e.seq for e in events]
         expected = list(range(first, last + 1))
-        row.seq_gaps = len(set(expected) - set(seqs)) + (len(seqs) - len(set(seqs)))
-        if seqs != expected:
-            self.failures.append(f"cycle {row.cycle}: journal seqs {first}..{last}, got {len(seqs)} events")
+        gaps = {("seq-gap", seq) for seq in set(expected) - set(seqs)}
+        gaps |= {("seq-twice", seq) for seq, n in collections.Counter(seqs).items() if n > 1}
+        gaps -= self.reported
+        row.seq_gaps = len(gaps)
+        self.reported |= gaps
+        if gaps:
+            self.failures.append(f"cycle {row.cycle}: journal seqs {first}..{last}: {sorted(gaps)[:20]}")
         for event in events:
-            if event.type != EventType.EXIT:
+            if event.type != EventType.EXIT or event.seq in self.judged:
                 continue
+            self.judged.add(event.seq)
             proc = self.procs.get((event.id, event.pid))
             if proc is None:
                 continue
@@ -580,6 +603,7 @@ class Chaos:
         for info in await client.containers():
             if info.status == "paused":
                 await client.resume(info.id)
+                self.log(f"{info.id} was left paused: resumed")
                 self.notes.append(f"{info.id} was left paused by a kill: resumed")
         for proc in self.inits():
             proc.paused = False
@@ -595,6 +619,7 @@ class Chaos:
             if handle.process.returncode is None:
                 handle.process.kill()
                 await handle.process.wait()
+        await empty_runc_root(self.state_dir / "runc")  # by id, a few at a time, inits reaped
         remove_containers(self.state_dir / "runc")
 
 

@@ -109,6 +109,10 @@ class ContainerPaths:
     def remove_logs(self) -> None:
         shutil.rmtree(self.logs, ignore_errors=True)
 
+    @property
+    def state_dir(self) -> Path:
+        return self.directory.parent.parent
+
 
 @attrs.frozen
 class ContainerRecord:
@@ -269,6 +273,8 @@ def write_json_atomically(path: Path, value: Any) -> None:
 CONTAINERS = "containers"
 LOGS = "logs"
 RUNC_ROOT = "runc"
+#: Notes of exits on their way to the journal (``state/exit_notes.py``).
+EXITS = "exits"
 
 
 def container_paths(state_dir: Path, id: str) -> ContainerPaths:
