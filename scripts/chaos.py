@@ -60,7 +60,6 @@ sys.path.insert(0, str(SCRIPTS_DIR.parent))
 sys.path.insert(0, str(SCRIPTS_DIR))
 
 from benchlib import (  # noqa: E402
-    empty_runc_root,
     own_children,
     progress,
     remove_workdir,
@@ -70,6 +69,7 @@ from benchlib import (  # noqa: E402
 from support.bundles import make_bundle  # noqa: E402
 from support.daemon import (  # noqa: E402
     DaemonHandle,
+    force_delete_argv,
     remove_containers,
     runc_containers,
     start_daemon,
@@ -189,6 +189,31 @@ def reap_adopted_zombies(keep: set[int]) -> int:
     return reaped
 
 
+#: Parallel ``runc delete --force`` calls at the end (each sleeps >= 100 ms in runc).
+DELETE_CONCURRENCY = 8
+
+
+def delete_all(runc_root: Path) -> None:
+    """``runc delete --force`` every container left, by id, a few at a time, reaping meanwhile
+    (an init waits for its namespace's processes to be reaped, and we are their parent)."""
+    pending = [cid for cid, _pid in runc_containers(runc_root)]
+    running: list[subprocess.Popen] = []
+    while pending or running:
+        while pending and len(running) < DELETE_CONCURRENCY:
+            running.append(
+                subprocess.Popen(
+                    force_delete_argv(runc_root, pending.pop()),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,  # a second Ctrl-C does not stop the cleanup
+                )
+            )
+        running = [p for p in running if p.poll() is None]
+        reap_adopted_zombies({p.pid for p in running})
+        time.sleep(0.05)  # polling the deletes; this is the cleanup, not the measurement
+
+
 class Chaos:
     def __init__(self, top: Path, cycles: int, rng: random.Random, criu: str | None) -> None:
         self.top = top
@@ -199,6 +224,7 @@ class Chaos:
         self.handle: DaemonHandle | None = None
         self.handles: list[DaemonHandle] = []
         self.tree = 0
+        self.reaped = 0
         self.procs: dict[tuple[str, int], Proc] = {}
         self.bundles: dict[str, Path] = {}
         self.rows: list[Row] = []
@@ -232,19 +258,25 @@ class Chaos:
     def died(self, proc: Proc, status: int, sure: bool, tree_cycle: bool) -> None:
         """``proc`` is dying with ``status`` (or may be); its exec'd processes die with it."""
         proc.history.append(f"dying with {status} ({'sure' if sure else 'maybe'}, tree cycle {tree_cycle})")
-        if proc.seen is False:
-            return  # already alive at its reaper's death: its exit is unobservable whatever comes
         proc.expected.add(status)
+        # A process alive when its reaper died (seen False) stays unobservable whatever comes.
         if not sure or tree_cycle:
             proc.maybe = True
         elif proc.seen is None and proc.tree == self.tree:
             proc.seen = True
         if not proc.exec:
             for child in self.execs_of(proc.cid):
-                if child.pid != proc.pid and not child.expected:
-                    self.died(child, 128 + signal.SIGKILL, sure, tree_cycle)
-                elif child.pid != proc.pid:
-                    child.expected.add(128 + signal.SIGKILL)
+                self.died(child, 128 + signal.SIGKILL, sure, tree_cycle)
+
+    def surely(self, proc: Proc, tree_cycle: bool) -> None:
+        """A kill marked as maybe (before it was sent) was answered: its reaper saw the death,
+        unless a kill of the tree raced it."""
+        if tree_cycle or proc.seen is not None or proc.tree != self.tree:
+            return
+        proc.maybe, proc.seen = False, True
+        if not proc.exec:
+            for child in self.execs_of(proc.cid):
+                self.surely(child, tree_cycle)
 
     def tree_died(self) -> None:
         """Every process not yet known dead was alive when its reaper died: no status is observable."""
@@ -260,9 +292,22 @@ class Chaos:
         self.bundles["exit"] = make_bundle(self.top / "bundle-exit", ["sh", "-c", f"exit {INIT_EXIT_CODE}"])
         self.handle = await start_daemon(self.state_dir, log_path=self.top / "daemon.log", own_session=True)
         self.handles.append(self.handle)
-        async with Client.connect(self.handle.address, timeout=CLIENT_TIMEOUT_S) as client:
+        async with (
+            Client.connect(self.handle.address, timeout=CLIENT_TIMEOUT_S) as client,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(self.reap_meanwhile)
             for cycle in range(1, self.cycles + 1):
                 await self.cycle(client, cycle)
+            nursery.cancel_scope.cancel()
+
+    async def reap_meanwhile(self) -> None:
+        """Reap what a killed tree left to us, as it dies: the init of a pid namespace finishes
+        dying only once every process of the namespace is reaped, and after a kill of the tree
+        the script is the parent of the exec'd processes (pid 1 here reaps nothing)."""
+        while True:
+            self.reaped += reap_adopted_zombies({h.pid for h in self.handles})
+            await trio.sleep(0.1)
 
     async def cycle(self, client: Client, cycle: int) -> None:
         tree_cycle = cycle % TREE_EVERY == 0
@@ -353,8 +398,7 @@ class Chaos:
         await self.resume_paused(client)
         row.seconds = time.monotonic() - began
         self.rows.append(row)
-        keep = {h.pid for h in self.handles if h.process.returncode is None}
-        reaped = reap_adopted_zombies(keep)
+        reaped, self.reaped = self.reaped, 0
         counts = " ".join(f"{name} {getattr(row, name)}" for name in Row.COUNTS if getattr(row, name))
         progress(
             f"cycle {cycle} ({row.kind} killed after {row.killed_after} replies): {row.seconds:.1f} s, "
@@ -387,12 +431,10 @@ class Chaos:
                 elif proc.tree is None:
                     proc.maybe = True
             case ("kill", target, signum):
-                try:
-                    await client.signal(target.cid, signum, pid=target.pid if target.exec else 0)
-                except ClientError:
-                    self.died(target, 128 + signum, False, tree_cycle)
-                    raise
-                self.died(target, 128 + signum, True, tree_cycle)
+                # Marked before it is sent: a kill of the tree may come while it is under way.
+                self.died(target, 128 + signum, False, tree_cycle)
+                await client.signal(target.cid, signum, pid=target.pid if target.exec else 0)
+                self.surely(target, tree_cycle)
             case ("pause", target):
                 target.paused = True
                 await client.pause(target.cid)
@@ -405,12 +447,9 @@ class Chaos:
                     await client.create_checkpoint(target.cid, name)
                     return
                 target.paused = True  # kept out of other operations until restored
-                try:
-                    await client.create_checkpoint(target.cid, name, exit=True)
-                except ClientError:
-                    self.died(target, ANY, False, tree_cycle)
-                    raise
-                self.died(target, ANY, True, tree_cycle)
+                self.died(target, ANY, False, tree_cycle)
+                await client.create_checkpoint(target.cid, name, exit=True)
+                self.surely(target, tree_cycle)
                 tree = self.tree
                 pid = await client.create_container(target.cid, str(self.bundles["sleep"]), checkpoint=name)
                 proc = Proc(target.cid, pid, False, tree if tree == self.tree else None)
@@ -619,7 +658,7 @@ class Chaos:
             if handle.process.returncode is None:
                 handle.process.kill()
                 await handle.process.wait()
-        await empty_runc_root(self.state_dir / "runc")  # by id, a few at a time, inits reaped
+        delete_all(self.state_dir / "runc")
         remove_containers(self.state_dir / "runc")
 
 
