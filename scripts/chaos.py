@@ -7,10 +7,13 @@ One cycle is a burst of concurrent requests through the client library: starts (
 inits and of inits that exit 3 at once), execs (``sleep``, and ``sh -c 'exit 5'``), kills of
 exec'd processes (SIGTERM or SIGKILL) and of inits (SIGKILL), a pause and resume, and a CRIU
 checkpoint (left running in even cycles; with ``exit`` and then restored under the same id in odd
-ones) where ``criu check`` passes. At a random moment of the burst (after a random number of
-replies) the API server is killed with SIGKILL and the reaper restarts it; every fifth cycle the
-whole daemon tree (reaper and server) is killed instead, a few processes are killed by pid while
-nothing of the daemon runs, and a new daemon is started on the same state directory.
+ones) where ``criu check`` passes, else skipped with CRIU's reason. The dump is the slowest request,
+so a kill within the burst nearly always cuts it: in half of the cycles it runs just before the
+burst, so that completed dumps and restores are exercised too. At a random moment of the burst
+(after a random number of replies) the API server is killed with SIGKILL and the reaper restarts
+it; every fifth cycle the whole daemon tree (reaper and server) is killed instead, a few processes
+are killed by pid while nothing of the daemon runs, and a new daemon is started on the same state
+directory.
 
 Once the daemon serves again, the script checks, polling until they hold or a deadline passes:
 
@@ -29,13 +32,16 @@ and then, from the whole journal (every page of ``Events``):
   by a kill of the tree;
 - the fds and RSS of the API server and of the reaper, against the bounds below.
 
-It prints one table (a row per cycle, then totals) on stdout; progress goes to stderr. The exit
-status is 0 only if every count is 0 and every sample is within its bound.
+Each problem is counted once, in the cycle that found it. It prints one table (a row per cycle,
+then totals) on stdout; progress goes to stderr, what the load did to ``ops.log`` in the work dir.
+The exit status is 0 only if every count is 0 and every sample is within its bound; otherwise the
+work dir (state dir, daemon log, ops.log) is kept and its path printed.
 
 Everything it starts is cleaned up by pid or container id (also on Ctrl-C): the daemon is stopped
 by its pid, the containers left under its private runc root are deleted by id, and the script is
-a child subreaper, so the inits that a killed daemon tree leaves behind become its children and
-are reaped by pid.
+a child subreaper, so the processes that a killed daemon tree leaves behind become its children
+and are reaped by pid as they die (a pid namespace's init finishes dying only once every process
+of its namespace is reaped, and this host's pid 1 reaps nothing).
 """
 
 from __future__ import annotations
