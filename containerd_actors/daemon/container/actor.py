@@ -60,8 +60,8 @@ from containerd_actors.daemon.container.process import (
 from containerd_actors.daemon.container.start import announce_intent, delete_from_runtime, start_init
 from containerd_actors.daemon.container.stdin import StdinAsk, StdinPort, refuse_closed
 from containerd_actors.daemon.container.stdio import OutputView, drain_outputs
-from containerd_actors.daemon.events.messages import EventDraft, GetStatus
-from containerd_actors.daemon.mailbox import Ask, CommandError, ReplyTo, answer, ask, fail, refuse_queued
+from containerd_actors.daemon.events.messages import EventDraft
+from containerd_actors.daemon.mailbox import Ask, CommandError, ReplyTo, answer, fail, refuse_queued
 from containerd_actors.daemon.metrics.messages import AddToCounter, RecordDuration, tell
 from containerd_actors.daemon.metrics.registry import (
     CONTAINER_DELETE_TIME,
@@ -69,7 +69,7 @@ from containerd_actors.daemon.metrics.registry import (
     CONTAINERS,
     EXEC_PROCESS_TIME,
 )
-from containerd_actors.daemon.state.exit_notes import remove_note, write_note
+from containerd_actors.daemon.state.exit_notes import write_note
 from containerd_actors.daemon.state.layout import ContainerPaths, Intent, IntentOp
 from containerd_actors.host.fds import close_quietly
 from containerd_actors.protocol import Checkpoint, ContainerInfo, ContainerStats, ErrorCode, EventType
@@ -379,11 +379,11 @@ class ContainerActor:
         # The supervisor's snapshot first: a client that sees the exit event and then asks for
         # State must not still find the process listed (its State queues behind this report).
         await self._report()
-        # The note outlives the record until the exit is journalled (see state/exit_notes.py).
+        # The note outlives the record until the events actor has journalled the exit (and
+        # removed the note): see state/exit_notes.py.
         note = write_note(self.paths.state_dir, self.id, pid, status, reason, exec=True)
         self.paths.exec_record(pid).unlink(missing_ok=True)
-        await self._events.send(EventDraft(EventType.EXIT, self.id, pid, status, reason))
-        await self._journalled(note)
+        await self._events.send(EventDraft(EventType.EXIT, self.id, pid, status, reason, note))
         await self._exit_watcher.drop(process.key)
         await self._exit_watcher.acknowledge(pid)
         log.debug("container %s: exec'd process %d exited with %s", self.id, pid, status)
@@ -406,14 +406,14 @@ class ContainerActor:
         self._end_output(init, status)
         reason = None if status is not None else UNKNOWN_EXIT_REASON
         # The record goes before the id is freed (a start may reuse it at once), and the exit is
-        # journalled only after: the note names the exit in between (see state/exit_notes.py).
+        # journalled only after: the note names the exit in between, until the events actor
+        # has journalled it and removed the note (see state/exit_notes.py).
         note = write_note(self.paths.state_dir, self.id, init.pid, status, reason, exec=False)
         self.paths.remove()
         await self._supervisor.send(
             ContainerRemoved(self.id, self._outputs_now(), init.pid, str(self._bundle_path))
         )
-        await self._events.send(EventDraft(EventType.EXIT, self.id, init.pid, status, reason))
-        await self._journalled(note)
+        await self._events.send(EventDraft(EventType.EXIT, self.id, init.pid, status, reason, note))
         await self._exit_watcher.drop(init.key)
         await self._exit_watcher.acknowledge(init.pid)
         self._phase = Phase.DONE
@@ -421,17 +421,6 @@ class ContainerActor:
             reply_to, checkpoint = self._checkpoint_reply
             answer(reply_to, checkpoint)
         log.debug("container %s: init %d exited with %s", self.id, init.pid, status)
-
-    async def _journalled(self, note: Path | None) -> None:
-        """Once the exit told last is in the journal, its note goes; the reaper is acknowledged
-        after this, so until then a killed server leaves the note and the status for the next."""
-        if note is None:
-            return
-        try:
-            await ask(self._events, GetStatus)
-        except CommandError:
-            return  # the events actor crashed on it: the next server publishes from the note
-        remove_note(note)
 
     def _forget_exec(self, pid: int) -> None:
         """Drop an exited exec'd process's output and log files (not the init's, not a live one's)."""

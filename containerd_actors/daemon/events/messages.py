@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import attrs
 import trio
 
@@ -11,13 +13,18 @@ from containerd_actors.protocol import Events
 
 @attrs.frozen
 class EventDraft:
-    """What an actor tells the events actor; it adds ``seq`` and ``timestamp``."""
+    """What an actor tells the events actor; it adds ``seq`` and ``timestamp``.
+
+    ``note`` is the exit note that names this event until it is journalled
+    (``state/exit_notes.py``): the events actor removes it once its journal has written the line.
+    """
 
     type: str
     id: str
     pid: int
     status: int | None = None
     reason: str | None = None
+    note: Path | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen

@@ -7,9 +7,11 @@ forgotten the container, and the reaper's copy of the status is filed by pid onl
 server released it as unclaimed and the exit was lost for good (found by scripts/chaos.py).
 
 So the actor writes a note (``exits/<id>.<pid>.json``: id, pid, status, reason) before it
-removes the record, and deletes it once the events actor has journalled the exit. A new server
-publishes the exit of every note it finds, unless the journal already holds it or the record is
-still there (the adoption of that record publishes the exit then).
+removes the record, and hands its path to the events actor with the exit (``EventDraft.note``),
+which removes it once the journal has written the line. The note holds the status, so the
+reaper may forget its copy as soon as the exit is told. A new server publishes the exit of every
+note it finds, unless the journal already holds it or the record is still there (the adoption
+of that record publishes the exit then).
 """
 
 from __future__ import annotations
