@@ -83,6 +83,11 @@ UNKNOWN_EXIT_REASON = (
     "the process exited while no reaper was its parent (the daemon and its reaper were both down), "
     "so its exit status could not be observed"
 )
+#: Why an exec'd process's exit announced with its container's end carries no status.
+EXEC_EXIT_UNSEEN_REASON = (
+    "the exec'd process's exit was not seen within the grace after the init's "
+    "(it was not the reaper's child), so its exit status could not be observed"
+)
 #: Requests queued for one container beyond this are refused by the supervisor as busy.
 MAILBOX_SIZE = 64
 #: Exited exec'd processes whose logs a container keeps (a health check exec'd every few seconds
@@ -239,7 +244,13 @@ class ContainerActor:
                 log.warning(
                     "container %s: exec'd processes outlived the init by %g s", self.id, EXECS_EXIT_GRACE_S
                 )
-                await self._finish()
+                # Their exits are announced all the same (the delete from runc ends them anyway):
+                # a pid a client was given never goes without an exit event. The last one
+                # finishes the container.
+                for pid in list(self._execs):
+                    await self._exec_exited(pid, None, EXEC_EXIT_UNSEEN_REASON)
+                if self._phase is not Phase.DONE:
+                    await self._finish()
                 return
             try:
                 if self._faults:  # tests only (daemon.faults)
@@ -366,7 +377,8 @@ class ContainerActor:
         if not self._execs:
             await self._finish()
 
-    async def _exec_exited(self, pid: int, status: int | None) -> None:
+    async def _exec_exited(self, pid: int, status: int | None, reason: str = UNKNOWN_EXIT_REASON) -> None:
+        """``reason`` says why a null ``status`` is unknown."""
         process = self._execs.pop(pid, None)
         if process is None:
             return
@@ -375,15 +387,15 @@ class ContainerActor:
         self._exited_execs.append(pid)
         while len(self._exited_execs) > KEPT_EXITED_EXECS:
             self._forget_exec(self._exited_execs[0])
-        reason = None if status is not None else UNKNOWN_EXIT_REASON
+        exit_reason = None if status is not None else reason
         # The supervisor's snapshot first: a client that sees the exit event and then asks for
         # State must not still find the process listed (its State queues behind this report).
         await self._report()
         # The note outlives the record until the events actor has journalled the exit (and
         # removed the note): see state/exit_notes.py.
-        note = write_note(self.paths.state_dir, self.id, pid, status, reason, exec=True)
+        note = write_note(self.paths.state_dir, self.id, pid, status, exit_reason, exec=True)
         self.paths.exec_record(pid).unlink(missing_ok=True)
-        await self._events.send(EventDraft(EventType.EXIT, self.id, pid, status, reason, note))
+        await self._events.send(EventDraft(EventType.EXIT, self.id, pid, status, exit_reason, note))
         await self._exit_watcher.drop(process.key)
         await self._exit_watcher.acknowledge(pid)
         log.debug("container %s: exec'd process %d exited with %s", self.id, pid, status)
