@@ -43,6 +43,7 @@ from containerd_actors.daemon.metrics.actor import MetricsActor
 from containerd_actors.daemon.metrics.http import serve_prometheus
 from containerd_actors.daemon.metrics.messages import AddToCounter, MetricsMailbox, tell
 from containerd_actors.daemon.metrics.registry import ACTOR_RESTARTS
+from containerd_actors.daemon.state.exit_notes import publish_noted_exits
 from containerd_actors.daemon.state.layout import prepare_state_dir
 from containerd_actors.daemon.state.reconcile import reconcile, release_unclaimed_exits
 from containerd_actors.daemon.state.space import state_dir_space
@@ -163,6 +164,8 @@ async def run_daemon(config: DaemonConfig) -> None:
                 kept,
                 config.start_timeout,
             )
+            # Exits a killed server had not journalled yet, before the reaper forgets their statuses.
+            await publish_noted_exits(config.state_dir, events.mailbox)
             if isinstance(exit_watcher, ReaperLink):
                 await release_unclaimed_exits(
                     exit_watcher, exit_watcher.recorded_exits(), config.state_dir, recovered

@@ -18,6 +18,7 @@ import trio.testing
 from support.actors import PATIENCE_S, Harness, kill_container, killed, running, write_bundle
 
 from containerd_actors import protocol as wire
+from containerd_actors.daemon.container.actor import EXEC_EXIT_UNSEEN_REASON, EXECS_EXIT_GRACE_S
 from containerd_actors.daemon.container.adopt import plan_adoptions
 from containerd_actors.daemon.container.deps import ContainerRuntime
 from containerd_actors.daemon.mailbox import CommandError
@@ -139,6 +140,37 @@ async def test_the_inits_stdin_and_exit_status(harness: Harness, tmp_path: Path)
     assert await output_of(harness) == (b"to the init", 7)
     event = await harness.next_event()
     assert (event.type, event.status) == (EventType.EXIT, 7)
+
+
+async def test_an_exec_whose_exit_never_arrives_still_gets_an_exit_event(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """After a kill of the whole tree, an exec'd process's parent is neither the server nor its
+    reaper, and its exit may not be told within the grace after the init's: the container's end
+    announces it (with no status, and why) before the init's, instead of leaving a pid a client
+    was given with no exit at all (scripts/chaos.py found such lost exits)."""
+    init = await start(harness, tmp_path / "b", "sleep", "100")
+    original = harness.reaper.wait_for_exit
+
+    async def silent_for_execs(pidfd: int, pid: int) -> int | None:
+        if pid != init:
+            await trio.sleep_forever()  # nobody tells this exit
+        return await original(pidfd, pid)
+
+    harness.reaper.wait_for_exit = silent_for_execs  # type: ignore[method-assign]
+    pid = await exec(harness, "sleep", "100")
+    await killed(init, pid)  # as the kernel ends a pid namespace
+    events: list = []
+    with trio.fail_after(PATIENCE_S + EXECS_EXIT_GRACE_S):
+        while len(events) < 2:
+            events += harness.events_so_far()
+            await trio.sleep(0.05)  # the grace is real time; polled with a deadline
+    assert [(e.type, e.pid, e.status) for e in events] == [
+        (EventType.EXIT, pid, None),
+        (EventType.EXIT, init, 128 + signal.SIGKILL),
+    ]
+    assert events[0].reason == EXEC_EXIT_UNSEEN_REASON
+    assert await harness.ask(wire.State(request_id="r")) == []
 
 
 async def test_a_stdin_nobody_reads_never_holds_up_the_actor(harness: Harness, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from support.daemon import DaemonHandle, runc_containers, start_daemon, stop_dae
 from containerd_actors import protocol as wire
 from containerd_actors.client import Client, ClientError
 from containerd_actors.daemon.container.adopt import OUTPUT_LOST_MARKER
-from containerd_actors.protocol import ErrorCode
+from containerd_actors.protocol import ErrorCode, EventType
 from containerd_actors.runc.driver import Runc
 from containerd_actors.transport.request import RawRequestSocket
 
@@ -391,3 +391,69 @@ async def test_what_runc_holds_without_any_record_is_adopted_or_deleted(
     log = handle.log_text()
     assert f"reconcile: container {created}: left in created by an interrupted start: deleted" in log
     assert f"reconcile: container {running}: running in runc with no record: adopted" in log
+
+
+async def journal_exits(client: Client) -> list[tuple[str, int, int | None]]:
+    """(id, pid, status) of every ``exit`` in the journal, all pages."""
+    exits, next_seq = [], 1
+    while True:
+        page = await client.events_page(from_seq=next_seq)
+        exits += [(e.id, e.pid, e.status) for e in page.events if e.type == EventType.EXIT]
+        if page.next_seq > page.last_seq or not page.events:
+            return exits
+        next_seq = page.next_seq
+
+
+def exit_notes(handle: DaemonHandle) -> list[str]:
+    return sorted(path.name for path in (handle.state_dir / "exits").glob("*.json"))
+
+
+async def test_an_exit_the_killed_server_had_not_journalled_is_published_once_from_its_note(
+    state_dir: Path, sleep_bundle: Path
+) -> None:
+    """A server killed after it removed a container's record but before its exit reached the
+    journal used to lose the exit for good (scripts/chaos.py found it): the record was gone, runc
+    had forgotten the container, and the reaper's status, filed by pid, was released as unclaimed.
+    The note written before the record goes lets the next server publish it, once."""
+    handle = await start_daemon(state_dir)
+    done, running = unique_id("done"), unique_id("running")
+    try:
+        async with Client.connect(handle.address, timeout=SETTLE_S) as client:
+            done_pid = await client.create_container(done, str(sleep_bundle))
+            running_pid = await client.create_container(running, str(sleep_bundle))
+            await client.signal(done, signal.SIGKILL)
+            with trio.fail_after(SETTLE_S):
+                while (done, done_pid, 137) not in await journal_exits(client) or exit_notes(handle):
+                    await trio.sleep(0.05)  # the note goes once the exit is journalled
+    finally:
+        await stop_daemon(handle)  # containers keep running
+    # What a server killed in the window leaves: the note of an exit the journal lacks (its
+    # record and runc's container already gone), beside notes a kill a moment later leaves.
+    notes = state_dir / "exits"
+    lost = unique_id("lost")
+    for id, pid, status, exec in (
+        (lost, 4_000_001, 137, False),  # journal lacks it: published
+        (lost, 4_000_002, 143, True),  # an exec'd process's: published
+        (done, done_pid, 137, False),  # already journalled: not again
+        (running, running_pid, 137, False),  # its record is still there: the adoption decides
+    ):
+        note = {"id": id, "pid": pid, "status": status, "reason": None, "time": time.time(), "exec": exec}
+        (notes / f"{id}.{pid}.json").write_text(json.dumps(note))
+    handle = await start_daemon(state_dir)
+    try:
+        async with Client.connect(handle.address, timeout=SETTLE_S) as client:
+            exits = await journal_exits(client)
+            assert exits.count((lost, 4_000_001, 137)) == 1, exits
+            assert exits.count((lost, 4_000_002, 143)) == 1, exits
+            assert exits.count((done, done_pid, 137)) == 1, exits
+            assert not [e for e in exits if e[0] == running], exits
+            assert [(c.id, c.pid) for c in await client.containers()] == [(running, running_pid)]
+            assert exit_notes(handle) == []
+            await kill_all_and_wait(client, handle, {running: running_pid})
+            # The stopped daemon's reaper was its parent: nobody could see the status now.
+            assert (running, running_pid, None) in await journal_exits(client)
+            assert exit_notes(handle) == []
+    finally:
+        await stop_daemon(handle)
+    published = f"reconcile: container {lost}: the exit of 4000001 (status 137) was not journalled"
+    assert published in handle.log_text()

@@ -70,6 +70,7 @@ from containerd_actors.daemon.metrics.registry import (
     CONTAINERS,
     EXEC_PROCESS_TIME,
 )
+from containerd_actors.daemon.state.exit_notes import write_note
 from containerd_actors.daemon.state.layout import ContainerPaths, Intent, IntentOp, log_files
 from containerd_actors.host.fds import close_quietly
 from containerd_actors.protocol import Checkpoint, ContainerInfo, ContainerStats, ErrorCode, EventType
@@ -82,6 +83,11 @@ log = logging.getLogger(__name__)
 UNKNOWN_EXIT_REASON = (
     "the process exited while no reaper was its parent (the daemon and its reaper were both down), "
     "so its exit status could not be observed"
+)
+#: Why an exec'd process's exit announced with its container's end carries no status.
+EXEC_EXIT_UNSEEN_REASON = (
+    "the exec'd process's exit was not seen within the grace after the init's "
+    "(it was not the reaper's child), so its exit status could not be observed"
 )
 #: Requests queued for one container beyond this are refused by the supervisor as busy.
 MAILBOX_SIZE = 64
@@ -251,7 +257,13 @@ class ContainerActor:
                 log.warning(
                     "container %s: exec'd processes outlived the init by %g s", self.id, EXECS_EXIT_GRACE_S
                 )
-                await self._finish()
+                # Their exits are announced all the same (the delete from runc ends them anyway):
+                # a pid a client was given never goes without an exit event. The last one
+                # finishes the container.
+                for pid in list(self._execs):
+                    await self._exec_exited(pid, None, EXEC_EXIT_UNSEEN_REASON)
+                if self._phase is not Phase.DONE:
+                    await self._finish()
                 return
             try:
                 if self._faults:  # tests only (daemon.faults)
@@ -378,7 +390,8 @@ class ContainerActor:
         if not self._execs:
             await self._finish()
 
-    async def _exec_exited(self, pid: int, status: int | None) -> None:
+    async def _exec_exited(self, pid: int, status: int | None, reason: str = UNKNOWN_EXIT_REASON) -> None:
+        """``reason`` says why a null ``status`` is unknown."""
         process = self._execs.pop(pid, None)
         if process is None:
             return
@@ -388,13 +401,16 @@ class ContainerActor:
         self._exited_execs.append(pid)
         while len(self._exited_execs) > KEPT_EXITED_EXECS:
             self._forget_exec(self._exited_execs[0])
-        reason = None if status is not None else UNKNOWN_EXIT_REASON
+        exit_reason = None if status is not None else reason
         # The supervisor's snapshot first: a client that sees the exit event and then asks for
         # State must not still find the process listed (its State queues behind this report).
         await self._report()
         by = self._killed_by(pid, status)
-        await self._events.send(EventDraft(EventType.EXIT, self.id, pid, status, reason, by))
+        # The note outlives the record until the events actor has journalled the exit (and
+        # removed the note): see state/exit_notes.py.
+        note = write_note(self.paths.state_dir, self.id, pid, status, exit_reason, exec=True)
         self.paths.exec_record(pid).unlink(missing_ok=True)
+        await self._events.send(EventDraft(EventType.EXIT, self.id, pid, status, exit_reason, by, note=note))
         await self._exit_watcher.drop(process.key)
         await self._exit_watcher.acknowledge(pid)
         log.debug("container %s: exec'd process %d exited with %s", self.id, pid, status)
@@ -418,11 +434,15 @@ class ContainerActor:
         outputs = self._outputs_now()
         # Before the container's directory goes: a server killed in between adopts it again.
         record_exit(self.id, str(self._bundle_path), init.pid, status, outputs, self.paths)
-        self.paths.remove()
-        await self._supervisor.send(ContainerRemoved(self.id, outputs, init.pid, str(self._bundle_path)))
         reason = None if status is not None else UNKNOWN_EXIT_REASON
         by = self._killed_by(init.pid, status)
-        await self._events.send(EventDraft(EventType.EXIT, self.id, init.pid, status, reason, by))
+        # The record goes before the id is freed (a start may reuse it at once), and the exit is
+        # journalled only after: the note names the exit in between, until the events actor
+        # has journalled it and removed the note (see state/exit_notes.py).
+        note = write_note(self.paths.state_dir, self.id, init.pid, status, reason, exec=False)
+        self.paths.remove()
+        await self._supervisor.send(ContainerRemoved(self.id, outputs, init.pid, str(self._bundle_path)))
+        await self._events.send(EventDraft(EventType.EXIT, self.id, init.pid, status, reason, by, note=note))
         await self._exit_watcher.drop(init.key)
         await self._exit_watcher.acknowledge(init.pid)
         self._phase = Phase.DONE

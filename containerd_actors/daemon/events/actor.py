@@ -254,6 +254,11 @@ class EventsActor:
         )
         payload = encode_event_payload(event)
         self.journal.append(event, payload)
+        if draft.note is not None and not self.journal.waiting:
+            # Written to the journal: the note that stood in for it is done with. (A line held
+            # in memory for a full state dir keeps its note, for a server killed before room.)
+            with contextlib.suppress(OSError):
+                draft.note.unlink(missing_ok=True)
         self._wait_for_room()
         self.status.publish(self._status())
         # Pub0 never blocks: a full subscriber queue drops, which seq makes visible.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import attrs
 import trio
 
@@ -14,6 +16,8 @@ class EventDraft:
     """What an actor tells the events actor; it adds ``seq`` and ``timestamp``.
 
     ``by``: the TLS client (certificate CN) whose request caused the event, None for a local one.
+    ``note`` is the exit note that names this event until it is journalled
+    (``state/exit_notes.py``): the events actor removes it once its journal has written the line.
     """
 
     type: str
@@ -22,6 +26,7 @@ class EventDraft:
     status: int | None = None
     reason: str | None = None
     by: str | None = None
+    note: Path | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen

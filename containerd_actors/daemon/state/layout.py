@@ -129,6 +129,10 @@ class ContainerPaths:
     def remove_logs(self) -> None:
         shutil.rmtree(self.logs, ignore_errors=True)
 
+    @property
+    def state_dir(self) -> Path:
+        return self.directory.parent.parent
+
 
 @attrs.frozen
 class ContainerRecord:
@@ -429,6 +433,8 @@ CONTAINERS = "containers"
 LOGS = "logs"
 EXITED_RECORD = "exited.json"
 RUNC_ROOT = "runc"
+#: Notes of exits on their way to the journal (``state/exit_notes.py``).
+EXITS = "exits"
 
 
 def container_paths(state_dir: Path, id: str) -> ContainerPaths:
