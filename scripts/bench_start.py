@@ -15,9 +15,16 @@ Run it as root with the project's dependencies (trio, pynng, rich), for example:
 
 Each round starts a fresh daemon on a private state dir, starts N containers from `--clients` concurrent
 client tasks (latency measured client-side per request), samples the daemon's CPU, RSS and PSS from /proc,
-then stops the daemon and deletes its containers by id under its private runc root. The raw runc round
-starts N containers with `runc --root PRIVATE --log LOG run -d --bundle B ID` (stdio /dev/null) from the
-same number of client tasks under a limiter of `-c`, and deletes them the same way.
+then stops the daemon and deletes its containers by id under its private runc root. The raw runc rounds
+start N containers with `runc --root PRIVATE --log LOG run -d --bundle B ID` (stdio /dev/null) with each
+of three launchers, and delete them the same way: a thread pool of `-c` workers calling `subprocess.run`
+(`--clients` submitted at a time), one `xargs -P <-c> -n 1` fed the ids (no per-start latency), and
+`trio.run_process` from `--clients` tasks under a limiter of `-c`. The fastest launcher (median
+containers/s) is the raw runc baseline of every ratio; each launcher has its own row, with the daemon's
+ratio against it. The API server's CPU is also shown apart from the reaper's, and as a share of the CPU of
+the runc calls it made (the issue's target: at most 8%). With CONTAINERD_ACTORS_PROFILE=FILE in the
+environment the daemon's API server writes a cProfile of its trio thread to FILE.<pid> (see
+containerd_actors/daemon/profiling.py).
 
 The containerd round starts a fresh containerd with its own `--root`, `--state`, `--address` and config
 file, all in the work dir (the config turns off the CRI, /opt and snapshotter plugins, which
@@ -39,9 +46,9 @@ subreaper; any still running are killed by pid), removes the shim sockets of our
 root is empty, and removes its cgroup. Without `containerd`, `ctr` or
 `containerd-shim-runc-v2` on PATH, or with `--no-containerd`, the table says containerd was not measured.
 
-Rounds rotate the order (daemon, runc, containerd; then runc, containerd, daemon; ...) so that no system
-always runs on a warmer or dirtier machine, and the report quotes medians across rounds: this machine is
-noisy. Ctrl-C stops the run and deletes everything started so far.
+Rounds rotate the order (daemon, the three raw launchers, containerd; then shifted by one; ...) so that
+no system always runs on a warmer or dirtier machine, and the report quotes medians across rounds: this
+machine is noisy. Ctrl-C stops the run and deletes everything started so far.
 """
 
 from __future__ import annotations
