@@ -15,9 +15,16 @@ Run it as root with the project's dependencies (trio, pynng, rich), for example:
 
 Each round starts a fresh daemon on a private state dir, starts N containers from `--clients` concurrent
 client tasks (latency measured client-side per request), samples the daemon's CPU, RSS and PSS from /proc,
-then stops the daemon and deletes its containers by id under its private runc root. The raw runc round
-starts N containers with `runc --root PRIVATE --log LOG run -d --bundle B ID` (stdio /dev/null) from the
-same number of client tasks under a limiter of `-c`, and deletes them the same way.
+then stops the daemon and deletes its containers by id under its private runc root. The raw runc rounds
+start N containers with `runc --root PRIVATE --log LOG run -d --bundle B ID` (stdio /dev/null) with each
+of three launchers, and delete them the same way: a thread pool of `-c` workers calling `subprocess.run`
+(`--clients` submitted at a time), one `xargs -P <-c> -n 1` fed the ids (no per-start latency), and
+`trio.run_process` from `--clients` tasks under a limiter of `-c`. The fastest launcher (median
+containers/s) is the raw runc baseline of every ratio; each launcher has its own row, with the daemon's
+ratio against it. The API server's CPU is also shown apart from the reaper's, and as a share of the CPU of
+the runc calls it made (the issue's target: at most 8%). With CONTAINERD_ACTORS_PROFILE=FILE in the
+environment the daemon's API server writes a cProfile of its trio thread to FILE.<pid> (see
+containerd_actors/daemon/profiling.py).
 
 The containerd round starts a fresh containerd with its own `--root`, `--state`, `--address` and config
 file, all in the work dir (the config turns off the CRI, /opt and snapshotter plugins, which
@@ -39,9 +46,9 @@ subreaper; any still running are killed by pid), removes the shim sockets of our
 root is empty, and removes its cgroup. Without `containerd`, `ctr` or
 `containerd-shim-runc-v2` on PATH, or with `--no-containerd`, the table says containerd was not measured.
 
-Rounds rotate the order (daemon, runc, containerd; then runc, containerd, daemon; ...) so that no system
-always runs on a warmer or dirtier machine, and the report quotes medians across rounds: this machine is
-noisy. Ctrl-C stops the run and deletes everything started so far.
+Rounds rotate the order (daemon, the three raw launchers, containerd; then shifted by one; ...) so that
+no system always runs on a warmer or dirtier machine, and the report quotes medians across rounds: this
+machine is noisy. Ctrl-C stops the run and deletes everything started so far.
 """
 
 from __future__ import annotations
@@ -54,8 +61,10 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
@@ -112,8 +121,20 @@ WARM_UP_STARTS = 5
 RAW_START_TIMEOUT_S = 15.0
 
 DAEMON = "daemon"
+#: The raw runc baseline of the table: whichever raw launcher below was fastest (median containers/s).
 RUNC = "runc"
 CONTAINERD = "containerd"
+#: The raw launchers of `runc run -d`, each measured every round. A thread pool of `subprocess.run` and
+#: `xargs -P` cost the client almost nothing; trio.run_process pays a worker-thread hand-off per start.
+RUNC_POOL = "runc-pool"
+RUNC_XARGS = "runc-xargs"
+RUNC_TRIO = "runc-trio"
+RAW_LAUNCHERS = (RUNC_POOL, RUNC_XARGS, RUNC_TRIO)
+LAUNCHER_TITLES = {
+    RUNC_POOL: "thread pool of subprocess.run",
+    RUNC_XARGS: "xargs -P",
+    RUNC_TRIO: "trio.run_process",
+}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -184,6 +205,8 @@ class RoundResult:
     ctr_cpu_s: float = math.nan
     #: The server side: the daemon (reaper + API server), or containerd plus all its shims.
     daemon_cpu_s: float = math.nan
+    #: daemon only: the API server's share of daemon_cpu_s (the rest is the reaper's).
+    api_cpu_s: float = math.nan
     #: containerd only: the shims' share of daemon_cpu_s (short `shim start` calls and long-lived shims).
     shim_cpu_s: float = math.nan
     #: The server processes' memory after start-up and with N containers running (containerd: + shims).
@@ -196,6 +219,8 @@ class RoundResult:
     shim_rss_kib: float = math.nan
     #: containerd only: runc_cpu_s from per-shim /proc ticks (no cgroup v2 to account it exactly).
     inexact_runc_cpu: bool = False
+    #: xargs only: the containers that exist after the round (xargs gives no per-start latency).
+    started: int | None = None
 
     @property
     def n(self) -> int:
@@ -206,8 +231,12 @@ class RoundResult:
         return [latency for latency in self.latencies if latency is not None]
 
     @property
+    def count_ok(self) -> int:
+        return len(self.ok) if self.started is None else self.started
+
+    @property
     def per_second(self) -> float:
-        return len(self.ok) / self.wall_s
+        return self.count_ok / self.wall_s
 
     def summary(self) -> LatencySummary:
         return LatencySummary.of(self.ok)
@@ -289,6 +318,8 @@ async def daemon_round(ctx: Context, index: int) -> RoundResult:
         idle_rss = sum(rss_kib(pid) for pid in daemon_pids(daemon.pid))
         idle_pss = sum(pss_kib(pid) for pid in daemon_pids(daemon.pid))
         before = daemon_cpu_times(daemon.pid)
+        api_pids = daemon_pids(daemon.pid)[1:]  # the API server, without the reaper
+        api_before = sum(sample(cpu_times, pid, CpuTimes(0.0, 0.0)).own_s for pid in api_pids)
         client_before = own_cpu_s()
         async with Client.connect(daemon.address) as client:
 
@@ -298,6 +329,7 @@ async def daemon_round(ctx: Context, index: int) -> RoundResult:
             latencies, errors, wall = await drive(args.n, args.clients, start_one)
             client_cpu = own_cpu_s() - client_before
             used: CpuTimes = daemon_cpu_times(daemon.pid) - before
+            api_used = sum(sample(cpu_times, pid, CpuTimes(0.0, 0.0)).own_s for pid in api_pids) - api_before
             loaded_rss = sum(rss_kib(pid) for pid in daemon_pids(daemon.pid))
             loaded_pss = sum(pss_kib(pid) for pid in daemon_pids(daemon.pid))
     finally:
@@ -312,6 +344,7 @@ async def daemon_round(ctx: Context, index: int) -> RoundResult:
         runc_cpu_s=used.children_s,
         client_cpu_s=client_cpu,
         daemon_cpu_s=used.own_s,
+        api_cpu_s=api_used if api_pids else math.nan,
         rss_idle_kib=idle_rss,
         rss_loaded_kib=loaded_rss,
         pss_idle_kib=idle_pss,
@@ -362,7 +395,8 @@ def raw_runc_argv(runc_root: Path, log: Path, bundle: Path, id: str) -> list[str
 
 
 async def raw_runc_starts(ctx: Context, runc_root: Path, log: Path, prefix: str, n: int) -> RoundResult:
-    """N `runc run -d` from `--clients` tasks under a limiter of `-c`; the caller empties the root."""
+    """N `runc run -d` through trio.run_process from `--clients` tasks under a limiter of `-c`; the caller
+    empties the root."""
     args = ctx.args
     ctx.runc_roots.append(runc_root)
     limiter = trio.CapacityLimiter(args.concurrency)
@@ -389,7 +423,7 @@ async def raw_runc_starts(ctx: Context, runc_root: Path, log: Path, prefix: str,
     before, client_before = own_children_cpu_s(), own_cpu_s()
     latencies, errors, wall = await drive(n, args.clients, start_one)
     return RoundResult(
-        RUNC,
+        RUNC_TRIO,
         0,
         latencies,
         errors,
@@ -399,17 +433,147 @@ async def raw_runc_starts(ctx: Context, runc_root: Path, log: Path, prefix: str,
     )
 
 
-async def runc_round(ctx: Context, index: int) -> RoundResult:
-    runc_root = ctx.workdir / f"r{index}" / "runc"
-    try:
-        result = await raw_runc_starts(
-            ctx, runc_root, ctx.workdir / f"runc-{index}.log", f"bench-r{index}", ctx.args.n
+def pool_starts_blocking(
+    argvs: list[list[str]], clients: int, workers: int, stop: threading.Event
+) -> tuple[list[float | None], list[str], float]:
+    """N `runc run -d` by `subprocess.run` from a pool of `workers` threads, `clients` submitted at a time.
+
+    Latency runs from submission to runc's exit, so, as with the trio clients, it includes the queueing
+    behind the `workers` busy threads. No subprocess timeout: it would poll (1-50 ms sleeps) instead of
+    blocking in waitpid, and slow every start. `stop` (an interrupted round) skips the starts not yet begun.
+    """
+    latencies: list[float | None] = [None] * len(argvs)
+    errors: list[str] = []
+    in_flight = threading.BoundedSemaphore(clients)
+
+    def start_one(i: int, submitted: float) -> None:
+        try:
+            if stop.is_set():
+                errors.append(f"start #{i}: interrupted")
+                return
+            result = subprocess.run(
+                argvs[i],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                check=False,
+                start_new_session=True,
+            )
+            if result.returncode != 0:
+                errors.append(f"start #{i}: runc run -d exited with {result.returncode}")
+            else:
+                latencies[i] = time.perf_counter() - submitted
+        finally:
+            in_flight.release()
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        for i in range(len(argvs)):
+            in_flight.acquire()
+            pool.submit(start_one, i, time.perf_counter())
+    return latencies, errors, time.perf_counter() - began
+
+
+async def pool_runc_starts(ctx: Context, runc_root: Path, log: Path, prefix: str, n: int) -> RoundResult:
+    """N `runc run -d` from a plain thread pool of `-c` workers (see pool_starts_blocking)."""
+    args = ctx.args
+    ctx.runc_roots.append(runc_root)
+    argvs = [raw_runc_argv(runc_root, log, ctx.bundle, f"{prefix}-{i}") for i in range(n)]
+    stop = threading.Event()
+
+    async def stop_when_cancelled() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            stop.set()
+
+    before, client_before = own_children_cpu_s(), own_cpu_s()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stop_when_cancelled)
+        # Not abandoned on cancel: the starts in flight finish, so cleanup only meets whole containers.
+        latencies, errors, wall = await trio.to_thread.run_sync(
+            pool_starts_blocking, argvs, args.clients, args.concurrency, stop
         )
-    finally:
-        with trio.CancelScope(shield=True):
-            await clear_root(runc_root)
-    result.index = index
-    return result
+        nursery.cancel_scope.cancel()
+    return RoundResult(
+        RUNC_POOL,
+        0,
+        latencies,
+        errors,
+        wall,
+        runc_cpu_s=own_children_cpu_s() - before,
+        client_cpu_s=own_cpu_s() - client_before,
+    )
+
+
+async def xargs_runc_starts(ctx: Context, runc_root: Path, log: Path, prefix: str, n: int) -> RoundResult:
+    """N `runc run -d` from one `xargs -P <-c> -n 1`, the ids on its stdin.
+
+    xargs reports no per-start latency; the containers that exist afterwards are the ones started.
+    runc's CPU (reaped by xargs, which this script reaps) includes xargs's own, which is tiny.
+    """
+    args = ctx.args
+    ctx.runc_roots.append(runc_root)
+    argv = [
+        "xargs",
+        "-P",
+        str(args.concurrency),
+        "-n",
+        "1",
+        *raw_runc_argv(runc_root, log, ctx.bundle, "")[:-1],
+    ]
+    ids = "".join(f"{prefix}-{i}\n" for i in range(n)).encode()
+    before, client_before = own_children_cpu_s(), own_cpu_s()
+    began = time.perf_counter()
+    # Shielded for the same reason as each trio start: the starts in flight finish.
+    with trio.CancelScope(shield=True):
+        result = await trio.run_process(
+            argv,
+            stdin=ids,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+            start_new_session=True,
+        )
+    wall = time.perf_counter() - began
+    runc_cpu = own_children_cpu_s() - before
+    client_cpu = own_cpu_s() - client_before
+    started = len(runc_containers(runc_root))
+    errors = [f"xargs exited with {result.returncode}: {n - started} of {n} starts failed (see {log})"] * (
+        n - started
+    )
+    return RoundResult(
+        RUNC_XARGS,
+        0,
+        [None] * n,
+        errors,
+        wall,
+        runc_cpu_s=runc_cpu,
+        client_cpu_s=client_cpu,
+        started=started,
+    )
+
+
+RAW_STARTS = {RUNC_POOL: pool_runc_starts, RUNC_XARGS: xargs_runc_starts, RUNC_TRIO: raw_runc_starts}
+
+
+def raw_round(kind: str) -> Callable[[Context, int], Awaitable[RoundResult]]:
+    """One round of N raw starts by the launcher `kind`, in a runc root of its own, emptied after."""
+
+    async def run(ctx: Context, index: int) -> RoundResult:
+        tag = kind.removeprefix("runc-")
+        runc_root = ctx.workdir / f"r{tag}{index}" / "runc"
+        try:
+            result = await RAW_STARTS[kind](
+                ctx, runc_root, ctx.workdir / f"runc-{tag}-{index}.log", f"bench-r{tag}{index}", ctx.args.n
+            )
+        finally:
+            with trio.CancelScope(shield=True):
+                await clear_root(runc_root)
+        result.index = index
+        return result
+
+    return run
 
 
 def own_cpu_s() -> float:
@@ -594,7 +758,7 @@ async def run_rounds(ctx: Context) -> list[RoundResult]:
     become_child_subreaper()
     ctx.bundle = make_bundle(ctx.workdir)
     await warm_up(ctx)
-    systems = [daemon_round, runc_round]
+    systems = [daemon_round, *(raw_round(kind) for kind in RAW_LAUNCHERS)]
     if ctx.containerd_skipped is None:
         systems.append(containerd_round)
     results: list[RoundResult] = []
@@ -605,7 +769,7 @@ async def run_rounds(ctx: Context) -> list[RoundResult]:
                 progress("warning: the CPU did not become idle before the round; it runs anyway")
             result = await run(ctx, index)
             progress(
-                f"round {index + 1}/{ctx.args.rounds} {result.kind:>10}: {len(result.ok)}/{result.n} started"
+                f"round {index + 1}/{ctx.args.rounds} {result.kind:>10}: {result.count_ok}/{result.n} started"
                 f" in {result.wall_s:.2f} s ({result.per_second:.1f}/s), {len(result.errors)} failed"
             )
             results.append(result)
@@ -693,6 +857,17 @@ def comparison_table(args: argparse.Namespace, groups: dict[str, list[RoundResul
         return lambda r: (getattr(r, loaded) - getattr(r, idle)) / r.n
 
     metric_row("containers/s", lambda r: r.per_second, lambda v: f"{v:.1f}")
+    daemon_rate = medians(groups.get(DAEMON, []), lambda r: r.per_second)
+    for launcher in RAW_LAUNCHERS:
+        if not groups.get(launcher):
+            continue
+        rate = medians(groups[launcher], lambda r: r.per_second)
+        rounds = " ".join(f"{r.per_second:.0f}" for r in groups[launcher])
+        add(
+            f"  raw runc via {LAUNCHER_TITLES[launcher]}",
+            {RUNC: f"{rate:.1f} ({rounds})" if args.rounds > 1 else f"{rate:.1f}"},
+            {DAEMON: ratio(daemon_rate, rate)},
+        )
     if args.rounds > 1:
         runc_by_round = {r.index: r.per_second for r in groups.get(RUNC, [])}
         add(
@@ -712,7 +887,22 @@ def comparison_table(args: argparse.Namespace, groups: dict[str, list[RoundResul
         "server CPU per start", per_start("daemon_cpu_s"), ms, only=(DAEMON, CONTAINERD), with_ratio=False
     )
     metric_row("  of which shims", per_start("shim_cpu_s"), ms, only=(CONTAINERD,), with_ratio=False)
+    metric_row("  of which API server", per_start("api_cpu_s"), ms, only=(DAEMON,), with_ratio=False)
     metric_row("runc CPU per start (runc itself)", per_start("runc_cpu_s"), ms)
+    metric_row(
+        "server CPU / its own runc CPU",
+        lambda r: r.daemon_cpu_s / r.runc_cpu_s,
+        lambda v: f"{v:.1%}",
+        only=(DAEMON, CONTAINERD),
+        with_ratio=False,
+    )
+    metric_row(
+        "  API server CPU / its runc CPU",
+        lambda r: r.api_cpu_s / r.runc_cpu_s,
+        lambda v: f"{v:.1%}",
+        only=(DAEMON,),
+        with_ratio=False,
+    )
     metric_row("client CPU per start", per_start("client_cpu_s"), ms)
     metric_row("  of which ctr processes", per_start("ctr_cpu_s"), ms, only=(CONTAINERD,), with_ratio=False)
     metric_row(
@@ -755,7 +945,7 @@ def comparison_table(args: argparse.Namespace, groups: dict[str, list[RoundResul
 
 def decile_table(groups: dict[str, list[RoundResult]], n: int) -> Table:
     """Latency by decile of start order, pooled across rounds: the 1000th start should cost the 10th's."""
-    kinds = [kind for kind in (DAEMON, RUNC, CONTAINERD) if groups.get(kind)]
+    kinds = [kind for kind in (DAEMON, *RAW_LAUNCHERS, CONTAINERD) if any(r.ok for r in groups.get(kind, []))]
     table = Table(title="start latency by decile of start order (all rounds pooled)", box=box.SIMPLE_HEAD)
     table.add_column("starts", justify="right")
     for kind in kinds:
@@ -780,12 +970,28 @@ def machine_line(with_containerd: bool) -> str:
     return f"{line}, {containerd_version()}" if with_containerd else line
 
 
+def fastest_launcher(groups: dict[str, list[RoundResult]]) -> str | None:
+    """The raw launcher with the highest median containers/s: the baseline every ratio is against."""
+    rates = {
+        kind: medians(groups[kind], lambda r: r.per_second) for kind in RAW_LAUNCHERS if groups.get(kind)
+    }
+    return max(rates, key=lambda kind: rates[kind]) if rates else None
+
+
 def report(ctx: Context, results: list[RoundResult]) -> None:
     args = ctx.args
-    groups = {kind: [r for r in results if r.kind == kind] for kind in (DAEMON, RUNC, CONTAINERD)}
+    kinds = (DAEMON, *RAW_LAUNCHERS, CONTAINERD)
+    groups = {kind: [r for r in results if r.kind == kind] for kind in kinds}
+    fastest = fastest_launcher(groups)
+    groups[RUNC] = groups[fastest] if fastest else []
     console = Console(width=None if sys.stdout.isatty() else 140, highlight=False)
     console.print(machine_line(bool(groups[CONTAINERD])))
     console.print(comparison_table(args, groups))
+    if fastest:
+        print(
+            f"raw runc: the fastest launcher, {LAUNCHER_TITLES[fastest]} (median containers/s); the others"
+            " are the indented rows.\nxargs gives no per-start latency."
+        )
     print(
         f"Latency is client-side, from taking an id to the reply. With {min(args.n, args.clients)} starts"
         f" in flight and -c {args.concurrency},\n"
@@ -816,10 +1022,13 @@ def report(ctx: Context, results: list[RoundResult]) -> None:
     )
     print("\n".join(telemetry_lines(LatencySummary.of([x for r in groups[DAEMON] for x in r.ok]))))
     print()
-    print("raw runc run -d, same format:")
-    print("\n".join(telemetry_lines(LatencySummary.of([x for r in groups[RUNC] for x in r.ok]), name="runc")))
+    for launcher in RAW_LAUNCHERS:
+        samples = [x for r in groups[launcher] for x in r.ok]
+        if samples:
+            print(f"raw runc run -d through {LAUNCHER_TITLES[launcher]}, same format:")
+            print("\n".join(telemetry_lines(LatencySummary.of(samples), name="runc")))
+            print()
     if groups[CONTAINERD]:
-        print()
         print("containerd 1.6 + ctr run -d, same format:")
         samples = [x for r in groups[CONTAINERD] for x in r.ok]
         print("\n".join(telemetry_lines(LatencySummary.of(samples), name="containerd")))

@@ -43,6 +43,7 @@ from containerd_actors.daemon.metrics.actor import MetricsActor
 from containerd_actors.daemon.metrics.http import serve_prometheus
 from containerd_actors.daemon.metrics.messages import AddToCounter, MetricsMailbox, tell
 from containerd_actors.daemon.metrics.registry import ACTOR_RESTARTS
+from containerd_actors.daemon.profiling import profiled
 from containerd_actors.daemon.state.exit_notes import publish_noted_exits
 from containerd_actors.daemon.state.layout import prepare_state_dir
 from containerd_actors.daemon.state.reconcile import reconcile, release_unclaimed_exits
@@ -256,7 +257,8 @@ def serve(config: DaemonConfig) -> None:
     for address in addresses[1:]:
         prepare_socket_dir(address)
     try:
-        trio.run(run_daemon, config)
+        with profiled(os.environ):  # a debugging hook, off unless asked for
+            trio.run(run_daemon, config)
     except* RestartLimitExceeded:
         # Logged where it happened, with the traceback; the reaper starts a fresh server.
         log.error("exiting with status %d: an actor crashed past its restart limit", EXIT_RESTART_LIMIT)

@@ -206,9 +206,18 @@ async def drain_outputs(out_fds: tuple[int, int], output: ProcessOutput) -> None
     An end of -1 has nothing to drain: a terminal merges stderr into its one output, and a
     process adopted without its pipes has neither.
     """
+    stdout_fd, stderr_fd = out_fds
+    if stderr_fd < 0:
+        output.stderr.close()
+    if stdout_fd < 0:
+        output.stdout.close()
+        if stderr_fd >= 0:
+            await drain_to_log(stderr_fd, output.stderr)
+        return
+    if stderr_fd < 0:
+        await drain_to_log(stdout_fd, output.stdout)
+        return
+    # stdout is drained by this task itself: one task fewer per process than a task per stream.
     async with trio.open_nursery() as nursery:
-        for fd, log in zip(out_fds, (output.stdout, output.stderr), strict=True):
-            if fd >= 0:
-                nursery.start_soon(drain_to_log, fd, log)
-            else:
-                log.close()
+        nursery.start_soon(drain_to_log, stderr_fd, output.stderr)
+        await drain_to_log(stdout_fd, output.stdout)

@@ -210,8 +210,14 @@ def space_of(directory: Path) -> StateDirSpace:
 
     (Tests that make logs or journals in a temporary directory thereby get a space of their own.)
     """
-    absolute = Path(os.path.abspath(directory))
-    roots = [root for root in _spaces if absolute.is_relative_to(root)]
-    if roots:
-        return _spaces[max(roots, key=lambda root: len(root.parts))]
-    return state_dir_space(absolute)
+    # Strings, not PurePath.is_relative_to: this runs a few times per container start.
+    absolute = os.path.abspath(directory)
+    best: Path | None = None
+    for root in _spaces:
+        text = str(root)
+        below = absolute == text or absolute.startswith(text if text.endswith(os.sep) else text + os.sep)
+        if below and (best is None or len(text) > len(str(best))):
+            best = root
+    if best is not None:
+        return _spaces[best]
+    return state_dir_space(Path(absolute))
