@@ -22,16 +22,16 @@ deleted so that at most ``retention`` sequence numbers are kept. (Between ``rete
 segment and ``retention`` events are therefore readable.)
 
 **A full state directory** (a write fails with ENOSPC, EDQUOT or EIO, or is short) never stops
-events: each is still numbered and published at once, and stays readable from the in-memory
-tail, but its line waits in memory, in seq order, and the waiting lines are written as soon as
-there is room again (the events actor is called back by ``state.space``), into the same
-segment, so the files hold every seq with no gap. At most ``MAX_HELD_EVENTS`` (and at most
-``retention``) events wait: beyond that the oldest waiting one is given up on disk (logged once
-per full episode, counted in ``given_up``; it stays readable from memory while the tail holds
-it), and the next line written starts a new segment, which readers skip over as they skip any
-missing event. While events wait, an empty file named after the next seq (see
-``_reserve_seqs``) tells a daemon restarted meanwhile which seqs were used: a seq a subscriber
-may have seen is never handed out twice.
+events: each is still numbered and published at once, and stays readable from memory (the tail,
+or the waiting events themselves when more wait than the tail holds), but its line waits in
+memory, in seq order, and the waiting lines are written as soon as there is room again (the
+events actor is called back by ``state.space``), into the same segment, so the files hold every
+seq with no gap. At most ``MAX_HELD_EVENTS`` (and at most ``retention``) events wait: beyond
+that the oldest waiting one is given up on disk (logged once per full episode, counted in
+``given_up``; it stays readable from memory while the tail holds it), and the next line written
+starts a new segment, which readers skip over as they skip any missing event. While events wait,
+an empty file named after the next seq (see ``_reserve_seqs``) tells a daemon restarted
+meanwhile which seqs were used: a seq a subscriber may have seen is never handed out twice.
 
 **Never fatal.** At start-up the newest segment is checked: a torn last line (a daemon that
 died mid-write, or a full disk) is cut off and logged; a segment that does not parse is renamed
@@ -299,7 +299,7 @@ class EventJournal:
     def append(self, event: Event, payload: bytes) -> None:
         """Journal ``event`` (``payload`` is its encoded JSON); ``event.seq`` must be ``last_seq + 1``.
 
-        Never raises for a failed write: the event is readable from the in-memory tail at once,
+        Never raises for a failed write: the event is readable from memory at once,
         and its line waits in memory until ``flush`` finds room (see the module docstring).
         """
         if event.seq != self._last_seq + 1:
