@@ -233,6 +233,31 @@ def test_events_that_cannot_be_written_wait_in_memory_and_are_written_in_order_w
     assert seqs(read_all(reopened)) == list(range(1, 53))
 
 
+def test_waiting_events_beyond_the_tail_stay_readable_until_written(tmp_path: Path) -> None:
+    """The tail is small; the events waiting for room are readable however many wait."""
+    disk = FullDisk(free=BIG)
+    space = disk.space(tmp_path)
+    journal = EventJournal(tmp_path, segment_events=100, tail_events=4, space=space, write=disk.write)
+    append(journal, 2)
+    disk.free = 0
+    append(journal, 30)
+    assert journal.waiting == 30
+    assert seqs(read_all(journal)) == list(range(1, 33))
+    assert seqs(journal.read(10, 3).events) == [10, 11, 12]  # a waiting event older than the tail
+    assert seqs(journal.read(0, 3, since=T0 + 9.5).events) == [10, 11, 12]
+    disk.free = BIG
+    disk.now += PROBE_INTERVAL_S
+    assert journal.flush()
+    assert seqs(read_all(journal)) == list(range(1, 33))  # now from disk, and the tail's last 4
+
+
+def test_the_tail_keeps_only_the_newest_events(tmp_path: Path) -> None:
+    journal = EventJournal(tmp_path, segment_events=100, tail_events=4)
+    append(journal, 10)
+    assert [e.seq for e in journal._tail] == [7, 8, 9, 10]  # its bound is what the soak relies on
+    assert seqs(read_all(journal)) == list(range(1, 11))
+
+
 def test_a_short_write_is_cut_back_and_the_event_written_whole_later(tmp_path: Path) -> None:
     disk = FullDisk(free=BIG)
     space = disk.space(tmp_path)

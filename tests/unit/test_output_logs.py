@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import gc
 import os
+import weakref
 from pathlib import Path
 
 import pytest
@@ -95,6 +97,25 @@ async def test_output_long_poll_wakes_on_output_and_on_exit(tmp_path: Path) -> N
     done = await view.read(5, 0, wait=10, max_bytes=1024)
     assert (done.stdout, done.exited, done.status) == (b"", True, 3)
     assert view.pid == 7 and not view.terminal
+
+
+def test_a_forgotten_output_is_freed_without_the_garbage_collector(tmp_path: Path) -> None:
+    """No reference cycle: the soak forgets an exited container's output every cycle, and a
+    cycle would keep each until a collection (thousands of them, MiB of RSS, at a time)."""
+    output = ProcessOutput(7, tmp_path / "o.log", tmp_path / "e.log")
+    output.stdout.write(b"some output\n")
+    output.close_logs()
+    output.mark_exited(0)
+    view = output.view
+    del output
+    gc.disable()
+    try:
+        gone = weakref.ref(view._output)
+        assert gone() is not None
+        del view
+        assert gone() is None  # freed by reference counting alone
+    finally:
+        gc.enable()
 
 
 def write_input(data: bytes, close: bool = False) -> WriteInput:

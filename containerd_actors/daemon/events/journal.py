@@ -22,16 +22,16 @@ deleted so that at most ``retention`` sequence numbers are kept. (Between ``rete
 segment and ``retention`` events are therefore readable.)
 
 **A full state directory** (a write fails with ENOSPC, EDQUOT or EIO, or is short) never stops
-events: each is still numbered and published at once, and stays readable from the in-memory
-tail, but its line waits in memory, in seq order, and the waiting lines are written as soon as
-there is room again (the events actor is called back by ``state.space``), into the same
-segment, so the files hold every seq with no gap. At most ``MAX_HELD_EVENTS`` (and at most
-``retention``) events wait: beyond that the oldest waiting one is given up on disk (logged once
-per full episode, counted in ``given_up``; it stays readable from memory while the tail holds
-it), and the next line written starts a new segment, which readers skip over as they skip any
-missing event. While events wait, an empty file named after the next seq (see
-``_reserve_seqs``) tells a daemon restarted meanwhile which seqs were used: a seq a subscriber
-may have seen is never handed out twice.
+events: each is still numbered and published at once, and stays readable from memory (the tail,
+or the waiting events themselves when more wait than the tail holds), but its line waits in
+memory, in seq order, and the waiting lines are written as soon as there is room again (the
+events actor is called back by ``state.space``), into the same segment, so the files hold every
+seq with no gap. At most ``MAX_HELD_EVENTS`` (and at most ``retention``) events wait: beyond
+that the oldest waiting one is given up on disk (logged once per full episode, counted in
+``given_up``; it stays readable from memory while the tail holds it), and the next line written
+starts a new segment, which readers skip over as they skip any missing event. While events wait,
+an empty file named after the next seq (see ``_reserve_seqs``) tells a daemon restarted
+meanwhile which seqs were used: a seq a subscriber may have seen is never handed out twice.
 
 **Never fatal.** At start-up the newest segment is checked: a torn last line (a daemon that
 died mid-write, or a full disk) is cut off and logged; a segment that does not parse is renamed
@@ -73,8 +73,13 @@ _SEQ_DIGITS = 20
 #: ~100 bytes an event, so a full segment is about 1 MiB: cheap to read for one page.
 MAX_SEGMENT_EVENTS = 10_000
 #: Recent events also kept in memory: a subscriber's gap is nearly always recent, and serving
-#: it from here costs neither a file read nor decoding.
-TAIL_EVENTS = 10_000
+#: it from here costs neither a file read nor decoding. A gap is what pub/sub dropped (pub0 keeps
+#: 16 messages per subscriber, sub0 128) or what came while a client reconnected, so a few
+#: thousand cover it; an older one is read from disk. The bound is small on purpose: an event
+#: costs about 200 bytes here (the ``Event``, its float, its pid and its id, whose string the
+#: tail alone keeps alive once the container is gone), so the soak (``scripts/bench_soak.py``,
+#: two events per container) saw 10,000 of them add ~2 MiB of RSS over its first 5,000 cycles.
+TAIL_EVENTS = 2_048
 #: Events whose lines may wait in memory for room in the state directory: about 100 bytes of
 #: line and 300 of ``Event`` each, so a few MiB at most.
 MAX_HELD_EVENTS = 10_000
@@ -191,9 +196,22 @@ class EventJournal:
         """The oldest seq that can still be read; ``last_seq + 1`` when none can."""
         if self._segments:
             return self._segments[0].first_seq
+        if len(self._held) > len(self._tail):
+            return self._held[0][0].seq
         if self._tail:
             return self._tail[0].seq
         return self._last_seq + 1
+
+    def _in_memory(self) -> collections.deque[Event]:
+        """The events readable from memory, oldest first, ending at ``last_seq``.
+
+        Both the tail and the events waiting for room end at ``last_seq`` and have no gap, so the
+        longer one holds the other: waiting events outnumber the tail only while the disk is
+        full, and they stay readable until they are written.
+        """
+        if len(self._held) > len(self._tail):
+            return collections.deque(event for event, _ in self._held)
+        return self._tail
 
     @property
     def waiting(self) -> int:
@@ -281,7 +299,7 @@ class EventJournal:
     def append(self, event: Event, payload: bytes) -> None:
         """Journal ``event`` (``payload`` is its encoded JSON); ``event.seq`` must be ``last_seq + 1``.
 
-        Never raises for a failed write: the event is readable from the in-memory tail at once,
+        Never raises for a failed write: the event is readable from memory at once,
         and its line waits in memory until ``flush`` finds room (see the module docstring).
         """
         if event.seq != self._last_seq + 1:
@@ -422,10 +440,11 @@ class EventJournal:
             start = self._seq_at_time(start, since)
         events: list[Event] = []
         seq = start
+        memory = self._in_memory()
         while len(events) < limit and seq <= self._last_seq:
-            if self._tail and seq >= self._tail[0].seq:
-                offset = seq - self._tail[0].seq
-                events += itertools.islice(self._tail, offset, offset + limit - len(events))
+            if memory and seq >= memory[0].seq:
+                offset = seq - memory[0].seq
+                events += itertools.islice(memory, offset, offset + limit - len(events))
                 seq = events[-1].seq + 1 if events else self._last_seq + 1
                 break
             seq = self._read_disk(seq, limit - len(events), events)
@@ -468,8 +487,9 @@ class EventJournal:
     def _first_readable_after(self, seq: int) -> int:
         """The first seq > ``seq`` that starts a segment or the tail (``last_seq + 1`` if none)."""
         candidates = [s.first_seq for s in self._segments if s.first_seq > seq]
-        if self._tail and self._tail[0].seq > seq:
-            candidates.append(self._tail[0].seq)
+        memory = self._in_memory()
+        if memory and memory[0].seq > seq:
+            candidates.append(memory[0].seq)
         return min(candidates, default=self._last_seq + 1)
 
     def _seq_at_time(self, start: int, since: float) -> int:
@@ -479,9 +499,10 @@ class EventJournal:
         timestamps are the daemon's wall clock, so this is exact unless the clock was stepped
         back, and costs a dozen decoded lines instead of a scan.
         """
-        if self._tail and self._tail[0].timestamp <= since:
+        memory = self._in_memory()
+        if memory and memory[0].timestamp <= since:
             return next(
-                (e.seq for e in self._tail if e.seq >= start and e.timestamp >= since), self._last_seq + 1
+                (e.seq for e in memory if e.seq >= start and e.timestamp >= since), self._last_seq + 1
             )
         spans = [
             (segment, self._segment_end(i))
@@ -508,9 +529,7 @@ class EventJournal:
                 continue  # a read of this segment will report (and quarantine) it
             if found < available:
                 return segment.first_seq + found
-        return next(
-            (e.seq for e in self._tail if e.seq >= start and e.timestamp >= since), self._last_seq + 1
-        )
+        return next((e.seq for e in memory if e.seq >= start and e.timestamp >= since), self._last_seq + 1)
 
     def _first_timestamp(self, segment: _Segment) -> float | None:
         if segment.first_timestamp is None:
