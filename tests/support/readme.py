@@ -51,6 +51,8 @@ class Step:
 
 @attrs.frozen
 class Block:
+    """A ```console block; ``line`` is its opening fence's line (the id a test reports it by)."""
+
     line: int
     steps: tuple[Step, ...]
     skip: str | None = None
