@@ -10,9 +10,10 @@ product again. This module knows the README's conventions and nothing about daem
   needs a working CRIU.
 
 Output is compared the way a reader compares it: runs of whitespace are one space (column widths
-follow the data), a number in the README stands for any number (pids, times, sizes vary from run to
-run), and ``...`` stands for anything (as a whole line: any number of lines). Everything else,
-headers, ids, statuses and words, must be there as written.
+follow the data), a number in the README stands for any number with the same unit and a size for any
+size (pids, times and sizes vary from run to run), and ``...`` stands for anything (as a whole line: any
+number of lines). Everything else, headers, ids, statuses and words, must be there as written; an
+``echo $?`` status is compared exactly.
 """
 
 from __future__ import annotations
@@ -116,6 +117,14 @@ def tokens(line: str) -> list[str]:
     return line.split()
 
 
+# A size is printed in whichever unit suits it (`404.0KiB`, then `1.2MiB`): any of these matches any other.
+BYTE_UNITS = frozenset({"B", "KiB", "MiB", "GiB", "TiB", "kB", "KB", "MB", "GB", "TB"})
+
+
+def unit_kind(unit: str) -> str:
+    return "bytes" if unit in BYTE_UNITS else unit
+
+
 def token_matches(expected: str, actual: str) -> bool:
     if expected == actual:
         return True
@@ -123,7 +132,8 @@ def token_matches(expected: str, actual: str) -> bool:
     return (
         want is not None
         and got is not None
-        and (want["before"], want["unit"], want["after"]) == (got["before"], got["unit"], got["after"])
+        and (want["before"], unit_kind(want["unit"]), want["after"])
+        == (got["before"], unit_kind(got["unit"]), got["after"])
     )
 
 

@@ -74,6 +74,7 @@ def test_output_before_a_command_is_an_error() -> None:
         ("before-upgrade (0.72 s)", "before-upgrade (1.5 s)"),
         ("x   2026-12-05T08:45:52", "x 2027-01-01T00:00:00"),
         ("memory-used gauge 37.7MiB", "memory-used gauge 120.0MiB"),
+        ("404.0KiB / unlimited  0B / 0B", "1.2MiB / unlimited  4.0KiB / 0B"),
         ("rate 0.20/s", "rate 13.70/s"),
         ('{"pid": 4242, "processes": ...', '{"pid": 9, "processes": [{"pid": 9}]}'),
         ("a ... z", "a z"),
@@ -91,7 +92,8 @@ def test_tolerant_where_output_varies(expected: str, actual: str) -> None:
         ("web-1 running 4242", "web-1 running -"),
         ("web-1 running 4242", "web-1 running 4242 extra"),
         ("before-upgrade (0.72 s)", "before-upgrade (0.72 ms)"),
-        ("memory-used 37.7MiB", "memory-used 37.7GiB"),
+        ("memory-used 37.7MiB", "memory-used 37.7ms"),
+        ("cpu 0.00%", "cpu 0.00"),
         ("uid=65534(nobody)", "uid=0(root)"),
     ],
 )
