@@ -29,7 +29,7 @@ import attrs
 import pytest
 import trio
 from support.bundles import make_bundle
-from support.daemon import DaemonHandle, start_daemon, stop_daemon
+from support.daemon import DaemonHandle, start_daemon, stop_daemon, unique_id
 
 from containerd_actors.client import Client
 from containerd_actors.daemon.container.adopt import OUTPUT_LOST_MARKER
@@ -306,7 +306,8 @@ async def tree(state_dir: Path) -> AsyncIterator[Tree]:
 @pytest.mark.parametrize("way", WAYS)
 async def test_what_carries_across_a_restart(way: str, tree: Tree, bundles: dict[str, Path]) -> None:
     how = Way(way)
-    ids = {name: f"{name}-{way}" for name in bundles}
+    # Unique ids: a container's cgroup is named after its id, system-wide.
+    ids = {name: unique_id(f"{name}-{way}") for name in bundles}
     async with Client.connect(tree.handle.address) as client:
         before = await prepare(client, bundles, ids)
     await go_away_and_come_back(how, tree, before.pids["quitter"])
