@@ -36,7 +36,7 @@ meanwhile which seqs were used: a seq a subscriber may have seen is never handed
 **Never fatal.** At start-up the newest segment is checked: a torn last line (a daemon that
 died mid-write, or a full disk) is cut off and logged; a segment that does not parse is renamed
 aside to ``<name>.corrupt`` and logged, and its events are reported lost to readers. Older
-segments are checked when they are read, with the same quarantine.
+segments are checked when they are read, with the same quarantine (``journal_segments.py``).
 """
 
 from __future__ import annotations
@@ -56,19 +56,28 @@ from pathlib import Path
 import attrs
 
 from containerd_actors.daemon.config import DEFAULT_RETENTION
+from containerd_actors.daemon.events.journal_segments import (
+    QUARANTINE_SUFFIX as QUARANTINE_SUFFIX,  # named by the journal's tests and readers
+)
+from containerd_actors.daemon.events.journal_segments import (
+    CorruptSegment,
+    Segment,
+    decode_lines,
+    find_segments,
+    first_timestamp,
+    highest_seq_named,
+    move_aside,
+    segment_name,
+    whole_lines,
+)
 from containerd_actors.daemon.state.layout import write_json_atomically
 from containerd_actors.daemon.state.space import StateDirSpace, is_space_error, space_of
 from containerd_actors.protocol import Event, ProtocolError, decode_event_payload
 
 log = logging.getLogger(__name__)
 
-SEGMENT_SUFFIX = ".jsonl"
 #: Beside the segments: the journal's random identity (see ``EventJournal._identity``).
 JOURNAL_ID_FILE = "journal.json"
-QUARANTINE_SUFFIX = ".corrupt"
-_SEGMENT_NAME = re.compile(r"(\d+)" + re.escape(SEGMENT_SUFFIX))
-#: Zero-padded width of a segment's first seq in its file name (room for any int64).
-_SEQ_DIGITS = 20
 
 #: ~100 bytes an event, so a full segment is about 1 MiB: cheap to read for one page.
 MAX_SEGMENT_EVENTS = 10_000
@@ -98,22 +107,6 @@ class JournalPage:
     journal_id: str = ""
 
 
-class CorruptSegment(Exception):
-    """A segment holds a line that is not the event it should be."""
-
-
-@attrs.define
-class _Segment:
-    first_seq: int
-    path: Path
-    #: The first event's timestamp, read when a ``since`` lookup first needs it.
-    first_timestamp: float | None = None
-
-
-def segment_name(first_seq: int) -> str:
-    return f"{first_seq:0{_SEQ_DIGITS}d}{SEGMENT_SUFFIX}"
-
-
 def default_segment_events(retention: int) -> int:
     """Small enough that deleting one whole segment still keeps most of ``retention``."""
     return max(1, min(MAX_SEGMENT_EVENTS, retention // 4))
@@ -138,7 +131,7 @@ class EventJournal:
         self.directory = directory
         self.retention = retention
         self.segment_events = min(segment_events or default_segment_events(retention), retention)
-        self._segments: list[_Segment] = []
+        self._segments: list[Segment] = []
         self._last_seq = 0
         self._fd = -1
         #: Bytes of whole lines in the open segment: where to cut back to after a failed write.
@@ -225,12 +218,7 @@ class EventJournal:
 
     def _recover(self) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        segments = []
-        for path in self.directory.iterdir():
-            match = _SEGMENT_NAME.fullmatch(path.name)
-            if match and path.is_file():
-                segments.append(_Segment(int(match.group(1)), path))
-        segments.sort(key=lambda segment: segment.first_seq)
+        segments = find_segments(self.directory)
         self._segments = segments
         if segments:
             self._last_seq = self._recover_newest(segments[-1])
@@ -243,20 +231,9 @@ class EventJournal:
             self.retention,
         )
 
-    def _recover_newest(self, segment: _Segment) -> int:
+    def _recover_newest(self, segment: Segment) -> int:
         """Check the segment a previous daemon was writing; returns the last seq it assigned."""
-        data = segment.path.read_bytes()
-        complete = data.rfind(b"\n") + 1
-        if complete < len(data):
-            log.warning(
-                "events journal: %s: cut off a torn last line (%d bytes), a write that never "
-                "completed (the event was not published after it)",
-                segment.path,
-                len(data) - complete,
-            )
-            os.truncate(segment.path, complete)
-            data = data[:complete]
-        lines = data.splitlines()
+        lines = whole_lines(segment)
         if not lines:
             # Nothing in it: the reservation of seqs that waited for room (or a segment created
             # just before a crash). It stays until the next event, whose segment it becomes, so
@@ -265,32 +242,15 @@ class EventJournal:
             self._reserved = segment.path
             return segment.first_seq - 1
         try:
-            _decode_lines(segment, lines, 0, len(lines))
+            decode_lines(segment, lines, 0, len(lines))
         except CorruptSegment as exc:
-            # Never reuse a seq a subscriber may have seen: the highest one the file mentions.
-            highest = segment.first_seq + len(lines) - 1
-            for line in lines:
-                try:
-                    highest = max(highest, decode_event_payload(line).seq)
-                except ProtocolError:
-                    continue
+            highest = highest_seq_named(segment, lines)
             self._quarantine(segment, str(exc), segment.first_seq, highest)
             return highest
         return segment.first_seq + len(lines) - 1
 
-    def _quarantine(self, segment: _Segment, reason: str, first: int, last: int | None) -> None:
-        target = segment.path.with_name(segment.path.name + QUARANTINE_SUFFIX)
-        for n in itertools.count(1):
-            if not target.exists():
-                break
-            target = segment.path.with_name(f"{segment.path.name}{QUARANTINE_SUFFIX}.{n}")
-        try:
-            segment.path.rename(target)
-            where = f"moved to {target.name}"
-        except OSError as exc:
-            where = f"could not move it aside ({exc}); ignoring it"
-        lost = f"events {first}..{last}" if last is not None else f"events from {first}"
-        log.error("events journal: %s is corrupt (%s); %s; %s are lost", segment.path, reason, where, lost)
+    def _quarantine(self, segment: Segment, reason: str, first: int, last: int | None) -> None:
+        move_aside(segment, reason, first, last)
         if segment in self._segments:
             self._segments.remove(segment)
 
@@ -399,7 +359,7 @@ class EventJournal:
             self._reserved = None  # it is a segment now
         self._fd_size = 0
         self._fd_events = 0
-        self._segments.append(_Segment(first_seq, path))
+        self._segments.append(Segment(first_seq, path))
         self._enforce_retention()
 
     def _enforce_retention(self) -> None:
@@ -470,7 +430,7 @@ class EventJournal:
                 # Events whose write failed (a full disk): lost on disk, maybe still in the tail.
                 return self._first_readable_after(seq)
             stop = min(available, offset + limit)
-            into += _decode_lines(segment, lines, offset, stop)
+            into += decode_lines(segment, lines, offset, stop)
         except (OSError, CorruptSegment) as exc:
             if index == len(self._segments) - 1 and self._fd >= 0:
                 log.error("events journal: cannot read the open segment %s: %s", segment.path, exc)
@@ -512,8 +472,8 @@ class EventJournal:
         lo, hi = 0, len(spans)
         while lo < hi:  # after this, spans[lo - 1] is the last segment starting at or before since
             mid = (lo + hi) // 2
-            first_timestamp = self._first_timestamp(spans[mid][0])
-            if first_timestamp is not None and first_timestamp <= since:
+            stamp = first_timestamp(spans[mid][0])
+            if stamp is not None and stamp <= since:
                 lo = mid + 1
             else:
                 hi = mid
@@ -530,27 +490,3 @@ class EventJournal:
             if found < available:
                 return segment.first_seq + found
         return next((e.seq for e in memory if e.seq >= start and e.timestamp >= since), self._last_seq + 1)
-
-    def _first_timestamp(self, segment: _Segment) -> float | None:
-        if segment.first_timestamp is None:
-            try:
-                with open(segment.path, "rb") as file:
-                    segment.first_timestamp = decode_event_payload(file.readline()).timestamp
-            except (OSError, ProtocolError):
-                return None  # an empty or unreadable segment; a read will quarantine it
-        return segment.first_timestamp
-
-
-def _decode_lines(segment: _Segment, lines: list[bytes], start: int, stop: int) -> list[Event]:
-    """Decode ``lines[start:stop]``, checking that line i holds seq ``first_seq + i``."""
-    events = []
-    for index in range(start, stop):
-        expected = segment.first_seq + index
-        try:
-            event = decode_event_payload(lines[index])
-        except ProtocolError as exc:
-            raise CorruptSegment(f"line {index + 1}: {exc.message}") from None
-        if event.seq != expected:
-            raise CorruptSegment(f"line {index + 1} holds seq {event.seq}, expected {expected}")
-        events.append(event)
-    return events
