@@ -21,7 +21,6 @@ import enum
 import itertools
 import logging
 import math
-import os
 import time
 from collections.abc import Awaitable
 from pathlib import Path
@@ -40,7 +39,19 @@ from containerd_actors.daemon.container.checkpoint import (
 )
 from containerd_actors.daemon.container.deps import ActorDeps
 from containerd_actors.daemon.container.exec import complete_exec, record_exec, run_exec
-from containerd_actors.daemon.container.exited import recall_exited_execs, record_exec_exit, record_exit
+from containerd_actors.daemon.container.exited import recall_exited_execs
+from containerd_actors.daemon.container.exits import (
+    EXEC_EXIT_UNSEEN_REASON,
+    UNKNOWN_EXIT_REASON,
+    announce_exec_exit,
+    close_pidfd,
+    drain,
+    end_exec,
+    forget_exec_files,
+    killed_by,
+    remove_container,
+    watch,
+)
 from containerd_actors.daemon.container.messages import (
     ContainerMailbox,
     ContainerMessage,
@@ -58,20 +69,18 @@ from containerd_actors.daemon.container.process import (
     Launched,
     no_such_process,
 )
-from containerd_actors.daemon.container.start import announce_intent, delete_from_runtime, start_init
+from containerd_actors.daemon.container.start import start_init
 from containerd_actors.daemon.container.stdin import StdinAsk, StdinPort, refuse_closed
-from containerd_actors.daemon.container.stdio import OutputView, drain_outputs
+from containerd_actors.daemon.container.stdio import OutputView
 from containerd_actors.daemon.events.messages import EventDraft
 from containerd_actors.daemon.mailbox import Ask, CommandError, ReplyTo, answer, fail, refuse_queued
 from containerd_actors.daemon.metrics.messages import AddToCounter, RecordDuration, tell
 from containerd_actors.daemon.metrics.registry import (
-    CONTAINER_DELETE_TIME,
     CONTAINER_START_TIME,
     CONTAINERS,
     EXEC_PROCESS_TIME,
 )
-from containerd_actors.daemon.state.exit_notes import write_note
-from containerd_actors.daemon.state.layout import ContainerPaths, Intent, IntentOp, log_files
+from containerd_actors.daemon.state.layout import ContainerPaths
 from containerd_actors.host.fds import close_quietly
 from containerd_actors.protocol import Checkpoint, ContainerInfo, ContainerStats, ErrorCode, EventType
 from containerd_actors.runc.driver import RuncError
@@ -79,16 +88,6 @@ from containerd_actors.runc.process_spec import exec_process_info, exec_spec
 
 log = logging.getLogger(__name__)
 
-#: Why an exit event can carry no status: the process was not our child or the reaper's.
-UNKNOWN_EXIT_REASON = (
-    "the process exited while no reaper was its parent (the daemon and its reaper were both down), "
-    "so its exit status could not be observed"
-)
-#: Why an exec'd process's exit announced with its container's end carries no status.
-EXEC_EXIT_UNSEEN_REASON = (
-    "the exec'd process's exit was not seen within the grace after the init's "
-    "(it was not the reaper's child), so its exit status could not be observed"
-)
 #: Requests queued for one container beyond this are refused by the supervisor as busy.
 MAILBOX_SIZE = 64
 #: Exited exec'd processes whose logs a container keeps (a health check exec'd every few seconds
@@ -114,6 +113,7 @@ class ContainerActor:
         self.bundle = bundle
         self.paths = paths
         self._bundle_path = Path(bundle)
+        self._deps = deps
         self._runtime = deps.runtime
         self._start_limiter = deps.start_limiter
         self._exit_watcher = deps.exit_watcher
@@ -233,13 +233,13 @@ class ContainerActor:
         finally:
             tell(self._metrics, AddToCounter(CONTAINERS, -1))
             for process in self._execs.values():  # exits that never came: their watchers are gone
-                self._close_pidfd(process)
+                close_pidfd(process)
             if crashed:
                 # The supervisor restarts this actor: its successor adopts the container with the
                 # supervisor's copies of the pipe ends, and takes the queued requests (hand_over).
                 for process in (self._init, *self._execs.values()):
                     if process is not None:
-                        self._close_pidfd(process)
+                        close_pidfd(process)
                         process.stdin.close()
             elif self._phase is Phase.DONE:
                 refuse_queued(
@@ -347,37 +347,9 @@ class ContainerActor:
             launched.info, launched.key, launched.pidfd, launched.output, port, launched.out_fds
         )
         self._outputs[pid] = launched.output.view
-        self._nursery.start_soon(self._drain, process)
-        self._nursery.start_soon(self._watch, process, is_init)
+        self._nursery.start_soon(drain, process)
+        self._nursery.start_soon(watch, process, is_init, self._exit_watcher, self._mailbox_send)
         return process
-
-    async def _drain(self, process: ContainerProcess) -> None:
-        with process.drains:
-            await drain_outputs(process.out_fds, process.output)
-        process.output.close_logs()
-        process.drained.set()
-
-    async def _watch(self, process: ContainerProcess, is_init: bool) -> None:
-        """Wait for the process's exit and for its output to end, then tell the actor."""
-        pid = process.pid
-        status = self._exit_watcher.exited_while_away(pid)
-        if status is None:
-            status = await self._exit_watcher.wait_for_exit(process.pidfd, pid)
-        with trio.move_on_after(DRAIN_GRACE_S):
-            await process.drained.wait()
-        await self._mailbox_send.send(InitExited(status) if is_init else ExecExited(pid, status))
-
-    def _close_pidfd(self, process: ContainerProcess) -> None:
-        if process.pidfd >= 0:
-            os.close(process.pidfd)
-            process.pidfd = -1
-
-    def _end_output(self, process: ContainerProcess, status: int | None) -> None:
-        """The process has exited and its drains had their grace: readers see the end."""
-        process.drains.cancel()
-        process.output.close_logs()
-        process.output.mark_exited(status)
-        process.stdin.close()
 
     async def _init_exited(self, status: int | None) -> None:
         assert self._init is not None
@@ -395,9 +367,7 @@ class ContainerActor:
         process = self._execs.pop(pid, None)
         if process is None:
             return
-        self._close_pidfd(process)
-        self._end_output(process, status)
-        record_exec_exit(self.id, pid, process.output.view, self.paths)
+        end_exec(self.id, self.paths, process, status)
         self._exited_execs.append(pid)
         while len(self._exited_execs) > KEPT_EXITED_EXECS:
             self._forget_exec(self._exited_execs[0])
@@ -405,15 +375,8 @@ class ContainerActor:
         # The supervisor's snapshot first: a client that sees the exit event and then asks for
         # State must not still find the process listed (its State queues behind this report).
         await self._report()
-        by = self._killed_by(pid, status)
-        # The note outlives the record until the events actor has journalled the exit (and
-        # removed the note): see state/exit_notes.py.
-        note = write_note(self.paths.state_dir, self.id, pid, status, exit_reason, exec=True)
-        self.paths.exec_record(pid).unlink(missing_ok=True)
-        await self._events.send(EventDraft(EventType.EXIT, self.id, pid, status, exit_reason, by, note=note))
-        await self._exit_watcher.drop(process.key)
-        await self._exit_watcher.acknowledge(pid)
-        log.debug("container %s: exec'd process %d exited with %s", self.id, pid, status)
+        by = killed_by(self._signalled_by.pop(pid, None), status)
+        await announce_exec_exit(self.id, self.paths, process, status, exit_reason, by, self._deps)
         if self._phase is Phase.FINISHING and not self._execs:
             await self._finish()
 
@@ -425,26 +388,12 @@ class ContainerActor:
         """
         assert self._init is not None
         init, status = self._init, self._init_status
-        self._close_pidfd(init)
-        deleting_at = time.monotonic_ns()
-        announce_intent(Intent(IntentOp.DELETE, self.id, self.bundle), self.paths)  # gone with the directory
-        await delete_from_runtime(self._runtime, self.id)
-        tell(self._metrics, RecordDuration(CONTAINER_DELETE_TIME, time.monotonic_ns() - deleting_at))
-        self._end_output(init, status)
+        by = killed_by(self._signalled_by.pop(init.pid, None), status)
         outputs = self._outputs_now()
-        # Before the container's directory goes: a server killed in between adopts it again.
-        record_exit(self.id, str(self._bundle_path), init.pid, status, outputs, self.paths)
-        reason = None if status is not None else UNKNOWN_EXIT_REASON
-        by = self._killed_by(init.pid, status)
-        # The record goes before the id is freed (a start may reuse it at once), and the exit is
-        # journalled only after: the note names the exit in between, until the events actor
-        # has journalled it and removed the note (see state/exit_notes.py).
-        note = write_note(self.paths.state_dir, self.id, init.pid, status, reason, exec=False)
-        self.paths.remove()
-        await self._supervisor.send(ContainerRemoved(self.id, outputs, init.pid, str(self._bundle_path)))
-        await self._events.send(EventDraft(EventType.EXIT, self.id, init.pid, status, reason, by, note=note))
-        await self._exit_watcher.drop(init.key)
-        await self._exit_watcher.acknowledge(init.pid)
+        bundle = str(self._bundle_path)
+        await remove_container(
+            self.id, self.bundle, bundle, self.paths, init, status, outputs, by, self._deps
+        )
         self._phase = Phase.DONE
         if self._checkpoint_reply is not None:
             reply_to, checkpoint = self._checkpoint_reply
@@ -458,10 +407,7 @@ class ContainerActor:
         if pid in self._exited_execs:
             self._exited_execs.remove(pid)
         self._outputs.pop(pid, None)
-        for log_path in self.paths.exec_logs(pid):
-            for path in log_files(log_path):
-                path.unlink(missing_ok=True)
-        self.paths.exec_exited_record(pid).unlink(missing_ok=True)
+        forget_exec_files(self.paths, pid)
 
     def _process(self, pid: int) -> ContainerProcess | None:
         """A live process by pid; 0 is the init."""
@@ -492,14 +438,6 @@ class ContainerActor:
             self._signalled_by[process.pid] = (request.signal, by)
         else:
             self._signalled_by.pop(process.pid, None)  # a local client signalled it last
-
-    def _killed_by(self, pid: int, status: int | None) -> str | None:
-        """The TLS client whose signal ``pid`` died of (status 128+N for signal N), if any."""
-        signalled = self._signalled_by.pop(pid, None)
-        if signalled is None or status is None:
-            return None
-        signal_number, by = signalled
-        return by if status == 128 + signal_number else None
 
     async def _add_process(self, request: wire.AddProcess, by: str | None = None) -> int:
         """``runc exec -d`` a process, then own it like the init: drain, watch, report its exit."""
