@@ -55,7 +55,6 @@ from containerd_actors.daemon.container.exits import (
 from containerd_actors.daemon.container.messages import (
     ContainerMailbox,
     ContainerMessage,
-    ContainerRemoved,
     ContainerSnapshot,
     ContainerUpdated,
     ExecExited,
@@ -69,14 +68,13 @@ from containerd_actors.daemon.container.process import (
     Launched,
     no_such_process,
 )
-from containerd_actors.daemon.container.start import start_init
+from containerd_actors.daemon.container.start import start_and_answer
 from containerd_actors.daemon.container.stdin import StdinAsk, StdinPort, refuse_closed
 from containerd_actors.daemon.container.stdio import OutputView
 from containerd_actors.daemon.events.messages import EventDraft
 from containerd_actors.daemon.mailbox import Ask, CommandError, ReplyTo, answer, fail, refuse_queued
 from containerd_actors.daemon.metrics.messages import AddToCounter, RecordDuration, tell
 from containerd_actors.daemon.metrics.registry import (
-    CONTAINER_START_TIME,
     CONTAINERS,
     EXEC_PROCESS_TIME,
 )
@@ -115,7 +113,6 @@ class ContainerActor:
         self._bundle_path = Path(bundle)
         self._deps = deps
         self._runtime = deps.runtime
-        self._start_limiter = deps.start_limiter
         self._exit_watcher = deps.exit_watcher
         self._events = deps.events
         self._supervisor = deps.supervisor
@@ -159,39 +156,14 @@ class ContainerActor:
     ) -> None:
         """Start the container, answer the creator (``by``: its TLS CN, or None if local), then
         serve requests until the init exits."""
-        started_at = time.monotonic_ns()
-        try:
-            # The reaper is handed copies of the pipe ends before runc runs (see ``start``), so a
-            # server crash never closes a container's stdio.
-            started = await start_init(
-                self.id,
-                self.bundle,
-                checkpoint,
-                self.paths,
-                self._runtime,
-                self._start_limiter,
-                terminal,
-                request_id,
-                self._exit_watcher,
-            )
-        except CommandError as error:
-            fail(start_reply, error)
-            await self._supervisor.send(ContainerRemoved(self.id))
+        started = await start_and_answer(
+            self.id, self.bundle, checkpoint, self.paths, self._deps, start_reply, terminal, request_id, by
+        )
+        if started is None:
             return
-        except BaseException as error:
-            # The supervisor removes a crashed actor's entry itself.
-            fail(start_reply, CommandError(ErrorCode.INTERNAL, f"start failed: {error!r}"))
-            raise
-        init = started.launched
-        answer(start_reply, init.info.pid)
-        tell(self._metrics, RecordDuration(CONTAINER_START_TIME, time.monotonic_ns() - started_at))
         self._bundle_path = started.bundle
         self._process_spec = started.process_spec
-        if init.info.terminal:
-            # A pty master exists only once runc has sent it, so the reaper gets it only now.
-            await self._exit_watcher.keep(init.key, init.kept_fds())
-        await self._events.send(EventDraft(EventType.START_CONTAINER, self.id, init.info.pid, by=by))
-        await self._serve(init, [])
+        await self._serve(started.launched, [])
 
     async def run_adopted(self, adoption: Adoption, status: str = "running") -> None:
         """Take over a container a previous server (or a crashed actor) started, from its record

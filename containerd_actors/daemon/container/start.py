@@ -26,10 +26,14 @@ from containerd_actors.daemon.container.checkpoint import (
     read_checkpoint,
 )
 from containerd_actors.daemon.container.console import InitStdio
-from containerd_actors.daemon.container.deps import ContainerRuntime
+from containerd_actors.daemon.container.deps import ActorDeps, ContainerRuntime
+from containerd_actors.daemon.container.messages import ContainerRemoved
 from containerd_actors.daemon.container.process import Launched, pidfd_if_alive, reaper_key
 from containerd_actors.daemon.container.stdio import ProcessOutput
-from containerd_actors.daemon.mailbox import CommandError
+from containerd_actors.daemon.events.messages import EventDraft
+from containerd_actors.daemon.mailbox import CommandError, ReplyTo, answer, fail
+from containerd_actors.daemon.metrics.messages import RecordDuration, tell
+from containerd_actors.daemon.metrics.registry import CONTAINER_START_TIME
 from containerd_actors.daemon.state.layout import (
     ContainerPaths,
     ContainerRecord,
@@ -40,7 +44,7 @@ from containerd_actors.daemon.state.layout import (
 from containerd_actors.daemon.state.space import space_of
 from containerd_actors.host.procfs import process_start_time
 from containerd_actors.host.reaping import ExitWatcher
-from containerd_actors.protocol import ErrorCode
+from containerd_actors.protocol import ErrorCode, EventType
 from containerd_actors.runc.bundle import read_bundle_config, validate_bundle, write_with_terminal
 from containerd_actors.runc.driver import RuncError, RuncTimeout
 from containerd_actors.runc.process_spec import init_process_info
@@ -184,6 +188,54 @@ async def start_init(
         out_fds,
     )
     return StartedInit(launched, bundle_path, process_spec)
+
+
+async def start_and_answer(
+    id: str,
+    bundle: str,
+    checkpoint: str | None,
+    paths: ContainerPaths,
+    deps: ActorDeps,
+    start_reply: ReplyTo,
+    terminal: bool | None = None,
+    request_id: str | None = None,
+    by: str | None = None,
+) -> StartedInit | None:
+    """Start the init for its actor, answer the creator (``by``: its TLS CN, or None if local) and
+    announce the start; None when it did not start (the supervisor has been told the id is free).
+
+    An unexpected error is answered and raised: the supervisor removes a crashed actor's entry itself.
+    """
+    started_at = time.monotonic_ns()
+    try:
+        # The reaper is handed copies of the pipe ends before runc runs (see ``start_init``), so a
+        # server crash never closes a container's stdio.
+        started = await start_init(
+            id,
+            bundle,
+            checkpoint,
+            paths,
+            deps.runtime,
+            deps.start_limiter,
+            terminal,
+            request_id,
+            deps.exit_watcher,
+        )
+    except CommandError as error:
+        fail(start_reply, error)
+        await deps.supervisor.send(ContainerRemoved(id))
+        return None
+    except BaseException as error:
+        fail(start_reply, CommandError(ErrorCode.INTERNAL, f"start failed: {error!r}"))
+        raise
+    init = started.launched
+    answer(start_reply, init.info.pid)
+    tell(deps.metrics, RecordDuration(CONTAINER_START_TIME, time.monotonic_ns() - started_at))
+    if init.info.terminal:
+        # A pty master exists only once runc has sent it, so the reaper gets it only now.
+        await deps.exit_watcher.keep(init.key, init.kept_fds())
+    await deps.events.send(EventDraft(EventType.START_CONTAINER, id, init.info.pid, by=by))
+    return started
 
 
 def announce_intent(intent: Intent, paths: ContainerPaths) -> Path | None:
