@@ -30,8 +30,8 @@ from typing import Any
 import trio
 
 from containerd_actors import protocol as wire
-from containerd_actors.daemon.container.adopt import Adoption, adopt_execs, adopt_init
-from containerd_actors.daemon.container.cgroups import ContainerCgroups
+from containerd_actors.daemon.container.adopt import Adoption, adopt_execs, adopt_init, release_unrecorded
+from containerd_actors.daemon.container.cgroups import ContainerCgroups, oom_notifier, pause_or_resume
 from containerd_actors.daemon.container.checkpoint import (
     delete_checkpoint,
     list_checkpoints,
@@ -61,6 +61,7 @@ from containerd_actors.daemon.container.messages import (
     InitExited,
     InputClosed,
     OomNotified,
+    take_queued_asks,
 )
 from containerd_actors.daemon.container.process import (
     DRAIN_GRACE_S,
@@ -79,9 +80,7 @@ from containerd_actors.daemon.metrics.registry import (
     EXEC_PROCESS_TIME,
 )
 from containerd_actors.daemon.state.layout import ContainerPaths
-from containerd_actors.host.fds import close_quietly
 from containerd_actors.protocol import Checkpoint, ContainerInfo, ContainerStats, ErrorCode, EventType
-from containerd_actors.runc.driver import RuncError
 from containerd_actors.runc.process_spec import exec_process_info, exec_spec
 
 log = logging.getLogger(__name__)
@@ -179,10 +178,7 @@ class ContainerActor:
         for view in recall_exited_execs(self.id, self.paths, live):
             self._outputs[view.pid] = view  # their logs stay readable, as before the restart
             self._exited_execs.append(view.pid)
-        for key in set(exec_fds) - {launched.key for launched in execs}:
-            # Kept for a process no record names (an exec that never started): let them go.
-            close_quietly(*exec_fds[key])
-            await self._exit_watcher.drop(key)
+        await release_unrecorded(exec_fds, execs, self._exit_watcher)
         await self._serve(adopted.launched, execs)
 
     async def _serve(self, init: Launched, execs: list[Launched]) -> None:
@@ -196,7 +192,7 @@ class ContainerActor:
                     self._execs[launched.info.pid] = self._own(launched, is_init=False)
                 await self._report()
                 if self._oom_notify:
-                    await self._cgroups().watch_ooms(nursery, self._oom_notified)
+                    await self._cgroups().watch_ooms(nursery, oom_notifier(self._mailbox_send))
                 await self._serve_mailbox()
                 nursery.cancel_scope.cancel()
         except Exception:
@@ -295,16 +291,7 @@ class ContainerActor:
         watch the same processes again. The mailbox is closed; nothing can be added to it since
         the supervisor routes to the successor from now on.
         """
-        asks = []
-        while True:
-            try:
-                message = self._mailbox.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                break
-            if isinstance(message, Ask):
-                asks.append(message)
-        self._mailbox.close()
-        return asks
+        return take_queued_asks(self._mailbox)
 
     # ------------------------------------------------------------------ processes
 
@@ -456,17 +443,11 @@ class ContainerActor:
             await process.keep_only_outputs(self._exit_watcher)
 
     async def _change_status(self, status: str, by: str | None = None) -> None:
-        """runc pause/resume freeze or thaw every process of the container through its freezer cgroup."""
+        """Pause or resume the whole container (``cgroups.pause_or_resume``), then tell the world."""
         assert self._init is not None
         if status == self._status:
             return
-        try:
-            if status == "paused":
-                await self._runtime.pause(self.id)
-            else:
-                await self._runtime.resume(self.id)
-        except RuncError as exc:
-            raise CommandError(ErrorCode.RUNTIME_FAILED, f"{exc.command} failed: {exc.message}") from None
+        await pause_or_resume(self._runtime, self.id, status)
         self._status = status
         await self._report()
         kind = EventType.PAUSE if status == "paused" else EventType.RESUME
@@ -505,13 +486,6 @@ class ContainerActor:
 
     async def _sample_stats(self) -> ContainerStats:
         return self._cgroups().sample()
-
-    def _oom_notified(self) -> None:
-        """Called by the OOM watcher; the actor itself counts and announces, so nothing is reported twice."""
-        try:
-            self._mailbox_send.send_nowait(OomNotified())
-        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the init's exit catches up from the cgroup's own counter
 
     async def _report_ooms(self) -> None:
         """Announce every OOM kill the cgroup has counted that is not yet announced."""

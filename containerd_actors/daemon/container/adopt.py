@@ -166,3 +166,12 @@ def mark_output_lost(log_path: Path) -> None:
             log_file.write(OUTPUT_LOST_MARKER)
     except OSError as exc:
         log.warning("cannot mark lost output in %s: %s", log_path, exc)
+
+
+async def release_unrecorded(
+    exec_fds: Mapping[str, list[int]], execs: list[Launched], exit_watcher: ExitWatcher
+) -> None:
+    """Let go of the pipe ends kept for a process no record names (an exec that never started)."""
+    for key in set(exec_fds) - {launched.key for launched in execs}:
+        close_quietly(*exec_fds[key])
+        await exit_watcher.drop(key)

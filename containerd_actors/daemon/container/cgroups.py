@@ -1,4 +1,5 @@
-"""A container's cgroups as its actor uses them: stats samples, and OOM kills to announce.
+"""A container's cgroups as its actor uses them: stats samples, OOM kills to announce, and the freezer
+(runc pause/resume).
 
 The cgroup directories are found once, from the init's ``/proc/PID/cgroup``, on first use; later
 samples only read files. OOM kills are counted from the cgroup's own counter, so a notification
@@ -12,11 +13,14 @@ from collections.abc import Callable
 
 import trio
 
+from containerd_actors.daemon.container.deps import ContainerRuntime
+from containerd_actors.daemon.container.messages import ContainerMailbox, OomNotified
 from containerd_actors.daemon.mailbox import CommandError
 from containerd_actors.host.cgroup_paths import CgroupGone, CgroupPaths, resolve_cgroup_paths
 from containerd_actors.host.cgroup_stats import read_cgroup_stats, sample_container
 from containerd_actors.host.oom import watch_oom
 from containerd_actors.protocol import ContainerStats, ErrorCode
+from containerd_actors.runc.driver import RuncError
 
 log = logging.getLogger(__name__)
 
@@ -61,3 +65,27 @@ class ContainerCgroups:
         new = max(kills - self._ooms_announced, 0)
         self._ooms_announced += new
         return new
+
+
+def oom_notifier(mailbox: ContainerMailbox) -> Callable[[], None]:
+    """What the OOM watcher calls: it only tells the actor, which counts and announces itself, so
+    nothing is reported twice."""
+
+    def notify() -> None:
+        try:
+            mailbox.send_nowait(OomNotified())
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the init's exit catches up from the cgroup's own counter
+
+    return notify
+
+
+async def pause_or_resume(runtime: ContainerRuntime, container_id: str, status: str) -> None:
+    """runc pause/resume freeze or thaw every process of the container through its freezer cgroup."""
+    try:
+        if status == "paused":
+            await runtime.pause(container_id)
+        else:
+            await runtime.resume(container_id)
+    except RuncError as exc:
+        raise CommandError(ErrorCode.RUNTIME_FAILED, f"{exc.command} failed: {exc.message}") from None

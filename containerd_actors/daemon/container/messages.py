@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any
 
 import attrs
 import trio
@@ -72,6 +73,20 @@ class InputClosed:
 
 ContainerMessage = Ask[ContainerRequest] | InitExited | ExecExited | OomNotified | InputClosed
 ContainerMailbox = trio.MemorySendChannel[ContainerMessage]
+
+
+def take_queued_asks(mailbox: trio.MemoryReceiveChannel[ContainerMessage]) -> list[Ask[Any]]:
+    """The requests still queued in ``mailbox``, which is then closed; other messages are dropped."""
+    asks = []
+    while True:
+        try:
+            message = mailbox.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            break
+        if isinstance(message, Ask):
+            asks.append(message)
+    mailbox.close()
+    return asks
 
 
 # --------------------------------------------------------------------------- to the supervisor
