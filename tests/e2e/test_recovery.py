@@ -10,32 +10,14 @@ from pathlib import Path
 
 import trio
 from support.bundles import make_bundle
-from support.daemon import DaemonHandle, start_daemon, stop_daemon, unique_id
+from support.daemon import start_daemon, stop_daemon, unique_id
+from support.restarts import server_pid, wait_for_new_server
 
 from containerd_actors.client import Client, RequestFailed
 from containerd_actors.protocol import ErrorCode, EventType
 
 #: A container whose init exits with 7 on SIGUSR1 (a pid-1 shell needs a handler to see signals).
 TRAPPER = ["sh", "-c", "trap 'exit 7' USR1; while :; do sleep 0.05; done"]
-
-
-def server_pid(handle: DaemonHandle) -> int:
-    return int((handle.state_dir / "server.pid").read_text())
-
-
-async def wait_for_new_server(handle: DaemonHandle, old_pid: int) -> int:
-    """The reaper restarts the API server; the new one writes its pid once it serves requests."""
-    with trio.fail_after(30):
-        while True:
-            try:
-                pid = server_pid(handle)
-            except (FileNotFoundError, ValueError):
-                pid = old_pid
-            if pid != old_pid:
-                async with Client.connect(handle.address) as client:
-                    await client.ping()
-                return pid
-            await trio.sleep(0.05)  # waiting for the reaper's restart, which announces itself in server.pid
 
 
 async def test_corrupt_and_foreign_state_is_quarantined(state_dir: Path, sleep_bundle: Path) -> None:

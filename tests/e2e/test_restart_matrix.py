@@ -30,6 +30,7 @@ import pytest
 import trio
 from support.bundles import make_bundle
 from support.daemon import DaemonHandle, start_daemon, stop_daemon, unique_id
+from support.restarts import server_pid, wait_for_exit, wait_for_new_server
 
 from containerd_actors.client import Client
 from containerd_actors.daemon.container.adopt import OUTPUT_LOST_MARKER
@@ -112,38 +113,6 @@ def bundles(bundles_dir: Path) -> dict[str, Path]:
     metadata = {"tcp": False, "unix_sockets": True, "shell": False, "exit": False, "created": 1.0}
     (stored / "checkpoint.json").write_text(json.dumps(metadata))
     return made
-
-
-def server_pid(handle: DaemonHandle) -> int:
-    return int((handle.state_dir / "server.pid").read_text())
-
-
-async def wait_for_new_server(handle: DaemonHandle, old_pid: int) -> None:
-    with trio.fail_after(30):
-        while True:
-            try:
-                pid = server_pid(handle)
-            except (FileNotFoundError, ValueError):
-                pid = old_pid
-            if pid != old_pid:
-                async with Client.connect(handle.address) as client:
-                    await client.ping()
-                return
-            await trio.sleep(0.05)  # the reaper announces its new server only in server.pid
-
-
-async def wait_for_exit(pid: int) -> None:
-    """Until the process has exited (a zombie counts): its pidfd turns readable."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        with trio.fail_after(30):
-            await trio.lowlevel.wait_readable(pidfd)
-    finally:
-        trio.lowlevel.notify_closing(pidfd)
-        os.close(pidfd)
 
 
 async def output(client: Client, cid: str, pid: int = 0) -> Output:
