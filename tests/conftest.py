@@ -36,6 +36,14 @@ def runc_root() -> Iterator[Path]:
 
 
 @pytest.fixture
+def work_dir() -> Iterator[Path]:
+    """A short private directory (ipc socket paths must stay under 108 bytes), removed afterwards."""
+    directory = short_temp_dir("ca-work-")
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
 async def daemon(state_dir: Path) -> AsyncIterator[DaemonHandle]:
     async with running_daemon(state_dir) as handle:
         yield handle

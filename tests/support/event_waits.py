@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import trio
 
-from containerd_actors.client import EventSubscription
+from containerd_actors.client import Client, EventSubscription
 from containerd_actors.protocol import Event, EventType
 
 EVENT_TIMEOUT_S = 30.0
@@ -28,3 +28,15 @@ async def next_event(
 async def exit_status(events: EventSubscription, id: str, *, timeout: float = EVENT_TIMEOUT_S) -> int | None:
     """The status in the next exit event of container ``id`` (its init's exit)."""
     return (await next_event(events, EventType.EXIT, id, timeout=timeout)).status
+
+
+async def journal_events(client: Client) -> list[Event]:
+    """Every event in the daemon's journal, read page by page from the first."""
+    events: list[Event] = []
+    from_seq = 1
+    while True:
+        page = await client.events_page(from_seq=from_seq)
+        events += page.events
+        if page.next_seq > page.last_seq:
+            return events
+        from_seq = page.next_seq
