@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from support.bundles import make_bundle
-from support.daemon import DaemonHandle, remove_containers, short_temp_dir, start_daemon, stop_daemon
+from support.daemon import DaemonHandle, remove_containers, running_daemon, short_temp_dir
 
 from containerd_actors.client import Client
 
@@ -36,14 +36,18 @@ def runc_root() -> Iterator[Path]:
 
 
 @pytest.fixture
+def work_dir() -> Iterator[Path]:
+    """A short private directory (ipc socket paths must stay under 108 bytes), removed afterwards."""
+    directory = short_temp_dir("ca-work-")
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
 async def daemon(state_dir: Path) -> AsyncIterator[DaemonHandle]:
-    handle = await start_daemon(state_dir)
-    try:
+    async with running_daemon(state_dir) as handle:
         yield handle
-    finally:
-        remove_containers(handle.runc_root)
-        await stop_daemon(handle)
-        print(f"---- daemon log ({handle.log_path}) ----\n{handle.log_text()}")
+    print(f"---- daemon log ({handle.log_path}) ----\n{handle.log_text()}")  # after it stopped: the whole log
 
 
 @pytest.fixture

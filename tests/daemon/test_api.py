@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import trio
-from support.daemon import short_temp_dir
 from support.events_daemon import InProcessDaemon
 
 from containerd_actors import protocol as wire
@@ -18,13 +14,6 @@ from containerd_actors.daemon.events.messages import EventDraft, GetStatus
 from containerd_actors.daemon.mailbox import ask
 
 BURST = 5000
-
-
-@pytest.fixture
-def work_dir() -> Iterator[Path]:
-    directory = short_temp_dir("ca-api-")
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_every_request_type_has_a_handler(work_dir: Path) -> None:

@@ -11,25 +11,15 @@ Run with ``-s`` to see the figures (events produced, delivered live, filled from
 
 from __future__ import annotations
 
-import shutil
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import trio
-from support.daemon import short_temp_dir
 from support.events_daemon import BATCH, PER_EVENT, PRODUCED, daemon_in_process, read
 
 from containerd_actors.client import Client, EventsLost, EventSubscription
 from containerd_actors.protocol import Event, EventType, encode_event_payload
-
-
-@pytest.fixture
-def work_dir() -> AsyncIterator[Path]:
-    directory = short_temp_dir("ca-ev-")
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(params=[PER_EVENT, BATCH])

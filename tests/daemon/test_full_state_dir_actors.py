@@ -7,16 +7,13 @@ from __future__ import annotations
 import base64
 import errno
 import os
-import shutil
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pynng
 import pytest
 import trio
 from support.actors import PATIENCE_S, Harness, killed, running, write_bundle
-from support.daemon import short_temp_dir
 from support.full_disk import FullDisk
 
 from containerd_actors import protocol as wire
@@ -147,13 +144,6 @@ async def test_an_exec_whose_record_cannot_be_written_is_refused_and_its_process
         [info] = await harness.ask(wire.State(request_id="r"))
         assert [process.pid for process in info.processes] == [init]  # the container carries on
         await harness.ask(wire.Signal(request_id="r", id="c1", signal=signal.SIGCONT))  # still served
-
-
-@pytest.fixture
-def work_dir() -> Iterator[Path]:
-    directory = short_temp_dir("ca-full-")
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 async def test_events_are_published_live_while_the_journal_waits_and_written_without_gap_after(

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 from support.actors import Harness, running, write_bundle
-from support.daemon import short_temp_dir
 from support.events_daemon import PER_EVENT, daemon_in_process, read
 
 from containerd_actors import protocol as wire
@@ -196,13 +193,6 @@ async def test_each_container_has_its_own_restart_limit(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- events actor
-
-
-@pytest.fixture
-def work_dir() -> Iterator[Path]:
-    directory = short_temp_dir("ca-sv-")
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 async def test_the_events_actor_is_restarted_without_losing_or_renumbering_an_event(work_dir: Path) -> None:

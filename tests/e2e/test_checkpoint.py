@@ -20,6 +20,7 @@ import trio
 from support.bundles import make_terminal_bundle
 from support.criu import criu_path, last_error_line
 from support.daemon import DaemonHandle, unique_id
+from support.event_waits import exit_status
 
 from containerd_actors.client import Client, RequestFailed
 from containerd_actors.protocol import ErrorCode, EventType
@@ -66,14 +67,6 @@ async def counting_container(
     return bundle, cid
 
 
-async def wait_for_exit(events, cid: str) -> int | None:
-    with trio.fail_after(30):
-        async for event in events:
-            if event.type == EventType.EXIT and event.id == cid:
-                return event.status
-    raise AssertionError("event stream ended")
-
-
 async def test_checkpoint_exit_then_restore_continues_counting(
     client: Client, daemon: DaemonHandle, bundle_factory
 ) -> None:
@@ -82,7 +75,7 @@ async def test_checkpoint_exit_then_restore_continues_counting(
         with open_log(daemon, cid) as log:  # still readable after the daemon removes the exited container
             checkpoint = await client.create_checkpoint(cid, "stop-here", exit=True)
             last_before = int(log.read().split()[-1])
-        assert await wait_for_exit(events, cid) is not None
+        assert await exit_status(events, cid) is not None
     assert checkpoint.exit is True and checkpoint.tcp is False
     assert (bundle / "checkpoints" / "stop-here" / "checkpoint.json").is_file()
     assert await client.containers() == []
@@ -99,7 +92,7 @@ async def test_checkpoint_exit_then_restore_continues_counting(
     assert second.name == "again"
     async with client.subscribe() as events:
         await client.signal(cid, signal.SIGKILL)
-        assert await wait_for_exit(events, cid) == 137
+        assert await exit_status(events, cid) == 137
 
 
 async def test_leave_running_checkpoint_and_clones(
@@ -198,7 +191,7 @@ async def test_checkpoints_outlive_their_container(
     async with client.subscribe() as events:
         created = actr(daemon, "checkpoints", "create", "--exit", cid, "gone")
         assert created.returncode == 0, created.stderr
-        await wait_for_exit(events, cid)
+        await exit_status(events, cid)
     last_before = stdout_numbers(daemon, cid)[-1]
     assert await client.containers() == []
 
@@ -224,7 +217,7 @@ async def test_checkpoints_outlive_their_container(
     async with client.subscribe() as events:
         for restored in (cid, clone):
             await client.signal(restored, signal.SIGKILL)
-            assert await wait_for_exit(events, restored) == 137
+            assert await exit_status(events, restored) == 137
     assert listed_names(actr(daemon, "checkpoints", clone)) == ["gone", "of-clone"]
     deleted = actr(daemon, "checkpoints", "delete", clone, "of-clone")
     assert deleted.returncode == 0, deleted.stderr
@@ -252,7 +245,7 @@ async def test_a_terminal_container_is_checkpointed_and_restored(
             assert failure.value.code == ErrorCode.RUNTIME_FAILED
             assert "criu" in failure.value.message
             pytest.skip(f"CRIU cannot dump a container with a terminal here: {failure.value.message}")
-        await wait_for_exit(events, cid)
+        await exit_status(events, cid)
     assert [c.name for c in await client.list_checkpoints(cid)] == ["shell"]
 
     clone = unique_id("tty-clone")
@@ -336,7 +329,7 @@ async def test_tcp_connection_survives_checkpoint_with_tcp(
         with open_log(daemon, cid) as log:
             checkpoint = await client.create_checkpoint(cid, "with-tcp", tcp=True, exit=True)
             last_before = int(log.read().split()[-1])
-        await wait_for_exit(events, cid)
+        await exit_status(events, cid)
     assert checkpoint.tcp is True
     await client.create_container(cid, str(bundle), checkpoint="with-tcp")
     numbers = await wait_for_output(daemon, cid, 3)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import trio
 from support.daemon import DaemonHandle, runc_containers, start_daemon, stop_daemon, unique_id
+from support.restarts import server_pid, wait_for_new_server
 
 from containerd_actors import protocol as wire
 from containerd_actors.client import Client, ClientError
@@ -33,23 +34,6 @@ EXECS = 30
 EXEC_CONTAINERS = 6
 #: How long the daemon may take to come back and settle after a kill, far above what it takes.
 SETTLE_S = 60.0
-
-
-def server_pid(handle: DaemonHandle) -> int:
-    return int((handle.state_dir / "server.pid").read_text())
-
-
-async def wait_for_new_server(handle: DaemonHandle, old_pid: int) -> None:
-    """The reaper restarts the server; the new one writes its pid once it serves requests."""
-    with trio.fail_after(SETTLE_S):
-        while True:
-            try:
-                pid = server_pid(handle)
-            except (FileNotFoundError, ValueError):
-                pid = old_pid
-            if pid != old_pid:
-                return
-            await trio.sleep(0.05)  # the reaper's restart announces itself in server.pid
 
 
 class KillAfter:
@@ -146,7 +130,7 @@ async def test_kill_9_during_concurrent_starts_leaves_no_orphan_and_no_ghost(
                     if kill.after == 0:
                         await trio.sleep(rng.uniform(0, 0.3))  # the moment of the kill, not a wait
                         kill.kill()
-                await wait_for_new_server(handle, kill.victim)
+                await wait_for_new_server(handle, kill.victim, timeout=SETTLE_S, ping=False)
                 listed, in_runc = await agreed_listing(client, handle)
                 orphans = sorted(set(in_runc) - set(listed))
                 ghosts = sorted(set(listed) - set(in_runc))
@@ -213,7 +197,7 @@ async def test_kill_9_during_concurrent_execs_leaves_every_process_listed(
             async with trio.open_nursery() as nursery:
                 for n in range(EXECS):
                     nursery.start_soon(exec_one, ids[n % len(ids)])
-            await wait_for_new_server(handle, kill.victim)
+            await wait_for_new_server(handle, kill.victim, timeout=SETTLE_S, ping=False)
 
             untracked: dict[str, set[int]] = {}
             tracked: dict[str, set[int]] = {}
@@ -267,7 +251,7 @@ async def test_a_repeated_start_with_the_same_request_id_answers_with_the_origin
             assert isinstance(other, wire.ErrorReply) and other.code == ErrorCode.ALREADY_EXISTS
             victim = server_pid(handle)
             os.kill(victim, signal.SIGKILL)
-            await wait_for_new_server(handle, victim)
+            await wait_for_new_server(handle, victim, timeout=SETTLE_S, ping=False)
             assert await raw_start(socket, request) == first
             elsewhere = str(bundle_factory("sleep", "1000"))
             moved = await raw_start(
@@ -312,7 +296,7 @@ async def test_a_server_killed_while_runc_run_works_waits_for_it_and_adopts_the_
                         await trio.sleep(0.01)  # until the daemon's runc run is under way
                 victim = server_pid(handle)
                 os.kill(victim, signal.SIGKILL)
-                await wait_for_new_server(handle, victim)
+                await wait_for_new_server(handle, victim, timeout=SETTLE_S, ping=False)
             [pid] = given  # the client repeated its start and learnt the pid
             assert [(c.id, c.pid) for c in await client.containers()] == [(cid, pid)]
             # The reaper held the pipes from before runc ran: output written since is not lost.

@@ -8,27 +8,18 @@ takes it by default, and that a client we did not write (nngcat) can read a batc
 from __future__ import annotations
 
 import json
-import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trio
-from support.daemon import DaemonHandle, short_temp_dir, unique_id
+from support.daemon import DaemonHandle, unique_id
 from support.events_daemon import BATCH, PER_EVENT, PRODUCED, daemon_in_process, read
 
 from containerd_actors.client import Client, ClientError
 from containerd_actors.daemon.events.batch import MAX_BATCH_EVENTS
 from containerd_actors.protocol import Event, EventType, decode_event_batch
 from containerd_actors.protocol.schema import EVENT_BATCH_FILE, generate_schemas
-
-
-@pytest.fixture
-def work_dir() -> Iterator[Path]:
-    directory = short_temp_dir("ca-eb-")
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 async def test_a_burst_arrives_in_order_in_few_messages(work_dir: Path) -> None:

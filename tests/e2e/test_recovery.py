@@ -10,32 +10,15 @@ from pathlib import Path
 
 import trio
 from support.bundles import make_bundle
-from support.daemon import DaemonHandle, start_daemon, stop_daemon, unique_id
+from support.daemon import start_daemon, stop_daemon, unique_id
+from support.event_waits import journal_events
+from support.restarts import server_pid, wait_for_new_server
 
 from containerd_actors.client import Client, RequestFailed
 from containerd_actors.protocol import ErrorCode, EventType
 
 #: A container whose init exits with 7 on SIGUSR1 (a pid-1 shell needs a handler to see signals).
 TRAPPER = ["sh", "-c", "trap 'exit 7' USR1; while :; do sleep 0.05; done"]
-
-
-def server_pid(handle: DaemonHandle) -> int:
-    return int((handle.state_dir / "server.pid").read_text())
-
-
-async def wait_for_new_server(handle: DaemonHandle, old_pid: int) -> int:
-    """The reaper restarts the API server; the new one writes its pid once it serves requests."""
-    with trio.fail_after(30):
-        while True:
-            try:
-                pid = server_pid(handle)
-            except (FileNotFoundError, ValueError):
-                pid = old_pid
-            if pid != old_pid:
-                async with Client.connect(handle.address) as client:
-                    await client.ping()
-                return pid
-            await trio.sleep(0.05)  # waiting for the reaper's restart, which announces itself in server.pid
 
 
 async def test_corrupt_and_foreign_state_is_quarantined(state_dir: Path, sleep_bundle: Path) -> None:
@@ -178,7 +161,7 @@ async def test_server_kill_9_is_survived_with_real_exit_statuses(state_dir: Path
             assert {cid: info.pid for cid, info in listed.items()} == {cid: pids[cid] for cid in ids[5:]}
             exits = {
                 e.id: e
-                for e in await replayed_events(client)
+                for e in await journal_events(client)
                 if e.type == EventType.EXIT and e.id in set(ids[:5])
             }
             assert {cid: e.status for cid, e in exits.items()} == {
@@ -197,17 +180,6 @@ async def test_server_kill_9_is_survived_with_real_exit_statuses(state_dir: Path
                 await client.signal(cid, signal.SIGKILL)
     finally:
         await stop_daemon(handle)
-
-
-async def replayed_events(client: Client) -> list:
-    """Every event in the daemon's journal, read page by page."""
-    events, from_seq = [], 1
-    while True:
-        page = await client.events_page(from_seq=from_seq)
-        events += page.events
-        if page.next_seq > page.last_seq:
-            return events
-        from_seq = page.next_seq
 
 
 async def test_whole_tree_killed_new_daemon_adopts_and_reports_unknown_exits(
@@ -233,7 +205,7 @@ async def test_whole_tree_killed_new_daemon_adopts_and_reports_unknown_exits(
                     await trio.sleep(0.05)  # the two dead containers are reported as they are found
             listed = {c.id: c.pid for c in await client.containers()}
             assert listed == {cid: pids[cid] for cid in ids[2:]}
-            exits = {e.id: e for e in await replayed_events(client) if e.type == EventType.EXIT}
+            exits = {e.id: e for e in await journal_events(client) if e.type == EventType.EXIT}
             assert set(exits) == set(ids[:2])
             for cid in ids[:2]:
                 assert exits[cid].pid == pids[cid]
@@ -294,7 +266,7 @@ async def test_execd_processes_are_tracked_again_after_a_server_crash(
                         if event.type == EventType.EXIT and event.pid == ticker:
                             assert event.status == 5
                             break
-            exits = {e.pid: e.status for e in await replayed_events(client) if e.type == EventType.EXIT}
+            exits = {e.pid: e.status for e in await journal_events(client) if e.type == EventType.EXIT}
             assert exits[quitter] == 6
             await client.signal(cid, signal.SIGKILL)
         assert not list((state_dir / "containers" / cid).glob("exec-*.process.json"))

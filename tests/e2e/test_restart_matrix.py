@@ -30,6 +30,8 @@ import pytest
 import trio
 from support.bundles import make_bundle
 from support.daemon import DaemonHandle, start_daemon, stop_daemon, unique_id
+from support.event_waits import journal_events
+from support.restarts import server_pid, wait_for_exit, wait_for_new_server
 
 from containerd_actors.client import Client
 from containerd_actors.daemon.container.adopt import OUTPUT_LOST_MARKER
@@ -114,38 +116,6 @@ def bundles(bundles_dir: Path) -> dict[str, Path]:
     return made
 
 
-def server_pid(handle: DaemonHandle) -> int:
-    return int((handle.state_dir / "server.pid").read_text())
-
-
-async def wait_for_new_server(handle: DaemonHandle, old_pid: int) -> None:
-    with trio.fail_after(30):
-        while True:
-            try:
-                pid = server_pid(handle)
-            except (FileNotFoundError, ValueError):
-                pid = old_pid
-            if pid != old_pid:
-                async with Client.connect(handle.address) as client:
-                    await client.ping()
-                return
-            await trio.sleep(0.05)  # the reaper announces its new server only in server.pid
-
-
-async def wait_for_exit(pid: int) -> None:
-    """Until the process has exited (a zombie counts): its pidfd turns readable."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        with trio.fail_after(30):
-            await trio.lowlevel.wait_readable(pidfd)
-    finally:
-        trio.lowlevel.notify_closing(pidfd)
-        os.close(pidfd)
-
-
 async def output(client: Client, cid: str, pid: int = 0) -> Output:
     stdout, stderr, skipped, status = [], [], None, None
     async for read in client.follow_output(cid, pid, follow=False):
@@ -183,16 +153,6 @@ async def wait_for_chatty(client: Client, cid: str) -> None:
             await trio.sleep(0.05)  # ~136 MB through a pipe into the log
 
 
-async def journal(client: Client) -> list:
-    events, from_seq = [], 1
-    while True:
-        page = await client.events_page(from_seq=from_seq)
-        events += page.events
-        if page.next_seq > page.last_seq:
-            return events
-        from_seq = page.next_seq
-
-
 def counted(text: bytes) -> list[int]:
     return [int(line) for line in text.decode().splitlines() if line.isdigit()]
 
@@ -227,7 +187,7 @@ async def prepare(client: Client, bundles: dict[str, Path], ids: dict[str, str])
         early_outputs={pid: await output(client, ids["early"], pid) for pid in (pids["early"], early_exec)},
         early_checkpoints=await client.list_checkpoints(ids["early"]),
         chatty=chatty,
-        journal=await journal(client),
+        journal=await journal_events(client),
     )
 
 
@@ -329,7 +289,7 @@ async def test_what_carries_across_a_restart(way: str, tree: Tree, bundles: dict
 
         # Exit statuses: the quitter's exit is published once, with its status where the reaper
         # saw it, else null with the reason.
-        events = await journal(client)
+        events = await journal_events(client)
         quits = [e for e in events if e.type == EventType.EXIT and e.id == ids["quitter"]]
         assert len(quits) == 1, quits
         if how.reaper_survives:
@@ -386,7 +346,7 @@ async def test_what_carries_across_a_restart(way: str, tree: Tree, bundles: dict
             while await client.containers():
                 await trio.sleep(0.05)  # the exits are reaped and published
         assert await output(client, ids["counter"], gone_pid) == gone_output  # also once it exited
-        after = (await journal(client))[len(events) :]
+        after = (await journal_events(client))[len(events) :]
         assert [e.seq for e in after] == list(range(last_seq + 1, last_seq + 1 + len(after)))
         assert {(e.type, e.id) for e in after} >= {
             (EventType.RESUME, ids["paused"]),

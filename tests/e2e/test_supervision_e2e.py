@@ -14,39 +14,14 @@ from pathlib import Path
 
 import pytest
 import trio
-from support.daemon import DaemonHandle, remove_containers, start_daemon, stop_daemon, unique_id
+from support.daemon import DaemonHandle, running_daemon, unique_id
+from support.event_waits import next_event
+from support.restarts import server_pid, wait_for_new_server
 
-from containerd_actors.client import Client, EventSubscription, RequestFailed
+from containerd_actors.client import Client, RequestFailed
 from containerd_actors.daemon.faults import ENABLE_VARIABLE, FAULTS_VARIABLE
 from containerd_actors.daemon.supervision import EXIT_RESTART_LIMIT, RESTARTS_PER_MINUTE
-from containerd_actors.protocol import ErrorCode, Event, EventType
-
-
-def server_pid(handle: DaemonHandle) -> int:
-    return int((handle.state_dir / "server.pid").read_text())
-
-
-async def wait_for_new_server(handle: DaemonHandle, old_pid: int) -> None:
-    """The reaper restarts the API server; the new one writes its pid once it serves requests."""
-    with trio.fail_after(30):
-        while True:
-            try:
-                pid = server_pid(handle)
-            except (FileNotFoundError, ValueError):
-                pid = old_pid
-            if pid != old_pid:
-                async with Client.connect(handle.address) as client:
-                    await client.ping()
-                return
-            await trio.sleep(0.05)  # waiting for the reaper's restart, which announces itself in server.pid
-
-
-async def next_event(events: EventSubscription, kind: str, id: str) -> Event:
-    with trio.fail_after(30):
-        async for event in events:
-            if event.type == kind and event.id == id:
-                return event
-    raise AssertionError("the subscription ended")
+from containerd_actors.protocol import ErrorCode, EventType
 
 
 async def output_until(client: Client, cid: str, pid: int, expected: bytes) -> bytes:
@@ -65,12 +40,8 @@ async def daemon_with_faults(
 ) -> AsyncIterator[DaemonHandle]:
     monkeypatch.setenv(ENABLE_VARIABLE, "1")
     monkeypatch.setenv(FAULTS_VARIABLE, faults)
-    handle = await start_daemon(state_dir)
-    try:
+    async with running_daemon(state_dir) as handle:
         yield handle
-    finally:
-        remove_containers(handle.runc_root)
-        await stop_daemon(handle)
 
 
 async def test_a_crashed_container_actor_is_restarted_and_its_container_stays_controllable(

@@ -22,10 +22,11 @@ import pytest
 import trio
 from support.bundles import make_bundle, make_terminal_bundle
 from support.daemon import DaemonHandle, unique_id
+from support.event_waits import exit_status
+from support.restarts import server_pid, wait_for_new_server
 from support.tmux import Tmux
 
 from containerd_actors.client import Client
-from containerd_actors.protocol import EventType
 
 PROMPT = "/ #"  # busybox sh as root
 ACTR = [sys.executable, "-m", "ctl.main"]
@@ -77,14 +78,6 @@ async def output_until(client: Client, cid: str, marker: bytes, *, after: bytes 
     raise AssertionError(f"{marker!r} never came: {out!r}")
 
 
-async def wait_for_exit(events, cid: str) -> int | None:
-    with trio.fail_after(15):
-        async for event in events:
-            if event.type == EventType.EXIT and event.id == cid:
-                return event.status
-    raise AssertionError("event stream ended")
-
-
 async def test_a_runc_spec_bundle_starts_detached_with_a_pty(
     daemon: DaemonHandle, client: Client, spec_bundle: Path
 ) -> None:
@@ -112,7 +105,7 @@ async def test_a_runc_spec_bundle_starts_detached_with_a_pty(
     async with client.subscribe() as events:
         kill = actr(daemon, "containers", "kill", "-s", "KILL", cid)
         assert kill.returncode == 0, kill.stderr
-        assert await wait_for_exit(events, cid) == 137
+        assert await exit_status(events, cid, timeout=15) == 137
     assert daemon.runc_ids() == []
 
 
@@ -201,10 +194,6 @@ async def test_start_t_forces_a_terminal_and_start_T_turns_it_off(
         await client.signal(cid, signal.SIGKILL)
 
 
-def server_pid(daemon: DaemonHandle) -> int:
-    return int((daemon.state_dir / "server.pid").read_text())
-
-
 async def test_the_pty_survives_a_server_restart(
     daemon: DaemonHandle, client: Client, spec_bundle: Path
 ) -> None:
@@ -214,14 +203,7 @@ async def test_the_pty_survives_a_server_restart(
     await output_until(client, cid, PROMPT.encode(), after=b"x=41")
     old = server_pid(daemon)
     os.kill(daemon.pid, signal.SIGHUP)  # the reaper restarts the API server on purpose
-    with trio.fail_after(30):
-        while True:
-            try:
-                if server_pid(daemon) != old:
-                    break
-            except (FileNotFoundError, ValueError):
-                pass
-            await trio.sleep(0.05)  # the new server announces itself only in server.pid
+    await wait_for_new_server(daemon, old, ping=False)
     async with Client.connect(daemon.address, timeout=30) as fresh:
         [info] = await fresh.containers()
         assert info.id == cid and info.processes[0].terminal
@@ -232,4 +214,4 @@ async def test_the_pty_survives_a_server_restart(
         assert b"kept-42\r\n" in out
         async with fresh.subscribe() as events:
             await fresh.write_input(cid, b"exit 6\r")
-            assert await wait_for_exit(events, cid) == 6
+            assert await exit_status(events, cid, timeout=15) == 6

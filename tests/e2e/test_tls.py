@@ -9,31 +9,23 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trio
-from support.certs import free_port_run, make_ca, sign
+from support.certs import free_port_run, make_test_certs
 from support.daemon import DaemonHandle, daemon_argv, short_temp_dir, start_daemon, stop_daemon, unique_id
+from support.restarts import server_pid
 
 from containerd_actors.client import Client, ClientError, DaemonUnreachable, RequestFailed, TlsFiles
 from containerd_actors.protocol import ErrorCode, EventType
 
 
 @pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, TlsFiles]]:
-    directory = tmp_path_factory.mktemp("certs")
-    make_ca(directory, "ca")
-    make_ca(directory, "other-ca")
-    yield {
-        "server": sign(directory, "ca", "server", "localhost"),
-        "renewed": sign(directory, "ca", "renewed", "localhost"),
-        "admin": sign(directory, "ca", "admin", "admin"),
-        "reader": sign(directory, "ca", "reader", "reader"),
-        "expired": sign(directory, "ca", "expired", "admin", days=-1),
-        "stranger": sign(directory, "other-ca", "stranger", "admin"),
-    }
+def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TlsFiles]:
+    return make_test_certs(tmp_path_factory.mktemp("certs"))
 
 
 def tls_args(files: TlsFiles, port: int, *extra: str) -> list[str]:
@@ -44,18 +36,25 @@ def tls_args(files: TlsFiles, port: int, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def server_pid(handle: DaemonHandle) -> int:
-    return int((handle.state_dir / "server.pid").read_text())
+@asynccontextmanager
+async def tls_daemon(
+    state_dir: Path, files: TlsFiles, *extra: str
+) -> AsyncIterator[tuple[DaemonHandle, int]]:
+    """A daemon serving mutual TLS on a free run of ports; yields it and its API port, and stops it."""
+    port = free_port_run(3)
+    handle = await start_daemon(state_dir, *tls_args(files, port, *extra))
+    try:
+        yield handle, port
+    finally:
+        await stop_daemon(handle)
 
 
 async def test_mutual_tls_serves_the_api_and_events_while_ipc_stays(
     state_dir: Path, sleep_bundle: Path, certs: dict[str, TlsFiles]
 ) -> None:
-    port = free_port_run(3)
-    handle = await start_daemon(state_dir, *tls_args(certs["server"], port))
-    remote = f"tls+tcp://127.0.0.1:{port}"
-    cid = unique_id("tls")
-    try:
+    async with tls_daemon(state_dir, certs["server"]) as (handle, port):
+        remote = f"tls+tcp://127.0.0.1:{port}"
+        cid = unique_id("tls")
         async with Client.connect(remote, timeout=20, tls=certs["admin"]) as client:
             ping = await client.ping()
             assert ping.remote_events_address == f"tls+tcp://127.0.0.1:{port + 1}"
@@ -71,18 +70,14 @@ async def test_mutual_tls_serves_the_api_and_events_while_ipc_stays(
             assert [c.id for c in await local.containers()] == [cid]
             await local.signal(cid, signal.SIGKILL)
         assert f"CreateContainer for {cid} by client 'admin'" in handle.log_text()
-    finally:
-        await stop_daemon(handle)
 
 
 async def test_a_read_only_client_reads_and_is_refused_every_change(
     state_dir: Path, sleep_bundle: Path, certs: dict[str, TlsFiles]
 ) -> None:
-    port = free_port_run(3)
-    handle = await start_daemon(state_dir, *tls_args(certs["server"], port, "--read-only-client", "reader"))
-    remote = f"tls+tcp://127.0.0.1:{port}"
-    cid = unique_id("ro")
-    try:
+    async with tls_daemon(state_dir, certs["server"], "--read-only-client", "reader") as (handle, port):
+        remote = f"tls+tcp://127.0.0.1:{port}"
+        cid = unique_id("ro")
         async with Client.connect(handle.address) as local:
             await local.create_container(cid, str(sleep_bundle))
         async with Client.connect(remote, timeout=20, tls=certs["reader"]) as reader:
@@ -104,33 +99,25 @@ async def test_a_read_only_client_reads_and_is_refused_every_change(
         log = handle.log_text()
         assert "from read-only client 'reader'" in log
         assert f"Signal for {cid} by client 'admin'" in log
-    finally:
-        await stop_daemon(handle)
 
 
 @pytest.mark.parametrize("who", ["expired", "stranger"])
 async def test_a_certificate_the_daemon_does_not_trust_fails_at_the_handshake(
     state_dir: Path, certs: dict[str, TlsFiles], who: str
 ) -> None:
-    port = free_port_run(3)
-    handle = await start_daemon(state_dir, *tls_args(certs["server"], port))
-    try:
+    async with tls_daemon(state_dir, certs["server"]) as (handle, port):
         with pytest.raises(DaemonUnreachable) as refused:
             async with Client.connect(f"tls+tcp://127.0.0.1:{port}", timeout=5, tls=certs[who]) as client:
                 await client.ping()
         assert "TLS handshake failed" in str(refused.value)
         async with Client.connect(handle.address) as local:
             await local.ping()  # the daemon serves on
-    finally:
-        await stop_daemon(handle)
 
 
 async def test_a_client_without_a_certificate_and_one_that_sends_nothing_harm_nobody(
     state_dir: Path, certs: dict[str, TlsFiles]
 ) -> None:
-    port = free_port_run(3)
-    handle = await start_daemon(state_dir, *tls_args(certs["server"], port))
-    try:
+    async with tls_daemon(state_dir, certs["server"]) as (_, port):
         silent = socket.create_connection(("127.0.0.1", port))  # connects, never speaks TLS
         try:
             no_cert = TlsFiles(Path("/nonexistent.crt"), certs["admin"].key, certs["admin"].ca)
@@ -141,8 +128,6 @@ async def test_a_client_without_a_certificate_and_one_that_sends_nothing_harm_no
                 await c.ping()
         finally:
             silent.close()
-    finally:
-        await stop_daemon(handle)
 
 
 def test_plain_tcp_is_refused_unless_insecure_tcp_is_given(tmp_path: Path) -> None:
@@ -182,11 +167,9 @@ async def test_renewed_certificates_are_served_after_sighup_without_dropping_loc
     live = TlsFiles(tmp_path / "server.crt", tmp_path / "server.key", certs["server"].ca)
     shutil.copy(certs["server"].cert, live.cert)
     shutil.copy(certs["server"].key, live.key)
-    port = free_port_run(3)
-    handle = await start_daemon(state_dir, *tls_args(live, port))
-    remote = f"tls+tcp://127.0.0.1:{port}"
-    cid = unique_id("renew")
-    try:
+    async with tls_daemon(state_dir, live) as (handle, port):
+        remote = f"tls+tcp://127.0.0.1:{port}"
+        cid = unique_id("renew")
         async with Client.connect(handle.address) as local:
             pid = await local.create_container(cid, str(sleep_bundle))
             shutil.copy(certs["renewed"].cert, live.cert)
@@ -213,17 +196,13 @@ async def test_renewed_certificates_are_served_after_sighup_without_dropping_loc
             ).stdout
             assert renewed_serial in shown, "the listener still serves the old certificate"
             await local.signal(cid, signal.SIGKILL)
-    finally:
-        await stop_daemon(handle)
 
 
 async def test_events_name_the_tls_client_that_caused_them_and_nobody_for_local_clients(
     state_dir: Path, sleep_bundle: Path, certs: dict[str, TlsFiles]
 ) -> None:
-    port = free_port_run(3)
-    handle = await start_daemon(state_dir, *tls_args(certs["server"], port))
-    remote, mine = unique_id("by-tls"), unique_id("by-local")
-    try:
+    async with tls_daemon(state_dir, certs["server"]) as (handle, port):
+        remote, mine = unique_id("by-tls"), unique_id("by-local")
         async with (
             Client.connect(handle.address) as local,
             Client.connect(f"tls+tcp://127.0.0.1:{port}", timeout=20, tls=certs["admin"]) as admin,
@@ -264,8 +243,6 @@ async def test_events_name_the_tls_client_that_caused_them_and_nobody_for_local_
         journalled = [(e.type, e.id, e.by) for e in journal.events]
         assert (EventType.START_CONTAINER, remote, "admin") in journalled
         assert (EventType.START_CONTAINER, mine, None) in journalled
-    finally:
-        await stop_daemon(handle)
 
 
 async def test_actr_lists_several_daemons_one_over_tls_with_a_host_column(

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 import trio
-from support.certs import free_port_run, make_ca, sign
-from support.daemon import DaemonHandle, start_daemon, stop_daemon
+from support.certs import free_port_run, make_test_certs
+from support.daemon import start_daemon, stop_daemon
+from support.restarts import server_pid
 
 from containerd_actors.client import Client, DaemonUnreachable, TlsFiles
 
@@ -40,15 +41,7 @@ GARBAGE = [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b'{"type":"Ping","request_id":"
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TlsFiles]:
-    directory = tmp_path_factory.mktemp("hostile-certs")
-    make_ca(directory, "ca")
-    make_ca(directory, "other-ca")
-    return {
-        "server": sign(directory, "ca", "server", "localhost"),
-        "admin": sign(directory, "ca", "admin", "admin"),
-        "expired": sign(directory, "ca", "expired", "admin", days=-1),
-        "stranger": sign(directory, "other-ca", "stranger", "admin"),
-    }
+    return make_test_certs(tmp_path_factory.mktemp("hostile-certs"))
 
 
 @pytest.fixture
@@ -58,10 +51,6 @@ def sockets() -> Iterator[list[socket.socket]]:
     yield opened
     for sock in opened:
         sock.close()
-
-
-def server_pid(handle: DaemonHandle) -> int:
-    return int((handle.state_dir / "server.pid").read_text())
 
 
 def open_fds(pid: int) -> int:

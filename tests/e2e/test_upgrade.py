@@ -11,7 +11,8 @@ from pathlib import Path
 
 import trio
 from support.bundles import make_bundle
-from support.daemon import DaemonHandle, start_daemon, stop_daemon, unique_id
+from support.daemon import start_daemon, stop_daemon, unique_id
+from support.restarts import server_pid
 
 from containerd_actors.client import Client
 
@@ -19,10 +20,6 @@ from containerd_actors.client import Client
 COUNTER = ["sh", "-c", "i=0; while :; do echo $i; i=$((i+1)); sleep 0.01; done"]
 #: An exec'd process that is not pid 1, so a lost reader would kill it with SIGPIPE.
 EXEC_COUNTER = ["sh", "-c", "i=0; while :; do echo x$i; i=$((i+1)); sleep 0.01; done"]
-
-
-def server_pid(handle: DaemonHandle) -> int:
-    return int((handle.state_dir / "server.pid").read_text())
 
 
 async def output_of(client: Client, cid: str, pid: int = 0) -> str:

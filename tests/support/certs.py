@@ -55,6 +55,24 @@ def sign(
     return TlsFiles(directory / f"{name}.crt", directory / f"{name}.key", directory / f"{ca}.crt")
 
 
+def make_test_certs(directory: Path) -> dict[str, TlsFiles]:
+    """The certificates the TLS tests share, by role: one set, so that every test meets the same cases.
+
+    ``server`` and ``renewed`` for the daemon, ``admin`` and ``reader`` for clients the daemon trusts,
+    ``expired`` for one it must refuse, and ``stranger`` signed by a CA the daemon does not know.
+    """
+    make_ca(directory, "ca")
+    make_ca(directory, "other-ca")
+    return {
+        "server": sign(directory, "ca", "server", "localhost"),
+        "renewed": sign(directory, "ca", "renewed", "localhost"),
+        "admin": sign(directory, "ca", "admin", "admin"),
+        "reader": sign(directory, "ca", "reader", "reader"),
+        "expired": sign(directory, "ca", "expired", "admin", days=-1),
+        "stranger": sign(directory, "other-ca", "stranger", "admin"),
+    }
+
+
 def free_port_run(count: int) -> int:
     """A port P such that P .. P+count-1 were all free a moment ago (the API and its two streams)."""
     for _ in range(100):

@@ -18,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import attrs
@@ -175,3 +177,15 @@ def remove_containers(runc_root: Path) -> None:
 
 def unique_id(prefix: str = "c") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@asynccontextmanager
+async def running_daemon(state_dir: Path, *extra_args: str) -> AsyncIterator[DaemonHandle]:
+    """A daemon for the length of a block; after it, the daemon is stopped and the containers it
+    leaves running (by design) are deleted, so that no test leaks one."""
+    handle = await start_daemon(state_dir, *extra_args)
+    try:
+        yield handle
+    finally:
+        remove_containers(handle.runc_root)
+        await stop_daemon(handle)

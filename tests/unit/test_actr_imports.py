@@ -20,6 +20,7 @@ from typing import Any
 
 import pynng
 import pytest
+from support.rep_server import server
 
 from containerd_actors import protocol as wire
 from containerd_actors.protocol.stats import CounterSnapshot
@@ -116,27 +117,14 @@ def canned_reply(request: Any) -> Any:
 def daemon_address() -> Iterator[str]:
     """A Rep0 answering every one-shot request with ``canned_reply``, in a thread."""
     address = f"ipc:///tmp/actr-imports-test-{threading.get_native_id()}.sock"
-    socket = pynng.Rep0(listen=address, recv_timeout=100)
-    stop = threading.Event()
 
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                request = wire.decode_request(socket.recv())
-            except pynng.Timeout:
-                continue
-            except pynng.Closed:
-                return
-            socket.send(wire.encode_reply(canned_reply(request)))
+    def answer(socket: pynng.Rep0, request: bytes) -> None:
+        socket.send(wire.encode_reply(canned_reply(wire.decode_request(request))))
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
     try:
-        yield address
+        with server(address, answer):
+            yield address
     finally:
-        stop.set()
-        socket.close()
-        thread.join(5)
         Path(address.removeprefix("ipc://")).unlink(missing_ok=True)
 
 

@@ -11,14 +11,12 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pynng
 import pytest
+from support.rep_server import server
 
 from containerd_actors.client import BlockingClient, DaemonUnreachable, RequestFailed
 from containerd_actors.protocol import (
@@ -33,34 +31,6 @@ from containerd_actors.protocol import (
 from containerd_actors.transport.blocking import BlockingRequestSocket, TransportError
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@contextmanager
-def server(address: str, answer: Callable[[pynng.Rep0, bytes], None]) -> Iterator[list[bytes]]:
-    """A Rep0 on ``address`` calling ``answer`` for each request; yields the requests it got."""
-    received: list[bytes] = []
-    socket = pynng.Rep0(listen=address, recv_timeout=100)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                request = socket.recv()
-            except pynng.Timeout:
-                continue
-            except pynng.Closed:
-                return
-            received.append(request)
-            answer(socket, request)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield received
-    finally:
-        stop.set()
-        socket.close()
-        thread.join(5)
 
 
 def state_reply(socket: pynng.Rep0, request: bytes) -> None:

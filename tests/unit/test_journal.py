@@ -18,7 +18,7 @@ from containerd_actors.daemon.events.journal import (
     default_segment_events,
     segment_name,
 )
-from containerd_actors.daemon.state.space import PROBE_INTERVAL_S
+from containerd_actors.daemon.state.space import PROBE_INTERVAL_S, StateDirSpace
 from containerd_actors.protocol import Event, EventType, decode_event_payload, encode_event_payload
 
 T0 = 1_700_000_000.0
@@ -203,12 +203,17 @@ def disk_lines(directory: Path) -> list[int]:
     return found
 
 
+def journal_on_disk(directory: Path, **options: int) -> tuple[FullDisk, StateDirSpace, EventJournal]:
+    """A journal in ``directory`` that writes through a stand-in disk with room, which a test fills."""
+    disk = FullDisk(free=BIG)
+    space = disk.space(directory)
+    return disk, space, EventJournal(directory, segment_events=100, space=space, write=disk.write, **options)
+
+
 def test_events_that_cannot_be_written_wait_in_memory_and_are_written_in_order_with_room(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    disk = FullDisk(free=BIG)
-    space = disk.space(tmp_path)
-    journal = EventJournal(tmp_path, segment_events=100, space=space, write=disk.write)
+    disk, space, journal = journal_on_disk(tmp_path)
     append(journal, 2)
     disk.free = 0
     with caplog.at_level(logging.WARNING):
@@ -235,9 +240,7 @@ def test_events_that_cannot_be_written_wait_in_memory_and_are_written_in_order_w
 
 def test_waiting_events_beyond_the_tail_stay_readable_until_written(tmp_path: Path) -> None:
     """The tail is small; the events waiting for room are readable however many wait."""
-    disk = FullDisk(free=BIG)
-    space = disk.space(tmp_path)
-    journal = EventJournal(tmp_path, segment_events=100, tail_events=4, space=space, write=disk.write)
+    disk, _, journal = journal_on_disk(tmp_path, tail_events=4)
     append(journal, 2)
     disk.free = 0
     append(journal, 30)
@@ -259,9 +262,7 @@ def test_the_tail_keeps_only_the_newest_events(tmp_path: Path) -> None:
 
 
 def test_a_short_write_is_cut_back_and_the_event_written_whole_later(tmp_path: Path) -> None:
-    disk = FullDisk(free=BIG)
-    space = disk.space(tmp_path)
-    journal = EventJournal(tmp_path, segment_events=100, space=space, write=disk.write)
+    disk, _, journal = journal_on_disk(tmp_path)
     append(journal, 1)
     disk.free = 5  # the next line is cut after 5 bytes
     append(journal, 1)
@@ -276,9 +277,7 @@ def test_a_short_write_is_cut_back_and_the_event_written_whole_later(tmp_path: P
 def test_seqs_of_events_waiting_when_the_daemon_stops_are_not_reused_after_a_restart(
     tmp_path: Path,
 ) -> None:
-    disk = FullDisk(free=BIG)
-    space = disk.space(tmp_path)
-    journal = EventJournal(tmp_path, segment_events=100, space=space, write=disk.write)
+    disk, _, journal = journal_on_disk(tmp_path)
     append(journal, 2)
     disk.free = 0
     append(journal, 2)
@@ -297,9 +296,7 @@ def test_seqs_of_events_waiting_when_the_daemon_stops_are_not_reused_after_a_res
 def test_beyond_the_bound_the_oldest_waiting_events_are_given_up_on_disk(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    disk = FullDisk(free=BIG)
-    space = disk.space(tmp_path)
-    journal = EventJournal(tmp_path, segment_events=100, held_events=10, space=space, write=disk.write)
+    disk, _, journal = journal_on_disk(tmp_path, held_events=10)
     append(journal, 3)
     disk.free = 0
     with caplog.at_level(logging.ERROR):

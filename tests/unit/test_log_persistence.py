@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from support.logs import read_to_end
 
 from containerd_actors.daemon.container.exited import outputs_of, record_exit
 from containerd_actors.daemon.container.logs import RotatingLog
@@ -26,31 +27,21 @@ def lines(first: int, last: int) -> bytes:
     return b"".join(f"line {n:04}\n".encode() for n in range(first, last))  # 10 bytes each
 
 
-def everything(log: RotatingLog) -> tuple[int, bytes]:
-    first, data = log.read(0, 1 << 20)
-    out, position = data, first + len(data)
-    while data:
-        _, data = log.read(position, 1 << 20)
-        out += data
-        position += len(data)
-    return first, out
-
-
 def test_a_log_opened_again_counts_on_from_its_rotation_base(tmp_path: Path) -> None:
     path = tmp_path / "stdout.log"
     log = RotatingLog(path, rotate_bytes=100)
     written = lines(0, 55)  # 550 bytes: five rotations
     for n in range(0, len(written), 10):
         log.write(written[n : n + 10])  # a log rotates between writes, never within one
-    before = (log.start, log.base, log.end, everything(log))
+    before = (log.start, log.base, log.end, read_to_end(log))
     assert log.start > 0
     log.close()  # the server goes away
 
     again = RotatingLog(path, rotate_bytes=100)
-    assert (again.start, again.base, again.end, everything(again)) == before
+    assert (again.start, again.base, again.end, read_to_end(again)) == before
     again.write(lines(55, 60))  # and appends where it was, rotating on from the same count
     assert again.end == len(written) + 50
-    assert everything(again)[1].endswith(lines(55, 60))
+    assert read_to_end(again)[1].endswith(lines(55, 60))
 
 
 def test_a_server_killed_between_the_rotation_record_and_the_rename_keeps_the_base(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from support.logs import read_to_end
 
 from containerd_actors.daemon.container import stdin
 from containerd_actors.daemon.container.logs import RotatingLog, drain_to_log
@@ -23,17 +24,6 @@ from containerd_actors.protocol import ErrorCode, ResizeTerminal, WriteInput
 F_GETPIPE_SZ = 1032
 
 
-def read_all(log: RotatingLog, offset: int) -> tuple[int, bytes]:
-    first, data = log.read(offset, 1 << 20)
-    out = data
-    position = first + len(data)
-    while data:
-        _, data = log.read(position, 1 << 20)
-        out += data
-        position += len(data)
-    return first, out
-
-
 def test_offsets_survive_rotation_and_old_output_is_reported_as_skipped(tmp_path: Path) -> None:
     log = RotatingLog(tmp_path / "out.log", rotate_bytes=100)
     written = b""
@@ -44,14 +34,14 @@ def test_offsets_survive_rotation_and_old_output_is_reported_as_skipped(tmp_path
     assert log.end == len(written)
     # Two generations are kept: whatever starts at or after log.start reads back exactly.
     assert 0 < log.start < log.end - 100
-    first, data = read_all(log, log.start)
+    first, data = read_to_end(log, log.start)
     assert data == written[log.start :]
     # A reader whose offset was rotated away moves up to the oldest byte kept.
-    first, data = read_all(log, 0)
+    first, data = read_to_end(log, 0)
     assert first == log.start and data == written[log.start :]
     # A reader in the middle of the rotated generation continues byte-exact into the current one.
     middle = log.start + 5
-    assert read_all(log, middle) == (middle, written[middle:])
+    assert read_to_end(log, middle) == (middle, written[middle:])
     log.close()
     assert log.finished
 
@@ -61,11 +51,11 @@ def test_tail_offsets(tmp_path: Path) -> None:
     text = b"".join(f"{n}\n".encode() for n in range(1, 41))
     log.write(text[:50])
     log.write(text[50:])
-    assert read_all(log, log.tail_offset(3))[1] == b"38\n39\n40\n"
+    assert read_to_end(log, log.tail_offset(3))[1] == b"38\n39\n40\n"
     assert log.tail_offset(0) == log.end
     assert log.tail_offset(10**6) == log.start
     log.write(b"no newline yet")
-    assert read_all(log, log.tail_offset(2))[1] == b"40\nno newline yet"
+    assert read_to_end(log, log.tail_offset(2))[1] == b"40\nno newline yet"
 
 
 async def test_output_long_poll_wakes_on_output_and_on_exit(tmp_path: Path) -> None:
