@@ -26,6 +26,7 @@ from ctl.signals import UnknownSignal, parse_signal
 
 if TYPE_CHECKING:
     from containerd_actors.client import User
+    from containerd_actors.client.calls import ProcessOptions
     from ctl.arguments import Commands
 
 
@@ -270,22 +271,18 @@ def exec_process(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
 
         rows, cols = terminal_size(sys.stdin.fileno())
     with connect(args) as client:
-        pid = client.add_process(
-            args.exec_id,
-            command,
-            env=args.env,
-            cwd=args.cwd,
-            user=user,
-            terminal=args.tty,
-            rows=rows,
-            cols=cols,
-        )
+        pid = client.add_process(args.exec_id, command, **_exec_options(args, user, rows, cols))
         if args.attach:
             from ctl import attach_blocking
 
             return attach_blocking.attach(client, args.exec_id, pid)
     _print_pid(args.exec_id, pid, as_json=args.json)
     return 0
+
+
+def _exec_options(args: argparse.Namespace, user: User | None, rows: int, cols: int) -> ProcessOptions:
+    """The AddProcess options of ``exec``, whichever client sends it."""
+    return {"env": args.env, "cwd": args.cwd, "user": user, "terminal": args.tty, "rows": rows, "cols": cols}
 
 
 async def _exec_in_terminal(args: argparse.Namespace, command: list[str], user: User | None) -> int:
@@ -295,16 +292,7 @@ async def _exec_in_terminal(args: argparse.Namespace, command: list[str], user: 
 
     rows, cols = terminal_size(sys.stdin.fileno())
     async with Client.connect(args.address, tls=tls_files(args)) as client:
-        pid = await client.add_process(
-            args.exec_id,
-            command,
-            env=args.env,
-            cwd=args.cwd,
-            user=user,
-            terminal=args.tty,
-            rows=rows,
-            cols=cols,
-        )
+        pid = await client.add_process(args.exec_id, command, **_exec_options(args, user, rows, cols))
         return await attach(client, args.exec_id, pid, terminal=True)
 
 
