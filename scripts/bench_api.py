@@ -93,6 +93,7 @@ from containerd_actors.daemon.events.journal import EventJournal
 from containerd_actors.daemon.events.messages import EventDraft, EventsStatus, GetStatus
 from containerd_actors.daemon.mailbox import ask
 from containerd_actors.daemon.metrics.actor import MetricsActor
+from containerd_actors.daemon.wiring import events_actor
 from containerd_actors.host.reaping import become_child_subreaper
 from containerd_actors.protocol import MAX_MESSAGE_BYTES, EventType, Ping, encode_request
 
@@ -261,6 +262,25 @@ def echo_sync_child(address: str) -> None:
             sock.send(sock.recv())
 
 
+def subscriber_counts(received: int, unique: int, gaps: int, out_of_order: int) -> dict[str, float]:
+    """The first keys of a subscriber process's report (one JSON line), whichever client it runs."""
+    return {"received": received, "unique": unique, "gaps": gaps, "out_of_order": out_of_order}
+
+
+def subscriber_span(
+    seqs: tuple[int, int], times: tuple[float, float], cpu_first: float, received: int
+) -> dict[str, float]:
+    """The span of a subscriber's report: first and last seq, their times, and the CPU it spent."""
+    cpu = os.times()
+    return {
+        "first_seq": seqs[0],
+        "last_seq": seqs[1],
+        "t_first": times[0],
+        "t_last": times[1],
+        "cpu_s": cpu.user + cpu.system - cpu_first if received else 0.0,
+    }
+
+
 def echo_trio_child(address: str, contexts: str) -> None:
     """An echo with the daemon's I/O shape: trio, one worker task per Rep0 context, arecv then asend.
 
@@ -368,17 +388,9 @@ def subscriber_child(
                 last_seq = next_seq - 1
             else:
                 out_of_order += 1
-    times = os.times()
     report = {
-        "received": received,
-        "unique": unique,
-        "gaps": gaps,
-        "out_of_order": out_of_order,
-        "first_seq": first_seq,
-        "last_seq": last_seq,
-        "t_first": t_first,
-        "t_last": t_last,
-        "cpu_s": times.user + times.system - cpu_first if received else 0.0,
+        **subscriber_counts(received, unique, gaps, out_of_order),
+        **subscriber_span((first_seq, last_seq), (t_first, t_last), cpu_first, received),
         "batches": messages if batches else 0,
     }
     print(json.dumps(report), flush=True)
@@ -1073,17 +1085,9 @@ def lossless_subscriber_child(
                     if seq >= total:
                         break
                 stats = attrs.asdict(subscription.stats)
-        times = os.times()
         report: dict[str, float] = {
-            "received": received,
-            "unique": received,
-            "gaps": 0,
-            "out_of_order": out_of_order,
-            "first_seq": first_seq,
-            "last_seq": last_seq,
-            "t_first": t_first,
-            "t_last": t_last,
-            "cpu_s": times.user + times.system - cpu_first if received else 0.0,
+            **subscriber_counts(received, received, 0, out_of_order),
+            **subscriber_span((first_seq, last_seq), (t_first, t_last), cpu_first, received),
         }
         report.update(stats)
         return report
@@ -1149,15 +1153,7 @@ async def fanout_round(
     # metrics actor; the API server answers Ping and Events (gap filling) from the events actor.
     metrics = MetricsActor(flush_interval=0)
     journal = EventJournal(ctx.workdir / f"journal-{tag}")
-    actor = EventsActor(
-        config.events_address,
-        journal,
-        metrics.mailbox,
-        config.events_batch_address,
-        tls=config.tls,
-        remote_addresses=tuple(s.events for s in config.remote_streams),
-        remote_batch_addresses=tuple(s.batch for s in config.remote_streams),
-    )
+    actor = events_actor(config, journal, metrics.mailbox)
     supervisor, _unused = trio.open_memory_channel[Any](0)  # no container requests in this part
     server = ApiServer(config, supervisor, actor.mailbox, metrics.mailbox)
     batched = "1" if stream == BATCH else "0"
