@@ -766,6 +766,17 @@ class CommandRun:
     stderr: bytes
 
 
+async def close_process(process: trio.Process, *pipes: trio.abc.ReceiveStream) -> None:
+    """Kill ``process`` if it still runs, wait for it, and close its ``pipes``; shielded, so that a
+    cancelled run leaves nothing behind either."""
+    with trio.CancelScope(shield=True):
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        for pipe in pipes:
+            await pipe.aclose()
+
+
 async def time_command(argv: list[str]) -> CommandRun:
     """Wall time from spawn to exit and EOF, and time to the first byte on stdout, read from the pipe.
 
@@ -795,12 +806,7 @@ async def time_command(argv: list[str]) -> CommandRun:
         await process.wait()
         wall = time.perf_counter() - began
     finally:
-        with trio.CancelScope(shield=True):
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            await stdout.aclose()
-            await stderr.aclose()
+        await close_process(process, stdout, stderr)
     assert process.returncode is not None
     return CommandRun(wall, first_byte, process.returncode, b"".join(out), b"".join(err))
 
@@ -1022,11 +1028,7 @@ class Subscriber:
                     self.ready.set()
             await process.wait()
         finally:
-            with trio.CancelScope(shield=True):
-                if process.returncode is None:
-                    process.kill()
-                    await process.wait()
-                await stdout.aclose()
+            await close_process(process, stdout)
         if process.returncode != 0 or not self.report_line():
             self.failure = f"subscriber exited with {process.returncode} (see {self.log.name})"
 
