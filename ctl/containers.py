@@ -74,22 +74,21 @@ def add_commands(commands: Commands, json_after: argparse.ArgumentParser) -> Non
     start.add_argument("-c", "--checkpoint", metavar="NAME", help="checkpoint to start the container from")
     start.add_argument("-a", "--attach", action="store_true", help="connect to the stdio of the container")
     terminal = start.add_mutually_exclusive_group()
+    sets_terminal: dict[str, Any] = {"dest": "terminal", "action": "store_const"}  # None: as the bundle says
     terminal.add_argument(
         "-t",
         "--tty",
-        dest="terminal",
-        action="store_const",
         const=True,
         default=None,
         help="give the init a terminal even if the bundle has none (Ctrl-P Ctrl-Q detaches)",
+        **sets_terminal,
     )
     terminal.add_argument(
         "-T",
         "--no-tty",
-        dest="terminal",
-        action="store_const",
         const=False,
         help="give the init pipes even if the bundle asks for a terminal",
+        **sets_terminal,
     )
     start.add_argument("id", metavar="ID", type=id_arg, help="container id")
     start.add_argument("bundle", metavar="BUNDLE", help="OCI bundle directory (made absolute before sending)")
