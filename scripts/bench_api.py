@@ -240,9 +240,12 @@ def _counts(text: str) -> list[int]:
 # function therefore imports what it needs itself and takes only string arguments.
 
 
-def child_argv(function: Callable[..., None], *args: str) -> list[str]:
-    """The argv that runs `function(*args)` alone in a fresh interpreter (see the comment above)."""
-    source = textwrap.dedent(inspect.getsource(function))
+def child_argv(
+    function: Callable[..., None], *args: str, helpers: tuple[Callable[..., Any], ...] = ()
+) -> list[str]:
+    """The argv that runs `function(*args)` alone in a fresh interpreter (see the comment above), with
+    the sources of the self-contained ``helpers`` it calls."""
+    source = "\n".join(textwrap.dedent(inspect.getsource(f)) for f in (*helpers, function))
     # Postponed annotations, as in this file: a child's annotations may name what it imports itself.
     code = f"from __future__ import annotations\nimport sys\n{source}\n{function.__name__}(*sys.argv[1:])\n"
     return [sys.executable, "-c", code, *args]
@@ -271,6 +274,8 @@ def subscriber_span(
     seqs: tuple[int, int], times: tuple[float, float], cpu_first: float, received: int
 ) -> dict[str, float]:
     """The span of a subscriber's report: first and last seq, their times, and the CPU it spent."""
+    import os
+
     cpu = os.times()
     return {
         "first_seq": seqs[0],
@@ -279,6 +284,10 @@ def subscriber_span(
         "t_last": times[1],
         "cpu_s": cpu.user + cpu.system - cpu_first if received else 0.0,
     }
+
+
+#: What both subscriber children call (``child_argv`` ships their sources along).
+SUBSCRIBER_HELPERS = (subscriber_counts, subscriber_span)
 
 
 def echo_trio_child(address: str, contexts: str) -> None:
@@ -1170,11 +1179,17 @@ async def fanout_round(
             address = config.events_batch_address if stream == BATCH else config.events_address
         assert address is not None
         argv = child_argv(
-            subscriber_child, address, str(n), str(SUBSCRIBER_IDLE_TIMEOUT_MS), batched, *tls_args
+            subscriber_child,
+            *(address, str(n), str(SUBSCRIBER_IDLE_TIMEOUT_MS), batched, *tls_args),
+            helpers=SUBSCRIBER_HELPERS,
         )
     else:
         api = config.remote_listen[0] if transport == TLS else config.listen
-        argv = child_argv(lossless_subscriber_child, api, str(n), str(LOSSLESS_TIMEOUT_S), batched, *tls_args)
+        argv = child_argv(
+            lossless_subscriber_child,
+            *(api, str(n), str(LOSSLESS_TIMEOUT_S), batched, *tls_args),
+            helpers=SUBSCRIBER_HELPERS,
+        )
     subscribers = [Subscriber(argv, ctx.workdir / f"subscribers-{tag}.log") for _ in range(count)]
     async with trio.open_nursery() as nursery:
         await nursery.start(metrics.run)
