@@ -35,9 +35,7 @@ def add_commands(commands: Commands, json_after: argparse.ArgumentParser) -> Non
 
 
 async def print_completion(args: argparse.Namespace) -> int:
-    from ctl.main import build_parser  # ctl.main imports this module
-
-    sys.stdout.write(script(build_parser(), args.shell))
+    sys.stdout.write(script(args.root_parser, args.shell))
     return 0
 
 

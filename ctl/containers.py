@@ -26,6 +26,7 @@ from ctl.signals import UnknownSignal, parse_signal
 
 if TYPE_CHECKING:
     from containerd_actors.client import User
+    from containerd_actors.client.calls import ProcessOptions
     from ctl.arguments import Commands
 
 
@@ -73,22 +74,21 @@ def add_commands(commands: Commands, json_after: argparse.ArgumentParser) -> Non
     start.add_argument("-c", "--checkpoint", metavar="NAME", help="checkpoint to start the container from")
     start.add_argument("-a", "--attach", action="store_true", help="connect to the stdio of the container")
     terminal = start.add_mutually_exclusive_group()
+    sets_terminal: dict[str, Any] = {"dest": "terminal", "action": "store_const"}  # None: as the bundle says
     terminal.add_argument(
         "-t",
         "--tty",
-        dest="terminal",
-        action="store_const",
         const=True,
         default=None,
         help="give the init a terminal even if the bundle has none (Ctrl-P Ctrl-Q detaches)",
+        **sets_terminal,
     )
     terminal.add_argument(
         "-T",
         "--no-tty",
-        dest="terminal",
-        action="store_const",
         const=False,
         help="give the init pipes even if the bundle asks for a terminal",
+        **sets_terminal,
     )
     start.add_argument("id", metavar="ID", type=id_arg, help="container id")
     start.add_argument("bundle", metavar="BUNDLE", help="OCI bundle directory (made absolute before sending)")
@@ -270,22 +270,18 @@ def exec_process(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
 
         rows, cols = terminal_size(sys.stdin.fileno())
     with connect(args) as client:
-        pid = client.add_process(
-            args.exec_id,
-            command,
-            env=args.env,
-            cwd=args.cwd,
-            user=user,
-            terminal=args.tty,
-            rows=rows,
-            cols=cols,
-        )
+        pid = client.add_process(args.exec_id, command, **_exec_options(args, user, rows, cols))
         if args.attach:
             from ctl import attach_blocking
 
             return attach_blocking.attach(client, args.exec_id, pid)
     _print_pid(args.exec_id, pid, as_json=args.json)
     return 0
+
+
+def _exec_options(args: argparse.Namespace, user: User | None, rows: int, cols: int) -> ProcessOptions:
+    """The AddProcess options of ``exec``, whichever client sends it."""
+    return {"env": args.env, "cwd": args.cwd, "user": user, "terminal": args.tty, "rows": rows, "cols": cols}
 
 
 async def _exec_in_terminal(args: argparse.Namespace, command: list[str], user: User | None) -> int:
@@ -295,16 +291,7 @@ async def _exec_in_terminal(args: argparse.Namespace, command: list[str], user: 
 
     rows, cols = terminal_size(sys.stdin.fileno())
     async with Client.connect(args.address, tls=tls_files(args)) as client:
-        pid = await client.add_process(
-            args.exec_id,
-            command,
-            env=args.env,
-            cwd=args.cwd,
-            user=user,
-            terminal=args.tty,
-            rows=rows,
-            cols=cols,
-        )
+        pid = await client.add_process(args.exec_id, command, **_exec_options(args, user, rows, cols))
         return await attach(client, args.exec_id, pid, terminal=True)
 
 

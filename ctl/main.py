@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
     parser.add_argument("-v", "--version", action=_VersionAction, help="print the version")
-    parser.set_defaults(handler=None, addresses=None)
+    # root_parser: ``actr completion`` walks the whole tree, and ctl.completion cannot import this module.
+    parser.set_defaults(handler=None, addresses=None, root_parser=parser)
 
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     json_flag = json_after()

@@ -93,6 +93,7 @@ from containerd_actors.daemon.events.journal import EventJournal
 from containerd_actors.daemon.events.messages import EventDraft, EventsStatus, GetStatus
 from containerd_actors.daemon.mailbox import ask
 from containerd_actors.daemon.metrics.actor import MetricsActor
+from containerd_actors.daemon.wiring import events_actor
 from containerd_actors.host.reaping import become_child_subreaper
 from containerd_actors.protocol import MAX_MESSAGE_BYTES, EventType, Ping, encode_request
 
@@ -239,9 +240,12 @@ def _counts(text: str) -> list[int]:
 # function therefore imports what it needs itself and takes only string arguments.
 
 
-def child_argv(function: Callable[..., None], *args: str) -> list[str]:
-    """The argv that runs `function(*args)` alone in a fresh interpreter (see the comment above)."""
-    source = textwrap.dedent(inspect.getsource(function))
+def child_argv(
+    function: Callable[..., None], *args: str, helpers: tuple[Callable[..., Any], ...] = ()
+) -> list[str]:
+    """The argv that runs `function(*args)` alone in a fresh interpreter (see the comment above), with
+    the sources of the self-contained ``helpers`` it calls."""
+    source = "\n".join(textwrap.dedent(inspect.getsource(f)) for f in (*helpers, function))
     # Postponed annotations, as in this file: a child's annotations may name what it imports itself.
     code = f"from __future__ import annotations\nimport sys\n{source}\n{function.__name__}(*sys.argv[1:])\n"
     return [sys.executable, "-c", code, *args]
@@ -259,6 +263,31 @@ def echo_sync_child(address: str) -> None:
         print("ready", flush=True)
         while True:
             sock.send(sock.recv())
+
+
+def subscriber_counts(received: int, unique: int, gaps: int, out_of_order: int) -> dict[str, float]:
+    """The first keys of a subscriber process's report (one JSON line), whichever client it runs."""
+    return {"received": received, "unique": unique, "gaps": gaps, "out_of_order": out_of_order}
+
+
+def subscriber_span(
+    seqs: tuple[int, int], times: tuple[float, float], cpu_first: float, received: int
+) -> dict[str, float]:
+    """The span of a subscriber's report: first and last seq, their times, and the CPU it spent."""
+    import os
+
+    cpu = os.times()
+    return {
+        "first_seq": seqs[0],
+        "last_seq": seqs[1],
+        "t_first": times[0],
+        "t_last": times[1],
+        "cpu_s": cpu.user + cpu.system - cpu_first if received else 0.0,
+    }
+
+
+#: What both subscriber children call (``child_argv`` ships their sources along).
+SUBSCRIBER_HELPERS = (subscriber_counts, subscriber_span)
 
 
 def echo_trio_child(address: str, contexts: str) -> None:
@@ -368,17 +397,9 @@ def subscriber_child(
                 last_seq = next_seq - 1
             else:
                 out_of_order += 1
-    times = os.times()
     report = {
-        "received": received,
-        "unique": unique,
-        "gaps": gaps,
-        "out_of_order": out_of_order,
-        "first_seq": first_seq,
-        "last_seq": last_seq,
-        "t_first": t_first,
-        "t_last": t_last,
-        "cpu_s": times.user + times.system - cpu_first if received else 0.0,
+        **subscriber_counts(received, unique, gaps, out_of_order),
+        **subscriber_span((first_seq, last_seq), (t_first, t_last), cpu_first, received),
         "batches": messages if batches else 0,
     }
     print(json.dumps(report), flush=True)
@@ -754,6 +775,17 @@ class CommandRun:
     stderr: bytes
 
 
+async def close_process(process: trio.Process, *pipes: trio.abc.ReceiveStream) -> None:
+    """Kill ``process`` if it still runs, wait for it, and close its ``pipes``; shielded, so that a
+    cancelled run leaves nothing behind either."""
+    with trio.CancelScope(shield=True):
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        for pipe in pipes:
+            await pipe.aclose()
+
+
 async def time_command(argv: list[str]) -> CommandRun:
     """Wall time from spawn to exit and EOF, and time to the first byte on stdout, read from the pipe.
 
@@ -783,12 +815,7 @@ async def time_command(argv: list[str]) -> CommandRun:
         await process.wait()
         wall = time.perf_counter() - began
     finally:
-        with trio.CancelScope(shield=True):
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            await stdout.aclose()
-            await stderr.aclose()
+        await close_process(process, stdout, stderr)
     assert process.returncode is not None
     return CommandRun(wall, first_byte, process.returncode, b"".join(out), b"".join(err))
 
@@ -1010,11 +1037,7 @@ class Subscriber:
                     self.ready.set()
             await process.wait()
         finally:
-            with trio.CancelScope(shield=True):
-                if process.returncode is None:
-                    process.kill()
-                    await process.wait()
-                await stdout.aclose()
+            await close_process(process, stdout)
         if process.returncode != 0 or not self.report_line():
             self.failure = f"subscriber exited with {process.returncode} (see {self.log.name})"
 
@@ -1073,17 +1096,9 @@ def lossless_subscriber_child(
                     if seq >= total:
                         break
                 stats = attrs.asdict(subscription.stats)
-        times = os.times()
         report: dict[str, float] = {
-            "received": received,
-            "unique": received,
-            "gaps": 0,
-            "out_of_order": out_of_order,
-            "first_seq": first_seq,
-            "last_seq": last_seq,
-            "t_first": t_first,
-            "t_last": t_last,
-            "cpu_s": times.user + times.system - cpu_first if received else 0.0,
+            **subscriber_counts(received, received, 0, out_of_order),
+            **subscriber_span((first_seq, last_seq), (t_first, t_last), cpu_first, received),
         }
         report.update(stats)
         return report
@@ -1149,15 +1164,7 @@ async def fanout_round(
     # metrics actor; the API server answers Ping and Events (gap filling) from the events actor.
     metrics = MetricsActor(flush_interval=0)
     journal = EventJournal(ctx.workdir / f"journal-{tag}")
-    actor = EventsActor(
-        config.events_address,
-        journal,
-        metrics.mailbox,
-        config.events_batch_address,
-        tls=config.tls,
-        remote_addresses=tuple(s.events for s in config.remote_streams),
-        remote_batch_addresses=tuple(s.batch for s in config.remote_streams),
-    )
+    actor = events_actor(config, journal, metrics.mailbox)
     supervisor, _unused = trio.open_memory_channel[Any](0)  # no container requests in this part
     server = ApiServer(config, supervisor, actor.mailbox, metrics.mailbox)
     batched = "1" if stream == BATCH else "0"
@@ -1172,11 +1179,17 @@ async def fanout_round(
             address = config.events_batch_address if stream == BATCH else config.events_address
         assert address is not None
         argv = child_argv(
-            subscriber_child, address, str(n), str(SUBSCRIBER_IDLE_TIMEOUT_MS), batched, *tls_args
+            subscriber_child,
+            *(address, str(n), str(SUBSCRIBER_IDLE_TIMEOUT_MS), batched, *tls_args),
+            helpers=SUBSCRIBER_HELPERS,
         )
     else:
         api = config.remote_listen[0] if transport == TLS else config.listen
-        argv = child_argv(lossless_subscriber_child, api, str(n), str(LOSSLESS_TIMEOUT_S), batched, *tls_args)
+        argv = child_argv(
+            lossless_subscriber_child,
+            *(api, str(n), str(LOSSLESS_TIMEOUT_S), batched, *tls_args),
+            helpers=SUBSCRIBER_HELPERS,
+        )
     subscribers = [Subscriber(argv, ctx.workdir / f"subscribers-{tag}.log") for _ in range(count)]
     async with trio.open_nursery() as nursery:
         await nursery.start(metrics.run)

@@ -372,6 +372,23 @@ async def clear_root(runc_root: Path) -> None:
         progress(f"warning: {len(left)} containers remain under {runc_root}")
 
 
+def raw_runc_round(
+    kind: str, driven: tuple[list[float | None], list[str], float], before: float, client_before: float
+) -> RoundResult:
+    """A round of raw runc starts from ``drive``'s (latencies, errors, wall): the runc processes'
+    CPU and this script's own since ``before`` and ``client_before``."""
+    latencies, errors, wall = driven
+    return RoundResult(
+        kind,
+        0,
+        latencies,
+        errors,
+        wall,
+        runc_cpu_s=own_children_cpu_s() - before,
+        client_cpu_s=own_cpu_s() - client_before,
+    )
+
+
 def raw_runc_argv(runc_root: Path, log: Path, bundle: Path, id: str) -> list[str]:
     """The honest raw cost: runc alone, with the daemon's kind of --root and --log but no --pid-file or pipes.
 
@@ -422,15 +439,7 @@ async def raw_runc_starts(ctx: Context, runc_root: Path, log: Path, prefix: str,
 
     before, client_before = own_children_cpu_s(), own_cpu_s()
     latencies, errors, wall = await drive(n, args.clients, start_one)
-    return RoundResult(
-        RUNC_TRIO,
-        0,
-        latencies,
-        errors,
-        wall,
-        runc_cpu_s=own_children_cpu_s() - before,
-        client_cpu_s=own_cpu_s() - client_before,
-    )
+    return raw_runc_round(RUNC_TRIO, (latencies, errors, wall), before, client_before)
 
 
 def pool_starts_blocking(
@@ -495,15 +504,7 @@ async def pool_runc_starts(ctx: Context, runc_root: Path, log: Path, prefix: str
             pool_starts_blocking, argvs, args.clients, args.concurrency, stop
         )
         nursery.cancel_scope.cancel()
-    return RoundResult(
-        RUNC_POOL,
-        0,
-        latencies,
-        errors,
-        wall,
-        runc_cpu_s=own_children_cpu_s() - before,
-        client_cpu_s=own_cpu_s() - client_before,
-    )
+    return raw_runc_round(RUNC_POOL, (latencies, errors, wall), before, client_before)
 
 
 async def xargs_runc_starts(ctx: Context, runc_root: Path, log: Path, prefix: str, n: int) -> RoundResult:

@@ -13,19 +13,20 @@ must not pay for trio, and ``actr --help`` for nothing at all.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from containerd_actors.protocol.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from containerd_actors.client.blocking import BlockingClient
-    from containerd_actors.client.connection import (
+    from containerd_actors.client.calls import (
         DEFAULT_TIMEOUT_S,
         FOLLOW_BACKOFF_S,
         FOLLOW_WAIT_S,
         INPUT_CHUNK_BYTES,
-        Client,
         OutputRead,
     )
+    from containerd_actors.client.connection import Client
     from containerd_actors.client.errors import ClientError, DaemonUnreachable, RequestFailed
     from containerd_actors.client.subscription import (
         EVENTS_PER_CHUNK,
@@ -65,14 +66,14 @@ if TYPE_CHECKING:
 #: Where each re-exported name lives.
 _HOMES: dict[str, tuple[str, ...]] = {
     "containerd_actors.client.blocking": ("BlockingClient",),
-    "containerd_actors.client.connection": (
+    "containerd_actors.client.calls": (
+        "OutputRead",
         "DEFAULT_TIMEOUT_S",
         "FOLLOW_BACKOFF_S",
         "FOLLOW_WAIT_S",
         "INPUT_CHUNK_BYTES",
-        "Client",
-        "OutputRead",
     ),
+    "containerd_actors.client.connection": ("Client",),
     "containerd_actors.client.errors": ("ClientError", "DaemonUnreachable", "RequestFailed"),
     "containerd_actors.client.subscription": (
         "EVENTS_PER_CHUNK",
@@ -109,19 +110,5 @@ _HOMES: dict[str, tuple[str, ...]] = {
     "containerd_actors.protocol.prometheus": ("format_prometheus",),
     "containerd_actors.transport.tls": ("TlsFiles", "TlsFilesError"),
 }
-_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
-__all__ = sorted(_HOME_OF)
-
-
-def __getattr__(name: str) -> Any:
-    """Import the module that defines ``name`` on first use, then keep the name here."""
-    module = _HOME_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return [*globals(), *__all__]
+__all__ = sorted(name for names in _HOMES.values() for name in names)
+__getattr__, __dir__ = lazy_exports(globals(), _HOMES)

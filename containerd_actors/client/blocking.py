@@ -10,26 +10,25 @@ and results.
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import containerd_actors.protocol as wire
 from containerd_actors.client import calls
 from containerd_actors.client.calls import (
     DEFAULT_TIMEOUT_S,
-    FOLLOW_BACKOFF_S,
-    FOLLOW_WAIT_S,
-    INPUT_CHUNK_BYTES,
     MAX_REPLY_BYTES,
     OutputRead,
 )
 from containerd_actors.client.errors import ClientError, DaemonUnreachable, unreachable_reason
-from containerd_actors.protocol.addresses import DEFAULT_ADDRESS, normalize_address
+from containerd_actors.protocol.addresses import DEFAULT_ADDRESS
 from containerd_actors.transport.blocking import BlockingRequestSocket, TransportError
-from containerd_actors.transport.tls import TlsFiles, TlsFilesError, is_tls
+from containerd_actors.transport.tls import TlsFiles, TlsFilesError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 _Reply = TypeVar("_Reply")
 
@@ -56,9 +55,7 @@ class BlockingClient:
         tls: TlsFiles | None = None,
     ) -> Iterator[BlockingClient]:
         """As ``Client.connect``; a ``tls+tcp://`` address needs ``tls``."""
-        address = normalize_address(address)
-        if is_tls(address) and tls is None:
-            raise DaemonUnreachable(address, "a tls+tcp:// address needs a client certificate, key and CA")
+        address = calls.dialable(address, tls)
         try:
             socket = BlockingRequestSocket(address, recv_max_size=MAX_REPLY_BYTES, tls=tls)
         except TlsFilesError as exc:
@@ -96,14 +93,8 @@ class BlockingClient:
         ``terminal`` as in ``Client.create_container``. Unlike ``Client``, a lost connection is not
         retried here: a one-shot command reports it, and the user may repeat the start.
         """
-        reply = self.call(
-            wire.CreateContainer,
-            wire.CreateContainerReply,
-            id=id,
-            bundle=bundle,
-            checkpoint=checkpoint,
-            terminal=terminal,
-        )
+        fields = {"id": id, "bundle": bundle, "checkpoint": checkpoint, "terminal": terminal}
+        reply = self.call(wire.CreateContainer, wire.CreateContainerReply, **fields)
         return reply.pid
 
     def signal(self, id: str, signal: int = 15, pid: int = 0) -> None:
@@ -130,17 +121,9 @@ class BlockingClient:
     # ----------------------------------------------------------------------- checkpoints
 
     def create_checkpoint(
-        self,
-        id: str,
-        name: str,
-        *,
-        tcp: bool = False,
-        unix_sockets: bool = False,
-        shell: bool = False,
-        exit: bool = False,
+        self, id: str, name: str, **flags: Unpack[calls.CheckpointFlags]
     ) -> wire.Checkpoint:
         """CRIU-dump the container as checkpoint ``name``; with ``exit`` it stops afterwards."""
-        flags = {"tcp": tcp, "unix_sockets": unix_sockets, "shell": shell, "exit": exit}
         reply = self.call(wire.CreateCheckpoint, wire.CreateCheckpointReply, id=id, name=name, **flags)
         return reply.checkpoint
 
@@ -153,105 +136,35 @@ class BlockingClient:
 
     # ----------------------------------------------------------------------- processes and their output
 
-    def add_process(
-        self,
-        id: str,
-        args: list[str],
-        *,
-        env: list[str] | None = None,
-        cwd: str = "",
-        user: wire.User | None = None,
-        terminal: bool = False,
-        rows: int = 0,
-        cols: int = 0,
-    ) -> int:
+    def add_process(self, id: str, args: list[str], **options: Unpack[calls.ProcessOptions]) -> int:
         """Exec ``args`` in a running container (runc exec); returns the new process's pid."""
-        reply = self.call(
-            wire.AddProcess,
-            wire.AddProcessReply,
-            id=id,
-            args=list(args),
-            env=list(env or []),
-            cwd=cwd,
-            user=user,
-            terminal=terminal,
-            rows=rows,
-            cols=cols,
-        )
-        return reply.pid
+        fields = calls.process_fields(id, args, **options)
+        return self.call(wire.AddProcess, wire.AddProcessReply, **fields).pid
 
     def read_output(
-        self,
-        id: str,
-        pid: int = 0,
-        *,
-        stdout_offset: int = 0,
-        stderr_offset: int = 0,
-        wait: float = 0.0,
-        max_bytes: int = 1 << 20,
-        tail: int = -1,
+        self, id: str, pid: int = 0, **options: Unpack[calls.ReadOptions]
     ) -> wire.ReadOutputReply:
         """One read of a process's output (base64 fields); see ``output`` for all of it."""
-        return self.call(
-            wire.ReadOutput,
-            wire.ReadOutputReply,
-            id=id,
-            pid=pid,
-            stdout_offset=stdout_offset,
-            stderr_offset=stderr_offset,
-            wait=wait,
-            max_bytes=max_bytes,
-            tail=tail,
-        )
+        return self.call(wire.ReadOutput, wire.ReadOutputReply, id=id, pid=pid, **options)
 
     def follow_output(
         self,
         id: str,
         pid: int = 0,
-        *,
-        follow: bool = True,
-        tail: int = -1,
-        offsets: tuple[int, int] = (0, 0),
+        **options: Unpack[calls.FollowOptions],
     ) -> Iterator[OutputRead]:
         """``Client.follow_output`` without trio: a process's output from ``offsets`` (or its last
         ``tail`` lines) until it exits; without ``follow``, until the current end of the logs.
         """
-        out_offset, err_offset = offsets
-        while True:
-            reply = self.read_output(
-                id,
-                pid,
-                stdout_offset=out_offset,
-                stderr_offset=err_offset,
-                wait=FOLLOW_WAIT_S if follow else 0.0,
-                tail=tail,
-            )
-            tail = -1
-            stdout = base64.b64decode(reply.stdout)
-            stderr = base64.b64decode(reply.stderr)
-            out_offset, err_offset = reply.next_stdout_offset, reply.next_stderr_offset
-            yield OutputRead(stdout, stderr, reply.skipped, reply.exited, reply.status, reply.terminal)
-            if reply.exited:
-                return
-            if not stdout and not stderr:
-                if not follow:
-                    return
-                time.sleep(FOLLOW_BACKOFF_S)  # the daemon's long polls were all taken
+        state = calls.OutputFollow(**options)
+        while not state.done:
+            yield state.take(self.read_output(id, pid, **state.fields()))
+            if state.backoff:
+                time.sleep(state.backoff)  # the daemon's long polls were all taken
 
     def write_input(self, id: str, data: bytes, pid: int = 0, *, close: bool = False) -> None:
         """Write all of ``data`` to a process's stdin, in chunks that fit a request; then maybe EOF."""
-        view = memoryview(data)
-        while True:
-            chunk = bytes(view[:INPUT_CHUNK_BYTES])
-            final = len(chunk) == len(view)
-            reply = self.call(
-                wire.WriteInput,
-                wire.WriteInputReply,
-                id=id,
-                pid=pid,
-                data=base64.b64encode(chunk).decode(),
-                close=close and final,
-            )
-            view = view[reply.written :]
-            if final and reply.written == len(chunk):
-                return
+        chunks = calls.InputChunks(data, close)
+        while (fields := chunks.next_fields()) is not None:
+            reply = self.call(wire.WriteInput, wire.WriteInputReply, id=id, pid=pid, **fields)
+            chunks.written(reply.written)

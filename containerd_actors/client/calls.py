@@ -7,14 +7,17 @@ errors for the same replies.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import os
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import attrs
 
 import containerd_actors.protocol as wire
-from containerd_actors.client.errors import ClientError, RequestFailed
+from containerd_actors.client.errors import ClientError, DaemonUnreachable, RequestFailed
+from containerd_actors.protocol.addresses import normalize_address
+from containerd_actors.transport.tls import TlsFiles, is_tls
 
 #: How long a call waits for its reply before giving up; a start can queue behind --concurrency.
 DEFAULT_TIMEOUT_S = 120.0
@@ -26,6 +29,9 @@ FOLLOW_WAIT_S = 10.0
 FOLLOW_BACKOFF_S = 0.1
 #: stdin bytes per WriteInput: base64 makes them 4/3 bigger, well under the daemon's 1 MiB limit.
 INPUT_CHUNK_BYTES = 256 << 10
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 _Reply = TypeVar("_Reply")
 
@@ -53,6 +59,14 @@ class RequestIds:
         return f"{self._prefix}-{next(self._numbers)}"
 
 
+def dialable(address: str, tls: TlsFiles | None) -> str:
+    """``address`` normalized, once it is known that this client can dial it (TLS needs ``tls``)."""
+    address = normalize_address(address)
+    if is_tls(address) and tls is None:
+        raise DaemonUnreachable(address, "a tls+tcp:// address needs a client certificate, key and CA")
+    return address
+
+
 def encode(request_type: type, request_id: str, fields: dict[str, Any]) -> bytes:
     """Build the request (its validators run here, so a bad field fails before sending) and encode it."""
     return wire.encode_request(request_type(request_id=request_id, **fields))
@@ -69,3 +83,104 @@ def decode(raw: bytes, reply_type: type[_Reply]) -> _Reply:
     if not isinstance(reply, reply_type):
         raise ClientError(f"expected {reply_type.__name__}, got {type(reply).__name__}")
     return reply
+
+
+class ProcessOptions(TypedDict, total=False):
+    """The keyword arguments of ``add_process`` (both clients), each as the AddProcess field."""
+
+    env: list[str] | None
+    cwd: str
+    user: wire.User | None
+    terminal: bool
+    rows: int
+    cols: int
+
+
+class ReadOptions(TypedDict, total=False):
+    """The keyword arguments of ``read_output`` (both clients), each as the ReadOutput field."""
+
+    stdout_offset: int
+    stderr_offset: int
+    wait: float
+    max_bytes: int
+    tail: int
+
+
+class CheckpointFlags(TypedDict, total=False):
+    """The keyword arguments of ``create_checkpoint`` (both clients); all default to False."""
+
+    tcp: bool
+    unix_sockets: bool
+    shell: bool
+    exit: bool
+
+
+def process_fields(id: str, args: list[str], **options: Unpack[ProcessOptions]) -> dict[str, Any]:
+    """The AddProcess fields for ``add_process``: copies of ``args`` and ``env`` (None: empty)."""
+    return {**options, "id": id, "args": list(args), "env": list(options.get("env") or [])}
+
+
+class FollowOptions(TypedDict, total=False):
+    """The keyword arguments of ``follow_output`` (both clients), as ``OutputFollow`` takes them."""
+
+    follow: bool
+    tail: int
+    offsets: tuple[int, int]
+
+
+class OutputFollow:
+    """The offsets of a ``follow_output`` between its ReadOutput requests, and when it stops.
+
+    Both clients run the same loop (ask with ``fields``, yield ``take(reply)``, stop on ``done``,
+    sleep ``backoff`` seconds); only the waiting differs.
+    """
+
+    def __init__(self, *, follow: bool = True, tail: int = -1, offsets: tuple[int, int] = (0, 0)) -> None:
+        self._follow = follow
+        self._tail = tail
+        self._offsets = offsets
+        self.done = False
+        self.backoff = 0.0
+
+    def fields(self) -> ReadOptions:
+        """The ReadOutput options of the next read (``tail`` only applies to the first)."""
+        tail, self._tail = self._tail, -1
+        wait = FOLLOW_WAIT_S if self._follow else 0.0
+        out, err = self._offsets
+        return {"stdout_offset": out, "stderr_offset": err, "wait": wait, "tail": tail}
+
+    def take(self, reply: wire.ReadOutputReply) -> OutputRead:
+        """The decoded read; sets ``done`` (exited, or at the end without follow) and ``backoff``
+        (nothing came back without waiting: the daemon's long polls were all taken)."""
+        stdout = base64.b64decode(reply.stdout)
+        stderr = base64.b64decode(reply.stderr)
+        self._offsets = (reply.next_stdout_offset, reply.next_stderr_offset)
+        empty = not stdout and not stderr
+        self.done = reply.exited or (empty and not self._follow)
+        self.backoff = FOLLOW_BACKOFF_S if empty and not self.done else 0.0
+        return OutputRead(stdout, stderr, reply.skipped, reply.exited, reply.status, reply.terminal)
+
+
+class InputChunks:
+    """``write_input``'s data in WriteInput-sized chunks, resent from where the daemon stopped."""
+
+    def __init__(self, data: bytes, close: bool) -> None:
+        self._view = memoryview(data)
+        self._close = close
+        self._finished = False
+        self._sent = 0
+        self._final = False
+
+    def next_fields(self) -> dict[str, Any] | None:
+        """The ``data`` and ``close`` fields of the next WriteInput, or None once all is written."""
+        if self._finished:
+            return None
+        chunk = bytes(self._view[:INPUT_CHUNK_BYTES])
+        self._sent = len(chunk)
+        self._final = len(chunk) == len(self._view)
+        return {"data": base64.b64encode(chunk).decode(), "close": self._close and self._final}
+
+    def written(self, count: int) -> None:
+        """The daemon took ``count`` bytes of the last chunk."""
+        self._view = self._view[count:]
+        self._finished = self._final and count == self._sent

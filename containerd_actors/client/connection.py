@@ -9,10 +9,9 @@ calls in flight instead.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pynng
 import trio
@@ -28,9 +27,12 @@ from containerd_actors.client.calls import (
     OutputRead,
 )
 from containerd_actors.client.errors import ClientError, DaemonUnreachable, unreachable_reason
-from containerd_actors.protocol.addresses import DEFAULT_ADDRESS, normalize_address
+from containerd_actors.protocol.addresses import DEFAULT_ADDRESS
 from containerd_actors.transport.request import ConnectionLost, RawRequestSocket
 from containerd_actors.transport.tls import TlsFiles, TlsFilesError, host_of, is_plain_tcp, is_tls
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 #: Hosts a daemon may announce its streams on that mean "every interface", not a place to dial.
 _ANY_HOST = {"0.0.0.0", "::", ""}
@@ -87,9 +89,7 @@ class Client:
     ) -> AsyncIterator[Client]:
         """Connect to a daemon; a ``tls+tcp://`` address needs ``tls`` (mutual TLS: this client's
         certificate and key, and the CA that signed the daemon's certificate)."""
-        address = normalize_address(address)
-        if is_tls(address) and tls is None:
-            raise DaemonUnreachable(address, "a tls+tcp:// address needs a client certificate, key and CA")
+        address = calls.dialable(address, tls)
         try:
             socket = RawRequestSocket(address, recv_max_size=MAX_REPLY_BYTES, tls=tls)
         except TlsFilesError as exc:
@@ -148,15 +148,8 @@ class Client:
         id until the timeout: the daemon answers with the pid of the container the first one made,
         so a start is never made twice and never lost to the client.
         """
-        reply = await self.call(
-            wire.CreateContainer,
-            wire.CreateContainerReply,
-            retry_lost=True,
-            id=id,
-            bundle=bundle,
-            checkpoint=checkpoint,
-            terminal=terminal,
-        )
+        fields = {"id": id, "bundle": bundle, "checkpoint": checkpoint, "terminal": terminal}
+        reply = await self.call(wire.CreateContainer, wire.CreateContainerReply, retry_lost=True, **fields)
         return reply.pid
 
     async def signal(self, id: str, signal: int = 15, pid: int = 0) -> None:
@@ -184,17 +177,9 @@ class Client:
     # ----------------------------------------------------------------------- checkpoints
 
     async def create_checkpoint(
-        self,
-        id: str,
-        name: str,
-        *,
-        tcp: bool = False,
-        unix_sockets: bool = False,
-        shell: bool = False,
-        exit: bool = False,
+        self, id: str, name: str, **flags: Unpack[calls.CheckpointFlags]
     ) -> wire.Checkpoint:
         """CRIU-dump the container as checkpoint ``name``; with ``exit`` it stops afterwards."""
-        flags = {"tcp": tcp, "unix_sockets": unix_sockets, "shell": shell, "exit": exit}
         reply = await self.call(wire.CreateCheckpoint, wire.CreateCheckpointReply, id=id, name=name, **flags)
         return reply.checkpoint
 
@@ -209,65 +194,22 @@ class Client:
 
     # ----------------------------------------------------------------------- processes and their stdio
 
-    async def add_process(
-        self,
-        id: str,
-        args: list[str],
-        *,
-        env: list[str] | None = None,
-        cwd: str = "",
-        user: wire.User | None = None,
-        terminal: bool = False,
-        rows: int = 0,
-        cols: int = 0,
-    ) -> int:
+    async def add_process(self, id: str, args: list[str], **options: Unpack[calls.ProcessOptions]) -> int:
         """Exec ``args`` in a running container (runc exec); returns the new process's pid."""
-        reply = await self.call(
-            wire.AddProcess,
-            wire.AddProcessReply,
-            id=id,
-            args=list(args),
-            env=list(env or []),
-            cwd=cwd,
-            user=user,
-            terminal=terminal,
-            rows=rows,
-            cols=cols,
-        )
-        return reply.pid
+        fields = calls.process_fields(id, args, **options)
+        return (await self.call(wire.AddProcess, wire.AddProcessReply, **fields)).pid
 
     async def read_output(
-        self,
-        id: str,
-        pid: int = 0,
-        *,
-        stdout_offset: int = 0,
-        stderr_offset: int = 0,
-        wait: float = 0.0,
-        max_bytes: int = 1 << 20,
-        tail: int = -1,
+        self, id: str, pid: int = 0, **options: Unpack[calls.ReadOptions]
     ) -> wire.ReadOutputReply:
         """One read of a process's output (base64 fields); see ``follow_output`` for a stream."""
-        return await self.call(
-            wire.ReadOutput,
-            wire.ReadOutputReply,
-            id=id,
-            pid=pid,
-            stdout_offset=stdout_offset,
-            stderr_offset=stderr_offset,
-            wait=wait,
-            max_bytes=max_bytes,
-            tail=tail,
-        )
+        return await self.call(wire.ReadOutput, wire.ReadOutputReply, id=id, pid=pid, **options)
 
     async def follow_output(
         self,
         id: str,
         pid: int = 0,
-        *,
-        follow: bool = True,
-        tail: int = -1,
-        offsets: tuple[int, int] = (0, 0),
+        **options: Unpack[calls.FollowOptions],
     ) -> AsyncIterator[OutputRead]:
         """Yield a process's output from ``offsets`` (stdout, stderr; by default its start), or from
         its last ``tail`` lines, until it exits.
@@ -275,45 +217,18 @@ class Client:
         Without ``follow`` it stops at the current end of the logs instead. Each read is a
         long-poll reply; the last one (``exited``) carries the exit status.
         """
-        out_offset, err_offset = offsets
-        while True:
-            reply = await self.read_output(
-                id,
-                pid,
-                stdout_offset=out_offset,
-                stderr_offset=err_offset,
-                wait=FOLLOW_WAIT_S if follow else 0.0,
-                tail=tail,
-            )
-            tail = -1
-            stdout = base64.b64decode(reply.stdout)
-            stderr = base64.b64decode(reply.stderr)
-            out_offset, err_offset = reply.next_stdout_offset, reply.next_stderr_offset
-            yield OutputRead(stdout, stderr, reply.skipped, reply.exited, reply.status, reply.terminal)
-            if reply.exited:
-                return
-            if not stdout and not stderr:
-                if not follow:
-                    return
-                await trio.sleep(FOLLOW_BACKOFF_S)  # the daemon's long polls were all taken
+        state = calls.OutputFollow(**options)
+        while not state.done:
+            yield state.take(await self.read_output(id, pid, **state.fields()))
+            if state.backoff:
+                await trio.sleep(state.backoff)  # the daemon's long polls were all taken
 
     async def write_input(self, id: str, data: bytes, pid: int = 0, *, close: bool = False) -> None:
         """Write all of ``data`` to a process's stdin, in chunks that fit a request; then maybe EOF."""
-        view = memoryview(data)
-        while True:
-            chunk = bytes(view[:INPUT_CHUNK_BYTES])
-            final = len(chunk) == len(view)
-            reply = await self.call(
-                wire.WriteInput,
-                wire.WriteInputReply,
-                id=id,
-                pid=pid,
-                data=base64.b64encode(chunk).decode(),
-                close=close and final,
-            )
-            view = view[reply.written :]
-            if final and reply.written == len(chunk):
-                return
+        chunks = calls.InputChunks(data, close)
+        while (fields := chunks.next_fields()) is not None:
+            reply = await self.call(wire.WriteInput, wire.WriteInputReply, id=id, pid=pid, **fields)
+            chunks.written(reply.written)
 
     async def resize_terminal(self, id: str, rows: int, cols: int, pid: int = 0) -> None:
         await self.call(wire.ResizeTerminal, wire.ResizeTerminalReply, id=id, pid=pid, rows=rows, cols=cols)

@@ -37,7 +37,7 @@ from containerd_actors.daemon.container.adopt import plan_adoptions
 from containerd_actors.daemon.events.actor import EventsActor
 from containerd_actors.daemon.events.journal import EventJournal
 from containerd_actors.daemon.events.messages import EventDraft, EventsMailbox
-from containerd_actors.daemon.faults import FaultHook
+from containerd_actors.daemon.faults import NO_FAULTS, FaultHook
 from containerd_actors.daemon.memory_debug import snapshot_directory, write_snapshots_on_signal
 from containerd_actors.daemon.metrics.actor import MetricsActor
 from containerd_actors.daemon.metrics.http import serve_prometheus
@@ -123,6 +123,23 @@ def announce_restarts(events: EventsMailbox, metrics: MetricsMailbox) -> OnResta
     return announce
 
 
+def events_actor(
+    config: DaemonConfig, journal: EventJournal, metrics: MetricsMailbox, faults: FaultHook = NO_FAULTS
+) -> EventsActor:
+    """The events actor on every stream address of ``config`` (local, batch, and the remote ones);
+    the benchmarks build theirs here too, so that they measure the daemon's own wiring."""
+    return EventsActor(
+        config.events_address,
+        journal,
+        metrics,
+        config.events_batch_address,
+        faults=faults,
+        tls=config.tls,
+        remote_addresses=tuple(streams.events for streams in config.remote_streams),
+        remote_batch_addresses=tuple(streams.batch for streams in config.remote_streams),
+    )
+
+
 async def run_daemon(config: DaemonConfig) -> None:
     notify_socket = take_notify_socket()
     snapshots = snapshot_directory(os.environ)  # a debugging hook, off unless asked for
@@ -132,16 +149,7 @@ async def run_daemon(config: DaemonConfig) -> None:
     metrics = MetricsActor(config.metrics_interval, faults=faults)
     # Before any actor runs: the journal fixes where seq continues after a restart.
     journal = EventJournal(config.events_dir, retention=config.events_retention)
-    events = EventsActor(
-        config.events_address,
-        journal,
-        metrics.mailbox,
-        config.events_batch_address,
-        tls=config.tls,
-        remote_addresses=tuple(streams.events for streams in config.remote_streams),
-        remote_batch_addresses=tuple(streams.batch for streams in config.remote_streams),
-        faults=faults,
-    )
+    events = events_actor(config, journal, metrics.mailbox, faults)
     on_restart = announce_restarts(events.mailbox, metrics.mailbox)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as stop_signals:
         async with trio.open_nursery() as nursery:

@@ -10,8 +10,9 @@ with ``addresses`` and ``durations`` and must not carry the codec (cattrs) for t
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from containerd_actors.protocol.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from containerd_actors.protocol.codec import (
@@ -176,19 +177,5 @@ _HOMES: dict[str, tuple[str, ...]] = {
         "MAX_WAIT_S",
     ),
 }
-_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
-__all__ = sorted(_HOME_OF)
-
-
-def __getattr__(name: str) -> Any:
-    """Import the submodule that defines ``name`` on first use, then keep the name here."""
-    module = _HOME_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return [*globals(), *__all__]
+__all__ = sorted(name for names in _HOMES.values() for name in names)
+__getattr__, __dir__ = lazy_exports(globals(), _HOMES, f"{__name__}.")

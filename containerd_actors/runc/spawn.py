@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 import attrs
 import trio
 
-from containerd_actors.host.fds import close_quietly
+from containerd_actors.host.fds import close_quietly, read_when_ready
 
 #: Python ignores these; a child must get them back with their default actions, as subprocess does.
 _RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
@@ -127,11 +127,7 @@ async def _read_both(out_fd: int, err_fd: int, pidfd: int) -> tuple[bytes, bytes
     async def drain(fd: int) -> None:
         os.set_blocking(fd, False)
         while True:
-            try:
-                data = os.read(fd, _READ_CHUNK)
-            except BlockingIOError:
-                await trio.lowlevel.wait_readable(fd)
-                continue
+            data = await read_when_ready(fd, _READ_CHUNK)
             if not data:
                 break
             chunks[fd].append(data)

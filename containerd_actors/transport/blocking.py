@@ -17,10 +17,9 @@ which a signal does interrupt; the socket is then closed, which ends the call in
 from __future__ import annotations
 
 import threading
-from types import TracebackType
-from typing import Self
 
 from containerd_actors.transport.bindings import ffi, lib
+from containerd_actors.transport.closing import ClosedOnExit
 from containerd_actors.transport.tls import TlsFiles, host_of, is_tls
 
 _RECV_TIMEOUT = b"recv-timeout"
@@ -59,7 +58,7 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
-class BlockingRequestSocket:
+class BlockingRequestSocket(ClosedOnExit):
     """A dialled Req0; ``request(body, timeout)`` sends and returns the reply, one at a time.
 
     Dialling is synchronous, so a daemon that is not there fails at once (``TransportError``
@@ -160,11 +159,3 @@ class BlockingRequestSocket:
             if self._open:
                 self._open = False
                 lib.nng_close(self._socket[0])
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

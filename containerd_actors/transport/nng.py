@@ -19,36 +19,19 @@ Error codes become pynng's exceptions (``pynng.Closed``, ``pynng.Timeout``, ...)
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import attrs
 import pynng
 from pynng import ffi, lib
 
+from containerd_actors.transport.closing import ClosedOnExit
 from containerd_actors.transport.version import check_nng_version, installed_nng_version
 
 check_nng_version(installed_nng_version())
 
 #: nng's NNG_DURATION_INFINITE (pynng does not export it).
 INFINITE_MS = -1
-
-
-class ClosedOnExit:
-    """``with`` support for an owner of something nng holds: leaving the block, however, closes it."""
-
-    __slots__ = ()
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 class OwnershipError(RuntimeError):

@@ -10,7 +10,8 @@ from __future__ import annotations
 import pynng
 import trio
 
-from containerd_actors.transport.nng import ClosedOnExit, closed_error
+from containerd_actors.transport.closing import ClosedOnExit
+from containerd_actors.transport.nng import closed_error
 
 
 class PolledSocket(ClosedOnExit):

@@ -67,22 +67,21 @@ class TlsFiles:
     def server_config(self) -> pynng.TLSConfig:
         import pynng
 
-        cert, key, ca = self._pem()
-        return pynng.TLSConfig(
-            pynng.TLSConfig.MODE_SERVER,
-            ca_string=ca,
-            own_cert_string=cert,
-            own_key_string=key,
-            auth_mode=pynng.TLSConfig.AUTH_MODE_REQUIRED,
-        )
+        return self._config(pynng.TLSConfig.MODE_SERVER)
 
     def client_config(self, server_name: str) -> pynng.TLSConfig:
         import pynng
 
+        return self._config(pynng.TLSConfig.MODE_CLIENT, server_name=server_name)
+
+    def _config(self, mode: int, **extra: str) -> pynng.TLSConfig:
+        """Mutual TLS either way: our certificate and key, and the peer's must be signed by the CA."""
+        import pynng
+
         cert, key, ca = self._pem()
         return pynng.TLSConfig(
-            pynng.TLSConfig.MODE_CLIENT,
-            server_name=server_name,
+            mode,
+            **extra,
             ca_string=ca,
             own_cert_string=cert,
             own_key_string=key,

@@ -6,7 +6,6 @@ lets tests drive real container actors with a stand-in that starts plain process
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Protocol
 
 import attrs
@@ -17,63 +16,22 @@ from containerd_actors.daemon.events.messages import EventsMailbox
 from containerd_actors.daemon.faults import NO_FAULTS, FaultHook
 from containerd_actors.daemon.metrics.messages import MetricsMailbox
 from containerd_actors.host.reaping import ExitWatcher
-from containerd_actors.runc.driver import CriuOptions, Stdio
+from containerd_actors.runc.driver import Runc
 
 
 class ContainerRuntime(Protocol):
-    """Starts, execs into, freezes, checkpoints and deletes containers by id (``runc.driver.Runc``)."""
+    """Starts, execs into, freezes, checkpoints and deletes containers by id (``runc.driver.Runc``).
 
-    async def run_detached(
-        self,
-        id: str,
-        bundle: Path,
-        pid_file: Path,
-        log_file: Path,
-        stdio: Stdio,
-        console_socket: Path | None = None,
-    ) -> int:
-        """Start the bundle's init with ``stdio`` (or, with a terminal, send its pty master over
-        ``console_socket``); return its pid once it runs."""
-        ...
+    Each member is Runc's own method, so its signature and docstring are written once, in the driver.
+    """
 
-    async def restore_detached(
-        self,
-        id: str,
-        bundle: Path,
-        image_path: Path,
-        work_path: Path,
-        pid_file: Path,
-        log_file: Path,
-        stdio: Stdio,
-        options: CriuOptions,
-        console_socket: Path | None = None,
-    ) -> int:
-        """Restore the init from CRIU images with ``stdio`` (or a new pty, sent over
-        ``console_socket``); return its pid once it runs."""
-        ...
-
-    async def exec_detached(
-        self,
-        id: str,
-        process_file: Path,
-        pid_file: Path,
-        log_file: Path,
-        stdio: Stdio,
-        console_socket: Path | None = None,
-    ) -> int:
-        """Start the process ``process_file`` specifies; with a terminal, send its pty master over
-        ``console_socket``. Return its pid once it runs."""
-        ...
-
-    async def checkpoint(
-        self, id: str, image_path: Path, work_path: Path, options: CriuOptions, leave_running: bool
-    ) -> None: ...
-
-    async def pause(self, id: str) -> None: ...
-
-    async def resume(self, id: str) -> None: ...
-
-    async def delete(self, id: str, force: bool = False) -> None: ...
+    run_detached = Runc.run_detached
+    restore_detached = Runc.restore_detached
+    exec_detached = Runc.exec_detached
+    checkpoint = Runc.checkpoint
+    pause = Runc.pause
+    resume = Runc.resume
+    delete = Runc.delete
 
 
 @attrs.frozen

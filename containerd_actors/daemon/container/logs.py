@@ -31,7 +31,7 @@ import trio
 
 from containerd_actors.daemon.state.layout import LogRange, log_rotation_record, write_json_atomically
 from containerd_actors.daemon.state.space import StateDirSpace, is_space_error, space_of
-from containerd_actors.host.fds import close_quietly
+from containerd_actors.host.fds import close_quietly, read_when_ready
 
 #: A log file is rotated to ``<name>.1`` when it grows past this, so a chatty container
 #: cannot fill the state directory. One rotated generation is kept.
@@ -336,10 +336,7 @@ async def drain_to_log(read_fd: int, log: RotatingLog) -> None:
     try:
         while True:
             try:
-                data = os.read(read_fd, _READ_CHUNK)
-            except BlockingIOError:
-                await trio.lowlevel.wait_readable(read_fd)
-                continue
+                data = await read_when_ready(read_fd, _READ_CHUNK)
             except OSError as exc:
                 if exc.errno == errno.EIO:
                     return

@@ -36,6 +36,13 @@ from containerd_actors.daemon.state.space import is_space_error, space_of, state
 log = logging.getLogger(__name__)
 
 
+def json_object(raw: Any, what: str = "") -> dict[str, Any]:
+    """``raw`` if it is a JSON object, else ValueError (naming ``what`` inside a record)."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{what} is not a JSON object" if what else "not a JSON object")
+    return raw
+
+
 @attrs.frozen
 class ContainerPaths:
     """``directory`` lives as long as the container; ``logs`` outlives it (until the id is reused).
@@ -157,8 +164,7 @@ class ContainerRecord:
     @classmethod
     def parse(cls, raw: Any) -> ContainerRecord:
         """Raises ValueError on anything but a well-formed record."""
-        if not isinstance(raw, dict):
-            raise ValueError("not a JSON object")
+        raw = json_object(raw)
         try:
             record = cls(
                 id=str(raw["id"]),
@@ -199,8 +205,7 @@ class LogRange:
 
     @classmethod
     def parse(cls, raw: Any) -> LogRange:
-        if not isinstance(raw, dict):
-            raise ValueError("a log range is not a JSON object")
+        raw = json_object(raw, "a log range")
         log_range = cls(base=int(raw["base"]), end=int(raw["end"]))
         if not 0 <= log_range.base <= log_range.end:
             raise ValueError(f"implausible log range {log_range}")
@@ -221,8 +226,7 @@ class ExitedProcess:
 
     @classmethod
     def parse(cls, raw: Any) -> ExitedProcess:
-        if not isinstance(raw, dict):
-            raise ValueError("a process is not a JSON object")
+        raw = json_object(raw, "a process")
         status = raw.get("status")
         return cls(
             pid=int(raw["pid"]),
@@ -255,8 +259,7 @@ class ExitedRecord:
     @classmethod
     def parse(cls, raw: Any) -> ExitedRecord:
         """Raises ValueError on anything but a well-formed record."""
-        if not isinstance(raw, dict):
-            raise ValueError("not a JSON object")
+        raw = json_object(raw)
         try:
             status = raw.get("status")
             record = cls(
@@ -355,8 +358,7 @@ class Intent:
     @classmethod
     def parse(cls, raw: Any) -> Intent:
         """Raises ValueError on anything but a well-formed intent."""
-        if not isinstance(raw, dict):
-            raise ValueError("not a JSON object")
+        raw = json_object(raw)
 
         def optional(key: str, kind: type) -> Any:
             return None if raw.get(key) is None else kind(raw[key])
