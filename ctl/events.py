@@ -81,7 +81,8 @@ async def stream_events(args: argparse.Namespace) -> int:
     from containerd_actors.client import Client, ProtocolError
     from ctl import render
 
-    printer = render.EventPrinter(sys.stdout, as_json=args.json)
+    addresses = args.addresses or [args.address]
+    printer = render.EventPrinter(sys.stdout, as_json=args.json, hosts=len(addresses) > 1)
 
     def report_loss(lost: EventsLost) -> None:
         print(describe_loss(lost), file=sys.stderr, flush=True)
@@ -90,12 +91,8 @@ async def stream_events(args: argparse.Namespace) -> int:
     # pynng's callback into trio, which then fails with TrioInternalError): the stream is cancelled
     # cleanly and the shell gets the usual 130.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as stop_signals:
-        async with (
-            Client.connect(args.address, tls=tls_files(args)) as client,
-            client.subscribe(from_seq=args.from_seq, since=args.since, on_loss=report_loss) as subscription,
-            trio.open_nursery() as nursery,
-        ):
-            result: list[int] = []
+        result: list[int] = []
+        async with trio.open_nursery() as nursery:
 
             async def stop_on_signal() -> None:
                 async for signum in stop_signals:
@@ -103,16 +100,33 @@ async def stream_events(args: argparse.Namespace) -> int:
                     nursery.cancel_scope.cancel()
                     return
 
+            async def follow(address: str, subscribed: trio.Event) -> None:
+                """One daemon's events (each daemon numbers its own seq), until its stream ends."""
+                async with (
+                    Client.connect(address, tls=tls_files(args)) as client,
+                    client.subscribe(
+                        from_seq=args.from_seq, since=args.since, on_loss=report_loss
+                    ) as subscription,
+                ):
+                    host = (await client.ping()).daemon_id if len(addresses) > 1 else None
+                    subscribed.set()
+                    while True:
+                        try:
+                            event = await anext(subscription)
+                        except StopAsyncIteration:
+                            return
+                        except ProtocolError as exc:
+                            print(f"actr: skipping event: {exc.message}", file=sys.stderr)
+                            continue
+                        printer.print(event, host)
+
             nursery.start_soon(stop_on_signal)
-            printer.header()
-            while True:
-                try:
-                    event = await anext(subscription)
-                except StopAsyncIteration:
-                    nursery.cancel_scope.cancel()
-                    break
-                except ProtocolError as exc:
-                    print(f"actr: skipping event: {exc.message}", file=sys.stderr)
-                    continue
-                printer.print(event)
+            async with trio.open_nursery() as streams:
+                ready = [trio.Event() for _ in addresses]
+                for address, subscribed in zip(addresses, ready, strict=True):
+                    streams.start_soon(follow, address, subscribed)
+                for subscribed in ready:
+                    await subscribed.wait()
+                printer.header()  # once every subscription is live
+            nursery.cancel_scope.cancel()
     return result[0] if result else 0

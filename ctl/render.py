@@ -276,20 +276,40 @@ def event_json(event: Event) -> str:
     return json.dumps(converter.unstructure(event, Event), separators=(",", ":"))
 
 
-class EventPrinter:
-    """Writes a live event stream one flushed line per event, so ``| head``/``| grep`` see each at once."""
+#: The HOST column of tables that merge several daemons (``actr --address A --address B``).
+HOST_WIDTH = 16
 
-    def __init__(self, stream: TextIO, *, as_json: bool, console: Console | None = None) -> None:
+
+class EventPrinter:
+    """Writes a live event stream one flushed line per event, so ``| head``/``| grep`` see each at once.
+
+    With ``hosts``, events of several daemons are merged: a HOST column leads (``host`` in JSON).
+    """
+
+    def __init__(
+        self, stream: TextIO, *, as_json: bool, console: Console | None = None, hosts: bool = False
+    ) -> None:
         self._as_json = as_json
+        self._hosts = hosts
         self._styler = Styler(stream) if as_json else Styler.for_stream(stream, console)
 
     def header(self) -> None:
         """The column header; none in JSON mode, where every line must be one JSON object."""
         if not self._as_json:
-            self._styler.write_lines([self._styler(event_header_line(), HEADER_STYLE)])
+            line = event_header_line()
+            if self._hosts:
+                line = layout_row(("HOST", line), (HOST_WIDTH, 0), EVENT_GAP)
+            self._styler.write_lines([self._styler(line, HEADER_STYLE)])
 
-    def print(self, event: Event) -> None:
-        line = event_json(event) if self._as_json else event_line(event, self._styler)
+    def print(self, event: Event, host: str | None = None) -> None:
+        if self._as_json:
+            line = event_json(event)
+            if self._hosts:
+                line = json.dumps({"host": host, **json.loads(line)}, separators=(",", ":"))
+        else:
+            line = event_line(event, self._styler)
+            if self._hosts:
+                line = layout_row((host or "", line), (HOST_WIDTH, 0), EVENT_GAP)
         self._styler.write_lines([line])
 
 
@@ -353,11 +373,12 @@ def stats_row(stats: ContainerStats, earlier: ContainerStats | None) -> tuple[st
     )
 
 
-def stats_table(rows: Sequence[tuple[str, ...]]) -> Table:
+def stats_table(rows: Sequence[tuple[str, ...]], *, hosts: bool = False) -> Table:
+    """The stats table; with ``hosts`` each row starts with its daemon's id (several ``--address``)."""
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in STATS_COLUMNS:
+    for column in ("HOST", *STATS_COLUMNS) if hosts else STATS_COLUMNS:
         table.add_column(column, justify="right" if column in ("CPU %", "MEM %", "PIDS") else "left")
     for row in rows:
         table.add_row(*row)

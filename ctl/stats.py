@@ -7,6 +7,7 @@ A container that exits while the table is live just drops out of it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from typing import TextIO
@@ -22,6 +23,8 @@ STATS_INTERVAL_S = 1.0
 
 async def show_stats(args: argparse.Namespace) -> int:
     id: str | None = args.id
+    if id is None and args.addresses and len(args.addresses) > 1:
+        return await _show_several(args)
     stream = sys.stdout
     async with Client.connect(args.address, tls=tls_files(args)) as client:
         if id is not None and args.json:
@@ -50,6 +53,44 @@ async def show_stats(args: argparse.Namespace) -> int:
             while True:
                 await trio.sleep(STATS_INTERVAL_S)
                 live.update(render.stats_table(await current_rows()), refresh=True)
+
+
+async def _show_several(args: argparse.Namespace) -> int:
+    """Every container of several daemons in one table, its HOST column each daemon's id."""
+    from rich.live import Live
+
+    console = render.table_console(sys.stdout)
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(Client.connect(address, tls=tls_files(args)))
+            for address in args.addresses
+        ]
+        hosts = [(await client.ping()).daemon_id for client in clients]
+        previous: dict[tuple[str, str], ContainerStats] = {}
+
+        async def current_rows() -> list[tuple[str, ...]]:
+            rows = []
+            for host, client in zip(hosts, clients, strict=True):
+                ids = sorted(c.id for c in await client.containers())
+                samples = await _sample_all(client, ids)
+                for i in ids:
+                    if i in samples:
+                        rows.append((host, *render.stats_row(samples[i], previous.get((host, i)))))
+                        previous[(host, i)] = samples[i]
+            return rows
+
+        await current_rows()  # CPU % needs two samples
+        await trio.sleep(0.5 if args.no_stream else STATS_INTERVAL_S)
+        if args.no_stream:
+            console.print(render.stats_table(await current_rows(), hosts=True))
+            return 0
+        with Live(
+            render.stats_table(await current_rows(), hosts=True), console=console, auto_refresh=False
+        ) as live:
+            while True:
+                await trio.sleep(STATS_INTERVAL_S)
+                live.update(render.stats_table(await current_rows(), hosts=True), refresh=True)
+    return 0
 
 
 async def _sample_all(client: Client, ids: Sequence[str]) -> dict[str, ContainerStats]:

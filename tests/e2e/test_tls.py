@@ -283,6 +283,22 @@ async def test_actr_lists_several_daemons_one_over_tls_with_a_host_column(
         )  # fmt: skip
         assert refused.returncode == 1
         assert b"TLS handshake failed" in refused.stderr
+        # stats and events merge the daemons too, each row or event named by its daemon.
+        both = [sys.executable, "-m", "ctl", "--address", first.address, "--address", remote]
+        stats = await trio.run_process(
+            [*both, "containers", "stats", "--no-stream"], capture_stdout=True, capture_stderr=True, env=env
+        )
+        rows = stats.stdout.decode().splitlines()
+        assert rows[0].split()[:2] == ["HOST", "CONTAINER"]
+        assert sorted(row.split()[:2] for row in rows[1:]) == [["host-a", ids[0]], ["host-b", ids[1]]]
+        followed = await trio.run_process(
+            ["timeout", "5", *both, "--json", "events", "--from", "1"],
+            capture_stdout=True, capture_stderr=True, env=env, check=False,
+        )  # fmt: skip
+        assert followed.returncode == 124, followed.stderr  # still following when timeout ended it
+        events = [json.loads(line) for line in followed.stdout.decode().splitlines()]
+        starts = sorted((e["host"], e["id"]) for e in events if e["type"] == "start-container")
+        assert starts == [("host-a", ids[0]), ("host-b", ids[1])]
         for handle, cid in zip((first, second), ids, strict=True):
             async with Client.connect(handle.address) as client:
                 await client.signal(cid, signal.SIGKILL)
