@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 import trio
 from support.certs import free_port_run, make_test_certs
-from support.daemon import DaemonHandle, daemon_argv, short_temp_dir, start_daemon, stop_daemon, unique_id
+from support.daemon import (
+    DaemonHandle,
+    daemon_argv,
+    remove_containers,
+    short_temp_dir,
+    start_daemon,
+    stop_daemon,
+    unique_id,
+)
 from support.restarts import server_pid
 
 from containerd_actors.client import Client, ClientError, DaemonUnreachable, RequestFailed, TlsFiles
@@ -304,5 +312,6 @@ async def test_actr_lists_several_daemons_one_over_tls_with_a_host_column(
                 await client.signal(cid, signal.SIGKILL)
     finally:
         for handle in (first, second):
+            remove_containers(handle.runc_root)
             await stop_daemon(handle)
             shutil.rmtree(handle.state_dir.parent, ignore_errors=True)
