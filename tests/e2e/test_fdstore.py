@@ -1,0 +1,125 @@
+"""Under systemd, a kill -9 of the whole tree (reaper and API server) keeps the containers' pipes.
+
+The test plays systemd (``support.fake_systemd``): the daemon stores its pipe ends in the fake
+manager's fd store and gets them back as ``$LISTEN_FDS`` when the test starts it again. The
+container prints a numbered line every 10 ms; the pipe, held by the store while no daemon runs,
+buffers what it writes meanwhile (64 KiB: minutes of this), so no number goes missing. Without
+the store (``FileDescriptorStoreMax=0``, told as ``$FDSTORE=0``), the same kill loses everything
+from the kill on. Each run prints what it measured (``pytest -s``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+from support.daemon import DaemonHandle, short_temp_dir, start_daemon, stop_daemon, unique_id
+from support.fake_systemd import FakeSystemd
+from support.restarts import server_pid, wait_for_exit
+
+from containerd_actors.client import Client
+from containerd_actors.daemon.container.adopt import OUTPUT_LOST_MARKER
+
+COUNTER = ["sh", "-c", "i=0; while :; do echo $i; i=$((i+1)); sleep 0.01; done"]
+#: How long no daemon runs: about 100 lines, 400 bytes, far below a pipe's 64 KiB.
+OUTAGE_S = 1.0
+ROLES = ("stdin", "stdout", "stderr")
+
+
+@pytest.fixture(params=[16, 0], ids=["fd-store", "no-fd-store"])
+def systemd(request: pytest.FixtureRequest) -> Iterator[FakeSystemd]:
+    directory = short_temp_dir("ca-systemd-")
+    manager = FakeSystemd(directory / "notify", store_max=request.param)
+    yield manager
+    manager.close()
+    directory.rmdir()
+
+
+def counted(text: bytes) -> list[int]:
+    return [int(line) for line in text.decode().splitlines() if line.isdigit()]
+
+
+async def stdout_of(client: Client, cid: str, pid: int = 0) -> bytes:
+    return b"".join([read.stdout async for read in client.follow_output(cid, pid, follow=False)])
+
+
+async def wait_for_line(client: Client, cid: str, number: int) -> int:
+    """Until the log has line ``number``; returns the last line it has."""
+    with trio.fail_after(30):
+        while not (numbers := counted(await stdout_of(client, cid))) or numbers[-1] < number:
+            await trio.sleep(0.05)  # the counter's pace
+    return numbers[-1]
+
+
+async def kill_tree(handle: DaemonHandle) -> None:
+    server = server_pid(handle)
+    os.kill(server, signal.SIGKILL)
+    os.kill(handle.pid, signal.SIGKILL)
+    await handle.process.wait()
+    await wait_for_exit(server)
+
+
+async def test_a_whole_tree_kill_under_systemd(state_dir: Path, systemd: FakeSystemd, bundle_factory) -> None:
+    store = systemd.store_max != 0
+    cid = unique_id("fdstore")
+    handle = await start_daemon(state_dir, systemd=systemd)
+    try:
+        async with Client.connect(handle.address) as client:
+            await client.create_container(cid, str(bundle_factory(*COUNTER)))
+            execd = await client.add_process(cid, ["sleep", "1000000"])
+            # The counter's pace on this machine, for what the outage costs without the store.
+            first = (await wait_for_line(client, cid, 20), time.monotonic())
+            last = (await wait_for_line(client, cid, first[0] + 100), time.monotonic())
+            rate = (last[0] - first[0]) / (last[1] - first[1])
+        # Named by container id, pid (of an exec'd process; the init's is its container's) and role.
+        expected = {f"ca/{cid}/{role}" for role in ROLES} | {f"ca/{cid}/{execd}/{role}" for role in ROLES}
+        if store:
+            await systemd.wait_for(lambda: expected <= set(systemd.names()))
+            assert set(systemd.names()) == expected
+        else:
+            systemd.receive()
+            assert not systemd.names() and not any("FDSTORE" in m for m in systemd.messages)
+
+        log = state_dir / "logs" / cid / "stdout.log"
+        before = counted(log.read_bytes())
+        killed_at = time.monotonic()
+        await kill_tree(handle)
+        await trio.sleep(OUTAGE_S)  # the outage under test: the counter writes on into its pipe
+        handle = await start_daemon(state_dir, systemd=systemd)
+        outage = time.monotonic() - killed_at
+
+        async with Client.connect(handle.address, timeout=60) as client:
+            listed = {info.id: info for info in await client.containers()}
+            assert execd in [process.pid for process in listed[cid].processes]
+            text = await stdout_of(client, cid)
+            if store:
+                await wait_for_line(client, cid, before[-1] + 200)
+                text = await stdout_of(client, cid)
+                numbers = counted(text)
+                assert OUTPUT_LOST_MARKER not in text
+                assert numbers == list(range(len(numbers))), "a line went missing"
+                print(f"\nfd store: outage {outage:.2f} s; last line logged at the kill {before[-1]}; "
+                      f"lines lost 0 of {numbers[-1] + 1}")  # fmt: skip
+            else:
+                kept, marker, after = text.partition(OUTPUT_LOST_MARKER)
+                assert marker and not after, "nothing is read after the kill"
+                assert counted(kept) == list(range(len(counted(kept))))
+                print(f"\nno fd store: outage {outage:.2f} s; the log ends at line {counted(kept)[-1]} "
+                      f"(logged at the kill: {before[-1]}); everything after it is lost: "
+                      f"~{rate * outage:.0f} lines in the outage alone, at ~{rate:.0f} lines/s")  # fmt: skip
+
+            # The store follows the processes: one that exited and was drained leaves it.
+            await client.signal(cid, signal.SIGKILL)
+            with trio.fail_after(30):
+                while await client.containers():
+                    await trio.sleep(0.05)  # the exit is reaped, drained and published
+        await systemd.wait_for(lambda: not systemd.names())
+        removed = {m["FDNAME"] for m in systemd.messages if m.get("FDSTOREREMOVE") == "1"}
+        assert removed >= expected if store else not removed
+    finally:
+        await stop_daemon(handle)
