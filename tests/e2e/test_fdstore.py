@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,5 +123,52 @@ async def test_a_whole_tree_kill_under_systemd(state_dir: Path, systemd: FakeSys
         await systemd.wait_for(lambda: not systemd.names())
         removed = {m["FDNAME"] for m in systemd.messages if m.get("FDSTOREREMOVE") == "1"}
         assert removed >= expected if store else not removed
+    finally:
+        await stop_daemon(handle)
+
+
+def upgrade(state_dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "containerd_actors.daemon.main", "upgrade", "--state-dir", str(state_dir)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("systemd", [16], indirect=True, ids=["fd-store"])
+async def test_an_upgrade_stores_nothing_twice_and_a_later_kill_keeps_the_pipes(
+    state_dir: Path, systemd: FakeSystemd, bundle_factory
+) -> None:
+    """The re-executed reaper knows from its handover what is stored: it sends nothing again,
+    and what the store holds is still what a kill of the whole tree needs."""
+    cid = unique_id("fdstore-up")
+    handle = await start_daemon(state_dir, systemd=systemd)
+    try:
+        async with Client.connect(handle.address) as client:
+            await client.create_container(cid, str(bundle_factory(*COUNTER)))
+            await wait_for_line(client, cid, 20)
+        expected = {f"ca/{cid}/{role}" for role in ROLES}
+        await systemd.wait_for(lambda: expected <= set(systemd.names()))
+        readies, stores = systemd.ready_count(), len(systemd.messages)
+
+        done = await trio.to_thread.run_sync(upgrade, state_dir)
+        assert done.returncode == 0, done.stdout + done.stderr
+        await systemd.wait_for(lambda: systemd.ready_count() > readies)  # the new image serves
+        again = [m for m in systemd.messages[stores:] if "FDSTORE" in m or "FDSTOREREMOVE" in m]
+        assert again == [], "the upgrade must not touch the store"
+
+        async with Client.connect(handle.address) as client:
+            before = await wait_for_line(client, cid, 40)
+        await kill_tree(handle)
+        handle = await start_daemon(state_dir, systemd=systemd)
+        async with Client.connect(handle.address, timeout=60) as client:
+            await wait_for_line(client, cid, before + 100)
+            text = await stdout_of(client, cid)
+            numbers = counted(text)
+            assert OUTPUT_LOST_MARKER not in text and numbers == list(range(len(numbers)))
+            await client.signal(cid, signal.SIGKILL)
+            with trio.fail_after(30):
+                while await client.containers():
+                    await trio.sleep(0.05)  # the exit is reaped, drained and published
+        await systemd.wait_for(lambda: not systemd.names())
     finally:
         await stop_daemon(handle)

@@ -83,7 +83,8 @@ def test_a_notifier_sends_fds_with_their_message(manager: FakeSystemd) -> None:
         os.close(write_end)
 
 
-def test_a_notifier_waits_for_room_and_never_blocks(manager: FakeSystemd) -> None:
+def test_a_notifier_waits_for_room_and_never_blocks(work_dir: Path) -> None:
+    manager = FakeSystemd(work_dir / "busy", reading=False)
     notifier = Notifier(str(manager.path))
     try:
         for number in range(300):  # far past the socket's queue (net.unix.max_dgram_qlen)
@@ -96,6 +97,7 @@ def test_a_notifier_waits_for_room_and_never_blocks(manager: FakeSystemd) -> Non
         assert [m["STATUS"] for m in manager.messages] == [str(n) for n in range(300)]
     finally:
         notifier.close()
+        manager.close()
 
 
 def test_a_vanished_manager_costs_one_log_line(work_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
