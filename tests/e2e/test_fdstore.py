@@ -172,3 +172,32 @@ async def test_an_upgrade_stores_nothing_twice_and_a_later_kill_keeps_the_pipes(
         await systemd.wait_for(lambda: not systemd.names())
     finally:
         await stop_daemon(handle)
+
+
+@pytest.mark.parametrize("systemd", [16], indirect=True, ids=["fd-store"])
+async def test_systemctl_restart_keeps_the_pipes_too(
+    state_dir: Path, systemd: FakeSystemd, bundle_factory
+) -> None:
+    """``systemctl restart`` is SIGTERM to the main process (``KillMode=process``), then a start; a
+    restart job keeps the fd store, so the stop costs no output either (a stop alone would not)."""
+    cid = unique_id("fdstore-term")
+    handle = await start_daemon(state_dir, systemd=systemd)
+    try:
+        async with Client.connect(handle.address) as client:
+            await client.create_container(cid, str(bundle_factory(*COUNTER)))
+            before = await wait_for_line(client, cid, 20)
+        await systemd.wait_for(lambda: {f"ca/{cid}/{role}" for role in ROLES} <= set(systemd.names()))
+        assert await stop_daemon(handle) == 0
+        handle = await start_daemon(state_dir, systemd=systemd)
+        async with Client.connect(handle.address, timeout=60) as client:
+            await wait_for_line(client, cid, before + 100)
+            text = await stdout_of(client, cid)
+            numbers = counted(text)
+            assert OUTPUT_LOST_MARKER not in text and numbers == list(range(len(numbers)))
+            await client.signal(cid, signal.SIGKILL)
+            with trio.fail_after(30):
+                while await client.containers():
+                    await trio.sleep(0.05)  # the exit is reaped, drained and published
+        await systemd.wait_for(lambda: not systemd.names())
+    finally:
+        await stop_daemon(handle)
