@@ -52,7 +52,15 @@ CHATTY = ["sh", "-c", f"yes 0123456789abcdef | head -c {CHATTY_BYTES}; exec slee
 EXEC_USER = User(uid=65534, gid=65534)
 
 #: The ways a daemon goes away and comes back; what each keeps is in ``Way``.
-WAYS = ("sighup", "server-kill-9", "tree-kill-9", "tree-kill-9-fdstore", "sigterm-then-start", "upgrade")
+WAYS = (
+    "sighup",
+    "server-kill-9",
+    "tree-kill-9",
+    "tree-kill-9-fdstore",
+    "sigterm-then-start",
+    "sigterm-then-start-fdstore",
+    "upgrade",
+)
 
 
 @attrs.frozen
@@ -67,7 +75,12 @@ class Way:
     @property
     def pipes_survive(self) -> bool:
         """The pipes are held across the outage: by the reaper, or by systemd's fd store."""
-        return self.reaper_survives or self.name == "tree-kill-9-fdstore"
+        return self.reaper_survives or self.under_systemd
+
+    @property
+    def under_systemd(self) -> bool:
+        """The daemon runs under a (fake) systemd with an fd store, which a restart job keeps."""
+        return self.name.endswith("-fdstore")
 
 
 @attrs.frozen
@@ -266,7 +279,7 @@ def signal_pending(pid: int, signum: int) -> bool:
 @pytest.fixture
 async def tree(state_dir: Path, request: pytest.FixtureRequest) -> AsyncIterator[Tree]:
     systemd = None
-    if request.node.callspec.params["way"] == "tree-kill-9-fdstore":
+    if Way(request.node.callspec.params["way"]).under_systemd:
         systemd = FakeSystemd(state_dir.parent / "systemd-notify", store_max=64)
     try:
         tree = Tree(await start_daemon(state_dir, systemd=systemd), systemd)
