@@ -38,7 +38,7 @@ import fcntl
 import logging
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from containerd_actors.host.fds import close_quietly
 from containerd_actors.host.sd_notify import Notifier, remove_fields, store_fields, valid_fdname
@@ -116,7 +116,7 @@ def assemble(by_role: dict[str, int]) -> list[int] | None:
     return None
 
 
-def store_limit(environ: dict[str, str] | os._Environ[str]) -> int | None:
+def store_limit(environ: Mapping[str, str]) -> int | None:
     """The store's size when systemd says it (``$FDSTORE``); None when it does not (before 254)."""
     try:
         return int(environ[FDSTORE_ENV])
