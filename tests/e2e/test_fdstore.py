@@ -58,6 +58,32 @@ async def wait_for_line(client: Client, cid: str, number: int) -> int:
     return numbers[-1]
 
 
+async def unbroken(client: Client, cid: str, until: int) -> list[int]:
+    """Once the log has line ``until``: every number up to it, none missing, no 'lost' marker."""
+    await wait_for_line(client, cid, until)
+    text = await stdout_of(client, cid)
+    numbers = counted(text)
+    assert OUTPUT_LOST_MARKER not in text
+    assert numbers == list(range(len(numbers))), "a line went missing"
+    return numbers
+
+
+async def kill_and_forget(client: Client, cid: str) -> None:
+    """Kill the container and wait until its exit is reaped, drained and published."""
+    await client.signal(cid, signal.SIGKILL)
+    with trio.fail_after(30):
+        while await client.containers():
+            await trio.sleep(0.05)  # the daemon lists it until then
+
+
+async def unbroken_then_gone(handle: DaemonHandle, systemd: FakeSystemd, cid: str, until: int) -> None:
+    """The log is unbroken up to line ``until``; then the container ends and its fds leave the store."""
+    async with Client.connect(handle.address, timeout=60) as client:
+        await unbroken(client, cid, until)
+        await kill_and_forget(client, cid)
+    await systemd.wait_for(lambda: not systemd.names())
+
+
 async def kill_tree(handle: DaemonHandle) -> None:
     server = server_pid(handle)
     os.kill(server, signal.SIGKILL)
@@ -100,11 +126,7 @@ async def test_a_whole_tree_kill_under_systemd(state_dir: Path, systemd: FakeSys
             assert execd in [process.pid for process in listed[cid].processes]
             text = await stdout_of(client, cid)
             if store:
-                await wait_for_line(client, cid, before[-1] + 200)
-                text = await stdout_of(client, cid)
-                numbers = counted(text)
-                assert OUTPUT_LOST_MARKER not in text
-                assert numbers == list(range(len(numbers))), "a line went missing"
+                numbers = await unbroken(client, cid, before[-1] + 200)
                 print(f"\nfd store: outage {outage:.2f} s; last line logged at the kill {before[-1]}; "
                       f"lines lost 0 of {numbers[-1] + 1}")  # fmt: skip
             else:
@@ -116,10 +138,7 @@ async def test_a_whole_tree_kill_under_systemd(state_dir: Path, systemd: FakeSys
                       f"~{rate * outage:.0f} lines in the outage alone, at ~{rate:.0f} lines/s")  # fmt: skip
 
             # The store follows the processes: one that exited and was drained leaves it.
-            await client.signal(cid, signal.SIGKILL)
-            with trio.fail_after(30):
-                while await client.containers():
-                    await trio.sleep(0.05)  # the exit is reaped, drained and published
+            await kill_and_forget(client, cid)
         await systemd.wait_for(lambda: not systemd.names())
         removed = {m["FDNAME"] for m in systemd.messages if m.get("FDSTOREREMOVE") == "1"}
         assert removed >= expected if store else not removed
@@ -160,16 +179,7 @@ async def test_an_upgrade_stores_nothing_twice_and_a_later_kill_keeps_the_pipes(
             before = await wait_for_line(client, cid, 40)
         await kill_tree(handle)
         handle = await start_daemon(state_dir, systemd=systemd)
-        async with Client.connect(handle.address, timeout=60) as client:
-            await wait_for_line(client, cid, before + 100)
-            text = await stdout_of(client, cid)
-            numbers = counted(text)
-            assert OUTPUT_LOST_MARKER not in text and numbers == list(range(len(numbers)))
-            await client.signal(cid, signal.SIGKILL)
-            with trio.fail_after(30):
-                while await client.containers():
-                    await trio.sleep(0.05)  # the exit is reaped, drained and published
-        await systemd.wait_for(lambda: not systemd.names())
+        await unbroken_then_gone(handle, systemd, cid, before + 100)
     finally:
         await stop_daemon(handle)
 
@@ -189,15 +199,6 @@ async def test_systemctl_restart_keeps_the_pipes_too(
         await systemd.wait_for(lambda: {f"ca/{cid}/{role}" for role in ROLES} <= set(systemd.names()))
         assert await stop_daemon(handle) == 0
         handle = await start_daemon(state_dir, systemd=systemd)
-        async with Client.connect(handle.address, timeout=60) as client:
-            await wait_for_line(client, cid, before + 100)
-            text = await stdout_of(client, cid)
-            numbers = counted(text)
-            assert OUTPUT_LOST_MARKER not in text and numbers == list(range(len(numbers)))
-            await client.signal(cid, signal.SIGKILL)
-            with trio.fail_after(30):
-                while await client.containers():
-                    await trio.sleep(0.05)  # the exit is reaped, drained and published
-        await systemd.wait_for(lambda: not systemd.names())
+        await unbroken_then_gone(handle, systemd, cid, before + 100)
     finally:
         await stop_daemon(handle)
