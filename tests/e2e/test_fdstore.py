@@ -28,8 +28,9 @@ from containerd_actors.client import Client
 from containerd_actors.daemon.container.adopt import OUTPUT_LOST_MARKER
 
 COUNTER = ["sh", "-c", "i=0; while :; do echo $i; i=$((i+1)); sleep 0.01; done"]
-#: How long no daemon runs: about 100 lines, 400 bytes, far below a pipe's 64 KiB.
-OUTAGE_S = 1.0
+#: How long no daemon runs: about 100 lines, 400 bytes, far below a pipe's 64 KiB (a longer
+#: outage can be measured with CONTAINERD_ACTORS_TEST_OUTAGE_S).
+OUTAGE_S = float(os.environ.get("CONTAINERD_ACTORS_TEST_OUTAGE_S", "1.0"))
 ROLES = ("stdin", "stdout", "stderr")
 
 
