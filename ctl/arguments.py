@@ -10,7 +10,6 @@ import argparse
 import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from containerd_actors.client import ID_PATTERN
@@ -76,6 +75,8 @@ def tls_files(args: argparse.Namespace) -> TlsFiles | None:
         raise UsageError(
             f"TLS needs {', '.join(missing)} too (or $ACTR_TLS_CERT, $ACTR_TLS_KEY, $ACTR_TLS_CA)"
         )
+    from pathlib import Path
+
     from containerd_actors.client import TlsFiles
 
     return TlsFiles(Path(args.tls_cert), Path(args.tls_key), Path(args.tls_ca))
