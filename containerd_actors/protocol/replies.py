@@ -9,6 +9,7 @@ import typing
 
 from attrs import field, frozen
 
+from containerd_actors.protocol import attrs_code  # noqa: F401 - before any class: compiled methods cached
 from containerd_actors.protocol.events import Event
 from containerd_actors.protocol.records import Checkpoint, ContainerInfo, MachineInfo
 from containerd_actors.protocol.stats import ContainerStats, MetricsSnapshot

@@ -10,6 +10,7 @@ import typing
 
 from attrs import field, frozen
 
+from containerd_actors.protocol import attrs_code  # noqa: F401 - before any class: compiled methods cached
 from containerd_actors.protocol.records import User
 from containerd_actors.protocol.validators import (
     MAX_EVENTS_PER_PAGE,

@@ -1,0 +1,131 @@
+"""A bytecode cache for the methods attrs generates, so that defining the wire types costs less.
+
+Why: attrs writes each class's ``__init__``, ``__eq__``, ``__hash__`` and ``__repr__`` as Python
+source and compiles it when the class is defined. For the ~55 wire classes that is about half of
+what importing them costs (~12 ms of a one-shot ``actr`` command on a loaded machine, whose whole
+budget is ~60 ms), paid again by every process, because, unlike a module's, that bytecode is not
+cached. Here it is: the code objects are kept in one file beside this module's own bytecode
+(``__pycache__``), keyed by attrs' file name and the exact source, and used instead of compiling
+that same source again. A class whose source changed simply misses and is compiled as before.
+
+Only the source of ``__hash__`` is not the same from one process to the next: attrs seeds it with
+``hash()`` of the class's file name, which string hashing randomizes per process. That seed only
+has to differ between classes and stay fixed within a process; the cached code keeps the one of
+the process that compiled it, which does both.
+
+The file is written, like Python's own bytecode, unless ``PYTHONDONTWRITEBYTECODE`` is set; then
+``python -m containerd_actors.protocol.attrs_code`` writes it (``scripts/setup`` does, as it
+compiles the sources). Without the file, or with an attrs whose internals differ from what this
+expects, classes are defined exactly as attrs does by itself.
+"""
+
+from __future__ import annotations
+
+import atexit
+import marshal
+import os
+import re
+import sys
+from collections.abc import Mapping
+from types import CodeType
+from typing import Any
+
+import attr
+import attr._make
+
+#: attrs' seed of a generated ``__hash__``: the first item of the tuple it hashes.
+_HASH_SEED = re.compile(r"(return hash\(\(\s*)-?\d+,")
+#: Entries beyond this many (sources of classes since changed) are dropped when the file is written.
+_MAX_ENTRIES = 2000
+
+_Key = tuple[str, str]
+
+_PATH = os.path.join(
+    os.path.dirname(__file__),
+    "__pycache__",
+    f"attrs-code.{sys.implementation.cache_tag}.attrs-{attr.__version__}.marshal",
+)
+_cache: dict[_Key, CodeType] = {}
+_compiled: dict[_Key, CodeType] = {}
+_used: set[_Key] = set()
+
+
+def _load() -> None:
+    try:
+        with open(_PATH, "rb") as file:
+            loaded = marshal.load(file)
+    except (OSError, EOFError, ValueError, TypeError):
+        return
+    if isinstance(loaded, dict):
+        _cache.update(loaded)
+
+
+def _compile_and_eval(
+    script: str,
+    globs: dict[str, Any] | None,
+    locs: Mapping[str, object] | None = None,
+    filename: str = "",
+) -> None:
+    """attrs' own ``_compile_and_eval``, with the compiling cached."""
+    key = (filename, _HASH_SEED.sub(r"\1#,", script))
+    code = _cache.get(key)
+    if code is None:
+        code = _compiled.get(key)
+        if code is None:
+            code = _compiled[key] = compile(script, filename, "exec")
+            if not sys.dont_write_bytecode and len(_compiled) == 1:
+                atexit.register(save)
+    else:
+        _used.add(key)
+    eval(code, globs, locs)
+
+
+def save(*, everything_used: bool = False) -> None:
+    """Write the cache with what this process compiled (quietly not, where it cannot).
+
+    ``everything_used``: write exactly the entries this process used, dropping any other.
+    """
+    if not _compiled and not everything_used:
+        return
+    if everything_used or len(_cache) + len(_compiled) > _MAX_ENTRIES:
+        kept = {key: _cache[key] for key in _used}
+    else:
+        kept = _cache
+    entries = {**kept, **_compiled}
+    tmp = f"{_PATH}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(_PATH), exist_ok=True)
+        with open(tmp, "wb") as file:
+            marshal.dump(entries, file)
+        os.replace(tmp, _PATH)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def _install() -> None:
+    """Take over attrs' compiling, if its internals are the ones this module was written for."""
+    original = getattr(attr._make, "_compile_and_eval", None)
+    code = getattr(original, "__code__", None)
+    if code is None or code.co_varnames[:4] != ("script", "globs", "locs", "filename"):
+        return
+    _load()
+    attr._make._compile_and_eval = _compile_and_eval
+
+
+def write() -> None:
+    """Define every wire type and write the cache: for setups where Python writes no bytecode."""
+    import containerd_actors.protocol.codec
+    import containerd_actors.protocol.schema  # noqa: F401
+
+    save(everything_used=True)
+
+
+if __name__ == "__main__":
+    from containerd_actors.protocol import attrs_code
+
+    attrs_code.write()
+else:
+    _install()
