@@ -30,7 +30,6 @@ from collections.abc import Mapping
 from types import CodeType
 from typing import Any
 
-import attr
 import attr._make
 
 #: attrs' seed of a generated ``__hash__``: the first item of the tuple it hashes.
@@ -43,7 +42,9 @@ _Key = tuple[str, str]
 _PATH = os.path.join(
     os.path.dirname(__file__),
     "__pycache__",
-    f"attrs-code.{sys.implementation.cache_tag}.attrs-{attr.__version__}.marshal",
+    # No attrs version in the name: asking attrs for it imports importlib.metadata (~30 ms), and
+    # entries are keyed by their source, which is all that the code compiled from it depends on.
+    f"attrs-code.{sys.implementation.cache_tag}.marshal",
 )
 _cache: dict[_Key, CodeType] = {}
 _compiled: dict[_Key, CodeType] = {}
@@ -53,7 +54,7 @@ _used: set[_Key] = set()
 def _load() -> None:
     try:
         with open(_PATH, "rb") as file:
-            loaded = marshal.load(file)
+            loaded = marshal.loads(file.read())  # load(file) reads it piecemeal: 10x slower
     except (OSError, EOFError, ValueError, TypeError):
         return
     if isinstance(loaded, dict):
