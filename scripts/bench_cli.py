@@ -112,7 +112,9 @@ def compile_sources() -> list[str]:
     ).stdout.split()  # fmt: skip
     subprocess.run([sys.executable, "-m", "compileall", "-q", *where], cwd="/", check=True)
     # And the bytecode of the methods attrs generates for the wire types, which setup writes too.
-    subprocess.run([sys.executable, "-m", "containerd_actors.protocol.attrs_code"], cwd="/", check=True)
+    client = "containerd_actors.client.blocking"  # as scripts/setup does
+    write_cache = [sys.executable, "-m", "containerd_actors.protocol.attrs_code", client]
+    subprocess.run(write_cache, cwd="/", check=True)
     return where
 
 

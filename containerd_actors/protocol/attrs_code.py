@@ -14,9 +14,10 @@ has to differ between classes and stay fixed within a process; the cached code k
 the process that compiled it, which does both.
 
 The file is written, like Python's own bytecode, unless ``PYTHONDONTWRITEBYTECODE`` is set; then
-``python -m containerd_actors.protocol.attrs_code`` writes it (``scripts/setup`` does, as it
-compiles the sources). Without the file, or with an attrs whose internals differ from what this
-expects, classes are defined exactly as attrs does by itself.
+``python -m containerd_actors.protocol.attrs_code [MODULE ...]`` writes it, for the wire types
+and the attrs classes of the modules named (``scripts/setup`` does, as it compiles the sources).
+Without the file, or with an attrs whose internals differ from what this expects, classes are
+defined exactly as attrs does by itself.
 """
 
 from __future__ import annotations
@@ -44,21 +45,38 @@ _PATH = os.path.join(
     "__pycache__",
     # No attrs version in the name: asking attrs for it imports importlib.metadata (~30 ms), and
     # entries are keyed by their source, which is all that the code compiled from it depends on.
-    f"attrs-code.{sys.implementation.cache_tag}.marshal",
+    f"attrs-code-2.{sys.implementation.cache_tag}.marshal",
 )
-_cache: dict[_Key, CodeType] = {}
+#: Each code object as marshal wrote it: read only when its class is defined, since a process
+#: defines few of the classes that others (under trio, say) have added to the file.
+_cache: dict[_Key, bytes] = {}
 _compiled: dict[_Key, CodeType] = {}
 _used: set[_Key] = set()
 
 
 def _load() -> None:
+    """Read the cache; a file that is not what this module writes is ignored (and replaced later)."""
     try:
         with open(_PATH, "rb") as file:
             loaded = marshal.loads(file.read())  # load(file) reads it piecemeal: 10x slower
     except (OSError, EOFError, ValueError, TypeError):
         return
-    if isinstance(loaded, dict):
+    if isinstance(loaded, dict) and all(type(value) is bytes for value in loaded.values()):
         _cache.update(loaded)
+
+
+def _cached_code(key: _Key) -> CodeType | None:
+    cached = _cache.get(key)
+    if cached is None:
+        return None
+    try:
+        code = marshal.loads(cached)
+    except (EOFError, ValueError, TypeError):
+        return None
+    if not isinstance(code, CodeType):
+        return None
+    _used.add(key)
+    return code
 
 
 def _compile_and_eval(
@@ -69,15 +87,11 @@ def _compile_and_eval(
 ) -> None:
     """attrs' own ``_compile_and_eval``, with the compiling cached."""
     key = (filename, _HASH_SEED.sub(r"\1#,", script))
-    code = _cache.get(key)
+    code = _cached_code(key) or _compiled.get(key)
     if code is None:
-        code = _compiled.get(key)
-        if code is None:
-            code = _compiled[key] = compile(script, filename, "exec")
-            if not sys.dont_write_bytecode and len(_compiled) == 1:
-                atexit.register(save)
-    else:
-        _used.add(key)
+        code = _compiled[key] = compile(script, filename, "exec")
+        if not sys.dont_write_bytecode and len(_compiled) == 1:
+            atexit.register(save)
     eval(code, globs, locs)
 
 
@@ -92,7 +106,7 @@ def save(*, everything_used: bool = False) -> None:
         kept = {key: _cache[key] for key in _used}
     else:
         kept = _cache
-    entries = {**kept, **_compiled}
+    entries = {**kept, **{key: marshal.dumps(code) for key, code in _compiled.items()}}
     tmp = f"{_PATH}.{os.getpid()}.tmp"
     try:
         os.makedirs(os.path.dirname(_PATH), exist_ok=True)
@@ -116,17 +130,19 @@ def _install() -> None:
     attr._make._compile_and_eval = _compile_and_eval
 
 
-def write() -> None:
-    """Define every wire type and write the cache: for setups where Python writes no bytecode."""
-    import containerd_actors.protocol.codec
-    import containerd_actors.protocol.schema  # noqa: F401
+def write(modules: list[str]) -> None:
+    """Define every wire type (and the attrs classes of ``modules``), then write the cache: for
+    setups where Python writes no bytecode. Only what they define is kept."""
+    import importlib
 
+    for module in ["containerd_actors.protocol.codec", "containerd_actors.protocol.schema", *modules]:
+        importlib.import_module(module)
     save(everything_used=True)
 
 
 if __name__ == "__main__":
     from containerd_actors.protocol import attrs_code
 
-    attrs_code.write()
+    attrs_code.write(sys.argv[1:])
 else:
     _install()
