@@ -92,9 +92,15 @@ class Signal(_ProcessRequest):
 
 @frozen
 class State:
-    """List every container the daemon supervises, plus machine information."""
+    """List every container the daemon supervises (or just the one ``id`` names), plus machine
+    information."""
 
     request_id: str
+    id: str = field(
+        default="",
+        validator=valid_id_or_empty,
+        metadata=since(3, "Only this container (none if there is no such container); empty: every one"),
+    )
 
 
 @frozen
