@@ -19,6 +19,7 @@ PROBE = """
 import json, sys
 from containerd_actors.protocol import attrs_code
 attrs_code._PATH = sys.argv[1]
+attrs_code._CACHED = (" __main__.",)
 attrs_code._cache.clear()
 attrs_code._load()
 from attrs import frozen
