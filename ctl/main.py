@@ -39,7 +39,7 @@ from typing import Any, NoReturn
 
 from containerd_actors.client import DEFAULT_ADDRESS
 from ctl import checkpoints, completion, containers, events, metrics
-from ctl.arguments import UsageError, json_after
+from ctl.arguments import Parser, UsageError, json_after
 
 PROG = "actr"
 ADDRESS_ENV = "ACTR_ADDRESS"
@@ -107,7 +107,7 @@ def _remember_translations() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     _remember_translations()
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=PROG,
         description="High performance container daemon controller (containerd-actors).",
     )
