@@ -356,7 +356,14 @@ def container_state(args: argparse.Namespace) -> int:
     from ctl import render
 
     with connect(args) as client:
-        containers = client.containers()
+        try:
+            containers = client.state(args.id).containers
+        except RequestFailed as failure:
+            # A daemon older than State.id (protocol revision 3) refuses the field; the id itself
+            # was checked before sending. Then all of them, as before.
+            if failure.code != ErrorCode.INVALID_REQUEST:
+                raise
+            containers = client.containers()
     found = [c for c in containers if c.id == args.id]
     if not found:
         raise RequestFailed(ErrorReply(None, ErrorCode.NOT_FOUND, f"no such container: {args.id!r}"))

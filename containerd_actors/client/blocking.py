@@ -100,8 +100,9 @@ class BlockingClient:
     def signal(self, id: str, signal: int = 15, pid: int = 0) -> None:
         self.call(wire.Signal, wire.SignalReply, id=id, signal=signal, pid=pid)
 
-    def state(self) -> wire.StateReply:
-        return self.call(wire.State, wire.StateReply)
+    def state(self, id: str = "") -> wire.StateReply:
+        """Every container, or only the one ``id`` names (a daemon of protocol revision 3 or later)."""
+        return self.call(wire.State, wire.StateReply, id=id)
 
     def containers(self) -> list[wire.ContainerInfo]:
         return self.state().containers

@@ -155,8 +155,9 @@ class Client:
     async def signal(self, id: str, signal: int = 15, pid: int = 0) -> None:
         await self.call(wire.Signal, wire.SignalReply, id=id, signal=signal, pid=pid)
 
-    async def state(self) -> wire.StateReply:
-        return await self.call(wire.State, wire.StateReply)
+    async def state(self, id: str = "") -> wire.StateReply:
+        """Every container, or only the one ``id`` names (a daemon of protocol revision 3 or later)."""
+        return await self.call(wire.State, wire.StateReply, id=id)
 
     async def containers(self) -> list[wire.ContainerInfo]:
         return (await self.state()).containers

@@ -143,11 +143,14 @@ def _make_wire_converter(*, forbid_extra_keys: bool) -> tuple[cattrs.Converter, 
     conv.register_structure_hook(float, lambda v, t: float(_strict((int, float), "a number")(v, t)))
     # ``by`` and ``bys`` are left out when null (every local client's event): the field is absent
     # for local clients, and their events are byte for byte what they were before it existed.
-    conv.register_unstructure_hook(
-        Event, make_dict_unstructure_fn(Event, conv, by=override(omit_if_default=True))
+    # Made on first use, like every other hook: a one-shot ``actr`` writes no event (~2 ms each).
+    conv.register_unstructure_hook_factory(
+        lambda cls: cls is Event,
+        lambda cls: make_dict_unstructure_fn(Event, conv, by=override(omit_if_default=True)),
     )
-    conv.register_unstructure_hook(
-        EventBatch, make_dict_unstructure_fn(EventBatch, conv, bys=override(omit_if_default=True))
+    conv.register_unstructure_hook_factory(
+        lambda cls: cls is EventBatch,
+        lambda cls: make_dict_unstructure_fn(EventBatch, conv, bys=override(omit_if_default=True)),
     )
     unions = [_TaggedUnion(conv, REQUEST_TYPES), _TaggedUnion(conv, REPLY_TYPES)]
     unions[0].register(Request)

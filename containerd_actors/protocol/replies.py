@@ -9,6 +9,7 @@ import typing
 
 from attrs import field, frozen
 
+from containerd_actors.protocol import attrs_code  # noqa: F401 - before any class: compiled methods cached
 from containerd_actors.protocol.events import Event
 from containerd_actors.protocol.records import Checkpoint, ContainerInfo, MachineInfo
 from containerd_actors.protocol.stats import ContainerStats, MetricsSnapshot
@@ -17,7 +18,8 @@ from containerd_actors.protocol.stats import ContainerStats, MetricsSnapshot
 #: or a request field is added, so a client can tell before sending whether the daemon knows it.
 #: 1: the first numbered revision (readers tolerant, requests strict).
 #: 2: ``CreateContainer.terminal``; ``ListCheckpoints.bundle`` (and its ``id`` may be empty).
-PROTOCOL_VERSION = 2
+#: 3: ``State.id``.
+PROTOCOL_VERSION = 3
 
 #: Shared by the two replies that carry it.
 JOURNAL_ID_DESCRIPTION = (

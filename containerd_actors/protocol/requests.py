@@ -10,6 +10,7 @@ import typing
 
 from attrs import field, frozen
 
+from containerd_actors.protocol import attrs_code  # noqa: F401 - before any class: compiled methods cached
 from containerd_actors.protocol.records import User
 from containerd_actors.protocol.validators import (
     MAX_EVENTS_PER_PAGE,
@@ -91,9 +92,15 @@ class Signal(_ProcessRequest):
 
 @frozen
 class State:
-    """List every container the daemon supervises, plus machine information."""
+    """List every container the daemon supervises (or just the one ``id`` names), plus machine
+    information."""
 
     request_id: str
+    id: str = field(
+        default="",
+        validator=valid_id_or_empty,
+        metadata=since(3, "Only this container (none if there is no such container); empty: every one"),
+    )
 
 
 @frozen

@@ -114,6 +114,18 @@ async def test_exec_through_actr_passes_output_and_exit_status(
     assert info.status == "running"
 
 
+async def test_state_of_one_container_carries_only_that_one(
+    daemon: DaemonHandle, client: Client, sleep_bundle
+) -> None:
+    first, second = await started(client, sleep_bundle), await started(client, sleep_bundle)
+    assert [c.id for c in (await client.state(second)).containers] == [second]
+    assert (await client.state(unique_id("absent"))).containers == []
+    assert {first, second} <= {c.id for c in (await client.state()).containers}
+    code, out, err = await actr(daemon, "--json", "containers", "state", first)
+    assert code == 0, err
+    assert json.loads(out)["id"] == first
+
+
 async def test_env_cwd_uid_gid_are_applied(daemon: DaemonHandle, client: Client, sleep_bundle) -> None:
     cid = await started(client, sleep_bundle)
     script = 'id -u; id -g; id -G; pwd; echo "$FOO"; echo "$PATH"'
