@@ -24,13 +24,13 @@ from contextlib import contextmanager
 
 import trio
 
-from containerd_actors.client import Client, ErrorCode, RequestFailed
+from containerd_actors.client import FRAMED_INPUT_CHUNK_BYTES, Client, ErrorCode, RequestFailed
 
 #: Ctrl-P Ctrl-Q, docker's default detach keys.
 DETACH_KEYS = b"\x10\x11"
 #: Exit code when the daemon does not know the exit status (the process was not its child).
 EXIT_STATUS_UNKNOWN = 255
-_READ_CHUNK = 64 << 10
+_READ_CHUNK = FRAMED_INPUT_CHUNK_BYTES
 
 
 class Detached(Exception):

@@ -23,11 +23,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from containerd_actors.client import BlockingClient, ErrorCode, RequestFailed
+from containerd_actors.client import FRAMED_INPUT_CHUNK_BYTES, BlockingClient, ErrorCode, RequestFailed
 
 #: Exit code when the daemon does not know the exit status (the process was not its child).
 EXIT_STATUS_UNKNOWN = 255
-_READ_CHUNK = 64 << 10
+#: stdin is read in pieces of one framed WriteInput: one round trip per MiB of a file or busy pipe.
+_READ_CHUNK = FRAMED_INPUT_CHUNK_BYTES
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
@@ -61,12 +62,29 @@ def _stop_signals() -> Iterator[None]:
 
 
 def _read(fd: int) -> bytes:
-    """One read, waiting also when the descriptor was left non-blocking (by whoever shares it)."""
+    """One read, waiting also when the descriptor was left non-blocking (by whoever shares it);
+    then what else is ready at once, up to ``_READ_CHUNK``: a pipe gives 64 KiB a read, and a
+    WriteInput per read would cost a round trip per 64 KiB."""
     while True:
         try:
-            return os.read(fd, _READ_CHUNK)
+            data = os.read(fd, _READ_CHUNK)
+            break
         except BlockingIOError:
             select.select([fd], [], [])
+    if not data or len(data) >= _READ_CHUNK:
+        return data
+    parts = [data]
+    size = len(data)
+    while size < _READ_CHUNK and select.select([fd], [], [], 0)[0]:
+        try:
+            more = os.read(fd, _READ_CHUNK - size)
+        except BlockingIOError:
+            break
+        if not more:
+            break  # EOF: the next read says so again
+        parts.append(more)
+        size += len(more)
+    return b"".join(parts) if len(parts) > 1 else data
 
 
 def _forward_stdin(address: str, id: str, pid: int, in_fd: int, failures: list[BaseException]) -> None:

@@ -17,7 +17,8 @@ from containerd_actors.protocol.stats import ContainerStats, MetricsSnapshot
 #: or a request field is added, so a client can tell before sending whether the daemon knows it.
 #: 1: the first numbered revision (readers tolerant, requests strict).
 #: 2: ``CreateContainer.terminal``; ``ListCheckpoints.bundle`` (and its ``id`` may be empty).
-PROTOCOL_VERSION = 2
+#: 3: ``ReadOutput.binary`` (its reply as a binary frame); ``WriteInput`` may be a binary frame.
+PROTOCOL_VERSION = 3
 
 #: Shared by the two replies that carry it.
 JOURNAL_ID_DESCRIPTION = (
@@ -133,7 +134,10 @@ class AddProcessReply:
 
 @frozen
 class ReadOutputReply:
-    """Output bytes (base64) and where the next ReadOutput should start.
+    """Output bytes and where the next ReadOutput should start.
+
+    ``stdout`` and ``stderr`` are base64 in JSON, or blobs of a binary frame when the request
+    asked for ``binary`` (see "Binary frames" in proto_schemas/README.md).
 
     ``stdout``/``stderr`` begin at ``stdout_offset``/``stderr_offset``, which are the requested
     offsets unless that output was rotated away (the gap is ``skipped`` bytes in total) or
@@ -143,8 +147,8 @@ class ReadOutputReply:
     """
 
     request_id: str
-    stdout: str
-    stderr: str
+    stdout: bytes
+    stderr: bytes
     stdout_offset: int
     stderr_offset: int
     next_stdout_offset: int

@@ -37,6 +37,9 @@ from containerd_actors.host.fds import close_quietly, read_when_ready
 #: cannot fill the state directory. One rotated generation is kept.
 LOG_ROTATE_BYTES = 64 << 20
 _READ_CHUNK = 1 << 16
+#: One read of a drain: a whole pipe buffer (``stdio.PIPE_BYTES``), so a process writing fast
+#: costs the daemon one wake-up, one read and one write per MiB.
+DRAIN_READ_BYTES = 1 << 20
 
 log = logging.getLogger(__name__)
 
@@ -336,7 +339,7 @@ async def drain_to_log(read_fd: int, log: RotatingLog) -> None:
     try:
         while True:
             try:
-                data = await read_when_ready(read_fd, _READ_CHUNK)
+                data = await read_when_ready(read_fd, DRAIN_READ_BYTES)
             except OSError as exc:
                 if exc.errno == errno.EIO:
                     return

@@ -31,6 +31,11 @@ from containerd_actors.host.fds import close_quietly
 from containerd_actors.runc.driver import Stdio
 
 F_SETPIPE_SZ = 1031
+#: The pipe buffers of a process's stdio: a chatty process wakes the daemon less often per MiB,
+#: and a WriteInput of a whole MiB goes in one write (Linux caps it at
+#: /proc/sys/fs/pipe-max-size for unprivileged users; the daemon runs as root). The kernel
+#: allots the pages as they fill, so an idle process costs no more than with the default 64 KiB.
+PIPE_BYTES = 1 << 20
 
 
 @attrs.define
@@ -52,9 +57,10 @@ class ContainerPipes:
         stderr_read, stderr_write = os.pipe()
         return cls(stdin_read, stdin_write, stdout_read, stdout_write, stderr_read, stderr_write)
 
-    def enlarge_output_buffers(self, size: int) -> None:
-        """A bigger pipe buffer means fewer wake-ups per megabyte; a smaller one only costs wake-ups."""
-        for fd in (self.stdout_write, self.stderr_write):
+    def enlarge_buffers(self, size: int) -> None:
+        """A bigger pipe buffer means fewer wake-ups per megabyte, on the output ends for the drain
+        and on stdin for a WriteInput of a whole MiB; a smaller one only costs wake-ups."""
+        for fd in (self.stdin_write, self.stdout_write, self.stderr_write):
             try:
                 fcntl.fcntl(fd, F_SETPIPE_SZ, size)
             except OSError:
