@@ -242,6 +242,15 @@ def encode_request(request: Request, *, framed: bool = False) -> bytes:
     return _dumps(obj)
 
 
+def reply_frame_head(reply: Reply, sizes: dict[str, int]) -> tuple[bytes, tuple[str, ...]]:
+    """A framed reply up to its first blob, and the names of its blobs in the order they follow:
+    the sender reads each (``sizes[name]`` bytes) into place after the head (see
+    ``frames.frame_head``); ``reply``'s own values of those fields are ignored."""
+    obj, blobs = _unstructure_framed(reply, Reply)
+    names = tuple(name for name, _ in blobs)
+    return frames.frame_head(obj, [(name, sizes[name]) for name in names]), names
+
+
 def encode_reply(reply: Reply, *, framed: bool = False) -> bytes:
     """``framed``: a reply with bytes fields (``ReadOutputReply``) as a binary frame, as the request
     asked (``ReadOutput.binary``); other replies, errors included, are JSON whatever it says."""
