@@ -107,9 +107,10 @@ def _forward_stdin(address: str, id: str, pid: int, in_fd: int, failures: list[B
         failures.append(exc)
 
 
-class _Writer:
-    """Writes the output in a thread of its own, so that the next ReadOutput is on its way while
-    this one's bytes go to stdout (a MiB to a file or pipe takes about as long as a round trip).
+class OutputWriter:
+    """Writes output in a thread of its own, so that the next ReadOutput is on its way while this
+    one's bytes go to stdout (a MiB to a file or pipe takes about as long as a round trip); also
+    ``actr containers logs``'s.
 
     At most ``_WRITES_AHEAD`` reads wait for it: a slow reader of our stdout slows the reads, as
     it should, and never makes this process hold the whole stream.
@@ -155,7 +156,7 @@ def attach(client: BlockingClient, id: str, pid: int) -> int:
     try:
         with _stop_signals():
             forwarder.start()
-            writer = _Writer()
+            writer = OutputWriter()
             for chunk in client.follow_output(id, pid):
                 writer.write(out_fd, chunk.stdout)
                 writer.write(err_fd, chunk.stderr)
