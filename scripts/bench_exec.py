@@ -9,6 +9,7 @@ processes and in turn (A B A B ...), each ``actr`` command against its reference
   * latency: ``actr containers exec --id X -a -- true``   against ``runc exec X true``;
   * in and out: ``exec -a -- cat`` with stdin a file of N random bytes, stdout a file;
                 against ``runc exec X cat`` with the same stdin and stdout;
+  * in only: ``exec -a -- md5sum`` of the same stdin           against ``runc exec X md5sum``;
   * out only: ``exec -a -- head -c N /dev/zero``           against ``runc exec X head -c N /dev/zero``;
   * logs: ``actr containers logs`` of a process that wrote the N random bytes (``cat`` of a file
           bind-mounted into the container) against ``runc exec X head -c M FILE``, M being what
@@ -105,6 +106,14 @@ def parse_size(text: str) -> int:
 
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def md5_of(path: Path) -> str:
+    digest = hashlib.md5()
     with open(path, "rb") as f:
         while chunk := f.read(_HASH_CHUNK):
             digest.update(chunk)
@@ -221,6 +230,7 @@ def pairs(daemon: DaemonHandle, id: str, size: int, blob: Path, blob_sha: str) -
     actr = [*actr_argv(), "--address", daemon.address, "containers"]
     runc = ["runc", "--root", str(daemon.runc_root), "exec", id]
     zeros = sha256_of_zeros(size)
+    md5_line = hashlib.sha256(f"{md5_of(blob)}  -\n".encode()).hexdigest()
     return [
         Pair(
             "exec -a -- true",
@@ -234,6 +244,13 @@ def pairs(daemon: DaemonHandle, id: str, size: int, blob: Path, blob_sha: str) -
             Command([*actr, "exec", "--id", id, "-a", "--", "cat"], blob, blob_sha),
             "runc exec cat",
             Command([*runc, "cat"], blob, blob_sha),
+            size,
+        ),
+        Pair(
+            "exec -a -- md5sum (in only)",
+            Command([*actr, "exec", "--id", id, "-a", "--", "md5sum"], blob, md5_line),
+            "runc exec md5sum",
+            Command([*runc, "md5sum"], blob, md5_line),
             size,
         ),
         Pair(
@@ -352,7 +369,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-n", "--runs", type=int, default=3, help="timed runs of each stream (default 3)")
     parser.add_argument("--latency-runs", type=int, default=15, help="timed runs of exec -a -- true")
     parser.add_argument(
-        "--only", nargs="+", default=["true", "cat", "head", "logs"], help="lines to run: true cat head logs"
+        "--only",
+        nargs="+",
+        default=["true", "cat", "md5sum", "head", "logs"],
+        help="lines to run: true cat md5sum head logs",
     )
     args = parser.parse_args(argv)
     if shutil.which("runc") is None:
