@@ -203,10 +203,11 @@ class InputChunks:
         """The ``data`` and ``close`` fields of the next WriteInput, or None once all is written."""
         if self._finished:
             return None
-        chunk = bytes(self._view[: self._size])
+        # A frame takes the view as it is (its one copy is into the frame); base64 copies anyway.
+        chunk = self._view[: self._size]
         self._sent = len(chunk)
         self._final = len(chunk) == len(self._view)
-        return {"data": chunk, "close": self._close and self._final}
+        return {"data": chunk, "close": self._close and self._final}  # bytes-like: a view of data
 
     def written(self, count: int) -> None:
         """The daemon took ``count`` bytes of the last chunk."""
