@@ -6,9 +6,12 @@ import json
 import os
 from pathlib import Path
 
+import pynng
 import pytest
+from support.rep_server import server
 
 import containerd_actors.protocol as wire
+from containerd_actors.client import BlockingClient
 from containerd_actors.protocol import codec, frames, schema
 
 PROTO_SCHEMAS = Path(__file__).resolve().parents[2] / "proto_schemas"
@@ -137,3 +140,34 @@ def test_framing_is_announced_as_protocol_revision_three() -> None:
 
     assert wire.PROTOCOL_VERSION >= 3
     assert "(protocol revision 3)" in document["properties"]["binary"]["description"]
+
+
+@pytest.mark.parametrize("protocol", [2, wire.PROTOCOL_VERSION])
+def test_the_blocking_client_frames_only_for_a_daemon_that_speaks_frames(protocol: int) -> None:
+    """An older daemon (revision 2) gets JSON and base64, as before; a newer one frames."""
+    address = f"ipc:///tmp/frames-test-{os.getpid()}-{protocol}.sock"
+    data = os.urandom(3000)
+
+    def answer(socket: pynng.Rep0, raw: bytes) -> None:
+        request = wire.decode_request(raw)
+        match request:
+            case wire.Ping():
+                reply: wire.Reply = wire.PingReply(
+                    request.request_id, "d", "0", "ipc:///x", 0, 0, None, protocol
+                )
+            case wire.ReadOutput():
+                reply = wire.ReadOutputReply(
+                    request.request_id, data, b"e", 0, 0, 3000, 1, exited=True, status=0
+                )
+            case wire.WriteInput():
+                reply = wire.WriteInputReply(request.request_id, len(request.data))
+        socket.send(wire.encode_reply(reply, framed=getattr(request, "binary", False)))
+
+    with server(address, answer) as received, BlockingClient.connect(address) as client:
+        client.write_input("web", data, close=True)
+        [read] = list(client.follow_output("web"))
+
+    assert (read.stdout, read.stderr, read.status) == (data, b"e", 0)
+    write, follow = received[1], received[2]
+    assert frames.is_frame(write) == (protocol >= 3)
+    assert json.loads(follow).get("binary") == (True if protocol >= 3 else None)
