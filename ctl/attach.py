@@ -25,6 +25,7 @@ from contextlib import asynccontextmanager, contextmanager
 import trio
 
 from containerd_actors.client import FRAMED_INPUT_CHUNK_BYTES, Client, ErrorCode, RequestFailed
+from ctl.attach_blocking import rotated_out
 
 #: Ctrl-P Ctrl-Q, docker's default detach keys.
 DETACH_KEYS = b"\x10\x11"
@@ -92,6 +93,8 @@ async def _pump_output(
     status = EXIT_STATUS_UNKNOWN
     async with _output_writer() as output:
         async for chunk in client.follow_output(id, pid, offsets=offsets):
+            if chunk.skipped:
+                await output.send((err_fd, rotated_out(chunk.skipped)))
             if chunk.stdout:
                 await output.send((out_fd, chunk.stdout))
             if chunk.stderr:
@@ -237,9 +240,7 @@ async def print_logs(client: Client, id: str, pid: int, *, follow: bool, tail: i
     async with _output_writer() as output:
         async for chunk in client.follow_output(id, pid, follow=follow, tail=tail):
             if chunk.skipped:
-                await output.send(
-                    (err_fd, f"actr: {chunk.skipped} bytes were rotated out of the logs\n".encode())
-                )
+                await output.send((err_fd, rotated_out(chunk.skipped)))
             if chunk.stdout:
                 await output.send((out_fd, chunk.stdout))
             if chunk.stderr:

@@ -107,6 +107,12 @@ def _forward_stdin(address: str, id: str, pid: int, in_fd: int, failures: list[B
         failures.append(exc)
 
 
+def rotated_out(skipped: int) -> bytes:
+    """What a reader that fell behind by more than the logs keep (two generations of 64 MiB) is told:
+    the process is never blocked by a reader, so the bytes in between are gone."""
+    return f"actr: {skipped} bytes were rotated out of the logs before they could be read\n".encode()
+
+
 class OutputWriter:
     """Writes output in a thread of its own, so that the next ReadOutput is on its way while this
     one's bytes go to stdout (a MiB to a file or pipe takes about as long as a round trip); also
@@ -158,6 +164,8 @@ def attach(client: BlockingClient, id: str, pid: int) -> int:
             forwarder.start()
             writer = OutputWriter()
             for chunk in client.follow_output(id, pid):
+                if chunk.skipped:
+                    writer.write(err_fd, rotated_out(chunk.skipped))
                 writer.write(out_fd, chunk.stdout)
                 writer.write(err_fd, chunk.stderr)
                 if chunk.exited:

@@ -323,7 +323,7 @@ def show_logs(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
     """``actr containers logs ID [-p PID] [-f] [--tail N]``: without ``-f``, what the logs hold now."""
     if args.follow:
         return _follow_logs(args)
-    from ctl.attach_blocking import OutputWriter
+    from ctl.attach_blocking import OutputWriter, rotated_out
 
     out_fd, err_fd = sys.stdout.fileno(), sys.stderr.fileno()
     sys.stdout.flush()
@@ -332,7 +332,7 @@ def show_logs(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
         writer = OutputWriter()
         for chunk in client.follow_output(args.id, args.pid, follow=False, tail=args.tail):
             if chunk.skipped:
-                writer.write(err_fd, f"actr: {chunk.skipped} bytes were rotated out of the logs\n".encode())
+                writer.write(err_fd, rotated_out(chunk.skipped))
             writer.write(out_fd, chunk.stdout)
             writer.write(err_fd, chunk.stderr)
         writer.finish()
