@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         encode_reply,
         encode_request,
         frame_event,
+        reply_frame_head,
         warm_up,
     )
     from containerd_actors.protocol.events import (
@@ -108,6 +109,7 @@ _HOMES: dict[str, tuple[str, ...]] = {
         "encode_reply",
         "encode_request",
         "frame_event",
+        "reply_frame_head",
         "warm_up",
     ),
     "events": (

@@ -18,7 +18,7 @@ from containerd_actors.protocol.stats import ContainerStats, MetricsSnapshot
 #: or a request field is added, so a client can tell before sending whether the daemon knows it.
 #: 1: the first numbered revision (readers tolerant, requests strict).
 #: 2: ``CreateContainer.terminal``; ``ListCheckpoints.bundle`` (and its ``id`` may be empty).
-#: 3: ``State.id``.
+#: 3: ``State.id``; ``ReadOutput.binary`` (its reply as a binary frame); ``WriteInput`` may be a binary frame.
 PROTOCOL_VERSION = 3
 
 #: Shared by the two replies that carry it.
@@ -135,7 +135,10 @@ class AddProcessReply:
 
 @frozen
 class ReadOutputReply:
-    """Output bytes (base64) and where the next ReadOutput should start.
+    """Output bytes and where the next ReadOutput should start.
+
+    ``stdout`` and ``stderr`` are base64 in JSON, or blobs of a binary frame when the request
+    asked for ``binary`` (see "Binary frames" in proto_schemas/README.md).
 
     ``stdout``/``stderr`` begin at ``stdout_offset``/``stderr_offset``, which are the requested
     offsets unless that output was rotated away (the gap is ``skipped`` bytes in total) or
@@ -145,8 +148,8 @@ class ReadOutputReply:
     """
 
     request_id: str
-    stdout: str
-    stderr: str
+    stdout: bytes
+    stderr: bytes
     stdout_offset: int
     stderr_offset: int
     next_stdout_offset: int

@@ -6,7 +6,6 @@ Each test synchronises on the daemon's own answers and events, or on every task 
 
 from __future__ import annotations
 
-import base64
 import inspect
 import json
 import signal
@@ -45,9 +44,7 @@ async def exec(harness: Harness, *args: str, terminal: bool = False) -> int:
 
 
 def write(data: bytes, pid: int = 0, close: bool = False) -> wire.WriteInput:
-    return wire.WriteInput(
-        request_id="r", id="c1", pid=pid, data=base64.b64encode(data).decode(), close=close
-    )
+    return wire.WriteInput(request_id="r", id="c1", pid=pid, data=data, close=close)
 
 
 async def output_of(harness: Harness, pid: int = 0) -> tuple[bytes, int | None]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -376,8 +375,8 @@ async def test_a_slow_reader_never_blocks_the_writer_and_loses_nothing(client: C
         first = await client.read_output(cid, pid, wait=10, max_bytes=64 << 10)
         exit_event = (await events_until(events, lambda e: e.type == EventType.EXIT))[-1]
     assert (exit_event.pid, exit_event.status) == (pid, 0)
-    out = base64.b64decode(first.stdout)
-    err = base64.b64decode(first.stderr)
+    out = first.stdout
+    err = first.stderr
     async for chunk in client.follow_output(
         cid, pid, offsets=(first.next_stdout_offset, first.next_stderr_offset)
     ):

@@ -15,7 +15,6 @@ The README's restart section holds the same matrix as a table.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -160,7 +159,7 @@ async def window(client: Client, cid: str) -> Window:
     """Where the log starts (what was rotated out) and ends, and the hash of its first and last pages."""
     first = await client.read_output(cid, stdout_offset=0)
     last = await client.read_output(cid, stdout_offset=first.stdout_offset, tail=100)
-    head, tail = base64.b64decode(first.stdout), base64.b64decode(last.stdout)
+    head, tail = first.stdout, last.stdout
     assert first.skipped == first.stdout_offset
     digest = hashlib.sha256(head + b"..." + tail).hexdigest()
     return Window(first.stdout_offset, last.next_stdout_offset, digest, tail)
