@@ -105,8 +105,9 @@ async def start_init(
             f"container {id!r} already has state in {paths.directory} (left by an earlier daemon?)",
         ) from None
     stdio = InitStdio(terminal)
-    # Opened before the reply, so a client that saw the pid finds the log files.
-    output = ProcessOutput(0, paths.stdout_log, paths.stderr_log, terminal=terminal)
+    # The files are made with the first byte written (``paths.create`` just made their directory):
+    # a reader before that finds empty logs, and most inits of a burst never write to stderr.
+    output = ProcessOutput(0, paths.stdout_log, paths.stderr_log, terminal=terminal, new=True)
     key = reaper_key(id)
     kept = False
     try:

@@ -132,14 +132,16 @@ class ProcessOutput:
         terminal: bool = False,
         *,
         finished: tuple[LogRange, LogRange] | None = None,
+        new: bool = False,
     ) -> None:
-        """``finished``: the output of a process that exited before a restart, up to these ranges."""
+        """``finished``: the output of a process that exited before a restart, up to these ranges.
+        ``new``: the logs' directory was just made; each file is created with its first byte."""
         self.pid = pid
         self.terminal = terminal
         self._changes = _Changes()
         if finished is None:
-            self.stdout = RotatingLog(stdout_path, on_change=self._changes.notify)
-            self.stderr = RotatingLog(stderr_path, on_change=self._changes.notify)
+            self.stdout = RotatingLog(stdout_path, on_change=self._changes.notify, new=new)
+            self.stderr = RotatingLog(stderr_path, on_change=self._changes.notify, new=new)
         else:
             self.stdout = RotatingLog(stdout_path, finished=finished[0])
             self.stderr = RotatingLog(stderr_path, finished=finished[1])
