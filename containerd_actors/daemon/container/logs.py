@@ -104,9 +104,16 @@ class RotatingLog:
         space: StateDirSpace | None = None,
         write: Writer = os.write,
         finished: LogRange | None = None,
+        new: bool = False,
     ) -> None:
         """``finished``: a log nobody writes any more (an exited process's, after a restart), read
-        up to the range its exit recorded; it holds no descriptor."""
+        up to the range its exit recorded; it holds no descriptor.
+
+        ``new``: the caller has just made the log's directory, so neither the file nor a rotation
+        record exists; the file is created with the first byte written. Most containers of a burst
+        of starts never write to stderr, many never to stdout: two files, two descriptors held
+        for the container's life and four system calls fewer each.
+        """
         self.path = path
         self.rotated_path = path.with_name(path.name + ".1")
         self.rotate_bytes = rotate_bytes
@@ -117,8 +124,12 @@ class RotatingLog:
         #: rotated generation: (0, 0) until the first rotation, then as recorded (see ``_rotate``).
         self.base: int
         self._previous_size: int
-        if finished is None:
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        if new:
+            self._fd = -1
+            self._size = 0
+            self.base, self._previous_size = 0, 0
+        elif finished is None:
+            self._fd = _open_for_append(path)
             stat = os.fstat(self._fd)
             self._size = stat.st_size
             self.base, self._previous_size = _recorded_rotation(path, self.rotated_path, stat.st_ino)
@@ -165,13 +176,16 @@ class RotatingLog:
         """Write ``data`` to the end; returns how much was written before a space error (if any)."""
         if not self._space.writable():
             return 0
+        step = "opening" if self._fd < 0 else "rotating"
         try:
-            if self._size + len(data) > self.rotate_bytes and self._size > 0:
+            if self._fd < 0:
+                self._fd = _open_for_append(self.path)  # a ``new`` log's first byte
+            elif self._size + len(data) > self.rotate_bytes and self._size > 0:
                 self._rotate()
         except OSError as exc:
             if not is_space_error(exc):
                 raise
-            self._space.report_failure(exc, f"rotating {self.path}")
+            self._space.report_failure(exc, f"{step} {self.path}")
             return 0
         view = memoryview(data)
         written = 0
@@ -254,7 +268,7 @@ class RotatingLog:
         self._previous_size = 0  # gone, whatever happens next
         os.replace(self.path, self.rotated_path)  # our descriptor now writes to the rotated file
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+            fd = _open_for_append(self.path)
         except OSError:
             # Keep the current file current; the older generation was replaced and is gone.
             os.replace(self.rotated_path, self.path)
@@ -337,6 +351,10 @@ class RotatingLog:
                     return low + index + 1
             position = low
         return self.start
+
+
+def _open_for_append(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
 
 
 def _file_size(path: Path) -> int:

@@ -29,6 +29,7 @@ from containerd_actors.daemon.container.console import InitStdio
 from containerd_actors.daemon.container.deps import ActorDeps, ContainerRuntime
 from containerd_actors.daemon.container.messages import ContainerRemoved
 from containerd_actors.daemon.container.process import Launched, pidfd_if_alive, reaper_key
+from containerd_actors.daemon.container.slots import StartSlots, StartsStopped
 from containerd_actors.daemon.container.stdio import ProcessOutput
 from containerd_actors.daemon.events.messages import EventDraft
 from containerd_actors.daemon.mailbox import CommandError, ReplyTo, answer, fail
@@ -68,12 +69,12 @@ async def start_init(
     checkpoint: str | None,
     paths: ContainerPaths,
     runtime: ContainerRuntime,
-    limiter: trio.CapacityLimiter,
+    slots: StartSlots,
     terminal: bool | None = None,
     request_id: str | None = None,
     exit_watcher: ExitWatcher | None = None,
 ) -> StartedInit:
-    """Start (or restore) the init under ``limiter``; raises CommandError, leaving no trace.
+    """Start (or restore) the init in one of ``slots``; raises CommandError, leaving no trace.
 
     ``terminal`` overrides the bundle's ``process.terminal`` (None: the checkpoint's, else the
     bundle's). With a terminal, runc sends the pty master over a console socket and the init's
@@ -105,12 +106,13 @@ async def start_init(
             f"container {id!r} already has state in {paths.directory} (left by an earlier daemon?)",
         ) from None
     stdio = InitStdio(terminal)
-    # Opened before the reply, so a client that saw the pid finds the log files.
-    output = ProcessOutput(0, paths.stdout_log, paths.stderr_log, terminal=terminal)
+    # The files are made with the first byte written (``paths.create`` just made their directory):
+    # a reader before that finds empty logs, and most inits of a burst never write to stderr.
+    output = ProcessOutput(0, paths.stdout_log, paths.stderr_log, terminal=terminal, new=True)
     key = reaper_key(id)
     kept = False
     try:
-        # Before the limiter: a start still queued when the server dies is recognised as one.
+        # Before the slot: a start still queued when the server dies is recognised as one.
         intent = Intent(
             IntentOp.START if restore_from is None else IntentOp.RESTORE,
             id,
@@ -123,13 +125,15 @@ async def start_init(
         runc_bundle = bundle_path
         if terminal != info.terminal:
             runc_bundle = write_with_terminal(bundle_path, config, terminal, paths.runc_bundle)
-        async with limiter:
+
+        async def in_slot() -> int:
+            nonlocal kept
             early_ends = stdio.ends_before_run
             if exit_watcher is not None and early_ends is not None:
                 await exit_watcher.keep(key, early_ends)
                 kept = True
             if restore_from is None:
-                pid = await runtime.run_detached(
+                return await runtime.run_detached(
                     id,
                     runc_bundle,
                     paths.pid_file,
@@ -137,18 +141,19 @@ async def start_init(
                     stdio.runc_stdio,
                     console_socket=stdio.console_socket,
                 )
-            else:
-                pid = await runtime.restore_detached(
-                    id,
-                    runc_bundle,
-                    checkpoints_dir(bundle_path) / restore_from.name,
-                    fresh_criu_work_dir(paths),
-                    paths.pid_file,
-                    paths.runc_log,
-                    stdio.runc_stdio,
-                    criu_options(restore_from),
-                    console_socket=stdio.console_socket,
-                )
+            return await runtime.restore_detached(
+                id,
+                runc_bundle,
+                checkpoints_dir(bundle_path) / restore_from.name,
+                fresh_criu_work_dir(paths),
+                paths.pid_file,
+                paths.runc_log,
+                stdio.runc_stdio,
+                criu_options(restore_from),
+                console_socket=stdio.console_socket,
+            )
+
+        pid = await slots.run(in_slot)
         stdin_fd, out_fds = await stdio.parent_ends()
         # In the try: a record that cannot be written (a full state dir) undoes the start.
         ContainerRecord(
@@ -176,6 +181,8 @@ async def start_init(
             ) from None
         if isinstance(exc, OSError):
             raise CommandError(ErrorCode.RUNTIME_FAILED, f"cannot start container: {exc}") from None
+        if isinstance(exc, StartsStopped):
+            raise CommandError(ErrorCode.RUNTIME_FAILED, f"container {id!r} not started: {exc}") from None
         raise
     output.pid = pid
     complete_intent(intent_path)
@@ -216,7 +223,7 @@ async def start_and_answer(
             checkpoint,
             paths,
             deps.runtime,
-            deps.start_limiter,
+            deps.start_slots,
             terminal,
             request_id,
             deps.exit_watcher,

@@ -27,6 +27,7 @@ import trio
 
 from containerd_actors.daemon.container.logs import LogSpan, RotatingLog, drain_to_log
 from containerd_actors.daemon.state.layout import LogRange
+from containerd_actors.daemon.state.space import space_of
 from containerd_actors.host.fds import close_quietly
 from containerd_actors.runc.driver import Stdio
 
@@ -149,14 +150,19 @@ class ProcessOutput:
         terminal: bool = False,
         *,
         finished: tuple[LogRange, LogRange] | None = None,
+        new: bool = False,
     ) -> None:
-        """``finished``: the output of a process that exited before a restart, up to these ranges."""
+        """``finished``: the output of a process that exited before a restart, up to these ranges.
+        ``new``: the logs' directory was just made; each file is created with its first byte."""
         self.pid = pid
         self.terminal = terminal
         self._changes = _Changes()
         if finished is None:
-            self.stdout = RotatingLog(stdout_path, on_change=self._changes.notify)
-            self.stderr = RotatingLog(stderr_path, on_change=self._changes.notify)
+            # One look-up of the state directory's space for both logs: they share a directory.
+            space = space_of(stdout_path.parent)
+            notify = self._changes.notify
+            self.stdout = RotatingLog(stdout_path, on_change=notify, space=space, new=new)
+            self.stderr = RotatingLog(stderr_path, on_change=notify, space=space, new=new)
         else:
             self.stdout = RotatingLog(stdout_path, finished=finished[0])
             self.stderr = RotatingLog(stderr_path, finished=finished[1])

@@ -1,4 +1,4 @@
-"""The supervisor actor: registry of container actors, router of requests, limiter of starts.
+"""The supervisor actor: registry of container actors, router of requests, keeper of the start slots.
 
 Its loop never waits on runc: a start is handed to a new container actor at once, so State and
 Signal stay fast while starts queue on the ``--concurrency`` limiter. It answers State and finds
@@ -44,6 +44,7 @@ from containerd_actors.daemon.container.messages import (
     ContainerUpdated,
 )
 from containerd_actors.daemon.container.process import no_such_process
+from containerd_actors.daemon.container.slots import StartSlots
 from containerd_actors.daemon.container.stdin import refuse_closed
 from containerd_actors.daemon.container.stdio import OutputView
 from containerd_actors.daemon.events.messages import EventDraft, EventsMailbox
@@ -137,7 +138,7 @@ class Supervisor:
         self.keeper = PipeKeeper(exit_watcher)
         self._actor_deps = ActorDeps(
             runtime=runtime,
-            start_limiter=trio.CapacityLimiter(concurrency),
+            start_slots=StartSlots(concurrency),
             exit_watcher=self.keeper,
             events=events,
             supervisor=self._mailbox_send,
@@ -157,6 +158,7 @@ class Supervisor:
         adopted = {adoption.record.id for adoption in adoptions or []}
         self._recall_exited(adopted)
         async with trio.open_nursery() as actors:
+            await actors.start(self._actor_deps.start_slots.serve)
             for adoption in adoptions or []:
                 record = adoption.record
                 self.keeper.hold(record.id, adoption.init_fds)
