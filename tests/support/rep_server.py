@@ -33,6 +33,8 @@ def server(address: str, answer: Callable[[pynng.Rep0, bytes], None]) -> Iterato
     try:
         yield received
     finally:
+        # The thread leaves its recv within recv_timeout: closing the socket under a recv in another
+        # thread can abort the whole process inside nng (seen as "Fatal Python error: Aborted").
         stop.set()
-        socket.close()
         thread.join(5)
+        socket.close()
