@@ -32,8 +32,10 @@ from containerd_actors.daemon.container.stdio import OutputView
 from containerd_actors.daemon.events.messages import EventsMailbox, EventsStatus, GetStatus
 from containerd_actors.daemon.mailbox import CommandError, Published, ask, forward
 from containerd_actors.daemon.metrics.messages import MetricsMailbox
+from containerd_actors.daemon.migration.destination import IncomingMigrations
 from containerd_actors.daemon.supervisor.messages import SupervisorMailbox
 from containerd_actors.host.procfs import memory_total_bytes
+from containerd_actors.protocol.frames import is_frame
 from containerd_actors.transport.nng import UNKNOWN_PEER, pipe_local_address
 from containerd_actors.transport.reply import ReplySocket
 from containerd_actors.transport.tls import is_plain_tcp
@@ -117,6 +119,10 @@ class ApiServer:
         self._waiting_reads = trio.CapacityLimiter(MAX_WAITING_READS)
         self.served = 0
         self._socket: ReplySocket | None = None
+        #: Migrations arriving here (served without an actor: there is no container yet).
+        self.incoming = IncomingMigrations(
+            config.state_dir, config.migrated_cgroup_parent, supervisor, events
+        )
         self.handlers = self._handler_table(supervisor, events, metrics)
 
     def _handler_table(
@@ -165,6 +171,24 @@ class ApiServer:
             wire.DeleteCheckpoint: via(supervisor, lambda r, _: wire.DeleteCheckpointReply(r.request_id)),
             wire.WriteInput: via(supervisor, lambda r, written: wire.WriteInputReply(r.request_id, written)),
             wire.ResizeTerminal: via(supervisor, lambda r, _: wire.ResizeTerminalReply(r.request_id)),
+            wire.MigrateContainer: via(
+                supervisor,
+                lambda r, result: wire.MigrateContainerReply(
+                    r.request_id,
+                    result.pid,
+                    result.frozen_s,
+                    result.total_s,
+                    result.dump_s,
+                    result.transfer_s,
+                    result.restore_s,
+                    result.bytes_sent,
+                ),
+            ),
+            # A migration arriving from another daemon (its source is the caller):
+            wire.MigrationBegin: lambda request, caller: self.incoming.begin(request, caller.by),
+            wire.MigrationChunk: self._refuse_unframed_chunk,
+            wire.MigrationCommit: lambda request, caller: self.incoming.commit(request, caller.by),
+            wire.MigrationAbort: lambda request, _caller: self.incoming.abort(request),
         }
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -224,6 +248,8 @@ class ApiServer:
         """
         request_id: str | None = None
         try:
+            if is_frame(data):
+                return await self._framed(data, peer)
             request = wire.decode_request(data)
             request_id = request.request_id
             handler = self.handlers.get(type(request))
@@ -242,7 +268,20 @@ class ApiServer:
             log.exception("request failed unexpectedly")
             return wire.ErrorReply(request_id, wire.ErrorCode.INTERNAL, f"internal error: {exc!r}")
 
-    def _authorize_change(self, request: Any, peer: str) -> None:
+    async def _framed(self, data: bytes, peer: str | None) -> wire.Reply:
+        """A binary frame: today only a migration's chunk (``protocol.migration_frames``)."""
+        chunk, blob = wire.decode_framed_request(data)
+        if peer is not None:
+            self._authorize_change(chunk, peer, quiet=True)  # the Begin was logged; hundreds follow
+        return self.incoming.chunk(chunk, blob)
+
+    async def _refuse_unframed_chunk(self, request: wire.MigrationChunk, _caller: Caller) -> wire.Reply:
+        raise CommandError(
+            wire.ErrorCode.INVALID_REQUEST,
+            "a MigrationChunk travels as a binary frame (its bytes are its blob)",
+        )
+
+    def _authorize_change(self, request: Any, peer: str, quiet: bool = False) -> None:
         """Refuse a change asked by a read-only certificate; log who asked for every other one."""
         kind = type(request).__name__
         target = getattr(request, "id", None)
@@ -257,7 +296,8 @@ class ApiServer:
                 wire.ErrorCode.PERMISSION_DENIED,
                 f"client {peer!r} may only read; {kind} changes state",
             )
-        log.info("%s for %s by client %r", kind, target or "-", peer)
+        if not quiet:
+            log.info("%s for %s by client %r", kind, target or "-", peer)
 
     async def _ping(self, request: wire.Ping, caller: Caller = LOCAL_CALLER) -> wire.PingReply:
         if self._events_status is not None:

@@ -149,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"keep at most N events in the journal for replay (default {DEFAULT_RETENTION:,})",
     )
+    parser.add_argument(
+        "--cgroup-parent",
+        default="",
+        metavar="PATH",
+        help="cgroup under which containers that arrive by migration are restored"
+        " (default: containerd-actors-<--id>, so two daemons on one host never claim the same path)",
+    )
     parser.add_argument("-v", "--version", action="version", version=f"containerd-actors {__version__}")
     return parser
 
@@ -190,6 +197,7 @@ def config_from_args(argv: list[str] | None = None) -> DaemonConfig:
         reaper_fd=args.reaper_fd,
         no_reaper=args.no_reaper,
         events_retention=args.events_retention,
+        cgroup_parent=args.cgroup_parent.strip("/"),
     )
 
 

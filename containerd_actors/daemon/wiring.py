@@ -191,6 +191,7 @@ async def run_daemon(config: DaemonConfig) -> None:
                 metrics.mailbox,
                 oom_notify=config.oom_notify,
                 faults=faults,
+                migration_tls=config.tls,
             )
             await nursery.start(supervisor.run, adoptions)
             server = ApiServer(config, supervisor.mailbox, events.mailbox, metrics.mailbox, events.status)

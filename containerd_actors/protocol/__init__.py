@@ -40,6 +40,19 @@ if TYPE_CHECKING:
         EventType,
         event_topic,
     )
+    from containerd_actors.protocol.migration import (
+        MigrateContainer,
+        MigrateContainerReply,
+        MigrationAbort,
+        MigrationAbortReply,
+        MigrationBegin,
+        MigrationBeginReply,
+        MigrationChunk,
+        MigrationChunkReply,
+        MigrationCommit,
+        MigrationCommitReply,
+    )
+    from containerd_actors.protocol.migration_frames import decode_framed_request, encode_framed_request
     from containerd_actors.protocol.records import Checkpoint, ContainerInfo, MachineInfo, ProcessInfo, User
     from containerd_actors.protocol.replies import (
         PROTOCOL_VERSION,
@@ -116,6 +129,22 @@ _HOMES: dict[str, tuple[str, ...]] = {
         "EventBatch",
         "EventType",
         "event_topic",
+    ),
+    "migration": (
+        "MigrateContainer",
+        "MigrateContainerReply",
+        "MigrationAbort",
+        "MigrationAbortReply",
+        "MigrationBegin",
+        "MigrationBeginReply",
+        "MigrationChunk",
+        "MigrationChunkReply",
+        "MigrationCommit",
+        "MigrationCommitReply",
+    ),
+    "migration_frames": (
+        "decode_framed_request",
+        "encode_framed_request",
     ),
     "records": (
         "Checkpoint",

@@ -10,6 +10,13 @@ import typing
 from attrs import field, frozen
 
 from containerd_actors.protocol.events import Event
+from containerd_actors.protocol.migration import (
+    MigrateContainerReply,
+    MigrationAbortReply,
+    MigrationBeginReply,
+    MigrationChunkReply,
+    MigrationCommitReply,
+)
 from containerd_actors.protocol.records import Checkpoint, ContainerInfo, MachineInfo
 from containerd_actors.protocol.stats import ContainerStats, MetricsSnapshot
 
@@ -17,7 +24,8 @@ from containerd_actors.protocol.stats import ContainerStats, MetricsSnapshot
 #: or a request field is added, so a client can tell before sending whether the daemon knows it.
 #: 1: the first numbered revision (readers tolerant, requests strict).
 #: 2: ``CreateContainer.terminal``; ``ListCheckpoints.bundle`` (and its ``id`` may be empty).
-PROTOCOL_VERSION = 2
+#: 4: live migration: ``MigrateContainer`` and the daemon-to-daemon ``Migration*`` requests.
+PROTOCOL_VERSION = 4
 
 #: Shared by the two replies that carry it.
 JOURNAL_ID_DESCRIPTION = (
@@ -226,6 +234,11 @@ Reply = (
     | WriteInputReply
     | ResizeTerminalReply
     | EventsReply
+    | MigrateContainerReply
+    | MigrationBeginReply
+    | MigrationChunkReply
+    | MigrationCommitReply
+    | MigrationAbortReply
     | ErrorReply
 )
 #: The members of ``Reply`` in its order, for ``isinstance`` and the codec's tag table.

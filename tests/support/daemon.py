@@ -78,13 +78,15 @@ async def start_daemon(
     log_path: Path | None = None,
     debug: bool = True,
     own_session: bool = False,
+    prefix: tuple[str, ...] = (),
 ) -> DaemonHandle:
     """Start `containerd-actors` and return once it has announced READY=1.
 
     The log goes to ``log_path`` (by default ``<state_dir>.log`` beside the state directory).
     Benchmarks pass ``debug=False``, since debug logging would weigh on what they measure, and
     ``own_session=True``, so that a Ctrl-C in the terminal reaches only the benchmark, which then
-    stops the daemon and deletes its containers in order.
+    stops the daemon and deletes its containers in order. ``prefix`` goes before the command line
+    (``ip netns exec NAME``: a daemon in another network namespace; its unix sockets stay reachable).
     """
     state_dir.parent.mkdir(parents=True, exist_ok=True)
     socket_dir = state_dir / "sock"
@@ -94,7 +96,7 @@ async def start_daemon(
     notify = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     await notify.bind(str(notify_path))
     env = dict(os.environ, NOTIFY_SOCKET=str(notify_path))
-    argv = daemon_argv(state_dir, address, *(["--debug"] if debug else []), *extra_args)
+    argv = [*prefix, *daemon_argv(state_dir, address, *(["--debug"] if debug else []), *extra_args)]
     with open(log_path, "ab") as log_file:
         process = await trio.lowlevel.open_process(
             argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=env,

@@ -43,6 +43,7 @@ from containerd_actors.protocol import (
     encode_event_payload,
     encode_reply,
     encode_request,
+    migration,
     validators,
 )
 
@@ -312,6 +313,9 @@ _VALIDATOR_STRATEGIES: dict[Any, st.SearchStrategy[Any]] = {
     validators.read_size: st.integers(min_value=1, max_value=validators.MAX_READ_BYTES),
     validators.base64_text: st.binary(max_size=20).map(lambda b: base64.b64encode(b).decode()),
     validators.page_limit: st.integers(min_value=1, max_value=validators.MAX_EVENTS_PER_PAGE),
+    migration.file_kind: st.sampled_from(migration.FILE_KINDS),
+    migration.relative_name: st.from_regex(r"[a-z0-9-]{1,8}(\.img)?", fullmatch=True),
+    migration.hex_sha256: st.binary(min_size=32, max_size=32).map(bytes.hex),
 }
 
 

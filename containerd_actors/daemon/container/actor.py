@@ -79,8 +79,10 @@ from containerd_actors.daemon.metrics.registry import (
     CONTAINERS,
     EXEC_PROCESS_TIME,
 )
+from containerd_actors.daemon.migration.source import SourceContainer, migrate_out
 from containerd_actors.daemon.state.layout import ContainerPaths
 from containerd_actors.protocol import Checkpoint, ContainerInfo, ContainerStats, ErrorCode, EventType
+from containerd_actors.runc.driver import RuncError
 from containerd_actors.runc.process_spec import exec_process_info, exec_spec
 
 log = logging.getLogger(__name__)
@@ -264,6 +266,8 @@ class ContainerActor:
                 await self._reply(reply_to, self._change_status(request.status, by))
             case Ask(wire.CreateCheckpoint() as request, reply_to, by):
                 await self._create_checkpoint(request, reply_to, by)
+            case Ask(wire.MigrateContainer() as request, reply_to, by):
+                await self._migrate(request, reply_to, by)
             case Ask(wire.DeleteCheckpoint() as request, reply_to):
                 await self._reply(reply_to, self._delete_checkpoint(request.name))
             case InitExited(status):
@@ -472,6 +476,45 @@ class ContainerActor:
             self._phase = Phase.EXITING
         else:
             answer(reply_to, checkpoint)
+
+    async def _migrate(
+        self, request: wire.MigrateContainer, reply_to: ReplyTo, by: str | None = None
+    ) -> None:
+        """Move the container to another daemon (``migration.source``); answered once it runs there.
+
+        The actor serves nothing else meanwhile, as during a checkpoint: the container is frozen
+        for most of it, and a signal or an exec could not reach it anyway. Once the destination
+        confirms, the frozen copy here is deleted, and its exit ends this actor as any exit does.
+        """
+        assert self._init is not None
+        if self._status == "paused":
+            raise_paused = CommandError(
+                ErrorCode.INVALID_STATE, f"container {self.id!r} is paused; resume it first"
+            )
+            fail(reply_to, raise_paused)
+            return
+
+        def mark_frozen(frozen: bool) -> None:
+            self._status = "paused" if frozen else "running"
+
+        source = SourceContainer(self.id, self._bundle_path, self.paths, self._init.info.terminal)
+        try:
+            result = await migrate_out(self._runtime, source, request, self._deps.migration_tls, mark_frozen)
+        except CommandError as error:
+            fail(reply_to, error)
+            return
+        reason = f"to={request.to} frozen={result.frozen_s:.3f}s"
+        await self._events.send(
+            EventDraft(EventType.MIGRATE_OUT, self.id, self._init.pid, reason=reason, by=by)
+        )
+        self._phase = Phase.EXITING
+        try:
+            await self._runtime.delete(self.id, force=True)  # the frozen copy; its exit ends this actor
+        except RuncError as exc:
+            log.error(
+                "container %s: migrated, but its frozen copy here was not deleted: %s", self.id, exc.message
+            )
+        answer(reply_to, result)
 
     async def _delete_checkpoint(self, name: str) -> None:
         delete_checkpoint(self._bundle_path, name)

@@ -22,6 +22,7 @@ from containerd_actors.protocol import (
     CreateCheckpoint,
     DeleteCheckpoint,
     ListCheckpoints,
+    MigrateContainer,
     ResizeTerminal,
     Signal,
     Stats,
@@ -41,6 +42,7 @@ ContainerRequest = (
     | DeleteCheckpoint
     | WriteInput
     | ResizeTerminal
+    | MigrateContainer
 )
 
 

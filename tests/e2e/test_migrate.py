@@ -1,0 +1,225 @@
+"""Live migration between two real daemons over mutual TLS, with real runc and CRIU.
+
+Daemon A runs in this network namespace and daemon B in one the test makes, joined by a veth pair
+with 198.18.0.0/15 addresses (``support.netns``); they talk tls+tcp, each with its own certificate.
+Both share this host's cgroup tree, so B restores under its own cgroup parent (from its --id).
+The tests skip only when `criu check` fails, saying CRIU's reason, or when no namespace can be made.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import attrs
+import pytest
+import trio
+from support import netns
+from support.bundles import make_bundle
+from support.certs import free_port_run, make_ca, sign
+from support.criu import criu_path, last_error_line
+from support.daemon import (
+    DaemonHandle,
+    remove_containers,
+    short_temp_dir,
+    start_daemon,
+    stop_daemon,
+    unique_id,
+)
+
+from containerd_actors.client import Client, RequestFailed, TlsFiles
+from containerd_actors.protocol import Event, EventType
+
+#: Prints 0, 1, 2, ... about every 10 ms.
+COUNTER = ["sh", "-c", "i=0; while :; do echo $i; i=$((i+1)); usleep 10000; done"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def working_criu() -> None:
+    result = subprocess.run([criu_path(), "check"], capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        pytest.skip(f"criu check failed: {last_error_line(result.stdout + result.stderr)}")
+
+
+@pytest.fixture(scope="module")
+def veth() -> Iterator[netns.VethNetns]:
+    try:
+        made = netns.create()
+    except netns.NetnsRefused as refused:
+        pytest.skip(f"cannot make a network namespace here: {refused}")
+    try:
+        yield made
+    finally:
+        netns.remove(made)
+        assert netns.leftovers(made) == [], "the namespace or the veth pair outlived the tests"
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory, veth: netns.VethNetns) -> dict[str, TlsFiles]:
+    directory = tmp_path_factory.mktemp("migrate-certs")
+    make_ca(directory, "ca")
+    make_ca(directory, "other-ca")
+    return {
+        "a": sign(directory, "ca", "a", "daemon-a", ips=(veth.host_address,)),
+        "b": sign(directory, "ca", "b", "daemon-b", ips=(veth.ns_address,)),
+        "b-stranger": sign(directory, "other-ca", "b-stranger", "daemon-b", ips=(veth.ns_address,)),
+    }
+
+
+@attrs.frozen
+class Pair:
+    a: DaemonHandle
+    b: DaemonHandle
+    #: Where each listens for the other.
+    a_remote: str
+    b_remote: str
+
+
+def tls_args(files: TlsFiles) -> list[str]:
+    return ["--tls-cert", str(files.cert), "--tls-key", str(files.key), "--tls-ca", str(files.ca)]
+
+
+@asynccontextmanager
+async def two_daemons(
+    veth: netns.VethNetns, certs: dict[str, TlsFiles], b_cert: str = "b"
+) -> AsyncIterator[Pair]:
+    top = short_temp_dir("ca-mig-")
+    tag = uuid.uuid4().hex[:6]
+    a_remote = f"tls+tcp://{veth.host_address}:{free_port_run(3)}"
+    b_remote = f"tls+tcp://{veth.ns_address}:{free_port_run(3)}"
+    handles: list[DaemonHandle] = []
+    try:
+        a = await start_daemon(top / "a", "--id", f"mig-a-{tag}", "--listen", a_remote, *tls_args(certs["a"]))
+        handles.append(a)
+        b = await start_daemon(
+            top / "b",
+            "--id",
+            f"mig-b-{tag}",
+            "--listen",
+            b_remote,
+            *tls_args(certs[b_cert]),
+            # nsenter, not `ip netns exec`: that one also mounts a fresh /sys, hiding the cgroup
+            # mounts runc needs.
+            prefix=("nsenter", f"--net=/run/netns/{veth.name}"),
+        )
+        handles.append(b)
+        yield Pair(a, b, a_remote, b_remote)
+    finally:
+        for handle in handles:
+            remove_containers(handle.runc_root)
+            await stop_daemon(handle)
+            print(f"---- {handle.state_dir.name} log ----\n{handle.log_text()}")
+        subprocess.run(["rm", "-rf", str(top)], check=False)
+
+
+def numbers(daemon: DaemonHandle, cid: str) -> list[int]:
+    path = daemon.state_dir / "logs" / cid / "stdout.log"
+    try:
+        return [int(line) for line in path.read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+async def wait_for_numbers(daemon: DaemonHandle, cid: str, count: int) -> list[int]:
+    """The container's own output is the state under test; nothing else announces it."""
+    with trio.fail_after(30):
+        while len(found := numbers(daemon, cid)) < count:
+            await trio.sleep(0.02)
+    return found
+
+
+async def next_event(events: AsyncIterator[Event], cid: str, kinds: set[str]) -> Event:
+    with trio.fail_after(60):
+        async for event in events:
+            if event.id == cid and event.type in kinds:
+                return event
+    raise AssertionError("the event stream ended")
+
+
+@pytest.fixture
+def counter_bundle(tmp_path: Path) -> Path:
+    return make_bundle(tmp_path / "counter", COUNTER)
+
+
+async def test_a_counter_moves_to_b_and_back_without_losing_a_number(
+    veth: netns.VethNetns, certs: dict[str, TlsFiles], counter_bundle: Path
+) -> None:
+    cid = unique_id("mig")
+    async with two_daemons(veth, certs) as pair:
+        async with (
+            Client.connect(pair.a.address, timeout=60) as a,
+            Client.connect(pair.b.address, timeout=60) as b,
+            a.subscribe() as a_events,
+            b.subscribe() as b_events,
+        ):
+            await a.create_container(cid, str(counter_bundle))
+            await wait_for_numbers(pair.a, cid, 20)
+
+            moved = await a.migrate_container(cid, pair.b_remote)
+            assert moved.frozen_s > 0 and moved.total_s >= moved.frozen_s and moved.bytes_sent > 0
+            out = await next_event(a_events, cid, {EventType.MIGRATE_OUT})
+            assert out.reason is not None and f"to={pair.b_remote}" in out.reason and "frozen=" in out.reason
+            arrived = await next_event(b_events, cid, {EventType.MIGRATE_IN})
+            assert (
+                arrived.pid == moved.pid and arrived.by == "daemon-a" and "frozen=" in (arrived.reason or "")
+            )
+            await next_event(a_events, cid, {EventType.EXIT})  # the frozen copy at A is gone
+            assert cid not in [c.id for c in await a.containers()]
+            assert [c.id for c in await b.containers()] == [cid]
+            last_at_a = numbers(pair.a, cid)[-1]
+            at_b = await wait_for_numbers(pair.b, cid, 10)
+            assert at_b[0] == last_at_a + 1, (last_at_a, at_b[:5])
+            assert at_b == list(range(at_b[0], at_b[0] + len(at_b)))
+
+            # And back: B drives it now, dialing A with its own certificate.
+            back = await b.migrate_container(cid, pair.a_remote)
+            assert back.pid > 0
+            await next_event(b_events, cid, {EventType.MIGRATE_OUT})
+            await next_event(a_events, cid, {EventType.MIGRATE_IN})
+            await next_event(b_events, cid, {EventType.EXIT})
+            assert [c.id for c in await b.containers()] == []
+            assert [c.id for c in await a.containers()] == [cid]
+            last_at_b = numbers(pair.b, cid)[-1]
+            with trio.fail_after(30):
+                while last_at_b + 5 not in numbers(pair.a, cid):
+                    await trio.sleep(0.02)
+            again = numbers(pair.a, cid)
+            tail = again[again.index(last_at_b + 1) :]
+            assert tail == list(range(last_at_b + 1, last_at_b + 1 + len(tail)))
+            await a.signal(cid, signal=9)
+            await next_event(a_events, cid, {EventType.EXIT})
+        assert not list((pair.b.state_dir / "incoming").iterdir())
+
+
+async def test_a_destination_with_a_certificate_the_source_does_not_trust_changes_nothing(
+    veth: netns.VethNetns, certs: dict[str, TlsFiles], counter_bundle: Path
+) -> None:
+    cid = unique_id("mig")
+    async with (
+        two_daemons(veth, certs, b_cert="b-stranger") as pair,
+        Client.connect(pair.a.address, timeout=60) as a,
+        Client.connect(pair.b.address) as b,
+    ):
+        await a.create_container(cid, str(counter_bundle))
+        await wait_for_numbers(pair.a, cid, 5)
+        with pytest.raises(RequestFailed) as failed:
+            await a.migrate_container(cid, pair.b_remote)
+        assert "migration not started" in failed.value.message
+        await still_counting_at_a_only(pair, a, b, cid)
+
+
+async def still_counting_at_a_only(pair: Pair, a: Client, b: Client, cid: str) -> None:
+    """The failure left the container running (and counting) at A, and nothing at B."""
+    listed = [(c.id, c.status) for c in await a.containers()]
+    assert listed == [(cid, "running")]
+    count = len(numbers(pair.a, cid))
+    await wait_for_numbers(pair.a, cid, count + 10)
+    assert await b.containers() == []
+    assert not list((pair.b.state_dir / "incoming").iterdir())
+    assert not list((pair.b.state_dir / "migrated").iterdir())
+    assert pair.b.runc_ids() == []
+    assert os.path.exists(pair.a.state_dir)
