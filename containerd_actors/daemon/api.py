@@ -185,7 +185,7 @@ class ApiServer:
                 ),
             ),
             # A migration arriving from another daemon (its source is the caller):
-            wire.MigrationBegin: lambda request, caller: self.incoming.begin(request, caller.by),
+            wire.MigrationBegin: lambda request, caller: self.incoming.begin(request, caller.by, caller.pipe),
             wire.MigrationChunk: self._refuse_unframed_chunk,
             wire.MigrationCommit: lambda request, caller: self.incoming.commit(request, caller.by),
             wire.MigrationAbort: lambda request, _caller: self.incoming.abort(request),
@@ -195,6 +195,7 @@ class ApiServer:
         addresses = [self._config.listen, *self._config.remote_listen]
         with ReplySocket(addresses, wire.MAX_MESSAGE_BYTES, SEND_TIMEOUT_S, tls=self._config.tls) as sock:
             self._socket = sock
+            sock.on_pipe_closed(self.incoming.connection_closed)
             for address in addresses:
                 log.info("listening on %s", address)
                 if is_plain_tcp(address):

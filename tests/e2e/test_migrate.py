@@ -8,6 +8,7 @@ The tests skip only when `criu check` fails, saying CRIU's reason, or when no na
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import uuid
@@ -19,7 +20,7 @@ import attrs
 import pytest
 import trio
 from support import netns
-from support.bundles import make_bundle
+from support.bundles import make_bundle, shared_rootfs
 from support.certs import free_port_run, make_ca, sign
 from support.criu import criu_path, last_error_line
 from support.daemon import (
@@ -83,17 +84,55 @@ def tls_args(files: TlsFiles) -> list[str]:
     return ["--tls-cert", str(files.cert), "--tls-key", str(files.key), "--tls-ca", str(files.ca)]
 
 
+#: Runs runc, but while the file named by $FAIL_DUMP exists a dump is asked to be a pre-copy round's
+#: successor (``--parent-path``), which makes CRIU itself refuse it on this kernel ("Tracking memory
+#: is not available"), leaving the container as it was. (A dump pointed at a page server nobody
+#: listens on also fails, but CRIU's parasite then dies with its victim: the container is lost.)
+FAILING_DUMP_RUNC = """#!/bin/sh
+if [ -e "$FAIL_DUMP" ]; then
+  for arg; do
+    shift
+    if [ "$arg" = checkpoint ]; then set -- "$@" checkpoint --parent-path ..; else set -- "$@" "$arg"; fi
+  done
+fi
+exec runc "$@"
+"""
+
+
+@attrs.frozen
+class Hidden:
+    """A directory daemon B does not see: a tmpfs over it in B's own mount namespace, holding an
+    empty ``rootfs`` directory with ``fake_rootfs``."""
+
+    path: Path
+    fake_rootfs: bool = False
+
+    def prefix(self) -> tuple[str, ...]:
+        script = 'mount -t tmpfs migrate-test "$0" || exit 1; '
+        if self.fake_rootfs:
+            script += 'mkdir -p "$0/rootfs/proc" "$0/rootfs/dev" "$0/rootfs/sys" "$0/rootfs/tmp" || exit 1; '
+        script += 'exec "$@"'
+        return ("unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(self.path))
+
+
 @asynccontextmanager
 async def two_daemons(
-    veth: netns.VethNetns, certs: dict[str, TlsFiles], b_cert: str = "b"
+    veth: netns.VethNetns,
+    certs: dict[str, TlsFiles],
+    b_cert: str = "b",
+    hidden: Hidden | None = None,
+    top: Path | None = None,
+    a_args: tuple[str, ...] = (),
 ) -> AsyncIterator[Pair]:
-    top = short_temp_dir("ca-mig-")
+    top = top or short_temp_dir("ca-mig-")
     tag = uuid.uuid4().hex[:6]
     a_remote = f"tls+tcp://{veth.host_address}:{free_port_run(3)}"
     b_remote = f"tls+tcp://{veth.ns_address}:{free_port_run(3)}"
     handles: list[DaemonHandle] = []
     try:
-        a = await start_daemon(top / "a", "--id", f"mig-a-{tag}", "--listen", a_remote, *tls_args(certs["a"]))
+        a = await start_daemon(
+            top / "a", "--id", f"mig-a-{tag}", "--listen", a_remote, *tls_args(certs["a"]), *a_args
+        )
         handles.append(a)
         b = await start_daemon(
             top / "b",
@@ -104,7 +143,7 @@ async def two_daemons(
             *tls_args(certs[b_cert]),
             # nsenter, not `ip netns exec`: that one also mounts a fresh /sys, hiding the cgroup
             # mounts runc needs.
-            prefix=("nsenter", f"--net=/run/netns/{veth.name}"),
+            prefix=("nsenter", f"--net=/run/netns/{veth.name}", *(hidden.prefix() if hidden else ())),
         )
         handles.append(b)
         yield Pair(a, b, a_remote, b_remote)
@@ -223,3 +262,123 @@ async def still_counting_at_a_only(pair: Pair, a: Client, b: Client, cid: str) -
     assert not list((pair.b.state_dir / "migrated").iterdir())
     assert pair.b.runc_ids() == []
     assert os.path.exists(pair.a.state_dir)
+
+
+def hidden_counter_bundle(top: Path) -> tuple[Path, Hidden]:
+    """A counter whose rootfs is a copy under ``top/hidden`` (which B may be made not to see)."""
+    hidden = top / "hidden"
+    hidden.mkdir()
+    subprocess.run(["cp", "-a", str(shared_rootfs()), str(hidden / "rootfs")], check=True)
+    bundle = make_bundle(top / "bundle", COUNTER)
+    config_path = bundle / "config.json"
+    config = json.loads(config_path.read_text())
+    config["root"]["path"] = str(hidden / "rootfs")
+    config_path.write_text(json.dumps(config))
+    return bundle, Hidden(hidden)
+
+
+async def test_a_rootfs_missing_at_the_destination_is_found_before_the_freeze(
+    veth: netns.VethNetns, certs: dict[str, TlsFiles]
+) -> None:
+    top = short_temp_dir("ca-mig-")
+    bundle, hidden = hidden_counter_bundle(top)
+    cid = unique_id("mig")
+    async with (
+        two_daemons(veth, certs, hidden=hidden, top=top) as pair,
+        Client.connect(pair.a.address, timeout=60) as a,
+        Client.connect(pair.b.address) as b,
+        a.subscribe() as a_events,
+    ):
+        await a.create_container(cid, str(bundle))
+        await wait_for_numbers(pair.a, cid, 5)
+        with pytest.raises(RequestFailed) as failed:
+            await a.migrate_container(cid, pair.b_remote)
+        assert "does not exist on this host" in failed.value.message, failed.value.message
+        assert "migration not started" in failed.value.message
+        await still_counting_at_a_only(pair, a, b, cid)
+        # Never frozen: no pause, checkpoint or exit was announced.
+        await a.signal(cid, signal=9)
+        first = await next_event(a_events, cid, {EventType.PAUSE, EventType.CHECKPOINT, EventType.EXIT})
+        assert first.type == EventType.EXIT
+
+
+async def test_with_rootfs_copy_the_rootfs_goes_along(
+    veth: netns.VethNetns, certs: dict[str, TlsFiles]
+) -> None:
+    top = short_temp_dir("ca-mig-")
+    bundle, hidden = hidden_counter_bundle(top)
+    cid = unique_id("mig")
+    async with (
+        two_daemons(veth, certs, hidden=hidden, top=top) as pair,
+        Client.connect(pair.a.address, timeout=60) as a,
+        Client.connect(pair.b.address) as b,
+    ):
+        await a.create_container(cid, str(bundle))
+        await wait_for_numbers(pair.a, cid, 5)
+        moved = await a.migrate_container(cid, pair.b_remote, rootfs_copy=True, keep_source=True)
+        assert moved.bytes_sent > 1 << 20  # busybox itself went along
+        [arrived] = await b.containers()
+        assert arrived.bundle.startswith(str(pair.b.state_dir / "migrated"))
+        last_at_a = numbers(pair.a, cid)[-1]
+        at_b = await wait_for_numbers(pair.b, cid, 5)
+        assert at_b[0] == last_at_a + 1
+        # --keep-source: the dump stays a checkpoint of the bundle at A, and can be restored there.
+        [kept] = await a.list_checkpoints(bundle=str(bundle))
+        assert kept.name.startswith("migrated-") and kept.exit
+
+
+async def test_a_failed_restore_at_the_destination_leaves_it_running_at_the_source(
+    veth: netns.VethNetns, certs: dict[str, TlsFiles]
+) -> None:
+    """B has a directory at the rootfs path, but an empty one: CRIU cannot restore there."""
+    top = short_temp_dir("ca-mig-")
+    bundle, hidden = hidden_counter_bundle(top)
+    cid = unique_id("mig")
+    async with (
+        two_daemons(veth, certs, hidden=attrs.evolve(hidden, fake_rootfs=True), top=top) as pair,
+        Client.connect(pair.a.address, timeout=60) as a,
+        Client.connect(pair.b.address) as b,
+        a.subscribe() as a_events,
+    ):
+        await a.create_container(cid, str(bundle))
+        await wait_for_numbers(pair.a, cid, 5)
+        with pytest.raises(RequestFailed) as failed:
+            await a.migrate_container(cid, pair.b_remote)
+        assert "restore at the destination failed" in failed.value.message, failed.value.message
+        await still_counting_at_a_only(pair, a, b, cid)
+        assert await a.list_checkpoints(cid) == []  # the failed migration's dump is gone
+        await a.signal(cid, signal=9)
+        assert (
+            await next_event(a_events, cid, {EventType.MIGRATE_OUT, EventType.EXIT})
+        ).type == EventType.EXIT
+
+
+async def test_a_failed_dump_at_the_source_thaws_it(
+    veth: netns.VethNetns, certs: dict[str, TlsFiles], counter_bundle: Path
+) -> None:
+    top = short_temp_dir("ca-mig-")
+    wrapper = top / "failing-dump-runc"
+    wrapper.write_text(FAILING_DUMP_RUNC)
+    wrapper.chmod(0o755)
+    marker = top / "fail-dump"
+    marker.touch()
+    os.environ["FAIL_DUMP"] = str(marker)  # inherited by daemon A, read by its runc wrapper
+    cid = unique_id("mig")
+    try:
+        async with (
+            two_daemons(veth, certs, top=top, a_args=("--runtime", str(wrapper))) as pair,
+            Client.connect(pair.a.address, timeout=60) as a,
+            Client.connect(pair.b.address) as b,
+        ):
+            await a.create_container(cid, str(counter_bundle))
+            await wait_for_numbers(pair.a, cid, 5)
+            with pytest.raises(RequestFailed) as failed:
+                await a.migrate_container(cid, pair.b_remote)
+            assert "migration failed at the dump" in failed.value.message, failed.value.message
+            assert "Tracking memory is not available" in failed.value.message  # CRIU's own words
+            await still_counting_at_a_only(pair, a, b, cid)
+            marker.unlink()  # and the next attempt goes through
+            await a.migrate_container(cid, pair.b_remote)
+            assert [c.id for c in await b.containers()] == [cid]
+    finally:
+        del os.environ["FAIL_DUMP"]

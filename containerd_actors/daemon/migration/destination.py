@@ -53,6 +53,8 @@ class Incoming:
     begin: wire.MigrationBegin
     source: str | None
     directory: Path
+    #: The connection the source began on (0: unknown): when it closes, the source is gone.
+    pipe: int = 0
     digests: dict[int, str] = attrs.Factory(dict)
     files: dict[Path, int] = attrs.Factory(dict)
     last_heard: float = attrs.Factory(time.monotonic)
@@ -83,7 +85,9 @@ class IncomingMigrations:
 
     # ------------------------------------------------------------------ requests
 
-    async def begin(self, request: wire.MigrationBegin, by: str | None) -> wire.MigrationBeginReply:
+    async def begin(
+        self, request: wire.MigrationBegin, by: str | None, pipe: int = 0
+    ) -> wire.MigrationBeginReply:
         self._drop_idle()
         if request.token in self._table:
             raise CommandError(ErrorCode.ALREADY_EXISTS, f"migration {request.token} has begun already")
@@ -100,7 +104,7 @@ class IncomingMigrations:
         directory = incoming_dir(self._state_dir, request.token)
         directory.mkdir(mode=0o700, parents=True)
         (directory / "images").mkdir(mode=0o700)
-        self._table[request.token] = Incoming(request, by, directory)
+        self._table[request.token] = Incoming(request, by, directory, pipe)
         log.info(
             "migration %s: container %s arriving from %s", request.token, request.id, by or "a local client"
         )
@@ -175,6 +179,14 @@ class IncomingMigrations:
                 shutil.rmtree(incoming.bundle, ignore_errors=True)
         self._forget(request.token)
         return wire.MigrationAbortReply(request.request_id, removed)
+
+    def connection_closed(self, pipe: int) -> None:
+        """A source's connection closed: what it was sending will never be finished (a source
+        that gives up on its own says so with ``MigrationAbort``, but one that died cannot)."""
+        for token, incoming in list(self._table.items()):
+            if incoming.pipe == pipe and incoming.pid is None and not incoming.committing:
+                log.warning("migration %s: the source's connection closed; what it sent is removed", token)
+                self._forget(token)
 
     # ------------------------------------------------------------------ helpers
 
