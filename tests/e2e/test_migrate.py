@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -32,7 +33,7 @@ from support.daemon import (
     unique_id,
 )
 
-from containerd_actors.client import Client, RequestFailed, TlsFiles
+from containerd_actors.client import Client, DaemonUnreachable, RequestFailed, TlsFiles
 from containerd_actors.protocol import Event, EventType
 
 #: Prints 0, 1, 2, ... about every 10 ms.
@@ -382,3 +383,111 @@ async def test_a_failed_dump_at_the_source_thaws_it(
             assert [c.id for c in await b.containers()] == [cid]
     finally:
         del os.environ["FAIL_DUMP"]
+
+
+def memory_counter(mib: int) -> list[str]:
+    """A counter beside ``dd``, which holds ``mib`` MiB of anonymous memory (its block buffer,
+    filled from /dev/zero) while it waits to write into a pipe nobody reads."""
+    return [
+        "sh",
+        "-c",
+        f"dd if=/dev/zero bs={mib << 20} count=1 2>/dev/null | sleep 1000000 & "
+        "i=0; while :; do echo $i; i=$((i+1)); usleep 10000; done",
+    ]
+
+
+async def wait_until_receiving(daemon: DaemonHandle, at_least: int = 8 << 20) -> None:
+    """Until the destination has received ``at_least`` bytes of images (the transfer is under way)."""
+    with trio.fail_after(60):
+        while True:
+            received = sum(
+                path.stat().st_size
+                for path in (daemon.state_dir / "incoming").glob("*/images/*")
+                if path.is_file()
+            )
+            if received >= at_least:
+                return
+            await trio.sleep(0.005)
+
+
+def api_server_pid(reaper_pid: int) -> int:
+    children = Path(f"/proc/{reaper_pid}/task/{reaper_pid}/children").read_text().split()
+    assert len(children) == 1, children
+    return int(children[0])
+
+
+async def test_the_destination_dying_midway_leaves_it_running_at_the_source(
+    veth: netns.VethNetns, certs: dict[str, TlsFiles], tmp_path: Path
+) -> None:
+    bundle = make_bundle(tmp_path / "memory", memory_counter(256))
+    cid = unique_id("mig")
+    async with (
+        two_daemons(veth, certs) as pair,
+        Client.connect(pair.a.address, timeout=60) as a,
+    ):
+        await a.create_container(cid, str(bundle))
+        await wait_for_numbers(pair.a, cid, 5)
+        server = api_server_pid(pair.b.pid)
+        failure: list[RequestFailed] = []
+
+        async def migrate() -> None:
+            with pytest.raises(RequestFailed) as failed:
+                await a.migrate_container(cid, pair.b_remote)
+            failure.append(failed.value)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(migrate)
+            await wait_until_receiving(pair.b)
+            os.kill(server, signal.SIGKILL)  # the reaper starts a new API server
+        assert "migration failed while sending" in failure[0].message, failure[0].message
+        with trio.fail_after(30):
+            while True:  # the new server is up once it answers
+                try:
+                    async with Client.connect(pair.b.address, timeout=5) as b:
+                        await b.ping()
+                        break
+                except (DaemonUnreachable, RequestFailed):
+                    await trio.sleep(0.05)
+        async with Client.connect(pair.b.address) as b:
+            await still_counting_at_a_only(pair, a, b, cid)
+
+
+async def test_a_dropped_connection_leaves_it_running_at_the_source(
+    veth: netns.VethNetns, certs: dict[str, TlsFiles], tmp_path: Path
+) -> None:
+    """Both ends of B's connections are reset by B's own firewall (in its namespace only)."""
+    bundle = make_bundle(tmp_path / "memory", memory_counter(256))
+    cid = unique_id("mig")
+    async with (
+        two_daemons(veth, certs) as pair,
+        Client.connect(pair.a.address, timeout=60) as a,
+        Client.connect(pair.b.address) as b,
+    ):
+        port = pair.b_remote.rpartition(":")[2]
+        rules = [
+            ["INPUT", "-p", "tcp", "--dport", port, "-j", "REJECT", "--reject-with", "tcp-reset"],
+            ["OUTPUT", "-p", "tcp", "--sport", port, "-j", "REJECT", "--reject-with", "tcp-reset"],
+        ]
+        await a.create_container(cid, str(bundle))
+        await wait_for_numbers(pair.a, cid, 5)
+        failure: list[RequestFailed] = []
+
+        async def migrate() -> None:
+            with pytest.raises(RequestFailed) as failed:
+                await a.migrate_container(cid, pair.b_remote)
+            failure.append(failed.value)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(migrate)
+                await wait_until_receiving(pair.b)
+                for rule in rules:
+                    subprocess.run(veth.exec_argv("iptables", "-I", *rule), check=True)
+        finally:
+            for rule in rules:
+                subprocess.run(veth.exec_argv("iptables", "-D", *rule), check=False)
+        assert "migration failed while sending" in failure[0].message, failure[0].message
+        with trio.fail_after(30):  # B drops what it received once it sees the connection closed
+            while list((pair.b.state_dir / "incoming").iterdir()):
+                await trio.sleep(0.05)
+        await still_counting_at_a_only(pair, a, b, cid)

@@ -75,6 +75,15 @@ PRE_DUMP_REFUSED = (
 )
 
 
+class _PeerLost(CommandError):
+    """The connection to the destination failed: an abort must go over a new one."""
+
+
+def _failed(exc: PeerError, what: str) -> CommandError:
+    kind = _PeerLost if exc.lost else CommandError
+    return kind(_code(exc), f"{what}: {exc.message}")
+
+
 @attrs.frozen
 class MigrationResult:
     pid: int
@@ -161,7 +170,7 @@ async def _with_peer(
         await peer.ask(begin)
     except PeerError as exc:
         if exc.lost:
-            await _abort(peer, token, "the source lost the destination before the freeze")
+            await _abort(peer, token, "the source lost the destination before the freeze", lost=True)
         raise CommandError(_code(exc), f"migration not started: {exc.message}") from None
     options = CriuOptions(tcp_established=request.tcp)
     name = f"migrated-{token}"
@@ -179,7 +188,7 @@ async def _with_peer(
             )
         except BaseException as exc:
             with trio.CancelScope(shield=True):
-                await _abort(peer, token, f"the source failed: {exc}")
+                await _abort(peer, token, f"the source failed: {exc}", lost=isinstance(exc, _PeerLost))
                 await _thaw(runtime, container.id)
                 mark_frozen(False)
             raise
@@ -223,7 +232,7 @@ async def _frozen_steps(
         plans = plan_chunks(files)
         digests, sent = await _send_chunks(peer, token, plans)
     except PeerError as exc:
-        raise CommandError(_code(exc), f"migration failed while sending: {exc.message}") from None
+        raise _failed(exc, "migration failed while sending") from None
     finally:
         if tar_path is not None:
             tar_path.unlink(missing_ok=True)
@@ -234,7 +243,7 @@ async def _frozen_steps(
     try:
         reply = await peer.ask(commit, timeout=COMMIT_TIMEOUT_S)
     except PeerError as exc:
-        raise CommandError(_code(exc), f"migration failed at the restore: {exc.message}") from None
+        raise _failed(exc, "migration failed at the restore") from None
     running_at = time.monotonic()
     return MigrationResult(
         pid=reply.pid,
@@ -298,16 +307,18 @@ async def _send_chunks(peer: Peer, token: str, plans: list[ChunkPlan]) -> tuple[
     return digests, sent
 
 
-async def _abort(peer: Peer, token: str, reason: str) -> None:
-    """Tell the destination to drop the migration; on a new connection if the old one failed."""
+async def _abort(peer: Peer, token: str, reason: str, lost: bool = False) -> None:
+    """Tell the destination to drop the migration; on a new connection if the old one failed
+    (nng would redial the old one, and a request on it would wait for that)."""
     with trio.move_on_after(ABORT_TIMEOUT_S):
-        for attempt in range(2):
+        for attempt in range(1 if lost else 0, 2):
             target = peer
             try:
                 if attempt:
                     target = Peer.connect(peer.address, peer.tls)
                 try:
-                    await target.ask(wire.MigrationAbort(target.next_request_id(), token, reason[:500]))
+                    abort = wire.MigrationAbort(target.next_request_id(), token, reason[:500])
+                    await target.ask(abort, timeout=ABORT_TIMEOUT_S / 2)
                     return
                 finally:
                     if attempt:
