@@ -250,6 +250,15 @@ async def test_a_destination_with_a_certificate_the_source_does_not_trust_change
             await a.migrate_container(cid, pair.b_remote)
         assert "migration not started" in failed.value.message
         await still_counting_at_a_only(pair, a, b, cid)
+        with pytest.raises(RequestFailed) as pre_dump:
+            await a.migrate_container(cid, pair.b_remote, pre_dump=2)
+        checked = subprocess.run(
+            [criu_path(), "check", "--feature", "mem_dirty_track"], capture_output=True, text=True
+        )
+        if "Dirty tracking is OFF" in checked.stdout + checked.stderr:  # this kernel: the reason is said
+            assert "Dirty tracking is OFF" in pre_dump.value.message, pre_dump.value.message
+        else:
+            assert "not implemented" in pre_dump.value.message, pre_dump.value.message
 
 
 async def still_counting_at_a_only(pair: Pair, a: Client, b: Client, cid: str) -> None:

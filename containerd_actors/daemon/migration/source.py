@@ -56,6 +56,7 @@ from containerd_actors.daemon.migration.peer import Peer, PeerError
 from containerd_actors.daemon.state.layout import ContainerPaths
 from containerd_actors.protocol import Checkpoint, ErrorCode
 from containerd_actors.protocol.migration import MigrationChunk
+from containerd_actors.runc import spawn
 from containerd_actors.runc.bundle import read_bundle_config
 from containerd_actors.runc.driver import CriuOptions, RuncError
 from containerd_actors.transport.tls import TlsFiles
@@ -68,11 +69,26 @@ CHUNKS_IN_FLIGHT = 4
 COMMIT_TIMEOUT_S = 300.0
 #: How long the source tries to tell the destination it gave up.
 ABORT_TIMEOUT_S = 10.0
-#: Why ``--pre-dump`` is refused here (checked by ``criu check --feature mem_dirty_track``).
-PRE_DUMP_REFUSED = (
+#: Why ``--pre-dump`` is refused where the kernel does not track dirty memory.
+PRE_DUMP_NO_DIRTY_TRACKING = (
     "pre-dump rounds need the kernel to track dirty memory, and this one does not "
     '(criu check --feature mem_dirty_track: "Dirty tracking is OFF"); migrate without --pre-dump'
 )
+#: ... and where it does: the rounds are not built (they could not be tried on the machine this
+#: was written on).
+PRE_DUMP_NOT_BUILT = "pre-dump rounds are not implemented yet; migrate without --pre-dump"
+
+
+async def pre_dump_refusal() -> str:
+    """Why a ``--pre-dump`` is refused: CRIU's own check of the kernel says which reason applies."""
+    try:
+        checked = await spawn.run(["criu", "check", "--feature", "mem_dirty_track"], capture=True, timeout=30)
+    except (OSError, spawn.SpawnTimeout):
+        return PRE_DUMP_NO_DIRTY_TRACKING
+    said = (checked.stdout + checked.stderr).decode(errors="replace")
+    if checked.returncode != 0 or "OFF" in said:
+        return PRE_DUMP_NO_DIRTY_TRACKING
+    return PRE_DUMP_NOT_BUILT
 
 
 class _PeerLost(CommandError):
@@ -125,7 +141,7 @@ async def migrate_out(
     caller when the container is frozen and thawed again, so its status stays true meanwhile.
     """
     if request.pre_dump:
-        raise CommandError(ErrorCode.INVALID_REQUEST, PRE_DUMP_REFUSED)
+        raise CommandError(ErrorCode.INVALID_REQUEST, await pre_dump_refusal())
     started = time.monotonic()
     try:
         rootfs = rootfs_of(container.bundle)
