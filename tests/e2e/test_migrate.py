@@ -222,6 +222,7 @@ async def test_a_counter_moves_to_b_and_back_without_losing_a_number(
             await next_event(a_events, cid, {EventType.MIGRATE_IN})
             await next_event(b_events, cid, {EventType.EXIT})
             assert [c.id for c in await b.containers()] == []
+            assert list((pair.b.state_dir / "migrated").iterdir()) == []  # B's bundle of it left with it
             assert [c.id for c in await a.containers()] == [cid]
             last_at_b = numbers(pair.b, cid)[-1]
             with trio.fail_after(30):

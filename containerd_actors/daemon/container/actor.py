@@ -79,7 +79,7 @@ from containerd_actors.daemon.metrics.registry import (
     CONTAINERS,
     EXEC_PROCESS_TIME,
 )
-from containerd_actors.daemon.migration.source import SourceContainer, migrate_out
+from containerd_actors.daemon.migration.source import SourceContainer, forget_migrated_bundle, migrate_out
 from containerd_actors.daemon.state.layout import ContainerPaths
 from containerd_actors.protocol import Checkpoint, ContainerInfo, ContainerStats, ErrorCode, EventType
 from containerd_actors.runc.driver import RuncError
@@ -514,6 +514,8 @@ class ContainerActor:
             log.error(
                 "container %s: migrated, but its frozen copy here was not deleted: %s", self.id, exc.message
             )
+        if not request.keep_source:
+            forget_migrated_bundle(self.paths.state_dir, self._bundle_path)
         answer(reply_to, result)
 
     async def _delete_checkpoint(self, name: str) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import tarfile
 import time
 import uuid
@@ -53,7 +54,7 @@ from containerd_actors.daemon.migration.chunks import (
     plan_chunks,
 )
 from containerd_actors.daemon.migration.peer import Peer, PeerError
-from containerd_actors.daemon.state.layout import ContainerPaths
+from containerd_actors.daemon.state.layout import MIGRATED, ContainerPaths
 from containerd_actors.protocol import Checkpoint, ErrorCode
 from containerd_actors.protocol.migration import MigrationChunk
 from containerd_actors.runc import spawn
@@ -119,6 +120,13 @@ class SourceContainer:
     bundle: Path
     paths: ContainerPaths
     terminal: bool
+
+
+def forget_migrated_bundle(state_dir: Path, bundle: Path) -> None:
+    """A container that arrived here by migration and left again leaves its bundle behind, made by
+    this daemon (with a copied rootfs, perhaps): removed. A user's bundle is never touched."""
+    if bundle.parent == state_dir / MIGRATED:
+        shutil.rmtree(bundle, ignore_errors=True)
 
 
 def rootfs_of(bundle: Path) -> Path:
