@@ -210,6 +210,7 @@ class ApiServer:
             async with trio.open_nursery() as nursery:
                 for _ in range(WORKER_CONTEXTS):
                     nursery.start_soon(self._worker, sock, reading)
+                nursery.start_soon(self.incoming.sweep)
                 task_status.started()
 
     async def _worker(self, sock: ReplySocket, reading: trio.Lock) -> None:

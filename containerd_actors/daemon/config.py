@@ -61,6 +61,8 @@ class DaemonConfig:
     #: its source may be a daemon on this same host whose frozen copy still holds its own path.
     #: Empty: ``containerd-actors-<id>``.
     cgroup_parent: str = ""
+    #: A migration arriving here whose source sends nothing for this long is dropped.
+    migration_idle_timeout: float = 120.0
 
     @property
     def migrated_cgroup_parent(self) -> str:

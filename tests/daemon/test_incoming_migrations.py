@@ -207,3 +207,17 @@ async def test_begin_refuses_an_id_in_use_and_a_missing_rootfs(tmp_path: Path) -
             await setup.incoming.begin(attrs.evolve(begin(setup), rootfs="/nonexistent/rootfs"), "daemon-a")
         assert "does not exist on this host" in missing.value.message
         assert list((setup.state_dir / "incoming").iterdir()) == []
+
+
+async def test_a_migration_whose_source_went_quiet_is_dropped(tmp_path: Path) -> None:
+    async with destination(tmp_path) as setup:
+        quiet = IncomingMigrations(setup.state_dir, "parent-b", *_mailboxes(setup), idle_timeout=0.0)
+        await quiet.begin(begin(setup), "daemon-a")
+        assert len(list((setup.state_dir / "incoming").iterdir())) == 1
+        await trio.sleep(0.01)
+        quiet.drop_idle()
+        assert list((setup.state_dir / "incoming").iterdir()) == []
+
+
+def _mailboxes(setup: Setup) -> tuple[Any, Any]:
+    return setup.incoming._supervisor, setup.incoming._events  # the same fake actors

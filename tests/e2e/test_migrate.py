@@ -124,6 +124,7 @@ async def two_daemons(
     hidden: Hidden | None = None,
     top: Path | None = None,
     a_args: tuple[str, ...] = (),
+    b_args: tuple[str, ...] = (),
 ) -> AsyncIterator[Pair]:
     top = top or short_temp_dir("ca-mig-")
     tag = uuid.uuid4().hex[:6]
@@ -142,6 +143,7 @@ async def two_daemons(
             "--listen",
             b_remote,
             *tls_args(certs[b_cert]),
+            *b_args,
             # nsenter, not `ip netns exec`: that one also mounts a fresh /sys, hiding the cgroup
             # mounts runc needs.
             prefix=("nsenter", f"--net=/run/netns/{veth.name}", *(hidden.prefix() if hidden else ())),
@@ -465,11 +467,15 @@ async def test_the_destination_dying_midway_leaves_it_running_at_the_source(
 async def test_a_dropped_connection_leaves_it_running_at_the_source(
     veth: netns.VethNetns, certs: dict[str, TlsFiles], tmp_path: Path
 ) -> None:
-    """Both ends of B's connections are reset by B's own firewall (in its namespace only)."""
+    """Both ends of B's connections are reset by B's own firewall (in its namespace only).
+
+    B learns of it when it next sends on the connection, or, if it has nothing to send, when the
+    source has been quiet for --migration-idle-timeout (short here).
+    """
     bundle = make_bundle(tmp_path / "memory", memory_counter(256))
     cid = unique_id("mig")
     async with (
-        two_daemons(veth, certs) as pair,
+        two_daemons(veth, certs, b_args=("--migration-idle-timeout", "3s")) as pair,
         Client.connect(pair.a.address, timeout=60) as a,
         Client.connect(pair.b.address) as b,
     ):

@@ -42,8 +42,12 @@ log = logging.getLogger(__name__)
 
 #: The checkpoint name the images are restored from, inside the migrated bundle.
 CHECKPOINT_NAME = "migrated"
-#: A migration whose source went quiet this long is dropped (its source died, or lost us).
+#: A migration whose source went quiet this long is dropped (its source died, or lost us without
+#: the connection closing here: a host that vanishes sends no reset). The dump happens between the
+#: Begin and the first chunk, so this must exceed the longest dump (``--migration-idle-timeout``).
 IDLE_TIMEOUT_S = 120.0
+#: How often idle migrations are looked for.
+SWEEP_INTERVAL_S = 1.0
 #: How long an abort waits for a container it killed to be gone before removing its bundle.
 KILLED_GONE_TIMEOUT_S = 10.0
 
@@ -76,8 +80,10 @@ class IncomingMigrations:
         cgroup_parent: str,
         supervisor: SupervisorMailbox,
         events: EventsMailbox,
+        idle_timeout: float = IDLE_TIMEOUT_S,
     ) -> None:
         self._state_dir = state_dir
+        self._idle_timeout = idle_timeout
         self._cgroup_parent = cgroup_parent
         self._supervisor = supervisor
         self._events = events
@@ -88,7 +94,7 @@ class IncomingMigrations:
     async def begin(
         self, request: wire.MigrationBegin, by: str | None, pipe: int = 0
     ) -> wire.MigrationBeginReply:
-        self._drop_idle()
+        self.drop_idle()
         if request.token in self._table:
             raise CommandError(ErrorCode.ALREADY_EXISTS, f"migration {request.token} has begun already")
         containers = await forward(self._supervisor, wire.State(request.request_id))
@@ -179,6 +185,12 @@ class IncomingMigrations:
                 shutil.rmtree(incoming.bundle, ignore_errors=True)
         self._forget(request.token)
         return wire.MigrationAbortReply(request.request_id, removed)
+
+    async def sweep(self) -> None:
+        """Drop idle migrations every ``SWEEP_INTERVAL_S``, for as long as the API server runs."""
+        while True:
+            await trio.sleep(SWEEP_INTERVAL_S)
+            self.drop_idle()
 
     def connection_closed(self, pipe: int) -> None:
         """A source's connection closed: what it was sending will never be finished (a source
@@ -273,13 +285,13 @@ class IncomingMigrations:
         if incoming.bundle is not None and incoming.pid is None:
             shutil.rmtree(incoming.bundle, ignore_errors=True)  # made, but nothing runs from it
 
-    def _drop_idle(self) -> None:
+    def drop_idle(self) -> None:
         now = time.monotonic()
         for token, incoming in list(self._table.items()):
             # A restored one is kept a while only so that a late abort can still remove it.
             if (
                 incoming.pid is not None or not incoming.committing
-            ) and now - incoming.last_heard > IDLE_TIMEOUT_S:
+            ) and now - incoming.last_heard > self._idle_timeout:
                 log.warning("migration %s: its source went quiet; dropped", token)
                 self._forget(token)
 
