@@ -450,6 +450,11 @@ async def test_the_destination_dying_midway_leaves_it_running_at_the_source(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(migrate)
             await wait_until_receiving(pair.b)
+            # Meanwhile A's actor serves what a frozen container can answer, and refuses the rest.
+            assert (await a.stats(cid)).id == cid
+            with pytest.raises(RequestFailed) as refused:
+                await a.signal(cid, signal=9)
+            assert "is migrating" in refused.value.message
             os.kill(server, signal.SIGKILL)  # the reaper starts a new API server
         assert "migration failed while sending" in failure[0].message, failure[0].message
         with trio.fail_after(30):

@@ -73,7 +73,19 @@ class InputClosed:
     pid: int
 
 
-ContainerMessage = Ask[ContainerRequest] | InitExited | ExecExited | OomNotified | InputClosed
+@attrs.frozen
+class MigrationFinished:
+    """The actor's migration task is done: the container runs at the destination (``result``, a
+    ``migration.source.MigrationResult``) or still here (``error``). The actor answers ``ask``."""
+
+    ask: Ask[MigrateContainer]
+    result: Any = None
+    error: Exception | None = None
+
+
+ContainerMessage = (
+    Ask[ContainerRequest] | InitExited | ExecExited | OomNotified | InputClosed | MigrationFinished
+)
 ContainerMailbox = trio.MemorySendChannel[ContainerMessage]
 
 
