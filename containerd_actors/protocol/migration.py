@@ -34,9 +34,10 @@ def file_kind(instance: object, attribute: object, value: str) -> None:
         raise InvalidField(f"kind must be one of {', '.join(FILE_KINDS)}, got {value!r}")
 
 
-def relative_name(instance: object, attribute: object, value: str) -> None:
-    if not value or value.startswith("/") or ".." in value.split("/") or "\0" in value:
-        raise InvalidField(f"name must be a relative path without '..', got {value!r}")
+def file_name(instance: object, attribute: object, value: str) -> None:
+    """A plain file name: CRIU writes its images into one directory, and nothing else is sent."""
+    if not value or value in (".", "..") or "/" in value or "\0" in value or len(value) > 255:
+        raise InvalidField(f"name must be a plain file name (no '/'), got {value!r}")
 
 
 def hex_sha256(instance: object, attribute: object, value: str) -> None:
@@ -119,8 +120,8 @@ class MigrationChunk:
     token: str = field(validator=valid_id)
     seq: int = field(validator=non_negative)
     kind: str = field(validator=file_kind)
-    #: The file's path relative to the images directory (``image``); ``config.json``; ``rootfs.tar``.
-    name: str = field(validator=relative_name)
+    #: The image file's name (``image``: CRIU writes no subdirectories); ``config.json``; ``rootfs.tar``.
+    name: str = field(validator=file_name)
     offset: int = field(validator=non_negative)
     sha256: str = field(validator=hex_sha256)
 

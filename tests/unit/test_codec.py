@@ -314,7 +314,7 @@ _VALIDATOR_STRATEGIES: dict[Any, st.SearchStrategy[Any]] = {
     validators.base64_text: st.binary(max_size=20).map(lambda b: base64.b64encode(b).decode()),
     validators.page_limit: st.integers(min_value=1, max_value=validators.MAX_EVENTS_PER_PAGE),
     migration.file_kind: st.sampled_from(migration.FILE_KINDS),
-    migration.relative_name: st.from_regex(r"[a-z0-9-]{1,8}(\.img)?", fullmatch=True),
+    migration.file_name: st.from_regex(r"[a-z0-9-]{1,8}(\.img)?", fullmatch=True),
     migration.hex_sha256: st.binary(min_size=32, max_size=32).map(bytes.hex),
 }
 

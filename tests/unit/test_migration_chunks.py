@@ -65,11 +65,13 @@ def test_only_a_chunk_may_be_framed_and_it_has_one_blob() -> None:
     assert "one blob" in extra.value.message
 
 
-def test_a_chunk_names_a_relative_path_without_dot_dot() -> None:
+def test_a_chunk_names_a_plain_file() -> None:
     with pytest.raises(ValueError):
         MigrationChunk("r", "m01", 0, "image", "../../etc/passwd", 0, "0" * 64)
     with pytest.raises(ValueError):
         MigrationChunk("r", "m01", 0, "image", "/etc/passwd", 0, "0" * 64)
+    with pytest.raises(ValueError):
+        MigrationChunk("r", "m01", 0, "image", "..", 0, "0" * 64)
 
 
 def _fields(chunk: MigrationChunk) -> dict[str, object]:
