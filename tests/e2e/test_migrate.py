@@ -1,7 +1,8 @@
 """Live migration between two real daemons over mutual TLS, with real runc and CRIU.
 
-Daemon A runs in this network namespace and daemon B in one the test makes, joined by a veth pair
-with 198.18.0.0/15 addresses (``support.netns``); they talk tls+tcp, each with its own certificate.
+Daemons A and B each run in a network namespace the test makes, joined by a veth pair with
+198.18.0.0/15 addresses (``support.netns``); they talk tls+tcp, each with its own certificate, and
+the test reaches both through their local sockets.
 Both share this host's cgroup tree, so B restores under its own cgroup parent (from its --id).
 The tests skip only when `criu check` fails, saying CRIU's reason, or when no namespace can be made.
 """
@@ -48,27 +49,28 @@ def working_criu() -> None:
 
 
 @pytest.fixture(scope="module")
-def veth() -> Iterator[netns.VethNetns]:
+def hosts() -> Iterator[netns.NetnsPair]:
+    """Two network namespaces, one per daemon, joined by a veth pair."""
     try:
-        made = netns.create()
+        made = netns.create_pair()
     except netns.NetnsRefused as refused:
-        pytest.skip(f"cannot make a network namespace here: {refused}")
+        pytest.skip(f"cannot make network namespaces here: {refused}")
     try:
         yield made
     finally:
-        netns.remove(made)
-        assert netns.leftovers(made) == [], "the namespace or the veth pair outlived the tests"
+        netns.remove_pair(made)
+        assert netns.pair_leftovers(made) == [], "a namespace outlived the tests"
 
 
 @pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory, veth: netns.VethNetns) -> dict[str, TlsFiles]:
+def certs(tmp_path_factory: pytest.TempPathFactory, hosts: netns.NetnsPair) -> dict[str, TlsFiles]:
     directory = tmp_path_factory.mktemp("migrate-certs")
     make_ca(directory, "ca")
     make_ca(directory, "other-ca")
     return {
-        "a": sign(directory, "ca", "a", "daemon-a", ips=(veth.host_address,)),
-        "b": sign(directory, "ca", "b", "daemon-b", ips=(veth.ns_address,)),
-        "b-stranger": sign(directory, "other-ca", "b-stranger", "daemon-b", ips=(veth.ns_address,)),
+        "a": sign(directory, "ca", "a", "daemon-a", ips=(hosts.a_address,)),
+        "b": sign(directory, "ca", "b", "daemon-b", ips=(hosts.b_address,)),
+        "b-stranger": sign(directory, "other-ca", "b-stranger", "daemon-b", ips=(hosts.b_address,)),
     }
 
 
@@ -118,7 +120,7 @@ class Hidden:
 
 @asynccontextmanager
 async def two_daemons(
-    veth: netns.VethNetns,
+    hosts: netns.NetnsPair,
     certs: dict[str, TlsFiles],
     b_cert: str = "b",
     hidden: Hidden | None = None,
@@ -128,12 +130,19 @@ async def two_daemons(
 ) -> AsyncIterator[Pair]:
     top = top or short_temp_dir("ca-mig-")
     tag = uuid.uuid4().hex[:6]
-    a_remote = f"tls+tcp://{veth.host_address}:{free_port_run(3)}"
-    b_remote = f"tls+tcp://{veth.ns_address}:{free_port_run(3)}"
+    a_remote = f"tls+tcp://{hosts.a_address}:{free_port_run(3)}"
+    b_remote = f"tls+tcp://{hosts.b_address}:{free_port_run(3)}"
     handles: list[DaemonHandle] = []
     try:
         a = await start_daemon(
-            top / "a", "--id", f"mig-a-{tag}", "--listen", a_remote, *tls_args(certs["a"]), *a_args
+            top / "a",
+            "--id",
+            f"mig-a-{tag}",
+            "--listen",
+            a_remote,
+            *tls_args(certs["a"]),
+            *a_args,
+            prefix=hosts.enter_argv(hosts.a),
         )
         handles.append(a)
         b = await start_daemon(
@@ -144,9 +153,7 @@ async def two_daemons(
             b_remote,
             *tls_args(certs[b_cert]),
             *b_args,
-            # nsenter, not `ip netns exec`: that one also mounts a fresh /sys, hiding the cgroup
-            # mounts runc needs.
-            prefix=("nsenter", f"--net=/run/netns/{veth.name}", *(hidden.prefix() if hidden else ())),
+            prefix=(*hosts.enter_argv(hosts.b), *(hidden.prefix() if hidden else ())),
         )
         handles.append(b)
         yield Pair(a, b, a_remote, b_remote)
@@ -188,10 +195,10 @@ def counter_bundle(tmp_path: Path) -> Path:
 
 
 async def test_a_counter_moves_to_b_and_back_without_losing_a_number(
-    veth: netns.VethNetns, certs: dict[str, TlsFiles], counter_bundle: Path
+    hosts: netns.NetnsPair, certs: dict[str, TlsFiles], counter_bundle: Path
 ) -> None:
     cid = unique_id("mig")
-    async with two_daemons(veth, certs) as pair:
+    async with two_daemons(hosts, certs) as pair:
         async with (
             Client.connect(pair.a.address, timeout=60) as a,
             Client.connect(pair.b.address, timeout=60) as b,
@@ -239,11 +246,11 @@ async def test_a_counter_moves_to_b_and_back_without_losing_a_number(
 
 
 async def test_a_destination_with_a_certificate_the_source_does_not_trust_changes_nothing(
-    veth: netns.VethNetns, certs: dict[str, TlsFiles], counter_bundle: Path
+    hosts: netns.NetnsPair, certs: dict[str, TlsFiles], counter_bundle: Path
 ) -> None:
     cid = unique_id("mig")
     async with (
-        two_daemons(veth, certs, b_cert="b-stranger") as pair,
+        two_daemons(hosts, certs, b_cert="b-stranger") as pair,
         Client.connect(pair.a.address, timeout=60) as a,
         Client.connect(pair.b.address) as b,
     ):
@@ -291,13 +298,13 @@ def hidden_counter_bundle(top: Path) -> tuple[Path, Hidden]:
 
 
 async def test_a_rootfs_missing_at_the_destination_is_found_before_the_freeze(
-    veth: netns.VethNetns, certs: dict[str, TlsFiles]
+    hosts: netns.NetnsPair, certs: dict[str, TlsFiles]
 ) -> None:
     top = short_temp_dir("ca-mig-")
     bundle, hidden = hidden_counter_bundle(top)
     cid = unique_id("mig")
     async with (
-        two_daemons(veth, certs, hidden=hidden, top=top) as pair,
+        two_daemons(hosts, certs, hidden=hidden, top=top) as pair,
         Client.connect(pair.a.address, timeout=60) as a,
         Client.connect(pair.b.address) as b,
         a.subscribe() as a_events,
@@ -316,13 +323,13 @@ async def test_a_rootfs_missing_at_the_destination_is_found_before_the_freeze(
 
 
 async def test_with_rootfs_copy_the_rootfs_goes_along(
-    veth: netns.VethNetns, certs: dict[str, TlsFiles]
+    hosts: netns.NetnsPair, certs: dict[str, TlsFiles]
 ) -> None:
     top = short_temp_dir("ca-mig-")
     bundle, hidden = hidden_counter_bundle(top)
     cid = unique_id("mig")
     async with (
-        two_daemons(veth, certs, hidden=hidden, top=top) as pair,
+        two_daemons(hosts, certs, hidden=hidden, top=top) as pair,
         Client.connect(pair.a.address, timeout=60) as a,
         Client.connect(pair.b.address) as b,
     ):
@@ -341,14 +348,14 @@ async def test_with_rootfs_copy_the_rootfs_goes_along(
 
 
 async def test_a_failed_restore_at_the_destination_leaves_it_running_at_the_source(
-    veth: netns.VethNetns, certs: dict[str, TlsFiles]
+    hosts: netns.NetnsPair, certs: dict[str, TlsFiles]
 ) -> None:
     """B has a directory at the rootfs path, but an empty one: CRIU cannot restore there."""
     top = short_temp_dir("ca-mig-")
     bundle, hidden = hidden_counter_bundle(top)
     cid = unique_id("mig")
     async with (
-        two_daemons(veth, certs, hidden=attrs.evolve(hidden, fake_rootfs=True), top=top) as pair,
+        two_daemons(hosts, certs, hidden=attrs.evolve(hidden, fake_rootfs=True), top=top) as pair,
         Client.connect(pair.a.address, timeout=60) as a,
         Client.connect(pair.b.address) as b,
         a.subscribe() as a_events,
@@ -367,7 +374,7 @@ async def test_a_failed_restore_at_the_destination_leaves_it_running_at_the_sour
 
 
 async def test_a_failed_dump_at_the_source_thaws_it(
-    veth: netns.VethNetns, certs: dict[str, TlsFiles], counter_bundle: Path
+    hosts: netns.NetnsPair, certs: dict[str, TlsFiles], counter_bundle: Path
 ) -> None:
     top = short_temp_dir("ca-mig-")
     wrapper = top / "failing-dump-runc"
@@ -379,7 +386,7 @@ async def test_a_failed_dump_at_the_source_thaws_it(
     cid = unique_id("mig")
     try:
         async with (
-            two_daemons(veth, certs, top=top, a_args=("--runtime", str(wrapper))) as pair,
+            two_daemons(hosts, certs, top=top, a_args=("--runtime", str(wrapper))) as pair,
             Client.connect(pair.a.address, timeout=60) as a,
             Client.connect(pair.b.address) as b,
         ):
@@ -429,12 +436,12 @@ def api_server_pid(reaper_pid: int) -> int:
 
 
 async def test_the_destination_dying_midway_leaves_it_running_at_the_source(
-    veth: netns.VethNetns, certs: dict[str, TlsFiles], tmp_path: Path
+    hosts: netns.NetnsPair, certs: dict[str, TlsFiles], tmp_path: Path
 ) -> None:
     bundle = make_bundle(tmp_path / "memory", memory_counter(256))
     cid = unique_id("mig")
     async with (
-        two_daemons(veth, certs) as pair,
+        two_daemons(hosts, certs) as pair,
         Client.connect(pair.a.address, timeout=60) as a,
     ):
         await a.create_container(cid, str(bundle))
@@ -470,7 +477,7 @@ async def test_the_destination_dying_midway_leaves_it_running_at_the_source(
 
 
 async def test_a_dropped_connection_leaves_it_running_at_the_source(
-    veth: netns.VethNetns, certs: dict[str, TlsFiles], tmp_path: Path
+    hosts: netns.NetnsPair, certs: dict[str, TlsFiles], tmp_path: Path
 ) -> None:
     """Both ends of B's connections are reset by B's own firewall (in its namespace only).
 
@@ -480,7 +487,7 @@ async def test_a_dropped_connection_leaves_it_running_at_the_source(
     bundle = make_bundle(tmp_path / "memory", memory_counter(256))
     cid = unique_id("mig")
     async with (
-        two_daemons(veth, certs, b_args=("--migration-idle-timeout", "3s")) as pair,
+        two_daemons(hosts, certs, b_args=("--migration-idle-timeout", "3s")) as pair,
         Client.connect(pair.a.address, timeout=60) as a,
         Client.connect(pair.b.address) as b,
     ):
@@ -503,10 +510,10 @@ async def test_a_dropped_connection_leaves_it_running_at_the_source(
                 nursery.start_soon(migrate)
                 await wait_until_receiving(pair.b)
                 for rule in rules:
-                    subprocess.run(veth.exec_argv("iptables", "-I", *rule), check=True)
+                    subprocess.run(hosts.exec_argv(hosts.b, "iptables", "-I", *rule), check=True)
         finally:
             for rule in rules:
-                subprocess.run(veth.exec_argv("iptables", "-D", *rule), check=False)
+                subprocess.run(hosts.exec_argv(hosts.b, "iptables", "-D", *rule), check=False)
         assert "migration failed while sending" in failure[0].message, failure[0].message
         with trio.fail_after(30):  # B drops what it received once it sees the connection closed
             while list((pair.b.state_dir / "incoming").iterdir()):
@@ -525,12 +532,12 @@ TCP_COUNTER = [
 
 
 async def test_an_established_tcp_connection_stops_a_migration_without_tcp(
-    veth: netns.VethNetns, certs: dict[str, TlsFiles], tmp_path: Path
+    hosts: netns.NetnsPair, certs: dict[str, TlsFiles], tmp_path: Path
 ) -> None:
     bundle = make_bundle(tmp_path / "tcp", TCP_COUNTER)
     cid = unique_id("mig")
     async with (
-        two_daemons(veth, certs) as pair,
+        two_daemons(hosts, certs) as pair,
         Client.connect(pair.a.address, timeout=60) as a,
         Client.connect(pair.b.address) as b,
     ):
