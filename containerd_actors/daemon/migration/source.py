@@ -32,7 +32,6 @@ import shutil
 import tarfile
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -141,12 +140,11 @@ async def migrate_out(
     container: SourceContainer,
     request: wire.MigrateContainer,
     tls: TlsFiles | None,
-    mark_frozen: Callable[[bool], None] = lambda frozen: None,
 ) -> MigrationResult:
     """Move the container; on success it is still frozen here, for the caller to delete.
 
-    Raises ``CommandError`` with the container running (thawed) here. ``mark_frozen`` tells the
-    caller when the container is frozen and thawed again, so its status stays true meanwhile.
+    Raises ``CommandError`` with the container running (thawed) here. It touches no state of the
+    container's actor (it runs in a task of its own): the actor learns the outcome from it.
     """
     if request.pre_dump:
         raise CommandError(ErrorCode.INVALID_REQUEST, await pre_dump_refusal())
@@ -158,7 +156,7 @@ async def migrate_out(
     token = f"m{uuid.uuid4().hex[:16]}"
     peer = _connect(request.to, tls)
     try:
-        return await _with_peer(runtime, container, request, peer, token, rootfs, started, mark_frozen)
+        return await _with_peer(runtime, container, request, peer, token, rootfs, started)
     finally:
         peer.close()
 
@@ -178,7 +176,6 @@ async def _with_peer(
     token: str,
     rootfs: Path,
     started: float,
-    mark_frozen: Callable[[bool], None],
 ) -> MigrationResult:
     begin = wire.MigrationBegin(
         peer.next_request_id(),
@@ -205,7 +202,6 @@ async def _with_peer(
             await _abort(peer, token, "the source could not freeze the container")
             raise CommandError(ErrorCode.RUNTIME_FAILED, f"migration not started: {exc}") from None
         frozen_at_wall, frozen_at = time.time(), time.monotonic()
-        mark_frozen(True)
         try:
             result = await _frozen_steps(
                 runtime, container, request, peer, token, images, options, frozen_at_wall, frozen_at
@@ -214,17 +210,21 @@ async def _with_peer(
             with trio.CancelScope(shield=True):
                 await _abort(peer, token, f"the source failed: {exc}", lost=isinstance(exc, _PeerLost))
                 await _thaw(runtime, container.id)
-                mark_frozen(False)
             raise
         kept = None
         if request.keep_source:
-            publish_checkpoint(
-                container.bundle,
-                images,
-                Checkpoint(name, request.tcp, False, False, True, frozen_at_wall),
-                container.terminal,
-            )
-            kept = name
+            # The container runs at the destination now: failing to keep the dump is no reason
+            # to thaw it here as well.
+            try:
+                publish_checkpoint(
+                    container.bundle,
+                    images,
+                    Checkpoint(name, request.tcp, False, False, True, frozen_at_wall),
+                    container.terminal,
+                )
+                kept = name
+            except (CommandError, OSError) as exc:
+                log.warning("container %s: migrated, but its dump could not be kept: %s", container.id, exc)
     return attrs.evolve(result, total_s=time.monotonic() - started, kept_checkpoint=kept)
 
 
