@@ -121,7 +121,11 @@ class ApiServer:
         self._socket: ReplySocket | None = None
         #: Migrations arriving here (served without an actor: there is no container yet).
         self.incoming = IncomingMigrations(
-            config.state_dir, config.migrated_cgroup_parent, supervisor, events
+            config.state_dir,
+            config.migrated_cgroup_parent,
+            supervisor,
+            events,
+            config.migration_idle_timeout,
         )
         self.handlers = self._handler_table(supervisor, events, metrics)
 

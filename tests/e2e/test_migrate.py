@@ -260,6 +260,12 @@ async def test_a_destination_with_a_certificate_the_source_does_not_trust_change
             await a.migrate_container(cid, pair.b_remote)
         assert "migration not started" in failed.value.message
         await still_counting_at_a_only(pair, a, b, cid)
+        # Nobody listens there: refused at once, and the daemon was never stalled by the dial.
+        closed_port = pair.b_remote.rpartition(":")[0] + ":1"
+        with pytest.raises(RequestFailed) as unreachable:
+            await a.migrate_container(cid, closed_port)
+        assert "cannot reach the destination" in unreachable.value.message, unreachable.value.message
+        await still_counting_at_a_only(pair, a, b, cid)
         with pytest.raises(RequestFailed) as pre_dump:
             await a.migrate_container(cid, pair.b_remote, pre_dump=2)
         checked = subprocess.run(

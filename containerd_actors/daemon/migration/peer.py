@@ -19,6 +19,8 @@ from containerd_actors.protocol.migration import MigrationChunk
 from containerd_actors.transport.request import ConnectionLost, RawRequestSocket
 from containerd_actors.transport.tls import TlsFiles, is_tls
 
+#: How long a dial (TCP connect and TLS handshake) may take.
+DIAL_TIMEOUT_S = 10.0
 #: A request other than the restore must be answered within this time.
 REQUEST_TIMEOUT_S = 30.0
 
@@ -47,14 +49,21 @@ class Peer:
         self._prefix = os.urandom(4).hex()
 
     @classmethod
-    def connect(cls, address: str, tls: TlsFiles | None) -> Peer:
-        """Dial now (the TLS handshake included), so a bad certificate fails before any freeze."""
+    async def connect(cls, address: str, tls: TlsFiles | None) -> Peer:
+        """Dial now (the TLS handshake included), so a bad certificate fails before any freeze; in a
+        worker thread, so an address that does not answer never stalls this daemon."""
         if not is_tls(address):
             raise PeerError(f"the destination must be a tls+tcp:// address, got {address!r}")
         if tls is None:
             raise PeerError("this daemon has no TLS certificate (--tls-cert/--tls-key/--tls-ca) to dial with")
         try:
-            socket = RawRequestSocket(address, recv_max_size=wire.MAX_MESSAGE_BYTES, tls=tls)
+            with trio.fail_after(DIAL_TIMEOUT_S):
+                socket = await RawRequestSocket.dial_in_thread(address, wire.MAX_MESSAGE_BYTES, tls)
+        except trio.TooSlowError:
+            raise PeerError(
+                f"cannot reach the destination {address}: no connection within {DIAL_TIMEOUT_S:g} s",
+                lost=True,
+            ) from None
         except pynng.NNGException as exc:
             raise PeerError(f"cannot reach the destination {address}: {exc}", lost=True) from None
         return cls(address, socket, tls)

@@ -154,16 +154,16 @@ async def migrate_out(
     except (OSError, ValueError) as exc:
         raise CommandError(ErrorCode.INVALID_BUNDLE, f"cannot read the bundle's rootfs: {exc}") from None
     token = f"m{uuid.uuid4().hex[:16]}"
-    peer = _connect(request.to, tls)
+    peer = await _connect(request.to, tls)
     try:
         return await _with_peer(runtime, container, request, peer, token, rootfs, started)
     finally:
         peer.close()
 
 
-def _connect(address: str, tls: TlsFiles | None) -> Peer:
+async def _connect(address: str, tls: TlsFiles | None) -> Peer:
     try:
-        return Peer.connect(address, tls)
+        return await Peer.connect(address, tls)
     except PeerError as exc:
         raise CommandError(ErrorCode.RUNTIME_FAILED, f"migration not started: {exc.message}") from None
 
@@ -339,7 +339,7 @@ async def _abort(peer: Peer, token: str, reason: str, lost: bool = False) -> Non
             target = peer
             try:
                 if attempt:
-                    target = Peer.connect(peer.address, peer.tls)
+                    target = await Peer.connect(peer.address, peer.tls)
                 try:
                     abort = wire.MigrationAbort(target.next_request_id(), token, reason[:500])
                     await target.ask(abort, timeout=ABORT_TIMEOUT_S / 2)
