@@ -1,7 +1,5 @@
 """Lets ``python -m ctl`` behave like the installed ``actr`` script."""
 
-import sys
+from ctl.main import console_main
 
-from ctl.main import main
-
-sys.exit(main())
+console_main()

@@ -19,18 +19,21 @@ import stat
 import sys
 import termios
 import tty
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import trio
 
-from containerd_actors.client import Client, ErrorCode, RequestFailed
+from containerd_actors.client import FRAMED_INPUT_CHUNK_BYTES, Client, ErrorCode, RequestFailed
+from ctl.attach_blocking import rotated_out
 
 #: Ctrl-P Ctrl-Q, docker's default detach keys.
 DETACH_KEYS = b"\x10\x11"
 #: Exit code when the daemon does not know the exit status (the process was not its child).
 EXIT_STATUS_UNKNOWN = 255
-_READ_CHUNK = 64 << 10
+_READ_CHUNK = FRAMED_INPUT_CHUNK_BYTES
+#: Reads whose output may wait for the writer (each up to 4 MiB per stream).
+_WRITES_AHEAD = 2
 
 
 class Detached(Exception):
@@ -66,18 +69,40 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+@asynccontextmanager
+async def _output_writer() -> AsyncIterator[trio.MemorySendChannel[tuple[int, bytes]]]:
+    """A channel whose bytes are written by a task of their own, in a thread (so that a slow reader
+    of our stdout never stalls stdin forwarding), while the next read is on its way; at most
+    ``_WRITES_AHEAD`` writes wait. Leaving the block waits for them all."""
+    send, receive = trio.open_memory_channel[tuple[int, bytes]](_WRITES_AHEAD)
+
+    async def write_all() -> None:
+        async with receive:
+            async for fd, data in receive:
+                await trio.to_thread.run_sync(_write_all, fd, data)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(write_all)
+        async with send:
+            yield send
+
+
 async def _pump_output(
     client: Client, id: str, pid: int, out_fd: int, err_fd: int, offsets: tuple[int, int]
 ) -> int:
-    async for chunk in client.follow_output(id, pid, offsets=offsets):
-        if chunk.stdout:
-            # A thread, so that a slow reader of our stdout never stalls stdin forwarding.
-            await trio.to_thread.run_sync(_write_all, out_fd, chunk.stdout)
-        if chunk.stderr:
-            await trio.to_thread.run_sync(_write_all, err_fd, chunk.stderr)
-        if chunk.exited:
-            return EXIT_STATUS_UNKNOWN if chunk.status is None else chunk.status
-    return EXIT_STATUS_UNKNOWN
+    status = EXIT_STATUS_UNKNOWN
+    async with _output_writer() as output:
+        async for chunk in client.follow_output(id, pid, offsets=offsets):
+            if chunk.skipped:
+                await output.send((err_fd, rotated_out(chunk.skipped)))
+            if chunk.stdout:
+                await output.send((out_fd, chunk.stdout))
+            if chunk.stderr:
+                await output.send((err_fd, chunk.stderr))
+            if chunk.exited:
+                status = EXIT_STATUS_UNKNOWN if chunk.status is None else chunk.status
+                break
+    return status
 
 
 class _DetachScanner:
@@ -211,11 +236,13 @@ async def print_logs(client: Client, id: str, pid: int, *, follow: bool, tail: i
     """``actr containers logs``: stdout to stdout and stderr to stderr, from the daemon's logs."""
     out_fd, err_fd = sys.stdout.fileno(), sys.stderr.fileno()
     sys.stdout.flush()
-    async for chunk in client.follow_output(id, pid, follow=follow, tail=tail):
-        if chunk.skipped:
-            print(f"actr: {chunk.skipped} bytes were rotated out of the logs", file=sys.stderr, flush=True)
-        if chunk.stdout:
-            await trio.to_thread.run_sync(_write_all, out_fd, chunk.stdout)
-        if chunk.stderr:
-            await trio.to_thread.run_sync(_write_all, err_fd, chunk.stderr)
+    sys.stderr.flush()
+    async with _output_writer() as output:
+        async for chunk in client.follow_output(id, pid, follow=follow, tail=tail):
+            if chunk.skipped:
+                await output.send((err_fd, rotated_out(chunk.skipped)))
+            if chunk.stdout:
+                await output.send((out_fd, chunk.stdout))
+            if chunk.stderr:
+                await output.send((err_fd, chunk.stderr))
     return 0

@@ -15,6 +15,7 @@ usual 130; a process that no longer takes input still gets its output shown.
 from __future__ import annotations
 
 import os
+import queue
 import select
 import signal
 import sys
@@ -23,12 +24,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from containerd_actors.client import BlockingClient, ErrorCode, RequestFailed
+from containerd_actors.client import FRAMED_INPUT_CHUNK_BYTES, BlockingClient, ErrorCode, RequestFailed
 
 #: Exit code when the daemon does not know the exit status (the process was not its child).
 EXIT_STATUS_UNKNOWN = 255
-_READ_CHUNK = 64 << 10
+#: stdin is read in pieces of one framed WriteInput: one round trip per MiB of a file or busy pipe.
+_READ_CHUNK = FRAMED_INPUT_CHUNK_BYTES
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+#: Reads whose output may wait for the writer thread (each up to 4 MiB per stream).
+_WRITES_AHEAD = 2
 
 
 class _Stopped(BaseException):
@@ -61,12 +65,29 @@ def _stop_signals() -> Iterator[None]:
 
 
 def _read(fd: int) -> bytes:
-    """One read, waiting also when the descriptor was left non-blocking (by whoever shares it)."""
+    """One read, waiting also when the descriptor was left non-blocking (by whoever shares it);
+    then what else is ready at once, up to ``_READ_CHUNK``: a pipe gives 64 KiB a read, and a
+    WriteInput per read would cost a round trip per 64 KiB."""
     while True:
         try:
-            return os.read(fd, _READ_CHUNK)
+            data = os.read(fd, _READ_CHUNK)
+            break
         except BlockingIOError:
             select.select([fd], [], [])
+    if not data or len(data) >= _READ_CHUNK:
+        return data
+    parts = [data]
+    size = len(data)
+    while size < _READ_CHUNK and select.select([fd], [], [], 0)[0]:
+        try:
+            more = os.read(fd, _READ_CHUNK - size)
+        except BlockingIOError:
+            break
+        if not more:
+            break  # EOF: the next read says so again
+        parts.append(more)
+        size += len(more)
+    return b"".join(parts) if len(parts) > 1 else data
 
 
 def _forward_stdin(address: str, id: str, pid: int, in_fd: int, failures: list[BaseException]) -> None:
@@ -86,6 +107,49 @@ def _forward_stdin(address: str, id: str, pid: int, in_fd: int, failures: list[B
         failures.append(exc)
 
 
+def rotated_out(skipped: int) -> bytes:
+    """What a reader that fell behind by more than the logs keep (two generations of 64 MiB) is told:
+    the process is never blocked by a reader, so the bytes in between are gone."""
+    return f"actr: {skipped} bytes were rotated out of the logs before they could be read\n".encode()
+
+
+class OutputWriter:
+    """Writes output in a thread of its own, so that the next ReadOutput is on its way while this
+    one's bytes go to stdout (a MiB to a file or pipe takes about as long as a round trip); also
+    ``actr containers logs``'s.
+
+    At most ``_WRITES_AHEAD`` reads wait for it: a slow reader of our stdout slows the reads, as
+    it should, and never makes this process hold the whole stream.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(_WRITES_AHEAD)
+        self.failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="stdout", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self.failure is None:
+                try:
+                    _write_all(*item)
+                except BaseException as exc:
+                    self.failure = exc
+
+    def write(self, fd: int, data: bytes) -> None:
+        if self.failure is not None:
+            raise self.failure
+        if data:
+            self._queue.put((fd, data))
+
+    def finish(self) -> None:
+        """Wait for every write; raise what one of them raised."""
+        self._queue.put(None)
+        self._thread.join()
+        if self.failure is not None:
+            raise self.failure
+
+
 def attach(client: BlockingClient, id: str, pid: int) -> int:
     """Connect this process's stdio to process ``pid`` of container ``id``; return its exit status."""
     in_fd, out_fd, err_fd = sys.stdin.fileno(), sys.stdout.fileno(), sys.stderr.fileno()
@@ -98,11 +162,15 @@ def attach(client: BlockingClient, id: str, pid: int) -> int:
     try:
         with _stop_signals():
             forwarder.start()
+            writer = OutputWriter()
             for chunk in client.follow_output(id, pid):
-                _write_all(out_fd, chunk.stdout)
-                _write_all(err_fd, chunk.stderr)
+                if chunk.skipped:
+                    writer.write(err_fd, rotated_out(chunk.skipped))
+                writer.write(out_fd, chunk.stdout)
+                writer.write(err_fd, chunk.stderr)
                 if chunk.exited:
                     status = EXIT_STATUS_UNKNOWN if chunk.status is None else chunk.status
+            writer.finish()
     except _Stopped as stopped:
         return 128 + stopped.signum
     if failures:

@@ -13,7 +13,6 @@ import argparse
 import shlex
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -39,15 +38,28 @@ async def print_completion(args: argparse.Namespace) -> int:
     return 0
 
 
-@dataclass(frozen=True)
 class Node:
-    """One command of the tree: what may follow it."""
+    """One command of the tree: what may follow it.
 
-    path: str
-    subcommands: tuple[str, ...]
-    options: tuple[str, ...]
-    value_options: tuple[str, ...]
-    choices: tuple[str, ...]
+    A plain class, not a dataclass or a NamedTuple: every ``actr`` imports this module to build
+    its parser, and generating those classes' methods would cost it 2-8 ms.
+    """
+
+    __slots__ = ("choices", "options", "path", "subcommands", "value_options")
+
+    def __init__(
+        self,
+        path: str,
+        subcommands: tuple[str, ...],
+        options: tuple[str, ...],
+        value_options: tuple[str, ...],
+        choices: tuple[str, ...],
+    ) -> None:
+        self.path = path
+        self.subcommands = subcommands
+        self.options = options
+        self.value_options = value_options
+        self.choices = choices
 
 
 def walk(parser: argparse.ArgumentParser, path: str = "") -> Iterator[Node]:

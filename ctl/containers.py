@@ -352,23 +352,20 @@ def show_logs(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
     """``actr containers logs ID [-p PID] [-f] [--tail N]``: without ``-f``, what the logs hold now."""
     if args.follow:
         return _follow_logs(args)
+    from ctl.attach_blocking import OutputWriter, rotated_out
+
     out_fd, err_fd = sys.stdout.fileno(), sys.stderr.fileno()
     sys.stdout.flush()
+    sys.stderr.flush()
     with connect(args) as client:
+        writer = OutputWriter()
         for chunk in client.follow_output(args.id, args.pid, follow=False, tail=args.tail):
             if chunk.skipped:
-                print(
-                    f"actr: {chunk.skipped} bytes were rotated out of the logs", file=sys.stderr, flush=True
-                )
-            _write_all(out_fd, chunk.stdout)
-            _write_all(err_fd, chunk.stderr)
+                writer.write(err_fd, rotated_out(chunk.skipped))
+            writer.write(out_fd, chunk.stdout)
+            writer.write(err_fd, chunk.stderr)
+        writer.finish()
     return 0
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 async def _follow_logs(args: argparse.Namespace) -> int:
@@ -385,7 +382,14 @@ def container_state(args: argparse.Namespace) -> int:
     from ctl import render
 
     with connect(args) as client:
-        containers = client.containers()
+        try:
+            containers = client.state(args.id).containers
+        except RequestFailed as failure:
+            # A daemon older than State.id (protocol revision 3) refuses the field; the id itself
+            # was checked before sending. Then all of them, as before.
+            if failure.code != ErrorCode.INVALID_REQUEST:
+                raise
+            containers = client.containers()
     found = [c for c in containers if c.id == args.id]
     if not found:
         raise RequestFailed(ErrorReply(None, ErrorCode.NOT_FOUND, f"no such container: {args.id!r}"))

@@ -110,6 +110,8 @@ async def stream_events(args: argparse.Namespace) -> int:
                 ):
                     host = (await client.ping()).daemon_id if len(addresses) > 1 else None
                     subscribed.set()
+                    # Replayed events may be there at once: none is printed before the header.
+                    await header_printed.wait()
                     while True:
                         try:
                             event = await anext(subscription)
@@ -121,6 +123,7 @@ async def stream_events(args: argparse.Namespace) -> int:
                         printer.print(event, host)
 
             nursery.start_soon(stop_on_signal)
+            header_printed = trio.Event()
             async with trio.open_nursery() as streams:
                 ready = [trio.Event() for _ in addresses]
                 for address, subscribed in zip(addresses, ready, strict=True):
@@ -128,5 +131,6 @@ async def stream_events(args: argparse.Namespace) -> int:
                 for subscribed in ready:
                     await subscribed.wait()
                 printer.header()  # once every subscription is live
+                header_printed.set()
             nursery.cancel_scope.cancel()
     return result[0] if result else 0

@@ -39,7 +39,7 @@ from typing import Any, NoReturn
 
 from containerd_actors.client import DEFAULT_ADDRESS
 from ctl import checkpoints, completion, containers, events, metrics
-from ctl.arguments import UsageError, json_after
+from ctl.arguments import Parser, UsageError, json_after
 
 PROG = "actr"
 ADDRESS_ENV = "ACTR_ADDRESS"
@@ -94,8 +94,20 @@ def default_address() -> str:
     return os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS
 
 
+def _remember_translations() -> None:
+    """argparse passes every message through ``gettext``, which looks for a catalogue on disk each
+    time (four ``stat`` calls a message, ~65 messages to build actr's parser: half of its cost); the
+    answer cannot change within a process, so each is looked up once."""
+    import functools
+    import gettext
+
+    if not hasattr(argparse._, "cache_info"):
+        argparse._ = functools.cache(gettext.gettext)  # type: ignore[attr-defined]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    _remember_translations()
+    parser = Parser(
         prog=PROG,
         description="High performance container daemon controller (containerd-actors).",
     )
@@ -208,5 +220,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def console_main() -> NoReturn:
+    """The ``actr`` script: ``main``, then out without tearing the interpreter down.
+
+    Freeing every module and object at exit (the wire types, cattrs, attrs) costs ~10 ms, a sixth
+    of a one-shot command. Exit handlers still run, and the output is flushed first; a reader
+    that went away meanwhile gets the usual 141.
+    """
+    import atexit
+
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        code = EXIT_BROKEN_PIPE
+    except (OSError, ValueError):
+        code = code or EXIT_FAILURE
+    atexit._run_exitfuncs()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

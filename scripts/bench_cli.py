@@ -97,7 +97,8 @@ def actr_argv() -> list[str]:
 
 
 def compile_sources() -> list[str]:
-    """Write the .pyc files of the packages actr imports, as installing a package does.
+    """Write the .pyc files of the packages actr imports, as installing a package does (and the
+    cache of the wire types' attrs methods, ``protocol.attrs_code``).
 
     A checkout has none where PYTHONDONTWRITEBYTECODE is set (as on these machines), and then
     every run would compile each module again: tens of milliseconds that no installed actr pays.
@@ -110,6 +111,10 @@ def compile_sources() -> list[str]:
         cwd="/", capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
     subprocess.run([sys.executable, "-m", "compileall", "-q", *where], cwd="/", check=True)
+    # And the bytecode of the methods attrs generates for the wire types, which setup writes too.
+    client = "containerd_actors.client.blocking"  # as scripts/setup does
+    write_cache = [sys.executable, "-m", "containerd_actors.protocol.attrs_code", client]
+    subprocess.run(write_cache, cwd="/", check=False)  # a tree from before protocol.attrs_code has none
     return where
 
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         DEFAULT_TIMEOUT_S,
         FOLLOW_BACKOFF_S,
         FOLLOW_WAIT_S,
+        FRAMED_INPUT_CHUNK_BYTES,
         INPUT_CHUNK_BYTES,
         OutputRead,
     )
@@ -71,6 +72,7 @@ _HOMES: dict[str, tuple[str, ...]] = {
         "DEFAULT_TIMEOUT_S",
         "FOLLOW_BACKOFF_S",
         "FOLLOW_WAIT_S",
+        "FRAMED_INPUT_CHUNK_BYTES",
         "INPUT_CHUNK_BYTES",
     ),
     "containerd_actors.client.connection": ("Client",),

@@ -44,6 +44,7 @@ class BlockingClient:
         self._socket = socket
         self._timeout = timeout
         self._ids = calls.RequestIds(self)
+        self._frames: bool | None = None
 
     @classmethod
     @contextmanager
@@ -66,10 +67,17 @@ class BlockingClient:
             yield cls(address, socket, timeout)
 
     def call(
-        self, request_type: type, reply_type: type[_Reply], *, timeout: float | None = None, **fields: Any
+        self,
+        request_type: type,
+        reply_type: type[_Reply],
+        *,
+        timeout: float | None = None,
+        framed: bool = False,
+        **fields: Any,
     ) -> _Reply:
-        """Send one request and return its typed reply; an ErrorReply raises ``RequestFailed``."""
-        payload = calls.encode(request_type, self._ids.next(), fields)
+        """Send one request and return its typed reply; an ErrorReply raises ``RequestFailed``.
+        ``framed`` sends the request's bytes fields as a binary frame (see ``speaks_frames``)."""
+        payload = calls.encode(request_type, self._ids.next(), fields, framed=framed)
         timeout = self._timeout if timeout is None else timeout
         try:
             raw = self._socket.request(payload, timeout)
@@ -81,7 +89,16 @@ class BlockingClient:
         return calls.decode(raw, reply_type)
 
     def ping(self) -> wire.PingReply:
-        return self.call(wire.Ping, wire.PingReply)
+        reply = self.call(wire.Ping, wire.PingReply)
+        self._frames = calls.speaks_frames(reply)
+        return reply
+
+    def speaks_frames(self) -> bool:
+        """Whether the daemon takes and gives binary frames (protocol revision 3): output and
+        input then cross as they are, without base64. Asked once (a Ping), then remembered."""
+        if self._frames is None:
+            self.ping()
+        return bool(self._frames)
 
     # ----------------------------------------------------------------------- containers
 
@@ -100,8 +117,9 @@ class BlockingClient:
     def signal(self, id: str, signal: int = 15, pid: int = 0) -> None:
         self.call(wire.Signal, wire.SignalReply, id=id, signal=signal, pid=pid)
 
-    def state(self) -> wire.StateReply:
-        return self.call(wire.State, wire.StateReply)
+    def state(self, id: str = "") -> wire.StateReply:
+        """Every container, or only the one ``id`` names (a daemon of protocol revision 3 or later)."""
+        return self.call(wire.State, wire.StateReply, id=id)
 
     def containers(self) -> list[wire.ContainerInfo]:
         return self.state().containers
@@ -159,7 +177,7 @@ class BlockingClient:
     def read_output(
         self, id: str, pid: int = 0, **options: Unpack[calls.ReadOptions]
     ) -> wire.ReadOutputReply:
-        """One read of a process's output (base64 fields); see ``output`` for all of it."""
+        """One read of a process's output (``binary``: as a frame); see ``output`` for all of it."""
         return self.call(wire.ReadOutput, wire.ReadOutputReply, id=id, pid=pid, **options)
 
     def follow_output(
@@ -171,7 +189,7 @@ class BlockingClient:
         """``Client.follow_output`` without trio: a process's output from ``offsets`` (or its last
         ``tail`` lines) until it exits; without ``follow``, until the current end of the logs.
         """
-        state = calls.OutputFollow(**options)
+        state = calls.OutputFollow(framed=self.speaks_frames(), **options)
         while not state.done:
             yield state.take(self.read_output(id, pid, **state.fields()))
             if state.backoff:
@@ -179,7 +197,8 @@ class BlockingClient:
 
     def write_input(self, id: str, data: bytes, pid: int = 0, *, close: bool = False) -> None:
         """Write all of ``data`` to a process's stdin, in chunks that fit a request; then maybe EOF."""
-        chunks = calls.InputChunks(data, close)
+        framed = self.speaks_frames()
+        chunks = calls.InputChunks(data, close, framed=framed)
         while (fields := chunks.next_fields()) is not None:
-            reply = self.call(wire.WriteInput, wire.WriteInputReply, id=id, pid=pid, **fields)
+            reply = self.call(wire.WriteInput, wire.WriteInputReply, id=id, pid=pid, framed=framed, **fields)
             chunks.written(reply.written)

@@ -77,6 +77,7 @@ class Client:
         self._timeout = timeout
         self._ids = calls.RequestIds(self)
         self._streams: tuple[str, str | None] | None = None
+        self._frames: bool | None = None
 
     @classmethod
     @asynccontextmanager
@@ -106,15 +107,17 @@ class Client:
         *,
         timeout: float | None = None,
         retry_lost: bool = False,
+        framed: bool = False,
         **fields: Any,
     ) -> _Reply:
         """Send one request and return its typed reply; an ErrorReply raises ``RequestFailed``.
 
         With ``retry_lost``, a request whose connection closed before the reply is sent again,
         the same request with the same request id, once the daemon is back (within ``timeout``):
-        the daemon answers a repeat with what the first one did, if it got that far.
+        the daemon answers a repeat with what the first one did, if it got that far. ``framed``
+        sends the request's bytes fields as a binary frame (see ``speaks_frames``).
         """
-        payload = calls.encode(request_type, self._ids.next(), fields)
+        payload = calls.encode(request_type, self._ids.next(), fields, framed=framed)
         timeout = self._timeout if timeout is None else timeout
         try:
             with trio.fail_after(timeout):
@@ -132,7 +135,16 @@ class Client:
         return calls.decode(raw, reply_type)
 
     async def ping(self) -> wire.PingReply:
-        return await self.call(wire.Ping, wire.PingReply)
+        reply = await self.call(wire.Ping, wire.PingReply)
+        self._frames = calls.speaks_frames(reply)
+        return reply
+
+    async def speaks_frames(self) -> bool:
+        """Whether the daemon takes and gives binary frames (protocol revision 3): output and
+        input then cross as they are, without base64. Asked once (a Ping), then remembered."""
+        if self._frames is None:
+            await self.ping()
+        return bool(self._frames)
 
     # ----------------------------------------------------------------------- containers
 
@@ -155,8 +167,9 @@ class Client:
     async def signal(self, id: str, signal: int = 15, pid: int = 0) -> None:
         await self.call(wire.Signal, wire.SignalReply, id=id, signal=signal, pid=pid)
 
-    async def state(self) -> wire.StateReply:
-        return await self.call(wire.State, wire.StateReply)
+    async def state(self, id: str = "") -> wire.StateReply:
+        """Every container, or only the one ``id`` names (a daemon of protocol revision 3 or later)."""
+        return await self.call(wire.State, wire.StateReply, id=id)
 
     async def containers(self) -> list[wire.ContainerInfo]:
         return (await self.state()).containers
@@ -217,7 +230,7 @@ class Client:
     async def read_output(
         self, id: str, pid: int = 0, **options: Unpack[calls.ReadOptions]
     ) -> wire.ReadOutputReply:
-        """One read of a process's output (base64 fields); see ``follow_output`` for a stream."""
+        """One read of a process's output (``binary``: as a frame); see ``follow_output`` for a stream."""
         return await self.call(wire.ReadOutput, wire.ReadOutputReply, id=id, pid=pid, **options)
 
     async def follow_output(
@@ -232,7 +245,7 @@ class Client:
         Without ``follow`` it stops at the current end of the logs instead. Each read is a
         long-poll reply; the last one (``exited``) carries the exit status.
         """
-        state = calls.OutputFollow(**options)
+        state = calls.OutputFollow(framed=await self.speaks_frames(), **options)
         while not state.done:
             yield state.take(await self.read_output(id, pid, **state.fields()))
             if state.backoff:
@@ -240,9 +253,12 @@ class Client:
 
     async def write_input(self, id: str, data: bytes, pid: int = 0, *, close: bool = False) -> None:
         """Write all of ``data`` to a process's stdin, in chunks that fit a request; then maybe EOF."""
-        chunks = calls.InputChunks(data, close)
+        framed = await self.speaks_frames()
+        chunks = calls.InputChunks(data, close, framed=framed)
         while (fields := chunks.next_fields()) is not None:
-            reply = await self.call(wire.WriteInput, wire.WriteInputReply, id=id, pid=pid, **fields)
+            reply = await self.call(
+                wire.WriteInput, wire.WriteInputReply, id=id, pid=pid, framed=framed, **fields
+            )
             chunks.written(reply.written)
 
     async def resize_terminal(self, id: str, rows: int, cols: int, pid: int = 0) -> None:

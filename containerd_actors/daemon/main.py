@@ -19,6 +19,8 @@ import attrs
 from containerd_actors import __version__
 from containerd_actors.daemon.config import DEFAULT_RETENTION, DaemonConfig, RemoteStreams
 from containerd_actors.daemon.state.lock import StateDirInUse, lock_state_dir
+from containerd_actors.host.fds import close_quietly
+from containerd_actors.host.sd_notify import Notifier, take_listen_fds
 from containerd_actors.protocol.addresses import (
     DEFAULT_ADDRESS,
     DEFAULT_STATE_DIR,
@@ -322,6 +324,9 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(1) from None
     else:
         lock_fd = handover.lock_fd if handover is not None else -1
+    # What systemd passed back from its fd store (our pipe ends): close-on-exec at once, so that
+    # neither the API server nor runc inherits them.
+    passed = take_listen_fds(os.environ, os.getpid()) if config.reaper_fd is None else []
     if config.reaper_fd is None and not config.no_reaper:
         # This process becomes the reaper; the API server runs as its child (see reaper/process.py).
         from containerd_actors.reaper.process import run_reaper
@@ -329,9 +334,18 @@ def main(argv: list[str] | None = None) -> None:
 
         server_argv = ["-m", "containerd_actors.daemon.main", "--reaper-fd", str(SERVER_FD), *raw_args]
         status = run_reaper(
-            server_argv, config.state_dir, daemon_argv=raw_args, lock_fd=lock_fd, handover=handover
+            server_argv,
+            config.state_dir,
+            daemon_argv=raw_args,
+            lock_fd=lock_fd,
+            handover=handover,
+            notifier=Notifier.from_environment(os.environ),
+            restored=passed,
         )
         raise SystemExit(status)
+    if passed:
+        log.warning("--no-reaper: closing the %d fds systemd passed (only a reaper keeps them)", len(passed))
+        close_quietly(*(fd for _name, fd in passed))
     from containerd_actors.daemon.wiring import serve
 
     serve(config)

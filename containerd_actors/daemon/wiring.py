@@ -59,6 +59,7 @@ from containerd_actors.daemon.supervisor.actor import Supervisor
 from containerd_actors.daemon.tls_reload import reload_tls_when_asked
 from containerd_actors.host.cgroup_paths import remove_empty_cgroup
 from containerd_actors.host.reaping import ExitWatcher, LocalSubreaper, become_child_subreaper
+from containerd_actors.host.sd_notify import encode, socket_address
 from containerd_actors.protocol import EventType, warm_up
 from containerd_actors.reaper.link import ReaperLink
 from containerd_actors.runc.driver import Runc
@@ -95,15 +96,15 @@ def take_notify_socket() -> str | None:
     return os.environ.pop("NOTIFY_SOCKET", None)
 
 
-def notify_ready(target: str | None, main_pid: int) -> None:
-    """sd_notify READY=1, so systemd (Type=notify) and the tests know when requests are served."""
-    if not target:
+def notify_ready(target: str | None) -> None:
+    """sd_notify READY=1 when this server is the service's main process (``--no-reaper``);
+    under a reaper, the reaper says it (and this process never sees ``$NOTIFY_SOCKET``)."""
+    address = socket_address(target) if target else None
+    if address is None:
         return
-    if target.startswith("@"):
-        target = "\0" + target[1:]
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as notify:
         try:
-            notify.sendto(f"READY=1\nMAINPID={main_pid}".encode(), target)
+            notify.sendto(encode({"READY": "1", "STATUS": "serving (no reaper)"}), address)
         except OSError as exc:
             log.warning("cannot notify readiness on %s: %s", target, exc)
 
@@ -224,9 +225,7 @@ async def run_daemon(config: DaemonConfig) -> None:
             tune_garbage_collector()
             if isinstance(exit_watcher, ReaperLink):
                 await exit_watcher.announce_serving()
-            notify_ready(
-                notify_socket, main_pid=os.getppid() if config.reaper_fd is not None else os.getpid()
-            )
+            notify_ready(notify_socket)
             async for signum in stop_signals:
                 log.info("received %s: stopping; containers keep running", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()

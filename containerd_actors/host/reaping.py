@@ -16,6 +16,9 @@ import os
 from typing import Protocol
 
 PR_SET_CHILD_SUBREAPER = 36
+#: How long an ExitWatcher may take to report an exit after the process is gone from /proc (the reaper's
+#: message can be in flight on its socket). Whoever waits for exits must wait at least this long.
+EXIT_REPORT_GRACE_S = 5.0
 
 
 class ExitWatcher(Protocol):

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         encode_reply,
         encode_request,
         frame_event,
+        reply_frame_head,
         warm_up,
     )
     from containerd_actors.protocol.events import (
@@ -52,7 +53,11 @@ if TYPE_CHECKING:
         MigrationCommit,
         MigrationCommitReply,
     )
-    from containerd_actors.protocol.migration_frames import decode_framed_request, encode_framed_request
+    from containerd_actors.protocol.migration_frames import (
+        decode_framed_request,
+        encode_framed_request,
+        is_migration_chunk,
+    )
     from containerd_actors.protocol.records import Checkpoint, ContainerInfo, MachineInfo, ProcessInfo, User
     from containerd_actors.protocol.replies import (
         PROTOCOL_VERSION,
@@ -121,6 +126,7 @@ _HOMES: dict[str, tuple[str, ...]] = {
         "encode_reply",
         "encode_request",
         "frame_event",
+        "reply_frame_head",
         "warm_up",
     ),
     "events": (
@@ -145,6 +151,7 @@ _HOMES: dict[str, tuple[str, ...]] = {
     "migration_frames": (
         "decode_framed_request",
         "encode_framed_request",
+        "is_migration_chunk",
     ),
     "records": (
         "Checkpoint",

@@ -12,6 +12,7 @@ from typing import Any
 
 from attrs import Attribute, field, fields, frozen
 
+from containerd_actors.protocol import attrs_code  # noqa: F401 - before any class: compiled methods cached
 from containerd_actors.protocol.validators import InvalidField, event_kind, event_kinds, non_negative
 
 

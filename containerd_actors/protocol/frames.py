@@ -42,15 +42,30 @@ def is_frame(data: Blob) -> bool:
 
 def pack_frame(header: Mapping[str, Any], blobs: Sequence[tuple[str, Blob]]) -> bytes:
     """One copy of every blob, into the frame; ``header`` must not name a ``blobs`` member itself."""
+    encoded = _encoded_header(header, [(name, len(blob)) for name, blob in blobs])
+    return b"".join([MAGIC, _LENGTH.pack(len(encoded)), encoded, *(blob for _, blob in blobs)])
+
+
+def frame_head(header: Mapping[str, Any], sizes: Sequence[tuple[str, int]]) -> bytes:
+    """The frame up to its first blob, for blobs of these names and lengths, in this order.
+
+    A sender that knows its blobs' lengths before it has their bytes (a log read by offset)
+    writes this, then reads each blob straight into place after it (``os.preadv`` into the
+    message's own buffer), where ``pack_frame`` would copy every blob once more.
+    """
+    encoded = _encoded_header(header, sizes)
+    return b"".join([MAGIC, _LENGTH.pack(len(encoded)), encoded])
+
+
+def _encoded_header(header: Mapping[str, Any], sizes: Sequence[tuple[str, int]]) -> bytes:
     if BLOBS in header:
         raise FrameError(f"the header's {BLOBS!r} member is the frame's own")
-    names = [name for name, _ in blobs]
+    names = [name for name, _ in sizes]
     if len(set(names)) != len(names):
         raise FrameError(f"blob names repeat: {names}")
     listed = dict(header)
-    listed[BLOBS] = [[name, len(blob)] for name, blob in blobs]
-    encoded = json.dumps(listed, separators=(",", ":")).encode()
-    return b"".join([MAGIC, _LENGTH.pack(len(encoded)), encoded, *(blob for _, blob in blobs)])
+    listed[BLOBS] = [[name, size] for name, size in sizes]
+    return json.dumps(listed, separators=(",", ":")).encode()
 
 
 def unpack_frame(data: Blob) -> tuple[dict[str, Any], dict[str, memoryview]]:

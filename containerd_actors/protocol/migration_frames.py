@@ -11,13 +11,25 @@ import hashlib
 import json
 
 from containerd_actors.protocol.codec import TAG, ProtocolError, converter, decode_request
-from containerd_actors.protocol.frames import Blob, FrameError, pack_frame, unpack_frame
+from containerd_actors.protocol.frames import Blob, FrameError, is_frame, pack_frame, unpack_frame
 from containerd_actors.protocol.migration import CHUNK_BLOB, MigrationChunk
 from containerd_actors.protocol.replies import ErrorCode
 from containerd_actors.protocol.requests import Request
 
 #: Request types that may (and must) come as a frame.
 FRAMED_REQUESTS: tuple[type, ...] = (MigrationChunk,)
+
+
+def is_migration_chunk(message: Blob) -> bool:
+    """Whether ``message`` is a binary frame holding a ``MigrationChunk`` (other framed requests,
+    such as ``WriteInput``, are the codec's)."""
+    if not is_frame(message):
+        return False
+    try:
+        header, _ = unpack_frame(message)
+    except FrameError:
+        return False
+    return header.get(TAG) == MigrationChunk.__name__
 
 
 def encode_framed_request(chunk: MigrationChunk, data: Blob) -> bytes:

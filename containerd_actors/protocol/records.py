@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from attrs import field, frozen
 
+from containerd_actors.protocol import attrs_code  # noqa: F401 - before any class: compiled methods cached
+
 
 @frozen
 class User:

@@ -9,6 +9,7 @@ import typing
 
 from attrs import field, frozen
 
+from containerd_actors.protocol import attrs_code  # noqa: F401 - before any class: compiled methods cached
 from containerd_actors.protocol.events import Event
 from containerd_actors.protocol.migration import (
     MigrateContainerReply,
@@ -24,6 +25,7 @@ from containerd_actors.protocol.stats import ContainerStats, MetricsSnapshot
 #: or a request field is added, so a client can tell before sending whether the daemon knows it.
 #: 1: the first numbered revision (readers tolerant, requests strict).
 #: 2: ``CreateContainer.terminal``; ``ListCheckpoints.bundle`` (and its ``id`` may be empty).
+#: 3: ``State.id``; ``ReadOutput.binary`` (its reply as a binary frame); ``WriteInput`` may be a binary frame.
 #: 4: live migration: ``MigrateContainer`` and the daemon-to-daemon ``Migration*`` requests.
 PROTOCOL_VERSION = 4
 
@@ -141,7 +143,10 @@ class AddProcessReply:
 
 @frozen
 class ReadOutputReply:
-    """Output bytes (base64) and where the next ReadOutput should start.
+    """Output bytes and where the next ReadOutput should start.
+
+    ``stdout`` and ``stderr`` are base64 in JSON, or blobs of a binary frame when the request
+    asked for ``binary`` (see "Binary frames" in proto_schemas/README.md).
 
     ``stdout``/``stderr`` begin at ``stdout_offset``/``stderr_offset``, which are the requested
     offsets unless that output was rotated away (the gap is ``skipped`` bytes in total) or
@@ -151,8 +156,8 @@ class ReadOutputReply:
     """
 
     request_id: str
-    stdout: str
-    stderr: str
+    stdout: bytes
+    stderr: bytes
     stdout_offset: int
     stderr_offset: int
     next_stdout_offset: int

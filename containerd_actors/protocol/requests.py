@@ -10,6 +10,7 @@ import typing
 
 from attrs import field, frozen
 
+from containerd_actors.protocol import attrs_code  # noqa: F401 - before any class: compiled methods cached
 from containerd_actors.protocol.migration import (
     MigrateContainer,
     MigrationAbort,
@@ -21,7 +22,6 @@ from containerd_actors.protocol.records import User
 from containerd_actors.protocol.validators import (
     MAX_EVENTS_PER_PAGE,
     absolute_or_empty,
-    base64_text,
     env_entries,
     non_empty_args,
     non_negative,
@@ -98,9 +98,15 @@ class Signal(_ProcessRequest):
 
 @frozen
 class State:
-    """List every container the daemon supervises, plus machine information."""
+    """List every container the daemon supervises (or just the one ``id`` names), plus machine
+    information."""
 
     request_id: str
+    id: str = field(
+        default="",
+        validator=valid_id_or_empty,
+        metadata=since(3, "Only this container (none if there is no such container); empty: every one"),
+    )
 
 
 @frozen
@@ -206,18 +212,26 @@ class ReadOutput(_ProcessRequest):
     wait: float = field(default=0.0, validator=wait_seconds)
     max_bytes: int = field(default=1 << 20, validator=read_size)
     tail: int = field(default=-1, validator=tail_lines)
+    binary: bool = field(
+        default=False,
+        metadata=since(
+            3, "true: the reply is a binary frame with stdout and stderr as blobs; false: JSON with base64"
+        ),
+    )
 
 
 @frozen
 class WriteInput(_ProcessRequest):
-    """Write base64 ``data`` to a process's stdin (a pty's input for a terminal); ``close`` then closes it.
+    """Write ``data`` to a process's stdin (a pty's input for a terminal); ``close`` then closes it.
+
+    ``data`` is base64 in JSON, or a blob when the request is a binary frame (protocol revision 3).
 
     Closing a pipe gives the process EOF; on a terminal it sends the EOF character (Ctrl-D) instead.
     The reply says how many bytes were written: fewer than sent if the process stopped reading
     for a while, so send the rest again.
     """
 
-    data: str = field(default="", validator=base64_text)
+    data: bytes = b""
     close: bool = False
 
 

@@ -19,6 +19,7 @@ leaves the schema looser than the daemon, never stricter.
 
 from __future__ import annotations
 
+import base64
 import enum
 import inspect
 import json
@@ -42,6 +43,8 @@ REQUEST_FILE = "request" + SCHEMA_SUFFIX
 REPLY_FILE = "reply" + SCHEMA_SUFFIX
 EVENT_FILE = "event" + SCHEMA_SUFFIX
 EVENT_BATCH_FILE = "event-batch" + SCHEMA_SUFFIX
+#: Marks a bytes field, which a binary frame may carry as a blob of its name (see the README).
+BLOB_KEYWORD = "x-blob"
 #: Classes published on pub/sub (not tagged; the ``type`` field is the event kind).
 EVENT_TYPES: tuple[type, ...] = (Event,)
 
@@ -56,7 +59,6 @@ _VALIDATOR_CONSTRAINTS: dict[Callable[..., Any], dict[str, Any]] = {
     validators.tail_lines: {"minimum": -1},
     validators.wait_seconds: {"minimum": 0, "maximum": validators.MAX_WAIT_S},
     validators.read_size: {"minimum": 1, "maximum": validators.MAX_READ_BYTES},
-    validators.base64_text: {"contentEncoding": "base64"},
     validators.page_limit: {"minimum": 1, "maximum": validators.MAX_EVENTS_PER_PAGE},
 }
 
@@ -134,6 +136,8 @@ def _default_of(attribute: attrs.Attribute) -> tuple[bool, Any]:
         return False, None
     if isinstance(default, enum.Enum):
         default = default.value
+    if isinstance(default, bytes):
+        return True, base64.b64encode(default).decode()
     if _is_json_value(default):
         return True, list(default) if isinstance(default, tuple) else default
     return False, None
@@ -215,6 +219,9 @@ class _Builder:
             return {"type": "number"}
         if hint is str:
             return {"type": "string"}
+        if hint is bytes:
+            # Base64 in JSON; in a binary frame, a blob of the field's name may stand in for it.
+            return {"type": "string", "contentEncoding": "base64", BLOB_KEYWORD: True}
         if isinstance(hint, type) and issubclass(hint, enum.Enum):
             return {"enum": [member.value for member in hint]}
         if isinstance(hint, type) and attrs.has(hint):
@@ -309,7 +316,8 @@ def generate_schemas() -> dict[str, dict[str, Any]]:
         title="Request",
         description=(
             "Any request a client may send on the REQ socket: one JSON object, tagged by 'type', "
-            f"at most {MAX_MESSAGE_BYTES} bytes."
+            f"at most {MAX_MESSAGE_BYTES} bytes; or, from protocol revision 3, a binary frame whose "
+            f"header is that object and whose blobs are its '{BLOB_KEYWORD}' fields (see README.md)."
         ),
     )
     schemas[REPLY_FILE] = union_schema(
@@ -318,7 +326,8 @@ def generate_schemas() -> dict[str, dict[str, Any]]:
         title="Reply",
         description=(
             "Any reply the daemon sends: the request's own reply type, or ErrorReply. "
-            "'request_id' echoes the request's."
+            "'request_id' echoes the request's. A ReadOutputReply to a ReadOutput with 'binary' is a "
+            f"binary frame whose blobs are its '{BLOB_KEYWORD}' fields (see README.md)."
         ),
     )
     schemas[EVENT_FILE] = event_schema()

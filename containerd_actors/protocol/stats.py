@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from attrs import field, frozen
 
+from containerd_actors.protocol import attrs_code  # noqa: F401 - before any class: compiled methods cached
+
 
 def _doc(text: str) -> dict[str, str]:
     """Field metadata read by the JSON Schema generator."""

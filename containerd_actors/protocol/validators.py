@@ -8,8 +8,6 @@ daemon, never stricter.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -93,7 +91,7 @@ def tail_lines(instance: Any, attribute: Attribute, value: int) -> None:
 
 #: The longest a ReadOutput may wait for output; the server's workers are a shared resource.
 MAX_WAIT_S = 30.0
-#: The most output bytes (per stream) a ReadOutput may ask for; the reply carries them base64-encoded.
+#: The most output bytes (per stream) a ReadOutput may ask for (a framed reply: 8 MiB of blobs).
 MAX_READ_BYTES = 4 << 20
 
 
@@ -105,13 +103,6 @@ def wait_seconds(instance: Any, attribute: Attribute, value: float) -> None:
 def read_size(instance: Any, attribute: Attribute, value: int) -> None:
     if not 1 <= value <= MAX_READ_BYTES:
         raise InvalidField(f"{attribute.name} must be between 1 and {MAX_READ_BYTES}, got {value}")
-
-
-def base64_text(instance: Any, attribute: Attribute, value: str) -> None:
-    try:
-        base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidField(f"{attribute.name} must be base64 (RFC 4648, with padding)") from None
 
 
 def pause_or_run(instance: Any, attribute: Attribute, value: str) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 HANDOVER_ENV = "CONTAINERD_ACTORS_HANDOVER_FD"
@@ -41,6 +41,9 @@ class Handover:
     kept: dict[str, list[int]]
     #: The version that handed over, for the log line that says what was upgraded from.
     from_version: str
+    #: Per key, the names under which its fds are in systemd's fd store already (``reaper.fdstore``):
+    #: the new image stores nothing twice. Absent in a handover from a version without the store.
+    stored: dict[str, list[str]] = field(default_factory=dict)
 
 
 def write_handover(handover: Handover) -> int:
@@ -52,6 +55,7 @@ def write_handover(handover: Handover) -> int:
         "lock_fd": handover.lock_fd,
         "kept": handover.kept,
         "from_version": handover.from_version,
+        "stored": handover.stored,
     }
     memfd = os.memfd_create("containerd-actors-handover", 0)
     os.write(memfd, json.dumps(document).encode())
@@ -89,6 +93,7 @@ def take_handover() -> Handover | None:
             lock_fd=int(document["lock_fd"]),
             kept={str(key): [int(fd) for fd in fds] for key, fds in dict(document["kept"]).items()},
             from_version=str(document.get("from_version", "unknown")),
+            stored={str(k): [str(n) for n in names] for k, names in dict(document.get("stored", {})).items()},
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise HandoverError(f"malformed handover: {exc!r}") from None

@@ -15,12 +15,10 @@ from typing import Any
 import trio
 
 from containerd_actors.host.procfs import parent_pid
+from containerd_actors.host.reaping import EXIT_REPORT_GRACE_S
 from containerd_actors.reaper import wire
 
 log = logging.getLogger(__name__)
-
-#: An exit whose process is already gone from /proc is in flight on the socket; wait this long for it.
-EXIT_MESSAGE_GRACE_S = 5.0
 
 
 class ReaperLink:
@@ -82,7 +80,7 @@ class ReaperLink:
                 return None
             event = self._exit_arrived.setdefault(pid, trio.Event())
             if parent is None:
-                with trio.move_on_after(EXIT_MESSAGE_GRACE_S):
+                with trio.move_on_after(EXIT_REPORT_GRACE_S):
                     await event.wait()
                 if pid not in self._exits:
                     return None

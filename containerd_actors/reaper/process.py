@@ -10,6 +10,10 @@ When the server dies (a bug, an OOM kill, ``kill -9``), the reaper:
   SIGPIPE and no output pipe loses its reader;
 - starts a new server and hands it the held pipe ends and the unacknowledged exits.
 
+Under systemd it also stores every kept pipe end in the service manager's fd store, and takes them
+back at its next start, so that even a kill of the whole tree keeps them (``reaper/fdstore.py``);
+it is the one that tells systemd READY=1 and its status, so the unit needs only ``NotifyAccess=main``.
+
 An upgrade (SIGUSR2, or ``containerd-actors upgrade``) goes one step further: the reaper stops the
 server, then re-executes itself with the installed code, keeping its pid, its children, the state
 directory's lock and every held pipe end (``reaper/handover.py``). The new reaper starts a new
@@ -37,7 +41,9 @@ from typing import Any
 from containerd_actors import __version__
 from containerd_actors.host.fds import close_quietly
 from containerd_actors.host.reaping import become_child_subreaper, exit_status_from_wait
+from containerd_actors.host.sd_notify import NOTIFY_SOCKET_ENV, Notifier
 from containerd_actors.reaper import wire
+from containerd_actors.reaper.fdstore import FdStore, store_limit
 from containerd_actors.reaper.handover import HANDOVER_ENV, Handover, undo_handover, write_handover
 
 log = logging.getLogger("containerd_actors.reaper")
@@ -61,6 +67,8 @@ class Reaper:
         daemon_argv: list[str],
         lock_fd: int,
         handover: Handover | None = None,
+        notifier: Notifier | None = None,
+        restored: list[tuple[str, int]] | None = None,
     ) -> None:
         self.server_argv = server_argv
         self.daemon_argv = daemon_argv
@@ -70,6 +78,15 @@ class Reaper:
         self.image_started = time.time()
         self.upgraded_from = handover.from_version if handover is not None else None
         self.kept: dict[str, list[int]] = dict(handover.kept) if handover is not None else {}
+        #: systemd's notify socket (None when not under systemd) and its fd store.
+        self.notifier = notifier
+        self.fdstore = FdStore(notifier, store_limit(os.environ))
+        if handover is not None:
+            for key, fds in self.kept.items():
+                self.fdstore.mark_stored(key, fds, handover.stored.get(key, []))
+            self.fdstore.store_unstored(self.kept)
+        if restored:
+            self.kept.update(self.fdstore.restore(restored))
         self.pending: dict[int, dict[str, Any]] = self._load_pending()
         #: Set while exits could not be written to ``exits_path`` (a full state dir).
         self.exits_unwritten = False
@@ -150,6 +167,7 @@ class Reaper:
         self.server_sock = ours
         log.info("reaper %d: started the API server as pid %d", os.getpid(), pid)
         self._write_status(serving=False)
+        self._notify(STATUS=f"starting the API server (pid {pid})")
         for key, fds in self.kept.items():
             self._send({"op": "kept", "key": key}, fds)
         for record in self.pending.values():
@@ -171,6 +189,10 @@ class Reaper:
             os.replace(tmp, self.status_path)
         except OSError as exc:  # a full state dir must not stop the reaper; the file is advisory
             log.warning("reaper: cannot write %s: %s", self.status_path, exc)
+
+    def _notify(self, **fields: str) -> None:
+        if self.notifier is not None:
+            self.notifier.send(fields)
 
     def _send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
         """Queue a message; its fds are duplicated, so a later "drop" cannot close them before sending."""
@@ -226,6 +248,7 @@ class Reaper:
         log.error(
             "reaper: the API server died with status %d; restarting in %.1f s", code, self.restart_delay
         )
+        self._notify(STATUS=f"the API server died (status {code}); restarting in {self.restart_delay:.1f} s")
         self.restart_at = time.monotonic() + self.restart_delay
 
     # ------------------------------------------------------------------ events
@@ -262,11 +285,16 @@ class Reaper:
         if op == "keep":
             close_quietly(*self.kept.pop(str(message["key"]), []))
             self.kept[str(message["key"])] = fds
+            self.fdstore.keep(str(message["key"]), fds)
         elif op == "drop":
+            self.fdstore.drop(str(message["key"]))
             close_quietly(*self.kept.pop(str(message["key"]), []), *fds)
         elif op == "serving":
             self.ever_served = True
             self._write_status(serving=True)
+            # Type=notify: the service is up once the server serves, which only the reaper may say.
+            status = f"serving (API server pid {self.server_pid}, {len(self.kept)} pipe keys kept)"
+            self._notify(READY="1", STATUS=status)
         elif op == "ack":
             for pid in message.get("pids", []):
                 self.pending.pop(int(pid), None)
@@ -293,14 +321,18 @@ class Reaper:
                 self.restart_at = None
                 self._start_server()
             readers = [wake_read] + ([self.server_sock] if self.server_sock is not None else [])
-            writers = [self.server_sock] if self.server_sock is not None and self.outbox else []
+            writers: list[Any] = [self.server_sock] if self.server_sock is not None and self.outbox else []
+            if self.notifier is not None and self.notifier.waiting:
+                writers.append(self.notifier)
             timeout = None if self.restart_at is None else max(0.0, self.restart_at - time.monotonic())
             try:
                 ready, writable, _ = select.select(readers, writers, [], timeout)
             except InterruptedError:
                 ready, writable = [], []
-            if writable:
+            if self.server_sock is not None and self.server_sock in writable:
                 self._flush()
+            if self.notifier is not None and self.notifier in writable:
+                self.notifier.flush()
             if wake_read in ready:
                 self._on_signals(os.read(wake_read, 256))
             if self.server_sock is not None and self.server_sock in ready:
@@ -311,6 +343,7 @@ class Reaper:
         for signum in numbers:
             if signum in (signal.SIGTERM, signal.SIGINT):
                 self.stopping = True
+                self._notify(STOPPING="1", STATUS="stopping; containers keep running")
                 if self.server_pid:
                     os.kill(self.server_pid, signal.SIGTERM)
             elif signum == signal.SIGHUP and self.server_pid and not self.stopping:
@@ -335,8 +368,15 @@ class Reaper:
         """
         self._reap()
         self._rewrite_pending()
-        handover = Handover(lock_fd=self.lock_fd, kept=self.kept, from_version=__version__)
+        handover = Handover(
+            lock_fd=self.lock_fd, kept=self.kept, from_version=__version__, stored=self.fdstore.stored_names()
+        )
         memfd = write_handover(handover)
+        environment = {**os.environ, HANDOVER_ENV: str(memfd)}
+        if self.notifier is not None:
+            self._notify(STATUS=f"upgrading from {__version__}")
+            self.notifier.flush_blocking(timeout=1.0)  # the store must hold what the handover says
+            environment[NOTIFY_SOCKET_ENV] = self.notifier.address
         argv = [sys.executable, "-m", "containerd_actors.daemon.main", *self.daemon_argv]
         log.info("reaper %d: re-executing for an upgrade, holding %d pipe keys", os.getpid(), len(self.kept))
         for handler in logging.getLogger().handlers:
@@ -345,7 +385,7 @@ class Reaper:
         # default action (for SIGUSR2 and SIGHUP: terminate), so they wait, blocked, until then.
         signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
         try:
-            os.execve(sys.executable, argv, {**os.environ, HANDOVER_ENV: str(memfd)})
+            os.execve(sys.executable, argv, environment)
         except OSError as exc:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
             undo_handover(handover, memfd)
@@ -360,7 +400,12 @@ def run_reaper(
     daemon_argv: list[str],
     lock_fd: int,
     handover: Handover | None = None,
+    notifier: Notifier | None = None,
+    restored: list[tuple[str, int]] | None = None,
 ) -> int:
+    """Run the reaper until it stops; ``notifier`` is systemd's notify socket (taken from the
+    environment by the caller, so that no child inherits it) and ``restored`` the fds systemd
+    passed back from its fd store."""
     become_child_subreaper()
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     if handover is not None:
@@ -371,5 +416,13 @@ def run_reaper(
             __version__,
             len(handover.kept),
         )
-    reaper = Reaper(server_argv, state_dir, daemon_argv=daemon_argv, lock_fd=lock_fd, handover=handover)
+    reaper = Reaper(
+        server_argv,
+        state_dir,
+        daemon_argv=daemon_argv,
+        lock_fd=lock_fd,
+        handover=handover,
+        notifier=notifier,
+        restored=restored,
+    )
     return reaper.run()

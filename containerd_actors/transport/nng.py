@@ -86,7 +86,10 @@ class OutgoingMessage(ClosedOnExit):
 
     __slots__ = ("_pointer",)
 
-    def __init__(self, header: bytes, body: bytes) -> None:
+    def __init__(self, header: bytes, body: bytes | bytearray | memoryview) -> None:
+        """``body`` may be any buffer (a binary frame assembled in a bytearray): nng copies it once."""
+        if not isinstance(body, bytes):
+            body = ffi.from_buffer(body)
         slot = ffi.new("nng_msg **")
         pynng.exceptions.check_err(lib.nng_msg_alloc(slot, 0))
         self._pointer: Any = slot[0]
@@ -96,6 +99,23 @@ class OutgoingMessage(ClosedOnExit):
         except BaseException:
             self.close()
             raise
+
+    @classmethod
+    def of_size(cls, size: int) -> OutgoingMessage:
+        """A message with a ``size``-byte body to fill in place (``body``): a sender that reads its
+        bytes straight into it (a log read into a binary frame) saves a copy of every byte."""
+        message = cls(b"", b"")
+        try:
+            pynng.exceptions.check_err(lib.nng_msg_realloc(message._pointer, size))
+        except BaseException:
+            message.close()
+            raise
+        return message
+
+    def body(self) -> memoryview:
+        """The body as a writable view: valid while this side owns the message, never after."""
+        pointer = self._handle()
+        return memoryview(ffi.buffer(lib.nng_msg_body(pointer), lib.nng_msg_len(pointer)))
 
     @property
     def owned(self) -> bool:

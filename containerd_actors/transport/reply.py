@@ -148,13 +148,15 @@ class ReplyContext:
             await self._owner.wait_readable()
             woken = True
 
-    async def reply(self, body: bytes) -> bool:
+    async def reply(self, body: bytes | bytearray | nng.OutgoingMessage) -> bool:
         """Answer the request this context received last; a requester that has gone is no error.
 
         Returns False when the requester's pipe stayed busy for the whole send timeout (it stopped
         reading): the reply is dropped rather than holding this worker.
         """
         if self._owner.closed:
+            if isinstance(body, nng.OutgoingMessage):
+                body.close()
             raise nng.closed_error()
         self._sending = True
         try:
@@ -164,9 +166,10 @@ class ReplyContext:
             if self._owner.closed:
                 self.release()  # the socket closed while this reply waited: the aio is ours to free
 
-    async def _send(self, body: bytes) -> bool:
+    async def _send(self, body: bytes | bytearray | nng.OutgoingMessage) -> bool:
         aio = self._aio
-        with nng.OutgoingMessage(b"", body) as message:
+        message = body if isinstance(body, nng.OutgoingMessage) else nng.OutgoingMessage(b"", body)
+        with message:
             aio.start(self._context, message)
         try:
             backoff: Backoff | None = None

@@ -14,12 +14,13 @@ its path here instead of with mbedTLS's bare "cryptographic error" at the first 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pynng
 
 #: The schemes that carry the API across hosts; plain ``tcp://`` needs ``--insecure-tcp``.

@@ -6,7 +6,6 @@ Each test synchronises on the daemon's own answers and events, or on every task 
 
 from __future__ import annotations
 
-import base64
 import inspect
 import json
 import signal
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
-from support.actors import PATIENCE_S, Harness, kill_container, killed, running, write_bundle
+from support.actors import PATIENCE_S, FakeRuntime, Harness, kill_container, killed, running, write_bundle
 
 from containerd_actors import protocol as wire
 from containerd_actors.daemon.container.actor import EXEC_EXIT_UNSEEN_REASON, EXECS_EXIT_GRACE_S
@@ -27,7 +26,6 @@ from containerd_actors.daemon.metrics.registry import EXEC_PROCESS_TIME
 from containerd_actors.daemon.state.layout import ContainerRecord, IntentOp, container_paths, read_intent
 from containerd_actors.daemon.state.recovery import load_records
 from containerd_actors.protocol import ErrorCode, EventType
-from containerd_actors.runc.driver import Runc
 
 
 async def start(harness: Harness, bundle_dir: Path, *args: str, id: str = "c1") -> int:
@@ -46,9 +44,7 @@ async def exec(harness: Harness, *args: str, terminal: bool = False) -> int:
 
 
 def write(data: bytes, pid: int = 0, close: bool = False) -> wire.WriteInput:
-    return wire.WriteInput(
-        request_id="r", id="c1", pid=pid, data=base64.b64encode(data).decode(), close=close
-    )
+    return wire.WriteInput(request_id="r", id="c1", pid=pid, data=data, close=close)
 
 
 async def output_of(harness: Harness, pid: int = 0) -> tuple[bytes, int | None]:
@@ -294,11 +290,22 @@ async def test_adopted_processes_are_tracked_again(tmp_path: Path) -> None:
         assert (event.pid, event.status) == (init, 128 + 9)
 
 
-def test_runc_is_a_container_runtime() -> None:
-    """The actor's view of runc and the driver must not drift apart."""
-    for name, member in inspect.getmembers(ContainerRuntime, inspect.isfunction):
-        if not name.startswith("_"):
-            assert inspect.signature(getattr(Runc, name)) == inspect.signature(member), name
+def test_the_fake_runtime_takes_what_runc_takes() -> None:
+    """These tests drive the actor through FakeRuntime: it must accept every call the actor makes of runc.
+
+    ContainerRuntime is made of Runc's own methods, so the fake is compared with it: a parameter added to
+    the driver and passed by the actor would otherwise fail only against real runc.
+    """
+    members = dict(inspect.getmembers(ContainerRuntime, inspect.isfunction))
+    assert {"run_detached", "exec_detached", "checkpoint", "delete"} <= members.keys()
+    for name, member in members.items():
+        if name.startswith("_"):
+            continue
+        params = list(inspect.signature(member).parameters.values())[1:]
+        positional = [object() for p in params if p.default is inspect.Parameter.empty]
+        keywords = {p.name: object() for p in params if p.default is not inspect.Parameter.empty}
+        fake = inspect.signature(getattr(FakeRuntime, name))
+        fake.bind(object(), *positional, **keywords)  # raises TypeError where the fake lags behind
 
 
 async def test_starts_and_execs_announce_their_intent_and_hand_the_pipes_over_before_runc_runs(

@@ -4,7 +4,6 @@ publishes live while its journal waits for room, then writes every event without
 
 from __future__ import annotations
 
-import base64
 import errno
 import os
 import signal
@@ -72,12 +71,12 @@ async def test_a_container_whose_output_cannot_be_kept_stays_managed_and_its_log
     async with running(Harness(state_dir)) as harness:
         space = space_of_dir(state_dir)
         pid = await harness.ask(create("c1", write_bundle(tmp_path / "b", "cat")))
-        await harness.ask(wire.WriteInput(request_id="r", id="c1", data=base64.b64encode(b"kept\n").decode()))
+        await harness.ask(wire.WriteInput(request_id="r", id="c1", data=b"kept\n"))
         assert await read_stdout(harness, "c1", wait=PATIENCE_S) == b"kept\n"
 
         disk.free = 0
         space.report_failure(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), "a test")
-        data = base64.b64encode(b"x" * 5000).decode()
+        data = b"x" * 5000
         await harness.ask(wire.WriteInput(request_id="r", id="c1", data=data))
         await wait_until(lambda: space.lost_output_bytes == 5000, "cat's output to be dropped")
 

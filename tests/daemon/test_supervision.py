@@ -8,7 +8,6 @@ the fake runtime raising, i.e. from inside the actor's own loop, as a bug would.
 
 from __future__ import annotations
 
-import base64
 import os
 import signal
 from pathlib import Path
@@ -41,7 +40,7 @@ def stats(id: str) -> wire.Stats:
 
 
 def write(id: str, data: bytes, pid: int = 0) -> wire.WriteInput:
-    return wire.WriteInput(request_id="r", id=id, pid=pid, data=base64.b64encode(data).decode())
+    return wire.WriteInput(request_id="r", id=id, pid=pid, data=data)
 
 
 async def output_until(view: OutputView, expected: bytes) -> bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
@@ -121,7 +120,7 @@ async def test_output_stays_readable_after_the_exit(harness: Harness, tmp_path: 
     )
     # Its stdin went with it; a client attached to it hears so.
     with pytest.raises(CommandError) as failure:
-        await harness.ask(wire.WriteInput(request_id="r", id="c1", data=base64.b64encode(b"x").decode()))
+        await harness.ask(wire.WriteInput(request_id="r", id="c1", data=b"x"))
     assert failure.value.code == ErrorCode.INVALID_STATE and "closed" in failure.value.message
     with pytest.raises(CommandError) as failure:
         await harness.ask(wire.ResizeTerminal(request_id="r", id="c1"))

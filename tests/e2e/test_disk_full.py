@@ -8,7 +8,6 @@ every event in order with no gap in seq, and the container's log must say how ma
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -94,7 +93,7 @@ async def read_stdout(client: Client, id: str) -> bytes:
     offset = 0
     while True:
         reply = await client.read_output(id, stdout_offset=offset)
-        chunk = base64.b64decode(reply.stdout)
+        chunk = reply.stdout
         if not chunk:
             return output
         output += chunk

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -112,6 +111,18 @@ async def test_exec_through_actr_passes_output_and_exit_status(
     assert (seen[-1].pid, seen[-1].status) == (pid, 137)
     [info] = await client.containers()
     assert info.status == "running"
+
+
+async def test_state_of_one_container_carries_only_that_one(
+    daemon: DaemonHandle, client: Client, sleep_bundle
+) -> None:
+    first, second = await started(client, sleep_bundle), await started(client, sleep_bundle)
+    assert [c.id for c in (await client.state(second)).containers] == [second]
+    assert (await client.state(unique_id("absent"))).containers == []
+    assert {first, second} <= {c.id for c in (await client.state()).containers}
+    code, out, err = await actr(daemon, "--json", "containers", "state", first)
+    assert code == 0, err
+    assert json.loads(out)["id"] == first
 
 
 async def test_env_cwd_uid_gid_are_applied(daemon: DaemonHandle, client: Client, sleep_bundle) -> None:
@@ -364,8 +375,8 @@ async def test_a_slow_reader_never_blocks_the_writer_and_loses_nothing(client: C
         first = await client.read_output(cid, pid, wait=10, max_bytes=64 << 10)
         exit_event = (await events_until(events, lambda e: e.type == EventType.EXIT))[-1]
     assert (exit_event.pid, exit_event.status) == (pid, 0)
-    out = base64.b64decode(first.stdout)
-    err = base64.b64decode(first.stderr)
+    out = first.stdout
+    err = first.stderr
     async for chunk in client.follow_output(
         cid, pid, offsets=(first.next_stdout_offset, first.next_stderr_offset)
     ):

@@ -15,7 +15,6 @@ The README's restart section holds the same matrix as a table.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -31,6 +30,7 @@ import trio
 from support.bundles import make_bundle
 from support.daemon import DaemonHandle, start_daemon, stop_daemon, unique_id
 from support.event_waits import journal_events
+from support.fake_systemd import FakeSystemd
 from support.restarts import server_pid, wait_for_exit, wait_for_new_server
 
 from containerd_actors.client import Client
@@ -51,7 +51,15 @@ CHATTY = ["sh", "-c", f"yes 0123456789abcdef | head -c {CHATTY_BYTES}; exec slee
 EXEC_USER = User(uid=65534, gid=65534)
 
 #: The ways a daemon goes away and comes back; what each keeps is in ``Way``.
-WAYS = ("sighup", "server-kill-9", "tree-kill-9", "sigterm-then-start", "upgrade")
+WAYS = (
+    "sighup",
+    "server-kill-9",
+    "tree-kill-9",
+    "tree-kill-9-fdstore",
+    "sigterm-then-start",
+    "sigterm-then-start-fdstore",
+    "upgrade",
+)
 
 
 @attrs.frozen
@@ -62,6 +70,16 @@ class Way:
     def reaper_survives(self) -> bool:
         """The reaper holds the pipes and reaps the exits across the outage."""
         return self.name in ("sighup", "server-kill-9", "upgrade")
+
+    @property
+    def pipes_survive(self) -> bool:
+        """The pipes are held across the outage: by the reaper, or by systemd's fd store."""
+        return self.reaper_survives or self.under_systemd
+
+    @property
+    def under_systemd(self) -> bool:
+        """The daemon runs under a (fake) systemd with an fd store, which a restart job keeps."""
+        return self.name.endswith("-fdstore")
 
 
 @attrs.frozen
@@ -141,7 +159,7 @@ async def window(client: Client, cid: str) -> Window:
     """Where the log starts (what was rotated out) and ends, and the hash of its first and last pages."""
     first = await client.read_output(cid, stdout_offset=0)
     last = await client.read_output(cid, stdout_offset=first.stdout_offset, tail=100)
-    head, tail = base64.b64decode(first.stdout), base64.b64decode(last.stdout)
+    head, tail = first.stdout, last.stdout
     assert first.skipped == first.stdout_offset
     digest = hashlib.sha256(head + b"..." + tail).hexdigest()
     return Window(first.stdout_offset, last.next_stdout_offset, digest, tail)
@@ -196,6 +214,8 @@ class Tree:
     """The daemon under test, replaced by a new one where a way needs it."""
 
     handle: DaemonHandle
+    #: The service manager the daemon runs under, for the way that uses its fd store.
+    systemd: FakeSystemd | None = None
 
 
 async def go_away_and_come_back(way: Way, tree: Tree, quitter_pid: int) -> None:
@@ -235,7 +255,7 @@ async def go_away_and_come_back(way: Way, tree: Tree, quitter_pid: int) -> None:
         assert upgrade.returncode == 0
         assert server_pid(handle) != old_server and handle.process.returncode is None
     else:
-        if way.name == "tree-kill-9":
+        if way.name.startswith("tree-kill-9"):
             os.kill(old_server, signal.SIGKILL)
             os.kill(reaper, signal.SIGKILL)
             await handle.process.wait()
@@ -243,7 +263,8 @@ async def go_away_and_come_back(way: Way, tree: Tree, quitter_pid: int) -> None:
             assert await stop_daemon(handle) == 0
         os.kill(quitter_pid, signal.SIGUSR1)
         await wait_for_exit(quitter_pid)
-        tree.handle = await start_daemon(handle.state_dir)
+        # Under systemd the new start gets back what the fd store holds (for the other ways, none).
+        tree.handle = await start_daemon(handle.state_dir, systemd=tree.systemd)
 
 
 def signal_pending(pid: int, signum: int) -> bool:
@@ -255,12 +276,19 @@ def signal_pending(pid: int, signum: int) -> bool:
 
 
 @pytest.fixture
-async def tree(state_dir: Path) -> AsyncIterator[Tree]:
-    tree = Tree(await start_daemon(state_dir))
+async def tree(state_dir: Path, request: pytest.FixtureRequest) -> AsyncIterator[Tree]:
+    systemd = None
+    if Way(request.node.callspec.params["way"]).under_systemd:
+        systemd = FakeSystemd(state_dir.parent / "systemd-notify", store_max=64)
     try:
-        yield tree
+        tree = Tree(await start_daemon(state_dir, systemd=systemd), systemd)
+        try:
+            yield tree
+        finally:
+            await stop_daemon(tree.handle)
     finally:
-        await stop_daemon(tree.handle)
+        if systemd is not None:
+            systemd.close()
 
 
 @pytest.mark.parametrize("way", WAYS)
@@ -315,7 +343,7 @@ async def test_what_carries_across_a_restart(way: str, tree: Tree, bundles: dict
         # A rotated log: the same part rotated out and the same bytes kept (a marker after them
         # where the pipes could not be kept).
         chatty = await window(client, ids["chatty"])
-        if how.reaper_survives:
+        if how.pipes_survive:
             assert chatty == before.chatty
         else:
             assert chatty.start == before.chatty.start
@@ -323,7 +351,7 @@ async def test_what_carries_across_a_restart(way: str, tree: Tree, bundles: dict
             assert chatty.tail.endswith(before.chatty.tail[-1000:] + OUTPUT_LOST_MARKER)
 
         # Output: no gap where the pipes were kept; a 'lost' marker where they could not be.
-        if how.reaper_survives:
+        if how.pipes_survive:
             at_restart = counted((await output(client, ids["counter"])).stdout)[-1]
             await wait_for_output(client, ids["counter"], f"\n{at_restart + 30}\n".encode())
             numbers = counted((await output(client, ids["counter"])).stdout)

@@ -79,7 +79,8 @@ async def test_an_upgrade_keeps_every_line_and_every_process(state_dir: Path, bu
                     await trio.sleep(0.05)  # the exit is reaped by the new image and published
             numbers = [int(line) for line in (await output_of(client, cid)).splitlines()]
             assert numbers == list(range(len(numbers))), "a line went missing across the upgrade"
-            assert len(numbers) > at_upgrade + 50
+            # What wait_for_lines saw, at least: the kill may come before the counter's next line.
+            assert len(numbers) >= at_upgrade + 50
             exec_lines = (await output_of(client, cid, execd)).splitlines()
             assert exec_lines == [f"x{n}" for n in range(len(exec_lines))]
         assert "upgraded from" in handle.log_text()

@@ -25,6 +25,8 @@ from pathlib import Path
 import attrs
 import trio
 
+from support.fake_systemd import FakeSystemd
+
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
 
@@ -78,9 +80,13 @@ async def start_daemon(
     log_path: Path | None = None,
     debug: bool = True,
     own_session: bool = False,
+    systemd: FakeSystemd | None = None,
     prefix: tuple[str, ...] = (),
 ) -> DaemonHandle:
     """Start `containerd-actors` and return once it has announced READY=1.
+
+    With ``systemd``, the daemon runs as systemd would run it: that fake manager's notify socket
+    (kept open, so its fd store follows the daemon) and the fds its store holds, passed back.
 
     The log goes to ``log_path`` (by default ``<state_dir>.log`` beside the state directory).
     Benchmarks pass ``debug=False``, since debug logging would weigh on what they measure, and
@@ -94,13 +100,19 @@ async def start_daemon(
     notify_path = state_dir.parent / f"{state_dir.name}.notify"
     log_path = log_path or state_dir.parent / f"{state_dir.name}.log"
     notify = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    await notify.bind(str(notify_path))
-    env = dict(os.environ, NOTIFY_SOCKET=str(notify_path))
     argv = [*prefix, *daemon_argv(state_dir, address, *(["--debug"] if debug else []), *extra_args)]
+    pass_fds: list[int] = []
+    if systemd is None:
+        await notify.bind(str(notify_path))
+        env = dict(os.environ, NOTIFY_SOCKET=str(notify_path))
+    else:
+        env = dict(os.environ, **systemd.environment)
+        argv, pass_fds = systemd.start_command(argv)
+        readies = systemd.ready_count()
     with open(log_path, "ab") as log_file:
         process = await trio.lowlevel.open_process(
             argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=env,
-            start_new_session=own_session,
+            start_new_session=own_session, pass_fds=pass_fds,
         )  # fmt: skip
     handle = DaemonHandle(process, state_dir, address, f"ipc://{socket_dir}/events.sock", log_path)
     try:
@@ -114,7 +126,9 @@ async def start_daemon(
                     )
 
                 nursery.start_soon(died)
-                while b"READY=1" not in await notify.recv(4096):
+                if systemd is not None:
+                    await systemd.wait_for(lambda: systemd.ready_count() > readies, READY_TIMEOUT_S)
+                while systemd is None and b"READY=1" not in await notify.recv(4096):
                     pass
                 nursery.cancel_scope.cancel()
     except BaseException:
@@ -123,7 +137,8 @@ async def start_daemon(
         raise
     finally:
         notify.close()
-        notify_path.unlink(missing_ok=True)
+        if systemd is None:
+            notify_path.unlink(missing_ok=True)
     return handle
 
 

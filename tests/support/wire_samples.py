@@ -231,12 +231,13 @@ def wire_samples() -> dict[type, list[Any]]:
                 max_bytes=65536,
             ),
             wire.ReadOutput(request_id="r-19", id="web", tail=10),
+            wire.ReadOutput(request_id="r-23", id="web", max_bytes=4 << 20, binary=True),
         ],
         wire.ReadOutputReply: [
             wire.ReadOutputReply(
                 request_id="r-17",
-                stdout="aGkK",
-                stderr="",
+                stdout=b"hi\n",
+                stderr=b"",
                 stdout_offset=0,
                 stderr_offset=0,
                 next_stdout_offset=3,
@@ -244,8 +245,8 @@ def wire_samples() -> dict[type, list[Any]]:
             ),
             wire.ReadOutputReply(
                 request_id="r-18",
-                stdout="",
-                stderr="",
+                stdout=b"",
+                stderr=b"",
                 stdout_offset=100,
                 stderr_offset=7,
                 next_stdout_offset=100,
@@ -257,7 +258,7 @@ def wire_samples() -> dict[type, list[Any]]:
             ),
         ],
         wire.WriteInput: [
-            wire.WriteInput(request_id="r-20", id="web", data="aGkK"),
+            wire.WriteInput(request_id="r-20", id="web", data=b"hi\n"),
             wire.WriteInput(request_id="r-21", id="web", pid=4343, close=True),
         ],
         wire.WriteInputReply: [wire.WriteInputReply(request_id="r-20", written=3)],

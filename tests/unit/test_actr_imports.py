@@ -97,8 +97,11 @@ def canned_reply(request: Any) -> Any:
         wire.UpdateContainer: lambda r: wire.UpdateContainerReply(r.request_id),
         wire.CreateContainer: lambda r: wire.CreateContainerReply(r.request_id, 43),
         wire.AddProcess: lambda r: wire.AddProcessReply(r.request_id, 44),
+        wire.Ping: lambda r: wire.PingReply(
+            r.request_id, "d", "0", "ipc:///nowhere", 0, 0, protocol_version=wire.PROTOCOL_VERSION
+        ),
         wire.ReadOutput: lambda r: wire.ReadOutputReply(
-            r.request_id, "", "", 0, 0, 0, 0, exited=True, status=0
+            r.request_id, b"", b"", 0, 0, 0, 0, exited=True, status=0
         ),
         wire.WriteInput: lambda r: wire.WriteInputReply(r.request_id, 0),
         wire.ListCheckpoints: lambda r: wire.ListCheckpointsReply(

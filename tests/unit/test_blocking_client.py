@@ -7,6 +7,7 @@ timeout, and nothing is ever sent twice. What it adds: Ctrl-C interrupts a reque
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,11 +21,14 @@ from support.rep_server import server
 
 from containerd_actors.client import BlockingClient, DaemonUnreachable, RequestFailed
 from containerd_actors.protocol import (
+    ContainerInfo,
     ErrorCode,
     ErrorReply,
     MachineInfo,
+    ProcessInfo,
     State,
     StateReply,
+    User,
     decode_request,
     encode_reply,
 )
@@ -118,3 +122,33 @@ def test_ctrl_c_interrupts_a_waiting_command(tmp_path: Path) -> None:
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def test_actr_state_asks_an_older_daemon_for_every_container(tmp_path: Path) -> None:
+    """A daemon before protocol revision 3 refuses ``State.id`` as an extra field: actr then asks
+    for all of them, and picks the one it was asked about."""
+    address = f"ipc://{tmp_path}/d.sock"
+
+    def older_daemon(socket: pynng.Rep0, request: bytes) -> None:
+        obj = json.loads(request)
+        if "id" in obj:
+            refused = "invalid State: extra fields found"
+            error = ErrorReply(obj["request_id"], ErrorCode.INVALID_REQUEST, refused)
+            socket.send(encode_reply(error))
+            return
+        process = ProcessInfo(7, ["sleep", "1"], [], "/", User())
+        web = ContainerInfo("web", "/b", "running", 7, [process])
+        other = ContainerInfo("db", "/b", "running", 8, [])
+        socket.send(encode_reply(StateReply(obj["request_id"], [other, web], MachineInfo("m", 2, 1 << 30))))
+
+    with server(address, older_daemon) as received:
+        result = subprocess.run(
+            [sys.executable, "-m", "ctl", "--address", address, "--json", "containers", "state", "web"],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["id"] == "web"
+    assert [json.loads(r).get("id") for r in received] == ["web", None]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 
@@ -35,7 +36,12 @@ def test_an_ordinary_start_has_no_handover(monkeypatch: pytest.MonkeyPatch) -> N
 def test_the_handover_names_the_same_descriptors_and_closes_them_on_exec_again(
     pipes: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sent = Handover(lock_fd=pipes[0], kept={"c1": pipes[1:3], "c1:exec-9": [pipes[3]]}, from_version="0.0.9")
+    sent = Handover(
+        lock_fd=pipes[0],
+        kept={"c1": pipes[1:3], "c1:exec-9": [pipes[3]]},
+        from_version="0.0.9",
+        stored={"c1": ["ca/c1/stdout", "ca/c1/stderr"]},  # what is in systemd's fd store already
+    )
     memfd = write_handover(sent)
     assert all(os.get_inheritable(fd) for fd in pipes), "they must cross the exec"
     monkeypatch.setenv(HANDOVER_ENV, str(memfd))
@@ -61,3 +67,13 @@ def test_garbage_in_the_handover_is_refused(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv(HANDOVER_ENV, str(memfd))
     with pytest.raises(HandoverError, match="unreadable"):
         take_handover()
+
+
+def test_a_handover_from_a_version_without_the_fd_store_stored_nothing(
+    pipes: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memfd = os.memfd_create("older", 0)
+    os.write(memfd, json.dumps({"version": 1, "lock_fd": pipes[0], "kept": {"c1": pipes[1:3]}}).encode())
+    monkeypatch.setenv(HANDOVER_ENV, str(memfd))
+    received = take_handover()
+    assert received is not None and received.stored == {}

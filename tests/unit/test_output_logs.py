@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import fcntl
 import gc
 import os
@@ -109,7 +108,7 @@ def test_a_forgotten_output_is_freed_without_the_garbage_collector(tmp_path: Pat
 
 
 def write_input(data: bytes, close: bool = False) -> WriteInput:
-    return WriteInput(request_id="r", id="c1", pid=7, data=base64.b64encode(data).decode(), close=close)
+    return WriteInput(request_id="r", id="c1", pid=7, data=data, close=close)
 
 
 async def offer(port: StdinPort, request: WriteInput | ResizeTerminal) -> object:

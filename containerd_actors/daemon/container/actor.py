@@ -82,6 +82,7 @@ from containerd_actors.daemon.metrics.registry import (
 )
 from containerd_actors.daemon.migration.source import SourceContainer, forget_migrated_bundle, migrate_out
 from containerd_actors.daemon.state.layout import ContainerPaths
+from containerd_actors.host.reaping import EXIT_REPORT_GRACE_S
 from containerd_actors.protocol import Checkpoint, ContainerInfo, ContainerStats, ErrorCode, EventType
 from containerd_actors.runc.driver import RuncError
 from containerd_actors.runc.process_spec import exec_process_info, exec_spec
@@ -93,9 +94,10 @@ MAILBOX_SIZE = 64
 #: Exited exec'd processes whose logs a container keeps (a health check exec'd every few seconds
 #: must not fill the state directory); older ones are forgotten and their files removed.
 KEPT_EXITED_EXECS = 64
-#: How long the exec'd processes' exits may take to arrive after the init's (each includes its
-#: own drain grace); the init's exit is announced then even if some are missing.
-EXECS_EXIT_GRACE_S = 2 * DRAIN_GRACE_S
+#: How long the exec'd processes' exits may take to arrive after the init's: the exit watcher's own
+#: grace for a report in flight, then the drain grace of each; the init's exit is announced then even
+#: if some are missing (shorter, and an exec'd process's status the reaper did see would be lost).
+EXECS_EXIT_GRACE_S = EXIT_REPORT_GRACE_S + DRAIN_GRACE_S
 
 
 class Phase(enum.Enum):

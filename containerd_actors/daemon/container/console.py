@@ -16,7 +16,7 @@ from pathlib import Path
 
 import trio
 
-from containerd_actors.daemon.container.stdio import ContainerPipes
+from containerd_actors.daemon.container.stdio import PIPE_BYTES, ContainerPipes
 from containerd_actors.host.fds import close_quietly
 from containerd_actors.runc.driver import Stdio
 
@@ -110,6 +110,8 @@ class InitStdio:
     def __init__(self, terminal: bool) -> None:
         self.terminal = terminal
         self._pipes = None if terminal else ContainerPipes.create()
+        if self._pipes is not None:
+            self._pipes.enlarge_buffers(PIPE_BYTES)
         self._console = ConsoleSocket() if terminal else None
         self._master = -1
         self._master_copy = -1

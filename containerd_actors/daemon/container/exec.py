@@ -24,7 +24,7 @@ import trio
 from containerd_actors.daemon.container.console import ConsoleSocket
 from containerd_actors.daemon.container.deps import ContainerRuntime
 from containerd_actors.daemon.container.process import Launched, pidfd_if_alive, reaper_key
-from containerd_actors.daemon.container.stdio import ContainerPipes, ProcessOutput
+from containerd_actors.daemon.container.stdio import PIPE_BYTES, ContainerPipes, ProcessOutput
 from containerd_actors.daemon.mailbox import CommandError
 from containerd_actors.daemon.state.layout import (
     ContainerPaths,
@@ -39,10 +39,6 @@ from containerd_actors.host.procfs import process_start_time
 from containerd_actors.host.reaping import ExitWatcher
 from containerd_actors.protocol import ErrorCode, ProcessInfo, converter
 from containerd_actors.runc.driver import RuncError, RuncTimeout
-
-#: A chatty exec'd process wakes the daemon less often per megabyte with a bigger pipe buffer
-#: (Linux caps it at /proc/sys/fs/pipe-max-size for unprivileged users; the daemon runs as root).
-EXEC_PIPE_BYTES = 1 << 20
 
 
 @attrs.frozen
@@ -170,7 +166,7 @@ async def _exec_with_pipes(
     pending_key: str | None,
 ) -> ExecStarted:
     pipes = ContainerPipes.create()
-    pipes.enlarge_output_buffers(EXEC_PIPE_BYTES)
+    pipes.enlarge_buffers(PIPE_BYTES)
     try:
         if exit_watcher is not None and pending_key is not None:
             await exit_watcher.keep(pending_key, [pipes.stdin_write, *pipes.output_ends()])

@@ -25,12 +25,17 @@ from pathlib import Path
 import attrs
 import trio
 
-from containerd_actors.daemon.container.logs import RotatingLog, drain_to_log
+from containerd_actors.daemon.container.logs import LogSpan, RotatingLog, drain_to_log
 from containerd_actors.daemon.state.layout import LogRange
 from containerd_actors.host.fds import close_quietly
 from containerd_actors.runc.driver import Stdio
 
 F_SETPIPE_SZ = 1031
+#: The pipe buffers of a process's stdio: a chatty process wakes the daemon less often per MiB,
+#: and a WriteInput of a whole MiB goes in one write (Linux caps it at
+#: /proc/sys/fs/pipe-max-size for unprivileged users; the daemon runs as root). The kernel
+#: allots the pages as they fill, so an idle process costs no more than with the default 64 KiB.
+PIPE_BYTES = 1 << 20
 
 
 @attrs.define
@@ -52,9 +57,10 @@ class ContainerPipes:
         stderr_read, stderr_write = os.pipe()
         return cls(stdin_read, stdin_write, stdout_read, stdout_write, stderr_read, stderr_write)
 
-    def enlarge_output_buffers(self, size: int) -> None:
-        """A bigger pipe buffer means fewer wake-ups per megabyte; a smaller one only costs wake-ups."""
-        for fd in (self.stdout_write, self.stderr_write):
+    def enlarge_buffers(self, size: int) -> None:
+        """A bigger pipe buffer means fewer wake-ups per megabyte, on the output ends for the drain
+        and on stdin for a WriteInput of a whole MiB; a smaller one only costs wake-ups."""
+        for fd in (self.stdin_write, self.stdout_write, self.stderr_write):
             try:
                 fcntl.fcntl(fd, F_SETPIPE_SZ, size)
             except OSError:
@@ -88,6 +94,17 @@ class OutputChunk:
     stdout: bytes
     stderr_offset: int
     stderr: bytes
+    skipped: int
+    exited: bool
+    status: int | None
+
+
+@attrs.frozen
+class OutputSpans:
+    """Where one read of a process's output is in its logs: what ``OutputChunk`` holds, unread."""
+
+    stdout: LogSpan
+    stderr: LogSpan
     skipped: int
     exited: bool
     status: int | None
@@ -194,35 +211,52 @@ class OutputView:
         """Where stdout and stderr stand now: final once the process's logs are closed."""
         return self._output.stdout.range(), self._output.stderr.range()
 
-    def _read_now(self, stdout_offset: int, stderr_offset: int, max_bytes: int) -> OutputChunk:
+    def _spans_now(self, stdout_offset: int, stderr_offset: int, max_bytes: int) -> OutputSpans:
         output = self._output
-        out_offset, out = output.stdout.read(stdout_offset, max_bytes)
-        err_offset, err = output.stderr.read(stderr_offset, max_bytes)
-        skipped = (out_offset - stdout_offset) + (err_offset - stderr_offset)
+        out = output.stdout.span(stdout_offset, max_bytes)
+        err = output.stderr.span(stderr_offset, max_bytes)
+        skipped = (out.offset - stdout_offset) + (err.offset - stderr_offset)
         done = (
             output.exited
             and output.stdout.finished
             and output.stderr.finished
-            and out_offset + len(out) >= output.stdout.end
-            and err_offset + len(err) >= output.stderr.end
+            and out.offset + out.length >= output.stdout.end
+            and err.offset + err.length >= output.stderr.end
         )
-        return OutputChunk(
-            out_offset, out, err_offset, err, max(skipped, 0), done, output.status if done else None
-        )
+        return OutputSpans(out, err, max(skipped, 0), done, output.status if done else None)
+
+    async def read_spans(
+        self, stdout_offset: int, stderr_offset: int, *, wait: float, max_bytes: int, tail: int = -1
+    ) -> OutputSpans:
+        """Where the output after the offsets is; with ``wait``, hold until some arrives, the end,
+        or the timeout. Read the spans before the next checkpoint (a rotation moves the bytes).
+
+        The wait ends on the write that brings output (the logs' ``on_change``), not on a poll.
+        """
+        if tail >= 0:
+            stdout_offset = self._output.stdout.tail_offset(tail)
+            stderr_offset = self._output.stderr.tail_offset(tail)
+        spans = self._spans_now(stdout_offset, stderr_offset, max_bytes)
+        with trio.move_on_after(wait):
+            while not (spans.stdout.length or spans.stderr.length or spans.exited):
+                await self._output.wait_for_change()
+                spans = self._spans_now(stdout_offset, stderr_offset, max_bytes)
+        return spans
 
     async def read(
         self, stdout_offset: int, stderr_offset: int, *, wait: float, max_bytes: int, tail: int = -1
     ) -> OutputChunk:
         """Output after the offsets; with ``wait``, hold until some arrives, the end, or the timeout."""
-        if tail >= 0:
-            stdout_offset = self._output.stdout.tail_offset(tail)
-            stderr_offset = self._output.stderr.tail_offset(tail)
-        chunk = self._read_now(stdout_offset, stderr_offset, max_bytes)
-        with trio.move_on_after(wait):
-            while not (chunk.stdout or chunk.stderr or chunk.exited):
-                await self._output.wait_for_change()
-                chunk = self._read_now(stdout_offset, stderr_offset, max_bytes)
-        return chunk
+        spans = await self.read_spans(stdout_offset, stderr_offset, wait=wait, max_bytes=max_bytes, tail=tail)
+        return OutputChunk(
+            spans.stdout.offset,
+            spans.stdout.read(),
+            spans.stderr.offset,
+            spans.stderr.read(),
+            spans.skipped,
+            spans.exited,
+            spans.status,
+        )
 
 
 async def drain_outputs(out_fds: tuple[int, int], output: ProcessOutput) -> None:

@@ -1,0 +1,156 @@
+"""A bytecode cache for the methods attrs generates, so that defining the wire types costs less.
+
+Why: attrs writes each class's ``__init__``, ``__eq__``, ``__hash__`` and ``__repr__`` as Python
+source and compiles it when the class is defined. For the ~55 wire classes that is about half of
+what importing them costs (~12 ms of a one-shot ``actr`` command on a loaded machine, whose whole
+budget is ~60 ms), paid again by every process, because, unlike a module's, that bytecode is not
+cached. Here it is: the code objects are kept in one file beside this module's own bytecode
+(``__pycache__``), keyed by attrs' file name and the exact source, and used instead of compiling
+that same source again. A class whose source changed simply misses and is compiled as before.
+
+Only the source of ``__hash__`` is not the same from one process to the next: attrs seeds it with
+``hash()`` of the class's file name, which string hashing randomizes per process. That seed only
+has to differ between classes and stay fixed within a process; the cached code keeps the one of
+the process that compiled it, which does both.
+
+The file is written, like Python's own bytecode, unless ``PYTHONDONTWRITEBYTECODE`` is set; then
+``python -m containerd_actors.protocol.attrs_code [MODULE ...]`` writes it, for the wire types
+and the attrs classes of the modules named (``scripts/setup`` does, as it compiles the sources).
+Without the file, or with an attrs whose internals differ from what this expects, classes are
+defined exactly as attrs does by itself.
+"""
+
+from __future__ import annotations
+
+import atexit
+import marshal
+import os
+import re
+import sys
+from collections.abc import Mapping
+from types import CodeType
+from typing import Any
+
+import attr._make
+
+#: attrs' seed of a generated ``__hash__``: the first item of the tuple it hashes.
+_HASH_SEED = re.compile(r"(return hash\(\(\s*)-?\d+,")
+#: Entries beyond this many (sources of classes since changed) are dropped when the file is written.
+_MAX_ENTRIES = 2000
+
+#: Whose classes are cached (attrs names the code ``<attrs generated methods MODULE.CLASS>``): a
+#: client's, which every one-shot command defines. Not the daemon's or trio's, which would make the
+#: file several times longer for every command to read, to save the daemon a few ms once.
+_CACHED = (" containerd_actors.protocol.", " containerd_actors.client.", " containerd_actors.transport.")
+
+_Key = tuple[str, str]
+
+_PATH = os.path.join(
+    os.path.dirname(__file__),
+    "__pycache__",
+    # No attrs version in the name: asking attrs for it imports importlib.metadata (~30 ms), and
+    # entries are keyed by their source, which is all that the code compiled from it depends on.
+    f"attrs-code-2.{sys.implementation.cache_tag}.marshal",
+)
+#: Each code object as marshal wrote it: read only when its class is defined, since a process
+#: defines few of the classes that others (under trio, say) have added to the file.
+_cache: dict[_Key, bytes] = {}
+_compiled: dict[_Key, CodeType] = {}
+_used: set[_Key] = set()
+
+
+def _load() -> None:
+    """Read the cache; a file that is not what this module writes is ignored (and replaced later)."""
+    try:
+        with open(_PATH, "rb") as file:
+            loaded = marshal.loads(file.read())  # load(file) reads it piecemeal: 10x slower
+    except (OSError, EOFError, ValueError, TypeError):
+        return
+    if isinstance(loaded, dict) and all(type(value) is bytes for value in loaded.values()):
+        _cache.update(loaded)
+
+
+def _cached_code(key: _Key) -> CodeType | None:
+    cached = _cache.get(key)
+    if cached is None:
+        return None
+    try:
+        code = marshal.loads(cached)
+    except (EOFError, ValueError, TypeError):
+        return None
+    if not isinstance(code, CodeType):
+        return None
+    _used.add(key)
+    return code
+
+
+def _compile_and_eval(
+    script: str,
+    globs: dict[str, Any] | None,
+    locs: Mapping[str, object] | None = None,
+    filename: str = "",
+) -> None:
+    """attrs' own ``_compile_and_eval``, with the compiling cached."""
+    if not any(owner in filename for owner in _CACHED):
+        eval(compile(script, filename, "exec"), globs, locs)
+        return
+    key = (filename, _HASH_SEED.sub(r"\1#,", script))
+    code = _cached_code(key) or _compiled.get(key)
+    if code is None:
+        code = _compiled[key] = compile(script, filename, "exec")
+        if not sys.dont_write_bytecode and len(_compiled) == 1:
+            atexit.register(save)
+    eval(code, globs, locs)
+
+
+def save(*, everything_used: bool = False) -> None:
+    """Write the cache with what this process compiled (quietly not, where it cannot).
+
+    ``everything_used``: write exactly the entries this process used, dropping any other.
+    """
+    if not _compiled and not everything_used:
+        return
+    if everything_used or len(_cache) + len(_compiled) > _MAX_ENTRIES:
+        kept = {key: _cache[key] for key in _used}
+    else:
+        kept = _cache
+    entries = {**kept, **{key: marshal.dumps(code) for key, code in _compiled.items()}}
+    tmp = f"{_PATH}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(_PATH), exist_ok=True)
+        with open(tmp, "wb") as file:
+            marshal.dump(entries, file)
+        os.replace(tmp, _PATH)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def _install() -> None:
+    """Take over attrs' compiling, if its internals are the ones this module was written for."""
+    original = getattr(attr._make, "_compile_and_eval", None)
+    code = getattr(original, "__code__", None)
+    if code is None or code.co_varnames[:4] != ("script", "globs", "locs", "filename"):
+        return
+    _load()
+    attr._make._compile_and_eval = _compile_and_eval
+
+
+def write(modules: list[str]) -> None:
+    """Define every wire type (and the attrs classes of ``modules``), then write the cache: for
+    setups where Python writes no bytecode. Only what they define is kept."""
+    import importlib
+
+    for module in ["containerd_actors.protocol.codec", "containerd_actors.protocol.schema", *modules]:
+        importlib.import_module(module)
+    save(everything_used=True)
+
+
+if __name__ == "__main__":
+    from containerd_actors.protocol import attrs_code
+
+    attrs_code.write(sys.argv[1:])
+else:
+    _install()

@@ -1,0 +1,82 @@
+"""``protocol.attrs_code``: attrs' generated methods come from the cache, and behave the same.
+
+A fresh interpreter per case (the cache is read at import), on a private copy of the cache file, so
+that the checkout's own file is neither read nor written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+#: Defines a class the cache cannot know yet, then reports what the cache did and how it behaves.
+PROBE = """
+import json, sys
+from containerd_actors.protocol import attrs_code
+attrs_code._PATH = sys.argv[1]
+attrs_code._CACHED = (" __main__.",)
+attrs_code._cache.clear()
+attrs_code._load()
+from attrs import frozen
+
+@frozen
+class Probe:
+    a: int
+    b: str = "x"
+
+value = Probe(1)
+print(json.dumps({
+    "compiled": len(attrs_code._compiled),
+    "from_cache": len(attrs_code._used),
+    "repr": repr(value),
+    "equal": value == Probe(1, "x") and value != Probe(2),
+    "hashes_equal": hash(value) == hash(Probe(1)),
+}))
+"""
+
+
+def probe(cache: Path, *, write: bool) -> dict[str, object]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    if not write:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, str(cache)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        check=True,
+    )
+    return json.loads(result.stdout)
+
+
+def test_a_class_is_compiled_once_then_comes_from_the_cache(tmp_path: Path) -> None:
+    cache = tmp_path / "attrs-code.marshal"
+    first = probe(cache, write=True)
+    assert first["compiled"] == 1 and first["from_cache"] == 0
+    assert cache.exists()
+    # Another process: string hashing (the seed of __hash__) differs, the cached code serves all the same.
+    second = probe(cache, write=True)
+    assert second["compiled"] == 0 and second["from_cache"] == 1
+    for outcome in (first, second):
+        assert outcome["repr"] == "Probe(a=1, b='x')"
+        assert outcome["equal"] is True
+        assert outcome["hashes_equal"] is True
+
+
+def test_nothing_is_written_where_python_writes_no_bytecode(tmp_path: Path) -> None:
+    cache = tmp_path / "attrs-code.marshal"
+    assert probe(cache, write=False)["compiled"] == 1
+    assert not cache.exists()
+
+
+def test_a_file_it_did_not_write_is_ignored(tmp_path: Path) -> None:
+    cache = tmp_path / "attrs-code.marshal"
+    cache.write_bytes(b"not marshal at all")
+    outcome = probe(cache, write=True)
+    assert outcome["compiled"] == 1 and outcome["repr"] == "Probe(a=1, b='x')"
