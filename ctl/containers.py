@@ -1,4 +1,4 @@
-"""``actr containers``: list, start, kill, exec, attach, logs, state, pause/resume and stats.
+"""``actr containers``: list, start, kill, exec, attach, logs, state, pause/resume, migrate and stats.
 
 Each handler returns the process exit code and lets the client library's errors
 (``DaemonUnreachable``, ``RequestFailed``) propagate, so that ``ctl.main`` owns the whole
@@ -162,6 +162,35 @@ def add_commands(commands: Commands, json_after: argparse.ArgumentParser) -> Non
         action = actions.add_parser(name, help=what)
         action.add_argument("id", metavar="ID", type=id_arg, help="container id")
         action.set_defaults(handler=handler)
+
+    migrate = actions.add_parser(
+        "migrate",
+        parents=[json_after],
+        help="move a running container to another daemon (live migration with CRIU)",
+        description="The daemon serving this command drives the move, dialing --to with its own TLS "
+        "certificate. On any failure the container keeps running where it was.",
+    )
+    migrate.add_argument("id", metavar="ID", type=id_arg, help="container id")
+    migrate.add_argument(
+        "--to", required=True, metavar="ADDRESS", help="the destination daemon, tls+tcp://HOST:PORT"
+    )
+    migrate.add_argument("--tcp", action="store_true", help="keep established TCP connections (CRIU)")
+    migrate.add_argument(
+        "--keep-source", action="store_true", help="keep the dump here as a checkpoint of the bundle"
+    )
+    migrate.add_argument(
+        "--rootfs-copy",
+        action="store_true",
+        help="send a tar of the rootfs too (default: it must exist at the same path there)",
+    )
+    migrate.add_argument(
+        "--pre-dump",
+        type=int,
+        default=0,
+        metavar="N",
+        help="pre-copy rounds; refused where the kernel does not track dirty memory",
+    )
+    migrate.set_defaults(handler=migrate_container)
 
     stats = actions.add_parser(
         "stats", parents=[json_after], help="cgroup stats: one container's samples, or a live table of all"
@@ -387,6 +416,29 @@ def pause_container(args: argparse.Namespace) -> int:
 def resume_container(args: argparse.Namespace) -> int:
     with connect(args) as client:
         client.resume(args.id)
+    return 0
+
+
+def migrate_container(args: argparse.Namespace) -> int:
+    """``actr containers migrate ID --to ADDRESS``: prints where it runs and the frozen time."""
+    with connect(args) as client:
+        reply = client.migrate_container(
+            args.id,
+            args.to,
+            tcp=args.tcp,
+            keep_source=args.keep_source,
+            rootfs_copy=args.rootfs_copy,
+            pre_dump=args.pre_dump,
+        )
+    if args.json:
+        fields = ("pid", "frozen_s", "total_s", "dump_s", "transfer_s", "restore_s", "bytes_sent")
+        print(json.dumps({"id": args.id, "to": args.to, **{name: getattr(reply, name) for name in fields}}))
+    else:
+        print(
+            f"{args.id} runs at {args.to} as pid {reply.pid}: frozen {reply.frozen_s:.3f} s "
+            f"(dump {reply.dump_s:.3f}, transfer {reply.transfer_s:.3f}, restore {reply.restore_s:.3f}), "
+            f"{reply.bytes_sent / 2**20:.1f} MiB sent, {reply.total_s:.3f} s in all"
+        )
     return 0
 
 

@@ -145,6 +145,21 @@ class BlockingClient:
         reply = self.call(wire.CreateCheckpoint, wire.CreateCheckpointReply, id=id, name=name, **flags)
         return reply.checkpoint
 
+    def migrate_container(
+        self, id: str, to: str, **flags: Unpack[calls.MigrateFlags]
+    ) -> wire.MigrateContainerReply:
+        """Move a running container to the daemon at ``to`` (``tls+tcp://``), driven by this daemon
+        with its own certificate; the reply says where it runs and how long it was frozen
+        (protocol revision 4). On failure it still runs here."""
+        return self.call(
+            wire.MigrateContainer,
+            wire.MigrateContainerReply,
+            timeout=calls.MIGRATE_TIMEOUT_S,
+            id=id,
+            to=to,
+            **flags,
+        )
+
     def list_checkpoints(self, id: str = "", *, bundle: str = "") -> list[wire.Checkpoint]:
         """As ``Client.list_checkpoints``: by container, or by bundle directory."""
         return self.call(wire.ListCheckpoints, wire.ListCheckpointsReply, id=id, bundle=bundle).checkpoints

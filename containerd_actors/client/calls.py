@@ -129,6 +129,19 @@ class CheckpointFlags(TypedDict, total=False):
     exit: bool
 
 
+class MigrateFlags(TypedDict, total=False):
+    """The keyword arguments of ``migrate_container`` (both clients); all default to False/0."""
+
+    tcp: bool
+    keep_source: bool
+    rootfs_copy: bool
+    pre_dump: int
+
+
+#: A migration moves the container's memory between hosts: allow it far longer than a request.
+MIGRATE_TIMEOUT_S = 600.0
+
+
 def process_fields(id: str, args: list[str], **options: Unpack[ProcessOptions]) -> dict[str, Any]:
     """The AddProcess fields for ``add_process``: copies of ``args`` and ``env`` (None: empty)."""
     return {**options, "id": id, "args": list(args), "env": list(options.get("env") or [])}

@@ -196,6 +196,21 @@ class Client:
         reply = await self.call(wire.CreateCheckpoint, wire.CreateCheckpointReply, id=id, name=name, **flags)
         return reply.checkpoint
 
+    async def migrate_container(
+        self, id: str, to: str, **flags: Unpack[calls.MigrateFlags]
+    ) -> wire.MigrateContainerReply:
+        """Move a running container to the daemon at ``to`` (``tls+tcp://``), driven by this daemon
+        with its own certificate; the reply says where it runs and how long it was frozen
+        (protocol revision 4). On failure it still runs here."""
+        return await self.call(
+            wire.MigrateContainer,
+            wire.MigrateContainerReply,
+            timeout=calls.MIGRATE_TIMEOUT_S,
+            id=id,
+            to=to,
+            **flags,
+        )
+
     async def list_checkpoints(self, id: str = "", *, bundle: str = "") -> list[wire.Checkpoint]:
         """The checkpoints of container ``id`` (also after it exited), or of the bundle directory
         ``bundle`` (absolute, on the daemon's host) with no container (protocol revision 2)."""

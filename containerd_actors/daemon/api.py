@@ -31,6 +31,7 @@ from containerd_actors.daemon.container.stdio import OutputView
 from containerd_actors.daemon.events.messages import EventsMailbox, EventsStatus, GetStatus
 from containerd_actors.daemon.mailbox import CommandError, Published, ask, forward
 from containerd_actors.daemon.metrics.messages import MetricsMailbox
+from containerd_actors.daemon.migration.destination import IncomingMigrations
 from containerd_actors.daemon.supervisor.messages import SupervisorMailbox
 from containerd_actors.host.procfs import memory_total_bytes
 from containerd_actors.transport import nng
@@ -135,6 +136,14 @@ class ApiServer:
         self._waiting_reads = trio.CapacityLimiter(MAX_WAITING_READS)
         self.served = 0
         self._socket: ReplySocket | None = None
+        #: Migrations arriving here (served without an actor: there is no container yet).
+        self.incoming = IncomingMigrations(
+            config.state_dir,
+            config.migrated_cgroup_parent,
+            supervisor,
+            events,
+            config.migration_idle_timeout,
+        )
         self.handlers = self._handler_table(supervisor, events, metrics)
 
     def _handler_table(
@@ -184,12 +193,31 @@ class ApiServer:
             wire.DeleteCheckpoint: via(supervisor, lambda r, _: wire.DeleteCheckpointReply(r.request_id)),
             wire.WriteInput: via(supervisor, lambda r, written: wire.WriteInputReply(r.request_id, written)),
             wire.ResizeTerminal: via(supervisor, lambda r, _: wire.ResizeTerminalReply(r.request_id)),
+            wire.MigrateContainer: via(
+                supervisor,
+                lambda r, result: wire.MigrateContainerReply(
+                    r.request_id,
+                    result.pid,
+                    result.frozen_s,
+                    result.total_s,
+                    result.dump_s,
+                    result.transfer_s,
+                    result.restore_s,
+                    result.bytes_sent,
+                ),
+            ),
+            # A migration arriving from another daemon (its source is the caller):
+            wire.MigrationBegin: lambda request, caller: self.incoming.begin(request, caller.by, caller.pipe),
+            wire.MigrationChunk: self._refuse_unframed_chunk,
+            wire.MigrationCommit: lambda request, caller: self.incoming.commit(request, caller.by),
+            wire.MigrationAbort: lambda request, _caller: self.incoming.abort(request),
         }
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         addresses = [self._config.listen, *self._config.remote_listen]
         with ReplySocket(addresses, wire.MAX_MESSAGE_BYTES, SEND_TIMEOUT_S, tls=self._config.tls) as sock:
             self._socket = sock
+            sock.on_pipe_closed(self.incoming.connection_closed)
             for address in addresses:
                 log.info("listening on %s", address)
                 if is_plain_tcp(address):
@@ -204,6 +232,7 @@ class ApiServer:
             async with trio.open_nursery() as nursery:
                 for _ in range(WORKER_CONTEXTS):
                     nursery.start_soon(self._worker, sock, reading)
+                nursery.start_soon(self.incoming.sweep)
                 task_status.started()
 
     async def _worker(self, sock: ReplySocket, reading: trio.Lock) -> None:
@@ -257,6 +286,8 @@ class ApiServer:
         request_id: str | None = None
         framed = False
         try:
+            if wire.is_migration_chunk(data):  # other frames (WriteInput) are the codec's
+                return await self._framed(data, peer), False
             request = wire.decode_request(data)
             request_id = request.request_id
             framed = getattr(request, "binary", False)
@@ -276,7 +307,20 @@ class ApiServer:
             log.exception("request failed unexpectedly")
             return wire.ErrorReply(request_id, wire.ErrorCode.INTERNAL, f"internal error: {exc!r}"), False
 
-    def _authorize_change(self, request: Any, peer: str) -> None:
+    async def _framed(self, data: bytes, peer: str | None) -> wire.Reply:
+        """A binary frame: today only a migration's chunk (``protocol.migration_frames``)."""
+        chunk, blob = wire.decode_framed_request(data)
+        if peer is not None:
+            self._authorize_change(chunk, peer, quiet=True)  # the Begin was logged; hundreds follow
+        return self.incoming.chunk(chunk, blob)
+
+    async def _refuse_unframed_chunk(self, request: wire.MigrationChunk, _caller: Caller) -> wire.Reply:
+        raise CommandError(
+            wire.ErrorCode.INVALID_REQUEST,
+            "a MigrationChunk travels as a binary frame (its bytes are its blob)",
+        )
+
+    def _authorize_change(self, request: Any, peer: str, quiet: bool = False) -> None:
         """Refuse a change asked by a read-only certificate; log who asked for every other one."""
         kind = type(request).__name__
         target = getattr(request, "id", None)
@@ -291,7 +335,8 @@ class ApiServer:
                 wire.ErrorCode.PERMISSION_DENIED,
                 f"client {peer!r} may only read; {kind} changes state",
             )
-        log.info("%s for %s by client %r", kind, target or "-", peer)
+        if not quiet:
+            log.info("%s for %s by client %r", kind, target or "-", peer)
 
     async def _ping(self, request: wire.Ping, caller: Caller = LOCAL_CALLER) -> wire.PingReply:
         if self._events_status is not None:

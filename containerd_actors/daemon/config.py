@@ -57,6 +57,16 @@ class DaemonConfig:
     #: The streams beside every remote listener (the first one's are the two above); a Ping
     #: announces those beside the listener it came on.
     remote_streams: tuple[RemoteStreams, ...] = ()
+    #: The cgroup a container that arrives by migration is restored under (``<parent>/<id>``):
+    #: its source may be a daemon on this same host whose frozen copy still holds its own path.
+    #: Empty: ``containerd-actors-<id>``.
+    cgroup_parent: str = ""
+    #: A migration arriving here whose source sends nothing for this long is dropped.
+    migration_idle_timeout: float = 120.0
+
+    @property
+    def migrated_cgroup_parent(self) -> str:
+        return self.cgroup_parent or f"containerd-actors-{self.id}"
 
     @property
     def runc_root(self) -> Path:

@@ -151,6 +151,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"keep at most N events in the journal for replay (default {DEFAULT_RETENTION:,})",
     )
+    parser.add_argument(
+        "--cgroup-parent",
+        default="",
+        metavar="PATH",
+        help="cgroup under which containers that arrive by migration are restored"
+        " (default: containerd-actors-<--id>, so two daemons on one host never claim the same path)",
+    )
+    parser.add_argument(
+        "--migration-idle-timeout",
+        type=duration_arg,
+        default=120.0,
+        metavar="DURATION",
+        help="drop a migration arriving here whose source sends nothing for this long, the dump"
+        " included (default 2m)",
+    )
     parser.add_argument("-v", "--version", action="version", version=f"containerd-actors {__version__}")
     return parser
 
@@ -192,6 +207,8 @@ def config_from_args(argv: list[str] | None = None) -> DaemonConfig:
         reaper_fd=args.reaper_fd,
         no_reaper=args.no_reaper,
         events_retention=args.events_retention,
+        cgroup_parent=args.cgroup_parent.strip("/"),
+        migration_idle_timeout=args.migration_idle_timeout,
     )
 
 

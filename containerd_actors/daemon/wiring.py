@@ -57,6 +57,7 @@ from containerd_actors.daemon.supervision import (
 )
 from containerd_actors.daemon.supervisor.actor import Supervisor
 from containerd_actors.daemon.tls_reload import reload_tls_when_asked
+from containerd_actors.host.cgroup_paths import remove_empty_cgroup
 from containerd_actors.host.reaping import ExitWatcher, LocalSubreaper, become_child_subreaper
 from containerd_actors.host.sd_notify import encode, socket_address
 from containerd_actors.protocol import EventType, warm_up
@@ -192,6 +193,7 @@ async def run_daemon(config: DaemonConfig) -> None:
                 metrics.mailbox,
                 oom_notify=config.oom_notify,
                 faults=faults,
+                migration_tls=config.tls,
             )
             await nursery.start(supervisor.run, adoptions)
             server = ApiServer(config, supervisor.mailbox, events.mailbox, metrics.mailbox, events.status)
@@ -266,6 +268,8 @@ def serve(config: DaemonConfig) -> None:
     try:
         with profiled(os.environ):  # a debugging hook, off unless asked for
             trio.run(run_daemon, config)
+        # The cgroup migrated-in containers were restored under, if none runs there any more.
+        remove_empty_cgroup("/" + config.migrated_cgroup_parent)
     except* RestartLimitExceeded:
         # Logged where it happened, with the traceback; the reaper starts a fresh server.
         log.error("exiting with status %d: an actor crashed past its restart limit", EXIT_RESTART_LIMIT)

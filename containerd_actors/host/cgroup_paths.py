@@ -81,6 +81,19 @@ def _under_mount(mount: CgroupMount, cgroup_path: str) -> Path | None:
     return mount.mount_point / relative
 
 
+def remove_empty_cgroup(cgroup_path: str, mounts: Sequence[CgroupMount] | None = None) -> None:
+    """Remove the cgroup ``cgroup_path`` (from the hierarchy's root) on every mount that shows it,
+    where it is empty; one that still holds processes or children stays (the kernel refuses)."""
+    for mount in read_cgroup_mounts() if mounts is None else mounts:
+        directory = _under_mount(mount, cgroup_path)
+        if directory is None or directory == mount.mount_point:
+            continue
+        try:
+            os.rmdir(directory)
+        except OSError:
+            pass  # absent, busy or not empty: not ours to force
+
+
 def parse_proc_cgroup(text: str) -> tuple[dict[str, str], str | None]:
     """Split /proc/<pid>/cgroup into {v1 controller: path} and the v2 path (None on a pure v1 host).
 

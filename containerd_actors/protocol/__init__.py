@@ -41,6 +41,23 @@ if TYPE_CHECKING:
         EventType,
         event_topic,
     )
+    from containerd_actors.protocol.migration import (
+        MigrateContainer,
+        MigrateContainerReply,
+        MigrationAbort,
+        MigrationAbortReply,
+        MigrationBegin,
+        MigrationBeginReply,
+        MigrationChunk,
+        MigrationChunkReply,
+        MigrationCommit,
+        MigrationCommitReply,
+    )
+    from containerd_actors.protocol.migration_frames import (
+        decode_framed_request,
+        encode_framed_request,
+        is_migration_chunk,
+    )
     from containerd_actors.protocol.records import Checkpoint, ContainerInfo, MachineInfo, ProcessInfo, User
     from containerd_actors.protocol.replies import (
         PROTOCOL_VERSION,
@@ -118,6 +135,23 @@ _HOMES: dict[str, tuple[str, ...]] = {
         "EventBatch",
         "EventType",
         "event_topic",
+    ),
+    "migration": (
+        "MigrateContainer",
+        "MigrateContainerReply",
+        "MigrationAbort",
+        "MigrationAbortReply",
+        "MigrationBegin",
+        "MigrationBeginReply",
+        "MigrationChunk",
+        "MigrationChunkReply",
+        "MigrationCommit",
+        "MigrationCommitReply",
+    ),
+    "migration_frames": (
+        "decode_framed_request",
+        "encode_framed_request",
+        "is_migration_chunk",
     ),
     "records": (
         "Checkpoint",

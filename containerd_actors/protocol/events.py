@@ -30,6 +30,11 @@ class EventType:
     #: ``pid`` its init) or is empty for the daemon's own events and metrics actors; ``reason``
     #: says which actor and why. The container stays managed: its actor re-adopted it.
     ACTOR_RESTART = "actor-restart"
+    #: A container left this daemon for another (``reason``: ``to=<address> frozen=<seconds>s``),
+    #: or arrived from one (``reason``: ``from=<client CN> frozen=<seconds>s``, from the source's
+    #: clock at the freeze); ``pid`` is its init's pid on the daemon that publishes the event.
+    MIGRATE_OUT = "migrate-out"
+    MIGRATE_IN = "migrate-in"
 
 
 @frozen

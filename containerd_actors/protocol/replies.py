@@ -11,6 +11,13 @@ from attrs import field, frozen
 
 from containerd_actors.protocol import attrs_code  # noqa: F401 - before any class: compiled methods cached
 from containerd_actors.protocol.events import Event
+from containerd_actors.protocol.migration import (
+    MigrateContainerReply,
+    MigrationAbortReply,
+    MigrationBeginReply,
+    MigrationChunkReply,
+    MigrationCommitReply,
+)
 from containerd_actors.protocol.records import Checkpoint, ContainerInfo, MachineInfo
 from containerd_actors.protocol.stats import ContainerStats, MetricsSnapshot
 
@@ -19,7 +26,8 @@ from containerd_actors.protocol.stats import ContainerStats, MetricsSnapshot
 #: 1: the first numbered revision (readers tolerant, requests strict).
 #: 2: ``CreateContainer.terminal``; ``ListCheckpoints.bundle`` (and its ``id`` may be empty).
 #: 3: ``State.id``; ``ReadOutput.binary`` (its reply as a binary frame); ``WriteInput`` may be a binary frame.
-PROTOCOL_VERSION = 3
+#: 4: live migration: ``MigrateContainer`` and the daemon-to-daemon ``Migration*`` requests.
+PROTOCOL_VERSION = 4
 
 #: Shared by the two replies that carry it.
 JOURNAL_ID_DESCRIPTION = (
@@ -231,6 +239,11 @@ Reply = (
     | WriteInputReply
     | ResizeTerminalReply
     | EventsReply
+    | MigrateContainerReply
+    | MigrationBeginReply
+    | MigrationChunkReply
+    | MigrationCommitReply
+    | MigrationAbortReply
     | ErrorReply
 )
 #: The members of ``Reply`` in its order, for ``isinstance`` and the codec's tag table.

@@ -11,6 +11,13 @@ import typing
 from attrs import field, frozen
 
 from containerd_actors.protocol import attrs_code  # noqa: F401 - before any class: compiled methods cached
+from containerd_actors.protocol.migration import (
+    MigrateContainer,
+    MigrationAbort,
+    MigrationBegin,
+    MigrationChunk,
+    MigrationCommit,
+)
 from containerd_actors.protocol.records import User
 from containerd_actors.protocol.validators import (
     MAX_EVENTS_PER_PAGE,
@@ -280,6 +287,11 @@ Request = (
     | WriteInput
     | ResizeTerminal
     | Events
+    | MigrateContainer
+    | MigrationBegin
+    | MigrationChunk
+    | MigrationCommit
+    | MigrationAbort
 )
 #: The members of ``Request`` in its order, for ``isinstance`` and the codec's tag table.
 REQUEST_TYPES: tuple[type, ...] = typing.get_args(Request)

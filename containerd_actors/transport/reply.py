@@ -21,9 +21,10 @@ GIL and post back into trio, two hops per request. Here instead:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pynng
+import trio
 
 from containerd_actors.transport import nng
 from containerd_actors.transport.backoff import Backoff
@@ -75,6 +76,20 @@ class ReplySocket(PolledSocket):
         """Serve renewed certificate files (see ``TlsListeners.reload``); without TLS, nothing."""
         if self._tls is not None:
             self._tls.reload()
+
+    def on_pipe_closed(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback(pipe_id)`` in trio whenever a client's connection closes (the id is the
+        ``RawMessage.pipe`` its requests came with)."""
+        token = trio.lowlevel.current_trio_token()
+
+        def removed(pipe: pynng.Pipe) -> None:
+            # On an nng thread with a lock held: only post to trio.
+            try:
+                token.run_sync_soon(callback, pipe.id)
+            except trio.RunFinishedError:
+                pass
+
+        self._socket.add_post_pipe_remove_cb(removed)
 
     def context(self) -> ReplyContext:
         """A context of its own: it receives one request and sends that request's reply."""

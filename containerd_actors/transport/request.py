@@ -18,6 +18,7 @@ reply comes back with it. So one task can receive for everyone, and:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 
@@ -62,9 +63,12 @@ class RawRequestSocket(PolledSocket):
     nng's maximum, so that nng keeps taking replies off the connection while Python is busy.
     """
 
-    def __init__(self, address: str, recv_max_size: int, tls: TlsFiles | None = None) -> None:
+    def __init__(
+        self, address: str, recv_max_size: int, tls: TlsFiles | None = None, *, dial: bool = True
+    ) -> None:
         """``tls`` is required for a ``tls+tcp://`` address: this client's certificate and key, and
-        the CA that signed the daemon's (whose certificate must name the address's host)."""
+        the CA that signed the daemon's (whose certificate must name the address's host). Without
+        ``dial`` the socket is not connected yet: ``dial_in_thread`` does it."""
         self._ids = itertools.count(int.from_bytes(os.urandom(4)) & ~_REQUEST_ID_FLAG)
         self._pending: dict[int, _Pending] = {}
         self._reading = False
@@ -81,7 +85,8 @@ class RawRequestSocket(PolledSocket):
                 if tls is None:
                     raise ValueError(f"{address} needs a client certificate, key and CA")
                 socket.tls_config = tls.client_config(host_of(address))
-            socket.dial(address, block=True)
+            if dial:
+                socket.dial(address, block=True)
         except BaseException:
             socket.close()
             raise
@@ -89,6 +94,23 @@ class RawRequestSocket(PolledSocket):
         self._inbox = nng.Inbox()
         #: Requests that found the pipe busy and had to be retried (how often the fast path misses).
         self.deferred_sends = 0
+
+    @classmethod
+    async def dial_in_thread(
+        cls, address: str, recv_max_size: int, tls: TlsFiles | None = None
+    ) -> RawRequestSocket:
+        """As the constructor, but the dial (the TCP connect and the TLS handshake) runs in a worker
+        thread: a daemon dialing another must not stall its event loop on an address that does not
+        answer. The caller bounds the wait; if it gives up, the socket is closed (which ends the dial)."""
+        self = cls(address, recv_max_size, tls, dial=False)
+        try:
+            await trio.to_thread.run_sync(
+                functools.partial(self._socket.dial, address, block=True), abandon_on_cancel=True
+            )
+        except BaseException:
+            self.close()
+            raise
+        return self
 
     def _receive_nowait(self) -> nng.RawMessage | None:
         if self._closed:

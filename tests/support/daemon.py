@@ -81,6 +81,7 @@ async def start_daemon(
     debug: bool = True,
     own_session: bool = False,
     systemd: FakeSystemd | None = None,
+    prefix: tuple[str, ...] = (),
 ) -> DaemonHandle:
     """Start `containerd-actors` and return once it has announced READY=1.
 
@@ -90,7 +91,8 @@ async def start_daemon(
     The log goes to ``log_path`` (by default ``<state_dir>.log`` beside the state directory).
     Benchmarks pass ``debug=False``, since debug logging would weigh on what they measure, and
     ``own_session=True``, so that a Ctrl-C in the terminal reaches only the benchmark, which then
-    stops the daemon and deletes its containers in order.
+    stops the daemon and deletes its containers in order. ``prefix`` goes before the command line
+    (``ip netns exec NAME``: a daemon in another network namespace; its unix sockets stay reachable).
     """
     state_dir.parent.mkdir(parents=True, exist_ok=True)
     socket_dir = state_dir / "sock"
@@ -98,7 +100,7 @@ async def start_daemon(
     notify_path = state_dir.parent / f"{state_dir.name}.notify"
     log_path = log_path or state_dir.parent / f"{state_dir.name}.log"
     notify = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    argv = daemon_argv(state_dir, address, *(["--debug"] if debug else []), *extra_args)
+    argv = [*prefix, *daemon_argv(state_dir, address, *(["--debug"] if debug else []), *extra_args)]
     pass_fds: list[int] = []
     if systemd is None:
         await notify.bind(str(notify_path))

@@ -100,3 +100,82 @@ def leftovers(made: VethNetns) -> list[str]:
     if _ip("link", "show", made.host_link).returncode == 0:
         left.append(made.host_link)
     return left
+
+
+@attrs.frozen
+class NetnsPair:
+    """Two network namespaces joined to each other (not to this one) by a veth pair: two "hosts"."""
+
+    a: str
+    b: str
+    a_link: str
+    b_link: str
+    a_address: str
+    b_address: str
+
+    def exec_argv(self, namespace: str, *argv: str) -> list[str]:
+        return ["ip", "netns", "exec", namespace, *argv]
+
+    def enter_argv(self, namespace: str) -> tuple[str, ...]:
+        """A command prefix that runs a program in ``namespace``'s network only. Not ``ip netns
+        exec``, which also mounts a fresh /sys and so hides the cgroup mounts runc needs."""
+        return ("nsenter", f"--net=/run/netns/{namespace}")
+
+
+def create_pair() -> NetnsPair:
+    """Make both namespaces and the pair between them, or raise ``NetnsRefused`` (after removing
+    what was made). Their /30 is one no interface of this namespace uses; nothing routes to it
+    from here, since neither end is in this namespace."""
+    if shutil.which("ip") is None:
+        raise NetnsRefused("the ip command (iproute2) is not installed")
+    tag = uuid.uuid4().hex[:8]
+    block = _free_block()
+    a_ip, b_ip = list(block.hosts())
+    made = NetnsPair(f"actr-{tag}a", f"actr-{tag}b", f"vt{tag}a", f"vt{tag}b", str(a_ip), str(b_ip))
+    created: list[str] = []
+    try:
+        for name in (made.a, made.b):
+            added = _ip("netns", "add", name)
+            if added.returncode != 0:
+                raise NetnsRefused(f"ip netns add was refused: {added.stderr.strip()}")
+            created.append(name)
+        steps = [
+            (
+                "-n",
+                made.a,
+                "link",
+                "add",
+                made.a_link,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                made.b_link,
+                "netns",
+                made.b,
+            ),
+            ("-n", made.a, "addr", "add", f"{a_ip}/30", "dev", made.a_link),
+            ("-n", made.b, "addr", "add", f"{b_ip}/30", "dev", made.b_link),
+        ]
+        for name, link in ((made.a, made.a_link), (made.b, made.b_link)):
+            steps += [("-n", name, "link", "set", link, "up"), ("-n", name, "link", "set", "lo", "up")]
+        for step in steps:
+            done = _ip(*step)
+            if done.returncode != 0:
+                raise NetnsRefused(f"ip {' '.join(step)} was refused: {done.stderr.strip()}")
+    except BaseException:
+        for name in created:
+            _ip("netns", "delete", name)
+        raise
+    return made
+
+
+def remove_pair(made: NetnsPair) -> None:
+    """Delete both namespaces by name; the veth pair goes with them."""
+    for name in (made.a, made.b):
+        _ip("netns", "delete", name)
+
+
+def pair_leftovers(made: NetnsPair) -> list[str]:
+    listed = _ip("netns", "list").stdout.split()
+    return [name for name in (made.a, made.b) if name in listed]

@@ -264,6 +264,50 @@ def wire_samples() -> dict[type, list[Any]]:
         wire.WriteInputReply: [wire.WriteInputReply(request_id="r-20", written=3)],
         wire.ResizeTerminal: [wire.ResizeTerminal(request_id="r-22", id="web", pid=4343, rows=50, cols=200)],
         wire.ResizeTerminalReply: [wire.ResizeTerminalReply(request_id="r-22")],
+        wire.MigrateContainer: [
+            wire.MigrateContainer(request_id="r-30", id="web", to="tls+tcp://198.18.0.2:7000"),
+            wire.MigrateContainer(
+                request_id="r-31",
+                id="web",
+                to="tls+tcp://b:7000",
+                tcp=True,
+                keep_source=True,
+                rootfs_copy=True,
+            ),
+        ],
+        wire.MigrateContainerReply: [
+            wire.MigrateContainerReply("r-30", 5151, 0.21, 0.35, 0.08, 0.05, 0.08, 262144)
+        ],
+        wire.MigrationBegin: [
+            wire.MigrationBegin(
+                "r-32", "m0123", "web", "/containers/web", "/containers/web/rootfs", terminal=True
+            )
+        ],
+        wire.MigrationBeginReply: [wire.MigrationBeginReply("r-32", "/var/lib/ca/migrated/web.m0123")],
+        wire.MigrationChunk: [
+            wire.MigrationChunk(
+                "r-33",
+                "m0123",
+                0,
+                "image",
+                "pages-1.img",
+                0,
+                "abababababababababababababababababababababababababababababababab",
+            )
+        ],
+        wire.MigrationChunkReply: [wire.MigrationChunkReply("r-33")],
+        wire.MigrationCommit: [
+            wire.MigrationCommit(
+                "r-34",
+                "m0123",
+                12,
+                "abababababababababababababababababababababababababababababababab",
+                frozen_at=1700000000.5,
+            )
+        ],
+        wire.MigrationCommitReply: [wire.MigrationCommitReply("r-34", 6161, 0.08)],
+        wire.MigrationAbort: [wire.MigrationAbort("r-35", "m0123", reason="the dump failed")],
+        wire.MigrationAbortReply: [wire.MigrationAbortReply("r-35", removed_container=True)],
         wire.ErrorReply: [
             wire.ErrorReply(
                 request_id=None, code=wire.ErrorCode.MALFORMED, message="message is not valid JSON"

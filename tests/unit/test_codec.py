@@ -42,6 +42,7 @@ from containerd_actors.protocol import (
     encode_event_payload,
     encode_reply,
     encode_request,
+    migration,
     validators,
 )
 
@@ -310,6 +311,9 @@ _VALIDATOR_STRATEGIES: dict[Any, st.SearchStrategy[Any]] = {
     validators.wait_seconds: st.floats(min_value=0, max_value=validators.MAX_WAIT_S),
     validators.read_size: st.integers(min_value=1, max_value=validators.MAX_READ_BYTES),
     validators.page_limit: st.integers(min_value=1, max_value=validators.MAX_EVENTS_PER_PAGE),
+    migration.file_kind: st.sampled_from(migration.FILE_KINDS),
+    migration.file_name: st.from_regex(r"[a-z0-9-]{1,8}(\.img)?", fullmatch=True),
+    migration.hex_sha256: st.binary(min_size=32, max_size=32).map(bytes.hex),
 }
 
 

@@ -60,6 +60,7 @@ from containerd_actors.daemon.container.messages import (
     ExecExited,
     InitExited,
     InputClosed,
+    MigrationFinished,
     OomNotified,
     take_queued_asks,
 )
@@ -79,9 +80,11 @@ from containerd_actors.daemon.metrics.registry import (
     CONTAINERS,
     EXEC_PROCESS_TIME,
 )
+from containerd_actors.daemon.migration.source import SourceContainer, forget_migrated_bundle, migrate_out
 from containerd_actors.daemon.state.layout import ContainerPaths
 from containerd_actors.host.reaping import EXIT_REPORT_GRACE_S
 from containerd_actors.protocol import Checkpoint, ContainerInfo, ContainerStats, ErrorCode, EventType
+from containerd_actors.runc.driver import RuncError
 from containerd_actors.runc.process_spec import exec_process_info, exec_spec
 
 log = logging.getLogger(__name__)
@@ -101,6 +104,9 @@ class Phase(enum.Enum):
     RUNNING = "running"
     #: A checkpoint with ``exit`` is taken: waiting for the init's exit to answer it.
     EXITING = "exiting"
+    #: A migration task runs (the container is frozen for most of it): only what a frozen
+    #: container can answer is served.
+    MIGRATING = "migrating"
     #: The init has exited: waiting for the exec'd processes' exits.
     FINISHING = "finishing"
     DONE = "done"
@@ -134,6 +140,8 @@ class ContainerActor:
         self._exited_execs: collections.deque[int] = collections.deque()
         self._exec_numbers = itertools.count(1)
         self._finish_by = math.inf
+        #: The migration under way, answered when its task reports (or when the container exits).
+        self._migrating: Ask[wire.MigrateContainer] | None = None
         #: The answer a checkpoint with ``exit`` gives once the container is gone.
         self._checkpoint_reply: tuple[ReplyTo, Checkpoint] | None = None
         self._cgroup_state: ContainerCgroups | None = None
@@ -253,6 +261,12 @@ class ContainerActor:
             case Ask(wire.ListCheckpoints(), reply_to):
                 # Also while exiting: a ``checkpoints create --exit`` is listed at once.
                 answer(reply_to, list_checkpoints(self._bundle_path))
+            case MigrationFinished() as finished:
+                await self._migration_finished(finished)
+            case Ask(wire.Stats(), reply_to) if self._phase is Phase.MIGRATING:
+                await self._reply(reply_to, self._sample_stats())
+            case Ask(_, reply_to) if self._phase is Phase.MIGRATING:
+                fail(reply_to, CommandError(ErrorCode.INVALID_STATE, f"container {self.id!r} is migrating"))
             case Ask(_, reply_to) if self._phase is not Phase.RUNNING:
                 state = "is exiting" if self._phase is Phase.EXITING else "has exited"
                 fail(reply_to, CommandError(ErrorCode.NOT_FOUND, f"container {self.id!r} {state}"))
@@ -264,6 +278,8 @@ class ContainerActor:
                 await self._reply(reply_to, self._sample_stats())
             case Ask(wire.UpdateContainer() as request, reply_to, by):
                 await self._reply(reply_to, self._change_status(request.status, by))
+            case Ask(wire.MigrateContainer(), _) as ask:
+                self._start_migration(ask)
             case Ask(wire.CreateCheckpoint() as request, reply_to, by):
                 await self._create_checkpoint(request, reply_to, by)
             case Ask(wire.DeleteCheckpoint() as request, reply_to):
@@ -356,6 +372,11 @@ class ContainerActor:
             self.id, self.bundle, bundle, self.paths, init, status, outputs, by, self._deps
         )
         self._phase = Phase.DONE
+        if self._migrating is not None:  # its task ends with this actor, having thawed nothing
+            gone = CommandError(
+                ErrorCode.RUNTIME_FAILED, f"container {self.id!r} exited during its migration"
+            )
+            fail(self._migrating.reply_to, gone)
         if self._checkpoint_reply is not None:
             reply_to, checkpoint = self._checkpoint_reply
             answer(reply_to, checkpoint)
@@ -474,6 +495,65 @@ class ContainerActor:
             self._phase = Phase.EXITING
         else:
             answer(reply_to, checkpoint)
+
+    def _start_migration(self, ask: Ask[wire.MigrateContainer]) -> None:
+        """Move the container to another daemon in a task of its own (``migration.source``).
+
+        Meanwhile the actor goes on serving what a frozen container can still answer (stats,
+        checkpoints listed, input queued) and refuses the rest as migrating; the task reports
+        ``MigrationFinished``, and the request is answered from there.
+        """
+        assert self._init is not None and self._nursery is not None
+        if self._status == "paused":
+            paused = CommandError(
+                ErrorCode.INVALID_STATE, f"container {self.id!r} is paused; resume it first"
+            )
+            fail(ask.reply_to, paused)
+            return
+        self._phase = Phase.MIGRATING
+        self._migrating = ask
+        source = SourceContainer(self.id, self._bundle_path, self.paths, self._init.info.terminal)
+        self._nursery.start_soon(self._migration_task, ask, source)
+
+    async def _migration_task(self, ask: Ask[wire.MigrateContainer], source: SourceContainer) -> None:
+        try:
+            result = await migrate_out(self._runtime, source, ask.request, self._deps.migration_tls)
+        except CommandError as error:
+            await self._mailbox_send.send(MigrationFinished(ask, error=error))
+        except Exception as error:
+            log.exception("container %s: migration failed unexpectedly", self.id)
+            failure = CommandError(ErrorCode.INTERNAL, f"migration failed: {error!r}; see daemon log")
+            await self._mailbox_send.send(MigrationFinished(ask, error=failure))
+        else:
+            await self._mailbox_send.send(MigrationFinished(ask, result=result))
+
+    async def _migration_finished(self, finished: MigrationFinished) -> None:
+        """Answer the migration; once it runs elsewhere, delete the frozen copy, whose exit ends
+        this actor as any exit does."""
+        assert self._init is not None
+        request, reply_to = finished.ask.request, finished.ask.reply_to
+        self._migrating = None
+        if finished.error is not None:
+            if self._phase is Phase.MIGRATING:
+                self._phase = Phase.RUNNING
+            fail(reply_to, finished.error)
+            return
+        result = finished.result
+        reason = f"to={request.to} frozen={result.frozen_s:.3f}s"
+        await self._events.send(
+            EventDraft(EventType.MIGRATE_OUT, self.id, self._init.pid, reason=reason, by=finished.ask.by)
+        )
+        if self._phase is Phase.MIGRATING:
+            self._phase = Phase.EXITING
+        try:
+            await self._runtime.delete(self.id, force=True)
+        except RuncError as exc:
+            log.error(
+                "container %s: migrated; its frozen copy here was not deleted: %s", self.id, exc.message
+            )
+        if not request.keep_source:
+            forget_migrated_bundle(self.paths.state_dir, self._bundle_path)
+        answer(reply_to, result)
 
     async def _delete_checkpoint(self, name: str) -> None:
         delete_checkpoint(self._bundle_path, name)

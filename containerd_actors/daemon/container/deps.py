@@ -17,6 +17,7 @@ from containerd_actors.daemon.faults import NO_FAULTS, FaultHook
 from containerd_actors.daemon.metrics.messages import MetricsMailbox
 from containerd_actors.host.reaping import ExitWatcher
 from containerd_actors.runc.driver import Runc
+from containerd_actors.transport.tls import TlsFiles
 
 
 class ContainerRuntime(Protocol):
@@ -49,3 +50,6 @@ class ActorDeps:
     oom_notify: bool
     #: Tests' fault injection (``daemon.faults``); empty in a daemon that was not told of any.
     faults: FaultHook = NO_FAULTS
+    #: The certificate a migration's source dials the destination with (the daemon's own); None
+    #: without TLS listeners, and then a migration is refused.
+    migration_tls: TlsFiles | None = None

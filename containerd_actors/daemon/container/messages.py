@@ -22,6 +22,7 @@ from containerd_actors.protocol import (
     CreateCheckpoint,
     DeleteCheckpoint,
     ListCheckpoints,
+    MigrateContainer,
     ResizeTerminal,
     Signal,
     Stats,
@@ -41,6 +42,7 @@ ContainerRequest = (
     | DeleteCheckpoint
     | WriteInput
     | ResizeTerminal
+    | MigrateContainer
 )
 
 
@@ -71,7 +73,19 @@ class InputClosed:
     pid: int
 
 
-ContainerMessage = Ask[ContainerRequest] | InitExited | ExecExited | OomNotified | InputClosed
+@attrs.frozen
+class MigrationFinished:
+    """The actor's migration task is done: the container runs at the destination (``result``, a
+    ``migration.source.MigrationResult``) or still here (``error``). The actor answers ``ask``."""
+
+    ask: Ask[MigrateContainer]
+    result: Any = None
+    error: Exception | None = None
+
+
+ContainerMessage = (
+    Ask[ContainerRequest] | InitExited | ExecExited | OomNotified | InputClosed | MigrationFinished
+)
 ContainerMailbox = trio.MemorySendChannel[ContainerMessage]
 
 

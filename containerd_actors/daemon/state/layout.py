@@ -437,6 +437,20 @@ EXITED_RECORD = "exited.json"
 RUNC_ROOT = "runc"
 #: Notes of exits on their way to the journal (``state/exit_notes.py``).
 EXITS = "exits"
+#: What a migration in progress has received, one directory per migration (its token); emptied at
+#: start-up, since a migration does not outlive the server that received it.
+INCOMING = "incoming"
+#: The bundles of containers that arrived by migration (``<id>.<token>/``: config.json, and the
+#: rootfs when it was copied).
+MIGRATED = "migrated"
+
+
+def incoming_dir(state_dir: Path, token: str) -> Path:
+    return state_dir / INCOMING / token
+
+
+def migrated_bundle(state_dir: Path, id: str, token: str) -> Path:
+    return state_dir / MIGRATED / f"{id}.{token}"
 
 
 def container_paths(state_dir: Path, id: str) -> ContainerPaths:
@@ -447,5 +461,8 @@ def prepare_state_dir(state_dir: Path) -> None:
     """Make the directories, and name the state directory whose space every writer below shares."""
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     state_dir_space(state_dir)
-    for name in (CONTAINERS, LOGS, RUNC_ROOT):
+    for name in (CONTAINERS, LOGS, RUNC_ROOT, MIGRATED):
         (state_dir / name).mkdir(mode=0o700, exist_ok=True)
+    # A migration's parts outlive only a server killed while receiving them: nobody will finish it.
+    shutil.rmtree(state_dir / INCOMING, ignore_errors=True)
+    (state_dir / INCOMING).mkdir(mode=0o700)

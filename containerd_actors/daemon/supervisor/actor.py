@@ -79,6 +79,7 @@ from containerd_actors.protocol import (
     State,
     WriteInput,
 )
+from containerd_actors.transport.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,7 @@ class Supervisor:
         oom_notify: bool = False,
         faults: FaultHook = NO_FAULTS,
         restarts_per_minute: int = RESTARTS_PER_MINUTE,
+        migration_tls: TlsFiles | None = None,
     ) -> None:
         self._state_dir = state_dir
         self._registry: dict[str, _Entry] = {}
@@ -145,6 +147,7 @@ class Supervisor:
             metrics=metrics,
             oom_notify=oom_notify,
             faults=faults,
+            migration_tls=migration_tls,
         )
 
     @property
