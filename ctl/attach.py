@@ -24,7 +24,7 @@ from contextlib import asynccontextmanager, contextmanager
 
 import trio
 
-from containerd_actors.client import FRAMED_INPUT_CHUNK_BYTES, Client, ErrorCode, RequestFailed
+from containerd_actors.client import FRAMED_INPUT_CHUNK_BYTES, Client, ErrorCode, OutputRead, RequestFailed
 from ctl.attach_blocking import rotated_out
 
 #: Ctrl-P Ctrl-Q, docker's default detach keys.
@@ -87,18 +87,25 @@ async def _output_writer() -> AsyncIterator[trio.MemorySendChannel[tuple[int, by
             yield send
 
 
+async def _write_chunk(
+    output: trio.MemorySendChannel[tuple[int, bytes]], chunk: OutputRead, out_fd: int, err_fd: int
+) -> None:
+    """A read's bytes to their streams; a gap in the logs is said on stderr, where it was lost."""
+    if chunk.skipped:
+        await output.send((err_fd, rotated_out(chunk.skipped)))
+    if chunk.stdout:
+        await output.send((out_fd, chunk.stdout))
+    if chunk.stderr:
+        await output.send((err_fd, chunk.stderr))
+
+
 async def _pump_output(
     client: Client, id: str, pid: int, out_fd: int, err_fd: int, offsets: tuple[int, int]
 ) -> int:
     status = EXIT_STATUS_UNKNOWN
     async with _output_writer() as output:
         async for chunk in client.follow_output(id, pid, offsets=offsets):
-            if chunk.skipped:
-                await output.send((err_fd, rotated_out(chunk.skipped)))
-            if chunk.stdout:
-                await output.send((out_fd, chunk.stdout))
-            if chunk.stderr:
-                await output.send((err_fd, chunk.stderr))
+            await _write_chunk(output, chunk, out_fd, err_fd)
             if chunk.exited:
                 status = EXIT_STATUS_UNKNOWN if chunk.status is None else chunk.status
                 break
@@ -239,10 +246,5 @@ async def print_logs(client: Client, id: str, pid: int, *, follow: bool, tail: i
     sys.stderr.flush()
     async with _output_writer() as output:
         async for chunk in client.follow_output(id, pid, follow=follow, tail=tail):
-            if chunk.skipped:
-                await output.send((err_fd, rotated_out(chunk.skipped)))
-            if chunk.stdout:
-                await output.send((out_fd, chunk.stdout))
-            if chunk.stderr:
-                await output.send((err_fd, chunk.stderr))
+            await _write_chunk(output, chunk, out_fd, err_fd)
     return 0

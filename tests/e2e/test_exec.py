@@ -246,25 +246,6 @@ async def test_killed_attached_client_leaves_the_container_running(
     assert (daemon.state_dir / "logs" / cid / "stdout.log").read_bytes() == out
 
 
-async def test_several_clients_attach_to_one_process(
-    client: Client, daemon: DaemonHandle, sleep_bundle
-) -> None:
-    cid = await started(client, sleep_bundle)
-    pid = await client.add_process(cid, ["sh", "-c", "read x; seq 1 20000; exit 4"])
-    results = []
-
-    async def reader() -> None:
-        async with Client.connect(daemon.address) as own:
-            results.append(await output_of(own, cid, pid))
-
-    async with trio.open_nursery() as nursery:
-        for _ in range(3):
-            nursery.start_soon(reader)
-        await client.write_input(cid, b"go\n", pid, close=True)
-    expected = "".join(f"{n}\n" for n in range(1, 20001)).encode()
-    assert results == [(expected, b"", 4)] * 3
-
-
 async def test_logs_tail_and_after_exit(daemon: DaemonHandle, client: Client, bundle_factory) -> None:
     bundle = bundle_factory("sh", "-c", "seq 1 100; echo problem >&2")
     cid = unique_id("logs")
