@@ -85,6 +85,21 @@ def speaks_frames(ping: wire.PingReply) -> bool:
     return ping.protocol_version >= FRAMES_SINCE
 
 
+def refuses_frames(failure: RequestFailed) -> bool:
+    """Whether ``failure`` is a daemon older than ``FRAMES_SINCE`` refusing ``ReadOutput.binary``:
+    its strict reader names the field it does not know (``extra fields found (binary) @ $``)."""
+    return failure.code == wire.ErrorCode.INVALID_REQUEST and any(
+        "extra fields" in detail and "binary" in detail for detail in (failure.details or [failure.message])
+    )
+
+
+def frames_worth_asking(size: int) -> bool:
+    """Whether to ask the daemon (a Ping) if it takes framed input before writing ``size`` bytes of
+    stdin: not for what one JSON WriteInput carries anyway (an EOF, a line typed), which would
+    then wait a round trip to save nothing."""
+    return size > INPUT_CHUNK_BYTES
+
+
 def decode(raw: bytes, reply_type: type[_Reply]) -> _Reply:
     """The typed reply; an ErrorReply raises ``RequestFailed``, anything else unexpected ``ClientError``."""
     try:
@@ -157,7 +172,8 @@ class OutputFollow:
         offsets: tuple[int, int] = (0, 0),
         framed: bool = False,
     ) -> None:
-        """``framed``: ask for binary frames, and for as many bytes as a reply may carry."""
+        """``framed``: ask for binary frames, and for as many bytes as a reply may carry (a daemon
+        older than ``FRAMES_SINCE`` refuses that read: then ``refused_frames``)."""
         self._framed = framed
         self._follow = follow
         self._tail = tail
@@ -175,6 +191,22 @@ class OutputFollow:
             fields["binary"] = True
             fields["max_bytes"] = FRAMED_READ_BYTES
         return fields
+
+    @property
+    def framed(self) -> bool:
+        return self._framed
+
+    def refused_frames(self, fields: ReadOptions) -> ReadOptions:
+        """The daemon refused ``fields`` (``refuses_frames``): the same read as JSON, and JSON from now on.
+
+        Why ask framed at once rather than Ping first: a Ping would cost every attach and every
+        ``logs`` a round trip, while only a daemon older than frames pays for the refused read.
+        """
+        self._framed = False
+        plain = fields.copy()
+        plain.pop("binary", None)
+        plain.pop("max_bytes", None)
+        return plain
 
     def take(self, reply: wire.ReadOutputReply) -> OutputRead:
         """The decoded read; sets ``done`` (exited, or at the end without follow) and ``backoff``
