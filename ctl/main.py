@@ -190,6 +190,10 @@ def _silence_stdout() -> None:
 def _under_trio(command: Coroutine[Any, Any, int]) -> int:
     import trio
 
+    from ctl.startup import lasting
+
+    lasting()
+
     async def run_command() -> int:
         return await command
 
@@ -256,6 +260,9 @@ def console_main() -> NoReturn:
     """
     import atexit
 
+    from ctl.startup import pause_collection
+
+    pause_collection()
     code = main()
     try:
         sys.stdout.flush()
