@@ -152,6 +152,9 @@ class OutputWriter:
 
 def attach(client: BlockingClient, id: str, pid: int) -> int:
     """Connect this process's stdio to process ``pid`` of container ``id``; return its exit status."""
+    from ctl.startup import lasting
+
+    lasting()
     in_fd, out_fd, err_fd = sys.stdin.fileno(), sys.stdout.fileno(), sys.stderr.fileno()
     sys.stdout.flush()
     failures: list[BaseException] = []

@@ -353,7 +353,9 @@ def show_logs(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
     if args.follow:
         return _follow_logs(args)
     from ctl.attach_blocking import OutputWriter, rotated_out
+    from ctl.startup import lasting
 
+    lasting()
     out_fd, err_fd = sys.stdout.fileno(), sys.stderr.fileno()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -22,7 +22,7 @@ from containerd_actors.client.calls import (
     MAX_REPLY_BYTES,
     OutputRead,
 )
-from containerd_actors.client.errors import ClientError, DaemonUnreachable, unreachable_reason
+from containerd_actors.client.errors import ClientError, DaemonUnreachable, RequestFailed, unreachable_reason
 from containerd_actors.protocol.addresses import DEFAULT_ADDRESS
 from containerd_actors.transport.blocking import BlockingRequestSocket, TransportError
 from containerd_actors.transport.tls import TlsFiles, TlsFilesError
@@ -95,7 +95,8 @@ class BlockingClient:
 
     def speaks_frames(self) -> bool:
         """Whether the daemon takes and gives binary frames (protocol revision 3): output and
-        input then cross as they are, without base64. Asked once (a Ping), then remembered."""
+        input then cross as they are, without base64. Asked once (a Ping), then remembered; a
+        framed read that came back (``follow_output``) answers it without a Ping."""
         if self._frames is None:
             self.ping()
         return bool(self._frames)
@@ -189,15 +190,30 @@ class BlockingClient:
         """``Client.follow_output`` without trio: a process's output from ``offsets`` (or its last
         ``tail`` lines) until it exits; without ``follow``, until the current end of the logs.
         """
-        state = calls.OutputFollow(framed=self.speaks_frames(), **options)
+        state = calls.OutputFollow(framed=self._frames is not False, **options)
         while not state.done:
-            yield state.take(self.read_output(id, pid, **state.fields()))
+            yield state.take(self._read_next(id, pid, state))
             if state.backoff:
                 time.sleep(state.backoff)  # the daemon's long polls were all taken
 
+    def _read_next(self, id: str, pid: int, state: calls.OutputFollow) -> wire.ReadOutputReply:
+        """The next read of ``state``: framed unless the daemon is known not to speak frames, and
+        asked again as JSON if it refuses them (``OutputFollow.refused_frames``); no Ping first."""
+        fields = state.fields()
+        try:
+            reply = self.read_output(id, pid, **fields)
+        except RequestFailed as failure:
+            if not (state.framed and calls.refuses_frames(failure)):
+                raise
+            self._frames = False
+            return self.read_output(id, pid, **state.refused_frames(fields))
+        if state.framed:
+            self._frames = True
+        return reply
+
     def write_input(self, id: str, data: bytes, pid: int = 0, *, close: bool = False) -> None:
         """Write all of ``data`` to a process's stdin, in chunks that fit a request; then maybe EOF."""
-        framed = self.speaks_frames()
+        framed = bool(self._frames) or (calls.frames_worth_asking(len(data)) and self.speaks_frames())
         chunks = calls.InputChunks(data, close, framed=framed)
         while (fields := chunks.next_fields()) is not None:
             reply = self.call(wire.WriteInput, wire.WriteInputReply, id=id, pid=pid, framed=framed, **fields)

@@ -15,13 +15,15 @@ import attrs
 
 import containerd_actors.protocol as wire
 from containerd_actors.client.errors import ClientError, DaemonUnreachable, RequestFailed
+from containerd_actors.protocol import plain_codec
 from containerd_actors.protocol.addresses import normalize_address
+from containerd_actors.protocol.message_errors import MAX_MESSAGE_BYTES, ProtocolError
 from containerd_actors.transport.tls import TlsFiles, is_tls
 
 #: How long a call waits for its reply before giving up; a start can queue behind --concurrency.
 DEFAULT_TIMEOUT_S = 120.0
 #: The largest reply a client accepts (a State of thousands of containers is several MiB).
-MAX_REPLY_BYTES = wire.MAX_MESSAGE_BYTES * 64
+MAX_REPLY_BYTES = MAX_MESSAGE_BYTES * 64
 #: How long one ReadOutput of a follow waits for output before asking again.
 FOLLOW_WAIT_S = 10.0
 #: A follow whose long poll came back empty without waiting (the daemon had too many) waits this long.
@@ -32,7 +34,7 @@ INPUT_CHUNK_BYTES = 256 << 10
 FRAMES_SINCE = 3
 #: stdin bytes per framed WriteInput: a whole request but for room for its JSON header (a
 #: container id is at most 128 bytes; the header is a few hundred), so one round trip per MiB.
-FRAMED_INPUT_CHUNK_BYTES = wire.MAX_MESSAGE_BYTES - (4 << 10)
+FRAMED_INPUT_CHUNK_BYTES = MAX_MESSAGE_BYTES - (4 << 10)
 #: Output bytes per stream of a framed ReadOutput (the most the daemon gives): one reply carries
 #: what a fast process writes in several milliseconds, where base64 made 1 MiB the sensible most.
 FRAMED_READ_BYTES = wire.MAX_READ_BYTES
@@ -76,8 +78,9 @@ def dialable(address: str, tls: TlsFiles | None) -> str:
 
 def encode(request_type: type, request_id: str, fields: dict[str, Any], *, framed: bool = False) -> bytes:
     """Build the request (its validators run here, so a bad field fails before sending) and encode it;
-    ``framed``: its bytes fields as blobs of a binary frame (a daemon of ``FRAMES_SINCE`` or later)."""
-    return wire.encode_request(request_type(request_id=request_id, **fields), framed=framed)
+    ``framed``: its bytes fields as blobs of a binary frame (a daemon of ``FRAMES_SINCE`` or later).
+    Without cattrs where it can (``plain_codec``: the converter's bytes, ~20 ms less per command)."""
+    return plain_codec.encode_request(request_type(request_id=request_id, **fields), framed=framed)
 
 
 def speaks_frames(ping: wire.PingReply) -> bool:
@@ -85,11 +88,26 @@ def speaks_frames(ping: wire.PingReply) -> bool:
     return ping.protocol_version >= FRAMES_SINCE
 
 
+def refuses_frames(failure: RequestFailed) -> bool:
+    """Whether ``failure`` is a daemon older than ``FRAMES_SINCE`` refusing ``ReadOutput.binary``:
+    its strict reader names the field it does not know (``extra fields found (binary) @ $``)."""
+    return failure.code == wire.ErrorCode.INVALID_REQUEST and any(
+        "extra fields" in detail and "binary" in detail for detail in (failure.details or [failure.message])
+    )
+
+
+def frames_worth_asking(size: int) -> bool:
+    """Whether to ask the daemon (a Ping) if it takes framed input before writing ``size`` bytes of
+    stdin: not for what one JSON WriteInput carries anyway (an EOF, a line typed), which would
+    then wait a round trip to save nothing."""
+    return size > INPUT_CHUNK_BYTES
+
+
 def decode(raw: bytes, reply_type: type[_Reply]) -> _Reply:
     """The typed reply; an ErrorReply raises ``RequestFailed``, anything else unexpected ``ClientError``."""
     try:
-        reply = wire.decode_reply(raw)
-    except wire.ProtocolError as exc:
+        reply = plain_codec.decode_reply(raw)  # as wire.decode_reply, without cattrs where it can
+    except ProtocolError as exc:
         raise ClientError(f"undecodable reply from daemon: {exc.message}") from None
     if isinstance(reply, wire.ErrorReply):
         raise RequestFailed(reply)
@@ -170,7 +188,8 @@ class OutputFollow:
         offsets: tuple[int, int] = (0, 0),
         framed: bool = False,
     ) -> None:
-        """``framed``: ask for binary frames, and for as many bytes as a reply may carry."""
+        """``framed``: ask for binary frames, and for as many bytes as a reply may carry (a daemon
+        older than ``FRAMES_SINCE`` refuses that read: then ``refused_frames``)."""
         self._framed = framed
         self._follow = follow
         self._tail = tail
@@ -188,6 +207,22 @@ class OutputFollow:
             fields["binary"] = True
             fields["max_bytes"] = FRAMED_READ_BYTES
         return fields
+
+    @property
+    def framed(self) -> bool:
+        return self._framed
+
+    def refused_frames(self, fields: ReadOptions) -> ReadOptions:
+        """The daemon refused ``fields`` (``refuses_frames``): the same read as JSON, and JSON from now on.
+
+        Why ask framed at once rather than Ping first: a Ping would cost every attach and every
+        ``logs`` a round trip, while only a daemon older than frames pays for the refused read.
+        """
+        self._framed = False
+        plain = fields.copy()
+        plain.pop("binary", None)
+        plain.pop("max_bytes", None)
+        return plain
 
     def take(self, reply: wire.ReadOutputReply) -> OutputRead:
         """The decoded read; sets ``done`` (exited, or at the end without follow) and ``backoff``

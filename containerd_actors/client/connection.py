@@ -26,7 +26,7 @@ from containerd_actors.client.calls import (
     MAX_REPLY_BYTES,
     OutputRead,
 )
-from containerd_actors.client.errors import ClientError, DaemonUnreachable, unreachable_reason
+from containerd_actors.client.errors import ClientError, DaemonUnreachable, RequestFailed, unreachable_reason
 from containerd_actors.protocol.addresses import DEFAULT_ADDRESS
 from containerd_actors.transport.request import ConnectionLost, RawRequestSocket
 from containerd_actors.transport.tls import TlsFiles, TlsFilesError, host_of, is_plain_tcp, is_tls
@@ -245,15 +245,29 @@ class Client:
         Without ``follow`` it stops at the current end of the logs instead. Each read is a
         long-poll reply; the last one (``exited``) carries the exit status.
         """
-        state = calls.OutputFollow(framed=await self.speaks_frames(), **options)
+        state = calls.OutputFollow(framed=self._frames is not False, **options)
         while not state.done:
-            yield state.take(await self.read_output(id, pid, **state.fields()))
+            yield state.take(await self._read_next(id, pid, state))
             if state.backoff:
                 await trio.sleep(state.backoff)  # the daemon's long polls were all taken
 
+    async def _read_next(self, id: str, pid: int, state: calls.OutputFollow) -> wire.ReadOutputReply:
+        """As ``BlockingClient._read_next``: framed at once, as JSON again if the daemon refuses."""
+        fields = state.fields()
+        try:
+            reply = await self.read_output(id, pid, **fields)
+        except RequestFailed as failure:
+            if not (state.framed and calls.refuses_frames(failure)):
+                raise
+            self._frames = False
+            return await self.read_output(id, pid, **state.refused_frames(fields))
+        if state.framed:
+            self._frames = True
+        return reply
+
     async def write_input(self, id: str, data: bytes, pid: int = 0, *, close: bool = False) -> None:
         """Write all of ``data`` to a process's stdin, in chunks that fit a request; then maybe EOF."""
-        framed = await self.speaks_frames()
+        framed = bool(self._frames) or (calls.frames_worth_asking(len(data)) and await self.speaks_frames())
         chunks = calls.InputChunks(data, close, framed=framed)
         while (fields := chunks.next_fields()) is not None:
             reply = await self.call(

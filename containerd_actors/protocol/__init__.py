@@ -16,9 +16,7 @@ from containerd_actors.protocol.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from containerd_actors.protocol.codec import (
-        MAX_MESSAGE_BYTES,
         TOPIC_SEPARATOR,
-        ProtocolError,
         converter,
         decode_event,
         decode_event_batch,
@@ -41,6 +39,7 @@ if TYPE_CHECKING:
         EventType,
         event_topic,
     )
+    from containerd_actors.protocol.message_errors import MAX_MESSAGE_BYTES, ProtocolError
     from containerd_actors.protocol.migration import (
         MigrateContainer,
         MigrateContainerReply,
@@ -111,9 +110,7 @@ if TYPE_CHECKING:
 #: Where each re-exported name lives, by submodule of this package.
 _HOMES: dict[str, tuple[str, ...]] = {
     "codec": (
-        "MAX_MESSAGE_BYTES",
         "TOPIC_SEPARATOR",
-        "ProtocolError",
         "converter",
         "decode_event",
         "decode_event_batch",
@@ -129,6 +126,7 @@ _HOMES: dict[str, tuple[str, ...]] = {
         "reply_frame_head",
         "warm_up",
     ),
+    "message_errors": ("MAX_MESSAGE_BYTES", "ProtocolError"),
     "events": (
         "EVENT_TOPIC_PREFIX",
         "Event",

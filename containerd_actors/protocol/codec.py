@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import sys
 import typing
 from collections.abc import Callable
 from types import ModuleType
@@ -36,7 +35,13 @@ from cattrs.v import format_exception
 
 from containerd_actors.protocol import frames
 from containerd_actors.protocol.events import Event, EventBatch, event_topic
-from containerd_actors.protocol.replies import REPLY_TYPES, ErrorCode, ErrorReply, Reply
+from containerd_actors.protocol.message_errors import (  # noqa: F401 - re-exported: the codec's names
+    MAX_MESSAGE_BYTES,
+    TAG,
+    ProtocolError,
+    note_unknown_fields,
+)
+from containerd_actors.protocol.replies import REPLY_TYPES, ErrorCode, Reply
 from containerd_actors.protocol.requests import REQUEST_TYPES, SINCE, Request
 from containerd_actors.protocol.validators import InvalidField
 
@@ -44,29 +49,8 @@ from containerd_actors.protocol.validators import InvalidField
 orjson: ModuleType | None = None
 _orjson_looked_for = False
 
-_LOGGER_NAME = __name__
-
-TAG = "type"
 #: Separates the pub/sub topic from the JSON payload in an event frame.
 TOPIC_SEPARATOR = b" "
-#: The daemon refuses larger messages; nng closes the pipe that sent one.
-MAX_MESSAGE_BYTES = 1 << 20
-
-
-class ProtocolError(Exception):
-    """A message that cannot be decoded; carries what the error reply needs."""
-
-    def __init__(
-        self, code: str, message: str, details: list[str] | None = None, request_id: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.details = details or []
-        self.request_id = request_id
-
-    def to_reply(self) -> ErrorReply:
-        return ErrorReply(self.request_id, self.code, self.message, self.details)
 
 
 def _tag_of(cls: type) -> str:
@@ -282,22 +266,6 @@ def _describe_field_error(exc: BaseException, type_: type | None) -> str:
     return format_exception(exc, type_)
 
 
-def _note_unknown_fields(obj: dict[str, Any], cls: type) -> None:
-    """A tolerant reader says at debug level what it ignored: the daemon is newer than it.
-
-    Only where logging is in use: a program that never imported it (a one-shot ``actr``) has no
-    handler to hear it, and importing logging would cost it ~3 ms.
-    """
-    logging = sys.modules.get("logging")
-    if logging is None:
-        return
-    log = logging.getLogger(_LOGGER_NAME)
-    if log.isEnabledFor(logging.DEBUG):
-        unknown = sorted(set(obj) - {TAG, *(f.name for f in attrs.fields(cls))})
-        if unknown:
-            log.debug("%s carries fields this reader does not know, ignored: %s", cls.__name__, unknown)
-
-
 def _load_frame(data: bytes) -> tuple[dict[str, Any], dict[str, memoryview]]:
     try:
         return frames.unpack_frame(data)
@@ -349,7 +317,7 @@ def _structure_tagged(
     if blobs:
         _place_blobs(obj, blobs, by_tag[tag], request_id)
     if conv is tolerant_converter:
-        _note_unknown_fields(obj, by_tag[tag])
+        note_unknown_fields(obj, by_tag[tag])
     try:
         return conv.structure(obj, union)
     except cattrs.BaseValidationError as exc:
@@ -401,7 +369,7 @@ def decode_event_payload(payload: bytes) -> Event:
     ``ProtocolError`` (code ``malformed``)."""
     try:
         obj = _load_object(payload)
-        _note_unknown_fields(obj, Event)
+        note_unknown_fields(obj, Event)
         return tolerant_converter.structure(obj, Event)
     except ProtocolError as exc:
         raise ProtocolError(ErrorCode.MALFORMED, f"bad event frame: {exc.message}") from None
@@ -504,7 +472,7 @@ def _parse_event_batch(data: bytes, loads: Callable[[bytes], Any]) -> EventBatch
         obj = _load_object(data, loads)
     except ProtocolError as exc:
         raise ProtocolError(ErrorCode.MALFORMED, f"bad event batch: {exc.message}") from None
-    _note_unknown_fields(obj, EventBatch)
+    note_unknown_fields(obj, EventBatch)
     problems = _batch_problems(obj)
     if problems:
         raise ProtocolError(ErrorCode.MALFORMED, "bad event batch: " + "; ".join(problems), problems)

@@ -9,23 +9,32 @@ request tracking is all that is needed, and with resending disabled (``req:resen
 never sends a request twice and fails a request whose connection closed with ``NNG_ECONNRESET``
 (a raw socket would instead wait out the whole timeout, as it learns of no pipe events).
 
-Why a thread per request: a blocking nng call cannot be interrupted by a signal, so Ctrl-C would
-wait for the reply. The request runs in a short-lived thread while this one waits on an event,
-which a signal does interrupt; the socket is then closed, which ends the call in the thread.
+Why no blocking nng call, and no thread: a blocking nng call cannot be interrupted by a signal,
+so Ctrl-C would wait for the reply. Instead the send and the receive are non-blocking, and while
+either would block this thread waits in ``select`` on the socket's own descriptors (nng's
+``send-fd`` and ``recv-fd``, readable when the socket can send or has a reply, or its request
+failed): a signal interrupts ``select`` and its handler's exception (KeyboardInterrupt, attach's
+SIGTERM) comes out of ``request`` at once. A thread per request did the same at the cost of
+starting one.
 """
 
 from __future__ import annotations
 
+import select
 import threading
+import time
 
 from containerd_actors.transport.bindings import ffi, lib
 from containerd_actors.transport.closing import ClosedOnExit
 from containerd_actors.transport.tls import TlsFiles, host_of, is_tls
 
-_RECV_TIMEOUT = b"recv-timeout"
-_SEND_TIMEOUT = b"send-timeout"
+_RECV_FD = b"recv-fd"
+_SEND_FD = b"send-fd"
 _RECV_MAX_SIZE = b"recv-size-max"
 _RESEND_TIME = b"req:resend-time"
+#: The longest ``select`` between two tries: a request that failed (its connection closed) does
+#: not make ``recv-fd`` readable, only the next try says so (``NNG_ECONNRESET``).
+_POLL_S = 0.05
 
 
 class TransportError(Exception):
@@ -54,10 +63,6 @@ def _check(status: int) -> None:
         raise TransportError(status)
 
 
-def _ms(seconds: float) -> int:
-    return max(1, round(seconds * 1000))
-
-
 class BlockingRequestSocket(ClosedOnExit):
     """A dialled Req0; ``request(body, timeout)`` sends and returns the reply, one at a time.
 
@@ -75,6 +80,7 @@ class BlockingRequestSocket(ClosedOnExit):
         self._open = True
         self._lock = threading.Lock()
         self._busy = threading.Lock()
+        self._fds: dict[bytes, int] = {}
         try:
             _check(lib.nng_socket_set_ms(self._socket[0], _RESEND_TIME, 0))
             _check(lib.nng_socket_set_size(self._socket[0], _RECV_MAX_SIZE, recv_max_size))
@@ -115,44 +121,37 @@ class BlockingRequestSocket(ClosedOnExit):
             self._busy.release()
 
     def _request(self, body: bytes, timeout: float) -> bytes:
-        result: list[bytes | BaseException] = []
-        done = threading.Event()
-
-        def call() -> None:
-            try:
-                result.append(self._round_trip(body, timeout))
-            except BaseException as exc:
-                result.append(exc)
-            finally:
-                done.set()
-
-        worker = threading.Thread(target=call, name="nng-request", daemon=True)
-        worker.start()
-        try:
-            done.wait()
-        except BaseException:
-            self.close()  # ends the blocked call; the thread then finishes on its own
-            raise
-        outcome = result[0]
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
-
-    def _round_trip(self, body: bytes, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
         with self._lock:
             if not self._open:
                 raise TransportError(lib.NNG_ECLOSED)
             socket = self._socket[0]
-            _check(lib.nng_socket_set_ms(socket, _SEND_TIMEOUT, _ms(timeout)))
-            _check(lib.nng_socket_set_ms(socket, _RECV_TIMEOUT, _ms(timeout)))
-        _check(lib.nng_send(socket, body, len(body), 0))
+        while (status := lib.nng_send(socket, body, len(body), lib.NNG_FLAG_NONBLOCK)) == lib.NNG_EAGAIN:
+            self._wait(_SEND_FD, deadline)
+        _check(status)
         data = ffi.new("void **")
         size = ffi.new("size_t *")
-        _check(lib.nng_recv(socket, data, size, lib.NNG_FLAG_ALLOC))
+        flags = lib.NNG_FLAG_ALLOC | lib.NNG_FLAG_NONBLOCK
+        while (status := lib.nng_recv(socket, data, size, flags)) == lib.NNG_EAGAIN:
+            self._wait(_RECV_FD, deadline)
+        _check(status)
         try:
             return bytes(ffi.buffer(data[0], size[0]))
         finally:
             lib.nng_free(data[0], size[0])
+
+    def _wait(self, which: bytes, deadline: float) -> None:
+        """Until the socket's ``which`` descriptor is readable, or raise ``NNG_ETIMEDOUT`` at
+        ``deadline``; a signal's handler raises out of here (``select`` returns to Python)."""
+        fd = self._fds.get(which)
+        if fd is None:
+            value = ffi.new("int *")
+            _check(lib.nng_socket_get_int(self._socket[0], which, value))
+            fd = self._fds[which] = value[0]
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TransportError(lib.NNG_ETIMEDOUT)
+        select.select([fd], [], [], min(remaining, _POLL_S))
 
     def close(self) -> None:
         with self._lock:

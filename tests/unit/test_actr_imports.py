@@ -139,6 +139,15 @@ def test_a_one_shot_command_imports_no_trio_nor_rich(argv: list[str], daemon_add
     assert [name for name in HEAVY if name in loaded] == []
 
 
+@pytest.mark.parametrize("argv", [argv for argv in ONE_SHOT if "--json" not in argv], ids=" ".join)
+def test_a_one_shot_command_imports_no_cattrs(argv: list[str], daemon_address: str) -> None:
+    """Its requests and replies go through ``protocol.plain_codec`` (~20 ms less); only ``--json``
+    renderings, and a message the plain codec is not sure of, still need the converter."""
+    loaded = imported_after(["--address", daemon_address, *argv], run=True)
+    assert "containerd_actors" in loaded
+    assert "cattrs" not in loaded
+
+
 def test_parsing_alone_imports_neither_the_codec_nor_attrs() -> None:
     """``actr --help``, ``-v`` and usage errors cost the parser only."""
     loaded = imported_after(["--address", ADDRESS, "containers", "kill", "web"], run=False)

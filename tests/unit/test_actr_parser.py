@@ -13,7 +13,7 @@ import pytest
 
 from containerd_actors.client import DEFAULT_ADDRESS
 from ctl import checkpoints
-from ctl.main import build_parser, main
+from ctl.main import build_parser, chosen_group, main
 from ctl.signals import UnknownSignal, parse_signal
 from ctl.times import BadTime, parse_since
 
@@ -198,3 +198,47 @@ def test_the_original_checkpoints_form_lists() -> None:
     assert (args.handler, args.id) == (checkpoints.list_checkpoints, "redis")
     create = ["checkpoints", "create", "redis", "cp1"]
     assert checkpoints.original_form(create) == create
+
+
+@pytest.mark.parametrize(
+    ("argv", "group"),
+    [
+        (["containers"], "containers"),
+        (["--json", "--address", "ipc:///x", "containers", "state", "web"], "containers"),
+        (["--address=ipc:///x", "--tls-ca", "ca.pem", "metrics"], "metrics"),
+        (["--debug", "checkpoints", "web"], "checkpoints"),
+        (["--address", "containers", "metrics"], "metrics"),  # a flag's value is not the command
+        (["--addr", "ipc:///x", "containers"], None),  # abbreviated: argparse decides
+        (["-h"], None),
+        (["completion", "bash"], None),  # walks the whole tree
+        (["bogus"], None),
+        ([], None),
+    ],
+)
+def test_only_the_group_a_command_line_certainly_runs_is_built(argv: list[str], group: str | None) -> None:
+    assert chosen_group(argv) == group
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["containers", "--help"],
+        ["containers", "exec", "--help"],
+        ["containers", "kill", "-s", "BOGUS", "web"],
+        ["containers", "bogus"],
+        ["--json", "metrics", "--bogus"],
+        ["checkpoints", "create", "--help"],
+        ["events", "--since", "yesterday-ish"],
+    ],
+    ids=" ".join,
+)
+def test_a_groups_own_parser_says_what_the_whole_parser_says(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Help and usage errors, word for word, whichever parser is built."""
+    said = []
+    for parser in (build_parser(), build_parser(chosen_group(argv))):
+        with pytest.raises(SystemExit) as exited:
+            parser.parse_args(argv)
+        said.append((exited.value.code, capsys.readouterr()))
+    assert said[0] == said[1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pynng
@@ -142,14 +143,22 @@ def test_framing_is_announced_as_protocol_revision_three() -> None:
     assert "(protocol revision 3)" in document["properties"]["binary"]["description"]
 
 
-@pytest.mark.parametrize("protocol", [2, wire.PROTOCOL_VERSION])
-def test_the_blocking_client_frames_only_for_a_daemon_that_speaks_frames(protocol: int) -> None:
-    """An older daemon (revision 2) gets JSON and base64, as before; a newer one frames."""
-    address = f"ipc:///tmp/frames-test-{os.getpid()}-{protocol}.sock"
-    data = os.urandom(3000)
+#: What a daemon of revision 2 answers a ReadOutput with ``binary`` (its strict reader's words for
+#: a field it does not know, as ``codec`` words them for any unknown field today).
+_OLD_DAEMON_REFUSAL = "extra fields found (binary) @ $"
+
+
+def _stand_in(protocol: int, data: bytes) -> Callable[[pynng.Rep0, bytes], None]:
+    """A daemon of revision ``protocol``: one of revision 2 refuses frames and ``binary``."""
 
     def answer(socket: pynng.Rep0, raw: bytes) -> None:
         request = wire.decode_request(raw)
+        if protocol < 3 and (frames.is_frame(raw) or getattr(request, "binary", False)):
+            detail = "extra fields found (data) @ $" if frames.is_frame(raw) else _OLD_DAEMON_REFUSAL
+            message = f"invalid {type(request).__name__}: {detail}"
+            refusal = wire.ErrorReply(request.request_id, wire.ErrorCode.INVALID_REQUEST, message, [detail])
+            socket.send(wire.encode_reply(refusal))
+            return
         match request:
             case wire.Ping():
                 reply: wire.Reply = wire.PingReply(
@@ -157,17 +166,58 @@ def test_the_blocking_client_frames_only_for_a_daemon_that_speaks_frames(protoco
                 )
             case wire.ReadOutput():
                 reply = wire.ReadOutputReply(
-                    request.request_id, data, b"e", 0, 0, 3000, 1, exited=True, status=0
+                    request.request_id, data, b"e", 0, 0, len(data), 1, exited=True, status=0
                 )
             case wire.WriteInput():
                 reply = wire.WriteInputReply(request.request_id, len(request.data))
         socket.send(wire.encode_reply(reply, framed=getattr(request, "binary", False)))
 
-    with server(address, answer) as received, BlockingClient.connect(address) as client:
-        client.write_input("web", data, close=True)
-        [read] = list(client.follow_output("web"))
+    return answer
 
-    assert (read.stdout, read.stderr, read.status) == (data, b"e", 0)
-    write, follow = received[1], received[2]
-    assert frames.is_frame(write) == (protocol >= 3)
-    assert json.loads(follow).get("binary") == (True if protocol >= 3 else None)
+
+def _types(received: list[bytes]) -> list[str]:
+    return [type(wire.decode_request(raw)).__name__ for raw in received]
+
+
+@pytest.mark.parametrize("protocol", [2, wire.PROTOCOL_VERSION])
+def test_the_blocking_client_follows_framed_at_once_and_as_json_if_refused(protocol: int) -> None:
+    """No Ping first: the first read asks for frames; a revision-2 daemon refuses the field, and
+    the same read (its tail too) and the rest go as JSON. A small stdin write goes as JSON."""
+    address = f"ipc:///tmp/frames-test-{os.getpid()}-{protocol}.sock"
+    data = os.urandom(3000)
+
+    with server(address, _stand_in(protocol, data)) as received, BlockingClient.connect(address) as client:
+        client.write_input("web", b"line\n", close=True)
+        [read] = list(client.follow_output("web", tail=5))
+        [again] = list(client.follow_output("web"))
+
+    assert (
+        (read.stdout, read.stderr, read.status)
+        == (again.stdout, again.stderr, again.status)
+        == (data, b"e", 0)
+    )
+    assert "Ping" not in _types(received)
+    write, *reads = received
+    assert not frames.is_frame(write)
+    if protocol >= 3:
+        assert [frames.is_frame(raw) for raw in reads] == [False, False]  # requests are JSON
+        assert [json.loads(raw).get("binary") for raw in reads] == [True, True]
+    else:
+        refused, first, second = (json.loads(raw) for raw in reads)
+        assert refused["binary"] and "binary" not in first and "binary" not in second
+        assert refused["tail"] == first["tail"] == 5  # the refused read, asked again as it was
+        assert first["max_bytes"] < refused["max_bytes"]  # JSON: the default, not what a frame carries
+
+
+@pytest.mark.parametrize("protocol", [2, wire.PROTOCOL_VERSION])
+def test_the_blocking_client_asks_before_framing_a_big_write(protocol: int) -> None:
+    """More stdin than one JSON WriteInput carries: a Ping says whether frames may carry it."""
+    address = f"ipc:///tmp/frames-test-{os.getpid()}-big-{protocol}.sock"
+    data = os.urandom(300 << 10)
+
+    with server(address, _stand_in(protocol, b"")) as received, BlockingClient.connect(address) as client:
+        client.write_input("web", data, close=True)
+
+    ping, *writes = received
+    assert _types([ping]) == ["Ping"]
+    assert [frames.is_frame(raw) for raw in writes] == ([True] if protocol >= 3 else [False, False])

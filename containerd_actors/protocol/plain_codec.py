@@ -1,0 +1,74 @@
+"""A client's encoding of requests and decoding of replies without cattrs, for one-shot commands.
+
+Why: cattrs (its import and the hooks it builds) is ~20 ms of a one-shot ``actr`` command. The
+functions of ``plain_generated`` are made from the same attrs classes by the rules of ``codec``'s
+converter, and are sure of less: whenever one is not (``plain_hooks.Unsure``, or any other error:
+a validator's, bad base64, a missing field), the whole message goes to ``codec`` instead, which
+gives the value or the exact error it always gave. So the converter stays the one source of
+truth; here is only its common case, held to it by tests/unit/test_plain_codec.py.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from containerd_actors.protocol import frames
+from containerd_actors.protocol.message_errors import TAG, note_unknown_fields
+from containerd_actors.protocol.plain_generated import LATER_FIELDS, REPLIES, REQUESTS
+from containerd_actors.protocol.replies import ReadOutputReply, Reply
+from containerd_actors.protocol.requests import Request, WriteInput
+
+#: Per message type, its bytes fields that travel as blobs of a binary frame (``codec.BLOB_FIELDS``,
+#: which a test compares with this).
+BLOB_FIELDS: dict[type, tuple[str, ...]] = {ReadOutputReply: ("stdout", "stderr"), WriteInput: ("data",)}
+_BLOBS_BY_TAG = {cls.__name__: names for cls, names in BLOB_FIELDS.items()}
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def encode_request(request: Request, *, framed: bool = False) -> bytes:
+    """As ``codec.encode_request``, the same bytes."""
+    kind = type(request)
+    unstructure = REQUESTS.get(kind)
+    try:
+        if unstructure is None:
+            raise LookupError(kind)
+        obj = unstructure(request)
+    except Exception:
+        from containerd_actors.protocol import codec
+
+        return codec.encode_request(request, framed=framed)
+    for name, default in LATER_FIELDS.get(kind, ()):
+        if obj.get(name, default) == default:
+            obj.pop(name, None)
+    names = BLOB_FIELDS.get(kind) if framed else None
+    if names:
+        blobs = [(name, getattr(request, name)) for name in names]
+        for name in names:
+            del obj[name]
+        return frames.pack_frame(obj, blobs)
+    return _dumps(obj)
+
+
+def decode_reply(data: bytes) -> Reply:
+    """As ``codec.decode_reply``: the same reply, or (from ``codec``) the same ``ProtocolError``."""
+    try:
+        if frames.is_frame(data):
+            obj, blobs = frames.unpack_frame(data)
+            allowed = _BLOBS_BY_TAG.get(obj.get(TAG), ())
+            if any(name not in allowed or name in obj for name in blobs):
+                raise LookupError(sorted(blobs))
+            obj.update(blobs)
+        else:
+            obj = json.loads(data)
+        structure = REPLIES[obj[TAG]]
+        reply = structure(obj)
+    except Exception:
+        from containerd_actors.protocol import codec
+
+        return codec.decode_reply(data)
+    note_unknown_fields(obj, type(reply))
+    return reply

@@ -1,0 +1,188 @@
+"""Writes ``plain_generated``: the client's structure and unstructure functions as plain Python,
+made from the wire's attrs classes by the rules of ``codec``'s cattrs converter.
+
+Why: importing cattrs and building its hooks is ~20 ms of every one-shot ``actr`` command, which
+sends two or three kinds of message. The generated module does the same for the requests a client
+writes and the replies it reads, and is sure of less: on anything it is not sure of it hands the
+message to ``codec`` (see ``plain_hooks``). So the converter stays the one source of truth, and
+this is a copy of its rules for the common case, which ``scripts/gen_plain_codec.py --check`` and
+tests/unit/test_plain_codec.py hold to it: the generated file must be what this writes from
+today's classes, and must decode and encode every wire sample as the converter does.
+
+The rules copied: strict types (no "9" for 9, no bool for int; an int is a float), replies read
+tolerantly (unknown keys ignored; a missing field with a default takes it), bytes as base64 in
+JSON, nested records, ``X | None``, ``list[X]``, ``dict[str, X]``; requests written in field order
+with the tag last. A field shape outside these makes the generator fail, not guess.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Any
+
+import attrs
+
+from containerd_actors.protocol.replies import REPLY_TYPES
+from containerd_actors.protocol.requests import REQUEST_TYPES, SINCE
+
+_PRIMITIVES = {str: "str", int: "int", bool: "bool", float: "float", bytes: "bytes"}
+
+
+def _records(roots: tuple[type, ...]) -> list[type]:
+    """``roots`` and every attrs class their fields hold, each once, in the order first met."""
+    found: list[type] = []
+    todo = list(roots)
+    while todo:
+        cls = todo.pop(0)
+        if cls in found:
+            continue
+        found.append(cls)
+        hints = typing.get_type_hints(cls)
+        for field in attrs.fields(cls):
+            todo += [t for t in _walk(hints[field.name]) if attrs.has(t)]
+    return found
+
+
+def _walk(kind: Any) -> list[Any]:
+    return [kind, *(inner for arg in typing.get_args(kind) for inner in _walk(arg))]
+
+
+def _optional_of(kind: Any) -> Any:
+    """X for ``X | None``, else None."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        args = typing.get_args(kind)
+        if len(args) == 2 and type(None) in args:
+            return next(arg for arg in args if arg is not type(None))
+    return None
+
+
+def _structure(kind: Any, value: str, depth: int) -> str:
+    """An expression structuring ``value`` (an expression) as ``kind``."""
+    if kind in _PRIMITIVES:
+        return f"s_{_PRIMITIVES[kind]}({value})"
+    if attrs.has(kind):
+        return f"s_{kind.__name__}({value})"
+    inner = _optional_of(kind)
+    if inner is not None:
+        return f"(None if {value} is None else {_structure(inner, value, depth)})"
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    item = f"i{depth}"
+    if origin is list:
+        return f"[{_structure(args[0], item, depth + 1)} for {item} in s_list({value})]"
+    if origin is dict and args[0] is str:
+        key = f"k{depth}"
+        each = _structure(args[1], item, depth + 1)
+        return f"{{s_str({key}): {each} for {key}, {item} in s_dict({value}).items()}}"
+    raise TypeError(f"plain codec: no rule for {kind!r}")
+
+
+def _unstructure(kind: Any, value: str, depth: int) -> str:
+    if kind in _PRIMITIVES:
+        return f"u_{_PRIMITIVES[kind]}({value})"
+    if attrs.has(kind):
+        return f"u_{kind.__name__}({value})"
+    inner = _optional_of(kind)
+    if inner is not None:
+        return f"(None if {value} is None else {_unstructure(inner, value, depth)})"
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    item = f"i{depth}"
+    if origin is list:
+        return f"[{_unstructure(args[0], item, depth + 1)} for {item} in u_list({value})]"
+    if origin is dict and args[0] is str:
+        key = f"k{depth}"
+        each = _unstructure(args[1], item, depth + 1)
+        return f"{{u_str({key}): {each} for {key}, {item} in u_dict({value}).items()}}"
+    raise TypeError(f"plain codec: no rule for {kind!r}")
+
+
+def _fields(cls: type) -> list[tuple[attrs.Attribute[Any], Any]]:
+    hints = typing.get_type_hints(cls)
+    fields = []
+    for field in attrs.fields(cls):
+        if not field.init or field.alias != field.name:
+            raise TypeError(f"plain codec: {cls.__name__}.{field.name} is not a plain init field")
+        fields.append((field, hints[field.name]))
+    return fields
+
+
+def _structure_function(cls: type) -> list[str]:
+    name = cls.__name__
+    lines = [f"def s_{name}(o: Any) -> {name}:", "    o = s_object(o)", "    k = {"]
+    optional = []
+    for field, kind in _fields(cls):
+        if field.default is attrs.NOTHING:
+            lines.append(f'        "{field.name}": {_structure(kind, f"o[{field.name!r}]", 0)},')
+        else:
+            optional.append((field, kind))
+    lines.append("    }")
+    for field, kind in optional:
+        lines.append(f'    if "{field.name}" in o:')
+        lines.append(f'        k["{field.name}"] = {_structure(kind, f"o[{field.name!r}]", 0)}')
+    lines.append(f"    return {name}(**k)")
+    return lines
+
+
+def _unstructure_function(cls: type, tag: str | None) -> list[str]:
+    name = cls.__name__
+    lines = [f"def u_{name}(o: {name}) -> dict[str, Any]:", "    return {"]
+    for field, kind in _fields(cls):
+        lines.append(f'        "{field.name}": {_unstructure(kind, f"o.{field.name}", 0)},')
+    if tag is not None:
+        lines.append(f'        "type": "{tag}",')
+    lines.append("    }")
+    return lines
+
+
+def _literal(value: Any) -> str:
+    text = repr(value)
+    if eval(text) != value:
+        raise TypeError(f"plain codec: default {value!r} is not a literal")
+    return text
+
+
+def render() -> str:
+    """The source of ``plain_generated``."""
+    reading = _records(REPLY_TYPES)
+    writing = _records(REQUEST_TYPES)
+    modules = sorted({cls.__module__ for cls in (*reading, *writing)})
+    lines = [
+        '"""Generated by scripts/gen_plain_codec.py from the wire classes (``plain_gen``): do not edit.',
+        "",
+        "The client's structure (``s_``) and unstructure (``u_``) functions without cattrs; see",
+        "``plain_codec`` for how they are used and ``plain_hooks`` for why they refuse so readily.",
+        '"""',
+        "",
+        "from __future__ import annotations",
+        "",
+        "from typing import Any",
+        "",
+    ]
+    for module in modules:
+        names = sorted(cls.__name__ for cls in {*reading, *writing} if cls.__module__ == module)
+        lines.append(f"from {module} import {', '.join(names)}")
+    lines.append(
+        "from containerd_actors.protocol.plain_hooks import s_bool, s_bytes, s_dict, s_float, s_int, s_list, "
+        "s_object, s_str, u_bool, u_bytes, u_dict, u_float, u_int, u_list, u_str"
+    )
+    for cls in reading:
+        lines += ["", "", *_structure_function(cls)]
+    for cls in writing:
+        tag = cls.__name__ if cls in REQUEST_TYPES else None
+        lines += ["", "", *_unstructure_function(cls, tag)]
+    lines += ["", "", "#: Each reply's structure function, by its tag.", "REPLIES = {"]
+    lines += [f'    "{cls.__name__}": s_{cls.__name__},' for cls in REPLY_TYPES]
+    lines += ["}", "#: Each request's unstructure function (its tag last), by its class.", "REQUESTS = {"]
+    lines += [f"    {cls.__name__}: u_{cls.__name__}," for cls in REQUEST_TYPES]
+    lines += [
+        "}",
+        "#: Per request type, its fields added after revision 1 and their defaults.",
+        "LATER_FIELDS = {",
+    ]
+    for cls in REQUEST_TYPES:
+        later = [(a.name, a.default) for a in attrs.fields(cls) if SINCE in a.metadata]
+        if later:
+            pairs = "".join(f"({name!r}, {_literal(default)}), " for name, default in later)
+            lines.append(f"    {cls.__name__}: ({pairs.rstrip(', ')},),")
+    lines += ["}", ""]
+    return "\n".join(lines)

@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Compare ``actr`` of several source trees, interleaved run by run, against one daemon.
+
+    git archive REV containerd_actors ctl | tar -x -C /tmp/before     # a tree per revision
+    .venv/bin/python scripts/bench_trees.py /tmp/before . [--containers 0 1000] [-n 15]
+
+Why beside ``bench_cli.py``: on a shared machine, two runs of bench_cli a minute apart see
+different loads, and a change of a few milliseconds drowns in that. Here each round runs every
+tree's command once, then the reference (runc), so the trees share the machine's drift; the
+medians of wall and CPU time per tree are comparable to each other. Each tree is put first on
+PYTHONPATH of the installed ``actr`` (as ``bench_cli.py`` does) and compiled first, as installing
+would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import trio
+
+SCRIPTS_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(SCRIPTS_DIR.parent))
+sys.path.insert(0, str(SCRIPTS_DIR))
+
+import bench_cli  # noqa: E402
+from benchlib import empty_runc_root, make_bundle, sweep_leftovers  # noqa: E402
+from support.daemon import DaemonHandle, start_daemon, stop_daemon  # noqa: E402
+
+from containerd_actors.client import Client  # noqa: E402
+from containerd_actors.host.reaping import become_child_subreaper  # noqa: E402
+
+
+def _with_tree(tree: str | None) -> None:
+    if tree is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = tree
+
+
+def measure(
+    pair: bench_cli.Pair, trees: Sequence[str], runs: int
+) -> tuple[list[list[bench_cli.Run]], list[bench_cli.Run]]:
+    """``runs`` rounds (after a warm-up of each): every tree's command, then the reference."""
+    for tree in trees:
+        _with_tree(tree)
+        bench_cli.run_once(pair.actr)
+    samples: list[list[bench_cli.Run]] = [[] for _ in trees]
+    reference: list[bench_cli.Run] = []
+    for _ in range(runs):
+        for index, tree in enumerate(trees):
+            _with_tree(tree)
+            samples[index].append(bench_cli.run_once(pair.actr))
+        _with_tree(None)
+        reference.append(bench_cli.run_once(pair.reference))
+    return samples, reference
+
+
+async def run(
+    trees: Sequence[str], counts: Sequence[int], runs: int, top: Path, daemons: list[DaemonHandle]
+) -> None:
+    daemon = await start_daemon(top / "state", log_path=top / "daemon.log", debug=False, own_session=True)
+    daemons.append(daemon)
+    try:
+        bundle = make_bundle(top)
+        async with Client.connect(daemon.address) as client:
+            await client.create_container(bench_cli.TARGET_ID, str(bundle))
+            running = 0
+            print(f"medians of {runs} rounds; each round: every tree, then the reference")
+            for count in sorted(counts):
+                running = await bench_cli.fill_up(client, bundle, running, count)
+                for pair in bench_cli.pairs(daemon)[1:]:  # not --version: it reaches no daemon
+                    samples, reference = await trio.to_thread.run_sync(measure, pair, trees, runs)
+                    ref_wall = statistics.median(wall for wall, _, _ in reference)
+                    for tree, runs_of_tree in zip(trees, samples, strict=True):
+                        wall = statistics.median(wall for wall, _, _ in runs_of_tree)
+                        cpu = statistics.median(cpu for _, cpu, _ in runs_of_tree)
+                        failed = sum(failure is not None for _, _, failure in runs_of_tree)
+                        note = f"  {failed} run(s) failed" if failed else ""
+                        line = f"{count:>5}  {pair.label:<44}  {tree:<24}  wall {wall:6.1f} ms"
+                        line += f"  cpu {cpu:5.0f} ms  {pair.reference_label} {ref_wall:5.1f} ms"
+                        print(f"{line}  ratio {wall / ref_wall:5.2f}x{note}", flush=True)
+    finally:
+        with trio.CancelScope(shield=True):
+            await stop_daemon(daemon)
+            for error in await empty_runc_root(daemon.runc_root):
+                print(f"cleanup: {error}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("trees", nargs="+", help="directories holding containerd_actors/ and ctl/")
+    parser.add_argument("--containers", type=int, nargs="+", default=[0], metavar="N")
+    parser.add_argument("-n", "--runs", type=int, default=15)
+    args = parser.parse_args(argv)
+    trees = [str(Path(tree).resolve()) for tree in args.trees]
+    for tree in trees:
+        _with_tree(tree)
+        bench_cli.compile_sources()
+    _with_tree(None)
+    become_child_subreaper()
+    top = Path(tempfile.mkdtemp(prefix="bench-trees-", dir="/tmp"))
+    daemons: list[DaemonHandle] = []
+    try:
+        trio.run(run, trees, args.containers, args.runs, top, daemons)
+    finally:
+        for problem in sweep_leftovers(daemons, [top / "state" / "runc"]):
+            print(f"cleanup: {problem}", file=sys.stderr)
+        shutil.rmtree(top, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
