@@ -265,8 +265,10 @@ async def test_a_repeated_start_with_the_same_request_id_answers_with_the_origin
 
 
 #: Stands in for runc: a ``runc run`` that takes 1.5 s longer, so a kill lands while it works.
+WAITING_FOR_RUNC = "reconcile: waiting for 1 runc command(s) a previous server left working"
+#: A runc whose `run` waits for the test's word (the file GO), so that a new server surely finds it working.
 SLOW_RUN = """#!/bin/sh
-case " $* " in *" run "*) sleep 1.5;; esac
+case " $* " in *" run "*) i=0; while [ ! -e GO ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done;; esac
 exec runc "$@"
 """
 
@@ -275,7 +277,8 @@ async def test_a_server_killed_while_runc_run_works_waits_for_it_and_adopts_the_
     state_dir: Path, bundle_factory
 ) -> None:
     slow_runc = state_dir.parent / "slow-runc"
-    slow_runc.write_text(SLOW_RUN)
+    go = state_dir.parent / "go"
+    slow_runc.write_text(SLOW_RUN.replace("GO", str(go)))
     slow_runc.chmod(0o755)
     bundle = bundle_factory("sh", "-c", "sleep 1; echo written-after-the-kill; exec sleep 1000")
     handle = await start_daemon(state_dir, "--runtime", str(slow_runc))
@@ -295,6 +298,10 @@ async def test_a_server_killed_while_runc_run_works_waits_for_it_and_adopts_the_
                         await trio.sleep(0.01)  # until the daemon's runc run is under way
                 victim = server_pid(handle)
                 os.kill(victim, signal.SIGKILL)
+                with trio.fail_after(SETTLE_S):
+                    while WAITING_FOR_RUNC not in handle.log_text():
+                        await trio.sleep(0.05)  # the new server's reconcile has found the runc working
+                go.touch()
                 await wait_for_new_server(handle, victim, timeout=SETTLE_S, ping=False)
             [pid] = given  # the client repeated its start and learnt the pid
             assert [(c.id, c.pid) for c in await client.containers()] == [(cid, pid)]
@@ -310,7 +317,7 @@ async def test_a_server_killed_while_runc_run_works_waits_for_it_and_adopts_the_
     finally:
         await stop_daemon(handle)
     log = handle.log_text()
-    assert "reconcile: waiting for 1 runc command(s) a previous server left working" in log
+    assert WAITING_FOR_RUNC in log
     assert f"reconcile: container {cid}: running, started by request" in log
 
 
