@@ -18,8 +18,9 @@ the idle timeout.
 
 The stream, source to destination: records of a 4-byte big-endian length and a JSON header; a
 chunk's header (``seq``, ``kind``, ``name``, ``offset``, ``length``, ``sha256``) is followed by
-its ``length`` bytes. First ``{"secret"}``, then the chunks, then ``{"end": chunks}``; the
-destination answers ``{"ok": chunks}`` once every chunk is checked and written, or ``{"error"}``.
+its ``length`` bytes. First ``{"secret"}`` (answered ``{"ready"}`` once taken), then the chunks,
+then ``{"end": chunks}``; the destination answers ``{"ok": chunks}`` once every chunk is checked
+and written, or ``{"error"}``.
 The whole is checked again at ``MigrationCommit``, as for chunks sent over the API.
 """
 
@@ -48,10 +49,12 @@ from containerd_actors.transport.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
-#: Bytes per chunk on the bulk channel: big writes keep the per-chunk Python work small.
-BULK_CHUNK_BYTES = 4 << 20
+#: Bytes per chunk on the bulk channel. Measured (256 MiB of random bytes, 1 MiB .. 4 MiB): 1-2 MiB
+#: cost the receiver ~0.44 CPU-s, 4 MiB ~0.9 (a chunk that outgrows the core's 1 MiB L2 cache is
+#: read three times from memory: decrypted into, hashed, written out). 1 MiB it is.
+BULK_CHUNK_BYTES = 1 << 20
 #: A chunk header may not announce more than this (a bad peer cannot make us allocate more).
-MAX_CHUNK_BYTES = 16 << 20
+MAX_CHUNK_BYTES = 8 << 20
 #: The largest JSON header accepted.
 MAX_HEADER_BYTES = 4096
 #: How long a connecting peer has for its handshake and its secret.
@@ -253,6 +256,11 @@ class BulkReceiver:
                     conn.close()
                     return None
                 self.connected.set()
+                try:
+                    _send_record(conn, {"ready": True})
+                except OSError as exc:
+                    conn.close()
+                    raise BulkError(f"the source left the bulk channel at once: {exc}") from None
                 return conn
         return None
 
@@ -284,7 +292,7 @@ class BulkReceiver:
     def _receive(self, conn: ssl.SSLSocket) -> dict[int, str]:
         digests: dict[int, str] = {}
         files: dict[Path, int] = {}
-        buffer = bytearray(MAX_CHUNK_BYTES)
+        buffer = bytearray(BULK_CHUNK_BYTES)
         try:
             while True:
                 header = _recv_record(conn)
@@ -294,6 +302,8 @@ class BulkReceiver:
                     _send_record(conn, {"ok": len(digests)})
                     return digests
                 chunk = _chunk_header(self._token, header)
+                if chunk.length > len(buffer):
+                    buffer = bytearray(chunk.length)
                 view = memoryview(buffer)[: chunk.length]
                 _recv_exactly(conn, view)
                 if hashlib.sha256(view).hexdigest() != chunk.sha256:
@@ -327,7 +337,9 @@ class BulkReceiver:
 
 
 def connect(tls: TlsFiles, host: str, port: int, secret: str) -> ssl.SSLSocket:
-    """Connect, handshake, present the secret (blocking: run it in a worker thread)."""
+    """Connect, handshake, present the secret, and wait until the destination has taken it (so a
+    commit that follows finds the destination waiting for this stream). Blocking: a worker thread.
+    Raises ``OSError`` (``ssl.SSLError`` among them) or ``BulkError``."""
     raw = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S)
     try:
         conn = client_context(tls).wrap_socket(raw, server_hostname=host)
@@ -336,6 +348,8 @@ def connect(tls: TlsFiles, host: str, port: int, secret: str) -> ssl.SSLSocket:
         raise
     try:
         _send_record(conn, {"secret": secret})
+        if not _recv_record(conn).get("ready"):
+            raise BulkError("the destination did not take the bulk connection")
         conn.settimeout(IO_TIMEOUT_S)
     except BaseException:
         conn.close()

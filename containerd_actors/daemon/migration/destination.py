@@ -23,6 +23,7 @@ import shutil
 import signal
 import tarfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -97,11 +98,13 @@ class IncomingMigrations:
         events: EventsMailbox,
         idle_timeout: float = IDLE_TIMEOUT_S,
         tls: TlsFiles | None = None,
+        local_address: Callable[[int], str | None] = pipe_local_address,
     ) -> None:
         """With ``tls`` (the daemon's ``--tls-*`` files), a source that began over TLS is offered
-        the bulk channel (``bulk.py``)."""
+        the bulk channel (``bulk.py``) on the host of ``local_address(pipe)``, the address it reached."""
         self._state_dir = state_dir
         self._tls = tls
+        self._local_address = local_address
         self._nursery: trio.Nursery | None = None
         self._idle_timeout = idle_timeout
         self._cgroup_parent = cgroup_parent
@@ -148,7 +151,7 @@ class IncomingMigrations:
         """The bulk channel for a source that came over TLS, on the address it reached."""
         if self._tls is None or self._nursery is None or not incoming.source or not incoming.pipe:
             return None
-        local = pipe_local_address(incoming.pipe)
+        local = self._local_address(incoming.pipe)
         if local is None:
             return None
         token = incoming.begin.token

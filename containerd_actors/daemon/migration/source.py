@@ -216,7 +216,7 @@ async def _open_bulk(peer: Peer, token: str, began: wire.MigrationBeginReply) ->
             return await trio.to_thread.run_sync(
                 bulk.connect, peer.tls, host, port, began.bulk_secret, abandon_on_cancel=True
             )
-    except (OSError, ssl.SSLError, trio.TooSlowError) as exc:
+    except (OSError, bulk.BulkError, trio.TooSlowError) as exc:
         log.warning(
             "migration %s: the bulk channel to %s port %d failed (%s); the images go over the API instead",
             token,
