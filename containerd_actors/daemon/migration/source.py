@@ -212,7 +212,10 @@ async def _open_bulk(peer: Peer, token: str, began: wire.MigrationBeginReply) ->
         return None
     host = host_of(peer.address)
     try:
-        with trio.fail_after(bulk.CONNECT_TIMEOUT_S + bulk.HANDSHAKE_TIMEOUT_S):
+        # The worker bounds each of its steps (connect, handshake, the answer to the secret) by
+        # CONNECT_TIMEOUT_S itself; this outer bound is only a backstop, so that a worker given
+        # up on (its connection never closed, the destination waiting on it) stays a rarity.
+        with trio.fail_after(4 * bulk.CONNECT_TIMEOUT_S):
             return await trio.to_thread.run_sync(
                 bulk.connect, peer.tls, host, port, began.bulk_secret, abandon_on_cancel=True
             )
