@@ -72,7 +72,9 @@ class Setup:
 
 
 @asynccontextmanager
-async def destination(tmp_path: Path, tls: TlsFiles | None = None) -> AsyncIterator[Setup]:
+async def destination(
+    tmp_path: Path, tls: TlsFiles | None = None, idle_timeout: float = 120.0
+) -> AsyncIterator[Setup]:
     state_dir = tmp_path / "state"
     prepare_state_dir(state_dir)
     rootfs = tmp_path / "rootfs"
@@ -87,6 +89,7 @@ async def destination(tmp_path: Path, tls: TlsFiles | None = None) -> AsyncItera
             "parent-b",
             to_supervisor,
             to_events,
+            idle_timeout,
             tls=tls,
             local_address=lambda _pipe: "127.0.0.1:1",
         )
@@ -304,6 +307,18 @@ async def test_an_abort_closes_the_bulk_listener(tmp_path: Path, certs: dict[str
             while not await trio.to_thread.run_sync(port_closed, began.bulk_port):
                 await trio.sleep(0.05)
         assert list((setup.state_dir / "incoming").iterdir()) == []
+
+
+async def test_a_quiet_source_is_dropped_and_its_bulk_listener_closed(
+    tmp_path: Path, certs: dict[str, TlsFiles]
+) -> None:
+    async with destination(tmp_path, certs["server"], idle_timeout=0.2) as setup:
+        began = await setup.incoming.begin(begin(setup), "admin", pipe=7)
+        with trio.fail_after(10):  # the sweep (every second) drops it
+            while not await trio.to_thread.run_sync(port_closed, began.bulk_port):
+                await trio.sleep(0.05)
+            while list((setup.state_dir / "incoming").iterdir()):
+                await trio.sleep(0.05)
 
 
 async def test_a_stream_cut_midway_fails_the_commit(tmp_path: Path, certs: dict[str, TlsFiles]) -> None:
