@@ -143,6 +143,7 @@ class ApiServer:
             supervisor,
             events,
             config.migration_idle_timeout,
+            config.tls,
         )
         self.handlers = self._handler_table(supervisor, events, metrics)
 
@@ -232,7 +233,7 @@ class ApiServer:
             async with trio.open_nursery() as nursery:
                 for _ in range(WORKER_CONTEXTS):
                     nursery.start_soon(self._worker, sock, reading)
-                nursery.start_soon(self.incoming.sweep)
+                nursery.start_soon(self.incoming.run)
                 task_status.started()
 
     async def _worker(self, sock: ReplySocket, reading: trio.Lock) -> None:

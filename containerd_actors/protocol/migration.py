@@ -110,6 +110,11 @@ class MigrationBeginReply:
     request_id: str
     #: Where the destination keeps the container's bundle once it is restored.
     bundle: str
+    #: The port of the bulk channel on the host the source reached (0: none, send chunks over
+    #: the API), and the one-time secret a connection to it must present first
+    #: (``daemon/migration/bulk.py``).
+    bulk_port: int = 0
+    bulk_secret: str = ""
 
 
 @frozen

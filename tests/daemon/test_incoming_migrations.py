@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,13 +20,17 @@ from typing import Any
 import attrs
 import pytest
 import trio
+import trio.testing
+from support.certs import make_test_certs
 
 from containerd_actors import protocol as wire
 from containerd_actors.daemon.mailbox import Ask, CommandError, answer, fail
-from containerd_actors.daemon.migration.chunks import digest_of_digests
+from containerd_actors.daemon.migration import bulk
+from containerd_actors.daemon.migration.chunks import SourceFile, digest_of_digests, plan_chunks
 from containerd_actors.daemon.migration.destination import IncomingMigrations
 from containerd_actors.daemon.state.layout import prepare_state_dir
 from containerd_actors.protocol import ErrorCode, EventType, MigrationChunk
+from containerd_actors.transport.tls import TlsFiles
 
 
 @attrs.define
@@ -66,7 +72,9 @@ class Setup:
 
 
 @asynccontextmanager
-async def destination(tmp_path: Path) -> AsyncIterator[Setup]:
+async def destination(
+    tmp_path: Path, tls: TlsFiles | None = None, idle_timeout: float = 120.0
+) -> AsyncIterator[Setup]:
     state_dir = tmp_path / "state"
     prepare_state_dir(state_dir)
     rootfs = tmp_path / "rootfs"
@@ -76,13 +84,19 @@ async def destination(tmp_path: Path) -> AsyncIterator[Setup]:
     to_events, events = trio.open_memory_channel[Any](10)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(supervisor.serve, supervisor_box)
-        yield Setup(
-            IncomingMigrations(state_dir, "parent-b", to_supervisor, to_events),
-            supervisor,
-            events,
+        incoming = IncomingMigrations(
             state_dir,
-            rootfs,
+            "parent-b",
+            to_supervisor,
+            to_events,
+            idle_timeout,
+            tls=tls,
+            local_address=lambda _pipe: "127.0.0.1:1",
         )
+        if tls is not None:
+            nursery.start_soon(incoming.run)
+            await trio.testing.wait_all_tasks_blocked()
+        yield Setup(incoming, supervisor, events, state_dir, rootfs)
         nursery.cancel_scope.cancel()
 
 
@@ -221,3 +235,105 @@ async def test_a_migration_whose_source_went_quiet_is_dropped(tmp_path: Path) ->
 
 def _mailboxes(setup: Setup) -> tuple[Any, Any]:
     return setup.incoming._supervisor, setup.incoming._events  # the same fake actors
+
+
+# ---------------------------------------------------------------------- the bulk channel
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TlsFiles]:
+    return make_test_certs(tmp_path_factory.mktemp("certs"))
+
+
+def source_files(directory: Path) -> list[SourceFile]:
+    directory.mkdir()
+    found = []
+    for (kind, name), data in FILES.items():
+        (directory / name).write_bytes(data)
+        found.append(SourceFile(kind, name, directory / name))
+    big = directory / "pages-2.img"
+    big.write_bytes(os.urandom(3 * bulk.BULK_CHUNK_BYTES + 5))
+    found.append(SourceFile("image", big.name, big))
+    return found
+
+
+def refused(tls: TlsFiles, port: int, secret: str) -> bool:
+    """True when the listener turns this connection away (at the handshake, or right after)."""
+    try:
+        bulk.connect(tls, "localhost", port, secret).close()
+    except (OSError, bulk.BulkError):
+        return True
+    return False
+
+
+def port_closed(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+async def test_the_images_come_on_the_bulk_channel_and_strangers_are_turned_away(
+    tmp_path: Path, certs: dict[str, TlsFiles]
+) -> None:
+    async with destination(tmp_path, certs["server"]) as setup:
+        began = await setup.incoming.begin(begin(setup), "admin", pipe=7)
+        assert began.bulk_port > 0 and began.bulk_secret
+        port = began.bulk_port
+        # A CA it does not know, the CA's certificate of another client, a wrong secret: each is
+        # closed, and the listener waits for the next.
+        assert await trio.to_thread.run_sync(refused, certs["stranger"], port, began.bulk_secret)
+        assert await trio.to_thread.run_sync(refused, certs["reader"], port, began.bulk_secret)
+        assert await trio.to_thread.run_sync(refused, certs["admin"], port, "0" * 32)
+        conn = await trio.to_thread.run_sync(
+            bulk.connect, certs["admin"], "localhost", port, began.bulk_secret
+        )
+        plans = plan_chunks(source_files(tmp_path / "source"), bulk.BULK_CHUNK_BYTES)
+        with conn:
+            digests, sent = await trio.to_thread.run_sync(bulk.send_chunks, conn, plans)
+        assert sent == sum(p.length for p in plans)
+        commit = wire.MigrationCommit("r-9", "m01", len(plans), digest_of_digests(digests), 0.0)
+        reply = await setup.incoming.commit(commit, "admin")
+        assert reply.pid == 4242
+        assert await trio.to_thread.run_sync(port_closed, port)
+
+
+async def test_an_abort_closes_the_bulk_listener(tmp_path: Path, certs: dict[str, TlsFiles]) -> None:
+    async with destination(tmp_path, certs["server"]) as setup:
+        began = await setup.incoming.begin(begin(setup), "admin", pipe=7)
+        await setup.incoming.abort(wire.MigrationAbort("r-2", "m01"))
+        with trio.fail_after(5):
+            while not await trio.to_thread.run_sync(port_closed, began.bulk_port):
+                await trio.sleep(0.05)
+        assert list((setup.state_dir / "incoming").iterdir()) == []
+
+
+async def test_a_quiet_source_is_dropped_and_its_bulk_listener_closed(
+    tmp_path: Path, certs: dict[str, TlsFiles]
+) -> None:
+    async with destination(tmp_path, certs["server"], idle_timeout=0.2) as setup:
+        began = await setup.incoming.begin(begin(setup), "admin", pipe=7)
+        with trio.fail_after(10):  # the sweep (every second) drops it
+            while not await trio.to_thread.run_sync(port_closed, began.bulk_port):
+                await trio.sleep(0.05)
+            while list((setup.state_dir / "incoming").iterdir()):
+                await trio.sleep(0.05)
+
+
+async def test_a_stream_cut_midway_fails_the_commit(tmp_path: Path, certs: dict[str, TlsFiles]) -> None:
+    async with destination(tmp_path, certs["server"]) as setup:
+        began = await setup.incoming.begin(begin(setup), "admin", pipe=7)
+        conn = await trio.to_thread.run_sync(
+            bulk.connect, certs["admin"], "localhost", began.bulk_port, began.bulk_secret
+        )
+        with conn:
+            header = {"seq": 0, "kind": "image", "name": "pages-1.img", "offset": 0, "length": 100}
+            header["sha256"] = "0" * 64
+            bulk._send_record(conn, header)
+            conn.sendall(b"x" * 10)
+        commit = wire.MigrationCommit("r-9", "m01", 1, "0" * 64, 0.0)
+        with pytest.raises(CommandError, match="bulk channel failed"):
+            await setup.incoming.commit(commit, "admin")
+        assert setup.supervisor.created == []
+        assert list((setup.state_dir / "incoming").iterdir()) == []

@@ -210,6 +210,7 @@ async def test_a_counter_moves_to_b_and_back_without_losing_a_number(
 
             moved = await a.migrate_container(cid, pair.b_remote)
             assert moved.frozen_s > 0 and moved.total_s >= moved.frozen_s and moved.bytes_sent > 0
+            assert "chunks arrived on the bulk channel" in pair.b.log_text()
             out = await next_event(a_events, cid, {EventType.MIGRATE_OUT})
             assert out.reason is not None and f"to={pair.b_remote}" in out.reason and "frozen=" in out.reason
             arrived = await next_event(b_events, cid, {EventType.MIGRATE_IN})
@@ -497,10 +498,10 @@ async def test_a_dropped_connection_leaves_it_running_at_the_source(
         Client.connect(pair.a.address, timeout=60) as a,
         Client.connect(pair.b.address) as b,
     ):
-        port = pair.b_remote.rpartition(":")[2]
+        # Every TCP port of B towards A: the API's, and the bulk channel's the images go on.
         rules = [
-            ["INPUT", "-p", "tcp", "--dport", port, "-j", "REJECT", "--reject-with", "tcp-reset"],
-            ["OUTPUT", "-p", "tcp", "--sport", port, "-j", "REJECT", "--reject-with", "tcp-reset"],
+            ["INPUT", "!", "-i", "lo", "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"],
+            ["OUTPUT", "!", "-o", "lo", "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"],
         ]
         await a.create_container(cid, str(bundle))
         await wait_for_numbers(pair.a, cid, 5)
@@ -525,6 +526,37 @@ async def test_a_dropped_connection_leaves_it_running_at_the_source(
             while list((pair.b.state_dir / "incoming").iterdir()):
                 await trio.sleep(0.05)
         await still_counting_at_a_only(pair, a, b, cid)
+
+
+async def test_a_firewall_that_lets_only_the_api_through_sends_the_images_over_the_api(
+    hosts: netns.NetnsPair, certs: dict[str, TlsFiles], counter_bundle: Path
+) -> None:
+    """B's firewall resets every TCP port but the API's (from A): the bulk channel cannot connect, so the
+    source says so in its log and sends the chunks over the API, and the migration succeeds."""
+    cid = unique_id("mig")
+    port = None
+    async with two_daemons(hosts, certs) as pair:
+        port = pair.b_remote.rpartition(":")[2]
+        # From the other host only (not on lo, which the restore uses).
+        rule = ["INPUT", "!", "-i", "lo", "-p", "tcp", "!", "--dport", port]
+        rule += ["-j", "REJECT", "--reject-with", "tcp-reset"]
+        subprocess.run(hosts.exec_argv(hosts.b, "iptables", "-I", *rule), check=True)
+        try:
+            async with (
+                Client.connect(pair.a.address, timeout=60) as a,
+                Client.connect(pair.b.address, timeout=60) as b,
+            ):
+                await a.create_container(cid, str(counter_bundle))
+                await wait_for_numbers(pair.a, cid, 5)
+                moved = await a.migrate_container(cid, pair.b_remote)
+                assert moved.pid > 0
+                assert "the images go over the API instead" in pair.a.log_text()
+                assert "bulk channel" not in pair.b.log_text().replace("no bulk channel", "")
+                assert [c.id for c in await b.containers()] == [cid]
+                await wait_for_numbers(pair.b, cid, 5)
+                await b.signal(cid, signal=9)
+        finally:
+            subprocess.run(hosts.exec_argv(hosts.b, "iptables", "-D", *rule), check=False)
 
 
 #: The counter's numbers go through an established TCP connection inside the container (its own

@@ -23,6 +23,7 @@ import shutil
 import signal
 import tarfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -32,11 +33,14 @@ from containerd_actors import protocol as wire
 from containerd_actors.daemon.container.checkpoint import checkpoints_dir, publish_checkpoint
 from containerd_actors.daemon.events.messages import EventDraft, EventsMailbox
 from containerd_actors.daemon.mailbox import CommandError, forward
+from containerd_actors.daemon.migration.bulk import BulkError, BulkReceiver
 from containerd_actors.daemon.migration.chunks import digest_of_digests
 from containerd_actors.daemon.state.layout import incoming_dir, migrated_bundle
 from containerd_actors.daemon.supervisor.messages import SupervisorMailbox
 from containerd_actors.protocol import Checkpoint, ErrorCode, EventType
 from containerd_actors.protocol.migration import MigrationChunk
+from containerd_actors.transport.nng import pipe_local_address
+from containerd_actors.transport.tls import TlsFiles, host_of
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,9 @@ IDLE_TIMEOUT_S = 120.0
 SWEEP_INTERVAL_S = 1.0
 #: How long an abort waits for a container it killed to be gone before removing its bundle.
 KILLED_GONE_TIMEOUT_S = 10.0
+#: How long a commit waits for the bulk channel's worker to hand over what it received (the
+#: source commits only once the worker has said that every chunk is in: this is a moment).
+BULK_HANDOVER_TIMEOUT_S = 30.0
 
 
 @attrs.define
@@ -66,11 +73,20 @@ class Incoming:
     pid: int | None = None
     bundle: Path | None = None
     committing: bool = False
+    #: The bulk channel's listener and stream, while it runs; ``bulk_done`` is set when it ends,
+    #: ``bulk_error`` says why it failed.
+    bulk: BulkReceiver | None = None
+    bulk_done: trio.Event = attrs.Factory(trio.Event)
+    bulk_error: str | None = None
 
     def close_files(self) -> None:
         for fd in self.files.values():
             os.close(fd)
         self.files.clear()
+
+    def heard(self) -> None:
+        """The source is alive (called from the bulk channel's worker thread too: one store)."""
+        self.last_heard = time.monotonic()
 
 
 class IncomingMigrations:
@@ -81,8 +97,15 @@ class IncomingMigrations:
         supervisor: SupervisorMailbox,
         events: EventsMailbox,
         idle_timeout: float = IDLE_TIMEOUT_S,
+        tls: TlsFiles | None = None,
+        local_address: Callable[[int], str | None] = pipe_local_address,
     ) -> None:
+        """With ``tls`` (the daemon's ``--tls-*`` files), a source that began over TLS is offered
+        the bulk channel (``bulk.py``) on the host of ``local_address(pipe)``, the address it reached."""
         self._state_dir = state_dir
+        self._tls = tls
+        self._local_address = local_address
+        self._nursery: trio.Nursery | None = None
         self._idle_timeout = idle_timeout
         self._cgroup_parent = cgroup_parent
         self._supervisor = supervisor
@@ -110,13 +133,73 @@ class IncomingMigrations:
         directory = incoming_dir(self._state_dir, request.token)
         directory.mkdir(mode=0o700, parents=True)
         (directory / "images").mkdir(mode=0o700)
-        self._table[request.token] = Incoming(request, by, directory, pipe)
+        incoming = self._table[request.token] = Incoming(request, by, directory, pipe)
         log.info(
             "migration %s: container %s arriving from %s", request.token, request.id, by or "a local client"
         )
+        bulk = self._open_bulk(incoming)
+        if bulk is None:
+            incoming.bulk_done.set()
         return wire.MigrationBeginReply(
-            request.request_id, str(migrated_bundle(self._state_dir, request.id, request.token))
+            request.request_id,
+            str(migrated_bundle(self._state_dir, request.id, request.token)),
+            bulk.port if bulk else 0,
+            bulk.secret if bulk else "",
         )
+
+    def _open_bulk(self, incoming: Incoming) -> BulkReceiver | None:
+        """The bulk channel for a source that came over TLS, on the address it reached."""
+        if self._tls is None or self._nursery is None or not incoming.source or not incoming.pipe:
+            return None
+        local = self._local_address(incoming.pipe)
+        if local is None:
+            return None
+        token = incoming.begin.token
+        try:
+            bulk = BulkReceiver(
+                self._tls,
+                host_of(f"tls+tcp://{local}"),
+                token,
+                incoming.source,
+                lambda kind, name: self._file_path(incoming, kind, name),
+                incoming.heard,
+            )
+        except (OSError, ValueError) as exc:
+            log.warning("migration %s: no bulk channel (%s); the images come over the API", token, exc)
+            return None
+        incoming.bulk = bulk
+        self._nursery.start_soon(self._run_bulk, incoming, bulk)
+        return bulk
+
+    async def _run_bulk(self, incoming: Incoming, bulk: BulkReceiver) -> None:
+        token = incoming.begin.token
+        try:
+            digests = await trio.to_thread.run_sync(bulk.run, abandon_on_cancel=True)
+        except (BulkError, OSError, ValueError) as exc:
+            log.warning("migration %s: the bulk channel failed: %s", token, exc)
+            if bulk.connected.is_set():  # else the source sends its chunks over the API
+                incoming.bulk_error = f"the bulk channel failed: {exc}"
+        else:
+            incoming.digests.update(digests)
+            if digests:
+                log.info("migration %s: %d chunks arrived on the bulk channel", token, len(digests))
+        finally:
+            bulk.stop()
+            incoming.bulk = None
+            incoming.bulk_done.set()
+
+    async def run(self) -> None:
+        """Drop idle migrations, and run the bulk channels' workers, for as long as the API server
+        runs; the channels still open when it stops are closed."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await self.sweep()
+        finally:
+            self._nursery = None
+            for incoming in self._table.values():
+                if incoming.bulk is not None:
+                    incoming.bulk.stop()
 
     def chunk(self, request: MigrationChunk, data: memoryview) -> wire.MigrationChunkReply:
         """Write one checked chunk (the codec checked its sha256) where its file goes."""
@@ -142,6 +225,7 @@ class IncomingMigrations:
         incoming.close_files()
         begin = incoming.begin
         try:
+            await self._bulk_handed_over(incoming)
             self._check_whole(incoming, request)
             bundle = await self._make_bundle(incoming)
         except BaseException:
@@ -201,6 +285,20 @@ class IncomingMigrations:
                 self._forget(token)
 
     # ------------------------------------------------------------------ helpers
+
+    async def _bulk_handed_over(self, incoming: Incoming) -> None:
+        """Wait for what the bulk channel received if the source used it; close it if not."""
+        bulk = incoming.bulk
+        if bulk is not None and not bulk.connected.is_set():
+            bulk.stop()  # the source sent its chunks over the API
+        with trio.move_on_after(BULK_HANDOVER_TIMEOUT_S):
+            await incoming.bulk_done.wait()
+        if not incoming.bulk_done.is_set():
+            incoming.bulk_error = "the bulk channel did not finish"
+        if incoming.bulk_error is not None:
+            raise CommandError(
+                ErrorCode.INVALID_REQUEST, f"migration {incoming.begin.token}: {incoming.bulk_error}"
+            )
 
     def _get(self, token: str) -> Incoming:
         incoming = self._table.get(token)
@@ -281,6 +379,8 @@ class IncomingMigrations:
         if incoming is None:
             return
         incoming.close_files()
+        if incoming.bulk is not None:
+            incoming.bulk.stop()
         shutil.rmtree(incoming.directory, ignore_errors=True)
         if incoming.bundle is not None and incoming.pid is None:
             shutil.rmtree(incoming.bundle, ignore_errors=True)  # made, but nothing runs from it

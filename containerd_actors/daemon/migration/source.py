@@ -29,6 +29,7 @@ import hashlib
 import logging
 import os
 import shutil
+import ssl
 import tarfile
 import time
 import uuid
@@ -45,6 +46,7 @@ from containerd_actors.daemon.container.checkpoint import (
 )
 from containerd_actors.daemon.container.deps import ContainerRuntime
 from containerd_actors.daemon.mailbox import CommandError
+from containerd_actors.daemon.migration import bulk
 from containerd_actors.daemon.migration.chunks import (
     ChunkPlan,
     SourceFile,
@@ -59,7 +61,7 @@ from containerd_actors.protocol.migration import MigrationChunk
 from containerd_actors.runc import spawn
 from containerd_actors.runc.bundle import read_bundle_config
 from containerd_actors.runc.driver import CriuOptions, RuncError
-from containerd_actors.transport.tls import TlsFiles
+from containerd_actors.transport.tls import TlsFiles, host_of
 
 log = logging.getLogger(__name__)
 
@@ -188,11 +190,55 @@ async def _with_peer(
         terminal=container.terminal,
     )
     try:
-        await peer.ask(begin)
+        began = await peer.ask(begin)
     except PeerError as exc:
         if exc.lost:
             await _abort(peer, token, "the source lost the destination before the freeze", lost=True)
         raise CommandError(_code(exc), f"migration not started: {exc.message}") from None
+    channel = await _open_bulk(peer, token, began)
+    try:
+        return await _frozen_part(runtime, container, request, peer, token, channel, started)
+    finally:
+        if channel is not None:
+            channel.close()
+
+
+async def _open_bulk(peer: Peer, token: str, began: wire.MigrationBeginReply) -> ssl.SSLSocket | None:
+    """The bulk channel the destination offered, connected before the freeze; None (the images go
+    over the API) if it offered none or it cannot be reached (a firewall that lets only the API's
+    port through, say)."""
+    port = getattr(began, "bulk_port", 0)
+    if not port:
+        return None
+    host = host_of(peer.address)
+    try:
+        # The worker bounds each of its steps (connect, handshake, the answer to the secret) by
+        # CONNECT_TIMEOUT_S itself; this outer bound is only a backstop, so that a worker given
+        # up on (its connection never closed, the destination waiting on it) stays a rarity.
+        with trio.fail_after(4 * bulk.CONNECT_TIMEOUT_S):
+            return await trio.to_thread.run_sync(
+                bulk.connect, peer.tls, host, port, began.bulk_secret, abandon_on_cancel=True
+            )
+    except (OSError, bulk.BulkError, trio.TooSlowError) as exc:
+        log.warning(
+            "migration %s: the bulk channel to %s port %d failed (%s); the images go over the API instead",
+            token,
+            host,
+            port,
+            exc or type(exc).__name__,
+        )
+        return None
+
+
+async def _frozen_part(
+    runtime: ContainerRuntime,
+    container: SourceContainer,
+    request: wire.MigrateContainer,
+    peer: Peer,
+    token: str,
+    channel: ssl.SSLSocket | None,
+    started: float,
+) -> MigrationResult:
     options = CriuOptions(tcp_established=request.tcp)
     name = f"migrated-{token}"
     with new_checkpoint_dir(container.bundle, name) as images:
@@ -204,7 +250,7 @@ async def _with_peer(
         frozen_at_wall, frozen_at = time.time(), time.monotonic()
         try:
             result = await _frozen_steps(
-                runtime, container, request, peer, token, images, options, frozen_at_wall, frozen_at
+                runtime, container, request, peer, token, images, options, frozen_at_wall, frozen_at, channel
             )
         except BaseException as exc:
             with trio.CancelScope(shield=True):
@@ -238,6 +284,7 @@ async def _frozen_steps(
     options: CriuOptions,
     frozen_at_wall: float,
     frozen_at: float,
+    channel: ssl.SSLSocket | None,
 ) -> MigrationResult:
     try:
         await runtime.checkpoint(
@@ -253,10 +300,18 @@ async def _frozen_steps(
         await trio.to_thread.run_sync(_write_rootfs_tar, rootfs_of(container.bundle), tar_path)
         files.append(SourceFile("rootfs", "rootfs.tar", tar_path))
     try:
-        plans = plan_chunks(files)
-        digests, sent = await _send_chunks(peer, token, plans)
+        if channel is not None:
+            plans = plan_chunks(files, bulk.BULK_CHUNK_BYTES)
+            digests, sent = await _send_bulk(channel, plans)
+        else:
+            plans = plan_chunks(files)
+            digests, sent = await _send_chunks(peer, token, plans)
     except PeerError as exc:
         raise _failed(exc, "migration failed while sending") from None
+    except bulk.BulkError as exc:
+        raise CommandError(ErrorCode.RUNTIME_FAILED, f"migration failed while sending: {exc}") from None
+    except OSError as exc:
+        raise _PeerLost(ErrorCode.RUNTIME_FAILED, f"migration failed while sending: {exc}") from None
     finally:
         if tar_path is not None:
             tar_path.unlink(missing_ok=True)
@@ -284,6 +339,15 @@ def _write_rootfs_tar(rootfs: Path, target: Path) -> None:
     """The rootfs as an uncompressed tar (numeric owners, symlinks as links, devices as devices)."""
     with tarfile.open(target, "w") as tar:
         tar.add(str(rootfs), arcname=".")
+
+
+async def _send_bulk(channel: ssl.SSLSocket, plans: list[ChunkPlan]) -> tuple[list[str], int]:
+    """Stream the chunks on the bulk channel in a worker thread (it releases the GIL to encrypt)."""
+    try:
+        return await trio.to_thread.run_sync(bulk.send_chunks, channel, plans, abandon_on_cancel=True)
+    except trio.Cancelled:
+        bulk.shut(channel)  # the abandoned worker fails at its next write
+        raise
 
 
 async def _send_chunks(peer: Peer, token: str, plans: list[ChunkPlan]) -> tuple[list[str], int]:
