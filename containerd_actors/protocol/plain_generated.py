@@ -202,6 +202,10 @@ def s_MigrationBeginReply(o: Any) -> MigrationBeginReply:
         "request_id": s_str(o['request_id']),
         "bundle": s_str(o['bundle']),
     }
+    if "bulk_port" in o:
+        k["bulk_port"] = s_int(o['bulk_port'])
+    if "bulk_secret" in o:
+        k["bulk_secret"] = s_str(o['bulk_secret'])
     return MigrationBeginReply(**k)
 
 
