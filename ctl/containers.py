@@ -25,7 +25,7 @@ from ctl.arguments import UsageError, connect, id_arg, pid_arg, tls_files
 from ctl.signals import UnknownSignal, parse_signal
 
 if TYPE_CHECKING:
-    from containerd_actors.client import User
+    from containerd_actors.client import BlockingClient, User
     from containerd_actors.client.calls import ProcessOptions
     from ctl.arguments import Commands
 
@@ -392,14 +392,29 @@ def container_state(args: argparse.Namespace) -> int:
             if failure.code != ErrorCode.INVALID_REQUEST:
                 raise
             containers = client.containers()
-    found = [c for c in containers if c.id == args.id]
-    if not found:
-        raise RequestFailed(ErrorReply(None, ErrorCode.NOT_FOUND, f"no such container: {args.id!r}"))
+        found = [c for c in containers if c.id == args.id]
+        if not found:
+            raise RequestFailed(ErrorReply(None, ErrorCode.NOT_FOUND, _why_not_listed(client, args.id)))
     if args.json:
         sys.stdout.write(render.containers_json(found)[1:-1].strip() + "\n")
     else:
         render.print_processes(found[0], sys.stdout)
     return 0
+
+
+def _why_not_listed(client: BlockingClient, id: str) -> str:
+    """State lists running and paused containers only; one that exited still has its logs, so say so
+    rather than leave the user to think it never existed."""
+    from containerd_actors.client import RequestFailed
+
+    try:
+        end = client.read_output(id, tail=0)
+    except RequestFailed:
+        return f"no such container: {id!r}"
+    if not end.exited:
+        return f"no such container: {id!r}"
+    status = "unknown" if end.status is None else end.status
+    return f"container {id!r} has exited (status {status}); its output: actr containers logs {id}"
 
 
 def kill_container(args: argparse.Namespace) -> int:

@@ -57,6 +57,16 @@ async def test_start_list_kill_through_actr(daemon: DaemonHandle, client: Client
     code, out, _ = await actr(daemon, "--json", "containers")
     assert json.loads(out) == []
 
+    # Gone from the list, but not unknown: its logs are still there, and state says so.
+    code, _, err = await actr(daemon, "containers", "state", cid)
+    assert code == 1
+    assert err.strip() == (
+        f"actr: not_found: container {cid!r} has exited (status {128 + signal.SIGKILL}); "
+        f"its output: actr containers logs {cid}"
+    )
+    code, _, err = await actr(daemon, "containers", "state", unique_id("never"))
+    assert code == 1 and "no such container" in err
+
 
 async def test_actr_reports_refusals_in_one_line(daemon: DaemonHandle, tmp_path) -> None:
     code, out, err = await actr(daemon, "containers", "kill", "ghost")
