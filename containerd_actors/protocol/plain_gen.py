@@ -151,6 +151,8 @@ def render() -> str:
         "",
         "The client's structure (``s_``) and unstructure (``u_``) functions without cattrs; see",
         "``plain_codec`` for how they are used and ``plain_hooks`` for why they refuse so readily.",
+        "Its length is one pair of functions per wire class, and grows with the protocol: it is read",
+        "by the drift test, not by people, so it is one file rather than split by concern.",
         '"""',
         "",
         "from __future__ import annotations",

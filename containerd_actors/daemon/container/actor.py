@@ -12,6 +12,11 @@ init; the actor answers the creator, then serves requests (``exec``, ``checkpoin
 stats, pause). When the init exits, the kernel has killed the rest of the container, so the
 actor waits for the exec'd processes' exits, announces them, deletes the container from runc
 and announces the init's exit last.
+
+Why one module of ~580 lines: it holds the actor's state and the one ``match`` that may change it;
+every step that does not touch that state already lives beside it (start, adopt, exec, exits,
+checkpoint, cgroups, stdio, migration's source). Splitting further would spread the state's
+changes over modules, which is what the actor rule is there to prevent.
 """
 
 from __future__ import annotations
