@@ -64,7 +64,15 @@ def process_start_time(pid: int) -> int | None:
 
 
 def parent_pid(pid: int) -> int | None:
-    return _int_field(pid, PARENT_PID)
+    """The parent of ``pid``; None when it is gone, or being reaped at that moment.
+
+    A stat read while the parent reaps the process reports parent 0 (measured: about 1 read in
+    20,000 of a child reaped by another thread). Taken as a parent, that 0 made a container process's
+    exit look adopted from a dead reaper, and its status was reported as unknown.
+    Only pid 1 and kernel threads truly have parent 0, and no caller asks about those.
+    """
+    parent = _int_field(pid, PARENT_PID)
+    return parent or None
 
 
 def process_argv(pid: int) -> list[str] | None:
