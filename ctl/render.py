@@ -247,7 +247,7 @@ def containers_json(containers: Sequence[ContainerInfo]) -> str:
 
 
 def format_timestamp(timestamp: float, timespec: str = "milliseconds") -> str:
-    """Seconds since the epoch as local ISO time with milliseconds, e.g. ``2026-01-02T15:04:05.123``.
+    """Seconds since the epoch as local ISO time to ``timespec``, e.g. ``2026-01-02T15:04:05.123``.
 
     datetime is imported here, not with the module: the container table, which most commands
     print, has no time in it (~1 ms of every ``actr containers``)."""

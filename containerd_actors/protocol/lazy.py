@@ -1,8 +1,9 @@
-"""Re-exports imported on first use (PEP 562), for the packages whose import must cost nothing.
+"""Names imported on first use (PEP 562), for the modules whose import must cost little.
 
 ``containerd_actors.protocol`` and ``containerd_actors.client`` re-export many names, but the reaper
 parsing its flags and ``actr --help`` must not pay for cattrs or trio; each package names where its
-names live and gets its ``__getattr__`` and ``__dir__`` from here.
+names live and gets its ``__getattr__`` and ``__dir__`` from here. ``replies`` and ``requests`` get
+theirs from ``names_from_elsewhere``: the wire types of other modules that their unions list.
 """
 
 from __future__ import annotations
