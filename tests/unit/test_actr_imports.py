@@ -179,3 +179,26 @@ def test_parsing_alone_imports_neither_the_codec_nor_attrs() -> None:
 def test_a_stream_does_run_under_trio(argv: list[str]) -> None:
     """The control: the check sees trio where a command needs it (here it fails to connect)."""
     assert "trio" in imported_after(["--address", ADDRESS, *argv], run=True, check=False)
+
+
+@pytest.mark.parametrize("catalogues", ["missing", "present"])
+def test_argparse_messages_are_looked_up_only_where_catalogues_are(catalogues: str, tmp_path: Path) -> None:
+    """Without a directory of catalogues, every message is its own translation: no lookups, no
+    ``locale``; with one, each message is looked up (once), as gettext would."""
+    where = tmp_path / "locale"
+    if catalogues == "present":
+        where.mkdir()
+    code = (
+        "import argparse, gettext, json, sys\n"
+        f"gettext._default_localedir = {str(where)!r}\n"
+        "import ctl.main\n"
+        "ctl.main.build_parser().parse_args(['containers', 'state', 'web'])\n"
+        "print(json.dumps([argparse._ is ctl.main._untranslated, 'locale' in sys.modules]))\n"
+    )
+    env = {**os.environ, "LANG": "C.UTF-8"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, check=True
+    )
+    untranslated, imported_locale = json.loads(result.stdout)
+    assert untranslated is (catalogues == "missing")
+    assert imported_locale is (catalogues == "present")
