@@ -4,8 +4,9 @@ Why a second attach: importing trio (and pynng's asyncio support) is most of wha
 containers exec -a -- true`` costs, several times what runc takes to run ``true``. Without a
 terminal there is nothing that needs an event loop: this thread follows the output with blocking
 long polls (``BlockingClient.follow_output``), and a second thread, on a connection of its own,
-forwards stdin until EOF, then closes the process's stdin. ``ctl.attach`` keeps what does need
-one: a terminal in raw mode, the detach keys, window sizes, and ``attach`` itself.
+forwards stdin until EOF, then closes the process's stdin (a stdin of /dev/null is closed at
+once). ``ctl.attach`` keeps what does need one: a terminal in raw mode, the detach keys, window
+sizes, and ``attach`` itself.
 
 It keeps ``ctl.attach``'s promises for this case: the exit code is the process's status (255 if
 unknown); SIGTERM or SIGHUP end the attach with 128+N and leave the process running; Ctrl-C is the
@@ -18,6 +19,7 @@ import os
 import queue
 import select
 import signal
+import stat
 import sys
 import threading
 from collections.abc import Iterator
@@ -99,12 +101,25 @@ def _forward_stdin(address: str, id: str, pid: int, in_fd: int, failures: list[B
                 client.write_input(id, data, pid, close=not data)
                 if not data:
                     return
-    except RequestFailed as failure:
-        if failure.code not in (ErrorCode.INVALID_STATE, ErrorCode.NOT_FOUND):
-            failures.append(failure)
-        # Else the process closed or lost its stdin (it may have exited): its output still comes.
     except Exception as exc:
-        failures.append(exc)
+        _note_input_failure(exc, failures)
+
+
+def _note_input_failure(exc: Exception, failures: list[BaseException]) -> None:
+    if isinstance(exc, RequestFailed) and exc.code in (ErrorCode.INVALID_STATE, ErrorCode.NOT_FOUND):
+        return  # the process closed or lost its stdin (it may have exited): its output still comes
+    failures.append(exc)
+
+
+def _is_devnull(fd: int) -> bool:
+    """Whether ``fd`` is /dev/null, which never has anything to forward (scripts and benchmarks
+    often give it): then the process's stdin is closed at once on the attach's own connection,
+    instead of by a thread of its own on a second connection (~2 ms of ``exec -a`` in all)."""
+    try:
+        given, null = os.fstat(fd), os.stat(os.devnull)
+    except OSError:
+        return False
+    return stat.S_ISCHR(given.st_mode) and given.st_rdev == null.st_rdev
 
 
 def rotated_out(skipped: int) -> bytes:
@@ -164,7 +179,13 @@ def attach(client: BlockingClient, id: str, pid: int) -> int:
     status = EXIT_STATUS_UNKNOWN
     try:
         with _stop_signals():
-            forwarder.start()
+            if _is_devnull(in_fd):
+                try:
+                    client.write_input(id, b"", pid, close=True)
+                except Exception as exc:
+                    _note_input_failure(exc, failures)
+            else:
+                forwarder.start()
             writer = OutputWriter()
             for chunk in client.follow_output(id, pid):
                 if chunk.skipped:

@@ -298,14 +298,25 @@ def exec_process(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
         from ctl.attach import terminal_size
 
         rows, cols = terminal_size(sys.stdin.fileno())
+    options = _exec_options(args, user, rows, cols)
+    meanwhile = _prepare_attach if args.attach else None
     with connect(args) as client:
-        pid = client.add_process(args.exec_id, command, **_exec_options(args, user, rows, cols))
+        pid = client.add_process(args.exec_id, command, meanwhile=meanwhile, **options)
         if args.attach:
             from ctl import attach_blocking
 
             return attach_blocking.attach(client, args.exec_id, pid)
     _print_pid(args.exec_id, pid, as_json=args.json)
     return 0
+
+
+def _prepare_attach() -> None:
+    """What ``exec -a`` needs once its process runs, done while the daemon runs ``runc exec``
+    (~20 ms in which actr would only wait): the attach's module, and the collector back on."""
+    from ctl import attach_blocking  # noqa: F401
+    from ctl.startup import lasting
+
+    lasting()
 
 
 def _exec_options(args: argparse.Namespace, user: User | None, rows: int, cols: int) -> ProcessOptions:

@@ -95,14 +95,29 @@ def default_address() -> str:
     return os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS
 
 
+def _untranslated(message: str) -> str:
+    return message
+
+
 def _remember_translations() -> None:
     """argparse passes every message through ``gettext``, which looks for a catalogue on disk each
     time (four ``stat`` calls a message, ~65 messages to build actr's parser: half of its cost); the
-    answer cannot change within a process, so each is looked up once."""
+    answer cannot change within a process, so each is looked up once.
+
+    Where there is no catalogue to look in at all (no directory of them where gettext looks, and no
+    other domain or directory bound), every answer is the message itself: then not even once (~1 ms,
+    and the import of ``locale`` that looking up the language costs)."""
     import functools
     import gettext
 
-    if not hasattr(argparse._, "cache_info"):
+    if argparse._ is _untranslated or hasattr(argparse._, "cache_info"):
+        return
+    catalogues = getattr(gettext, "_default_localedir", None)
+    bound = getattr(gettext, "_localedirs", None)
+    domain = getattr(gettext, "_current_domain", None)
+    if catalogues is not None and bound == {} and domain == "messages" and not os.path.isdir(catalogues):
+        argparse._ = _untranslated  # type: ignore[attr-defined]
+    else:
         argparse._ = functools.cache(gettext.gettext)  # type: ignore[attr-defined]
 
 

@@ -41,6 +41,7 @@ SCRIPTS_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(SCRIPTS_DIR.parent))
 sys.path.insert(0, str(SCRIPTS_DIR))
 
+import benchlib  # noqa: E402
 from benchlib import empty_runc_root, make_bundle, sweep_leftovers  # noqa: E402
 from support.daemon import DaemonHandle, start_daemon, stop_daemon  # noqa: E402
 
@@ -229,15 +230,8 @@ def print_table(rows: Sequence[Row], runs: int) -> None:
         )
         for row in rows
     ]
-    widths = [max(len(line[i]) for line in (header, *lines)) for i in range(len(header))]
-    right = {2, 4, 5, 6, 7}
     print(f"\nmedians of {runs} runs each, after one warm-up; the two commands of a line in turn")
-    for line in (header, *lines):
-        cells = [
-            cell.rjust(width) if i in right else cell.ljust(width)
-            for i, (cell, width) in enumerate(zip(line, widths, strict=True))
-        ]
-        print("  ".join(cells).rstrip())
+    benchlib.print_columns(header, lines, right={2, 4, 5, 6, 7})
     for row in rows:
         for label, timing in ((row.pair.label, row.actr), (row.pair.reference_label, row.reference)):
             if timing.failures:

@@ -45,6 +45,7 @@ SCRIPTS_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(SCRIPTS_DIR.parent))
 sys.path.insert(0, str(SCRIPTS_DIR))
 
+import benchlib  # noqa: E402
 from bench_cli import actr_argv, compile_sources  # noqa: E402
 from benchlib import daemon_cpu_times, empty_runc_root, make_bundle, sweep_leftovers  # noqa: E402
 from support.daemon import DaemonHandle, start_daemon, stop_daemon  # noqa: E402
@@ -309,18 +310,11 @@ def print_table(rows: Sequence[Row], runs: int, latency_runs: int) -> None:
                 note,
             )
         )
-    widths = [max(len(line[i]) for line in (header, *lines)) for i in range(len(header))]
-    right = {1, 3, 4, 5, 6, 7, 8}
     print(
         f"\nmedians of {latency_runs} (latency) or {runs} (throughput) runs each, after one warm-up, in turn;"
         " cpu: actr's process tree; daemon: the daemon's own CPU during an actr run"
     )
-    for line in (header, *lines):
-        cells = [
-            cell.rjust(width) if i in right else cell.ljust(width)
-            for i, (cell, width) in enumerate(zip(line, widths, strict=True))
-        ]
-        print("  ".join(cells).rstrip())
+    benchlib.print_columns(header, lines, right={1, 3, 4, 5, 6, 7, 8})
     for row in rows:
         for label, timing in ((row.pair.label, row.actr), (row.pair.reference_label, row.reference)):
             for failure in timing.failures:

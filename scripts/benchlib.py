@@ -21,7 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -127,6 +127,19 @@ def telemetry_lines(summary: LatencySummary, name: str = "containerd-actors") ->
     ):
         rows.append((label, f"{round(value * 1000)}ms" if not math.isnan(value) else "n/a"))
     return [f"[{name}] {stamp}   {label + ':':<8}{text:>10}" for label, text in rows]
+
+
+def print_columns(header: Sequence[str], lines: Sequence[Sequence[str]], right: Collection[int]) -> None:
+    """Print rows under ``header`` in columns as wide as their widest cell, two spaces apart; the
+    columns numbered in ``right`` (figures) aligned right, the others left. One layout for every
+    bench's side-by-side table, so they read alike."""
+    widths = [max(len(line[i]) for line in (header, *lines)) for i in range(len(header))]
+    for line in (header, *lines):
+        cells = [
+            cell.rjust(width) if i in right else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+        ]
+        print("  ".join(cells).rstrip())
 
 
 def median_or_nan(values: Sequence[float]) -> float:

@@ -11,7 +11,7 @@ and results.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -73,14 +73,16 @@ class BlockingClient:
         *,
         timeout: float | None = None,
         framed: bool = False,
+        meanwhile: Callable[[], object] | None = None,
         **fields: Any,
     ) -> _Reply:
         """Send one request and return its typed reply; an ErrorReply raises ``RequestFailed``.
-        ``framed`` sends the request's bytes fields as a binary frame (see ``speaks_frames``)."""
+        ``framed`` sends the request's bytes fields as a binary frame (see ``speaks_frames``);
+        ``meanwhile`` runs while the daemon works on it (``BlockingRequestSocket.request``)."""
         payload = calls.encode(request_type, self._ids.next(), fields, framed=framed)
         timeout = self._timeout if timeout is None else timeout
         try:
-            raw = self._socket.request(payload, timeout)
+            raw = self._socket.request(payload, timeout, meanwhile)
         except TransportError as exc:
             if exc.timed_out:
                 raise DaemonUnreachable(self.address, f"no reply within {timeout:g} s") from None
@@ -170,10 +172,17 @@ class BlockingClient:
 
     # ----------------------------------------------------------------------- processes and their output
 
-    def add_process(self, id: str, args: list[str], **options: Unpack[calls.ProcessOptions]) -> int:
-        """Exec ``args`` in a running container (runc exec); returns the new process's pid."""
+    def add_process(
+        self,
+        id: str,
+        args: list[str],
+        meanwhile: Callable[[], object] | None = None,
+        **options: Unpack[calls.ProcessOptions],
+    ) -> int:
+        """Exec ``args`` in a running container (runc exec); returns the new process's pid.
+        ``meanwhile`` runs while the daemon execs (see ``call``)."""
         fields = calls.process_fields(id, args, **options)
-        return self.call(wire.AddProcess, wire.AddProcessReply, **fields).pid
+        return self.call(wire.AddProcess, wire.AddProcessReply, meanwhile=meanwhile, **fields).pid
 
     def read_output(
         self, id: str, pid: int = 0, **options: Unpack[calls.ReadOptions]

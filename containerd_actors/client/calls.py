@@ -11,6 +11,10 @@ import itertools
 import os
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
+# Before attrs, so that attrs' own classes are defined with their methods from the cache.
+from containerd_actors.protocol import attrs_code  # noqa: F401
+
+# isort: split
 import attrs
 
 import containerd_actors.protocol as wire

@@ -11,13 +11,21 @@ truth; here is only its common case, held to it by tests/unit/test_plain_codec.p
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from containerd_actors.protocol import frames
 from containerd_actors.protocol.message_errors import TAG, note_unknown_fields
 from containerd_actors.protocol.plain_generated import LATER_FIELDS, REPLIES, REQUESTS
-from containerd_actors.protocol.replies import ReadOutputReply, Reply
-from containerd_actors.protocol.requests import Request, WriteInput
+from containerd_actors.protocol.replies import ReadOutputReply
+from containerd_actors.protocol.requests import WriteInput
+
+if TYPE_CHECKING:
+    # Not at run time: the unions are made on first use, with the migration types (``lazy``).
+    from containerd_actors.protocol.replies import Reply
+    from containerd_actors.protocol.requests import Request
+
+#: The package of the wire types, whose requests ``REQUESTS`` knows by name.
+_WIRE_PACKAGE = "containerd_actors.protocol."
 
 #: Per message type, its bytes fields that travel as blobs of a binary frame (``codec.BLOB_FIELDS``,
 #: which a test compares with this).
@@ -32,7 +40,7 @@ def _dumps(obj: Any) -> bytes:
 def encode_request(request: Request, *, framed: bool = False) -> bytes:
     """As ``codec.encode_request``, the same bytes."""
     kind = type(request)
-    unstructure = REQUESTS.get(kind)
+    unstructure = REQUESTS.get(kind.__name__) if kind.__module__.startswith(_WIRE_PACKAGE) else None
     try:
         if unstructure is None:
             raise LookupError(kind)
@@ -41,7 +49,7 @@ def encode_request(request: Request, *, framed: bool = False) -> bytes:
         from containerd_actors.protocol import codec
 
         return codec.encode_request(request, framed=framed)
-    for name, default in LATER_FIELDS.get(kind, ()):
+    for name, default in LATER_FIELDS.get(kind.__name__, ()):
         if obj.get(name, default) == default:
             obj.pop(name, None)
     names = BLOB_FIELDS.get(kind) if framed else None

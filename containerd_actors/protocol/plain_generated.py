@@ -8,15 +8,17 @@ by the drift test, not by people, so it is one file rather than split by concern
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from containerd_actors.protocol.events import Event
-from containerd_actors.protocol.migration import MigrateContainer, MigrateContainerReply, MigrationAbort, MigrationAbortReply, MigrationBegin, MigrationBeginReply, MigrationChunk, MigrationChunkReply, MigrationCommit, MigrationCommitReply
 from containerd_actors.protocol.records import Checkpoint, ContainerInfo, MachineInfo, ProcessInfo, User
 from containerd_actors.protocol.replies import AddProcessReply, CreateCheckpointReply, CreateContainerReply, DeleteCheckpointReply, ErrorReply, EventsReply, ListCheckpointsReply, MetricsReply, PingReply, ReadOutputReply, ResizeTerminalReply, SignalReply, StateReply, StatsReply, UpdateContainerReply, WriteInputReply
 from containerd_actors.protocol.requests import AddProcess, CreateCheckpoint, CreateContainer, DeleteCheckpoint, Events, ListCheckpoints, Metrics, Ping, ReadOutput, ResizeTerminal, Signal, State, Stats, UpdateContainer, WriteInput
-from containerd_actors.protocol.stats import BlkioEntry, BlkioStats, CgroupStats, ContainerStats, CounterSnapshot, CpuStats, CpuUsage, GaugeSnapshot, HugetlbStats, MemoryData, MemoryStats, MetricsSnapshot, PidsStats, Throttling, TimerSnapshot
 from containerd_actors.protocol.plain_hooks import s_bool, s_bytes, s_dict, s_float, s_int, s_list, s_object, s_str, u_bool, u_bytes, u_dict, u_float, u_int, u_list, u_str
+
+if TYPE_CHECKING:
+    from containerd_actors.protocol.events import Event
+    from containerd_actors.protocol.migration import MigrateContainer, MigrateContainerReply, MigrationAbort, MigrationAbortReply, MigrationBegin, MigrationBeginReply, MigrationChunk, MigrationChunkReply, MigrationCommit, MigrationCommitReply
+    from containerd_actors.protocol.stats import BlkioEntry, BlkioStats, CgroupStats, ContainerStats, CounterSnapshot, CpuStats, CpuUsage, GaugeSnapshot, HugetlbStats, MemoryData, MemoryStats, MetricsSnapshot, PidsStats, Throttling, TimerSnapshot
 
 
 def s_PingReply(o: Any) -> PingReply:
@@ -184,6 +186,7 @@ def s_EventsReply(o: Any) -> EventsReply:
 
 
 def s_MigrateContainerReply(o: Any) -> MigrateContainerReply:
+    from containerd_actors.protocol.migration import MigrateContainerReply
     o = s_object(o)
     k = {
         "request_id": s_str(o['request_id']),
@@ -199,6 +202,7 @@ def s_MigrateContainerReply(o: Any) -> MigrateContainerReply:
 
 
 def s_MigrationBeginReply(o: Any) -> MigrationBeginReply:
+    from containerd_actors.protocol.migration import MigrationBeginReply
     o = s_object(o)
     k = {
         "request_id": s_str(o['request_id']),
@@ -212,6 +216,7 @@ def s_MigrationBeginReply(o: Any) -> MigrationBeginReply:
 
 
 def s_MigrationChunkReply(o: Any) -> MigrationChunkReply:
+    from containerd_actors.protocol.migration import MigrationChunkReply
     o = s_object(o)
     k = {
         "request_id": s_str(o['request_id']),
@@ -220,6 +225,7 @@ def s_MigrationChunkReply(o: Any) -> MigrationChunkReply:
 
 
 def s_MigrationCommitReply(o: Any) -> MigrationCommitReply:
+    from containerd_actors.protocol.migration import MigrationCommitReply
     o = s_object(o)
     k = {
         "request_id": s_str(o['request_id']),
@@ -230,6 +236,7 @@ def s_MigrationCommitReply(o: Any) -> MigrationCommitReply:
 
 
 def s_MigrationAbortReply(o: Any) -> MigrationAbortReply:
+    from containerd_actors.protocol.migration import MigrationAbortReply
     o = s_object(o)
     k = {
         "request_id": s_str(o['request_id']),
@@ -288,6 +295,7 @@ def s_Checkpoint(o: Any) -> Checkpoint:
 
 
 def s_ContainerStats(o: Any) -> ContainerStats:
+    from containerd_actors.protocol.stats import ContainerStats
     o = s_object(o)
     k = {
         "id": s_str(o['id']),
@@ -298,6 +306,7 @@ def s_ContainerStats(o: Any) -> ContainerStats:
 
 
 def s_MetricsSnapshot(o: Any) -> MetricsSnapshot:
+    from containerd_actors.protocol.stats import MetricsSnapshot
     o = s_object(o)
     k = {
         "timestamp": s_float(o['timestamp']),
@@ -312,6 +321,7 @@ def s_MetricsSnapshot(o: Any) -> MetricsSnapshot:
 
 
 def s_Event(o: Any) -> Event:
+    from containerd_actors.protocol.events import Event
     o = s_object(o)
     k = {
         "seq": s_int(o['seq']),
@@ -344,6 +354,7 @@ def s_ProcessInfo(o: Any) -> ProcessInfo:
 
 
 def s_CgroupStats(o: Any) -> CgroupStats:
+    from containerd_actors.protocol.stats import CgroupStats
     o = s_object(o)
     k = {
     }
@@ -361,6 +372,7 @@ def s_CgroupStats(o: Any) -> CgroupStats:
 
 
 def s_TimerSnapshot(o: Any) -> TimerSnapshot:
+    from containerd_actors.protocol.stats import TimerSnapshot
     o = s_object(o)
     k = {
         "name": s_str(o['name']),
@@ -401,6 +413,7 @@ def s_TimerSnapshot(o: Any) -> TimerSnapshot:
 
 
 def s_CounterSnapshot(o: Any) -> CounterSnapshot:
+    from containerd_actors.protocol.stats import CounterSnapshot
     o = s_object(o)
     k = {
         "name": s_str(o['name']),
@@ -415,6 +428,7 @@ def s_CounterSnapshot(o: Any) -> CounterSnapshot:
 
 
 def s_GaugeSnapshot(o: Any) -> GaugeSnapshot:
+    from containerd_actors.protocol.stats import GaugeSnapshot
     o = s_object(o)
     k = {
         "name": s_str(o['name']),
@@ -440,6 +454,7 @@ def s_User(o: Any) -> User:
 
 
 def s_CpuStats(o: Any) -> CpuStats:
+    from containerd_actors.protocol.stats import CpuStats
     o = s_object(o)
     k = {
     }
@@ -451,6 +466,7 @@ def s_CpuStats(o: Any) -> CpuStats:
 
 
 def s_MemoryStats(o: Any) -> MemoryStats:
+    from containerd_actors.protocol.stats import MemoryStats
     o = s_object(o)
     k = {
     }
@@ -470,6 +486,7 @@ def s_MemoryStats(o: Any) -> MemoryStats:
 
 
 def s_BlkioStats(o: Any) -> BlkioStats:
+    from containerd_actors.protocol.stats import BlkioStats
     o = s_object(o)
     k = {
     }
@@ -493,6 +510,7 @@ def s_BlkioStats(o: Any) -> BlkioStats:
 
 
 def s_PidsStats(o: Any) -> PidsStats:
+    from containerd_actors.protocol.stats import PidsStats
     o = s_object(o)
     k = {
     }
@@ -504,6 +522,7 @@ def s_PidsStats(o: Any) -> PidsStats:
 
 
 def s_HugetlbStats(o: Any) -> HugetlbStats:
+    from containerd_actors.protocol.stats import HugetlbStats
     o = s_object(o)
     k = {
     }
@@ -519,6 +538,7 @@ def s_HugetlbStats(o: Any) -> HugetlbStats:
 
 
 def s_CpuUsage(o: Any) -> CpuUsage:
+    from containerd_actors.protocol.stats import CpuUsage
     o = s_object(o)
     k = {
     }
@@ -534,6 +554,7 @@ def s_CpuUsage(o: Any) -> CpuUsage:
 
 
 def s_Throttling(o: Any) -> Throttling:
+    from containerd_actors.protocol.stats import Throttling
     o = s_object(o)
     k = {
     }
@@ -547,6 +568,7 @@ def s_Throttling(o: Any) -> Throttling:
 
 
 def s_MemoryData(o: Any) -> MemoryData:
+    from containerd_actors.protocol.stats import MemoryData
     o = s_object(o)
     k = {
     }
@@ -562,6 +584,7 @@ def s_MemoryData(o: Any) -> MemoryData:
 
 
 def s_BlkioEntry(o: Any) -> BlkioEntry:
+    from containerd_actors.protocol.stats import BlkioEntry
     o = s_object(o)
     k = {
         "major": s_int(o['major']),
@@ -817,33 +840,33 @@ REPLIES = {
     "MigrationAbortReply": s_MigrationAbortReply,
     "ErrorReply": s_ErrorReply,
 }
-#: Each request's unstructure function (its tag last), by its class.
+#: Each request's unstructure function (its tag last), by its tag.
 REQUESTS = {
-    Ping: u_Ping,
-    CreateContainer: u_CreateContainer,
-    Signal: u_Signal,
-    State: u_State,
-    CreateCheckpoint: u_CreateCheckpoint,
-    ListCheckpoints: u_ListCheckpoints,
-    DeleteCheckpoint: u_DeleteCheckpoint,
-    UpdateContainer: u_UpdateContainer,
-    Stats: u_Stats,
-    Metrics: u_Metrics,
-    AddProcess: u_AddProcess,
-    ReadOutput: u_ReadOutput,
-    WriteInput: u_WriteInput,
-    ResizeTerminal: u_ResizeTerminal,
-    Events: u_Events,
-    MigrateContainer: u_MigrateContainer,
-    MigrationBegin: u_MigrationBegin,
-    MigrationChunk: u_MigrationChunk,
-    MigrationCommit: u_MigrationCommit,
-    MigrationAbort: u_MigrationAbort,
+    "Ping": u_Ping,
+    "CreateContainer": u_CreateContainer,
+    "Signal": u_Signal,
+    "State": u_State,
+    "CreateCheckpoint": u_CreateCheckpoint,
+    "ListCheckpoints": u_ListCheckpoints,
+    "DeleteCheckpoint": u_DeleteCheckpoint,
+    "UpdateContainer": u_UpdateContainer,
+    "Stats": u_Stats,
+    "Metrics": u_Metrics,
+    "AddProcess": u_AddProcess,
+    "ReadOutput": u_ReadOutput,
+    "WriteInput": u_WriteInput,
+    "ResizeTerminal": u_ResizeTerminal,
+    "Events": u_Events,
+    "MigrateContainer": u_MigrateContainer,
+    "MigrationBegin": u_MigrationBegin,
+    "MigrationChunk": u_MigrationChunk,
+    "MigrationCommit": u_MigrationCommit,
+    "MigrationAbort": u_MigrationAbort,
 }
-#: Per request type, its fields added after revision 1 and their defaults.
+#: Per request tag, its fields added after revision 1 and their defaults.
 LATER_FIELDS = {
-    CreateContainer: (('terminal', None),),
-    State: (('id', ''),),
-    ListCheckpoints: (('bundle', ''),),
-    ReadOutput: (('binary', False),),
+    "CreateContainer": (('terminal', None),),
+    "State": (('id', ''),),
+    "ListCheckpoints": (('bundle', ''),),
+    "ReadOutput": (('binary', False),),
 }

@@ -6,20 +6,38 @@ Each request is answered by its own reply class or by ``ErrorReply``, never by s
 from __future__ import annotations
 
 import typing
+from typing import TYPE_CHECKING, Any
 
 from attrs import field, frozen
 
 from containerd_actors.protocol import attrs_code  # noqa: F401 - before any class: compiled methods cached
-from containerd_actors.protocol.events import Event
-from containerd_actors.protocol.migration import (
-    MigrateContainerReply,
-    MigrationAbortReply,
-    MigrationBeginReply,
-    MigrationChunkReply,
-    MigrationCommitReply,
-)
+from containerd_actors.protocol.lazy import names_from_elsewhere
 from containerd_actors.protocol.records import Checkpoint, ContainerInfo, MachineInfo
-from containerd_actors.protocol.stats import ContainerStats, MetricsSnapshot
+
+if TYPE_CHECKING:
+    from containerd_actors.protocol.events import Event
+    from containerd_actors.protocol.migration import (
+        MigrateContainerReply,
+        MigrationAbortReply,
+        MigrationBeginReply,
+        MigrationChunkReply,
+        MigrationCommitReply,
+    )
+    from containerd_actors.protocol.stats import ContainerStats, MetricsSnapshot
+
+#: Classes of other modules that replies hold or that are members of ``Reply``: imported when one of
+#: them, ``Reply`` or ``REPLY_TYPES`` is first used (``lazy.names_from_elsewhere`` says why).
+ELSEWHERE = {
+    "containerd_actors.protocol.events": ("Event",),
+    "containerd_actors.protocol.migration": (
+        "MigrateContainerReply",
+        "MigrationAbortReply",
+        "MigrationBeginReply",
+        "MigrationChunkReply",
+        "MigrationCommitReply",
+    ),
+    "containerd_actors.protocol.stats": ("ContainerStats", "MetricsSnapshot"),
+}
 
 #: The wire's revision, announced in every ``PingReply``. It grows by one whenever a request type
 #: or a request field is added, so a client can tell before sending whether the daemon knows it.
@@ -223,31 +241,40 @@ class ErrorReply:
     details: list[str] = field(factory=list)
 
 
-Reply = (
-    PingReply
-    | CreateContainerReply
-    | SignalReply
-    | StateReply
-    | CreateCheckpointReply
-    | ListCheckpointsReply
-    | DeleteCheckpointReply
-    | UpdateContainerReply
-    | StatsReply
-    | MetricsReply
-    | AddProcessReply
-    | ReadOutputReply
-    | WriteInputReply
-    | ResizeTerminalReply
-    | EventsReply
-    | MigrateContainerReply
-    | MigrationBeginReply
-    | MigrationChunkReply
-    | MigrationCommitReply
-    | MigrationAbortReply
-    | ErrorReply
+def _reply_union() -> Any:
+    """``Reply``, the tagged union of every reply; made on first use, once ``ELSEWHERE`` is imported."""
+    return (
+        PingReply
+        | CreateContainerReply
+        | SignalReply
+        | StateReply
+        | CreateCheckpointReply
+        | ListCheckpointsReply
+        | DeleteCheckpointReply
+        | UpdateContainerReply
+        | StatsReply
+        | MetricsReply
+        | AddProcessReply
+        | ReadOutputReply
+        | WriteInputReply
+        | ResizeTerminalReply
+        | EventsReply
+        | MigrateContainerReply
+        | MigrationBeginReply
+        | MigrationChunkReply
+        | MigrationCommitReply
+        | MigrationAbortReply
+        | ErrorReply
+    )
+
+
+#: ``Reply``; and ``REPLY_TYPES``, the members of ``Reply`` in its order, for ``isinstance`` and the
+#: codec's tag table.
+__getattr__ = names_from_elsewhere(
+    globals(),
+    ELSEWHERE,
+    {"Reply": _reply_union, "REPLY_TYPES": lambda: typing.get_args(globals()["Reply"])},
 )
-#: The members of ``Reply`` in its order, for ``isinstance`` and the codec's tag table.
-REPLY_TYPES: tuple[type, ...] = typing.get_args(Reply)
 
 
 class ErrorCode:

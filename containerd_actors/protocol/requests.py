@@ -7,17 +7,12 @@ A request travels as one JSON object tagged ``"type": "<ClassName>"``; every req
 from __future__ import annotations
 
 import typing
+from typing import TYPE_CHECKING, Any
 
 from attrs import field, frozen
 
 from containerd_actors.protocol import attrs_code  # noqa: F401 - before any class: compiled methods cached
-from containerd_actors.protocol.migration import (
-    MigrateContainer,
-    MigrationAbort,
-    MigrationBegin,
-    MigrationChunk,
-    MigrationCommit,
-)
+from containerd_actors.protocol.lazy import names_from_elsewhere
 from containerd_actors.protocol.records import User
 from containerd_actors.protocol.validators import (
     MAX_EVENTS_PER_PAGE,
@@ -36,6 +31,15 @@ from containerd_actors.protocol.validators import (
     valid_optional_name,
     wait_seconds,
 )
+
+if TYPE_CHECKING:
+    from containerd_actors.protocol.migration import (
+        MigrateContainer,
+        MigrationAbort,
+        MigrationBegin,
+        MigrationChunk,
+        MigrationCommit,
+    )
 
 #: Metadata key of a request field added after revision 1: the revision that added it. Such a field
 #: is left out of an encoded request while it holds its default (``codec.encode_request``), so a
@@ -271,27 +275,47 @@ class Events:
     )
 
 
-Request = (
-    Ping
-    | CreateContainer
-    | Signal
-    | State
-    | CreateCheckpoint
-    | ListCheckpoints
-    | DeleteCheckpoint
-    | UpdateContainer
-    | Stats
-    | Metrics
-    | AddProcess
-    | ReadOutput
-    | WriteInput
-    | ResizeTerminal
-    | Events
-    | MigrateContainer
-    | MigrationBegin
-    | MigrationChunk
-    | MigrationCommit
-    | MigrationAbort
+def _request_union() -> Any:
+    """``Request``, the tagged union of every request; made on first use, once ``ELSEWHERE`` is imported."""
+    return (
+        Ping
+        | CreateContainer
+        | Signal
+        | State
+        | CreateCheckpoint
+        | ListCheckpoints
+        | DeleteCheckpoint
+        | UpdateContainer
+        | Stats
+        | Metrics
+        | AddProcess
+        | ReadOutput
+        | WriteInput
+        | ResizeTerminal
+        | Events
+        | MigrateContainer
+        | MigrationBegin
+        | MigrationChunk
+        | MigrationCommit
+        | MigrationAbort
+    )
+
+
+#: The members of ``Request`` defined in another module: imported when one of them, ``Request`` or
+#: ``REQUEST_TYPES`` is first used (``lazy.names_from_elsewhere`` says why).
+ELSEWHERE = {
+    "containerd_actors.protocol.migration": (
+        "MigrateContainer",
+        "MigrationAbort",
+        "MigrationBegin",
+        "MigrationChunk",
+        "MigrationCommit",
+    ),
+}
+#: ``Request``; and ``REQUEST_TYPES``, the members of ``Request`` in its order, for ``isinstance`` and
+#: the codec's tag table.
+__getattr__ = names_from_elsewhere(
+    globals(),
+    ELSEWHERE,
+    {"Request": _request_union, "REQUEST_TYPES": lambda: typing.get_args(globals()["Request"])},
 )
-#: The members of ``Request`` in its order, for ``isinstance`` and the codec's tag table.
-REQUEST_TYPES: tuple[type, ...] = typing.get_args(Request)

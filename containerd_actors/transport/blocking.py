@@ -23,6 +23,7 @@ from __future__ import annotations
 import select
 import threading
 import time
+from collections.abc import Callable
 
 from containerd_actors.transport.bindings import ffi, lib
 from containerd_actors.transport.closing import ClosedOnExit
@@ -111,16 +112,20 @@ class BlockingRequestSocket(ClosedOnExit):
         finally:
             lib.nng_tls_config_free(config[0])  # the dialer holds its own reference
 
-    def request(self, body: bytes, timeout: float) -> bytes:
-        """Send ``body``; return the reply, or raise ``TransportError`` (timed out, connection lost)."""
+    def request(self, body: bytes, timeout: float, meanwhile: Callable[[], object] | None = None) -> bytes:
+        """Send ``body``; return the reply, or raise ``TransportError`` (timed out, connection lost).
+
+        ``meanwhile`` is called once the request is sent, before waiting for its reply: work that a
+        caller needs after the reply is done while the daemon works (``exec -a`` prepares its attach
+        while runc execs, ~20 ms), instead of after it."""
         if not self._busy.acquire(blocking=False):
             raise RuntimeError("a BlockingRequestSocket carries one request at a time")
         try:
-            return self._request(body, timeout)
+            return self._request(body, timeout, meanwhile)
         finally:
             self._busy.release()
 
-    def _request(self, body: bytes, timeout: float) -> bytes:
+    def _request(self, body: bytes, timeout: float, meanwhile: Callable[[], object] | None) -> bytes:
         deadline = time.monotonic() + timeout
         with self._lock:
             if not self._open:
@@ -129,6 +134,8 @@ class BlockingRequestSocket(ClosedOnExit):
         while (status := lib.nng_send(socket, body, len(body), lib.NNG_FLAG_NONBLOCK)) == lib.NNG_EAGAIN:
             self._wait(_SEND_FD, deadline)
         _check(status)
+        if meanwhile is not None:
+            meanwhile()
         data = ffi.new("void **")
         size = ffi.new("size_t *")
         flags = lib.NNG_FLAG_ALLOC | lib.NNG_FLAG_NONBLOCK

@@ -171,6 +171,20 @@ async def test_stdin_round_trip_through_cat(daemon: DaemonHandle, client: Client
     assert out == data
 
 
+async def test_a_devnull_stdin_is_closed_at_once(daemon: DaemonHandle, client: Client, sleep_bundle) -> None:
+    """``exec -a`` with stdin /dev/null (as from a script) closes the process's stdin itself, with
+    no forwarding thread: ``cat`` sees EOF and the exit status comes back."""
+    cid = await started(client, sleep_bundle)
+    with trio.fail_after(60):
+        result = await trio.run_process(
+            [*ACTR, "--address", daemon.address, "containers", "exec", "--id", cid, "-a", "--",
+             "sh", "-c", "cat; echo eof; exit 7"],
+            stdin=subprocess.DEVNULL, capture_stdout=True, capture_stderr=True, check=False,
+        )  # fmt: skip
+    assert result.returncode == 7, result.stderr
+    assert result.stdout == b"eof\n"
+
+
 # --------------------------------------------------------------------------- 50 MB, byte-exact
 
 

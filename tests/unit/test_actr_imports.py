@@ -54,8 +54,9 @@ ONE_SHOT = [
 ]
 
 
-def imported_after(argv: list[str], *, run: bool, check: bool = True) -> list[str]:
-    """The packages a fresh ``actr`` has imported after parsing ``argv`` (and running it).
+def imported_after(argv: list[str], *, run: bool, check: bool = True, modules: bool = False) -> list[str]:
+    """The packages (or with ``modules``, the modules) a fresh ``actr`` has imported after parsing
+    ``argv`` (and running it).
 
     With ``run``, the command must succeed: its stdout (a pipe) gets what it prints.
     """
@@ -82,8 +83,10 @@ def imported_after(argv: list[str], *, run: bool, check: bool = True) -> list[st
         timeout=60,
         check=True,
     )
-    modules = json.loads(result.stdout.splitlines()[-1])
-    return sorted({name.split(".")[0] for name in modules if not name.startswith(BINDINGS)})
+    loaded = json.loads(result.stdout.splitlines()[-1])
+    if modules:
+        return loaded
+    return sorted({name.split(".")[0] for name in loaded if not name.startswith(BINDINGS)})
 
 
 def canned_reply(request: Any) -> Any:
@@ -148,6 +151,24 @@ def test_a_one_shot_command_imports_no_cattrs(argv: list[str], daemon_address: s
     assert "cattrs" not in loaded
 
 
+#: Wire types that a command defines only when it sends or reads one of them (``protocol.lazy``).
+LATER_WIRE_MODULES = (
+    "containerd_actors.protocol.migration",
+    "containerd_actors.protocol.stats",
+    "containerd_actors.protocol.events",
+)
+
+
+@pytest.mark.parametrize("argv", [argv for argv in ONE_SHOT if "--json" not in argv], ids=" ".join)
+def test_a_one_shot_command_defines_only_the_wire_types_it_uses(argv: list[str], daemon_address: str) -> None:
+    """Migration, stats and event classes cost ~7 ms to define: only ``metrics`` reads stats.
+    (``--json`` renders with the converter, which knows every type.)"""
+    loaded = imported_after(["--address", daemon_address, *argv], run=True, modules=True)
+    assert "containerd_actors.protocol.replies" in loaded
+    needed = {"containerd_actors.protocol.stats"} if argv[0] == "metrics" else set()
+    assert {name for name in LATER_WIRE_MODULES if name in loaded} == needed
+
+
 def test_parsing_alone_imports_neither_the_codec_nor_attrs() -> None:
     """``actr --help``, ``-v`` and usage errors cost the parser only."""
     loaded = imported_after(["--address", ADDRESS, "containers", "kill", "web"], run=False)
@@ -158,3 +179,26 @@ def test_parsing_alone_imports_neither_the_codec_nor_attrs() -> None:
 def test_a_stream_does_run_under_trio(argv: list[str]) -> None:
     """The control: the check sees trio where a command needs it (here it fails to connect)."""
     assert "trio" in imported_after(["--address", ADDRESS, *argv], run=True, check=False)
+
+
+@pytest.mark.parametrize("catalogues", ["missing", "present"])
+def test_argparse_messages_are_looked_up_only_where_catalogues_are(catalogues: str, tmp_path: Path) -> None:
+    """Without a directory of catalogues, every message is its own translation: no lookups, no
+    ``locale``; with one, each message is looked up (once), as gettext would."""
+    where = tmp_path / "locale"
+    if catalogues == "present":
+        where.mkdir()
+    code = (
+        "import argparse, gettext, json, sys\n"
+        f"gettext._default_localedir = {str(where)!r}\n"
+        "import ctl.main\n"
+        "ctl.main.build_parser().parse_args(['containers', 'state', 'web'])\n"
+        "print(json.dumps([argparse._ is ctl.main._untranslated, 'locale' in sys.modules]))\n"
+    )
+    env = {**os.environ, "LANG": "C.UTF-8"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, check=True
+    )
+    untranslated, imported_locale = json.loads(result.stdout)
+    assert untranslated is (catalogues == "missing")
+    assert imported_locale is (catalogues == "present")

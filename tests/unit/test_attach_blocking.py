@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -31,3 +32,16 @@ def test_a_read_of_a_non_blocking_stdin_waits_for_data(monkeypatch: pytest.Monke
         os.close(read_end)
         os.close(write_end)
     assert empty_reads == [read_end]
+
+
+def test_devnull_is_told_from_pipes_and_files(tmp_path: Path) -> None:
+    """/dev/null's stdin is closed at once; anything else is forwarded by a thread."""
+    with open(os.devnull, "rb") as null, open(tmp_path / "empty", "wb") as empty:
+        assert attach_blocking._is_devnull(null.fileno())
+        assert not attach_blocking._is_devnull(empty.fileno())
+    read_end, write_end = os.pipe()
+    try:
+        assert not attach_blocking._is_devnull(read_end)
+    finally:
+        os.close(read_end)
+        os.close(write_end)

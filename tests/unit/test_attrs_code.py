@@ -21,6 +21,8 @@ from containerd_actors.protocol import attrs_code
 attrs_code._PATH = sys.argv[1]
 attrs_code._CACHED = (" __main__.",)
 attrs_code._cache.clear()
+attrs_code._compiled.clear()  # attrs' own classes, defined as attrs_code imported it
+attrs_code._used.clear()
 attrs_code._load()
 from attrs import frozen
 
@@ -80,3 +82,18 @@ def test_a_file_it_did_not_write_is_ignored(tmp_path: Path) -> None:
     cache.write_bytes(b"not marshal at all")
     outcome = probe(cache, write=True)
     assert outcome["compiled"] == 1 and outcome["repr"] == "Probe(a=1, b='x')"
+
+
+def test_attrs_own_classes_go_through_the_cache_when_it_is_imported_first() -> None:
+    """attrs compiles methods of its own classes as it is imported; those are cached too."""
+    code = (
+        "import json\n"
+        "from containerd_actors.protocol import attrs_code\n"
+        "keys = [*attrs_code._used, *attrs_code._compiled]\n"
+        "print(json.dumps(sum(' attr.' in filename for filename, _ in keys)))\n"
+    )
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}  # the checkout's cache is read, not written
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, check=True
+    )
+    assert json.loads(result.stdout) > 10

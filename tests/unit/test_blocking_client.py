@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -50,6 +51,28 @@ def test_a_request_gets_its_typed_reply_once(tmp_path: Path) -> None:
         assert client.state().machine.cpus == 2
     assert len(received) == 2
     assert len({decode_request(r).request_id for r in received}) == 2
+
+
+def test_meanwhile_runs_after_the_send_and_before_the_reply(tmp_path: Path) -> None:
+    """What ``exec -a`` prepares while the daemon runs runc exec: the request is on its way, and
+    the reply does not come until the daemon sends it."""
+    address = f"ipc://{tmp_path}/d.sock"
+    may_reply = threading.Event()
+    seen: list[str] = []
+
+    def late_reply(socket: pynng.Rep0, request: bytes) -> None:
+        seen.append("received")
+        assert may_reply.wait(10)
+        state_reply(socket, request)
+
+    def meanwhile() -> None:
+        seen.append("meanwhile")
+        may_reply.set()
+
+    with server(address, late_reply), BlockingClient.connect(address) as client:
+        reply = client.call(State, StateReply, meanwhile=meanwhile)
+    assert reply.containers == []
+    assert seen.count("meanwhile") == 1 and "received" in seen
 
 
 def test_an_error_reply_raises_request_failed(tmp_path: Path) -> None:
