@@ -73,10 +73,12 @@ class BlockingClient:
         *,
         timeout: float | None = None,
         framed: bool = False,
+        views: bool = False,
         **fields: Any,
     ) -> _Reply:
         """Send one request and return its typed reply; an ErrorReply raises ``RequestFailed``.
-        ``framed`` sends the request's bytes fields as a binary frame (see ``speaks_frames``)."""
+        ``framed`` sends the request's bytes fields as a binary frame (see ``speaks_frames``);
+        ``views`` keeps a framed reply's bytes fields as views of nng's message (``calls.decode``)."""
         payload = calls.encode(request_type, self._ids.next(), fields, framed=framed)
         timeout = self._timeout if timeout is None else timeout
         try:
@@ -86,7 +88,7 @@ class BlockingClient:
                 raise DaemonUnreachable(self.address, f"no reply within {timeout:g} s") from None
             reason = CONNECTION_LOST if exc.connection_lost else str(exc)
             raise DaemonUnreachable(self.address, reason) from None
-        return calls.decode(raw, reply_type)
+        return calls.decode(raw, reply_type, views=views)
 
     def ping(self) -> wire.PingReply:
         reply = self.call(wire.Ping, wire.PingReply)
@@ -201,7 +203,8 @@ class BlockingClient:
         asked again as JSON if it refuses them (``OutputFollow.refused_frames``); no Ping first."""
         fields = state.fields()
         try:
-            reply = self.read_output(id, pid, **fields)
+            # Its output is written out and dropped: views of the reply, no copy (``calls.decode``).
+            reply = self.call(wire.ReadOutput, wire.ReadOutputReply, views=True, id=id, pid=pid, **fields)
         except RequestFailed as failure:
             if not (state.framed and calls.refuses_frames(failure)):
                 raise

@@ -25,6 +25,7 @@ import threading
 import time
 
 from containerd_actors.transport.bindings import ffi, lib
+from containerd_actors.transport.bodies import body_of
 from containerd_actors.transport.closing import ClosedOnExit
 from containerd_actors.transport.tls import TlsFiles, host_of, is_tls
 
@@ -111,8 +112,9 @@ class BlockingRequestSocket(ClosedOnExit):
         finally:
             lib.nng_tls_config_free(config[0])  # the dialer holds its own reference
 
-    def request(self, body: bytes, timeout: float) -> bytes:
-        """Send ``body``; return the reply, or raise ``TransportError`` (timed out, connection lost)."""
+    def request(self, body: bytes, timeout: float) -> bytes | memoryview:
+        """Send ``body``; return the reply, or raise ``TransportError`` (timed out, connection lost).
+        A big binary frame comes back as a view of nng's message (``bodies.body_of``), not copied."""
         if not self._busy.acquire(blocking=False):
             raise RuntimeError("a BlockingRequestSocket carries one request at a time")
         try:
@@ -120,7 +122,7 @@ class BlockingRequestSocket(ClosedOnExit):
         finally:
             self._busy.release()
 
-    def _request(self, body: bytes, timeout: float) -> bytes:
+    def _request(self, body: bytes, timeout: float) -> bytes | memoryview:
         deadline = time.monotonic() + timeout
         with self._lock:
             if not self._open:
@@ -129,16 +131,17 @@ class BlockingRequestSocket(ClosedOnExit):
         while (status := lib.nng_send(socket, body, len(body), lib.NNG_FLAG_NONBLOCK)) == lib.NNG_EAGAIN:
             self._wait(_SEND_FD, deadline)
         _check(status)
-        data = ffi.new("void **")
-        size = ffi.new("size_t *")
-        flags = lib.NNG_FLAG_ALLOC | lib.NNG_FLAG_NONBLOCK
-        while (status := lib.nng_recv(socket, data, size, flags)) == lib.NNG_EAGAIN:
+        slot = ffi.new("nng_msg **")
+        while (status := lib.nng_recvmsg(socket, slot, lib.NNG_FLAG_NONBLOCK)) == lib.NNG_EAGAIN:
             self._wait(_RECV_FD, deadline)
         _check(status)
+        owned = False
         try:
-            return bytes(ffi.buffer(data[0], size[0]))
+            body, owned = body_of(slot[0])
+            return body
         finally:
-            lib.nng_free(data[0], size[0])
+            if not owned:
+                lib.nng_msg_free(slot[0])
 
     def _wait(self, which: bytes, deadline: float) -> None:
         """Until the socket's ``which`` descriptor is readable, or raise ``NNG_ETIMEDOUT`` at
