@@ -24,8 +24,9 @@ import select
 import threading
 import time
 
+from containerd_actors.transport import memory
 from containerd_actors.transport.bindings import ffi, lib
-from containerd_actors.transport.bodies import body_of
+from containerd_actors.transport.bodies import VIEW_FROM_BYTES, body_of
 from containerd_actors.transport.closing import ClosedOnExit
 from containerd_actors.transport.tls import TlsFiles, host_of, is_tls
 
@@ -124,6 +125,8 @@ class BlockingRequestSocket(ClosedOnExit):
 
     def _request(self, body: bytes, timeout: float) -> bytes | memoryview:
         deadline = time.monotonic() + timeout
+        if len(body) >= VIEW_FROM_BYTES:
+            memory.once()  # a stream of big frames (stdin): reuse freed buffers (see ``memory``)
         with self._lock:
             if not self._open:
                 raise TransportError(lib.NNG_ECLOSED)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from containerd_actors.protocol.frames import MAGIC, is_frame
+from containerd_actors.transport import memory
 from containerd_actors.transport.bindings import ffi, lib
 
 #: Bodies of binary frames this big or bigger are handed out as views rather than copied.
@@ -37,5 +38,6 @@ def body_of(message: Any) -> tuple[bytes | memoryview, bool]:
     length = lib.nng_msg_len(message)
     pointer = lib.nng_msg_body(message)
     if length >= VIEW_FROM_BYTES and is_frame(ffi.buffer(pointer, len(MAGIC))):
+        memory.once()  # a stream of such frames: reuse freed buffers (see ``memory``)
         return owned_body(message), True
     return bytes(ffi.buffer(pointer, length)), False

@@ -86,3 +86,14 @@ def test_a_follow_keeps_its_output_as_views_and_other_reads_get_bytes() -> None:
     assert viewed == copied == reply
     assert isinstance(viewed, wire.ReadOutputReply) and isinstance(viewed.stdout, memoryview)
     assert isinstance(copied, wire.ReadOutputReply) and type(copied.stdout) is bytes
+
+
+def test_glibc_is_told_to_keep_freed_buffers() -> None:
+    import platform
+
+    from containerd_actors.transport import memory
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt's thresholds are glibc's")
+    assert memory.keep_freed_buffers()
+    assert memory.once() is memory.once()
