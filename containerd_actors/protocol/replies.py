@@ -27,7 +27,9 @@ from containerd_actors.protocol.stats import ContainerStats, MetricsSnapshot
 #: 2: ``CreateContainer.terminal``; ``ListCheckpoints.bundle`` (and its ``id`` may be empty).
 #: 3: ``State.id``; ``ReadOutput.binary`` (its reply as a binary frame); ``WriteInput`` may be a binary frame.
 #: 4: live migration: ``MigrateContainer`` and the daemon-to-daemon ``Migration*`` requests.
-PROTOCOL_VERSION = 4
+#: 5: another change's (merged separately).
+#: 6: ``WriteInput.writer`` and ``WriteInput.offset``: several WriteInputs of one writer in flight.
+PROTOCOL_VERSION = 6
 
 #: Shared by the two replies that carry it.
 JOURNAL_ID_DESCRIPTION = (
