@@ -21,10 +21,17 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from types import FrameType
 
-from containerd_actors.client import FRAMED_INPUT_CHUNK_BYTES, BlockingClient, ErrorCode, RequestFailed
+from containerd_actors.client import (
+    FRAMED_INPUT_CHUNK_BYTES,
+    INPUT_CHUNK_BYTES,
+    BlockingClient,
+    ErrorCode,
+    RequestFailed,
+)
+from containerd_actors.client.ordered_input import IN_FLIGHT, OrderedInput, speaks_ordered_input
 
 #: Exit code when the daemon does not know the exit status (the process was not its child).
 EXIT_STATUS_UNKNOWN = 255
@@ -91,11 +98,19 @@ def _read(fd: int) -> bytes:
 
 
 def _forward_stdin(address: str, id: str, pid: int, in_fd: int, failures: list[BaseException]) -> None:
-    """Until EOF (then close the process's stdin) or until the process stops taking input."""
+    """Until EOF (then close the process's stdin) or until the process stops taking input.
+
+    A line typed goes at once, as one request; a stream (its first read fills more than a JSON
+    WriteInput) goes with several requests in flight when the daemon takes them
+    (``OrderedInput``), so that the next MiB is on its way while the daemon writes the last.
+    """
     try:
         with BlockingClient.connect(address) as client:
             while True:
                 data = _read(in_fd)
+                if len(data) > INPUT_CHUNK_BYTES and speaks_ordered_input(client):
+                    _forward_ordered(address, client, id, pid, in_fd, data)
+                    return
                 client.write_input(id, data, pid, close=not data)
                 if not data:
                     return
@@ -105,6 +120,20 @@ def _forward_stdin(address: str, id: str, pid: int, in_fd: int, failures: list[B
         # Else the process closed or lost its stdin (it may have exited): its output still comes.
     except Exception as exc:
         failures.append(exc)
+
+
+def _forward_ordered(
+    address: str, client: BlockingClient, id: str, pid: int, in_fd: int, first: bytes
+) -> None:
+    """The rest of stdin from ``first`` on, with a request in flight on each of ``IN_FLIGHT`` connections."""
+    with ExitStack() as stack:
+        others = [stack.enter_context(BlockingClient.connect(address)) for _ in range(IN_FLIGHT - 1)]
+        stream = OrderedInput([client, *others], id, pid)
+        data = first
+        while data:
+            stream.write(data)
+            data = _read(in_fd)
+        stream.close()
 
 
 def rotated_out(skipped: int) -> bytes:
