@@ -31,7 +31,12 @@ from containerd_actors.client import (
     ErrorCode,
     RequestFailed,
 )
-from containerd_actors.client.ordered_input import IN_FLIGHT, OrderedInput, speaks_ordered_input
+from containerd_actors.client.ordered_input import (
+    IN_FLIGHT,
+    ORDERED_CHUNK_BYTES,
+    OrderedInput,
+    speaks_ordered_input,
+)
 
 #: Exit code when the daemon does not know the exit status (the process was not its child).
 EXIT_STATUS_UNKNOWN = 255
@@ -71,29 +76,29 @@ def _stop_signals() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def _read(fd: int) -> bytes:
+def _read(fd: int, size: int = _READ_CHUNK) -> bytes:
     """One read, waiting also when the descriptor was left non-blocking (by whoever shares it);
-    then what else is ready at once, up to ``_READ_CHUNK``: a pipe gives 64 KiB a read, and a
+    then what else is ready at once, up to ``size``: a pipe gives 64 KiB a read, and a
     WriteInput per read would cost a round trip per 64 KiB."""
     while True:
         try:
-            data = os.read(fd, _READ_CHUNK)
+            data = os.read(fd, size)
             break
         except BlockingIOError:
             select.select([fd], [], [])
-    if not data or len(data) >= _READ_CHUNK:
+    if not data or len(data) >= size:
         return data
     parts = [data]
-    size = len(data)
-    while size < _READ_CHUNK and select.select([fd], [], [], 0)[0]:
+    got = len(data)
+    while got < size and select.select([fd], [], [], 0)[0]:
         try:
-            more = os.read(fd, _READ_CHUNK - size)
+            more = os.read(fd, size - got)
         except BlockingIOError:
             break
         if not more:
             break  # EOF: the next read says so again
         parts.append(more)
-        size += len(more)
+        got += len(more)
     return b"".join(parts) if len(parts) > 1 else data
 
 
@@ -132,7 +137,7 @@ def _forward_ordered(
         data = first
         while data:
             stream.write(data)
-            data = _read(in_fd)
+            data = _read(in_fd, ORDERED_CHUNK_BYTES)
         stream.close()
 
 

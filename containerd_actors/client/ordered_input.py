@@ -26,6 +26,9 @@ from containerd_actors.client.blocking import BlockingClient
 
 #: The protocol revision from which WriteInput takes ``writer`` and ``offset``.
 ORDERED_INPUT_SINCE = 6
+#: stdin bytes per ordered WriteInput: a daemon of revision 6 takes frames of ``MAX_FRAME_BYTES``,
+#: and a request's own cost in the daemon is about that of a MiB of bytes, so 4 MiB rather than 1.
+ORDERED_CHUNK_BYTES = wire.MAX_FRAME_BYTES - (64 << 10)
 #: Requests in flight (one per connection): two keep the daemon's pipe write and the client's
 #: next read and send overlapping; more only hold more MiB in memory.
 IN_FLIGHT = 2
@@ -38,8 +41,8 @@ def speaks_ordered_input(client: BlockingClient) -> bool:
 
 class OrderedInput:
     """Write ``data`` in order to process ``pid`` of ``id`` through ``clients``, one request in
-    flight on each; ``close`` sends the EOF after everything. Each ``write`` carries at most one
-    framed WriteInput's worth (``FRAMED_INPUT_CHUNK_BYTES``)."""
+    flight on each; ``close`` sends the EOF after everything. Each ``write`` carries at most
+    ``ORDERED_CHUNK_BYTES``."""
 
     def __init__(self, clients: Sequence[BlockingClient], id: str, pid: int) -> None:
         self._id = id

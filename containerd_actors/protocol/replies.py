@@ -28,7 +28,8 @@ from containerd_actors.protocol.stats import ContainerStats, MetricsSnapshot
 #: 3: ``State.id``; ``ReadOutput.binary`` (its reply as a binary frame); ``WriteInput`` may be a binary frame.
 #: 4: live migration: ``MigrateContainer`` and the daemon-to-daemon ``Migration*`` requests.
 #: 5: another change's (merged separately).
-#: 6: ``WriteInput.writer`` and ``WriteInput.offset``: several WriteInputs of one writer in flight.
+#: 6: ``WriteInput.writer`` and ``WriteInput.offset``: several WriteInputs of one writer in flight;
+#:    binary frames of up to ``MAX_FRAME_BYTES`` (4 MiB of stdin per WriteInput).
 PROTOCOL_VERSION = 6
 
 #: Shared by the two replies that carry it.
