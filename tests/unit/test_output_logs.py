@@ -193,35 +193,3 @@ def test_a_new_log_never_written_leaves_no_file(tmp_path: Path) -> None:
     log = RotatingLog(path, new=True)
     log.close()
     assert log.finished and (log.base, log.end) == (0, 0) and not path.exists()
-
-
-async def test_a_pipe_is_spliced_into_the_log_byte_exact_across_rotations(tmp_path: Path) -> None:
-    """The drain moves a pipe's bytes with splice (never reading them): rotations, offsets and
-    the line-start bookkeeping behave as with reads and writes."""
-    read_fd, write_fd = os.pipe()
-    log = RotatingLog(tmp_path / "out.log", rotate_bytes=1000, new=True)
-    sent = b"".join(f"line {n:05}\n".encode() for n in range(400))  # 4,800 bytes
-    spliced: list[int] = []
-    real_splice = os.splice
-
-    def counting_splice(*args: object, **kwargs: object) -> int:
-        moved = real_splice(*args, **kwargs)  # type: ignore[arg-type]
-        spliced.append(moved)
-        return moved
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(os, "splice", counting_splice)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(drain_to_log, read_fd, log)
-            for start in range(0, len(sent), 700):
-                os.write(write_fd, sent[start : start + 700])
-                await trio.testing.wait_all_tasks_blocked()
-            os.write(write_fd, b"no newline")
-            await trio.testing.wait_all_tasks_blocked()
-            assert not log._at_line_start
-            os.close(write_fd)
-    sent += b"no newline"
-
-    assert log.finished and log.end == len(sent) and sum(spliced) >= len(sent) - 700
-    assert read_to_end(log, log.start) == (log.start, sent[log.start :])
-    assert log.start > 0 and log.end - log.start <= 2 * 1000 + 700

@@ -21,15 +21,11 @@ record and the rename still finds the right base.
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import logging
 import os
-import sys
-import termios
 from collections.abc import Callable
 from pathlib import Path
-from stat import S_ISFIFO
 
 import attrs
 import trio
@@ -45,9 +41,6 @@ _READ_CHUNK = 1 << 16
 #: One read of a drain: a whole pipe buffer (``stdio.PIPE_BYTES``), so a process writing fast
 #: costs the daemon one wake-up, one read and one write per MiB.
 DRAIN_READ_BYTES = 1 << 20
-
-#: A splice that finds the pipe empty returns at once (the drain waits for it in trio).
-_SPLICE_FLAGS = os.SPLICE_F_NONBLOCK | os.SPLICE_F_MOVE
 
 log = logging.getLogger(__name__)
 
@@ -153,9 +146,6 @@ class RotatingLog:
         self.lost_total = 0
         self._waiting_for_room = False
         self._at_line_start = True
-        #: The current file opened again without O_APPEND (splice refuses an appending target),
-        #: read-write (its last byte tells ``_at_line_start``); -1 until the first splice.
-        self._splice_fd = -1
 
     def range(self) -> LogRange:
         return LogRange(self.base, self.end)
@@ -214,34 +204,6 @@ class RotatingLog:
         if written:
             self._at_line_start = data[written - 1 : written] == b"\n"
         return written
-
-    def splice_from(self, pipe: int, count: int) -> int | None:
-        """Move ``count`` bytes (the pipe holds at least that many) from the pipe straight to the
-        end of the log, never reading them into the daemon: a MiB of output costs one copy, into
-        the page cache, where a read and a write cost two and a MiB-long ``bytes``. Returns how
-        many moved, or None when this log cannot take them that way now (its file not created
-        yet, bytes lost and not yet marked, a writer of a test, a space error): then ``write``
-        them, which also drops and counts what finds no room."""
-        if self._write is not os.write or self.lost or self._fd < 0 or not self._space.writable():
-            return None
-        try:
-            if self._size + count > self.rotate_bytes and self._size > 0:
-                self._rotate()
-            if self._splice_fd < 0:
-                self._splice_fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
-            moved = os.splice(pipe, self._splice_fd, count, offset_dst=self._size, flags=_SPLICE_FLAGS)
-        except BlockingIOError:
-            return 0
-        except OSError as exc:
-            if not is_space_error(exc):
-                raise
-            self._space.report_failure(exc, f"writing {self.path}")
-            return None
-        if moved:
-            self._size += moved
-            self._at_line_start = os.pread(self._splice_fd, 1, self._size - 1) == b"\n"
-            self._changed()
-        return moved
 
     def _drop(self, size: int) -> None:
         self.lost += size
@@ -314,7 +276,6 @@ class RotatingLog:
             raise
         os.close(self._fd)
         self._fd = fd
-        self._close_splice_fd()  # it writes the rotated file; the next splice opens the new one
         self.base += self._size
         self._previous_size = self._size
         self._size = 0
@@ -336,12 +297,6 @@ class RotatingLog:
         if self._fd >= 0:
             close_quietly(self._fd)
             self._fd = -1
-        self._close_splice_fd()
-
-    def _close_splice_fd(self) -> None:
-        if self._splice_fd >= 0:
-            close_quietly(self._splice_fd)
-            self._splice_fd = -1
 
     def read(self, offset: int, max_bytes: int) -> tuple[int, bytes]:
         """Bytes from ``offset`` (moved up to ``start`` if rotated away): ``(actual_offset, data)``.
@@ -398,11 +353,6 @@ class RotatingLog:
         return self.start
 
 
-def _pipe_bytes(fd: int) -> int:
-    """How many bytes the pipe holds now (FIONREAD)."""
-    return int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"), sys.byteorder)
-
-
 def _open_for_append(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
 
@@ -449,15 +399,8 @@ async def drain_to_log(read_fd: int, log: RotatingLog) -> None:
     A pty master reports the end with EIO instead of EOF once the last slave fd is closed.
     """
     os.set_blocking(read_fd, False)
-    splicing = S_ISFIFO(os.fstat(read_fd).st_mode)  # a pty master cannot splice
     try:
         while True:
-            if splicing:
-                await trio.lowlevel.wait_readable(read_fd)
-                ready = min(_pipe_bytes(read_fd), DRAIN_READ_BYTES)
-                # Nothing ready though readable is the end of the pipe: the read below says so.
-                if ready and log.splice_from(read_fd, ready) is not None:
-                    continue
             try:
                 data = await read_when_ready(read_fd, DRAIN_READ_BYTES)
             except OSError as exc:
