@@ -116,3 +116,19 @@ async def test_the_close_of_an_ordered_writer_waits_for_its_bytes_and_parked_wri
             await answered(parked)
     os.close(stdin_read)
     os.close(stdin_read2)
+
+
+async def test_no_more_writes_wait_for_a_gap_than_the_queue_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stdin, "QUEUED_INPUTS", 2)
+    stdin_read, stdin_write = os.pipe()
+    actor_send, _ = trio.open_memory_channel[object](8)
+    async with trio.open_nursery() as nursery:
+        port = StdinPort("c1", 7, stdin_write, terminal=False, actor=actor_send, nursery=nursery)
+        waiting = [send(port, ordered(b"x", offset)) for offset in (1, 2)]
+        await trio.testing.wait_all_tasks_blocked()
+        assert await answered(send(port, ordered(b"x", 3))) == 0  # a third is told to resend
+        assert await answered(send(port, ordered(b"x", 0))) == 1
+        assert [await answered(r) for r in waiting] == [1, 1]
+        assert read_all(stdin_read) == b"xxx"
+        port.close()
+    os.close(stdin_read)

@@ -176,6 +176,9 @@ class StdinPort:
                 replaced = self._parked.pop(key, None)
                 if replaced is not None:
                     answer(replaced[0].reply_to, 0)  # the same bytes again: the newer one waits
+                elif len(self._parked) >= QUEUED_INPUTS:
+                    answer(ask.reply_to, 0)  # as many wait as the queue holds: resend it later
+                    return
                 deadline = trio.current_time() + WRITE_INPUT_TIMEOUT_S
                 self._parked[key] = (ask, deadline)
                 return
