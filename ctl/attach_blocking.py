@@ -22,11 +22,25 @@ import signal
 import stat
 import sys
 import threading
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from types import FrameType
 
-from containerd_actors.client import FRAMED_INPUT_CHUNK_BYTES, BlockingClient, ErrorCode, RequestFailed
+from containerd_actors.client import (
+    FRAMED_INPUT_CHUNK_BYTES,
+    INPUT_CHUNK_BYTES,
+    BlockingClient,
+    ErrorCode,
+    RequestFailed,
+)
+from containerd_actors.client.calls import FRAMED_READ_BYTES
+from containerd_actors.client.ordered_input import (
+    IN_FLIGHT,
+    ORDERED_CHUNK_BYTES,
+    OrderedInput,
+    speaks_ordered_input,
+)
 
 #: Exit code when the daemon does not know the exit status (the process was not its child).
 EXIT_STATUS_UNKNOWN = 255
@@ -35,6 +49,13 @@ _READ_CHUNK = FRAMED_INPUT_CHUNK_BYTES
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 #: Reads whose output may wait for the writer thread (each up to 4 MiB per stream).
 _WRITES_AHEAD = 2
+#: A read that brings this much of one stream (all it asked for) says the reader may be behind.
+_FULL_READ_BYTES = FRAMED_READ_BYTES
+#: How far stdin may run ahead of the output read, while the reader is behind: past this, a
+#: process that echoes its input (``cat``) has that much piled up in its logs.
+_AHEAD_BYTES = 16 << 20
+#: The longest stdin waits at a time (a reader behind lets a write through per wait).
+_BEHIND_WAIT_S = 0.5
 
 
 class _Stopped(BaseException):
@@ -66,39 +87,93 @@ def _stop_signals() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def _read(fd: int) -> bytes:
+def _read(fd: int, size: int = _READ_CHUNK) -> bytes:
     """One read, waiting also when the descriptor was left non-blocking (by whoever shares it);
-    then what else is ready at once, up to ``_READ_CHUNK``: a pipe gives 64 KiB a read, and a
+    then what else is ready at once, up to ``size``: a pipe gives 64 KiB a read, and a
     WriteInput per read would cost a round trip per 64 KiB."""
     while True:
         try:
-            data = os.read(fd, _READ_CHUNK)
+            data = os.read(fd, size)
             break
         except BlockingIOError:
             select.select([fd], [], [])
-    if not data or len(data) >= _READ_CHUNK:
+    if not data or len(data) >= size:
         return data
     parts = [data]
-    size = len(data)
-    while size < _READ_CHUNK and select.select([fd], [], [], 0)[0]:
+    got = len(data)
+    while got < size and select.select([fd], [], [], 0)[0]:
         try:
-            more = os.read(fd, _READ_CHUNK - size)
+            more = os.read(fd, size - got)
         except BlockingIOError:
             break
         if not more:
             break  # EOF: the next read says so again
         parts.append(more)
-        size += len(more)
+        got += len(more)
     return b"".join(parts) if len(parts) > 1 else data
 
 
-def _forward_stdin(address: str, id: str, pid: int, in_fd: int, failures: list[BaseException]) -> None:
-    """Until EOF (then close the process's stdin) or until the process stops taking input."""
+class OutputBacklog:
+    """Backpressure from this attach's output to its input, as a pipe gives ``runc exec``.
+
+    The process never waits for a reader: its output goes to the logs. So with a process that
+    echoes its input (``cat``), a stdin forwarded faster than this attach reads the output would
+    run ahead until the logs rotate out what it has not read yet (two generations of 64 MiB),
+    and those bytes would be lost to it. Instead stdin waits while the reader is behind (its last
+    read was full, ``_FULL_READ_BYTES``) and stdin has run more than ``_AHEAD_BYTES`` ahead of
+    the output read, up to ``_BEHIND_WAIT_S`` at a time. The container is never held, only this
+    attach's own input; a process whose output is smaller than its input (``md5sum``) never
+    makes the reader full, so its stdin never waits.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._full = False
+        self._read = 0
+        self._finished = False
+
+    def read(self, stdout: bytes | memoryview, stderr: bytes | memoryview) -> None:
+        with self._changed:
+            self._full = max(len(stdout), len(stderr)) >= _FULL_READ_BYTES
+            self._read += len(stdout) + len(stderr)
+            self._changed.notify_all()
+
+    def finish(self) -> None:
+        """No more reads: nothing to wait for."""
+        with self._changed:
+            self._finished = True
+            self._changed.notify_all()
+
+    def wait(self, sent: int) -> None:
+        """Before sending more, ``sent`` bytes of stdin sent so far: at once, unless behind."""
+        deadline = time.monotonic() + _BEHIND_WAIT_S
+        with self._changed:
+            while self._full and sent - self._read > _AHEAD_BYTES and not self._finished:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._changed.wait(remaining):
+                    return
+
+
+def _forward_stdin(
+    address: str, id: str, pid: int, in_fd: int, failures: list[BaseException], backlog: OutputBacklog
+) -> None:
+    """Until EOF (then close the process's stdin) or until the process stops taking input.
+
+    A line typed goes at once, as one request; a stream (its first read fills more than a JSON
+    WriteInput) goes with several requests in flight when the daemon takes them
+    (``OrderedInput``), so that the next MiB is on its way while the daemon writes the last.
+    """
     try:
         with BlockingClient.connect(address) as client:
+            sent = 0
             while True:
                 data = _read(in_fd)
+                if len(data) > INPUT_CHUNK_BYTES and speaks_ordered_input(client):
+                    _forward_ordered(address, client, id, pid, in_fd, data, backlog, sent)
+                    return
+                backlog.wait(sent)
                 client.write_input(id, data, pid, close=not data)
+                sent += len(data)
                 if not data:
                     return
     except Exception as exc:
@@ -120,6 +195,29 @@ def _is_devnull(fd: int) -> bool:
     except OSError:
         return False
     return stat.S_ISCHR(given.st_mode) and given.st_rdev == null.st_rdev
+
+
+def _forward_ordered(
+    address: str,
+    client: BlockingClient,
+    id: str,
+    pid: int,
+    in_fd: int,
+    first: bytes,
+    backlog: OutputBacklog,
+    sent: int,
+) -> None:
+    """The rest of stdin from ``first`` on, with a request in flight on each of ``IN_FLIGHT`` connections."""
+    with ExitStack() as stack:
+        others = [stack.enter_context(BlockingClient.connect(address)) for _ in range(IN_FLIGHT - 1)]
+        stream = OrderedInput([client, *others], id, pid)
+        data = first
+        while data:
+            backlog.wait(sent)
+            stream.write(data)
+            sent += len(data)
+            data = _read(in_fd, ORDERED_CHUNK_BYTES)
+        stream.close()
 
 
 def rotated_out(skipped: int) -> bytes:
@@ -173,8 +271,12 @@ def attach(client: BlockingClient, id: str, pid: int) -> int:
     in_fd, out_fd, err_fd = sys.stdin.fileno(), sys.stdout.fileno(), sys.stderr.fileno()
     sys.stdout.flush()
     failures: list[BaseException] = []
+    backlog = OutputBacklog()
     forwarder = threading.Thread(
-        target=_forward_stdin, args=(client.address, id, pid, in_fd, failures), name="stdin", daemon=True
+        target=_forward_stdin,
+        args=(client.address, id, pid, in_fd, failures, backlog),
+        name="stdin",
+        daemon=True,
     )
     status = EXIT_STATUS_UNKNOWN
     try:
@@ -188,6 +290,7 @@ def attach(client: BlockingClient, id: str, pid: int) -> int:
                 forwarder.start()
             writer = OutputWriter()
             for chunk in client.follow_output(id, pid):
+                backlog.read(chunk.stdout, chunk.stderr)
                 if chunk.skipped:
                     writer.write(err_fd, rotated_out(chunk.skipped))
                 writer.write(out_fd, chunk.stdout)
@@ -197,6 +300,8 @@ def attach(client: BlockingClient, id: str, pid: int) -> int:
             writer.finish()
     except _Stopped as stopped:
         return 128 + stopped.signum
+    finally:
+        backlog.finish()  # however the reads ended, stdin no longer waits for them
     if failures:
         raise failures[0]
     return status

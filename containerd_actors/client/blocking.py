@@ -73,22 +73,47 @@ class BlockingClient:
         *,
         timeout: float | None = None,
         framed: bool = False,
+        views: bool = False,
         meanwhile: Callable[[], object] | None = None,
         **fields: Any,
     ) -> _Reply:
         """Send one request and return its typed reply; an ErrorReply raises ``RequestFailed``.
         ``framed`` sends the request's bytes fields as a binary frame (see ``speaks_frames``);
+        ``views`` keeps a framed reply's bytes fields as views of nng's message (``calls.decode``);
         ``meanwhile`` runs while the daemon works on it (``BlockingRequestSocket.request``)."""
         payload = calls.encode(request_type, self._ids.next(), fields, framed=framed)
-        timeout = self._timeout if timeout is None else timeout
+        with self._transport_errors(timeout) as limit:
+            raw = self._socket.request(payload, limit, meanwhile)
+        return calls.decode(raw, reply_type, views=views)
+
+    def send(
+        self, request_type: type, *, timeout: float | None = None, framed: bool = False, **fields: Any
+    ) -> None:
+        """The first half of ``call``: the request is on its way; ``receive`` takes its reply. One
+        request at a time per client: a writer keeps several in flight with as many clients."""
+        payload = calls.encode(request_type, self._ids.next(), fields, framed=framed)
+        with self._transport_errors(timeout) as limit:
+            self._socket.send(payload, limit)
+
+    def receive(
+        self, reply_type: type[_Reply], *, timeout: float | None = None, views: bool = False
+    ) -> _Reply:
+        """The second half of ``call``: the reply to what ``send`` sent."""
+        with self._transport_errors(timeout) as limit:
+            raw = self._socket.receive(limit)
+        return calls.decode(raw, reply_type, views=views)
+
+    @contextmanager
+    def _transport_errors(self, timeout: float | None) -> Iterator[float]:
+        """The timeout to use (the client's unless given); a transport's failure as ``DaemonUnreachable``."""
+        limit = self._timeout if timeout is None else timeout
         try:
-            raw = self._socket.request(payload, timeout, meanwhile)
+            yield limit
         except TransportError as exc:
             if exc.timed_out:
-                raise DaemonUnreachable(self.address, f"no reply within {timeout:g} s") from None
+                raise DaemonUnreachable(self.address, f"no reply within {limit:g} s") from None
             reason = CONNECTION_LOST if exc.connection_lost else str(exc)
             raise DaemonUnreachable(self.address, reason) from None
-        return calls.decode(raw, reply_type)
 
     def ping(self) -> wire.PingReply:
         reply = self.call(wire.Ping, wire.PingReply)
@@ -210,7 +235,8 @@ class BlockingClient:
         asked again as JSON if it refuses them (``OutputFollow.refused_frames``); no Ping first."""
         fields = state.fields()
         try:
-            reply = self.read_output(id, pid, **fields)
+            # Its output is written out and dropped: views of the reply, no copy (``calls.decode``).
+            reply = self.call(wire.ReadOutput, wire.ReadOutputReply, views=True, id=id, pid=pid, **fields)
         except RequestFailed as failure:
             if not (state.framed and calls.refuses_frames(failure)):
                 raise

@@ -53,8 +53,9 @@ _Reply = TypeVar("_Reply")
 class OutputRead:
     """The decoded output of one ReadOutput; ``exited`` marks the last, with the exit ``status``."""
 
-    stdout: bytes
-    stderr: bytes
+    #: A view of the reply (``BlockingClient.follow_output``) or bytes: write it out, compare it.
+    stdout: bytes | memoryview
+    stderr: bytes | memoryview
     skipped: int = 0
     exited: bool = False
     status: int | None = None
@@ -107,10 +108,12 @@ def frames_worth_asking(size: int) -> bool:
     return size > INPUT_CHUNK_BYTES
 
 
-def decode(raw: bytes, reply_type: type[_Reply]) -> _Reply:
-    """The typed reply; an ErrorReply raises ``RequestFailed``, anything else unexpected ``ClientError``."""
+def decode(raw: bytes | memoryview, reply_type: type[_Reply], *, views: bool = False) -> _Reply:
+    """The typed reply; an ErrorReply raises ``RequestFailed``, anything else unexpected ``ClientError``.
+    ``views``: a framed reply's bytes fields stay views of ``raw`` (``plain_codec.decode_reply``)."""
     try:
-        reply = plain_codec.decode_reply(raw)  # as wire.decode_reply, without cattrs where it can
+        # As wire.decode_reply, without cattrs where it can.
+        reply = plain_codec.decode_reply(raw, views=views)
     except ProtocolError as exc:
         raise ClientError(f"undecodable reply from daemon: {exc.message}") from None
     if isinstance(reply, wire.ErrorReply):

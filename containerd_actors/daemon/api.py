@@ -34,6 +34,7 @@ from containerd_actors.daemon.metrics.messages import MetricsMailbox
 from containerd_actors.daemon.migration.destination import IncomingMigrations
 from containerd_actors.daemon.supervisor.messages import SupervisorMailbox
 from containerd_actors.host.procfs import memory_total_bytes
+from containerd_actors.protocol import frames
 from containerd_actors.transport import nng
 from containerd_actors.transport.nng import UNKNOWN_PEER, pipe_local_address
 from containerd_actors.transport.reply import ReplySocket
@@ -216,7 +217,8 @@ class ApiServer:
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         addresses = [self._config.listen, *self._config.remote_listen]
-        with ReplySocket(addresses, wire.MAX_MESSAGE_BYTES, SEND_TIMEOUT_S, tls=self._config.tls) as sock:
+        # A frame may be bigger than JSON (a WriteInput of 4 MiB); ``_serve`` holds JSON to its limit.
+        with ReplySocket(addresses, wire.MAX_FRAME_BYTES, SEND_TIMEOUT_S, tls=self._config.tls) as sock:
             self._socket = sock
             sock.on_pipe_closed(self.incoming.connection_closed)
             for address in addresses:
@@ -287,6 +289,12 @@ class ApiServer:
         request_id: str | None = None
         framed = False
         try:
+            if len(data) > wire.MAX_MESSAGE_BYTES and not frames.is_frame(data):
+                raise wire.ProtocolError(
+                    wire.ErrorCode.MALFORMED,
+                    f"a JSON request may be at most {wire.MAX_MESSAGE_BYTES} bytes, this one is {len(data)}"
+                    f" (only a binary frame may be bigger, up to {wire.MAX_FRAME_BYTES})",
+                )
             if wire.is_migration_chunk(data):  # other frames (WriteInput) are the codec's
                 return await self._framed(data, peer), False
             request = wire.decode_request(data)

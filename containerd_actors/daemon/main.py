@@ -347,7 +347,9 @@ def main(argv: list[str] | None = None) -> None:
         log.warning("--no-reaper: closing the %d fds systemd passed (only a reaper keeps them)", len(passed))
         close_quietly(*(fd for _name, fd in passed))
     from containerd_actors.daemon.wiring import serve
+    from containerd_actors.transport.memory import keep_freed_buffers
 
+    keep_freed_buffers()  # stdio's MiB buffers reuse freed memory, not fresh pages
     serve(config)
 
 

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
         EventType,
         event_topic,
     )
-    from containerd_actors.protocol.message_errors import MAX_MESSAGE_BYTES, ProtocolError
+    from containerd_actors.protocol.message_errors import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, ProtocolError
     from containerd_actors.protocol.migration import (
         MigrateContainer,
         MigrateContainerReply,
@@ -126,7 +126,7 @@ _HOMES: dict[str, tuple[str, ...]] = {
         "reply_frame_head",
         "warm_up",
     ),
-    "message_errors": ("MAX_MESSAGE_BYTES", "ProtocolError"),
+    "message_errors": ("MAX_FRAME_BYTES", "MAX_MESSAGE_BYTES", "ProtocolError"),
     "events": (
         "EVENT_TOPIC_PREFIX",
         "Event",

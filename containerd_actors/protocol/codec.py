@@ -127,6 +127,22 @@ def _structure_bytes(value: Any, _type: Any) -> bytes:
     """A bytes field: base64 text in JSON, or a blob of a binary frame (which JSON cannot hold)."""
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
+    return _structure_base64(value)
+
+
+def _structure_bytes_kept(value: Any, _type: Any) -> bytes:
+    """As ``_structure_bytes``, but a blob stays the read-only view it came as (the daemon's
+    reading of requests): a framed WriteInput's MiB goes from nng's message to the pipe with no
+    copy in between. A view of a frame is read-only, compares equal to the same bytes, and is
+    what ``os.write`` and ``hashlib`` take; the daemon never needs a ``bytes`` method of it."""
+    if isinstance(value, memoryview) and value.readonly:
+        return value  # type: ignore[return-value]  # bytes-like, see above
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    return _structure_base64(value)
+
+
+def _structure_base64(value: Any) -> bytes:
     if not isinstance(value, str):
         raise TypeError(f"expected base64 text, got {type(value).__name__}")
     try:
@@ -139,10 +155,12 @@ def _unstructure_bytes(value: bytes) -> str:
     return base64.b64encode(value).decode()
 
 
-def _make_wire_converter(*, forbid_extra_keys: bool) -> tuple[cattrs.Converter, list[_TaggedUnion]]:
+def _make_wire_converter(
+    *, forbid_extra_keys: bool, keep_views: bool = False
+) -> tuple[cattrs.Converter, list[_TaggedUnion]]:
     conv = make_converter(forbid_extra_keys=forbid_extra_keys)
     # cattrs' JSON preset writes bytes as base85; the wire has always said base64.
-    conv.register_structure_hook(bytes, _structure_bytes)
+    conv.register_structure_hook(bytes, _structure_bytes_kept if keep_views else _structure_bytes)
     conv.register_unstructure_hook(bytes, _unstructure_bytes)
     conv.register_structure_hook(str, _strict(str, "a string"))
     conv.register_structure_hook(int, _strict(int, "an integer"))
@@ -166,7 +184,7 @@ def _make_wire_converter(*, forbid_extra_keys: bool) -> tuple[cattrs.Converter, 
 
 
 #: Requests (the daemon's reading) and every encoding: refuses unknown fields.
-converter, _unions = _make_wire_converter(forbid_extra_keys=True)
+converter, _unions = _make_wire_converter(forbid_extra_keys=True, keep_views=True)
 #: Replies and events (a client's reading): ignores fields it does not know.
 tolerant_converter, _tolerant_unions = _make_wire_converter(forbid_extra_keys=False)
 

@@ -723,6 +723,8 @@ def u_WriteInput(o: WriteInput) -> dict[str, Any]:
         "pid": u_int(o.pid),
         "data": u_bytes(o.data),
         "close": u_bool(o.close),
+        "writer": u_str(o.writer),
+        "offset": u_int(o.offset),
         "type": "WriteInput",
     }
 
@@ -869,4 +871,5 @@ LATER_FIELDS = {
     "State": (('id', ''),),
     "ListCheckpoints": (('bundle', ''),),
     "ReadOutput": (('binary', False),),
+    "WriteInput": (('writer', ''), ('offset', -1),),
 }

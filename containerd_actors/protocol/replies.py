@@ -45,7 +45,10 @@ ELSEWHERE = {
 #: 2: ``CreateContainer.terminal``; ``ListCheckpoints.bundle`` (and its ``id`` may be empty).
 #: 3: ``State.id``; ``ReadOutput.binary`` (its reply as a binary frame); ``WriteInput`` may be a binary frame.
 #: 4: live migration: ``MigrateContainer`` and the daemon-to-daemon ``Migration*`` requests.
-PROTOCOL_VERSION = 4
+#: 5: another change's (merged separately).
+#: 6: ``WriteInput.writer`` and ``WriteInput.offset``: several WriteInputs of one writer in flight;
+#:    binary frames of up to ``MAX_FRAME_BYTES`` (4 MiB of stdin per WriteInput).
+PROTOCOL_VERSION = 6
 
 #: Shared by the two replies that carry it.
 JOURNAL_ID_DESCRIPTION = (

@@ -24,6 +24,7 @@ from containerd_actors.protocol.validators import (
     pause_or_run,
     read_size,
     signal_number,
+    stream_offset,
     tail_lines,
     uint16,
     valid_id,
@@ -233,10 +234,32 @@ class WriteInput(_ProcessRequest):
     Closing a pipe gives the process EOF; on a terminal it sends the EOF character (Ctrl-D) instead.
     The reply says how many bytes were written: fewer than sent if the process stopped reading
     for a while, so send the rest again.
+
+    Several in flight (protocol revision 6): a writer that names itself (``writer``) and says where
+    each request's ``data`` starts in its stream (``offset``) may send the next requests before
+    the replies come, on as many connections as it likes. The daemon writes each writer's bytes
+    once and in order, whatever order the requests arrive in: a request ahead of a gap waits
+    (up to the write's timeout) for the bytes before it, and bytes already written are skipped.
+    ``written`` then counts from the request's ``offset``, skipped bytes included, so a writer
+    resends from ``offset + written``; a request that waited for a gap that never filled answers 0.
     """
 
     data: bytes = b""
     close: bool = False
+    writer: str = field(
+        default="",
+        validator=valid_id_or_empty,
+        metadata=since(
+            6, "Who writes, a name unique among this process's writers (a random token); empty: no ordering"
+        ),
+    )
+    offset: int = field(
+        default=-1,
+        validator=stream_offset,
+        metadata=since(
+            6, "Where data starts in this writer's stream (its first byte is 0); -1: none, write as it comes"
+        ),
+    )
 
 
 @frozen

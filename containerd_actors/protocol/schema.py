@@ -34,6 +34,7 @@ import attrs
 from containerd_actors.protocol import validators
 from containerd_actors.protocol.codec import MAX_MESSAGE_BYTES, TAG, TOPIC_SEPARATOR
 from containerd_actors.protocol.events import EVENT_TOPIC_PREFIX, Event, EventBatch, EventType
+from containerd_actors.protocol.message_errors import MAX_FRAME_BYTES
 from containerd_actors.protocol.replies import REPLY_TYPES, ErrorCode, ErrorReply
 from containerd_actors.protocol.requests import REQUEST_TYPES
 
@@ -317,7 +318,8 @@ def generate_schemas() -> dict[str, dict[str, Any]]:
         description=(
             "Any request a client may send on the REQ socket: one JSON object, tagged by 'type', "
             f"at most {MAX_MESSAGE_BYTES} bytes; or, from protocol revision 3, a binary frame whose "
-            f"header is that object and whose blobs are its '{BLOB_KEYWORD}' fields (see README.md)."
+            f"header is that object and whose blobs are its '{BLOB_KEYWORD}' fields (see README.md), "
+            f"of up to {MAX_FRAME_BYTES} bytes from revision 6."
         ),
     )
     schemas[REPLY_FILE] = union_schema(

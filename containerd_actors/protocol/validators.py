@@ -84,6 +84,11 @@ def uint16(instance: Any, attribute: Attribute, value: int) -> None:
         raise InvalidField(f"{attribute.name} must be between 0 and 65535, got {value}")
 
 
+def stream_offset(instance: Any, attribute: Attribute, value: int) -> None:
+    if value < -1:
+        raise InvalidField(f"{attribute.name} must be -1 (none) or a byte offset, got {value}")
+
+
 def tail_lines(instance: Any, attribute: Attribute, value: int) -> None:
     if value < -1:
         raise InvalidField(f"{attribute.name} must be -1 (everything) or a number of lines, got {value}")

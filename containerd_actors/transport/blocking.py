@@ -25,7 +25,9 @@ import threading
 import time
 from collections.abc import Callable
 
+from containerd_actors.transport import memory
 from containerd_actors.transport.bindings import ffi, lib
+from containerd_actors.transport.bodies import VIEW_FROM_BYTES, body_of
 from containerd_actors.transport.closing import ClosedOnExit
 from containerd_actors.transport.tls import TlsFiles, host_of, is_tls
 
@@ -112,40 +114,73 @@ class BlockingRequestSocket(ClosedOnExit):
         finally:
             lib.nng_tls_config_free(config[0])  # the dialer holds its own reference
 
-    def request(self, body: bytes, timeout: float, meanwhile: Callable[[], object] | None = None) -> bytes:
+    def request(
+        self, body: bytes, timeout: float, meanwhile: Callable[[], object] | None = None
+    ) -> bytes | memoryview:
         """Send ``body``; return the reply, or raise ``TransportError`` (timed out, connection lost).
+        A big binary frame comes back as a view of nng's message (``bodies.body_of``), not copied.
 
         ``meanwhile`` is called once the request is sent, before waiting for its reply: work that a
         caller needs after the reply is done while the daemon works (``exec -a`` prepares its attach
         while runc execs, ~20 ms), instead of after it."""
+        deadline = time.monotonic() + timeout
+        self._send(body, deadline)
+        if meanwhile is not None:
+            try:
+                meanwhile()
+            except BaseException:
+                self._busy.release()  # the reply is never taken: the socket must not stay busy
+                raise
+        return self._receive(deadline)
+
+    def send(self, body: bytes, timeout: float) -> None:
+        """The first half of ``request``: the request is on its way once this returns, and its
+        reply is ``receive``'s. A writer with several sockets keeps as many requests in flight."""
+        self._send(body, time.monotonic() + timeout)
+
+    def receive(self, timeout: float) -> bytes | memoryview:
+        """The reply to what ``send`` sent (the second half of ``request``)."""
+        return self._receive(time.monotonic() + timeout)
+
+    def _send(self, body: bytes, deadline: float) -> None:
         if not self._busy.acquire(blocking=False):
             raise RuntimeError("a BlockingRequestSocket carries one request at a time")
         try:
-            return self._request(body, timeout, meanwhile)
+            if len(body) >= VIEW_FROM_BYTES:
+                memory.once()  # a stream of big frames (stdin): reuse freed buffers (see ``memory``)
+            socket = self._handle()
+            while (status := lib.nng_send(socket, body, len(body), lib.NNG_FLAG_NONBLOCK)) == lib.NNG_EAGAIN:
+                self._wait(_SEND_FD, deadline)
+            _check(status)
+        except BaseException:
+            self._busy.release()
+            raise
+
+    def _receive(self, deadline: float) -> bytes | memoryview:
+        if self._busy.acquire(blocking=False):
+            self._busy.release()
+            raise RuntimeError("receive without a request sent")
+        try:
+            socket = self._handle()
+            slot = ffi.new("nng_msg **")
+            while (status := lib.nng_recvmsg(socket, slot, lib.NNG_FLAG_NONBLOCK)) == lib.NNG_EAGAIN:
+                self._wait(_RECV_FD, deadline)
+            _check(status)
+            owned = False
+            try:
+                body, owned = body_of(slot[0])
+                return body
+            finally:
+                if not owned:
+                    lib.nng_msg_free(slot[0])
         finally:
             self._busy.release()
 
-    def _request(self, body: bytes, timeout: float, meanwhile: Callable[[], object] | None) -> bytes:
-        deadline = time.monotonic() + timeout
+    def _handle(self) -> int:
         with self._lock:
             if not self._open:
                 raise TransportError(lib.NNG_ECLOSED)
-            socket = self._socket[0]
-        while (status := lib.nng_send(socket, body, len(body), lib.NNG_FLAG_NONBLOCK)) == lib.NNG_EAGAIN:
-            self._wait(_SEND_FD, deadline)
-        _check(status)
-        if meanwhile is not None:
-            meanwhile()
-        data = ffi.new("void **")
-        size = ffi.new("size_t *")
-        flags = lib.NNG_FLAG_ALLOC | lib.NNG_FLAG_NONBLOCK
-        while (status := lib.nng_recv(socket, data, size, flags)) == lib.NNG_EAGAIN:
-            self._wait(_RECV_FD, deadline)
-        _check(status)
-        try:
-            return bytes(ffi.buffer(data[0], size[0]))
-        finally:
-            lib.nng_free(data[0], size[0])
+            return self._socket[0]
 
     def _wait(self, which: bytes, deadline: float) -> None:
         """Until the socket's ``which`` descriptor is readable, or raise ``NNG_ETIMEDOUT`` at

@@ -9,7 +9,10 @@ of touching freed memory.
 - ``OutgoingMessage`` owns a message from its allocation until nng accepts it (a send that
   succeeded) or until it is closed, which frees it then, exactly once.
 - ``Inbox`` is where nng puts a received message. Taking it copies header and body out and frees
-  it at once, so a received message never outlives the call that received it.
+  it at once, so a received message never outlives the call that received it; except the body of
+  a big binary frame (stdin, output, a checkpoint's chunk: a MiB each), which is handed out as a
+  read-only view that owns the message (``owned_body``): nng frees it exactly once, when the last
+  view of it is gone, and nothing else can free it. Copying it would cost a MiB of memmove per MiB.
 - ``SendAio`` owns one callback-less aio. Freeing it first cancels and waits for whatever nng still
   does with it, and takes back the message of a send that did not complete.
 
@@ -25,6 +28,7 @@ import attrs
 import pynng
 from pynng import ffi, lib
 
+from containerd_actors.transport.bodies import body_of
 from containerd_actors.transport.closing import ClosedOnExit
 from containerd_actors.transport.version import check_nng_version, installed_nng_version
 
@@ -43,7 +47,8 @@ class RawMessage:
     """A received message's routing header (on the client: the request id) and its body."""
 
     header: bytes
-    body: bytes
+    #: A view (of the message itself, see ``owned_body``) for a binary frame of ``VIEW_FROM_BYTES`` or more.
+    body: bytes | memoryview
     #: The common name of the sender's TLS certificate; None over ipc and plain tcp; ``UNKNOWN_PEER``
     #: when its pipe closed before the name could be read (treat it as the least trusted caller).
     peer: str | None = None
@@ -186,16 +191,18 @@ class Inbox:
         if not _accepted(status):
             return None
         message, self._slot[0] = self._slot[0], ffi.NULL
+        owned = False
         try:
             header = bytes(ffi.buffer(lib.nng_msg_header(message), lib.nng_msg_header_len(message)))
-            body = bytes(ffi.buffer(lib.nng_msg_body(message), lib.nng_msg_len(message)))
             if self._peer_names:
                 peer = _peer_common_name(message)
                 pipe = lib.nng_pipe_id(lib.nng_msg_get_pipe(message))
             else:
                 peer, pipe = None, 0
+            body, owned = body_of(message)
         finally:
-            lib.nng_msg_free(message)
+            if not owned:
+                lib.nng_msg_free(message)
         return RawMessage(header, body, peer, pipe)
 
 

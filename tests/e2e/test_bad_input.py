@@ -12,6 +12,7 @@ import pytest
 import trio
 from support.daemon import DaemonHandle, unique_id
 
+import containerd_actors.protocol as wire
 from containerd_actors.client import Client, RequestFailed
 from containerd_actors.protocol import ErrorCode, ErrorReply, decode_reply
 
@@ -175,8 +176,28 @@ async def test_signal_unknown_container(client: Client) -> None:
     assert "nobody-home" in failure.value.message
 
 
+async def test_json_beyond_its_limit_is_refused_though_a_frame_that_big_is_taken(
+    daemon: DaemonHandle, client: Client, sleep_bundle
+) -> None:
+    """From revision 6 the socket takes frames of up to 4 MiB; JSON stays at 1 MiB, refused in words."""
+    big_json = b'{"type":"Ping","request_id":"' + b"x" * (2 << 20) + b'"}'
+    refused = await raw_request(daemon.address, big_json)
+    assert refused.code == wire.ErrorCode.MALFORMED and "at most" in refused.message
+
+    cid = unique_id("big")
+    await client.create_container(cid, str(sleep_bundle))
+    pid = await client.add_process(cid, ["sh", "-c", "cat > /dev/null"])
+    data = os.urandom(wire.MAX_FRAME_BYTES - (64 << 10))
+    frame = wire.encode_request(wire.WriteInput("w-1", id=cid, pid=pid, data=data), framed=True)
+    with pynng.Req0(resend_time=0, recv_timeout=10_000) as sock:
+        sock.dial(daemon.address, block=True)
+        await sock.asend(frame)
+        reply = decode_reply(await sock.arecv())
+    assert isinstance(reply, wire.WriteInputReply) and reply.written == len(data)
+
+
 async def test_oversized_message_is_dropped_and_daemon_serves_on(daemon: DaemonHandle) -> None:
-    huge = b'{"type":"Ping","request_id":"' + b"x" * (2 << 20) + b'"}'
+    huge = b'{"type":"Ping","request_id":"' + b"x" * wire.MAX_FRAME_BYTES + b'"}'
     with pynng.Req0(resend_time=0, recv_timeout=1000) as sock:
         sock.dial(daemon.address, block=True)
         await sock.asend(huge)

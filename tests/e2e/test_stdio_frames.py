@@ -16,7 +16,7 @@ from test_bad_input import raw_request
 from test_exec import ACTR, actr, events_until, output_of
 
 import containerd_actors.protocol as wire
-from containerd_actors.client import Client
+from containerd_actors.client import FRAMED_INPUT_CHUNK_BYTES, BlockingClient, Client
 from containerd_actors.protocol import EventType, frames
 
 #: About 20 MiB of text whose every byte the test knows: more than a framed read (4 MiB), than the
@@ -56,6 +56,36 @@ async def test_framed_input_reaches_stdin_exactly(client: Client, sleep_bundle) 
     await client.write_input(cid, data, pid, close=True)
     out, err, status = await output_of(client, cid, pid)
 
+    assert status == 0, err
+    assert out.split()[0].decode() == hashlib.sha256(data).hexdigest()
+
+
+async def test_ordered_writes_in_flight_on_two_connections_reach_stdin_once_in_order(
+    daemon: DaemonHandle, client: Client, sleep_bundle
+) -> None:
+    """Revision 6: the second MiB sent before the first, and the first sent twice, on two
+    connections; the process reads each byte once, in order, then the EOF."""
+    cid = await started(client, sleep_bundle)
+    half = FRAMED_INPUT_CHUNK_BYTES  # the most a request carries
+    data = os.urandom(2 * half)
+    pid = await client.add_process(cid, ["sha256sum"])
+
+    def write() -> list[int]:
+        fields = {"id": cid, "pid": pid, "writer": "t-1", "framed": True}
+        with BlockingClient.connect(daemon.address) as one, BlockingClient.connect(daemon.address) as two:
+            two.send(wire.WriteInput, data=data[half:], offset=half, **fields)  # waits for the gap
+            first = one.call(wire.WriteInput, wire.WriteInputReply, data=data[:half], offset=0, **fields)
+            again = one.call(wire.WriteInput, wire.WriteInputReply, data=data[:half], offset=0, **fields)
+            second = two.receive(wire.WriteInputReply)
+            eof = one.call(
+                wire.WriteInput, wire.WriteInputReply, data=b"", offset=len(data), close=True, **fields
+            )
+            return [first.written, again.written, second.written, eof.written]
+
+    written = await trio.to_thread.run_sync(write)
+    out, err, status = await output_of(client, cid, pid)
+
+    assert written == [half, half, len(data) - half, 0]
     assert status == 0, err
     assert out.split()[0].decode() == hashlib.sha256(data).hexdigest()
 

@@ -260,6 +260,7 @@ def wire_samples() -> dict[type, list[Any]]:
         wire.WriteInput: [
             wire.WriteInput(request_id="r-20", id="web", data=b"hi\n"),
             wire.WriteInput(request_id="r-21", id="web", pid=4343, close=True),
+            wire.WriteInput(request_id="r-22", id="web", data=b"more\n", writer="7-a1b2", offset=3),
         ],
         wire.WriteInputReply: [wire.WriteInputReply(request_id="r-20", written=3)],
         wire.ResizeTerminal: [wire.ResizeTerminal(request_id="r-22", id="web", pid=4343, rows=50, cols=200)],

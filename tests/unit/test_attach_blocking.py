@@ -45,3 +45,43 @@ def test_devnull_is_told_from_pipes_and_files(tmp_path: Path) -> None:
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+def test_stdin_waits_only_while_the_reader_is_behind_and_far_enough_ahead(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The output reader behind (a full read) with stdin far ahead of it holds stdin until the
+    next read; a reader that is not full (``md5sum``'s) never does, and the wait is bounded."""
+    import threading
+    import time
+
+    monkeypatch.setattr(attach_blocking, "_FULL_READ_BYTES", 10)
+    monkeypatch.setattr(attach_blocking, "_AHEAD_BYTES", 100)
+    monkeypatch.setattr(attach_blocking, "_BEHIND_WAIT_S", 30.0)
+    backlog = attach_blocking.OutputBacklog()
+
+    backlog.read(b"x" * 5, b"")  # not full: never waits, however far ahead
+    backlog.wait(10_000)
+    backlog.read(b"x" * 10, b"")  # full, 15 read
+    backlog.wait(100)  # 85 ahead: goes
+    released = threading.Event()
+
+    def write() -> None:
+        backlog.wait(200)  # 185 ahead of a reader that is behind: waits
+        released.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert not released.wait(0.2)
+    backlog.read(b"x" * 3, b"")  # the reader caught up
+    assert released.wait(5)
+    writer.join()
+
+    monkeypatch.setattr(attach_blocking, "_BEHIND_WAIT_S", 0.05)
+    backlog.read(b"x" * 10, b"")
+    started = time.monotonic()
+    backlog.wait(10_000)  # a full read that was all there was: bounded
+    assert time.monotonic() - started < 5
+    backlog.finish()
+    monkeypatch.setattr(attach_blocking, "_BEHIND_WAIT_S", 30.0)
+    backlog.wait(10_000)  # no more reads: never waits

@@ -308,6 +308,7 @@ _VALIDATOR_STRATEGIES: dict[Any, st.SearchStrategy[Any]] = {
     validators.env_entries: st.lists(st.from_regex(r"[A-Z_]{1,5}=[a-z]{0,5}", fullmatch=True), max_size=3),
     validators.uint16: st.integers(min_value=0, max_value=0xFFFF),
     validators.tail_lines: st.integers(min_value=-1, max_value=10**6),
+    validators.stream_offset: st.integers(min_value=-1, max_value=2**62),
     validators.wait_seconds: st.floats(min_value=0, max_value=validators.MAX_WAIT_S),
     validators.read_size: st.integers(min_value=1, max_value=validators.MAX_READ_BYTES),
     validators.page_limit: st.integers(min_value=1, max_value=validators.MAX_EVENTS_PER_PAGE),

@@ -31,6 +31,9 @@ QUEUED_INPUTS = 256
 #: What a client's EOF becomes on a terminal: the pty's EOF character, since closing the master
 #: would hang up the terminal.
 TERMINAL_EOF = b"\x04"
+#: Writers (``WriteInput.writer``) whose next offset a port remembers; beyond this the oldest is
+#: forgotten (its next request then waits for bytes it already wrote, times out and is resent).
+REMEMBERED_WRITERS = 1024
 
 StdinAsk = Ask[WriteInput] | Ask[ResizeTerminal]
 
@@ -61,6 +64,12 @@ class StdinPort:
     """The stdin of process ``pid``: a queue of requests and the task that serves them.
 
     The task starts with the first request, in the actor's nursery: most processes never get one.
+
+    Ordered writers (``WriteInput.writer`` and ``offset``, protocol revision 6) keep several
+    requests in flight, maybe over several connections, so theirs may arrive out of order or
+    twice: the port remembers where each writer's stream has got to, writes only the bytes past
+    it, and parks a request that starts beyond it until the bytes before it are written (or
+    ``WRITE_INPUT_TIMEOUT_S`` passes: then it answers 0 and the writer resends).
     """
 
     def __init__(
@@ -84,6 +93,10 @@ class StdinPort:
         self._cancel = trio.CancelScope()
         #: Set by a client's EOF on a pipe or by ``close``; new requests are then refused at once.
         self.closed = fd < 0
+        #: Per ordered writer, the offset in its stream of the next byte to write.
+        self._next: dict[str, int] = {}
+        #: Ordered writes that arrived ahead of a gap, by (writer, offset), with when they give up.
+        self._parked: dict[tuple[str, int], tuple[Ask[WriteInput], float]] = {}
 
     def offer(self, ask: StdinAsk) -> None:
         """Queue a request for the port's task; never waits, so the actor never does."""
@@ -110,8 +123,10 @@ class StdinPort:
     async def _serve(self, queue: trio.MemoryReceiveChannel[StdinAsk]) -> None:
         try:
             with self._cancel:
-                async for ask in queue:
+                while (ask := await self._receive(queue)) is not None:
                     match ask:
+                        case Ask(WriteInput(writer=writer, offset=offset), _) if writer and offset >= 0:
+                            await self._write_ordered(ask)  # type: ignore[arg-type]  # a WriteInput's
                         case Ask(WriteInput() as request, reply_to):
                             await self._write(request, reply_to)
                         case Ask(ResizeTerminal() as request, reply_to):
@@ -119,6 +134,9 @@ class StdinPort:
         finally:
             self.closed = True
             self._release_fd()
+            for parked, _ in self._parked.values():
+                refuse_closed(parked, self.container_id, self.pid)
+            self._parked.clear()
             while True:
                 try:
                     ask = queue.receive_nowait()
@@ -127,12 +145,70 @@ class StdinPort:
                 refuse_closed(ask, self.container_id, self.pid)
             queue.close()
 
-    async def _write(self, request: WriteInput, reply_to: ReplyTo) -> None:
-        """Write what the process takes within the timeout; a client's EOF follows a complete write."""
-        data = memoryview(request.data)  # a partial write resends the rest without copying it
+    async def _receive(self, queue: trio.MemoryReceiveChannel[StdinAsk]) -> StdinAsk | None:
+        """The next request (None once the channel ends); meanwhile, parked writes whose gap
+        did not fill in time answer 0 (their writer resends them)."""
+        while True:
+            if not self._parked:
+                try:
+                    return await queue.receive()
+                except trio.EndOfChannel:
+                    return None
+            with trio.move_on_at(min(deadline for _, deadline in self._parked.values())):
+                try:
+                    return await queue.receive()
+                except trio.EndOfChannel:
+                    return None
+            now = trio.current_time()
+            for key, (parked, deadline) in list(self._parked.items()):
+                if deadline <= now:
+                    del self._parked[key]
+                    answer(parked.reply_to, 0)
+
+    async def _write_ordered(self, ask: Ask[WriteInput]) -> None:
+        """Write the bytes of ``ask`` that its writer's stream has not had yet, in order; then
+        whatever was parked waiting for them."""
+        while True:
+            request = ask.request
+            expected = self._next.get(request.writer, 0)
+            if request.offset > expected:
+                key = (request.writer, request.offset)
+                replaced = self._parked.pop(key, None)
+                if replaced is not None:
+                    answer(replaced[0].reply_to, 0)  # the same bytes again: the newer one waits
+                elif len(self._parked) >= QUEUED_INPUTS:
+                    answer(ask.reply_to, 0)  # as many wait as the queue holds: resend it later
+                    return
+                deadline = trio.current_time() + WRITE_INPUT_TIMEOUT_S
+                self._parked[key] = (ask, deadline)
+                return
+            skip = min(expected - request.offset, len(request.data))
+            if skip == len(request.data) and not request.close:
+                answer(ask.reply_to, skip)  # all written already (a request sent twice)
+            else:
+                written = await self._write(request, ask.reply_to, skip=skip)
+                self._remember(request.writer, request.offset + skip + written)
+            if self.closed:
+                return
+            following = self._parked.pop((request.writer, self._next.get(request.writer, 0)), None)
+            if following is None:
+                return
+            ask = following[0]
+
+    def _remember(self, writer: str, next_offset: int) -> None:
+        self._next.pop(writer, None)  # re-inserted last: the dict's order is by last use
+        self._next[writer] = next_offset
+        if len(self._next) > REMEMBERED_WRITERS:
+            del self._next[next(iter(self._next))]
+
+    async def _write(self, request: WriteInput, reply_to: ReplyTo, *, skip: int = 0) -> int:
+        """Write what the process takes within the timeout; a client's EOF follows a complete write.
+        ``skip``: the first bytes were written before (an ordered writer's), and count as written.
+        Returns how much of ``data`` past ``skip`` was written."""
+        data = memoryview(request.data)[skip:]  # a partial write resends the rest without copying it
         if self._fd < 0 and (data or request.close):
             fail(reply_to, stdin_closed(self.container_id, self.pid))
-            return
+            return 0
         written = 0
         try:
             with trio.move_on_after(WRITE_INPUT_TIMEOUT_S):
@@ -143,31 +219,32 @@ class StdinPort:
                         await trio.lowlevel.wait_writable(self._fd)
         except BrokenPipeError:
             fail(reply_to, stdin_closed(self.container_id, self.pid))
-            return
+            return 0
         except trio.Cancelled:
             # The process exited while we waited for it to read: report what got through.
-            if written:
-                answer(reply_to, written)
+            if written or skip:
+                answer(reply_to, skip + written)
             else:
                 fail(reply_to, stdin_closed(self.container_id, self.pid))
             raise
         if not (request.close and written == len(data)):
-            answer(reply_to, written)
+            answer(reply_to, skip + written)
         elif self.terminal:
             try:
                 os.write(self._fd, TERMINAL_EOF)
             except OSError:
                 pass
-            answer(reply_to, written)
+            answer(reply_to, skip + written)
         else:
             self.closed = True
             self._release_fd()
-            answer(reply_to, written)
+            answer(reply_to, skip + written)
             # The reaper holds a copy of this pipe end too; the process sees EOF once it lets go.
             try:
                 await self._actor.send(InputClosed(self.pid))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # the actor has finished; the reaper let go of every copy with it
+        return written
 
     def _resize(self, request: ResizeTerminal, reply_to: ReplyTo) -> None:
         try:
