@@ -211,6 +211,9 @@ async def test_a_counter_moves_to_b_and_back_without_losing_a_number(
             moved = await a.migrate_container(cid, pair.b_remote)
             assert moved.frozen_s > 0 and moved.total_s >= moved.frozen_s and moved.bytes_sent > 0
             assert "chunks arrived on the bulk channel" in pair.b.log_text()
+            # The pages went to B's page server while A dumped (the streamed path).
+            assert moved.pages_streamed
+            assert "of pages arrived through the page server" in pair.b.log_text()
             out = await next_event(a_events, cid, {EventType.MIGRATE_OUT})
             assert out.reason is not None and f"to={pair.b_remote}" in out.reason and "frozen=" in out.reason
             arrived = await next_event(b_events, cid, {EventType.MIGRATE_IN})
@@ -470,7 +473,9 @@ async def test_the_destination_dying_midway_leaves_it_running_at_the_source(
                 await a.signal(cid, signal=9)
             assert "is migrating" in refused.value.message
             os.kill(server, signal.SIGKILL)  # the reaper starts a new API server
-        assert "migration failed while sending" in failure[0].message, failure[0].message
+        # The pages stream while CRIU dumps: the dump is what fails.
+        assert "migration failed at the dump" in failure[0].message, failure[0].message
+        assert "page relay" in failure[0].message, failure[0].message
         with trio.fail_after(30):
             while True:  # the new server is up once it answers
                 try:
@@ -498,7 +503,7 @@ async def test_a_dropped_connection_leaves_it_running_at_the_source(
         Client.connect(pair.a.address, timeout=60) as a,
         Client.connect(pair.b.address) as b,
     ):
-        # Every TCP port of B towards A: the API's, and the bulk channel's the images go on.
+        # Every TCP port of B towards A: the API's, the bulk channel's and the page relay's.
         rules = [
             ["INPUT", "!", "-i", "lo", "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"],
             ["OUTPUT", "!", "-o", "lo", "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"],
@@ -521,7 +526,8 @@ async def test_a_dropped_connection_leaves_it_running_at_the_source(
         finally:
             for rule in rules:
                 subprocess.run(hosts.exec_argv(hosts.b, "iptables", "-D", *rule), check=False)
-        assert "migration failed while sending" in failure[0].message, failure[0].message
+        # The pages stream while CRIU dumps: the dump is what fails.
+        assert "migration failed at the dump" in failure[0].message, failure[0].message
         with trio.fail_after(30):  # B drops what it received once it sees the connection closed
             while list((pair.b.state_dir / "incoming").iterdir()):
                 await trio.sleep(0.05)

@@ -8,7 +8,14 @@ destination has confirmed that it runs there):
 2. ``runc pause``, then ``runc checkpoint --leave-running``: CRIU freezes the freezer cgroup that
    is already frozen and leaves it so (it restores the freezer state it found), so the container
    stays frozen, not stopped, after the dump. A failed dump: thaw.
-3. send the images, ``config.json`` (and the rootfs tar) in checksummed chunks, a few in flight.
+   Where the destination offers its page relay (``pagerelay.py``) and the source reached it
+   before the freeze, the dump sends the memory pages there while it runs (``--page-server``):
+   they never touch this disk, and their transfer overlaps the dump. Otherwise (no relay
+   offered, or it could not be set up: said in the log) the dump goes to disk as a whole.
+   Either way the container stays here, frozen, until the destination confirms: a dump whose
+   page stream broke fails like any other, with the container still frozen, and is thawed.
+3. send the images (with the page relay, only the small non-page ones), ``config.json`` (and
+   the rootfs tar) in checksummed chunks, a few in flight.
 4. ``MigrationCommit``: the destination restores and answers once the container runs.
 5. the caller deletes the frozen copy (or, with ``keep_source``, keeps the dump as a checkpoint).
 
@@ -54,6 +61,7 @@ from containerd_actors.daemon.migration.chunks import (
     image_files,
     plan_chunks,
 )
+from containerd_actors.daemon.migration.pagerelay import RelayError, SourceRelay
 from containerd_actors.daemon.migration.peer import Peer, PeerError
 from containerd_actors.daemon.state.layout import MIGRATED, ContainerPaths
 from containerd_actors.protocol import Checkpoint, ErrorCode
@@ -103,19 +111,6 @@ def _failed(exc: PeerError, what: str) -> CommandError:
 
 
 @attrs.frozen
-class MigrationResult:
-    pid: int
-    frozen_s: float
-    total_s: float
-    dump_s: float
-    transfer_s: float
-    restore_s: float
-    bytes_sent: int
-    #: The checkpoint kept in the bundle with ``keep_source``.
-    kept_checkpoint: str | None = None
-
-
-@attrs.frozen
 class SourceContainer:
     id: str
     bundle: Path
@@ -142,7 +137,7 @@ async def migrate_out(
     container: SourceContainer,
     request: wire.MigrateContainer,
     tls: TlsFiles | None,
-) -> MigrationResult:
+) -> wire.MigrateContainerReply:
     """Move the container; on success it is still frozen here, for the caller to delete.
 
     Raises ``CommandError`` with the container running (thawed) here. It touches no state of the
@@ -178,7 +173,7 @@ async def _with_peer(
     token: str,
     rootfs: Path,
     started: float,
-) -> MigrationResult:
+) -> wire.MigrateContainerReply:
     begin = wire.MigrationBegin(
         peer.next_request_id(),
         token,
@@ -196,11 +191,14 @@ async def _with_peer(
             await _abort(peer, token, "the source lost the destination before the freeze", lost=True)
         raise CommandError(_code(exc), f"migration not started: {exc.message}") from None
     channel = await _open_bulk(peer, token, began)
+    relay = await _open_page_relay(peer, token, began) if channel is not None else None
     try:
-        return await _frozen_part(runtime, container, request, peer, token, channel, started)
+        return await _frozen_part(runtime, container, request, peer, token, channel, relay, started)
     finally:
         if channel is not None:
             channel.close()
+        if relay is not None:
+            relay.close()
 
 
 async def _open_bulk(peer: Peer, token: str, began: wire.MigrationBeginReply) -> ssl.SSLSocket | None:
@@ -230,6 +228,34 @@ async def _open_bulk(peer: Peer, token: str, began: wire.MigrationBeginReply) ->
         return None
 
 
+async def _open_page_relay(peer: Peer, token: str, began: wire.MigrationBeginReply) -> SourceRelay | None:
+    """The page relay the destination offered, whole (its page server runs) before the freeze;
+    None (the dump goes to disk, and is sent after it) if it offered none or it failed."""
+    port = getattr(began, "page_server_port", 0)
+    if not port:
+        log.info("migration %s: the destination offers no page relay; the dump goes to disk first", token)
+        return None
+    host = host_of(peer.address)
+    try:
+        with trio.fail_after(4 * bulk.CONNECT_TIMEOUT_S):  # a backstop, as for the bulk channel
+            relay = await trio.to_thread.run_sync(
+                SourceRelay.open, peer.tls, host, port, began.bulk_secret, abandon_on_cancel=True
+            )
+    except (OSError, RelayError, bulk.BulkError, trio.TooSlowError) as exc:
+        log.warning(
+            "migration %s: the page relay to %s port %d failed (%s); the dump goes to disk, sent after it",
+            token,
+            host,
+            port,
+            exc or type(exc).__name__,
+        )
+        return None
+    log.info(
+        "migration %s: the pages stream to the destination's page server (relay %s)", token, relay.address
+    )
+    return relay
+
+
 async def _frozen_part(
     runtime: ContainerRuntime,
     container: SourceContainer,
@@ -237,8 +263,9 @@ async def _frozen_part(
     peer: Peer,
     token: str,
     channel: ssl.SSLSocket | None,
+    relay: SourceRelay | None,
     started: float,
-) -> MigrationResult:
+) -> wire.MigrateContainerReply:
     options = CriuOptions(tcp_established=request.tcp)
     name = f"migrated-{token}"
     with new_checkpoint_dir(container.bundle, name) as images:
@@ -250,7 +277,17 @@ async def _frozen_part(
         frozen_at_wall, frozen_at = time.time(), time.monotonic()
         try:
             result = await _frozen_steps(
-                runtime, container, request, peer, token, images, options, frozen_at_wall, frozen_at, channel
+                runtime,
+                container,
+                request,
+                peer,
+                token,
+                images,
+                options,
+                frozen_at_wall,
+                frozen_at,
+                channel,
+                relay,
             )
         except BaseException as exc:
             with trio.CancelScope(shield=True):
@@ -285,13 +322,19 @@ async def _frozen_steps(
     frozen_at_wall: float,
     frozen_at: float,
     channel: ssl.SSLSocket | None,
-) -> MigrationResult:
-    try:
-        await runtime.checkpoint(
-            container.id, images, fresh_criu_work_dir(container.paths), options, leave_running=True
-        )
-    except RuncError as exc:
-        raise CommandError(ErrorCode.RUNTIME_FAILED, f"migration failed at the dump: {exc.message}") from None
+    relay: SourceRelay | None,
+) -> wire.MigrateContainerReply:
+    work = fresh_criu_work_dir(container.paths)
+    if relay is None:
+        streamed = 0
+        try:
+            await runtime.checkpoint(container.id, images, work, options, leave_running=True)
+        except RuncError as exc:
+            raise CommandError(
+                ErrorCode.RUNTIME_FAILED, f"migration failed at the dump: {exc.message}"
+            ) from None
+    else:
+        streamed = await _dump_streamed(runtime, container.id, images, work, options, relay)
     dumped_at = time.monotonic()
     files = [*image_files(images), SourceFile("config", "config.json", container.bundle / "config.json")]
     tar_path = None
@@ -324,15 +367,53 @@ async def _frozen_steps(
     except PeerError as exc:
         raise _failed(exc, "migration failed at the restore") from None
     running_at = time.monotonic()
-    return MigrationResult(
+    return wire.MigrateContainerReply(
+        request.request_id,
         pid=reply.pid,
         frozen_s=running_at - frozen_at,
         total_s=0.0,
         dump_s=dumped_at - frozen_at,
         transfer_s=sent_at - dumped_at,
         restore_s=running_at - sent_at,
-        bytes_sent=sent,
+        bytes_sent=sent + streamed,
+        pages_streamed=relay is not None,
     )
+
+
+async def _dump_streamed(
+    runtime: ContainerRuntime, id: str, images: Path, work: Path, options: CriuOptions, relay: SourceRelay
+) -> int:
+    """The dump with its pages sent through the page relay while CRIU runs; the bytes relayed."""
+    relayed: list[int] = []
+    relay_error: list[RelayError] = []
+    dump_error: list[RuncError] = []
+
+    async def relay_pages() -> None:
+        try:
+            relayed.append(await trio.to_thread.run_sync(relay.run, abandon_on_cancel=True))
+        except RelayError as exc:
+            relay_error.append(exc)
+        except trio.Cancelled:
+            relay.stop()  # the abandoned worker ends at its next read or write
+            raise
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(relay_pages)
+        try:
+            await runtime.checkpoint(id, images, work, options, leave_running=True, page_server=relay.address)
+        except RuncError as exc:
+            dump_error.append(exc)
+            relay.stop()
+    if dump_error:
+        why = f" (the page relay: {relay_error[0]})" if relay_error else ""
+        raise CommandError(
+            ErrorCode.RUNTIME_FAILED, f"migration failed at the dump: {dump_error[0].message}{why}"
+        )
+    if relay_error:
+        raise _PeerLost(
+            ErrorCode.RUNTIME_FAILED, f"migration failed while streaming the pages: {relay_error[0]}"
+        )
+    return relayed[0]
 
 
 def _write_rootfs_tar(rootfs: Path, target: Path) -> None:
