@@ -13,8 +13,9 @@ an address. So each end runs a relay:
 The destination offers it beside the bulk channel (``MigrationBeginReply.page_server_port``, on
 the host the source reached, with the bulk channel's one-time secret); the source connects both
 TLS connections before anything is frozen, and the destination answers ``{"ready"}`` on both
-only once its ``criu page-server`` runs: a path that is not whole is found before the freeze,
-and the source then dumps to disk as before (and says so in its log).
+only once its ``criu page-server`` has said it is ready (``--status-fd``): a path that is not
+whole is found before the freeze, and the source then dumps to disk as before, and says so in
+its log.
 
 Two connections, one per direction, because an ``ssl`` socket must not be read in one thread
 while another writes it: each of the four pump threads owns one direction of one TLS socket.
@@ -33,6 +34,7 @@ the container never stopped there.
 from __future__ import annotations
 
 import logging
+import os
 import select
 import socket
 import ssl
@@ -57,6 +59,8 @@ UP, DOWN = "pages-up", "pages-down"
 #: destination for the page server to exit once its stream ended.
 CRIU_CONNECT_TIMEOUT_S = 60.0
 PAGE_SERVER_EXIT_TIMEOUT_S = 30.0
+#: How long the page server may take to say it is ready (it takes ~0.07 s here).
+PAGE_SERVER_START_TIMEOUT_S = 10.0
 #: The page server's log, beside (not among) the images it writes.
 PAGE_SERVER_LOG = "page-server.log"
 #: The lines of the page server's log quoted when it fails.
@@ -184,6 +188,11 @@ class PageServerRelay:
                 listener.close()
             for sock in self._sockets:
                 sock.close()
+            process = self._process
+            if process is not None:  # ended by now, or a failure above: never left unreaped
+                if process.poll() is None:
+                    process.kill()
+                process.wait()
 
     def _accept_both(self) -> tuple[ssl.SSLSocket, ssl.SSLSocket] | None:
         taken: dict[str, ssl.SSLSocket] = {}
@@ -219,10 +228,13 @@ class PageServerRelay:
 
     def _serve(self, up: ssl.SSLSocket, down: ssl.SSLSocket) -> PageServerOutcome:
         ours, theirs = socket.socketpair()
+        status_read, status_write = os.pipe()
         with self._lock:
             self._sockets.append(ours)
             if self._stopped.is_set():
                 theirs.close()
+                os.close(status_read)
+                os.close(status_write)
                 raise RelayError("stopped")
             argv = [
                 "criu",
@@ -233,17 +245,31 @@ class PageServerRelay:
                 str(self._work),
                 "--ps-socket",
                 str(theirs.fileno()),
+                "--status-fd",
+                str(status_write),
                 "-o",
                 PAGE_SERVER_LOG,
             ]
             try:
                 self._process = subprocess.Popen(
-                    argv, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+                    argv,
+                    pass_fds=[theirs.fileno(), status_write],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
                 )
             except OSError as exc:
+                os.close(status_read)
                 raise RelayError(f"cannot start criu page-server: {exc}") from None
             finally:
                 theirs.close()
+                os.close(status_write)
+        try:
+            started = _wait_started(status_read)
+        finally:
+            os.close(status_read)
+        if not started:
+            self.stop()
+            raise RelayError(f"criu page-server did not start: {self._log_tail()}")
         process = self._process
         try:
             for conn in (up, down):
@@ -275,6 +301,13 @@ class PageServerRelay:
             return "(no page-server log)"
         errors = [line for line in lines if "rror" in line] or lines
         return " | ".join(line.strip() for line in errors[-LOG_TAIL_LINES:])
+
+
+def _wait_started(status: int) -> bool:
+    """Whether the page server said it is ready (``--status-fd``: a zero byte, then the pipe
+    closes; a page server that fails to start closes it without the byte)."""
+    ready, _, _ = select.select([status], [], [], PAGE_SERVER_START_TIMEOUT_S)
+    return bool(ready) and os.read(status, 1) == b"\0"
 
 
 # ---------------------------------------------------------------------- source
