@@ -11,7 +11,8 @@ destination has confirmed that it runs there):
    Where the destination offers its page relay (``pagerelay.py``) and the source reached it
    before the freeze, the dump sends the memory pages there while it runs (``--page-server``):
    they never touch this disk, and their transfer overlaps the dump. Otherwise (no relay
-   offered, or it could not be set up: said in the log) the dump goes to disk as a whole.
+   offered, or it could not be set up: said in the log), and with ``keep_source`` (the kept
+   checkpoint must hold the pages), the dump goes to disk as a whole.
    Either way the container stays here, frozen, until the destination confirms: a dump whose
    page stream broke fails like any other, with the container still frozen, and is thawed.
 3. send the images (with the page relay, only the small non-page ones), ``config.json`` (and
@@ -191,7 +192,11 @@ async def _with_peer(
             await _abort(peer, token, "the source lost the destination before the freeze", lost=True)
         raise CommandError(_code(exc), f"migration not started: {exc.message}") from None
     channel = await _open_bulk(peer, token, began)
-    relay = await _open_page_relay(peer, token, began) if channel is not None else None
+    relay = None
+    if request.keep_source:
+        log.info("migration %s: the dump is kept here (--keep-source), so it goes to disk whole", token)
+    elif channel is not None:
+        relay = await _open_page_relay(peer, token, began)
     try:
         return await _frozen_part(runtime, container, request, peer, token, channel, relay, started)
     finally:
