@@ -7,10 +7,11 @@ Two private daemons: A in this network namespace, B in one made for the run (``i
 by a veth pair with 198.18.0.0/15 addresses; they talk mutual TLS with certificates made for the
 run. For each size, a container holds that many MiB of resident anonymous memory (``dd``'s block
 buffer, filled from /dev/zero) beside a counter, and migrates A -> B, ``--rounds`` times (a new
-container each round). The daemon's reply gives the breakdown: dump (freeze + CRIU dump),
-transfer (checksummed chunks over TLS), restore (the destination's restore until the process
-runs); frozen is their sum, from the freeze to the process running at B; total adds the checks
-before and the deletion after.
+container each round). The daemon's reply gives the breakdown: dump (freeze + CRIU dump; when
+the pages stream to the destination's page server, as they do unless that cannot be set up, their
+transfer too), transfer (the images on disk, in checksummed chunks over TLS), restore (the
+destination's restore until the process runs); frozen is their sum, from the freeze to the
+process running at B; total adds the checks before and the deletion after.
 
 The floor beside it: raw ``runc pause`` + ``runc checkpoint --leave-running`` + ``runc restore -d``
 into a second runc root on this host (images on the same disk, no network), the same container.
@@ -76,6 +77,8 @@ class Sample:
     transfer: float
     restore: float
     mib_sent: float = 0.0
+    #: The pages went to the destination's page server during the dump (``pages_streamed``).
+    streamed: bool = False
 
 
 def median(samples: list[Sample], field: str) -> float:
@@ -134,6 +137,7 @@ async def daemon_rounds(top: Path, sizes: list[int], rounds: int) -> dict[int, l
                             reply.transfer_s,
                             reply.restore_s,
                             reply.bytes_sent / 2**20,
+                            reply.pages_streamed,
                         )
                     )
                     await client_b.signal(cid, signal=9)
@@ -243,11 +247,12 @@ def report(
 ) -> None:
     print(
         f"\nmedians of {rounds} rounds, seconds"
-        " (frozen = dump + transfer + restore; total adds the checks before and the delete after)"
+        " (frozen = dump + transfer + restore; total adds the checks before and the delete after;"
+        " with the pages streamed, dump includes their transfer)"
     )
     header = (
         "| resident anon | daemons A->B frozen | dump | transfer | restore | total | MiB sent "
-        "| raw runc frozen | raw dump | raw restore |"
+        "| pages streamed | raw runc frozen | raw dump | raw restore |"
     )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
@@ -257,6 +262,7 @@ def report(
             f"| {mib} MiB | {median(o, 'frozen'):.3f} | {median(o, 'dump'):.3f} "
             f"| {median(o, 'transfer'):.3f} "
             f"| {median(o, 'restore'):.3f} | {median(o, 'total'):.3f} | {median(o, 'mib_sent'):.1f} "
+            f"| {sum(sample.streamed for sample in o)}/{len(o)} "
             f"| {median(r, 'frozen'):.3f} | {median(r, 'dump'):.3f} | {median(r, 'restore'):.3f} |"
         )
 
