@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "migrated"
 #: A migration whose source went quiet this long is dropped (its source died, or lost us without
 #: the connection closing here: a host that vanishes sends no reset). The dump happens between the
-#: Begin and the first chunk, so this must exceed the longest dump (``--migration-idle-timeout``).
+#: Begin and the first chunk, so this must exceed the longest dump (``--migration-idle-timeout``),
+#: or, when the pages stream through the page relay, the longest pause in their stream.
 IDLE_TIMEOUT_S = 120.0
 #: How often idle migrations are looked for.
 SWEEP_INTERVAL_S = 1.0
@@ -200,6 +201,7 @@ class IncomingMigrations:
                 secret,
                 incoming.directory / "images",
                 incoming.directory,
+                incoming.heard,
             )
         except (OSError, ValueError) as exc:
             log.warning("migration %s: no page relay (%s); the pages come after the dump", token, exc)

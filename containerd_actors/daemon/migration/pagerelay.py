@@ -38,8 +38,10 @@ import os
 import select
 import socket
 import ssl
+import struct
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -71,7 +73,7 @@ class RelayError(Exception):
     """The page relay could not be set up, or its stream failed."""
 
 
-def pump(source: socket.socket, target: socket.socket) -> int:
+def pump(source: socket.socket, target: socket.socket, progress: Callable[[], None] | None = None) -> int:
     """Copy ``source`` to ``target`` until ``source`` ends, then shut ``target``'s sending side;
     the bytes copied. Raises ``OSError`` when either side fails.
 
@@ -99,6 +101,8 @@ def pump(source: socket.socket, target: socket.socket) -> int:
             filled += n
         target.sendall(view[:filled])
         total += filled
+        if progress is not None:
+            progress()
     socket.socket.shutdown(target, socket.SHUT_WR)
     return total
 
@@ -110,11 +114,16 @@ def _more_ready(source: socket.socket, poller: select.poll) -> bool:
     return bool(poller.poll(0))
 
 
-def _pump_quietly(source: socket.socket, target: socket.socket, outcome: list[int | OSError]) -> None:
+def _pump_quietly(
+    source: socket.socket,
+    target: socket.socket,
+    outcome: list[int | OSError],
+    progress: Callable[[], None] | None = None,
+) -> None:
     """``pump`` for a thread of its own: its bytes or its error go to ``outcome``; on an error
     both sockets are woken, so the pump of the other direction ends too."""
     try:
-        outcome.append(pump(source, target))
+        outcome.append(pump(source, target, progress))
     except OSError as exc:
         outcome.append(exc)
         bulk.shut(source)
@@ -138,9 +147,19 @@ class PageServerRelay:
     them; ``run`` in a worker thread. ``stop`` may be called from any thread at any time."""
 
     def __init__(
-        self, tls: TlsFiles, host: str, token: str, peer_cn: str, secret: str, images: Path, work: Path
+        self,
+        tls: TlsFiles,
+        host: str,
+        token: str,
+        peer_cn: str,
+        secret: str,
+        images: Path,
+        work: Path,
+        heard: Callable[[], None] | None = None,
     ) -> None:
+        """``heard`` is called as pages arrive (from the worker thread): the source is alive."""
         self._token = token
+        self._heard = heard
         self._peer_cn = peer_cn
         self._secret = secret
         self._images = images
@@ -281,7 +300,7 @@ class PageServerRelay:
         back = threading.Thread(target=_pump_quietly, args=(ours, down, answers), daemon=True)
         back.start()
         pages: list[int | OSError] = []
-        _pump_quietly(up, ours, pages)
+        _pump_quietly(up, ours, pages, self._heard)
         try:
             returncode = process.wait(PAGE_SERVER_EXIT_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -371,23 +390,41 @@ class SourceRelay:
         Raises ``RelayError`` when CRIU never came (stopped, or ``CRIU_CONNECT_TIMEOUT_S``) or the
         stream failed."""
         criu = self._accept()
-        answers: list[int | OSError] = []
-        back = threading.Thread(target=_pump_quietly, args=(self._down, criu, answers), daemon=True)
-        back.start()
-        pages: list[int | OSError] = []
-        _pump_quietly(criu, self._up, pages)
-        # CRIU has closed its connection (its dump is over) or a side failed: the destination's
-        # page server ends, and its side closes the answers' connection.
-        back.join(PAGE_SERVER_EXIT_TIMEOUT_S)
-        if back.is_alive():
-            self.stop()
-            back.join()
-        for outcome in (pages, answers):
-            if outcome and isinstance(outcome[0], OSError):
-                raise RelayError(f"the page relay failed: {outcome[0]}")
-        sent = pages[0] if pages else 0
-        assert isinstance(sent, int)
-        return sent
+        failed = True
+        try:
+            answers: list[int | OSError] = []
+            back = threading.Thread(target=_pump_quietly, args=(self._down, criu, answers), daemon=True)
+            back.start()
+            pages: list[int | OSError] = []
+            _pump_quietly(criu, self._up, pages)
+            # CRIU has closed its connection (its dump is over) or a side failed: the destination's
+            # page server ends, and its side closes the answers' connection.
+            back.join(PAGE_SERVER_EXIT_TIMEOUT_S)
+            if back.is_alive():
+                self.stop()
+                back.join()
+            for outcome in (pages, answers):
+                if outcome and isinstance(outcome[0], OSError):
+                    raise RelayError(f"the page relay failed: {outcome[0]}")
+            sent = pages[0] if pages else 0
+            assert isinstance(sent, int)
+            failed = False
+            return sent
+        finally:
+            self._close_criu(reset=failed)
+
+    def _close_criu(self, reset: bool) -> None:
+        """Close CRIU's connection now that no pump uses it; after a failure with a reset, so
+        that CRIU's next write fails at once. (A shut socket is not enough: Linux goes on taking
+        bytes into a socket shut for reading, and a CRIU blocked writing into a full one would
+        wait for the dump's timeout, and be killed with its parasite in the container.)"""
+        with self._lock:
+            criu, self._criu = self._criu, None
+        if criu is None:
+            return
+        if reset:
+            criu.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        criu.close()
 
     def _accept(self) -> socket.socket:
         waited = 0.0
