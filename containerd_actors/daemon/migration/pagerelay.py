@@ -114,6 +114,15 @@ def _more_ready(source: socket.socket, poller: select.poll) -> bool:
     return bool(poller.poll(0))
 
 
+def no_delay(sock: socket.socket) -> None:
+    """Send small writes at once (``TCP_NODELAY``). CRIU's page-server protocol asks and waits for
+    answers a few times per process (opening each one's pagemap); with Nagle's algorithm, a request
+    written while the previous segment waits for its delayed ACK waited ~40 ms, and a dump of a
+    four-process container through the relay took ~0.3 s longer than one to disk, whatever its size.
+    CRIU sets it on its own page-server socket for the same reason."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def _pump_quietly(
     source: socket.socket,
     target: socket.socket,
@@ -238,6 +247,7 @@ class PageServerRelay:
                 conn.close()
                 continue
             conn.settimeout(None)  # a dump may pause its stream (while CRIU collects), not our business
+            no_delay(conn)
             taken[role] = conn
             with self._lock:
                 self._sockets.append(conn)
@@ -357,6 +367,7 @@ class SourceRelay:
             for role in (UP, DOWN):
                 conn = bulk.open_tls(tls, host, port)
                 conns.append(conn)
+                no_delay(conn)
                 bulk.send_record(conn, {"secret": secret, "role": role})
             for conn in conns:
                 if not bulk.recv_record(conn).get("ready"):
@@ -437,6 +448,7 @@ class SourceRelay:
             except OSError as exc:
                 raise RelayError(f"the page relay's listener failed: {exc}") from None
             criu.settimeout(None)
+            no_delay(criu)
             with self._lock:
                 self._criu = criu
                 if self._stopped.is_set():
