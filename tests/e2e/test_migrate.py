@@ -40,6 +40,8 @@ from containerd_actors.protocol import Event, EventType
 
 #: Prints 0, 1, 2, ... about every 10 ms.
 COUNTER = ["sh", "-c", "i=0; while :; do echo $i; i=$((i+1)); usleep 10000; done"]
+#: A ``memory_counter`` size whose pages stream (over ``source.STREAM_MIN_BYTES``, with room).
+STREAMED_MIB = 96
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -250,9 +252,11 @@ def counter_bundle(tmp_path: Path) -> Path:
 
 
 async def test_a_counter_moves_to_b_and_back_without_losing_a_number(
-    hosts: netns.NetnsPair, certs: dict[str, TlsFiles], counter_bundle: Path
+    hosts: netns.NetnsPair, certs: dict[str, TlsFiles], tmp_path: Path
 ) -> None:
-    async with counting_at_a(hosts, certs, counter_bundle, numbers_first=20) as run:
+    # Enough memory that its pages stream to B's page server while A dumps (STREAM_MIN_BYTES).
+    bundle = make_bundle(tmp_path / "memory", memory_counter(STREAMED_MIB))
+    async with counting_at_a(hosts, certs, bundle, numbers_first=20) as run:
         pair, a, b, cid = run.pair, run.a, run.b, run.cid
         async with a.subscribe() as a_events, b.subscribe() as b_events:
             moved = await a.migrate_container(cid, pair.b_remote)
@@ -423,8 +427,10 @@ async def test_a_failed_dump_at_the_source_thaws_it(
             assert "Tracking memory is not available" in failed  # CRIU's own words
             await still_counting_at_a_only(run)
             marker.unlink()  # and the next attempt goes through
-            await run.a.migrate_container(run.cid, run.pair.b_remote)
+            moved = await run.a.migrate_container(run.cid, run.pair.b_remote)
             assert [c.id for c in await run.b.containers()] == [run.cid]
+            # A container this small is dumped to disk and sent after: streaming would cost more.
+            assert not moved.pages_streamed and "the dump goes to disk" in run.pair.a.log_text()
     finally:
         del os.environ["FAIL_DUMP"]
 
@@ -459,7 +465,7 @@ async def test_a_page_server_failing_midway_leaves_it_running_at_the_source(
     """The stream breaks while CRIU dumps: the dump fails, the container was never stopped at A
     (frozen, with its pages still its own), and A thaws it."""
     top = short_temp_dir("ca-mig-")
-    bundle = make_bundle(tmp_path / "memory", memory_counter(64))
+    bundle = make_bundle(tmp_path / "memory", memory_counter(STREAMED_MIB))
     env = failing_page_server_env(top, "midway")
     async with counting_at_a(hosts, certs, bundle, top=top, b_env=env) as run:
         failed = await refused_migration(run)
@@ -470,12 +476,13 @@ async def test_a_page_server_failing_midway_leaves_it_running_at_the_source(
 
 
 async def test_a_page_server_that_cannot_start_sends_the_dump_the_old_way(
-    hosts: netns.NetnsPair, certs: dict[str, TlsFiles], counter_bundle: Path
+    hosts: netns.NetnsPair, certs: dict[str, TlsFiles], tmp_path: Path
 ) -> None:
     """Found before the freeze: A dumps to disk and sends the pages with the other images, and says so."""
     top = short_temp_dir("ca-mig-")
+    bundle = make_bundle(tmp_path / "memory", memory_counter(STREAMED_MIB))
     env = failing_page_server_env(top, "start")
-    async with counting_at_a(hosts, certs, counter_bundle, top=top, b_env=env) as run:
+    async with counting_at_a(hosts, certs, bundle, top=top, b_env=env) as run:
         moved = await run.a.migrate_container(run.cid, run.pair.b_remote)
         assert not moved.pages_streamed
         assert "the dump goes to disk" in run.pair.a.log_text()

@@ -11,8 +11,9 @@ destination has confirmed that it runs there):
    Where the destination offers its page relay (``pagerelay.py``) and the source reached it
    before the freeze, the dump sends the memory pages there while it runs (``--page-server``):
    they never touch this disk, and their transfer overlaps the dump. Otherwise (no relay
-   offered, or it could not be set up: said in the log), and with ``keep_source`` (the kept
-   checkpoint must hold the pages), the dump goes to disk as a whole.
+   offered, or it could not be set up: said in the log), with ``keep_source`` (the kept
+   checkpoint must hold the pages), and for a container under ``STREAM_MIN_BYTES`` of memory
+   (for which streaming costs more than it saves), the dump goes to disk as a whole.
    Either way the container stays here, frozen, until the destination confirms: a dump whose
    page stream broke fails like any other, with the container still frozen, and is thawed.
 3. send the images (with the page relay, only the small non-page ones), ``config.json`` (and
@@ -80,6 +81,13 @@ CHUNKS_IN_FLIGHT = 4
 COMMIT_TIMEOUT_S = 300.0
 #: How long the source tries to tell the destination it gave up.
 ABORT_TIMEOUT_S = 10.0
+#: A container with less memory than this is dumped to disk and sent after, not streamed: CRIU
+#: 4.2's page-server client corks its socket and waits for the page server's last answer without
+#: uncorking, so every streamed dump ends with the kernel's cork timeout (~0.2 s, in ``dump.log``
+#: between "Disconnect from the page server" and the next line; the same with CRIU's own TCP page
+#: server and no relay). That costs more than sending a small dump after it: measured here, 16 MiB
+#: froze ~0.3 s longer streamed, 64 MiB about the same, 256 MiB shorter.
+STREAM_MIN_BYTES = 64 << 20
 #: Why ``--pre-dump`` is refused where the kernel does not track dirty memory.
 PRE_DUMP_NO_DIRTY_TRACKING = (
     "pre-dump rounds need the kernel to track dirty memory, and this one does not "
@@ -117,6 +125,9 @@ class SourceContainer:
     bundle: Path
     paths: ContainerPaths
     terminal: bool
+    #: Its cgroup's memory less page cache before the freeze (None: unknown), which decides
+    #: whether its pages stream (``STREAM_MIN_BYTES``).
+    memory_bytes: int | None = None
 
 
 def forget_migrated_bundle(state_dir: Path, bundle: Path) -> None:
@@ -195,6 +206,13 @@ async def _with_peer(
     relay = None
     if request.keep_source:
         log.info("migration %s: the dump is kept here (--keep-source), so it goes to disk whole", token)
+    elif container.memory_bytes is not None and container.memory_bytes < STREAM_MIN_BYTES:
+        log.info(
+            "migration %s: %.1f MiB of memory, under %d MiB: the dump goes to disk, sent after it",
+            token,
+            container.memory_bytes / 2**20,
+            STREAM_MIN_BYTES >> 20,
+        )
     elif channel is not None:
         relay = await _open_page_relay(peer, token, began)
     try:
