@@ -41,7 +41,7 @@ from containerd_actors.protocol import Event, EventType
 #: Prints 0, 1, 2, ... about every 10 ms.
 COUNTER = ["sh", "-c", "i=0; while :; do echo $i; i=$((i+1)); usleep 10000; done"]
 #: A ``memory_counter`` size whose pages stream (over ``source.STREAM_MIN_BYTES``, with room).
-STREAMED_MIB = 96
+STREAMED_MIB = 160
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -210,10 +210,16 @@ class Counting:
 
 @asynccontextmanager
 async def counting_at_a(
-    hosts: netns.NetnsPair, certs: dict[str, TlsFiles], bundle: Path, numbers_first: int = 5, **daemons: Any
+    hosts: netns.NetnsPair,
+    certs: dict[str, TlsFiles],
+    bundle: Path,
+    numbers_first: int = 5,
+    memory_mib: int = 0,
+    **daemons: Any,
 ) -> AsyncIterator[Counting]:
     """``two_daemons(**daemons)`` with a container of ``bundle`` that has printed ``numbers_first``
-    numbers at A: where every test of a migration starts."""
+    numbers at A, and holds ``memory_mib`` of a ``memory_counter`` (which decides whether its pages
+    stream): where every test of a migration starts."""
     cid = unique_id("mig")
     async with (
         two_daemons(hosts, certs, **daemons) as pair,
@@ -222,7 +228,18 @@ async def counting_at_a(
     ):
         await a.create_container(cid, str(bundle))
         await wait_for_numbers(pair.a, cid, numbers_first)
+        await wait_for_memory(a, cid, max(0, memory_mib - 4) << 20)  # a little slack
         yield Counting(pair, a, b, cid)
+
+
+async def wait_for_memory(client: Client, cid: str, size: int) -> None:
+    """Until the container holds ``size`` bytes besides page cache (as the source daemon counts)."""
+    with trio.fail_after(60):
+        while True:
+            memory = (await client.stats(cid)).cgroup.memory
+            if size == 0 or (memory is not None and memory.usage.usage - memory.cache >= size):
+                return
+            await trio.sleep(0.05)
 
 
 async def refused_migration(run: Counting, **options: Any) -> str:
@@ -256,7 +273,7 @@ async def test_a_counter_moves_to_b_and_back_without_losing_a_number(
 ) -> None:
     # Enough memory that its pages stream to B's page server while A dumps (STREAM_MIN_BYTES).
     bundle = make_bundle(tmp_path / "memory", memory_counter(STREAMED_MIB))
-    async with counting_at_a(hosts, certs, bundle, numbers_first=20) as run:
+    async with counting_at_a(hosts, certs, bundle, numbers_first=20, memory_mib=STREAMED_MIB) as run:
         pair, a, b, cid = run.pair, run.a, run.b, run.cid
         async with a.subscribe() as a_events, b.subscribe() as b_events:
             moved = await a.migrate_container(cid, pair.b_remote)
@@ -467,7 +484,7 @@ async def test_a_page_server_failing_midway_leaves_it_running_at_the_source(
     top = short_temp_dir("ca-mig-")
     bundle = make_bundle(tmp_path / "memory", memory_counter(STREAMED_MIB))
     env = failing_page_server_env(top, "midway")
-    async with counting_at_a(hosts, certs, bundle, top=top, b_env=env) as run:
+    async with counting_at_a(hosts, certs, bundle, memory_mib=STREAMED_MIB, top=top, b_env=env) as run:
         failed = await refused_migration(run)
         assert "migration failed at the dump" in failed, failed
         assert "page relay" in failed, failed
@@ -482,7 +499,7 @@ async def test_a_page_server_that_cannot_start_sends_the_dump_the_old_way(
     top = short_temp_dir("ca-mig-")
     bundle = make_bundle(tmp_path / "memory", memory_counter(STREAMED_MIB))
     env = failing_page_server_env(top, "start")
-    async with counting_at_a(hosts, certs, bundle, top=top, b_env=env) as run:
+    async with counting_at_a(hosts, certs, bundle, memory_mib=STREAMED_MIB, top=top, b_env=env) as run:
         moved = await run.a.migrate_container(run.cid, run.pair.b_remote)
         assert not moved.pages_streamed
         assert "the dump goes to disk" in run.pair.a.log_text()
@@ -527,7 +544,7 @@ async def test_the_destination_dying_midway_leaves_it_running_at_the_source(
     hosts: netns.NetnsPair, certs: dict[str, TlsFiles], tmp_path: Path
 ) -> None:
     bundle = make_bundle(tmp_path / "memory", memory_counter(256))
-    async with counting_at_a(hosts, certs, bundle) as run:
+    async with counting_at_a(hosts, certs, bundle, memory_mib=256) as run:
         server = api_server_pid(run.pair.b.pid)
 
         async def kill_b() -> None:
@@ -572,7 +589,9 @@ async def test_a_dropped_connection_leaves_it_running_at_the_source(
         for rule in rules:
             subprocess.run(hosts.exec_argv(hosts.b, "iptables", "-I", *rule), check=True)
 
-    async with counting_at_a(hosts, certs, bundle, b_args=("--migration-idle-timeout", "3s")) as run:
+    async with counting_at_a(
+        hosts, certs, bundle, memory_mib=256, b_args=("--migration-idle-timeout", "3s")
+    ) as run:
         try:
             failed = await migration_broken_midway(run, firewall)
         finally:

@@ -85,9 +85,10 @@ ABORT_TIMEOUT_S = 10.0
 #: 4.2's page-server client corks its socket and waits for the page server's last answer without
 #: uncorking, so every streamed dump ends with the kernel's cork timeout (~0.2 s, in ``dump.log``
 #: between "Disconnect from the page server" and the next line; the same with CRIU's own TCP page
-#: server and no relay). That costs more than sending a small dump after it: measured here, 16 MiB
-#: froze ~0.3 s longer streamed, 64 MiB about the same, 256 MiB shorter.
-STREAM_MIN_BYTES = 64 << 20
+#: server and no relay). That costs more than sending a small dump after it: measured here (a
+#: loaded 2-core host, both daemons on it), 16 MiB froze ~0.3 s longer streamed, 64 MiB ~0.1 s
+#: longer, 256 MiB ~0.35 s shorter.
+STREAM_MIN_BYTES = 128 << 20
 #: Why ``--pre-dump`` is refused where the kernel does not track dirty memory.
 PRE_DUMP_NO_DIRTY_TRACKING = (
     "pre-dump rounds need the kernel to track dirty memory, and this one does not "
