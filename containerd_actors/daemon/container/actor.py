@@ -518,7 +518,12 @@ class ContainerActor:
         self._phase = Phase.MIGRATING
         self._migrating = ask
         source = SourceContainer(
-            self.id, self._bundle_path, self.paths, self._init.info.terminal, self._anonymous_memory()
+            self.id,
+            self._bundle_path,
+            self.paths,
+            self._init.info.terminal,
+            self._anonymous_memory(),
+            self._deps.migration_stream_min_mib,
         )
         self._nursery.start_soon(self._migration_task, ask, source)
 

@@ -87,7 +87,8 @@ ABORT_TIMEOUT_S = 10.0
 #: between "Disconnect from the page server" and the next line; the same with CRIU's own TCP page
 #: server and no relay). That costs more than sending a small dump after it: measured here (a
 #: loaded 2-core host, both daemons on it), 16 MiB froze ~0.3 s longer streamed, 64 MiB ~0.1 s
-#: longer, 256 MiB ~0.35 s shorter.
+#: longer, 256 MiB ~0.35 s shorter. ``--migration-stream-min`` sets it (between two real hosts
+#: the two ends' work no longer shares two cores, and streaming may pay from less).
 STREAM_MIN_BYTES = 128 << 20
 #: Why ``--pre-dump`` is refused where the kernel does not track dirty memory.
 PRE_DUMP_NO_DIRTY_TRACKING = (
@@ -127,8 +128,13 @@ class SourceContainer:
     paths: ContainerPaths
     terminal: bool
     #: Its cgroup's memory less page cache before the freeze (None: unknown), which decides
-    #: whether its pages stream (``STREAM_MIN_BYTES``).
+    #: whether its pages stream (from ``stream_min_mib``, or ``STREAM_MIN_BYTES``, up).
     memory_bytes: int | None = None
+    stream_min_mib: int | None = None
+
+    @property
+    def stream_min_bytes(self) -> int:
+        return STREAM_MIN_BYTES if self.stream_min_mib is None else self.stream_min_mib << 20
 
 
 def forget_migrated_bundle(state_dir: Path, bundle: Path) -> None:
@@ -207,12 +213,12 @@ async def _with_peer(
     relay = None
     if request.keep_source:
         log.info("migration %s: the dump is kept here (--keep-source), so it goes to disk whole", token)
-    elif container.memory_bytes is not None and container.memory_bytes < STREAM_MIN_BYTES:
+    elif container.memory_bytes is not None and container.memory_bytes < container.stream_min_bytes:
         log.info(
             "migration %s: %.1f MiB of memory, under %d MiB: the dump goes to disk, sent after it",
             token,
             container.memory_bytes / 2**20,
-            STREAM_MIN_BYTES >> 20,
+            container.stream_min_bytes >> 20,
         )
     elif channel is not None:
         relay = await _open_page_relay(peer, token, began)
