@@ -459,14 +459,20 @@ def migrate_container(args: argparse.Namespace) -> int:
             pre_dump=args.pre_dump,
         )
     if args.json:
-        fields = ("pid", "frozen_s", "total_s", "dump_s", "transfer_s", "restore_s", "bytes_sent")
+        fields = (
+            "pid", "frozen_s", "total_s", "dump_s", "transfer_s", "restore_s", "bytes_sent",
+            "pages_streamed", "kept_checkpoint",
+        )  # fmt: skip
         print(json.dumps({"id": args.id, "to": args.to, **{name: getattr(reply, name) for name in fields}}))
     else:
+        dump = "dump, pages streamed" if reply.pages_streamed else "dump"
         print(
             f"{args.id} runs at {args.to} as pid {reply.pid}: frozen {reply.frozen_s:.3f} s "
-            f"(dump {reply.dump_s:.3f}, transfer {reply.transfer_s:.3f}, restore {reply.restore_s:.3f}), "
+            f"({dump} {reply.dump_s:.3f}, transfer {reply.transfer_s:.3f}, restore {reply.restore_s:.3f}), "
             f"{reply.bytes_sent / 2**20:.1f} MiB sent, {reply.total_s:.3f} s in all"
         )
+        if reply.kept_checkpoint:
+            print(f"its dump is kept here as checkpoint {reply.kept_checkpoint}")
     return 0
 
 

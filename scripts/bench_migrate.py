@@ -7,14 +7,17 @@ Two private daemons: A in this network namespace, B in one made for the run (``i
 by a veth pair with 198.18.0.0/15 addresses; they talk mutual TLS with certificates made for the
 run. For each size, a container holds that many MiB of resident anonymous memory (``dd``'s block
 buffer, filled from /dev/zero) beside a counter, and migrates A -> B, ``--rounds`` times (a new
-container each round). The daemon's reply gives the breakdown: dump (freeze + CRIU dump),
-transfer (checksummed chunks over TLS), restore (the destination's restore until the process
-runs); frozen is their sum, from the freeze to the process running at B; total adds the checks
-before and the deletion after.
+container each round). The daemon's reply gives the breakdown: dump (freeze + CRIU dump; when
+the pages stream to the destination's page server, as they do unless that cannot be set up, their
+transfer too), transfer (the images on disk, in checksummed chunks over TLS), restore (the
+destination's restore until the process runs); frozen is their sum, from the freeze to the
+process running at B; total adds the checks before and the deletion after.
 
 The floor beside it: raw ``runc pause`` + ``runc checkpoint --leave-running`` + ``runc restore -d``
 into a second runc root on this host (images on the same disk, no network), the same container.
 Medians are printed; the machine is shared, so compare the columns of one run.
+``--compare-streaming`` runs two source daemons in turns, one streaming every dump's pages to the
+destination's page server and one never (``--migration-stream-min``), and prints a table for each.
 """
 
 from __future__ import annotations
@@ -76,6 +79,8 @@ class Sample:
     transfer: float
     restore: float
     mib_sent: float = 0.0
+    #: The pages went to the destination's page server during the dump (``pages_streamed``).
+    streamed: bool = False
 
 
 def median(samples: list[Sample], field: str) -> float:
@@ -96,7 +101,19 @@ async def wait_for_memory(client: Client, cid: str, size: int) -> None:
             await trio.sleep(0.05)
 
 
-async def daemon_rounds(top: Path, sizes: list[int], rounds: int) -> dict[int, list[Sample]]:
+#: ``--compare-streaming``: two source daemons, migrating in turns, the one always streaming the
+#: pages and the other never (``--migration-stream-min``), so that one run compares the two paths
+#: under the same load.
+COMPARED = {
+    "pages streamed": ("--migration-stream-min", "0"),
+    "dump to disk, then sent": ("--migration-stream-min", str(1 << 20)),
+}
+
+
+async def daemon_rounds(
+    top: Path, sizes: list[int], rounds: int, sources: dict[str, tuple[str, ...]]
+) -> dict[str, dict[int, list[Sample]]]:
+    """Per source daemon (by name, with its extra arguments), per size, its rounds' samples."""
     veth = netns.create()
     handles = []
     try:
@@ -104,39 +121,45 @@ async def daemon_rounds(top: Path, sizes: list[int], rounds: int) -> dict[int, l
         make_ca(certs_dir, "ca")
         a_files = sign(certs_dir, "ca", "a", "daemon-a", ips=(veth.host_address,))
         b_files = sign(certs_dir, "ca", "b", "daemon-b", ips=(veth.ns_address,))
-        a_remote = f"tls+tcp://{veth.host_address}:{free_port_run(3)}"
         b_remote = f"tls+tcp://{veth.ns_address}:{free_port_run(3)}"
         tag = uuid.uuid4().hex[:6]
-        a = await start_daemon(
-            top / "a", "--id", f"bench-a-{tag}", "--listen", a_remote, *tls_args(a_files),
-            debug=False, own_session=True,
-        )  # fmt: skip
-        handles.append(a)
+        sources_up = {}
+        for index, (name, extra) in enumerate(sources.items()):
+            a_remote = f"tls+tcp://{veth.host_address}:{free_port_run(3)}"
+            a = await start_daemon(
+                top / f"a{index}", "--id", f"bench-a{index}-{tag}", "--listen", a_remote, *tls_args(a_files),
+                *extra, debug=False, own_session=True,
+            )  # fmt: skip
+            handles.append(a)
+            sources_up[name] = a
         b = await start_daemon(
             top / "b", "--id", f"bench-b-{tag}", "--listen", b_remote, *tls_args(b_files),
             debug=False, own_session=True, prefix=("nsenter", f"--net=/run/netns/{veth.name}"),
         )  # fmt: skip
         handles.append(b)
-        results: dict[int, list[Sample]] = {}
-        async with Client.connect(a.address, timeout=120) as client_a, Client.connect(b.address) as client_b:
+        results: dict[str, dict[int, list[Sample]]] = {name: {} for name in sources}
+        async with Client.connect(b.address) as client_b:
             for mib in sizes:
                 bundle = make_bundle(top / f"bundle-{mib}", memory_command(mib))
                 for round_ in range(rounds):
-                    cid = f"bench-mig-{tag}-{mib}-{round_}"
-                    await client_a.create_container(cid, str(bundle))
-                    await wait_for_memory(client_a, cid, mib << 20)
-                    reply = await client_a.migrate_container(cid, b_remote)
-                    results.setdefault(mib, []).append(
-                        Sample(
-                            reply.frozen_s,
-                            reply.total_s,
-                            reply.dump_s,
-                            reply.transfer_s,
-                            reply.restore_s,
-                            reply.bytes_sent / 2**20,
+                    for index, (name, a) in enumerate(sources_up.items()):
+                        cid = f"bench-mig-{tag}-{mib}-{round_}-{index}"
+                        async with Client.connect(a.address, timeout=120) as client_a:
+                            await client_a.create_container(cid, str(bundle))
+                            await wait_for_memory(client_a, cid, mib << 20)
+                            reply = await client_a.migrate_container(cid, b_remote)
+                        results[name].setdefault(mib, []).append(
+                            Sample(
+                                reply.frozen_s,
+                                reply.total_s,
+                                reply.dump_s,
+                                reply.transfer_s,
+                                reply.restore_s,
+                                reply.bytes_sent / 2**20,
+                                reply.pages_streamed,
+                            )
                         )
-                    )
-                    await client_b.signal(cid, signal=9)
+                        await client_b.signal(cid, signal=9)
         return results
     finally:
         with trio.CancelScope(shield=True):
@@ -239,37 +262,48 @@ def raw_rounds(top: Path, sizes: list[int], rounds: int) -> dict[int, list[Sampl
 
 
 def report(
-    sizes: list[int], ours: dict[int, list[Sample]], raw: dict[int, list[Sample]], rounds: int
+    sizes: list[int], ours: dict[str, dict[int, list[Sample]]], raw: dict[int, list[Sample]], rounds: int
 ) -> None:
     print(
         f"\nmedians of {rounds} rounds, seconds"
-        " (frozen = dump + transfer + restore; total adds the checks before and the delete after)"
+        " (frozen = dump + transfer + restore; total adds the checks before and the delete after;"
+        " with the pages streamed, dump includes their transfer)"
     )
-    header = (
-        "| resident anon | daemons A->B frozen | dump | transfer | restore | total | MiB sent "
-        "| raw runc frozen | raw dump | raw restore |"
-    )
-    print(header)
-    print("|" + "---|" * (header.count("|") - 1))
-    for mib in sizes:
-        o, r = ours[mib], raw[mib]
-        print(
-            f"| {mib} MiB | {median(o, 'frozen'):.3f} | {median(o, 'dump'):.3f} "
-            f"| {median(o, 'transfer'):.3f} "
-            f"| {median(o, 'restore'):.3f} | {median(o, 'total'):.3f} | {median(o, 'mib_sent'):.1f} "
-            f"| {median(r, 'frozen'):.3f} | {median(r, 'dump'):.3f} | {median(r, 'restore'):.3f} |"
+    for name, samples in ours.items():
+        if len(ours) > 1:
+            print(f"\nsource daemon: {name}")
+        header = (
+            "| resident anon | daemons A->B frozen | dump | transfer | restore | total | MiB sent "
+            "| pages streamed | raw runc frozen | raw dump | raw restore |"
         )
+        print(header)
+        print("|" + "---|" * (header.count("|") - 1))
+        for mib in sizes:
+            o, r = samples[mib], raw[mib]
+            print(
+                f"| {mib} MiB | {median(o, 'frozen'):.3f} | {median(o, 'dump'):.3f} "
+                f"| {median(o, 'transfer'):.3f} "
+                f"| {median(o, 'restore'):.3f} | {median(o, 'total'):.3f} | {median(o, 'mib_sent'):.1f} "
+                f"| {sum(sample.streamed for sample in o)}/{len(o)} "
+                f"| {median(r, 'frozen'):.3f} | {median(r, 'dump'):.3f} | {median(r, 'restore'):.3f} |"
+            )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="16,64,256", help="MiB of resident memory, comma-separated")
     parser.add_argument("--rounds", type=int, default=3, help="migrations per size (median reported)")
+    parser.add_argument(
+        "--compare-streaming",
+        action="store_true",
+        help="two source daemons in turns, one always streaming the pages, one never (a table each)",
+    )
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
+    sources: dict[str, tuple[str, ...]] = dict(COMPARED) if args.compare_streaming else {"default": ()}
     top = Path(tempfile.mkdtemp(prefix="bench-migrate-", dir="/tmp"))
     try:
-        ours = trio.run(daemon_rounds, top, sizes, args.rounds)
+        ours = trio.run(daemon_rounds, top, sizes, args.rounds, sources)
         raw = raw_rounds(top, sizes, args.rounds)
     finally:
         shutil.rmtree(top, ignore_errors=True)

@@ -195,19 +195,8 @@ class ApiServer:
             wire.DeleteCheckpoint: via(supervisor, lambda r, _: wire.DeleteCheckpointReply(r.request_id)),
             wire.WriteInput: via(supervisor, lambda r, written: wire.WriteInputReply(r.request_id, written)),
             wire.ResizeTerminal: via(supervisor, lambda r, _: wire.ResizeTerminalReply(r.request_id)),
-            wire.MigrateContainer: via(
-                supervisor,
-                lambda r, result: wire.MigrateContainerReply(
-                    r.request_id,
-                    result.pid,
-                    result.frozen_s,
-                    result.total_s,
-                    result.dump_s,
-                    result.transfer_s,
-                    result.restore_s,
-                    result.bytes_sent,
-                ),
-            ),
+            # The migration's task builds the reply itself (``migration.source.migrate_out``).
+            wire.MigrateContainer: via(supervisor, lambda _r, reply: reply),
             # A migration arriving from another daemon (its source is the caller):
             wire.MigrationBegin: lambda request, caller: self.incoming.begin(request, caller.by, caller.pipe),
             wire.MigrationChunk: self._refuse_unframed_chunk,

@@ -63,6 +63,9 @@ class DaemonConfig:
     cgroup_parent: str = ""
     #: A migration arriving here whose source sends nothing for this long is dropped.
     migration_idle_timeout: float = 120.0
+    #: A container migrating away streams its dump's pages from this much memory (MiB) up; None:
+    #: ``migration.source.STREAM_MIN_BYTES``.
+    migration_stream_min_mib: int | None = None
 
     @property
     def migrated_cgroup_parent(self) -> str:

@@ -166,6 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop a migration arriving here whose source sends nothing for this long, the dump"
         " included (default 2m)",
     )
+    parser.add_argument(
+        "--migration-stream-min",
+        type=int,
+        default=None,
+        metavar="MIB",
+        help="stream a migrating container's memory pages to the destination while CRIU dumps it from"
+        " this many MiB of memory up; smaller dumps go to disk and are sent after (default 128; 0: always)",
+    )
     parser.add_argument("-v", "--version", action="version", version=f"containerd-actors {__version__}")
     return parser
 
@@ -209,6 +217,7 @@ def config_from_args(argv: list[str] | None = None) -> DaemonConfig:
         events_retention=args.events_retention,
         cgroup_parent=args.cgroup_parent.strip("/"),
         migration_idle_timeout=args.migration_idle_timeout,
+        migration_stream_min_mib=args.migration_stream_min,
     )
 
 

@@ -194,6 +194,7 @@ async def run_daemon(config: DaemonConfig) -> None:
                 oom_notify=config.oom_notify,
                 faults=faults,
                 migration_tls=config.tls,
+                migration_stream_min_mib=config.migration_stream_min_mib,
             )
             await nursery.start(supervisor.run, adoptions)
             server = ApiServer(config, supervisor.mailbox, events.mailbox, metrics.mailbox, events.status)

@@ -74,7 +74,9 @@ class MigrateContainerReply:
 
     ``frozen_s`` runs from the freeze at the source to the restored process running at the
     destination; ``dump_s``, ``transfer_s`` and ``restore_s`` are its parts; ``total_s`` also
-    counts the checks before the freeze and the deletion after.
+    counts the checks before the freeze and the deletion after. With ``pages_streamed`` the
+    memory pages went to the destination during the dump (CRIU's page server), so ``dump_s``
+    includes their transfer and ``transfer_s`` counts only the other images.
     """
 
     request_id: str
@@ -85,6 +87,11 @@ class MigrateContainerReply:
     transfer_s: float
     restore_s: float
     bytes_sent: int
+    #: With ``keep_source``: the checkpoint of the bundle the dump was kept as (None: not kept).
+    kept_checkpoint: str | None = None
+    #: The pages streamed to the destination's page server while CRIU dumped (false: the dump
+    #: went to the source's disk and was sent after it, as when the page relay cannot be set up).
+    pages_streamed: bool = False
 
 
 @frozen
@@ -115,6 +122,10 @@ class MigrationBeginReply:
     #: (``daemon/migration/bulk.py``).
     bulk_port: int = 0
     bulk_secret: str = ""
+    #: The port of the page relay on the same host (0: none, the source dumps to disk and sends
+    #: the pages with the other images); its connections present ``bulk_secret`` too
+    #: (``daemon/migration/pagerelay.py``).
+    page_server_port: int = 0
 
 
 @frozen

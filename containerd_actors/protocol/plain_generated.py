@@ -198,6 +198,10 @@ def s_MigrateContainerReply(o: Any) -> MigrateContainerReply:
         "restore_s": s_float(o['restore_s']),
         "bytes_sent": s_int(o['bytes_sent']),
     }
+    if "kept_checkpoint" in o:
+        k["kept_checkpoint"] = (None if o['kept_checkpoint'] is None else s_str(o['kept_checkpoint']))
+    if "pages_streamed" in o:
+        k["pages_streamed"] = s_bool(o['pages_streamed'])
     return MigrateContainerReply(**k)
 
 
@@ -212,6 +216,8 @@ def s_MigrationBeginReply(o: Any) -> MigrationBeginReply:
         k["bulk_port"] = s_int(o['bulk_port'])
     if "bulk_secret" in o:
         k["bulk_secret"] = s_str(o['bulk_secret'])
+    if "page_server_port" in o:
+        k["page_server_port"] = s_int(o['page_server_port'])
     return MigrationBeginReply(**k)
 
 

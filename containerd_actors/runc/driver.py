@@ -275,12 +275,23 @@ class Runc:
         return await self._run_detached_command("exec", argv, stdio, pid_file, log_file)
 
     async def checkpoint(
-        self, id: str, image_path: Path, work_path: Path, options: CriuOptions, leave_running: bool
+        self,
+        id: str,
+        image_path: Path,
+        work_path: Path,
+        options: CriuOptions,
+        leave_running: bool,
+        page_server: str | None = None,
     ) -> None:
-        """``runc checkpoint``; on failure the message ends with the tail of CRIU's dump log."""
+        """``runc checkpoint``; on failure the message ends with the tail of CRIU's dump log.
+
+        With ``page_server`` (``ADDRESS:PORT``) CRIU sends the memory pages there instead of
+        writing them into ``image_path``."""
         args = ["--image-path", str(image_path), "--work-path", str(work_path), *options.checkpoint_flags()]
         if leave_running:
             args.append("--leave-running")
+        if page_server is not None:
+            args += ["--page-server", page_server]
         try:
             await self._run_captured("checkpoint", [*args, id], timeout=CHECKPOINT_TIMEOUT_S)
         except RuncTimeout:

@@ -330,7 +330,7 @@ async def test_a_stream_cut_midway_fails_the_commit(tmp_path: Path, certs: dict[
         with conn:
             header = {"seq": 0, "kind": "image", "name": "pages-1.img", "offset": 0, "length": 100}
             header["sha256"] = "0" * 64
-            bulk._send_record(conn, header)
+            bulk.send_record(conn, header)
             conn.sendall(b"x" * 10)
         commit = wire.MigrationCommit("r-9", "m01", 1, "0" * 64, 0.0)
         with pytest.raises(CommandError, match="bulk channel failed"):

@@ -14,9 +14,10 @@ import os
 import signal
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -39,6 +40,8 @@ from containerd_actors.protocol import Event, EventType
 
 #: Prints 0, 1, 2, ... about every 10 ms.
 COUNTER = ["sh", "-c", "i=0; while :; do echo $i; i=$((i+1)); usleep 10000; done"]
+#: A ``memory_counter`` size whose pages stream (over ``source.STREAM_MIN_BYTES``, with room).
+STREAMED_MIB = 160
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -127,7 +130,9 @@ async def two_daemons(
     top: Path | None = None,
     a_args: tuple[str, ...] = (),
     b_args: tuple[str, ...] = (),
+    b_env: tuple[str, ...] = (),
 ) -> AsyncIterator[Pair]:
+    """Daemons A and B; ``b_env`` (``NAME=VALUE``) is B's environment beside the inherited one."""
     top = top or short_temp_dir("ca-mig-")
     tag = uuid.uuid4().hex[:6]
     a_remote = f"tls+tcp://{hosts.a_address}:{free_port_run(3)}"
@@ -153,7 +158,11 @@ async def two_daemons(
             b_remote,
             *tls_args(certs[b_cert]),
             *b_args,
-            prefix=(*hosts.enter_argv(hosts.b), *(hidden.prefix() if hidden else ())),
+            prefix=(
+                *hosts.enter_argv(hosts.b),
+                *(("env", *b_env) if b_env else ()),
+                *(hidden.prefix() if hidden else ()),
+            ),
         )
         handles.append(b)
         yield Pair(a, b, a_remote, b_remote)
@@ -189,28 +198,90 @@ async def next_event(events: AsyncIterator[Event], cid: str, kinds: set[str]) ->
     raise AssertionError("the event stream ended")
 
 
+@attrs.frozen
+class Counting:
+    """Two daemons, a client of each, and container ``cid`` counting at A."""
+
+    pair: Pair
+    a: Client
+    b: Client
+    cid: str
+
+
+@asynccontextmanager
+async def counting_at_a(
+    hosts: netns.NetnsPair,
+    certs: dict[str, TlsFiles],
+    bundle: Path,
+    numbers_first: int = 5,
+    memory_mib: int = 0,
+    **daemons: Any,
+) -> AsyncIterator[Counting]:
+    """``two_daemons(**daemons)`` with a container of ``bundle`` that has printed ``numbers_first``
+    numbers at A, and holds ``memory_mib`` of a ``memory_counter`` (which decides whether its pages
+    stream): where every test of a migration starts."""
+    cid = unique_id("mig")
+    async with (
+        two_daemons(hosts, certs, **daemons) as pair,
+        Client.connect(pair.a.address, timeout=60) as a,
+        Client.connect(pair.b.address, timeout=60) as b,
+    ):
+        await a.create_container(cid, str(bundle))
+        await wait_for_numbers(pair.a, cid, numbers_first)
+        await wait_for_memory(a, cid, max(0, memory_mib - 4) << 20)  # a little slack
+        yield Counting(pair, a, b, cid)
+
+
+async def wait_for_memory(client: Client, cid: str, size: int) -> None:
+    """Until the container holds ``size`` bytes besides page cache (as the source daemon counts)."""
+    with trio.fail_after(60):
+        while True:
+            memory = (await client.stats(cid)).cgroup.memory
+            if size == 0 or (memory is not None and memory.usage.usage - memory.cache >= size):
+                return
+            await trio.sleep(0.05)
+
+
+async def refused_migration(run: Counting, **options: Any) -> str:
+    """Migrate ``run.cid`` from A to B, which must fail; the reason."""
+    with pytest.raises(RequestFailed) as failed:
+        await run.a.migrate_container(run.cid, run.pair.b_remote, **options)
+    return failed.value.message
+
+
+async def migration_broken_midway(run: Counting, breaker: Callable[[], Awaitable[None]]) -> str:
+    """Migrate, call ``breaker`` once B is receiving, and return why the migration failed."""
+    failure: list[str] = []
+
+    async def migrate() -> None:
+        failure.append(await refused_migration(run))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(migrate)
+        await wait_until_receiving(run.pair.b)
+        await breaker()
+    return failure[0]
+
+
 @pytest.fixture
 def counter_bundle(tmp_path: Path) -> Path:
     return make_bundle(tmp_path / "counter", COUNTER)
 
 
 async def test_a_counter_moves_to_b_and_back_without_losing_a_number(
-    hosts: netns.NetnsPair, certs: dict[str, TlsFiles], counter_bundle: Path
+    hosts: netns.NetnsPair, certs: dict[str, TlsFiles], tmp_path: Path
 ) -> None:
-    cid = unique_id("mig")
-    async with two_daemons(hosts, certs) as pair:
-        async with (
-            Client.connect(pair.a.address, timeout=60) as a,
-            Client.connect(pair.b.address, timeout=60) as b,
-            a.subscribe() as a_events,
-            b.subscribe() as b_events,
-        ):
-            await a.create_container(cid, str(counter_bundle))
-            await wait_for_numbers(pair.a, cid, 20)
-
+    # Enough memory that its pages stream to B's page server while A dumps (STREAM_MIN_BYTES).
+    bundle = make_bundle(tmp_path / "memory", memory_counter(STREAMED_MIB))
+    async with counting_at_a(hosts, certs, bundle, numbers_first=20, memory_mib=STREAMED_MIB) as run:
+        pair, a, b, cid = run.pair, run.a, run.b, run.cid
+        async with a.subscribe() as a_events, b.subscribe() as b_events:
             moved = await a.migrate_container(cid, pair.b_remote)
             assert moved.frozen_s > 0 and moved.total_s >= moved.frozen_s and moved.bytes_sent > 0
             assert "chunks arrived on the bulk channel" in pair.b.log_text()
+            # The pages went to B's page server while A dumped (the streamed path).
+            assert moved.pages_streamed and moved.kept_checkpoint is None
+            assert "of pages arrived through the page server" in pair.b.log_text()
             out = await next_event(a_events, cid, {EventType.MIGRATE_OUT})
             assert out.reason is not None and f"to={pair.b_remote}" in out.reason and "frozen=" in out.reason
             arrived = await next_event(b_events, cid, {EventType.MIGRATE_IN})
@@ -227,7 +298,7 @@ async def test_a_counter_moves_to_b_and_back_without_losing_a_number(
 
             # And back: B drives it now, dialing A with its own certificate.
             back = await b.migrate_container(cid, pair.a_remote)
-            assert back.pid > 0
+            assert back.pid > 0 and back.pages_streamed
             await next_event(b_events, cid, {EventType.MIGRATE_OUT})
             await next_event(a_events, cid, {EventType.MIGRATE_IN})
             await next_event(b_events, cid, {EventType.EXIT})
@@ -249,42 +320,33 @@ async def test_a_counter_moves_to_b_and_back_without_losing_a_number(
 async def test_a_destination_with_a_certificate_the_source_does_not_trust_changes_nothing(
     hosts: netns.NetnsPair, certs: dict[str, TlsFiles], counter_bundle: Path
 ) -> None:
-    cid = unique_id("mig")
-    async with (
-        two_daemons(hosts, certs, b_cert="b-stranger") as pair,
-        Client.connect(pair.a.address, timeout=60) as a,
-        Client.connect(pair.b.address) as b,
-    ):
-        await a.create_container(cid, str(counter_bundle))
-        await wait_for_numbers(pair.a, cid, 5)
-        with pytest.raises(RequestFailed) as failed:
-            await a.migrate_container(cid, pair.b_remote)
-        assert "migration not started" in failed.value.message
-        await still_counting_at_a_only(pair, a, b, cid)
+    async with counting_at_a(hosts, certs, counter_bundle, b_cert="b-stranger") as run:
+        assert "migration not started" in await refused_migration(run)
+        await still_counting_at_a_only(run)
         # Nobody listens there: refused at once, and the daemon was never stalled by the dial.
-        closed_port = pair.b_remote.rpartition(":")[0] + ":1"
+        closed_port = run.pair.b_remote.rpartition(":")[0] + ":1"
         with pytest.raises(RequestFailed) as unreachable:
-            await a.migrate_container(cid, closed_port)
+            await run.a.migrate_container(run.cid, closed_port)
         assert "cannot reach the destination" in unreachable.value.message, unreachable.value.message
-        await still_counting_at_a_only(pair, a, b, cid)
-        with pytest.raises(RequestFailed) as pre_dump:
-            await a.migrate_container(cid, pair.b_remote, pre_dump=2)
+        await still_counting_at_a_only(run)
+        pre_dump = await refused_migration(run, pre_dump=2)
         checked = subprocess.run(
             [criu_path(), "check", "--feature", "mem_dirty_track"], capture_output=True, text=True
         )
         if "Dirty tracking is OFF" in checked.stdout + checked.stderr:  # this kernel: the reason is said
-            assert "Dirty tracking is OFF" in pre_dump.value.message, pre_dump.value.message
+            assert "Dirty tracking is OFF" in pre_dump, pre_dump
         else:
-            assert "not implemented" in pre_dump.value.message, pre_dump.value.message
+            assert "not implemented" in pre_dump, pre_dump
 
 
-async def still_counting_at_a_only(pair: Pair, a: Client, b: Client, cid: str) -> None:
+async def still_counting_at_a_only(run: Counting) -> None:
     """The failure left the container running (and counting) at A, and nothing at B."""
-    listed = [(c.id, c.status) for c in await a.containers()]
+    pair, cid = run.pair, run.cid
+    listed = [(c.id, c.status) for c in await run.a.containers()]
     assert listed == [(cid, "running")]
     count = len(numbers(pair.a, cid))
     await wait_for_numbers(pair.a, cid, count + 10)
-    assert await b.containers() == []
+    assert await run.b.containers() == []
     assert not list((pair.b.state_dir / "incoming").iterdir())
     assert not list((pair.b.state_dir / "migrated").iterdir())
     assert pair.b.runc_ids() == []
@@ -309,23 +371,17 @@ async def test_a_rootfs_missing_at_the_destination_is_found_before_the_freeze(
 ) -> None:
     top = short_temp_dir("ca-mig-")
     bundle, hidden = hidden_counter_bundle(top)
-    cid = unique_id("mig")
     async with (
-        two_daemons(hosts, certs, hidden=hidden, top=top) as pair,
-        Client.connect(pair.a.address, timeout=60) as a,
-        Client.connect(pair.b.address) as b,
-        a.subscribe() as a_events,
+        counting_at_a(hosts, certs, bundle, hidden=hidden, top=top) as run,
+        run.a.subscribe() as a_events,
     ):
-        await a.create_container(cid, str(bundle))
-        await wait_for_numbers(pair.a, cid, 5)
-        with pytest.raises(RequestFailed) as failed:
-            await a.migrate_container(cid, pair.b_remote)
-        assert "does not exist on this host" in failed.value.message, failed.value.message
-        assert "migration not started" in failed.value.message
-        await still_counting_at_a_only(pair, a, b, cid)
+        failed = await refused_migration(run)
+        assert "does not exist on this host" in failed, failed
+        assert "migration not started" in failed
+        await still_counting_at_a_only(run)
         # Never frozen: no pause, checkpoint or exit was announced.
-        await a.signal(cid, signal=9)
-        first = await next_event(a_events, cid, {EventType.PAUSE, EventType.CHECKPOINT, EventType.EXIT})
+        await run.a.signal(run.cid, signal=9)
+        first = await next_event(a_events, run.cid, {EventType.PAUSE, EventType.CHECKPOINT, EventType.EXIT})
         assert first.type == EventType.EXIT
 
 
@@ -334,24 +390,19 @@ async def test_with_rootfs_copy_the_rootfs_goes_along(
 ) -> None:
     top = short_temp_dir("ca-mig-")
     bundle, hidden = hidden_counter_bundle(top)
-    cid = unique_id("mig")
-    async with (
-        two_daemons(hosts, certs, hidden=hidden, top=top) as pair,
-        Client.connect(pair.a.address, timeout=60) as a,
-        Client.connect(pair.b.address) as b,
-    ):
-        await a.create_container(cid, str(bundle))
-        await wait_for_numbers(pair.a, cid, 5)
-        moved = await a.migrate_container(cid, pair.b_remote, rootfs_copy=True, keep_source=True)
+    async with counting_at_a(hosts, certs, bundle, hidden=hidden, top=top) as run:
+        moved = await run.a.migrate_container(run.cid, run.pair.b_remote, rootfs_copy=True, keep_source=True)
         assert moved.bytes_sent > 1 << 20  # busybox itself went along
-        [arrived] = await b.containers()
-        assert arrived.bundle.startswith(str(pair.b.state_dir / "migrated"))
-        last_at_a = numbers(pair.a, cid)[-1]
-        at_b = await wait_for_numbers(pair.b, cid, 5)
+        [arrived] = await run.b.containers()
+        assert arrived.bundle.startswith(str(run.pair.b.state_dir / "migrated"))
+        last_at_a = numbers(run.pair.a, run.cid)[-1]
+        at_b = await wait_for_numbers(run.pair.b, run.cid, 5)
         assert at_b[0] == last_at_a + 1
-        # --keep-source: the dump stays a checkpoint of the bundle at A, and can be restored there.
-        [kept] = await a.list_checkpoints(bundle=str(bundle))
-        assert kept.name.startswith("migrated-") and kept.exit
+        # --keep-source: the dump stays a checkpoint of the bundle at A (the reply names it), and can
+        # be restored there: so it is dumped to disk whole, its pages not streamed to B.
+        [kept] = await run.a.list_checkpoints(bundle=str(bundle))
+        assert kept.name.startswith("migrated-") and kept.exit and kept.name == moved.kept_checkpoint
+        assert not moved.pages_streamed
 
 
 async def test_a_failed_restore_at_the_destination_leaves_it_running_at_the_source(
@@ -360,23 +411,17 @@ async def test_a_failed_restore_at_the_destination_leaves_it_running_at_the_sour
     """B has a directory at the rootfs path, but an empty one: CRIU cannot restore there."""
     top = short_temp_dir("ca-mig-")
     bundle, hidden = hidden_counter_bundle(top)
-    cid = unique_id("mig")
     async with (
-        two_daemons(hosts, certs, hidden=attrs.evolve(hidden, fake_rootfs=True), top=top) as pair,
-        Client.connect(pair.a.address, timeout=60) as a,
-        Client.connect(pair.b.address) as b,
-        a.subscribe() as a_events,
+        counting_at_a(hosts, certs, bundle, hidden=attrs.evolve(hidden, fake_rootfs=True), top=top) as run,
+        run.a.subscribe() as a_events,
     ):
-        await a.create_container(cid, str(bundle))
-        await wait_for_numbers(pair.a, cid, 5)
-        with pytest.raises(RequestFailed) as failed:
-            await a.migrate_container(cid, pair.b_remote)
-        assert "restore at the destination failed" in failed.value.message, failed.value.message
-        await still_counting_at_a_only(pair, a, b, cid)
-        assert await a.list_checkpoints(cid) == []  # the failed migration's dump is gone
-        await a.signal(cid, signal=9)
+        failed = await refused_migration(run)
+        assert "restore at the destination failed" in failed, failed
+        await still_counting_at_a_only(run)
+        assert await run.a.list_checkpoints(run.cid) == []  # the failed migration's dump is gone
+        await run.a.signal(run.cid, signal=9)
         assert (
-            await next_event(a_events, cid, {EventType.MIGRATE_OUT, EventType.EXIT})
+            await next_event(a_events, run.cid, {EventType.MIGRATE_OUT, EventType.EXIT})
         ).type == EventType.EXIT
 
 
@@ -390,25 +435,78 @@ async def test_a_failed_dump_at_the_source_thaws_it(
     marker = top / "fail-dump"
     marker.touch()
     os.environ["FAIL_DUMP"] = str(marker)  # inherited by daemon A, read by its runc wrapper
-    cid = unique_id("mig")
     try:
-        async with (
-            two_daemons(hosts, certs, top=top, a_args=("--runtime", str(wrapper))) as pair,
-            Client.connect(pair.a.address, timeout=60) as a,
-            Client.connect(pair.b.address) as b,
-        ):
-            await a.create_container(cid, str(counter_bundle))
-            await wait_for_numbers(pair.a, cid, 5)
-            with pytest.raises(RequestFailed) as failed:
-                await a.migrate_container(cid, pair.b_remote)
-            assert "migration failed at the dump" in failed.value.message, failed.value.message
-            assert "Tracking memory is not available" in failed.value.message  # CRIU's own words
-            await still_counting_at_a_only(pair, a, b, cid)
+        async with counting_at_a(
+            hosts, certs, counter_bundle, top=top, a_args=("--runtime", str(wrapper))
+        ) as run:
+            failed = await refused_migration(run)
+            assert "migration failed at the dump" in failed, failed
+            assert "Tracking memory is not available" in failed  # CRIU's own words
+            await still_counting_at_a_only(run)
             marker.unlink()  # and the next attempt goes through
-            await a.migrate_container(cid, pair.b_remote)
-            assert [c.id for c in await b.containers()] == [cid]
+            moved = await run.a.migrate_container(run.cid, run.pair.b_remote)
+            assert [c.id for c in await run.b.containers()] == [run.cid]
+            # A container this small is dumped to disk and sent after: streaming would cost more.
+            assert not moved.pages_streamed and "the dump goes to disk" in run.pair.a.log_text()
     finally:
         del os.environ["FAIL_DUMP"]
+
+
+#: Stands for ``criu`` on daemon B's PATH. With ``PAGE_SERVER_FAILS=start`` a page server fails to
+#: start; with ``PAGE_SERVER_FAILS=midway`` it may write 4 MiB and dies at the next byte (SIGXFSZ,
+#: which the daemon restores to its default for it), in the middle of the stream. Everything else
+#: is the real CRIU.
+FAILING_PAGE_SERVER_CRIU = """#!/bin/bash
+if [ "$1" = page-server ]; then
+  case "$PAGE_SERVER_FAILS" in
+    start) echo "Error (test): this page server does not start" >&2; exit 1;;
+    midway) ulimit -f 4096;;
+  esac
+fi
+exec {criu} "$@"
+"""
+
+
+def failing_page_server_env(top: Path, how: str) -> tuple[str, ...]:
+    """B's environment for ``FAILING_PAGE_SERVER_CRIU`` failing ``how``."""
+    bin_dir = top / "criu-bin"
+    bin_dir.mkdir()
+    (bin_dir / "criu").write_text(FAILING_PAGE_SERVER_CRIU.format(criu=criu_path()))
+    (bin_dir / "criu").chmod(0o755)
+    return (f"PATH={bin_dir}:{os.environ['PATH']}", f"PAGE_SERVER_FAILS={how}")
+
+
+async def test_a_page_server_failing_midway_leaves_it_running_at_the_source(
+    hosts: netns.NetnsPair, certs: dict[str, TlsFiles], tmp_path: Path
+) -> None:
+    """The stream breaks while CRIU dumps: the dump fails, the container was never stopped at A
+    (frozen, with its pages still its own), and A thaws it."""
+    top = short_temp_dir("ca-mig-")
+    bundle = make_bundle(tmp_path / "memory", memory_counter(STREAMED_MIB))
+    env = failing_page_server_env(top, "midway")
+    async with counting_at_a(hosts, certs, bundle, memory_mib=STREAMED_MIB, top=top, b_env=env) as run:
+        failed = await refused_migration(run)
+        assert "migration failed at the dump" in failed, failed
+        assert "page relay" in failed, failed
+        await still_counting_at_a_only(run)
+        assert "the page server failed" in run.pair.b.log_text()
+
+
+async def test_a_page_server_that_cannot_start_sends_the_dump_the_old_way(
+    hosts: netns.NetnsPair, certs: dict[str, TlsFiles], tmp_path: Path
+) -> None:
+    """Found before the freeze: A dumps to disk and sends the pages with the other images, and says so."""
+    top = short_temp_dir("ca-mig-")
+    bundle = make_bundle(tmp_path / "memory", memory_counter(STREAMED_MIB))
+    env = failing_page_server_env(top, "start")
+    async with counting_at_a(hosts, certs, bundle, memory_mib=STREAMED_MIB, top=top, b_env=env) as run:
+        moved = await run.a.migrate_container(run.cid, run.pair.b_remote)
+        assert not moved.pages_streamed
+        assert "the dump goes to disk" in run.pair.a.log_text()
+        assert "criu page-server did not start" in run.pair.b.log_text()
+        assert [c.id for c in await run.b.containers()] == [run.cid]
+        last_at_a = numbers(run.pair.a, run.cid)[-1]
+        assert (await wait_for_numbers(run.pair.b, run.cid, 5))[0] == last_at_a + 1
 
 
 def memory_counter(mib: int) -> list[str]:
@@ -446,41 +544,30 @@ async def test_the_destination_dying_midway_leaves_it_running_at_the_source(
     hosts: netns.NetnsPair, certs: dict[str, TlsFiles], tmp_path: Path
 ) -> None:
     bundle = make_bundle(tmp_path / "memory", memory_counter(256))
-    cid = unique_id("mig")
-    async with (
-        two_daemons(hosts, certs) as pair,
-        Client.connect(pair.a.address, timeout=60) as a,
-    ):
-        await a.create_container(cid, str(bundle))
-        await wait_for_numbers(pair.a, cid, 5)
-        server = api_server_pid(pair.b.pid)
-        failure: list[RequestFailed] = []
+    async with counting_at_a(hosts, certs, bundle, memory_mib=256) as run:
+        server = api_server_pid(run.pair.b.pid)
 
-        async def migrate() -> None:
-            with pytest.raises(RequestFailed) as failed:
-                await a.migrate_container(cid, pair.b_remote)
-            failure.append(failed.value)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(migrate)
-            await wait_until_receiving(pair.b)
+        async def kill_b() -> None:
             # Meanwhile A's actor serves what a frozen container can answer, and refuses the rest.
-            assert (await a.stats(cid)).id == cid
+            assert (await run.a.stats(run.cid)).id == run.cid
             with pytest.raises(RequestFailed) as refused:
-                await a.signal(cid, signal=9)
+                await run.a.signal(run.cid, signal=9)
             assert "is migrating" in refused.value.message
             os.kill(server, signal.SIGKILL)  # the reaper starts a new API server
-        assert "migration failed while sending" in failure[0].message, failure[0].message
+
+        failed = await migration_broken_midway(run, kill_b)
+        # The pages stream while CRIU dumps: the dump is what fails.
+        assert "migration failed at the dump" in failed and "page relay" in failed, failed
         with trio.fail_after(30):
             while True:  # the new server is up once it answers
                 try:
-                    async with Client.connect(pair.b.address, timeout=5) as b:
+                    async with Client.connect(run.pair.b.address, timeout=5) as b:
                         await b.ping()
                         break
                 except (DaemonUnreachable, RequestFailed):
                     await trio.sleep(0.05)
-        async with Client.connect(pair.b.address) as b:
-            await still_counting_at_a_only(pair, a, b, cid)
+        async with Client.connect(run.pair.b.address) as b:
+            await still_counting_at_a_only(attrs.evolve(run, b=b))
 
 
 async def test_a_dropped_connection_leaves_it_running_at_the_source(
@@ -492,69 +579,52 @@ async def test_a_dropped_connection_leaves_it_running_at_the_source(
     source has been quiet for --migration-idle-timeout (short here).
     """
     bundle = make_bundle(tmp_path / "memory", memory_counter(256))
-    cid = unique_id("mig")
-    async with (
-        two_daemons(hosts, certs, b_args=("--migration-idle-timeout", "3s")) as pair,
-        Client.connect(pair.a.address, timeout=60) as a,
-        Client.connect(pair.b.address) as b,
-    ):
-        # Every TCP port of B towards A: the API's, and the bulk channel's the images go on.
-        rules = [
-            ["INPUT", "!", "-i", "lo", "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"],
-            ["OUTPUT", "!", "-o", "lo", "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"],
-        ]
-        await a.create_container(cid, str(bundle))
-        await wait_for_numbers(pair.a, cid, 5)
-        failure: list[RequestFailed] = []
+    # Every TCP port of B towards A: the API's, the bulk channel's and the page relay's.
+    rules = [
+        ["INPUT", "!", "-i", "lo", "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"],
+        ["OUTPUT", "!", "-o", "lo", "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"],
+    ]
 
-        async def migrate() -> None:
-            with pytest.raises(RequestFailed) as failed:
-                await a.migrate_container(cid, pair.b_remote)
-            failure.append(failed.value)
+    async def firewall() -> None:
+        for rule in rules:
+            subprocess.run(hosts.exec_argv(hosts.b, "iptables", "-I", *rule), check=True)
 
+    async with counting_at_a(
+        hosts, certs, bundle, memory_mib=256, b_args=("--migration-idle-timeout", "3s")
+    ) as run:
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(migrate)
-                await wait_until_receiving(pair.b)
-                for rule in rules:
-                    subprocess.run(hosts.exec_argv(hosts.b, "iptables", "-I", *rule), check=True)
+            failed = await migration_broken_midway(run, firewall)
         finally:
             for rule in rules:
                 subprocess.run(hosts.exec_argv(hosts.b, "iptables", "-D", *rule), check=False)
-        assert "migration failed while sending" in failure[0].message, failure[0].message
+        # The pages stream while CRIU dumps: the dump is what fails.
+        assert "migration failed at the dump" in failed, failed
         with trio.fail_after(30):  # B drops what it received once it sees the connection closed
-            while list((pair.b.state_dir / "incoming").iterdir()):
+            while list((run.pair.b.state_dir / "incoming").iterdir()):
                 await trio.sleep(0.05)
-        await still_counting_at_a_only(pair, a, b, cid)
+        await still_counting_at_a_only(run)
 
 
 async def test_a_firewall_that_lets_only_the_api_through_sends_the_images_over_the_api(
     hosts: netns.NetnsPair, certs: dict[str, TlsFiles], counter_bundle: Path
 ) -> None:
-    """B's firewall resets every TCP port but the API's (from A): the bulk channel cannot connect, so the
-    source says so in its log and sends the chunks over the API, and the migration succeeds."""
-    cid = unique_id("mig")
-    port = None
-    async with two_daemons(hosts, certs) as pair:
-        port = pair.b_remote.rpartition(":")[2]
+    """B's firewall resets every TCP port but the API's (from A): neither the bulk channel nor the
+    page relay can connect, so the source says so in its log, dumps to disk and sends the chunks
+    over the API, and the migration succeeds."""
+    async with counting_at_a(hosts, certs, counter_bundle) as run:
+        port = run.pair.b_remote.rpartition(":")[2]
         # From the other host only (not on lo, which the restore uses).
         rule = ["INPUT", "!", "-i", "lo", "-p", "tcp", "!", "--dport", port]
         rule += ["-j", "REJECT", "--reject-with", "tcp-reset"]
         subprocess.run(hosts.exec_argv(hosts.b, "iptables", "-I", *rule), check=True)
         try:
-            async with (
-                Client.connect(pair.a.address, timeout=60) as a,
-                Client.connect(pair.b.address, timeout=60) as b,
-            ):
-                await a.create_container(cid, str(counter_bundle))
-                await wait_for_numbers(pair.a, cid, 5)
-                moved = await a.migrate_container(cid, pair.b_remote)
-                assert moved.pid > 0
-                assert "the images go over the API instead" in pair.a.log_text()
-                assert "bulk channel" not in pair.b.log_text().replace("no bulk channel", "")
-                assert [c.id for c in await b.containers()] == [cid]
-                await wait_for_numbers(pair.b, cid, 5)
-                await b.signal(cid, signal=9)
+            moved = await run.a.migrate_container(run.cid, run.pair.b_remote)
+            assert moved.pid > 0 and not moved.pages_streamed
+            assert "the images go over the API instead" in run.pair.a.log_text()
+            assert "bulk channel" not in run.pair.b.log_text().replace("no bulk channel", "")
+            assert [c.id for c in await run.b.containers()] == [run.cid]
+            await wait_for_numbers(run.pair.b, run.cid, 5)
+            await run.b.signal(run.cid, signal=9)
         finally:
             subprocess.run(hosts.exec_argv(hosts.b, "iptables", "-D", *rule), check=False)
 
@@ -573,18 +643,10 @@ async def test_an_established_tcp_connection_stops_a_migration_without_tcp(
     hosts: netns.NetnsPair, certs: dict[str, TlsFiles], tmp_path: Path
 ) -> None:
     bundle = make_bundle(tmp_path / "tcp", TCP_COUNTER)
-    cid = unique_id("mig")
-    async with (
-        two_daemons(hosts, certs) as pair,
-        Client.connect(pair.a.address, timeout=60) as a,
-        Client.connect(pair.b.address) as b,
-    ):
-        await a.create_container(cid, str(bundle))
-        await wait_for_numbers(pair.a, cid, 5)
-        with pytest.raises(RequestFailed) as refused:
-            await a.migrate_container(cid, pair.b_remote)
-        assert "migration failed at the dump" in refused.value.message, refused.value.message
-        assert "consider using --tcp-established" in refused.value.message  # CRIU's advice, via runc
-        await still_counting_at_a_only(pair, a, b, cid)
+    async with counting_at_a(hosts, certs, bundle) as run:
+        failed = await refused_migration(run)
+        assert "migration failed at the dump" in failed, failed
+        assert "consider using --tcp-established" in failed  # CRIU's advice, via runc
+        await still_counting_at_a_only(run)
         # With tcp=True this container dumps, but CRIU 4.2 fails its restore here (raw runc too):
         # "pipes.c: Can't send file descriptor: Connection refused" for the pipes between the shells.

@@ -135,7 +135,13 @@ class FakeRuntime:
         return pid
 
     async def checkpoint(
-        self, id: str, image_path: Path, work_path: Path, options: CriuOptions, leave_running: bool
+        self,
+        id: str,
+        image_path: Path,
+        work_path: Path,
+        options: CriuOptions,
+        leave_running: bool,
+        page_server: str | None = None,
     ) -> None:
         await self._enter("checkpoint", id)
         (image_path / "images").write_text(id)

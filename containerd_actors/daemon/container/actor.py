@@ -517,7 +517,14 @@ class ContainerActor:
             return
         self._phase = Phase.MIGRATING
         self._migrating = ask
-        source = SourceContainer(self.id, self._bundle_path, self.paths, self._init.info.terminal)
+        source = SourceContainer(
+            self.id,
+            self._bundle_path,
+            self.paths,
+            self._init.info.terminal,
+            self._anonymous_memory(),
+            self._deps.migration_stream_min_mib,
+        )
         self._nursery.start_soon(self._migration_task, ask, source)
 
     async def _migration_task(self, ask: Ask[wire.MigrateContainer], source: SourceContainer) -> None:
@@ -570,6 +577,14 @@ class ContainerActor:
         if self._cgroup_state is None:
             self._cgroup_state = ContainerCgroups(self.id, self._init.pid)
         return self._cgroup_state
+
+    def _anonymous_memory(self) -> int | None:
+        """The container's memory less its page cache (what a dump writes), if its cgroup says."""
+        try:
+            memory = self._cgroups().sample().cgroup.memory
+        except CommandError:
+            return None
+        return None if memory is None else max(0, memory.usage.usage - memory.cache)
 
     async def _sample_stats(self) -> ContainerStats:
         return self._cgroups().sample()

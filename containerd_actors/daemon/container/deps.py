@@ -53,3 +53,5 @@ class ActorDeps:
     #: The certificate a migration's source dials the destination with (the daemon's own); None
     #: without TLS listeners, and then a migration is refused.
     migration_tls: TlsFiles | None = None
+    #: ``--migration-stream-min``: None for ``migration.source.STREAM_MIN_BYTES``.
+    migration_stream_min_mib: int | None = None

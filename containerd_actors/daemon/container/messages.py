@@ -75,8 +75,8 @@ class InputClosed:
 
 @attrs.frozen
 class MigrationFinished:
-    """The actor's migration task is done: the container runs at the destination (``result``, a
-    ``migration.source.MigrationResult``) or still here (``error``). The actor answers ``ask``."""
+    """The actor's migration task is done: the container runs at the destination (``result``, the
+    request's ``MigrateContainerReply``) or still here (``error``). The actor answers ``ask``."""
 
     ask: Ask[MigrateContainer]
     result: Any = None

@@ -101,12 +101,12 @@ def common_name(peer: dict[str, Any] | None) -> str | None:
     return None
 
 
-def _send_record(conn: ssl.SSLSocket, header: dict[str, Any]) -> None:
+def send_record(conn: ssl.SSLSocket, header: dict[str, Any]) -> None:
     body = json.dumps(header).encode()
     conn.sendall(_LENGTH.pack(len(body)) + body)
 
 
-def _recv_exactly(conn: ssl.SSLSocket, view: memoryview) -> None:
+def recv_exactly(conn: ssl.SSLSocket, view: memoryview) -> None:
     got = 0
     while got < len(view):
         n = conn.recv_into(view[got:])
@@ -115,14 +115,14 @@ def _recv_exactly(conn: ssl.SSLSocket, view: memoryview) -> None:
         got += n
 
 
-def _recv_record(conn: ssl.SSLSocket) -> dict[str, Any]:
+def recv_record(conn: ssl.SSLSocket) -> dict[str, Any]:
     raw = bytearray(_LENGTH.size)
-    _recv_exactly(conn, memoryview(raw))
+    recv_exactly(conn, memoryview(raw))
     (length,) = _LENGTH.unpack(raw)
     if length > MAX_HEADER_BYTES:
         raise BulkError(f"a bulk header of {length} bytes (at most {MAX_HEADER_BYTES})")
     body = bytearray(length)
-    _recv_exactly(conn, memoryview(body))
+    recv_exactly(conn, memoryview(body))
     try:
         header = json.loads(body)
     except ValueError as exc:
@@ -141,6 +141,44 @@ def shut(sock: socket.socket | None) -> None:
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
     except OSError:
         pass
+
+
+def vet(
+    context: ssl.SSLContext, raw: socket.socket, address: Any, token: str, peer_cn: str, secret: str
+) -> tuple[ssl.SSLSocket, dict[str, Any]] | None:
+    """The handshake, the client's name and the secret of one accepted connection: the TLS
+    connection and its first record, or None (the connection is closed, the reason logged: a
+    stranger's connection costs the listener nothing but this)."""
+    raw.settimeout(HANDSHAKE_TIMEOUT_S)
+    try:
+        conn = context.wrap_socket(raw, server_side=True)
+    except (OSError, ssl.SSLError) as exc:
+        raw.close()
+        log.warning("migration %s: connection from %s refused: %s", token, address, exc)
+        return None
+    try:
+        name = common_name(conn.getpeercert())
+        if name != peer_cn:
+            raise BulkError(f"client certificate {name!r} is not the migration's source {peer_cn!r}")
+        first = recv_record(conn)
+        if not hmac.compare_digest(str(first.get("secret", "")), secret):
+            raise BulkError("no valid secret")
+    except (OSError, BulkError) as exc:
+        conn.close()
+        log.warning("migration %s: connection from %s refused: %s", token, address, exc)
+        return None
+    conn.settimeout(IO_TIMEOUT_S)
+    return conn, first
+
+
+def open_tls(tls: TlsFiles, host: str, port: int) -> ssl.SSLSocket:
+    """A TCP connection to ``host:port`` and its mutual TLS handshake. Blocking: a worker thread."""
+    raw = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S)
+    try:
+        return client_context(tls).wrap_socket(raw, server_hostname=host)
+    except BaseException:
+        raw.close()
+        raise
 
 
 # ---------------------------------------------------------------------- destination
@@ -258,7 +296,7 @@ class BulkReceiver:
                     return None
                 self.connected.set()
                 try:
-                    _send_record(conn, {"ready": True})
+                    send_record(conn, {"ready": True})
                 except OSError as exc:
                     conn.close()
                     raise BulkError(f"the source left the bulk channel at once: {exc}") from None
@@ -266,29 +304,8 @@ class BulkReceiver:
         return None
 
     def _vet(self, raw: socket.socket, address: Any) -> ssl.SSLSocket | None:
-        """The handshake, the client's name and the secret; a failure closes this connection only."""
-        raw.settimeout(HANDSHAKE_TIMEOUT_S)
-        try:
-            conn = self._context.wrap_socket(raw, server_side=True)
-        except (OSError, ssl.SSLError) as exc:
-            raw.close()
-            log.warning("migration %s: bulk connection from %s refused: %s", self._token, address, exc)
-            return None
-        try:
-            name = common_name(conn.getpeercert())
-            if name != self._peer_cn:
-                raise BulkError(
-                    f"client certificate {name!r} is not the migration's source {self._peer_cn!r}"
-                )
-            first = _recv_record(conn)
-            if not hmac.compare_digest(str(first.get("secret", "")), self.secret):
-                raise BulkError("no valid secret")
-        except (OSError, BulkError) as exc:
-            conn.close()
-            log.warning("migration %s: bulk connection from %s refused: %s", self._token, address, exc)
-            return None
-        conn.settimeout(IO_TIMEOUT_S)
-        return conn
+        vetted = vet(self._context, raw, address, self._token, self._peer_cn, self.secret)
+        return vetted[0] if vetted is not None else None
 
     def _receive(self, conn: ssl.SSLSocket) -> dict[int, str]:
         digests: dict[int, str] = {}
@@ -296,17 +313,17 @@ class BulkReceiver:
         buffer = bytearray(BULK_CHUNK_BYTES)
         try:
             while True:
-                header = _recv_record(conn)
+                header = recv_record(conn)
                 if "end" in header:
                     if header["end"] != len(digests):
                         raise BulkError(f"the source sent {header['end']} chunks, {len(digests)} arrived")
-                    _send_record(conn, {"ok": len(digests)})
+                    send_record(conn, {"ok": len(digests)})
                     return digests
                 chunk = _chunk_header(self._token, header)
                 if chunk.length > len(buffer):
                     buffer = bytearray(chunk.length)
                 view = memoryview(buffer)[: chunk.length]
-                _recv_exactly(conn, view)
+                recv_exactly(conn, view)
                 if hashlib.sha256(view).hexdigest() != chunk.sha256:
                     raise BulkError(f"chunk {chunk.seq} ({chunk.name}) does not match its sha256")
                 path = self._path_of(chunk.kind, chunk.name)
@@ -321,7 +338,7 @@ class BulkReceiver:
                 self._heard()
         except BulkError as exc:
             try:
-                _send_record(conn, {"error": str(exc)})
+                send_record(conn, {"error": str(exc)})
             except OSError:
                 pass
             raise
@@ -341,15 +358,10 @@ def connect(tls: TlsFiles, host: str, port: int, secret: str) -> ssl.SSLSocket:
     """Connect, handshake, present the secret, and wait until the destination has taken it (so a
     commit that follows finds the destination waiting for this stream). Blocking: a worker thread.
     Raises ``OSError`` (``ssl.SSLError`` among them) or ``BulkError``."""
-    raw = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S)
+    conn = open_tls(tls, host, port)
     try:
-        conn = client_context(tls).wrap_socket(raw, server_hostname=host)
-    except BaseException:
-        raw.close()
-        raise
-    try:
-        _send_record(conn, {"secret": secret})
-        if not _recv_record(conn).get("ready"):
+        send_record(conn, {"secret": secret})
+        if not recv_record(conn).get("ready"):
             raise BulkError("the destination did not take the bulk connection")
         conn.settimeout(IO_TIMEOUT_S)
     except BaseException:
@@ -384,11 +396,11 @@ def send_chunks(conn: ssl.SSLSocket, plans: list[ChunkPlan]) -> tuple[list[str],
                 "length": plan.length,
                 "sha256": digest,
             }
-            _send_record(conn, header)
+            send_record(conn, header)
             conn.sendall(data)
             sent += len(data)
-        _send_record(conn, {"end": len(plans)})
-        answer = _recv_record(conn)
+        send_record(conn, {"end": len(plans)})
+        answer = recv_record(conn)
     finally:
         for fd in opened.values():
             os.close(fd)

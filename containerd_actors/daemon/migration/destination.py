@@ -35,6 +35,7 @@ from containerd_actors.daemon.events.messages import EventDraft, EventsMailbox
 from containerd_actors.daemon.mailbox import CommandError, forward
 from containerd_actors.daemon.migration.bulk import BulkError, BulkReceiver
 from containerd_actors.daemon.migration.chunks import digest_of_digests
+from containerd_actors.daemon.migration.pagerelay import PageServerOutcome, PageServerRelay, RelayError
 from containerd_actors.daemon.state.layout import incoming_dir, migrated_bundle
 from containerd_actors.daemon.supervisor.messages import SupervisorMailbox
 from containerd_actors.protocol import Checkpoint, ErrorCode, EventType
@@ -48,7 +49,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "migrated"
 #: A migration whose source went quiet this long is dropped (its source died, or lost us without
 #: the connection closing here: a host that vanishes sends no reset). The dump happens between the
-#: Begin and the first chunk, so this must exceed the longest dump (``--migration-idle-timeout``).
+#: Begin and the first chunk, so this must exceed the longest dump (``--migration-idle-timeout``),
+#: or, when the pages stream through the page relay, the longest pause in their stream.
 IDLE_TIMEOUT_S = 120.0
 #: How often idle migrations are looked for.
 SWEEP_INTERVAL_S = 1.0
@@ -78,6 +80,13 @@ class Incoming:
     bulk: BulkReceiver | None = None
     bulk_done: trio.Event = attrs.Factory(trio.Event)
     bulk_error: str | None = None
+    #: The page relay (``pagerelay.py``) and its page server, while they run; ``pages_done`` is set
+    #: when they end, ``pages_error`` says why they failed (the source used them, and they failed).
+    pages: PageServerRelay | None = None
+    pages_done: trio.Event = attrs.Factory(trio.Event)
+    pages_error: str | None = None
+    #: Set when the source streamed its pages through the page relay.
+    pages_streamed: bool = False
 
     def close_files(self) -> None:
         for fd in self.files.values():
@@ -140,11 +149,15 @@ class IncomingMigrations:
         bulk = self._open_bulk(incoming)
         if bulk is None:
             incoming.bulk_done.set()
+        pages = self._open_page_relay(incoming, bulk.secret) if bulk is not None else None
+        if pages is None:
+            incoming.pages_done.set()
         return wire.MigrationBeginReply(
             request.request_id,
             str(migrated_bundle(self._state_dir, request.id, request.token)),
             bulk.port if bulk else 0,
             bulk.secret if bulk else "",
+            pages.port if pages else 0,
         )
 
     def _open_bulk(self, incoming: Incoming) -> BulkReceiver | None:
@@ -170,6 +183,60 @@ class IncomingMigrations:
         incoming.bulk = bulk
         self._nursery.start_soon(self._run_bulk, incoming, bulk)
         return bulk
+
+    def _open_page_relay(self, incoming: Incoming, secret: str) -> PageServerRelay | None:
+        """The page relay beside the bulk channel (same host, same secret): the source may stream
+        its dump's pages into a ``criu page-server`` here, which starts once the source connects."""
+        assert self._tls is not None and self._nursery is not None and incoming.source
+        local = self._local_address(incoming.pipe)
+        if local is None:
+            return None
+        token = incoming.begin.token
+        try:
+            pages = PageServerRelay(
+                self._tls,
+                host_of(f"tls+tcp://{local}"),
+                token,
+                incoming.source,
+                secret,
+                incoming.directory / "images",
+                incoming.directory,
+                incoming.heard,
+            )
+        except (OSError, ValueError) as exc:
+            log.warning("migration %s: no page relay (%s); the pages come after the dump", token, exc)
+            return None
+        incoming.pages = pages
+        self._nursery.start_soon(self._run_page_relay, incoming, pages)
+        return pages
+
+    async def _run_page_relay(self, incoming: Incoming, pages: PageServerRelay) -> None:
+        token = incoming.begin.token
+        try:
+            outcome: PageServerOutcome | None = await trio.to_thread.run_sync(
+                pages.run, abandon_on_cancel=True
+            )
+        except (RelayError, OSError, ValueError) as exc:
+            log.warning("migration %s: the page relay failed: %s", token, exc)
+            if pages.connected.is_set():
+                incoming.pages_error = f"the page relay failed: {exc}"
+        else:
+            if outcome is not None and outcome.returncode != 0:
+                incoming.pages_error = (
+                    f"the page server failed (exit {outcome.returncode}): {outcome.said or 'no reason given'}"
+                )
+                log.warning("migration %s: %s", token, incoming.pages_error)
+            elif outcome is not None:
+                incoming.pages_streamed = True
+                log.info(
+                    "migration %s: %d bytes of pages arrived through the page server while the source dumped",
+                    token,
+                    outcome.received,
+                )
+        finally:
+            pages.stop()
+            incoming.pages = None
+            incoming.pages_done.set()
 
     async def _run_bulk(self, incoming: Incoming, bulk: BulkReceiver) -> None:
         token = incoming.begin.token
@@ -200,6 +267,8 @@ class IncomingMigrations:
             for incoming in self._table.values():
                 if incoming.bulk is not None:
                     incoming.bulk.stop()
+                if incoming.pages is not None:
+                    incoming.pages.stop()
 
     def chunk(self, request: MigrationChunk, data: memoryview) -> wire.MigrationChunkReply:
         """Write one checked chunk (the codec checked its sha256) where its file goes."""
@@ -226,6 +295,7 @@ class IncomingMigrations:
         begin = incoming.begin
         try:
             await self._bulk_handed_over(incoming)
+            await self._pages_written(incoming)
             self._check_whole(incoming, request)
             bundle = await self._make_bundle(incoming)
         except BaseException:
@@ -298,6 +368,23 @@ class IncomingMigrations:
         if incoming.bulk_error is not None:
             raise CommandError(
                 ErrorCode.INVALID_REQUEST, f"migration {incoming.begin.token}: {incoming.bulk_error}"
+            )
+
+    async def _pages_written(self, incoming: Incoming) -> None:
+        """Wait for the page server to exit if the source streamed its pages; stop the relay if not.
+
+        The source commits only after its dump succeeded, and a dump through a page server ends
+        by waiting for the page server's word that all is flushed: this is a moment."""
+        pages = incoming.pages
+        if pages is not None and not pages.connected.is_set():
+            pages.stop()  # the source dumped to disk; the pages come in the chunks
+        with trio.move_on_after(BULK_HANDOVER_TIMEOUT_S):
+            await incoming.pages_done.wait()
+        if not incoming.pages_done.is_set():
+            incoming.pages_error = "the page server did not finish"
+        if incoming.pages_error is not None:
+            raise CommandError(
+                ErrorCode.RUNTIME_FAILED, f"migration {incoming.begin.token}: {incoming.pages_error}"
             )
 
     def _get(self, token: str) -> Incoming:
@@ -381,6 +468,8 @@ class IncomingMigrations:
         incoming.close_files()
         if incoming.bulk is not None:
             incoming.bulk.stop()
+        if incoming.pages is not None:
+            incoming.pages.stop()
         shutil.rmtree(incoming.directory, ignore_errors=True)
         if incoming.bundle is not None and incoming.pid is None:
             shutil.rmtree(incoming.bundle, ignore_errors=True)  # made, but nothing runs from it

@@ -128,6 +128,7 @@ class Supervisor:
         faults: FaultHook = NO_FAULTS,
         restarts_per_minute: int = RESTARTS_PER_MINUTE,
         migration_tls: TlsFiles | None = None,
+        migration_stream_min_mib: int | None = None,
     ) -> None:
         self._state_dir = state_dir
         self._registry: dict[str, _Entry] = {}
@@ -148,6 +149,7 @@ class Supervisor:
             oom_notify=oom_notify,
             faults=faults,
             migration_tls=migration_tls,
+            migration_stream_min_mib=migration_stream_min_mib,
         )
 
     @property

@@ -1,0 +1,204 @@
+"""The page relay (``daemon/migration/pagerelay.py``) alone: both ends over loopback TLS, with a
+stand-in for ``criu page-server`` found first on PATH.
+
+The stand-in speaks no CRIU: it reads what the relay delivers on its ``--ps-socket`` and answers
+on the same socket, so a test sees both directions, the end of the stream, and the exit code the
+destination reports. The e2e tests (tests/e2e/test_migrate.py) run the real page server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.certs import make_test_certs
+
+from containerd_actors.daemon.migration.pagerelay import (
+    PAGE_SERVER_LOG,
+    PageServerOutcome,
+    PageServerRelay,
+    RelayError,
+    SourceRelay,
+)
+from containerd_actors.transport.tls import TlsFiles
+
+#: ``answer``: the sha256 of all it read, written back, exit 0. ``fail``: ready, reads a little,
+#: logs an error and exits 3. ``no-start``: logs an error and exits 1 without saying it is ready.
+FAKE_PAGE_SERVER = r"""#!/bin/bash
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --ps-socket) sock=$2;; --status-fd) status=$2;; --work-dir) work=$2;; -o) logname=$2;;
+  esac
+  shift
+done
+log="$work/$logname"
+if [ "$FAKE_MODE" = no-start ]; then echo "Error (fake): cannot start" >"$log"; exit 1; fi
+printf '\0' >&"$status"; exec {status}>&-
+if [ "$FAKE_MODE" = fail ]; then
+  head -c 65536 <&"$sock" >/dev/null; echo "Error (fake): gave up midway" >"$log"; exit 3
+fi
+sha256sum <&"$sock" | cut -d' ' -f1 >&"$sock"
+"""
+
+SECRET = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TlsFiles]:
+    return make_test_certs(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture
+def fake_criu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "criu").write_text(FAKE_PAGE_SERVER)
+    (bin_dir / "criu").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_MODE", "answer")
+    yield
+
+
+class Destination:
+    """A ``PageServerRelay`` on 127.0.0.1 whose ``run`` goes on in a thread."""
+
+    def __init__(self, tls: TlsFiles, work: Path, peer_cn: str = "admin") -> None:
+        work.mkdir(exist_ok=True)
+        self.work = work
+        self.relay = PageServerRelay(tls, "127.0.0.1", "mtest", peer_cn, SECRET, work, work)
+        self.outcome: list[PageServerOutcome | Exception | None] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.outcome.append(self.relay.run())
+        except (RelayError, OSError) as exc:
+            self.outcome.append(exc)
+
+    def result(self) -> PageServerOutcome | Exception | None:
+        self._thread.join(30)
+        assert not self._thread.is_alive(), "the destination's relay did not end"
+        return self.outcome[0]
+
+
+def through_relay(relay: SourceRelay, data: bytes) -> tuple[bytes, int]:
+    """Play CRIU: connect to the source's relay, send ``data``, end, read the answer."""
+    relayed: list[int | Exception] = []
+
+    def run() -> None:
+        try:
+            relayed.append(relay.run())
+        except RelayError as exc:
+            relayed.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    host, port = relay.address.split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as criu:
+        criu.sendall(data)
+        criu.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := criu.recv(65536):
+            answer += chunk
+    thread.join(30)
+    assert not thread.is_alive()
+    [sent] = relayed
+    assert isinstance(sent, int), sent
+    return answer, sent
+
+
+def test_the_pages_reach_the_page_server_and_its_answers_come_back(
+    certs: dict[str, TlsFiles], fake_criu: None, tmp_path: Path
+) -> None:
+    destination = Destination(certs["server"], tmp_path / "dst")
+    relay = SourceRelay.open(certs["admin"], "localhost", destination.relay.port, SECRET)
+    try:
+        assert relay.address.startswith("127.0.0.1:")
+        data = os.urandom(3 << 20) + b"tail"
+        answer, sent = through_relay(relay, data)
+    finally:
+        relay.close()
+    assert answer.decode().strip() == hashlib.sha256(data).hexdigest()
+    assert sent == len(data)
+    assert destination.result() == PageServerOutcome(0, len(data), "")
+
+
+def test_a_stranger_is_refused_and_the_source_still_gets_through(
+    certs: dict[str, TlsFiles], fake_criu: None, tmp_path: Path
+) -> None:
+    destination = Destination(certs["server"], tmp_path / "dst")
+    port = destination.relay.port
+    # Another client of the CA, but not the migration's source; then the source with a wrong secret.
+    with pytest.raises((RelayError, OSError)):
+        SourceRelay.open(certs["reader"], "localhost", port, SECRET)
+    with pytest.raises((RelayError, OSError)):
+        SourceRelay.open(certs["admin"], "localhost", port, "f" * 32)
+    relay = SourceRelay.open(certs["admin"], "localhost", port, SECRET)
+    try:
+        answer, _ = through_relay(relay, b"pages")
+    finally:
+        relay.close()
+    assert answer.decode().strip() == hashlib.sha256(b"pages").hexdigest()
+    outcome = destination.result()
+    assert isinstance(outcome, PageServerOutcome) and outcome.returncode == 0
+
+
+def test_a_page_server_that_cannot_start_fails_the_source_before_any_dump(
+    certs: dict[str, TlsFiles], fake_criu: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_MODE", "no-start")
+    destination = Destination(certs["server"], tmp_path / "dst")
+    with pytest.raises((RelayError, OSError)):
+        SourceRelay.open(certs["admin"], "localhost", destination.relay.port, SECRET)
+    failed = destination.result()
+    assert isinstance(failed, RelayError) and "cannot start" in str(failed), failed
+
+
+def test_a_page_server_failing_midway_breaks_the_stream_and_is_reported(
+    certs: dict[str, TlsFiles], fake_criu: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_MODE", "fail")
+    destination = Destination(certs["server"], tmp_path / "dst")
+    relay = SourceRelay.open(certs["admin"], "localhost", destination.relay.port, SECRET)
+    errors: list[Exception] = []
+
+    def run() -> None:
+        try:
+            relay.run()
+        except RelayError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    host, port = relay.address.split(":")
+    try:
+        with (
+            socket.create_connection((host, int(port)), timeout=30) as criu,
+            pytest.raises(OSError),  # as CRIU's writes fail: the stream is cut
+        ):
+            for _ in range(1024):
+                criu.sendall(bytes(1 << 20))
+    finally:
+        thread.join(30)
+        relay.close()
+    assert errors and "page relay failed" in str(errors[0])
+    outcome = destination.result()
+    assert isinstance(outcome, PageServerOutcome)
+    assert outcome.returncode != 0 and "gave up midway" in outcome.said
+    assert (destination.work / PAGE_SERVER_LOG).exists()
+
+
+def test_a_relay_stopped_before_the_source_came_ends_quietly(
+    certs: dict[str, TlsFiles], tmp_path: Path
+) -> None:
+    destination = Destination(certs["server"], tmp_path / "dst")
+    destination.relay.stop()
+    assert destination.result() is None
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", destination.relay.port), timeout=1).close()
