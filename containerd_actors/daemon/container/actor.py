@@ -79,7 +79,16 @@ from containerd_actors.daemon.container.start import start_and_answer
 from containerd_actors.daemon.container.stdin import StdinAsk, StdinPort, refuse_closed
 from containerd_actors.daemon.container.stdio import OutputView
 from containerd_actors.daemon.events.messages import EventDraft
-from containerd_actors.daemon.mailbox import Ask, CommandError, ReplyTo, answer, fail, refuse_queued
+from containerd_actors.daemon.mailbox import (
+    Ask,
+    CommandError,
+    ReplyTo,
+    answer,
+    fail,
+    post,
+    receive,
+    refuse_queued,
+)
 from containerd_actors.daemon.metrics.messages import AddToCounter, RecordDuration, tell
 from containerd_actors.daemon.metrics.registry import (
     CONTAINERS,
@@ -234,9 +243,8 @@ class ContainerActor:
 
     async def _serve_mailbox(self) -> None:
         while self._phase is not Phase.DONE:
-            with trio.move_on_at(self._finish_by) as waiting:
-                message = await self._mailbox.receive()
-            if waiting.cancelled_caught:
+            message = await self._next_message()
+            if message is None:
                 log.warning(
                     "container %s: exec'd processes outlived the init by %g s", self.id, EXECS_EXIT_GRACE_S
                 )
@@ -256,6 +264,14 @@ class ContainerActor:
                 if isinstance(message, Ask):
                     fail(message.reply_to, CommandError(ErrorCode.INTERNAL, "internal error; see daemon log"))
                 raise
+
+    async def _next_message(self) -> ContainerMessage | None:
+        """The next message; None once the exec'd processes have had their grace after the init."""
+        if self._finish_by == math.inf:  # no deadline yet: no cancel scope per message
+            return await receive(self._mailbox)
+        with trio.move_on_at(self._finish_by):
+            return await self._mailbox.receive()
+        return None
 
     async def _handle(self, message: ContainerMessage) -> None:
         """The one dispatch of everything this actor is told or asked."""
@@ -412,7 +428,7 @@ class ContainerActor:
         assert self._init is not None
         processes = [self._init.info, *(process.info for process in self._execs.values())]
         info = ContainerInfo(self.id, self.bundle, self._status, self._init.pid, processes)
-        await self._supervisor.send(ContainerUpdated(ContainerSnapshot(info, self._outputs_now())))
+        await post(self._supervisor, ContainerUpdated(ContainerSnapshot(info, self._outputs_now())))
 
     # ------------------------------------------------------------------ requests
 
@@ -450,7 +466,7 @@ class ContainerActor:
         await self._exit_watcher.keep(launched.key, launched.kept_fds())
         await complete_exec(started, self.paths, self._exit_watcher)
         self._execs[started.pid] = self._own(launched, is_init=False)
-        await self._events.send(EventDraft(EventType.START_PROCESS, self.id, started.pid, by=by))
+        await post(self._events, EventDraft(EventType.START_PROCESS, self.id, started.pid, by=by))
         await self._report()
         return started.pid
 

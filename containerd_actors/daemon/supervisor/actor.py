@@ -49,7 +49,7 @@ from containerd_actors.daemon.container.stdin import refuse_closed
 from containerd_actors.daemon.container.stdio import OutputView
 from containerd_actors.daemon.events.messages import EventDraft, EventsMailbox
 from containerd_actors.daemon.faults import NO_FAULTS, FaultHook
-from containerd_actors.daemon.mailbox import Ask, CommandError, ReplyTo, answer, fail
+from containerd_actors.daemon.mailbox import Ask, CommandError, ReplyTo, answer, fail, receive
 from containerd_actors.daemon.metrics.messages import AddToCounter, MetricsMailbox, tell
 from containerd_actors.daemon.metrics.registry import ACTOR_RESTARTS
 from containerd_actors.daemon.state.layout import (
@@ -176,7 +176,11 @@ class Supervisor:
                 self.keeper.close_all()
 
     async def _serve(self, actors: trio.Nursery) -> None:
-        async for message in self._mailbox:
+        while True:
+            try:
+                message = await receive(self._mailbox)
+            except trio.EndOfChannel:
+                return
             try:
                 self._handle(message, actors)
             except RestartLimitExceeded:
