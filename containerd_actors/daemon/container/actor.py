@@ -43,6 +43,7 @@ from containerd_actors.daemon.container.checkpoint import (
     take_checkpoint,
 )
 from containerd_actors.daemon.container.deps import ActorDeps
+from containerd_actors.daemon.container.drains import drain
 from containerd_actors.daemon.container.exec import complete_exec, record_exec, run_exec
 from containerd_actors.daemon.container.exited import recall_exited_execs
 from containerd_actors.daemon.container.exits import (
@@ -50,7 +51,6 @@ from containerd_actors.daemon.container.exits import (
     UNKNOWN_EXIT_REASON,
     announce_exec_exit,
     close_pidfd,
-    drain,
     end_exec,
     forget_exec_files,
     killed_by,
@@ -112,6 +112,11 @@ KEPT_EXITED_EXECS = 64
 #: grace for a report in flight, then the drain grace of each; the init's exit is announced then even
 #: if some are missing (shorter, and an exec'd process's status the reaper did see would be lost).
 EXECS_EXIT_GRACE_S = EXIT_REPORT_GRACE_S + DRAIN_GRACE_S
+
+
+async def _raise(error: BaseException) -> None:
+    """In the actor's nursery: a drain's unexpected error crashes the actor, as a drain task's did."""
+    raise error
 
 
 class Phase(enum.Enum):
@@ -224,6 +229,9 @@ class ContainerActor:
             raise
         finally:
             tell(self._metrics, AddToCounter(CONTAINERS, -1))
+            for process in (self._init, *self._execs.values()):
+                if process is not None:  # as its tasks were: the drains end with the actor
+                    process.drains.cancel()
             for process in self._execs.values():  # exits that never came: their watchers are gone
                 close_pidfd(process)
             if crashed:
@@ -341,12 +349,13 @@ class ContainerActor:
         port = StdinPort(
             self.id, pid, launched.stdin_fd, launched.output.terminal, self._mailbox_send, self._nursery
         )
+        nursery = self._nursery
+        drains = drain(launched.out_fds, launched.output, lambda error: nursery.start_soon(_raise, error))
         process = ContainerProcess(
-            launched.info, launched.key, launched.pidfd, launched.output, port, launched.out_fds
+            launched.info, launched.key, launched.pidfd, launched.output, port, launched.out_fds, drains
         )
         self._outputs[pid] = launched.output.view
-        self._nursery.start_soon(drain, process)
-        self._nursery.start_soon(watch, process, is_init, self._exit_watcher, self._mailbox_send)
+        nursery.start_soon(watch, process, is_init, self._exit_watcher, self._mailbox_send)
         return process
 
     async def _init_exited(self, status: int | None) -> None:
