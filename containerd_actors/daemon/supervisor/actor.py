@@ -259,9 +259,10 @@ class Supervisor:
         Answered with that pid at once, or when the start is done if it is still running runc.
         Once the container has exited, its id is free: the same request starts a new one.
         """
-        bundle = str(Path(request.bundle))
         entry = self._registry.get(request.id)
-        if entry is not None and entry.request_id == request.request_id and entry.bundle == bundle:
+        if entry is None or entry.request_id != request.request_id:
+            return False  # the usual case: no Path made to compare bundles
+        if entry.bundle == str(Path(request.bundle)):
             if entry.snapshot is not None:
                 answer(reply_to, entry.snapshot.info.pid)
             else:
