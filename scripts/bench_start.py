@@ -46,6 +46,13 @@ subreaper; any still running are killed by pid), removes the shim sockets of our
 root is empty, and removes its cgroup. Without `containerd`, `ctr` or
 `containerd-shim-runc-v2` on PATH, or with `--no-containerd`, the table says containerd was not measured.
 
+To measure another tree's daemon (a before/after pair), run this script from that tree's top
+directory with it on PYTHONPATH, e.g. `git archive main containerd_actors ctl | tar -x -C /tmp/base`,
+then `cd /tmp/base && PYTHONPATH=/tmp/base CHECKOUT/.venv/bin/python CHECKOUT/scripts/bench_start.py`.
+PYTHONPATH alone is not enough: the daemon is started as `python -m containerd_actors.daemon.main`,
+and `-m` puts the working directory first on sys.path, so run from this checkout it imports this
+checkout's code whatever PYTHONPATH says.
+
 Rounds rotate the order (daemon, the three raw launchers, containerd; then shifted by one; ...) so that
 no system always runs on a warmer or dirtier machine, and the report quotes medians across rounds: this
 machine is noisy. Ctrl-C stops the run and deletes everything started so far.

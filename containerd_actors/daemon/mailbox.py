@@ -64,12 +64,40 @@ class CommandError(Exception):
         self.details = details or []
 
 
+async def post(mailbox: trio.MemorySendChannel[Any], message: Any) -> None:
+    """Send ``message``, giving up the turn only when the mailbox is full.
+
+    ``await mailbox.send`` always ends with a scheduling pass, even when the message went in at
+    once: a full trip through trio's run loop for nothing, several times per container start
+    (about a tenth of the server's CPU per start went to such passes). The order of one sender's
+    messages is the same either way; a full mailbox still holds the sender back.
+    """
+    try:
+        mailbox.send_nowait(message)
+    except trio.WouldBlock:
+        await mailbox.send(message)
+
+
+async def receive(mailbox: trio.MemoryReceiveChannel[T]) -> T:
+    """The next message, giving up the turn only when none is waiting (then as ``receive`` does).
+
+    For an actor's loop: messages that queued while it worked are taken in the same turn, not one
+    scheduling pass each. Raises ``trio.EndOfChannel`` once the mailbox is closed and empty.
+    """
+    try:
+        return mailbox.receive_nowait()
+    except trio.WouldBlock:
+        return await mailbox.receive()
+
+
 async def ask(mailbox: trio.MemorySendChannel[Any], build: Callable[[ReplyTo], Any]) -> Any:
     """Send ``build(reply_to)`` and wait for the actor's answer; re-raises its CommandError."""
     reply_send, reply_receive = trio.open_memory_channel[Answer](1)
-    await mailbox.send(build(reply_send))
-    async with reply_receive:
+    try:
+        await post(mailbox, build(reply_send))
         result = await reply_receive.receive()
+    finally:
+        reply_receive.close()  # not ``async with``: its aclose is one more scheduling pass
     return result.unwrap()
 
 

@@ -249,11 +249,13 @@ async def test_an_event_that_crashes_the_events_actor_twice_is_dropped(work_dir:
 async def test_the_metrics_actor_is_restarted_with_its_running_totals() -> None:
     metrics = MetricsActor(flush_interval=0, faults=FaultHook([Fault("metrics", "Metrics", 1)]))
     restarts: list[str] = []
+    counted = trio.Event()
 
     def restarted(name: str, error: BaseException, count: int) -> None:
         assert isinstance(error, InjectedFault)
         restarts.append(name)
         metrics.mailbox.send_nowait(AddToCounter(ACTOR_RESTARTS))
+        counted.set()
 
     async with trio.open_nursery() as nursery:
         await nursery.start(supervise, "metrics", metrics.run, restarted)
@@ -261,6 +263,8 @@ async def test_the_metrics_actor_is_restarted_with_its_running_totals() -> None:
         with pytest.raises(CommandError) as failure:
             await forward(metrics.mailbox, wire.Metrics(request_id="r"))
         assert failure.value.code == ErrorCode.INTERNAL
+        # The failed answer can reach us before the supervisor has counted the restart.
+        await counted.wait()
         snapshot = await ask(metrics.mailbox, TakeSnapshot)
         counters = {counter.name: counter.count for counter in snapshot.counters}
         assert (counters[CONTAINERS], counters[ACTOR_RESTARTS]) == (3, 1)

@@ -43,6 +43,7 @@ from containerd_actors.daemon.container.checkpoint import (
     take_checkpoint,
 )
 from containerd_actors.daemon.container.deps import ActorDeps
+from containerd_actors.daemon.container.drains import drain
 from containerd_actors.daemon.container.exec import complete_exec, record_exec, run_exec
 from containerd_actors.daemon.container.exited import recall_exited_execs
 from containerd_actors.daemon.container.exits import (
@@ -50,7 +51,6 @@ from containerd_actors.daemon.container.exits import (
     UNKNOWN_EXIT_REASON,
     announce_exec_exit,
     close_pidfd,
-    drain,
     end_exec,
     forget_exec_files,
     killed_by,
@@ -79,7 +79,16 @@ from containerd_actors.daemon.container.start import start_and_answer
 from containerd_actors.daemon.container.stdin import StdinAsk, StdinPort, refuse_closed
 from containerd_actors.daemon.container.stdio import OutputView
 from containerd_actors.daemon.events.messages import EventDraft
-from containerd_actors.daemon.mailbox import Ask, CommandError, ReplyTo, answer, fail, refuse_queued
+from containerd_actors.daemon.mailbox import (
+    Ask,
+    CommandError,
+    ReplyTo,
+    answer,
+    fail,
+    post,
+    receive,
+    refuse_queued,
+)
 from containerd_actors.daemon.metrics.messages import AddToCounter, RecordDuration, tell
 from containerd_actors.daemon.metrics.registry import (
     CONTAINERS,
@@ -103,6 +112,11 @@ KEPT_EXITED_EXECS = 64
 #: grace for a report in flight, then the drain grace of each; the init's exit is announced then even
 #: if some are missing (shorter, and an exec'd process's status the reaper did see would be lost).
 EXECS_EXIT_GRACE_S = EXIT_REPORT_GRACE_S + DRAIN_GRACE_S
+
+
+async def _raise(error: BaseException) -> None:
+    """In the actor's nursery: a drain's unexpected error crashes the actor, as a drain task's did."""
+    raise error
 
 
 class Phase(enum.Enum):
@@ -215,6 +229,9 @@ class ContainerActor:
             raise
         finally:
             tell(self._metrics, AddToCounter(CONTAINERS, -1))
+            for process in (self._init, *self._execs.values()):
+                if process is not None:  # as its tasks were: the drains end with the actor
+                    process.drains.cancel()
             for process in self._execs.values():  # exits that never came: their watchers are gone
                 close_pidfd(process)
             if crashed:
@@ -234,9 +251,8 @@ class ContainerActor:
 
     async def _serve_mailbox(self) -> None:
         while self._phase is not Phase.DONE:
-            with trio.move_on_at(self._finish_by) as waiting:
-                message = await self._mailbox.receive()
-            if waiting.cancelled_caught:
+            message = await self._next_message()
+            if message is None:
                 log.warning(
                     "container %s: exec'd processes outlived the init by %g s", self.id, EXECS_EXIT_GRACE_S
                 )
@@ -256,6 +272,14 @@ class ContainerActor:
                 if isinstance(message, Ask):
                     fail(message.reply_to, CommandError(ErrorCode.INTERNAL, "internal error; see daemon log"))
                 raise
+
+    async def _next_message(self) -> ContainerMessage | None:
+        """The next message; None once the exec'd processes have had their grace after the init."""
+        if self._finish_by == math.inf:  # no deadline yet: no cancel scope per message
+            return await receive(self._mailbox)
+        with trio.move_on_at(self._finish_by):
+            return await self._mailbox.receive()
+        return None
 
     async def _handle(self, message: ContainerMessage) -> None:
         """The one dispatch of everything this actor is told or asked."""
@@ -325,12 +349,13 @@ class ContainerActor:
         port = StdinPort(
             self.id, pid, launched.stdin_fd, launched.output.terminal, self._mailbox_send, self._nursery
         )
+        nursery = self._nursery
+        drains = drain(launched.out_fds, launched.output, lambda error: nursery.start_soon(_raise, error))
         process = ContainerProcess(
-            launched.info, launched.key, launched.pidfd, launched.output, port, launched.out_fds
+            launched.info, launched.key, launched.pidfd, launched.output, port, launched.out_fds, drains
         )
         self._outputs[pid] = launched.output.view
-        self._nursery.start_soon(drain, process)
-        self._nursery.start_soon(watch, process, is_init, self._exit_watcher, self._mailbox_send)
+        nursery.start_soon(watch, process, is_init, self._exit_watcher, self._mailbox_send)
         return process
 
     async def _init_exited(self, status: int | None) -> None:
@@ -412,7 +437,7 @@ class ContainerActor:
         assert self._init is not None
         processes = [self._init.info, *(process.info for process in self._execs.values())]
         info = ContainerInfo(self.id, self.bundle, self._status, self._init.pid, processes)
-        await self._supervisor.send(ContainerUpdated(ContainerSnapshot(info, self._outputs_now())))
+        await post(self._supervisor, ContainerUpdated(ContainerSnapshot(info, self._outputs_now())))
 
     # ------------------------------------------------------------------ requests
 
@@ -450,7 +475,7 @@ class ContainerActor:
         await self._exit_watcher.keep(launched.key, launched.kept_fds())
         await complete_exec(started, self.paths, self._exit_watcher)
         self._execs[started.pid] = self._own(launched, is_init=False)
-        await self._events.send(EventDraft(EventType.START_PROCESS, self.id, started.pid, by=by))
+        await post(self._events, EventDraft(EventType.START_PROCESS, self.id, started.pid, by=by))
         await self._report()
         return started.pid
 

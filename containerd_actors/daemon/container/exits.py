@@ -26,7 +26,7 @@ from containerd_actors.daemon.container.messages import (
 )
 from containerd_actors.daemon.container.process import DRAIN_GRACE_S, ContainerProcess
 from containerd_actors.daemon.container.start import announce_intent, delete_from_runtime
-from containerd_actors.daemon.container.stdio import OutputView, drain_outputs
+from containerd_actors.daemon.container.stdio import OutputView
 from containerd_actors.daemon.events.messages import EventDraft
 from containerd_actors.daemon.metrics.messages import RecordDuration, tell
 from containerd_actors.daemon.metrics.registry import CONTAINER_DELETE_TIME
@@ -49,14 +49,6 @@ EXEC_EXIT_UNSEEN_REASON = (
 )
 
 
-async def drain(process: ContainerProcess) -> None:
-    """A process's drain task: append its output to its logs until the pipes end."""
-    with process.drains:
-        await drain_outputs(process.out_fds, process.output)
-    process.output.close_logs()
-    process.drained.set()
-
-
 async def watch(
     process: ContainerProcess, is_init: bool, exit_watcher: ExitWatcher, mailbox: ContainerMailbox
 ) -> None:
@@ -66,7 +58,7 @@ async def watch(
     if status is None:
         status = await exit_watcher.wait_for_exit(process.pidfd, pid)
     with trio.move_on_after(DRAIN_GRACE_S):
-        await process.drained.wait()
+        await process.drains.drained.wait()
     await mailbox.send(InitExited(status) if is_init else ExecExited(pid, status))
 
 

@@ -2,7 +2,7 @@
 
 A process is first ``Launched``: runc has started it (or a previous daemon had, and it is being
 adopted), and its pid, pidfd and stdio ends are known. The actor then owns it as a
-``ContainerProcess``: a stdin port, drains into its logs, and a watcher that tells the actor when
+``ContainerProcess``: a stdin port, drains into its logs (``drains``), and a watcher that tells the actor when
 it has exited. Init and exec'd processes are owned the same way; only the message their exit
 sends differs.
 """
@@ -13,8 +13,8 @@ import os
 import signal
 
 import attrs
-import trio
 
+from containerd_actors.daemon.container.drains import ProcessDrains
 from containerd_actors.daemon.container.stdin import StdinPort
 from containerd_actors.daemon.container.stdio import ProcessOutput
 from containerd_actors.daemon.mailbox import CommandError
@@ -57,8 +57,8 @@ class ContainerProcess:
     output: ProcessOutput
     stdin: StdinPort
     out_fds: tuple[int, int]
-    drains: trio.CancelScope = attrs.field(factory=trio.CancelScope)
-    drained: trio.Event = attrs.field(factory=trio.Event)
+    #: Its stdout and stderr being drained into its logs (``drains.drained``: both have ended).
+    drains: ProcessDrains
 
     @property
     def pid(self) -> int:

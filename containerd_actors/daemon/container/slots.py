@@ -60,7 +60,7 @@ class StartSlots:
             await job.done.wait()
         assert job.result is not None
         result: T = job.result.unwrap()
-        await trio.lowlevel.checkpoint()  # a cancel that came while shielded is delivered here
+        await trio.lowlevel.checkpoint_if_cancelled()  # a cancel that came while shielded, delivered here
         return result
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

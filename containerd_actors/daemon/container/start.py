@@ -32,7 +32,7 @@ from containerd_actors.daemon.container.process import Launched, pidfd_if_alive,
 from containerd_actors.daemon.container.slots import StartSlots, StartsStopped
 from containerd_actors.daemon.container.stdio import ProcessOutput
 from containerd_actors.daemon.events.messages import EventDraft
-from containerd_actors.daemon.mailbox import CommandError, ReplyTo, answer, fail
+from containerd_actors.daemon.mailbox import CommandError, ReplyTo, answer, fail, post
 from containerd_actors.daemon.metrics.messages import RecordDuration, tell
 from containerd_actors.daemon.metrics.registry import CONTAINER_START_TIME
 from containerd_actors.daemon.state.layout import (
@@ -230,7 +230,7 @@ async def start_and_answer(
         )
     except CommandError as error:
         fail(start_reply, error)
-        await deps.supervisor.send(ContainerRemoved(id))
+        await post(deps.supervisor, ContainerRemoved(id))
         return None
     except BaseException as error:
         fail(start_reply, CommandError(ErrorCode.INTERNAL, f"start failed: {error!r}"))
@@ -241,7 +241,7 @@ async def start_and_answer(
     if init.info.terminal:
         # A pty master exists only once runc has sent it, so the reaper gets it only now.
         await deps.exit_watcher.keep(init.key, init.kept_fds())
-    await deps.events.send(EventDraft(EventType.START_CONTAINER, id, init.info.pid, by=by))
+    await post(deps.events, EventDraft(EventType.START_CONTAINER, id, init.info.pid, by=by))
     return started
 
 

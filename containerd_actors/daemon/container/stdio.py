@@ -5,8 +5,8 @@ is held by the daemon means the container never blocks on output nobody reads. T
 the parent ends; the child ends go to runc and are closed here once runc has started.
 
 What is shared, and why it is safe: a process's ``ProcessOutput`` is written only by its
-container actor (which marks the exit) and by the drain tasks the actor starts (which append to
-the logs; after a full state directory, the ``[N bytes lost]`` marker is appended by whoever
+container actor (which marks the exit) and by its drains (``drains``: the server's one drain
+task appends to the logs; after a full state directory, the ``[N bytes lost]`` marker is appended by whoever
 notices room again, synchronously, so it never interleaves with a drain's write). Everyone
 else (the supervisor, which keeps them after the container is gone, and the API server's tasks,
 which serve ``ReadOutput`` long polls) holds an ``OutputView``, which can only read and wait.
@@ -25,7 +25,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from containerd_actors.daemon.container.logs import LogSpan, RotatingLog, drain_to_log
+from containerd_actors.daemon.container.logs import LogSpan, RotatingLog
 from containerd_actors.daemon.state.layout import LogRange
 from containerd_actors.daemon.state.space import space_of
 from containerd_actors.host.fds import close_quietly
@@ -178,8 +178,8 @@ class ProcessOutput:
         await self._changes.wait()
 
     def close_logs(self) -> None:
-        """No more output: readers see the final ends. Drains close their own log at EOF; a
-        cancelled drain closes it only when it next runs, so the actor closes them too."""
+        """No more output: readers see the final ends. Drains close their own log at EOF, and
+        the actor closes both when it marks the end (closing twice is harmless)."""
         self.stdout.close()
         self.stderr.close()
 
@@ -263,26 +263,3 @@ class OutputView:
             spans.exited,
             spans.status,
         )
-
-
-async def drain_outputs(out_fds: tuple[int, int], output: ProcessOutput) -> None:
-    """Drain a process's stdout and stderr ends into its logs until both reach their end.
-
-    An end of -1 has nothing to drain: a terminal merges stderr into its one output, and a
-    process adopted without its pipes has neither.
-    """
-    stdout_fd, stderr_fd = out_fds
-    if stderr_fd < 0:
-        output.stderr.close()
-    if stdout_fd < 0:
-        output.stdout.close()
-        if stderr_fd >= 0:
-            await drain_to_log(stderr_fd, output.stderr)
-        return
-    if stderr_fd < 0:
-        await drain_to_log(stdout_fd, output.stdout)
-        return
-    # stdout is drained by this task itself: one task fewer per process than a task per stream.
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(drain_to_log, stderr_fd, output.stderr)
-        await drain_to_log(stdout_fd, output.stdout)

@@ -18,7 +18,7 @@ from typing import Any
 import trio
 
 from containerd_actors.daemon.faults import NO_FAULTS, FaultHook
-from containerd_actors.daemon.mailbox import Ask, CommandError, answer, fail
+from containerd_actors.daemon.mailbox import Ask, CommandError, answer, fail, receive
 from containerd_actors.daemon.metrics.messages import (
     AddToCounter,
     MetricsMailbox,
@@ -48,7 +48,11 @@ class MetricsActor:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._flush_periodically)
             task_status.started()
-            async for message in self._mailbox:
+            while True:
+                try:
+                    message = await receive(self._mailbox)
+                except trio.EndOfChannel:
+                    break
                 try:
                     self._handle(message)
                 except BaseException:

@@ -21,6 +21,7 @@ never half of one.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import logging
 import os
@@ -454,7 +455,14 @@ def migrated_bundle(state_dir: Path, id: str, token: str) -> Path:
 
 
 def container_paths(state_dir: Path, id: str) -> ContainerPaths:
-    return ContainerPaths.of(state_dir / CONTAINERS / id, state_dir / LOGS / id)
+    containers, logs = _parent_dirs(state_dir)
+    return ContainerPaths.of(containers / id, logs / id)
+
+
+@functools.lru_cache(maxsize=8)
+def _parent_dirs(state_dir: Path) -> tuple[Path, Path]:
+    """``containers/`` and ``logs/`` of a state directory, joined once (every start needs both)."""
+    return state_dir / CONTAINERS, state_dir / LOGS
 
 
 def prepare_state_dir(state_dir: Path) -> None:

@@ -49,7 +49,7 @@ from containerd_actors.daemon.container.stdin import refuse_closed
 from containerd_actors.daemon.container.stdio import OutputView
 from containerd_actors.daemon.events.messages import EventDraft, EventsMailbox
 from containerd_actors.daemon.faults import NO_FAULTS, FaultHook
-from containerd_actors.daemon.mailbox import Ask, CommandError, ReplyTo, answer, fail
+from containerd_actors.daemon.mailbox import Ask, CommandError, ReplyTo, answer, fail, receive
 from containerd_actors.daemon.metrics.messages import AddToCounter, MetricsMailbox, tell
 from containerd_actors.daemon.metrics.registry import ACTOR_RESTARTS
 from containerd_actors.daemon.state.layout import (
@@ -178,7 +178,11 @@ class Supervisor:
                 self.keeper.close_all()
 
     async def _serve(self, actors: trio.Nursery) -> None:
-        async for message in self._mailbox:
+        while True:
+            try:
+                message = await receive(self._mailbox)
+            except trio.EndOfChannel:
+                return
             try:
                 self._handle(message, actors)
             except RestartLimitExceeded:
@@ -257,9 +261,10 @@ class Supervisor:
         Answered with that pid at once, or when the start is done if it is still running runc.
         Once the container has exited, its id is free: the same request starts a new one.
         """
-        bundle = str(Path(request.bundle))
         entry = self._registry.get(request.id)
-        if entry is not None and entry.request_id == request.request_id and entry.bundle == bundle:
+        if entry is None or entry.request_id != request.request_id:
+            return False  # the usual case: no Path made to compare bundles
+        if entry.bundle == str(Path(request.bundle)):
             if entry.snapshot is not None:
                 answer(reply_to, entry.snapshot.info.pid)
             else:
