@@ -72,8 +72,15 @@ class Framed:
     message: nng.OutgoingMessage
 
 
+@attrs.frozen
+class Encoded:
+    """A reply already encoded as JSON (``StateCache``): sent as it is."""
+
+    data: bytes
+
+
 #: Serves a request for a caller.
-Handler = Callable[[Any, Caller], Awaitable[wire.Reply | Framed]]
+Handler = Callable[[Any, Caller], Awaitable[wire.Reply | Framed | Encoded]]
 
 #: What a ``--read-only-client`` may ask: everything that only reads (list, state, stats, logs,
 #: metrics, events, checkpoints listed). Anything else, today's requests and tomorrow's, is refused.
@@ -115,6 +122,28 @@ def named(containers: list[wire.ContainerInfo], id: str) -> list[wire.ContainerI
     return [c for c in containers if c.id == id] if id else containers
 
 
+class StateCache:
+    """The encoding of the State of every container, kept while the supervisor answers with the
+    very same list.
+
+    The supervisor makes a new list whenever a report changes what State shows, and hands out the
+    same object until then (``Supervisor._list``): so ``is`` tells that nothing changed. Only what
+    every request shares is kept; each reply gets its own ``request_id``. At 1,000 containers the
+    encoding took the daemon 4-5 ms of CPU for each ``actr containers``.
+    """
+
+    def __init__(self, machine: wire.MachineInfo) -> None:
+        self._machine = machine
+        self._containers: list[wire.ContainerInfo] | None = None
+        self._template: wire.ReplyTemplate | None = None
+
+    def reply(self, request_id: str, containers: list[wire.ContainerInfo]) -> Encoded:
+        if self._template is None or containers is not self._containers:
+            self._template = wire.reply_template(wire.StateReply("", containers, self._machine))
+            self._containers = containers
+        return Encoded(self._template.encode(request_id))
+
+
 def machine_info(daemon_id: str) -> wire.MachineInfo:
     return wire.MachineInfo(daemon_id, os.cpu_count() or 1, memory_total_bytes())
 
@@ -134,6 +163,7 @@ class ApiServer:
         self._events = events
         self._events_status = events_status
         self._machine = machine_info(config.id)
+        self._every_state = StateCache(self._machine)
         self._waiting_reads = trio.CapacityLimiter(MAX_WAITING_READS)
         self.served = 0
         self._socket: ReplySocket | None = None
@@ -153,8 +183,10 @@ class ApiServer:
     ) -> dict[type, Handler]:
         """For each request type: the actor that serves it, and the reply its answer becomes."""
 
-        def via(mailbox: trio.MemorySendChannel[Any], reply: Callable[[Any, Any], wire.Reply]) -> Handler:
-            async def handler(request: Any, caller: Caller) -> wire.Reply:
+        def via(
+            mailbox: trio.MemorySendChannel[Any], reply: Callable[[Any, Any], wire.Reply | Encoded]
+        ) -> Handler:
+            async def handler(request: Any, caller: Caller) -> wire.Reply | Encoded:
                 return reply(request, await forward(mailbox, request, caller.by))
 
             return handler
@@ -176,10 +208,7 @@ class ApiServer:
             wire.CreateContainer: via(
                 supervisor, lambda r, pid: wire.CreateContainerReply(r.request_id, pid)
             ),
-            wire.State: via(
-                supervisor,
-                lambda r, containers: wire.StateReply(r.request_id, named(containers, r.id), self._machine),
-            ),
+            wire.State: via(supervisor, self._state_reply),
             wire.ReadOutput: lambda request, _caller: self._read_output(supervisor, request),
             # Routed by the supervisor to the container's actor:
             wire.Signal: via(supervisor, lambda r, _: wire.SignalReply(r.request_id)),
@@ -246,6 +275,8 @@ class ApiServer:
             reply, framed = await self._serve(message.body, message.peer, message.pipe)
             if isinstance(reply, Framed):
                 body: bytes | nng.OutgoingMessage = reply.message
+            elif isinstance(reply, Encoded):
+                body = reply.data
             else:
                 body = wire.encode_reply(reply, framed=framed)
             try:
@@ -270,9 +301,13 @@ class ApiServer:
         if isinstance(reply, Framed):
             with reply.message:
                 return wire.decode_reply(bytes(reply.message.body()))
+        if isinstance(reply, Encoded):
+            return wire.decode_reply(reply.data)
         return reply
 
-    async def _serve(self, data: bytes, peer: str | None, pipe: int) -> tuple[wire.Reply | Framed, bool]:
+    async def _serve(
+        self, data: bytes, peer: str | None, pipe: int
+    ) -> tuple[wire.Reply | Framed | Encoded, bool]:
         """``handle``, and whether the reply goes as a binary frame (``ReadOutput.binary``; the
         codec frames only replies with bytes fields, so an ErrorReply stays JSON)."""
         request_id: str | None = None
@@ -304,6 +339,13 @@ class ApiServer:
         except Exception as exc:
             log.exception("request failed unexpectedly")
             return wire.ErrorReply(request_id, wire.ErrorCode.INTERNAL, f"internal error: {exc!r}"), False
+
+    def _state_reply(self, request: wire.State, containers: list[wire.ContainerInfo]) -> wire.Reply | Encoded:
+        """One container's State is encoded each time (it is small); that of every container is
+        kept until the supervisor's list changes (``StateCache``)."""
+        if request.id:
+            return wire.StateReply(request.request_id, named(containers, request.id), self._machine)
+        return self._every_state.reply(request.request_id, containers)
 
     async def _framed(self, data: bytes, peer: str | None) -> wire.Reply:
         """A binary frame: today only a migration's chunk (``protocol.migration_frames``)."""

@@ -17,6 +17,7 @@ from containerd_actors.protocol.lazy import lazy_exports
 if TYPE_CHECKING:
     from containerd_actors.protocol.codec import (
         TOPIC_SEPARATOR,
+        ReplyTemplate,
         converter,
         decode_event,
         decode_event_batch,
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
         encode_request,
         frame_event,
         reply_frame_head,
+        reply_template,
         warm_up,
     )
     from containerd_actors.protocol.events import (
@@ -124,6 +126,8 @@ _HOMES: dict[str, tuple[str, ...]] = {
         "encode_request",
         "frame_event",
         "reply_frame_head",
+        "ReplyTemplate",
+        "reply_template",
         "warm_up",
     ),
     "message_errors": ("MAX_FRAME_BYTES", "MAX_MESSAGE_BYTES", "ProtocolError"),

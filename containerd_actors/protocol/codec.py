@@ -23,6 +23,7 @@ import base64
 import binascii
 import json
 import typing
+import uuid
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -262,6 +263,35 @@ def encode_reply(reply: Reply, *, framed: bool = False) -> bytes:
     if framed and type(reply) in BLOB_FIELDS:
         return frames.pack_frame(*_unstructure_framed(reply, Reply))
     return _dumps(converter.unstructure(reply, unstructure_as=Reply))
+
+
+@attrs.frozen
+class ReplyTemplate:
+    """A reply's JSON cut where its ``request_id`` goes: ``encode_reply``'s bytes for any request id.
+
+    For a reply many requests share but for their ids (the daemon's State of every container), so
+    the rest is encoded once rather than for each request.
+    """
+
+    head: bytes
+    tail: bytes
+
+    def encode(self, request_id: str) -> bytes:
+        return self.head + _dumps(request_id) + self.tail
+
+
+def reply_template(reply: Reply) -> ReplyTemplate:
+    """``reply`` encoded once with a marker for its request id, cut around the marker.
+
+    ``json.dumps`` writes a dict's values one by one, so the id's own encoding between the two
+    halves gives the very bytes ``encode_reply`` writes. The marker holds a NUL byte, which no path
+    or argument can hold; should it appear twice all the same, the template refuses (ValueError).
+    """
+    marker = "\x00request-id-" + uuid.uuid4().hex
+    head, _, tail = encode_reply(attrs.evolve(reply, request_id=marker)).partition(_dumps(marker))
+    if not tail or _dumps(marker) in tail:
+        raise ValueError(f"no single request_id in the encoding of {type(reply).__name__}")
+    return ReplyTemplate(head, tail)
 
 
 def _load_object(data: bytes, loads: Callable[[bytes], Any] = json.loads) -> dict[str, Any]:

@@ -132,6 +132,8 @@ class Supervisor:
     ) -> None:
         self._state_dir = state_dir
         self._registry: dict[str, _Entry] = {}
+        #: What State answers, kept until a report changes it (see ``_list``).
+        self._listing: list[ContainerInfo] | None = None
         self._exited: collections.OrderedDict[str, _Exited] = collections.OrderedDict()
         self._mailbox_send, self._mailbox = trio.open_memory_channel[SupervisorMessage](MAILBOX_SIZE)
         self._events = events
@@ -212,11 +214,13 @@ class Supervisor:
             case Ask(request, reply_to) if isinstance(request, ContainerRequest):
                 self._route(message)
             case ContainerUpdated(snapshot):
+                self._listing = None
                 entry = self._registry.get(snapshot.info.id)
                 if entry is not None:
                     entry.snapshot = snapshot
                     self._answer_repeats(entry, snapshot.info.pid)
             case ContainerRemoved(id, outputs, init_pid, bundle):
+                self._listing = None
                 entry = self._registry.pop(id, None)
                 self.keeper.forget(id)
                 if entry is not None:
@@ -224,6 +228,7 @@ class Supervisor:
                 if outputs:
                     self._keep_exited(id, _Exited(outputs, init_pid, bundle))
             case ActorCrashed(actor, error):
+                self._listing = None
                 self._restart(actor, error, actors)
             case _:
                 log.error("supervisor: unexpected message %r", message)
@@ -435,7 +440,18 @@ class Supervisor:
         answer(reply_to, view)
 
     def _list(self) -> list[ContainerInfo]:
-        return [entry.snapshot.info for entry in self._registry.values() if entry.snapshot is not None]
+        """The containers State reports: the same list object until a report changes it.
+
+        Every change of a container (started, exited, paused, resumed, an exec begun or ended,
+        migrated) reaches this loop as a report, which drops the list; so the API server may keep
+        the list's encoding while it is handed the very same object (``api.StateCache``). The list
+        is never changed in place: a new one is made.
+        """
+        if self._listing is None:
+            self._listing = [
+                entry.snapshot.info for entry in self._registry.values() if entry.snapshot is not None
+            ]
+        return self._listing
 
 
 def _read_record(path: Path) -> ContainerRecord | None:
