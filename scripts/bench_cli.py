@@ -119,23 +119,24 @@ def compile_sources() -> list[str]:
     return where
 
 
-def pairs(daemon: DaemonHandle) -> list[Pair]:
+def pairs(daemon: DaemonHandle, target: str = TARGET_ID) -> list[Pair]:
+    """``target``: the container that state and exec name (``bench_trees`` runs one per daemon)."""
     actr = [*actr_argv(), "--address", daemon.address]
     runc = ["runc", "--root", str(daemon.runc_root)]
     return [
         Pair("actr --version", [*actr_argv(), "--version"], "python -c pass", [sys.executable, "-c", "pass"]),
         Pair("actr containers", [*actr, "containers"], "runc list", [*runc, "list"]),
         Pair(
-            f"actr containers state {TARGET_ID}",
-            [*actr, "containers", "state", TARGET_ID],
-            f"runc state {TARGET_ID}",
-            [*runc, "state", TARGET_ID],
+            f"actr containers state {target}",
+            [*actr, "containers", "state", target],
+            f"runc state {target}",
+            [*runc, "state", target],
         ),
         Pair(
-            f"actr containers exec --id {TARGET_ID} -a -- true",
-            [*actr, "containers", "exec", "--id", TARGET_ID, "-a", "--", "true"],
-            f"runc exec {TARGET_ID} true",
-            [*runc, "exec", TARGET_ID, "true"],
+            f"actr containers exec --id {target} -a -- true",
+            [*actr, "containers", "exec", "--id", target, "-a", "--", "true"],
+            f"runc exec {target} true",
+            [*runc, "exec", target, "true"],
         ),
     ]
 
@@ -187,13 +188,13 @@ def measure(pair: Pair, runs: int) -> tuple[Timing, Timing]:
     return _timing(actr, warm_actr), _timing(reference, warm_reference)
 
 
-async def fill_up(client: Client, bundle: Path, running: int, wanted: int) -> int:
-    """Start containers ``fill-<i>`` until ``wanted`` run besides the target; returns how many run."""
+async def fill_up(client: Client, bundle: Path, running: int, wanted: int, prefix: str = "fill") -> int:
+    """Start containers ``<prefix>-<i>`` until ``wanted`` run besides the target; returns how many run."""
     limiter = trio.CapacityLimiter(START_CONCURRENCY)
 
     async def one(index: int) -> None:
         async with limiter:
-            await client.create_container(f"fill-{index}", str(bundle))
+            await client.create_container(f"{prefix}-{index}", str(bundle))
 
     started = time.perf_counter()
     async with trio.open_nursery() as nursery:

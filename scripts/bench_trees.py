@@ -10,14 +10,22 @@ tree's command once, then the reference (runc), so the trees share the machine's
 medians of wall and CPU time per tree are comparable to each other. Each tree is put first on
 PYTHONPATH of the installed ``actr`` (as ``bench_cli.py`` does) and compiled first, as installing
 would.
+
+The daemon is this checkout's (``python -m`` puts the working directory first on the path), so
+by default only the trees' clients differ. With ``--daemon-per-tree`` each tree gets a daemon of
+its own code (started in that tree, with it on PYTHONPATH, and N containers of its own) and each
+tree's actr talks to its own daemon: that compares daemon changes too. Which code each daemon
+imports is printed. Ids carry this run's pid: runc names cgroups after ids, machine-wide.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -45,10 +53,11 @@ def _with_tree(tree: str | None) -> None:
 
 
 def measure(
-    pair: bench_cli.Pair, trees: Sequence[str], runs: int
+    pairs: Sequence[bench_cli.Pair], trees: Sequence[str], runs: int
 ) -> tuple[list[list[bench_cli.Run]], list[bench_cli.Run]]:
-    """``runs`` rounds (after a warm-up of each): every tree's command, then the reference."""
-    for tree in trees:
+    """``runs`` rounds (after a warm-up of each): every tree's command (``pairs[i]`` for tree i),
+    then the reference (the first pair's)."""
+    for tree, pair in zip(trees, pairs, strict=True):
         _with_tree(tree)
         bench_cli.run_once(pair.actr)
     samples: list[list[bench_cli.Run]] = [[] for _ in trees]
@@ -56,27 +65,68 @@ def measure(
     for _ in range(runs):
         for index, tree in enumerate(trees):
             _with_tree(tree)
-            samples[index].append(bench_cli.run_once(pair.actr))
+            samples[index].append(bench_cli.run_once(pairs[index].actr))
         _with_tree(None)
-        reference.append(bench_cli.run_once(pair.reference))
+        reference.append(bench_cli.run_once(pairs[0].reference))
     return samples, reference
 
 
+def imported_from(tree: str) -> str:
+    """Where ``python -m`` started in ``tree`` with it on PYTHONPATH finds containerd_actors: ``-c``
+    puts the working directory first on the path as ``-m`` does."""
+    find = [sys.executable, "-c", "import containerd_actors; print(containerd_actors.__file__)"]
+    found = subprocess.run(
+        find, cwd=tree, env=dict(os.environ, PYTHONPATH=tree), capture_output=True, text=True, check=True
+    )
+    return found.stdout.strip()
+
+
+def daemon_cwd(daemon: DaemonHandle) -> str:
+    return os.readlink(f"/proc/{daemon.process.pid}/cwd")
+
+
 async def run(
-    trees: Sequence[str], counts: Sequence[int], runs: int, top: Path, daemons: list[DaemonHandle]
+    trees: Sequence[str],
+    counts: Sequence[int],
+    runs: int,
+    top: Path,
+    daemons: list[DaemonHandle],
+    per_tree: bool = False,
 ) -> None:
-    daemon = await start_daemon(top / "state", log_path=top / "daemon.log", debug=False, own_session=True)
-    daemons.append(daemon)
+    tag = f"bt{os.getpid()}"
+    daemon_trees: list[str | None] = list(trees) if per_tree else [None]
     try:
+        for index, tree in enumerate(daemon_trees):
+            prefix = () if tree is None else ("env", "-C", tree, f"PYTHONPATH={tree}")
+            state = top / f"state{index}"
+            daemon = await start_daemon(
+                state, log_path=top / f"daemon{index}.log", debug=False, own_session=True, prefix=prefix
+            )
+            daemons.append(daemon)
+            if tree is not None:
+                print(f"daemon of {tree}: pid {daemon.process.pid}, cwd {daemon_cwd(daemon)}, "
+                      f"imports {imported_from(tree)}", flush=True)  # fmt: skip
         bundle = make_bundle(top)
-        async with Client.connect(daemon.address) as client:
-            await client.create_container(bench_cli.TARGET_ID, str(bundle))
-            running = 0
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [await stack.enter_async_context(Client.connect(d.address)) for d in daemons]
+            targets = [f"{tag}-{index}-target" for index in range(len(daemons))]
+            for client, target in zip(clients, targets, strict=True):
+                await client.create_container(target, str(bundle))
+            running = [0] * len(daemons)
             print(f"medians of {runs} rounds; each round: every tree, then the reference")
             for count in sorted(counts):
-                running = await bench_cli.fill_up(client, bundle, running, count)
-                for pair in bench_cli.pairs(daemon)[1:]:  # not --version: it reaches no daemon
-                    samples, reference = await trio.to_thread.run_sync(measure, pair, trees, runs)
+                for index, client in enumerate(clients):
+                    running[index] = await bench_cli.fill_up(
+                        client, bundle, running[index], count, prefix=f"{tag}-{index}-fill"
+                    )
+                # not --version: it reaches no daemon
+                by_daemon = [
+                    bench_cli.pairs(d, target)[1:] for d, target in zip(daemons, targets, strict=True)
+                ]
+                for row in range(len(by_daemon[0])):
+                    pairs = [by_daemon[index if per_tree else 0][row] for index in range(len(trees))]
+                    pair = pairs[0]
+                    samples, reference = await trio.to_thread.run_sync(measure, pairs, trees, runs)
                     ref_wall = statistics.median(wall for wall, _, _ in reference)
                     for tree, runs_of_tree in zip(trees, samples, strict=True):
                         wall = statistics.median(wall for wall, _, _ in runs_of_tree)
@@ -88,9 +138,10 @@ async def run(
                         print(f"{line}  ratio {wall / ref_wall:5.2f}x{note}", flush=True)
     finally:
         with trio.CancelScope(shield=True):
-            await stop_daemon(daemon)
-            for error in await empty_runc_root(daemon.runc_root):
-                print(f"cleanup: {error}", file=sys.stderr)
+            for daemon in daemons:
+                await stop_daemon(daemon)
+                for error in await empty_runc_root(daemon.runc_root):
+                    print(f"cleanup: {error}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,6 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("trees", nargs="+", help="directories holding containerd_actors/ and ctl/")
     parser.add_argument("--containers", type=int, nargs="+", default=[0], metavar="N")
     parser.add_argument("-n", "--runs", type=int, default=15)
+    parser.add_argument(
+        "--daemon-per-tree", action="store_true", help="each tree's actr against a daemon of that tree"
+    )
     args = parser.parse_args(argv)
     trees = [str(Path(tree).resolve()) for tree in args.trees]
     for tree in trees:
@@ -108,9 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     top = Path(tempfile.mkdtemp(prefix="bench-trees-", dir="/tmp"))
     daemons: list[DaemonHandle] = []
     try:
-        trio.run(run, trees, args.containers, args.runs, top, daemons)
+        trio.run(run, trees, args.containers, args.runs, top, daemons, args.daemon_per_tree)
     finally:
-        for problem in sweep_leftovers(daemons, [top / "state" / "runc"]):
+        for problem in sweep_leftovers(daemons, [daemon.runc_root for daemon in daemons]):
             print(f"cleanup: {problem}", file=sys.stderr)
         shutil.rmtree(top, ignore_errors=True)
     return 0
