@@ -28,9 +28,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import pynng
 import trio
 
 SCRIPTS_DIR = Path(__file__).resolve().parent
@@ -38,9 +40,10 @@ sys.path.insert(0, str(SCRIPTS_DIR.parent))
 sys.path.insert(0, str(SCRIPTS_DIR))
 
 import bench_cli  # noqa: E402
-from benchlib import empty_runc_root, make_bundle, sweep_leftovers  # noqa: E402
+from benchlib import daemon_cpu_times, empty_runc_root, make_bundle, sweep_leftovers  # noqa: E402
 from support.daemon import DaemonHandle, start_daemon, stop_daemon  # noqa: E402
 
+from containerd_actors import protocol as wire  # noqa: E402
 from containerd_actors.client import Client  # noqa: E402
 from containerd_actors.host.reaping import become_child_subreaper  # noqa: E402
 
@@ -69,6 +72,33 @@ def measure(
         _with_tree(None)
         reference.append(bench_cli.run_once(pairs[0].reference))
     return samples, reference
+
+
+#: State requests per daemon for the round-trip line: CPU is read from /proc in 10 ms ticks, so
+#: it is averaged over all of them rather than taken per request.
+STATE_REQUESTS = 60
+
+
+def state_round_trips(daemons: Sequence[DaemonHandle]) -> list[tuple[float, float]]:
+    """Per daemon: the median wall time (ms) of a State of every container, raw bytes in and out
+    (no client decoding), and the daemon's mean CPU (ms) per State; the daemons asked in turn."""
+    walls: list[list[float]] = [[] for _ in daemons]
+    cpu_s = [0.0] * len(daemons)
+    sockets = [pynng.Req0(dial=daemon.address, recv_max_size=0) for daemon in daemons]
+    try:
+        for n in range(STATE_REQUESTS):
+            for index, (daemon, sock) in enumerate(zip(daemons, sockets, strict=True)):
+                request = wire.encode_request(wire.State(request_id=f"bench-{n}"))
+                before = daemon_cpu_times(daemon.process.pid).own_s
+                started = time.perf_counter()
+                sock.send(request)
+                sock.recv()
+                walls[index].append((time.perf_counter() - started) * 1000)
+                cpu_s[index] += daemon_cpu_times(daemon.process.pid).own_s - before
+    finally:
+        for sock in sockets:
+            sock.close()
+    return [(statistics.median(w), c * 1000 / STATE_REQUESTS) for w, c in zip(walls, cpu_s, strict=True)]
 
 
 def imported_from(tree: str) -> str:
@@ -136,6 +166,14 @@ async def run(
                         line = f"{count:>5}  {pair.label:<44}  {tree:<24}  wall {wall:6.1f} ms"
                         line += f"  cpu {cpu:5.0f} ms  {pair.reference_label} {ref_wall:5.1f} ms"
                         print(f"{line}  ratio {wall / ref_wall:5.2f}x{note}", flush=True)
+                if per_tree:
+                    trips = await trio.to_thread.run_sync(state_round_trips, daemons)
+                    for tree, (wall, cpu) in zip(trees, trips, strict=True):
+                        label = "State reply, raw round trip"
+                        line = f"{count:>5}  {label:<44}  {tree:<24}  wall {wall:6.1f} ms"
+                        print(
+                            f"{line}  daemon cpu {cpu:5.2f} ms/State (mean of {STATE_REQUESTS})", flush=True
+                        )
     finally:
         with trio.CancelScope(shield=True):
             for daemon in daemons:
