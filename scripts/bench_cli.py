@@ -24,6 +24,7 @@ test: it judges nothing, and the machine's load shows in its numbers.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import shutil
 import statistics
@@ -48,7 +49,9 @@ from support.daemon import DaemonHandle, start_daemon, stop_daemon  # noqa: E402
 from containerd_actors.client import Client  # noqa: E402
 from containerd_actors.host.reaping import become_child_subreaper  # noqa: E402
 
-TARGET_ID = "bench"
+#: Container ids carry this run's pid: runc names a container's cgroups after its id, and cgroups
+#: are machine-wide (another run's ``bench`` would share them, and a delete kills what is in them).
+TARGET_ID = f"bench-{os.getpid()}"
 #: Containers started at once while filling up to N: the daemon's -c limits runc runs anyway.
 START_CONCURRENCY = 16
 #: The issue's targets, shown beside the figures: one-shot p50 in ms, exec as a ratio to runc exec.
@@ -251,7 +254,7 @@ async def run(counts: Sequence[int], runs: int, top: Path, daemons: list[DaemonH
             await client.create_container(TARGET_ID, str(bundle))
             running = 0
             for count in sorted(counts):
-                running = await fill_up(client, bundle, running, count)
+                running = await fill_up(client, bundle, running, count, prefix=f"fill-{os.getpid()}")
                 for pair in pairs(daemon):
                     actr, reference = await trio.to_thread.run_sync(measure, pair, runs)
                     rows.append(Row(count, pair, actr, reference))
