@@ -228,6 +228,8 @@ class ContainerActor:
             crashed = True
             raise
         finally:
+            if self._deps.stdin_routes is not None:  # before a successor can register its ports
+                self._deps.stdin_routes.forget(self.id, self._mailbox_send)
             tell(self._metrics, AddToCounter(CONTAINERS, -1))
             for process in (self._init, *self._execs.values()):
                 if process is not None:  # as its tasks were: the drains end with the actor
@@ -347,7 +349,14 @@ class ContainerActor:
         assert self._nursery is not None
         pid = launched.info.pid
         port = StdinPort(
-            self.id, pid, launched.stdin_fd, launched.output.terminal, self._mailbox_send, self._nursery
+            self.id,
+            pid,
+            launched.stdin_fd,
+            launched.output.terminal,
+            self._mailbox_send,
+            self._nursery,
+            self._deps.stdin_routes,
+            is_init=is_init,
         )
         nursery = self._nursery
         drains = drain(launched.out_fds, launched.output, lambda error: nursery.start_soon(_raise, error))
