@@ -27,7 +27,7 @@ import trio
 from containerd_actors import __version__
 from containerd_actors import protocol as wire
 from containerd_actors.daemon.config import DaemonConfig, RemoteStreams
-from containerd_actors.daemon.container.routes import StdinRoutes
+from containerd_actors.daemon.container.routes import ProcessRoutes
 from containerd_actors.daemon.container.stdio import OutputView
 from containerd_actors.daemon.events.messages import EventsMailbox, EventsStatus, GetStatus
 from containerd_actors.daemon.mailbox import Answer, Ask, CommandError, Published, ask, forward
@@ -128,14 +128,15 @@ class ApiServer:
         events: EventsMailbox,
         metrics: MetricsMailbox,
         events_status: Published[EventsStatus] | None = None,
-        stdin_routes: StdinRoutes | None = None,
+        process_routes: ProcessRoutes | None = None,
     ) -> None:
         """Without ``events_status`` (an events actor beside a bare API server, in tests and
         benchmarks), a Ping asks the events actor through its mailbox instead. With
-        ``stdin_routes`` (the supervisor's), a WriteInput or ResizeTerminal for an open stdin
-        goes straight to its port; without, every one goes through the supervisor."""
+        ``process_routes`` (the supervisor's), a WriteInput or ResizeTerminal for an open stdin
+        goes straight to its port and a ReadOutput of a living actor's process finds its view
+        there; without, every one goes through the supervisor."""
         self._config = config
-        self._stdin_routes = stdin_routes
+        self._process_routes = process_routes
         self._events = events
         self._events_status = events_status
         self._machine = machine_info(config.id)
@@ -216,7 +217,7 @@ class ApiServer:
     def _to_stdin(self, supervisor: SupervisorMailbox, reply: Callable[[Any, Any], wire.Reply]) -> Handler:
         """A WriteInput or ResizeTerminal: straight to its process's open stdin port when the
         supervisor's routes hold it (``container.routes``), else through the supervisor."""
-        routes = self._stdin_routes
+        routes = self._process_routes
 
         async def handler(request: Any, caller: Caller) -> wire.Reply:
             if routes is not None:
@@ -409,7 +410,9 @@ class ApiServer:
         loaded) machine; a client that asks for ``binary`` gets a binary frame instead, whose
         bytes are copied but never encoded (``scripts/bench_exec.py`` compares both with runc).
         """
-        view: OutputView = await forward(supervisor, request)
+        view = None if self._process_routes is None else self._process_routes.view(request.id, request.pid)
+        if view is None:
+            view = await forward(supervisor, request)
         try:
             return await self._read_logs(request, view)
         except OSError as exc:

@@ -203,7 +203,7 @@ async def run_daemon(config: DaemonConfig) -> None:
                 events.mailbox,
                 metrics.mailbox,
                 events.status,
-                stdin_routes=supervisor.stdin_routes,
+                process_routes=supervisor.process_routes,
             )
             await nursery.start(server.run)
             if config.tls is not None:

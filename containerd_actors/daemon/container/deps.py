@@ -11,7 +11,7 @@ from typing import Protocol
 import attrs
 
 from containerd_actors.daemon.container.messages import ReportsMailbox
-from containerd_actors.daemon.container.routes import StdinRoutes
+from containerd_actors.daemon.container.routes import ProcessRoutes
 from containerd_actors.daemon.container.slots import StartSlots
 from containerd_actors.daemon.events.messages import EventsMailbox
 from containerd_actors.daemon.faults import NO_FAULTS, FaultHook
@@ -58,4 +58,4 @@ class ActorDeps:
     migration_stream_min_mib: int | None = None
     #: Where the actor's open stdin ports are listed for the API server (``container.routes``);
     #: None: every WriteInput comes through the supervisor and the actor.
-    stdin_routes: StdinRoutes | None = None
+    process_routes: ProcessRoutes | None = None

@@ -18,7 +18,7 @@ import termios
 import trio
 
 from containerd_actors.daemon.container.messages import ContainerMailbox, InputClosed
-from containerd_actors.daemon.container.routes import StdinRoutes
+from containerd_actors.daemon.container.routes import ProcessRoutes
 from containerd_actors.daemon.mailbox import Ask, CommandError, ReplyTo, answer, fail
 from containerd_actors.host.fds import close_quietly
 from containerd_actors.protocol import ErrorCode, ResizeTerminal, WriteInput
@@ -81,7 +81,7 @@ class StdinPort:
         terminal: bool,
         actor: ContainerMailbox,
         nursery: trio.Nursery,
-        routes: StdinRoutes | None = None,
+        routes: ProcessRoutes | None = None,
         *,
         is_init: bool = False,
     ) -> None:
@@ -107,7 +107,7 @@ class StdinPort:
 
     @property
     def owner(self) -> object:
-        """The mailbox of the actor whose task serves this port (``StdinRoutes.forget``)."""
+        """The mailbox of the actor whose task serves this port (``ProcessRoutes.forget``)."""
         return self._actor
 
     def offer(self, ask: StdinAsk) -> None:
@@ -122,10 +122,14 @@ class StdinPort:
         self._enqueue(ask)
 
     def offer_routed(self, ask: StdinAsk) -> bool:
-        """``offer`` for a request that came straight from the API server (``StdinRoutes``):
+        """``offer`` for a request that came straight from the API server (``ProcessRoutes``):
         False, having answered nothing, when the request must go the long way instead (the
-        port has closed, or its actor's nursery has: the actor is gone)."""
+        port has closed, or its actor is stopping or gone)."""
         if self.closed or (isinstance(ask.request, ResizeTerminal) and not self.terminal):
+            return False
+        if self._nursery.cancel_scope.cancel_called:
+            # Its actor is stopping (a crash, or the container's end): the supervisor hands the
+            # request to the actor's mailbox, which a crashed actor gives to its successor.
             return False
         if self._queue is None:
             queue_send, queue = trio.open_memory_channel[StdinAsk](QUEUED_INPUTS)

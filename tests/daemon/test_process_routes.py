@@ -1,4 +1,4 @@
-"""The shortcut from the API server to an open stdin port (``container.routes``).
+"""The shortcuts from the API server to an open stdin port and to an output view (``container.routes``).
 
 Real container actors under the real supervisor with a fake runc (``support.actors``). ``routed``
 does what the API server's WriteInput handler does first; whatever it does not take goes the long
@@ -30,7 +30,7 @@ def write(id: str, data: bytes, pid: int = 0, close: bool = False) -> wire.Write
 async def routed(harness: Harness, request: wire.WriteInput | wire.ResizeTerminal) -> object:
     """The answer of the port the routes hand ``request`` to, or NOT_ROUTED."""
     reply_send, reply_receive = trio.open_memory_channel[Answer](1)
-    if not harness.supervisor.stdin_routes.offer(Ask(request, reply_send)):
+    if not harness.supervisor.process_routes.offer(Ask(request, reply_send)):
         return NOT_ROUTED
     with trio.fail_after(5):
         return (await reply_receive.receive()).unwrap()
@@ -81,7 +81,7 @@ async def test_a_closed_stdin_leaves_the_routes_and_is_refused_the_long_way(
     assert failure.value.code == ErrorCode.INVALID_STATE
     # cat ends at the EOF: with the container gone, nothing of it is left in the routes.
     assert (await harness.next_event()).type == EventType.EXIT
-    assert len(harness.supervisor.stdin_routes) == 0
+    assert len(harness.supervisor.process_routes) == 0
 
 
 async def test_an_exited_exec_leaves_the_routes(harness: Harness, tmp_path: Path) -> None:
@@ -108,20 +108,50 @@ async def test_after_a_crash_the_route_follows_the_successor(tmp_path: Path) -> 
         await harness.ask(wire.CreateContainer(request_id="r", id="c1", bundle=str(bundle)))
         await harness.next_event()
         assert await routed(harness, write("c1", b"before\n")) == 7
-        first_port = harness.supervisor.stdin_routes._ports[("c1", 0)]
+        first_port = harness.supervisor.process_routes._ports[("c1", 0)]
         with pytest.raises(CommandError):
             await harness.ask(wire.Stats(request_id="r", id="c1"))  # crashes the actor
-        # From the crash on, the dead actor's ports are out of the routes.
-        assert ("c1", 0) not in harness.supervisor.stdin_routes._ports or (
-            harness.supervisor.stdin_routes._ports[("c1", 0)] is not first_port
+        # From the crash on, the dead actor's port takes nothing (its nursery is cancelled).
+        assert await routed(harness, write("c1", b"x")) is NOT_ROUTED or (
+            harness.supervisor.process_routes._ports[("c1", 0)] is not first_port
         )
         assert (await harness.next_event()).type == EventType.ACTOR_RESTART
         # The successor's port, once it owns the process; until then the long way serves.
         assert await harness.ask(write("c1", b"during\n")) == 7
         assert await routed(harness, write("c1", b"after\n")) == 6
-        assert harness.supervisor.stdin_routes._ports[("c1", 0)] is not first_port
+        assert harness.supervisor.process_routes._ports[("c1", 0)] is not first_port
         view = await harness.ask(wire.ReadOutput(request_id="r", id="c1"))
         assert await output_until(view, b"after\n") == b"before\nduring\nafter\n"
         await harness.ask(wire.Signal(request_id="r", id="c1", signal=signal.SIGKILL))
         assert (await harness.next_event()).type == EventType.EXIT
-        assert len(harness.supervisor.stdin_routes) == 0
+        assert len(harness.supervisor.process_routes) == 0
+
+
+async def test_a_living_actors_views_are_routed_and_an_exited_containers_come_from_the_supervisor(
+    harness: Harness, tmp_path: Path
+) -> None:
+    routes = harness.supervisor.process_routes
+    bundle = write_bundle(tmp_path / "b", "cat")
+    pid = await harness.ask(wire.CreateContainer(request_id="r", id="c1", bundle=str(bundle)))
+    await harness.next_event()
+    exec_pid = await harness.ask(wire.AddProcess(request_id="r", id="c1", args=["cat"]))
+    await harness.next_event()
+    for asked in (0, pid, exec_pid):
+        assert routes.view("c1", asked) is await harness.ask(
+            wire.ReadOutput(request_id="r", id="c1", pid=asked)
+        )
+    assert routes.view("c1", exec_pid + 100000) is None and routes.view("nope", 0) is None
+    # An exited exec's output stays readable, from the same view, while its container runs.
+    await harness.ask(wire.Signal(request_id="r", id="c1", pid=exec_pid, signal=signal.SIGKILL))
+    assert (await harness.next_event()).type == EventType.EXIT
+    assert routes.view("c1", exec_pid) is await harness.ask(
+        wire.ReadOutput(request_id="r", id="c1", pid=exec_pid)
+    )
+    assert await routed(harness, write("c1", b"bye\n")) == 4
+    init_view = routes.view("c1", 0)
+    assert init_view is not None
+    await harness.ask(wire.Signal(request_id="r", id="c1", signal=signal.SIGKILL))
+    assert (await harness.next_event()).type == EventType.EXIT
+    assert routes.view("c1", 0) is None and len(routes) == 0
+    kept = await harness.ask(wire.ReadOutput(request_id="r", id="c1"))
+    assert await output_until(kept, b"bye\n") == b"bye\n"
