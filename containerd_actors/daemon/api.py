@@ -27,9 +27,10 @@ import trio
 from containerd_actors import __version__
 from containerd_actors import protocol as wire
 from containerd_actors.daemon.config import DaemonConfig, RemoteStreams
+from containerd_actors.daemon.container.routes import ProcessRoutes
 from containerd_actors.daemon.container.stdio import OutputView
 from containerd_actors.daemon.events.messages import EventsMailbox, EventsStatus, GetStatus
-from containerd_actors.daemon.mailbox import CommandError, Published, ask, forward
+from containerd_actors.daemon.mailbox import Answer, Ask, CommandError, Published, ask, forward
 from containerd_actors.daemon.metrics.messages import MetricsMailbox
 from containerd_actors.daemon.migration.destination import IncomingMigrations
 from containerd_actors.daemon.supervisor.messages import SupervisorMailbox
@@ -156,10 +157,15 @@ class ApiServer:
         events: EventsMailbox,
         metrics: MetricsMailbox,
         events_status: Published[EventsStatus] | None = None,
+        process_routes: ProcessRoutes | None = None,
     ) -> None:
         """Without ``events_status`` (an events actor beside a bare API server, in tests and
-        benchmarks), a Ping asks the events actor through its mailbox instead."""
+        benchmarks), a Ping asks the events actor through its mailbox instead. With
+        ``process_routes`` (the supervisor's), a WriteInput or ResizeTerminal for an open stdin
+        goes straight to its port and a ReadOutput of a living actor's process finds its view
+        there; without, every one goes through the supervisor."""
         self._config = config
+        self._process_routes = process_routes
         self._events = events
         self._events_status = events_status
         self._machine = machine_info(config.id)
@@ -222,8 +228,12 @@ class ApiServer:
                 supervisor, lambda r, checkpoints: wire.ListCheckpointsReply(r.request_id, checkpoints)
             ),
             wire.DeleteCheckpoint: via(supervisor, lambda r, _: wire.DeleteCheckpointReply(r.request_id)),
-            wire.WriteInput: via(supervisor, lambda r, written: wire.WriteInputReply(r.request_id, written)),
-            wire.ResizeTerminal: via(supervisor, lambda r, _: wire.ResizeTerminalReply(r.request_id)),
+            wire.WriteInput: self._to_stdin(
+                supervisor, lambda r, written: wire.WriteInputReply(r.request_id, written)
+            ),
+            wire.ResizeTerminal: self._to_stdin(
+                supervisor, lambda r, _: wire.ResizeTerminalReply(r.request_id)
+            ),
             # The migration's task builds the reply itself (``migration.source.migrate_out``).
             wire.MigrateContainer: via(supervisor, lambda _r, reply: reply),
             # A migration arriving from another daemon (its source is the caller):
@@ -232,6 +242,23 @@ class ApiServer:
             wire.MigrationCommit: lambda request, caller: self.incoming.commit(request, caller.by),
             wire.MigrationAbort: lambda request, _caller: self.incoming.abort(request),
         }
+
+    def _to_stdin(self, supervisor: SupervisorMailbox, reply: Callable[[Any, Any], wire.Reply]) -> Handler:
+        """A WriteInput or ResizeTerminal: straight to its process's open stdin port when the
+        supervisor's routes hold it (``container.routes``), else through the supervisor."""
+        routes = self._process_routes
+
+        async def handler(request: Any, caller: Caller) -> wire.Reply:
+            if routes is not None:
+                reply_send, reply_receive = trio.open_memory_channel[Answer](1)
+                try:
+                    if routes.offer(Ask(request, reply_send, caller.by)):
+                        return reply(request, (await reply_receive.receive()).unwrap())
+                finally:
+                    reply_receive.close()
+            return reply(request, await forward(supervisor, request, caller.by))
+
+        return handler
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         addresses = [self._config.listen, *self._config.remote_listen]
@@ -425,7 +452,9 @@ class ApiServer:
         loaded) machine; a client that asks for ``binary`` gets a binary frame instead, whose
         bytes are copied but never encoded (``scripts/bench_exec.py`` compares both with runc).
         """
-        view: OutputView = await forward(supervisor, request)
+        view = None if self._process_routes is None else self._process_routes.view(request.id, request.pid)
+        if view is None:
+            view = await forward(supervisor, request)
         try:
             return await self._read_logs(request, view)
         except OSError as exc:

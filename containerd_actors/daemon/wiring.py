@@ -197,7 +197,14 @@ async def run_daemon(config: DaemonConfig) -> None:
                 migration_stream_min_mib=config.migration_stream_min_mib,
             )
             await nursery.start(supervisor.run, adoptions)
-            server = ApiServer(config, supervisor.mailbox, events.mailbox, metrics.mailbox, events.status)
+            server = ApiServer(
+                config,
+                supervisor.mailbox,
+                events.mailbox,
+                metrics.mailbox,
+                events.status,
+                process_routes=supervisor.process_routes,
+            )
             await nursery.start(server.run)
             if config.tls is not None:
                 await nursery.start(

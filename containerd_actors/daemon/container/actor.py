@@ -228,6 +228,8 @@ class ContainerActor:
             crashed = True
             raise
         finally:
+            if self._deps.process_routes is not None:  # before a successor can register its ports
+                self._deps.process_routes.forget(self.id, self._mailbox_send)
             tell(self._metrics, AddToCounter(CONTAINERS, -1))
             for process in (self._init, *self._execs.values()):
                 if process is not None:  # as its tasks were: the drains end with the actor
@@ -347,14 +349,23 @@ class ContainerActor:
         assert self._nursery is not None
         pid = launched.info.pid
         port = StdinPort(
-            self.id, pid, launched.stdin_fd, launched.output.terminal, self._mailbox_send, self._nursery
+            self.id,
+            pid,
+            launched.stdin_fd,
+            launched.output.terminal,
+            self._mailbox_send,
+            self._nursery,
+            self._deps.process_routes,
+            is_init=is_init,
         )
         nursery = self._nursery
         drains = drain(launched.out_fds, launched.output, lambda error: nursery.start_soon(_raise, error))
         process = ContainerProcess(
             launched.info, launched.key, launched.pidfd, launched.output, port, launched.out_fds, drains
         )
-        self._outputs[pid] = launched.output.view
+        self._outputs[pid] = view = launched.output.view
+        if self._deps.process_routes is not None:
+            self._deps.process_routes.add_view(self.id, view, self._mailbox_send, is_init=is_init)
         nursery.start_soon(watch, process, is_init, self._exit_watcher, self._mailbox_send)
         return process
 
@@ -398,6 +409,8 @@ class ContainerActor:
         by = killed_by(self._signalled_by.pop(init.pid, None), status)
         outputs = self._outputs_now()
         bundle = str(self._bundle_path)
+        if self._deps.process_routes is not None:  # the supervisor serves them from the removal on
+            self._deps.process_routes.forget(self.id, self._mailbox_send)
         await remove_container(
             self.id, self.bundle, bundle, self.paths, init, status, outputs, by, self._deps
         )
@@ -419,6 +432,8 @@ class ContainerActor:
         if pid in self._exited_execs:
             self._exited_execs.remove(pid)
         self._outputs.pop(pid, None)
+        if self._deps.process_routes is not None:
+            self._deps.process_routes.remove_view(self.id, pid)
         forget_exec_files(self.paths, pid)
 
     def _process(self, pid: int) -> ContainerProcess | None:

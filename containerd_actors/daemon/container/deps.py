@@ -11,6 +11,7 @@ from typing import Protocol
 import attrs
 
 from containerd_actors.daemon.container.messages import ReportsMailbox
+from containerd_actors.daemon.container.routes import ProcessRoutes
 from containerd_actors.daemon.container.slots import StartSlots
 from containerd_actors.daemon.events.messages import EventsMailbox
 from containerd_actors.daemon.faults import NO_FAULTS, FaultHook
@@ -55,3 +56,6 @@ class ActorDeps:
     migration_tls: TlsFiles | None = None
     #: ``--migration-stream-min``: None for ``migration.source.STREAM_MIN_BYTES``.
     migration_stream_min_mib: int | None = None
+    #: Where the actor's open stdin ports are listed for the API server (``container.routes``);
+    #: None: every WriteInput comes through the supervisor and the actor.
+    process_routes: ProcessRoutes | None = None

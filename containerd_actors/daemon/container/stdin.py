@@ -18,6 +18,7 @@ import termios
 import trio
 
 from containerd_actors.daemon.container.messages import ContainerMailbox, InputClosed
+from containerd_actors.daemon.container.routes import ProcessRoutes
 from containerd_actors.daemon.mailbox import Ask, CommandError, ReplyTo, answer, fail
 from containerd_actors.host.fds import close_quietly
 from containerd_actors.protocol import ErrorCode, ResizeTerminal, WriteInput
@@ -80,6 +81,9 @@ class StdinPort:
         terminal: bool,
         actor: ContainerMailbox,
         nursery: trio.Nursery,
+        routes: ProcessRoutes | None = None,
+        *,
+        is_init: bool = False,
     ) -> None:
         self.container_id = container_id
         self.pid = pid
@@ -97,6 +101,14 @@ class StdinPort:
         self._next: dict[str, int] = {}
         #: Ordered writes that arrived ahead of a gap, by (writer, offset), with when they give up.
         self._parked: dict[tuple[str, int], tuple[Ask[WriteInput], float]] = {}
+        self._routes = routes
+        if routes is not None:
+            routes.add(self, is_init=is_init)
+
+    @property
+    def owner(self) -> object:
+        """The mailbox of the actor whose task serves this port (``ProcessRoutes.forget``)."""
+        return self._actor
 
     def offer(self, ask: StdinAsk) -> None:
         """Queue a request for the port's task; never waits, so the actor never does."""
@@ -104,8 +116,33 @@ class StdinPort:
             refuse_closed(ask, self.container_id, self.pid)
             return
         if self._queue is None:
-            self._queue, queue = trio.open_memory_channel[StdinAsk](QUEUED_INPUTS)
+            queue_send, queue = trio.open_memory_channel[StdinAsk](QUEUED_INPUTS)
             self._nursery.start_soon(self._serve, queue)
+            self._queue = queue_send
+        self._enqueue(ask)
+
+    def offer_routed(self, ask: StdinAsk) -> bool:
+        """``offer`` for a request that came straight from the API server (``ProcessRoutes``):
+        False, having answered nothing, when the request must go the long way instead (the
+        port has closed, or its actor is stopping or gone)."""
+        if self.closed or (isinstance(ask.request, ResizeTerminal) and not self.terminal):
+            return False
+        if self._nursery.cancel_scope.cancel_called:
+            # Its actor is stopping (a crash, or the container's end): the supervisor hands the
+            # request to the actor's mailbox, which a crashed actor gives to its successor.
+            return False
+        if self._queue is None:
+            queue_send, queue = trio.open_memory_channel[StdinAsk](QUEUED_INPUTS)
+            try:
+                self._nursery.start_soon(self._serve, queue)
+            except RuntimeError:  # the nursery is closed to new arrivals
+                return False
+            self._queue = queue_send
+        self._enqueue(ask)
+        return True
+
+    def _enqueue(self, ask: StdinAsk) -> None:
+        assert self._queue is not None
         try:
             self._queue.send_nowait(ask)
         except trio.WouldBlock:
@@ -255,6 +292,8 @@ class StdinPort:
             answer(reply_to, None)
 
     def _release_fd(self) -> None:
+        if self._routes is not None:
+            self._routes.remove(self)
         fd, self._fd = self._fd, -1
         if fd >= 0:
             trio.lowlevel.notify_closing(fd)

@@ -44,6 +44,7 @@ from containerd_actors.daemon.container.messages import (
     ContainerUpdated,
 )
 from containerd_actors.daemon.container.process import no_such_process
+from containerd_actors.daemon.container.routes import ProcessRoutes
 from containerd_actors.daemon.container.slots import StartSlots
 from containerd_actors.daemon.container.stdin import refuse_closed
 from containerd_actors.daemon.container.stdio import OutputView
@@ -141,6 +142,8 @@ class Supervisor:
         self._restarts_per_minute = restarts_per_minute
         #: Copies of every pipe end the actors hand the reaper, for an actor's successor.
         self.keeper = PipeKeeper(exit_watcher)
+        #: The open stdin ports, for the API server to hand WriteInput straight to (``container.routes``).
+        self.process_routes = ProcessRoutes()
         self._actor_deps = ActorDeps(
             runtime=runtime,
             start_slots=StartSlots(concurrency),
@@ -152,6 +155,7 @@ class Supervisor:
             faults=faults,
             migration_tls=migration_tls,
             migration_stream_min_mib=migration_stream_min_mib,
+            process_routes=self.process_routes,
         )
 
     @property
