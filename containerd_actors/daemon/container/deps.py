@@ -6,6 +6,7 @@ lets tests drive real container actors with a stand-in that starts plain process
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 import attrs
@@ -55,3 +56,5 @@ class ActorDeps:
     migration_tls: TlsFiles | None = None
     #: ``--migration-stream-min``: None for ``migration.source.STREAM_MIN_BYTES``.
     migration_stream_min_mib: int | None = None
+    #: runc's ``--root``: its state names a container's cgroups after the init has exited.
+    runc_root: Path | None = None

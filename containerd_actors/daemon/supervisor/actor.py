@@ -129,6 +129,7 @@ class Supervisor:
         restarts_per_minute: int = RESTARTS_PER_MINUTE,
         migration_tls: TlsFiles | None = None,
         migration_stream_min_mib: int | None = None,
+        runc_root: Path | None = None,
     ) -> None:
         self._state_dir = state_dir
         self._registry: dict[str, _Entry] = {}
@@ -150,6 +151,7 @@ class Supervisor:
             faults=faults,
             migration_tls=migration_tls,
             migration_stream_min_mib=migration_stream_min_mib,
+            runc_root=runc_root,
         )
 
     @property
