@@ -195,6 +195,7 @@ async def run_daemon(config: DaemonConfig) -> None:
                 faults=faults,
                 migration_tls=config.tls,
                 migration_stream_min_mib=config.migration_stream_min_mib,
+                runc_root=config.runc_root,
             )
             await nursery.start(supervisor.run, adoptions)
             server = ApiServer(

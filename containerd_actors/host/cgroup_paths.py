@@ -18,6 +18,8 @@ from pathlib import Path
 
 import attrs
 
+from containerd_actors.host.procfs import EXITED_STATES, read_stat
+
 _HUGETLB_V1 = re.compile(r"hugetlb\.([^.]+)\.usage_in_bytes")
 _HUGETLB_V2 = re.compile(r"hugetlb\.([^.]+)\.current")
 
@@ -220,14 +222,40 @@ def _hugetlb_files(directory: Path, version: int) -> tuple[dict[str, str], tuple
 def resolve_cgroup_paths(pid: int, mounts: Sequence[CgroupMount] | None = None) -> CgroupPaths:
     """Find the cgroup directories of the process `pid` (a container's init) and the files they offer.
 
-    Raises ProcessLookupError if the process is gone, since its cgroup can no longer be found from it.
+    Raises ProcessLookupError if the process is gone or has exited, since its cgroup can no longer be
+    found from it: an exited process not yet reaped (a zombie) has left its cgroups, and its
+    ``/proc/PID/cgroup`` names the root cgroup of every hierarchy. The state is read after the
+    cgroup file, so a process still alive then was alive when its cgroups were read.
     """
     try:
         with open(f"/proc/{pid}/cgroup") as f:
             text = f.read()
     except FileNotFoundError:
         raise ProcessLookupError(pid) from None
+    stat = read_stat(pid)
+    if stat is None or stat.state in EXITED_STATES:
+        raise ProcessLookupError(pid)
     return cgroup_paths_from(pid, text, read_cgroup_mounts() if mounts is None else mounts)
+
+
+def proc_cgroup_of_dirs(directories: Mapping[str, str], mounts: Sequence[CgroupMount]) -> str:
+    """The ``/proc/PID/cgroup`` text of a process in ``directories`` ({v1 controller: directory},
+    ``""`` for the cgroup2 one, as runc's state.json gives them), so that a container whose init
+    has already exited can be resolved as if it were still there. A directory on no mount is left out.
+    """
+    lines = []
+    for controller, directory in directories.items():
+        version = 2 if controller == "" else 1
+        for mount in mounts:
+            if mount.version != version or (version == 1 and controller not in mount.options):
+                continue
+            relative = posixpath.relpath(directory, str(mount.mount_point))
+            if relative == ".." or relative.startswith("../"):
+                continue
+            path = posixpath.normpath(posixpath.join(mount.root, relative))
+            lines.append(f"0::{path}" if version == 2 else f"1:{controller}:{path}")
+            break
+    return "\n".join(lines) + "\n"
 
 
 def cgroup_paths_from(pid: int, proc_cgroup: str, mounts: Sequence[CgroupMount]) -> CgroupPaths:

@@ -36,6 +36,8 @@ class ProcessStat:
 PARENT_PID = 4
 USER_TIME, SYSTEM_TIME, CHILDREN_USER_TIME, CHILDREN_SYSTEM_TIME = 14, 15, 16, 17
 START_TIME = 22
+#: States of a process that has exited: a zombie, or one being torn down.
+EXITED_STATES = frozenset({"Z", "X"})
 
 
 def read_stat(pid: int) -> ProcessStat | None:

@@ -21,6 +21,13 @@ from containerd_actors.client import Client
 ACTR = [sys.executable, "-m", "ctl.main"]
 
 
+def _default_sigint() -> None:
+    """actr as a terminal's shell starts it, with Ctrl-C's default action: a pytest started in
+    the background by a script inherits SIGINT ignored, actr then keeps ignoring it (as Python
+    does with an ignored SIGINT), and the SIGINT case waited out its 30 s."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 async def _attached_sleep(daemon: DaemonHandle, client: Client, bundle) -> trio.Process:
     """``exec -a -- sh -c 'echo ready; sleep'``, once it has printed ready."""
     cid = unique_id("sig")
@@ -29,6 +36,7 @@ async def _attached_sleep(daemon: DaemonHandle, client: Client, bundle) -> trio.
         [*ACTR, "--address", daemon.address, "containers", "exec", "--id", cid, "-a", "--",
          "sh", "-c", "echo ready; exec sleep 1000"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=_default_sigint,
     )  # fmt: skip
     assert process.stdout is not None
     with trio.fail_after(30):

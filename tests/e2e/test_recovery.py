@@ -18,7 +18,9 @@ from containerd_actors.client import Client, RequestFailed
 from containerd_actors.protocol import ErrorCode, EventType
 
 #: A container whose init exits with 7 on SIGUSR1 (a pid-1 shell needs a handler to see signals).
-TRAPPER = ["sh", "-c", "trap 'exit 7' USR1; while :; do sleep 0.05; done"]
+#: Exits with 7 on SIGUSR1 once it has said ready (``trapping``): a SIGUSR1 that came before the
+#: trap was set killed it with 138 instead, which a busy host made happen.
+TRAPPER = ["sh", "-c", "trap 'exit 7' USR1; echo ready; while :; do sleep 0.05; done"]
 
 
 async def test_corrupt_and_foreign_state_is_quarantined(state_dir: Path, sleep_bundle: Path) -> None:
@@ -137,8 +139,8 @@ async def test_server_kill_9_is_survived_with_real_exit_statuses(state_dir: Path
                         pids[cid] = await client.create_container(cid, str(trapper))
 
                     nursery.start_soon(start)
-            last_seq = (await client.ping()).events_subscribers  # connection warm-up
-            del last_seq
+            for cid in (*ids[:3], ids[5]):  # those told SIGUSR1 below must have set their trap
+                await wait_until_ready(client, cid, pids[cid])
         old_server = server_pid(handle)
 
         # Freeze the reaper so that nothing restarts or reaps, kill the server outright, and let 5

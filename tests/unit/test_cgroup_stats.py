@@ -21,12 +21,15 @@ from containerd_actors.host.cgroup_paths import (
     cgroup_paths_from,
     parse_cgroup_mounts,
     parse_proc_cgroup,
+    proc_cgroup_of_dirs,
+    read_cgroup_mounts,
     resolve_cgroup_paths,
 )
 from containerd_actors.host.cgroup_stats import read_cgroup_stats, sample_container, stream_stats
 from containerd_actors.protocol import stats as wire
 from containerd_actors.protocol.codec import converter
 from containerd_actors.protocol.schema import class_schema
+from containerd_actors.runc.state_file import cgroup_dirs
 
 MEMORY_LIMIT = 64 << 20
 NS_PER_TICK = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
@@ -269,6 +272,34 @@ def test_resolving_a_dead_process_is_a_lookup_error() -> None:
     pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
     with pytest.raises(ProcessLookupError):
         resolve_cgroup_paths(pid_max + 1)
+
+
+def test_an_exited_process_is_not_resolved_to_the_root_cgroups() -> None:
+    """A zombie's /proc/PID/cgroup names every hierarchy's root: taken for the container's cgroups,
+    it made the daemon count OOM kills in the host's root memory cgroup (none) and missed the one."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    try:
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # a zombie now, not yet reaped
+        with pytest.raises(ProcessLookupError):
+            resolve_cgroup_paths(pid)
+    finally:
+        os.waitpid(pid, 0)
+
+
+@needs_runc
+def test_runc_state_names_the_same_cgroups_as_the_init(runc_root: Path, busy_bundle: Path) -> None:
+    """What the daemon falls back on when the init exited before its cgroups were looked for."""
+    with detached_container(runc_root, busy_bundle, "cg") as (container_id, pid):
+        from_init = resolve_cgroup_paths(pid)
+        mounts = read_cgroup_mounts()
+        text = proc_cgroup_of_dirs(cgroup_dirs(runc_root, container_id), mounts)
+        from_state = cgroup_paths_from(pid, text, mounts)
+        assert from_state.v1_dirs == from_init.v1_dirs
+        assert from_state.unified == from_init.unified
+        assert from_state.memory == from_init.memory and from_state.cpu == from_init.cpu
+        assert from_state.memory is not None
 
 
 @needs_runc

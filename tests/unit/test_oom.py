@@ -70,10 +70,14 @@ async def wait_running(root: Path, container_id: str) -> int:
 @needs_no_swap
 async def test_oom_kill_is_notified_and_the_process_dies_with_137(runc_root: Path, oom_bundle: Path) -> None:
     container_id = f"oom-{uuid.uuid4().hex[:10]}"
-    # Foreground `runc run` exits with the container's status (128 + SIGKILL), and removes the cgroup.
+    # Foreground `runc run` exits with the container's status (128 + SIGKILL). --keep: the cgroup
+    # stays until the delete below, as the daemon deletes a container only after its init's exit
+    # is handled. Without it runc removed the cgroup as the init died, and a watcher that woke
+    # after that (a busy host) found one signal and no directory: the documented "reported as the
+    # end" case, so the notification never came.
     with open(runc_root / "runc.stderr", "wb") as stderr:
         process = await trio.lowlevel.open_process(
-            ["runc", "--root", str(runc_root), "run", "--bundle", str(oom_bundle), container_id],
+            ["runc", "--root", str(runc_root), "run", "--keep", "--bundle", str(oom_bundle), container_id],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
@@ -90,6 +94,8 @@ async def test_oom_kill_is_notified_and_the_process_dies_with_137(runc_root: Pat
                 with trio.fail_after(20):
                     await received.receive()
                 assert await process.wait() == 137
+                deleted = await runc_async(runc_root, "delete", container_id)
+                assert deleted.returncode == 0, deleted.stderr
             # The nursery closed because the watcher saw the cgroup go away with the container.
         extra = 0
         while True:

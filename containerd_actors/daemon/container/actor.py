@@ -615,7 +615,7 @@ class ContainerActor:
     def _cgroups(self) -> ContainerCgroups:
         assert self._init is not None
         if self._cgroup_state is None:
-            self._cgroup_state = ContainerCgroups(self.id, self._init.pid)
+            self._cgroup_state = ContainerCgroups(self.id, self._init.pid, self._deps.runc_root)
         return self._cgroup_state
 
     def _anonymous_memory(self) -> int | None:

@@ -10,25 +10,36 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import trio
 
 from containerd_actors.daemon.container.deps import ContainerRuntime
 from containerd_actors.daemon.container.messages import ContainerMailbox, OomNotified
 from containerd_actors.daemon.mailbox import CommandError
-from containerd_actors.host.cgroup_paths import CgroupGone, CgroupPaths, resolve_cgroup_paths
+from containerd_actors.host.cgroup_paths import (
+    CgroupGone,
+    CgroupPaths,
+    cgroup_paths_from,
+    proc_cgroup_of_dirs,
+    read_cgroup_mounts,
+    resolve_cgroup_paths,
+)
 from containerd_actors.host.cgroup_stats import read_cgroup_stats, sample_container
 from containerd_actors.host.oom import watch_oom
 from containerd_actors.protocol import ContainerStats, ErrorCode
 from containerd_actors.runc.driver import RuncError
+from containerd_actors.runc.state_file import cgroup_dirs
 
 log = logging.getLogger(__name__)
 
 
 class ContainerCgroups:
-    def __init__(self, container_id: str, init_pid: int) -> None:
+    def __init__(self, container_id: str, init_pid: int, runc_root: Path | None = None) -> None:
         self.container_id = container_id
         self.init_pid = init_pid
+        #: Where runc keeps its state of the container: the cgroups of an init that already exited.
+        self._runc_root = runc_root
         self._paths: CgroupPaths | None = None
         self._ooms_announced = 0
 
@@ -37,8 +48,23 @@ class ContainerCgroups:
             try:
                 self._paths = resolve_cgroup_paths(self.init_pid)
             except (OSError, ValueError) as exc:
-                raise CgroupGone(f"cannot find the cgroups of pid {self.init_pid}: {exc}") from None
+                self._paths = self._from_runc_state(exc)
         return self._paths
+
+    def _from_runc_state(self, error: Exception) -> CgroupPaths:
+        """The cgroups of an init that exited before they were first looked for, from runc's state.
+
+        Without this, an init OOM-killed within milliseconds of its start (a busy host delays the
+        actor's first look) had its kill counted in a cgroup nobody found, and no OOM event came.
+        """
+        if self._runc_root is not None:
+            try:
+                mounts = read_cgroup_mounts()
+                text = proc_cgroup_of_dirs(cgroup_dirs(self._runc_root, self.container_id), mounts)
+                return cgroup_paths_from(self.init_pid, text, mounts)
+            except (OSError, ValueError):
+                pass
+        raise CgroupGone(f"cannot find the cgroups of pid {self.init_pid}: {error}") from None
 
     def sample(self) -> ContainerStats:
         try:

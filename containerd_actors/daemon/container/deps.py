@@ -6,6 +6,7 @@ lets tests drive real container actors with a stand-in that starts plain process
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 import attrs
@@ -59,3 +60,5 @@ class ActorDeps:
     #: Where the actor's open stdin ports are listed for the API server (``container.routes``);
     #: None: every WriteInput comes through the supervisor and the actor.
     process_routes: ProcessRoutes | None = None
+    #: runc's ``--root``: its state names a container's cgroups after the init has exited.
+    runc_root: Path | None = None

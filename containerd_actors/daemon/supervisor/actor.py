@@ -130,6 +130,7 @@ class Supervisor:
         restarts_per_minute: int = RESTARTS_PER_MINUTE,
         migration_tls: TlsFiles | None = None,
         migration_stream_min_mib: int | None = None,
+        runc_root: Path | None = None,
     ) -> None:
         self._state_dir = state_dir
         self._registry: dict[str, _Entry] = {}
@@ -156,6 +157,7 @@ class Supervisor:
             migration_tls=migration_tls,
             migration_stream_min_mib=migration_stream_min_mib,
             process_routes=self.process_routes,
+            runc_root=runc_root,
         )
 
     @property
