@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -202,3 +203,24 @@ def test_a_relay_stopped_before_the_source_came_ends_quietly(
     assert destination.result() is None
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", destination.relay.port), timeout=1).close()
+
+
+def test_both_ends_probe_a_silent_peer(certs: dict[str, TlsFiles], fake_criu: None, tmp_path: Path) -> None:
+    """While CRIU waits for an answer no side sends: only keepalive probes find a peer gone silent
+    (a dead host, a firewall that drops everything), so every relay connection has them, short."""
+    destination = Destination(certs["server"], tmp_path / "dst")
+    relay = SourceRelay.open(certs["admin"], "localhost", destination.relay.port, SECRET)
+    try:
+        with destination.relay._lock:
+            accepted = [sock for sock in destination.relay._sockets if isinstance(sock, ssl.SSLSocket)]
+        assert len(accepted) == 2
+        for sock in [relay._up, relay._down, *accepted]:
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            idle = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)
+            interval = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL)
+            probes = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT)
+            assert idle + interval * probes <= 10  # seconds until a silent peer fails the dump
+        answer, sent = through_relay(relay, b"pages")
+    finally:
+        relay.close()
+    assert sent == 5 and answer

@@ -123,6 +123,26 @@ def no_delay(sock: socket.socket) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+#: How soon a relay connection whose peer went silent fails (TCP keepalive: first probe after
+#: this many idle seconds, then one a second, and the connection fails after the third unanswered).
+KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_PROBES = 2, 1, 3
+
+
+def keep_alive(sock: socket.socket) -> None:
+    """Fail a relay connection within ~5 s of its peer going away without a word.
+
+    While CRIU waits for the page server's answer, neither side of the relay sends: a destination
+    that died, or a network that now drops or refuses everything, was never noticed, and the
+    source's CRIU waited on the answer (its container frozen) until the dump's timeout. Keepalive
+    probes find that out (an RST, or no answer), the relay's pump then fails, and CRIU's dump with
+    it. A live peer answers the probes, so a stream that merely pauses is not affected.
+    """
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE_S)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
+
+
 def _pump_quietly(
     source: socket.socket,
     target: socket.socket,
@@ -248,6 +268,7 @@ class PageServerRelay:
                 continue
             conn.settimeout(None)  # a dump may pause its stream (while CRIU collects), not our business
             no_delay(conn)
+            keep_alive(conn)
             taken[role] = conn
             with self._lock:
                 self._sockets.append(conn)
@@ -368,6 +389,7 @@ class SourceRelay:
                 conn = bulk.open_tls(tls, host, port)
                 conns.append(conn)
                 no_delay(conn)
+                keep_alive(conn)
                 bulk.send_record(conn, {"secret": secret, "role": role})
             for conn in conns:
                 if not bulk.recv_record(conn).get("ready"):
