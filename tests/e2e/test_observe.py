@@ -142,10 +142,14 @@ async def test_metrics_log_lines_and_prometheus(state_dir: Path, sleep_bundle: P
             assert next(c for c in snapshot.counters if c.name == "containers").count == 3
 
             # The log flush shows the original's Telemetry block with the same count.
+            # A block is logged line by line: wait for its last line ("mean rate:"), not only its
+            # count, or a read in the middle of the flush sees half a block.
             with trio.fail_after(10):
-                while "count: 3" not in timer_block(handle.log_text(), "container-start-time"):
+                while not (
+                    "count: 3" in (block := timer_block(handle.log_text(), "container-start-time"))
+                    and "mean rate:" in block
+                ):
                     await trio.sleep(0.05)  # the flush interval is the state under test
-            block = timer_block(handle.log_text(), "container-start-time")
             for field in ("min:", "max:", "mean:", "stddev:", "median:", "75%:", "95%:", "99%:", "99.9%:"):
                 assert field in block
             assert "1-min rate:" in block and "mean rate:" in block

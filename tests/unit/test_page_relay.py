@@ -13,12 +13,14 @@ import os
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support.certs import make_test_certs
 
+from containerd_actors.daemon.migration import pagerelay
 from containerd_actors.daemon.migration.pagerelay import (
     PAGE_SERVER_LOG,
     PageServerOutcome,
@@ -30,6 +32,7 @@ from containerd_actors.transport.tls import TlsFiles
 
 #: ``answer``: the sha256 of all it read, written back, exit 0. ``fail``: ready, reads a little,
 #: logs an error and exits 3. ``no-start``: logs an error and exits 1 without saying it is ready.
+#: ``stall``: ready, then never reads (a destination whose window stays closed).
 FAKE_PAGE_SERVER = r"""#!/bin/bash
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -40,6 +43,7 @@ done
 log="$work/$logname"
 if [ "$FAKE_MODE" = no-start ]; then echo "Error (fake): cannot start" >"$log"; exit 1; fi
 printf '\0' >&"$status"; exec {status}>&-
+if [ "$FAKE_MODE" = stall ]; then exec sleep 120; fi
 if [ "$FAKE_MODE" = fail ]; then
   head -c 65536 <&"$sock" >/dev/null; echo "Error (fake): gave up midway" >"$log"; exit 3
 fi
@@ -220,7 +224,47 @@ def test_both_ends_probe_a_silent_peer(certs: dict[str, TlsFiles], fake_criu: No
             interval = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL)
             probes = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT)
             assert idle + interval * probes <= 10  # seconds until a silent peer fails the dump
+            # Pages never acknowledged, or a window that stays closed, fail it too.
+            assert 0 < sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) <= 30_000
         answer, sent = through_relay(relay, b"pages")
     finally:
         relay.close()
     assert sent == 5 and answer
+
+
+def test_pages_that_are_never_taken_fail_the_relay_instead_of_waiting_for_ever(
+    certs: dict[str, TlsFiles], fake_criu: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A destination whose page server stops reading closes its TCP window: the source's pages
+    then wait unacknowledged, which TCP alone would probe for ever (CRIU blocked, the container
+    frozen). The relay fails after UNACKNOWLEDGED_LIMIT_S (2 s here) and cuts CRIU's connection."""
+    monkeypatch.setenv("FAKE_MODE", "stall")
+    monkeypatch.setattr(pagerelay, "UNACKNOWLEDGED_LIMIT_S", 2)
+    destination = Destination(certs["server"], tmp_path / "dst")
+    relay = SourceRelay.open(certs["admin"], "localhost", destination.relay.port, SECRET)
+    errors: list[Exception] = []
+
+    def run() -> None:
+        try:
+            relay.run()
+        except RelayError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    host, port = relay.address.split(":")
+    started = time.monotonic()
+    try:
+        with (
+            socket.create_connection((host, int(port)), timeout=60) as criu,
+            pytest.raises(OSError),  # CRIU's writes fail once the relay gives up
+        ):
+            for _ in range(4096):
+                criu.sendall(bytes(1 << 20))
+        thread.join(30)
+        assert not thread.is_alive()
+    finally:
+        relay.close()
+        destination.relay.stop()
+    assert errors and "page relay failed" in str(errors[0])
+    assert time.monotonic() - started < 25

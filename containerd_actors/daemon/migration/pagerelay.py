@@ -126,21 +126,31 @@ def no_delay(sock: socket.socket) -> None:
 #: How soon a relay connection whose peer went silent fails (TCP keepalive: first probe after
 #: this many idle seconds, then one a second, and the connection fails after the third unanswered).
 KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_PROBES = 2, 1, 3
+#: How long sent pages may stay unacknowledged, or the peer's window closed, before the connection
+#: fails (``TCP_USER_TIMEOUT``). A page server takes a relay's MiB in milliseconds; 20 s of a
+#: closed window is a destination that is gone, not a slow one.
+UNACKNOWLEDGED_LIMIT_S = 20
 
 
 def keep_alive(sock: socket.socket) -> None:
-    """Fail a relay connection within ~5 s of its peer going away without a word.
+    """Fail a relay connection soon after its peer goes away without a word.
 
-    While CRIU waits for the page server's answer, neither side of the relay sends: a destination
-    that died, or a network that now drops or refuses everything, was never noticed, and the
-    source's CRIU waited on the answer (its container frozen) until the dump's timeout. Keepalive
-    probes find that out (an RST, or no answer), the relay's pump then fails, and CRIU's dump with
-    it. A live peer answers the probes, so a stream that merely pauses is not affected.
+    Seen in test_migrate's dropped connection: B's firewall reset B's own sockets, its page server
+    died, and neither B's FIN nor anything else reached A. Two ways A then waited, its container
+    frozen, until the dump's timeout (minutes):
+    - CRIU waiting for the page server's answer: no side sends. Keepalive probes (from 2 s idle)
+      find the peer gone (an RST or no answer) within ~5 s.
+    - Pages sent into B's full, never-read buffer: a zero window, which TCP probes for ever (the
+      probes were answered by nothing A took as an end). ``TCP_USER_TIMEOUT`` ends that, and
+      unacknowledged data, after ``UNACKNOWLEDGED_LIMIT_S``.
+    The relay's pump then fails, and CRIU's dump with it. A live peer answers keepalive probes and
+    opens its window, so a stream that merely pauses is not affected.
     """
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE_S)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, UNACKNOWLEDGED_LIMIT_S * 1000)
 
 
 def _pump_quietly(
@@ -430,6 +440,8 @@ class SourceRelay:
             back.start()
             pages: list[int | OSError] = []
             _pump_quietly(criu, self._up, pages)
+            if pages and isinstance(pages[0], OSError):
+                self.stop()  # no answer matters now: end their pump at once, not after a grace
             # CRIU has closed its connection (its dump is over) or a side failed: the destination's
             # page server ends, and its side closes the answers' connection.
             back.join(PAGE_SERVER_EXIT_TIMEOUT_S)
