@@ -11,6 +11,11 @@ travels to that actor in an ``Ask``, and the handler turns the answer into the r
 are served here: a Ping from the events actor's published status (it must not queue behind an
 event burst), and a ReadOutput long poll from the output view the supervisor finds (it must not
 occupy a container actor while it waits).
+
+One module (over 500 lines) on purpose: it is the whole path of a request through the server,
+receive, decode, authorize, route, encode, and the few shortcuts on that path (the Ping, the
+ReadOutput long poll, the routed stdin, the kept State encoding) sit beside the table they
+bypass, so a reader sees every way a request can go in one place.
 """
 
 from __future__ import annotations

@@ -15,6 +15,10 @@ The converters are built at import, but the function that structures or unstruct
 generated on its first use (``_TaggedUnion``), not for every member of both unions up front as
 cattrs' ``configure_tagged_union`` does: that took ~75 ms of every ``actr`` command, which needs
 two or three classes. The daemon pays for all of them once, at start-up (``warm_up``).
+
+One module (over 500 lines) on purpose: requests, replies, events and event batches share the one
+converter and the one way a failure becomes a ``ProtocolError``; the plain codec and the schema
+generator are held to this module by tests, which is simpler while it is the single source.
 """
 
 from __future__ import annotations

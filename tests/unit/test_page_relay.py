@@ -92,20 +92,37 @@ class Destination:
         return self.outcome[0]
 
 
-def through_relay(relay: SourceRelay, data: bytes) -> tuple[bytes, int]:
-    """Play CRIU: connect to the source's relay, send ``data``, end, read the answer."""
-    relayed: list[int | Exception] = []
+def relay_in_thread(relay: SourceRelay) -> tuple[threading.Thread, list[int | Exception]]:
+    """``relay.run`` in a thread of its own; its bytes sent or its ``RelayError`` go to the list."""
+    outcome: list[int | Exception] = []
 
     def run() -> None:
         try:
-            relayed.append(relay.run())
+            outcome.append(relay.run())
         except RelayError as exc:
-            relayed.append(exc)
+            outcome.append(exc)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
+    return thread, outcome
+
+
+def connect_as_criu(relay: SourceRelay, timeout: float) -> socket.socket:
     host, port = relay.address.split(":")
-    with socket.create_connection((host, int(port)), timeout=30) as criu:
+    return socket.create_connection((host, int(port)), timeout=timeout)
+
+
+def flood_until_cut(relay: SourceRelay, mib: int, timeout: float) -> None:
+    """Play a CRIU dumping ``mib`` MiB of pages whose writes must fail: the relay cut the stream."""
+    with connect_as_criu(relay, timeout) as criu, pytest.raises(OSError):
+        for _ in range(mib):
+            criu.sendall(bytes(1 << 20))
+
+
+def through_relay(relay: SourceRelay, data: bytes) -> tuple[bytes, int]:
+    """Play CRIU: connect to the source's relay, send ``data``, end, read the answer."""
+    thread, relayed = relay_in_thread(relay)
+    with connect_as_criu(relay, timeout=30) as criu:
         criu.sendall(data)
         criu.shutdown(socket.SHUT_WR)
         answer = b""
@@ -171,28 +188,13 @@ def test_a_page_server_failing_midway_breaks_the_stream_and_is_reported(
     monkeypatch.setenv("FAKE_MODE", "fail")
     destination = Destination(certs["server"], tmp_path / "dst")
     relay = SourceRelay.open(certs["admin"], "localhost", destination.relay.port, SECRET)
-    errors: list[Exception] = []
-
-    def run() -> None:
-        try:
-            relay.run()
-        except RelayError as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    host, port = relay.address.split(":")
+    thread, errors = relay_in_thread(relay)
     try:
-        with (
-            socket.create_connection((host, int(port)), timeout=30) as criu,
-            pytest.raises(OSError),  # as CRIU's writes fail: the stream is cut
-        ):
-            for _ in range(1024):
-                criu.sendall(bytes(1 << 20))
+        flood_until_cut(relay, 1024, timeout=30)
     finally:
         thread.join(30)
         relay.close()
-    assert errors and "page relay failed" in str(errors[0])
+    assert errors and isinstance(errors[0], RelayError) and "page relay failed" in str(errors[0])
     outcome = destination.result()
     assert isinstance(outcome, PageServerOutcome)
     assert outcome.returncode != 0 and "gave up midway" in outcome.said
@@ -242,29 +244,14 @@ def test_pages_that_are_never_taken_fail_the_relay_instead_of_waiting_for_ever(
     monkeypatch.setattr(pagerelay, "UNACKNOWLEDGED_LIMIT_S", 2)
     destination = Destination(certs["server"], tmp_path / "dst")
     relay = SourceRelay.open(certs["admin"], "localhost", destination.relay.port, SECRET)
-    errors: list[Exception] = []
-
-    def run() -> None:
-        try:
-            relay.run()
-        except RelayError as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    host, port = relay.address.split(":")
+    thread, errors = relay_in_thread(relay)
     started = time.monotonic()
     try:
-        with (
-            socket.create_connection((host, int(port)), timeout=60) as criu,
-            pytest.raises(OSError),  # CRIU's writes fail once the relay gives up
-        ):
-            for _ in range(4096):
-                criu.sendall(bytes(1 << 20))
+        flood_until_cut(relay, 4096, timeout=60)  # CRIU's writes fail once the relay gives up
         thread.join(30)
         assert not thread.is_alive()
     finally:
         relay.close()
         destination.relay.stop()
-    assert errors and "page relay failed" in str(errors[0])
+    assert errors and isinstance(errors[0], RelayError) and "page relay failed" in str(errors[0])
     assert time.monotonic() - started < 25

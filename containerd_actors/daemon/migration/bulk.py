@@ -143,6 +143,24 @@ def shut(sock: socket.socket | None) -> None:
         pass
 
 
+def accept_until_stopped(
+    listener: socket.socket, stopped: threading.Event
+) -> tuple[socket.socket, Any] | None:
+    """One connection (and its address) from ``listener``, whose timeout (``ACCEPT_POLL_S``) wakes
+    it to notice ``stopped``; None once stopped (a ``stop`` also shuts the listener, which fails
+    the ``accept`` at once)."""
+    while not stopped.is_set():
+        try:
+            return listener.accept()
+        except TimeoutError:
+            continue
+        except OSError:
+            if stopped.is_set():
+                return None
+            raise
+    return None
+
+
 def vet(
     context: ssl.SSLContext, raw: socket.socket, address: Any, token: str, peer_cn: str, secret: str
 ) -> tuple[ssl.SSLSocket, dict[str, Any]] | None:
@@ -279,15 +297,10 @@ class BulkReceiver:
         while not self._stopped.is_set():
             listener = self._listener
             assert listener is not None
-            try:
-                raw, address = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                if self._stopped.is_set():
-                    return None
-                raise
-            conn = self._vet(raw, address)
+            accepted = accept_until_stopped(listener, self._stopped)
+            if accepted is None:
+                return None
+            conn = self._vet(*accepted)
             if conn is not None:
                 self._close_listener()
                 self._conn = conn

@@ -259,15 +259,10 @@ class PageServerRelay:
                 return None
             listener = self._listener
             assert listener is not None
-            try:
-                raw, address = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                if self._stopped.is_set():
-                    return None
-                raise
-            vetted = bulk.vet(self._context, raw, address, self._token, self._peer_cn, self._secret)
+            accepted = bulk.accept_until_stopped(listener, self._stopped)
+            if accepted is None:
+                return None
+            vetted = bulk.vet(self._context, *accepted, self._token, self._peer_cn, self._secret)
             if vetted is None:
                 continue
             conn, first = vetted

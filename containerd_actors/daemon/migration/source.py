@@ -30,6 +30,10 @@ in one ``runc resume`` on failure, with its stdio, pids and logs untouched, wher
 dumped-and-exited container at the source is a second restore that can fail in its own ways. The
 price is two copies at once on one host for a moment, so the destination restores under its own
 cgroup parent (``--cgroup-parent``, by default from its ``--id``) and the two never claim one path.
+
+One module (over 500 lines) on purpose: the steps above, in their order and with what each
+failure leaves, are the contract; the transports they use (bulk channel, page relay, chunks,
+peer) already live in modules of their own, and what is left here is that order.
 """
 
 from __future__ import annotations
