@@ -245,7 +245,7 @@ class Supervisor:
             actor.mailbox,
             restarts=RestartWindow(self._restarts_per_minute),
             request_id=request_id,
-            bundle=str(Path(bundle)),
+            bundle=bundle,
         )
         return actor
 
@@ -275,7 +275,7 @@ class Supervisor:
         entry = self._registry.get(request.id)
         if entry is None or entry.request_id != request.request_id:
             return False  # the usual case: no Path made to compare bundles
-        if entry.bundle == str(Path(request.bundle)):
+        if entry.bundle == request.bundle or Path(entry.bundle) == Path(request.bundle):
             if entry.snapshot is not None:
                 answer(reply_to, entry.snapshot.info.pid)
             else:
