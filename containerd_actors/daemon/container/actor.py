@@ -366,7 +366,9 @@ class ContainerActor:
         self._outputs[pid] = view = launched.output.view
         if self._deps.process_routes is not None:
             self._deps.process_routes.add_view(self.id, view, self._mailbox_send, is_init=is_init)
-        nursery.start_soon(watch, process, is_init, self._exit_watcher, self._mailbox_send)
+        nursery.start_soon(
+            watch, process, is_init, self._exit_watcher, self._mailbox_send, launched.started_here
+        )
         return process
 
     async def _init_exited(self, status: int | None) -> None:
