@@ -145,7 +145,10 @@ class ContainerActor:
         self._metrics = deps.metrics
         self._oom_notify = deps.oom_notify
         self._faults = deps.faults
-        self._mailbox_send, self._mailbox = trio.open_memory_channel[ContainerMessage](MAILBOX_SIZE)
+        self._mailbox_send: trio.MemorySendChannel[ContainerMessage]
+        self._mailbox: trio.MemoryReceiveChannel[ContainerMessage]
+        # Unsubscripted: ``open_memory_channel[T]`` costs a trip through typing at every start.
+        self._mailbox_send, self._mailbox = trio.open_memory_channel(MAILBOX_SIZE)
         self._nursery: trio.Nursery | None = None
         self._phase = Phase.RUNNING
         self._status = "running"

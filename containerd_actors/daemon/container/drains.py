@@ -28,12 +28,14 @@ from collections.abc import Callable
 import trio
 
 from containerd_actors.daemon.container.logs import DRAIN_READ_BYTES, RotatingLog
-from containerd_actors.daemon.container.stdio import ProcessOutput
+from containerd_actors.daemon.container.stdio import ProcessOutput, enlarge_pipe
 from containerd_actors.host.fds import close_quietly
 
 log = logging.getLogger(__name__)
 
 OnError = Callable[[BaseException], None]
+#: A pipe's buffer until it is enlarged (Linux's default): a read this long found it full.
+DEFAULT_PIPE_BYTES = 1 << 16
 
 
 class ProcessDrains:
@@ -61,12 +63,14 @@ class ProcessDrains:
 
 
 class _Pipe:
-    __slots__ = ("drains", "fd", "log")
+    __slots__ = ("drains", "enlarged", "fd", "log")
 
     def __init__(self, fd: int, log: RotatingLog, drains: ProcessDrains) -> None:
         self.fd = fd
         self.log = log
         self.drains = drains
+        #: Whether its buffer has been enlarged (or tried): once a read finds it full.
+        self.enlarged = False
 
 
 class DrainHub:
@@ -124,6 +128,10 @@ class DrainHub:
             if not data:
                 self.end(pipe.fd)
                 return
+            if len(data) >= DEFAULT_PIPE_BYTES and not pipe.enlarged:
+                # A process that fills the default buffer: fewer wake-ups per MiB from now on.
+                pipe.enlarged = True
+                enlarge_pipe(pipe.fd)
             pipe.log.write(data)
 
     async def serve(self) -> None:

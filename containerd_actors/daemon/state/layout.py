@@ -408,6 +408,10 @@ def read_intent(path: Path) -> Intent:
     return Intent.parse(json.loads(path.read_bytes()))
 
 
+#: ``json.dumps`` with any option builds an encoder per call; two records per start share this one.
+_RECORD_ENCODER = json.JSONEncoder(sort_keys=True)
+
+
 def write_json_atomically(path: Path, value: Any) -> None:
     """Write-then-rename: a daemon killed mid-write leaves the old record or the new one.
 
@@ -421,7 +425,7 @@ def write_json_atomically(path: Path, value: Any) -> None:
     """
     directory, name = os.path.split(path)  # strings: no Path made on every start's two writes
     tmp = os.path.join(directory, f".{name}.tmp")
-    data = json.dumps(value, sort_keys=True).encode()
+    data = _RECORD_ENCODER.encode(value).encode()
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
