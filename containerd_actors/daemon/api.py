@@ -7,10 +7,11 @@ not in the daemon's memory. Every failure becomes an ErrorReply: a request can n
 daemon down. See ``transport.reply`` for how the contexts are driven without nng's threads.
 
 Which actor serves which request is one table (``ApiServer.handlers``): the wire request itself
-travels to that actor in an ``Ask``, and the handler turns the answer into the reply. Two requests
+travels to that actor in an ``Ask``, and the handler turns the answer into the reply. Three requests
 are served here: a Ping from the events actor's published status (it must not queue behind an
-event burst), and a ReadOutput long poll from the output view the supervisor finds (it must not
-occupy a container actor while it waits).
+event burst), a ReadOutput long poll from the output view the supervisor finds (it must not
+occupy a container actor while it waits), and an OpenStdin from the open stdin port the routes
+hold (it only names an fd; refused here to callers on another host).
 
 One module (over 500 lines) on purpose: it is the whole path of a request through the server,
 receive, decode, authorize, route, encode, and the few shortcuts on that path (the Ping, the
