@@ -35,7 +35,6 @@ from containerd_actors.client import (
     RequestFailed,
 )
 from containerd_actors.client.calls import FRAMED_READ_BYTES
-from containerd_actors.client.direct_input import forward_directly
 from containerd_actors.client.ordered_input import (
     IN_FLIGHT,
     ORDERED_CHUNK_BYTES,
@@ -166,6 +165,8 @@ def _forward_stdin(
     requests in flight when the daemon takes them (``OrderedInput``), so that the next MiB is
     on its way while the daemon writes the last.
     """
+    from containerd_actors.client.direct_input import forward_directly  # not for a stdin of /dev/null
+
     try:
         with BlockingClient.connect(address) as client:
             if forward_directly(client, id, pid, in_fd, backlog.wait):
