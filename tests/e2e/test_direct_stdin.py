@@ -15,15 +15,14 @@ import re
 import select
 import signal
 import stat
-import subprocess
 import threading
 
 import pytest
 import trio
 from support.certs import free_port_run
 from support.daemon import DaemonHandle, running_daemon, unique_id
-from test_exec import ACTR, actr, output_of
-from test_exec_attach_signals import _default_sigint
+from test_exec import actr, output_of
+from test_exec_attach_signals import _attached_sleep
 from test_tls import certs, tls_args  # noqa: F401 - certs is a fixture
 
 import containerd_actors.client.direct_input as direct_input
@@ -177,48 +176,31 @@ async def test_a_signal_ends_an_attach_whose_process_stopped_reading(
 ) -> None:
     """The direct copy blocks in the kernel once the process's pipe is full; a signal still ends
     ``exec -a`` (the copy's thread is left behind, the process left running)."""
-    cid = await started(client, sleep_bundle)
-    read_end, write_end = os.pipe()
+    process = await _attached_sleep(daemon, client, sleep_bundle)
+    stdin = process.stdin
+    assert isinstance(stdin, trio.lowlevel.FdStream)
     try:
-        process = await trio.lowlevel.open_process(
-            [*ACTR, "--address", daemon.address, "containers", "exec", "--id", cid, "-a", "--",
-             "sh", "-c", "echo ready; exec sleep 1000"],
-            stdin=read_end, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_default_sigint,
-        )  # fmt: skip
-    finally:
-        os.close(read_end)
-    filler = threading.Thread(target=_fill, args=(write_end,), daemon=True)
-    filler.start()
-    try:
-        assert process.stdout is not None
-        with trio.fail_after(30):
-            seen = b""
-            while b"ready" not in seen:
-                seen += await process.stdout.receive_some()
-        with trio.fail_after(30):  # until the pipes are full: nothing more is taken from ours
-            while not _full(write_end):
-                await trio.sleep(0.05)
-        process.send_signal(signum)
-        with trio.fail_after(30):
-            await process.wait()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_fill, stdin)
+            with trio.fail_after(30):  # until every pipe is full: nothing more is taken from ours
+                while select.select([], [stdin.fileno()], [], 0)[1]:
+                    await trio.sleep(0.05)
+            process.send_signal(signum)
+            with trio.fail_after(30):
+                await process.wait()
+            nursery.cancel_scope.cancel()
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
-        os.close(write_end)
     assert process.returncode == code
     assert "opened for a local client" in daemon.log_text()
 
 
-def _fill(fd: int) -> None:
-    """Write into ``fd`` until nobody reads it any more."""
+async def _fill(stream: trio.abc.SendStream) -> None:
+    """Write into ``stream`` until nobody reads it any more."""
     try:
         while True:
-            os.write(fd, bytes(1 << 16))
-    except OSError:
+            await stream.send_all(bytes(1 << 16))
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
-
-
-def _full(fd: int) -> bool:
-    """Whether the pipe ``fd`` writes to has no room."""
-    return not select.select([], [fd], [], 0)[1]
