@@ -33,9 +33,9 @@ OPEN_STDIN_SINCE = 7
 #: Most bytes one splice (or read) moves: a pipe gives what it holds, a file up to the room in the
 #: process's pipe; asking for more than a pipe holds costs nothing.
 COPY_CHUNK_BYTES = 1 << 20
-#: The process's stdin pipe is grown to this (an unprivileged process may go up to
-#: /proc/sys/fs/pipe-max-size, 1 MiB by default): fewer wake-ups of the writer and the reader
-#: per MiB. Failing to grow it changes nothing but that.
+#: The process's stdin pipe is grown to this if it is smaller (an exec'd process's already is,
+#: the daemon's ``stdio.PIPE_BYTES``; an init's may not be): fewer wake-ups of the writer and
+#: the reader per MiB. Failing to grow it (past /proc/sys/fs/pipe-max-size) changes only that.
 PIPE_BYTES = 1 << 20
 #: splice's errors that mean "not between these two files" (a terminal, a socket of some kinds):
 #: the copy goes on with read and write.
