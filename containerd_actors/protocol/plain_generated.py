@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from containerd_actors.protocol.records import Checkpoint, ContainerInfo, MachineInfo, ProcessInfo, User
-from containerd_actors.protocol.replies import AddProcessReply, CreateCheckpointReply, CreateContainerReply, DeleteCheckpointReply, ErrorReply, EventsReply, ListCheckpointsReply, MetricsReply, PingReply, ReadOutputReply, ResizeTerminalReply, SignalReply, StateReply, StatsReply, UpdateContainerReply, WriteInputReply
-from containerd_actors.protocol.requests import AddProcess, CreateCheckpoint, CreateContainer, DeleteCheckpoint, Events, ListCheckpoints, Metrics, Ping, ReadOutput, ResizeTerminal, Signal, State, Stats, UpdateContainer, WriteInput
+from containerd_actors.protocol.replies import AddProcessReply, CreateCheckpointReply, CreateContainerReply, DeleteCheckpointReply, ErrorReply, EventsReply, ListCheckpointsReply, MetricsReply, OpenStdinReply, PingReply, ReadOutputReply, ResizeTerminalReply, SignalReply, StateReply, StatsReply, UpdateContainerReply, WriteInputReply
+from containerd_actors.protocol.requests import AddProcess, CreateCheckpoint, CreateContainer, DeleteCheckpoint, Events, ListCheckpoints, Metrics, OpenStdin, Ping, ReadOutput, ResizeTerminal, Signal, State, Stats, UpdateContainer, WriteInput
 from containerd_actors.protocol.plain_hooks import s_bool, s_bytes, s_dict, s_float, s_int, s_list, s_object, s_str, u_bool, u_bytes, u_dict, u_float, u_int, u_list, u_str
 
 if TYPE_CHECKING:
@@ -183,6 +183,17 @@ def s_EventsReply(o: Any) -> EventsReply:
     if "journal_id" in o:
         k["journal_id"] = s_str(o['journal_id'])
     return EventsReply(**k)
+
+
+def s_OpenStdinReply(o: Any) -> OpenStdinReply:
+    o = s_object(o)
+    k = {
+        "request_id": s_str(o['request_id']),
+        "path": s_str(o['path']),
+        "inode": s_int(o['inode']),
+        "device": s_int(o['device']),
+    }
+    return OpenStdinReply(**k)
 
 
 def s_MigrateContainerReply(o: Any) -> MigrateContainerReply:
@@ -756,6 +767,15 @@ def u_Events(o: Events) -> dict[str, Any]:
     }
 
 
+def u_OpenStdin(o: OpenStdin) -> dict[str, Any]:
+    return {
+        "request_id": u_str(o.request_id),
+        "id": u_str(o.id),
+        "pid": u_int(o.pid),
+        "type": "OpenStdin",
+    }
+
+
 def u_MigrateContainer(o: MigrateContainer) -> dict[str, Any]:
     return {
         "request_id": u_str(o.request_id),
@@ -841,6 +861,7 @@ REPLIES = {
     "WriteInputReply": s_WriteInputReply,
     "ResizeTerminalReply": s_ResizeTerminalReply,
     "EventsReply": s_EventsReply,
+    "OpenStdinReply": s_OpenStdinReply,
     "MigrateContainerReply": s_MigrateContainerReply,
     "MigrationBeginReply": s_MigrationBeginReply,
     "MigrationChunkReply": s_MigrationChunkReply,
@@ -865,6 +886,7 @@ REQUESTS = {
     "WriteInput": u_WriteInput,
     "ResizeTerminal": u_ResizeTerminal,
     "Events": u_Events,
+    "OpenStdin": u_OpenStdin,
     "MigrateContainer": u_MigrateContainer,
     "MigrationBegin": u_MigrationBegin,
     "MigrationChunk": u_MigrationChunk,

@@ -7,10 +7,12 @@ import fcntl
 import os
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 from support.logs import read_to_end
 
+from containerd_actors.daemon.container import drains as drains_module
 from containerd_actors.daemon.container.drains import DEFAULT_PIPE_BYTES, drain
 from containerd_actors.daemon.container.stdio import PIPE_BYTES, ProcessOutput
 
@@ -127,3 +129,25 @@ async def test_an_output_pipe_is_enlarged_once_a_read_finds_it_full(tmp_path: Pa
         drains.cancel()
         os.close(out_write)
         os.close(err_write)
+
+
+async def test_a_pipe_that_stays_full_lets_the_other_tasks_run_between_its_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that writes as fast as the hub reads must not hold the loop (the ReadOutput
+    that follows its output would wait meanwhile): a few reads per round, then the others run.
+    Reads of 64 KiB here, so that a pipe of 1 MiB (the most without privileges) holds 16."""
+    monkeypatch.setattr(drains_module, "DRAIN_READ_BYTES", 64 << 10)
+    output = ProcessOutput(1, tmp_path / "out", tmp_path / "err", new=True)
+    read_end, write_end = os.pipe()
+    size = fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 1 << 20)
+    os.write(write_end, bytes(size))  # the pipe holds it all: as if its writer never paused
+    drains = drain((read_end, -1), output, lambda error: None)
+    seen = []
+    with trio.fail_after(10):
+        while output.stdout.end < size:
+            seen.append(output.stdout.end)
+            await trio.sleep(0)
+    assert any(0 < end < size for end in seen), seen  # this task ran while the pipe still held bytes
+    os.close(write_end)
+    drains.cancel()

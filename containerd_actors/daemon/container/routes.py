@@ -106,6 +106,11 @@ class ProcessRoutes:
                 del self._views[key]
             self._unindex(key)
 
+    def port(self, container_id: str, pid: int) -> StdinPort | None:
+        """The open stdin port of that process, or None: ask the supervisor (``OpenStdin``)."""
+        port = self._ports.get((container_id, pid))
+        return None if port is None or port.closed else port
+
     def offer(self, ask: StdinAsk) -> bool:
         """Hand ``ask`` to its process's open port, which answers it; False: send it the long way."""
         port = self._ports.get((ask.request.id, ask.request.pid))

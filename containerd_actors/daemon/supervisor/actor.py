@@ -46,7 +46,7 @@ from containerd_actors.daemon.container.messages import (
 from containerd_actors.daemon.container.process import no_such_process
 from containerd_actors.daemon.container.routes import ProcessRoutes
 from containerd_actors.daemon.container.slots import StartSlots
-from containerd_actors.daemon.container.stdin import refuse_closed
+from containerd_actors.daemon.container.stdin import refuse_closed, stdin_closed
 from containerd_actors.daemon.container.stdio import OutputView
 from containerd_actors.daemon.events.messages import EventDraft, EventsMailbox
 from containerd_actors.daemon.faults import NO_FAULTS, FaultHook
@@ -75,6 +75,7 @@ from containerd_actors.protocol import (
     ErrorCode,
     EventType,
     ListCheckpoints,
+    OpenStdin,
     ReadOutput,
     ResizeTerminal,
     State,
@@ -366,6 +367,11 @@ class Supervisor:
                     refuse_closed(ask, id, pid)
                     return
                 fail(ask.reply_to, no_such_process(id, ask.request.pid))
+                return
+            if exited is not None and isinstance(ask.request, OpenStdin):
+                pid = ask.request.pid or exited.init_pid
+                known = pid in exited.outputs
+                fail(ask.reply_to, stdin_closed(id, pid) if known else no_such_process(id, ask.request.pid))
                 return
             fail(ask.reply_to, CommandError(ErrorCode.NOT_FOUND, f"no such container: {id!r}"))
             return
