@@ -6,9 +6,9 @@ error-reporting policy.
 
 What a handler needs is imported when it runs: building the parser must stay cheap, since every
 ``actr`` builds all of it. The one-shot commands (list, state, kill, pause, resume, start, exec,
-logs) use the ``BlockingClient`` and never import trio, and so do ``start -a`` and ``exec -a``
-without a terminal (``ctl.attach_blocking``). What needs an event loop (``exec -a -t``, attach,
-``logs -f``, stats) returns a coroutine, which ``ctl.main`` runs under trio, and imports
+logs, also ``logs -f``) use the ``BlockingClient`` and never import trio, and so do ``start -a`` and
+``exec -a`` without a terminal (``ctl.attach_blocking``). What needs an event loop (``exec -a -t``,
+attach, stats) returns a coroutine, which ``ctl.main`` runs under trio, and imports
 ``ctl.attach`` (terminal modes, detach keys, window sizes) only then.
 """
 
