@@ -237,14 +237,3 @@ async def attach(
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield
-
-
-async def print_logs(client: Client, id: str, pid: int, *, follow: bool, tail: int) -> int:
-    """``actr containers logs``: stdout to stdout and stderr to stderr, from the daemon's logs."""
-    out_fd, err_fd = sys.stdout.fileno(), sys.stderr.fileno()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    async with _output_writer() as output:
-        async for chunk in client.follow_output(id, pid, follow=follow, tail=tail):
-            await _write_chunk(output, chunk, out_fd, err_fd)
-    return 0

@@ -3,7 +3,8 @@
 Why a second attach: importing trio (and pynng's asyncio support) is most of what ``actr
 containers exec -a -- true`` costs, several times what runc takes to run ``true``. Without a
 terminal there is nothing that needs an event loop: this thread follows the output with blocking
-long polls (``BlockingClient.follow_output``), and a second thread, on a connection of its own,
+long polls (``local_output.follow_output``: from the daemon's log files when they are on this
+host and readable, else in the replies), and a second thread, on a connection of its own,
 forwards stdin until EOF, then closes the process's stdin (a stdin of /dev/null is closed at
 once). ``ctl.attach`` keeps what does need one: a terminal in raw mode, the detach keys, window
 sizes, and ``attach`` itself.
@@ -23,7 +24,7 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 from contextlib import ExitStack, contextmanager
 from types import FrameType
 
@@ -35,6 +36,8 @@ from containerd_actors.client import (
     RequestFailed,
 )
 from containerd_actors.client.calls import FRAMED_READ_BYTES
+from containerd_actors.client.local_output import follow_output as follow_local_output
+from containerd_actors.client.log_files import FileBytes
 from containerd_actors.client.ordered_input import (
     IN_FLIGHT,
     ORDERED_CHUNK_BYTES,
@@ -132,7 +135,7 @@ class OutputBacklog:
         self._read = 0
         self._finished = False
 
-    def read(self, stdout: bytes | memoryview, stderr: bytes | memoryview) -> None:
+    def read(self, stdout: Sized, stderr: Sized) -> None:
         with self._changed:
             self._full = max(len(stdout), len(stderr)) >= _FULL_READ_BYTES
             self._read += len(stdout) + len(stderr)
@@ -232,6 +235,10 @@ def rotated_out(skipped: int) -> bytes:
     return f"actr: {skipped} bytes were rotated out of the logs before they could be read\n".encode()
 
 
+#: What the writer writes: bytes, a view of a reply, or bytes in the daemon's log file.
+Output = bytes | memoryview | FileBytes
+
+
 class OutputWriter:
     """Writes output in a thread of its own, so that the next ReadOutput is on its way while this
     one's bytes go to stdout (a MiB to a file or pipe takes about as long as a round trip); also
@@ -242,7 +249,9 @@ class OutputWriter:
     """
 
     def __init__(self) -> None:
-        self._queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(_WRITES_AHEAD)
+        self._queue: queue.Queue[tuple[int, bytes | memoryview | FileBytes] | None] = queue.Queue(
+            _WRITES_AHEAD
+        )
         self.failure: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="stdout", daemon=True)
         self._thread.start()
@@ -251,11 +260,15 @@ class OutputWriter:
         while (item := self._queue.get()) is not None:
             if self.failure is None:
                 try:
-                    _write_all(*item)
+                    fd, data = item
+                    if isinstance(data, FileBytes):
+                        data.copy_to(fd)  # from the daemon's log file, in the kernel
+                    else:
+                        _write_all(fd, data)
                 except BaseException as exc:
                     self.failure = exc
 
-    def write(self, fd: int, data: bytes) -> None:
+    def write(self, fd: int, data: Output) -> None:
         if self.failure is not None:
             raise self.failure
         if data:
@@ -295,7 +308,7 @@ def attach(client: BlockingClient, id: str, pid: int) -> int:
             else:
                 forwarder.start()
             writer = OutputWriter()
-            for chunk in client.follow_output(id, pid):
+            for chunk in follow_local_output(client, id, pid):
                 backlog.read(chunk.stdout, chunk.stderr)
                 if chunk.skipped:
                     writer.write(err_fd, rotated_out(chunk.skipped))

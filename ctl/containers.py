@@ -6,9 +6,9 @@ error-reporting policy.
 
 What a handler needs is imported when it runs: building the parser must stay cheap, since every
 ``actr`` builds all of it. The one-shot commands (list, state, kill, pause, resume, start, exec,
-logs) use the ``BlockingClient`` and never import trio, and so do ``start -a`` and ``exec -a``
-without a terminal (``ctl.attach_blocking``). What needs an event loop (``exec -a -t``, attach,
-``logs -f``, stats) returns a coroutine, which ``ctl.main`` runs under trio, and imports
+logs, also ``logs -f``) use the ``BlockingClient`` and never import trio, and so do ``start -a`` and
+``exec -a`` without a terminal (``ctl.attach_blocking``). What needs an event loop (``exec -a -t``,
+attach, stats) returns a coroutine, which ``ctl.main`` runs under trio, and imports
 ``ctl.attach`` (terminal modes, detach keys, window sizes) only then.
 """
 
@@ -359,10 +359,12 @@ async def attach_process(args: argparse.Namespace) -> int:
         return await attach(client, args.id, args.pid, terminal=probe.terminal, offsets=offsets)
 
 
-def show_logs(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
-    """``actr containers logs ID [-p PID] [-f] [--tail N]``: without ``-f``, what the logs hold now."""
-    if args.follow:
-        return _follow_logs(args)
+def show_logs(args: argparse.Namespace) -> int:
+    """``actr containers logs ID [-p PID] [-f] [--tail N]``: without ``-f``, what the logs hold now.
+
+    Without trio, as ``exec -a``: a local client copies from the daemon's log files
+    (``local_output``), the writer thread writes while the next read is on its way."""
+    from containerd_actors.client import local_output
     from ctl.attach_blocking import OutputWriter, rotated_out
     from ctl.startup import lasting
 
@@ -372,21 +374,15 @@ def show_logs(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
     sys.stderr.flush()
     with connect(args) as client:
         writer = OutputWriter()
-        for chunk in client.follow_output(args.id, args.pid, follow=False, tail=args.tail):
+        for chunk in local_output.follow_output(
+            client, args.id, args.pid, follow=args.follow, tail=args.tail
+        ):
             if chunk.skipped:
                 writer.write(err_fd, rotated_out(chunk.skipped))
             writer.write(out_fd, chunk.stdout)
             writer.write(err_fd, chunk.stderr)
         writer.finish()
     return 0
-
-
-async def _follow_logs(args: argparse.Namespace) -> int:
-    from containerd_actors.client import Client
-    from ctl.attach import print_logs
-
-    async with Client.connect(args.address, tls=tls_files(args)) as client:
-        return await print_logs(client, args.id, args.pid, follow=True, tail=args.tail)
 
 
 def container_state(args: argparse.Namespace) -> int:

@@ -165,9 +165,10 @@ def run_once(command: Command, out_path: Path, daemon_pid: int) -> tuple[float, 
     elif command.expected_sha is not None:
         got = sha256_of(out_path)
         if got != command.expected_sha:
+            told = result.stderr.decode(errors="replace").strip()[-200:]  # e.g. bytes rotated out
             failure = (
                 f"sha256 {got[:16]}... (size {out_path.stat().st_size}) != {command.expected_sha[:16]}..."
-                f" {result.stderr.decode(errors='replace').strip()[:200]}"
+                + (f" stderr: {told}" if told else "")
             )
     out_path.unlink(missing_ok=True)
     return wall, cpu, daemon_cpu, failure

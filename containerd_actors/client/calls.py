@@ -46,6 +46,8 @@ FRAMED_READ_BYTES = wire.MAX_READ_BYTES
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from containerd_actors.client.log_files import FileBytes
+
 _Reply = TypeVar("_Reply")
 
 
@@ -53,9 +55,10 @@ _Reply = TypeVar("_Reply")
 class OutputRead:
     """The decoded output of one ReadOutput; ``exited`` marks the last, with the exit ``status``."""
 
-    #: A view of the reply (``BlockingClient.follow_output``) or bytes: write it out, compare it.
-    stdout: bytes | memoryview
-    stderr: bytes | memoryview
+    #: A view of the reply (``BlockingClient.follow_output``) or bytes: write it out, compare it;
+    #: or where it is in a log file (``local_output.follow_output``: ``FileBytes.copy_to``).
+    stdout: bytes | memoryview | FileBytes
+    stderr: bytes | memoryview | FileBytes
     skipped: int = 0
     exited: bool = False
     status: int | None = None
@@ -236,7 +239,8 @@ class OutputFollow:
         (nothing came back without waiting: the daemon's long polls were all taken)."""
         stdout, stderr = reply.stdout, reply.stderr
         self._offsets = (reply.next_stdout_offset, reply.next_stderr_offset)
-        empty = not stdout and not stderr
+        # By the offsets, not the bytes: a reply of ``spans`` carries none (``log_files``).
+        empty = self._offsets == (reply.stdout_offset, reply.stderr_offset)
         self.done = reply.exited or (empty and not self._follow)
         self.backoff = FOLLOW_BACKOFF_S if empty and not self.done else 0.0
         return OutputRead(stdout, stderr, reply.skipped, reply.exited, reply.status, reply.terminal)

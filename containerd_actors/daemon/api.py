@@ -33,6 +33,7 @@ import trio
 from containerd_actors import __version__
 from containerd_actors import protocol as wire
 from containerd_actors.daemon.config import DaemonConfig, RemoteStreams
+from containerd_actors.daemon.container.logs import LogSpan
 from containerd_actors.daemon.container.routes import ProcessRoutes
 from containerd_actors.daemon.container.stdin import open_stdin_reply
 from containerd_actors.daemon.container.stdio import OutputView
@@ -44,6 +45,7 @@ from containerd_actors.daemon.supervisor.messages import SupervisorMailbox
 from containerd_actors.host.procfs import memory_total_bytes
 from containerd_actors.protocol import frames
 from containerd_actors.transport import nng
+from containerd_actors.transport.file_identity import FileIdentity
 from containerd_actors.transport.nng import UNKNOWN_PEER, pipe_is_local, pipe_local_address
 from containerd_actors.transport.reply import ReplySocket
 from containerd_actors.transport.tls import is_plain_tcp
@@ -67,6 +69,12 @@ class Caller:
 
     by: str | None = None
     pipe: int = 0
+
+    @property
+    def on_this_host(self) -> bool:
+        """Whether the caller dialed the ipc:// socket: only then can it open a file the daemon
+        names (OpenStdin's pipe, ReadOutput.spans' logs); a TLS or plain-tcp caller cannot."""
+        return self.by is None and not (self.pipe and not pipe_is_local(self.pipe))
 
 
 LOCAL_CALLER = Caller()
@@ -222,7 +230,7 @@ class ApiServer:
                 supervisor, lambda r, pid: wire.CreateContainerReply(r.request_id, pid)
             ),
             wire.State: via(supervisor, self._state_reply),
-            wire.ReadOutput: lambda request, _caller: self._read_output(supervisor, request),
+            wire.ReadOutput: lambda request, caller: self._read_output(supervisor, request, caller),
             # Routed by the supervisor to the container's actor:
             wire.Signal: via(supervisor, lambda r, _: wire.SignalReply(r.request_id)),
             wire.AddProcess: via(supervisor, lambda r, pid: wire.AddProcessReply(r.request_id, pid)),
@@ -279,7 +287,7 @@ class ApiServer:
         unknown process, a port whose actor is stopping) goes through the supervisor to the
         actor, which gives the same answers WriteInput gets (``invalid_state``, ``not_found``).
         """
-        if caller.by is not None or (caller.pipe and not pipe_is_local(caller.pipe)):
+        if not caller.on_this_host:
             raise CommandError(
                 wire.ErrorCode.PERMISSION_DENIED,
                 "OpenStdin is served to clients on the daemon's host only (ipc://): "
@@ -470,8 +478,8 @@ class ApiServer:
         return found.events, found.batch
 
     async def _read_output(
-        self, supervisor: SupervisorMailbox, request: wire.ReadOutput
-    ) -> wire.ReadOutputReply | Framed:
+        self, supervisor: SupervisorMailbox, request: wire.ReadOutput, caller: Caller = LOCAL_CALLER
+    ) -> wire.ReadOutputReply | Framed | Encoded:
         """Serve the attach stream from the logs: see ``ReadOutput`` and ``container.stdio``.
 
         Why a long poll over req/rep rather than a stream socket per attach: the logs already hold
@@ -481,19 +489,25 @@ class ApiServer:
         JSON and base64 cost about 20 ms per MiB split between daemon and client on this (2-core,
         loaded) machine; a client that asks for ``binary`` gets a binary frame instead, whose
         bytes are copied but never encoded (``scripts/bench_exec.py`` compares both with runc).
+        A local client that asks for ``spans`` is told where the bytes are in the log files, and
+        copies them itself (``client.log_files``): no byte crosses nng, none is copied here.
         """
         view = None if self._process_routes is None else self._process_routes.view(request.id, request.pid)
         if view is None:
             view = await forward(supervisor, request)
         try:
-            return await self._read_logs(request, view)
+            return await self._read_logs(request, view, files=request.spans and caller.on_this_host)
         except OSError as exc:
             # The id was reused (or the logs forgotten) while this client was still reading.
             raise CommandError(
                 wire.ErrorCode.NOT_FOUND, f"the logs of process {view.pid} in {request.id!r} are gone: {exc}"
             ) from None
 
-    async def _read_logs(self, request: wire.ReadOutput, view: OutputView) -> wire.ReadOutputReply | Framed:
+    async def _read_logs(
+        self, request: wire.ReadOutput, view: OutputView, *, files: bool = False
+    ) -> wire.ReadOutputReply | Framed | Encoded:
+        """``files``: name the files instead of sending the bytes, where that is safe (a TLS
+        client's request never asks: its files are on another host)."""
         wait = request.wait
         if wait > 0:
             try:
@@ -534,6 +548,11 @@ class ApiServer:
             status=spans.status,
             terminal=view.terminal,
         )
+        if files:
+            identities = view.identities(spans)
+            if identities is not None:
+                # JSON whatever ``binary`` asked: there are no bytes to frame.
+                return Encoded(wire.encode_reply(_with_files(reply, out, err, *identities)))
         if request.binary:
             # The frame's head, then each stream read straight into its place in nng's own
             # message: the one copy of the bytes in this process is the one from the page cache.
@@ -554,3 +573,22 @@ class ApiServer:
                 raise
             return Framed(message)
         return attrs.evolve(reply, stdout=out.read(), stderr=err.read())
+
+
+def _with_files(
+    reply: wire.ReadOutputReply,
+    out: LogSpan,
+    err: LogSpan,
+    out_file: FileIdentity | None,
+    err_file: FileIdentity | None,
+) -> wire.ReadOutputReply:
+    """``reply`` with its streams named by file (``ReadOutput.spans``) instead of carried."""
+
+    def named(span: LogSpan, identity: FileIdentity | None) -> wire.LogFileSpan | None:
+        if identity is None or not span.length:
+            return None
+        return wire.LogFileSpan(
+            str(span.path), identity.device, identity.inode, identity.generation, span.position
+        )
+
+    return attrs.evolve(reply, stdout_file=named(out, out_file), stderr_file=named(err, err_file))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from containerd_actors.protocol.records import Checkpoint, ContainerInfo, MachineInfo, ProcessInfo, User
-from containerd_actors.protocol.replies import AddProcessReply, CreateCheckpointReply, CreateContainerReply, DeleteCheckpointReply, ErrorReply, EventsReply, ListCheckpointsReply, MetricsReply, OpenStdinReply, PingReply, ReadOutputReply, ResizeTerminalReply, SignalReply, StateReply, StatsReply, UpdateContainerReply, WriteInputReply
+from containerd_actors.protocol.replies import AddProcessReply, CreateCheckpointReply, CreateContainerReply, DeleteCheckpointReply, ErrorReply, EventsReply, ListCheckpointsReply, LogFileSpan, MetricsReply, OpenStdinReply, PingReply, ReadOutputReply, ResizeTerminalReply, SignalReply, StateReply, StatsReply, UpdateContainerReply, WriteInputReply
 from containerd_actors.protocol.requests import AddProcess, CreateCheckpoint, CreateContainer, DeleteCheckpoint, Events, ListCheckpoints, Metrics, OpenStdin, Ping, ReadOutput, ResizeTerminal, Signal, State, Stats, UpdateContainer, WriteInput
 from containerd_actors.protocol.plain_hooks import s_bool, s_bytes, s_dict, s_float, s_int, s_list, s_object, s_str, u_bool, u_bytes, u_dict, u_float, u_int, u_list, u_str
 
@@ -151,6 +151,10 @@ def s_ReadOutputReply(o: Any) -> ReadOutputReply:
         k["status"] = (None if o['status'] is None else s_int(o['status']))
     if "terminal" in o:
         k["terminal"] = s_bool(o['terminal'])
+    if "stdout_file" in o:
+        k["stdout_file"] = (None if o['stdout_file'] is None else s_LogFileSpan(o['stdout_file']))
+    if "stderr_file" in o:
+        k["stderr_file"] = (None if o['stderr_file'] is None else s_LogFileSpan(o['stderr_file']))
     return ReadOutputReply(**k)
 
 
@@ -335,6 +339,18 @@ def s_MetricsSnapshot(o: Any) -> MetricsSnapshot:
     if "gauges" in o:
         k["gauges"] = [s_GaugeSnapshot(i0) for i0 in s_list(o['gauges'])]
     return MetricsSnapshot(**k)
+
+
+def s_LogFileSpan(o: Any) -> LogFileSpan:
+    o = s_object(o)
+    k = {
+        "path": s_str(o['path']),
+        "device": s_int(o['device']),
+        "inode": s_int(o['inode']),
+        "generation": s_int(o['generation']),
+        "position": s_int(o['position']),
+    }
+    return LogFileSpan(**k)
 
 
 def s_Event(o: Any) -> Event:
@@ -729,6 +745,7 @@ def u_ReadOutput(o: ReadOutput) -> dict[str, Any]:
         "max_bytes": u_int(o.max_bytes),
         "tail": u_int(o.tail),
         "binary": u_bool(o.binary),
+        "spans": u_bool(o.spans),
         "type": "ReadOutput",
     }
 
@@ -898,6 +915,6 @@ LATER_FIELDS = {
     "CreateContainer": (('terminal', None),),
     "State": (('id', ''),),
     "ListCheckpoints": (('bundle', ''),),
-    "ReadOutput": (('binary', False),),
+    "ReadOutput": (('binary', False), ('spans', False),),
     "WriteInput": (('writer', ''), ('offset', -1),),
 }

@@ -48,7 +48,9 @@ ELSEWHERE = {
 #: 5: another change's (merged separately).
 #: 6: ``WriteInput.writer`` and ``WriteInput.offset``: several WriteInputs of one writer in flight;
 #:    binary frames of up to ``MAX_FRAME_BYTES`` (4 MiB of stdin per WriteInput).
-#: 7: ``OpenStdin``: a client on the daemon's host writes a process's stdin pipe itself.
+#: 7: ``OpenStdin``: a client on the daemon's host writes a process's stdin pipe itself;
+#:    ``ReadOutput.spans``: a local client is told where the output is in the log files
+#:    (``ReadOutputReply.stdout_file``/``stderr_file``) and copies it from there itself.
 PROTOCOL_VERSION = 7
 
 #: Shared by the two replies that carry it.
@@ -164,6 +166,28 @@ class AddProcessReply:
 
 
 @frozen
+class LogFileSpan:
+    """Where one stream's bytes of a ``ReadOutputReply`` are (``ReadOutput.spans``): from
+    ``position`` in the log file ``path``, as many as the reply's offsets say (``next_stdout_offset
+    - stdout_offset`` for stdout).
+
+    ``device``, ``inode`` and ``generation`` (the file system's generation of that inode,
+    ``FS_IOC_GETVERSION``) name the file itself: a rotation renames the current log to
+    ``<path>.1`` (the same file, so look there when ``path`` is another file now), and the next
+    one deletes it, after which its inode number may be given to a new log. A reader that holds
+    the file open with that identity finds the bytes there whatever rotates later (a log only
+    grows); if neither ``path`` nor ``<path>.1`` is that file, the bytes were rotated out: read
+    again from the same offsets without ``spans``, and the reply says what was skipped.
+    """
+
+    path: str
+    device: int
+    inode: int
+    generation: int
+    position: int
+
+
+@frozen
 class ReadOutputReply:
     """Output bytes and where the next ReadOutput should start.
 
@@ -188,6 +212,20 @@ class ReadOutputReply:
     exited: bool = False
     status: int | None = None
     terminal: bool = False
+    stdout_file: LogFileSpan | None = field(
+        default=None,
+        metadata={
+            "description": "With ReadOutput.spans, where stdout's bytes are (stdout is then empty); "
+            "null when there are none or the daemon sent them"
+        },
+    )
+    stderr_file: LogFileSpan | None = field(
+        default=None,
+        metadata={
+            "description": "With ReadOutput.spans, where stderr's bytes are (stderr is then empty); "
+            "null when there are none or the daemon sent them"
+        },
+    )
 
 
 @frozen

@@ -223,6 +223,15 @@ class ReadOutput(_ProcessRequest):
             3, "true: the reply is a binary frame with stdout and stderr as blobs; false: JSON with base64"
         ),
     )
+    spans: bool = field(
+        default=False,
+        metadata=since(
+            7,
+            "true: a client on the daemon's host that can read its log files may be told where the bytes"
+            " are (the reply's stdout_file/stderr_file) instead of getting them; the daemon ignores it"
+            " for a TLS client, or where it cannot name a file safely, and answers with the bytes",
+        ),
+    )
 
 
 @frozen

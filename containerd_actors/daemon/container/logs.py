@@ -33,6 +33,7 @@ import trio
 from containerd_actors.daemon.state.layout import LogRange, log_rotation_record, write_json_atomically
 from containerd_actors.daemon.state.space import StateDirSpace, is_space_error, space_of
 from containerd_actors.host.fds import close_quietly, read_when_ready
+from containerd_actors.transport.file_identity import FileIdentity, identity_at, identity_of
 
 #: A log file is rotated to ``<name>.1`` when it grows past this, so a chatty container
 #: cannot fill the state directory. One rotated generation is kept.
@@ -153,6 +154,9 @@ class RotatingLog:
         self.lost_total = 0
         self._waiting_for_room = False
         self._at_line_start = True
+        #: The identities of the current and the rotated file, by path, as looked up since the
+        #: last rotation (``identity``).
+        self._identities: dict[Path, FileIdentity | None] = {}
 
     def range(self) -> LogRange:
         return LogRange(self.base, self.end)
@@ -187,6 +191,7 @@ class RotatingLog:
         try:
             if self._fd < 0:
                 self._fd = _open_for_append(self.path)  # a ``new`` log's first byte
+                self._identities.clear()
             elif self._size + len(data) > self.rotate_bytes and self._size > 0:
                 self._rotate()
         except OSError as exc:
@@ -254,11 +259,22 @@ class RotatingLog:
         if self.finished and not self.lost:
             self._close_fd()
 
+    def identity(self, span: LogSpan) -> FileIdentity | None:
+        """Which file ``span`` is in (``ReadOutput.spans``), before the next write as for ``span``:
+        looked up once per file and rotation (a rotation forgets them: the names change files)."""
+        path = span.path
+        if path in self._identities:
+            return self._identities[path]
+        identity = identity_of(self._fd) if path == self.path and self._fd >= 0 else identity_at(str(path))
+        self._identities[path] = identity
+        return identity
+
     def _changed(self) -> None:
         if self._on_change is not None:
             self._on_change()
 
     def _rotate(self) -> None:
+        self._identities.clear()
         # First the record of what the current file becomes (see the module docstring): a space
         # error here leaves the log as it was, and the caller drops the output.
         write_json_atomically(

@@ -30,6 +30,7 @@ from containerd_actors.daemon.state.layout import LogRange
 from containerd_actors.daemon.state.space import space_of
 from containerd_actors.host.fds import close_quietly
 from containerd_actors.runc.driver import Stdio
+from containerd_actors.transport.file_identity import FileIdentity
 
 F_SETPIPE_SZ = 1031
 #: The pipe buffers of a process's stdio: a chatty process wakes the daemon less often per MiB,
@@ -222,6 +223,20 @@ class OutputView:
     def log_ranges(self) -> tuple[LogRange, LogRange]:
         """Where stdout and stderr stand now: final once the process's logs are closed."""
         return self._output.stdout.range(), self._output.stderr.range()
+
+    def identities(self, spans: OutputSpans) -> tuple[FileIdentity | None, FileIdentity | None] | None:
+        """The files the spans are in (None for a stream without bytes), for ``ReadOutput.spans``;
+        None if a file cannot be named safely. Call it before the logs can move, as for reading."""
+        found: list[FileIdentity | None] = []
+        for log, span in ((self._output.stdout, spans.stdout), (self._output.stderr, spans.stderr)):
+            if not span.length:
+                found.append(None)
+                continue
+            identity = log.identity(span)
+            if identity is None:
+                return None
+            found.append(identity)
+        return found[0], found[1]
 
     def _spans_now(self, stdout_offset: int, stderr_offset: int, max_bytes: int) -> OutputSpans:
         output = self._output
