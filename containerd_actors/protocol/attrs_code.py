@@ -188,13 +188,20 @@ def _defer(name: str) -> None:
     sys.modules[name] = module
 
 
+#: Whether attrs was imported here (its own classes' methods from the cache), not before this
+#: module: every module of ours that imports attrs imports this first (a test checks it per command).
+imported_attrs = False
+
+
 def _import_attrs() -> ModuleType:
     """``attr._make``, imported (if attrs is not yet) with its own classes' methods from the cache,
     and without executing ``_DEFERRED_FOR_ATTRS`` until something uses them."""
+    global imported_attrs
     if "attr" in sys.modules:
         import attr._make
 
         return attr._make
+    imported_attrs = True
     for name in _DEFERRED_FOR_ATTRS:
         _defer(name)
     builtins.compile = _compile_while_attrs_imports

@@ -151,6 +151,46 @@ def test_a_one_shot_command_imports_no_cattrs(argv: list[str], daemon_address: s
     assert "cattrs" not in loaded
 
 
+@pytest.mark.parametrize("argv", [argv for argv in ONE_SHOT if "--json" not in argv], ids=" ".join)
+def test_a_one_shot_command_runs_neither_ctypes_nor_tokenize(argv: list[str], daemon_address: str) -> None:
+    """ctypes serves only a stream of big frames (``transport.memory``, ~1.3 ms); tokenize, which
+    attrs imports through linecache, only a traceback's source lines (``attrs_code`` defers it).
+    And attrs itself was imported by ``attrs_code`` (its own ~30 methods from the cache, ~3 ms):
+    ``containers state``, ``checkpoints`` and ``metrics`` once imported it before, by way of
+    ``protocol.replies``."""
+    loaded = imported_after(["--address", daemon_address, *argv], run=True, modules=True)
+    assert "ctypes" not in loaded
+    assert ran_after(["--address", daemon_address, *argv]) == {
+        "attrs_code imported attrs": True,
+        "tokenize": False,
+    }
+
+
+def ran_after(argv: list[str]) -> dict[str, bool]:
+    """After running ``argv``: whether ``attrs_code`` imported attrs, and whether tokenize ran."""
+    code = (
+        "import json, sys\n"
+        "import ctl.main\n"
+        "from ctl import checkpoints\n"
+        f"args = ctl.main.build_parser().parse_args(checkpoints.original_form({argv!r}))\n"
+        "assert ctl.main.run(args) == 0\n"
+        "from containerd_actors.protocol import attrs_code\n"
+        "tokenize = sys.modules.get('tokenize')\n"
+        "ran = tokenize is not None and type(tokenize).__name__ != '_Deferred'\n"
+        "print(json.dumps({'attrs_code imported attrs': attrs_code.imported_attrs, 'tokenize': ran}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(result.stdout.splitlines()[-1])
+
+
 #: Wire types that a command defines only when it sends or reads one of them (``protocol.lazy``).
 LATER_WIRE_MODULES = (
     "containerd_actors.protocol.migration",
