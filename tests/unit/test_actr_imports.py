@@ -152,22 +152,24 @@ def test_a_one_shot_command_imports_no_cattrs(argv: list[str], daemon_address: s
 
 
 @pytest.mark.parametrize("argv", [argv for argv in ONE_SHOT if "--json" not in argv], ids=" ".join)
-def test_a_one_shot_command_runs_neither_ctypes_nor_tokenize(argv: list[str], daemon_address: str) -> None:
-    """ctypes serves only a stream of big frames (``transport.memory``, ~1.3 ms); tokenize, which
-    attrs imports through linecache, only a traceback's source lines (``attrs_code`` defers it).
+def test_a_one_shot_command_runs_neither_ctypes_nor_tokenize_nor_platform(
+    argv: list[str], daemon_address: str
+) -> None:
+    """ctypes serves only a stream of big frames (``transport.memory``, ~1.3 ms); tokenize and
+    platform, which attrs imports, only a traceback's source lines and a PyPy check whose answer
+    is known (``attrs_code`` defers them, ~2 ms).
     And attrs itself was imported by ``attrs_code`` (its own ~30 methods from the cache, ~3 ms):
     ``containers state``, ``checkpoints`` and ``metrics`` once imported it before, by way of
     ``protocol.replies``."""
     loaded = imported_after(["--address", daemon_address, *argv], run=True, modules=True)
     assert "ctypes" not in loaded
-    assert ran_after(["--address", daemon_address, *argv]) == {
-        "attrs_code imported attrs": True,
-        "tokenize": False,
-    }
+    ran = ran_after(["--address", daemon_address, *argv])
+    assert ran == {"attrs_code imported attrs": True, "tokenize": False, "platform": False}
 
 
 def ran_after(argv: list[str]) -> dict[str, bool]:
-    """After running ``argv``: whether ``attrs_code`` imported attrs, and whether tokenize ran."""
+    """After running ``argv``: whether ``attrs_code`` imported attrs, and whether tokenize and
+    platform ran."""
     code = (
         "import json, sys\n"
         "import ctl.main\n"
@@ -175,9 +177,9 @@ def ran_after(argv: list[str]) -> dict[str, bool]:
         f"args = ctl.main.build_parser().parse_args(checkpoints.original_form({argv!r}))\n"
         "assert ctl.main.run(args) == 0\n"
         "from containerd_actors.protocol import attrs_code\n"
-        "tokenize = sys.modules.get('tokenize')\n"
-        "ran = tokenize is not None and type(tokenize).__name__ != '_Deferred'\n"
-        "print(json.dumps({'attrs_code imported attrs': attrs_code.imported_attrs, 'tokenize': ran}))\n"
+        "ran = lambda name: name in sys.modules and type(sys.modules[name]).__name__ != '_Deferred'\n"
+        "print(json.dumps({'attrs_code imported attrs': attrs_code.imported_attrs,\n"
+        "                  'tokenize': ran('tokenize'), 'platform': ran('platform')}))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code],
