@@ -13,6 +13,11 @@ The rules copied: strict types (no "9" for 9, no bool for int; an int is a float
 tolerantly (unknown keys ignored; a missing field with a default takes it), bytes as base64 in
 JSON, nested records, ``X | None``, ``list[X]``, ``dict[str, X]``; requests written in field order
 with the tag last. A field shape outside these makes the generator fail, not guess.
+
+How, for speed (a State of 1,000 containers is 3,000 instances): a structure function checks its
+fields' exact types inline, keeps a list of ``str``/``int``/``bool`` as ``json.loads`` made it,
+and calls the class with its fields in order (its ``__init__`` and validators run as they would
+for the converter); tests/unit/test_plain_state_decode.py holds that to the converter.
 """
 
 from __future__ import annotations
