@@ -159,12 +159,18 @@ def _forward_stdin(
 ) -> None:
     """Until EOF (then close the process's stdin) or until the process stops taking input.
 
-    A line typed goes at once, as one request; a stream (its first read fills more than a JSON
-    WriteInput) goes with several requests in flight when the daemon takes them
-    (``OrderedInput``), so that the next MiB is on its way while the daemon writes the last.
+    On the daemon's host, straight into the process's stdin pipe (``forward_directly``: no
+    request per MiB, nothing through the daemon). Otherwise a line typed goes at once, as one
+    request; a stream (its first read fills more than a JSON WriteInput) goes with several
+    requests in flight when the daemon takes them (``OrderedInput``), so that the next MiB is
+    on its way while the daemon writes the last.
     """
+    from containerd_actors.client.direct_input import forward_directly  # not for a stdin of /dev/null
+
     try:
         with BlockingClient.connect(address) as client:
+            if forward_directly(client, id, pid, in_fd, backlog.wait):
+                return
             sent = 0
             while True:
                 data = _read(in_fd)

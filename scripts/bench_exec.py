@@ -167,6 +167,7 @@ def run_once(command: Command, out_path: Path, daemon_pid: int) -> tuple[float, 
         if got != command.expected_sha:
             failure = (
                 f"sha256 {got[:16]}... (size {out_path.stat().st_size}) != {command.expected_sha[:16]}..."
+                f" {result.stderr.decode(errors='replace').strip()[:200]}"
             )
     out_path.unlink(missing_ok=True)
     return wall, cpu, daemon_cpu, failure

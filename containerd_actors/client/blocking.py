@@ -246,6 +246,11 @@ class BlockingClient:
             self._frames = True
         return reply
 
+    def open_stdin(self, id: str, pid: int = 0) -> wire.OpenStdinReply:
+        """Where this host may open the process's stdin pipe (protocol revision 7; see
+        ``direct_input``, which also checks that what it opened is that pipe)."""
+        return self.call(wire.OpenStdin, wire.OpenStdinReply, id=id, pid=pid)
+
     def write_input(self, id: str, data: bytes, pid: int = 0, *, close: bool = False) -> None:
         """Write all of ``data`` to a process's stdin, in chunks that fit a request; then maybe EOF."""
         framed = bool(self._frames) or (calls.frames_worth_asking(len(data)) and self.speaks_frames())

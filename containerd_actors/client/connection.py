@@ -275,6 +275,10 @@ class Client:
             )
             chunks.written(reply.written)
 
+    async def open_stdin(self, id: str, pid: int = 0) -> wire.OpenStdinReply:
+        """As ``BlockingClient.open_stdin``."""
+        return await self.call(wire.OpenStdin, wire.OpenStdinReply, id=id, pid=pid)
+
     async def resize_terminal(self, id: str, rows: int, cols: int, pid: int = 0) -> None:
         await self.call(wire.ResizeTerminal, wire.ResizeTerminalReply, id=id, pid=pid, rows=rows, cols=cols)
 

@@ -7,10 +7,11 @@ not in the daemon's memory. Every failure becomes an ErrorReply: a request can n
 daemon down. See ``transport.reply`` for how the contexts are driven without nng's threads.
 
 Which actor serves which request is one table (``ApiServer.handlers``): the wire request itself
-travels to that actor in an ``Ask``, and the handler turns the answer into the reply. Two requests
+travels to that actor in an ``Ask``, and the handler turns the answer into the reply. Three requests
 are served here: a Ping from the events actor's published status (it must not queue behind an
-event burst), and a ReadOutput long poll from the output view the supervisor finds (it must not
-occupy a container actor while it waits).
+event burst), a ReadOutput long poll from the output view the supervisor finds (it must not
+occupy a container actor while it waits), and an OpenStdin from the open stdin port the routes
+hold (it only names an fd; refused here to callers on another host).
 
 One module (over 500 lines) on purpose: it is the whole path of a request through the server,
 receive, decode, authorize, route, encode, and the few shortcuts on that path (the Ping, the
@@ -33,6 +34,7 @@ from containerd_actors import __version__
 from containerd_actors import protocol as wire
 from containerd_actors.daemon.config import DaemonConfig, RemoteStreams
 from containerd_actors.daemon.container.routes import ProcessRoutes
+from containerd_actors.daemon.container.stdin import open_stdin_reply
 from containerd_actors.daemon.container.stdio import OutputView
 from containerd_actors.daemon.events.messages import EventsMailbox, EventsStatus, GetStatus
 from containerd_actors.daemon.mailbox import Answer, Ask, CommandError, Published, ask, forward
@@ -42,7 +44,7 @@ from containerd_actors.daemon.supervisor.messages import SupervisorMailbox
 from containerd_actors.host.procfs import memory_total_bytes
 from containerd_actors.protocol import frames
 from containerd_actors.transport import nng
-from containerd_actors.transport.nng import UNKNOWN_PEER, pipe_local_address
+from containerd_actors.transport.nng import UNKNOWN_PEER, pipe_is_local, pipe_local_address
 from containerd_actors.transport.reply import ReplySocket
 from containerd_actors.transport.tls import is_plain_tcp
 
@@ -239,6 +241,7 @@ class ApiServer:
             wire.ResizeTerminal: self._to_stdin(
                 supervisor, lambda r, _: wire.ResizeTerminalReply(r.request_id)
             ),
+            wire.OpenStdin: lambda request, caller: self._open_stdin(supervisor, request, caller),
             # The migration's task builds the reply itself (``migration.source.migrate_out``).
             wire.MigrateContainer: via(supervisor, lambda _r, reply: reply),
             # A migration arriving from another daemon (its source is the caller):
@@ -264,6 +267,28 @@ class ApiServer:
             return reply(request, await forward(supervisor, request, caller.by))
 
         return handler
+
+    async def _open_stdin(
+        self, supervisor: SupervisorMailbox, request: wire.OpenStdin, caller: Caller
+    ) -> wire.Reply:
+        """Where a local client opens the process's stdin pipe (``OpenStdin``).
+
+        Answered here from the open port that ``ProcessRoutes`` holds, as a WriteInput is handed
+        to it: naming the fd needs neither the actor nor the port's task, so the common case
+        costs no hop at all. Whatever the routes do not hold (a closed stdin, an exited or
+        unknown process, a port whose actor is stopping) goes through the supervisor to the
+        actor, which gives the same answers WriteInput gets (``invalid_state``, ``not_found``).
+        """
+        if caller.by is not None or (caller.pipe and not pipe_is_local(caller.pipe)):
+            raise CommandError(
+                wire.ErrorCode.PERMISSION_DENIED,
+                "OpenStdin is served to clients on the daemon's host only (ipc://): "
+                "the path it names is a file of this host; write with WriteInput",
+            )
+        port = None if self._process_routes is None else self._process_routes.port(request.id, request.pid)
+        if port is not None and not port.stopping:
+            return open_stdin_reply(port, request.request_id)
+        return await forward(supervisor, request, caller.by)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         addresses = [self._config.listen, *self._config.remote_listen]

@@ -24,8 +24,13 @@ EXIT_REPORT_GRACE_S = 5.0
 class ExitWatcher(Protocol):
     """Whoever reaps container processes, and keeps their pipe ends alive across a server restart."""
 
-    async def wait_for_exit(self, pidfd: int, pid: int) -> int | None:
-        """Wait until ``pid`` exits; return its status (128+N for signal N), None if unknowable."""
+    async def wait_for_exit(self, pidfd: int, pid: int, *, started_here: bool = False) -> int | None:
+        """Wait until ``pid`` exits; return its status (128+N for signal N), None if unknowable.
+
+        ``started_here``: this server's runc started the process, so it was orphaned to the
+        subreaper this server runs under and nobody else can have its status (a watcher need not
+        look up its parent in /proc; a server outlives neither its reaper nor, without one, itself).
+        """
         ...
 
     def exited_while_away(self, pid: int) -> int | None:
@@ -79,7 +84,7 @@ class LocalSubreaper:
     async def drop(self, key: str) -> None:
         return None
 
-    async def wait_for_exit(self, pidfd: int, pid: int) -> int | None:
+    async def wait_for_exit(self, pidfd: int, pid: int, *, started_here: bool = False) -> int | None:
         if pidfd < 0:
             return None
         import trio  # here, not at the top: the reaper process imports this module and stays small

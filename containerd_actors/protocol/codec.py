@@ -197,8 +197,12 @@ _REQUESTS_BY_TAG = {_tag_of(cls): cls for cls in REQUEST_TYPES}
 _REPLIES_BY_TAG = {_tag_of(cls): cls for cls in REPLY_TYPES}
 
 
+#: ``json.dumps`` with options builds a ``JSONEncoder`` per call; every reply and event shares one.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
+    return _ENCODER.encode(obj).encode()
 
 
 #: Per request type, its fields added after revision 1 and their defaults (see ``requests.SINCE``).

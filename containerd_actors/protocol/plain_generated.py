@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from containerd_actors.protocol.records import Checkpoint, ContainerInfo, MachineInfo, ProcessInfo, User
-from containerd_actors.protocol.replies import AddProcessReply, CreateCheckpointReply, CreateContainerReply, DeleteCheckpointReply, ErrorReply, EventsReply, ListCheckpointsReply, MetricsReply, PingReply, ReadOutputReply, ResizeTerminalReply, SignalReply, StateReply, StatsReply, UpdateContainerReply, WriteInputReply
-from containerd_actors.protocol.requests import AddProcess, CreateCheckpoint, CreateContainer, DeleteCheckpoint, Events, ListCheckpoints, Metrics, Ping, ReadOutput, ResizeTerminal, Signal, State, Stats, UpdateContainer, WriteInput
+from containerd_actors.protocol.replies import AddProcessReply, CreateCheckpointReply, CreateContainerReply, DeleteCheckpointReply, ErrorReply, EventsReply, ListCheckpointsReply, MetricsReply, OpenStdinReply, PingReply, ReadOutputReply, ResizeTerminalReply, SignalReply, StateReply, StatsReply, UpdateContainerReply, WriteInputReply
+from containerd_actors.protocol.requests import AddProcess, CreateCheckpoint, CreateContainer, DeleteCheckpoint, Events, ListCheckpoints, Metrics, OpenStdin, Ping, ReadOutput, ResizeTerminal, Signal, State, Stats, UpdateContainer, WriteInput
 from containerd_actors.protocol.plain_hooks import Unsure, s_bool, s_bytes, s_dict, s_float, s_int, s_list, s_list_of, s_str, u_bool, u_bytes, u_dict, u_float, u_int, u_list, u_str
 
 if TYPE_CHECKING:
@@ -188,6 +188,18 @@ def s_EventsReply(o: Any) -> EventsReply:
     if type(f_request_id) is not str or type(f_next_seq) is not int or type(f_last_seq) is not int or type(f_first_available_seq) is not int or type(f_journal_id) is not str:
         raise Unsure
     return EventsReply(f_request_id, f_events, f_next_seq, f_last_seq, f_first_available_seq, f_journal_id)
+
+
+def s_OpenStdinReply(o: Any) -> OpenStdinReply:
+    if type(o) is not dict:
+        raise Unsure
+    f_request_id = o['request_id']
+    f_path = o['path']
+    f_inode = o['inode']
+    f_device = o['device']
+    if type(f_request_id) is not str or type(f_path) is not str or type(f_inode) is not int or type(f_device) is not int:
+        raise Unsure
+    return OpenStdinReply(f_request_id, f_path, f_inode, f_device)
 
 
 def s_MigrateContainerReply(o: Any) -> MigrateContainerReply:
@@ -703,6 +715,15 @@ def u_Events(o: Events) -> dict[str, Any]:
     }
 
 
+def u_OpenStdin(o: OpenStdin) -> dict[str, Any]:
+    return {
+        "request_id": u_str(o.request_id),
+        "id": u_str(o.id),
+        "pid": u_int(o.pid),
+        "type": "OpenStdin",
+    }
+
+
 def u_MigrateContainer(o: MigrateContainer) -> dict[str, Any]:
     return {
         "request_id": u_str(o.request_id),
@@ -788,6 +809,7 @@ REPLIES = {
     "WriteInputReply": s_WriteInputReply,
     "ResizeTerminalReply": s_ResizeTerminalReply,
     "EventsReply": s_EventsReply,
+    "OpenStdinReply": s_OpenStdinReply,
     "MigrateContainerReply": s_MigrateContainerReply,
     "MigrationBeginReply": s_MigrationBeginReply,
     "MigrationChunkReply": s_MigrationChunkReply,
@@ -812,6 +834,7 @@ REQUESTS = {
     "WriteInput": u_WriteInput,
     "ResizeTerminal": u_ResizeTerminal,
     "Events": u_Events,
+    "OpenStdin": u_OpenStdin,
     "MigrateContainer": u_MigrateContainer,
     "MigrationBegin": u_MigrationBegin,
     "MigrationChunk": u_MigrationChunk,

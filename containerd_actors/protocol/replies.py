@@ -51,7 +51,8 @@ ELSEWHERE = {
 #: 5: another change's (merged separately).
 #: 6: ``WriteInput.writer`` and ``WriteInput.offset``: several WriteInputs of one writer in flight;
 #:    binary frames of up to ``MAX_FRAME_BYTES`` (4 MiB of stdin per WriteInput).
-PROTOCOL_VERSION = 6
+#: 7: ``OpenStdin``: a client on the daemon's host writes a process's stdin pipe itself.
+PROTOCOL_VERSION = 7
 
 #: Shared by the two replies that carry it.
 JOURNAL_ID_DESCRIPTION = (
@@ -204,6 +205,16 @@ class ResizeTerminalReply:
 
 
 @frozen
+class OpenStdinReply:
+    """The daemon's write end of the process's stdin pipe, as a path its host can open."""
+
+    request_id: str
+    path: str = field(metadata={"description": "/proc/<daemon pid>/fd/<n>: open it for writing"})
+    inode: int = field(metadata={"description": "st_ino of the pipe: the opened file must have it"})
+    device: int = field(metadata={"description": "st_dev of the pipe: the opened file must have it"})
+
+
+@frozen
 class EventsReply:
     """One page of the event journal, in ``seq`` order.
 
@@ -265,6 +276,7 @@ def _reply_union() -> Any:
         | WriteInputReply
         | ResizeTerminalReply
         | EventsReply
+        | OpenStdinReply
         | MigrateContainerReply
         | MigrationBeginReply
         | MigrationChunkReply

@@ -266,6 +266,27 @@ class WriteInput(_ProcessRequest):
 
 
 @frozen
+class OpenStdin(_ProcessRequest):
+    """Where a client on the daemon's own host may open a process's stdin pipe itself (protocol
+    revision 7), to write its bytes there instead of through WriteInput.
+
+    Every WriteInput carries its bytes through the socket, the daemon and a pipe write; a local
+    client can open the very pipe the daemon writes to and send them without the daemon. The
+    reply names ``/proc/<daemon pid>/fd/<n>``, the daemon's own write end: opening it (for
+    writing, with ``O_NONBLOCK`` so that a pipe with no reader left fails with ENXIO instead of
+    waiting) needs the right to inspect the daemon (its uid, or root). The client must then
+    compare the opened file's inode and device with the reply's: another pid namespace, or an fd
+    closed and its number reused since the reply, name another file. At its EOF the client
+    closes what it opened and then sends ``WriteInput`` with ``close``: the process sees EOF
+    once every write end is closed, the daemon's too.
+
+    Refused with ``permission_denied`` over tcp or TLS (the path names a file on the daemon's
+    host), with ``invalid_state`` for a terminal (its input is a pty master, which WriteInput
+    writes) or a closed stdin, and ``not_found`` for an unknown container or process.
+    """
+
+
+@frozen
 class ResizeTerminal(_ProcessRequest):
     """Set the window size of a process's terminal (the client got SIGWINCH)."""
 
@@ -319,6 +340,7 @@ def _request_union() -> Any:
         | WriteInput
         | ResizeTerminal
         | Events
+        | OpenStdin
         | MigrateContainer
         | MigrationBegin
         | MigrationChunk

@@ -91,10 +91,13 @@ class ReaperLink:
 
     # ------------------------------------------------------------------ ExitWatcher
 
-    async def wait_for_exit(self, pidfd: int, pid: int) -> int | None:
-        """The real status when the reaper is (or was) the parent; None when nobody could see it."""
+    async def wait_for_exit(self, pidfd: int, pid: int, *, started_here: bool = False) -> int | None:
+        """The real status when the reaper is (or was) the parent; None when nobody could see it.
+
+        A process this server started was orphaned to the reaper, which reports every exit of
+        its children: no /proc look-up of its parent (one read of /proc/PID/stat per start)."""
         if pid not in self._exits:
-            parent = parent_pid(pid)
+            parent = self._reaper_pid if started_here else parent_pid(pid)
             if parent is not None and parent != self._reaper_pid:
                 # Adopted from a reaper that died: the status goes to whoever the parent is now.
                 if pidfd >= 0:

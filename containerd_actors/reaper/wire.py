@@ -45,9 +45,13 @@ Message = dict[str, Any]
 Packed = tuple[list[bytes], list[tuple[int, int, bytes]]]
 
 
+#: Made once: ``json.dumps`` with options builds an encoder per message.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def pack(message: Message, fds: list[int] | None = None) -> Packed:
     """The arguments of ``sendmsg`` for one message and the fds it carries."""
-    data = json.dumps(message, separators=(",", ":")).encode()
+    data = _ENCODER.encode(message).encode()
     ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())] if fds else []
     return [data], ancillary
 

@@ -56,8 +56,9 @@ class RawMessage:
     #: The common name of the sender's TLS certificate; None over ipc and plain tcp; ``UNKNOWN_PEER``
     #: when its pipe closed before the name could be read (treat it as the least trusted caller).
     peer: str | None = None
-    #: The id of the pipe it came on (0 unless peer names were asked for): ``pipe_local_address``
-    #: tells which of several listeners the sender dialed.
+    #: The id of the pipe it came on (0 unless peer names were asked for, which a socket with any
+    #: tcp listener does): ``pipe_local_address`` tells which of several listeners the sender
+    #: dialed, ``pipe_is_local`` whether it is on this host.
     pipe: int = 0
 
 
@@ -228,6 +229,18 @@ def _peer_common_name(message: Any) -> str | None:
         return ffi.string(slot[0]).decode(errors="replace")
     finally:
         lib.nng_strfree(slot[0])
+
+
+def pipe_is_local(pipe_id: int) -> bool:
+    """Whether the pipe is an ipc:// (or inproc://) connection, whose peer runs on this host (a
+    client there may open files the daemon names, ``OpenStdin``). False for tcp and tls+tcp, and
+    for a pipe that is gone."""
+    pipe = ffi.new("nng_pipe *")
+    pipe[0].id = pipe_id
+    address = ffi.new("nng_sockaddr *")
+    if lib.nng_pipe_get_addr(pipe[0], b"local-address", address) != 0:
+        return False
+    return int(address[0].s_family) in (lib.NNG_AF_IPC, lib.NNG_AF_INPROC)
 
 
 def pipe_local_address(pipe_id: int) -> str | None:

@@ -36,6 +36,10 @@ def _milliseconds(seconds: float) -> int:
     return nng.INFINITE_MS if math.isinf(seconds) else max(1, round(seconds * 1000))
 
 
+#: Transports whose peers run on this host: a socket with only these needs no pipe ids.
+LOCAL_SCHEMES = ("ipc://", "inproc://")
+
+
 class ReplySocket(PolledSocket):
     """Listen with a cooked Rep0; each worker answers through its own ``context()``.
 
@@ -53,6 +57,7 @@ class ReplySocket(PolledSocket):
         tls: TlsFiles | None = None,
     ) -> None:
         addresses = [address] if isinstance(address, str) else list(address)
+        self._addresses = addresses
         self._tls_addresses = [a for a in addresses if is_tls(a)]
         if self._tls_addresses and tls is None:
             raise ValueError(f"{self._tls_addresses[0]} needs a certificate, a key and a CA")
@@ -99,7 +104,8 @@ class ReplySocket(PolledSocket):
             self,
             nng.Context(self._socket),
             nng.SendAio(self._send_timeout_ms),
-            peer_names=bool(self._tls_addresses),
+            # Also for plain tcp: then a request's pipe tells a local caller from a remote one.
+            peer_names=any(not address.startswith(LOCAL_SCHEMES) for address in self._addresses),
         )
         self._contexts.append(context)
         return context

@@ -148,10 +148,10 @@ async def test_an_exec_whose_exit_never_arrives_still_gets_an_exit_event(
     init = await start(harness, tmp_path / "b", "sleep", "100")
     original = harness.reaper.wait_for_exit
 
-    async def silent_for_execs(pidfd: int, pid: int) -> int | None:
+    async def silent_for_execs(pidfd: int, pid: int, *, started_here: bool = False) -> int | None:
         if pid != init:
             await trio.sleep_forever()  # nobody tells this exit
-        return await original(pidfd, pid)
+        return await original(pidfd, pid, started_here=started_here)
 
     harness.reaper.wait_for_exit = silent_for_execs  # type: ignore[method-assign]
     pid = await exec(harness, "sleep", "100")

@@ -265,6 +265,10 @@ def wire_samples() -> dict[type, list[Any]]:
         wire.WriteInputReply: [wire.WriteInputReply(request_id="r-20", written=3)],
         wire.ResizeTerminal: [wire.ResizeTerminal(request_id="r-22", id="web", pid=4343, rows=50, cols=200)],
         wire.ResizeTerminalReply: [wire.ResizeTerminalReply(request_id="r-22")],
+        wire.OpenStdin: [wire.OpenStdin(request_id="r-23", id="web", pid=4343)],
+        wire.OpenStdinReply: [
+            wire.OpenStdinReply(request_id="r-23", path="/proc/812/fd/31", inode=91233, device=14)
+        ],
         wire.MigrateContainer: [
             wire.MigrateContainer(request_id="r-30", id="web", to="tls+tcp://198.18.0.2:7000"),
             wire.MigrateContainer(

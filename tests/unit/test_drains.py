@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 from support.logs import read_to_end
 
-from containerd_actors.daemon.container.drains import drain
-from containerd_actors.daemon.container.stdio import ProcessOutput
+from containerd_actors.daemon.container import drains as drains_module
+from containerd_actors.daemon.container.drains import DEFAULT_PIPE_BYTES, drain
+from containerd_actors.daemon.container.stdio import PIPE_BYTES, ProcessOutput
+
+F_GETPIPE_SZ = 1032
 
 
 def fd_is_open(fd: int) -> bool:
@@ -98,3 +104,50 @@ async def test_an_unexpected_error_goes_to_the_owner_and_ends_only_that_pipe(tmp
     drains.cancel()
     for fd in (out_write, err_write):
         os.close(fd)
+
+
+async def test_an_output_pipe_is_enlarged_once_a_read_finds_it_full(tmp_path: Path) -> None:
+    """Output pipes start at Linux's 64 KiB (no fcntl per start); a process that fills one gets
+    ``PIPE_BYTES`` from then on, fewer wake-ups per MiB; one that writes a little keeps 64 KiB."""
+    output = ProcessOutput(1, tmp_path / "out", tmp_path / "err", new=True)
+    (out_read, out_write), (err_read, err_write) = os.pipe(), os.pipe()
+    errors: list[BaseException] = []
+    drains = drain((out_read, err_read), output, errors.append)
+    try:
+        os.write(err_write, b"a little\n")
+        os.set_blocking(out_write, False)
+        written = 0
+        with contextlib.suppress(BlockingIOError):
+            while written < DEFAULT_PIPE_BYTES:
+                written += os.write(out_write, b"x" * (DEFAULT_PIPE_BYTES - written))
+        await trio.testing.wait_all_tasks_blocked()
+        assert read_to_end(output.stdout, 0)[1] == b"x" * DEFAULT_PIPE_BYTES
+        assert fcntl.fcntl(out_write, F_GETPIPE_SZ) == PIPE_BYTES
+        assert fcntl.fcntl(err_write, F_GETPIPE_SZ) == DEFAULT_PIPE_BYTES
+        assert errors == []
+    finally:
+        drains.cancel()
+        os.close(out_write)
+        os.close(err_write)
+
+
+async def test_a_pipe_that_stays_full_lets_the_other_tasks_run_between_its_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that writes as fast as the hub reads must not hold the loop (the ReadOutput
+    that follows its output would wait meanwhile): a few reads per round, then the others run.
+    Reads of 64 KiB here, so that a pipe of 1 MiB (the most without privileges) holds 16."""
+    monkeypatch.setattr(drains_module, "DRAIN_READ_BYTES", 64 << 10)
+    output = ProcessOutput(1, tmp_path / "out", tmp_path / "err", new=True)
+    read_end, write_end = os.pipe()
+    size = fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 1 << 20)
+    os.write(write_end, bytes(size))  # the pipe holds it all: as if its writer never paused
+    drains = drain((read_end, -1), output, lambda error: None)
+    seen = []
+    with trio.fail_after(10):
+        while output.stdout.end < size:
+            seen.append(output.stdout.end)
+            await trio.sleep(0)
+    assert any(0 < end < size for end in seen), seen  # this task ran while the pipe still held bytes
+    os.close(write_end)
+    drains.cancel()

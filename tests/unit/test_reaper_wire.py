@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 import trio
+import trio.testing
 
 from containerd_actors.reaper import wire
 from containerd_actors.reaper.link import ReaperLink
@@ -77,6 +78,38 @@ async def test_the_link_speaks_the_reapers_framing(socket_pair: tuple[socket.soc
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+async def test_a_process_started_here_waits_for_the_reapers_report(
+    socket_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """``started_here``: the reaper is its parent whatever /proc says (no look-up per start); here
+    /proc names this test as the parent, which without the flag reads as adopted elsewhere."""
+    reaper_end, server_end = socket_pair
+    wire.send(reaper_end, {"op": "ready"})
+    link = ReaperLink(server_end)
+    child = subprocess.Popen(["sleep", "30"])
+    statuses: list[int | None] = []
+    try:
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(link.run)
+                done = trio.Event()
+
+                async def wait() -> None:
+                    statuses.append(await link.wait_for_exit(-1, child.pid, started_here=True))
+                    done.set()
+
+                nursery.start_soon(wait)
+                await trio.testing.wait_all_tasks_blocked()
+                assert statuses == []  # waiting for the reaper, not answered from /proc
+                wire.send(reaper_end, {"op": "exit", "pid": child.pid, "status": 3, "time": 0.0})
+                await done.wait()
+                nursery.cancel_scope.cancel()
+        assert statuses == [3]
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_the_reaper_process_stays_light() -> None:

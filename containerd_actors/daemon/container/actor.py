@@ -76,7 +76,13 @@ from containerd_actors.daemon.container.process import (
     no_such_process,
 )
 from containerd_actors.daemon.container.start import start_and_answer
-from containerd_actors.daemon.container.stdin import StdinAsk, StdinPort, refuse_closed
+from containerd_actors.daemon.container.stdin import (
+    StdinAsk,
+    StdinPort,
+    open_stdin_reply,
+    refuse_closed,
+    stdin_closed,
+)
 from containerd_actors.daemon.container.stdio import OutputView
 from containerd_actors.daemon.events.messages import EventDraft
 from containerd_actors.daemon.mailbox import (
@@ -145,7 +151,10 @@ class ContainerActor:
         self._metrics = deps.metrics
         self._oom_notify = deps.oom_notify
         self._faults = deps.faults
-        self._mailbox_send, self._mailbox = trio.open_memory_channel[ContainerMessage](MAILBOX_SIZE)
+        self._mailbox_send: trio.MemorySendChannel[ContainerMessage]
+        self._mailbox: trio.MemoryReceiveChannel[ContainerMessage]
+        # Unsubscripted: ``open_memory_channel[T]`` costs a trip through typing at every start.
+        self._mailbox_send, self._mailbox = trio.open_memory_channel(MAILBOX_SIZE)
         self._nursery: trio.Nursery | None = None
         self._phase = Phase.RUNNING
         self._status = "running"
@@ -289,6 +298,9 @@ class ContainerActor:
             case Ask(wire.WriteInput() | wire.ResizeTerminal(), _):
                 # Served in every phase: a process that is still running still reads its stdin.
                 self._to_stdin(message)
+            case Ask(wire.OpenStdin() as request, reply_to):
+                # Served in every phase, as a WriteInput is.
+                self._open_stdin(request, reply_to)
             case Ask(wire.ListCheckpoints(), reply_to):
                 # Also while exiting: a ``checkpoints create --exit`` is listed at once.
                 answer(reply_to, list_checkpoints(self._bundle_path))
@@ -366,7 +378,9 @@ class ContainerActor:
         self._outputs[pid] = view = launched.output.view
         if self._deps.process_routes is not None:
             self._deps.process_routes.add_view(self.id, view, self._mailbox_send, is_init=is_init)
-        nursery.start_soon(watch, process, is_init, self._exit_watcher, self._mailbox_send)
+        nursery.start_soon(
+            watch, process, is_init, self._exit_watcher, self._mailbox_send, launched.started_here
+        )
         return process
 
     async def _init_exited(self, status: int | None) -> None:
@@ -504,6 +518,20 @@ class ContainerActor:
             refuse_closed(ask, self.id, request.pid)  # an exited exec'd process
         else:
             fail(ask.reply_to, no_such_process(self.id, request.pid))
+
+    def _open_stdin(self, request: wire.OpenStdin, reply_to: ReplyTo) -> None:
+        """An ``OpenStdin`` the API server's routes did not hold (usually a closed stdin, or
+        a process being adopted); the same answer as theirs."""
+        process = self._process(request.pid)
+        if process is not None:
+            try:
+                answer(reply_to, open_stdin_reply(process.stdin, request.request_id))
+            except CommandError as error:
+                fail(reply_to, error)
+        elif request.pid in self._outputs:
+            fail(reply_to, stdin_closed(self.id, request.pid))  # an exited exec'd process
+        else:
+            fail(reply_to, no_such_process(self.id, request.pid))
 
     async def _release_kept_stdin(self, pid: int) -> None:
         process = self._process(pid)

@@ -4,8 +4,8 @@ Why not a task per pipe, as before: every container start then paid for two task
 nursery and trio's registration of each pipe in its epoll (about a tenth of the server's CPU per
 start), for pipes that most inits never write a byte to. Here each read end is registered in one
 epoll set of the hub's, and trio waits on that set's descriptor alone. When a pipe is readable the
-hub reads it into its log in that step, until the pipe is empty, as a drain task did (a log write
-never waits: see ``logs``).
+hub reads it into its log in that step, until the pipe is empty or for a few MiB at most (then
+the other tasks run before it reads on; a log write never waits: see ``logs``).
 
 What a process's drains guarantee is unchanged: each log is closed when its pipe reaches its end
 (EOF, or EIO from a pty master whose last slave closed), its read end is closed after its log,
@@ -28,12 +28,18 @@ from collections.abc import Callable
 import trio
 
 from containerd_actors.daemon.container.logs import DRAIN_READ_BYTES, RotatingLog
-from containerd_actors.daemon.container.stdio import ProcessOutput
+from containerd_actors.daemon.container.stdio import ProcessOutput, enlarge_pipe
 from containerd_actors.host.fds import close_quietly
 
 log = logging.getLogger(__name__)
 
 OnError = Callable[[BaseException], None]
+#: A pipe's buffer until it is enlarged (Linux's default): a read this long found it full.
+DEFAULT_PIPE_BYTES = 1 << 16
+
+#: Reads of one pipe (``DRAIN_READ_BYTES`` each) before the other tasks of the loop get their
+#: turn (``DrainHub._read``).
+DRAIN_READS_PER_ROUND = 4
 
 
 class ProcessDrains:
@@ -61,12 +67,14 @@ class ProcessDrains:
 
 
 class _Pipe:
-    __slots__ = ("drains", "fd", "log")
+    __slots__ = ("drains", "enlarged", "fd", "log")
 
     def __init__(self, fd: int, log: RotatingLog, drains: ProcessDrains) -> None:
         self.fd = fd
         self.log = log
         self.drains = drains
+        #: Whether its buffer has been enlarged (or tried): once a read finds it full.
+        self.enlarged = False
 
 
 class DrainHub:
@@ -110,8 +118,16 @@ class DrainHub:
             pipe.drains._ended(fd)
 
     def _read(self, pipe: _Pipe) -> None:
-        """Everything the pipe holds now, into its log; its end when the writers are gone."""
-        while True:
+        """What the pipe holds now, up to ``DRAIN_READS_PER_ROUND`` reads, into its log; its end
+        when the writers are gone.
+
+        Bounded because a writer as fast as these reads (``cat`` fed straight through its stdin
+        pipe, ``OpenStdin``) never lets the pipe run dry: reading until EAGAIN then held the
+        trio loop for as long as it wrote, and the ReadOutput that would follow the output
+        waited meanwhile, until the logs rotated out what it had not read. The epoll set is
+        level-triggered, so what is left is reported again after the other tasks have run.
+        """
+        for _ in range(DRAIN_READS_PER_ROUND):
             try:
                 data = os.read(pipe.fd, DRAIN_READ_BYTES)
             except BlockingIOError:
@@ -124,6 +140,10 @@ class DrainHub:
             if not data:
                 self.end(pipe.fd)
                 return
+            if len(data) >= DEFAULT_PIPE_BYTES and not pipe.enlarged:
+                # A process that fills the default buffer: fewer wake-ups per MiB from now on.
+                pipe.enlarged = True
+                enlarge_pipe(pipe.fd)
             pipe.log.write(data)
 
     async def serve(self) -> None:

@@ -145,7 +145,15 @@ def record_exec(id: str, paths: ContainerPaths, info: ProcessInfo, started: Exec
         output.close_logs()
         _abandon(started)
         raise CommandError(ErrorCode.RUNTIME_FAILED, f"cannot exec: {exc}; the process was killed") from None
-    return Launched(info, reaper_key(id, info.pid), started.pidfd, output, started.stdin_fd, started.out_fds)
+    return Launched(
+        info,
+        reaper_key(id, info.pid),
+        started.pidfd,
+        output,
+        started.stdin_fd,
+        started.out_fds,
+        started_here=True,
+    )
 
 
 def _abandon(started: ExecStarted) -> None:

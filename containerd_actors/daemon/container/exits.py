@@ -50,13 +50,17 @@ EXEC_EXIT_UNSEEN_REASON = (
 
 
 async def watch(
-    process: ContainerProcess, is_init: bool, exit_watcher: ExitWatcher, mailbox: ContainerMailbox
+    process: ContainerProcess,
+    is_init: bool,
+    exit_watcher: ExitWatcher,
+    mailbox: ContainerMailbox,
+    started_here: bool = False,
 ) -> None:
     """Wait for the process's exit and for its output to end, then tell the actor."""
     pid = process.pid
     status = exit_watcher.exited_while_away(pid)
     if status is None:
-        status = await exit_watcher.wait_for_exit(process.pidfd, pid)
+        status = await exit_watcher.wait_for_exit(process.pidfd, pid, started_here=started_here)
     with trio.move_on_after(DRAIN_GRACE_S):
         await process.drains.drained.wait()
     await mailbox.send(InitExited(status) if is_init else ExecExited(pid, status))

@@ -95,6 +95,13 @@ class RotatingLog:
     ``on_change`` is called after every write and at the end, so readers can wait without polling.
     """
 
+    @property
+    def rotated_path(self) -> Path:
+        """``<name>.1``, made when first needed: most logs never rotate, nor are read that far."""
+        if self._rotated_path is None:
+            self._rotated_path = self.path.with_name(self.path.name + ".1")
+        return self._rotated_path
+
     def __init__(
         self,
         path: Path,
@@ -115,7 +122,7 @@ class RotatingLog:
         for the container's life and four system calls fewer each.
         """
         self.path = path
-        self.rotated_path = path.with_name(path.name + ".1")
+        self._rotated_path: Path | None = None
         self.rotate_bytes = rotate_bytes
         self._on_change = on_change
         self._space = space if space is not None else space_of(path.parent)

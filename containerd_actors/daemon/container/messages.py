@@ -23,6 +23,7 @@ from containerd_actors.protocol import (
     DeleteCheckpoint,
     ListCheckpoints,
     MigrateContainer,
+    OpenStdin,
     ResizeTerminal,
     Signal,
     Stats,
@@ -42,6 +43,7 @@ ContainerRequest = (
     | DeleteCheckpoint
     | WriteInput
     | ResizeTerminal
+    | OpenStdin
     | MigrateContainer
 )
 

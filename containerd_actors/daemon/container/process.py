@@ -41,6 +41,9 @@ class Launched:
     stdin_fd: int
     #: The stdout and stderr read ends (a terminal has one output: stderr is -1).
     out_fds: tuple[int, int]
+    #: This server's runc started it (not adopted): its parent is this server's subreaper (see
+    #: ``ExitWatcher.wait_for_exit``).
+    started_here: bool = False
 
     def kept_fds(self) -> list[int]:
         """The ends the reaper keeps, in the order ``adopt`` expects them back."""

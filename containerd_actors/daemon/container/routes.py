@@ -40,18 +40,37 @@ class ProcessRoutes:
         self._ports: dict[tuple[str, int], StdinPort] = {}
         #: Each with the mailbox of the actor that owns its process.
         self._views: dict[tuple[str, int], tuple[OutputView, object]] = {}
+        #: The keys each container has in either table: ``forget`` runs at every actor's end, and
+        #: a scan of both tables made each exit (and a stop with N containers, N times) cost O(N).
+        self._keys: dict[str, set[tuple[str, int]]] = {}
+
+    def _index(self, key: tuple[str, int]) -> None:
+        self._keys.setdefault(key[0], set()).add(key)
+
+    def _unindex(self, key: tuple[str, int]) -> None:
+        if key in self._ports or key in self._views:
+            return
+        keys = self._keys.get(key[0])
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._keys[key[0]]
 
     def add_view(self, container_id: str, view: OutputView, owner: object, *, is_init: bool) -> None:
         """Serve ReadOutput of ``view``'s process from ``view`` while its actor (``owner``) runs."""
         self._views[(container_id, view.pid)] = (view, owner)
+        self._index((container_id, view.pid))
         if is_init:
             self._views[(container_id, INIT)] = (view, owner)
+            self._index((container_id, INIT))
 
     def remove_view(self, container_id: str, pid: int) -> None:
         """Stop serving an exited exec'd process's output (its actor dropped it and its logs)."""
         found = self._views.pop((container_id, pid), None)
+        self._unindex((container_id, pid))
         if found is not None and self._views.get((container_id, INIT), (None,))[0] is found[0]:
             del self._views[(container_id, INIT)]
+            self._unindex((container_id, INIT))
 
     def view(self, container_id: str, pid: int) -> OutputView | None:
         """The output of that process, or None: ask the supervisor."""
@@ -63,24 +82,34 @@ class ProcessRoutes:
         if port.closed:
             return
         self._ports[(port.container_id, port.pid)] = port
+        self._index((port.container_id, port.pid))
         if is_init:
             self._ports[(port.container_id, INIT)] = port
+            self._index((port.container_id, INIT))
 
     def remove(self, port: StdinPort) -> None:
         """Stop routing to ``port`` (closed); a successor's port under its keys stays."""
         for key in ((port.container_id, port.pid), (port.container_id, INIT)):
             if self._ports.get(key) is port:
                 del self._ports[key]
+                self._unindex(key)
 
     def forget(self, container_id: str, owner: object) -> None:
         """Stop routing to the ports and views of the actor whose mailbox is ``owner`` (its run
         has ended)."""
-        for key, port in list(self._ports.items()):
-            if key[0] == container_id and port.owner is owner:
+        for key in list(self._keys.get(container_id, ())):
+            port = self._ports.get(key)
+            if port is not None and port.owner is owner:
                 del self._ports[key]
-        for key, (_, view_owner) in list(self._views.items()):
-            if key[0] == container_id and view_owner is owner:
+            found = self._views.get(key)
+            if found is not None and found[1] is owner:
                 del self._views[key]
+            self._unindex(key)
+
+    def port(self, container_id: str, pid: int) -> StdinPort | None:
+        """The open stdin port of that process, or None: ask the supervisor (``OpenStdin``)."""
+        port = self._ports.get((container_id, pid))
+        return None if port is None or port.closed else port
 
     def offer(self, ask: StdinAsk) -> bool:
         """Hand ``ask`` to its process's open port, which answers it; False: send it the long way."""

@@ -193,6 +193,7 @@ async def start_init(
         output,
         stdin_fd,
         out_fds,
+        started_here=True,
     )
     return StartedInit(launched, bundle_path, process_spec)
 

@@ -11,6 +11,7 @@ closes it directly when no task was ever needed.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import struct
 import termios
@@ -21,7 +22,9 @@ from containerd_actors.daemon.container.messages import ContainerMailbox, InputC
 from containerd_actors.daemon.container.routes import ProcessRoutes
 from containerd_actors.daemon.mailbox import Ask, CommandError, ReplyTo, answer, fail
 from containerd_actors.host.fds import close_quietly
-from containerd_actors.protocol import ErrorCode, ResizeTerminal, WriteInput
+from containerd_actors.protocol import ErrorCode, OpenStdinReply, ResizeTerminal, WriteInput
+
+log = logging.getLogger(__name__)
 
 #: A WriteInput to a process that does not read its stdin gives up after this and reports how
 #: much it wrote, so a stuck process cannot hold an API worker.
@@ -48,6 +51,28 @@ def cannot_resize(reason: str) -> CommandError:
 
 
 NO_TERMINAL = "the process has no terminal"
+
+
+def open_stdin_reply(port: StdinPort, request_id: str) -> OpenStdinReply:
+    """Answer an ``OpenStdin`` for ``port``'s process: where its pipe's write end can be opened.
+
+    Served wherever the port is found (the API worker through ``ProcessRoutes``, or the actor),
+    at once and without the port's task: it only names the fd. The fd stays the port's alone;
+    the client opens its own file description of the same pipe (blocking, however this one is
+    set), so the two writers never share an offset or flags.
+    """
+    if port.terminal:
+        raise CommandError(
+            ErrorCode.INVALID_STATE,
+            f"process {port.pid} in {port.container_id!r} has a terminal: its input is a pty, "
+            "written with WriteInput",
+        )
+    fd = port.fileno()
+    if fd < 0:
+        raise stdin_closed(port.container_id, port.pid)
+    found = os.fstat(fd)
+    log.debug("stdin of process %d in %r opened for a local client (fd %d)", port.pid, port.container_id, fd)
+    return OpenStdinReply(request_id, f"/proc/{os.getpid()}/fd/{fd}", found.st_ino, found.st_dev)
 
 
 def refuse_closed(ask: StdinAsk, container_id: str, pid: int) -> None:
@@ -102,8 +127,19 @@ class StdinPort:
         #: Ordered writes that arrived ahead of a gap, by (writer, offset), with when they give up.
         self._parked: dict[tuple[str, int], tuple[Ask[WriteInput], float]] = {}
         self._routes = routes
+        #: Bytes written through WriteInput (logged when the port closes: how a client wrote).
+        self.written = 0
         if routes is not None:
             routes.add(self, is_init=is_init)
+
+    @property
+    def stopping(self) -> bool:
+        """Its actor is stopping (a crash, or the container's end): requests go the long way."""
+        return self._nursery.cancel_scope.cancel_called
+
+    def fileno(self) -> int:
+        """The pipe's write end (or pty master), -1 once closed (``open_stdin_reply``)."""
+        return -1 if self.closed else self._fd
 
     @property
     def owner(self) -> object:
@@ -127,7 +163,7 @@ class StdinPort:
         port has closed, or its actor is stopping or gone)."""
         if self.closed or (isinstance(ask.request, ResizeTerminal) and not self.terminal):
             return False
-        if self._nursery.cancel_scope.cancel_called:
+        if self.stopping:
             # Its actor is stopping (a crash, or the container's end): the supervisor hands the
             # request to the actor's mailbox, which a crashed actor gives to its successor.
             return False
@@ -258,12 +294,14 @@ class StdinPort:
             fail(reply_to, stdin_closed(self.container_id, self.pid))
             return 0
         except trio.Cancelled:
+            self.written += written
             # The process exited while we waited for it to read: report what got through.
             if written or skip:
                 answer(reply_to, skip + written)
             else:
                 fail(reply_to, stdin_closed(self.container_id, self.pid))
             raise
+        self.written += written
         if not (request.close and written == len(data)):
             answer(reply_to, skip + written)
         elif self.terminal:
@@ -296,5 +334,11 @@ class StdinPort:
             self._routes.remove(self)
         fd, self._fd = self._fd, -1
         if fd >= 0:
+            log.debug(
+                "stdin of process %d in %r closed; %d bytes written by WriteInput",
+                self.pid,
+                self.container_id,
+                self.written,
+            )
             trio.lowlevel.notify_closing(fd)
             close_quietly(fd)

@@ -20,6 +20,7 @@ never half of one.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
@@ -27,6 +28,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,11 +67,11 @@ class ContainerPaths:
         return cls(
             directory,
             logs,
-            record=directory / "container.json",
-            pid_file=directory / "init.pid",
-            runc_log=directory / "runc.log",
-            stdout_log=logs / "stdout.log",
-            stderr_log=logs / "stderr.log",
+            record=child_path(directory, "container.json"),
+            pid_file=child_path(directory, "init.pid"),
+            runc_log=child_path(directory, "runc.log"),
+            stdout_log=child_path(logs, "stdout.log"),
+            stderr_log=child_path(logs, "stderr.log"),
         )
 
     @property
@@ -127,9 +129,12 @@ class ContainerPaths:
 
         The logs of an earlier container with the same id are removed: the id is being reused.
         """
-        self.directory.mkdir(mode=0o700)
-        self.remove_logs()
-        self.logs.mkdir(mode=0o700, parents=True)
+        os.mkdir(self.directory, 0o700)
+        try:
+            os.mkdir(self.logs, 0o700)
+        except FileExistsError:  # the id is reused: its earlier logs go (rare; a mkdir is the usual case)
+            self.remove_logs()
+            self.logs.mkdir(mode=0o700, parents=True)
 
     def remove(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -392,12 +397,19 @@ class Intent:
 
 def complete_intent(path: Path) -> None:
     """The step is over (done or undone): nothing is left for a reconcile to find out."""
-    path.unlink(missing_ok=True)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def read_intent(path: Path) -> Intent:
     """Raises ValueError (or OSError) when the file is not a well-formed intent."""
     return Intent.parse(json.loads(path.read_bytes()))
+
+
+#: ``json.dumps`` with any option builds an encoder per call; two records per start share this one.
+_RECORD_ENCODER = json.JSONEncoder(sort_keys=True)
 
 
 def write_json_atomically(path: Path, value: Any) -> None:
@@ -411,8 +423,9 @@ def write_json_atomically(path: Path, value: Any) -> None:
     raises ``OSError`` naming ``path``, so the caller can refuse cleanly; a space error also marks
     the state directory full (see ``space``).
     """
-    tmp = path.with_name(f".{path.name}.tmp")
-    data = json.dumps(value, sort_keys=True).encode()
+    directory, name = os.path.split(path)  # strings: no Path made on every start's two writes
+    tmp = os.path.join(directory, f".{name}.tmp")
+    data = _RECORD_ENCODER.encode(value).encode()
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
@@ -426,9 +439,10 @@ def write_json_atomically(path: Path, value: Any) -> None:
             os.close(fd)
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         if is_space_error(exc):
-            space_of(path.parent).report_failure(exc, f"writing {path}")
+            space_of(Path(directory)).report_failure(exc, f"writing {path}")
         raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
@@ -456,7 +470,17 @@ def migrated_bundle(state_dir: Path, id: str, token: str) -> Path:
 
 def container_paths(state_dir: Path, id: str) -> ContainerPaths:
     containers, logs = _parent_dirs(state_dir)
-    return ContainerPaths.of(containers / id, logs / id)
+    return ContainerPaths.of(child_path(containers, id), child_path(logs, id))
+
+
+def _join(parent: Path, name: str) -> Path:
+    return parent / name
+
+
+#: ``parent / name`` for a plain name (no separator, not ``..``), without parsing ``name`` again:
+#: pathlib's own way of making a directory's entries (3.11: about 0.3 us, against 1.3 us for
+#: ``/``). A start makes nine such paths. Falls back to ``/`` where pathlib has no such method.
+child_path: Callable[[Path, str], Path] = getattr(Path, "_make_child_relpath", _join)
 
 
 @functools.lru_cache(maxsize=8)

@@ -46,7 +46,7 @@ from containerd_actors.daemon.container.messages import (
 from containerd_actors.daemon.container.process import no_such_process
 from containerd_actors.daemon.container.routes import ProcessRoutes
 from containerd_actors.daemon.container.slots import StartSlots
-from containerd_actors.daemon.container.stdin import refuse_closed
+from containerd_actors.daemon.container.stdin import refuse_closed, stdin_closed
 from containerd_actors.daemon.container.stdio import OutputView
 from containerd_actors.daemon.events.messages import EventDraft, EventsMailbox
 from containerd_actors.daemon.faults import NO_FAULTS, FaultHook
@@ -75,6 +75,7 @@ from containerd_actors.protocol import (
     ErrorCode,
     EventType,
     ListCheckpoints,
+    OpenStdin,
     ReadOutput,
     ResizeTerminal,
     State,
@@ -245,7 +246,7 @@ class Supervisor:
             actor.mailbox,
             restarts=RestartWindow(self._restarts_per_minute),
             request_id=request_id,
-            bundle=str(Path(bundle)),
+            bundle=bundle,
         )
         return actor
 
@@ -275,7 +276,7 @@ class Supervisor:
         entry = self._registry.get(request.id)
         if entry is None or entry.request_id != request.request_id:
             return False  # the usual case: no Path made to compare bundles
-        if entry.bundle == str(Path(request.bundle)):
+        if entry.bundle == request.bundle or Path(entry.bundle) == Path(request.bundle):
             if entry.snapshot is not None:
                 answer(reply_to, entry.snapshot.info.pid)
             else:
@@ -366,6 +367,11 @@ class Supervisor:
                     refuse_closed(ask, id, pid)
                     return
                 fail(ask.reply_to, no_such_process(id, ask.request.pid))
+                return
+            if exited is not None and isinstance(ask.request, OpenStdin):
+                pid = ask.request.pid or exited.init_pid
+                known = pid in exited.outputs
+                fail(ask.reply_to, stdin_closed(id, pid) if known else no_such_process(id, ask.request.pid))
                 return
             fail(ask.reply_to, CommandError(ErrorCode.NOT_FOUND, f"no such container: {id!r}"))
             return

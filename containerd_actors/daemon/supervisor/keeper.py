@@ -48,8 +48,8 @@ class PipeKeeper:
 
     # ------------------------------------------------------------------ ExitWatcher
 
-    async def wait_for_exit(self, pidfd: int, pid: int) -> int | None:
-        status = await self._inner.wait_for_exit(pidfd, pid)
+    async def wait_for_exit(self, pidfd: int, pid: int, *, started_here: bool = False) -> int | None:
+        status = await self._inner.wait_for_exit(pidfd, pid, started_here=started_here)
         self._exits[pid] = status
         return status
 

@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""The API server's own CPU per container start, with a stand-in for runc; trees compared in one run.
+
+Against real runc (`scripts/bench_start.py`) the server's share is a few per cent of a start's CPU and
+the machine's load moves it by more than a change does. Here runc is a small shell script (written into
+the work dir) that starts `sleep` with the stdio it is given and writes its pid, so what is measured is
+the daemon's own work per start: the request, the actors, the state directory, the spawn and reap of
+"runc", the reaper link, the event. The API server's CPU is the sum of its threads' schedstat run time
+(nanoseconds), read around each round.
+
+Each tree given (a checkout's top directory; default: this one) gets a fresh daemon started from that
+directory (`python -m` imports the code of its working directory), 50 unmeasured starts, then
+`--rounds` rounds of `-n` starts from `--clients` client tasks, the trees' rounds alternating (order
+reversed every other round) so that both see the same machine. With two trees the paired ratio
+(second / first, round by round) is printed too: the number to quote on a loaded machine.
+
+    .venv/bin/python scripts/bench_daemon_cost.py [TREE ...] [-n 300] [--rounds 8] [--clients 100] [-c 10]
+
+Every container stays running until the end (as in bench_start), 7 descriptors each: keep
+`(rounds + 1) * n` well under the daemon's open-file limit (the default keeps 2,450 per daemon).
+At the end the daemons are stopped by pid, the `sleep` inits are killed by the pids the stand-in
+recorded and reaped (this script is their subreaper), and the work dir is removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import trio
+from bench_start import default_workdir, drive
+from benchlib import daemon_pids, make_bundle, progress, remove_workdir, threads_cpu_s
+from support.daemon import DaemonHandle, start_daemon, stop_daemon
+
+from containerd_actors.client import Client
+from containerd_actors.host.reaping import become_child_subreaper
+
+#: Starts before the measured rounds: imports, caches and the first actors' allocations.
+WARM_UP_STARTS = 50
+
+#: The stand-in: `run` starts `sleep` with runc's stdio (the container's pipes) and writes its pid to
+#: the pid file and to `<root>/<id>/pid` (for the cleanup); `delete` kills it; `list` and `ps` know
+#: nothing. POSIX sh, so that its own start costs the machine little.
+FAKE_RUNC = """#!/bin/sh
+root=
+while [ $# -gt 0 ]; do
+  case $1 in
+    --root) root=$2; shift 2;;
+    --log|--log-format) shift 2;;
+    *) break;;
+  esac
+done
+cmd=$1; shift
+pidfile=
+for a in "$@"; do id=$a; done
+while [ $# -gt 0 ]; do
+  case $1 in --pid-file) pidfile=$2; shift 2;; *) shift;; esac
+done
+case $cmd in
+  run)
+    mkdir -p "$root/$id"
+    sleep 1000000 <&0 &
+    echo $! > "$root/$id/pid"
+    echo $! > "$pidfile"
+    exit 0;;
+  delete)
+    [ -f "$root/$id/pid" ] && kill -9 "$(cat "$root/$id/pid")" 2>/dev/null
+    rm -rf "$root/$id"; exit 0;;
+  list|ps) echo null; exit 0;;
+  *) exit 0;;
+esac
+"""
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("trees", nargs="*", help="checkouts whose daemons to measure (default: this one)")
+    parser.add_argument("-n", type=int, default=300, help="starts per round (default 300)")
+    parser.add_argument("--rounds", type=int, default=8, help="measured rounds per tree (default 8)")
+    parser.add_argument("--clients", type=int, default=100, help="concurrent client tasks (default 100)")
+    parser.add_argument("-c", "--concurrency", type=int, default=10, help="the daemon's -c (default 10)")
+    parser.add_argument("--workdir", default=None, help="where the state dirs go (default: a tmpfs)")
+    args = parser.parse_args(argv)
+    this_checkout = Path(__file__).resolve().parent.parent
+    args.trees = [str(Path(tree).resolve()) for tree in args.trees] or [str(this_checkout)]
+    return args
+
+
+async def start_in(tree: str, state_dir: Path, fake: Path, concurrency: int) -> DaemonHandle:
+    """A daemon of ``tree``'s code: started from that directory."""
+    here = os.getcwd()
+    os.chdir(tree)
+    try:
+        return await start_daemon(
+            state_dir, "-c", str(concurrency), "--runtime", str(fake), debug=False, own_session=True
+        )
+    finally:
+        os.chdir(here)
+
+
+async def starts(daemon: DaemonHandle, bundle: Path, prefix: str, n: int, clients: int) -> None:
+    async with Client.connect(daemon.address) as client:
+
+        async def start_one(i: int) -> None:
+            await client.create_container(f"{prefix}-{i}", str(bundle))
+
+        _latencies, errors, _wall = await drive(n, clients, start_one)
+    if errors:
+        raise RuntimeError(f"{len(errors)} starts failed, the first: {errors[0]}")
+
+
+async def measure(args: argparse.Namespace, work: Path) -> list[list[float]]:
+    """API server CPU per start (ms) of each tree, round by round."""
+    become_child_subreaper()  # the inits come to us when the daemons' reapers stop
+    bundle = make_bundle(work)
+    fake = work / "fake-runc"
+    fake.write_text(FAKE_RUNC)
+    fake.chmod(0o755)
+    daemons: list[DaemonHandle] = []
+    try:
+        for index, tree in enumerate(args.trees):
+            daemons.append(await start_in(tree, work / f"state{index}", fake, args.concurrency))
+        servers = [daemon_pids(daemon.pid)[-1] for daemon in daemons]
+        for index, daemon in enumerate(daemons):
+            await starts(daemon, bundle, f"w{os.getpid()}-{index}", WARM_UP_STARTS, args.clients)
+        per_start: list[list[float]] = [[] for _ in daemons]
+        for round_number in range(args.rounds):
+            order = list(range(len(daemons)))
+            if round_number % 2:
+                order.reverse()
+            for index in order:
+                before = threads_cpu_s(servers[index])
+                prefix = f"b{os.getpid()}-{index}-{round_number}"
+                await starts(daemons[index], bundle, prefix, args.n, args.clients)
+                per_start[index].append((threads_cpu_s(servers[index]) - before) / args.n * 1000)
+            progress(f"round {round_number + 1}/{args.rounds} done")
+        return per_start
+    finally:
+        with trio.CancelScope(shield=True):
+            await retire(daemons)
+
+
+async def retire(daemons: list[DaemonHandle]) -> None:
+    """Stop the daemons, then kill and reap the `sleep` inits the stand-in started."""
+    pids = []
+    for daemon in daemons:
+        for pid_file in daemon.runc_root.glob("*/pid"):
+            try:
+                pids.append(int(pid_file.read_text()))
+            except (OSError, ValueError):
+                continue
+        await stop_daemon(daemon)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+    for pid in pids:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            continue
+
+
+def report(args: argparse.Namespace, per_start: list[list[float]]) -> None:
+    print(f"API server CPU per start (ms), fake runc, {args.rounds} x {args.n} starts, -c {args.concurrency}")
+    for tree, values in zip(args.trees, per_start, strict=True):
+        rounds = " ".join(f"{value:.3f}" for value in values)
+        print(f"  {tree}: median {statistics.median(values):.3f}  (rounds {rounds})")
+    if len(per_start) == 2:
+        ratios = [second / first for first, second in zip(*per_start, strict=True)]
+        listed = " ".join(f"{ratio:.2f}" for ratio in ratios)
+        print(f"  second / first, round by round: median {statistics.median(ratios):.3f}  ({listed})")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="daemon-cost-", dir=args.workdir or default_workdir()))
+    try:
+        per_start = trio.run(measure, args, work)
+    finally:
+        remove_workdir(work, keep_logs=False)
+    report(args, per_start)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
