@@ -100,6 +100,11 @@ class Styler:
         self._stream: TextIO = console.file if console is not None else stream
         self._cache: dict[tuple[str, str], str] = {}
 
+    @property
+    def plain(self) -> bool:
+        """Whether this styler writes plain text (no console): then ``styler(text, style)`` is ``text``."""
+        return self._console is None
+
     @classmethod
     def for_stream(cls, stream: TextIO, console: Console | None = None) -> Styler:
         """Use ``console`` if given, else a fresh one when ``stream`` is a terminal, else plain text."""
@@ -122,7 +127,8 @@ class Styler:
 
     def write_lines(self, lines: Iterable[str]) -> None:
         """Write lines and flush, so a live stream reaches ``| grep`` at once."""
-        self._stream.write("".join(line + "\n" for line in lines))
+        lines = list(lines)
+        self._stream.write("\n".join(lines) + "\n" if lines else "")
         self._stream.flush()
 
 
@@ -152,13 +158,36 @@ def layout_row(
 # --------------------------------------------------------------------------- containers
 
 
-def container_row(container: ContainerInfo) -> tuple[str, str, str, str]:
-    """One table row: the original's ``ID PATH STATUS PID1`` (PATH is the bundle, PID1 the init pid)."""
-    return (container.id, container.bundle, container.status, str(container.pid))
-
-
 def column_widths(rows: Sequence[Sequence[str]]) -> list[int]:
     return [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+
+
+def container_columns(containers: Sequence[ContainerInfo]) -> list[list[str]]:
+    """The table's cells, column by column: the original's ``ID PATH STATUS PID1`` (PATH is the
+    bundle, PID1 the init pid)."""
+    return [
+        [c.id for c in containers],
+        [c.bundle for c in containers],
+        [c.status for c in containers],
+        [str(c.pid) for c in containers],
+    ]
+
+
+def plain_table(titles: Sequence[str], columns: Sequence[Sequence[str]], gap: str) -> list[str]:
+    """The lines ``layout_row`` makes of the header and rows (``columns``, column by column: the
+    cells of row i are ``columns[j][i]``), without colour: each column's cells padded at once
+    (``str.ljust`` pads by code points, as ``len`` counts them), then joined row by row.
+
+    Why not ``layout_row`` per row: ``actr containers`` with 1,000 containers spent ~1 ms in it,
+    and this takes a third of that."""
+    widths = [
+        max(len(title), max(map(len, cells), default=0)) for title, cells in zip(titles, columns, strict=True)
+    ]
+    padded = [
+        [cell.ljust(width) for cell in cells] for cells, width in zip(columns[:-1], widths[:-1], strict=True)
+    ]
+    header = layout_row(titles, widths, gap)
+    return [header, *map(gap.join, zip(*padded, columns[-1], strict=True))]
 
 
 def containers_lines(
@@ -168,16 +197,21 @@ def containers_lines(
 
     With ``hosts`` (one per container: the daemons of several ``--address``), a HOST column leads.
     """
-    rows = [container_row(container) for container in containers]
-    columns = CONTAINER_COLUMNS
+    containers = list(containers)
+    titles: tuple[str, ...] = CONTAINER_COLUMNS
+    columns = container_columns(containers)
     if hosts is not None:
-        columns = ("HOST", *CONTAINER_COLUMNS)
-        rows = [(host, *row) for host, row in zip(hosts, rows, strict=True)]
-    widths = column_widths([columns, *rows])
-    header = layout_row(columns, widths, COLUMN_GAP)
-    lines = [styler(header, HEADER_STYLE) if styler is not None else header]
-    status_at = columns.index("STATUS")
-    styles = [""] * len(columns)
+        if len(hosts) != len(containers):
+            raise ValueError(f"{len(hosts)} hosts for {len(containers)} containers")
+        titles = ("HOST", *CONTAINER_COLUMNS)
+        columns = [list(hosts), *columns]
+    if styler is None or styler.plain:
+        return plain_table(titles, columns, COLUMN_GAP)
+    rows = list(zip(*columns, strict=True))
+    widths = column_widths([titles, *rows])
+    lines = [styler(layout_row(titles, widths, COLUMN_GAP), HEADER_STYLE)]
+    status_at = titles.index("STATUS")
+    styles = [""] * len(titles)
     for row in rows:
         styles[status_at] = STATUS_STYLES.get(row[status_at], "")
         lines.append(layout_row(row, widths, COLUMN_GAP, styles, styler))

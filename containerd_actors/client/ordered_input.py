@@ -17,7 +17,6 @@ written once. The EOF goes last, once every byte before it is acknowledged.
 from __future__ import annotations
 
 import os
-import secrets
 from collections import deque
 from collections.abc import Sequence
 
@@ -47,7 +46,9 @@ class OrderedInput:
     def __init__(self, clients: Sequence[BlockingClient], id: str, pid: int) -> None:
         self._id = id
         self._pid = pid
-        self._writer = f"{os.getpid()}-{secrets.token_hex(6)}"
+        # os.urandom as secrets.token_hex takes it: importing secrets (hmac, OpenSSL's hashlib,
+        # random) was ~4 ms of every ``exec -a``, which imports this module to attach.
+        self._writer = f"{os.getpid()}-{os.urandom(6).hex()}"
         self._free = deque(clients)
         #: (client, offset, data) of each request in flight, oldest first.
         self._flying: deque[tuple[BlockingClient, int, bytes | memoryview]] = deque()

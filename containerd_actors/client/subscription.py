@@ -14,6 +14,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Protocol
 
+# Before attrs: its own classes' methods, and then these, from the cache (``attrs_code``).
+from containerd_actors.protocol import attrs_code  # noqa: F401
+
+# isort: split
 import attrs
 import pynng
 import trio

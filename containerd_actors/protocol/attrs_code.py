@@ -32,6 +32,7 @@ import marshal
 import os
 import re
 import sys
+import threading
 from collections.abc import Mapping
 from types import CodeType, ModuleType
 from typing import Any
@@ -134,12 +135,89 @@ def _compile_while_attrs_imports(source: Any, filename: Any, mode: str, *args: A
     return _builtin_compile(source, filename, mode, *args, **kwargs)
 
 
+def _cpython() -> str:
+    """``platform.python_implementation()`` of CPython (the only interpreter it stands in for)."""
+    return "CPython"
+
+
+#: Modules attrs imports but needs nothing of, or one answer that is known without them, for the
+#: wire types: each put in ``sys.modules`` unexecuted (with those answers) until something else
+#: uses it. ``tokenize`` (through ``linecache``) reads a real source file, for a traceback (~0.7 ms
+#: of every one-shot command); of ``platform`` attrs asks only ``python_implementation()``, once, to
+#: know whether it runs on PyPy (~1.2 ms, most of it compiling regular expressions). Not ``inspect``:
+#: defining attrs' own ``validators`` reads a converter's ``inspect.signature``, so it would run at
+#: once.
+_DEFERRED_FOR_ATTRS: dict[str, dict[str, Any]] = {
+    "tokenize": {},
+    **({"platform": {"python_implementation": _cpython}} if sys.implementation.name == "cpython" else {}),
+}
+
+
+class _Deferred(ModuleType):
+    """A module whose code runs on the first use of a name it defines (and has not been given).
+
+    Not ``importlib.util.LazyLoader``: its module loads on any attribute look-up, and an ``import``
+    statement of a module already in ``sys.modules`` looks up ``__spec__`` (is it still
+    initialising?), so the next ``import tokenize`` would load it at once. Here
+    ``__getattr__`` runs only for names not in the namespace yet, and ``__spec__``, ``__name__``
+    and the import system's other attributes are there from the start.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        spec = self.__spec__
+        if spec is None or spec.loader is None:
+            raise AttributeError(name)
+        with _deferred_lock:
+            if type(self) is _Deferred:  # not run by another thread meanwhile
+                self.__class__ = ModuleType
+                try:
+                    spec.loader.exec_module(self)
+                except BaseException:
+                    sys.modules.pop(spec.name, None)  # as a failed import leaves it
+                    raise
+        return getattr(self, name)
+
+
+_deferred_lock = threading.RLock()
+
+
+def _defer(name: str, known: dict[str, Any]) -> None:
+    """Put ``name`` in ``sys.modules`` as a ``_Deferred`` module holding ``known`` (names whose
+    values are the module's own, as it would define them), unless it is imported already or is not
+    an ordinary module of source or bytecode. Whoever uses another name gets the real module then,
+    at the cost its import would have had, and its own definitions of ``known`` too."""
+    if name in sys.modules:
+        return
+    import importlib.machinery
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or not isinstance(
+        spec.loader, importlib.machinery.SourceFileLoader | importlib.machinery.SourcelessFileLoader
+    ):
+        return
+    module = importlib.util.module_from_spec(spec)
+    module.__dict__.update(known)
+    module.__class__ = _Deferred
+    sys.modules[name] = module
+
+
+#: Whether attrs was imported here (its own classes' methods from the cache), not before this
+#: module: every module of ours that imports attrs imports this first (a test checks it per command).
+imported_attrs = False
+
+
 def _import_attrs() -> ModuleType:
-    """``attr._make``, imported (if attrs is not yet) with its own classes' methods from the cache."""
+    """``attr._make``, imported (if attrs is not yet) with its own classes' methods from the cache,
+    and without executing ``_DEFERRED_FOR_ATTRS`` until something uses them."""
+    global imported_attrs
     if "attr" in sys.modules:
         import attr._make
 
         return attr._make
+    imported_attrs = True
+    for name, known in _DEFERRED_FOR_ATTRS.items():
+        _defer(name, known)
     builtins.compile = _compile_while_attrs_imports
     try:
         import attr._make

@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+# Before attrs: its own classes' methods, and then these, from the cache (``attrs_code``).
+from containerd_actors.protocol import attrs_code  # noqa: F401
+
+# isort: split
 from attrs import Attribute, field, fields, frozen
 
-from containerd_actors.protocol import attrs_code  # noqa: F401 - before any class: compiled methods cached
 from containerd_actors.protocol.validators import InvalidField, event_kind, event_kinds, non_negative
 
 

@@ -10,6 +10,10 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+# Before attrs: its own classes' methods, and then these, from the cache (``attrs_code``).
+from containerd_actors.protocol import attrs_code  # noqa: F401
+
+# isort: split
 import attrs
 
 from containerd_actors.protocol.replies import ErrorReply

@@ -19,6 +19,10 @@ These types live in their own module so that the requests' and replies' modules 
 
 from __future__ import annotations
 
+# Before attrs: its own classes' methods, and then these, from the cache (``attrs_code``).
+from containerd_actors.protocol import attrs_code  # noqa: F401
+
+# isort: split
 from attrs import field, frozen
 
 from containerd_actors.protocol.validators import InvalidField, non_negative, valid_id

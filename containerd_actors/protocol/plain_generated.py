@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from containerd_actors.protocol.records import Checkpoint, ContainerInfo, MachineInfo, ProcessInfo, User
 from containerd_actors.protocol.replies import AddProcessReply, CreateCheckpointReply, CreateContainerReply, DeleteCheckpointReply, ErrorReply, EventsReply, ListCheckpointsReply, LogFileSpan, MetricsReply, OpenStdinReply, PingReply, ReadOutputReply, ResizeTerminalReply, SignalReply, StateReply, StatsReply, UpdateContainerReply, WriteInputReply
 from containerd_actors.protocol.requests import AddProcess, CreateCheckpoint, CreateContainer, DeleteCheckpoint, Events, ListCheckpoints, Metrics, OpenStdin, Ping, ReadOutput, ResizeTerminal, Signal, State, Stats, UpdateContainer, WriteInput
-from containerd_actors.protocol.plain_hooks import s_bool, s_bytes, s_dict, s_float, s_int, s_list, s_object, s_str, u_bool, u_bytes, u_dict, u_float, u_int, u_list, u_str
+from containerd_actors.protocol.plain_hooks import Unsure, s_bool, s_bytes, s_dict, s_float, s_int, s_list, s_list_of, s_str, u_bool, u_bytes, u_dict, u_float, u_int, u_list, u_str
 
 if TYPE_CHECKING:
     from containerd_actors.protocol.events import Event
@@ -22,610 +22,557 @@ if TYPE_CHECKING:
 
 
 def s_PingReply(o: Any) -> PingReply:
-    o = s_object(o)
-    k = {
-        "request_id": s_str(o['request_id']),
-        "daemon_id": s_str(o['daemon_id']),
-        "version": s_str(o['version']),
-        "events_address": s_str(o['events_address']),
-        "events_subscribers": s_int(o['events_subscribers']),
-        "last_event_seq": s_int(o['last_event_seq']),
-    }
-    if "events_batch_address" in o:
-        k["events_batch_address"] = (None if o['events_batch_address'] is None else s_str(o['events_batch_address']))
-    if "protocol_version" in o:
-        k["protocol_version"] = s_int(o['protocol_version'])
-    if "remote_events_address" in o:
-        k["remote_events_address"] = (None if o['remote_events_address'] is None else s_str(o['remote_events_address']))
-    if "remote_events_batch_address" in o:
-        k["remote_events_batch_address"] = (None if o['remote_events_batch_address'] is None else s_str(o['remote_events_batch_address']))
-    if "journal_id" in o:
-        k["journal_id"] = s_str(o['journal_id'])
-    return PingReply(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_request_id = o['request_id']
+    f_daemon_id = o['daemon_id']
+    f_version = o['version']
+    f_events_address = o['events_address']
+    f_events_subscribers = o['events_subscribers']
+    f_last_event_seq = o['last_event_seq']
+    f_events_batch_address = (None if o['events_batch_address'] is None else s_str(o['events_batch_address'])) if 'events_batch_address' in o else None
+    f_protocol_version = o['protocol_version'] if 'protocol_version' in o else 0
+    f_remote_events_address = (None if o['remote_events_address'] is None else s_str(o['remote_events_address'])) if 'remote_events_address' in o else None
+    f_remote_events_batch_address = (None if o['remote_events_batch_address'] is None else s_str(o['remote_events_batch_address'])) if 'remote_events_batch_address' in o else None
+    f_journal_id = o['journal_id'] if 'journal_id' in o else ''
+    if type(f_request_id) is not str or type(f_daemon_id) is not str or type(f_version) is not str or type(f_events_address) is not str or type(f_events_subscribers) is not int or type(f_last_event_seq) is not int or type(f_protocol_version) is not int or type(f_journal_id) is not str:
+        raise Unsure
+    return PingReply(f_request_id, f_daemon_id, f_version, f_events_address, f_events_subscribers, f_last_event_seq, f_events_batch_address, f_protocol_version, f_remote_events_address, f_remote_events_batch_address, f_journal_id)
 
 
 def s_CreateContainerReply(o: Any) -> CreateContainerReply:
-    o = s_object(o)
-    k = {
-        "request_id": s_str(o['request_id']),
-        "pid": s_int(o['pid']),
-    }
-    return CreateContainerReply(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_request_id = o['request_id']
+    f_pid = o['pid']
+    if type(f_request_id) is not str or type(f_pid) is not int:
+        raise Unsure
+    return CreateContainerReply(f_request_id, f_pid)
 
 
 def s_SignalReply(o: Any) -> SignalReply:
-    o = s_object(o)
-    k = {
-        "request_id": s_str(o['request_id']),
-    }
-    return SignalReply(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_request_id = o['request_id']
+    if type(f_request_id) is not str:
+        raise Unsure
+    return SignalReply(f_request_id)
 
 
 def s_StateReply(o: Any) -> StateReply:
-    o = s_object(o)
-    k = {
-        "request_id": s_str(o['request_id']),
-        "containers": [s_ContainerInfo(i0) for i0 in s_list(o['containers'])],
-        "machine": s_MachineInfo(o['machine']),
-    }
-    return StateReply(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_request_id = o['request_id']
+    f_containers = [s_ContainerInfo(i0) for i0 in s_list(o['containers'])]
+    f_machine = s_MachineInfo(o['machine'])
+    if type(f_request_id) is not str:
+        raise Unsure
+    return StateReply(f_request_id, f_containers, f_machine)
 
 
 def s_CreateCheckpointReply(o: Any) -> CreateCheckpointReply:
-    o = s_object(o)
-    k = {
-        "request_id": s_str(o['request_id']),
-        "checkpoint": s_Checkpoint(o['checkpoint']),
-    }
-    return CreateCheckpointReply(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_request_id = o['request_id']
+    f_checkpoint = s_Checkpoint(o['checkpoint'])
+    if type(f_request_id) is not str:
+        raise Unsure
+    return CreateCheckpointReply(f_request_id, f_checkpoint)
 
 
 def s_ListCheckpointsReply(o: Any) -> ListCheckpointsReply:
-    o = s_object(o)
-    k = {
-        "request_id": s_str(o['request_id']),
-        "checkpoints": [s_Checkpoint(i0) for i0 in s_list(o['checkpoints'])],
-    }
-    return ListCheckpointsReply(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_request_id = o['request_id']
+    f_checkpoints = [s_Checkpoint(i0) for i0 in s_list(o['checkpoints'])]
+    if type(f_request_id) is not str:
+        raise Unsure
+    return ListCheckpointsReply(f_request_id, f_checkpoints)
 
 
 def s_DeleteCheckpointReply(o: Any) -> DeleteCheckpointReply:
-    o = s_object(o)
-    k = {
-        "request_id": s_str(o['request_id']),
-    }
-    return DeleteCheckpointReply(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_request_id = o['request_id']
+    if type(f_request_id) is not str:
+        raise Unsure
+    return DeleteCheckpointReply(f_request_id)
 
 
 def s_UpdateContainerReply(o: Any) -> UpdateContainerReply:
-    o = s_object(o)
-    k = {
-        "request_id": s_str(o['request_id']),
-    }
-    return UpdateContainerReply(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_request_id = o['request_id']
+    if type(f_request_id) is not str:
+        raise Unsure
+    return UpdateContainerReply(f_request_id)
 
 
 def s_StatsReply(o: Any) -> StatsReply:
-    o = s_object(o)
-    k = {
-        "request_id": s_str(o['request_id']),
-        "stats": s_ContainerStats(o['stats']),
-    }
-    return StatsReply(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_request_id = o['request_id']
+    f_stats = s_ContainerStats(o['stats'])
+    if type(f_request_id) is not str:
+        raise Unsure
+    return StatsReply(f_request_id, f_stats)
 
 
 def s_MetricsReply(o: Any) -> MetricsReply:
-    o = s_object(o)
-    k = {
-        "request_id": s_str(o['request_id']),
-        "metrics": s_MetricsSnapshot(o['metrics']),
-    }
-    return MetricsReply(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_request_id = o['request_id']
+    f_metrics = s_MetricsSnapshot(o['metrics'])
+    if type(f_request_id) is not str:
+        raise Unsure
+    return MetricsReply(f_request_id, f_metrics)
 
 
 def s_AddProcessReply(o: Any) -> AddProcessReply:
-    o = s_object(o)
-    k = {
-        "request_id": s_str(o['request_id']),
-        "pid": s_int(o['pid']),
-    }
-    return AddProcessReply(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_request_id = o['request_id']
+    f_pid = o['pid']
+    if type(f_request_id) is not str or type(f_pid) is not int:
+        raise Unsure
+    return AddProcessReply(f_request_id, f_pid)
 
 
 def s_ReadOutputReply(o: Any) -> ReadOutputReply:
-    o = s_object(o)
-    k = {
-        "request_id": s_str(o['request_id']),
-        "stdout": s_bytes(o['stdout']),
-        "stderr": s_bytes(o['stderr']),
-        "stdout_offset": s_int(o['stdout_offset']),
-        "stderr_offset": s_int(o['stderr_offset']),
-        "next_stdout_offset": s_int(o['next_stdout_offset']),
-        "next_stderr_offset": s_int(o['next_stderr_offset']),
-    }
-    if "skipped" in o:
-        k["skipped"] = s_int(o['skipped'])
-    if "exited" in o:
-        k["exited"] = s_bool(o['exited'])
-    if "status" in o:
-        k["status"] = (None if o['status'] is None else s_int(o['status']))
-    if "terminal" in o:
-        k["terminal"] = s_bool(o['terminal'])
-    if "stdout_file" in o:
-        k["stdout_file"] = (None if o['stdout_file'] is None else s_LogFileSpan(o['stdout_file']))
-    if "stderr_file" in o:
-        k["stderr_file"] = (None if o['stderr_file'] is None else s_LogFileSpan(o['stderr_file']))
-    return ReadOutputReply(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_request_id = o['request_id']
+    f_stdout = s_bytes(o['stdout'])
+    f_stderr = s_bytes(o['stderr'])
+    f_stdout_offset = o['stdout_offset']
+    f_stderr_offset = o['stderr_offset']
+    f_next_stdout_offset = o['next_stdout_offset']
+    f_next_stderr_offset = o['next_stderr_offset']
+    f_skipped = o['skipped'] if 'skipped' in o else 0
+    f_exited = o['exited'] if 'exited' in o else False
+    f_status = (None if o['status'] is None else s_int(o['status'])) if 'status' in o else None
+    f_terminal = o['terminal'] if 'terminal' in o else False
+    f_stdout_file = (None if o['stdout_file'] is None else s_LogFileSpan(o['stdout_file'])) if 'stdout_file' in o else None
+    f_stderr_file = (None if o['stderr_file'] is None else s_LogFileSpan(o['stderr_file'])) if 'stderr_file' in o else None
+    if type(f_request_id) is not str or type(f_stdout_offset) is not int or type(f_stderr_offset) is not int or type(f_next_stdout_offset) is not int or type(f_next_stderr_offset) is not int or type(f_skipped) is not int or type(f_exited) is not bool or type(f_terminal) is not bool:
+        raise Unsure
+    return ReadOutputReply(f_request_id, f_stdout, f_stderr, f_stdout_offset, f_stderr_offset, f_next_stdout_offset, f_next_stderr_offset, f_skipped, f_exited, f_status, f_terminal, f_stdout_file, f_stderr_file)
 
 
 def s_WriteInputReply(o: Any) -> WriteInputReply:
-    o = s_object(o)
-    k = {
-        "request_id": s_str(o['request_id']),
-        "written": s_int(o['written']),
-    }
-    return WriteInputReply(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_request_id = o['request_id']
+    f_written = o['written']
+    if type(f_request_id) is not str or type(f_written) is not int:
+        raise Unsure
+    return WriteInputReply(f_request_id, f_written)
 
 
 def s_ResizeTerminalReply(o: Any) -> ResizeTerminalReply:
-    o = s_object(o)
-    k = {
-        "request_id": s_str(o['request_id']),
-    }
-    return ResizeTerminalReply(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_request_id = o['request_id']
+    if type(f_request_id) is not str:
+        raise Unsure
+    return ResizeTerminalReply(f_request_id)
 
 
 def s_EventsReply(o: Any) -> EventsReply:
-    o = s_object(o)
-    k = {
-        "request_id": s_str(o['request_id']),
-        "events": [s_Event(i0) for i0 in s_list(o['events'])],
-        "next_seq": s_int(o['next_seq']),
-        "last_seq": s_int(o['last_seq']),
-        "first_available_seq": s_int(o['first_available_seq']),
-    }
-    if "journal_id" in o:
-        k["journal_id"] = s_str(o['journal_id'])
-    return EventsReply(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_request_id = o['request_id']
+    f_events = [s_Event(i0) for i0 in s_list(o['events'])]
+    f_next_seq = o['next_seq']
+    f_last_seq = o['last_seq']
+    f_first_available_seq = o['first_available_seq']
+    f_journal_id = o['journal_id'] if 'journal_id' in o else ''
+    if type(f_request_id) is not str or type(f_next_seq) is not int or type(f_last_seq) is not int or type(f_first_available_seq) is not int or type(f_journal_id) is not str:
+        raise Unsure
+    return EventsReply(f_request_id, f_events, f_next_seq, f_last_seq, f_first_available_seq, f_journal_id)
 
 
 def s_OpenStdinReply(o: Any) -> OpenStdinReply:
-    o = s_object(o)
-    k = {
-        "request_id": s_str(o['request_id']),
-        "path": s_str(o['path']),
-        "inode": s_int(o['inode']),
-        "device": s_int(o['device']),
-    }
-    return OpenStdinReply(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_request_id = o['request_id']
+    f_path = o['path']
+    f_inode = o['inode']
+    f_device = o['device']
+    if type(f_request_id) is not str or type(f_path) is not str or type(f_inode) is not int or type(f_device) is not int:
+        raise Unsure
+    return OpenStdinReply(f_request_id, f_path, f_inode, f_device)
 
 
 def s_MigrateContainerReply(o: Any) -> MigrateContainerReply:
     from containerd_actors.protocol.migration import MigrateContainerReply
-    o = s_object(o)
-    k = {
-        "request_id": s_str(o['request_id']),
-        "pid": s_int(o['pid']),
-        "frozen_s": s_float(o['frozen_s']),
-        "total_s": s_float(o['total_s']),
-        "dump_s": s_float(o['dump_s']),
-        "transfer_s": s_float(o['transfer_s']),
-        "restore_s": s_float(o['restore_s']),
-        "bytes_sent": s_int(o['bytes_sent']),
-    }
-    if "kept_checkpoint" in o:
-        k["kept_checkpoint"] = (None if o['kept_checkpoint'] is None else s_str(o['kept_checkpoint']))
-    if "pages_streamed" in o:
-        k["pages_streamed"] = s_bool(o['pages_streamed'])
-    return MigrateContainerReply(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_request_id = o['request_id']
+    f_pid = o['pid']
+    f_frozen_s = s_float(o['frozen_s'])
+    f_total_s = s_float(o['total_s'])
+    f_dump_s = s_float(o['dump_s'])
+    f_transfer_s = s_float(o['transfer_s'])
+    f_restore_s = s_float(o['restore_s'])
+    f_bytes_sent = o['bytes_sent']
+    f_kept_checkpoint = (None if o['kept_checkpoint'] is None else s_str(o['kept_checkpoint'])) if 'kept_checkpoint' in o else None
+    f_pages_streamed = o['pages_streamed'] if 'pages_streamed' in o else False
+    if type(f_request_id) is not str or type(f_pid) is not int or type(f_bytes_sent) is not int or type(f_pages_streamed) is not bool:
+        raise Unsure
+    return MigrateContainerReply(f_request_id, f_pid, f_frozen_s, f_total_s, f_dump_s, f_transfer_s, f_restore_s, f_bytes_sent, f_kept_checkpoint, f_pages_streamed)
 
 
 def s_MigrationBeginReply(o: Any) -> MigrationBeginReply:
     from containerd_actors.protocol.migration import MigrationBeginReply
-    o = s_object(o)
-    k = {
-        "request_id": s_str(o['request_id']),
-        "bundle": s_str(o['bundle']),
-    }
-    if "bulk_port" in o:
-        k["bulk_port"] = s_int(o['bulk_port'])
-    if "bulk_secret" in o:
-        k["bulk_secret"] = s_str(o['bulk_secret'])
-    if "page_server_port" in o:
-        k["page_server_port"] = s_int(o['page_server_port'])
-    return MigrationBeginReply(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_request_id = o['request_id']
+    f_bundle = o['bundle']
+    f_bulk_port = o['bulk_port'] if 'bulk_port' in o else 0
+    f_bulk_secret = o['bulk_secret'] if 'bulk_secret' in o else ''
+    f_page_server_port = o['page_server_port'] if 'page_server_port' in o else 0
+    if type(f_request_id) is not str or type(f_bundle) is not str or type(f_bulk_port) is not int or type(f_bulk_secret) is not str or type(f_page_server_port) is not int:
+        raise Unsure
+    return MigrationBeginReply(f_request_id, f_bundle, f_bulk_port, f_bulk_secret, f_page_server_port)
 
 
 def s_MigrationChunkReply(o: Any) -> MigrationChunkReply:
     from containerd_actors.protocol.migration import MigrationChunkReply
-    o = s_object(o)
-    k = {
-        "request_id": s_str(o['request_id']),
-    }
-    return MigrationChunkReply(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_request_id = o['request_id']
+    if type(f_request_id) is not str:
+        raise Unsure
+    return MigrationChunkReply(f_request_id)
 
 
 def s_MigrationCommitReply(o: Any) -> MigrationCommitReply:
     from containerd_actors.protocol.migration import MigrationCommitReply
-    o = s_object(o)
-    k = {
-        "request_id": s_str(o['request_id']),
-        "pid": s_int(o['pid']),
-        "restore_s": s_float(o['restore_s']),
-    }
-    return MigrationCommitReply(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_request_id = o['request_id']
+    f_pid = o['pid']
+    f_restore_s = s_float(o['restore_s'])
+    if type(f_request_id) is not str or type(f_pid) is not int:
+        raise Unsure
+    return MigrationCommitReply(f_request_id, f_pid, f_restore_s)
 
 
 def s_MigrationAbortReply(o: Any) -> MigrationAbortReply:
     from containerd_actors.protocol.migration import MigrationAbortReply
-    o = s_object(o)
-    k = {
-        "request_id": s_str(o['request_id']),
-    }
-    if "removed_container" in o:
-        k["removed_container"] = s_bool(o['removed_container'])
-    return MigrationAbortReply(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_request_id = o['request_id']
+    f_removed_container = o['removed_container'] if 'removed_container' in o else False
+    if type(f_request_id) is not str or type(f_removed_container) is not bool:
+        raise Unsure
+    return MigrationAbortReply(f_request_id, f_removed_container)
 
 
 def s_ErrorReply(o: Any) -> ErrorReply:
-    o = s_object(o)
-    k = {
-        "request_id": (None if o['request_id'] is None else s_str(o['request_id'])),
-        "code": s_str(o['code']),
-        "message": s_str(o['message']),
-    }
-    if "details" in o:
-        k["details"] = [s_str(i0) for i0 in s_list(o['details'])]
-    return ErrorReply(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_request_id = (None if o['request_id'] is None else s_str(o['request_id']))
+    f_code = o['code']
+    f_message = o['message']
+    f_details = s_list_of(o['details'], str) if 'details' in o else []
+    if type(f_code) is not str or type(f_message) is not str:
+        raise Unsure
+    return ErrorReply(f_request_id, f_code, f_message, f_details)
 
 
 def s_ContainerInfo(o: Any) -> ContainerInfo:
-    o = s_object(o)
-    k = {
-        "id": s_str(o['id']),
-        "bundle": s_str(o['bundle']),
-        "status": s_str(o['status']),
-        "pid": s_int(o['pid']),
-    }
-    if "processes" in o:
-        k["processes"] = [s_ProcessInfo(i0) for i0 in s_list(o['processes'])]
-    return ContainerInfo(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_id = o['id']
+    f_bundle = o['bundle']
+    f_status = o['status']
+    f_pid = o['pid']
+    f_processes = [s_ProcessInfo(i0) for i0 in s_list(o['processes'])] if 'processes' in o else []
+    if type(f_id) is not str or type(f_bundle) is not str or type(f_status) is not str or type(f_pid) is not int:
+        raise Unsure
+    return ContainerInfo(f_id, f_bundle, f_status, f_pid, f_processes)
 
 
 def s_MachineInfo(o: Any) -> MachineInfo:
-    o = s_object(o)
-    k = {
-        "id": s_str(o['id']),
-        "cpus": s_int(o['cpus']),
-        "memory": s_int(o['memory']),
-    }
-    return MachineInfo(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_id = o['id']
+    f_cpus = o['cpus']
+    f_memory = o['memory']
+    if type(f_id) is not str or type(f_cpus) is not int or type(f_memory) is not int:
+        raise Unsure
+    return MachineInfo(f_id, f_cpus, f_memory)
 
 
 def s_Checkpoint(o: Any) -> Checkpoint:
-    o = s_object(o)
-    k = {
-        "name": s_str(o['name']),
-        "tcp": s_bool(o['tcp']),
-        "unix_sockets": s_bool(o['unix_sockets']),
-        "shell": s_bool(o['shell']),
-        "exit": s_bool(o['exit']),
-        "created": s_float(o['created']),
-    }
-    return Checkpoint(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_name = o['name']
+    f_tcp = o['tcp']
+    f_unix_sockets = o['unix_sockets']
+    f_shell = o['shell']
+    f_exit = o['exit']
+    f_created = s_float(o['created'])
+    if type(f_name) is not str or type(f_tcp) is not bool or type(f_unix_sockets) is not bool or type(f_shell) is not bool or type(f_exit) is not bool:
+        raise Unsure
+    return Checkpoint(f_name, f_tcp, f_unix_sockets, f_shell, f_exit, f_created)
 
 
 def s_ContainerStats(o: Any) -> ContainerStats:
     from containerd_actors.protocol.stats import ContainerStats
-    o = s_object(o)
-    k = {
-        "id": s_str(o['id']),
-        "timestamp": s_float(o['timestamp']),
-        "cgroup": s_CgroupStats(o['cgroup']),
-    }
-    return ContainerStats(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_id = o['id']
+    f_timestamp = s_float(o['timestamp'])
+    f_cgroup = s_CgroupStats(o['cgroup'])
+    if type(f_id) is not str:
+        raise Unsure
+    return ContainerStats(f_id, f_timestamp, f_cgroup)
 
 
 def s_MetricsSnapshot(o: Any) -> MetricsSnapshot:
     from containerd_actors.protocol.stats import MetricsSnapshot
-    o = s_object(o)
-    k = {
-        "timestamp": s_float(o['timestamp']),
-    }
-    if "timers" in o:
-        k["timers"] = [s_TimerSnapshot(i0) for i0 in s_list(o['timers'])]
-    if "counters" in o:
-        k["counters"] = [s_CounterSnapshot(i0) for i0 in s_list(o['counters'])]
-    if "gauges" in o:
-        k["gauges"] = [s_GaugeSnapshot(i0) for i0 in s_list(o['gauges'])]
-    return MetricsSnapshot(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_timestamp = s_float(o['timestamp'])
+    f_timers = [s_TimerSnapshot(i0) for i0 in s_list(o['timers'])] if 'timers' in o else []
+    f_counters = [s_CounterSnapshot(i0) for i0 in s_list(o['counters'])] if 'counters' in o else []
+    f_gauges = [s_GaugeSnapshot(i0) for i0 in s_list(o['gauges'])] if 'gauges' in o else []
+    return MetricsSnapshot(f_timestamp, f_timers, f_counters, f_gauges)
 
 
 def s_LogFileSpan(o: Any) -> LogFileSpan:
-    o = s_object(o)
-    k = {
-        "path": s_str(o['path']),
-        "device": s_int(o['device']),
-        "inode": s_int(o['inode']),
-        "generation": s_int(o['generation']),
-        "position": s_int(o['position']),
-    }
-    return LogFileSpan(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_path = o['path']
+    f_device = o['device']
+    f_inode = o['inode']
+    f_generation = o['generation']
+    f_position = o['position']
+    if type(f_path) is not str or type(f_device) is not int or type(f_inode) is not int or type(f_generation) is not int or type(f_position) is not int:
+        raise Unsure
+    return LogFileSpan(f_path, f_device, f_inode, f_generation, f_position)
 
 
 def s_Event(o: Any) -> Event:
     from containerd_actors.protocol.events import Event
-    o = s_object(o)
-    k = {
-        "seq": s_int(o['seq']),
-        "timestamp": s_float(o['timestamp']),
-        "type": s_str(o['type']),
-        "id": s_str(o['id']),
-        "pid": s_int(o['pid']),
-    }
-    if "status" in o:
-        k["status"] = (None if o['status'] is None else s_int(o['status']))
-    if "reason" in o:
-        k["reason"] = (None if o['reason'] is None else s_str(o['reason']))
-    if "by" in o:
-        k["by"] = (None if o['by'] is None else s_str(o['by']))
-    return Event(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_seq = o['seq']
+    f_timestamp = s_float(o['timestamp'])
+    f_type = o['type']
+    f_id = o['id']
+    f_pid = o['pid']
+    f_status = (None if o['status'] is None else s_int(o['status'])) if 'status' in o else None
+    f_reason = (None if o['reason'] is None else s_str(o['reason'])) if 'reason' in o else None
+    f_by = (None if o['by'] is None else s_str(o['by'])) if 'by' in o else None
+    if type(f_seq) is not int or type(f_type) is not str or type(f_id) is not str or type(f_pid) is not int:
+        raise Unsure
+    return Event(f_seq, f_timestamp, f_type, f_id, f_pid, f_status, f_reason, f_by)
 
 
 def s_ProcessInfo(o: Any) -> ProcessInfo:
-    o = s_object(o)
-    k = {
-        "pid": s_int(o['pid']),
-        "args": [s_str(i0) for i0 in s_list(o['args'])],
-        "env": [s_str(i0) for i0 in s_list(o['env'])],
-        "cwd": s_str(o['cwd']),
-        "user": s_User(o['user']),
-    }
-    if "terminal" in o:
-        k["terminal"] = s_bool(o['terminal'])
-    return ProcessInfo(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_pid = o['pid']
+    f_args = s_list_of(o['args'], str)
+    f_env = s_list_of(o['env'], str)
+    f_cwd = o['cwd']
+    f_user = s_User(o['user'])
+    f_terminal = o['terminal'] if 'terminal' in o else False
+    if type(f_pid) is not int or type(f_cwd) is not str or type(f_terminal) is not bool:
+        raise Unsure
+    return ProcessInfo(f_pid, f_args, f_env, f_cwd, f_user, f_terminal)
 
 
 def s_CgroupStats(o: Any) -> CgroupStats:
     from containerd_actors.protocol.stats import CgroupStats
-    o = s_object(o)
-    k = {
-    }
-    if "cpu" in o:
-        k["cpu"] = (None if o['cpu'] is None else s_CpuStats(o['cpu']))
-    if "memory" in o:
-        k["memory"] = (None if o['memory'] is None else s_MemoryStats(o['memory']))
-    if "blkio" in o:
-        k["blkio"] = (None if o['blkio'] is None else s_BlkioStats(o['blkio']))
-    if "pids" in o:
-        k["pids"] = (None if o['pids'] is None else s_PidsStats(o['pids']))
-    if "hugetlb" in o:
-        k["hugetlb"] = {s_str(k0): s_HugetlbStats(i0) for k0, i0 in s_dict(o['hugetlb']).items()}
-    return CgroupStats(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_cpu = (None if o['cpu'] is None else s_CpuStats(o['cpu'])) if 'cpu' in o else None
+    f_memory = (None if o['memory'] is None else s_MemoryStats(o['memory'])) if 'memory' in o else None
+    f_blkio = (None if o['blkio'] is None else s_BlkioStats(o['blkio'])) if 'blkio' in o else None
+    f_pids = (None if o['pids'] is None else s_PidsStats(o['pids'])) if 'pids' in o else None
+    f_hugetlb = {s_str(k0): s_HugetlbStats(i0) for k0, i0 in s_dict(o['hugetlb']).items()} if 'hugetlb' in o else {}
+    return CgroupStats(f_cpu, f_memory, f_blkio, f_pids, f_hugetlb)
 
 
 def s_TimerSnapshot(o: Any) -> TimerSnapshot:
     from containerd_actors.protocol.stats import TimerSnapshot
-    o = s_object(o)
-    k = {
-        "name": s_str(o['name']),
-    }
-    if "help" in o:
-        k["help"] = s_str(o['help'])
-    if "count" in o:
-        k["count"] = s_int(o['count'])
-    if "sum" in o:
-        k["sum"] = s_int(o['sum'])
-    if "min" in o:
-        k["min"] = s_int(o['min'])
-    if "max" in o:
-        k["max"] = s_int(o['max'])
-    if "mean" in o:
-        k["mean"] = s_float(o['mean'])
-    if "stddev" in o:
-        k["stddev"] = s_float(o['stddev'])
-    if "median" in o:
-        k["median"] = s_float(o['median'])
-    if "p75" in o:
-        k["p75"] = s_float(o['p75'])
-    if "p95" in o:
-        k["p95"] = s_float(o['p95'])
-    if "p99" in o:
-        k["p99"] = s_float(o['p99'])
-    if "p999" in o:
-        k["p999"] = s_float(o['p999'])
-    if "rate1" in o:
-        k["rate1"] = s_float(o['rate1'])
-    if "rate5" in o:
-        k["rate5"] = s_float(o['rate5'])
-    if "rate15" in o:
-        k["rate15"] = s_float(o['rate15'])
-    if "mean_rate" in o:
-        k["mean_rate"] = s_float(o['mean_rate'])
-    return TimerSnapshot(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_name = o['name']
+    f_help = o['help'] if 'help' in o else ''
+    f_count = o['count'] if 'count' in o else 0
+    f_sum = o['sum'] if 'sum' in o else 0
+    f_min = o['min'] if 'min' in o else 0
+    f_max = o['max'] if 'max' in o else 0
+    f_mean = s_float(o['mean']) if 'mean' in o else 0.0
+    f_stddev = s_float(o['stddev']) if 'stddev' in o else 0.0
+    f_median = s_float(o['median']) if 'median' in o else 0.0
+    f_p75 = s_float(o['p75']) if 'p75' in o else 0.0
+    f_p95 = s_float(o['p95']) if 'p95' in o else 0.0
+    f_p99 = s_float(o['p99']) if 'p99' in o else 0.0
+    f_p999 = s_float(o['p999']) if 'p999' in o else 0.0
+    f_rate1 = s_float(o['rate1']) if 'rate1' in o else 0.0
+    f_rate5 = s_float(o['rate5']) if 'rate5' in o else 0.0
+    f_rate15 = s_float(o['rate15']) if 'rate15' in o else 0.0
+    f_mean_rate = s_float(o['mean_rate']) if 'mean_rate' in o else 0.0
+    if type(f_name) is not str or type(f_help) is not str or type(f_count) is not int or type(f_sum) is not int or type(f_min) is not int or type(f_max) is not int:
+        raise Unsure
+    return TimerSnapshot(f_name, f_help, f_count, f_sum, f_min, f_max, f_mean, f_stddev, f_median, f_p75, f_p95, f_p99, f_p999, f_rate1, f_rate5, f_rate15, f_mean_rate)
 
 
 def s_CounterSnapshot(o: Any) -> CounterSnapshot:
     from containerd_actors.protocol.stats import CounterSnapshot
-    o = s_object(o)
-    k = {
-        "name": s_str(o['name']),
-    }
-    if "help" in o:
-        k["help"] = s_str(o['help'])
-    if "count" in o:
-        k["count"] = s_int(o['count'])
-    if "monotonic" in o:
-        k["monotonic"] = s_bool(o['monotonic'])
-    return CounterSnapshot(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_name = o['name']
+    f_help = o['help'] if 'help' in o else ''
+    f_count = o['count'] if 'count' in o else 0
+    f_monotonic = o['monotonic'] if 'monotonic' in o else True
+    if type(f_name) is not str or type(f_help) is not str or type(f_count) is not int or type(f_monotonic) is not bool:
+        raise Unsure
+    return CounterSnapshot(f_name, f_help, f_count, f_monotonic)
 
 
 def s_GaugeSnapshot(o: Any) -> GaugeSnapshot:
     from containerd_actors.protocol.stats import GaugeSnapshot
-    o = s_object(o)
-    k = {
-        "name": s_str(o['name']),
-    }
-    if "help" in o:
-        k["help"] = s_str(o['help'])
-    if "value" in o:
-        k["value"] = s_int(o['value'])
-    return GaugeSnapshot(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_name = o['name']
+    f_help = o['help'] if 'help' in o else ''
+    f_value = o['value'] if 'value' in o else 0
+    if type(f_name) is not str or type(f_help) is not str or type(f_value) is not int:
+        raise Unsure
+    return GaugeSnapshot(f_name, f_help, f_value)
 
 
 def s_User(o: Any) -> User:
-    o = s_object(o)
-    k = {
-    }
-    if "uid" in o:
-        k["uid"] = s_int(o['uid'])
-    if "gid" in o:
-        k["gid"] = s_int(o['gid'])
-    if "additional_gids" in o:
-        k["additional_gids"] = [s_int(i0) for i0 in s_list(o['additional_gids'])]
-    return User(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_uid = o['uid'] if 'uid' in o else 0
+    f_gid = o['gid'] if 'gid' in o else 0
+    f_additional_gids = s_list_of(o['additional_gids'], int) if 'additional_gids' in o else []
+    if type(f_uid) is not int or type(f_gid) is not int:
+        raise Unsure
+    return User(f_uid, f_gid, f_additional_gids)
 
 
 def s_CpuStats(o: Any) -> CpuStats:
-    from containerd_actors.protocol.stats import CpuStats
-    o = s_object(o)
-    k = {
-    }
-    if "usage" in o:
-        k["usage"] = s_CpuUsage(o['usage'])
-    if "throttling" in o:
-        k["throttling"] = s_Throttling(o['throttling'])
-    return CpuStats(**k)
+    from containerd_actors.protocol.stats import CpuStats, CpuUsage, Throttling
+    if type(o) is not dict:
+        raise Unsure
+    f_usage = s_CpuUsage(o['usage']) if 'usage' in o else CpuUsage()
+    f_throttling = s_Throttling(o['throttling']) if 'throttling' in o else Throttling()
+    return CpuStats(f_usage, f_throttling)
 
 
 def s_MemoryStats(o: Any) -> MemoryStats:
-    from containerd_actors.protocol.stats import MemoryStats
-    o = s_object(o)
-    k = {
-    }
-    if "cache" in o:
-        k["cache"] = s_int(o['cache'])
-    if "usage" in o:
-        k["usage"] = s_MemoryData(o['usage'])
-    if "swap_usage" in o:
-        k["swap_usage"] = (None if o['swap_usage'] is None else s_MemoryData(o['swap_usage']))
-    if "kernel_usage" in o:
-        k["kernel_usage"] = (None if o['kernel_usage'] is None else s_MemoryData(o['kernel_usage']))
-    if "oom_kills" in o:
-        k["oom_kills"] = s_int(o['oom_kills'])
-    if "stats" in o:
-        k["stats"] = {s_str(k0): s_int(i0) for k0, i0 in s_dict(o['stats']).items()}
-    return MemoryStats(**k)
+    from containerd_actors.protocol.stats import MemoryData, MemoryStats
+    if type(o) is not dict:
+        raise Unsure
+    f_cache = o['cache'] if 'cache' in o else 0
+    f_usage = s_MemoryData(o['usage']) if 'usage' in o else MemoryData()
+    f_swap_usage = (None if o['swap_usage'] is None else s_MemoryData(o['swap_usage'])) if 'swap_usage' in o else None
+    f_kernel_usage = (None if o['kernel_usage'] is None else s_MemoryData(o['kernel_usage'])) if 'kernel_usage' in o else None
+    f_oom_kills = o['oom_kills'] if 'oom_kills' in o else 0
+    f_stats = {s_str(k0): s_int(i0) for k0, i0 in s_dict(o['stats']).items()} if 'stats' in o else {}
+    if type(f_cache) is not int or type(f_oom_kills) is not int:
+        raise Unsure
+    return MemoryStats(f_cache, f_usage, f_swap_usage, f_kernel_usage, f_oom_kills, f_stats)
 
 
 def s_BlkioStats(o: Any) -> BlkioStats:
     from containerd_actors.protocol.stats import BlkioStats
-    o = s_object(o)
-    k = {
-    }
-    if "io_service_bytes_recursive" in o:
-        k["io_service_bytes_recursive"] = [s_BlkioEntry(i0) for i0 in s_list(o['io_service_bytes_recursive'])]
-    if "io_serviced_recursive" in o:
-        k["io_serviced_recursive"] = [s_BlkioEntry(i0) for i0 in s_list(o['io_serviced_recursive'])]
-    if "io_queued_recursive" in o:
-        k["io_queued_recursive"] = [s_BlkioEntry(i0) for i0 in s_list(o['io_queued_recursive'])]
-    if "io_service_time_recursive" in o:
-        k["io_service_time_recursive"] = [s_BlkioEntry(i0) for i0 in s_list(o['io_service_time_recursive'])]
-    if "io_wait_time_recursive" in o:
-        k["io_wait_time_recursive"] = [s_BlkioEntry(i0) for i0 in s_list(o['io_wait_time_recursive'])]
-    if "io_merged_recursive" in o:
-        k["io_merged_recursive"] = [s_BlkioEntry(i0) for i0 in s_list(o['io_merged_recursive'])]
-    if "io_time_recursive" in o:
-        k["io_time_recursive"] = [s_BlkioEntry(i0) for i0 in s_list(o['io_time_recursive'])]
-    if "sectors_recursive" in o:
-        k["sectors_recursive"] = [s_BlkioEntry(i0) for i0 in s_list(o['sectors_recursive'])]
-    return BlkioStats(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_io_service_bytes_recursive = [s_BlkioEntry(i0) for i0 in s_list(o['io_service_bytes_recursive'])] if 'io_service_bytes_recursive' in o else []
+    f_io_serviced_recursive = [s_BlkioEntry(i0) for i0 in s_list(o['io_serviced_recursive'])] if 'io_serviced_recursive' in o else []
+    f_io_queued_recursive = [s_BlkioEntry(i0) for i0 in s_list(o['io_queued_recursive'])] if 'io_queued_recursive' in o else []
+    f_io_service_time_recursive = [s_BlkioEntry(i0) for i0 in s_list(o['io_service_time_recursive'])] if 'io_service_time_recursive' in o else []
+    f_io_wait_time_recursive = [s_BlkioEntry(i0) for i0 in s_list(o['io_wait_time_recursive'])] if 'io_wait_time_recursive' in o else []
+    f_io_merged_recursive = [s_BlkioEntry(i0) for i0 in s_list(o['io_merged_recursive'])] if 'io_merged_recursive' in o else []
+    f_io_time_recursive = [s_BlkioEntry(i0) for i0 in s_list(o['io_time_recursive'])] if 'io_time_recursive' in o else []
+    f_sectors_recursive = [s_BlkioEntry(i0) for i0 in s_list(o['sectors_recursive'])] if 'sectors_recursive' in o else []
+    return BlkioStats(f_io_service_bytes_recursive, f_io_serviced_recursive, f_io_queued_recursive, f_io_service_time_recursive, f_io_wait_time_recursive, f_io_merged_recursive, f_io_time_recursive, f_sectors_recursive)
 
 
 def s_PidsStats(o: Any) -> PidsStats:
     from containerd_actors.protocol.stats import PidsStats
-    o = s_object(o)
-    k = {
-    }
-    if "current" in o:
-        k["current"] = s_int(o['current'])
-    if "limit" in o:
-        k["limit"] = s_int(o['limit'])
-    return PidsStats(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_current = o['current'] if 'current' in o else 0
+    f_limit = o['limit'] if 'limit' in o else 0
+    if type(f_current) is not int or type(f_limit) is not int:
+        raise Unsure
+    return PidsStats(f_current, f_limit)
 
 
 def s_HugetlbStats(o: Any) -> HugetlbStats:
     from containerd_actors.protocol.stats import HugetlbStats
-    o = s_object(o)
-    k = {
-    }
-    if "usage" in o:
-        k["usage"] = s_int(o['usage'])
-    if "max_usage" in o:
-        k["max_usage"] = s_int(o['max_usage'])
-    if "failcnt" in o:
-        k["failcnt"] = s_int(o['failcnt'])
-    if "limit" in o:
-        k["limit"] = s_int(o['limit'])
-    return HugetlbStats(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_usage = o['usage'] if 'usage' in o else 0
+    f_max_usage = o['max_usage'] if 'max_usage' in o else 0
+    f_failcnt = o['failcnt'] if 'failcnt' in o else 0
+    f_limit = o['limit'] if 'limit' in o else 0
+    if type(f_usage) is not int or type(f_max_usage) is not int or type(f_failcnt) is not int or type(f_limit) is not int:
+        raise Unsure
+    return HugetlbStats(f_usage, f_max_usage, f_failcnt, f_limit)
 
 
 def s_CpuUsage(o: Any) -> CpuUsage:
     from containerd_actors.protocol.stats import CpuUsage
-    o = s_object(o)
-    k = {
-    }
-    if "total" in o:
-        k["total"] = s_int(o['total'])
-    if "per_cpu" in o:
-        k["per_cpu"] = [s_int(i0) for i0 in s_list(o['per_cpu'])]
-    if "kernel" in o:
-        k["kernel"] = s_int(o['kernel'])
-    if "user" in o:
-        k["user"] = s_int(o['user'])
-    return CpuUsage(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_total = o['total'] if 'total' in o else 0
+    f_per_cpu = s_list_of(o['per_cpu'], int) if 'per_cpu' in o else []
+    f_kernel = o['kernel'] if 'kernel' in o else 0
+    f_user = o['user'] if 'user' in o else 0
+    if type(f_total) is not int or type(f_kernel) is not int or type(f_user) is not int:
+        raise Unsure
+    return CpuUsage(f_total, f_per_cpu, f_kernel, f_user)
 
 
 def s_Throttling(o: Any) -> Throttling:
     from containerd_actors.protocol.stats import Throttling
-    o = s_object(o)
-    k = {
-    }
-    if "periods" in o:
-        k["periods"] = s_int(o['periods'])
-    if "throttled_periods" in o:
-        k["throttled_periods"] = s_int(o['throttled_periods'])
-    if "throttled_time" in o:
-        k["throttled_time"] = s_int(o['throttled_time'])
-    return Throttling(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_periods = o['periods'] if 'periods' in o else 0
+    f_throttled_periods = o['throttled_periods'] if 'throttled_periods' in o else 0
+    f_throttled_time = o['throttled_time'] if 'throttled_time' in o else 0
+    if type(f_periods) is not int or type(f_throttled_periods) is not int or type(f_throttled_time) is not int:
+        raise Unsure
+    return Throttling(f_periods, f_throttled_periods, f_throttled_time)
 
 
 def s_MemoryData(o: Any) -> MemoryData:
     from containerd_actors.protocol.stats import MemoryData
-    o = s_object(o)
-    k = {
-    }
-    if "usage" in o:
-        k["usage"] = s_int(o['usage'])
-    if "max_usage" in o:
-        k["max_usage"] = s_int(o['max_usage'])
-    if "failcnt" in o:
-        k["failcnt"] = s_int(o['failcnt'])
-    if "limit" in o:
-        k["limit"] = s_int(o['limit'])
-    return MemoryData(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_usage = o['usage'] if 'usage' in o else 0
+    f_max_usage = o['max_usage'] if 'max_usage' in o else 0
+    f_failcnt = o['failcnt'] if 'failcnt' in o else 0
+    f_limit = o['limit'] if 'limit' in o else 0
+    if type(f_usage) is not int or type(f_max_usage) is not int or type(f_failcnt) is not int or type(f_limit) is not int:
+        raise Unsure
+    return MemoryData(f_usage, f_max_usage, f_failcnt, f_limit)
 
 
 def s_BlkioEntry(o: Any) -> BlkioEntry:
     from containerd_actors.protocol.stats import BlkioEntry
-    o = s_object(o)
-    k = {
-        "major": s_int(o['major']),
-        "minor": s_int(o['minor']),
-        "op": s_str(o['op']),
-        "value": s_int(o['value']),
-    }
-    return BlkioEntry(**k)
+    if type(o) is not dict:
+        raise Unsure
+    f_major = o['major']
+    f_minor = o['minor']
+    f_op = o['op']
+    f_value = o['value']
+    if type(f_major) is not int or type(f_minor) is not int or type(f_op) is not str or type(f_value) is not int:
+        raise Unsure
+    return BlkioEntry(f_major, f_minor, f_op, f_value)
 
 
 def u_Ping(o: Ping) -> dict[str, Any]:

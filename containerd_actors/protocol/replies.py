@@ -8,9 +8,12 @@ from __future__ import annotations
 import typing
 from typing import TYPE_CHECKING, Any
 
+# Before attrs: its own classes' methods, and then these, from the cache (``attrs_code``).
+from containerd_actors.protocol import attrs_code  # noqa: F401
+
+# isort: split
 from attrs import field, frozen
 
-from containerd_actors.protocol import attrs_code  # noqa: F401 - before any class: compiled methods cached
 from containerd_actors.protocol.lazy import names_from_elsewhere
 from containerd_actors.protocol.records import Checkpoint, ContainerInfo, MachineInfo
 

@@ -18,9 +18,11 @@ of its own.
 
 from __future__ import annotations
 
-from attrs import field, frozen
+# Before attrs: its own classes' methods, and then these, from the cache (``attrs_code``).
+from containerd_actors.protocol import attrs_code  # noqa: F401
 
-from containerd_actors.protocol import attrs_code  # noqa: F401 - before any class: compiled methods cached
+# isort: split
+from attrs import field, frozen
 
 
 def _doc(text: str) -> dict[str, str]:

@@ -10,12 +10,12 @@ that makes a freed MiB serve the next one. The cost is a process that keeps up t
 
 Only glibc has ``mallopt`` with these parameters; elsewhere this does nothing. The daemon sets it
 at start-up; a client when it first sends or receives a big frame (``once``), so that a one-shot
-command never pays for importing ctypes (~4 ms).
+command never pays for importing ctypes (~1.3 ms on an idle machine): it is imported here, by
+the function that needs it, not with the module, which every client imports.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
 
 #: glibc's mallopt parameters (malloc.h).
@@ -30,6 +30,8 @@ TRIM_BYTES = 64 << 20
 
 def keep_freed_buffers() -> bool:
     """Set both thresholds; False where this is not glibc (nothing changed)."""
+    import ctypes
+
     try:
         # The process's own symbols, libc's among them: ``ctypes.util`` would cost ~20 ms to import.
         mallopt = ctypes.CDLL(None).mallopt

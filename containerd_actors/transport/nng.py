@@ -24,6 +24,10 @@ from __future__ import annotations
 
 from typing import Any
 
+# Before attrs: its own classes' methods, and then these, from the cache (``attrs_code``).
+from containerd_actors.protocol import attrs_code  # noqa: F401
+
+# isort: split
 import attrs
 import pynng
 from pynng import ffi, lib

@@ -22,6 +22,10 @@ import functools
 import itertools
 import os
 
+# Before attrs: its own classes' methods, and then these, from the cache (``attrs_code``).
+from containerd_actors.protocol import attrs_code  # noqa: F401
+
+# isort: split
 import attrs
 import pynng
 import trio

@@ -16,6 +16,10 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+# Before attrs: its own classes' methods, and then these, from the cache (``attrs_code``).
+from containerd_actors.protocol import attrs_code  # noqa: F401
+
+# isort: split
 import attrs
 
 if TYPE_CHECKING:

@@ -152,6 +152,53 @@ def test_a_one_shot_command_imports_no_cattrs(argv: list[str], daemon_address: s
     assert "cattrs" not in loaded
 
 
+#: Modules no one-shot command needs: ctypes serves a stream of big frames (``transport.memory``),
+#: secrets (with hmac, OpenSSL's hashlib and random: ~4 ms) once made ``OrderedInput``'s writer id.
+UNNEEDED = ("ctypes", "secrets", "hashlib", "random")
+
+
+@pytest.mark.parametrize("argv", [argv for argv in ONE_SHOT if "--json" not in argv], ids=" ".join)
+def test_a_one_shot_command_runs_neither_ctypes_nor_tokenize_nor_platform(
+    argv: list[str], daemon_address: str
+) -> None:
+    """ctypes serves only a stream of big frames (``transport.memory``, ~1.3 ms); tokenize and
+    platform, which attrs imports, only a traceback's source lines and a PyPy check whose answer
+    is known (``attrs_code`` defers them, ~2 ms).
+    And attrs itself was imported by ``attrs_code`` (its own ~30 methods from the cache, ~3 ms):
+    ``containers state``, ``checkpoints`` and ``metrics`` once imported it before, by way of
+    ``protocol.replies``."""
+    loaded = imported_after(["--address", daemon_address, *argv], run=True, modules=True)
+    assert [name for name in UNNEEDED if name in loaded] == []
+    ran = ran_after(["--address", daemon_address, *argv])
+    assert ran == {"attrs_code imported attrs": True, "tokenize": False, "platform": False}
+
+
+def ran_after(argv: list[str]) -> dict[str, bool]:
+    """After running ``argv``: whether ``attrs_code`` imported attrs, and whether tokenize and
+    platform ran."""
+    code = (
+        "import json, sys\n"
+        "import ctl.main\n"
+        "from ctl import checkpoints\n"
+        f"args = ctl.main.build_parser().parse_args(checkpoints.original_form({argv!r}))\n"
+        "assert ctl.main.run(args) == 0\n"
+        "from containerd_actors.protocol import attrs_code\n"
+        "ran = lambda name: name in sys.modules and type(sys.modules[name]).__name__ != '_Deferred'\n"
+        "print(json.dumps({'attrs_code imported attrs': attrs_code.imported_attrs,\n"
+        "                  'tokenize': ran('tokenize'), 'platform': ran('platform')}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(result.stdout.splitlines()[-1])
+
+
 #: Wire types that a command defines only when it sends or reads one of them (``protocol.lazy``).
 LATER_WIRE_MODULES = (
     "containerd_actors.protocol.migration",

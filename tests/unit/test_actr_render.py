@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 from support.containers import make_container
 
-from containerd_actors.protocol import Checkpoint, Event
+from containerd_actors.protocol import Checkpoint, ContainerInfo, Event
 from containerd_actors.protocol.stats import (
     BlkioEntry,
     BlkioStats,
@@ -246,3 +246,44 @@ def test_rich_decides_when_it_is_told_to_style_a_pipe(monkeypatch: pytest.Monkey
     assert render.rich_plain(io.StringIO())
     monkeypatch.setenv("FORCE_COLOR", "1")
     assert not render.rich_plain(io.StringIO())
+
+
+def _table_row_by_row(titles: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    """The containers table as ``layout_row`` lays it out one row at a time (what
+    ``render.plain_table`` must give, faster)."""
+    widths = render.column_widths([titles, *rows])
+    return [render.layout_row(row, widths, render.COLUMN_GAP) for row in (titles, *rows)]
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("with_hosts", [False, True])
+def test_the_plain_containers_table_is_laid_out_as_row_by_row(seed: int, with_hosts: bool) -> None:
+    """Unicode and wide cells, empty ones, cells wider than their titles and narrower, no rows."""
+    import random
+
+    rng = random.Random(seed)
+    pieces = ("a", "容器", "é", "e\u0301", "🐳", " ", "", "long-" * 8, "\t")
+
+    def text() -> str:
+        return "".join(rng.choice(pieces) for _ in range(rng.randrange(4)))
+
+    containers = [
+        render_container(
+            text(), text(), rng.choice(("running", "paused", "", "stopped")), rng.randrange(10**7)
+        )
+        for _ in range(rng.choice((0, 1, 2, 30)))
+    ]
+    hosts = [text() for _ in containers] if with_hosts else None
+    rows = [(c.id, c.bundle, c.status, str(c.pid)) for c in containers]
+    titles = render.CONTAINER_COLUMNS
+    if hosts is not None:
+        titles = ("HOST", *titles)
+        rows = [(host, *row) for host, row in zip(hosts, rows, strict=True)]
+    assert render.containers_lines(containers, hosts=hosts) == _table_row_by_row(titles, rows)
+    stream = io.StringIO()
+    render.print_containers(containers, stream, hosts=hosts)
+    assert stream.getvalue() == "".join(line + "\n" for line in _table_row_by_row(titles, rows))
+
+
+def render_container(id: str, bundle: str, status: str, pid: int) -> ContainerInfo:
+    return ContainerInfo(id=id, bundle=bundle, status=status, pid=pid)

@@ -97,3 +97,48 @@ def test_attrs_own_classes_go_through_the_cache_when_it_is_imported_first() -> N
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, check=True
     )
     assert json.loads(result.stdout) > 10
+
+
+#: Reports what a fresh interpreter's deferred modules are before and after their first real use.
+DEFERRED_PROBE = """
+import json, sys
+from containerd_actors.protocol import attrs_code
+kinds = lambda: {name: type(sys.modules[name]).__name__ for name in ("platform", "tokenize")}
+before = kinds()
+import platform, tokenize
+known = platform.python_implementation()
+still = kinds()
+machine = platform.machine()
+tokens = [t.string for t in tokenize.generate_tokens(iter(["a = 1\\n"]).__next__)][:3]
+print(json.dumps({
+    "before": before, "after_known": still, "after_use": kinds(), "implementation": known,
+    "same_as_real": known == platform.python_implementation(), "machine": machine, "tokens": tokens,
+    "attrs_works": attrs_code.imported_attrs,
+}))
+"""
+
+
+def test_platform_and_tokenize_run_only_when_used_and_then_are_the_real_modules() -> None:
+    """attrs imports them, for a PyPy check and tracebacks; ``python_implementation()`` is answered
+    without running platform, any other name runs it (and its own answer is the same)."""
+    result = subprocess.run(
+        [sys.executable, "-c", DEFERRED_PROBE], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    seen = json.loads(result.stdout)
+    real = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import platform; print(platform.python_implementation(), platform.machine())",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert seen["before"] == {"platform": "_Deferred", "tokenize": "_Deferred"}
+    assert seen["after_known"] == {"platform": "_Deferred", "tokenize": "_Deferred"}
+    assert seen["after_use"] == {"platform": "module", "tokenize": "module"}
+    assert [seen["implementation"], seen["machine"]] == real
+    assert seen["same_as_real"]
+    assert seen["tokens"] == ["a", "=", "1"]
+    assert seen["attrs_works"]

@@ -70,17 +70,16 @@ def test_every_request_sample_is_written_as_the_converter_writes_it(framed: bool
 def test_a_framed_request_never_base64s_its_blobs(monkeypatch: pytest.MonkeyPatch) -> None:
     """The bytes of a framed WriteInput go into the frame as they are: base64 of a MiB of stdin,
     only to be dropped, once cost the client a quarter of its CPU per MiB."""
-    from containerd_actors.protocol import plain_hooks
 
     request = wire.WriteInput("r-1", id="c", pid=3, data=memoryview(b"x" * 4096), close=True)
     expected = codec.encode_request(request, framed=True)
-    real_b64encode = plain_hooks.base64.b64encode
+    real_b64encode = base64.b64encode
 
     def b64encode(value: bytes) -> bytes:
         assert not value, "base64 of a blob"
         return real_b64encode(value)
 
-    monkeypatch.setattr(plain_hooks.base64, "b64encode", b64encode)
+    monkeypatch.setattr(base64, "b64encode", b64encode)
     monkeypatch.setattr(codec, "encode_request", lambda *_a, **_k: pytest.fail("fell back to cattrs"))
     assert plain_codec.encode_request(request, framed=True) == expected
 
