@@ -64,10 +64,14 @@ async def run(
     theirs: list[int] = []  # pipe ends only the child needs
     try:
         if capture:
+            # Each pair is recorded as soon as it exists: out of descriptors (EMFILE) at the
+            # second pipe, the first is closed below instead of leaking.
             out_read, out_write = os.pipe()
+            ours.append(out_read)
+            theirs.append(out_write)
             err_read, err_write = os.pipe()
-            ours += [out_read, err_read]
-            theirs += [out_write, err_write]
+            ours.append(err_read)
+            theirs.append(err_write)
             stdout, stderr = out_write, err_write
         for target, fd in ((0, stdin), (1, stdout), (2, stderr)):
             if fd is None:

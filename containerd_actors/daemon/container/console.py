@@ -34,10 +34,14 @@ class ConsoleSocket:
     def __init__(self) -> None:
         self._directory = tempfile.mkdtemp(prefix="actr-console-")
         self.path = Path(self._directory) / "console.sock"
-        self._listener = socket.socket(
-            socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
-        )
         self._devnull = -1
+        try:
+            self._listener = socket.socket(
+                socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+            )
+        except BaseException:  # EMFILE: the directory must not outlive the refused start
+            shutil.rmtree(self._directory, ignore_errors=True)
+            raise
         try:
             self._listener.bind(str(self.path))
             self._listener.listen(1)
@@ -108,13 +112,21 @@ class InitStdio:
     """
 
     def __init__(self, terminal: bool) -> None:
+        """Nothing is opened yet (see ``open``), so that ``close_all`` is always safe to call."""
         self.terminal = terminal
-        self._pipes = None if terminal else ContainerPipes.create()
-        if self._pipes is not None:
-            self._pipes.enlarge_buffers(PIPE_BYTES)
-        self._console = ConsoleSocket() if terminal else None
+        self._pipes: ContainerPipes | None = None
+        self._console: ConsoleSocket | None = None
         self._master = -1
         self._master_copy = -1
+
+    def open(self) -> None:
+        """Make the pipes or the console socket; raises OSError (EMFILE at the fd limit) having
+        made nothing, inside the start's undo (``start.start_init``), unlike a constructor's."""
+        if self.terminal:
+            self._console = ConsoleSocket()
+        else:
+            self._pipes = ContainerPipes.create()
+            self._pipes.enlarge_buffers(PIPE_BYTES)
 
     @property
     def runc_stdio(self) -> Stdio:

@@ -43,6 +43,7 @@ from containerd_actors.daemon.state.layout import (
     complete_intent,
 )
 from containerd_actors.daemon.state.space import space_of
+from containerd_actors.host.fds import describe_os_error, is_fd_limit_error
 from containerd_actors.host.procfs import process_start_time
 from containerd_actors.host.reaping import ExitWatcher
 from containerd_actors.protocol import ErrorCode, EventType
@@ -105,13 +106,19 @@ async def start_init(
             ErrorCode.ALREADY_EXISTS,
             f"container {id!r} already has state in {paths.directory} (left by an earlier daemon?)",
         ) from None
-    stdio = InitStdio(terminal)
+    stdio = InitStdio(terminal)  # opens nothing yet: its pipes are made in the try below
     # The files are made with the first byte written (``paths.create`` just made their directory):
     # a reader before that finds empty logs, and most inits of a burst never write to stderr.
     output = ProcessOutput(0, paths.stdout_log, paths.stderr_log, terminal=terminal, new=True)
     key = reaper_key(id)
     kept = False
+    #: Whether runc was asked to make the container: before that, runc's root has nothing to
+    #: undo (and at the fd limit, ``runc delete`` could not even be spawned).
+    runc_called = False
     try:
+        # In the try: out of descriptors (EMFILE) here, the start is refused and undone like any
+        # other failure, where an error before it crashed the actor and left the state directory.
+        stdio.open()
         # Before the slot: a start still queued when the server dies is recognised as one.
         intent = Intent(
             IntentOp.START if restore_from is None else IntentOp.RESTORE,
@@ -127,11 +134,12 @@ async def start_init(
             runc_bundle = write_with_terminal(bundle_path, config, terminal, paths.runc_bundle)
 
         async def in_slot() -> int:
-            nonlocal kept
+            nonlocal kept, runc_called
             early_ends = stdio.ends_before_run
             if exit_watcher is not None and early_ends is not None:
                 await exit_watcher.keep(key, early_ends)
                 kept = True
+            runc_called = True
             if restore_from is None:
                 return await runtime.run_detached(
                     id,
@@ -170,7 +178,7 @@ async def start_init(
         stdio.close_all()
         output.close_logs()
         with trio.CancelScope(shield=True):
-            await _forget_failed_start(id, paths, runtime)
+            await _forget_failed_start(id, paths, runtime if runc_called else None)
             if kept and exit_watcher is not None:
                 await exit_watcher.drop(key)
         if isinstance(exc, RuncTimeout):
@@ -180,7 +188,9 @@ async def start_init(
                 ErrorCode.RUNTIME_FAILED, f"runc {exc.command} failed: {exc.message}"
             ) from None
         if isinstance(exc, OSError):
-            raise CommandError(ErrorCode.RUNTIME_FAILED, f"cannot start container: {exc}") from None
+            raise CommandError(
+                ErrorCode.RUNTIME_FAILED, f"cannot start container: {describe_os_error(exc)}"
+            ) from None
         if isinstance(exc, StartsStopped):
             raise CommandError(ErrorCode.RUNTIME_FAILED, f"container {id!r} not started: {exc}") from None
         raise
@@ -270,11 +280,41 @@ async def delete_from_runtime(runtime: ContainerRuntime, id: str) -> None:
             log.error("container %s: runc delete --force failed: %s", id, exc2.message)
 
 
-async def _forget_failed_start(id: str, paths: ContainerPaths, runtime: ContainerRuntime) -> None:
-    """A failed start leaves no trace: not in runc's root, not in the state directory."""
-    try:
-        await runtime.delete(id, force=True)
-    except RuncError:
-        pass  # runc already cleaned up, which is the usual case
-    paths.remove()
-    paths.remove_logs()
+#: The waits between tries to undo a failed start while the server is out of descriptors: runc
+#: itself cannot be run then, and ``rmtree`` silently leaves what it cannot open. ~4 s in all.
+FORGET_RETRY_DELAYS_S = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+
+
+async def _forget_failed_start(id: str, paths: ContainerPaths, runtime: ContainerRuntime | None) -> None:
+    """A failed start leaves no trace: not in runc's root (None: runc was never called), not in
+    the state directory.
+
+    At the fd limit the undo itself may fail (runc cannot be spawned): the start's own
+    descriptors are closed by then, and others free up as containers exit, so it is tried again
+    for a while. If it still cannot run, the start's intent stays, and the next server's recovery
+    deletes what runc made (see ``state.recovery``); the error is logged, never raised over the
+    start's own.
+    """
+    error: OSError | None = None
+    for delay in FORGET_RETRY_DELAYS_S:
+        await trio.sleep(delay)
+        try:
+            if runtime is not None:
+                await runtime.delete(id, force=True)
+        except RuncError:
+            pass  # runc already cleaned up, which is the usual case
+        except OSError as exc:
+            if not is_fd_limit_error(exc):
+                raise
+            error = exc
+            continue
+        paths.remove()
+        paths.remove_logs()
+        if not paths.directory.exists():
+            return
+        error = OSError(f"{paths.directory} could not be removed")
+    log.error(
+        "container %s: the failed start could not be undone (%s); its intent is left for recovery",
+        id,
+        describe_os_error(error) if error is not None else "?",
+    )
