@@ -10,6 +10,8 @@ from __future__ import annotations
 import errno
 import os
 import resource
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -132,3 +134,35 @@ def test_the_error_names_the_limit() -> None:
     )
     assert "fs.file-max" in describe_os_error(OSError(errno.ENFILE, "Too many open files in system"))
     assert describe_os_error(OSError(errno.ENOENT, "gone")) == "[Errno 2] gone"
+
+
+CHILD_SEES = """
+import trio
+from containerd_actors.host.fd_limit import raise_soft_limit
+from containerd_actors.runc import spawn
+import resource
+import subprocess
+import sys
+
+async def main():
+    raise_soft_limit()
+    mine = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    child = await spawn.run(["sh", "-c", "ulimit -Sn"], capture=True, timeout=10)
+    after = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    print(mine, int(child.stdout), after)
+
+trio.run(main)
+"""
+
+
+def test_the_raised_soft_limit_is_the_servers_alone_a_spawned_child_gets_the_original() -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard <= 256:
+        pytest.skip(f"the hard RLIMIT_NOFILE ({hard}) leaves no room to raise a soft limit of 256")
+    result = subprocess.run(
+        ["prlimit", f"--nofile=256:{hard}", sys.executable, "-c", CHILD_SEES],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.split() == [str(hard), "256", str(hard)]
