@@ -1,9 +1,12 @@
-"""The server's RLIMIT_NOFILE: raised to the hard limit for itself, not for what it spawns.
+"""The daemon's RLIMIT_NOFILE: the reaper and the server raise the soft limit to the hard one for
+themselves, not for what they spawn.
 
 Why raise it: the server holds ~7 descriptors per container (the parent's pipe ends, the
-supervisor's copies of them, a pidfd), so the usual soft limit of 1024 would refuse starts past
-~140 containers while the hard limit (20000 here, 524288 under systemd) allows thousands. Daemons
-commonly raise their own soft limit at start-up for this reason; only the hard limit is a policy.
+supervisor's copies of them, a pidfd), and the reaper 3 (its copies of the pipe ends, received
+over a socket: at its limit the kernel drops them silently, with MSG_CTRUNC). The usual soft
+limit of 1024 would refuse starts past ~140 containers while the hard limit (20000 here, 524288
+under systemd) allows thousands. Daemons commonly raise their own soft limit at start-up for
+this reason; the hard limit is the operator's policy.
 
 Why not for runc: a container whose OCI spec sets no RLIMIT_NOFILE in ``process.rlimits`` gets
 its limit from runc (a spec that sets it, as ``runc spec``'s default does, is not affected either
@@ -16,9 +19,10 @@ the operator's 1024 was meant; a program that closes every descriptor up to the 
 ``select``, behaves differently). So ``for_children`` spawns runc with the original soft limit.
 
 The window is a few hundred microseconds on the trio thread (a vfork and exec), in which no
-other task runs; a descriptor another thread (nng's) opens in it beyond the original limit
-fails with EMFILE, which nng retries. Without a raise (soft already the hard limit), nothing
-is done at all.
+other task runs; only a descriptor another thread (nng's, a migration's worker) opens in it,
+while the server holds more than the original limit, fails with EMFILE: a rare, transient
+error, where the alternative changes every such container. Without a raise (soft already the
+hard limit, or a reaper re-executed for an upgrade, which keeps its raised one), nothing is done.
 """
 
 from __future__ import annotations
@@ -39,6 +43,14 @@ def raise_soft_limit() -> tuple[int, int]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         _original_soft = soft
     return soft, hard
+
+
+def restore_in_forked_child() -> None:
+    """In a child between ``fork`` and ``exec``: the original soft limit, with no window at all
+    (the reaper starts the server so, and the server raises its own and records that one)."""
+    if _original_soft is not None:
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(_original_soft, hard), hard))
 
 
 @contextlib.contextmanager
