@@ -28,8 +28,11 @@ hard limit, or a reaper re-executed for an upgrade, which keeps its raised one),
 from __future__ import annotations
 
 import contextlib
+import os
 import resource
 from collections.abc import Iterator
+
+from containerd_actors.host.fds import close_quietly
 
 #: The soft limit this process started with, once it has been raised (None: not raised).
 _original_soft: int | None = None
@@ -65,3 +68,34 @@ def for_children() -> Iterator[None]:
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+class SpareFds:
+    """A few descriptors held back so that a start failing at the fd limit can still be undone.
+
+    Undoing a start that runc has begun means running ``runc delete``, which takes ~5
+    descriptors of the server (two capture pipes and a pidfd): at the limit it could not be
+    spawned, and the half-made container would stay until the next server's recovery. Closing
+    these just before frees the room; they are opened again after (as many as the limit allows).
+    """
+
+    def __init__(self, count: int) -> None:
+        self._count = count
+        self._fds: list[int] = []
+        self.refill()
+
+    def refill(self) -> None:
+        while len(self._fds) < self._count:
+            try:
+                self._fds.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+            except OSError:
+                return
+
+    @contextlib.contextmanager
+    def released(self) -> Iterator[None]:
+        close_quietly(*self._fds)
+        self._fds.clear()
+        try:
+            yield
+        finally:
+            self.refill()

@@ -8,6 +8,7 @@ drain reads the output, its stdin port writes keystrokes and resizes, and the re
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import socket
@@ -97,7 +98,10 @@ async def receive_console(listener: socket.socket) -> list[int]:
         connection.setblocking(False)
         while True:
             try:
-                _, fds, _, _ = socket.recv_fds(connection, 4096, 1, socket.MSG_CMSG_CLOEXEC)
+                _, fds, flags, _ = socket.recv_fds(connection, 4096, 1, socket.MSG_CMSG_CLOEXEC)
+                if not fds and flags & socket.MSG_CTRUNC:
+                    # The kernel dropped the master: this process is out of descriptors.
+                    raise OSError(errno.EMFILE, "the terminal runc sent was dropped (MSG_CTRUNC)")
                 return fds
             except BlockingIOError:
                 await trio.lowlevel.wait_readable(connection)

@@ -164,6 +164,27 @@ def record_exec(id: str, paths: ContainerPaths, info: ProcessInfo, started: Exec
     )
 
 
+async def keep_exec_ends(
+    paths: ContainerPaths, launched: Launched, started: ExecStarted, exit_watcher: ExitWatcher
+) -> None:
+    """Hand the recorded process's ends to the exit watcher; out of descriptors (the copies the
+    supervisor keeps), the exec is undone like one whose record cannot be written."""
+    try:
+        await exit_watcher.keep(launched.key, launched.kept_fds())
+    except OSError as exc:
+        with trio.CancelScope(shield=True):
+            await exit_watcher.drop(launched.key)
+            launched.output.close_logs()
+            _abandon(started)
+            paths.exec_record(started.pid).unlink(missing_ok=True)
+            for log_path in paths.exec_logs(started.pid):
+                log_path.unlink(missing_ok=True)
+            await complete_exec(started, paths, exit_watcher)
+        raise CommandError(
+            ErrorCode.RUNTIME_FAILED, f"cannot exec: {describe_os_error(exc)}; the process was killed"
+        ) from None
+
+
 def _abandon(started: ExecStarted) -> None:
     """Kill a just-exec'd process (through its pidfd, so never a stranger) and close its ends."""
     if started.pidfd >= 0:

@@ -11,6 +11,7 @@ the next server adopts what runc made (or deletes what it only half made); see `
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from containerd_actors.daemon.state.layout import (
     complete_intent,
 )
 from containerd_actors.daemon.state.space import space_of
+from containerd_actors.host.fd_limit import SpareFds
 from containerd_actors.host.fds import describe_os_error, is_fd_limit_error
 from containerd_actors.host.procfs import process_start_time
 from containerd_actors.host.reaping import ExitWatcher
@@ -83,20 +85,25 @@ async def start_init(
 
     ``exit_watcher`` is handed copies of the pipe ends before runc runs, so that a container a
     killed server started keeps its stdio (see the module docstring); a terminal's master exists
-    only after, and is handed over by the actor. ``request_id`` is recorded so that the same
+    only after, and is handed over once the record is written. ``request_id`` is recorded so that the same
     request repeated is answered with this container's pid.
     """
+    _spare_fds()  # held from the first start on, long before the limit is near
     try:
         bundle_path = validate_bundle(bundle)
         config = read_bundle_config(bundle_path)
         info = init_process_info(0, config)
         process_spec = dict(config.get("process") or {})
+        restore_from = read_checkpoint(bundle_path, checkpoint) if checkpoint else None
+        if terminal is None and restore_from is not None:
+            terminal = checkpoint_terminal(bundle_path, restore_from.name)
     except (ValueError, TypeError, AttributeError) as exc:
         raise CommandError(ErrorCode.INVALID_BUNDLE, f"bad bundle config: {exc}") from None
-    restore_from = read_checkpoint(bundle_path, checkpoint) if checkpoint else None
+    except OSError as exc:  # only the fd limit gets here (EMFILE): nothing is made yet
+        raise CommandError(
+            ErrorCode.RUNTIME_FAILED, f"cannot start container: {describe_os_error(exc)}"
+        ) from None
     space_of(paths.directory.parent).require_room(f"start container {id!r}")  # before runc fails obscurely
-    if terminal is None and restore_from is not None:
-        terminal = checkpoint_terminal(bundle_path, restore_from.name)
     if terminal is None:
         terminal = info.terminal
     try:
@@ -115,6 +122,7 @@ async def start_init(
     #: Whether runc was asked to make the container: before that, runc's root has nothing to
     #: undo (and at the fd limit, ``runc delete`` could not even be spawned).
     runc_called = False
+    pidfd = -1
     try:
         # In the try: out of descriptors (EMFILE) here, the start is refused and undone like any
         # other failure, where an error before it crashed the actor and left the state directory.
@@ -174,9 +182,16 @@ async def start_init(
             request_id=request_id,
         ).write(paths)
         pidfd = pidfd_if_alive(pid)
+        if terminal and exit_watcher is not None:
+            # A pty master exists only now; kept before the answer, so that a copy it cannot
+            # make (EMFILE) undoes the start instead of crashing the actor of a started container.
+            kept = True
+            await exit_watcher.keep(key, [stdin_fd, *(fd for fd in out_fds if fd >= 0)])
     except BaseException as exc:
         stdio.close_all()
         output.close_logs()
+        if pidfd >= 0:
+            os.close(pidfd)
         with trio.CancelScope(shield=True):
             await _forget_failed_start(id, paths, runtime if runc_called else None)
             if kept and exit_watcher is not None:
@@ -249,9 +264,6 @@ async def start_and_answer(
     init = started.launched
     answer(start_reply, init.info.pid)
     tell(deps.metrics, RecordDuration(CONTAINER_START_TIME, time.monotonic_ns() - started_at))
-    if init.info.terminal:
-        # A pty master exists only once runc has sent it, so the reaper gets it only now.
-        await deps.exit_watcher.keep(init.key, init.kept_fds())
     await post(deps.events, EventDraft(EventType.START_CONTAINER, id, init.info.pid, by=by))
     return started
 
@@ -285,6 +297,19 @@ async def delete_from_runtime(runtime: ContainerRuntime, id: str) -> None:
 FORGET_RETRY_DELAYS_S = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 
 
+#: Descriptors kept free for ``runc delete`` in the undo of a start (see ``SpareFds``).
+SPARE_FDS = 8
+_spare: SpareFds | None = None
+
+
+def _spare_fds() -> SpareFds:
+    """Made at the first start (refilled after each undo): importing this module opens nothing."""
+    global _spare
+    if _spare is None:
+        _spare = SpareFds(SPARE_FDS)
+    return _spare
+
+
 async def _forget_failed_start(id: str, paths: ContainerPaths, runtime: ContainerRuntime | None) -> None:
     """A failed start leaves no trace: not in runc's root (None: runc was never called), not in
     the state directory.
@@ -300,7 +325,8 @@ async def _forget_failed_start(id: str, paths: ContainerPaths, runtime: Containe
         await trio.sleep(delay)
         try:
             if runtime is not None:
-                await runtime.delete(id, force=True)
+                with _spare_fds().released():
+                    await runtime.delete(id, force=True)
         except RuncError:
             pass  # runc already cleaned up, which is the usual case
         except OSError as exc:
