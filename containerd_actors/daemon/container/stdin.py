@@ -15,11 +15,11 @@ import logging
 import os
 import struct
 import termios
+from typing import Protocol
 
 import trio
 
 from containerd_actors.daemon.container.messages import ContainerMailbox, InputClosed
-from containerd_actors.daemon.container.routes import ProcessRoutes
 from containerd_actors.daemon.mailbox import Ask, CommandError, ReplyTo, answer, fail
 from containerd_actors.host.fds import close_quietly
 from containerd_actors.protocol import ErrorCode, OpenStdinReply, ResizeTerminal, WriteInput
@@ -40,6 +40,15 @@ TERMINAL_EOF = b"\x04"
 REMEMBERED_WRITERS = 1024
 
 StdinAsk = Ask[WriteInput] | Ask[ResizeTerminal]
+
+
+class PortRoutes(Protocol):
+    """Where an open port is listed for the API workers (``routes.ProcessRoutes``). Named by
+    what the port needs of it, so that this module does not import the table that lists ports."""
+
+    def add(self, port: StdinPort, *, is_init: bool) -> None: ...
+
+    def remove(self, port: StdinPort) -> None: ...
 
 
 def stdin_closed(container_id: str, pid: int) -> CommandError:
@@ -106,7 +115,7 @@ class StdinPort:
         terminal: bool,
         actor: ContainerMailbox,
         nursery: trio.Nursery,
-        routes: ProcessRoutes | None = None,
+        routes: PortRoutes | None = None,
         *,
         is_init: bool = False,
     ) -> None:
