@@ -20,7 +20,7 @@ def add_commands(commands: Commands, json_after: argparse.ArgumentParser) -> Non
 
 def show_metrics(args: argparse.Namespace) -> int:
     from containerd_actors.client import format_prometheus
-    from ctl import render
+    from ctl import render, render_live
 
     with connect(args) as client:
         snapshot = client.metrics()
@@ -29,9 +29,9 @@ def show_metrics(args: argparse.Namespace) -> int:
     elif args.json:
         sys.stdout.write(render.json_line(snapshot) + "\n")
     else:
-        page = render.metrics_page(snapshot) if render.rich_plain(sys.stdout) else None
+        page = render_live.metrics_page(snapshot) if render.rich_plain(sys.stdout) else None
         if page is not None:
             sys.stdout.write(page)
         else:
-            render.table_console(sys.stdout).print(render.metrics_table(snapshot))
+            render.table_console(sys.stdout).print(render_live.metrics_table(snapshot))
     return 0

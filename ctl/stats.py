@@ -15,7 +15,7 @@ from typing import TextIO
 import trio
 
 from containerd_actors.client import Client, ContainerStats, RequestFailed
-from ctl import render
+from ctl import render, render_live
 from ctl.arguments import tls_files
 
 STATS_INTERVAL_S = 1.0
@@ -39,7 +39,7 @@ async def show_stats(args: argparse.Namespace) -> int:
             samples = await _sample_all(client, ids)
             if id is not None and id not in samples:
                 await client.stats(id)  # raises the daemon's own error (not_found, ...)
-            rows = [render.stats_row(samples[i], previous.get(i)) for i in ids if i in samples]
+            rows = [render_live.stats_row(samples[i], previous.get(i)) for i in ids if i in samples]
             previous.clear()
             previous.update(samples)
             return rows
@@ -47,12 +47,12 @@ async def show_stats(args: argparse.Namespace) -> int:
         await current_rows()  # CPU % needs two samples
         await trio.sleep(0.5 if args.no_stream else STATS_INTERVAL_S)
         if args.no_stream:
-            console.print(render.stats_table(await current_rows()))
+            console.print(render_live.stats_table(await current_rows()))
             return 0
-        with Live(render.stats_table(await current_rows()), console=console, auto_refresh=False) as live:
+        with Live(render_live.stats_table(await current_rows()), console=console, auto_refresh=False) as live:
             while True:
                 await trio.sleep(STATS_INTERVAL_S)
-                live.update(render.stats_table(await current_rows()), refresh=True)
+                live.update(render_live.stats_table(await current_rows()), refresh=True)
 
 
 async def _show_several(args: argparse.Namespace) -> int:
@@ -75,21 +75,21 @@ async def _show_several(args: argparse.Namespace) -> int:
                 samples = await _sample_all(client, ids)
                 for i in ids:
                     if i in samples:
-                        rows.append((host, *render.stats_row(samples[i], previous.get((host, i)))))
+                        rows.append((host, *render_live.stats_row(samples[i], previous.get((host, i)))))
                         previous[(host, i)] = samples[i]
             return rows
 
         await current_rows()  # CPU % needs two samples
         await trio.sleep(0.5 if args.no_stream else STATS_INTERVAL_S)
         if args.no_stream:
-            console.print(render.stats_table(await current_rows(), hosts=True))
+            console.print(render_live.stats_table(await current_rows(), hosts=True))
             return 0
         with Live(
-            render.stats_table(await current_rows(), hosts=True), console=console, auto_refresh=False
+            render_live.stats_table(await current_rows(), hosts=True), console=console, auto_refresh=False
         ) as live:
             while True:
                 await trio.sleep(STATS_INTERVAL_S)
-                live.update(render.stats_table(await current_rows(), hosts=True), refresh=True)
+                live.update(render_live.stats_table(await current_rows(), hosts=True), refresh=True)
     return 0
 
 
@@ -114,7 +114,7 @@ async def _stream_json(client: Client, id: str, no_stream: bool, stream: TextIO)
     deadline = trio.current_time()
     while True:
         sample = await client.stats(id)
-        stream.write(render.stats_json_line(sample) + "\n")
+        stream.write(render_live.stats_json_line(sample) + "\n")
         stream.flush()
         if no_stream:
             return 0

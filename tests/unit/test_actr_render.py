@@ -27,7 +27,7 @@ from containerd_actors.protocol.stats import (
     PidsStats,
     TimerSnapshot,
 )
-from ctl import render
+from ctl import render, render_live
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -145,7 +145,7 @@ def _sample(at: float, cpu_ns: int, *, memory: bool = True) -> ContainerStats:
 
 def test_stats_row_takes_cpu_from_two_samples() -> None:
     earlier, later = _sample(100.0, 1_000_000_000), _sample(101.0, 1_500_000_000)
-    assert render.stats_row(later, earlier) == (
+    assert render_live.stats_row(later, earlier) == (
         "redis",
         "50.00%",
         "512.0MiB / 1.0GiB",
@@ -153,7 +153,7 @@ def test_stats_row_takes_cpu_from_two_samples() -> None:
         "3",
         "2.0KiB / 2.0KiB",
     )
-    first = render.stats_row(_sample(100.0, 0, memory=False), None)
+    first = render_live.stats_row(_sample(100.0, 0, memory=False), None)
     assert first[1:4] == ("-", "-", "-")
 
 
@@ -162,7 +162,7 @@ def test_stats_row_takes_cpu_from_two_samples() -> None:
     [(0, "0B"), (1023, "1023B"), (1536, "1.5KiB"), (3 << 30, "3.0GiB"), (5 << 50, "5120.0TiB")],
 )
 def test_human_bytes(value: int, text: str) -> None:
-    assert render.human_bytes(value) == text
+    assert render_live.human_bytes(value) == text
 
 
 def test_checkpoints_table_has_the_original_columns_and_lines_up() -> None:
@@ -191,7 +191,7 @@ def test_metrics_table_shows_timers_in_milliseconds() -> None:
         gauges=[GaugeSnapshot("memory-used", value=3 << 20)],
     )
     console = Console(file=io.StringIO(), width=200)
-    console.print(render.metrics_table(snapshot))
+    console.print(render_live.metrics_table(snapshot))
     rows = {line.split()[0]: line.split()[1:] for line in console.file.getvalue().splitlines()[2:]}
     assert rows["container-start-time"] == [
         "timer",
@@ -231,15 +231,15 @@ def test_the_plain_metrics_page_is_what_rich_prints_to_a_pipe(names: list[str]) 
         gauges=[GaugeSnapshot(gauge, value=3 << 20), GaugeSnapshot("memory-used", value=123456789)],
     )
     stream = io.StringIO()
-    render.table_console(stream).print(render.metrics_table(snapshot))
-    assert render.metrics_page(snapshot) == stream.getvalue()
+    render.table_console(stream).print(render_live.metrics_table(snapshot))
+    assert render_live.metrics_page(snapshot) == stream.getvalue()
 
 
 def test_the_plain_metrics_page_leaves_what_it_cannot_match_to_rich() -> None:
     wide = MetricsSnapshot(timestamp=0.0, counters=[CounterSnapshot("x" * 250, count=1)])
     markup = MetricsSnapshot(timestamp=0.0, counters=[CounterSnapshot("[bold]x", count=1)])
-    assert render.metrics_page(wide) is None
-    assert render.metrics_page(markup) is None
+    assert render_live.metrics_page(wide) is None
+    assert render_live.metrics_page(markup) is None
 
 
 def test_rich_decides_when_it_is_told_to_style_a_pipe(monkeypatch: pytest.MonkeyPatch) -> None:
