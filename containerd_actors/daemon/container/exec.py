@@ -132,9 +132,13 @@ async def _forget_exec(
 
 
 def record_exec(id: str, paths: ContainerPaths, info: ProcessInfo, started: ExecStarted) -> Launched:
-    """Open the process's logs and write its record; the caller has removed a recycled pid's old logs."""
+    """Open the process's logs and write its record; the caller has removed a recycled pid's old logs.
+
+    So neither log nor a rotation record exists: each file is made with its first byte (``new``),
+    as an init's are (most exec'd processes write to one stream or none; four system calls and
+    one descriptor fewer per log)."""
     stdout_path, stderr_path = paths.exec_logs(info.pid)
-    output = ProcessOutput(info.pid, stdout_path, stderr_path, terminal=info.terminal)
+    output = ProcessOutput(info.pid, stdout_path, stderr_path, terminal=info.terminal, new=True)
     try:
         write_json_atomically(
             paths.exec_record(info.pid),
