@@ -16,6 +16,10 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+# Before attrs: its own classes' methods, and then these, from the cache (``attrs_code``).
+from containerd_actors.protocol import attrs_code  # noqa: F401
+
+# isort: split
 import attrs
 
 from containerd_actors import protocol as wire

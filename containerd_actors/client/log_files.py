@@ -22,6 +22,10 @@ import os
 import select
 from typing import TYPE_CHECKING
 
+# Before attrs: its own classes' methods, and then these, from the cache (``attrs_code``).
+from containerd_actors.protocol import attrs_code  # noqa: F401
+
+# isort: split
 import attrs
 
 from containerd_actors.transport.file_identity import FileIdentity, identity_of

@@ -22,7 +22,6 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import resource
 import signal
 import socket
 from pathlib import Path
@@ -58,6 +57,7 @@ from containerd_actors.daemon.supervision import (
 from containerd_actors.daemon.supervisor.actor import Supervisor
 from containerd_actors.daemon.tls_reload import reload_tls_when_asked
 from containerd_actors.host.cgroup_paths import remove_empty_cgroup
+from containerd_actors.host.fd_limit import raise_soft_limit
 from containerd_actors.host.reaping import ExitWatcher, LocalSubreaper, become_child_subreaper
 from containerd_actors.host.sd_notify import encode, socket_address
 from containerd_actors.protocol import EventType, warm_up
@@ -68,9 +68,11 @@ log = logging.getLogger("containerd_actors")
 
 
 def raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    """Thousands of containers need more descriptors than the usual soft limit of 1024; runc and
+    the containers still get the original one (see ``host.fd_limit`` for both whys)."""
+    soft, hard = raise_soft_limit()
     if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        log.debug("RLIMIT_NOFILE raised from %d to %d (runc is spawned with %d)", soft, hard, soft)
 
 
 def prepare_socket_dir(address: str) -> None:

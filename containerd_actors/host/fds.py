@@ -8,7 +8,28 @@ cleanup, and there is nothing a caller could do about it anyway.
 
 from __future__ import annotations
 
+import errno
 import os
+
+#: The errors of a process (EMFILE) or of the whole system (ENFILE) out of file descriptors.
+FD_LIMIT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE})
+
+
+def is_fd_limit_error(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in FD_LIMIT_ERRNOS
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``exc`` as a reply's message; out of descriptors, it names the limit that was hit, since
+    "[Errno 24] Too many open files" alone does not tell an operator which knob to turn."""
+    if exc.errno == errno.EMFILE:
+        import resource  # here: the reaper imports this module and stays small
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        return f"too many open files (RLIMIT_NOFILE {soft}, hard {hard}): {exc}"
+    if exc.errno == errno.ENFILE:
+        return f"too many open files in the system (fs.file-max): {exc}"
+    return str(exc)
 
 
 def close_quietly(*fds: int) -> None:

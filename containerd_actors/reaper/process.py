@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from containerd_actors import __version__
+from containerd_actors.host.fd_limit import raise_soft_limit, restore_in_forked_child
 from containerd_actors.host.fds import close_quietly
 from containerd_actors.host.reaping import become_child_subreaper, exit_status_from_wait
 from containerd_actors.host.sd_notify import NOTIFY_SOCKET_ENV, Notifier
@@ -154,6 +155,7 @@ class Reaper:
         if pid == 0:  # child: the server gets its end as fd 3, everything else closes on exec
             try:
                 signal.pthread_sigmask(signal.SIG_SETMASK, [])
+                restore_in_forked_child()  # the server raises its own, and records the original
                 os.dup2(theirs.fileno(), wire.SERVER_FD, inheritable=True)
                 os.execv(sys.executable, [sys.executable, *self.server_argv])
             finally:
@@ -407,6 +409,7 @@ def run_reaper(
     environment by the caller, so that no child inherits it) and ``restored`` the fds systemd
     passed back from its fd store."""
     become_child_subreaper()
+    raise_soft_limit()  # it holds copies of every container's pipe ends (see ``host.fd_limit``)
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     if handover is not None:
         log.info(

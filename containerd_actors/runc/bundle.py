@@ -12,7 +12,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from containerd_actors.host.fds import read_small
+from containerd_actors.host.fds import is_fd_limit_error, read_small
 
 #: Parsed configs by path, each with the bytes it was parsed from: a burst of containers started
 #: from one bundle parses its config once, not once each.
@@ -53,6 +53,8 @@ def read_bundle_config(bundle: Path) -> dict[str, Any]:
             return known[1]
         config = json.loads(raw)
     except (OSError, ValueError) as exc:
+        if is_fd_limit_error(exc):
+            raise  # the server's limit, not the bundle's fault (see ``host.fds``)
         raise ValueError(f"cannot read {path}: {exc}") from None
     if not isinstance(config, dict) or not isinstance(config.get("process", {}), dict):
         raise ValueError(f"{path} is not an OCI runtime config object")

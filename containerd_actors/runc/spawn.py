@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 import attrs
 import trio
 
+from containerd_actors.host.fd_limit import for_children
 from containerd_actors.host.fds import close_quietly, read_when_ready
 
 #: Python ignores these; a child must get them back with their default actions, as subprocess does.
@@ -64,10 +65,14 @@ async def run(
     theirs: list[int] = []  # pipe ends only the child needs
     try:
         if capture:
+            # Each pair is recorded as soon as it exists: out of descriptors (EMFILE) at the
+            # second pipe, the first is closed below instead of leaking.
             out_read, out_write = os.pipe()
+            ours.append(out_read)
+            theirs.append(out_write)
             err_read, err_write = os.pipe()
-            ours += [out_read, err_read]
-            theirs += [out_write, err_write]
+            ours.append(err_read)
+            theirs.append(err_write)
             stdout, stderr = out_write, err_write
         for target, fd in ((0, stdin), (1, stdout), (2, stderr)):
             if fd is None:
@@ -75,9 +80,10 @@ async def run(
                 actions.append((os.POSIX_SPAWN_OPEN, target, os.devnull, mode, 0))
             else:
                 actions.append((os.POSIX_SPAWN_DUP2, fd, target))
-        pid = os.posix_spawnp(
-            argv[0], list(argv), _environment(), file_actions=actions, setsigdef=_RESET_SIGNALS
-        )
+        with for_children():  # runc, and a container without rlimits, keep the original limit
+            pid = os.posix_spawnp(
+                argv[0], list(argv), _environment(), file_actions=actions, setsigdef=_RESET_SIGNALS
+            )
     except BaseException:
         close_quietly(*ours, *theirs)
         raise

@@ -15,6 +15,10 @@ import fcntl
 import os
 import struct
 
+# Before attrs: its own classes' methods, and then these, from the cache (``attrs_code``).
+from containerd_actors.protocol import attrs_code  # noqa: F401
+
+# isort: split
 import attrs
 
 #: ``_IOR('v', 1, long)``: the inode's generation (file systems write an int).

@@ -150,6 +150,9 @@ async def test_a_living_actors_views_are_routed_and_an_exited_containers_come_fr
     assert await routed(harness, write("c1", b"bye\n")) == 4
     init_view = routes.view("c1", 0)
     assert init_view is not None
+    # The echo is in the log before the kill: a SIGKILL sent at once could end ``cat`` before it
+    # read the line, and the supervisor's view below would then wait for bytes that never come.
+    assert await output_until(init_view, b"bye\n") == b"bye\n"
     await harness.ask(wire.Signal(request_id="r", id="c1", signal=signal.SIGKILL))
     assert (await harness.next_event()).type == EventType.EXIT
     assert routes.view("c1", 0) is None and len(routes) == 0

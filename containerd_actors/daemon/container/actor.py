@@ -44,7 +44,13 @@ from containerd_actors.daemon.container.checkpoint import (
 )
 from containerd_actors.daemon.container.deps import ActorDeps
 from containerd_actors.daemon.container.drains import drain
-from containerd_actors.daemon.container.exec import ExecStarted, complete_exec, record_exec, run_exec
+from containerd_actors.daemon.container.exec import (
+    ExecStarted,
+    complete_exec,
+    keep_exec_ends,
+    record_exec,
+    run_exec,
+)
 from containerd_actors.daemon.container.exited import recall_exited_execs
 from containerd_actors.daemon.container.exits import (
     EXEC_EXIT_UNSEEN_REASON,
@@ -504,7 +510,7 @@ class ContainerActor:
         self._forget_exec(started.pid)  # a recycled pid must not append to an older process's logs
         info = exec_process_info(started.pid, spec, request, self._init.info)
         launched = record_exec(self.id, self.paths, info, started)
-        await self._exit_watcher.keep(launched.key, launched.kept_fds())
+        await keep_exec_ends(self.paths, launched, started, self._exit_watcher)
         self._execs_to_complete.append(started)
         self._execs[started.pid] = self._own(launched, is_init=False)
         await post(self._events, EventDraft(EventType.START_PROCESS, self.id, started.pid, by=by))

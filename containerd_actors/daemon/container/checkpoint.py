@@ -28,6 +28,7 @@ from containerd_actors.daemon.state.layout import (
     complete_intent,
     write_json_atomically,
 )
+from containerd_actors.host.fds import is_fd_limit_error
 from containerd_actors.protocol import Checkpoint, CreateCheckpoint, ErrorCode
 from containerd_actors.runc.driver import CriuOptions, RuncError
 
@@ -64,6 +65,8 @@ def read_checkpoint(bundle: Path, name: str) -> Checkpoint:
             ErrorCode.NOT_FOUND, f"no checkpoint {name!r} in {checkpoints_dir(bundle)}"
         ) from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
+        if is_fd_limit_error(exc):
+            raise  # the server's limit: the checkpoint is fine (the start answers it)
         raise CommandError(
             ErrorCode.NOT_FOUND, f"checkpoint {name!r} has unreadable metadata: {exc}"
         ) from None
@@ -73,7 +76,9 @@ def checkpoint_terminal(bundle: Path, name: str) -> bool | None:
     """Whether the dumped init had a pty (its restore needs a console socket); None if not recorded."""
     try:
         raw = json.loads((checkpoints_dir(bundle) / name / METADATA).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError) as exc:
+        if is_fd_limit_error(exc):
+            raise  # not "unrecorded": a restore with the wrong stdio would fail obscurely
         return None
     terminal = raw.get("terminal") if isinstance(raw, dict) else None
     return terminal if isinstance(terminal, bool) else None

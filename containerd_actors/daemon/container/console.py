@@ -8,6 +8,7 @@ drain reads the output, its stdin port writes keystrokes and resizes, and the re
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import socket
@@ -34,10 +35,14 @@ class ConsoleSocket:
     def __init__(self) -> None:
         self._directory = tempfile.mkdtemp(prefix="actr-console-")
         self.path = Path(self._directory) / "console.sock"
-        self._listener = socket.socket(
-            socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
-        )
         self._devnull = -1
+        try:
+            self._listener = socket.socket(
+                socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+            )
+        except BaseException:  # EMFILE: the directory must not outlive the refused start
+            shutil.rmtree(self._directory, ignore_errors=True)
+            raise
         try:
             self._listener.bind(str(self.path))
             self._listener.listen(1)
@@ -93,7 +98,10 @@ async def receive_console(listener: socket.socket) -> list[int]:
         connection.setblocking(False)
         while True:
             try:
-                _, fds, _, _ = socket.recv_fds(connection, 4096, 1, socket.MSG_CMSG_CLOEXEC)
+                _, fds, flags, _ = socket.recv_fds(connection, 4096, 1, socket.MSG_CMSG_CLOEXEC)
+                if not fds and flags & socket.MSG_CTRUNC:
+                    # The kernel dropped the master: this process is out of descriptors.
+                    raise OSError(errno.EMFILE, "the terminal runc sent was dropped (MSG_CTRUNC)")
                 return fds
             except BlockingIOError:
                 await trio.lowlevel.wait_readable(connection)
@@ -108,13 +116,21 @@ class InitStdio:
     """
 
     def __init__(self, terminal: bool) -> None:
+        """Nothing is opened yet (see ``open``), so that ``close_all`` is always safe to call."""
         self.terminal = terminal
-        self._pipes = None if terminal else ContainerPipes.create()
-        if self._pipes is not None:
-            self._pipes.enlarge_buffers(PIPE_BYTES)
-        self._console = ConsoleSocket() if terminal else None
+        self._pipes: ContainerPipes | None = None
+        self._console: ConsoleSocket | None = None
         self._master = -1
         self._master_copy = -1
+
+    def open(self) -> None:
+        """Make the pipes or the console socket; raises OSError (EMFILE at the fd limit) having
+        made nothing, inside the start's undo (``start.start_init``), unlike a constructor's."""
+        if self.terminal:
+            self._console = ConsoleSocket()
+        else:
+            self._pipes = ContainerPipes.create()
+            self._pipes.enlarge_buffers(PIPE_BYTES)
 
     @property
     def runc_stdio(self) -> Stdio:

@@ -34,7 +34,7 @@ from containerd_actors.daemon.state.layout import (
     write_json_atomically,
 )
 from containerd_actors.daemon.state.space import space_of
-from containerd_actors.host.fds import close_quietly
+from containerd_actors.host.fds import close_quietly, describe_os_error
 from containerd_actors.host.procfs import process_start_time
 from containerd_actors.host.reaping import ExitWatcher
 from containerd_actors.protocol import ErrorCode, ProcessInfo, converter
@@ -103,7 +103,7 @@ async def run_exec(
         if isinstance(exc, RuncError):
             raise CommandError(ErrorCode.RUNTIME_FAILED, f"runc exec failed: {exc.message}") from None
         if isinstance(exc, OSError):
-            raise CommandError(ErrorCode.RUNTIME_FAILED, f"cannot exec: {exc}") from None
+            raise CommandError(ErrorCode.RUNTIME_FAILED, f"cannot exec: {describe_os_error(exc)}") from None
         raise
 
 
@@ -138,17 +138,26 @@ def record_exec(id: str, paths: ContainerPaths, info: ProcessInfo, started: Exec
     as an init's are (most exec'd processes write to one stream or none; four system calls and
     one descriptor fewer per log)."""
     stdout_path, stderr_path = paths.exec_logs(info.pid)
-    output = ProcessOutput(info.pid, stdout_path, stderr_path, terminal=info.terminal, new=True)
+    output: ProcessOutput | None = None
     try:
+        # In the try: a log opened here could fail with EMFILE at the fd limit, like the record's
+        # write. (A ``new`` log opens its file with its first byte, where EMFILE drops and says so.)
+        output = ProcessOutput(info.pid, stdout_path, stderr_path, terminal=info.terminal, new=True)
         write_json_atomically(
             paths.exec_record(info.pid),
             {"process": converter.unstructure(info), "pid_start_time": process_start_time(info.pid)},
         )
     except OSError as exc:
         # A process without a record would be lost to a restarted daemon: it does not stay.
-        output.close_logs()
+        if output is not None:
+            output.close_logs()
         _abandon(started)
-        raise CommandError(ErrorCode.RUNTIME_FAILED, f"cannot exec: {exc}; the process was killed") from None
+        paths.exec_record(info.pid).unlink(missing_ok=True)
+        for log_path in (stdout_path, stderr_path):
+            log_path.unlink(missing_ok=True)
+        raise CommandError(
+            ErrorCode.RUNTIME_FAILED, f"cannot exec: {describe_os_error(exc)}; the process was killed"
+        ) from None
     return Launched(
         info,
         reaper_key(id, info.pid),
@@ -158,6 +167,27 @@ def record_exec(id: str, paths: ContainerPaths, info: ProcessInfo, started: Exec
         started.out_fds,
         started_here=True,
     )
+
+
+async def keep_exec_ends(
+    paths: ContainerPaths, launched: Launched, started: ExecStarted, exit_watcher: ExitWatcher
+) -> None:
+    """Hand the recorded process's ends to the exit watcher; out of descriptors (the copies the
+    supervisor keeps), the exec is undone like one whose record cannot be written."""
+    try:
+        await exit_watcher.keep(launched.key, launched.kept_fds())
+    except OSError as exc:
+        with trio.CancelScope(shield=True):
+            await exit_watcher.drop(launched.key)
+            launched.output.close_logs()
+            _abandon(started)
+            paths.exec_record(started.pid).unlink(missing_ok=True)
+            for log_path in paths.exec_logs(started.pid):
+                log_path.unlink(missing_ok=True)
+            await complete_exec(started, paths, exit_watcher)
+        raise CommandError(
+            ErrorCode.RUNTIME_FAILED, f"cannot exec: {describe_os_error(exc)}; the process was killed"
+        ) from None
 
 
 def _abandon(started: ExecStarted) -> None:
@@ -187,7 +217,21 @@ async def _exec_with_pipes(
         pipes.close_all()
         raise
     pipes.close_child_ends()
-    return ExecStarted(pid, pidfd_if_alive(pid), pipes.stdin_write, pipes.output_ends())
+    try:
+        pidfd = pidfd_if_alive(pid)
+    except OSError:
+        # EMFILE: without a pidfd the process could not be watched; it must not run unowned.
+        _kill_unowned(pid)
+        close_quietly(pipes.stdin_write, *pipes.output_ends())
+        raise
+    return ExecStarted(pid, pidfd, pipes.stdin_write, pipes.output_ends())
+
+
+def _kill_unowned(pid: int) -> None:
+    """SIGKILL a process ``runc exec`` just started, which nothing else yet knows (it is runc's
+    child, reparented to the subreaper: its pid cannot be reused before that reaps it)."""
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
 
 
 async def _exec_with_terminal(
@@ -198,15 +242,18 @@ async def _exec_with_terminal(
         pid = await runtime.exec_detached(
             id, process_file, pid_file, log_file, console.runc_stdio, console_socket=console.path
         )
-        pidfd = pidfd_if_alive(pid)
+        pidfd = -1
+        master = -1
         try:
+            pidfd = pidfd_if_alive(pid)
             master = await console.take_master()
+            copy = os.dup(master)
         except OSError:
-            # Nobody could ever read or write this process's terminal: do not leave it running.
+            # Nobody could ever read or write this process's terminal (or, out of descriptors,
+            # watch it): do not leave it running.
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
-            if pidfd >= 0:
-                os.close(pidfd)
+            close_quietly(*(fd for fd in (pidfd, master) if fd >= 0))
             raise
-    return ExecStarted(pid, pidfd, master, (os.dup(master), -1))
+    return ExecStarted(pid, pidfd, master, (copy, -1))

@@ -32,7 +32,7 @@ import trio
 
 from containerd_actors.daemon.state.layout import LogRange, log_rotation_record, write_json_atomically
 from containerd_actors.daemon.state.space import StateDirSpace, is_space_error, space_of
-from containerd_actors.host.fds import close_quietly, read_when_ready
+from containerd_actors.host.fds import close_quietly, describe_os_error, is_fd_limit_error, read_when_ready
 from containerd_actors.transport.file_identity import FileIdentity, identity_at, identity_of
 
 #: A log file is rotated to ``<name>.1`` when it grows past this, so a chatty container
@@ -48,9 +48,14 @@ log = logging.getLogger(__name__)
 Writer = Callable[[int, memoryview], int]
 
 
-def lost_marker(size: int) -> bytes:
+#: Why bytes were lost: no room in the state directory, or no descriptor to open the log with.
+STATE_DIR_FULL = "state dir full"
+TOO_MANY_OPEN_FILES = "too many open files"
+
+
+def lost_marker(size: int, reason: str = STATE_DIR_FULL) -> bytes:
     """The line a log gets where ``size`` bytes of output could not be written."""
-    return f"[{size} bytes lost: state dir full]\n".encode()
+    return f"[{size} bytes lost: {reason}]\n".encode()
 
 
 @attrs.frozen
@@ -157,6 +162,9 @@ class RotatingLog:
         #: The identities of the current and the rotated file, by path, as looked up since the
         #: last rotation (``identity``).
         self._identities: dict[Path, FileIdentity | None] = {}
+        #: The last open of the file failed for the fd limit (EMFILE/ENFILE): the bytes are dropped
+        #: as for a full state directory, but the next write, not the space's recovery, retries.
+        self._fd_limited = False
 
     def range(self) -> LogRange:
         return LogRange(self.base, self.end)
@@ -188,6 +196,7 @@ class RotatingLog:
         if not self._space.writable():
             return 0
         step = "opening" if self._fd < 0 else "rotating"
+        fd_limited = False
         try:
             if self._fd < 0:
                 self._fd = _open_for_append(self.path)  # a ``new`` log's first byte
@@ -195,10 +204,19 @@ class RotatingLog:
             elif self._size + len(data) > self.rotate_bytes and self._size > 0:
                 self._rotate()
         except OSError as exc:
-            if not is_space_error(exc):
+            if is_fd_limit_error(exc):
+                # Never a crash of the drain (and its actor) for a host limit: a log that cannot
+                # be opened drops the bytes and says so; one that cannot rotate grows on instead.
+                fd_limited = True
+                self._note_fd_limit(exc, step)
+                if self._fd < 0:
+                    return 0
+            elif not is_space_error(exc):
                 raise
-            self._space.report_failure(exc, f"{step} {self.path}")
-            return 0
+            else:
+                self._space.report_failure(exc, f"{step} {self.path}")
+                return 0
+        self._fd_limited = fd_limited
         view = memoryview(data)
         written = 0
         while written < len(data):
@@ -217,6 +235,12 @@ class RotatingLog:
             self._at_line_start = data[written - 1 : written] == b"\n"
         return written
 
+    def _note_fd_limit(self, exc: OSError, step: str) -> None:
+        if not self._fd_limited:
+            what = "its output is dropped and counted" if step == "opening" else "it grows unrotated"
+            log.error("%s %s: %s; %s", step, self.path, describe_os_error(exc), what)
+        self._fd_limited = True
+
     def _drop(self, size: int) -> None:
         self.lost += size
         self.lost_total += size
@@ -231,7 +255,8 @@ class RotatingLog:
         if not self.lost:
             return True
         at_line_start = self._at_line_start
-        marker = (b"" if at_line_start else b"\n") + lost_marker(self.lost)
+        reason = TOO_MANY_OPEN_FILES if self._fd_limited else STATE_DIR_FULL
+        marker = (b"" if at_line_start else b"\n") + lost_marker(self.lost, reason)
         written = self._append(marker)
         if written < len(marker):
             self._at_line_start = at_line_start
@@ -247,6 +272,8 @@ class RotatingLog:
         return True
 
     def _wait_for_room(self) -> None:
+        if self._fd_limited:
+            return  # the next write (or none) retries: the space would call back at once, forever
         if not self._waiting_for_room:
             self._waiting_for_room = True
             self._space.when_room(self._room_again)

@@ -9,6 +9,7 @@ sends differs.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 
@@ -21,6 +22,8 @@ from containerd_actors.daemon.mailbox import CommandError
 from containerd_actors.host.fds import close_quietly
 from containerd_actors.host.reaping import ExitWatcher, open_pidfd
 from containerd_actors.protocol import ErrorCode, ProcessInfo
+
+_log = logging.getLogger(__name__)
 
 #: After the init exits, the kernel has already killed the rest of its pid namespace, so pipe
 #: EOF follows at once; this bound only guards against a writer outside the namespace.
@@ -86,12 +89,19 @@ class ContainerProcess:
         belong to another file.
         """
         logs = (self.output.stdout, self.output.stderr)
-        ends = zip(self.out_fds, logs, strict=True)
-        outputs = [os.dup(fd) for fd, log in ends if fd >= 0 and not log.finished]
+        outputs: list[int] = []
         try:
+            for fd, output_log in zip(self.out_fds, logs, strict=True):
+                if fd >= 0 and not output_log.finished:
+                    outputs.append(os.dup(fd))
             await exit_watcher.drop(self.key)
             if outputs:
                 await exit_watcher.keep(self.key, outputs)
+        except OSError as exc:
+            # Out of descriptors: the stdin end goes all the same (the process must see EOF);
+            # its outputs are then the actor's alone, as with ``--no-reaper``.
+            _log.warning("process %d: its output ends are not kept outside the actor: %s", self.pid, exc)
+            await exit_watcher.drop(self.key)
         finally:
             close_quietly(*outputs)
 

@@ -11,6 +11,7 @@ the next server adopts what runc made (or deletes what it only half made); see `
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ from containerd_actors.daemon.state.layout import (
     complete_intent,
 )
 from containerd_actors.daemon.state.space import space_of
+from containerd_actors.host.fd_limit import SpareFds
+from containerd_actors.host.fds import describe_os_error, is_fd_limit_error
 from containerd_actors.host.procfs import process_start_time
 from containerd_actors.host.reaping import ExitWatcher
 from containerd_actors.protocol import ErrorCode, EventType
@@ -82,20 +85,25 @@ async def start_init(
 
     ``exit_watcher`` is handed copies of the pipe ends before runc runs, so that a container a
     killed server started keeps its stdio (see the module docstring); a terminal's master exists
-    only after, and is handed over by the actor. ``request_id`` is recorded so that the same
+    only after, and is handed over once the record is written. ``request_id`` is recorded so that the same
     request repeated is answered with this container's pid.
     """
+    _spare_fds()  # held from the first start on, long before the limit is near
     try:
         bundle_path = validate_bundle(bundle)
         config = read_bundle_config(bundle_path)
         info = init_process_info(0, config)
         process_spec = dict(config.get("process") or {})
+        restore_from = read_checkpoint(bundle_path, checkpoint) if checkpoint else None
+        if terminal is None and restore_from is not None:
+            terminal = checkpoint_terminal(bundle_path, restore_from.name)
     except (ValueError, TypeError, AttributeError) as exc:
         raise CommandError(ErrorCode.INVALID_BUNDLE, f"bad bundle config: {exc}") from None
-    restore_from = read_checkpoint(bundle_path, checkpoint) if checkpoint else None
+    except OSError as exc:  # only the fd limit gets here (EMFILE): nothing is made yet
+        raise CommandError(
+            ErrorCode.RUNTIME_FAILED, f"cannot start container: {describe_os_error(exc)}"
+        ) from None
     space_of(paths.directory.parent).require_room(f"start container {id!r}")  # before runc fails obscurely
-    if terminal is None and restore_from is not None:
-        terminal = checkpoint_terminal(bundle_path, restore_from.name)
     if terminal is None:
         terminal = info.terminal
     try:
@@ -105,13 +113,20 @@ async def start_init(
             ErrorCode.ALREADY_EXISTS,
             f"container {id!r} already has state in {paths.directory} (left by an earlier daemon?)",
         ) from None
-    stdio = InitStdio(terminal)
+    stdio = InitStdio(terminal)  # opens nothing yet: its pipes are made in the try below
     # The files are made with the first byte written (``paths.create`` just made their directory):
     # a reader before that finds empty logs, and most inits of a burst never write to stderr.
     output = ProcessOutput(0, paths.stdout_log, paths.stderr_log, terminal=terminal, new=True)
     key = reaper_key(id)
     kept = False
+    #: Whether runc was asked to make the container: before that, runc's root has nothing to
+    #: undo (and at the fd limit, ``runc delete`` could not even be spawned).
+    runc_called = False
+    pidfd = -1
     try:
+        # In the try: out of descriptors (EMFILE) here, the start is refused and undone like any
+        # other failure, where an error before it crashed the actor and left the state directory.
+        stdio.open()
         # Before the slot: a start still queued when the server dies is recognised as one.
         intent = Intent(
             IntentOp.START if restore_from is None else IntentOp.RESTORE,
@@ -127,11 +142,12 @@ async def start_init(
             runc_bundle = write_with_terminal(bundle_path, config, terminal, paths.runc_bundle)
 
         async def in_slot() -> int:
-            nonlocal kept
+            nonlocal kept, runc_called
             early_ends = stdio.ends_before_run
             if exit_watcher is not None and early_ends is not None:
                 await exit_watcher.keep(key, early_ends)
                 kept = True
+            runc_called = True
             if restore_from is None:
                 return await runtime.run_detached(
                     id,
@@ -166,11 +182,18 @@ async def start_init(
             request_id=request_id,
         ).write(paths)
         pidfd = pidfd_if_alive(pid)
+        if terminal and exit_watcher is not None:
+            # A pty master exists only now; kept before the answer, so that a copy it cannot
+            # make (EMFILE) undoes the start instead of crashing the actor of a started container.
+            kept = True
+            await exit_watcher.keep(key, [stdin_fd, *(fd for fd in out_fds if fd >= 0)])
     except BaseException as exc:
         stdio.close_all()
         output.close_logs()
+        if pidfd >= 0:
+            os.close(pidfd)
         with trio.CancelScope(shield=True):
-            await _forget_failed_start(id, paths, runtime)
+            await _forget_failed_start(id, paths, runtime if runc_called else None)
             if kept and exit_watcher is not None:
                 await exit_watcher.drop(key)
         if isinstance(exc, RuncTimeout):
@@ -180,7 +203,9 @@ async def start_init(
                 ErrorCode.RUNTIME_FAILED, f"runc {exc.command} failed: {exc.message}"
             ) from None
         if isinstance(exc, OSError):
-            raise CommandError(ErrorCode.RUNTIME_FAILED, f"cannot start container: {exc}") from None
+            raise CommandError(
+                ErrorCode.RUNTIME_FAILED, f"cannot start container: {describe_os_error(exc)}"
+            ) from None
         if isinstance(exc, StartsStopped):
             raise CommandError(ErrorCode.RUNTIME_FAILED, f"container {id!r} not started: {exc}") from None
         raise
@@ -239,9 +264,6 @@ async def start_and_answer(
     init = started.launched
     answer(start_reply, init.info.pid)
     tell(deps.metrics, RecordDuration(CONTAINER_START_TIME, time.monotonic_ns() - started_at))
-    if init.info.terminal:
-        # A pty master exists only once runc has sent it, so the reaper gets it only now.
-        await deps.exit_watcher.keep(init.key, init.kept_fds())
     await post(deps.events, EventDraft(EventType.START_CONTAINER, id, init.info.pid, by=by))
     return started
 
@@ -270,11 +292,55 @@ async def delete_from_runtime(runtime: ContainerRuntime, id: str) -> None:
             log.error("container %s: runc delete --force failed: %s", id, exc2.message)
 
 
-async def _forget_failed_start(id: str, paths: ContainerPaths, runtime: ContainerRuntime) -> None:
-    """A failed start leaves no trace: not in runc's root, not in the state directory."""
-    try:
-        await runtime.delete(id, force=True)
-    except RuncError:
-        pass  # runc already cleaned up, which is the usual case
-    paths.remove()
-    paths.remove_logs()
+#: The waits between tries to undo a failed start while the server is out of descriptors: runc
+#: itself cannot be run then, and ``rmtree`` silently leaves what it cannot open. ~4 s in all.
+FORGET_RETRY_DELAYS_S = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+
+
+#: Descriptors kept free for ``runc delete`` in the undo of a start (see ``SpareFds``).
+SPARE_FDS = 8
+_spare: SpareFds | None = None
+
+
+def _spare_fds() -> SpareFds:
+    """Made at the first start (refilled after each undo): importing this module opens nothing."""
+    global _spare
+    if _spare is None:
+        _spare = SpareFds(SPARE_FDS)
+    return _spare
+
+
+async def _forget_failed_start(id: str, paths: ContainerPaths, runtime: ContainerRuntime | None) -> None:
+    """A failed start leaves no trace: not in runc's root (None: runc was never called), not in
+    the state directory.
+
+    At the fd limit the undo itself may fail (runc cannot be spawned): the start's own
+    descriptors are closed by then, and others free up as containers exit, so it is tried again
+    for a while. If it still cannot run, the start's intent stays, and the next server's recovery
+    deletes what runc made (see ``state.recovery``); the error is logged, never raised over the
+    start's own.
+    """
+    error: OSError | None = None
+    for delay in FORGET_RETRY_DELAYS_S:
+        await trio.sleep(delay)
+        try:
+            if runtime is not None:
+                with _spare_fds().released():
+                    await runtime.delete(id, force=True)
+        except RuncError:
+            pass  # runc already cleaned up, which is the usual case
+        except OSError as exc:
+            if not is_fd_limit_error(exc):
+                raise
+            error = exc
+            continue
+        paths.remove()
+        paths.remove_logs()
+        if not paths.directory.exists():
+            return
+        error = OSError(f"{paths.directory} could not be removed")
+    log.error(
+        "container %s: the failed start could not be undone (%s); its intent is left for recovery",
+        id,
+        describe_os_error(error) if error is not None else "?",
+    )

@@ -61,11 +61,18 @@ class ContainerPipes:
 
     @classmethod
     def create(cls) -> ContainerPipes:
-        """os.pipe() ends are close-on-exec, so a concurrent runc never inherits another container's pipe."""
-        stdin_read, stdin_write = os.pipe()
-        stdout_read, stdout_write = os.pipe()
-        stderr_read, stderr_write = os.pipe()
-        return cls(stdin_read, stdin_write, stdout_read, stdout_write, stderr_read, stderr_write)
+        """os.pipe() ends are close-on-exec, so a concurrent runc never inherits another container's pipe.
+
+        Out of descriptors (EMFILE) half-way, the pipes already made are closed before the error
+        goes up: a start refused for the fd limit must not leak what would free it."""
+        ends: list[int] = []
+        try:
+            for _ in range(3):
+                ends.extend(os.pipe())
+        except BaseException:
+            close_quietly(*ends)
+            raise
+        return cls(*ends)
 
     def enlarge_buffers(self, size: int) -> None:
         """A bigger stdin pipe takes a WriteInput of a whole MiB in one write; a smaller one only

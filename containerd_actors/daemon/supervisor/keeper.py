@@ -77,7 +77,14 @@ class PipeKeeper:
 
     def hold(self, key: str, fds: list[int]) -> None:
         """Keep duplicates of ``fds`` under ``key`` (replacing what it held), without telling the reaper."""
-        copies = [os.dup(fd) for fd in fds if fd >= 0]  # os.dup's copies are close-on-exec
+        copies: list[int] = []
+        try:
+            for fd in fds:
+                if fd >= 0:
+                    copies.append(os.dup(fd))  # os.dup's copies are close-on-exec
+        except OSError:
+            close_quietly(*copies)  # EMFILE: the caller undoes its start or exec; nothing leaks
+            raise
         container = self._ends.setdefault(_container_of(key), {})
         close_quietly(*container.pop(key, []))
         container[key] = copies
