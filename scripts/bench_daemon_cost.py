@@ -16,6 +16,11 @@ reversed every other round) so that both see the same machine. With two trees th
 
     .venv/bin/python scripts/bench_daemon_cost.py [TREE ...] [-n 300] [--rounds 8] [--clients 100] [-c 10]
 
+With `--exec`, the same for AddProcess: each daemon gets one container, then every round is `-n`
+sequential AddProcess `true` calls from one client (a warm loop: one exec at a time, as a person or a
+health check would); printed are the server's CPU per exec and the median AddProcess wall time (the
+stand-in's own `exec` is a shell starting `true`, so the wall time is the daemon's plus a shell's).
+
 Every container stays running until the end (as in bench_start), 7 descriptors each: keep
 `(rounds + 1) * n` well under the daemon's open-file limit (the default keeps 2,450 per daemon).
 At the end the daemons are stopped by pid, the `sleep` inits are killed by the pids the stand-in
@@ -29,6 +34,7 @@ import os
 import signal
 import statistics
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -62,6 +68,11 @@ while [ $# -gt 0 ]; do
   case $1 in --pid-file) pidfile=$2; shift 2;; *) shift;; esac
 done
 case $cmd in
+  exec)
+    # A subshell that leaves `true` behind: orphaned to the reaper as runc's process would be (a
+    # background job of this shell could be reaped by it, and its exit would never be reported).
+    (true & exec /usr/bin/printf "%s\n" $! > "$pidfile")
+    exit 0;;
   run)
     mkdir -p "$root/$id"
     sleep 1000000 <&0 &
@@ -86,6 +97,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=8, help="measured rounds per tree (default 8)")
     parser.add_argument("--clients", type=int, default=100, help="concurrent client tasks (default 100)")
     parser.add_argument("-c", "--concurrency", type=int, default=10, help="the daemon's -c (default 10)")
+    parser.add_argument("--exec", action="store_true", help="measure AddProcess `true` instead of starts")
     parser.add_argument("--workdir", default=None, help="where the state dirs go (default: a tmpfs)")
     args = parser.parse_args(argv)
     this_checkout = Path(__file__).resolve().parent.parent
@@ -116,8 +128,20 @@ async def starts(daemon: DaemonHandle, bundle: Path, prefix: str, n: int, client
         raise RuntimeError(f"{len(errors)} starts failed, the first: {errors[0]}")
 
 
-async def measure(args: argparse.Namespace, work: Path) -> list[list[float]]:
-    """API server CPU per start (ms) of each tree, round by round."""
+async def execs(daemon: DaemonHandle, id: str, n: int) -> list[float]:
+    """``n`` AddProcess ``true`` one after the other; each one's wall time (ms)."""
+    walls = []
+    async with Client.connect(daemon.address) as client:
+        for _ in range(n):
+            began = time.perf_counter()
+            await client.add_process(id, ["true"])
+            walls.append((time.perf_counter() - began) * 1000)
+    return walls
+
+
+async def measure(args: argparse.Namespace, work: Path) -> tuple[list[list[float]], list[list[float]]]:
+    """API server CPU per start or exec (ms) of each tree, round by round; with --exec also
+    each exec's wall time (ms)."""
     become_child_subreaper()  # the inits come to us when the daemons' reapers stop
     bundle = make_bundle(work)
     fake = work / "fake-runc"
@@ -128,23 +152,36 @@ async def measure(args: argparse.Namespace, work: Path) -> list[list[float]]:
         for index, tree in enumerate(args.trees):
             daemons.append(await start_in(tree, work / f"state{index}", fake, args.concurrency))
         servers = [daemon_pids(daemon.pid)[-1] for daemon in daemons]
+        exec_into = [f"x{os.getpid()}-{index}" for index in range(len(daemons))]
         for index, daemon in enumerate(daemons):
             await starts(daemon, bundle, f"w{os.getpid()}-{index}", WARM_UP_STARTS, args.clients)
+            if args.exec:
+                await daemon_client_create(daemon, exec_into[index], bundle)
+                await execs(daemon, exec_into[index], WARM_UP_STARTS)
         per_start: list[list[float]] = [[] for _ in daemons]
+        walls: list[list[float]] = [[] for _ in daemons]
         for round_number in range(args.rounds):
             order = list(range(len(daemons)))
             if round_number % 2:
                 order.reverse()
             for index in order:
                 before = threads_cpu_s(servers[index])
-                prefix = f"b{os.getpid()}-{index}-{round_number}"
-                await starts(daemons[index], bundle, prefix, args.n, args.clients)
+                if args.exec:
+                    walls[index] += await execs(daemons[index], exec_into[index], args.n)
+                else:
+                    prefix = f"b{os.getpid()}-{index}-{round_number}"
+                    await starts(daemons[index], bundle, prefix, args.n, args.clients)
                 per_start[index].append((threads_cpu_s(servers[index]) - before) / args.n * 1000)
             progress(f"round {round_number + 1}/{args.rounds} done")
-        return per_start
+        return per_start, walls
     finally:
         with trio.CancelScope(shield=True):
             await retire(daemons)
+
+
+async def daemon_client_create(daemon: DaemonHandle, id: str, bundle: Path) -> None:
+    async with Client.connect(daemon.address) as client:
+        await client.create_container(id, str(bundle))
 
 
 async def retire(daemons: list[DaemonHandle]) -> None:
@@ -169,25 +206,31 @@ async def retire(daemons: list[DaemonHandle]) -> None:
             continue
 
 
-def report(args: argparse.Namespace, per_start: list[list[float]]) -> None:
-    print(f"API server CPU per start (ms), fake runc, {args.rounds} x {args.n} starts, -c {args.concurrency}")
-    for tree, values in zip(args.trees, per_start, strict=True):
+def report(args: argparse.Namespace, per_start: list[list[float]], walls: list[list[float]]) -> None:
+    what = "exec (sequential AddProcess true)" if args.exec else f"start, -c {args.concurrency}"
+    print(f"API server CPU per {what} (ms), fake runc, {args.rounds} x {args.n}")
+    for tree, values, wall in zip(args.trees, per_start, walls, strict=True):
         rounds = " ".join(f"{value:.3f}" for value in values)
         print(f"  {tree}: median {statistics.median(values):.3f}  (rounds {rounds})")
+        if wall:
+            print(f"    AddProcess wall median {statistics.median(wall):.2f} ms (of {len(wall)})")
     if len(per_start) == 2:
         ratios = [second / first for first, second in zip(*per_start, strict=True)]
         listed = " ".join(f"{ratio:.2f}" for ratio in ratios)
         print(f"  second / first, round by round: median {statistics.median(ratios):.3f}  ({listed})")
+        if all(walls):
+            wall_ratio = statistics.median(walls[1]) / statistics.median(walls[0])
+            print(f"  AddProcess wall second / first: {wall_ratio:.3f}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="daemon-cost-", dir=args.workdir or default_workdir()))
     try:
-        per_start = trio.run(measure, args, work)
+        per_start, walls = trio.run(measure, args, work)
     finally:
         remove_workdir(work, keep_logs=False)
-    report(args, per_start)
+    report(args, per_start, walls)
     return 0
 
 

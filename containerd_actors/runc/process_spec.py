@@ -6,7 +6,6 @@ directions are here, so the daemon's view of a process and runc's agree.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from containerd_actors.protocol import AddProcess, ProcessInfo, User
@@ -45,7 +44,9 @@ def exec_spec(init_spec: dict[str, Any], init: ProcessInfo, request: AddProcess)
     ``runc exec --process`` takes the file as the whole spec, so starting from the bundle's
     keeps exec'd processes as privileged as ``runc exec ID ARGS`` would make them.
     """
-    spec = copy.deepcopy(init_spec)
+    # A shallow copy: only top-level keys are replaced, nested objects (capabilities, rlimits) are
+    # shared with the template and only read (a deep copy was ~10% of the daemon's CPU per exec).
+    spec = dict(init_spec)
     spec["args"] = list(request.args)
     spec["env"] = merge_env(list(init.env), list(request.env))
     spec["cwd"] = request.cwd or init.cwd or "/"

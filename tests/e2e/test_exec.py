@@ -348,11 +348,15 @@ async def test_logs_of_old_exec_processes_are_bounded(
     kept = 64  # containerd_actors.daemon.container.actor.KEPT_EXITED_EXECS
     pids = []
     for _ in range(kept + 2):
-        pid = await client.add_process(cid, ["true"])
+        # It writes to stdout: an exec's log file is made with its first byte.
+        pid = await client.add_process(cid, ["echo", "hi"])
         # Exited and its exit handled (pub/sub could drop some of 130 events in a burst; this cannot).
         assert (await output_of(client, cid, pid))[2] == 0
         pids.append(pid)
-    assert len(list((daemon.state_dir / "logs" / cid).glob("exec-*.stdout.log"))) == kept
+    logs = daemon.state_dir / "logs" / cid
+    assert len(list(logs.glob("exec-*.stdout.log"))) == kept
+    assert len(list(logs.glob("exec-*.exited.json"))) == kept
+    assert not list(logs.glob("exec-*.stderr.log"))  # nothing written there, no file made
     for pid in pids[:2]:
         with pytest.raises(RequestFailed) as failure:
             await client.read_output(cid, pid)

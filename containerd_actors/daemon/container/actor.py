@@ -44,7 +44,13 @@ from containerd_actors.daemon.container.checkpoint import (
 )
 from containerd_actors.daemon.container.deps import ActorDeps
 from containerd_actors.daemon.container.drains import drain
-from containerd_actors.daemon.container.exec import complete_exec, keep_exec_ends, record_exec, run_exec
+from containerd_actors.daemon.container.exec import (
+    ExecStarted,
+    complete_exec,
+    keep_exec_ends,
+    record_exec,
+    run_exec,
+)
 from containerd_actors.daemon.container.exited import recall_exited_execs
 from containerd_actors.daemon.container.exits import (
     EXEC_EXIT_UNSEEN_REASON,
@@ -167,6 +173,8 @@ class ContainerActor:
         self._outputs: dict[int, OutputView] = {}
         self._exited_execs: collections.deque[int] = collections.deque()
         self._exec_numbers = itertools.count(1)
+        #: Exec'd processes recorded and answered whose exec's intent is still to be completed.
+        self._execs_to_complete: collections.deque[ExecStarted] = collections.deque()
         self._finish_by = math.inf
         #: The migration under way, answered when its task reports (or when the container exits).
         self._migrating: Ask[wire.MigrateContainer] | None = None
@@ -317,6 +325,7 @@ class ContainerActor:
                 await self._reply(reply_to, self._signal(request, by))
             case Ask(wire.AddProcess() as request, reply_to, by):
                 await self._reply(reply_to, self._add_process(request, by))
+                await self._complete_execs()
             case Ask(wire.Stats(), reply_to):
                 await self._reply(reply_to, self._sample_stats())
             case Ask(wire.UpdateContainer() as request, reply_to, by):
@@ -502,11 +511,21 @@ class ContainerActor:
         info = exec_process_info(started.pid, spec, request, self._init.info)
         launched = record_exec(self.id, self.paths, info, started)
         await keep_exec_ends(self.paths, launched, started, self._exit_watcher)
-        await complete_exec(started, self.paths, self._exit_watcher)
+        self._execs_to_complete.append(started)
         self._execs[started.pid] = self._own(launched, is_init=False)
         await post(self._events, EventDraft(EventType.START_PROCESS, self.id, started.pid, by=by))
         await self._report()
         return started.pid
+
+    async def _complete_execs(self) -> None:
+        """After the reply: the exec's intent, files and pending reaper key go.
+
+        The process's record and its pipe ends under its pid already stand for it, so these only
+        cost the client time before its answer. A server that dies before this step leaves
+        both intent and record, as it could before (``state.reconcile`` completes the intent).
+        """
+        while self._execs_to_complete:
+            await complete_exec(self._execs_to_complete.popleft(), self.paths, self._exit_watcher)
 
     def _to_stdin(self, ask: StdinAsk) -> None:
         """Hand a write or resize to the process's stdin port, which answers it; never wait here."""

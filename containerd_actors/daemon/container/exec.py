@@ -132,12 +132,17 @@ async def _forget_exec(
 
 
 def record_exec(id: str, paths: ContainerPaths, info: ProcessInfo, started: ExecStarted) -> Launched:
-    """Open the process's logs and write its record; the caller has removed a recycled pid's old logs."""
+    """Open the process's logs and write its record; the caller has removed a recycled pid's old logs.
+
+    So neither log nor a rotation record exists: each file is made with its first byte (``new``),
+    as an init's are (most exec'd processes write to one stream or none; four system calls and
+    one descriptor fewer per log)."""
     stdout_path, stderr_path = paths.exec_logs(info.pid)
     output: ProcessOutput | None = None
     try:
-        # In the try: opening the logs fails with EMFILE at the fd limit, like the record's write.
-        output = ProcessOutput(info.pid, stdout_path, stderr_path, terminal=info.terminal)
+        # In the try: a log opened here could fail with EMFILE at the fd limit, like the record's
+        # write. (A ``new`` log opens its file with its first byte, where EMFILE drops and says so.)
+        output = ProcessOutput(info.pid, stdout_path, stderr_path, terminal=info.terminal, new=True)
         write_json_atomically(
             paths.exec_record(info.pid),
             {"process": converter.unstructure(info), "pid_start_time": process_start_time(info.pid)},

@@ -31,7 +31,7 @@ from containerd_actors.daemon.events.messages import EventDraft
 from containerd_actors.daemon.metrics.messages import RecordDuration, tell
 from containerd_actors.daemon.metrics.registry import CONTAINER_DELETE_TIME
 from containerd_actors.daemon.state.exit_notes import write_note
-from containerd_actors.daemon.state.layout import ContainerPaths, Intent, IntentOp, log_files
+from containerd_actors.daemon.state.layout import LOG_FILE_SUFFIXES, ContainerPaths, Intent, IntentOp
 from containerd_actors.host.reaping import ExitWatcher
 from containerd_actors.protocol import EventType
 
@@ -97,11 +97,22 @@ def end_exec(id: str, paths: ContainerPaths, process: ContainerProcess, status: 
 
 
 def forget_exec_files(paths: ContainerPaths, pid: int) -> None:
-    """Remove an exited exec'd process's log files and exited record."""
+    """Remove an exited exec'd process's log files and exited record.
+
+    Also before every exec (a recycled pid's), where usually none exists: names as strings, not
+    seven Paths made and parsed for seven failing unlinks."""
     for log_path in paths.exec_logs(pid):
-        for path in log_files(log_path):
-            path.unlink(missing_ok=True)
-    paths.exec_exited_record(pid).unlink(missing_ok=True)
+        name = str(log_path)
+        for suffix in LOG_FILE_SUFFIXES:
+            _unlink_if_there(name + suffix)
+    _unlink_if_there(str(paths.exec_exited_record(pid)))
+
+
+def _unlink_if_there(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 async def announce_exec_exit(

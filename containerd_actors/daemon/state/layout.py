@@ -197,6 +197,11 @@ def log_rotation_record(log_path: Path) -> Path:
     return log_path.with_name(log_path.name + ".base")
 
 
+#: What each file of one rotating log adds to its name: the current one, the rotated
+#: generation, the rotation record (``log_rotation_record``).
+LOG_FILE_SUFFIXES = ("", ".1", ".base")
+
+
 def log_files(log_path: Path) -> tuple[Path, Path, Path]:
     """Every file of one rotating log: the current one, the rotated generation, the rotation record."""
     return log_path, log_path.with_name(log_path.name + ".1"), log_rotation_record(log_path)
