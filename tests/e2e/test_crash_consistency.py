@@ -281,7 +281,9 @@ async def test_a_server_killed_while_runc_run_works_waits_for_it_and_adopts_the_
     slow_runc.write_text(SLOW_RUN.replace("GO", str(go)))
     slow_runc.chmod(0o755)
     bundle = bundle_factory("sh", "-c", "sleep 1; echo written-after-the-kill; exec sleep 1000")
-    handle = await start_daemon(state_dir, "--runtime", str(slow_runc))
+    # The new server gives the runc it finds working --start-timeout to finish: under a loaded
+    # machine (CI) the slowed runc run plus the real one took longer than the default 15 s once.
+    handle = await start_daemon(state_dir, "--runtime", str(slow_runc), "--start-timeout", "60s")
     cid = unique_id("slow")
     runc = Runc(handle.runc_root, binary=str(slow_runc))
     try:
