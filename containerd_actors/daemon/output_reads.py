@@ -64,6 +64,7 @@ class OutputReads:
             )
         # From here to the return nothing awaits: the spans are read before the logs can move.
         out, err = spans.stdout, spans.stderr
+        ranges = view.log_ranges()
         reply = wire.ReadOutputReply(
             request.request_id,
             stdout=b"",
@@ -76,6 +77,8 @@ class OutputReads:
             exited=spans.exited,
             status=spans.status,
             terminal=view.terminal,
+            stdout_end=ranges[0].end,
+            stderr_end=ranges[1].end,
         )
         if files:
             identities = view.identities(spans)
