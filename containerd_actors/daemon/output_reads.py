@@ -51,6 +51,7 @@ class OutputReads:
                         wait=wait,
                         max_bytes=request.max_bytes,
                         tail=request.tail,
+                        gather=files,
                     )
                 finally:
                     self._waiting_reads.release()

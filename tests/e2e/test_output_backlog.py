@@ -100,3 +100,34 @@ async def test_a_process_that_reads_all_its_input_before_writing_finishes(
 
     assert code == 0, err
     assert out == b"".join(sorted(lines))
+
+
+async def test_a_line_typed_echoes_at_once(daemon: DaemonHandle, client: Client, sleep_bundle) -> None:
+    """A caught-up local reader's long poll answers a short write at once (it gathers more only
+    after a big write of a busy pipe): each line's echo comes back within tens of milliseconds."""
+    cid = await started(client, sleep_bundle)
+    argv = [*ACTR, "--address", daemon.address, "containers", "exec", "--id", cid, "-a", "--", "cat"]
+    delays = []
+    with trio.fail_after(120):
+        process = await trio.lowlevel.open_process(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        try:
+            assert process.stdin is not None and process.stdout is not None
+            for n in range(12):
+                line = f"line {n}\n".encode()
+                started_at = trio.current_time()
+                await process.stdin.send_all(line)
+                echoed = b""
+                while len(echoed) < len(line):
+                    echoed += await process.stdout.receive_some(1 << 16)
+                delays.append(trio.current_time() - started_at)
+                assert echoed == line
+            await process.stdin.aclose()
+            assert await process.stdout.receive_some(1) == b""
+            assert await process.wait() == 0
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    delays.sort()
+    # The first lines pay for the attach's start (its probe, its reader's first poll).
+    assert delays[len(delays) // 2] < 0.05, delays
