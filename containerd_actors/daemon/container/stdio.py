@@ -43,7 +43,7 @@ PIPE_BYTES = 1 << 20
 #: into its reply) that had to wait, woken by a write of at least ``BUSY_WRITE_BYTES`` (the pipe
 #: was busy), waits for more writes until ``GATHER_BYTES`` are there, ``GATHER_S`` at most; a
 #: smaller write (a line typed, a prompt) is answered at once: an interactive echo waits for nothing.
-BUSY_WRITE_BYTES = 256 << 10
+BUSY_WRITE_BYTES = 64 << 10
 GATHER_BYTES = 4 << 20
 GATHER_S = 0.002
 
