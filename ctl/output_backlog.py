@@ -20,7 +20,7 @@ What it knows for sure, and the bound it keeps (all offsets are both streams' to
 
 stdin sends its next chunk (at most ``SEND_BYTES``) only while ``slack + sent - copied`` is at
 most ``AHEAD_BYTES``: then the unread output can never be more than ``AHEAD_BYTES +
-IN_FLIGHT_BYTES + SEND_BYTES`` (44 MiB), inside what a log keeps behind its end (64 MiB less
+IN_FLIGHT_BYTES + SEND_BYTES`` (40 MiB), inside what a log keeps behind its end (64 MiB less
 one drain write). Measurements come with the reader's replies; when stdin would pause, it asks
 once (``probe``: a ReadOutput of one byte that does not wait) for a fresh end.
 
@@ -58,7 +58,7 @@ LEGACY_FULL_READ_BYTES = 4 << 20
 LEGACY_WAIT_S = 0.5
 
 #: Where the output ends now (both streams), or None when the daemon does not say.
-Probe = Callable[[], "int | None"]
+Probe = Callable[[], int | None]
 
 
 class OutputBacklog:
