@@ -16,6 +16,7 @@ usual 130; a process that no longer takes input still gets its output shown.
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import select
@@ -23,8 +24,7 @@ import signal
 import stat
 import sys
 import threading
-import time
-from collections.abc import Iterator, Sized
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from types import FrameType
 
@@ -35,7 +35,6 @@ from containerd_actors.client import (
     ErrorCode,
     RequestFailed,
 )
-from containerd_actors.client.calls import FRAMED_READ_BYTES
 from containerd_actors.client.local_output import follow_output as follow_local_output
 from containerd_actors.client.log_files import FileBytes
 from containerd_actors.client.ordered_input import (
@@ -44,21 +43,16 @@ from containerd_actors.client.ordered_input import (
     OrderedInput,
     speaks_ordered_input,
 )
+from ctl.output_backlog import OutputBacklog
 
 #: Exit code when the daemon does not know the exit status (the process was not its child).
 EXIT_STATUS_UNKNOWN = 255
 #: stdin is read in pieces of one framed WriteInput: one round trip per MiB of a file or busy pipe.
 _READ_CHUNK = FRAMED_INPUT_CHUNK_BYTES
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-#: Reads whose output may wait for the writer thread (each up to 4 MiB per stream).
+#: Reads whose output may wait for the writer thread (each up to 4 MiB per stream; its stdout,
+#: stderr and the ``then`` after them are three items of the writer's queue).
 _WRITES_AHEAD = 2
-#: A read that brings this much of one stream (all it asked for) says the reader may be behind.
-_FULL_READ_BYTES = FRAMED_READ_BYTES
-#: How far stdin may run ahead of the output read, while the reader is behind: past this, a
-#: process that echoes its input (``cat``) has that much piled up in its logs.
-_AHEAD_BYTES = 16 << 20
-#: The longest stdin waits at a time (a reader behind lets a write through per wait).
-_BEHIND_WAIT_S = 0.5
 
 
 class _Stopped(BaseException):
@@ -116,47 +110,6 @@ def _read(fd: int, size: int = _READ_CHUNK) -> bytes:
     return b"".join(parts) if len(parts) > 1 else data
 
 
-class OutputBacklog:
-    """Backpressure from this attach's output to its input, as a pipe gives ``runc exec``.
-
-    The process never waits for a reader: its output goes to the logs. So with a process that
-    echoes its input (``cat``), a stdin forwarded faster than this attach reads the output would
-    run ahead until the logs rotate out what it has not read yet (two generations of 64 MiB),
-    and those bytes would be lost to it. Instead stdin waits while the reader is behind (its last
-    read was full, ``_FULL_READ_BYTES``) and stdin has run more than ``_AHEAD_BYTES`` ahead of
-    the output read, up to ``_BEHIND_WAIT_S`` at a time. The container is never held, only this
-    attach's own input; a process whose output is smaller than its input (``md5sum``) never
-    makes the reader full, so its stdin never waits.
-    """
-
-    def __init__(self) -> None:
-        self._changed = threading.Condition()
-        self._full = False
-        self._read = 0
-        self._finished = False
-
-    def read(self, stdout: Sized, stderr: Sized) -> None:
-        with self._changed:
-            self._full = max(len(stdout), len(stderr)) >= _FULL_READ_BYTES
-            self._read += len(stdout) + len(stderr)
-            self._changed.notify_all()
-
-    def finish(self) -> None:
-        """No more reads: nothing to wait for."""
-        with self._changed:
-            self._finished = True
-            self._changed.notify_all()
-
-    def wait(self, sent: int) -> None:
-        """Before sending more, ``sent`` bytes of stdin sent so far: at once, unless behind."""
-        deadline = time.monotonic() + _BEHIND_WAIT_S
-        with self._changed:
-            while self._full and sent - self._read > _AHEAD_BYTES and not self._finished:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._changed.wait(remaining):
-                    return
-
-
 def _forward_stdin(
     address: str, id: str, pid: int, in_fd: int, failures: list[BaseException], backlog: OutputBacklog
 ) -> None:
@@ -171,7 +124,8 @@ def _forward_stdin(
     from containerd_actors.client.direct_input import forward_directly  # not for a stdin of /dev/null
 
     try:
-        with BlockingClient.connect(address) as client:
+        with BlockingClient.connect(address) as client, ExitStack() as probes:
+            backlog.set_probe(_EndProbe(address, id, pid, probes))
             if forward_directly(client, id, pid, in_fd, backlog.wait):
                 return
             sent = 0
@@ -187,6 +141,24 @@ def _forward_stdin(
                     return
     except Exception as exc:
         _note_input_failure(exc, failures)
+
+
+class _EndProbe:
+    """Where the process's output ends now (``OutputBacklog``'s probe): a ReadOutput of one byte
+    that does not wait, on a connection of its own, opened the first time stdin would pause (the
+    forwarder's own may have WriteInputs in flight)."""
+
+    def __init__(self, address: str, id: str, pid: int, stack: ExitStack) -> None:
+        self._address, self._id, self._pid, self._stack = address, id, pid, stack
+        self._client: BlockingClient | None = None
+
+    def __call__(self) -> int | None:
+        if self._client is None:
+            self._client = self._stack.enter_context(BlockingClient.connect(self._address))
+        reply = self._client.read_output(self._id, self._pid, max_bytes=1)
+        if reply.stdout_end is None or reply.stderr_end is None:
+            return None  # a daemon older than the field
+        return reply.stdout_end + reply.stderr_end
 
 
 def _note_input_failure(exc: Exception, failures: list[BaseException]) -> None:
@@ -237,6 +209,8 @@ def rotated_out(skipped: int) -> bytes:
 
 #: What the writer writes: bytes, a view of a reply, or bytes in the daemon's log file.
 Output = bytes | memoryview | FileBytes
+#: What the writer's queue holds: a write, or a call once the writes before it are done.
+_Item = tuple[int, Output] | Callable[[], None]
 
 
 class OutputWriter:
@@ -249,8 +223,8 @@ class OutputWriter:
     """
 
     def __init__(self) -> None:
-        self._queue: queue.Queue[tuple[int, bytes | memoryview | FileBytes] | None] = queue.Queue(
-            _WRITES_AHEAD
+        self._queue: queue.Queue[tuple[int, Output] | Callable[[], None] | None] = queue.Queue(
+            3 * _WRITES_AHEAD
         )
         self.failure: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="stdout", daemon=True)
@@ -260,6 +234,9 @@ class OutputWriter:
         while (item := self._queue.get()) is not None:
             if self.failure is None:
                 try:
+                    if callable(item):
+                        item()  # what was written before it is out
+                        continue
                     fd, data = item
                     if isinstance(data, FileBytes):
                         data.copy_to(fd)  # from the daemon's log file, in the kernel
@@ -273,6 +250,10 @@ class OutputWriter:
             raise self.failure
         if data:
             self._queue.put((fd, data))
+
+    def then(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (in the writer's thread) once every write asked before is done."""
+        self._queue.put(callback)
 
     def finish(self) -> None:
         """Wait for every write; raise what one of them raised."""
@@ -308,12 +289,18 @@ def attach(client: BlockingClient, id: str, pid: int) -> int:
             else:
                 forwarder.start()
             writer = OutputWriter()
+            # The output's offset (both streams) once this chunk is out, and the stdin sent
+            # before the next read was asked: what ``OutputBacklog`` bounds stdin with.
+            position, sent_before = 0, backlog.sent
             for chunk in follow_local_output(client, id, pid):
-                backlog.read(chunk.stdout, chunk.stderr)
+                backlog.read(chunk.stdout, chunk.stderr, chunk.end, sent_before)
                 if chunk.skipped:
                     writer.write(err_fd, rotated_out(chunk.skipped))
                 writer.write(out_fd, chunk.stdout)
                 writer.write(err_fd, chunk.stderr)
+                position += chunk.skipped + len(chunk.stdout) + len(chunk.stderr)
+                writer.then(functools.partial(backlog.copied, position))
+                sent_before = backlog.sent
                 if chunk.exited:
                     status = EXIT_STATUS_UNKNOWN if chunk.status is None else chunk.status
             writer.finish()

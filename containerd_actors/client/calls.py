@@ -63,6 +63,9 @@ class OutputRead:
     exited: bool = False
     status: int | None = None
     terminal: bool = False
+    #: Where both logs together ended when the daemon answered (``stdout_end + stderr_end``);
+    #: None from a daemon that does not say.
+    end: int | None = None
 
 
 class RequestIds:
@@ -243,7 +246,12 @@ class OutputFollow:
         empty = self._offsets == (reply.stdout_offset, reply.stderr_offset)
         self.done = reply.exited or (empty and not self._follow)
         self.backoff = FOLLOW_BACKOFF_S if empty and not self.done else 0.0
-        return OutputRead(stdout, stderr, reply.skipped, reply.exited, reply.status, reply.terminal)
+        end = (
+            None
+            if reply.stdout_end is None or reply.stderr_end is None
+            else reply.stdout_end + reply.stderr_end
+        )
+        return OutputRead(stdout, stderr, reply.skipped, reply.exited, reply.status, reply.terminal, end)
 
 
 class InputChunks:

@@ -13,10 +13,10 @@ event burst), a ReadOutput long poll from the output view the supervisor finds (
 occupy a container actor while it waits), and an OpenStdin from the open stdin port the routes
 hold (it only names an fd; refused here to callers on another host).
 
-One module (over 500 lines) on purpose: it is the whole path of a request through the server,
-receive, decode, authorize, route, encode, and the few shortcuts on that path (the Ping, the
-ReadOutput long poll, the routed stdin, the kept State encoding) sit beside the table they
-bypass, so a reader sees every way a request can go in one place.
+The whole path of a request through the server sits here, receive, decode, authorize, route,
+encode, with the shortcuts on that path (the Ping, the routed stdin, the kept State encoding)
+beside the table they bypass. How a ReadOutput is read and shaped once routed to its output
+view is ``output_reads``' job; the replies already encoded are ``ready_replies``'.
 """
 
 from __future__ import annotations
@@ -33,19 +33,18 @@ import trio
 from containerd_actors import __version__
 from containerd_actors import protocol as wire
 from containerd_actors.daemon.config import DaemonConfig, RemoteStreams
-from containerd_actors.daemon.container.logs import LogSpan
 from containerd_actors.daemon.container.routes import ProcessRoutes
 from containerd_actors.daemon.container.stdin import open_stdin_reply
-from containerd_actors.daemon.container.stdio import OutputView
 from containerd_actors.daemon.events.messages import EventsMailbox, EventsStatus, GetStatus
 from containerd_actors.daemon.mailbox import Answer, Ask, CommandError, Published, ask, forward
 from containerd_actors.daemon.metrics.messages import MetricsMailbox
 from containerd_actors.daemon.migration.destination import IncomingMigrations
+from containerd_actors.daemon.output_reads import OutputReads
+from containerd_actors.daemon.ready_replies import Encoded, Framed
 from containerd_actors.daemon.supervisor.messages import SupervisorMailbox
 from containerd_actors.host.procfs import memory_total_bytes
 from containerd_actors.protocol import frames
 from containerd_actors.transport import nng
-from containerd_actors.transport.file_identity import FileIdentity
 from containerd_actors.transport.nng import UNKNOWN_PEER, pipe_is_local, pipe_local_address
 from containerd_actors.transport.reply import ReplySocket
 from containerd_actors.transport.tls import is_plain_tcp
@@ -78,21 +77,6 @@ class Caller:
 
 
 LOCAL_CALLER = Caller()
-
-
-@attrs.frozen
-class Framed:
-    """A reply already encoded as a binary frame in an nng message, its bytes read into place
-    (``ReadOutput.binary``); whoever holds it sends it or closes it."""
-
-    message: nng.OutgoingMessage
-
-
-@attrs.frozen
-class Encoded:
-    """A reply already encoded as JSON (``StateCache``): sent as it is."""
-
-    data: bytes
 
 
 #: Serves a request for a caller.
@@ -185,7 +169,7 @@ class ApiServer:
         self._events_status = events_status
         self._machine = machine_info(config.id)
         self._every_state = StateCache(self._machine)
-        self._waiting_reads = trio.CapacityLimiter(MAX_WAITING_READS)
+        self._output_reads = OutputReads(MAX_WAITING_READS)
         self.served = 0
         self._socket: ReplySocket | None = None
         #: Migrations arriving here (served without an actor: there is no container yet).
@@ -496,99 +480,9 @@ class ApiServer:
         if view is None:
             view = await forward(supervisor, request)
         try:
-            return await self._read_logs(request, view, files=request.spans and caller.on_this_host)
+            return await self._output_reads.read(request, view, files=request.spans and caller.on_this_host)
         except OSError as exc:
             # The id was reused (or the logs forgotten) while this client was still reading.
             raise CommandError(
                 wire.ErrorCode.NOT_FOUND, f"the logs of process {view.pid} in {request.id!r} are gone: {exc}"
             ) from None
-
-    async def _read_logs(
-        self, request: wire.ReadOutput, view: OutputView, *, files: bool = False
-    ) -> wire.ReadOutputReply | Framed | Encoded:
-        """``files``: name the files instead of sending the bytes, where that is safe (a TLS
-        client's request never asks: its files are on another host)."""
-        wait = request.wait
-        if wait > 0:
-            try:
-                self._waiting_reads.acquire_nowait()
-            except trio.WouldBlock:
-                wait = 0.0
-            else:
-                try:
-                    spans = await view.read_spans(
-                        request.stdout_offset,
-                        request.stderr_offset,
-                        wait=wait,
-                        max_bytes=request.max_bytes,
-                        tail=request.tail,
-                    )
-                finally:
-                    self._waiting_reads.release()
-        if wait == 0:
-            spans = await view.read_spans(
-                request.stdout_offset,
-                request.stderr_offset,
-                wait=0,
-                max_bytes=request.max_bytes,
-                tail=request.tail,
-            )
-        # From here to the return nothing awaits: the spans are read before the logs can move.
-        out, err = spans.stdout, spans.stderr
-        reply = wire.ReadOutputReply(
-            request.request_id,
-            stdout=b"",
-            stderr=b"",
-            stdout_offset=out.offset,
-            stderr_offset=err.offset,
-            next_stdout_offset=out.offset + out.length,
-            next_stderr_offset=err.offset + err.length,
-            skipped=spans.skipped,
-            exited=spans.exited,
-            status=spans.status,
-            terminal=view.terminal,
-        )
-        if files:
-            identities = view.identities(spans)
-            if identities is not None:
-                # JSON whatever ``binary`` asked: there are no bytes to frame.
-                return Encoded(wire.encode_reply(_with_files(reply, out, err, *identities)))
-        if request.binary:
-            # The frame's head, then each stream read straight into its place in nng's own
-            # message: the one copy of the bytes in this process is the one from the page cache.
-            spans_by_name = {"stdout": out, "stderr": err}
-            head, names = wire.reply_frame_head(reply, {"stdout": out.length, "stderr": err.length})
-            message = nng.OutgoingMessage.of_size(len(head) + out.length + err.length)
-            try:
-                body = message.body()
-                body[: len(head)] = head
-                start = len(head)
-                for name in names:
-                    span = spans_by_name[name]
-                    span.read_into(body[start : start + span.length])
-                    start += span.length
-                body.release()
-            except BaseException:
-                message.close()
-                raise
-            return Framed(message)
-        return attrs.evolve(reply, stdout=out.read(), stderr=err.read())
-
-
-def _with_files(
-    reply: wire.ReadOutputReply,
-    out: LogSpan,
-    err: LogSpan,
-    out_file: FileIdentity | None,
-    err_file: FileIdentity | None,
-) -> wire.ReadOutputReply:
-    """``reply`` with its streams named by file (``ReadOutput.spans``) instead of carried."""
-
-    def named(span: LogSpan, identity: FileIdentity | None) -> wire.LogFileSpan | None:
-        if identity is None or not span.length:
-            return None
-        return wire.LogFileSpan(
-            str(span.path), identity.device, identity.inode, identity.generation, span.position
-        )
-
-    return attrs.evolve(reply, stdout_file=named(out, out_file), stderr_file=named(err, err_file))

@@ -154,9 +154,11 @@ def s_ReadOutputReply(o: Any) -> ReadOutputReply:
     f_terminal = o['terminal'] if 'terminal' in o else False
     f_stdout_file = (None if o['stdout_file'] is None else s_LogFileSpan(o['stdout_file'])) if 'stdout_file' in o else None
     f_stderr_file = (None if o['stderr_file'] is None else s_LogFileSpan(o['stderr_file'])) if 'stderr_file' in o else None
+    f_stdout_end = (None if o['stdout_end'] is None else s_int(o['stdout_end'])) if 'stdout_end' in o else None
+    f_stderr_end = (None if o['stderr_end'] is None else s_int(o['stderr_end'])) if 'stderr_end' in o else None
     if type(f_request_id) is not str or type(f_stdout_offset) is not int or type(f_stderr_offset) is not int or type(f_next_stdout_offset) is not int or type(f_next_stderr_offset) is not int or type(f_skipped) is not int or type(f_exited) is not bool or type(f_terminal) is not bool:
         raise Unsure
-    return ReadOutputReply(f_request_id, f_stdout, f_stderr, f_stdout_offset, f_stderr_offset, f_next_stdout_offset, f_next_stderr_offset, f_skipped, f_exited, f_status, f_terminal, f_stdout_file, f_stderr_file)
+    return ReadOutputReply(f_request_id, f_stdout, f_stderr, f_stdout_offset, f_stderr_offset, f_next_stdout_offset, f_next_stderr_offset, f_skipped, f_exited, f_status, f_terminal, f_stdout_file, f_stderr_file, f_stdout_end, f_stderr_end)
 
 
 def s_WriteInputReply(o: Any) -> WriteInputReply:

@@ -229,6 +229,18 @@ class ReadOutputReply:
             "null when there are none or the daemon sent them"
         },
     )
+    stdout_end: int | None = field(
+        default=None,
+        metadata={
+            "description": "Where stdout's log ended when the daemon answered (the offset its next byte "
+            "will have): a client that feeds the process's stdin keeps its input within reach of what "
+            "it has read (ctl.attach_blocking.OutputBacklog); null from a daemon older than it"
+        },
+    )
+    stderr_end: int | None = field(
+        default=None,
+        metadata={"description": "As stdout_end, for stderr"},
+    )
 
 
 @frozen

@@ -29,6 +29,7 @@ import containerd_actors.client.direct_input as direct_input
 from containerd_actors.client import Client, RequestFailed, TlsFiles
 from containerd_actors.protocol import ErrorCode
 from ctl import attach_blocking
+from ctl.output_backlog import OutputBacklog
 
 
 def written_by_write_input(daemon: DaemonHandle, cid: str) -> list[int]:
@@ -92,7 +93,7 @@ async def test_a_client_that_cannot_open_the_path_writes_with_write_input(
     data = os.urandom((6 << 20) + 7)
     read_end, write_end = os.pipe()
     failures: list[BaseException] = []
-    backlog = attach_blocking.OutputBacklog()
+    backlog = OutputBacklog()
     forwarder = threading.Thread(
         target=attach_blocking._forward_stdin,
         args=(daemon.address, cid, pid, read_end, failures, backlog),

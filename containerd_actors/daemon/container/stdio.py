@@ -38,6 +38,14 @@ F_SETPIPE_SZ = 1031
 #: /proc/sys/fs/pipe-max-size for unprivileged users; the daemon runs as root). The kernel
 #: allots the pages as they fill, so an idle process costs no more than with the default 64 KiB.
 PIPE_BYTES = 1 << 20
+#: A caught-up reader of a busy process (``cat`` of a file) is woken by every drain write, about
+#: a MiB each: ~800 ReadOutputs per GiB. A local reader (``ReadOutput.spans``: nothing is copied
+#: into its reply) that had to wait, woken by a write of at least ``BUSY_WRITE_BYTES`` (the pipe
+#: was busy), waits for more writes until ``GATHER_BYTES`` are there, ``GATHER_S`` at most; a
+#: smaller write (a line typed, a prompt) is answered at once: an interactive echo waits for nothing.
+BUSY_WRITE_BYTES = 64 << 10
+GATHER_BYTES = 4 << 20
+GATHER_S = 0.002
 
 
 def enlarge_pipe(fd: int, size: int = PIPE_BYTES) -> None:
@@ -260,21 +268,48 @@ class OutputView:
         return OutputSpans(out, err, max(skipped, 0), done, output.status if done else None)
 
     async def read_spans(
-        self, stdout_offset: int, stderr_offset: int, *, wait: float, max_bytes: int, tail: int = -1
+        self,
+        stdout_offset: int,
+        stderr_offset: int,
+        *,
+        wait: float,
+        max_bytes: int,
+        tail: int = -1,
+        gather: bool = False,
     ) -> OutputSpans:
         """Where the output after the offsets is; with ``wait``, hold until some arrives, the end,
         or the timeout. Read the spans before the next checkpoint (a rotation moves the bytes).
 
         The wait ends on the write that brings output (the logs' ``on_change``), not on a poll.
+        ``gather``: a reader that had to wait, woken by a drain write of a busy pipe (at least
+        ``BUSY_WRITE_BYTES``), waits up to ``GATHER_S`` more for ``GATHER_BYTES`` (see there).
         """
         if tail >= 0:
             stdout_offset = self._output.stdout.tail_offset(tail)
             stderr_offset = self._output.stderr.tail_offset(tail)
         spans = self._spans_now(stdout_offset, stderr_offset, max_bytes)
+        waited = False
         with trio.move_on_after(wait):
             while not (spans.stdout.length or spans.stderr.length or spans.exited):
+                waited = True
                 await self._output.wait_for_change()
                 spans = self._spans_now(stdout_offset, stderr_offset, max_bytes)
+        if gather and waited:
+            spans = await self._gather(spans, stdout_offset, stderr_offset, max_bytes)
+        return spans
+
+    async def _gather(
+        self, spans: OutputSpans, stdout_offset: int, stderr_offset: int, max_bytes: int
+    ) -> OutputSpans:
+        deadline = trio.current_time() + GATHER_S
+        got = spans.stdout.length + spans.stderr.length
+        last_write = got
+        while last_write >= BUSY_WRITE_BYTES and got < GATHER_BYTES and not spans.exited:
+            with trio.move_on_at(deadline):
+                await self._output.wait_for_change()
+            spans = self._spans_now(stdout_offset, stderr_offset, max_bytes)
+            now = spans.stdout.length + spans.stderr.length
+            last_write, got = now - got, now
         return spans
 
     async def read(
