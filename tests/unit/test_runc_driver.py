@@ -15,10 +15,22 @@ import pytest
 import trio
 from support.bundles import make_bundle
 from support.criu import criu_path, last_error_line
+from support.daemon import unique_id
 
 from containerd_actors.host.cgroup_paths import resolve_cgroup_paths
 from containerd_actors.host.fds import close_quietly
 from containerd_actors.runc.driver import CriuOptions, Runc, RuncError, RuncTimeout, Stdio
+
+#: Container ids: runc names each container's cgroups after its id, machine-wide, so two test runs
+#: on one machine must never share one (a fixed id let ``runc ps`` list another run's processes).
+DRIVER_RUN = unique_id("driver-run")
+DRIVER_HANG = unique_id("driver-hang")
+DRIVER_SILENT = unique_id("driver-silent")
+DRIVER_CR_FAIL = unique_id("driver-cr-fail")
+DRIVER_CR = unique_id("driver-cr")
+DRIVER_LIST = unique_id("driver-list")
+DRIVER_CREATED = unique_id("driver-created")
+DRIVER_BAD = unique_id("driver-bad")
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("runc") is None, reason="needs root and runc to run containers"
@@ -66,8 +78,8 @@ async def test_run_detached_exec_pause_resume_delete(
     runc_root: Path, sleep_forever: Path, null_stdio: Stdio, tmp_path: Path
 ) -> None:
     runc = Runc(runc_root)
-    pid = await start(runc, "driver-run", sleep_forever, null_stdio, tmp_path)
-    state = runc_state(runc_root, "driver-run")
+    pid = await start(runc, DRIVER_RUN, sleep_forever, null_stdio, tmp_path)
+    state = runc_state(runc_root, DRIVER_RUN)
     assert state is not None and state["status"] == "running" and state["pid"] == pid
 
     # exec -d: the process inherits the given stdio, so its output arrives in our pipe.
@@ -80,7 +92,7 @@ async def test_run_detached_exec_pause_resume_delete(
     out_read, out_write = os.pipe()
     try:
         exec_pid = await runc.exec_detached(
-            "driver-run",
+            DRIVER_RUN,
             process_file,
             tmp_path / "exec.pid",
             tmp_path / "exec.log",
@@ -95,18 +107,18 @@ async def test_run_detached_exec_pause_resume_delete(
     finally:
         close_quietly(out_read, out_write)
 
-    await runc.pause("driver-run")
-    assert runc_state(runc_root, "driver-run")["status"] == "paused"  # type: ignore[index]
+    await runc.pause(DRIVER_RUN)
+    assert runc_state(runc_root, DRIVER_RUN)["status"] == "paused"  # type: ignore[index]
     assert frozen(pid)
-    await runc.resume("driver-run")
-    assert runc_state(runc_root, "driver-run")["status"] == "running"  # type: ignore[index]
+    await runc.resume(DRIVER_RUN)
+    assert runc_state(runc_root, DRIVER_RUN)["status"] == "running"  # type: ignore[index]
     assert not frozen(pid)
 
     with pytest.raises(RuncError) as refused:
-        await runc.delete("driver-run")  # without force, runc refuses a running container
+        await runc.delete(DRIVER_RUN)  # without force, runc refuses a running container
     assert refused.value.command == "delete" and "running" in refused.value.message
-    await runc.delete("driver-run", force=True)
-    assert runc_state(runc_root, "driver-run") is None
+    await runc.delete(DRIVER_RUN, force=True)
+    assert runc_state(runc_root, DRIVER_RUN) is None
 
 
 async def test_a_bad_bundle_fails_with_runcs_own_message(
@@ -114,7 +126,7 @@ async def test_a_bad_bundle_fails_with_runcs_own_message(
 ) -> None:
     bundle = make_bundle(bundles_dir / "driver-bad", ["/no/such/binary"])
     with pytest.raises(RuncError) as failed:
-        await start(Runc(runc_root), "driver-bad", bundle, null_stdio, tmp_path)
+        await start(Runc(runc_root), DRIVER_BAD, bundle, null_stdio, tmp_path)
     assert failed.value.command == "run" and failed.value.returncode != 0
     # runc's error, from its JSON log: it names the missing binary.
     assert "/no/such/binary" in failed.value.message, failed.value.message
@@ -144,9 +156,9 @@ async def test_a_runc_that_hangs_times_out_and_is_reaped(
     runc = Runc(tmp_path / "root", binary=str(script), timeout=0.5)
     with trio.fail_after(10), pytest.raises(RuncTimeout) as timed_out:
         if command == "run":
-            await start(runc, "driver-hang", sleep_forever, null_stdio, tmp_path)
+            await start(runc, DRIVER_HANG, sleep_forever, null_stdio, tmp_path)
         else:
-            await runc.pause("driver-hang")
+            await runc.pause(DRIVER_HANG)
     assert timed_out.value.command == command
     assert "0.5 s" in timed_out.value.message
     with pytest.raises(ProcessLookupError):  # killed and reaped, not left as a zombie
@@ -184,15 +196,15 @@ async def test_a_failed_start_says_what_is_known_and_runc_s_reason_once(
 ) -> None:
     runc = Runc(tmp_path / "root", binary=str(stand_in_runc(tmp_path, body)))
     with pytest.raises(RuncError) as failed:
-        await start(runc, "driver-silent", sleep_forever, null_stdio, tmp_path)
-    assert failed.value.message == expected.format(log=tmp_path / "driver-silent.log")
+        await start(runc, DRIVER_SILENT, sleep_forever, null_stdio, tmp_path)
+    assert failed.value.message == expected.format(log=tmp_path / f"{DRIVER_SILENT}.log")
     assert str(failed.value).count("runc run failed") == 1, str(failed.value)
 
 
 async def test_a_silent_failure_of_a_captured_command_gives_its_status(tmp_path: Path) -> None:
     runc = Runc(tmp_path / "root", binary=str(stand_in_runc(tmp_path, "exit 3")))
     with pytest.raises(RuncError) as failed:
-        await runc.pause("driver-silent")
+        await runc.pause(DRIVER_SILENT)
     assert failed.value.message == "runc exited with status 3 and printed nothing"
 
 
@@ -211,14 +223,14 @@ async def test_checkpoint_and_restore(
     pipes = [os.pipe() for _ in range(3)]
     child_ends = Stdio(pipes[0][0], pipes[1][1], pipes[2][1])
     try:
-        await start(runc, "driver-cr", sleep_forever, child_ends, tmp_path)
+        await start(runc, DRIVER_CR, sleep_forever, child_ends, tmp_path)
         images = tmp_path / "images"
-        await runc.checkpoint("driver-cr", images, tmp_path / "dump-work", CriuOptions(), leave_running=False)
+        await runc.checkpoint(DRIVER_CR, images, tmp_path / "dump-work", CriuOptions(), leave_running=False)
         assert (images / "inventory.img").is_file()
-        assert runc_state(runc_root, "driver-cr") is None  # the dump ended the container
+        assert runc_state(runc_root, DRIVER_CR) is None  # the dump ended the container
 
         restored = await runc.restore_detached(
-            "driver-cr",
+            DRIVER_CR,
             sleep_forever,
             images,
             tmp_path / "restore-work",
@@ -227,7 +239,7 @@ async def test_checkpoint_and_restore(
             child_ends,
             CriuOptions(),
         )
-        state = runc_state(runc_root, "driver-cr")
+        state = runc_state(runc_root, DRIVER_CR)
         assert state is not None and state["status"] == "running" and state["pid"] == restored
     finally:
         close_quietly(*(fd for pair in pipes for fd in pair))
@@ -241,9 +253,9 @@ async def test_a_failed_checkpoint_carries_criu_s_reason(
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     with ours, theirs:
         stdio = Stdio(theirs.fileno(), null_stdio.stdout, null_stdio.stderr)
-        await start(runc, "driver-cr-fail", sleep_forever, stdio, tmp_path)
+        await start(runc, DRIVER_CR_FAIL, sleep_forever, stdio, tmp_path)
     with pytest.raises(RuncError) as failed:
-        await runc.checkpoint("driver-cr-fail", tmp_path / "images", tmp_path / "work", CriuOptions(), False)
+        await runc.checkpoint(DRIVER_CR_FAIL, tmp_path / "images", tmp_path / "work", CriuOptions(), False)
     # runc itself only says "criu failed"; the reason comes from the tail of CRIU's dump log.
     assert failed.value.command == "checkpoint" and "; criu: " in failed.value.message
     assert "Dumping FAILED" in failed.value.message, failed.value.message
@@ -262,10 +274,10 @@ async def test_list_ps_and_the_runc_commands_working_under_the_root(
     """What the start-up reconcile reads: runc's containers, their processes, and runc still at work."""
     runc = Runc(runc_root)
     assert await runc.list() == []
-    pid = await start(runc, "driver-list", sleep_forever, null_stdio, tmp_path)
+    pid = await start(runc, DRIVER_LIST, sleep_forever, null_stdio, tmp_path)
     # Its stdio must not be pipes we read: the waiting "runc init" holds them.
     created = subprocess.run(
-        ["runc", "--root", str(runc_root), "create", "--bundle", str(sleep_forever), "driver-created"],
+        ["runc", "--root", str(runc_root), "create", "--bundle", str(sleep_forever), DRIVER_CREATED],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -274,16 +286,16 @@ async def test_list_ps_and_the_runc_commands_working_under_the_root(
     assert created.returncode == 0
     listed = {c.id: (c.status, c.bundle) for c in await runc.list()}
     assert listed == {
-        "driver-list": ("running", str(sleep_forever)),
-        "driver-created": ("created", str(sleep_forever)),
+        DRIVER_LIST: ("running", str(sleep_forever)),
+        DRIVER_CREATED: ("created", str(sleep_forever)),
     }
-    assert [c.pid for c in await runc.list() if c.id == "driver-list"] == [pid]
-    assert await runc.ps("driver-list") == [pid]
+    assert [c.pid for c in await runc.list() if c.id == DRIVER_LIST] == [pid]
+    assert await runc.ps(DRIVER_LIST) == [pid]
 
     assert runc.working_processes() == []
     # A runc command that keeps working: a foreground exec, as a killed server's runc run would.
     working = subprocess.Popen(
-        ["runc", "--root", str(runc_root), "exec", "driver-list", "sleep", "1000"],
+        ["runc", "--root", str(runc_root), "exec", DRIVER_LIST, "sleep", "1000"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -292,7 +304,7 @@ async def test_list_ps_and_the_runc_commands_working_under_the_root(
         with trio.fail_after(10):
             while runc.working_processes() != [working.pid]:
                 await trio.sleep(0.01)  # runc's own children ("runc init") do not name the root
-            while len(await runc.ps("driver-list")) != 2:
+            while len(await runc.ps(DRIVER_LIST)) != 2:
                 await trio.sleep(0.01)  # the init, and the exec'd sleep once runc has started it
         assert Runc(tmp_path / "other-root").working_processes() == []
     finally:
