@@ -16,6 +16,11 @@ process's ``exec-<pid>.exited.json`` while its container runs on. ``<state-dir>/
 journal (see ``journal``), which carries event ``seq`` numbers across restarts. Records are
 written to a temp file and renamed, so a crash leaves either the old record or the new one,
 never half of one.
+
+Why one module of ~500 lines: it is the state directory's one map, every name and every record's
+format that start-up recovery reads back; kept together, a change to one record is checked against
+the names and the write rule the others follow. The code that acts on the records (recovery,
+reconcile, the exited containers' pruning) lives in modules of its own.
 """
 
 from __future__ import annotations
