@@ -16,7 +16,7 @@ from pathlib import Path
 
 import attrs
 
-from containerd_actors.host.fds import read_small
+from containerd_actors.host.fds import describe_os_error, read_small
 from containerd_actors.runc import spawn
 
 
@@ -32,6 +32,15 @@ class RuncError(Exception):
 
 class RuncTimeout(RuncError):
     """runc did not finish within the allowed time and was killed."""
+
+
+class RuncUnavailable(RuncError):
+    """runc could not even be started: the server is out of descriptors (EMFILE) or memory.
+
+    A RuncError, so that a pause, a checkpoint or any other request is answered with runc's failure
+    instead of crashing its actor (a crashed actor is restarted, but the client gets only "internal
+    error", and restarts are limited); nothing was done, so trying again later is safe.
+    """
 
 
 #: A dump writes the container's memory to disk, which can take far longer than a start.
@@ -158,6 +167,9 @@ class Runc:
             result = await spawn.run(argv, capture=True, timeout=timeout)
         except spawn.SpawnTimeout:
             raise RuncTimeout(command, -9, f"no answer within {timeout:g} s") from None
+        except OSError as exc:
+            reason = f"runc could not be started: {describe_os_error(exc)}"
+            raise RuncUnavailable(command, -1, reason) from None
         if result.returncode != 0:
             message = _error_lines(result.stderr.decode(errors="replace"), command)
             raise RuncError(

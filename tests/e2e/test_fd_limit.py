@@ -136,3 +136,75 @@ async def test_a_start_and_an_exec_at_the_fd_limit_are_refused_cleanly_and_the_d
 def started_and_killed(kinds: set[tuple[str, str]]) -> set[str]:
     """The ids of the containers whose exit is in the journal (the ones killed above)."""
     return {id for kind, id in kinds if kind == EventType.EXIT}
+
+
+def lowest_free_fd(pid: int) -> int:
+    """The descriptor number the process's next open gets (the lowest unused one)."""
+    used = {int(name) for name in os.listdir(f"/proc/{pid}/fd")}
+    return next(number for number in range(len(used) + 1) if number not in used)
+
+
+async def test_other_requests_at_the_fd_limit_are_answered_and_crash_no_actor(
+    state_dir: Path, sleep_bundle: Path
+) -> None:
+    """Stats, pause and resume, a checkpoint, logs and the journal, each asked with the server
+    unable to open one more descriptor: each is answered, done or refused with an error that names
+    the limit (never "internal error"), no actor crashes, and once the limit is lifted the same
+    requests work."""
+    async with running_daemon(state_dir) as handle:
+        async with Client.connect(handle.address, timeout=60) as client:
+            first = unique_id("fdo")
+            await client.create_container(first, str(sleep_bundle))
+            [info] = (await client.state(first)).containers
+            server = server_pid(handle)
+            original = resource.prlimit(server, resource.RLIMIT_NOFILE)
+
+            async def each_request(*, at_limit: bool) -> dict[str, str]:
+                """What each request got: 'ok', or its error code and message."""
+                outcomes: dict[str, str] = {}
+                requests = {
+                    "stats": lambda: client.stats(first),
+                    "pause": lambda: client.pause(first),
+                    "resume": lambda: client.resume(first),
+                    "checkpoint": lambda: client.create_checkpoint(first, unique_id("cp")),
+                    "logs": lambda: client.read_output(first),
+                    "journal": lambda: client.events_page(from_seq=1),
+                    "state": lambda: client.state(first),
+                    "metrics": lambda: client.metrics(),
+                    "exec": lambda: client.add_process(first, ["true"]),
+                }
+                for name, request in requests.items():
+                    if at_limit:
+                        # The next descriptor the server opens would be past the limit: EMFILE.
+                        resource.prlimit(
+                            server, resource.RLIMIT_NOFILE, (lowest_free_fd(server), original[1])
+                        )
+                    try:
+                        await request()
+                        outcomes[name] = "ok"
+                    except RequestFailed as failure:
+                        outcomes[name] = f"{failure.code}: {failure.message}"
+                    finally:
+                        resource.prlimit(server, resource.RLIMIT_NOFILE, original)
+                return outcomes
+
+            at_limit = await each_request(at_limit=True)
+            for name, outcome in at_limit.items():
+                assert outcome == "ok" or "too many open files" in outcome, (name, outcome)
+            for name in ("state", "metrics"):  # nothing to open: answered from memory
+                assert at_limit[name] == "ok", (name, at_limit[name])
+            assert at_limit["pause"] != "ok" and at_limit["exec"] != "ok", at_limit  # each needs a pipe
+            if at_limit["checkpoint"] != "ok":  # a refused dump leaves no half-made checkpoint
+                assert await client.list_checkpoints(first) == [], at_limit
+            # A refused pause leaves the container running, with the same init.
+            [now] = (await client.state(first)).containers
+            assert (now.status, now.pid) == ("running", info.pid), (now, at_limit)
+
+            freed = await each_request(at_limit=False)
+            for name in ("stats", "pause", "resume", "logs", "journal", "state", "metrics", "exec"):
+                assert freed[name] == "ok", (name, freed[name], at_limit)
+            counters = {counter.name: counter.count for counter in (await client.metrics()).counters}
+            assert counters["actor-restarts"] == 0, at_limit
+            print("at the limit:", at_limit)
+        log = handle.log_text()
+        assert "crashed" not in log, log[-3000:]

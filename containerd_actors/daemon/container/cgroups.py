@@ -26,6 +26,7 @@ from containerd_actors.host.cgroup_paths import (
     resolve_cgroup_paths,
 )
 from containerd_actors.host.cgroup_stats import read_cgroup_stats, sample_container
+from containerd_actors.host.fds import describe_os_error, is_fd_limit_error
 from containerd_actors.host.oom import watch_oom
 from containerd_actors.protocol import ContainerStats, ErrorCode
 from containerd_actors.runc.driver import RuncError
@@ -48,6 +49,8 @@ class ContainerCgroups:
             try:
                 self._paths = resolve_cgroup_paths(self.init_pid)
             except (OSError, ValueError) as exc:
+                if isinstance(exc, OSError) and is_fd_limit_error(exc):
+                    raise  # out of descriptors: nothing is learnt, and a later look can still work
                 self._paths = self._from_runc_state(exc)
         return self._paths
 
@@ -73,6 +76,13 @@ class ContainerCgroups:
             raise CommandError(
                 ErrorCode.NOT_FOUND, f"container {self.container_id!r} has no cgroup: {exc}"
             ) from None
+        except OSError as exc:
+            if not is_fd_limit_error(exc):
+                raise
+            raise CommandError(
+                ErrorCode.RUNTIME_FAILED,
+                f"cannot read the cgroups of container {self.container_id!r}: {describe_os_error(exc)}",
+            ) from None
 
     async def watch_ooms(self, nursery: trio.Nursery, notify: Callable[[], None]) -> None:
         """Call ``notify`` on every OOM kill, from a task in ``nursery``; a warning if impossible."""
@@ -85,8 +95,8 @@ class ContainerCgroups:
         """OOM kills the cgroup has counted since the last call; the caller announces them."""
         try:
             stats = read_cgroup_stats(self._resolved())
-        except CgroupGone:
-            return 0
+        except (CgroupGone, OSError):
+            return 0  # the cgroup's counter keeps them: the next call announces them
         kills = stats.memory.oom_kills if stats.memory is not None else 0
         new = max(kills - self._ooms_announced, 0)
         self._ooms_announced += new

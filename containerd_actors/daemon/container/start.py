@@ -50,7 +50,7 @@ from containerd_actors.host.procfs import process_start_time
 from containerd_actors.host.reaping import ExitWatcher
 from containerd_actors.protocol import ErrorCode, EventType
 from containerd_actors.runc.bundle import read_bundle_config, validate_bundle, write_with_terminal
-from containerd_actors.runc.driver import RuncError, RuncTimeout
+from containerd_actors.runc.driver import RuncError, RuncTimeout, RuncUnavailable
 from containerd_actors.runc.process_spec import init_process_info
 
 log = logging.getLogger(__name__)
@@ -279,15 +279,41 @@ def announce_intent(intent: Intent, paths: ContainerPaths) -> Path | None:
 
 
 async def delete_from_runtime(runtime: ContainerRuntime, id: str) -> None:
-    """After the init's exit: remove the container from runc's root, by force if it must be."""
+    """After the init's exit: remove the container from runc's root, by force if it must be.
+
+    Out of descriptors, runc cannot even be started: tried again for a few seconds with the spare
+    descriptors released (as the undo of a failed start is), since containers exiting free theirs.
+    """
+    failure: RuncUnavailable | None = None
+    for attempt, delay in enumerate(FORGET_RETRY_DELAYS_S):
+        await trio.sleep(delay)
+        try:
+            if attempt == 0:  # the usual case: no spare descriptors closed and reopened per exit
+                await _delete_once(runtime, id)
+            else:
+                with _spare_fds().released():
+                    await _delete_once(runtime, id)
+            return
+        except RuncUnavailable as exc:
+            failure = exc
+    assert failure is not None
+    log.error("container %s: runc delete could not be run (%s); it stays in runc's root", id, failure.message)
+
+
+async def _delete_once(runtime: ContainerRuntime, id: str) -> None:
+    """``runc delete``, then ``--force`` if runc refused; raises only RuncUnavailable."""
     try:
         await runtime.delete(id)
+    except RuncUnavailable:
+        raise
     except RuncError as exc:
         if "does not exist" in exc.message:
             return  # runc removed it already, as a checkpoint with --exit does
         log.warning("container %s: runc delete failed (%s); forcing", id, exc.message)
         try:
             await runtime.delete(id, force=True)
+        except RuncUnavailable:
+            raise
         except RuncError as exc2:
             log.error("container %s: runc delete --force failed: %s", id, exc2.message)
 
@@ -320,27 +346,30 @@ async def _forget_failed_start(id: str, paths: ContainerPaths, runtime: Containe
     deletes what runc made (see ``state.recovery``); the error is logged, never raised over the
     start's own.
     """
-    error: OSError | None = None
+    error = "?"
     for delay in FORGET_RETRY_DELAYS_S:
         await trio.sleep(delay)
         try:
             if runtime is not None:
                 with _spare_fds().released():
                     await runtime.delete(id, force=True)
+        except RuncUnavailable as exc:
+            error = exc.message  # runc could not be started: nothing was deleted yet
+            continue
         except RuncError:
             pass  # runc already cleaned up, which is the usual case
         except OSError as exc:
             if not is_fd_limit_error(exc):
                 raise
-            error = exc
+            error = describe_os_error(exc)
             continue
         paths.remove()
         paths.remove_logs()
         if not paths.directory.exists():
             return
-        error = OSError(f"{paths.directory} could not be removed")
+        error = f"{paths.directory} could not be removed"
     log.error(
         "container %s: the failed start could not be undone (%s); its intent is left for recovery",
         id,
-        describe_os_error(error) if error is not None else "?",
+        error,
     )

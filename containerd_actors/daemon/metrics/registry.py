@@ -18,10 +18,12 @@ tests drive time through an injected clock (integer nanoseconds, like ``time.mon
 
 from __future__ import annotations
 
+import errno
 import heapq
 import math
 import os
 import random
+import resource
 import time
 from collections.abc import Callable
 
@@ -350,14 +352,33 @@ def trio_task_count() -> int:
 
 
 def open_fd_count() -> int:
-    """Open file descriptors of this process, not counting the one that lists them."""
-    return len(os.listdir("/proc/self/fd")) - 1
+    """Open file descriptors of this process, not counting the one that lists them.
+
+    Out of descriptors (EMFILE), the listing cannot be opened, which is when the gauge matters
+    most: then every number below the soft limit is in use, so the count is the limit itself.
+    """
+    try:
+        return len(os.listdir("/proc/self/fd")) - 1
+    except OSError as exc:
+        if exc.errno != errno.EMFILE:
+            raise
+        return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+_last_resident_bytes = 0
 
 
 def resident_memory_bytes() -> int:
-    """Resident set size of this process."""
-    with open("/proc/self/statm", "rb") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    """Resident set size of this process; out of descriptors, the last size read (never an error:
+    a snapshot is asked for exactly when something is wrong)."""
+    global _last_resident_bytes
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            _last_resident_bytes = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError as exc:
+        if exc.errno not in (errno.EMFILE, errno.ENFILE):
+            raise
+    return _last_resident_bytes
 
 
 def daemon_registry(
