@@ -524,6 +524,13 @@ class ContainerActor:
         cost the client time before its answer. A server that dies before this step leaves
         both intent and record, as it could before (``state.reconcile`` completes the intent).
         """
+        if not self._execs_to_complete:
+            return
+        # ``answer`` only made the API worker runnable: without a pass it would send the reply
+        # after these unlinks and reaper messages. Two passes, since trio runs each batch of
+        # runnable tasks in a random direction: after the second the worker has had its turn.
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        await trio.lowlevel.cancel_shielded_checkpoint()
         while self._execs_to_complete:
             await complete_exec(self._execs_to_complete.popleft(), self.paths, self._exit_watcher)
 
