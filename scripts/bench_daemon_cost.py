@@ -295,6 +295,11 @@ def report(args: argparse.Namespace, per_start: list[list[float]], walls: list[l
         if all(walls[:2]):
             wall_ratio = statistics.median(walls[1]) / statistics.median(walls[0])
             print(f"  AddProcess wall second / first: {wall_ratio:.3f}")
+        if args.runc:  # both trees' execs of one step ran back to back: their difference is paired
+            steps = [second - first for first, second in zip(walls[0], walls[1], strict=True)]
+            print(
+                f"  AddProcess wall second - first, step by step: median {statistics.median(steps):+.2f} ms"
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
