@@ -15,11 +15,18 @@ reversed every other round) so that both see the same machine. With two trees th
 (second / first, round by round) is printed too: the number to quote on a loaded machine.
 
     .venv/bin/python scripts/bench_daemon_cost.py [TREE ...] [-n 300] [--rounds 8] [--clients 100] [-c 10]
+    .venv/bin/python scripts/bench_daemon_cost.py [TREE ...] --exec [--runc] [-n 300] [--rounds 8]
 
 With `--exec`, the same for AddProcess: each daemon gets one container, then every round is `-n`
 sequential AddProcess `true` calls from one client (a warm loop: one exec at a time, as a person or a
 health check would); printed are the server's CPU per exec and the median AddProcess wall time (the
 stand-in's own `exec` is a shell starting `true`, so the wall time is the daemon's plus a shell's).
+
+With `--exec --runc`, the daemons drive the real runc (one busybox container each, no warm-up
+starts) and every step of a round is, back to back: one AddProcess `true` per tree (order reversed
+every other step), then `runc exec -d --process SPEC` (the spec the daemon would write, its `true`
+reaped here) and `runc exec ID true` straight against the first daemon's container. Printed are the
+medians of each, so the daemon's share of an exec's wall time is read off within one run.
 
 Every container stays running until the end (as in bench_start), 7 descriptors each: keep
 `(rounds + 1) * n` well under the daemon's open-file limit (the default keeps 2,450 per daemon).
@@ -30,9 +37,12 @@ recorded and reaped (this script is their subreaper), and the work dir is remove
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import signal
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -40,11 +50,12 @@ from pathlib import Path
 
 import trio
 from bench_start import default_workdir, drive
-from benchlib import daemon_pids, make_bundle, progress, remove_workdir, threads_cpu_s
+from benchlib import daemon_pids, empty_runc_root, make_bundle, progress, remove_workdir, threads_cpu_s
 from support.daemon import DaemonHandle, start_daemon, stop_daemon
 
 from containerd_actors.client import Client
 from containerd_actors.host.reaping import become_child_subreaper
+from containerd_actors.runc import spawn
 
 #: Starts before the measured rounds: imports, caches and the first actors' allocations.
 WARM_UP_STARTS = 50
@@ -98,6 +109,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=100, help="concurrent client tasks (default 100)")
     parser.add_argument("-c", "--concurrency", type=int, default=10, help="the daemon's -c (default 10)")
     parser.add_argument("--exec", action="store_true", help="measure AddProcess `true` instead of starts")
+    parser.add_argument(
+        "--runc", action="store_true", help="with --exec: the real runc, and runc exec timed beside it"
+    )
     parser.add_argument("--workdir", default=None, help="where the state dirs go (default: a tmpfs)")
     args = parser.parse_args(argv)
     this_checkout = Path(__file__).resolve().parent.parent
@@ -105,14 +119,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-async def start_in(tree: str, state_dir: Path, fake: Path, concurrency: int) -> DaemonHandle:
-    """A daemon of ``tree``'s code: started from that directory."""
+async def start_in(tree: str, state_dir: Path, fake: Path | None, concurrency: int) -> DaemonHandle:
+    """A daemon of ``tree``'s code: started from that directory (``fake``: its runc)."""
     here = os.getcwd()
     os.chdir(tree)
+    runtime = ["--runtime", str(fake)] if fake is not None else []
     try:
-        return await start_daemon(
-            state_dir, "-c", str(concurrency), "--runtime", str(fake), debug=False, own_session=True
-        )
+        return await start_daemon(state_dir, "-c", str(concurrency), *runtime, debug=False, own_session=True)
     finally:
         os.chdir(here)
 
@@ -206,28 +219,94 @@ async def retire(daemons: list[DaemonHandle]) -> None:
             continue
 
 
+async def measure_runc(args: argparse.Namespace, work: Path) -> tuple[list[list[float]], list[list[float]]]:
+    """--exec --runc: AddProcess per tree and runc exec itself, step by step in one loop."""
+    become_child_subreaper()  # `runc exec -d`'s `true` comes to us
+    bundle = make_bundle(work)
+    daemons: list[DaemonHandle] = []
+    try:
+        for index, tree in enumerate(args.trees):
+            daemons.append(await start_in(tree, work / f"state{index}", None, args.concurrency))
+        servers = [daemon_pids(daemon.pid)[-1] for daemon in daemons]
+        ids = [f"x{os.getpid()}-{index}" for index in range(len(daemons))]
+        for daemon, id in zip(daemons, ids, strict=True):
+            await daemon_client_create(daemon, id, bundle)
+        spec_file = work / "exec.json"
+        process = json.loads((bundle / "config.json").read_text())["process"]
+        spec_file.write_text(json.dumps({**process, "args": ["true"], "terminal": False}))
+        runc = ["runc", "--root", str(daemons[0].runc_root)]
+        detached = [*runc, "exec", "-d", "--process", str(spec_file), "--pid-file", str(work / "pid"), ids[0]]
+        attached = [*runc, "exec", ids[0], "true"]
+        cpu: list[list[float]] = [[] for _ in daemons]
+        walls: list[list[float]] = [[] for _ in range(len(daemons) + 2)]
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [await stack.enter_async_context(Client.connect(d.address)) for d in daemons]
+            for round_number in range(args.rounds + 1):  # the first round warms up, unmeasured
+                before = [threads_cpu_s(server) for server in servers]
+                for step in range(args.n):
+                    order = list(range(len(daemons)))
+                    if step % 2:
+                        order.reverse()
+                    for index in order:
+                        began = time.perf_counter()
+                        await clients[index].add_process(ids[index], ["true"])
+                        walls[index].append((time.perf_counter() - began) * 1000)
+                    for slot, argv in ((len(daemons), detached), (len(daemons) + 1, attached)):
+                        began = time.perf_counter()
+                        result = await spawn.run(argv, timeout=30)
+                        walls[slot].append((time.perf_counter() - began) * 1000)
+                        if result.returncode != 0:
+                            raise RuntimeError(f"{argv} exited with {result.returncode}")
+                        if argv is detached:
+                            with contextlib.suppress(ChildProcessError):
+                                os.waitpid(int((work / "pid").read_text()), 0)
+                if round_number == 0:
+                    for wall in walls:
+                        wall.clear()
+                    continue
+                for index, server in enumerate(servers):
+                    cpu[index].append((threads_cpu_s(server) - before[index]) / args.n * 1000)
+                progress(f"round {round_number}/{args.rounds} done")
+        return cpu, walls
+    finally:
+        with trio.CancelScope(shield=True):
+            for daemon in daemons:
+                await stop_daemon(daemon)
+                for error in await empty_runc_root(daemon.runc_root):
+                    print(f"cleanup: {error}", file=sys.stderr)
+
+
 def report(args: argparse.Namespace, per_start: list[list[float]], walls: list[list[float]]) -> None:
     what = "exec (sequential AddProcess true)" if args.exec else f"start, -c {args.concurrency}"
-    print(f"API server CPU per {what} (ms), fake runc, {args.rounds} x {args.n}")
-    for tree, values, wall in zip(args.trees, per_start, walls, strict=True):
+    runtime = "runc" if args.runc else "fake runc"
+    print(f"API server CPU per {what} (ms), {runtime}, {args.rounds} x {args.n}")
+    for tree, values, wall in zip(args.trees, per_start, walls[: len(per_start)], strict=True):
         rounds = " ".join(f"{value:.3f}" for value in values)
         print(f"  {tree}: median {statistics.median(values):.3f}  (rounds {rounds})")
         if wall:
             print(f"    AddProcess wall median {statistics.median(wall):.2f} ms (of {len(wall)})")
+    if len(walls) == len(per_start) + 2:
+        for label, wall in zip(("runc exec -d --process", "runc exec ID true"), walls[-2:], strict=True):
+            print(f"  {label}: wall median {statistics.median(wall):.2f} ms (of {len(wall)})")
     if len(per_start) == 2:
         ratios = [second / first for first, second in zip(*per_start, strict=True)]
         listed = " ".join(f"{ratio:.2f}" for ratio in ratios)
         print(f"  second / first, round by round: median {statistics.median(ratios):.3f}  ({listed})")
-        if all(walls):
+        if all(walls[:2]):
             wall_ratio = statistics.median(walls[1]) / statistics.median(walls[0])
             print(f"  AddProcess wall second / first: {wall_ratio:.3f}")
+        if args.runc:  # both trees' execs of one step ran back to back: their difference is paired
+            steps = [second - first for first, second in zip(walls[0], walls[1], strict=True)]
+            print(
+                f"  AddProcess wall second - first, step by step: median {statistics.median(steps):+.2f} ms"
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="daemon-cost-", dir=args.workdir or default_workdir()))
     try:
-        per_start, walls = trio.run(measure, args, work)
+        per_start, walls = trio.run(measure_runc if args.runc else measure, args, work)
     finally:
         remove_workdir(work, keep_logs=False)
     report(args, per_start, walls)

@@ -217,7 +217,9 @@ class ApiServer:
             wire.ReadOutput: lambda request, caller: self._read_output(supervisor, request, caller),
             # Routed by the supervisor to the container's actor:
             wire.Signal: via(supervisor, lambda r, _: wire.SignalReply(r.request_id)),
-            wire.AddProcess: via(supervisor, lambda r, pid: wire.AddProcessReply(r.request_id, pid)),
+            wire.AddProcess: self._to_actor(
+                supervisor, lambda r, pid: wire.AddProcessReply(r.request_id, pid)
+            ),
             wire.Stats: via(supervisor, lambda r, stats: wire.StatsReply(r.request_id, stats)),
             wire.UpdateContainer: via(supervisor, lambda r, _: wire.UpdateContainerReply(r.request_id)),
             wire.CreateCheckpoint: via(
@@ -242,6 +244,31 @@ class ApiServer:
             wire.MigrationCommit: lambda request, caller: self.incoming.commit(request, caller.by),
             wire.MigrationAbort: lambda request, _caller: self.incoming.abort(request),
         }
+
+    def _to_actor(self, supervisor: SupervisorMailbox, reply: Callable[[Any, Any], wire.Reply]) -> Handler:
+        """A request for a container's actor: into the mailbox of the living actor the routes
+        name (``ProcessRoutes.actor``), else (no actor there yet or any more, a full or closed
+        mailbox) through the supervisor, which gives every answer it gave before."""
+        routes = self._process_routes
+
+        async def handler(request: Any, caller: Caller) -> wire.Reply:
+            mailbox = None if routes is None else routes.actor(request.id)
+            if isinstance(mailbox, trio.MemorySendChannel):
+                reply_send: trio.MemorySendChannel[Answer]
+                reply_receive: trio.MemoryReceiveChannel[Answer]
+                reply_send, reply_receive = trio.open_memory_channel(1)
+                try:
+                    try:
+                        mailbox.send_nowait(Ask(request, reply_send, caller.by))
+                    except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass
+                    else:
+                        return reply(request, (await reply_receive.receive()).unwrap())
+                finally:
+                    reply_receive.close()
+            return reply(request, await forward(supervisor, request, caller.by))
+
+        return handler
 
     def _to_stdin(self, supervisor: SupervisorMailbox, reply: Callable[[Any, Any], wire.Reply]) -> Handler:
         """A WriteInput or ResizeTerminal: straight to its process's open stdin port when the

@@ -18,6 +18,7 @@ import attrs
 
 from containerd_actors.host.fds import describe_os_error, read_small
 from containerd_actors.runc import spawn
+from containerd_actors.runc.sealed_binary import sealed_binary
 
 
 class RuncError(Exception):
@@ -151,6 +152,7 @@ class Runc:
         self.root = root
         self.binary = binary
         self.timeout = timeout
+        self._sealed = sealed_binary(binary)
 
     def _argv(self, *args: str, log_file: Path | None = None) -> list[str]:
         argv = [self.binary, "--root", str(self.root)]
@@ -164,7 +166,9 @@ class Runc:
         argv = self._argv(command, *args)
         timeout = timeout or self.timeout
         try:
-            result = await spawn.run(argv, capture=True, timeout=timeout)
+            result = await spawn.run(
+                argv, capture=True, timeout=timeout, executable=self._sealed.executable()
+            )
         except spawn.SpawnTimeout:
             raise RuncTimeout(command, -9, f"no answer within {timeout:g} s") from None
         except OSError as exc:
@@ -215,7 +219,12 @@ class Runc:
         """
         try:
             result = await spawn.run(
-                argv, stdin=stdio.stdin, stdout=stdio.stdout, stderr=stdio.stderr, timeout=self.timeout
+                argv,
+                stdin=stdio.stdin,
+                stdout=stdio.stdout,
+                stderr=stdio.stderr,
+                timeout=self.timeout,
+                executable=self._sealed.executable(),
             )
         except spawn.SpawnTimeout:
             raise RuncTimeout(

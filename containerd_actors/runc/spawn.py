@@ -54,11 +54,13 @@ async def run(
     stderr: int | None = None,
     capture: bool = False,
     timeout: float,
+    executable: str | None = None,
 ) -> Finished:
     """Run ``argv`` to completion and return its exit code (negative N when killed by signal N).
 
     ``stdin``/``stdout``/``stderr`` are descriptors the child gets as 0-2 (``/dev/null`` when
     None); with ``capture`` its stdout and stderr are read into the result instead.
+    ``executable``: the file to execute with ``argv`` (default: ``argv[0]`` looked up on PATH).
     """
     actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = []
     ours: list[int] = []  # pipe ends kept by this process while the child runs
@@ -81,9 +83,14 @@ async def run(
             else:
                 actions.append((os.POSIX_SPAWN_DUP2, fd, target))
         with for_children():  # runc, and a container without rlimits, keep the original limit
-            pid = os.posix_spawnp(
-                argv[0], list(argv), _environment(), file_actions=actions, setsigdef=_RESET_SIGNALS
-            )
+            if executable is None:
+                pid = os.posix_spawnp(
+                    argv[0], list(argv), _environment(), file_actions=actions, setsigdef=_RESET_SIGNALS
+                )
+            else:
+                pid = os.posix_spawn(
+                    executable, list(argv), _environment(), file_actions=actions, setsigdef=_RESET_SIGNALS
+                )
     except BaseException:
         close_quietly(*ours, *theirs)
         raise

@@ -33,3 +33,18 @@ async def test_an_execs_intent_and_files_are_gone_before_the_next_request_is_ser
             pending = f"c1/exec-{number}"
             kept_under_pid = calls.index(("keep", reaper_key("c1", pid), 3))
             assert calls.index(("keep", pending, 3)) < kept_under_pid < calls.index(("drop", pending, 0))
+
+
+async def test_the_addprocess_answer_is_taken_before_the_exec_is_completed(tmp_path: Path) -> None:
+    """The completion waits until the requester has had its turn: the answer is not held back
+    behind the unlinks and reaper messages (whichever way trio orders the runnable tasks)."""
+    state_dir = tmp_path / "state"
+    async with running(Harness(state_dir)) as harness:
+        bundle = write_bundle(tmp_path / "b", "cat")
+        await harness.ask(wire.CreateContainer(request_id="r", id="c1", bundle=str(bundle)))
+        await harness.next_event()
+        for number in range(1, 21):
+            await harness.ask(wire.AddProcess(request_id="r", id="c1", args=["cat"]))
+            pending = f"c1/exec-{number}"
+            assert ("drop", pending, 0) not in harness.reaper.calls
+            assert container_paths(state_dir, "c1").intent("exec", number).exists()

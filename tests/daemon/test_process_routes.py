@@ -15,6 +15,8 @@ import trio
 from support.actors import Harness, running, write_bundle
 
 from containerd_actors import protocol as wire
+from containerd_actors.daemon.api import LOCAL_CALLER, ApiServer
+from containerd_actors.daemon.config import DaemonConfig
 from containerd_actors.daemon.container.stdio import OutputView
 from containerd_actors.daemon.faults import Fault, FaultHook
 from containerd_actors.daemon.mailbox import Answer, Ask, CommandError
@@ -158,3 +160,61 @@ async def test_a_living_actors_views_are_routed_and_an_exited_containers_come_fr
     assert routes.view("c1", 0) is None and len(routes) == 0
     kept = await harness.ask(wire.ReadOutput(request_id="r", id="c1"))
     assert await output_until(kept, b"bye\n") == b"bye\n"
+
+
+async def test_an_addprocess_goes_straight_to_the_living_actor_and_the_long_way_otherwise(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """The API server's AddProcess handler: into the mailbox of the actor the routes name;
+    through the supervisor (which gives the answers it always gave) when they name none."""
+    config = DaemonConfig(
+        id="test",
+        debug=False,
+        state_dir=tmp_path / "api",
+        concurrency=1,
+        metrics_interval=60.0,
+        listen=f"ipc://{tmp_path}/api.sock",
+        events_address=f"ipc://{tmp_path}/events.sock",
+        oom_notify=False,
+    )
+    through_supervisor: list[object] = []
+    spy_send, spy_receive = trio.open_memory_channel[object](10)
+
+    async def relay() -> None:
+        async for message in spy_receive:
+            if isinstance(message, Ask):
+                through_supervisor.append(message.request)
+            await harness.supervisor.mailbox.send(message)
+
+    routes = harness.supervisor.process_routes
+    api = ApiServer(
+        config,
+        spy_send,
+        trio.open_memory_channel[object](1)[0],
+        trio.open_memory_channel[object](1)[0],
+        process_routes=routes,
+    )
+    add = api.handlers[wire.AddProcess]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(relay)
+        assert routes.actor("c1") is None
+        with pytest.raises(CommandError) as failure:
+            await add(wire.AddProcess(request_id="r", id="c1", args=["cat"]), LOCAL_CALLER)
+        assert failure.value.code == ErrorCode.NOT_FOUND and len(through_supervisor) == 1
+        bundle = write_bundle(tmp_path / "b", "cat")
+        await harness.ask(wire.CreateContainer(request_id="r", id="c1", bundle=str(bundle)))
+        await harness.next_event()
+        assert routes.actor("c1") is not None
+        reply = await add(wire.AddProcess(request_id="r", id="c1", args=["cat"]), LOCAL_CALLER)
+        assert len(through_supervisor) == 1  # not this one
+        assert (await harness.next_event()).type == EventType.START_PROCESS
+        listed = await harness.ask(wire.State(request_id="r"))
+        assert reply.pid in [process.pid for process in listed[0].processes]
+        for pid in (reply.pid, listed[0].pid):
+            await harness.ask(wire.Signal(request_id="r", id="c1", pid=pid, signal=signal.SIGKILL))
+            assert (await harness.next_event()).type == EventType.EXIT
+        assert routes.actor("c1") is None
+        with pytest.raises(CommandError) as failure:
+            await add(wire.AddProcess(request_id="r", id="c1", args=["cat"]), LOCAL_CALLER)
+        assert failure.value.code == ErrorCode.NOT_FOUND and len(through_supervisor) == 2
+        nursery.cancel_scope.cancel()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+from containerd_actors.daemon.container.exec_files import ExecFilePids
 from containerd_actors.daemon.container.exits import forget_exec_files
 from containerd_actors.daemon.state.layout import container_paths, prepare_state_dir
 from containerd_actors.protocol import AddProcess, ProcessInfo, User
@@ -54,3 +55,31 @@ def test_forgetting_an_execs_files_removes_both_logs_their_rotations_and_its_exi
     assert sorted(path.name for path in paths.logs.iterdir()) == ["exec-43.stdout.log", "stdout.log"]
     forget_exec_files(paths, 42)  # nothing there: nothing to do, no error
     forget_exec_files(paths, 44)
+
+
+def test_only_owned_pids_and_pids_with_files_when_first_listed_may_have_files(tmp_path: Path) -> None:
+    """What lets an exec skip the seven unlinks for a new pid (``container.exec_files``)."""
+    prepare_state_dir(tmp_path)
+    paths = container_paths(tmp_path, "c1")
+    paths.create()
+    for name in ("exec-42.stdout.log.1", "exec-43.exited.json", "stdout.log", "exec-x.log", "exited.json"):
+        (paths.logs / name).write_text("x")
+    pids = ExecFilePids(paths)
+    owned = {7}
+    assert pids.may_exist(42, owned) and pids.may_exist(43, owned)  # an earlier server's leftovers
+    assert not pids.may_exist(44, owned)
+    (paths.logs / "exec-45.stdout.log").write_text("x")  # made after the listing: by an owned process
+    owned.add(45)
+    assert pids.may_exist(45, owned) and pids.may_exist(7, owned)
+    forget_exec_files(paths, 42)
+    pids.removed(42)
+    assert not pids.may_exist(42, owned)
+    assert paths.exec_file_pids() == {43, 45}
+
+
+def test_without_a_listing_every_pid_may_have_files(tmp_path: Path) -> None:
+    prepare_state_dir(tmp_path)
+    paths = container_paths(tmp_path, "c1")
+    assert paths.exec_file_pids() == set()  # no logs directory: no files
+    paths.logs.write_text("not a directory")  # a listing that fails (root lists any directory)
+    assert ExecFilePids(paths).may_exist(44, ())

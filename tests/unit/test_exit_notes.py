@@ -56,3 +56,17 @@ def test_a_note_whose_record_remains_is_left_to_the_adoption(tmp_path: Path) -> 
     assert not record_remains(tmp_path, note(13, exec=True))
     paths.remove()
     assert not record_remains(tmp_path, note(10, exec=False))
+
+
+def test_a_missing_notes_directory_is_made_by_the_note_that_finds_it_missing(tmp_path: Path) -> None:
+    prepare_state_dir(tmp_path)
+    exits = note_path(tmp_path, "web", 1).parent
+    if exits.exists():
+        exits.rmdir()
+    first = write_note(tmp_path, "web", 1, 0, None, exec=True)
+    second = write_note(tmp_path, "web", 2, 0, None, exec=True)
+    assert first is not None and second is not None and first.exists() and second.exists()
+    assert oct(exits.stat().st_mode & 0o777) == oct(0o700)
+    # Any other failure is no note (the exit is published all the same).
+    (tmp_path / "state-file").write_text("")
+    assert write_note(tmp_path / "state-file", "web", 3, 0, None, exec=True) is None

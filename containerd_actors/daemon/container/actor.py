@@ -51,6 +51,7 @@ from containerd_actors.daemon.container.exec import (
     record_exec,
     run_exec,
 )
+from containerd_actors.daemon.container.exec_files import ExecFilePids
 from containerd_actors.daemon.container.exited import recall_exited_execs
 from containerd_actors.daemon.container.exits import (
     EXEC_EXIT_UNSEEN_REASON,
@@ -172,6 +173,7 @@ class ContainerActor:
         #: Every process whose output is readable, the init's and exited exec'd ones' included.
         self._outputs: dict[int, OutputView] = {}
         self._exited_execs: collections.deque[int] = collections.deque()
+        self._exec_file_pids = ExecFilePids(self.paths)
         self._exec_numbers = itertools.count(1)
         #: Exec'd processes recorded and answered whose exec's intent is still to be completed.
         self._execs_to_complete: collections.deque[ExecStarted] = collections.deque()
@@ -454,10 +456,13 @@ class ContainerActor:
             return
         if pid in self._exited_execs:
             self._exited_execs.remove(pid)
+        if not self._exec_file_pids.may_exist(pid, self._outputs):
+            return  # a new pid, as usual: nothing to remove
         self._outputs.pop(pid, None)
         if self._deps.process_routes is not None:
             self._deps.process_routes.remove_view(self.id, pid)
         forget_exec_files(self.paths, pid)
+        self._exec_file_pids.removed(pid)
 
     def _process(self, pid: int) -> ContainerProcess | None:
         """A live process by pid; 0 is the init."""
@@ -524,6 +529,13 @@ class ContainerActor:
         cost the client time before its answer. A server that dies before this step leaves
         both intent and record, as it could before (``state.reconcile`` completes the intent).
         """
+        if not self._execs_to_complete:
+            return
+        # ``answer`` only made the API worker runnable: without a pass it would send the reply
+        # after these unlinks and reaper messages. Two passes, since trio runs each batch of
+        # runnable tasks in a random direction: after the second the worker has had its turn.
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        await trio.lowlevel.cancel_shielded_checkpoint()
         while self._execs_to_complete:
             await complete_exec(self._execs_to_complete.popleft(), self.paths, self._exit_watcher)
 

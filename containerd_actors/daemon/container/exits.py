@@ -28,6 +28,7 @@ from containerd_actors.daemon.container.process import DRAIN_GRACE_S, ContainerP
 from containerd_actors.daemon.container.start import announce_intent, delete_from_runtime
 from containerd_actors.daemon.container.stdio import OutputView
 from containerd_actors.daemon.events.messages import EventDraft
+from containerd_actors.daemon.mailbox import post
 from containerd_actors.daemon.metrics.messages import RecordDuration, tell
 from containerd_actors.daemon.metrics.registry import CONTAINER_DELETE_TIME
 from containerd_actors.daemon.state.exit_notes import write_note
@@ -63,7 +64,8 @@ async def watch(
         status = await exit_watcher.wait_for_exit(process.pidfd, pid, started_here=started_here)
     with trio.move_on_after(DRAIN_GRACE_S):
         await process.drains.drained.wait()
-    await mailbox.send(InitExited(status) if is_init else ExecExited(pid, status))
+    # ``post``: the task ends here, and a send's scheduling pass would only delay its end.
+    await post(mailbox, InitExited(status) if is_init else ExecExited(pid, status))
 
 
 def close_pidfd(process: ContainerProcess) -> None:
@@ -131,7 +133,7 @@ async def announce_exec_exit(
     # removed the note): see state/exit_notes.py.
     note = write_note(paths.state_dir, id, pid, status, reason, exec=True)
     paths.exec_record(pid).unlink(missing_ok=True)
-    await deps.events.send(EventDraft(EventType.EXIT, id, pid, status, reason, by, note=note))
+    await post(deps.events, EventDraft(EventType.EXIT, id, pid, status, reason, by, note=note))
     await deps.exit_watcher.drop(process.key)
     await deps.exit_watcher.acknowledge(pid)
     log.debug("container %s: exec'd process %d exited with %s", id, pid, status)

@@ -18,6 +18,10 @@ A ReadOutput likewise asked the supervisor for the process's ``OutputView`` ever
 poll each few MiB of a stream). Each view a living actor owns is in the table from the moment
 the actor owns its process until the actor's run ends; then the supervisor serves the views of
 the exited container as before (its own copies, kept until the id is reused).
+
+The owner of a container's init view is its actor's mailbox, where the supervisor would route a
+request for that container: an ``AddProcess`` goes there straight (``actor``). The supervisor's
+hop was a memory channel and a scheduling pass on every exec's way in.
 """
 
 from __future__ import annotations
@@ -71,6 +75,12 @@ class ProcessRoutes:
         if found is not None and self._views.get((container_id, INIT), (None,))[0] is found[0]:
             del self._views[(container_id, INIT)]
             self._unindex((container_id, INIT))
+
+    def actor(self, container_id: str) -> object | None:
+        """The mailbox of the living actor that owns the container's init, or None: ask the
+        supervisor, which would route to that same mailbox (``AddProcess``)."""
+        found = self._views.get((container_id, INIT))
+        return None if found is None else found[1]
 
     def view(self, container_id: str, pid: int) -> OutputView | None:
         """The output of that process, or None: ask the supervisor."""

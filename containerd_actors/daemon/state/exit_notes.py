@@ -16,6 +16,7 @@ of that record publishes the exit then).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import time
@@ -70,9 +71,17 @@ def write_note(
     """Write the note of an exit about to be published; None if it cannot be written (a full
     state dir: the exit is published all the same, only a kill in the next moment loses it)."""
     path = note_path(state_dir, id, pid)
+    note = ExitNote(id, pid, status, reason, time.time(), exec).to_json()
     try:
-        path.parent.mkdir(mode=0o700, exist_ok=True)
-        write_json_atomically(path, ExitNote(id, pid, status, reason, time.time(), exec).to_json())
+        try:
+            write_json_atomically(path, note)
+        except OSError as exc:
+            # The directory is made when a note finds it missing, not tried on every exit (a
+            # mkdir failing with EEXIST was a tenth of an exec'd process's exit here).
+            if exc.errno != errno.ENOENT:
+                raise
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            write_json_atomically(path, note)
     except OSError as exc:
         log.warning("container %s: cannot note the exit of %d before publishing it: %s", id, pid, exc)
         return None

@@ -121,6 +121,21 @@ class ContainerPaths:
         while its container runs on (its ``exec_record`` is gone with the process)."""
         return self.logs / f"exec-{pid}.exited.json"
 
+    def exec_file_pids(self) -> set[int]:
+        """The pids that have any file in ``logs`` (logs, rotated logs, exited records); none
+        when the directory does not exist."""
+        try:
+            names = os.listdir(self.logs)
+        except FileNotFoundError:
+            return set()
+        pids = set()
+        for name in names:
+            if name.startswith("exec-"):
+                number = name[5:].partition(".")[0]
+                if number.isdigit():
+                    pids.add(int(number))
+        return pids
+
     def exec_exited_records(self) -> list[Path]:
         return sorted(self.logs.glob("exec-*.exited.json"))
 
