@@ -95,6 +95,7 @@ from benchlib import (
     empty_containerd,
     empty_runc_root,
     finish_shims,
+    machine_busy_s,
     make_bundle,
     median_or_nan,
     missing_containerd_tools,
@@ -236,6 +237,9 @@ class RoundResult:
     #: CPU `runc init` spent in the containers' own init processes before exec'ing their command, which
     #: no reaped runc call includes (``benchlib.runc_init_cpu_s``), read before the round's deletes.
     init_cpu_s: float = math.nan
+    #: The whole machine's busy CPU during the starts (``benchlib.machine_busy_s``): with the CPU
+    #: saturated, containers/s is about the CPUs / this per start, whatever process spends it.
+    machine_cpu_s: float = math.nan
     #: xargs only: the containers that exist after the round (xargs gives no per-start latency).
     started: int | None = None
 
@@ -350,7 +354,9 @@ async def daemon_round(ctx: Context, index: int) -> RoundResult:
             async def start_one(i: int) -> None:
                 await client.create_container(f"bench-d{index}-{i}", str(ctx.bundle))
 
+            machine_before = machine_busy_s()
             latencies, errors, wall = await drive(args.n, args.clients, start_one)
+            machine_cpu = machine_busy_s() - machine_before
             client_cpu = own_cpu_s() - client_before
             used: CpuTimes = daemon_cpu_times(daemon.pid) - before
             api_used = sum(sample(cpu_times, pid, CpuTimes(0.0, 0.0)).own_s for pid in api_pids) - api_before
@@ -371,6 +377,7 @@ async def daemon_round(ctx: Context, index: int) -> RoundResult:
         daemon_cpu_s=used.own_s,
         api_cpu_s=api_used if api_pids else math.nan,
         init_cpu_s=init_cpu,
+        machine_cpu_s=machine_cpu,
         rss_idle_kib=idle_rss,
         rss_loaded_kib=loaded_rss,
         pss_idle_kib=idle_pss,
@@ -591,9 +598,11 @@ def raw_round(kind: str) -> Callable[[Context, int], Awaitable[RoundResult]]:
         tag = kind.removeprefix("runc-")
         runc_root = ctx.workdir / f"r{tag}{index}" / "runc"
         try:
+            machine_before = machine_busy_s()
             result = await RAW_STARTS[kind](
                 ctx, runc_root, ctx.workdir / f"runc-{tag}-{index}.log", f"bench-r{tag}{index}", ctx.args.n
             )
+            result.machine_cpu_s = machine_busy_s() - machine_before
             result.init_cpu_s = runc_init_cpu_s(runc_root, ctx.command_start_s)
         finally:
             with trio.CancelScope(shield=True):
@@ -672,7 +681,9 @@ async def containerd_round(ctx: Context, index: int) -> RoundResult:
         cgroup = containerd.cgroup
         cgroup_before = cgroup.usage_s() if cgroup else math.nan
         before = cpu_times(containerd.pid)
+        machine_before = machine_busy_s()
         result = await ctr_starts(ctx, containerd, f"bench-c{index}", ctx.args.n)
+        result.machine_cpu_s = machine_busy_s() - machine_before
         if containerd.process.poll() is not None:
             raise RuntimeError(
                 f"containerd exited with {containerd.process.returncode} during the round"
@@ -945,6 +956,7 @@ def comparison_table(args: argparse.Namespace, groups: dict[str, list[RoundResul
         ),
         ms,
     )
+    metric_row("machine CPU per start (all processes, kernel threads)", per_start("machine_cpu_s"), ms)
     server = (DAEMON, CONTAINERD)
     metric_row("server RSS idle", lambda r: r.rss_idle_kib, mib, only=server, with_ratio=False)
     metric_row(

@@ -611,6 +611,19 @@ class CpuCgroup:
         return False
 
 
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has spent busy since boot (all CPUs, /proc/stat).
+
+    What no per-process figure holds: kernel threads (the cgroup workers runc's creations and
+    removals wake), interrupts, and whatever else runs. Over a round, the difference is the machine's
+    whole cost of it, in whole ticks (10 ms per CPU): fine for rounds of seconds.
+    """
+    with open("/proc/stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def runc_init_cpu_s(runc_root: Path, command_start_s: float) -> float:
     """The CPU `runc init` spent inside the containers' own init processes, summed over a runc root.
 
