@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import resource
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -145,12 +146,14 @@ def lowest_free_fd(pid: int) -> int:
 
 
 async def test_other_requests_at_the_fd_limit_are_answered_and_crash_no_actor(
-    state_dir: Path, sleep_bundle: Path
+    state_dir: Path, bundle_factory: Callable[..., Path]
 ) -> None:
     """Stats, pause and resume, a checkpoint, logs and the journal, each asked with the server
     unable to open one more descriptor: each is answered, done or refused with an error that names
     the limit (never "internal error"), no actor crashes, and once the limit is lifted the same
     requests work."""
+    # A bundle of its own: the checkpoints are kept in it, and the shared one must stay without any.
+    sleep_bundle = bundle_factory("sleep", "1000000")
     async with running_daemon(state_dir) as handle:
         async with Client.connect(handle.address, timeout=60) as client:
             first = unique_id("fdo")
