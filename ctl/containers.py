@@ -299,9 +299,41 @@ def exec_process(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
 
         rows, cols = terminal_size(sys.stdin.fileno())
     options = _exec_options(args, user, rows, cols)
+    if not args.tty and user is None:
+        code = _exec_early(args, command, options)
+        if code is not None:
+            return code
     meanwhile = _prepare_attach if args.attach else None
     with connect(args) as client:
         pid = client.add_process(args.exec_id, command, meanwhile=meanwhile, **options)
+        if args.attach:
+            from ctl import attach_blocking
+
+            return attach_blocking.attach(client, args.exec_id, pid)
+    _print_pid(args.exec_id, pid, as_json=args.json)
+    return 0
+
+
+def _exec_early(args: argparse.Namespace, command: list[str], options: ProcessOptions) -> int | None:
+    """``exec`` with its AddProcess on its way before attrs and the wire classes are imported
+    (``client.early``): they, and with ``-a`` the attach, are imported while the daemon runs
+    ``runc exec``, not before it. None, having sent nothing, where that cannot be (TLS, or a
+    request ``plain_requests`` is not sure of): then the usual way, with its usual errors."""
+    if args.tls_cert or args.tls_key or args.tls_ca:
+        return None
+    from containerd_actors.client import early
+
+    fields = {"id": args.exec_id, "args": command, **options}
+    request = early.send(args.address, "AddProcess", fields)
+    if request is None:
+        return None
+    with request:
+        if args.attach:
+            _prepare_attach()
+        client = request.client()
+        import containerd_actors.protocol as wire
+
+        pid = client.receive(wire.AddProcessReply).pid
         if args.attach:
             from ctl import attach_blocking
 

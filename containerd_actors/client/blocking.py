@@ -36,14 +36,29 @@ _Reply = TypeVar("_Reply")
 CONNECTION_LOST = "the connection to the daemon closed"
 
 
+def transport_failure(address: str, exc: TransportError, limit: float) -> DaemonUnreachable:
+    """What a request whose transport failed raises (it waited up to ``limit`` seconds)."""
+    if exc.timed_out:
+        return DaemonUnreachable(address, f"no reply within {limit:g} s")
+    return DaemonUnreachable(address, CONNECTION_LOST if exc.connection_lost else str(exc))
+
+
 class BlockingClient:
     """A connection to one daemon. Create it with ``BlockingClient.connect``."""
 
-    def __init__(self, address: str, socket: BlockingRequestSocket, timeout: float) -> None:
+    def __init__(
+        self,
+        address: str,
+        socket: BlockingRequestSocket,
+        timeout: float,
+        *,
+        ids: calls.RequestIds | None = None,
+    ) -> None:
+        """``ids``: those of a request already sent on ``socket`` (``early``), else its own."""
         self.address = address
         self._socket = socket
         self._timeout = timeout
-        self._ids = calls.RequestIds(self)
+        self._ids = calls.RequestIds(self) if ids is None else ids
         self._frames: bool | None = None
 
     @classmethod
@@ -110,10 +125,7 @@ class BlockingClient:
         try:
             yield limit
         except TransportError as exc:
-            if exc.timed_out:
-                raise DaemonUnreachable(self.address, f"no reply within {limit:g} s") from None
-            reason = CONNECTION_LOST if exc.connection_lost else str(exc)
-            raise DaemonUnreachable(self.address, reason) from None
+            raise transport_failure(self.address, exc, limit) from None
 
     def ping(self) -> wire.PingReply:
         reply = self.call(wire.Ping, wire.PingReply)

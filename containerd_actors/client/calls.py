@@ -7,8 +7,6 @@ errors for the same replies.
 
 from __future__ import annotations
 
-import itertools
-import os
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 # Before attrs, so that attrs' own classes are defined with their methods from the cache.
@@ -18,16 +16,13 @@ from containerd_actors.protocol import attrs_code  # noqa: F401
 import attrs
 
 import containerd_actors.protocol as wire
+from containerd_actors.client.basics import DEFAULT_TIMEOUT_S, MAX_REPLY_BYTES, RequestIds  # noqa: F401
 from containerd_actors.client.errors import ClientError, DaemonUnreachable, RequestFailed
 from containerd_actors.protocol import plain_codec
 from containerd_actors.protocol.addresses import normalize_address
 from containerd_actors.protocol.message_errors import MAX_MESSAGE_BYTES, ProtocolError
 from containerd_actors.transport.tls import TlsFiles, is_tls
 
-#: How long a call waits for its reply before giving up; a start can queue behind --concurrency.
-DEFAULT_TIMEOUT_S = 120.0
-#: The largest reply a client accepts (a State of thousands of containers is several MiB).
-MAX_REPLY_BYTES = MAX_MESSAGE_BYTES * 64
 #: How long one ReadOutput of a follow waits for output before asking again.
 FOLLOW_WAIT_S = 10.0
 #: A follow whose long poll came back empty without waiting (the daemon had too many) waits this long.
@@ -66,17 +61,6 @@ class OutputRead:
     #: Where both logs together ended when the daemon answered (``stdout_end + stderr_end``);
     #: None from a daemon that does not say.
     end: int | None = None
-
-
-class RequestIds:
-    """Request ids unique to this process and client: ``<pid>-<client>-<n>``."""
-
-    def __init__(self, owner: object) -> None:
-        self._prefix = f"{os.getpid()}-{id(owner):x}"
-        self._numbers = itertools.count(1)
-
-    def next(self) -> str:
-        return f"{self._prefix}-{next(self._numbers)}"
 
 
 def dialable(address: str, tls: TlsFiles | None) -> str:

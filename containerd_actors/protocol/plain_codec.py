@@ -1,8 +1,8 @@
 """A client's encoding of requests and decoding of replies without cattrs, for one-shot commands.
 
 Why: cattrs (its import and the hooks it builds) is ~20 ms of a one-shot ``actr`` command. The
-functions of ``plain_generated`` are made from the same attrs classes by the rules of ``codec``'s
-converter, and are sure of less: whenever one is not (``plain_hooks.Unsure``, or any other error:
+functions of ``plain_generated`` (replies) and ``plain_requests_generated`` (requests) are made
+from the same attrs classes by the rules of ``codec``'s converter, and are sure of less: whenever one is not (``plain_hooks.Unsure``, or any other error:
 a validator's, bad base64, a missing field), the whole message goes to ``codec`` instead, which
 gives the value or the exact error it always gave. So the converter stays the one source of
 truth; here is only its common case, held to it by tests/unit/test_plain_codec.py.
@@ -21,7 +21,9 @@ import attrs
 
 from containerd_actors.protocol import frames
 from containerd_actors.protocol.message_errors import TAG, note_unknown_fields
-from containerd_actors.protocol.plain_generated import LATER_FIELDS, REPLIES, REQUESTS
+from containerd_actors.protocol.plain_generated import REPLIES
+from containerd_actors.protocol.plain_requests import drop_later_defaults
+from containerd_actors.protocol.plain_requests_generated import REQUESTS
 from containerd_actors.protocol.replies import ReadOutputReply
 from containerd_actors.protocol.requests import WriteInput
 
@@ -58,9 +60,7 @@ def encode_request(request: Request, *, framed: bool = False) -> bytes:
         from containerd_actors.protocol import codec
 
         return codec.encode_request(request, framed=framed)
-    for name, default in LATER_FIELDS.get(kind.__name__, ()):
-        if obj.get(name, default) == default:
-            obj.pop(name, None)
+    drop_later_defaults(kind.__name__, obj)
     if names:
         blobs = [(name, getattr(request, name)) for name in names]
         for name in names:
