@@ -2,9 +2,10 @@
 
 Why: cattrs (its import and the hooks it builds) is ~20 ms of a one-shot ``actr`` command. The
 functions of ``plain_generated`` (replies) and ``plain_requests_generated`` (requests) are made
-from the same attrs classes by the rules of ``codec``'s converter, and are sure of less: whenever one is not (``plain_hooks.Unsure``, or any other error:
-a validator's, bad base64, a missing field), the whole message goes to ``codec`` instead, which
-gives the value or the exact error it always gave. So the converter stays the one source of
+from the same attrs classes by the rules of ``codec``'s converter, and are sure of less: whenever
+one is not (``plain_hooks.Unsure``, or any other error: a validator's, bad base64, a missing
+field), the whole message goes to ``codec`` instead, which gives the value or the exact error it
+always gave. So the converter stays the one source of
 truth; here is only its common case, held to it by tests/unit/test_plain_codec.py.
 """
 

@@ -284,7 +284,8 @@ def render_requests() -> str:
         "",
         "from typing import TYPE_CHECKING, Any",
         "",
-        "from containerd_actors.protocol.plain_hooks import u_bool, u_bytes, u_dict, u_float, u_int, u_list, u_str",
+        "from containerd_actors.protocol.plain_hooks import "
+        "u_bool, u_bytes, u_dict, u_float, u_int, u_list, u_str",
     ]
     if used:
         lines.append(f"from containerd_actors.protocol.validators import {', '.join(used)}")

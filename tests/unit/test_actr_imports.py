@@ -217,6 +217,45 @@ def test_a_one_shot_command_defines_only_the_wire_types_it_uses(argv: list[str],
     assert {name for name in LATER_WIRE_MODULES if name in loaded} == needed
 
 
+@pytest.mark.parametrize("attach", [["-a"], []], ids=["exec -a", "exec"])
+def test_exec_sends_its_request_before_attrs_and_the_wire_classes(
+    attach: list[str], daemon_address: str
+) -> None:
+    """The daemon's ``runc exec`` (~20 ms) and the import of attrs and the wire classes (~20 ms)
+    overlap (``client.early``): the AddProcess is on its way first. Without a terminal, ``-a``
+    also never imports trio (``ctl.attach_blocking``)."""
+    argv = ["--address", daemon_address, "containers", "exec", "--id", "web", *attach, "--", "true"]
+    code = (
+        "import json, sys\n"
+        "import ctl.main\n"
+        "from containerd_actors.transport import blocking\n"
+        "first = []\n"
+        "send = blocking.BlockingRequestSocket._send\n"
+        "def noting(self, body, deadline):\n"
+        "    if not first:\n"
+        "        first.append([json.loads(body)['type'],\n"
+        "                      sorted(m for m in ('attrs', 'containerd_actors.protocol.requests',\n"
+        "                             'containerd_actors.protocol.replies',\n"
+        "                             'containerd_actors.client.calls') if m in sys.modules)])\n"
+        "    return send(self, body, deadline)\n"
+        "blocking.BlockingRequestSocket._send = noting\n"
+        f"args = ctl.main.build_parser().parse_args({argv!r})\n"
+        "assert ctl.main.run(args) == 0\n"
+        "print(json.dumps([first[0], 'trio' in sys.modules]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=True,
+    )
+    (kind, imported), trio = json.loads(result.stdout.splitlines()[-1])
+    assert (kind, imported, trio) == ("AddProcess", [], False)
+
+
 def test_parsing_alone_imports_neither_the_codec_nor_attrs() -> None:
     """``actr --help``, ``-v`` and usage errors cost the parser only."""
     loaded = imported_after(["--address", ADDRESS, "containers", "kill", "web"], run=False)
