@@ -330,10 +330,8 @@ def _exec_early(args: argparse.Namespace, command: list[str], options: ProcessOp
     with request:
         if args.attach:
             _prepare_attach()
-        client = request.client()
-        import containerd_actors.protocol as wire
-
-        pid = client.receive(wire.AddProcessReply).pid
+        client, reply = request.reply()
+        pid = reply.pid
         if args.attach:
             from ctl import attach_blocking
 

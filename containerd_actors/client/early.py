@@ -4,8 +4,8 @@ Why: ``actr containers exec`` waits ~20 ms for the daemon's ``runc exec``. A ``B
 sends nothing until attrs and the wire classes are defined (~100M instructions, ~20 ms), so those
 20 ms came before runc's, one after the other. ``send`` dials and sends with what needs neither
 (``transport.blocking``, ``protocol.plain_requests``); the caller imports the rest while the daemon
-works, then ``EarlyRequest.client`` gives the ``BlockingClient`` that takes the reply on the same
-connection and carries the rest of the command.
+works, then ``EarlyRequest.reply`` gives the reply and the ``BlockingClient`` that took it on the
+same connection and carries the rest of the command.
 
 Only the common case: an address without TLS and a request ``plain_requests`` is sure of.
 Otherwise ``send`` returns None, and the caller goes the usual way (which gives the usual errors).
@@ -28,18 +28,24 @@ if TYPE_CHECKING:
 class EarlyRequest(ClosedOnExit):
     """A request on its way on a connection of its own; closing it closes that connection."""
 
-    def __init__(self, address: str, socket: BlockingRequestSocket, ids: RequestIds, timeout: float) -> None:
+    def __init__(
+        self, address: str, tag: str, socket: BlockingRequestSocket, ids: RequestIds, timeout: float
+    ) -> None:
         self.address = address
+        self._tag = tag
         self._socket = socket
         self._ids = ids
         self._timeout = timeout
 
-    def client(self) -> BlockingClient:
-        """The client whose ``receive`` takes this request's reply; its next requests go on the
-        same connection, with ids that follow this one's. Imports the wire classes."""
+    def reply(self) -> tuple[BlockingClient, Any]:
+        """The request's reply (``<tag>Reply``; an ErrorReply raises ``RequestFailed``), and the
+        client whose next requests go on the same connection, with ids that follow this one's.
+        Imports the wire classes (best while the daemon works: after ``send``, before this)."""
+        import containerd_actors.protocol as wire
         from containerd_actors.client.blocking import BlockingClient
 
-        return BlockingClient(self.address, self._socket, self._timeout, ids=self._ids)
+        client = BlockingClient(self.address, self._socket, self._timeout, ids=self._ids)
+        return client, client.receive(getattr(wire, f"{self._tag}Reply"))
 
     def close(self) -> None:
         self._socket.close()
@@ -64,7 +70,7 @@ def send(
         from containerd_actors.client.errors import DaemonUnreachable, unreachable_reason
 
         raise DaemonUnreachable(address, unreachable_reason(str(exc), crypto=exc.crypto)) from None
-    early = EarlyRequest(address, socket, ids, timeout)
+    early = EarlyRequest(address, tag, socket, ids, timeout)
     try:
         socket.send(payload, timeout)
     except TransportError as exc:
