@@ -219,14 +219,23 @@ def test_a_one_shot_command_defines_only_the_wire_types_it_uses(argv: list[str],
     assert {name for name in LATER_WIRE_MODULES if name in loaded} == needed
 
 
-@pytest.mark.parametrize("attach", [["-a"], []], ids=["exec -a", "exec"])
-def test_exec_sends_its_request_before_attrs_and_the_wire_classes(
-    attach: list[str], daemon_address: str
+SENT_EARLY = [
+    (["containers", "exec", "--id", "web", "-a", "--", "true"], "AddProcess"),
+    (["containers", "exec", "--id", "web", "--", "true"], "AddProcess"),
+    (["--json", "containers", "exec", "--id", "web", "--", "true"], "AddProcess"),
+    (["containers", "start", "web", "/tmp/bundle"], "CreateContainer"),
+    (["containers", "start", "-a", "web", "/tmp/bundle"], "CreateContainer"),
+]
+
+
+@pytest.mark.parametrize(("argv", "kind"), SENT_EARLY, ids=[" ".join(argv) for argv, _ in SENT_EARLY])
+def test_exec_and_start_send_their_request_before_attrs_and_the_wire_classes(
+    argv: list[str], kind: str, daemon_address: str
 ) -> None:
-    """The daemon's ``runc exec`` (~20 ms) and the import of attrs and the wire classes (~20 ms)
-    overlap (``client.early``): the AddProcess is on its way first. Without a terminal, ``-a``
-    also never imports trio (``ctl.attach_blocking``)."""
-    argv = ["--address", daemon_address, "containers", "exec", "--id", "web", *attach, "--", "true"]
+    """The daemon's ``runc exec`` or ``runc run`` and the import of attrs and the wire classes
+    (~20 ms) overlap (``client.early``): the request is on its way first. Without a terminal,
+    ``-a`` also never imports trio (``ctl.attach_blocking``)."""
+    argv = ["--address", daemon_address, *argv]
     code = (
         "import json, sys\n"
         "import ctl.main\n"
@@ -254,8 +263,8 @@ def test_exec_sends_its_request_before_attrs_and_the_wire_classes(
         timeout=60,
         check=True,
     )
-    (kind, imported), trio = json.loads(result.stdout.splitlines()[-1])
-    assert (kind, imported, trio) == ("AddProcess", [], False)
+    (sent, imported), trio = json.loads(result.stdout.splitlines()[-1])
+    assert (sent, imported, trio) == (kind, [], False)
 
 
 def test_parsing_alone_imports_neither_the_codec_nor_attrs() -> None:
