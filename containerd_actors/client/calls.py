@@ -113,44 +113,53 @@ def decode(raw: bytes | memoryview, reply_type: type[_Reply], *, views: bool = F
     return reply
 
 
-class ProcessOptions(TypedDict, total=False):
-    """The keyword arguments of ``add_process`` (both clients), each as the AddProcess field."""
+# The keyword arguments of the clients' methods, for type checkers only: a TypedDict of string
+# annotations (``from __future__ import annotations``) compiles each one as a ForwardRef when it is
+# defined, ~25 compilations of every ``exec`` and ``start`` that nothing reads at run time.
+if TYPE_CHECKING:
 
-    env: list[str] | None
-    cwd: str
-    user: wire.User | None
-    terminal: bool
-    rows: int
-    cols: int
+    class ProcessOptions(TypedDict, total=False):
+        """The keyword arguments of ``add_process`` (both clients), each as the AddProcess field."""
 
+        env: list[str] | None
+        cwd: str
+        user: wire.User | None
+        terminal: bool
+        rows: int
+        cols: int
 
-class ReadOptions(TypedDict, total=False):
-    """The keyword arguments of ``read_output`` (both clients), each as the ReadOutput field."""
+    class ReadOptions(TypedDict, total=False):
+        """The keyword arguments of ``read_output`` (both clients), each as the ReadOutput field."""
 
-    stdout_offset: int
-    stderr_offset: int
-    wait: float
-    max_bytes: int
-    tail: int
-    binary: bool
+        stdout_offset: int
+        stderr_offset: int
+        wait: float
+        max_bytes: int
+        tail: int
+        binary: bool
 
+    class CheckpointFlags(TypedDict, total=False):
+        """The keyword arguments of ``create_checkpoint`` (both clients); all default to False."""
 
-class CheckpointFlags(TypedDict, total=False):
-    """The keyword arguments of ``create_checkpoint`` (both clients); all default to False."""
+        tcp: bool
+        unix_sockets: bool
+        shell: bool
+        exit: bool
 
-    tcp: bool
-    unix_sockets: bool
-    shell: bool
-    exit: bool
+    class MigrateFlags(TypedDict, total=False):
+        """The keyword arguments of ``migrate_container`` (both clients); all default to False/0."""
 
+        tcp: bool
+        keep_source: bool
+        rootfs_copy: bool
+        pre_dump: int
 
-class MigrateFlags(TypedDict, total=False):
-    """The keyword arguments of ``migrate_container`` (both clients); all default to False/0."""
+    class FollowOptions(TypedDict, total=False):
+        """The keyword arguments of ``follow_output`` (both clients), as ``OutputFollow`` takes them."""
 
-    tcp: bool
-    keep_source: bool
-    rootfs_copy: bool
-    pre_dump: int
+        follow: bool
+        tail: int
+        offsets: tuple[int, int]
 
 
 #: A migration moves the container's memory between hosts: allow it far longer than a request.
@@ -160,14 +169,6 @@ MIGRATE_TIMEOUT_S = 600.0
 def process_fields(id: str, args: list[str], **options: Unpack[ProcessOptions]) -> dict[str, Any]:
     """The AddProcess fields for ``add_process``: copies of ``args`` and ``env`` (None: empty)."""
     return {**options, "id": id, "args": list(args), "env": list(options.get("env") or [])}
-
-
-class FollowOptions(TypedDict, total=False):
-    """The keyword arguments of ``follow_output`` (both clients), as ``OutputFollow`` takes them."""
-
-    follow: bool
-    tail: int
-    offsets: tuple[int, int]
 
 
 class OutputFollow:
