@@ -25,8 +25,6 @@ from containerd_actors.protocol.message_errors import TAG, note_unknown_fields
 from containerd_actors.protocol.plain_generated import REPLIES
 from containerd_actors.protocol.plain_requests import drop_later_defaults
 from containerd_actors.protocol.plain_requests_generated import REQUESTS
-from containerd_actors.protocol.replies import ReadOutputReply
-from containerd_actors.protocol.requests import WriteInput
 
 if TYPE_CHECKING:
     # Not at run time: the unions are made on first use, with the migration types (``lazy``).
@@ -36,10 +34,19 @@ if TYPE_CHECKING:
 #: The package of the wire types, whose requests ``REQUESTS`` knows by name.
 _WIRE_PACKAGE = "containerd_actors.protocol."
 
-#: Per message type, its bytes fields that travel as blobs of a binary frame (``codec.BLOB_FIELDS``,
-#: which a test compares with this).
-BLOB_FIELDS: dict[type, tuple[str, ...]] = {ReadOutputReply: ("stdout", "stderr"), WriteInput: ("data",)}
-_BLOBS_BY_TAG = {cls.__name__: names for cls, names in BLOB_FIELDS.items()}
+#: Per message tag, its bytes fields that travel as blobs of a binary frame (``codec.BLOB_FIELDS``,
+#: which a test compares with ``BLOB_FIELDS``). By name: a command that writes its requests with
+#: ``plain_requests`` never defines the request classes (~20M instructions).
+_BLOBS_BY_TAG = {"ReadOutputReply": ("stdout", "stderr"), "WriteInput": ("data",)}
+
+
+def __getattr__(name: str) -> Any:
+    """``BLOB_FIELDS``, by class as ``codec`` has it, made when asked (it needs the classes)."""
+    if name != "BLOB_FIELDS":
+        raise AttributeError(name)
+    import containerd_actors.protocol as wire
+
+    return {getattr(wire, tag): names for tag, names in _BLOBS_BY_TAG.items()}
 
 
 def _dumps(obj: Any) -> bytes:
@@ -50,7 +57,7 @@ def encode_request(request: Request, *, framed: bool = False) -> bytes:
     """As ``codec.encode_request``, the same bytes."""
     kind = type(request)
     unstructure = REQUESTS.get(kind.__name__) if kind.__module__.startswith(_WIRE_PACKAGE) else None
-    names = BLOB_FIELDS.get(kind) if framed else None
+    names = _BLOBS_BY_TAG.get(kind.__name__) if framed and unstructure is not None else None
     try:
         if unstructure is None:
             raise LookupError(kind)

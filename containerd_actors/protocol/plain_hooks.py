@@ -15,6 +15,15 @@ class Unsure(Exception):
     """Not a case the plain codec is sure of: ``codec`` decides it."""
 
 
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+#: A field without a default, in ``plain_requests_generated.FIELDS``: a request must give it.
+REQUIRED: Any = _Required()
+
+
 def s_str(value: Any) -> str:
     if type(value) is not str:
         raise Unsure

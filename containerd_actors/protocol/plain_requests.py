@@ -8,9 +8,10 @@ the same request, using only what ``plain_gen`` generated from the classes
 fields), so the classes stay the one source of truth; the classes are then imported while the
 daemon works.
 
-It is sure of less than the classes: every field given (no defaults filled in), values of plain
-JSON types only (no nested record, no bytes), and every validator passing. Otherwise it returns
-None, and the caller builds the request as the class, which gives the usual value or error.
+It is sure of less than the classes: values of plain JSON types or bytes (base64, as in a JSON
+request; never a binary frame), no nested record, defaults that are literals or new lists, and
+every validator passing. Otherwise it returns None, and the caller builds the request as the
+class, which gives the usual value or error.
 tests/unit/test_plain_requests.py holds it to ``plain_codec``.
 """
 
@@ -20,9 +21,10 @@ import json
 from types import SimpleNamespace
 from typing import Any
 
+from containerd_actors.protocol.plain_hooks import REQUIRED
 from containerd_actors.protocol.plain_requests_generated import FIELDS, LATER_FIELDS, REQUESTS
 
-_PLAIN = (str, int, bool, float, type(None))
+_PLAIN = (str, int, bool, float, type(None), bytes, bytearray, memoryview)
 
 
 class _Named:
@@ -42,25 +44,35 @@ def drop_later_defaults(tag: str, obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def _plain(value: Any) -> bool:
-    if type(value) is list:
+    kind = type(value)
+    if kind is list:
         return all(type(item) in (str, int) for item in value)
-    return type(value) in _PLAIN
+    return kind in _PLAIN
 
 
 def encode_fields(tag: str, fields: dict[str, Any]) -> bytes | None:
-    """The JSON request ``tag`` with ``fields`` (all of its fields, ``request_id`` included), as
-    ``plain_codec.encode_request`` writes it; None where that is not certain here."""
+    """The JSON request ``tag`` with ``fields`` (``request_id`` among them; a field left out takes
+    its default), as ``plain_codec.encode_request`` writes it; None where that is not certain here."""
     spec = FIELDS.get(tag)
-    if spec is None or len(spec) != len(fields):
+    if spec is None:
         return None
+    values = {}
     try:
-        for name, check in spec:
-            value = fields[name]
+        for name, check, default in spec:
+            if name in fields:
+                value = fields[name]
+            elif default is REQUIRED:
+                return None
+            else:
+                value = default() if default is list or default is dict else default
             if not _plain(value):
                 return None
             if check is not None:
                 check(None, _Named(name), value)
-        obj = REQUESTS[tag](SimpleNamespace(**fields))
+            values[name] = value
+        if any(name not in values for name in fields):
+            return None  # a field the class does not have
+        obj = REQUESTS[tag](SimpleNamespace(**values))
     except Exception:
-        return None  # a validator's refusal, a missing field, an unsure type: the class decides
+        return None  # a validator's refusal, an unsure type: the class decides
     return json.dumps(drop_later_defaults(tag, obj), separators=(",", ":")).encode()

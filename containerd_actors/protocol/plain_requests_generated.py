@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from containerd_actors.protocol.plain_hooks import u_bool, u_bytes, u_dict, u_float, u_int, u_list, u_str
+from containerd_actors.protocol.plain_hooks import REQUIRED, u_bool, u_bytes, u_dict, u_float, u_int, u_list, u_str
 from containerd_actors.protocol.validators import absolute_or_empty, env_entries, non_empty_args, non_negative, page_limit, pause_or_run, read_size, signal_number, stream_offset, tail_lines, uint16, valid_id, valid_id_or_empty, valid_optional_name, wait_seconds
 
 if TYPE_CHECKING:
@@ -285,25 +285,26 @@ LATER_FIELDS = {
     "WriteInput": (('writer', ''), ('offset', -1),),
 }
 #: Per request tag, its init fields in order, each with the validator attrs runs on it (None:
-#: none); a request whose checks are not all such functions is not here.
+#: none) and its default (a literal; ``list`` or ``dict``: a new one; ``REQUIRED``: none). A
+#: request with another kind of check or default is not here.
 FIELDS = {
-    "Ping": (('request_id', None),),
-    "CreateContainer": (('request_id', None), ('id', valid_id), ('bundle', None), ('checkpoint', valid_optional_name), ('terminal', None),),
-    "Signal": (('request_id', None), ('id', valid_id), ('pid', non_negative), ('signal', signal_number),),
-    "State": (('request_id', None), ('id', valid_id_or_empty),),
-    "CreateCheckpoint": (('request_id', None), ('id', valid_id), ('name', valid_id), ('tcp', None), ('unix_sockets', None), ('shell', None), ('exit', None),),
-    "ListCheckpoints": (('request_id', None), ('id', valid_id_or_empty), ('bundle', absolute_or_empty),),
-    "DeleteCheckpoint": (('request_id', None), ('id', valid_id), ('name', valid_id),),
-    "UpdateContainer": (('request_id', None), ('id', valid_id), ('status', pause_or_run),),
-    "Stats": (('request_id', None), ('id', valid_id),),
-    "Metrics": (('request_id', None),),
-    "AddProcess": (('request_id', None), ('id', valid_id), ('args', non_empty_args), ('env', env_entries), ('cwd', absolute_or_empty), ('user', None), ('terminal', None), ('rows', uint16), ('cols', uint16),),
-    "ReadOutput": (('request_id', None), ('id', valid_id), ('pid', non_negative), ('stdout_offset', non_negative), ('stderr_offset', non_negative), ('wait', wait_seconds), ('max_bytes', read_size), ('tail', tail_lines), ('binary', None), ('spans', None),),
-    "WriteInput": (('request_id', None), ('id', valid_id), ('pid', non_negative), ('data', None), ('close', None), ('writer', valid_id_or_empty), ('offset', stream_offset),),
-    "ResizeTerminal": (('request_id', None), ('id', valid_id), ('pid', non_negative), ('rows', uint16), ('cols', uint16),),
-    "Events": (('request_id', None), ('from_seq', non_negative), ('since', None), ('limit', page_limit),),
-    "OpenStdin": (('request_id', None), ('id', valid_id), ('pid', non_negative),),
-    "MigrateContainer": (('request_id', None), ('id', valid_id), ('to', None), ('tcp', None), ('keep_source', None), ('rootfs_copy', None), ('pre_dump', non_negative),),
-    "MigrationBegin": (('request_id', None), ('token', valid_id), ('id', valid_id), ('bundle', None), ('rootfs', None), ('rootfs_copy', None), ('tcp', None), ('terminal', None),),
-    "MigrationAbort": (('request_id', None), ('token', valid_id), ('reason', None),),
+    "Ping": (('request_id', None, REQUIRED),),
+    "CreateContainer": (('request_id', None, REQUIRED), ('id', valid_id, REQUIRED), ('bundle', None, REQUIRED), ('checkpoint', valid_optional_name, None), ('terminal', None, None),),
+    "Signal": (('request_id', None, REQUIRED), ('id', valid_id, REQUIRED), ('pid', non_negative, 0), ('signal', signal_number, 15),),
+    "State": (('request_id', None, REQUIRED), ('id', valid_id_or_empty, ''),),
+    "CreateCheckpoint": (('request_id', None, REQUIRED), ('id', valid_id, REQUIRED), ('name', valid_id, REQUIRED), ('tcp', None, False), ('unix_sockets', None, False), ('shell', None, False), ('exit', None, False),),
+    "ListCheckpoints": (('request_id', None, REQUIRED), ('id', valid_id_or_empty, ''), ('bundle', absolute_or_empty, ''),),
+    "DeleteCheckpoint": (('request_id', None, REQUIRED), ('id', valid_id, REQUIRED), ('name', valid_id, REQUIRED),),
+    "UpdateContainer": (('request_id', None, REQUIRED), ('id', valid_id, REQUIRED), ('status', pause_or_run, REQUIRED),),
+    "Stats": (('request_id', None, REQUIRED), ('id', valid_id, REQUIRED),),
+    "Metrics": (('request_id', None, REQUIRED),),
+    "AddProcess": (('request_id', None, REQUIRED), ('id', valid_id, REQUIRED), ('args', non_empty_args, REQUIRED), ('env', env_entries, list), ('cwd', absolute_or_empty, ''), ('user', None, None), ('terminal', None, False), ('rows', uint16, 0), ('cols', uint16, 0),),
+    "ReadOutput": (('request_id', None, REQUIRED), ('id', valid_id, REQUIRED), ('pid', non_negative, 0), ('stdout_offset', non_negative, 0), ('stderr_offset', non_negative, 0), ('wait', wait_seconds, 0.0), ('max_bytes', read_size, 1048576), ('tail', tail_lines, -1), ('binary', None, False), ('spans', None, False),),
+    "WriteInput": (('request_id', None, REQUIRED), ('id', valid_id, REQUIRED), ('pid', non_negative, 0), ('data', None, b''), ('close', None, False), ('writer', valid_id_or_empty, ''), ('offset', stream_offset, -1),),
+    "ResizeTerminal": (('request_id', None, REQUIRED), ('id', valid_id, REQUIRED), ('pid', non_negative, 0), ('rows', uint16, 24), ('cols', uint16, 80),),
+    "Events": (('request_id', None, REQUIRED), ('from_seq', non_negative, 0), ('since', None, None), ('limit', page_limit, 1000),),
+    "OpenStdin": (('request_id', None, REQUIRED), ('id', valid_id, REQUIRED), ('pid', non_negative, 0),),
+    "MigrateContainer": (('request_id', None, REQUIRED), ('id', valid_id, REQUIRED), ('to', None, REQUIRED), ('tcp', None, False), ('keep_source', None, False), ('rootfs_copy', None, False), ('pre_dump', non_negative, 0),),
+    "MigrationBegin": (('request_id', None, REQUIRED), ('token', valid_id, REQUIRED), ('id', valid_id, REQUIRED), ('bundle', None, REQUIRED), ('rootfs', None, REQUIRED), ('rootfs_copy', None, False), ('tcp', None, False), ('terminal', None, False),),
+    "MigrationAbort": (('request_id', None, REQUIRED), ('token', valid_id, REQUIRED), ('reason', None, ''),),
 }

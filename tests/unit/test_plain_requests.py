@@ -17,6 +17,7 @@ from support.wire_samples import wire_samples
 
 import containerd_actors.protocol as wire
 from containerd_actors.protocol import codec, plain_codec, validators
+from containerd_actors.protocol.plain_hooks import REQUIRED
 from containerd_actors.protocol.plain_requests import encode_fields
 from containerd_actors.protocol.plain_requests_generated import FIELDS
 
@@ -38,10 +39,39 @@ def test_it_writes_what_the_plain_codec_and_the_converter_write_or_declines(requ
         assert written == plain_codec.encode_request(request_) == codec.encode_request(request_)
 
 
-def test_it_declines_only_bytes_and_records() -> None:
-    """Of the samples, it writes a request of every kind it has checks for, but WriteInput (bytes)."""
+def test_it_writes_a_request_of_every_kind_it_has_a_table_for() -> None:
     written = {type(r).__name__ for r in _requests() if encode_fields(type(r).__name__, _fields(r))}
-    assert written == set(FIELDS) - {"WriteInput"}
+    assert written == set(FIELDS)
+
+
+@pytest.mark.parametrize("request_", _requests(), ids=lambda r: type(r).__name__)
+def test_fields_left_out_take_their_defaults(request_: Any) -> None:
+    """As the class fills them in: the same bytes as the request built with only the fields that
+    have no default (when that request is valid)."""
+    cls = type(request_)
+    required = {f.name: getattr(request_, f.name) for f in attrs.fields(cls) if f.default is attrs.NOTHING}
+    try:
+        built = cls(**required)
+    except (TypeError, ValueError):
+        return  # its defaults alone make no valid request (Events' since)
+    written = encode_fields(cls.__name__, required)
+    if written is not None:
+        assert written == codec.encode_request(built)
+    else:
+        assert cls.__name__ not in FIELDS or not all(map(_plain_value, required.values()))
+
+
+def _plain_value(value: Any) -> bool:
+    return type(value) in (str, int, bool, float, bytes) or (
+        type(value) is list and all(type(item) in (str, int) for item in value)
+    )
+
+
+def test_bytes_go_as_base64_in_json() -> None:
+    request = wire.WriteInput("r-1", id="c", pid=3, data=b"\x00hi", close=True)
+    assert encode_fields("WriteInput", _fields(request)) == codec.encode_request(request)
+    closing = encode_fields("WriteInput", {"request_id": "r", "id": "c", "close": True})
+    assert closing == codec.encode_request(wire.WriteInput("r", id="c", close=True))  # data b""
 
 
 def test_it_is_sure_of_an_exec_as_actr_sends_it() -> None:
@@ -72,32 +102,43 @@ EXEC |= {"terminal": False, "rows": 0, "cols": 0}
         {"cwd": None},
         {"user": wire.User(uid=1)},  # a record: built as the class
         {"args": ("true",)},
+        {"args": [b"true"]},
         {"extra": 1},
     ],
     ids=repr,
 )
 def test_it_declines_what_it_is_not_sure_of(change: dict[str, Any]) -> None:
+    """Whatever the class would refuse, and what it would take but only the converter is sure of."""
     assert encode_fields("AddProcess", EXEC | change) is None
     assert encode_fields("AddProcess", EXEC) is not None
 
 
 def test_it_declines_a_missing_field_and_an_unknown_tag() -> None:
-    assert encode_fields("AddProcess", {k: v for k, v in EXEC.items() if k != "env"}) is None
+    assert encode_fields("AddProcess", {k: v for k, v in EXEC.items() if k != "args"}) is None
     assert encode_fields("NoSuchRequest", {"request_id": "r"}) is None
+    without_env = encode_fields("AddProcess", {k: v for k, v in EXEC.items() if k != "env"})
+    assert without_env == encode_fields("AddProcess", EXEC)  # a default, not a missing field
 
 
 def test_its_fields_and_checks_are_the_classes() -> None:
-    """The generated table names each class's fields in order, with the validators attrs runs;
-    a class with another kind of check is left out (always built as the class)."""
+    """The generated table names each class's fields in order, with the validators attrs runs and
+    their defaults; a class with another kind of check or default is left out (always built as
+    the class)."""
     for cls in wire.REQUEST_TYPES:
         spec = FIELDS.get(cls.__name__)
         if spec is None:
             continue
-        assert [name for name, _ in spec] == [field.name for field in attrs.fields(cls)]
-        for (_, check), field in zip(spec, attrs.fields(cls), strict=True):
+        assert [name for name, _, _ in spec] == [field.name for field in attrs.fields(cls)]
+        for (_, check, default), field in zip(spec, attrs.fields(cls), strict=True):
             assert check is field.validator
             assert check is None or check.__module__ == validators.__name__
-    assert "AddProcess" in FIELDS
+            if field.default is attrs.NOTHING:
+                assert default is REQUIRED
+            elif isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
+                assert default is field.default.factory  # type: ignore[attr-defined]
+            else:
+                assert default == field.default and type(default) is type(field.default)
+    assert {"AddProcess", "ReadOutput", "WriteInput", "State", "CreateContainer"} <= set(FIELDS)
 
 
 def test_writing_one_imports_neither_attrs_nor_a_wire_class() -> None:
