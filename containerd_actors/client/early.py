@@ -54,8 +54,9 @@ class EarlyRequest(ClosedOnExit):
 def send(
     address: str, tag: str, fields: dict[str, Any], timeout: float = DEFAULT_TIMEOUT_S
 ) -> EarlyRequest | None:
-    """Dial ``address`` and send request ``tag`` with ``fields`` (all of them but ``request_id``);
-    None, having sent nothing, where that is not certain to be what ``BlockingClient`` sends.
+    """Dial ``address`` and send request ``tag`` with ``fields`` (but ``request_id``; those left out
+    take their defaults); None, having sent nothing, where that is not certain to be what
+    ``BlockingClient`` sends.
     ``DaemonUnreachable`` as ``BlockingClient.connect`` and ``call`` raise it."""
     address = normalize_address(address)
     if is_tls(address):
