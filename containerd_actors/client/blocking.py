@@ -25,15 +25,22 @@ from containerd_actors.client.calls import (
 from containerd_actors.client.errors import ClientError, DaemonUnreachable, RequestFailed, unreachable_reason
 from containerd_actors.protocol.addresses import DEFAULT_ADDRESS
 from containerd_actors.transport.blocking import BlockingRequestSocket, TransportError
-from containerd_actors.transport.tls import TlsFiles, TlsFilesError
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
+
+    from containerd_actors.transport.tls import TlsFiles
 
 _Reply = TypeVar("_Reply")
 
 #: What ``Client`` says when the connection closes under a request (``transport.request``).
 CONNECTION_LOST = "the connection to the daemon closed"
+
+
+def _is_tls_files_error(exc: ValueError) -> bool:
+    from containerd_actors.transport.tls import TlsFilesError
+
+    return isinstance(exc, TlsFilesError)
 
 
 def transport_failure(address: str, exc: TransportError, limit: float) -> DaemonUnreachable:
@@ -74,10 +81,14 @@ class BlockingClient:
         address = calls.dialable(address, tls)
         try:
             socket = BlockingRequestSocket(address, recv_max_size=MAX_REPLY_BYTES, tls=tls)
-        except TlsFilesError as exc:
-            raise ClientError(str(exc)) from None
         except TransportError as exc:
             raise DaemonUnreachable(address, unreachable_reason(str(exc), crypto=exc.crypto)) from None
+        except ValueError as exc:
+            # A TLS file that cannot serve (``TlsFilesError``, only with ``tls``: its module, with
+            # TlsFiles' attrs class, is not imported without it).
+            if tls is None or not _is_tls_files_error(exc):
+                raise
+            raise ClientError(str(exc)) from None
         with socket:
             yield cls(address, socket, timeout)
 

@@ -19,9 +19,8 @@ import containerd_actors.protocol as wire
 from containerd_actors.client.basics import DEFAULT_TIMEOUT_S, MAX_REPLY_BYTES, RequestIds  # noqa: F401
 from containerd_actors.client.errors import ClientError, DaemonUnreachable, RequestFailed
 from containerd_actors.protocol import plain_codec, plain_requests
-from containerd_actors.protocol.addresses import normalize_address
+from containerd_actors.protocol.addresses import is_tls, normalize_address
 from containerd_actors.protocol.message_errors import MAX_MESSAGE_BYTES, ProtocolError
-from containerd_actors.transport.tls import TlsFiles, is_tls
 
 #: How long one ReadOutput of a follow waits for output before asking again.
 FOLLOW_WAIT_S = 10.0
@@ -42,6 +41,7 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from containerd_actors.client.log_files import FileBytes
+    from containerd_actors.transport.tls import TlsFiles
 
 _Reply = TypeVar("_Reply")
 
