@@ -16,11 +16,13 @@ usual 130; a process that no longer takes input still gets its output shown.
 
 from __future__ import annotations
 
+# ``signal``'s C half: ``signal`` itself builds three IntEnums as it is imported (~3M instructions,
+# ~1.5% of an ``exec -a``), and this needs only ``signal()`` and two numbers.
+import _signal
 import functools
 import os
 import queue
 import select
-import signal
 import stat
 import sys
 import threading
@@ -49,7 +51,7 @@ from ctl.output_backlog import OutputBacklog
 EXIT_STATUS_UNKNOWN = 255
 #: stdin is read in pieces of one framed WriteInput: one round trip per MiB of a file or busy pipe.
 _READ_CHUNK = FRAMED_INPUT_CHUNK_BYTES
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+_STOP_SIGNALS = (_signal.SIGTERM, _signal.SIGHUP)
 #: Reads whose output may wait for the writer thread (each up to 4 MiB per stream; its stdout,
 #: stderr and the ``then`` after them are three items of the writer's queue).
 _WRITES_AHEAD = 2
@@ -76,12 +78,12 @@ def _stop_signals() -> Iterator[None]:
     def stop(signum: int, _frame: FrameType | None) -> None:
         raise _Stopped(signum)
 
-    previous = {signum: signal.signal(signum, stop) for signum in _STOP_SIGNALS}
+    previous = {signum: _signal.signal(signum, stop) for signum in _STOP_SIGNALS}
     try:
         yield
     finally:
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            _signal.signal(signum, handler)
 
 
 def _read(fd: int, size: int = _READ_CHUNK) -> bytes:

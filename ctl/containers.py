@@ -18,7 +18,8 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ctl.arguments import UsageError, connect, id_arg, pid_arg, tls_files
@@ -250,17 +251,29 @@ def start_container(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
     directory, not the caller's.
     """
     bundle = os.path.abspath(args.bundle)
+    fields = {"id": args.id, "bundle": bundle, "checkpoint": args.checkpoint, "terminal": args.terminal}
+    with _sent_early(args, "CreateContainer", fields, _prepare_attach if args.attach else None) as sent:
+        if sent is not None:
+            client, reply = sent
+            return _after_start(args, client, reply.pid)
     with connect(args) as client:
         pid = client.create_container(args.id, bundle, checkpoint=args.checkpoint, terminal=args.terminal)
-        if args.attach:
-            terminal = args.terminal
-            if terminal is None:  # the bundle decided
-                terminal = client.read_output(args.id, tail=0).terminal
-            if terminal:
-                return _attach_terminal(args, pid)
-            from ctl import attach_blocking
+        return _after_start(args, client, pid)
 
-            return attach_blocking.attach(client, args.id, pid)
+
+def _after_start(
+    args: argparse.Namespace, client: BlockingClient, pid: int
+) -> int | Coroutine[Any, Any, int]:
+    """What ``start`` does once its container runs as ``pid``: attach, or print the pid."""
+    if args.attach:
+        terminal = args.terminal
+        if terminal is None:  # the bundle decided
+            terminal = client.read_output(args.id, tail=0).terminal
+        if terminal:
+            return _attach_terminal(args, pid)
+        from ctl import attach_blocking
+
+        return attach_blocking.attach(client, args.id, pid)
     _print_pid(args.id, pid, as_json=args.json)
     return 0
 
@@ -300,19 +313,55 @@ def exec_process(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
         rows, cols = terminal_size(sys.stdin.fileno())
     options = _exec_options(args, user, rows, cols)
     meanwhile = _prepare_attach if args.attach else None
+    if not args.tty and user is None:
+        fields = {"id": args.exec_id, "args": command, **options}
+        with _sent_early(args, "AddProcess", fields, meanwhile) as sent:
+            if sent is not None:
+                client, reply = sent
+                return _after_exec(args, client, reply.pid)
     with connect(args) as client:
         pid = client.add_process(args.exec_id, command, meanwhile=meanwhile, **options)
-        if args.attach:
-            from ctl import attach_blocking
+        return _after_exec(args, client, pid)
 
-            return attach_blocking.attach(client, args.exec_id, pid)
+
+def _after_exec(args: argparse.Namespace, client: BlockingClient, pid: int) -> int:
+    """What ``exec`` (without ``-t``) does once its process runs as ``pid``: attach, or print the pid."""
+    if args.attach:
+        from ctl import attach_blocking
+
+        return attach_blocking.attach(client, args.exec_id, pid)
     _print_pid(args.exec_id, pid, as_json=args.json)
     return 0
 
 
+@contextmanager
+def _sent_early(
+    args: argparse.Namespace, tag: str, fields: dict[str, Any], meanwhile: Callable[[], None] | None
+) -> Iterator[tuple[BlockingClient, Any] | None]:
+    """The client and the reply of request ``tag``, sent before attrs and the wire classes are
+    imported (``client.early``): for requests the daemon takes long over (runc exec, runc run),
+    so that those imports, and ``meanwhile``, run while it works, not before. None, having sent
+    nothing, where that cannot be (TLS, or a request ``plain_requests`` is not sure of): then the
+    caller goes the usual way, with its usual errors. The connection closes on leaving."""
+    if args.tls_cert or args.tls_key or args.tls_ca:
+        yield None
+        return
+    from containerd_actors.client import early
+
+    request = early.send(args.address, tag, fields)
+    if request is None:
+        yield None
+        return
+    with request:
+        if meanwhile is not None:
+            meanwhile()
+        yield request.reply()
+
+
 def _prepare_attach() -> None:
-    """What ``exec -a`` needs once its process runs, done while the daemon runs ``runc exec``
-    (~20 ms in which actr would only wait): the attach's module, and the collector back on."""
+    """What ``exec -a`` and ``start -a`` need once their process runs, done while the daemon runs
+    ``runc exec`` or ``runc run`` (in which actr would only wait): the attach's module, and the
+    collector back on."""
     from ctl import attach_blocking  # noqa: F401
     from ctl.startup import lasting
 

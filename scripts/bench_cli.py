@@ -116,8 +116,8 @@ def compile_sources() -> list[str]:
     ).stdout.split()  # fmt: skip
     subprocess.run([sys.executable, "-m", "compileall", "-q", *where], cwd="/", check=True)
     # And the bytecode of the methods attrs generates for the wire types, which setup writes too.
-    client = "containerd_actors.client.blocking"  # as scripts/setup does
-    write_cache = [sys.executable, "-m", "containerd_actors.protocol.attrs_code", client]
+    client = ["containerd_actors.client.blocking", "ctl.attach_blocking"]  # as scripts/setup does
+    write_cache = [sys.executable, "-m", "containerd_actors.protocol.attrs_code", *client]
     subprocess.run(write_cache, cwd="/", check=False)  # a tree from before protocol.attrs_code has none
     return where
 

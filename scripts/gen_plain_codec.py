@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Write (or, with --check, verify) containerd_actors/protocol/plain_generated.py from the wire classes.
+"""Write (or, with --check, verify) the plain codec's generated modules from the wire classes.
+
+containerd_actors/protocol/plain_generated.py (replies) and plain_requests_generated.py (requests).
 
     python scripts/gen_plain_codec.py            # regenerate it
     python scripts/gen_plain_codec.py --check    # exit 1 if the committed file has drifted
@@ -17,9 +19,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing the package
 
-from containerd_actors.protocol.plain_gen import render  # noqa: E402
+from containerd_actors.protocol.plain_gen import render, render_requests  # noqa: E402
 
-TARGET = REPO_ROOT / "containerd_actors" / "protocol" / "plain_generated.py"
+PROTOCOL = REPO_ROOT / "containerd_actors" / "protocol"
+TARGETS = (
+    (PROTOCOL / "plain_generated.py", render),
+    (PROTOCOL / "plain_requests_generated.py", render_requests),
+)
 
 
 def main() -> int:
@@ -28,19 +34,23 @@ def main() -> int:
         "--check", action="store_true", help="exit 1 if the file differs from what it would be"
     )
     args = parser.parse_args()
-    wanted = render()
-    have = TARGET.read_text(encoding="utf-8") if TARGET.exists() else None
-    if args.check:
-        if have != wanted:
+    drifted = False
+    for target, rendering in TARGETS:
+        wanted = rendering()
+        have = target.read_text(encoding="utf-8") if target.exists() else None
+        if have == wanted:
+            continue
+        if args.check:
             print(
-                f"drifted: {TARGET.relative_to(REPO_ROOT)} (run scripts/gen_plain_codec.py)", file=sys.stderr
+                f"drifted: {target.relative_to(REPO_ROOT)} (run scripts/gen_plain_codec.py)", file=sys.stderr
             )
-            return 1
-        return 0
-    if have != wanted:
-        with open(TARGET, "w", encoding="utf-8", newline="\n") as f:
+            drifted = True
+            continue
+        with open(target, "w", encoding="utf-8", newline="\n") as f:
             f.write(wanted)
-        print(f"updated: {TARGET.relative_to(REPO_ROOT)}")
+        print(f"updated: {target.relative_to(REPO_ROOT)}")
+    if drifted:
+        return 1
     return 0
 
 

@@ -25,10 +25,11 @@ from containerd_actors.client.calls import (
 from containerd_actors.client.errors import ClientError, DaemonUnreachable, RequestFailed, unreachable_reason
 from containerd_actors.protocol.addresses import DEFAULT_ADDRESS
 from containerd_actors.transport.blocking import BlockingRequestSocket, TransportError
-from containerd_actors.transport.tls import TlsFiles, TlsFilesError
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
+
+    from containerd_actors.transport.tls import TlsFiles
 
 _Reply = TypeVar("_Reply")
 
@@ -36,14 +37,35 @@ _Reply = TypeVar("_Reply")
 CONNECTION_LOST = "the connection to the daemon closed"
 
 
+def _is_tls_files_error(exc: ValueError) -> bool:
+    from containerd_actors.transport.tls import TlsFilesError
+
+    return isinstance(exc, TlsFilesError)
+
+
+def transport_failure(address: str, exc: TransportError, limit: float) -> DaemonUnreachable:
+    """What a request whose transport failed raises (it waited up to ``limit`` seconds)."""
+    if exc.timed_out:
+        return DaemonUnreachable(address, f"no reply within {limit:g} s")
+    return DaemonUnreachable(address, CONNECTION_LOST if exc.connection_lost else str(exc))
+
+
 class BlockingClient:
     """A connection to one daemon. Create it with ``BlockingClient.connect``."""
 
-    def __init__(self, address: str, socket: BlockingRequestSocket, timeout: float) -> None:
+    def __init__(
+        self,
+        address: str,
+        socket: BlockingRequestSocket,
+        timeout: float,
+        *,
+        ids: calls.RequestIds | None = None,
+    ) -> None:
+        """``ids``: those of a request already sent on ``socket`` (``early``), else its own."""
         self.address = address
         self._socket = socket
         self._timeout = timeout
-        self._ids = calls.RequestIds(self)
+        self._ids = calls.RequestIds(self) if ids is None else ids
         self._frames: bool | None = None
 
     @classmethod
@@ -59,16 +81,20 @@ class BlockingClient:
         address = calls.dialable(address, tls)
         try:
             socket = BlockingRequestSocket(address, recv_max_size=MAX_REPLY_BYTES, tls=tls)
-        except TlsFilesError as exc:
-            raise ClientError(str(exc)) from None
         except TransportError as exc:
             raise DaemonUnreachable(address, unreachable_reason(str(exc), crypto=exc.crypto)) from None
+        except ValueError as exc:
+            # A TLS file that cannot serve (``TlsFilesError``, only with ``tls``: its module, with
+            # TlsFiles' attrs class, is not imported without it).
+            if tls is None or not _is_tls_files_error(exc):
+                raise
+            raise ClientError(str(exc)) from None
         with socket:
             yield cls(address, socket, timeout)
 
     def call(
         self,
-        request_type: type,
+        request_type: type | str,
         reply_type: type[_Reply],
         *,
         timeout: float | None = None,
@@ -78,6 +104,8 @@ class BlockingClient:
         **fields: Any,
     ) -> _Reply:
         """Send one request and return its typed reply; an ErrorReply raises ``RequestFailed``.
+        ``request_type`` is the request's class or its name: by name it is written from the fields
+        (``calls.encode``), and this client's own requests never define the request classes.
         ``framed`` sends the request's bytes fields as a binary frame (see ``speaks_frames``);
         ``views`` keeps a framed reply's bytes fields as views of nng's message (``calls.decode``);
         ``meanwhile`` runs while the daemon works on it (``BlockingRequestSocket.request``)."""
@@ -87,7 +115,7 @@ class BlockingClient:
         return calls.decode(raw, reply_type, views=views)
 
     def send(
-        self, request_type: type, *, timeout: float | None = None, framed: bool = False, **fields: Any
+        self, request_type: type | str, *, timeout: float | None = None, framed: bool = False, **fields: Any
     ) -> None:
         """The first half of ``call``: the request is on its way; ``receive`` takes its reply. One
         request at a time per client: a writer keeps several in flight with as many clients."""
@@ -110,13 +138,10 @@ class BlockingClient:
         try:
             yield limit
         except TransportError as exc:
-            if exc.timed_out:
-                raise DaemonUnreachable(self.address, f"no reply within {limit:g} s") from None
-            reason = CONNECTION_LOST if exc.connection_lost else str(exc)
-            raise DaemonUnreachable(self.address, reason) from None
+            raise transport_failure(self.address, exc, limit) from None
 
     def ping(self) -> wire.PingReply:
-        reply = self.call(wire.Ping, wire.PingReply)
+        reply = self.call("Ping", wire.PingReply)
         self._frames = calls.speaks_frames(reply)
         return reply
 
@@ -139,30 +164,30 @@ class BlockingClient:
         retried here: a one-shot command reports it, and the user may repeat the start.
         """
         fields = {"id": id, "bundle": bundle, "checkpoint": checkpoint, "terminal": terminal}
-        reply = self.call(wire.CreateContainer, wire.CreateContainerReply, **fields)
+        reply = self.call("CreateContainer", wire.CreateContainerReply, **fields)
         return reply.pid
 
     def signal(self, id: str, signal: int = 15, pid: int = 0) -> None:
-        self.call(wire.Signal, wire.SignalReply, id=id, signal=signal, pid=pid)
+        self.call("Signal", wire.SignalReply, id=id, signal=signal, pid=pid)
 
     def state(self, id: str = "") -> wire.StateReply:
         """Every container, or only the one ``id`` names (a daemon of protocol revision 3 or later)."""
-        return self.call(wire.State, wire.StateReply, id=id)
+        return self.call("State", wire.StateReply, id=id)
 
     def containers(self) -> list[wire.ContainerInfo]:
         return self.state().containers
 
     def pause(self, id: str) -> None:
-        self.call(wire.UpdateContainer, wire.UpdateContainerReply, id=id, status="paused")
+        self.call("UpdateContainer", wire.UpdateContainerReply, id=id, status="paused")
 
     def resume(self, id: str) -> None:
-        self.call(wire.UpdateContainer, wire.UpdateContainerReply, id=id, status="running")
+        self.call("UpdateContainer", wire.UpdateContainerReply, id=id, status="running")
 
     def stats(self, id: str) -> wire.ContainerStats:
-        return self.call(wire.Stats, wire.StatsReply, id=id).stats
+        return self.call("Stats", wire.StatsReply, id=id).stats
 
     def metrics(self) -> wire.MetricsSnapshot:
-        return self.call(wire.Metrics, wire.MetricsReply).metrics
+        return self.call("Metrics", wire.MetricsReply).metrics
 
     # ----------------------------------------------------------------------- checkpoints
 
@@ -170,7 +195,7 @@ class BlockingClient:
         self, id: str, name: str, **flags: Unpack[calls.CheckpointFlags]
     ) -> wire.Checkpoint:
         """CRIU-dump the container as checkpoint ``name``; with ``exit`` it stops afterwards."""
-        reply = self.call(wire.CreateCheckpoint, wire.CreateCheckpointReply, id=id, name=name, **flags)
+        reply = self.call("CreateCheckpoint", wire.CreateCheckpointReply, id=id, name=name, **flags)
         return reply.checkpoint
 
     def migrate_container(
@@ -180,7 +205,7 @@ class BlockingClient:
         with its own certificate; the reply says where it runs and how long it was frozen
         (protocol revision 4). On failure it still runs here."""
         return self.call(
-            wire.MigrateContainer,
+            "MigrateContainer",
             wire.MigrateContainerReply,
             timeout=calls.MIGRATE_TIMEOUT_S,
             id=id,
@@ -190,10 +215,10 @@ class BlockingClient:
 
     def list_checkpoints(self, id: str = "", *, bundle: str = "") -> list[wire.Checkpoint]:
         """As ``Client.list_checkpoints``: by container, or by bundle directory."""
-        return self.call(wire.ListCheckpoints, wire.ListCheckpointsReply, id=id, bundle=bundle).checkpoints
+        return self.call("ListCheckpoints", wire.ListCheckpointsReply, id=id, bundle=bundle).checkpoints
 
     def delete_checkpoint(self, id: str, name: str) -> None:
-        self.call(wire.DeleteCheckpoint, wire.DeleteCheckpointReply, id=id, name=name)
+        self.call("DeleteCheckpoint", wire.DeleteCheckpointReply, id=id, name=name)
 
     # ----------------------------------------------------------------------- processes and their output
 
@@ -207,13 +232,13 @@ class BlockingClient:
         """Exec ``args`` in a running container (runc exec); returns the new process's pid.
         ``meanwhile`` runs while the daemon execs (see ``call``)."""
         fields = calls.process_fields(id, args, **options)
-        return self.call(wire.AddProcess, wire.AddProcessReply, meanwhile=meanwhile, **fields).pid
+        return self.call("AddProcess", wire.AddProcessReply, meanwhile=meanwhile, **fields).pid
 
     def read_output(
         self, id: str, pid: int = 0, **options: Unpack[calls.ReadOptions]
     ) -> wire.ReadOutputReply:
         """One read of a process's output (``binary``: as a frame); see ``output`` for all of it."""
-        return self.call(wire.ReadOutput, wire.ReadOutputReply, id=id, pid=pid, **options)
+        return self.call("ReadOutput", wire.ReadOutputReply, id=id, pid=pid, **options)
 
     def follow_output(
         self,
@@ -236,7 +261,7 @@ class BlockingClient:
         fields = state.fields()
         try:
             # Its output is written out and dropped: views of the reply, no copy (``calls.decode``).
-            reply = self.call(wire.ReadOutput, wire.ReadOutputReply, views=True, id=id, pid=pid, **fields)
+            reply = self.call("ReadOutput", wire.ReadOutputReply, views=True, id=id, pid=pid, **fields)
         except RequestFailed as failure:
             if not (state.framed and calls.refuses_frames(failure)):
                 raise
@@ -249,12 +274,12 @@ class BlockingClient:
     def open_stdin(self, id: str, pid: int = 0) -> wire.OpenStdinReply:
         """Where this host may open the process's stdin pipe (protocol revision 7; see
         ``direct_input``, which also checks that what it opened is that pipe)."""
-        return self.call(wire.OpenStdin, wire.OpenStdinReply, id=id, pid=pid)
+        return self.call("OpenStdin", wire.OpenStdinReply, id=id, pid=pid)
 
     def write_input(self, id: str, data: bytes, pid: int = 0, *, close: bool = False) -> None:
         """Write all of ``data`` to a process's stdin, in chunks that fit a request; then maybe EOF."""
         framed = bool(self._frames) or (calls.frames_worth_asking(len(data)) and self.speaks_frames())
         chunks = calls.InputChunks(data, close, framed=framed)
         while (fields := chunks.next_fields()) is not None:
-            reply = self.call(wire.WriteInput, wire.WriteInputReply, id=id, pid=pid, framed=framed, **fields)
+            reply = self.call("WriteInput", wire.WriteInputReply, id=id, pid=pid, framed=framed, **fields)
             chunks.written(reply.written)

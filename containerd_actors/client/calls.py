@@ -7,8 +7,6 @@ errors for the same replies.
 
 from __future__ import annotations
 
-import itertools
-import os
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 # Before attrs, so that attrs' own classes are defined with their methods from the cache.
@@ -18,16 +16,12 @@ from containerd_actors.protocol import attrs_code  # noqa: F401
 import attrs
 
 import containerd_actors.protocol as wire
+from containerd_actors.client.basics import DEFAULT_TIMEOUT_S, MAX_REPLY_BYTES, RequestIds  # noqa: F401
 from containerd_actors.client.errors import ClientError, DaemonUnreachable, RequestFailed
-from containerd_actors.protocol import plain_codec
-from containerd_actors.protocol.addresses import normalize_address
+from containerd_actors.protocol import plain_codec, plain_requests
+from containerd_actors.protocol.addresses import is_tls, normalize_address
 from containerd_actors.protocol.message_errors import MAX_MESSAGE_BYTES, ProtocolError
-from containerd_actors.transport.tls import TlsFiles, is_tls
 
-#: How long a call waits for its reply before giving up; a start can queue behind --concurrency.
-DEFAULT_TIMEOUT_S = 120.0
-#: The largest reply a client accepts (a State of thousands of containers is several MiB).
-MAX_REPLY_BYTES = MAX_MESSAGE_BYTES * 64
 #: How long one ReadOutput of a follow waits for output before asking again.
 FOLLOW_WAIT_S = 10.0
 #: A follow whose long poll came back empty without waiting (the daemon had too many) waits this long.
@@ -47,6 +41,7 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from containerd_actors.client.log_files import FileBytes
+    from containerd_actors.transport.tls import TlsFiles
 
 _Reply = TypeVar("_Reply")
 
@@ -68,17 +63,6 @@ class OutputRead:
     end: int | None = None
 
 
-class RequestIds:
-    """Request ids unique to this process and client: ``<pid>-<client>-<n>``."""
-
-    def __init__(self, owner: object) -> None:
-        self._prefix = f"{os.getpid()}-{id(owner):x}"
-        self._numbers = itertools.count(1)
-
-    def next(self) -> str:
-        return f"{self._prefix}-{next(self._numbers)}"
-
-
 def dialable(address: str, tls: TlsFiles | None) -> str:
     """``address`` normalized, once it is known that this client can dial it (TLS needs ``tls``)."""
     address = normalize_address(address)
@@ -87,10 +71,22 @@ def dialable(address: str, tls: TlsFiles | None) -> str:
     return address
 
 
-def encode(request_type: type, request_id: str, fields: dict[str, Any], *, framed: bool = False) -> bytes:
+def encode(
+    request_type: type | str, request_id: str, fields: dict[str, Any], *, framed: bool = False
+) -> bytes:
     """Build the request (its validators run here, so a bad field fails before sending) and encode it;
     ``framed``: its bytes fields as blobs of a binary frame (a daemon of ``FRAMES_SINCE`` or later).
-    Without cattrs where it can (``plain_codec``: the converter's bytes, ~20 ms less per command)."""
+    Without cattrs where it can (``plain_codec``: the converter's bytes, ~20 ms less per command).
+
+    ``request_type`` by name (``"State"``): written from the fields where ``plain_requests`` is sure
+    of them (the same bytes and checks, without defining the request classes: ~20M instructions
+    of a one-shot command), else built as the class."""
+    if isinstance(request_type, str):
+        if not framed:
+            payload = plain_requests.encode_fields(request_type, {"request_id": request_id, **fields})
+            if payload is not None:
+                return payload
+        request_type = getattr(wire, request_type)
     return plain_codec.encode_request(request_type(request_id=request_id, **fields), framed=framed)
 
 
@@ -129,44 +125,53 @@ def decode(raw: bytes | memoryview, reply_type: type[_Reply], *, views: bool = F
     return reply
 
 
-class ProcessOptions(TypedDict, total=False):
-    """The keyword arguments of ``add_process`` (both clients), each as the AddProcess field."""
+# The keyword arguments of the clients' methods, for type checkers only: a TypedDict of string
+# annotations (``from __future__ import annotations``) compiles each one as a ForwardRef when it is
+# defined, ~25 compilations of every ``exec`` and ``start`` that nothing reads at run time.
+if TYPE_CHECKING:
 
-    env: list[str] | None
-    cwd: str
-    user: wire.User | None
-    terminal: bool
-    rows: int
-    cols: int
+    class ProcessOptions(TypedDict, total=False):
+        """The keyword arguments of ``add_process`` (both clients), each as the AddProcess field."""
 
+        env: list[str] | None
+        cwd: str
+        user: wire.User | None
+        terminal: bool
+        rows: int
+        cols: int
 
-class ReadOptions(TypedDict, total=False):
-    """The keyword arguments of ``read_output`` (both clients), each as the ReadOutput field."""
+    class ReadOptions(TypedDict, total=False):
+        """The keyword arguments of ``read_output`` (both clients), each as the ReadOutput field."""
 
-    stdout_offset: int
-    stderr_offset: int
-    wait: float
-    max_bytes: int
-    tail: int
-    binary: bool
+        stdout_offset: int
+        stderr_offset: int
+        wait: float
+        max_bytes: int
+        tail: int
+        binary: bool
 
+    class CheckpointFlags(TypedDict, total=False):
+        """The keyword arguments of ``create_checkpoint`` (both clients); all default to False."""
 
-class CheckpointFlags(TypedDict, total=False):
-    """The keyword arguments of ``create_checkpoint`` (both clients); all default to False."""
+        tcp: bool
+        unix_sockets: bool
+        shell: bool
+        exit: bool
 
-    tcp: bool
-    unix_sockets: bool
-    shell: bool
-    exit: bool
+    class MigrateFlags(TypedDict, total=False):
+        """The keyword arguments of ``migrate_container`` (both clients); all default to False/0."""
 
+        tcp: bool
+        keep_source: bool
+        rootfs_copy: bool
+        pre_dump: int
 
-class MigrateFlags(TypedDict, total=False):
-    """The keyword arguments of ``migrate_container`` (both clients); all default to False/0."""
+    class FollowOptions(TypedDict, total=False):
+        """The keyword arguments of ``follow_output`` (both clients), as ``OutputFollow`` takes them."""
 
-    tcp: bool
-    keep_source: bool
-    rootfs_copy: bool
-    pre_dump: int
+        follow: bool
+        tail: int
+        offsets: tuple[int, int]
 
 
 #: A migration moves the container's memory between hosts: allow it far longer than a request.
@@ -176,14 +181,6 @@ MIGRATE_TIMEOUT_S = 600.0
 def process_fields(id: str, args: list[str], **options: Unpack[ProcessOptions]) -> dict[str, Any]:
     """The AddProcess fields for ``add_process``: copies of ``args`` and ``env`` (None: empty)."""
     return {**options, "id": id, "args": list(args), "env": list(options.get("env") or [])}
-
-
-class FollowOptions(TypedDict, total=False):
-    """The keyword arguments of ``follow_output`` (both clients), as ``OutputFollow`` takes them."""
-
-    follow: bool
-    tail: int
-    offsets: tuple[int, int]
 
 
 class OutputFollow:

@@ -100,7 +100,7 @@ def _read(
     """One read with ``spans``; None if the daemon does not know them (then ``reader.spans`` is off)."""
     try:
         reply = client.call(
-            wire.ReadOutput, wire.ReadOutputReply, views=True, id=id, pid=pid, spans=True, **fields
+            "ReadOutput", wire.ReadOutputReply, views=True, id=id, pid=pid, spans=True, **fields
         )
     except RequestFailed as failure:
         if not refuses_spans(failure):
@@ -120,7 +120,7 @@ def _read(
         if fields["tail"] >= 0:
             fields = {**fields, "tail": -1}
             fields.update(stdout_offset=reply.stdout_offset, stderr_offset=reply.stderr_offset)
-        reply = client.call(wire.ReadOutput, wire.ReadOutputReply, views=True, id=id, pid=pid, **fields)
+        reply = client.call("ReadOutput", wire.ReadOutputReply, views=True, id=id, pid=pid, **fields)
         read = state.take(reply)
         reader.from_replies += len(read.stdout) + len(read.stderr)
         return read

@@ -16,6 +16,9 @@ DEFAULT_ADDRESS = f"ipc://{DEFAULT_STATE_DIR}/containerd.sock"
 EVENTS_SOCKET = "events.sock"
 #: The batch stream's file name beside an IPC events socket.
 EVENTS_BATCH_SOCKET = "events-batch.sock"
+#: The schemes that carry the API across hosts; plain ``tcp://`` needs ``--insecure-tcp``.
+TLS_SCHEME = "tls+tcp://"
+PLAIN_TCP_SCHEME = "tcp://"
 
 
 def normalize_address(address: str) -> str:
@@ -38,3 +41,18 @@ def address_beside(address: str, socket_name: str) -> str | None:
     if port.isdigit():
         return f"{scheme}://{host}:{int(port) + 1}"
     return None
+
+
+def is_tls(address: str) -> bool:
+    return address.startswith(TLS_SCHEME)
+
+
+def is_plain_tcp(address: str) -> bool:
+    return address.startswith(PLAIN_TCP_SCHEME)
+
+
+def host_of(address: str) -> str:
+    """The host part of a ``tls+tcp://HOST:PORT`` address: the name the server's certificate must carry."""
+    rest = address.split("://", 1)[1]
+    host, _, _port = rest.rpartition(":")
+    return host.strip("[]")

@@ -34,7 +34,7 @@ import re
 import sys
 import threading
 from collections.abc import Mapping
-from types import CodeType, ModuleType
+from types import CodeType, FunctionType, ModuleType
 from typing import Any
 
 #: attrs' seed of a generated ``__hash__``: the first item of the tuple it hashes.
@@ -140,16 +140,32 @@ def _cpython() -> str:
     return "CPython"
 
 
+def _signature_while_attrs_imports(obj: Any, *args: Any, **kwargs: Any) -> Any:
+    """``inspect.signature``, while attrs is being imported: None (what attrs' ``_compat`` makes of
+    a signature it cannot read: no annotations) where attrs asks it of a plain function that has no
+    annotations, as its own ``validators`` do of a converter; else the real one (which imports
+    ``inspect`` then). The answer attrs draws is the same: that function annotates nothing."""
+    caller = sys._getframe(1).f_globals.get("__name__")
+    plain = not args and not kwargs and type(obj) is FunctionType
+    if caller == "attr._compat" and plain and not obj.__annotations__:
+        return None
+    real = sys.modules["inspect"]
+    if isinstance(real, _Deferred) and "signature" in real.__dict__:
+        del real.__dict__["signature"]  # from here on the real one: inspect runs now
+    return real.signature(obj, *args, **kwargs)
+
+
 #: Modules attrs imports but needs nothing of, or one answer that is known without them, for the
 #: wire types: each put in ``sys.modules`` unexecuted (with those answers) until something else
 #: uses it. ``tokenize`` (through ``linecache``) reads a real source file, for a traceback (~0.7 ms
 #: of every one-shot command); of ``platform`` attrs asks only ``python_implementation()``, once, to
-#: know whether it runs on PyPy (~1.2 ms, most of it compiling regular expressions). Not ``inspect``:
-#: defining attrs' own ``validators`` reads a converter's ``inspect.signature``, so it would run at
-#: once.
+#: know whether it runs on PyPy (~1.2 ms, most of it compiling regular expressions); of ``inspect``
+#: (with ``ast`` and ``dis``: ~36M instructions, ~6 ms) the signature of one converter of its own,
+#: without annotations, and only while it is imported (``_import_attrs`` takes that answer back).
 _DEFERRED_FOR_ATTRS: dict[str, dict[str, Any]] = {
     "tokenize": {},
     **({"platform": {"python_implementation": _cpython}} if sys.implementation.name == "cpython" else {}),
+    "inspect": {"signature": _signature_while_attrs_imports},
 }
 
 
@@ -223,6 +239,9 @@ def _import_attrs() -> ModuleType:
         import attr._make
     finally:
         builtins.compile = _builtin_compile
+        inspect = sys.modules.get("inspect")
+        if isinstance(inspect, _Deferred):
+            inspect.__dict__.pop("signature", None)  # the next caller gets the real one
     return attr._make
 
 

@@ -16,15 +16,10 @@ from containerd_actors.protocol import attrs_code  # noqa: F401
 # isort: split
 import attrs
 
+from containerd_actors.protocol.limits import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES  # noqa: F401
 from containerd_actors.protocol.replies import ErrorReply
 
 TAG = "type"
-#: The daemon refuses larger JSON messages (and larger frames before protocol revision 6).
-MAX_MESSAGE_BYTES = 1 << 20
-#: From protocol revision 6 the daemon takes binary frames up to this: a WriteInput of 4 MiB,
-#: since half of what the daemon spends on a WriteInput of 1 MiB is the request, not the bytes.
-#: nng closes the pipe that sends a bigger message.
-MAX_FRAME_BYTES = (4 << 20) + (64 << 10)
 LOGGER_NAME = "containerd_actors.protocol.codec"
 
 

@@ -1,10 +1,11 @@
 """A client's encoding of requests and decoding of replies without cattrs, for one-shot commands.
 
 Why: cattrs (its import and the hooks it builds) is ~20 ms of a one-shot ``actr`` command. The
-functions of ``plain_generated`` are made from the same attrs classes by the rules of ``codec``'s
-converter, and are sure of less: whenever one is not (``plain_hooks.Unsure``, or any other error:
-a validator's, bad base64, a missing field), the whole message goes to ``codec`` instead, which
-gives the value or the exact error it always gave. So the converter stays the one source of
+functions of ``plain_generated`` (replies) and ``plain_requests_generated`` (requests) are made
+from the same attrs classes by the rules of ``codec``'s converter, and are sure of less: whenever
+one is not (``plain_hooks.Unsure``, or any other error: a validator's, bad base64, a missing
+field), the whole message goes to ``codec`` instead, which gives the value or the exact error it
+always gave. So the converter stays the one source of
 truth; here is only its common case, held to it by tests/unit/test_plain_codec.py.
 """
 
@@ -21,9 +22,9 @@ import attrs
 
 from containerd_actors.protocol import frames
 from containerd_actors.protocol.message_errors import TAG, note_unknown_fields
-from containerd_actors.protocol.plain_generated import LATER_FIELDS, REPLIES, REQUESTS
-from containerd_actors.protocol.replies import ReadOutputReply
-from containerd_actors.protocol.requests import WriteInput
+from containerd_actors.protocol.plain_generated import REPLIES
+from containerd_actors.protocol.plain_requests import drop_later_defaults
+from containerd_actors.protocol.plain_requests_generated import REQUESTS
 
 if TYPE_CHECKING:
     # Not at run time: the unions are made on first use, with the migration types (``lazy``).
@@ -33,10 +34,19 @@ if TYPE_CHECKING:
 #: The package of the wire types, whose requests ``REQUESTS`` knows by name.
 _WIRE_PACKAGE = "containerd_actors.protocol."
 
-#: Per message type, its bytes fields that travel as blobs of a binary frame (``codec.BLOB_FIELDS``,
-#: which a test compares with this).
-BLOB_FIELDS: dict[type, tuple[str, ...]] = {ReadOutputReply: ("stdout", "stderr"), WriteInput: ("data",)}
-_BLOBS_BY_TAG = {cls.__name__: names for cls, names in BLOB_FIELDS.items()}
+#: Per message tag, its bytes fields that travel as blobs of a binary frame (``codec.BLOB_FIELDS``,
+#: which a test compares with ``BLOB_FIELDS``). By name: a command that writes its requests with
+#: ``plain_requests`` never defines the request classes (~20M instructions).
+_BLOBS_BY_TAG = {"ReadOutputReply": ("stdout", "stderr"), "WriteInput": ("data",)}
+
+
+def __getattr__(name: str) -> Any:
+    """``BLOB_FIELDS``, by class as ``codec`` has it, made when asked (it needs the classes)."""
+    if name != "BLOB_FIELDS":
+        raise AttributeError(name)
+    import containerd_actors.protocol as wire
+
+    return {getattr(wire, tag): names for tag, names in _BLOBS_BY_TAG.items()}
 
 
 def _dumps(obj: Any) -> bytes:
@@ -47,7 +57,7 @@ def encode_request(request: Request, *, framed: bool = False) -> bytes:
     """As ``codec.encode_request``, the same bytes."""
     kind = type(request)
     unstructure = REQUESTS.get(kind.__name__) if kind.__module__.startswith(_WIRE_PACKAGE) else None
-    names = BLOB_FIELDS.get(kind) if framed else None
+    names = _BLOBS_BY_TAG.get(kind.__name__) if framed and unstructure is not None else None
     try:
         if unstructure is None:
             raise LookupError(kind)
@@ -58,9 +68,7 @@ def encode_request(request: Request, *, framed: bool = False) -> bytes:
         from containerd_actors.protocol import codec
 
         return codec.encode_request(request, framed=framed)
-    for name, default in LATER_FIELDS.get(kind.__name__, ()):
-        if obj.get(name, default) == default:
-            obj.pop(name, None)
+    drop_later_defaults(kind.__name__, obj)
     if names:
         blobs = [(name, getattr(request, name)) for name in names]
         for name in names:

@@ -15,6 +15,15 @@ class Unsure(Exception):
     """Not a case the plain codec is sure of: ``codec`` decides it."""
 
 
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+#: A field without a default, in ``plain_requests_generated.FIELDS``: a request must give it.
+REQUIRED: Any = _Required()
+
+
 def s_str(value: Any) -> str:
     if type(value) is not str:
         raise Unsure
@@ -43,6 +52,8 @@ def s_bytes(value: Any) -> bytes:
     """base64 text in JSON (validated as the converter does), or a blob of a binary frame."""
     kind = type(value)
     if kind is str:
+        if not value:
+            return b""  # what base64 makes of nothing: an empty read needs no base64
         import base64  # here: a State or a pid needs none of it (~0.4 ms of every command)
 
         return base64.b64decode(value, validate=True)  # binascii.Error: the converter's words
@@ -102,6 +113,8 @@ def u_bytes(value: Any) -> str:
     kind = type(value)
     if kind is not bytes and kind is not memoryview and kind is not bytearray:
         raise Unsure
+    if not value:
+        return ""  # what base64 makes of nothing: an EOF (``exec -a`` < /dev/null) needs no base64
     import base64
 
     return base64.b64encode(value).decode()

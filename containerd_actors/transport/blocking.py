@@ -24,12 +24,16 @@ import select
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+from containerd_actors.protocol.addresses import host_of, is_tls
 from containerd_actors.transport import memory
 from containerd_actors.transport.bindings import ffi, lib
 from containerd_actors.transport.bodies import VIEW_FROM_BYTES, body_of
 from containerd_actors.transport.closing import ClosedOnExit
-from containerd_actors.transport.tls import TlsFiles, host_of, is_tls
+
+if TYPE_CHECKING:  # not at run time: a socket of an ipc:// address needs no attrs (``client.early``)
+    from containerd_actors.transport.tls import TlsFiles
 
 _RECV_FD = b"recv-fd"
 _SEND_FD = b"send-fd"

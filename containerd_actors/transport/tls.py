@@ -27,9 +27,14 @@ if TYPE_CHECKING:
 
     import pynng
 
-#: The schemes that carry the API across hosts; plain ``tcp://`` needs ``--insecure-tcp``.
-TLS_SCHEME = "tls+tcp://"
-PLAIN_TCP_SCHEME = "tcp://"
+# Where they were first defined; ``addresses`` holds them so that a client may ask without attrs.
+from containerd_actors.protocol.addresses import (  # noqa: F401
+    PLAIN_TCP_SCHEME,
+    TLS_SCHEME,
+    host_of,
+    is_plain_tcp,
+    is_tls,
+)
 
 
 class TlsFilesError(ValueError):
@@ -127,18 +132,3 @@ class TlsListeners:
             listener.close()
         self._socket.tls_config = config
         self._listeners = [self._socket.listen(address) for address in self._addresses]
-
-
-def is_tls(address: str) -> bool:
-    return address.startswith(TLS_SCHEME)
-
-
-def is_plain_tcp(address: str) -> bool:
-    return address.startswith(PLAIN_TCP_SCHEME)
-
-
-def host_of(address: str) -> str:
-    """The host part of a ``tls+tcp://HOST:PORT`` address: the name the server's certificate must carry."""
-    rest = address.split("://", 1)[1]
-    host, _, _port = rest.rpartition(":")
-    return host.strip("[]")

@@ -153,24 +153,27 @@ def test_a_one_shot_command_imports_no_cattrs(argv: list[str], daemon_address: s
 
 
 #: Modules no one-shot command needs: ctypes serves a stream of big frames (``transport.memory``),
-#: secrets (with hmac, OpenSSL's hashlib and random: ~4 ms) once made ``OrderedInput``'s writer id.
-UNNEEDED = ("ctypes", "secrets", "hashlib", "random")
+#: secrets (with hmac, OpenSSL's hashlib and random: ~4 ms) once made ``OrderedInput``'s writer id;
+#: base64 (~1.6M instructions) only bytes that are not empty (``plain_hooks``: exec -a's EOF and an
+#: empty read are "").
+UNNEEDED = ("ctypes", "secrets", "hashlib", "random", "base64")
 
 
 @pytest.mark.parametrize("argv", [argv for argv in ONE_SHOT if "--json" not in argv], ids=" ".join)
-def test_a_one_shot_command_runs_neither_ctypes_nor_tokenize_nor_platform(
+def test_a_one_shot_command_runs_neither_ctypes_nor_tokenize_nor_platform_nor_inspect(
     argv: list[str], daemon_address: str
 ) -> None:
-    """ctypes serves only a stream of big frames (``transport.memory``, ~1.3 ms); tokenize and
-    platform, which attrs imports, only a traceback's source lines and a PyPy check whose answer
-    is known (``attrs_code`` defers them, ~2 ms).
+    """ctypes serves only a stream of big frames (``transport.memory``, ~1.3 ms); tokenize,
+    platform and inspect, which attrs imports, only a traceback's source lines, a PyPy check whose
+    answer is known, and the signature of a converter without annotations (``attrs_code`` defers
+    them, ~2 ms and ~15M instructions).
     And attrs itself was imported by ``attrs_code`` (its own ~30 methods from the cache, ~3 ms):
     ``containers state``, ``checkpoints`` and ``metrics`` once imported it before, by way of
     ``protocol.replies``."""
     loaded = imported_after(["--address", daemon_address, *argv], run=True, modules=True)
     assert [name for name in UNNEEDED if name in loaded] == []
     ran = ran_after(["--address", daemon_address, *argv])
-    assert ran == {"attrs_code imported attrs": True, "tokenize": False, "platform": False}
+    assert ran == {"attrs_code imported attrs": True, "tokenize": False, "platform": False, "inspect": False}
 
 
 def ran_after(argv: list[str]) -> dict[str, bool]:
@@ -185,7 +188,8 @@ def ran_after(argv: list[str]) -> dict[str, bool]:
         "from containerd_actors.protocol import attrs_code\n"
         "ran = lambda name: name in sys.modules and type(sys.modules[name]).__name__ != '_Deferred'\n"
         "print(json.dumps({'attrs_code imported attrs': attrs_code.imported_attrs,\n"
-        "                  'tokenize': ran('tokenize'), 'platform': ran('platform')}))\n"
+        "                  'tokenize': ran('tokenize'), 'platform': ran('platform'),\n"
+        "                  'inspect': ran('inspect')}))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code],
@@ -215,6 +219,66 @@ def test_a_one_shot_command_defines_only_the_wire_types_it_uses(argv: list[str],
     assert "containerd_actors.protocol.replies" in loaded
     needed = {"containerd_actors.protocol.stats"} if argv[0] == "metrics" else set()
     assert {name for name in LATER_WIRE_MODULES if name in loaded} == needed
+
+
+@pytest.mark.parametrize("argv", [argv for argv in ONE_SHOT if "--json" not in argv], ids=" ".join)
+def test_a_one_shot_command_defines_no_request_class(argv: list[str], daemon_address: str) -> None:
+    """Its requests are written from their fields (``plain_requests``: the same bytes and checks),
+    so the ~16 request classes are never defined (~20M instructions); the replies are read as
+    their classes."""
+    loaded = imported_after(["--address", daemon_address, *argv], run=True, modules=True)
+    assert "containerd_actors.protocol.replies" in loaded
+    assert "containerd_actors.protocol.requests" not in loaded
+
+
+SENT_EARLY = [
+    (["containers", "exec", "--id", "web", "-a", "--", "true"], "AddProcess"),
+    (["containers", "exec", "--id", "web", "--", "true"], "AddProcess"),
+    (["--json", "containers", "exec", "--id", "web", "--", "true"], "AddProcess"),
+    (["containers", "start", "web", "/tmp/bundle"], "CreateContainer"),
+    (["containers", "start", "-a", "web", "/tmp/bundle"], "CreateContainer"),
+]
+
+
+@pytest.mark.parametrize(("argv", "kind"), SENT_EARLY, ids=[" ".join(argv) for argv, _ in SENT_EARLY])
+def test_exec_and_start_send_their_request_before_attrs_and_the_wire_classes(
+    argv: list[str], kind: str, daemon_address: str
+) -> None:
+    """The daemon's ``runc exec`` or ``runc run`` and the import of attrs and the wire classes
+    (~20 ms) overlap (``client.early``): the request is on its way first. Without a terminal,
+    ``-a`` also never imports trio (``ctl.attach_blocking``), nor ``signal`` (its IntEnums: ~3M
+    instructions; the parser of the chosen group only, as ``actr`` builds it)."""
+    argv = ["--address", daemon_address, *argv]
+    code = (
+        "import json, sys\n"
+        "import ctl.main\n"
+        "from containerd_actors.transport import blocking\n"
+        "first = []\n"
+        "send = blocking.BlockingRequestSocket._send\n"
+        "def noting(self, body, deadline):\n"
+        "    if not first:\n"
+        "        first.append([json.loads(body)['type'],\n"
+        "                      sorted(m for m in ('attrs', 'containerd_actors.protocol.requests',\n"
+        "                             'containerd_actors.protocol.replies',\n"
+        "                             'containerd_actors.client.calls') if m in sys.modules)])\n"
+        "    return send(self, body, deadline)\n"
+        "blocking.BlockingRequestSocket._send = noting\n"
+        f"argv = {argv!r}\n"
+        "args = ctl.main.build_parser(ctl.main.chosen_group(argv)).parse_args(argv)\n"
+        "assert ctl.main.run(args) == 0\n"
+        "print(json.dumps([first[0], [m for m in ('trio', 'signal') if m in sys.modules]]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=True,
+    )
+    (sent, imported), later = json.loads(result.stdout.splitlines()[-1])
+    assert (sent, imported, later) == (kind, [], [])
 
 
 def test_parsing_alone_imports_neither_the_codec_nor_attrs() -> None:

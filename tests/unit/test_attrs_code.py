@@ -142,3 +142,51 @@ def test_platform_and_tokenize_run_only_when_used_and_then_are_the_real_modules(
     assert seen["same_as_real"]
     assert seen["tokens"] == ["a", "=", "1"]
     assert seen["attrs_works"]
+
+
+INSPECT_PROBE = """
+import json, sys
+from containerd_actors.protocol import attrs_code
+import attrs
+before = type(sys.modules["inspect"]).__name__
+# attrs' own reading of converters still sees annotations (the real signature, inspect runs then)
+def unannotated(value):
+    return value
+def annotated(value: int) -> str:
+    return str(value)
+plain_first = attrs.Converter(unannotated)._first_param_type
+still = type(sys.modules["inspect"]).__name__
+import inspect
+signature = inspect.signature(unannotated)
+first = attrs.Converter(annotated)._first_param_type
+@attrs.define
+class Thing:
+    x = attrs.field(converter=annotated)
+print(json.dumps({
+    "before": before, "after_unannotated": still, "after_use": type(sys.modules["inspect"]).__name__,
+    "signature": str(signature), "plain_first": repr(plain_first), "first": repr(first),
+    "thing": Thing(3).x, "x_type": repr(Thing.__init__.__annotations__["x"]),
+    "attrs_works": attrs_code.imported_attrs,
+}))
+"""
+
+
+def test_inspect_runs_only_when_used_and_then_is_the_real_module() -> None:
+    """attrs reads one converter's signature as it is imported, a function without annotations:
+    that answer (none) is given without running inspect; after the import every caller, attrs'
+    own included, gets the real ``inspect.signature``."""
+    result = subprocess.run(
+        [sys.executable, "-c", INSPECT_PROBE], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    seen = json.loads(result.stdout)
+    assert seen == {
+        "before": "_Deferred",
+        "after_unannotated": "module",  # after the import, attrs' question goes to the real one
+        "after_use": "module",
+        "signature": "(value)",
+        "plain_first": "None",
+        "first": "<class 'int'>",
+        "thing": "3",
+        "x_type": "<class 'int'>",
+        "attrs_works": True,
+    }

@@ -175,3 +175,30 @@ def test_actr_state_asks_an_older_daemon_for_every_container(tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["id"] == "web"
     assert [json.loads(r).get("id") for r in received] == ["web", None]
+
+
+def test_a_tls_file_that_cannot_be_read_is_a_client_error_naming_it(tmp_path: Path) -> None:
+    """``TlsFilesError`` becomes the ``ClientError`` actr prints, as before ``transport.tls`` was
+    imported only where TLS is used."""
+    from containerd_actors.client import ClientError, TlsFiles
+
+    missing = TlsFiles(tmp_path / "no.crt", tmp_path / "no.key", tmp_path / "no.ca")
+    with (
+        pytest.raises(ClientError, match=r"cannot read the TLS certificate .*no\.crt") as raised,
+        BlockingClient.connect("tls+tcp://127.0.0.1:1", tls=missing),
+    ):
+        pass
+    assert type(raised.value) is ClientError
+
+
+def test_a_plain_address_needs_no_tls_module() -> None:
+    code = (
+        "import sys\n"
+        "from containerd_actors.client.blocking import BlockingClient\n"
+        "from containerd_actors.client.early import send\n"
+        "print('containerd_actors.transport.tls' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    assert result.stdout.strip() == "False"

@@ -22,7 +22,7 @@ import containerd_actors.protocol as wire
 from containerd_actors.protocol import codec, plain_codec, plain_gen
 
 REPO = Path(__file__).resolve().parents[2]
-GENERATED = REPO / "containerd_actors" / "protocol" / "plain_generated.py"
+PROTOCOL = REPO / "containerd_actors" / "protocol"
 
 
 def _samples(kinds: tuple[type, ...]) -> list[Any]:
@@ -42,14 +42,19 @@ def no_fallback(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def test_the_generated_module_is_what_the_generator_writes_today() -> None:
-    assert GENERATED.read_text() == plain_gen.render(), "run scripts/gen_plain_codec.py"
+    assert (PROTOCOL / "plain_generated.py").read_text() == plain_gen.render(), (
+        "run scripts/gen_plain_codec.py"
+    )
+    wanted = plain_gen.render_requests()
+    assert (PROTOCOL / "plain_requests_generated.py").read_text() == wanted, "run scripts/gen_plain_codec.py"
     check = subprocess.run([sys.executable, "scripts/gen_plain_codec.py", "--check"], cwd=REPO, check=False)
     assert check.returncode == 0
 
 
 def test_its_tables_are_the_codecs() -> None:
     assert plain_codec.BLOB_FIELDS == codec.BLOB_FIELDS
-    from containerd_actors.protocol.plain_generated import LATER_FIELDS, REPLIES, REQUESTS
+    from containerd_actors.protocol.plain_generated import REPLIES
+    from containerd_actors.protocol.plain_requests_generated import LATER_FIELDS, REQUESTS
 
     assert {cls.__name__: fields for cls, fields in codec._LATER_FIELDS.items() if fields} == LATER_FIELDS
     assert set(REPLIES) == {cls.__name__ for cls in wire.REPLY_TYPES}
