@@ -66,16 +66,18 @@ machine is noisy. Ctrl-C stops the run and deletes everything started so far.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -134,6 +136,8 @@ JOB_BUFFER = 20
 WARM_UP_STARTS = 5
 #: The daemon's default --start-timeout, applied to raw runc too.
 RAW_START_TIMEOUT_S = 15.0
+#: With --perf: how long `perf record` is given to start sampling before a round's starts.
+PERF_SETTLE_S = 0.5
 
 DAEMON = "daemon"
 #: The raw runc baseline of the table: whichever raw launcher below was fastest (median containers/s).
@@ -180,6 +184,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=default_workdir(),
         help="where state dirs, runc roots and bundles go; all systems use it (default: /dev/shm if it is a "
         "tmpfs, like /run on a real host, else /tmp)",
+    )
+    parser.add_argument(
+        "--perf",
+        metavar="DIR",
+        help="record every CPU with `perf record -a` during each round's starts, into DIR/KIND-ROUND.data",
     )
     parser.add_argument(
         "--keep-logs",
@@ -289,6 +298,38 @@ class Context:
     interrupted: bool = False
 
 
+@attrs.define
+class MachineSpan:
+    """The machine's busy CPU over one round's starts (set when the span ends)."""
+
+    busy_s: float = math.nan
+
+
+@contextlib.contextmanager
+def machine_span(ctx: Context, kind: str, index: int) -> Iterator[MachineSpan]:
+    """Measure the whole machine's busy CPU over the starts; with ``--perf DIR``, also record every
+    CPU's samples (`perf record -a`) into DIR/KIND-ROUND.data: `perf report -i FILE --sort comm`
+    then says which processes and kernel threads the machine's CPU went to."""
+    span = MachineSpan()
+    recorder = None
+    if ctx.args.perf:
+        output = Path(ctx.args.perf) / f"{kind}-{index}.data"
+        recorder = subprocess.Popen(
+            ["perf", "record", "-a", "-F", "499", "-o", str(output), "--", "sleep", "3600"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(PERF_SETTLE_S)  # perf opens its per-CPU buffers before it samples anything
+    before = machine_busy_s()
+    try:
+        yield span
+    finally:
+        span.busy_s = machine_busy_s() - before
+        if recorder is not None:
+            recorder.send_signal(signal.SIGINT)
+            recorder.wait()
+
+
 # --- driving starts ------------------------------------------------------------------------------------
 
 
@@ -354,9 +395,9 @@ async def daemon_round(ctx: Context, index: int) -> RoundResult:
             async def start_one(i: int) -> None:
                 await client.create_container(f"bench-d{index}-{i}", str(ctx.bundle))
 
-            machine_before = machine_busy_s()
-            latencies, errors, wall = await drive(args.n, args.clients, start_one)
-            machine_cpu = machine_busy_s() - machine_before
+            with machine_span(ctx, DAEMON, index) as span:
+                latencies, errors, wall = await drive(args.n, args.clients, start_one)
+            machine_cpu = span.busy_s
             client_cpu = own_cpu_s() - client_before
             used: CpuTimes = daemon_cpu_times(daemon.pid) - before
             api_used = sum(sample(cpu_times, pid, CpuTimes(0.0, 0.0)).own_s for pid in api_pids) - api_before
@@ -598,11 +639,15 @@ def raw_round(kind: str) -> Callable[[Context, int], Awaitable[RoundResult]]:
         tag = kind.removeprefix("runc-")
         runc_root = ctx.workdir / f"r{tag}{index}" / "runc"
         try:
-            machine_before = machine_busy_s()
-            result = await RAW_STARTS[kind](
-                ctx, runc_root, ctx.workdir / f"runc-{tag}-{index}.log", f"bench-r{tag}{index}", ctx.args.n
-            )
-            result.machine_cpu_s = machine_busy_s() - machine_before
+            with machine_span(ctx, kind, index) as span:
+                result = await RAW_STARTS[kind](
+                    ctx,
+                    runc_root,
+                    ctx.workdir / f"runc-{tag}-{index}.log",
+                    f"bench-r{tag}{index}",
+                    ctx.args.n,
+                )
+            result.machine_cpu_s = span.busy_s
             result.init_cpu_s = runc_init_cpu_s(runc_root, ctx.command_start_s)
         finally:
             with trio.CancelScope(shield=True):
@@ -681,9 +726,9 @@ async def containerd_round(ctx: Context, index: int) -> RoundResult:
         cgroup = containerd.cgroup
         cgroup_before = cgroup.usage_s() if cgroup else math.nan
         before = cpu_times(containerd.pid)
-        machine_before = machine_busy_s()
-        result = await ctr_starts(ctx, containerd, f"bench-c{index}", ctx.args.n)
-        result.machine_cpu_s = machine_busy_s() - machine_before
+        with machine_span(ctx, CONTAINERD, index) as span:
+            result = await ctr_starts(ctx, containerd, f"bench-c{index}", ctx.args.n)
+        result.machine_cpu_s = span.busy_s
         if containerd.process.poll() is not None:
             raise RuntimeError(
                 f"containerd exited with {containerd.process.returncode} during the round"

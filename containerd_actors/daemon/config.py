@@ -77,6 +77,12 @@ class DaemonConfig:
         return self.state_dir / "runc"
 
     @property
+    def runc_exe_link(self) -> Path:
+        """The link, named like the runtime's binary, through which its sealed copy is executed
+        (``runc.sealed_binary``): the processes are then named ``runc`` as usual."""
+        return self.state_dir / "bin" / (Path(self.runtime).name or "runc")
+
+    @property
     def containers_dir(self) -> Path:
         return self.state_dir / "containers"
 

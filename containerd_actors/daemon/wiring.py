@@ -149,7 +149,12 @@ async def run_daemon(config: DaemonConfig) -> None:
     snapshots = snapshot_directory(os.environ)  # a debugging hook, off unless asked for
     warm_up()
     faults = FaultHook.from_environment(os.environ)
-    runc = Runc(config.runc_root, binary=config.runtime, timeout=config.start_timeout)
+    runc = Runc(
+        config.runc_root,
+        binary=config.runtime,
+        timeout=config.start_timeout,
+        exe_link=config.runc_exe_link,
+    )
     metrics = MetricsActor(config.metrics_interval, faults=faults)
     # Before any actor runs: the journal fixes where seq continues after a restart.
     journal = EventJournal(config.events_dir, retention=config.events_retention)

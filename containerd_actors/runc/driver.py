@@ -18,7 +18,7 @@ import attrs
 
 from containerd_actors.host.fds import describe_os_error, read_small
 from containerd_actors.runc import spawn
-from containerd_actors.runc.sealed_binary import sealed_binary
+from containerd_actors.runc.sealed_binary import named_link, sealed_binary
 
 
 class RuncError(Exception):
@@ -148,11 +148,27 @@ def _how_it_ended(returncode: int) -> str:
 class Runc:
     """One runc binary bound to one ``--root`` (a directory only this daemon uses)."""
 
-    def __init__(self, root: Path, binary: str = "runc", timeout: float = 15.0) -> None:
+    def __init__(
+        self, root: Path, binary: str = "runc", timeout: float = 15.0, exe_link: Path | None = None
+    ) -> None:
         self.root = root
         self.binary = binary
         self.timeout = timeout
         self._sealed = sealed_binary(binary)
+        #: A symlink named like the binary, through which the sealed copy is executed (None: the
+        #: copy's own /proc path), and the copy it points at now.
+        self._exe_link = exe_link
+        self._linked: tuple[str, str | None] | None = None
+
+    def _executable(self) -> str | None:
+        """What to execute for runc: the sealed copy, through ``exe_link`` when one is given."""
+        copy = self._sealed.executable()
+        if copy is None or self._exe_link is None:
+            return copy
+        if self._linked is None or self._linked[0] != copy:
+            linked = named_link(self._exe_link, copy)
+            self._linked = (copy, str(self._exe_link) if linked else None)
+        return self._linked[1] or copy
 
     def _argv(self, *args: str, log_file: Path | None = None) -> list[str]:
         argv = [self.binary, "--root", str(self.root)]
@@ -166,9 +182,7 @@ class Runc:
         argv = self._argv(command, *args)
         timeout = timeout or self.timeout
         try:
-            result = await spawn.run(
-                argv, capture=True, timeout=timeout, executable=self._sealed.executable()
-            )
+            result = await spawn.run(argv, capture=True, timeout=timeout, executable=self._executable())
         except spawn.SpawnTimeout:
             raise RuncTimeout(command, -9, f"no answer within {timeout:g} s") from None
         except OSError as exc:
@@ -224,7 +238,7 @@ class Runc:
                 stdout=stdio.stdout,
                 stderr=stdio.stderr,
                 timeout=self.timeout,
-                executable=self._sealed.executable(),
+                executable=self._executable(),
             )
         except spawn.SpawnTimeout:
             raise RuncTimeout(

@@ -25,6 +25,7 @@ import fcntl
 import logging
 import os
 import shutil
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,26 @@ log = logging.getLogger(__name__)
 RUNC_SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
 _ELF_MAGIC = b"\x7fELF"
 _COPIES: dict[str, SealedBinary] = {}
+
+
+def named_link(link: Path, target: str) -> bool:
+    """Point the symlink ``link`` at ``target`` (made anew, atomically); False if it cannot be made.
+
+    Executed as ``/proc/PID/fd/N``, runc's process would be named ``N`` (the kernel names a process
+    after the last part of the path it was executed by): ``14`` in ``top`` and ``ps -e``, and no
+    ``pgrep -x runc`` would find it. Executed through a link named ``runc``, it is named ``runc``
+    and still runs from the copy (the link resolves to the memfd).
+    """
+    temporary = link.with_name(f".{link.name}.{os.getpid()}")
+    try:
+        link.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        temporary.unlink(missing_ok=True)
+        os.symlink(target, temporary)
+        os.replace(temporary, link)
+    except OSError as exc:
+        log.warning("runc is executed as %s (cannot make the link %s: %s)", target, link, exc)
+        return False
+    return True
 
 
 def sealed_binary(binary: str) -> SealedBinary:

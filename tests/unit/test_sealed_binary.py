@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 from containerd_actors.runc import spawn
+from containerd_actors.runc.driver import Runc
 from containerd_actors.runc.sealed_binary import RUNC_SEALS, SealedBinary, sealed_binary
 
 
@@ -59,3 +60,22 @@ def test_a_changed_file_is_copied_again_and_a_script_or_missing_file_never(tmp_p
 
 def test_one_copy_per_binary_in_a_process() -> None:
     assert sealed_binary("runc") is sealed_binary("runc")
+
+
+async def test_through_a_named_link_the_process_is_named_like_the_binary(tmp_path: Path) -> None:
+    """Executed as /proc/PID/fd/N, the kernel would name the process N (what top and ps -e show)."""
+    binary = copy_of("sleep", tmp_path / "runc")
+    runc = Runc(tmp_path / "root", binary=str(binary), exe_link=tmp_path / "bin" / "runc")
+    executable = runc._executable()
+    assert executable == str(tmp_path / "bin" / "runc")
+    assert os.readlink(executable).startswith(f"/proc/{os.getpid()}/fd/")
+    pid = os.posix_spawn(executable, ["runc", "5"], {})
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    assert exe.startswith("/memfd:runc") and comm == "runc", (exe, comm)
+    assert runc._executable() == executable  # the same copy: the link is not made again
+    sealed_binary(str(binary)).close()
