@@ -150,14 +150,23 @@ def main(argv: list[str] | None = None) -> None:
     serve(config_from_flags(flags))
 
 
+#: Modules the API server's libraries import at their top but an idle server never uses: each is put
+#: in ``sys.modules`` unexecuted, and runs where a name of it is first used (``attrs_code``'s
+#: ``_Deferred``). pynng imports asyncio for its asyncio support, and the server runs it under trio;
+#: trio imports ssl and hmac for its TLS and DTLS streams, which the server does not use (nng does
+#: its TLS with the mbedTLS it links); ssl and hmac (with hashlib) load OpenSSL's libraries. A
+#: migration's bulk channel uses ssl and hmac, and runs them then. Measured at idle: asyncio 1.4
+#: MiB, ssl and hmac 4.8 MiB of the server's RSS (most of it OpenSSL's pages), and ~40 modules.
+UNUSED_AT_IDLE = ("asyncio", "ssl", "hmac")
+
+
 def import_server() -> Callable[[DaemonConfig], None]:
     """``wiring.serve``, imported as the API server imports it (tests/e2e/test_daemon_cli.py looks at
     what that leaves in ``sys.modules``)."""
     from containerd_actors.protocol import attrs_code
 
-    # pynng imports asyncio at its top, for its asyncio support; the server runs pynng under trio,
-    # so asyncio runs only if something uses it (~3 MiB of the server's memory, ~25 ms of its start).
-    attrs_code.defer_module("asyncio")
+    for name in UNUSED_AT_IDLE:
+        attrs_code.defer_module(name)
     from containerd_actors.daemon.wiring import serve
 
     return serve

@@ -121,17 +121,29 @@ def test_the_reaper_process_does_not_carry_the_servers_libraries() -> None:
     assert result.stdout == "[]\n"
 
 
-def test_the_api_server_imports_no_debugging_hooks_and_runs_no_asyncio() -> None:
-    """What the server imports and never uses at idle stays out of its memory: asyncio (which pynng
-    imports; the server runs it under trio) is in ``sys.modules`` unexecuted, and the debugging
-    hooks' tracemalloc and cProfile are imported only when their variables are set."""
+def test_the_api_server_carries_nothing_an_idle_server_never_runs() -> None:
+    """What the server imports and never uses at idle stays out of its memory: asyncio (pynng's),
+    ssl and hmac (trio's; they load OpenSSL) are in ``sys.modules`` unexecuted until a name of
+    theirs is used, a migration's modules are imported when a migration comes, and the debugging
+    hooks' tracemalloc and cProfile when their variables are set."""
+    unused = (
+        "_hashlib",
+        "_ssl",
+        "asyncio.base_events",
+        "cProfile",
+        "containerd_actors.daemon.migration.bulk",
+        "containerd_actors.daemon.migration.source",
+        "tarfile",
+        "tracemalloc",
+    )
     code = (
         "import sys\n"
         "from containerd_actors.daemon.main import import_server\n"
         "import_server()\n"
-        "print(sorted(m for m in ('asyncio.base_events', 'cProfile', 'tracemalloc') if m in sys.modules))\n"
-        "import asyncio\n"
-        "print(asyncio.get_event_loop_policy() is not None)  # a name used: the real module runs\n"
+        f"print(sorted(m for m in {unused!r} if m in sys.modules))\n"
+        "import asyncio, hmac, ssl\n"  # a name used: the real module runs
+        "print(asyncio.get_event_loop_policy() is not None, len(hmac.digest(b'k', b'm', 'sha256')),\n"
+        "      ssl.create_default_context().verify_mode == ssl.CERT_REQUIRED)\n"
     )
     environment = {
         key: value
@@ -141,7 +153,7 @@ def test_the_api_server_imports_no_debugging_hooks_and_runs_no_asyncio() -> None
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=environment
     )
-    assert result.stdout == "[]\nTrue\n"
+    assert result.stdout == "[]\nTrue 32 True\n"
 
 
 @pytest.mark.parametrize("flag", ["-h", "--help"])
