@@ -6,23 +6,10 @@ from pathlib import Path
 
 import attrs
 
+# Parsed from the flags, which the reaper parses too without attrs (see ``flags``); named here too.
+from containerd_actors.daemon.flags import DEFAULT_RETENTION as DEFAULT_RETENTION
+from containerd_actors.daemon.flags import RemoteStreams as RemoteStreams
 from containerd_actors.transport.tls import TlsFiles
-
-#: Events the journal keeps for replay by default (about 100 bytes each).
-DEFAULT_RETENTION = 100_000
-
-
-@attrs.frozen
-class RemoteStreams:
-    """A remote API listener and the two event streams beside it, on its next two ports.
-
-    Each remote listener has its own, because a client reaches the daemon only by the address it
-    dialed: one on another network than the first listener's could not subscribe otherwise.
-    """
-
-    api: str
-    events: str
-    batch: str
 
 
 @attrs.frozen

@@ -16,7 +16,6 @@ the variable nothing is profiled. The wire cannot reach it.
 from __future__ import annotations
 
 import contextlib
-import cProfile
 import logging
 import os
 import time
@@ -35,6 +34,8 @@ def profiled(environ: Mapping[str, str]) -> Iterator[None]:
     if not target:
         yield
         return
+    import cProfile  # here: a server that is not profiled need not carry it
+
     wall = environ.get(CLOCK_VARIABLE) == "wall"
     profile = cProfile.Profile(time.perf_counter if wall else time.thread_time)
     log.warning("cProfile is on (%s): stats go to %s.%d at exit", VARIABLE, target, os.getpid())

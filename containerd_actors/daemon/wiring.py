@@ -26,6 +26,11 @@ import signal
 import socket
 from pathlib import Path
 
+# Before trio, which imports attrs: attrs' own methods then come from the cache (``attrs_code``),
+# not compiled afresh with tokenize and platform imported for them.
+from containerd_actors.protocol import attrs_code  # noqa: F401
+
+# isort: split
 import pynng
 import trio
 

@@ -218,6 +218,13 @@ def _defer(name: str, known: dict[str, Any]) -> None:
     sys.modules[name] = module
 
 
+def defer_module(name: str) -> None:
+    """``name`` in ``sys.modules`` unexecuted until a name of it is used (see ``_Deferred``): for a
+    module that a library imports at its top and this process may never use (the API server runs
+    pynng under trio, never its asyncio support)."""
+    _defer(name, {})
+
+
 #: Whether attrs was imported here (its own classes' methods from the cache), not before this
 #: module: every module of ours that imports attrs imports this first (a test checks it per command).
 imported_attrs = False

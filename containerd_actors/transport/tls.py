@@ -22,23 +22,18 @@ from containerd_actors.protocol import attrs_code  # noqa: F401
 # isort: split
 import attrs
 
+# The schemes (``addresses``) and the files' checks (``pem``) live apart, for the reaper and for
+# clients that need no attrs; named here too.
+from containerd_actors.protocol.addresses import host_of as host_of
+from containerd_actors.protocol.addresses import is_plain_tcp as is_plain_tcp
+from containerd_actors.protocol.addresses import is_tls as is_tls
+from containerd_actors.transport.pem import TlsFilesError as TlsFilesError
+from containerd_actors.transport.pem import read_pem_files
+
 if TYPE_CHECKING:
     from pathlib import Path
 
     import pynng
-
-# Where they were first defined; ``addresses`` holds them so that a client may ask without attrs.
-from containerd_actors.protocol.addresses import (  # noqa: F401
-    PLAIN_TCP_SCHEME,
-    TLS_SCHEME,
-    host_of,
-    is_plain_tcp,
-    is_tls,
-)
-
-
-class TlsFilesError(ValueError):
-    """A certificate, key or CA file is missing, unreadable, or not PEM."""
 
 
 @attrs.frozen
@@ -47,30 +42,17 @@ class TlsFiles:
     key: Path
     ca: Path
 
-    def _read(self, path: Path, what: str, marker: str) -> str:
-        try:
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise TlsFilesError(f"cannot read the TLS {what} {path}: {exc}") from None
-        if f"-----BEGIN {marker}" not in text and not (marker == "KEY" and "PRIVATE KEY-----" in text):
-            raise TlsFilesError(f"the TLS {what} {path} is not a PEM {marker.lower()}")
-        return text
-
     def pem(self) -> tuple[str, str, str]:
         """The certificate, key and CA as PEM text (read now, so a renewal is seen)."""
         return self._pem()
 
     def _pem(self) -> tuple[str, str, str]:
-        return (
-            self._read(self.cert, "certificate", "CERTIFICATE"),
-            self._read(self.key, "key", "KEY"),
-            self._read(self.ca, "CA", "CERTIFICATE"),
-        )
+        return read_pem_files(self.cert, self.key, self.ca)
 
     def check(self) -> None:
         """Raise ``TlsFilesError`` naming the first file that cannot serve (before any listener).
 
-        Light on purpose: the reaper process parses the flags too, and must not load pynng.
+        Without pynng; the reaper, which must not load attrs either, checks through ``pem``.
         """
         self._pem()
 

@@ -106,13 +106,57 @@ def test_the_batch_stream_sits_beside_the_events_socket_unless_told_otherwise() 
 
 
 def test_the_reaper_process_does_not_carry_the_servers_libraries() -> None:
-    """The reaper is the process that parses the flags; it lives as long as the host's containers."""
+    """The reaper is the process that parses the flags; it lives as long as the host's containers.
+
+    Nor attrs, dataclasses or inspect (~3 MiB of its memory): its flags are parsed into NamedTuples.
+    """
+    heavy = ("attr", "attrs", "cattrs", "dataclasses", "inspect", "orjson", "pynng", "trio")
     code = (
-        "import sys, containerd_actors.daemon.main\n"
-        "print(sorted(m for m in ('cattrs', 'orjson', 'pynng', 'trio') if m in sys.modules))\n"
+        "import sys, containerd_actors.daemon.main, containerd_actors.reaper.process\n"
+        "from containerd_actors.daemon.flags import parse_flags\n"
+        "parse_flags(['-l', 'tcp://127.0.0.1:7000', '--insecure-tcp'])\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout == "[]\n"
+
+
+def test_the_api_server_carries_nothing_an_idle_server_never_runs() -> None:
+    """What the server imports and never uses at idle stays out of its memory: asyncio (pynng's),
+    ssl and hmac (trio's; they load OpenSSL) are in ``sys.modules`` unexecuted until a name of
+    theirs is used, a migration's modules are imported when a migration comes, and the debugging
+    hooks' tracemalloc and cProfile when their variables are set."""
+    unused = (
+        "_hashlib",
+        "hashlib",
+        "_ssl",
+        "asyncio.base_events",
+        "cProfile",
+        "containerd_actors.daemon.migration.bulk",
+        "containerd_actors.daemon.migration.source",
+        "tarfile",
+        "tracemalloc",
+    )
+    code = (
+        "import sys\n"
+        "from containerd_actors.daemon.main import import_server\n"
+        "import_server()\n"
+        "from containerd_actors import protocol as wire\n"
+        "wire.is_migration_chunk(b'{}')\n"  # asked of every request
+        f"print(sorted(m for m in {unused!r} if m in sys.modules))\n"
+        "import asyncio, hmac, ssl\n"  # a name used: the real module runs
+        "print(asyncio.get_event_loop_policy() is not None, len(hmac.digest(b'k', b'm', 'sha256')),\n"
+        "      ssl.create_default_context().verify_mode == ssl.CERT_REQUIRED)\n"
+    )
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("CONTAINERD_ACTORS_TRACEMALLOC", "CONTAINERD_ACTORS_PROFILE")
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=environment
+    )
+    assert result.stdout == "[]\nTrue 32 True\n"
 
 
 @pytest.mark.parametrize("flag", ["-h", "--help"])

@@ -30,7 +30,7 @@ import time
 from collections.abc import Awaitable
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -107,12 +107,16 @@ from containerd_actors.daemon.metrics.registry import (
     CONTAINERS,
     EXEC_PROCESS_TIME,
 )
-from containerd_actors.daemon.migration.source import SourceContainer, forget_migrated_bundle, migrate_out
 from containerd_actors.daemon.state.layout import ContainerPaths
 from containerd_actors.host.reaping import EXIT_REPORT_GRACE_S
 from containerd_actors.protocol import Checkpoint, ContainerInfo, ContainerStats, ErrorCode, EventType
 from containerd_actors.runc.driver import RuncError
 from containerd_actors.runc.process_spec import exec_process_info, exec_spec
+
+# A migration's source side is imported when a container migrates: a server whose containers never
+# do need not carry it (tarfile, hashlib's OpenSSL, ssl: see ``migration/destination.py``).
+if TYPE_CHECKING:
+    from containerd_actors.daemon.migration.source import SourceContainer
 
 log = logging.getLogger(__name__)
 
@@ -616,6 +620,8 @@ class ContainerActor:
             return
         self._phase = Phase.MIGRATING
         self._migrating = ask
+        from containerd_actors.daemon.migration.source import SourceContainer
+
         source = SourceContainer(
             self.id,
             self._bundle_path,
@@ -627,6 +633,8 @@ class ContainerActor:
         self._nursery.start_soon(self._migration_task, ask, source)
 
     async def _migration_task(self, ask: Ask[wire.MigrateContainer], source: SourceContainer) -> None:
+        from containerd_actors.daemon.migration.source import migrate_out
+
         try:
             result = await migrate_out(self._runtime, source, ask.request, self._deps.migration_tls)
         except CommandError as error:
@@ -663,6 +671,8 @@ class ContainerActor:
                 "container %s: migrated; its frozen copy here was not deleted: %s", self.id, exc.message
             )
         if not request.keep_source:
+            from containerd_actors.daemon.migration.source import forget_migrated_bundle
+
             forget_migrated_bundle(self.paths.state_dir, self._bundle_path)
         answer(reply_to, result)
 

@@ -21,10 +21,10 @@ import logging
 import os
 import shutil
 import signal
-import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -33,15 +33,19 @@ from containerd_actors import protocol as wire
 from containerd_actors.daemon.container.checkpoint import checkpoints_dir, publish_checkpoint
 from containerd_actors.daemon.events.messages import EventDraft, EventsMailbox
 from containerd_actors.daemon.mailbox import CommandError, forward
-from containerd_actors.daemon.migration.bulk import BulkError, BulkReceiver
-from containerd_actors.daemon.migration.chunks import digest_of_digests
-from containerd_actors.daemon.migration.pagerelay import PageServerOutcome, PageServerRelay, RelayError
 from containerd_actors.daemon.state.layout import incoming_dir, migrated_bundle
 from containerd_actors.daemon.supervisor.messages import SupervisorMailbox
 from containerd_actors.protocol import Checkpoint, ErrorCode, EventType
 from containerd_actors.protocol.migration import MigrationChunk
 from containerd_actors.transport.nng import pipe_local_address
 from containerd_actors.transport.tls import TlsFiles, host_of
+
+# The bulk channel, the page relay, the chunks' digests and tarfile are imported where a migration
+# arriving uses them: a server that no migration reaches never does (they bring hashlib's OpenSSL,
+# ssl, secrets: ~2 MiB of every idle server).
+if TYPE_CHECKING:
+    from containerd_actors.daemon.migration.bulk import BulkReceiver
+    from containerd_actors.daemon.migration.pagerelay import PageServerOutcome, PageServerRelay
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +171,8 @@ class IncomingMigrations:
         local = self._local_address(incoming.pipe)
         if local is None:
             return None
+        from containerd_actors.daemon.migration.bulk import BulkReceiver
+
         token = incoming.begin.token
         try:
             bulk = BulkReceiver(
@@ -191,6 +197,8 @@ class IncomingMigrations:
         local = self._local_address(incoming.pipe)
         if local is None:
             return None
+        from containerd_actors.daemon.migration.pagerelay import PageServerRelay
+
         token = incoming.begin.token
         try:
             pages = PageServerRelay(
@@ -211,6 +219,8 @@ class IncomingMigrations:
         return pages
 
     async def _run_page_relay(self, incoming: Incoming, pages: PageServerRelay) -> None:
+        from containerd_actors.daemon.migration.pagerelay import RelayError
+
         token = incoming.begin.token
         try:
             outcome: PageServerOutcome | None = await trio.to_thread.run_sync(
@@ -239,6 +249,8 @@ class IncomingMigrations:
             incoming.pages_done.set()
 
     async def _run_bulk(self, incoming: Incoming, bulk: BulkReceiver) -> None:
+        from containerd_actors.daemon.migration.bulk import BulkError
+
         token = incoming.begin.token
         try:
             digests = await trio.to_thread.run_sync(bulk.run, abandon_on_cancel=True)
@@ -404,6 +416,8 @@ class IncomingMigrations:
         return incoming.directory / "rootfs.tar"
 
     def _check_whole(self, incoming: Incoming, request: wire.MigrationCommit) -> None:
+        from containerd_actors.daemon.migration.chunks import digest_of_digests
+
         missing = [seq for seq in range(request.chunks) if seq not in incoming.digests]
         if missing or len(incoming.digests) != request.chunks:
             raise CommandError(
@@ -486,5 +500,7 @@ class IncomingMigrations:
 
 
 def _extract(tar_path: Path, target: Path) -> None:
+    import tarfile
+
     with tarfile.open(tar_path) as tar:
         tar.extractall(target, numeric_owner=True, filter="tar")
