@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-import attrs
 import pynng
 import trio
 
@@ -34,18 +33,18 @@ from containerd_actors import __version__
 from containerd_actors import protocol as wire
 from containerd_actors.daemon.config import DaemonConfig, RemoteStreams
 from containerd_actors.daemon.container.routes import ProcessRoutes
-from containerd_actors.daemon.container.stdin import open_stdin_reply
 from containerd_actors.daemon.events.messages import EventsMailbox, EventsStatus, GetStatus
-from containerd_actors.daemon.mailbox import Answer, Ask, CommandError, Published, ask, forward
+from containerd_actors.daemon.mailbox import CommandError, Published, ask, forward
 from containerd_actors.daemon.metrics.messages import MetricsMailbox
 from containerd_actors.daemon.migration.destination import IncomingMigrations
 from containerd_actors.daemon.output_reads import OutputReads
 from containerd_actors.daemon.ready_replies import Encoded, Framed
+from containerd_actors.daemon.shortcuts import LOCAL_CALLER, Caller, Handler, open_stdin, to_actor, to_stdin
 from containerd_actors.daemon.supervisor.messages import SupervisorMailbox
 from containerd_actors.host.procfs import memory_total_bytes
 from containerd_actors.protocol import frames
 from containerd_actors.transport import nng
-from containerd_actors.transport.nng import UNKNOWN_PEER, pipe_is_local, pipe_local_address
+from containerd_actors.transport.nng import UNKNOWN_PEER, pipe_local_address
 from containerd_actors.transport.reply import ReplySocket
 from containerd_actors.transport.tls import is_plain_tcp
 
@@ -60,27 +59,6 @@ SEND_TIMEOUT_S = 10.0
 #: a ReadOutput answers at once and the client library backs off before asking again.
 MAX_WAITING_READS = WORKER_CONTEXTS // 2
 
-
-@attrs.frozen
-class Caller:
-    """Who sent a request: the CN of a TLS client's certificate (None for a local client), and the
-    pipe it came on (0 when unknown), which tells the listener it dialed."""
-
-    by: str | None = None
-    pipe: int = 0
-
-    @property
-    def on_this_host(self) -> bool:
-        """Whether the caller dialed the ipc:// socket: only then can it open a file the daemon
-        names (OpenStdin's pipe, ReadOutput.spans' logs); a TLS or plain-tcp caller cannot."""
-        return self.by is None and not (self.pipe and not pipe_is_local(self.pipe))
-
-
-LOCAL_CALLER = Caller()
-
-
-#: Serves a request for a caller.
-Handler = Callable[[Any, Caller], Awaitable[wire.Reply | Framed | Encoded]]
 
 #: What a ``--read-only-client`` may ask: everything that only reads (list, state, stats, logs,
 #: metrics, events, checkpoints listed). Anything else, today's requests and tomorrow's, is refused.
@@ -187,6 +165,7 @@ class ApiServer:
         self, supervisor: SupervisorMailbox, events: EventsMailbox, metrics: MetricsMailbox
     ) -> dict[type, Handler]:
         """For each request type: the actor that serves it, and the reply its answer becomes."""
+        routes = self._process_routes
 
         def via(
             mailbox: trio.MemorySendChannel[Any], reply: Callable[[Any, Any], wire.Reply | Encoded]
@@ -217,8 +196,8 @@ class ApiServer:
             wire.ReadOutput: lambda request, caller: self._read_output(supervisor, request, caller),
             # Routed by the supervisor to the container's actor:
             wire.Signal: via(supervisor, lambda r, _: wire.SignalReply(r.request_id)),
-            wire.AddProcess: self._to_actor(
-                supervisor, lambda r, pid: wire.AddProcessReply(r.request_id, pid)
+            wire.AddProcess: to_actor(
+                routes, supervisor, lambda r, pid: wire.AddProcessReply(r.request_id, pid)
             ),
             wire.Stats: via(supervisor, lambda r, stats: wire.StatsReply(r.request_id, stats)),
             wire.UpdateContainer: via(supervisor, lambda r, _: wire.UpdateContainerReply(r.request_id)),
@@ -229,13 +208,13 @@ class ApiServer:
                 supervisor, lambda r, checkpoints: wire.ListCheckpointsReply(r.request_id, checkpoints)
             ),
             wire.DeleteCheckpoint: via(supervisor, lambda r, _: wire.DeleteCheckpointReply(r.request_id)),
-            wire.WriteInput: self._to_stdin(
-                supervisor, lambda r, written: wire.WriteInputReply(r.request_id, written)
+            wire.WriteInput: to_stdin(
+                routes, supervisor, lambda r, written: wire.WriteInputReply(r.request_id, written)
             ),
-            wire.ResizeTerminal: self._to_stdin(
-                supervisor, lambda r, _: wire.ResizeTerminalReply(r.request_id)
+            wire.ResizeTerminal: to_stdin(
+                routes, supervisor, lambda r, _: wire.ResizeTerminalReply(r.request_id)
             ),
-            wire.OpenStdin: lambda request, caller: self._open_stdin(supervisor, request, caller),
+            wire.OpenStdin: lambda request, caller: open_stdin(routes, supervisor, request, caller),
             # The migration's task builds the reply itself (``migration.source.migrate_out``).
             wire.MigrateContainer: via(supervisor, lambda _r, reply: reply),
             # A migration arriving from another daemon (its source is the caller):
@@ -244,70 +223,6 @@ class ApiServer:
             wire.MigrationCommit: lambda request, caller: self.incoming.commit(request, caller.by),
             wire.MigrationAbort: lambda request, _caller: self.incoming.abort(request),
         }
-
-    def _to_actor(self, supervisor: SupervisorMailbox, reply: Callable[[Any, Any], wire.Reply]) -> Handler:
-        """A request for a container's actor: into the mailbox of the living actor the routes
-        name (``ProcessRoutes.actor``), else (no actor there yet or any more, a full or closed
-        mailbox) through the supervisor, which gives every answer it gave before."""
-        routes = self._process_routes
-
-        async def handler(request: Any, caller: Caller) -> wire.Reply:
-            mailbox = None if routes is None else routes.actor(request.id)
-            if isinstance(mailbox, trio.MemorySendChannel):
-                reply_send: trio.MemorySendChannel[Answer]
-                reply_receive: trio.MemoryReceiveChannel[Answer]
-                reply_send, reply_receive = trio.open_memory_channel(1)
-                try:
-                    try:
-                        mailbox.send_nowait(Ask(request, reply_send, caller.by))
-                    except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-                        pass
-                    else:
-                        return reply(request, (await reply_receive.receive()).unwrap())
-                finally:
-                    reply_receive.close()
-            return reply(request, await forward(supervisor, request, caller.by))
-
-        return handler
-
-    def _to_stdin(self, supervisor: SupervisorMailbox, reply: Callable[[Any, Any], wire.Reply]) -> Handler:
-        """A WriteInput or ResizeTerminal: straight to its process's open stdin port when the
-        supervisor's routes hold it (``container.routes``), else through the supervisor."""
-        routes = self._process_routes
-
-        async def handler(request: Any, caller: Caller) -> wire.Reply:
-            if routes is not None:
-                reply_send, reply_receive = trio.open_memory_channel[Answer](1)
-                try:
-                    if routes.offer(Ask(request, reply_send, caller.by)):
-                        return reply(request, (await reply_receive.receive()).unwrap())
-                finally:
-                    reply_receive.close()
-            return reply(request, await forward(supervisor, request, caller.by))
-
-        return handler
-
-    async def _open_stdin(
-        self, supervisor: SupervisorMailbox, request: wire.OpenStdin, caller: Caller
-    ) -> wire.Reply:
-        """Where a local client opens the process's stdin pipe (``OpenStdin``).
-
-        Answered here from the open port that ``ProcessRoutes`` holds, as a WriteInput is handed
-        to it: naming the fd needs neither the actor nor the port's task, so the common case
-        costs no hop at all. Whatever the routes do not hold (a closed stdin, an exited or
-        unknown process, a port whose actor is stopping) goes through the supervisor to the
-        actor, which gives the same answers WriteInput gets (``invalid_state``, ``not_found``).
-        """
-        if not caller.on_this_host:
-            raise CommandError(
-                wire.ErrorCode.PERMISSION_DENIED,
-                "OpenStdin is served to clients on the daemon's host only (ipc://): "
-                "the path it names is a file of this host; write with WriteInput",
-            )
-        port = None if self._process_routes is None else self._process_routes.port(request.id, request.pid)
-        if port is not None and not port.stopping:
-            return open_stdin_reply(port, request.request_id)
-        return await forward(supervisor, request, caller.by)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         addresses = [self._config.listen, *self._config.remote_listen]
