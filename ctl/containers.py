@@ -10,6 +10,11 @@ logs, also ``logs -f``) use the ``BlockingClient`` and never import trio, and so
 ``exec -a`` without a terminal (``ctl.attach_blocking``). What needs an event loop (``exec -a -t``,
 attach, stats) returns a coroutine, which ``ctl.main`` runs under trio, and imports
 ``ctl.attach`` (terminal modes, detach keys, window sizes) only then.
+
+Why one module of ~530 lines: ``ctl.main`` imports each command group by name and asks it for its
+parser; the group's parser names its handlers, and the helpers they share (the early send of exec
+and start, the attach choice) serve both. A second module would be one more import for every
+``actr`` run, which the one-shot commands' budget counts in milliseconds.
 """
 
 from __future__ import annotations

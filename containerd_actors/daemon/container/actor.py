@@ -13,7 +13,7 @@ stats, pause). When the init exits, the kernel has killed the rest of the contai
 actor waits for the exec'd processes' exits, announces them, deletes the container from runc
 and announces the init's exit last.
 
-Why one module of ~580 lines: it holds the actor's state and the one ``match`` that may change it;
+Why one module of ~700 lines: it holds the actor's state and the one ``match`` that may change it;
 every step that does not touch that state already lives beside it (start, adopt, exec, exits,
 checkpoint, cgroups, stdio, migration's source). Splitting further would spread the state's
 changes over modules, which is what the actor rule is there to prevent.

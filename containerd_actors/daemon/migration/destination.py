@@ -12,6 +12,10 @@ killed while receiving leaves nothing behind); at the commit they become the bun
 ``<state>/migrated/<id>.<token>/``: the source's ``config.json`` with the rootfs at its absolute
 path (or the copied one) and ``linux.cgroupsPath`` under this daemon's cgroup parent, and the
 images as its checkpoint ``migrated``, removed once the container runs.
+
+Why one module of ~500 lines: the table of migrations in progress and every step that changes
+it (begin, chunk, commit, abort, the idle timeout, the start-up sweep) are one state machine;
+what does not touch the table (the page relay, the chunks' files, the peer link) lives beside it.
 """
 
 from __future__ import annotations
