@@ -1,0 +1,238 @@
+"""``exec -a`` rides through a kill -9 of the daemon's API server (``client/redial.py``).
+
+The reaper restarts the server and keeps the process, its pipes and its logs; the attach dials
+again and reads on from its offsets. What must hold: the exit code is the process's, every line
+comes out exactly once and in order, stdin typed across the restart arrives, stderr says once
+that the connection was lost and once that it is back; and when no daemon comes back, the attach
+fails within the window, naming the container and the pid.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+import trio
+from support.daemon import DaemonHandle, unique_id
+from support.restarts import server_pid, wait_for_new_server
+from test_exec import ACTR
+
+import containerd_actors.client.direct_input as direct_input
+import containerd_actors.client.redial as redial_module
+from containerd_actors.client import Client
+from ctl import attach_blocking
+from ctl.output_backlog import OutputBacklog
+
+LOST = redial_module.LOST_LINE.decode()
+BACK = redial_module.BACK_LINE.decode()
+#: Lines of the counting process (one every ~20 ms: ~3 s) and its exit code.
+LINES = 150
+COUNT = f"i=0; while [ $i -lt {LINES} ]; do echo line-$i; i=$((i+1)); usleep 20000; done; exit 7"
+
+
+async def started(client: Client, bundle) -> str:
+    cid = unique_id("rc")
+    await client.create_container(cid, str(bundle))
+    return cid
+
+
+async def open_actr(daemon: DaemonHandle, cid: str, *command: str, stdin: int = subprocess.DEVNULL):
+    return await trio.lowlevel.open_process(
+        [*ACTR, "--address", daemon.address, "containers", "exec", "--id", cid, "-a", "--", *command],
+        stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, PYTHONFAULTHANDLER="1"),
+    )  # fmt: skip
+
+
+class Collected:
+    """What a stream of the attach has printed so far; ``until`` waits for a text in it."""
+
+    def __init__(self) -> None:
+        self.data = b""
+        self._changed = trio.Event()
+
+    async def drain(self, stream) -> None:
+        while chunk := await stream.receive_some():
+            self.data += chunk
+            self._changed.set()
+            self._changed = trio.Event()
+
+    async def until(self, text: bytes) -> None:
+        try:
+            while text not in self.data:
+                await self._changed.wait()
+        except BaseException:
+            print("waited for", text, "had", self.data[-300:])
+            raise
+
+
+async def kill_server(daemon: DaemonHandle) -> int:
+    old = server_pid(daemon)
+    os.kill(old, signal.SIGKILL)
+    return old
+
+
+async def test_exec_attach_rides_through_a_server_kill(
+    daemon: DaemonHandle, client: Client, sleep_bundle
+) -> None:
+    cid = await started(client, sleep_bundle)
+    process = await open_actr(daemon, cid, "sh", "-c", COUNT)
+    out, err = Collected(), Collected()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(out.drain, process.stdout)
+        nursery.start_soon(err.drain, process.stderr)
+        with trio.fail_after(20):
+            await out.until(b"line-20\n")
+            old = await kill_server(daemon)
+            killed_at = time.monotonic()
+            try:
+                await err.until(BACK.encode())
+            except BaseException:
+                os.kill(process.pid, signal.SIGABRT)
+                with trio.CancelScope(shield=True), trio.move_on_after(3):
+                    await err.until(b"never")
+                open("/tmp/rc-dump.txt", "wb").write(err.data)
+                raise
+            disconnected = time.monotonic() - killed_at
+            await wait_for_new_server(daemon, old)
+            await process.wait()
+    print(f"disconnected for {disconnected:.2f} s; {LINES} lines checked")
+
+    lines = out.data.decode().splitlines()
+    assert process.returncode == 7, err.data
+    assert lines == [f"line-{i}" for i in range(LINES)]
+    assert err.data.decode() == LOST + BACK
+    assert lines.index("line-20") < LINES - 1  # the kill came mid-stream
+
+
+async def test_exec_attach_forwards_stdin_across_a_server_kill(
+    daemon: DaemonHandle, client: Client, sleep_bundle
+) -> None:
+    """An echo fed by the test: lines typed before, during and after the restart come back once
+    each (the direct stdin pipe it opened outlives the server that named it)."""
+    cid = await started(client, sleep_bundle)
+    process = await open_actr(daemon, cid, "sh", "-c", "cat; exit 3", stdin=subprocess.PIPE)
+    out, err = Collected(), Collected()
+    assert process.stdin is not None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(out.drain, process.stdout)
+        nursery.start_soon(err.drain, process.stderr)
+        with trio.fail_after(60):
+            for i in range(10):
+                await process.stdin.send_all(f"echo-{i}\n".encode())
+                await out.until(f"echo-{i}\n".encode())
+            await kill_server(daemon)
+            for i in range(10, 20):  # typed while the server is down or restarting
+                await process.stdin.send_all(f"echo-{i}\n".encode())
+            await err.until(BACK.encode())
+            for i in range(20, 30):
+                await process.stdin.send_all(f"echo-{i}\n".encode())
+            await out.until(b"echo-29\n")
+            await process.stdin.aclose()
+            await process.wait()
+
+    assert process.returncode == 3, err.data
+    assert out.data.decode().splitlines() == [f"echo-{i}" for i in range(30)]
+    assert err.data.decode() == LOST + BACK
+
+
+async def test_an_attach_whose_daemon_does_not_come_back_fails_naming_the_process(
+    daemon: DaemonHandle, client: Client, sleep_bundle
+) -> None:
+    cid = await started(client, sleep_bundle)
+    process = await open_actr(daemon, cid, "sh", "-c", "echo ready; exec sleep 1000")
+    out, err = Collected(), Collected()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(out.drain, process.stdout)
+        nursery.start_soon(err.drain, process.stderr)
+        with trio.fail_after(60):
+            await out.until(b"ready\n")
+            (info,) = (await client.state(cid)).containers
+            (pid,) = [each.pid for each in info.processes if each.args[:1] == ["sh"]]
+            reaper = daemon.pid
+            os.kill(reaper, signal.SIGSTOP)  # nothing restarts the server
+            try:
+                os.kill(server_pid(daemon), signal.SIGKILL)
+                await err.until(LOST.encode())
+                lost_at = time.monotonic()
+                await process.wait()
+                waited = time.monotonic() - lost_at
+            finally:
+                os.kill(reaper, signal.SIGCONT)
+    print(f"gave up after {waited:.1f} s")
+
+    message = err.data.decode()
+    assert process.returncode == 1
+    assert message.startswith(LOST)
+    assert BACK not in message
+    assert f"process {pid} of container {cid!r}" in message
+    assert redial_module.RECONNECT_WINDOW_S - 1 < waited < redial_module.RECONNECT_WINDOW_S + 10
+
+
+async def test_write_input_across_a_server_kill_is_never_sent_twice(
+    daemon: DaemonHandle, client: Client, sleep_bundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the direct pipe (a client that may not open it): lines go by WriteInput, and those
+    typed while the server is down are sent once it is back; none is written twice."""
+
+    def refused(_path: str, _flags: int) -> int:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(direct_input, "_open_for_writing", refused)
+    cid = await started(client, sleep_bundle)
+    pid = await client.add_process(cid, ["cat"])
+    read_end, write_end = os.pipe()
+    failures: list[BaseException] = []
+    said: list[bytes] = []
+    notices = redial_module.Notices(said.append)
+    backlog = OutputBacklog()
+    forwarder = threading.Thread(
+        target=attach_blocking._forward_stdin,
+        args=(daemon.address, cid, pid, read_end, failures, backlog),
+        kwargs={"notices": notices},
+    )
+    forwarder.start()
+    echoed = b""
+
+    async def until(text: bytes) -> None:
+        nonlocal echoed
+        while text not in echoed:
+            reply = await client.read_output(cid, pid, stdout_offset=len(echoed), wait=5)
+            echoed += reply.stdout
+
+    try:
+        with trio.fail_after(60):
+            for i in range(5):
+                os.write(write_end, f"in-{i}\n".encode())
+                await until(f"in-{i}\n".encode())
+            old = await kill_server(daemon)
+            await wait_for_new_server(daemon, old)
+            for i in range(5, 10):
+                os.write(write_end, f"in-{i}\n".encode())
+            async with Client.connect(daemon.address, timeout=60) as again:
+                client = again
+                await until(b"in-9\n")
+                os.close(write_end)
+                write_end = -1
+                await trio.to_thread.run_sync(forwarder.join)
+                status = None
+                with trio.fail_after(30):
+                    while status is None:
+                        reply = await again.read_output(cid, pid, stdout_offset=len(echoed), wait=5)
+                        echoed += reply.stdout
+                        if reply.exited:
+                            status = reply.status
+    finally:
+        backlog.finish()
+        if write_end >= 0:
+            os.close(write_end)
+        await trio.to_thread.run_sync(forwarder.join)
+        os.close(read_end)
+
+    assert not failures, failures
+    assert status == 0
+    assert echoed.decode().splitlines() == [f"in-{i}" for i in range(10)]
+    assert said == [redial_module.LOST_LINE, redial_module.BACK_LINE]
