@@ -9,6 +9,7 @@ fails within the window, naming the container and the pid.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -232,3 +233,62 @@ async def test_write_input_across_a_server_kill_is_never_sent_twice(
     # nng's dialer may have found the new server before the forwarder noticed the old one gone.
     assert said in ([], [redial_module.LOST_LINE, redial_module.BACK_LINE])
     print(f"said: {said}")
+
+
+async def test_an_ordered_stream_across_a_server_kill_drops_only_what_it_says(
+    daemon: DaemonHandle, client: Client, sleep_bundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream of stdin (WriteInputs in flight on two connections) cut by the kill: the bytes in
+    flight then are said to be in doubt and not sent again; none arrives twice, the rest arrives."""
+
+    def refused(_path: str, _flags: int) -> int:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(direct_input, "_open_for_writing", refused)
+    cid = await started(client, sleep_bundle)
+    pid = await client.add_process(cid, ["cat"])
+    data = b"".join(b"%08d\n" % i for i in range((16 << 20) // 9))
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 1 << 20)
+    os.write(write_end, data[: 1 << 20])  # the first read fills more than a JSON WriteInput: ordered
+    failures: list[BaseException] = []
+    said: list[bytes] = []
+    backlog = OutputBacklog()
+    forwarder = threading.Thread(
+        target=attach_blocking._forward_stdin,
+        args=(daemon.address, cid, pid, read_end, failures, backlog),
+        kwargs={"notices": redial_module.Notices(said.append)},
+    )
+    forwarder.start()
+
+    def feed() -> None:
+        with os.fdopen(write_end, "wb") as pipe:
+            pipe.write(data[1 << 20 :])
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.to_thread.run_sync, feed)
+            with trio.fail_after(60):
+                while backlog.sent < 4 << 20:
+                    await trio.sleep(0.01)  # polls the forwarder's own count: kill it mid-stream
+                old = await kill_server(daemon)
+                await wait_for_new_server(daemon, old)
+    finally:
+        backlog.finish()
+        await trio.to_thread.run_sync(forwarder.join)
+        os.close(read_end)
+    echoed = b""
+    async with Client.connect(daemon.address, timeout=60) as again:
+        with trio.fail_after(60):
+            while True:
+                reply = await again.read_output(cid, pid, stdout_offset=len(echoed), wait=5)
+                echoed += reply.stdout
+                if reply.exited:
+                    break
+
+    assert not failures, failures
+    doubted = sum(int(line.split()[3]) for line in said if b"in doubt" in line or b"on their way" in line)
+    print(f"{len(data)} bytes sent, {len(echoed)} arrived, {doubted} said to be in doubt: {said}")
+    assert len(data) - doubted <= len(echoed) <= len(data)
+    numbers = [int(line) for line in echoed.split(b"\n") if len(line) == 8 and line.isdigit()]
+    assert numbers == sorted(set(numbers))  # none twice, in order
