@@ -98,6 +98,31 @@ async def test_exec_attach_rides_through_a_server_kill(
     assert lines.index("line-20") < LINES - 1  # the kill came mid-stream
 
 
+async def test_logs_follow_rides_through_a_server_kill(
+    daemon: DaemonHandle, client: Client, sleep_bundle
+) -> None:
+    """``logs -f`` shares the attach's reads, and so its redial."""
+    cid = await started(client, sleep_bundle)
+    pid = await client.add_process(cid, ["sh", "-c", COUNT])
+    process = await trio.lowlevel.open_process(
+        [*ACTR, "--address", daemon.address, "containers", "logs", "-f", "-p", str(pid), cid],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    out, err = Collected(), Collected()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(out.drain, process.stdout)
+        nursery.start_soon(err.drain, process.stderr)
+        with trio.fail_after(60):
+            await out.until(b"line-20\n")
+            await kill_server(daemon)
+            await err.until(BACK.encode())
+            await process.wait()
+
+    assert process.returncode == 0, err.data
+    assert out.data.decode().splitlines() == [f"line-{i}" for i in range(LINES)]
+    assert err.data.decode() == LOST + BACK
+
+
 async def test_exec_attach_forwards_stdin_across_a_server_kill(
     daemon: DaemonHandle, client: Client, sleep_bundle
 ) -> None:
