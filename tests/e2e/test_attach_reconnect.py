@@ -18,13 +18,14 @@ import time
 
 import pytest
 import trio
-from support.daemon import DaemonHandle, unique_id
+from support.daemon import DaemonHandle, remove_containers, unique_id
 from support.restarts import server_pid, wait_for_exit, wait_for_new_server
 from test_exec import ACTR
+from test_tls import certs, tls_daemon  # noqa: F401 - certs is a fixture
 
 import containerd_actors.client.direct_input as direct_input
 import containerd_actors.client.redial as redial_module
-from containerd_actors.client import Client
+from containerd_actors.client import Client, TlsFiles
 from ctl import attach_blocking
 from ctl.output_backlog import OutputBacklog
 
@@ -317,3 +318,29 @@ async def test_an_ordered_stream_across_a_server_kill_drops_only_what_it_says(
     assert len(data) - doubted <= len(echoed) <= len(data)
     numbers = [int(line) for line in echoed.split(b"\n") if len(line) == 8 and line.isdigit()]
     assert numbers == sorted(set(numbers))  # none twice, in order
+
+
+async def test_exec_attach_over_tls_forwards_stdin(
+    state_dir,
+    sleep_bundle,
+    certs: dict[str, TlsFiles],  # noqa: F811 - the fixture
+) -> None:
+    """The stdin forwarder and the redial dial with the attach's own certificate (before, the
+    forwarder dialled tls+tcp:// without one and the attach failed)."""
+    async with tls_daemon(state_dir, certs["server"]) as (handle, port):
+        cid = unique_id("rtls")
+        async with Client.connect(handle.address) as local:
+            await local.create_container(cid, str(sleep_bundle))
+        admin = certs["admin"]
+        remote = f"tls+tcp://127.0.0.1:{port}"
+        flags = ["--tls-cert", str(admin.cert), "--tls-key", str(admin.key), "--tls-ca", str(admin.ca)]
+        with trio.fail_after(60):
+            result = await trio.run_process(
+                [*ACTR, "--address", remote, *flags, "containers", "exec", "--id", cid, "-a", "--",
+                 "sh", "-c", "cat; exit 5"],
+                stdin=b"over tls\n", capture_stdout=True, capture_stderr=True, check=False,
+            )  # fmt: skip
+        try:
+            assert (result.returncode, result.stdout) == (5, b"over tls\n"), result.stderr
+        finally:
+            remove_containers(handle.runc_root)
