@@ -236,8 +236,7 @@ async def test_write_input_across_a_server_kill_is_never_sent_twice(
             await wait_for_new_server(daemon, old)
             async with Client.connect(daemon.address, timeout=60) as again:
                 client = again
-                await until(b"in-9\n")
-                os.close(write_end)
+                os.close(write_end)  # EOF: the forwarder sends what it has, then closes stdin
                 write_end = -1
                 await trio.to_thread.run_sync(forwarder.join)
                 status = None
@@ -256,9 +255,15 @@ async def test_write_input_across_a_server_kill_is_never_sent_twice(
 
     assert not failures, failures
     assert status == 0
-    assert echoed.decode().splitlines() == [f"in-{i}" for i in range(10)]
+    lines = echoed.decode().splitlines()
+    doubted = sum(int(line.split()[3]) for line in said if b"on their way" in line)
+    # Lines 5-9 went on the old connection: nng's dialer may carry them to the new server, or the
+    # send may meet the dying pipe; then they are in doubt, said, and not sent again.
+    assert lines == [f"in-{i}" for i in range(10) if i < 5 or f"in-{i}" in lines]  # in order, once
+    assert sum(len(f"in-{i}\n") for i in range(5, 10) if f"in-{i}" not in lines) <= doubted
     # nng's dialer may have found the new server before the forwarder noticed the old one gone.
-    assert said in ([], [redial_module.LOST_LINE, redial_module.BACK_LINE])
+    assert said[:1] in ([], [redial_module.LOST_LINE])
+    assert said[-1:] in ([], [redial_module.BACK_LINE])
     print(f"said: {said}")
 
 
