@@ -29,11 +29,14 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from containerd_actors.client import (
     FRAMED_INPUT_CHUNK_BYTES,
     INPUT_CHUNK_BYTES,
     BlockingClient,
+    ClientError,
+    DaemonUnreachable,
     ErrorCode,
     RequestFailed,
 )
@@ -45,7 +48,11 @@ from containerd_actors.client.ordered_input import (
     OrderedInput,
     speaks_ordered_input,
 )
+from containerd_actors.client.redial import GaveUp, InFlightLost, Notices, Redial
 from ctl.output_backlog import OutputBacklog
+
+if TYPE_CHECKING:
+    from containerd_actors.client import TlsFiles
 
 #: Exit code when the daemon does not know the exit status (the process was not its child).
 EXIT_STATUS_UNKNOWN = 255
@@ -113,31 +120,50 @@ def _read(fd: int, size: int = _READ_CHUNK) -> bytes:
 
 
 def _forward_stdin(
-    address: str, id: str, pid: int, in_fd: int, failures: list[BaseException], backlog: OutputBacklog
+    address: str,
+    id: str,
+    pid: int,
+    in_fd: int,
+    failures: list[BaseException],
+    backlog: OutputBacklog,
+    *,
+    tls: TlsFiles | None = None,
+    notices: Notices | None = None,
 ) -> None:
     """Until EOF (then close the process's stdin) or until the process stops taking input.
 
     On the daemon's host, straight into the process's stdin pipe (``forward_directly``: no
-    request per MiB, nothing through the daemon). Otherwise a line typed goes at once, as one
-    request; a stream (its first read fills more than a JSON WriteInput) goes with several
-    requests in flight when the daemon takes them (``OrderedInput``), so that the next MiB is
-    on its way while the daemon writes the last.
+    request per MiB, nothing through the daemon; the pipe it opened stays its own when the API
+    server restarts). Otherwise a line typed goes at once, as one request; a stream (its first
+    read fills more than a JSON WriteInput) goes with several requests in flight when the daemon
+    takes them (``OrderedInput``), so that the next MiB is on its way while the daemon writes the
+    last.
+
+    Across a restart of the API server (``Redial``), stdin is at most once: the bytes of a
+    WriteInput whose connection was lost under it may or may not have been written by the old
+    server, and the new one cannot say, so they are not sent again and stderr says how many
+    (``_in_doubt``). A byte typed twice could run a command twice; one in doubt is reported.
     """
     from containerd_actors.client.direct_input import forward_directly  # not for a stdin of /dev/null
 
     try:
-        with BlockingClient.connect(address) as client, ExitStack() as probes:
-            backlog.set_probe(_EndProbe(address, id, pid, probes))
-            if forward_directly(client, id, pid, in_fd, backlog.wait):
+        with Redial(address, tls=tls, notices=notices) as redial, Redial(address, tls=tls) as probe:
+            backlog.set_probe(_EndProbe(probe, id, pid))
+            if redial.run(lambda client: forward_directly(client, id, pid, in_fd, backlog.wait, close=False)):
+                redial.run(lambda client: client.write_input(id, b"", pid, close=True))  # the same twice
                 return
             sent = 0
             while True:
                 data = _read(in_fd)
-                if len(data) > INPUT_CHUNK_BYTES and speaks_ordered_input(client):
-                    _forward_ordered(address, client, id, pid, in_fd, data, backlog, sent)
+                if len(data) > INPUT_CHUNK_BYTES and redial.run(speaks_ordered_input):
+                    _forward_ordered(redial, id, pid, in_fd, data, backlog, sent, notices)
                     return
                 backlog.wait(sent)
-                client.write_input(id, data, pid, close=not data)
+                write = functools.partial(_write_input, id=id, pid=pid, data=data)
+                try:
+                    redial.run(write, resend=not data)  # an EOF may be sent twice, bytes not
+                except InFlightLost:
+                    _in_doubt(notices, len(data))
                 sent += len(data)
                 if not data:
                     return
@@ -145,19 +171,29 @@ def _forward_stdin(
         _note_input_failure(exc, failures)
 
 
+def _write_input(client: BlockingClient, *, id: str, pid: int, data: bytes) -> None:
+    client.write_input(id, data, pid, close=not data)
+
+
+def _in_doubt(notices: Notices | None, count: int) -> None:
+    """Say that ``count`` bytes of stdin were on their way when the connection was lost."""
+    if notices is not None and count:
+        notices.say(
+            f"actr: up to {count} bytes of input were on their way when the connection was lost; "
+            "they may not have reached the process and are not sent again\n".encode()
+        )
+
+
 class _EndProbe:
     """Where the process's output ends now (``OutputBacklog``'s probe): a ReadOutput of one byte
     that does not wait, on a connection of its own, opened the first time stdin would pause (the
     forwarder's own may have WriteInputs in flight)."""
 
-    def __init__(self, address: str, id: str, pid: int, stack: ExitStack) -> None:
-        self._address, self._id, self._pid, self._stack = address, id, pid, stack
-        self._client: BlockingClient | None = None
+    def __init__(self, redial: Redial, id: str, pid: int) -> None:
+        self._redial, self._id, self._pid = redial, id, pid
 
     def __call__(self) -> int | None:
-        if self._client is None:
-            self._client = self._stack.enter_context(BlockingClient.connect(self._address))
-        reply = self._client.read_output(self._id, self._pid, max_bytes=1)
+        reply = self._redial.run(lambda client: client.read_output(self._id, self._pid, max_bytes=1))
         if reply.stdout_end is None or reply.stderr_end is None:
             return None  # a daemon older than the field
         return reply.stdout_end + reply.stderr_end
@@ -181,26 +217,43 @@ def _is_devnull(fd: int) -> bool:
 
 
 def _forward_ordered(
-    address: str,
-    client: BlockingClient,
+    redial: Redial,
     id: str,
     pid: int,
     in_fd: int,
     first: bytes,
     backlog: OutputBacklog,
     sent: int,
+    notices: Notices | None,
 ) -> None:
-    """The rest of stdin from ``first`` on, with a request in flight on each of ``IN_FLIGHT`` connections."""
+    """The rest of stdin from ``first`` on, with a request in flight on each of ``IN_FLIGHT`` connections.
+
+    When a connection is lost, what was in flight is in doubt (``_in_doubt``: not sent again),
+    and the rest goes as a new writer (its offsets from 0) on new connections: the new server
+    knows nothing of the old writer's."""
     with ExitStack() as stack:
-        others = [stack.enter_context(BlockingClient.connect(address)) for _ in range(IN_FLIGHT - 1)]
-        stream = OrderedInput([client, *others], id, pid)
+        others = [stack.enter_context(Redial(redial.address, tls=redial.tls)) for _ in range(IN_FLIGHT - 1)]
+        redials = [redial, *others]
         data = first
-        while data:
-            backlog.wait(sent)
-            stream.write(data)
-            sent += len(data)
-            data = _read(in_fd, ORDERED_CHUNK_BYTES)
-        stream.close()
+        while True:
+            stream = OrderedInput([each.client for each in redials], id, pid)
+            taken = stream.offset
+            try:
+                while data:
+                    backlog.wait(sent)
+                    taken = stream.offset
+                    stream.write(data)
+                    sent += len(data)
+                    data = _read(in_fd, ORDERED_CHUNK_BYTES)
+                stream.close()
+                return
+            except DaemonUnreachable:
+                for each in redials:
+                    each.lost()
+                if data and stream.offset > taken:  # ``data`` was on its way: in doubt with the rest
+                    sent += len(data)
+                    data = _read(in_fd, ORDERED_CHUNK_BYTES)
+                _in_doubt(notices, stream.in_flight)
 
 
 def rotated_out(skipped: int) -> bytes:
@@ -266,7 +319,12 @@ class OutputWriter:
 
 
 def attach(client: BlockingClient, id: str, pid: int) -> int:
-    """Connect this process's stdio to process ``pid`` of container ``id``; return its exit status."""
+    """Connect this process's stdio to process ``pid`` of container ``id``; return its exit status.
+
+    A lost connection (the API server died) is dialled again (``Redial``) and the output read on
+    from the offsets it had; one line on stderr says it was lost, one that it is back. If it does
+    not come back within ``RECONNECT_WINDOW_S``, this fails naming the process (it may well run on).
+    """
     from ctl.startup import lasting
 
     lasting()
@@ -274,27 +332,32 @@ def attach(client: BlockingClient, id: str, pid: int) -> int:
     sys.stdout.flush()
     failures: list[BaseException] = []
     backlog = OutputBacklog()
+    writer = OutputWriter()
+    notices = Notices(functools.partial(writer.write, err_fd))
     forwarder = threading.Thread(
         target=_forward_stdin,
         args=(client.address, id, pid, in_fd, failures, backlog),
+        kwargs={"tls": client.tls, "notices": notices},
         name="stdin",
         daemon=True,
     )
     status = EXIT_STATUS_UNKNOWN
+    redial = Redial(client.address, tls=client.tls, first=client, notices=notices)
     try:
-        with _stop_signals():
+        with _stop_signals(), redial:
             if _is_devnull(in_fd):
                 try:
-                    client.write_input(id, b"", pid, close=True)
+                    redial.run(lambda connection: connection.write_input(id, b"", pid, close=True))
+                except GaveUp:
+                    raise
                 except Exception as exc:
                     _note_input_failure(exc, failures)
             else:
                 forwarder.start()
-            writer = OutputWriter()
             # The output's offset (both streams) once this chunk is out, and the stdin sent
             # before the next read was asked: what ``OutputBacklog`` bounds stdin with.
             position, sent_before = 0, backlog.sent
-            for chunk in follow_local_output(client, id, pid):
+            for chunk in follow_local_output(client, id, pid, redial=redial):
                 backlog.read(chunk.stdout, chunk.stderr, chunk.end, sent_before)
                 if chunk.skipped:
                     writer.write(err_fd, rotated_out(chunk.skipped))
@@ -308,6 +371,13 @@ def attach(client: BlockingClient, id: str, pid: int) -> int:
             writer.finish()
     except _Stopped as stopped:
         return 128 + stopped.signum
+    except GaveUp as gone:
+        writer.finish()  # the output read so far is out before the message
+        raise ClientError(
+            f"lost the connection to the daemon while attached to process {pid} of container {id!r}, "
+            f"and could not reconnect: {gone.reason} (the process may still run: "
+            f"`actr containers logs -f -p {pid} {id}` follows its output)"
+        ) from None
     finally:
         backlog.finish()  # however the reads ended, stdin no longer waits for them
     if failures:

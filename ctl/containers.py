@@ -20,6 +20,7 @@ and start, the attach choice) serve both. A second module would be one more impo
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -419,6 +420,7 @@ def show_logs(args: argparse.Namespace) -> int:
     Without trio, as ``exec -a``: a local client copies from the daemon's log files
     (``local_output``), the writer thread writes while the next read is on its way."""
     from containerd_actors.client import local_output
+    from containerd_actors.client.redial import Notices, Redial
     from ctl.attach_blocking import OutputWriter, rotated_out
     from ctl.startup import lasting
 
@@ -428,8 +430,10 @@ def show_logs(args: argparse.Namespace) -> int:
     sys.stderr.flush()
     with connect(args) as client:
         writer = OutputWriter()
+        notices = Notices(functools.partial(writer.write, err_fd))
+        redial = Redial(client.address, tls=client.tls, first=client, notices=notices)
         for chunk in local_output.follow_output(
-            client, args.id, args.pid, follow=args.follow, tail=args.tail
+            client, args.id, args.pid, follow=args.follow, tail=args.tail, redial=redial
         ):
             if chunk.skipped:
                 writer.write(err_fd, rotated_out(chunk.skipped))

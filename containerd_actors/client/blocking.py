@@ -67,6 +67,12 @@ class BlockingClient:
         self._timeout = timeout
         self._ids = calls.RequestIds(self) if ids is None else ids
         self._frames: bool | None = None
+        #: The TLS files it dialled with: what a second connection to the same daemon needs.
+        self.tls: TlsFiles | None = None
+
+    def close(self) -> None:
+        """Close the connection now (its ``connect`` block closes it again, harmlessly)."""
+        self._socket.close()
 
     @classmethod
     @contextmanager
@@ -90,7 +96,9 @@ class BlockingClient:
                 raise
             raise ClientError(str(exc)) from None
         with socket:
-            yield cls(address, socket, timeout)
+            client = cls(address, socket, timeout)
+            client.tls = tls
+            yield client
 
     def call(
         self,
@@ -251,14 +259,18 @@ class BlockingClient:
         """
         state = calls.OutputFollow(framed=self._frames is not False, **options)
         while not state.done:
-            yield state.take(self._read_next(id, pid, state))
+            yield state.take(self.read_next(id, pid, state, state.fields()))
             if state.backoff:
                 time.sleep(state.backoff)  # the daemon's long polls were all taken
 
-    def _read_next(self, id: str, pid: int, state: calls.OutputFollow) -> wire.ReadOutputReply:
-        """The next read of ``state``: framed unless the daemon is known not to speak frames, and
-        asked again as JSON if it refuses them (``OutputFollow.refused_frames``); no Ping first."""
-        fields = state.fields()
+    def read_next(
+        self, id: str, pid: int, state: calls.OutputFollow, fields: calls.ReadOptions
+    ) -> wire.ReadOutputReply:
+        """The read ``fields`` of ``state`` (``state.fields()``): framed unless the daemon is known
+        not to speak frames, and asked again as JSON if it refuses them
+        (``OutputFollow.refused_frames``); no Ping first."""
+        if not state.framed:  # a follow of a daemon that refused frames earlier on
+            fields = calls.OutputFollow.plain(fields)
         try:
             # Its output is written out and dropped: views of the reply, no copy (``calls.decode``).
             reply = self.call("ReadOutput", wire.ReadOutputReply, views=True, id=id, pid=pid, **fields)

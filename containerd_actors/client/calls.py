@@ -229,6 +229,11 @@ class OutputFollow:
         ``logs`` a round trip, while only a daemon older than frames pays for the refused read.
         """
         self._framed = False
+        return self.plain(fields)
+
+    @staticmethod
+    def plain(fields: ReadOptions) -> ReadOptions:
+        """``fields`` without the frame's options."""
         plain = fields.copy()
         plain.pop("binary", None)
         plain.pop("max_bytes", None)

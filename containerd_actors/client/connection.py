@@ -252,7 +252,7 @@ class Client:
                 await trio.sleep(state.backoff)  # the daemon's long polls were all taken
 
     async def _read_next(self, id: str, pid: int, state: calls.OutputFollow) -> wire.ReadOutputReply:
-        """As ``BlockingClient._read_next``: framed at once, as JSON again if the daemon refuses."""
+        """As ``BlockingClient.read_next``: framed at once, as JSON again if the daemon refuses."""
         fields = state.fields()
         try:
             reply = await self.read_output(id, pid, **fields)

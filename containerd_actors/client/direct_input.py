@@ -136,10 +136,18 @@ def _read_and_write(in_fd: int, out_fd: int) -> int:
 
 
 def forward_directly(
-    client: BlockingClient, id: str, pid: int, in_fd: int, before_each: Callable[[int], None]
+    client: BlockingClient,
+    id: str,
+    pid: int,
+    in_fd: int,
+    before_each: Callable[[int], None],
+    *,
+    close: bool = True,
 ) -> bool:
-    """All of ``in_fd`` into the process's stdin pipe, then its stdin closed (EOF): True. False
-    when the daemon or the host offers no direct way (nothing was read: use WriteInput)."""
+    """All of ``in_fd`` into the process's stdin pipe, then (``close``) its stdin closed (EOF):
+    True. False when the daemon or the host offers no direct way (nothing was read: use
+    WriteInput). Without ``close`` the caller closes it, maybe on another connection: the pipe
+    opened here is this process's own, and outlives the API server that named it."""
     fd = open_direct_stdin(client, id, pid)
     if fd is None:
         return False
@@ -147,5 +155,6 @@ def forward_directly(
         copy_into(in_fd, fd, before_each)
     finally:
         os.close(fd)
-    client.write_input(id, b"", pid, close=True)
+    if close:
+        client.write_input(id, b"", pid, close=True)
     return True

@@ -13,7 +13,7 @@ daemon's reply says what was skipped.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 # Before attrs: its own classes' methods, and then these, from the cache (``attrs_code``).
@@ -29,6 +29,7 @@ from containerd_actors.client.log_files import FileBytes, LogFiles
 
 if TYPE_CHECKING:
     from containerd_actors.client.blocking import BlockingClient
+    from containerd_actors.client.redial import Redial
 
 #: Reads in a row whose named files were found under neither name: then the files are taken to
 #: be out of this process's reach, and the reads go without ``spans``.
@@ -69,22 +70,32 @@ def follow_output(
     tail: int = -1,
     offsets: tuple[int, int] = (0, 0),
     reader: Reader | None = None,
+    redial: Redial | None = None,
 ) -> Iterator[calls.OutputRead]:
-    """As ``client.follow_output``; a local client's output as ``FileBytes`` where it can."""
+    """As ``client.follow_output``; a local client's output as ``FileBytes`` where it can.
+
+    With ``redial`` (whose first connection is ``client``), a read whose connection is lost is
+    asked again, from the same offsets, on a new connection (``redial.Redial``): reads change
+    nothing, so nothing is yielded twice or skipped."""
     reader = Reader() if reader is None else reader
     if not is_local(client.address):
         reader.spans = False
     state = calls.OutputFollow(framed=True, follow=follow, tail=tail, offsets=offsets)
-    while not state.done:
-        fields: dict[str, Any] = dict(state.fields())
-        read = _read(client, id, pid, fields, state, reader) if reader.spans else None
-        if read is None:  # this read and the rest without spans, as the client always read
-            tail, offsets = fields["tail"], (fields["stdout_offset"], fields["stderr_offset"])
-            for read in client.follow_output(id, pid, follow=follow, tail=tail, offsets=offsets):
+
+    def ask(fields: dict[str, Any]) -> Callable[[BlockingClient], calls.OutputRead]:
+        def one(connection: BlockingClient) -> calls.OutputRead:
+            read = _read(connection, id, pid, dict(fields), state, reader) if reader.spans else None
+            if read is None:  # without spans, as the client always read
+                read = state.take(connection.read_next(id, pid, state, dict(fields)))
                 reader.from_replies += len(read.stdout) + len(read.stderr)
-                yield read
-            return
-        yield read
+            return read
+
+        return one
+
+    while not state.done:
+        fields: dict[str, Any] = dict(state.fields())  # the same fields if it is asked again
+        request = ask(fields)
+        yield request(client) if redial is None else redial.run(request)
         if state.backoff:
             time.sleep(state.backoff)  # the daemon's long polls were all taken
 

@@ -60,9 +60,20 @@ class OrderedInput:
         if not self._free:
             self._settle_oldest()
         client = self._free.popleft()
-        self._send(client, self._offset, data)
+        # In flight from before it is sent: if the send fails, it may still have gone (``in_flight``).
         self._flying.append((client, self._offset, data))
         self._offset += len(data)
+        self._send(client, self._offset - len(data), data)
+
+    @property
+    def offset(self) -> int:
+        """Bytes taken by ``write`` so far (sent, or in the middle of being sent)."""
+        return self._offset
+
+    @property
+    def in_flight(self) -> int:
+        """Bytes sent and not yet acknowledged (after a lost connection: maybe written, maybe not)."""
+        return sum(len(data) for _, _, data in self._flying)
 
     def close(self) -> None:
         """Every byte written, then the process's stdin closed (EOF)."""
@@ -92,9 +103,12 @@ class OrderedInput:
 
     def _settle_oldest(self) -> None:
         """The oldest request's reply; what it did not write is resent on its connection."""
-        client, offset, data = self._flying.popleft()
+        client, offset, data = self._flying[0]
         written = client.receive(wire.WriteInputReply).written
         while written < len(data):
-            self._send(client, offset + written, memoryview(data)[written:])
+            rest = memoryview(data)[written:]
+            self._flying[0] = (client, offset + written, rest)  # what is still in flight
+            self._send(client, offset + written, rest)
             written += client.receive(wire.WriteInputReply).written
+        self._flying.popleft()
         self._free.append(client)
